@@ -1,0 +1,34 @@
+# make demo  — fresh machine: venv, install, run the demo
+# make test  — fresh machine: venv, install, the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck sim clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/phalanx demo
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src/phalanx/raft src/phalanx/checker
+	$(BIN)/pytest -n 2 tests
+
+sim: $(STAMP)
+	$(BIN)/phalanx sim --seeds 2000
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src/phalanx/raft src/phalanx/checker
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
