@@ -1,0 +1,69 @@
+"""The one error tree of phalanx.
+
+Rules of this file:
+- Every error raised by phalanx derives from `PhalanxError`.
+- An error's name tells the caller what to do: `NotLeader` means "ask the leader (here is a
+  hint)", `OutcomeUnknown` means "the write may have happened; do not blindly retry".
+- A broken invariant is a bug: it raises `InvariantViolation` through `require()`, because
+  `python -O` strips `assert`. Nothing catches it broadly.
+"""
+
+from __future__ import annotations
+
+
+class PhalanxError(Exception):
+    """Root of every error phalanx raises."""
+
+
+class ConfigError(PhalanxError):
+    """A configuration value broke a rule; the message names the field and the rule."""
+
+
+class InvariantViolation(PhalanxError):
+    """An internal invariant was broken: a bug. The process (or simulation) must stop."""
+
+
+class StorageError(PhalanxError):
+    """The durable store failed or was asked for something it cannot give."""
+
+
+class Compacted(StorageError):
+    """The requested log index was compacted into a snapshot."""
+
+
+class Unavailable(StorageError):
+    """The requested log index is beyond the last index in the store."""
+
+
+class Corrupt(StorageError):
+    """The store holds bytes that fail their checksum or cannot be decoded."""
+
+
+class NotLeader(PhalanxError):
+    """This replica is not the leader; `leader_hint` names the leader it knows of, if any."""
+
+    def __init__(self, leader_hint: str | None, message: str | None = None) -> None:
+        self.leader_hint = leader_hint
+        super().__init__(message or f"not the leader (leader hint: {leader_hint or 'unknown'})")
+
+
+class ProposalDropped(PhalanxError):
+    """The proposal was not appended (e.g. a leadership transfer is in progress); retry is safe."""
+
+
+class OutcomeUnknown(PhalanxError):
+    """The operation may or may not have taken effect; do not blindly retry a non-idempotent write."""
+
+
+class ClientProtocolError(PhalanxError):
+    """A client sent bytes that break the protocol; answer with an error, keep the server up."""
+
+
+class PeerProtocolError(PhalanxError):
+    """A peer sent bytes that break the peer protocol; drop the peer connection."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise `InvariantViolation(message)` unless `condition` holds."""
+    if not condition:
+        raise InvariantViolation(message)
