@@ -1,0 +1,73 @@
+"""Configuration of one Raft replica, validated when built.
+
+Rules of this file:
+- Every field is documented; relations between fields are checked in `__post_init__` and the
+  error names the rule that was broken ("election_ticks must be > heartbeat_ticks").
+- Time is counted in ticks; the node runtime decides how long a tick is (default 50 ms... see
+  `phalanx.server`). Randomness arrives as an injected `random.Random`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from phalanx.errors import ConfigError
+from phalanx.raft.types import NodeId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RaftConfig:
+    """How one replica behaves. Defaults suit a 10 ms tick: 50 ms heartbeats, 0.5-1 s elections."""
+
+    #: This replica's identity.
+    node_id: NodeId
+    #: Minimum election timeout in ticks; the real timeout is drawn from
+    #: [election_ticks, 2 * election_ticks) at every reset (§5.2).
+    election_ticks: int = 50
+    #: A leader sends heartbeats every `heartbeat_ticks` (must be < election_ticks).
+    heartbeat_ticks: int = 5
+    #: PreVote (dissertation §9.6): a would-be candidate first asks whether it could win, so a
+    #: rejoining node cannot bump the term and depose a healthy leader.
+    pre_vote: bool = True
+    #: CheckQuorum (dissertation §6.2, §9.6): a leader that has not heard from a quorum within an
+    #: election timeout steps down; followers that recently heard from a leader ignore votes.
+    check_quorum: bool = True
+    #: Serve linearizable reads from a leader lease instead of a heartbeat round
+    #: (dissertation §6.4.1). Needs check_quorum. Assumes bounded clock drift.
+    lease_reads: bool = False
+    #: How many ticks shorter than election_ticks the lease is, to absorb clock drift.
+    lease_margin_ticks: int = 2
+    #: The most bytes of entries one AppendEntries carries (at least one entry is always sent).
+    max_message_bytes: int = 1 << 20
+    #: The most AppendEntries in flight to one follower in REPLICATE state.
+    max_inflight_messages: int = 256
+    #: The most bytes of committed entries handed to the application in one Ready.
+    max_applying_bytes: int = 16 << 20
+    #: The most read requests that may wait for a leadership confirmation.
+    max_pending_reads: int = 100_000
+    #: The applied index the application restored on restart (its state machine's position).
+    applied: int = 0
+    #: The source of all randomness of this replica (election jitter).
+    random: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def __post_init__(self) -> None:
+        if not self.node_id:
+            raise ConfigError("node_id must not be empty")
+        if self.heartbeat_ticks <= 0:
+            raise ConfigError("heartbeat_ticks must be > 0")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError("election_ticks must be > heartbeat_ticks")
+        if self.lease_reads and not self.check_quorum:
+            raise ConfigError("lease_reads needs check_quorum (a lease is only safe if a "
+                              "leader that loses its quorum steps down)")
+        if self.lease_margin_ticks < 0 or self.lease_margin_ticks >= self.election_ticks:
+            raise ConfigError("lease_margin_ticks must be in [0, election_ticks)")
+        if self.max_message_bytes <= 0:
+            raise ConfigError("max_message_bytes must be > 0")
+        if self.max_inflight_messages <= 0:
+            raise ConfigError("max_inflight_messages must be > 0")
+        if self.max_applying_bytes <= 0:
+            raise ConfigError("max_applying_bytes must be > 0")
+        if self.applied < 0:
+            raise ConfigError("applied must be >= 0")

@@ -1,0 +1,237 @@
+"""RawNode: the sans-IO API of one Raft replica, and the `Ready` batch it hands out.
+
+Rules of this file:
+- The application drives the node from one thread/task: `tick()`, `step()`, local requests,
+  then `ready()` / `advance()` strictly in pairs (a second `ready()` before `advance()` is a bug).
+- Everything the application must do is in the `Ready`; its docstring states the order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from phalanx.errors import require
+from phalanx.raft.config import RaftConfig
+from phalanx.raft.messages import Message
+from phalanx.raft.raft import Raft, ReadState, Role
+from phalanx.raft.storage import LogReader
+from phalanx.raft.types import (
+    ConfChange,
+    ConfState,
+    Entry,
+    HardState,
+    Index,
+    NodeId,
+    Snapshot,
+    Term,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state worth reporting: who leads and what we are."""
+
+    lead: NodeId
+    role: Role
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    """One batch of work for the application. Handle it in this order:
+
+    1. Send `messages` (they may leave before anything is persisted).
+    2. Persist `snapshot` (if any), then `entries`, then `hard_state` (if any) — atomically, with
+       one fsync when `must_sync` is True.
+    3. Send `persisted_messages` (votes, acknowledgements: only true once durable).
+    4. Restore the state machine from `snapshot` (if any), then apply `committed_entries` in
+       order; for a CONF_CHANGE entry call `RawNode.apply_conf_change`. Serve `read_states`
+       whose index has been applied.
+    5. Call `advance(ready)`.
+    """
+
+    soft_state: SoftState | None
+    hard_state: HardState | None
+    entries: tuple[Entry, ...]
+    snapshot: Snapshot | None
+    committed_entries: tuple[Entry, ...]
+    messages: tuple[Message, ...]
+    persisted_messages: tuple[Message, ...]
+    read_states: tuple[ReadState, ...]
+    must_sync: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """The leader's view of one peer."""
+
+    match: int
+    next: int
+    state: str
+    recent_active: bool
+    is_learner: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A snapshot of a replica's state for monitoring and tests."""
+
+    id: NodeId
+    term: Term
+    vote: NodeId
+    lead: NodeId
+    role: Role
+    commit: int
+    applied: int
+    last_index: int
+    conf: ConfState
+    peers: dict[NodeId, PeerStatus]
+    lead_transferee: NodeId
+
+
+class ReadyPending(Exception):
+    """Raised internally when `ready()` is called before the previous `advance()`."""
+
+
+class RawNode:
+    """A thread-unsafe Raft replica with the Ready/advance API (as etcd's RawNode)."""
+
+    def __init__(self, config: RaftConfig, storage: LogReader) -> None:
+        self.raft = Raft(config, storage)
+        self._previous_soft = SoftState(self.raft.lead, self.raft.role)
+        self._previous_hard = self.raft.hard_state()
+        self._outstanding = False
+
+    # -- inputs ------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self.raft.tick()
+
+    def step(self, message: Message) -> None:
+        """Handle a message from a peer."""
+        self.raft.step(message)
+
+    def campaign(self) -> None:
+        """Start an election now (tests, tooling)."""
+        self.raft.campaign()
+
+    def propose(self, data: bytes) -> tuple[Index, Term]:
+        """Propose `data`; raises `NotLeader` or `ProposalDropped`. Returns (index, term)."""
+        return self.raft.propose(data)
+
+    def propose_conf_change(self, change: ConfChange) -> tuple[Index, Term]:
+        """Propose a membership change; raises `NotLeader`, `ProposalDropped`, `ConfigError`."""
+        return self.raft.propose_conf_change(change)
+
+    def apply_conf_change(self, change: ConfChange) -> ConfState:
+        """Apply a committed membership change (call while applying its entry)."""
+        return self.raft.apply_conf_change(change)
+
+    def read_index(self, context: bytes) -> None:
+        """Request a linearizable read; see `Ready.read_states`."""
+        self.raft.read_index(context)
+
+    def transfer_leader(self, target: NodeId) -> None:
+        """Start a leadership transfer to `target` (diss. §3.10)."""
+        self.raft.transfer_leader(target)
+
+    def report_snapshot(self, node: NodeId, *, failed: bool) -> None:
+        """Report whether sending a snapshot to `node` succeeded."""
+        self.raft.report_snapshot(node, failed=failed)
+
+    def report_unreachable(self, node: NodeId) -> None:
+        """Report that `node` could not be reached."""
+        self.raft.report_unreachable(node)
+
+    # -- outputs -----------------------------------------------------------------------------
+    def has_ready(self) -> bool:
+        """True if `ready()` would return a batch."""
+        raft = self.raft
+        return bool(
+            raft.messages
+            or raft.messages_after_persist
+            or raft.log.unstable.entries
+            or raft.log.unstable.snapshot is not None
+            or raft.read_states
+            or raft.log.has_next_committed()
+            or raft.hard_state() != self._previous_hard
+            or SoftState(raft.lead, raft.role) != self._previous_soft
+        )
+
+    def ready(self) -> Ready | None:
+        """The next batch of work, or None if there is nothing to do."""
+        require(not self._outstanding, "ready() called again before advance()")
+        if not self.has_ready():
+            return None
+        raft = self.raft
+        soft = SoftState(raft.lead, raft.role)
+        hard = raft.hard_state()
+        entries = tuple(raft.log.unstable.entries)
+        snapshot = raft.log.unstable.snapshot
+        hard_changed = hard != self._previous_hard
+        rd = Ready(
+            soft_state=soft if soft != self._previous_soft else None,
+            hard_state=hard if hard_changed else None,
+            entries=entries,
+            snapshot=snapshot,
+            committed_entries=tuple(raft.log.next_committed_entries()),
+            messages=tuple(raft.messages),
+            persisted_messages=tuple(raft.messages_after_persist),
+            read_states=tuple(raft.read_states),
+            must_sync=bool(entries)
+            or snapshot is not None
+            or hard.term != self._previous_hard.term
+            or hard.vote != self._previous_hard.vote,
+        )
+        raft.messages = []
+        raft.messages_after_persist = []
+        raft.read_states = []
+        if rd.soft_state is not None:
+            self._previous_soft = soft
+        if rd.hard_state is not None:
+            self._previous_hard = hard
+        self._outstanding = True
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """Tell the node that `rd` was persisted, sent and applied."""
+        require(self._outstanding, "advance() without an outstanding ready()")
+        self._outstanding = False
+        raft = self.raft
+        if rd.snapshot is not None:
+            raft.log.stable_snapshot_to(rd.snapshot.meta.index)
+            raft.log.applied = max(raft.log.applied, rd.snapshot.meta.index)
+        if rd.entries:
+            last = rd.entries[-1]
+            raft.on_persisted(last.index, last.term)
+        if rd.committed_entries:
+            raft.log.applied_to(rd.committed_entries[-1].index)
+        raft.maybe_auto_leave()
+
+    # -- introspection -----------------------------------------------------------------------
+    def status(self) -> Status:
+        """A consistent picture of this replica for monitoring."""
+        raft = self.raft
+        peers: dict[NodeId, PeerStatus] = {}
+        if raft.role is Role.LEADER:
+            for node in sorted(raft.progress):
+                progress = raft.progress[node]
+                peers[node] = PeerStatus(
+                    match=progress.match,
+                    next=progress.next,
+                    state=progress.state.value,
+                    recent_active=progress.recent_active,
+                    is_learner=progress.is_learner,
+                )
+        return Status(
+            id=raft.id,
+            term=raft.term,
+            vote=raft.vote,
+            lead=raft.lead,
+            role=raft.role,
+            commit=raft.log.committed,
+            applied=raft.log.applied,
+            last_index=raft.log.last_index(),
+            conf=raft.conf,
+            peers=peers,
+            lead_transferee=raft.lead_transferee,
+        )

@@ -1,0 +1,953 @@
+"""The Raft state machine of one replica: roles, elections, replication, reads, transfers.
+
+Rules of this file:
+- Pure: no IO, no clocks, no threads. Time enters only through `tick()`; randomness only through
+  `RaftConfig.random`. Output is appended to `messages` (may be sent at once) and
+  `messages_after_persist` (may be sent only after the current hard state and entries are
+  durable); `RawNode` turns these into a `Ready`.
+- One entry point per input: `tick()`, `step(message)`, and the local requests `campaign()`,
+  `propose()`, `read_index()`, `transfer_leader()`, `propose_conf_change()`.
+- Every rule cites the paper (§) or Ongaro's dissertation ("diss. §").
+- Peers are always visited in sorted order so that runs are deterministic.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from phalanx.errors import ConfigError, NotLeader, ProposalDropped, StorageError, require
+from phalanx.raft.confchange import apply_conf_change, encode_conf_change
+from phalanx.raft.config import RaftConfig
+from phalanx.raft.log import RaftLog
+from phalanx.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+from phalanx.raft.progress import Progress, ProgressState
+from phalanx.raft.quorum import VoteResult, joint_index, joint_vote, quorum_active
+from phalanx.raft.storage import LogReader
+from phalanx.raft.types import (
+    NO_NODE,
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Index,
+    NodeId,
+    Snapshot,
+    Term,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Role(enum.Enum):
+    """The role a replica plays (§5.1), plus the pre-candidate of PreVote (diss. §9.6)."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A read request is safe to serve once the state machine has applied `index`.
+
+    `ok` is False when the request could not be confirmed (leadership was lost); the caller
+    should retry elsewhere.
+    """
+
+    index: Index
+    context: bytes
+    ok: bool = True
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    context: bytes
+    index: int
+    requester: NodeId
+    round_needed: int
+
+
+class Raft:
+    """One replica's Raft state machine (driven by `RawNode`)."""
+
+    def __init__(self, config: RaftConfig, storage: LogReader) -> None:
+        self.config = config
+        self.id = config.node_id
+        self.random = config.random
+        self.log = RaftLog(storage, config.max_applying_bytes)
+        hard_state, conf_state = storage.initial_state()
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        self.lead: NodeId = NO_NODE
+        self.role = Role.FOLLOWER
+        self.conf = ConfState()
+        self.progress: dict[NodeId, Progress] = {}
+        self.votes: dict[NodeId, bool] = {}
+        self.messages: list[Message] = []
+        self.messages_after_persist: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = 0
+        self.lead_transferee: NodeId = NO_NODE
+        self.pending_conf_index = 0
+        # ReadIndex rounds (diss. §6.4): a leader numbers its heartbeat broadcasts; a read is
+        # confirmed when a quorum acknowledged a round sent after the read arrived.
+        self.ticks_total = 0
+        self.read_round = 0
+        self.round_sent_tick: dict[int, int] = {}
+        self.round_acked: dict[NodeId, int] = {}
+        self.confirmed_round = 0
+        self.round_wanted = False
+        self.pending_reads: list[_PendingRead] = []
+        self.lease_until_tick = -1
+        self.lease_disabled = False
+        self._set_conf(conf_state)
+        if hard_state.commit:
+            require(
+                self.log.first_index() - 1 <= hard_state.commit <= self.log.last_index(),
+                f"persisted commit {hard_state.commit} outside the log "
+                f"[{self.log.first_index() - 1}, {self.log.last_index()}]",
+            )
+            self.log.commit_to(hard_state.commit)
+        if config.applied:
+            self.log.applied_to(min(config.applied, self.log.committed))
+        self.become_follower(self.term, NO_NODE)
+        logger.info(
+            "%s started at term %s: commit=%s applied=%s last=%s voters=%s",
+            self.id, self.term, self.log.committed, self.log.applied, self.log.last_index(),
+            ",".join(self.conf.voters),
+        )
+
+    # -- small helpers -----------------------------------------------------------------------
+    def hard_state(self) -> HardState:
+        """The state that must be durable before some messages may leave (§5, Figure 2)."""
+        return HardState(term=self.term, vote=self.vote, commit=Index(self.log.committed))
+
+    def promotable(self) -> bool:
+        """True if this replica is a voter (only voters campaign, diss. §4.2.1)."""
+        return self.id in self.conf.voters or self.id in self.conf.voters_outgoing
+
+    def _send(self, message: Message) -> None:
+        """Queue an outgoing message on the right list.
+
+        A leader's replication traffic may leave before the leader's own disk write completes
+        (diss. §10.2.1): the leader counts itself toward a quorum only after `advance()`, so an
+        entry is never acknowledged until a quorum *including durable copies* holds it. Every
+        other message reveals state (a vote, an acknowledgement, a new term) that must be durable
+        first, or the replica could contradict itself after a crash.
+        """
+        if isinstance(
+            message, (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow, ReadIndexResponse)
+        ) or (isinstance(message, (RequestVote, RequestVoteResponse)) and message.pre_vote):
+            self.messages.append(message)
+        else:
+            self.messages_after_persist.append(message)
+
+    def _reset_randomized_election_timeout(self) -> None:
+        # §5.2: randomised timeouts make split votes rare.
+        ticks = self.config.election_ticks
+        self.randomized_election_timeout = ticks + self.random.randrange(ticks)
+
+    def _reset(self, term: int) -> None:
+        if self.term != term:
+            self.term = Term(term)
+            self.vote = NO_NODE
+        self.lead = NO_NODE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_election_timeout()
+        self._abort_leader_transfer()
+        self.votes = {}
+        next_index = self.log.last_index() + 1
+        for node, progress in self.progress.items():
+            fresh = Progress(
+                next_index=next_index,
+                max_inflight=self.config.max_inflight_messages,
+                is_learner=progress.is_learner,
+            )
+            if node == self.id:
+                fresh.match = self.log.stable_last_index()
+            self.progress[node] = fresh
+        self.pending_conf_index = 0
+        self._fail_pending_reads()
+        self.round_acked = {}
+        self.round_sent_tick = {}
+        self.confirmed_round = self.read_round
+        self.round_wanted = False
+        self.lease_until_tick = -1
+        self.lease_disabled = False
+
+    def _fail_pending_reads(self) -> None:
+        for read in self.pending_reads:
+            if read.requester == self.id:
+                self.read_states.append(ReadState(Index(0), read.context, ok=False))
+        self.pending_reads = []
+
+    def _abort_leader_transfer(self) -> None:
+        self.lead_transferee = NO_NODE
+
+    # -- role transitions (§5.2) -------------------------------------------------------------
+    def become_follower(self, term: int, lead: NodeId) -> None:
+        """Follow `lead` (or nobody) at `term`."""
+        was = self.role
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.lead = lead
+        if was is not Role.FOLLOWER:
+            logger.info("%s became follower at term %s (leader %s)", self.id, term, lead or "-")
+
+    def become_pre_candidate(self) -> None:
+        """Ask for pre-votes without changing term or vote (diss. §9.6)."""
+        require(self.role is not Role.LEADER, "invalid transition [leader -> pre-candidate]")
+        self.votes = {}
+        self.lead = NO_NODE
+        self.role = Role.PRE_CANDIDATE
+        self._fail_pending_reads()
+        logger.info("%s became pre-candidate at term %s", self.id, self.term)
+
+    def become_candidate(self) -> None:
+        """Start an election: new term, vote for ourselves (§5.2)."""
+        require(self.role is not Role.LEADER, "invalid transition [leader -> candidate]")
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+        logger.info("%s became candidate at term %s", self.id, self.term)
+
+    def become_leader(self) -> None:
+        """Take over: reset follower progress and append a no-op of our term (§5.4.2, §8)."""
+        require(self.role is not Role.FOLLOWER, "invalid transition [follower -> leader]")
+        self._reset(self.term)
+        self.lead = self.id
+        self.role = Role.LEADER
+        for node, progress in self.progress.items():
+            if node != self.id:
+                progress.become_probe()
+                progress.recent_active = True
+        # No conf change may be proposed until everything up to here is applied; this also makes
+        # a new leader commit an entry of its own term before changing membership.
+        self.pending_conf_index = self.log.last_index()
+        self._append_entries([Entry(term=self.term, index=Index(0))])
+        logger.info("%s became leader at term %s", self.id, self.term)
+
+    # -- campaigning -------------------------------------------------------------------------
+    def campaign(self, *, transfer: bool = False) -> None:
+        """Start a (pre-)election (§5.2, diss. §9.6); `transfer` skips PreVote (diss. §3.10)."""
+        if not self.promotable():
+            return
+        if self._has_unapplied_conf_change():
+            logger.info("%s cannot campaign at term %s: a configuration change is unapplied",
+                        self.id, self.term)
+            return
+        if self.config.pre_vote and not transfer:
+            self.become_pre_candidate()
+            term = self.term + 1
+            pre_vote = True
+        else:
+            self.become_candidate()
+            term = self.term
+            pre_vote = False
+        if self._poll(self.id, granted=True, pre_vote=pre_vote) is VoteResult.WON:
+            # A single-voter cluster wins at once.
+            if pre_vote:
+                self._campaign_after_pre_vote()
+            else:
+                self.become_leader()
+            return
+        last_index = self.log.last_index()
+        last_term = self.log.last_term()
+        for voter in self._voters_sorted():
+            if voter == self.id:
+                continue
+            self._send(
+                RequestVote(
+                    source=self.id,
+                    target=voter,
+                    term=Term(term),
+                    last_log_index=Index(last_index),
+                    last_log_term=Term(last_term),
+                    pre_vote=pre_vote,
+                    leadership_transfer=transfer,
+                )
+            )
+
+    def _campaign_after_pre_vote(self) -> None:
+        self.become_candidate()
+        if self._poll(self.id, granted=True, pre_vote=False) is VoteResult.WON:
+            self.become_leader()
+            return
+        last_index = self.log.last_index()
+        last_term = self.log.last_term()
+        for voter in self._voters_sorted():
+            if voter != self.id:
+                self._send(
+                    RequestVote(
+                        source=self.id,
+                        target=voter,
+                        term=self.term,
+                        last_log_index=Index(last_index),
+                        last_log_term=Term(last_term),
+                    )
+                )
+
+    def _has_unapplied_conf_change(self) -> bool:
+        if self.log.committed <= self.log.applied:
+            return False
+        try:
+            entries = self.log.slice(self.log.applied + 1, self.log.committed + 1, None)
+        except StorageError:
+            return False
+        return any(entry.type is EntryType.CONF_CHANGE for entry in entries)
+
+    def _poll(self, node: NodeId, *, granted: bool, pre_vote: bool) -> VoteResult:
+        if node not in self.votes:
+            self.votes[node] = granted
+        return joint_vote(self.conf.voters, self.conf.voters_outgoing, self.votes)
+
+    def _voters_sorted(self) -> list[NodeId]:
+        return sorted(set(self.conf.voters) | set(self.conf.voters_outgoing))
+
+    # -- ticking -----------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self.ticks_total += 1
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.campaign()
+
+    def _tick_leader(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        for node, progress in self.progress.items():
+            if node != self.id and progress.state is ProgressState.SNAPSHOT:
+                progress.snapshot_elapsed_ticks += 1
+                if progress.snapshot_elapsed_ticks > 4 * self.config.election_ticks:
+                    # The snapshot was probably lost on the way; probe again.
+                    progress.become_probe()
+        if self.election_elapsed >= self.config.election_ticks:
+            self.election_elapsed = 0
+            if self.config.check_quorum:
+                # CheckQuorum (diss. §6.2): step down if a quorum was not heard from lately, so a
+                # partitioned leader stops serving.
+                active = [n for n, p in self.progress.items() if n == self.id or p.recent_active]
+                if not quorum_active(self.conf.voters, self.conf.voters_outgoing, active):
+                    logger.info("%s stepped down at term %s: quorum not active", self.id, self.term)
+                    self.become_follower(self.term, NO_NODE)
+                    return
+                for node, progress in self.progress.items():
+                    if node != self.id:
+                        progress.recent_active = False
+            if self.lead_transferee:
+                # diss. §3.10: abort a transfer that did not finish within an election timeout.
+                logger.info("%s aborted leadership transfer to %s", self.id, self.lead_transferee)
+                self._abort_leader_transfer()
+        if self.role is Role.LEADER and self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    # -- stepping messages -------------------------------------------------------------------
+    def step(self, message: Message) -> None:
+        """Handle a message from a peer (§5.1: terms first, then the role's rules)."""
+        if message.term > self.term:
+            if isinstance(message, RequestVote):
+                # With leases, a freshly (re)started replica also waits one election timeout
+                # before voting: it may have acknowledged a lease before it crashed.
+                heard_recently = self.lead != NO_NODE or (
+                    self.config.lease_reads and self.ticks_total < self.config.election_ticks
+                )
+                in_lease = (
+                    self.config.check_quorum
+                    and heard_recently
+                    and self.election_elapsed < self.config.election_ticks
+                )
+                if in_lease and not message.leadership_transfer:
+                    # diss. §4.2.3 / §9.6: a replica that heard from a leader within the minimum
+                    # election timeout ignores votes; this is what makes leader leases safe.
+                    return
+            if isinstance(message, RequestVote) and message.pre_vote:
+                pass  # a pre-vote never changes our term
+            elif (
+                isinstance(message, RequestVoteResponse)
+                and message.pre_vote
+                and message.granted
+            ):
+                pass  # granted pre-votes carry the term we will campaign in
+            elif isinstance(message, (AppendEntries, Heartbeat, InstallSnapshot)):
+                self.become_follower(message.term, message.source)
+            else:
+                self.become_follower(message.term, NO_NODE)
+        elif message.term < self.term:
+            if isinstance(message, (AppendEntries, Heartbeat)) and (
+                self.config.check_quorum or self.config.pre_vote
+            ):
+                # A stale leader (e.g. it was partitioned) learns of the newer term and steps down;
+                # without this, PreVote could leave it unaware forever.
+                self._send(
+                    AppendEntriesResponse(
+                        source=self.id, target=message.source, term=self.term,
+                        success=False, index=Index(0),
+                    )
+                )
+            elif isinstance(message, RequestVote) and message.pre_vote:
+                self._send(
+                    RequestVoteResponse(
+                        source=self.id, target=message.source, term=self.term,
+                        granted=False, pre_vote=True,
+                    )
+                )
+            return
+
+        if isinstance(message, RequestVote):
+            self._handle_request_vote(message)
+        elif self.role is Role.LEADER:
+            self._step_leader(message)
+        elif self.role is Role.FOLLOWER:
+            self._step_follower(message)
+        else:
+            self._step_candidate(message)
+
+    def _handle_request_vote(self, message: RequestVote) -> None:
+        # §5.2: one vote per term, first come first served; §5.4.1: only for an up-to-date log.
+        can_vote = (
+            self.vote == message.source
+            or (self.vote == NO_NODE and self.lead == NO_NODE)
+            or (message.pre_vote and message.term > self.term)
+        )
+        up_to_date = self.log.is_up_to_date(message.last_log_index, message.last_log_term)
+        if can_vote and up_to_date:
+            response_term = message.term if message.pre_vote else self.term
+            self._send(
+                RequestVoteResponse(
+                    source=self.id, target=message.source, term=Term(response_term),
+                    granted=True, pre_vote=message.pre_vote,
+                )
+            )
+            if not message.pre_vote:
+                self.election_elapsed = 0
+                self.vote = message.source
+        else:
+            self._send(
+                RequestVoteResponse(
+                    source=self.id, target=message.source, term=self.term,
+                    granted=False, pre_vote=message.pre_vote,
+                )
+            )
+
+    def _step_follower(self, message: Message) -> None:
+        if isinstance(message, AppendEntries):
+            self.election_elapsed = 0
+            self.lead = message.source
+            self._handle_append_entries(message)
+        elif isinstance(message, Heartbeat):
+            self.election_elapsed = 0
+            self.lead = message.source
+            self._handle_heartbeat(message)
+        elif isinstance(message, InstallSnapshot):
+            self.election_elapsed = 0
+            self.lead = message.source
+            self._handle_snapshot(message)
+        elif isinstance(message, TimeoutNow):
+            # diss. §3.10: the leader picked us; start an election at once, skipping PreVote.
+            logger.info("%s received TimeoutNow from %s at term %s", self.id, message.source,
+                        self.term)
+            self.campaign(transfer=True)
+        elif isinstance(message, ReadIndexResponse):
+            self.read_states.append(
+                ReadState(message.index, message.context, ok=message.index > 0)
+            )
+        elif isinstance(message, ReadIndexRequest):
+            # We are not the leader (any more): tell the requester so it can retry.
+            self._send(
+                ReadIndexResponse(
+                    source=self.id, target=message.source, term=self.term,
+                    context=message.context, index=Index(0),
+                )
+            )
+
+    def _step_candidate(self, message: Message) -> None:
+        if isinstance(message, (AppendEntries, Heartbeat, InstallSnapshot)):
+            # §5.2: a candidate that hears from a leader of its term returns to follower.
+            self.become_follower(message.term, message.source)
+            self._step_follower(message)
+        elif isinstance(message, RequestVoteResponse):
+            pre_vote_round = self.role is Role.PRE_CANDIDATE
+            if message.pre_vote != pre_vote_round:
+                return
+            result = self._poll(message.source, granted=message.granted, pre_vote=pre_vote_round)
+            if result is VoteResult.WON:
+                if pre_vote_round:
+                    self._campaign_after_pre_vote()
+                else:
+                    self.become_leader()
+            elif result is VoteResult.LOST:
+                self.become_follower(self.term, NO_NODE)
+        elif isinstance(message, ReadIndexRequest):
+            self._send(
+                ReadIndexResponse(
+                    source=self.id, target=message.source, term=self.term,
+                    context=message.context, index=Index(0),
+                )
+            )
+
+    def _step_leader(self, message: Message) -> None:
+        progress = self.progress.get(message.source)
+        if progress is None:
+            return  # not (or no longer) a member
+        progress.recent_active = True
+        if isinstance(message, AppendEntriesResponse):
+            self._handle_append_response(message, progress)
+        elif isinstance(message, HeartbeatResponse):
+            progress.probe_sent = False
+            if progress.state is ProgressState.REPLICATE and progress.inflights.full():
+                progress.inflights.free_first()
+            if progress.match < self.log.last_index():
+                self._send_append(message.source, progress)
+            self._ack_round(message.source, message.round)
+        elif isinstance(message, ReadIndexRequest):
+            self._register_read(message.context, message.source)
+
+    # -- follower side of replication --------------------------------------------------------
+    def _handle_append_entries(self, message: AppendEntries) -> None:
+        if message.prev_log_index < self.log.committed:
+            self._send(
+                AppendEntriesResponse(
+                    source=self.id, target=message.source, term=self.term, success=True,
+                    index=Index(self.log.committed),
+                )
+            )
+            return
+        last_new = self.log.maybe_append(
+            message.prev_log_index, message.prev_log_term, message.commit, message.entries
+        )
+        if last_new is not None:
+            self._send(
+                AppendEntriesResponse(
+                    source=self.id, target=message.source, term=self.term, success=True,
+                    index=Index(last_new),
+                )
+            )
+        else:
+            # §5.3: reject; the hint (our last index) lets the leader skip back in one step.
+            self._send(
+                AppendEntriesResponse(
+                    source=self.id, target=message.source, term=self.term, success=False,
+                    index=message.prev_log_index,
+                    reject_hint=Index(min(message.prev_log_index, self.log.last_index())),
+                )
+            )
+
+    def _handle_heartbeat(self, message: Heartbeat) -> None:
+        # The leader caps `commit` at our known match index, so this never commits past it.
+        self.log.commit_to(min(message.commit, self.log.last_index()))
+        self._send(
+            HeartbeatResponse(
+                source=self.id, target=message.source, term=self.term, round=message.round
+            )
+        )
+
+    def _handle_snapshot(self, message: InstallSnapshot) -> None:
+        snapshot = message.snapshot
+        index = snapshot.meta.index
+        if self._restore(snapshot):
+            logger.info("%s installed snapshot at index %s term %s", self.id, index,
+                        snapshot.meta.term)
+            acked = int(index)
+        else:
+            acked = self.log.committed
+        self._send(
+            AppendEntriesResponse(
+                source=self.id, target=message.source, term=self.term, success=True,
+                index=Index(acked),
+            )
+        )
+
+    def _restore(self, snapshot: Snapshot) -> bool:
+        """Install a snapshot from the leader (§7); False if our log already covers it."""
+        meta = snapshot.meta
+        if meta.index <= self.log.committed:
+            return False
+        if self.log.match_term(meta.index, meta.term):
+            # Our log already holds the snapshot's last entry: just fast-forward the commit.
+            self.log.commit_to(meta.index)
+            return False
+        self.log.restore(snapshot)
+        self._set_conf(meta.conf_state)
+        return True
+
+    # -- leader side of replication ----------------------------------------------------------
+    def _append_entries(self, entries: list[Entry]) -> int:
+        last = self.log.last_index()
+        stamped = [
+            Entry(term=self.term, index=Index(last + offset + 1), type=entry.type, data=entry.data)
+            for offset, entry in enumerate(entries)
+        ]
+        self.log.append(stamped)
+        # Our own progress moves only after the entries are durable (see `on_persisted`).
+        self._broadcast_append()
+        return stamped[-1].index
+
+    def on_persisted(self, index: int, term: int) -> None:
+        """The application made entries up to (index, term) durable; count our own copy."""
+        self.log.stable_to(index, term)
+        if self.role is Role.LEADER and term == self.term:
+            own = self.progress.get(self.id)
+            if own is not None and own.maybe_update(index) and self._maybe_commit():
+                self._broadcast_append()
+
+    def _maybe_commit(self) -> bool:
+        matches = {node: progress.match for node, progress in self.progress.items()}
+        index = joint_index(self.conf.voters, self.conf.voters_outgoing, matches)
+        if index <= self.log.committed:
+            return False
+        # §5.4.2: a leader commits by counting replicas only entries of its own term.
+        if self.log.term_or_none(index) != self.term:
+            return False
+        self.log.commit_to(index)
+        self._release_reads_on_commit()
+        return True
+
+    def _broadcast_append(self) -> None:
+        for node in sorted(self.progress):
+            if node != self.id:
+                self._send_append(node, self.progress[node])
+
+    def _send_append(self, node: NodeId, progress: Progress, *, allow_empty: bool = True) -> None:
+        if progress.is_paused():
+            return
+        prev_index = progress.next - 1
+        prev_term = self.log.term_or_none(prev_index)
+        entries: list[Entry] = []
+        compacted = prev_term is None
+        if not compacted:
+            try:
+                entries = self.log.entries_from(progress.next, self.config.max_message_bytes)
+            except StorageError:
+                compacted = True
+        if compacted:
+            self._send_snapshot(node, progress)
+            return
+        if not entries and not allow_empty:
+            return
+        self._send(
+            AppendEntries(
+                source=self.id, target=node, term=self.term, prev_log_index=Index(prev_index),
+                prev_log_term=Term(prev_term or 0), entries=tuple(entries),
+                commit=Index(self.log.committed),
+            )
+        )
+        progress.sent_entries(entries[-1].index if entries else prev_index, len(entries))
+
+    def _send_snapshot(self, node: NodeId, progress: Progress) -> None:
+        # §7: the follower needs entries we compacted away; send the snapshot instead.
+        if not progress.recent_active:
+            return
+        snapshot = self.log.snapshot()
+        require(not snapshot.empty, f"need a snapshot for {node} but none exists")
+        progress.become_snapshot(snapshot.meta.index)
+        logger.info("%s sends snapshot at index %s to %s", self.id, snapshot.meta.index, node)
+        self._send(InstallSnapshot(source=self.id, target=node, term=self.term, snapshot=snapshot))
+
+    def _handle_append_response(self, message: AppendEntriesResponse, progress: Progress) -> None:
+        node = message.source
+        if not message.success:
+            if message.index == 0 and message.reject_hint == 0:
+                return  # a stale-term notice; the term check already handled it
+            if progress.maybe_decrease_to(message.index, message.reject_hint):
+                if progress.state is ProgressState.REPLICATE:
+                    progress.become_probe()
+                self._send_append(node, progress)
+            return
+        if not progress.maybe_update(message.index):
+            if progress.state is ProgressState.REPLICATE:
+                progress.inflights.free_le(message.index)
+            return
+        if progress.state is ProgressState.PROBE:
+            progress.become_replicate()
+        elif (
+            progress.state is ProgressState.SNAPSHOT
+            and progress.match >= progress.pending_snapshot
+        ):
+            progress.become_probe()
+            progress.become_replicate()
+        elif progress.state is ProgressState.REPLICATE:
+            progress.inflights.free_le(message.index)
+        if self._maybe_commit():
+            self._broadcast_append()
+        # Keep streaming while the window allows (flow control: bounded in-flight messages).
+        while not progress.is_paused() and progress.next <= self.log.last_index():
+            before = (progress.next, progress.probe_sent, progress.state)
+            self._send_append(node, progress, allow_empty=False)
+            if (progress.next, progress.probe_sent, progress.state) == before:
+                break
+        if node == self.lead_transferee and progress.match == self.log.last_index():
+            self._send_timeout_now(node)
+
+    def _send_timeout_now(self, node: NodeId) -> None:
+        logger.info("%s sends TimeoutNow to %s at term %s", self.id, node, self.term)
+        # The target may now win an election that ignores leases: no lease for the rest of
+        # this term, even if the transfer is aborted.
+        self.lease_disabled = True
+        self._send(TimeoutNow(source=self.id, target=node, term=self.term))
+
+    def _broadcast_heartbeat(self) -> None:
+        self.read_round += 1
+        self.round_sent_tick[self.read_round] = self.ticks_total
+        self.round_wanted = False
+        for node in sorted(self.progress):
+            if node == self.id:
+                continue
+            progress = self.progress[node]
+            self._send(
+                Heartbeat(
+                    source=self.id, target=node, term=self.term,
+                    commit=Index(min(progress.match, self.log.committed)),
+                    round=self.read_round,
+                )
+            )
+        self._ack_round(self.id, self.read_round)
+
+    # -- linearizable reads (diss. §6.4) -----------------------------------------------------
+    def _committed_in_current_term(self) -> bool:
+        return self.log.term_or_none(self.log.committed) == self.term
+
+    def _register_read(self, context: bytes, requester: NodeId) -> None:
+        if len(self.pending_reads) >= self.config.max_pending_reads:
+            self._answer_read(_PendingRead(context, 0, requester, 0), ok=False)
+            return
+        if self.lease_valid() and self._committed_in_current_term():
+            # diss. §6.4.1: within the lease no other leader can exist; serve at once.
+            self._answer_read(_PendingRead(context, self.log.committed, requester, 0), ok=True)
+            return
+        single_voter = quorum_active(self.conf.voters, self.conf.voters_outgoing, [self.id])
+        # Index 0 marks "wait for this term's first commit, then read at it" (§6.4 step 1).
+        read_at = self.log.committed if self._committed_in_current_term() else 0
+        read = _PendingRead(context, read_at, requester, self.read_round + 1)
+        if single_voter and self._committed_in_current_term():
+            self._answer_read(read, ok=True)
+            return
+        self.pending_reads.append(read)
+        # Batch: at most one confirmation round in flight; later reads ride the next one.
+        if self.confirmed_round >= self.read_round:
+            self._broadcast_heartbeat()
+        else:
+            self.round_wanted = True
+
+    def _ack_round(self, node: NodeId, round_number: int) -> None:
+        if round_number > self.round_acked.get(node, 0):
+            self.round_acked[node] = round_number
+        confirmed = joint_index(self.conf.voters, self.conf.voters_outgoing, self.round_acked)
+        confirmed = min(confirmed, self.read_round)
+        if confirmed <= self.confirmed_round:
+            return
+        self.confirmed_round = confirmed
+        sent_tick = self.round_sent_tick.get(confirmed)
+        if sent_tick is not None:
+            lease_ticks = self.config.election_ticks - self.config.lease_margin_ticks
+            self.lease_until_tick = max(self.lease_until_tick, sent_tick + lease_ticks)
+        for old in [r for r in self.round_sent_tick if r < confirmed]:
+            del self.round_sent_tick[old]
+        self._release_reads()
+        if self.round_wanted and self.pending_reads:
+            self._broadcast_heartbeat()
+
+    def _release_reads(self) -> None:
+        if not self._committed_in_current_term():
+            return  # §6.4 step 1: wait until the no-op of this term is committed
+        still_waiting: list[_PendingRead] = []
+        for read in self.pending_reads:
+            if read.round_needed <= self.confirmed_round and read.index > 0:
+                self._answer_read(read, ok=True)
+            else:
+                still_waiting.append(read)
+        self.pending_reads = still_waiting
+
+    def _release_reads_on_commit(self) -> None:
+        if self.pending_reads and self._committed_in_current_term():
+            for read in self.pending_reads:
+                if read.index == 0:
+                    # §6.4 step 1: a read that arrived before this term's first commit reads at
+                    # that commit.
+                    read.index = self.log.committed
+            self._release_reads()
+
+    def _answer_read(self, read: _PendingRead, *, ok: bool) -> None:
+        index = Index(read.index if ok else 0)
+        if read.requester == self.id:
+            self.read_states.append(ReadState(index, read.context, ok=ok))
+        else:
+            self._send(
+                ReadIndexResponse(
+                    source=self.id, target=read.requester, term=self.term,
+                    context=read.context, index=index,
+                )
+            )
+
+    def lease_valid(self) -> bool:
+        """True while a leader lease holds (only with `lease_reads`, diss. §6.4.1)."""
+        return (
+            self.config.lease_reads
+            and self.role is Role.LEADER
+            and not self.lead_transferee
+            and not self.lease_disabled
+            and self.ticks_total < self.lease_until_tick
+        )
+
+    def read_index(self, context: bytes) -> None:
+        """Request a linearizable read; the answer arrives as a `ReadState` (diss. §6.4)."""
+        if self.role is Role.LEADER:
+            self._register_read(context, self.id)
+            return
+        if self.lead == NO_NODE:
+            raise NotLeader(None, "no leader is known; the read cannot be served")
+        self._send(
+            ReadIndexRequest(source=self.id, target=self.lead, term=self.term, context=context)
+        )
+
+    # -- proposals ---------------------------------------------------------------------------
+    def propose(self, data: bytes) -> tuple[Index, Term]:
+        """Append `data` to the log as leader; returns where it landed (§5.3)."""
+        self._check_can_propose()
+        index = self._append_entries([Entry(term=self.term, index=Index(0), data=data)])
+        return Index(index), self.term
+
+    def propose_conf_change(self, change: ConfChange) -> tuple[Index, Term]:
+        """Propose a membership change (diss. §4); one may be pending at a time."""
+        self._check_can_propose()
+        if self.pending_conf_index > self.log.applied:
+            raise ProposalDropped(
+                f"a configuration change (index {self.pending_conf_index}) is still pending"
+            )
+        if change.leave_joint and not self.conf.joint:
+            raise ConfigError("leave-joint: the configuration is not joint")
+        if not change.leave_joint and self.conf.joint:
+            raise ConfigError("a configuration change needs the joint configuration to be left")
+        apply_conf_change(self.conf, change)  # validate now rather than at apply time
+        data = encode_conf_change(change)
+        index = self._append_entries(
+            [Entry(term=self.term, index=Index(0), type=EntryType.CONF_CHANGE, data=data)]
+        )
+        self.pending_conf_index = index
+        return Index(index), self.term
+
+    def _check_can_propose(self) -> None:
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.lead or None)
+        if self.lead_transferee:
+            raise ProposalDropped(
+                f"leadership is being transferred to {self.lead_transferee}; retry there"
+            )
+
+    # -- leadership transfer (diss. §3.10) ---------------------------------------------------
+    def transfer_leader(self, target: NodeId) -> None:
+        """Hand leadership to `target`: bring it up to date, then send TimeoutNow."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.lead or None)
+        if target == self.id:
+            return
+        if target not in self.conf.voters:
+            raise ConfigError(f"cannot transfer leadership to {target}: not a voter")
+        if self.lead_transferee == target:
+            return
+        self.lead_transferee = target
+        self.election_elapsed = 0
+        logger.info("%s starts leadership transfer to %s at term %s", self.id, target, self.term)
+        progress = self.progress[target]
+        if progress.match == self.log.last_index():
+            self._send_timeout_now(target)
+        else:
+            self._send_append(target, progress)
+
+    # -- membership (diss. §4) ---------------------------------------------------------------
+    def apply_conf_change(self, change: ConfChange) -> ConfState:
+        """Switch to the configuration of a committed, applied change entry."""
+        new_conf = apply_conf_change(self.conf, change)
+        self._set_conf(new_conf)
+        logger.info("%s applied configuration change: voters=%s learners=%s outgoing=%s",
+                    self.id, ",".join(new_conf.voters), ",".join(new_conf.learners),
+                    ",".join(new_conf.voters_outgoing))
+        if self.role is Role.LEADER:
+            if not self.promotable():
+                # diss. §4.2.2: a leader removed from the configuration steps down.
+                self.become_follower(self.term, NO_NODE)
+            else:
+                if self.lead_transferee and self.lead_transferee not in self.progress:
+                    self._abort_leader_transfer()
+                # The quorum changed: something may now be committed; tell everyone.
+                self._maybe_commit()
+                self._broadcast_append()
+        return new_conf
+
+    def maybe_auto_leave(self) -> None:
+        """A leader leaves a joint configuration once entering it has been applied (§4.3)."""
+        if (
+            self.role is Role.LEADER
+            and self.conf.joint
+            and self.conf.auto_leave
+            and self.pending_conf_index <= self.log.applied
+            and not self.lead_transferee
+        ):
+            self.propose_conf_change(ConfChange())
+
+    def _set_conf(self, conf: ConfState) -> None:
+        self.conf = conf
+        members = set(conf.all_members())
+        learners = set(conf.learners) | set(conf.learners_next)
+        for node in list(self.progress):
+            if node not in members:
+                del self.progress[node]
+                self.round_acked.pop(node, None)
+        next_index = self.log.last_index() + 1
+        for node in sorted(members):
+            is_learner = node in learners and node not in conf.voters_outgoing
+            existing = self.progress.get(node)
+            if existing is None:
+                fresh = Progress(
+                    next_index=next_index,
+                    max_inflight=self.config.max_inflight_messages,
+                    is_learner=is_learner,
+                )
+                if node == self.id:
+                    fresh.match = self.log.stable_last_index()
+                fresh.recent_active = True
+                self.progress[node] = fresh
+            else:
+                existing.is_learner = is_learner
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def report_snapshot(self, node: NodeId, *, failed: bool) -> None:
+        """The application reports the outcome of sending a snapshot to `node`."""
+        progress = self.progress.get(node)
+        if progress is None or progress.state is not ProgressState.SNAPSHOT:
+            return
+        if failed:
+            progress.pending_snapshot = 0
+        progress.become_probe()
+
+    def report_unreachable(self, node: NodeId) -> None:
+        """The transport could not reach `node`: stop streaming, probe instead."""
+        progress = self.progress.get(node)
+        if progress is not None and progress.state is ProgressState.REPLICATE:
+            progress.become_probe()
