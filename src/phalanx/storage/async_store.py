@@ -1,0 +1,97 @@
+"""The asyncio face of a durable store: writes on a dedicated thread, reads inline.
+
+Rules of this file:
+- Each `AsyncLogStore` owns ONE `ThreadPoolExecutor(max_workers=1)`: every write of the store
+  (persist, create_snapshot, compact, close) runs there, in submission order, so the event loop
+  never waits for an fsync and writes never race each other.
+- Reads (`LogReader`) are synchronous and served from the store's in-memory view; the Raft core
+  calls them inline on the loop thread. The store changes that view only after a transaction has
+  committed, atomically under its own lock (see `phalanx.storage.sqlite`), so a read on the loop
+  never sees a half-applied write and never touches the disk.
+- A write that fails raises `StorageError` from the `await`; the store is unchanged by it.
+- Cancelling the awaiting task does not cancel a write already running on the thread: the write
+  either commits or fails as a whole, and the view follows the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from collections.abc import Sequence
+from typing import TypeVar
+
+from phalanx.errors import StorageError
+from phalanx.raft.types import ConfState, Entry, HardState, Index, Snapshot, Term
+from phalanx.storage.sqlite import SqliteLogStore
+
+_Result = TypeVar("_Result")
+
+
+class AsyncLogStore:
+    """Wraps a `SqliteLogStore`: `await persist(...)` off the loop, `LogReader` calls inline."""
+
+    def __init__(self, store: SqliteLogStore) -> None:
+        self._store = store
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"phalanx-store-{store.directory.name}"
+        )
+        self._closed = False
+
+    @property
+    def store(self) -> SqliteLogStore:
+        """The synchronous store (a `LogReader` for the Raft core)."""
+        return self._store
+
+    async def _run(self, function: functools.partial[_Result]) -> _Result:
+        if self._closed:
+            raise StorageError(f"store {self._store.directory} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function)
+
+    # -- writes (on the writer thread) ---------------------------------------------------------
+    async def persist(
+        self,
+        entries: Sequence[Entry] = (),
+        hard_state: HardState | None = None,
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        """Persist one Ready (snapshot, entries, hard state) in one transaction, one fsync."""
+        await self._run(functools.partial(self._store.persist, entries, hard_state, snapshot))
+
+    async def create_snapshot(self, index: Index, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Record a state-machine snapshot taken at applied index `index`."""
+        return await self._run(
+            functools.partial(self._store.create_snapshot, index, conf_state, data)
+        )
+
+    async def compact(self, index: Index) -> None:
+        """Discard entries up to and including `index` (covered by a snapshot)."""
+        await self._run(functools.partial(self._store.compact, index))
+
+    async def close(self) -> None:
+        """Finish queued writes, close the store and stop the writer thread; idempotent."""
+        if self._closed:
+            return
+        await self._run(functools.partial(self._store.close))
+        self._closed = True
+        self._executor.shutdown(wait=False)
+
+    # -- reads (inline, from memory) -----------------------------------------------------------
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self._store.initial_state()
+
+    def entries(self, low: Index, high: Index, max_size_bytes: int | None = None) -> list[Entry]:
+        return self._store.entries(low, high, max_size_bytes)
+
+    def term(self, index: Index) -> Term:
+        return self._store.term(index)
+
+    def first_index(self) -> Index:
+        return self._store.first_index()
+
+    def last_index(self) -> Index:
+        return self._store.last_index()
+
+    def snapshot(self) -> Snapshot:
+        return self._store.snapshot()
