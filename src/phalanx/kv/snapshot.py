@@ -1,0 +1,175 @@
+"""The snapshot format of the key-value state machine.
+
+Rules of this file:
+- Layout: `b"PXKV" | u8 format version | u8 marshal version | u32 crc32(payload) | payload`,
+  where payload is `marshal.dumps(state, 2)` of plain built-in values only:
+  `(applied_index, clock_ms, data, expires, sessions)` with
+  `data` = [key, value, key, value, ...] in the keyspace's (insertion) order, value being
+  bytes (string), dict (hash, field order kept), list (list type, head first) or tuple
+  (set, members sorted); `expires` = [key, expire_at_ms, ...]; `sessions` =
+  [client_id, sequence, reply, ...] with an `Error` reply written as the 1-tuple (message,).
+- marshal's format is an implementation detail of CPython. We pin marshal version 2 (stable
+  since Python 2.5 for these plain types, readable by every later CPython) and record it in the
+  header. Version 2 matters: versions >= 3 emit back-references that depend on object reference
+  counts, which would make two replicas with the same state write different bytes.
+- Snapshots are deterministic: the same state gives byte-identical snapshots on every replica
+  (dicts keep insertion order, set members are sorted).
+- Restoring validates everything and raises `phalanx.errors.Corrupt` on any mismatch; it never
+  returns a half-valid state.
+- Standard library only.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+import zlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from phalanx.errors import Corrupt
+from phalanx.kv.replies import Error, Reply
+
+MAGIC = b"PXKV"
+FORMAT_VERSION = 1
+MARSHAL_VERSION = 2
+_HEADER = struct.Struct("<4sBBI")
+
+Value = bytes | dict[bytes, bytes] | set[bytes] | deque[bytes]
+"""A stored value: string, hash, set or list. Empty containers are never stored."""
+
+
+@dataclass(slots=True)
+class SnapshotState:
+    """Everything a snapshot holds, as live structures ready for the state machine."""
+
+    applied_index: int
+    clock_ms: int
+    data: dict[bytes, Value]
+    expires: dict[bytes, int]
+    sessions: dict[int, tuple[int, Reply]]
+
+
+def reply_to_plain(reply: Reply) -> object:
+    """A reply as marshal-able plain values (`Error` becomes a 1-tuple)."""
+    if isinstance(reply, Error):
+        return (reply.message,)
+    if isinstance(reply, list):
+        return [reply_to_plain(item) for item in reply]
+    return reply
+
+
+def plain_to_reply(plain: object) -> Reply:
+    """The inverse of `reply_to_plain`; raises Corrupt on anything it cannot produce."""
+    if plain is None or type(plain) in (bytes, int, float, str):
+        return plain  # type: ignore[return-value]
+    if type(plain) is tuple and len(plain) == 1 and type(plain[0]) is str:
+        return Error(plain[0])
+    if type(plain) is list:
+        return [plain_to_reply(item) for item in plain]
+    raise Corrupt(f"snapshot: bad cached reply of type {type(plain).__name__}")
+
+
+def encode_snapshot(
+    applied_index: int,
+    clock_ms: int,
+    data: dict[bytes, Value],
+    expires: dict[bytes, int],
+    sessions: dict[int, tuple[int, Reply]],
+) -> bytes:
+    """The snapshot bytes of a state (deterministic: see the module rules)."""
+    flat_data: list[object] = []
+    append = flat_data.append
+    for key, value in data.items():
+        append(key)
+        if type(value) is bytes or type(value) is dict:
+            append(value)
+        elif type(value) is set:
+            append(tuple(sorted(value)))
+        else:
+            append(list(value))
+    flat_expires: list[object] = []
+    for key, when in expires.items():
+        flat_expires.append(key)
+        flat_expires.append(when)
+    flat_sessions: list[object] = []
+    for client_id, (sequence, reply) in sessions.items():
+        flat_sessions.extend((client_id, sequence, reply_to_plain(reply)))
+    payload = marshal.dumps(
+        (applied_index, clock_ms, flat_data, flat_expires, flat_sessions), MARSHAL_VERSION
+    )
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, MARSHAL_VERSION, zlib.crc32(payload))
+    return header + payload
+
+
+def _all_bytes(items: Iterable[object]) -> bool:
+    """True when every item is exactly `bytes`."""
+    return all(type(item) is bytes for item in items)
+
+
+def decode_snapshot(blob: bytes) -> SnapshotState:
+    """The state in `blob`; raises Corrupt unless it is a valid snapshot of this format."""
+    if len(blob) < _HEADER.size:
+        raise Corrupt("snapshot: truncated header")
+    magic, version, marshal_version, checksum = _HEADER.unpack_from(blob, 0)
+    if magic != MAGIC:
+        raise Corrupt("snapshot: bad magic")
+    if version != FORMAT_VERSION or marshal_version != MARSHAL_VERSION:
+        raise Corrupt(f"snapshot: unsupported version {version}/{marshal_version}")
+    payload = blob[_HEADER.size:]
+    if zlib.crc32(payload) != checksum:
+        raise Corrupt("snapshot: checksum mismatch")
+    try:
+        state = marshal.loads(payload)
+    except (ValueError, EOFError, TypeError) as exc:
+        raise Corrupt(f"snapshot: undecodable payload ({exc})") from exc
+    if type(state) is not tuple or len(state) != 5:
+        raise Corrupt("snapshot: bad top-level structure")
+    applied_index, clock_ms, flat_data, flat_expires, flat_sessions = state
+    if type(applied_index) is not int or applied_index < 0 or type(clock_ms) is not int:
+        raise Corrupt("snapshot: bad applied index or clock")
+    if not (type(flat_data) is type(flat_expires) is type(flat_sessions) is list):
+        raise Corrupt("snapshot: bad section types")
+    if len(flat_data) % 2 or len(flat_expires) % 2 or len(flat_sessions) % 3:
+        raise Corrupt("snapshot: bad section lengths")
+    data: dict[bytes, Value] = {}
+    for position in range(0, len(flat_data), 2):
+        key = flat_data[position]
+        raw = flat_data[position + 1]
+        if type(key) is not bytes or key in data:
+            raise Corrupt("snapshot: bad or repeated key")
+        kind = type(raw)
+        value: Value
+        if kind is bytes:
+            value = raw
+        elif kind is dict:
+            if not raw or not _all_bytes(raw.keys()) or not _all_bytes(raw.values()):
+                raise Corrupt("snapshot: bad hash")
+            value = raw
+        elif kind is list:
+            if not raw or not _all_bytes(raw):
+                raise Corrupt("snapshot: bad list")
+            value = deque(raw)
+        elif kind is tuple:
+            if (not raw or not _all_bytes(raw)
+                    or any(raw[i] >= raw[i + 1] for i in range(len(raw) - 1))):
+                raise Corrupt("snapshot: bad set")
+            value = set(raw)
+        else:
+            raise Corrupt(f"snapshot: bad value type {kind.__name__}")
+        data[key] = value
+    expires: dict[bytes, int] = {}
+    for position in range(0, len(flat_expires), 2):
+        key = flat_expires[position]
+        when = flat_expires[position + 1]
+        if type(key) is not bytes or key not in data or key in expires or type(when) is not int:
+            raise Corrupt("snapshot: bad expiry entry")
+        expires[key] = when
+    sessions: dict[int, tuple[int, Reply]] = {}
+    for position in range(0, len(flat_sessions), 3):
+        client_id, sequence, plain = flat_sessions[position : position + 3]
+        if type(client_id) is not int or type(sequence) is not int or client_id in sessions:
+            raise Corrupt("snapshot: bad session entry")
+        sessions[client_id] = (sequence, plain_to_reply(plain))
+    return SnapshotState(applied_index, clock_ms, data, expires, sessions)
