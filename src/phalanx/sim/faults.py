@@ -1,0 +1,97 @@
+"""Faults as data: the knobs of one simulation run, fixed or drawn from the seed (swarm testing).
+
+Rules of this file:
+- A `FaultPlan` is a frozen dataclass of probabilities and bounds; nothing here acts.
+- `swarm(rng)` draws every knob from one `random.Random`, so a seed fixes the whole fault mix
+  (TigerBeetle's `options_swarm`, FoundationDB's swarm testing).
+- Faults stay inside the model Raft tolerates: messages may be lost, delayed, duplicated and
+  reordered; nodes crash and lose what they had not fsynced; the network partitions. No disk
+  ever loses fsynced data.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultPlan:
+    """The fault mix and shape of one run. Times are in simulated milliseconds."""
+
+    #: Number of nodes in the pool (voters start as the first `initial_voters`).
+    node_count: int = 5
+    initial_voters: int = 5
+    #: Probability that a message is lost.
+    drop_probability: float = 0.0
+    #: Probability that a message is delivered twice.
+    duplicate_probability: float = 0.0
+    #: One-way delay bounds; a wide range reorders messages.
+    delay_ms_min: int = 1
+    delay_ms_max: int = 10
+    #: Per-node fsync latency bounds (a crash inside it loses the write).
+    fsync_ms_min: int = 0
+    fsync_ms_max: int = 3
+    #: Mean time between nemesis actions, and the actions' weights.
+    nemesis_interval_ms: int = 400
+    partition_weight: int = 0
+    asymmetric_partition_weight: int = 0
+    clog_weight: int = 0
+    crash_weight: int = 0
+    heal_weight: int = 2
+    transfer_weight: int = 0
+    membership_weight: int = 0
+    #: Torn writes: a crash during fsync keeps a random prefix of the batch's entries.
+    torn_writes: bool = True
+    #: Per-node clock rate skew bound (a node's tick period is 10 ms * (1 +/- skew)).
+    clock_skew: float = 0.0
+    #: Snapshot after this many applied entries (0 = never).
+    snapshot_every_entries: int = 0
+    #: Client workload.
+    client_count: int = 3
+    key_count: int = 3
+    #: Serve reads through the leader lease instead of a heartbeat round.
+    lease_reads: bool = False
+    #: Durations of the safety phase and the bound for the liveness phase.
+    safety_ms: int = 4000
+    liveness_ms_max: int = 4000
+
+    def describe(self) -> str:
+        """One line listing every knob."""
+        return " ".join(f"{key}={value}" for key, value in asdict(self).items())
+
+
+def swarm(rng: random.Random) -> FaultPlan:
+    """Draw a fault plan from `rng`: each fault class is on or off, with random strength."""
+
+    def maybe(probability_on: float, low: float, high: float) -> float:
+        return round(rng.uniform(low, high), 3) if rng.random() < probability_on else 0.0
+
+    node_count = rng.choice([3, 3, 5, 5, 5])
+    delay_max = rng.choice([5, 10, 20, 40, 80])
+    return FaultPlan(
+        node_count=node_count,
+        initial_voters=node_count if rng.random() < 0.7 else 3,
+        drop_probability=maybe(0.6, 0.01, 0.25),
+        duplicate_probability=maybe(0.4, 0.01, 0.1),
+        delay_ms_min=1,
+        delay_ms_max=delay_max,
+        fsync_ms_min=0,
+        fsync_ms_max=rng.choice([0, 2, 5, 20]),
+        nemesis_interval_ms=rng.choice([150, 300, 600]),
+        partition_weight=rng.choice([0, 1, 2]),
+        asymmetric_partition_weight=rng.choice([0, 1]),
+        clog_weight=rng.choice([0, 1, 2]),
+        crash_weight=rng.choice([0, 1, 2, 3]),
+        heal_weight=rng.choice([1, 2, 3]),
+        transfer_weight=rng.choice([0, 1]),
+        membership_weight=rng.choice([0, 0, 1, 2]),
+        torn_writes=rng.random() < 0.5,
+        clock_skew=rng.choice([0.0, 0.0, 0.02, 0.1]),
+        snapshot_every_entries=rng.choice([0, 5, 20, 60]),
+        client_count=rng.choice([2, 3, 5]),
+        key_count=rng.choice([1, 2, 4]),
+        lease_reads=rng.random() < 0.3,
+        safety_ms=4000,
+        liveness_ms_max=6000,
+    )
