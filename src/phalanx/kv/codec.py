@@ -78,6 +78,16 @@ def encode_command(cmd: Command) -> bytes:
 
 def decode_command(data: bytes) -> Command:
     """The command in `data`; raises `Corrupt` on anything that `encode_command` cannot produce."""
+    return Command(*decode_fields(data))
+
+
+def decode_fields(
+    data: bytes,
+) -> tuple[bytes, tuple[bytes, ...], int, int | None, int | None]:
+    """`decode_command` without building a `Command`: (name, args, now_ms, client_id, sequence).
+
+    The state machine's apply path uses this directly; it is the hot loop of every replica.
+    """
     size = len(data)
     if size < _HEADER_SIZE:
         raise Corrupt("command: truncated header")
@@ -94,31 +104,24 @@ def decode_command(data: bytes) -> Command:
             raise Corrupt("command: truncated session")
         client_id, sequence = _SESSION.unpack_from(data, offset)
         offset += _SESSION_SIZE
-    if size < offset + 1:
+    if size <= offset:
         raise Corrupt("command: truncated name")
-    name_len = data[offset]
-    offset += 1
-    end = offset + name_len
-    if name_len == 0 or size < end + 4:
+    name_end = offset + 1 + data[offset]
+    if name_end == offset + 1 or size < name_end + 4:
         raise Corrupt("command: bad or truncated name")
-    name = data[offset:end]
-    (argc,) = _U32.unpack_from(data, end)
-    offset = end + 4
+    name = data[offset + 1 : name_end]
+    (argc,) = _U32.unpack_from(data, name_end)
+    offset = name_end + 4
     if argc * 4 > size - offset:
         raise Corrupt("command: argument count exceeds the buffer")
-    args: list[bytes] = []
-    append = args.append
     unpack_from = _U32.unpack_from
+    args = []
     for _ in range(argc):
         if size < offset + 4:
             raise Corrupt("command: truncated argument length")
-        (length,) = unpack_from(data, offset)
-        offset += 4
-        end = offset + length
-        if end > size:
-            raise Corrupt("command: truncated argument")
-        append(data[offset:end])
-        offset = end
+        start = offset + 4
+        offset = start + unpack_from(data, offset)[0]
+        args.append(data[start:offset])
     if offset != size:
-        raise Corrupt("command: trailing bytes")
-    return Command(name, tuple(args), now_ms, client_id, sequence)
+        raise Corrupt("command: truncated argument or trailing bytes")
+    return name, tuple(args), now_ms, client_id, sequence

@@ -39,7 +39,7 @@ from itertools import islice
 from typing import NamedTuple
 
 from phalanx.errors import Corrupt, require
-from phalanx.kv.codec import decode_command
+from phalanx.kv.codec import decode_fields
 from phalanx.kv.glob import glob_match
 from phalanx.kv.numbers import (
     INT64_MAX,
@@ -169,18 +169,15 @@ class KVStateMachine:
         if not data:
             return None
         try:
-            command = decode_command(data)
+            name, args, now, client_id, sequence = decode_fields(data)
         except Corrupt as exc:
             return Error(f"ERR corrupt command in log entry {index}: {exc}")
-        now = command.now_ms
         if now > self._clock_ms:
             self._clock_ms = now
         else:
             now = self._clock_ms
-        client_id = command.client_id
-        if client_id is None:
-            return self._execute(command.name, command.args, now)
-        sequence = command.sequence if command.sequence is not None else 0
+        if client_id is None or sequence is None:
+            return self._execute(name, args, now)
         session = self._sessions.get(client_id)
         if session is not None:
             if sequence == session[0]:
@@ -191,7 +188,7 @@ class KVStateMachine:
                     f"request {session[0]}; its reply is no longer cached"
                 )
             del self._sessions[client_id]  # re-inserted below: most recently used last
-        reply = self._execute(command.name, command.args, now)
+        reply = self._execute(name, args, now)
         self._sessions[client_id] = (sequence, reply)
         if len(self._sessions) > self._max_sessions:
             del self._sessions[next(iter(self._sessions))]
@@ -257,17 +254,17 @@ class KVStateMachine:
     # ------------------------------------------------------------------ dispatch
 
     def _execute(self, name: bytes, args: Args, now: int) -> Reply:
-        spec = _COMMANDS.get(name.upper())
+        spec = _COMMANDS.get(name) or _COMMANDS.get(name.upper())
         if spec is None:
             shown = "".join(f"'{_error_text(arg[:128])}' " for arg in args[:16])
             return Error(f"ERR unknown command '{_error_text(name[:128])}', "
                          f"with args beginning with: {shown}")
-        arity = spec.arity
+        handler, arity, _, lower_name = spec
         count = len(args) + 1
         if (arity > 0 and count != arity) or count < -arity:
-            return arity_error(spec.lower_name)
+            return arity_error(lower_name)
         try:
-            return spec.handler(self, args, now)
+            return handler(self, args, now)
         except RecursionError:
             return Error("ERR pattern too complex")
 
@@ -395,10 +392,9 @@ class KVStateMachine:
             return old
         self._store(key, value)
         if expire_at is not None:
-            if expire_at <= now:
-                self._delete(key)  # already expired (Redis 7.2+ behaviour)
-            else:
-                self._set_expire(key, expire_at)
+            # An absolute time in the past stores a logically absent key, as Redis 7 does
+            # (DBSIZE counts it until a write touches it or the leader's sweep deletes it).
+            self._set_expire(key, expire_at)
         elif not keepttl and self._expires:
             self._expires.pop(key, None)
         return old if get else OK
@@ -1043,6 +1039,9 @@ _COMMANDS: dict[bytes, _Spec] = {
     name.upper().encode(): _Spec(handler, arity, write, name)
     for name, handler, arity, write in _TABLE
 }
+# Lowercase aliases spare an `upper()` on the hot path for clients that send lowercase names.
+_COMMANDS.update({name.encode(): spec for name, spec in
+                  ((spec.lower_name, spec) for spec in list(_COMMANDS.values()))})
 
 COMMAND_NAMES: tuple[str, ...] = tuple(name.upper() for name, _, _, _ in _TABLE)
 """Every command the state machine knows, upper case, including PHALANX.EXPIRE."""
