@@ -36,7 +36,7 @@ _LF: Final = 0x0A
 
 # Canonical decimal spellings of small non-negative integers: one dict lookup both validates
 # and converts the length of almost every bulk and multibulk header on the hot path.
-_SMALL_INTEGERS: Final[dict[bytes, int]] = {b"%d" % number: number for number in range(100_000)}
+_SMALL_INTEGERS: Final[dict[bytes, int]] = {b"%d" % number: number for number in range(4096)}
 _LONG_LONG_MIN: Final = -(2**63)
 _LONG_LONG_MAX: Final = 2**63 - 1
 
