@@ -50,6 +50,9 @@ class FaultPlan:
     #: Client workload.
     client_count: int = 3
     key_count: int = 3
+    #: The most bytes of entries per AppendEntries (1 = one entry per message, which separates
+    #: an old-term entry from the new leader's no-op, as in Figure 8 of the paper).
+    max_message_bytes: int = 4096
     #: Serve reads through the leader lease instead of a heartbeat round.
     lease_reads: bool = False
     #: Durations of the safety phase and the bound for the liveness phase.
@@ -91,6 +94,7 @@ def swarm(rng: random.Random) -> FaultPlan:
         snapshot_every_entries=rng.choice([0, 5, 20, 60]),
         client_count=rng.choice([2, 3, 5]),
         key_count=rng.choice([1, 2, 4]),
+        max_message_bytes=rng.choice([1, 1, 100, 4096]),
         lease_reads=rng.random() < 0.3,
         safety_ms=4000,
         liveness_ms_max=6000,

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 
 from phalanx.checker import History, check
 from phalanx.errors import NotLeader, PhalanxError, ProposalDropped
-from phalanx.kv.codec import Command, encode_command
-from phalanx.kv.machine import KVStateMachine
+from phalanx.kv import Command, KVStateMachine, encode_command
 from phalanx.raft import (
     ConfChange,
     ConfChangeSingle,
@@ -217,7 +216,7 @@ class Simulator:
             heartbeat_ticks=HEARTBEAT_TICKS,
             lease_reads=self.plan.lease_reads,
             max_inflight_messages=8,
-            max_message_bytes=4096,
+            max_message_bytes=self.plan.max_message_bytes,
             applied=snapshot.meta.index,
             random=random.Random(f"{self.seed}/raft/{node.id}/{node.generation}"),
         )
