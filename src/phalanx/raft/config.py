@@ -9,11 +9,22 @@ Rules of this file:
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from phalanx.errors import ConfigError
 from phalanx.raft.types import NodeId
+
+if TYPE_CHECKING:
+    import random
+
+
+def _fixed_random() -> random.Random:
+    # Imported here so the module never binds the global `random` module (a layer rule):
+    # production callers pass their own generator; this default is deterministic.
+    import random as random_module
+
+    return random_module.Random(0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,7 +60,7 @@ class RaftConfig:
     #: The applied index the application restored on restart (its state machine's position).
     applied: int = 0
     #: The source of all randomness of this replica (election jitter).
-    random: random.Random = field(default_factory=lambda: random.Random(0))
+    random: random.Random = field(default_factory=_fixed_random)
 
     def __post_init__(self) -> None:
         if not self.node_id:
