@@ -1,0 +1,223 @@
+"""Configuration of one node process: identity, addresses, peers, timing, limits.
+
+Rules of this file:
+- `NodeConfig` is a frozen dataclass validated in `__post_init__`; every error names the field
+  (`ConfigError("peers[1].peer: 'abc' is not host:port")`).
+- A config comes from a TOML file (`load_config`), optionally overridden by CLI flags; the file
+  format mirrors the dataclass (see `example_config()` and docs in README).
+- The cluster's membership at bootstrap is the `peers` list (which includes this node); every
+  node of a cluster must be started with the same list.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from phalanx.errors import ConfigError
+
+
+def parse_address(text: str, field_name: str) -> tuple[str, int]:
+    """Split "host:port" and validate it; the error names `field_name`."""
+    host, separator, port_text = text.rpartition(":")
+    if not separator or not host or not port_text.isdigit():
+        raise ConfigError(f"{field_name}: {text!r} is not host:port")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{field_name}: port {port} is out of range 0..65535")
+    return host, port
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerConfig:
+    """Where to reach one member of the cluster."""
+
+    id: str
+    #: host:port of the peer (Raft) listener.
+    peer: str
+    #: host:port of the RESP listener (used to forward client writes to the leader).
+    resp: str
+    #: host:port of the admin HTTP listener.
+    admin: str = ""
+    zone: str = "zone-1"
+    region: str = "region-1"
+
+    def validate(self, position: int) -> None:
+        prefix = f"peers[{position}]"
+        if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{prefix}.id: {self.id!r} must be a non-empty word")
+        parse_address(self.peer, f"{prefix}.peer")
+        parse_address(self.resp, f"{prefix}.resp")
+        if self.admin:
+            parse_address(self.admin, f"{prefix}.admin")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """Everything one node process needs. Times in milliseconds unless the name says ticks."""
+
+    #: This node's id; must appear in `peers`.
+    id: str
+    #: Directory for the durable log, snapshots and the node's lock file.
+    data_dir: str
+    #: Every member of the cluster at bootstrap, this node included.
+    peers: tuple[PeerConfig, ...]
+    #: Name of the cluster; peers of another cluster are refused at the handshake.
+    cluster: str = "phalanx"
+    #: Shared secret for the peer handshake (HMAC); empty = no authentication.
+    cluster_secret: str = ""
+    #: Length of one Raft tick.
+    tick_ms: int = 10
+    #: Heartbeat interval and minimum election timeout, in ticks (50 ms and 500 ms by default).
+    heartbeat_ticks: int = 5
+    election_ticks: int = 50
+    pre_vote: bool = True
+    check_quorum: bool = True
+    #: Serve linearizable reads from a leader lease (no quorum round per read batch).
+    lease_reads: bool = False
+    #: Start a PreVote at once when the connection to the leader resets (not with lease_reads).
+    fast_failover: bool = True
+    #: Take a snapshot after this many applied entries; keep this many entries after it.
+    snapshot_every_entries: int = 20_000
+    snapshot_keep_entries: int = 2_000
+    #: RESP password (AUTH); empty = no password.
+    requirepass: str = ""
+    #: Largest bulk string a client may send (Redis's proto-max-bulk-len).
+    max_bulk_bytes: int = 512 * 1024 * 1024
+    #: Largest value stored (a SET of a bigger value is refused).
+    max_value_bytes: int = 64 * 1024 * 1024
+    #: Most client connections.
+    max_clients: int = 10_000
+    #: How long a client write or read may wait for the cluster before an error.
+    request_timeout_ms: int = 5_000
+    #: Allow the admin API's network fault rules (for the chaos lab only).
+    enable_fault_injection: bool = False
+    #: Token required by mutating admin endpoints (failover, fault rules); empty = none.
+    admin_token: str = ""
+    #: How often the leader looks for expired keys to delete, and how many per proposal.
+    expire_interval_ms: int = 100
+    expire_batch_keys: int = 200
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.peers:
+            raise ConfigError("peers: at least this node must be listed")
+        seen: set[str] = set()
+        for position, peer in enumerate(self.peers):
+            peer.validate(position)
+            if peer.id in seen:
+                raise ConfigError(f"peers[{position}].id: {peer.id!r} is listed twice")
+            seen.add(peer.id)
+        if self.id not in seen:
+            raise ConfigError(f"id: {self.id!r} is not one of peers ({', '.join(sorted(seen))})")
+        if not self.data_dir:
+            raise ConfigError("data_dir: must not be empty")
+        positive = ("tick_ms", "heartbeat_ticks", "election_ticks", "snapshot_every_entries",
+                    "max_bulk_bytes", "max_value_bytes", "max_clients", "request_timeout_ms",
+                    "expire_interval_ms", "expire_batch_keys")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0 (got {getattr(self, name)})")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError("election_ticks: must be > heartbeat_ticks")
+        if self.snapshot_keep_entries < 0:
+            raise ConfigError("snapshot_keep_entries: must be >= 0")
+        if self.lease_reads and not self.check_quorum:
+            raise ConfigError("lease_reads: needs check_quorum = true")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
+
+    @property
+    def me(self) -> PeerConfig:
+        """This node's own entry in `peers`."""
+        return next(peer for peer in self.peers if peer.id == self.id)
+
+    def peer(self, node_id: str) -> PeerConfig | None:
+        """The entry of `node_id`, if it is a member."""
+        return next((peer for peer in self.peers if peer.id == node_id), None)
+
+
+_SCALARS = {f.name for f in fields(NodeConfig)} - {"peers", "extra"}
+_PEER_FIELDS = {f.name for f in fields(PeerConfig)}
+
+
+def config_from_mapping(data: dict[str, Any], source: str = "config") -> NodeConfig:
+    """Build a `NodeConfig` from parsed TOML/JSON; unknown keys are errors."""
+    unknown = set(data) - _SCALARS - {"peers"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
+    peers_raw = data.get("peers")
+    if not isinstance(peers_raw, list) or not peers_raw:
+        raise ConfigError(f"{source}: peers must be a non-empty list of tables")
+    peers = []
+    for position, raw in enumerate(peers_raw):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"peers[{position}]: must be a table")
+        unknown_peer = set(raw) - _PEER_FIELDS
+        if unknown_peer:
+            raise ConfigError(f"peers[{position}]: unknown field(s) {', '.join(sorted(unknown_peer))}")
+        for required in ("id", "peer", "resp"):
+            if required not in raw:
+                raise ConfigError(f"peers[{position}].{required}: missing")
+        peers.append(PeerConfig(**{key: str(value) for key, value in raw.items()}))
+    scalars: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "peers":
+            continue
+        expected = NodeConfig.__dataclass_fields__[key].type
+        if "int" in str(expected) and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{key}: must be an integer (got {value!r})")
+        if "bool" in str(expected) and not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false (got {value!r})")
+        if "str" in str(expected) and not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string (got {value!r})")
+        scalars[key] = value
+    for required in ("id", "data_dir"):
+        if required not in scalars:
+            raise ConfigError(f"{source}: {required} is missing")
+    return NodeConfig(peers=tuple(peers), **scalars)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> NodeConfig:
+    """Read a TOML config file and apply `overrides` (flag values that are not None)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config {path} is not valid TOML: {error}") from error
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    return config_from_mapping(data, str(path))
+
+
+def dump_config(config: NodeConfig) -> str:
+    """The TOML text of `config` (the inverse of `load_config`)."""
+    lines = []
+    for name in sorted(_SCALARS):
+        value = getattr(config, name)
+        lines.append(f"{name} = {_toml_value(value)}")
+    for peer in config.peers:
+        lines.append("")
+        lines.append("[[peers]]")
+        for name in ("id", "peer", "resp", "admin", "zone", "region"):
+            lines.append(f"{name} = {_toml_value(getattr(peer, name))}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def with_overrides(config: NodeConfig, **changes: Any) -> NodeConfig:
+    """A copy of `config` with some fields changed (validated again)."""
+    return replace(config, **changes)
