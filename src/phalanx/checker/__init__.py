@@ -1,0 +1,51 @@
+"""phalanx.checker: a linearizability checker for per-key register histories, and a lost-write
+counter for set workloads. Used by the deterministic simulator and by the chaos lab.
+
+Rules of this package:
+- Pure: standard library only; never imports asyncio, socket, time, threading, sqlite3, or
+  module-level random. No clocks: times come in with the history.
+- Deterministic: the same history and budget give the same verdict, report and step count.
+- Never a false verdict: a search that runs out of budget says "unknown (budget exceeded)".
+
+Quick use::
+
+    h = History()
+    w = h.invoke(1, "write", "k", value=b"a", time=0); h.ok(w, time=2)
+    r = h.invoke(2, "read", "k", time=3);              h.ok(r, None, time=4)
+    result = check(h)          # not linearizable: the read missed a completed write
+    print(result.explain())
+"""
+
+from phalanx.checker.check import DEFAULT_MAX_STEPS, check, check_key
+from phalanx.checker.history import (
+    History,
+    InvalidHistory,
+    Key,
+    Operation,
+    OpKind,
+    Outcome,
+    Output,
+    Process,
+    Value,
+)
+from phalanx.checker.lost_writes import check_lost_writes
+from phalanx.checker.result import CheckResult, KeyResult, Verdict
+
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "CheckResult",
+    "History",
+    "InvalidHistory",
+    "Key",
+    "KeyResult",
+    "OpKind",
+    "Operation",
+    "Outcome",
+    "Output",
+    "Process",
+    "Value",
+    "Verdict",
+    "check",
+    "check_key",
+    "check_lost_writes",
+]
