@@ -142,6 +142,10 @@ class RawNode:
         """Report that `node` could not be reached."""
         self.raft.report_unreachable(node)
 
+    def leader_lost(self, node: NodeId, campaign_within_ticks: int) -> bool:
+        """The connection to leader `node` reset: campaign soon (see `Raft.leader_lost`)."""
+        return self.raft.leader_lost(node, campaign_within_ticks)
+
     # -- outputs -----------------------------------------------------------------------------
     def has_ready(self) -> bool:
         """True if `ready()` would return a batch."""

@@ -946,6 +946,31 @@ class Raft:
             progress.pending_snapshot = 0
         progress.become_probe()
 
+    def leader_lost(self, node: NodeId, campaign_within_ticks: int) -> bool:
+        """The transport saw the connection to our leader `node` reset: stop waiting for it.
+
+        The follower forgets its leader and campaigns within `campaign_within_ticks` ticks
+        instead of waiting out a full election timeout. Safety is untouched: the campaign starts
+        with PreVote and votes follow the usual rules, so a spurious reset cannot depose a live
+        leader (the other followers still hear it and refuse, diss. §9.6). It does forfeit the
+        lease assumption, so it is a no-op with `lease_reads`. Returns True if it applied.
+        """
+        if (
+            self.config.lease_reads
+            or self.role is not Role.FOLLOWER
+            or self.lead != node
+            or not self.promotable()
+        ):
+            return False
+        self.lead = NO_NODE
+        self.election_elapsed = max(
+            self.election_elapsed,
+            self.randomized_election_timeout - max(1, campaign_within_ticks),
+        )
+        logger.info("%s lost its connection to leader %s at term %s; campaigning soon",
+                    self.id, node, self.term)
+        return True
+
     def report_unreachable(self, node: NodeId) -> None:
         """The transport could not reach `node`: stop streaming, probe instead."""
         progress = self.progress.get(node)
