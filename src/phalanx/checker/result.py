@@ -117,7 +117,7 @@ class KeyResult:
         ):
             lines.append(
                 f"  it needs the value {show_value(needed)}, which no operation invoked "
-                "before it returned ever wrote."
+                "before it returned wrote (only an initial value could explain it)."
             )
         lines.append("  window (invoke order; L = in the linearizable prefix):")
         shown = self.window[:_WINDOW_LINES]
