@@ -86,7 +86,7 @@ class SimNode:
 
 
 # Event kinds (ints keep heap comparisons cheap and deterministic).
-_TICK, _DELIVER, _PERSIST, _CLIENT, _NEMESIS, _RESTART, _UNCLOG, _TIMEOUT, _PROBE = range(9)
+_TICK, _DELIVER, _PERSIST, _CLIENT, _NEMESIS, _RESTART, _UNCLOG, _TIMEOUT, _PROBE, _RESET = range(10)
 
 
 class Simulator:
@@ -206,6 +206,8 @@ class Simulator:
             self._on_client_timeout(payload)  # type: ignore[arg-type]
         elif kind == _PROBE:
             self._on_liveness_probe()
+        elif kind == _RESET:
+            self._on_connection_reset(payload)  # type: ignore[arg-type]
 
     # -- nodes -------------------------------------------------------------------------------
     def _start_node(self, node: SimNode) -> None:
@@ -257,6 +259,12 @@ class Simulator:
         node.raw = None
         node.persisting = None
         node.generation += 1
+        # Peers see their connections to the crashed node reset (the node's fast failover path),
+        # usually at once, sometimes late or never.
+        for other in self.node_ids:
+            if other != node.id and self.network_rng.random() < 0.8:
+                delay = self.network_rng.uniform(0, 30)
+                self._schedule(self.now + delay, _RESET, (other, node.id))
         for op in list(node.proposals.values()) + list(node.reads.values()) + node.waiting_reads:
             self._complete_info(op)
         node.proposals.clear()
@@ -398,6 +406,16 @@ class Simulator:
             self._log(f"{source}->{target} {_describe(message)}")
         node.raw.step(message)
         # Check right away: a commit decided now was decided under the current configuration.
+        self._check_node(node)
+        self._process(node)
+
+    def _on_connection_reset(self, payload: tuple[NodeId, NodeId]) -> None:
+        observer, lost = payload
+        node = self.nodes[observer]
+        if node.raw is None:
+            return
+        if node.raw.leader_lost(lost, 1 + self.network_rng.randrange(10)):
+            self._log(f"{observer} saw its connection to leader {lost} reset")
         self._check_node(node)
         self._process(node)
 
