@@ -1,0 +1,5 @@
+"""`python -m phalanx` runs the `phalanx` command line."""
+
+from phalanx.cli import main
+
+main()
