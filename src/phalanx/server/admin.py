@@ -1,0 +1,346 @@
+"""The admin HTTP server of one node: health checks, status, metrics, failover, fault rules.
+
+Endpoints (HAProxy's `option httpchk` uses the first four, as with Patroni):
+
+    GET  /health    200 while the event loop answers (that is the whole check)
+    GET  /ready     200 if the node is ready to serve, else 503 with the reason
+    GET  /primary   200 only on the leader, else 503 (the body names role and leader)
+    GET  /replica   200 only on a healthy follower (knows a leader, caught up), else 503
+    GET  /status    the node's status map (JSON)
+    GET  /metrics   Prometheus text
+    POST /failover  move leadership: optional JSON body {"to": "n3"} -> {"leader": "n3"}
+    GET|PUT|DELETE /faults   the network fault rules of the chaos lab
+    GET  /          a tiny page listing these endpoints
+
+Rules of this file:
+- The server knows the node only through the `NodeView` protocol below; it holds no state of
+  its own beyond its listener, and every answer comes from the view at request time.
+- Every response except `/metrics` and `/` is JSON; every error is JSON `{"error": "..."}`
+  (404 for an unknown path, 405 for a wrong method). A handler never leaks a traceback: an
+  unexpected exception answers 500 and is logged once with its traceback.
+- Mutating endpoints (POST, PUT, DELETE) need `Authorization: Bearer <token>` when a token is
+  configured (401 otherwise, compared in constant time). The fault endpoints answer 403 unless
+  fault injection was enabled in the node's config.
+- Health checks arrive every 100-200 ms per load balancer: the check handlers do no I/O, the
+  `/health` body is built once, access logging is off, and GET routes also answer HEAD.
+- The listener binds exactly `host:port`; port 0 picks a free port, reported by `port`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from aiohttp import web
+
+from phalanx.errors import ConfigError, NotLeader, PhalanxError
+from phalanx.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from phalanx.server.metrics import NodeMetrics
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Largest request body the admin API accepts (fault rules are the biggest).
+MAX_BODY_BYTES = 64 * 1024
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class NodeView(Protocol):
+    """What the admin server needs from the node (the node implements it)."""
+
+    node_id: str
+    zone: str
+    region: str
+
+    def status(self) -> dict[str, object]:
+        """A JSON-serialisable map: node, zone, region, role ("leader", "follower",
+        "candidate", "pre-candidate"), term, leader, commit_index, applied_index, last_index,
+        peers (a list of {id, match, next, state, lag_entries, recent_active, connected}),
+        uptime_s, version, and anything else worth showing."""
+        ...
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready to serve clients?, the reason why or why not)."""
+        ...
+
+    def is_primary(self) -> bool:
+        """True on the leader."""
+        ...
+
+    def is_replica(self) -> bool:
+        """True on a healthy follower: it knows a leader and is caught up within a threshold."""
+        ...
+
+    async def transfer_leadership(self, target: str | None) -> str:
+        """Move leadership to `target` (None: the best-caught-up peer); return the new
+        leader's id. Raises NotLeader, ConfigError (bad target) or PhalanxError."""
+        ...
+
+    def set_fault_rules(self, rules: dict[str, object]) -> dict[str, object]:
+        """Replace the fault rules; return the rules now in force. ConfigError if invalid."""
+        ...
+
+    def get_fault_rules(self) -> dict[str, object]:
+        ...
+
+    def clear_fault_rules(self) -> None:
+        ...
+
+
+def _dumps(value: object) -> str:
+    # default=str: a stray non-JSON value (a Path, an enum) shows as text rather than a 500.
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=_dumps(body), status=status, content_type="application/json",
+                        headers={**_NO_STORE, **(headers or {})})
+
+
+def _error(status: int, message: str, **extra: object) -> web.Response:
+    return _json({"error": message, **extra}, status=status)
+
+
+_INDEX_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>phalanx {node}</title></head>
+<body><h1>phalanx node {node}</h1>
+<ul>
+<li><a href="/health">/health</a> - alive</li>
+<li><a href="/ready">/ready</a> - ready to serve</li>
+<li><a href="/primary">/primary</a> - 200 on the leader</li>
+<li><a href="/replica">/replica</a> - 200 on a healthy follower</li>
+<li><a href="/status">/status</a> - status (JSON)</li>
+<li><a href="/metrics">/metrics</a> - Prometheus metrics</li>
+<li>POST /failover - move leadership ({{"to": "id"}} optional)</li>
+<li>GET/PUT/DELETE /faults - network fault rules (chaos lab only)</li>
+</ul></body></html>
+"""
+
+
+class AdminServer:
+    """The admin HTTP listener of one node (aiohttp, on the node's event loop)."""
+
+    def __init__(self, view: NodeView, metrics: NodeMetrics, host: str, port: int, *,
+                 token: str = "", enable_fault_injection: bool = False,
+                 failover_timeout_s: float = 15.0) -> None:
+        self.view = view
+        self.metrics = metrics
+        self.host = host
+        self.requested_port = port
+        self._token = token.encode()
+        self._faults_enabled = enable_fault_injection
+        self._failover_timeout_s = failover_timeout_s
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._health_body = _dumps({"status": "ok", "node": view.node_id}).encode()
+        self._index_body = _INDEX_HTML.format(node=view.node_id).encode()
+
+    # Lifecycle.
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when started with port 0)."""
+        if self._port is None:
+            raise PhalanxError("admin server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise PhalanxError("admin server is already started")
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY_BYTES)
+        router = app.router
+        # add_get also answers HEAD (allow_head defaults to True).
+        router.add_get("/", self._index)
+        router.add_get("/health", self._health)
+        router.add_get("/ready", self._ready)
+        router.add_get("/primary", self._primary)
+        router.add_get("/replica", self._replica)
+        router.add_get("/status", self._status)
+        router.add_get("/metrics", self._metrics)
+        router.add_post("/failover", self._failover)
+        router.add_get("/faults", self._get_faults)
+        router.add_put("/faults", self._put_faults)
+        router.add_delete("/faults", self._delete_faults)
+        # No access log: load balancers check every 100-200 ms. A short shutdown timeout: a
+        # pending failover must not hold the node's stop for a minute.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.requested_port)
+            await site.start()
+        except OSError as error:
+            await runner.cleanup()
+            raise PhalanxError(f"{self.view.node_id}: admin server cannot listen on "
+                               f"{self.host}:{self.requested_port}: {error.strerror}") from error
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        logger.info("%s admin server listening on %s:%d", self.view.node_id, self.host,
+                    self._port)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+            logger.info("%s admin server stopped", self.view.node_id)
+        self._port = None
+
+    # The guard: authentication, JSON errors, no tracebacks.
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in ("POST", "PUT", "DELETE") and self._token:
+            header = request.headers.get("Authorization", "")
+            scheme, _, presented = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    presented.strip().encode(), self._token):
+                return _json({"error": "this endpoint needs 'Authorization: Bearer <token>' "
+                                       "(the node's admin_token)"}, status=401,
+                             headers={"WWW-Authenticate": 'Bearer realm="phalanx-admin"'})
+        try:
+            return await handler(request)
+        except web.HTTPException as http_error:
+            if http_error.status == 404:
+                return _error(404, f"no such endpoint: {request.path} (see GET /)")
+            if http_error.status == 405:
+                allowed = http_error.headers.get("Allow", "")
+                return _json({"error": f"{request.method} is not allowed on {request.path}"
+                                       f" (allowed: {allowed})"}, status=405,
+                             headers={"Allow": allowed})
+            if http_error.status == 413:
+                return _error(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+            return _error(http_error.status, http_error.reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s admin %s %s failed", self.view.node_id, request.method,
+                             request.path)
+            return _error(500, "internal error (see the node's log)")
+
+    # Health checks.
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._index_body, content_type="text/html", charset="utf-8")
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._health_body, content_type="application/json",
+                            headers=_NO_STORE)
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        ready, reason = self.view.readiness()
+        if ready:
+            return _json({"ready": True, "node": self.view.node_id, "reason": reason})
+        return _error(503, f"not ready: {reason}", ready=False, node=self.view.node_id)
+
+    def _role_and_leader(self) -> tuple[str, object]:
+        status = self.view.status()
+        return str(status.get("role", "unknown")), status.get("leader") or None
+
+    async def _primary(self, request: web.Request) -> web.Response:
+        primary = self.view.is_primary()
+        role, leader = self._role_and_leader()
+        body = {"node": self.view.node_id, "role": role, "leader": leader}
+        if primary:
+            return _json(body)
+        return _error(503, f"{self.view.node_id} is not the leader (role {role}, "
+                           f"leader {leader or 'unknown'})", **body)
+
+    async def _replica(self, request: web.Request) -> web.Response:
+        replica = self.view.is_replica()
+        role, leader = self._role_and_leader()
+        body = {"node": self.view.node_id, "role": role, "leader": leader}
+        if replica:
+            return _json(body)
+        why = "it is the leader" if role == "leader" else "no known leader or not caught up"
+        return _error(503, f"{self.view.node_id} is not a healthy replica ({why}; role {role}, "
+                           f"leader {leader or 'unknown'})", **body)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return _json(self.view.status())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": METRICS_CONTENT_TYPE, **_NO_STORE})
+
+    # Failover.
+    async def _failover(self, request: web.Request) -> web.Response:
+        body = await _read_json_object(request, allow_empty=True)
+        if isinstance(body, web.Response):
+            return body
+        unknown = set(body) - {"to"}
+        if unknown:
+            return _error(400, f"unknown field(s) {', '.join(sorted(unknown))}; "
+                               'the body is {"to": "<node id>"} or empty')
+        target = body.get("to")
+        if target is not None and (not isinstance(target, str) or not target):
+            return _error(400, '"to" must be a node id (a non-empty string) or null')
+        try:
+            async with asyncio.timeout(self._failover_timeout_s):
+                leader = await self.view.transfer_leadership(target)
+        except TimeoutError:
+            return _error(504, f"leadership transfer did not finish within "
+                               f"{self._failover_timeout_s:g} s")
+        except NotLeader as error:
+            return _error(409, str(error), leader=error.leader_hint)
+        except ConfigError as error:
+            return _error(400, str(error))
+        except PhalanxError as error:
+            return _error(503, f"leadership transfer failed: {error}")
+        logger.info("%s admin: leadership moved to %s", self.view.node_id, leader)
+        return _json({"leader": leader})
+
+    # Fault rules.
+    def _faults_disabled(self) -> web.Response | None:
+        if self._faults_enabled:
+            return None
+        return _error(403, "fault injection is disabled on this node "
+                           "(set enable_fault_injection = true in its config; chaos lab only)")
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return self._faults_disabled() or _json(self.view.get_fault_rules())
+
+    async def _put_faults(self, request: web.Request) -> web.Response:
+        refused = self._faults_disabled()
+        if refused is not None:
+            return refused
+        rules = await _read_json_object(request, allow_empty=False)
+        if isinstance(rules, web.Response):
+            return rules
+        try:
+            applied = self.view.set_fault_rules(rules)
+        except ConfigError as error:
+            return _error(400, str(error))
+        logger.warning("%s admin: fault rules set: %s", self.view.node_id, _dumps(applied))
+        return _json(applied)
+
+    async def _delete_faults(self, request: web.Request) -> web.Response:
+        refused = self._faults_disabled()
+        if refused is not None:
+            return refused
+        self.view.clear_fault_rules()
+        logger.warning("%s admin: fault rules cleared", self.view.node_id)
+        return _json(self.view.get_fault_rules())
+
+
+async def _read_json_object(request: web.Request, *,
+                            allow_empty: bool) -> dict[str, object] | web.Response:
+    """The request's JSON object body, or a 400 response saying what is wrong with it."""
+    raw = await request.read()
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        return _error(400, "the request needs a JSON object body")
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return _error(400, f"the body is not valid JSON: {error}")
+    if not isinstance(value, dict):
+        return _error(400, f"the body must be a JSON object, not {type(value).__name__}")
+    return value
