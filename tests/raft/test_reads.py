@@ -1,0 +1,181 @@
+"""Linearizable reads: ReadIndex (diss. §6.4) and leader leases (diss. §6.4.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from phalanx.errors import NotLeader
+from phalanx.raft import (
+    AppendEntries,
+    Heartbeat,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    ReadState,
+    Role,
+    TimeoutNow,
+)
+from phalanx.testing.raft_harness import DEFAULT_ELECTION_TICKS, Network
+
+ELECTION = DEFAULT_ELECTION_TICKS
+
+
+def steady(**overrides: object) -> Network:
+    """Three replicas, n1 leading, one heartbeat round done."""
+    net = Network.create(3, **overrides)
+    if overrides.get("lease_reads"):
+        # With leases, a fresh replica votes only after an election timeout (it may have
+        # acknowledged a lease before a crash); let the clocks run past that first.
+        for node in net.nodes:
+            net.tick(node, ELECTION)
+        net.queue.clear()  # the (pre-)campaigns this started are lost
+    net.elect("n1")
+    net.tick_all(1)
+    return net
+
+
+def heartbeats_queued(net: Network) -> list[Heartbeat]:
+    return [m for m in net.take(lambda m: isinstance(m, Heartbeat))
+            if isinstance(m, Heartbeat)]
+
+
+def test_read_index_needs_a_quorum_heartbeat_round() -> None:
+    """diss. §6.4 step 3: "The leader sends a new round of heartbeats and waits for their
+    acknowledgments from a majority"; without them the read is not served."""
+    net = steady()
+    commit = net.nodes["n1"].raft.log.committed
+    net.cut("n1", "n2")
+    net.cut("n1", "n3")
+    net.nodes["n1"].read_index(b"r")
+    net.stabilize()
+    assert net.read_states["n1"] == []
+    net.recover()
+    net.tick_all(1)  # the next heartbeat round reaches a majority
+    assert net.read_states["n1"] == [ReadState(commit, b"r")]
+
+
+def test_read_index_waits_for_the_leaders_first_commit() -> None:
+    """diss. §6.4 step 1: "If the leader has not yet marked an entry from its current term
+    committed, it waits until it has done so" (a new leader may not know the commit index)."""
+    net = Network.create(3)
+    net.msg_hook = lambda m: not isinstance(m, AppendEntries)
+    net.elect("n1")
+    net.nodes["n1"].read_index(b"early")
+    net.tick_all(2)  # heartbeat rounds are acknowledged, but the no-op is not committed
+    assert net.nodes["n1"].raft.log.committed == 0
+    assert net.read_states["n1"] == []
+    net.recover()
+    net.tick_all(2)
+    noop_index = net.nodes["n1"].raft.log.committed
+    assert noop_index == 1
+    assert net.read_states["n1"] == [ReadState(noop_index, b"early")]
+
+
+def test_reads_arriving_together_share_one_heartbeat_round() -> None:
+    """diss. §6.4 ("batching"): reads that arrive while a round is outstanding wait for the next
+    single round instead of starting one each."""
+    net = steady()
+    leader = net.nodes["n1"]
+    leader.read_index(b"first")
+    first_round = heartbeats_queued(net)
+    assert len(first_round) == 2
+    for context in (b"a", b"b", b"c", b"d"):
+        leader.read_index(context)
+    assert heartbeats_queued(net) == []  # the four reads wait for the round in flight
+    net.send(*first_round)
+    net.delivered.clear()
+    net.stabilize()
+    rounds = {m.round for m in net.delivered if isinstance(m, Heartbeat)}
+    assert rounds == {first_round[0].round, first_round[0].round + 1}  # one more round for four
+    commit = leader.raft.log.committed
+    assert net.read_states["n1"] == [ReadState(commit, c) for c in
+                                     (b"first", b"a", b"b", b"c", b"d")]
+
+
+def test_follower_read_index_is_forwarded_to_the_leader() -> None:
+    """diss. §6.4: "followers can ... help serve reads": the follower asks the leader for its
+    read index and serves the read once it has applied that index."""
+    net = steady()
+    net.nodes["n2"].read_index(b"f")
+    net.stabilize()
+    assert [type(m) for m in net.delivered if isinstance(m, ReadIndexRequest)] == [
+        ReadIndexRequest
+    ]
+    commit = net.nodes["n1"].raft.log.committed
+    assert net.read_states["n2"] == [ReadState(commit, b"f")]
+    assert any(isinstance(m, ReadIndexResponse) and m.target == "n2" for m in net.delivered)
+
+
+def test_follower_without_leader_cannot_read() -> None:
+    """diss. §6.4: a read needs a leader to confirm it; with none known it fails at once."""
+    net = Network.create(3)
+    with pytest.raises(NotLeader):
+        net.nodes["n2"].read_index(b"x")
+
+
+def test_deposed_leader_fails_its_pending_reads() -> None:
+    """diss. §6.4: a leader that loses leadership before confirming a read must not serve it;
+    the read fails (ok=False) so the client can retry at the new leader."""
+    net = steady()
+    net.isolate("n1")
+    net.nodes["n1"].read_index(b"doomed")
+    net.tick_all(3 * ELECTION, nodes=["n2", "n3"])
+    assert net.leader() in ("n2", "n3")
+    net.recover()
+    net.tick_all(2)
+    assert net.nodes["n1"].raft.role is Role.FOLLOWER
+    assert net.read_states["n1"] == [ReadState(0, b"doomed", ok=False)]
+
+
+def test_lease_read_is_served_without_a_round() -> None:
+    """diss. §6.4.1: within its lease (a quorum acknowledged a heartbeat less than an election
+    timeout ago) a leader serves a read at its commit index with no extra round."""
+    net = steady(lease_reads=True)
+    net.nodes["n1"].read_index(b"lease")
+    assert heartbeats_queued(net) == []
+    assert net.read_states["n1"] == [ReadState(net.nodes["n1"].raft.log.committed, b"lease")]
+
+
+def test_lease_expires_without_acknowledgements() -> None:
+    """diss. §6.4.1: the lease lasts less than the election timeout from the round that granted
+    it; after that the leader falls back to a heartbeat round."""
+    net = steady(lease_reads=True)  # the last acknowledged round was sent at this tick
+    net.isolate("n1")
+    lease_ticks = ELECTION - net.nodes["n1"].raft.config.lease_margin_ticks
+    net.tick("n1", lease_ticks - 1)
+    net.nodes["n1"].read_index(b"in-lease")
+    net.process_all()
+    assert [r.context for r in net.read_states["n1"]] == [b"in-lease"]
+    net.read_states["n1"].clear()
+    net.tick("n1")
+    heartbeats_queued(net)
+    net.nodes["n1"].read_index(b"late")
+    net.process_all()
+    assert net.read_states["n1"] == []  # it waits for a round, which needs the followers
+    net.recover()
+    net.tick_all(1)
+    assert [r.context for r in net.read_states["n1"]] == [b"late"]
+
+
+def test_lease_not_used_after_timeout_now_was_sent() -> None:
+    """diss. §6.4.1 with §3.10: TimeoutNow lets the target win an election that ignores leases,
+    so a leader that sent it must not serve lease reads for the rest of its term, even if the
+    transfer is aborted."""
+    net = steady(lease_reads=True)
+    net.msg_hook = lambda m: not isinstance(m, TimeoutNow)
+    net.nodes["n1"].transfer_leader("n2")
+    net.stabilize()
+    assert any(isinstance(m, TimeoutNow) for m in net.dropped)
+    net.tick_all(ELECTION)  # the transfer is aborted; heartbeat rounds keep succeeding
+    assert net.nodes["n1"].raft.lead_transferee == ""
+    assert net.nodes["n1"].raft.role is Role.LEADER
+    net.nodes["n1"].read_index(b"after-transfer")
+    assert heartbeats_queued(net), "the read must wait for a heartbeat round, not the lease"
+
+
+def test_single_voter_serves_read_index_at_once() -> None:
+    """diss. §6.4: with one voter the leader alone is a majority; no round is needed."""
+    net = Network.create(1)
+    net.elect("n1")
+    net.nodes["n1"].read_index(b"solo")
+    net.process_all()
+    assert net.read_states["n1"] == [ReadState(1, b"solo")]
