@@ -1,0 +1,375 @@
+"""One Raft group on a node: its Ready loop, its durable store, its state machine, its waiters.
+
+Rules of this file:
+- One asyncio task (`run`) owns the Ready loop. Other tasks call `step`/`tick`/`propose`/
+  `read_index` synchronously on the same event loop thread (etcd's node goroutine accepts Step
+  while a Ready is in flight the same way); they only mutate the core and wake the loop.
+- The Ready order is DESIGN.md's: send `messages`, persist (one transaction, one fsync, on the
+  store's writer thread), send `persisted_messages`, apply, answer waiters, advance.
+- A client write is answered only after its entry is applied, i.e. committed by a quorum that
+  fsynced it (the leader counts itself only after its own fsync, see `Raft.on_persisted`).
+- Group commit is natural: every proposal that arrives while an fsync is in flight lands in the
+  next Ready's batch.
+- Every wait has a timeout; an outcome we cannot know becomes `OutcomeUnknown`, never a guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from phalanx.errors import NotLeader, OutcomeUnknown, PhalanxError, ProposalDropped, StorageError
+from phalanx.kv import EXPIRE_COMMAND, Command, KVStateMachine, encode_command, expire_command_args
+from phalanx.kv import Error as KVError
+from phalanx.raft import (
+    ConfChange,
+    EntryType,
+    GroupId,
+    Index,
+    Message,
+    NodeId,
+    RaftConfig,
+    RawNode,
+    Ready,
+    Role,
+    decode_conf_change,
+)
+from phalanx.server.config import NodeConfig
+from phalanx.server.metrics import GroupMetrics
+from phalanx.storage import AsyncLogStore
+
+logger = logging.getLogger(__name__)
+
+Reply = object
+
+
+@dataclass(slots=True)
+class _PendingWrite:
+    term: int
+    future: asyncio.Future[Reply]
+    started: float
+
+
+class RaftGroup:
+    """A Raft replica of one shard, driven by asyncio."""
+
+    def __init__(
+        self,
+        group_id: GroupId,
+        config: NodeConfig,
+        store: AsyncLogStore,
+        send: Callable[[list[tuple[GroupId, Message]]], None],
+        metrics: GroupMetrics,
+    ) -> None:
+        self.group_id = group_id
+        self.config = config
+        self.store = store
+        self._send = send
+        self.metrics = metrics
+        self.machine = KVStateMachine()
+        snapshot = store.snapshot()
+        if not snapshot.empty:
+            self.machine.restore(snapshot.data)
+        raft_config = RaftConfig(
+            node_id=NodeId(config.id),
+            election_ticks=config.election_ticks,
+            heartbeat_ticks=config.heartbeat_ticks,
+            pre_vote=config.pre_vote,
+            check_quorum=config.check_quorum,
+            lease_reads=config.lease_reads,
+            applied=snapshot.meta.index,
+            random=random.Random(),
+        )
+        self.raw = RawNode(raft_config, store.store)
+        self.wake = asyncio.Event()
+        self.wake.set()
+        self.pending_writes: dict[int, _PendingWrite] = {}
+        self.pending_reads: dict[bytes, asyncio.Future[int]] = {}
+        self.apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.read_sequence = 0
+        self.last_role = self.raw.raft.role
+        self.last_leader = self.raw.raft.lead
+        self.leader_changes = 0
+        self.stopped = False
+        self.fatal_error: str | None = None
+        self._snapshotting = False
+
+    # -- inputs from other tasks ---------------------------------------------------------------
+    def step(self, message: Message) -> None:
+        """Hand a peer message to the core."""
+        if self.stopped:
+            return
+        try:
+            self.raw.step(message)
+        except PhalanxError:
+            logger.exception("group %s: message %s from %s failed", self.group_id,
+                             type(message).__name__, message.source)
+            raise
+        self.wake.set()
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        if self.stopped:
+            return
+        self.raw.tick()
+        self.wake.set()
+
+    def leader_lost(self, node: str) -> None:
+        """The connection to `node` reset; if it led us, campaign soon (fast failover)."""
+        if self.stopped or not self.config.fast_failover:
+            return
+        spread = max(2, self.config.election_ticks // 5)
+        if self.raw.leader_lost(NodeId(node), 1 + random.randrange(spread)):
+            self.wake.set()
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def role(self) -> Role:
+        return self.raw.raft.role
+
+    @property
+    def leader(self) -> str:
+        return self.raw.raft.lead
+
+    def is_leader(self) -> bool:
+        return self.raw.raft.role is Role.LEADER
+
+    # -- client operations -----------------------------------------------------------------
+    def propose_command(self, name: bytes, args: tuple[bytes, ...],
+                        client: tuple[int, int] | None = None) -> asyncio.Future[Reply]:
+        """Propose a write; the future resolves with the state machine's reply once applied.
+
+        Raises `NotLeader` or `ProposalDropped` at once (the write was certainly not made).
+        """
+        command = Command(
+            name=name, args=args, now_ms=int(time.time() * 1000),
+            client_id=client[0] if client else None, sequence=client[1] if client else None,
+        )
+        index, term = self.raw.propose(encode_command(command))
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.pending_writes[index] = _PendingWrite(term, future, time.perf_counter())
+        self.metrics.proposed()
+        self.wake.set()
+        return future
+
+    async def read_barrier(self, timeout: float) -> None:
+        """Wait until a linearizable read may be served locally (ReadIndex, diss. §6.4)."""
+        started = time.perf_counter()
+        self.read_sequence += 1
+        context = self.read_sequence.to_bytes(8, "big")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending_reads[context] = future
+        try:
+            self.raw.read_index(context)
+        except NotLeader:
+            self.pending_reads.pop(context, None)
+            raise
+        self.wake.set()
+        try:
+            index = await asyncio.wait_for(future, timeout)
+        finally:
+            self.pending_reads.pop(context, None)
+        await self.wait_applied(index, timeout)
+        self.metrics.observe_read_index(time.perf_counter() - started)
+
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        """Wait until the state machine has applied `index`."""
+        if self.raw.raft.log.applied >= index:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.apply_waiters.append((index, future))
+        await asyncio.wait_for(future, timeout)
+
+    def transfer_leadership(self, target: str) -> None:
+        """Start a leadership transfer (diss. §3.10)."""
+        self.raw.transfer_leader(NodeId(target))
+        self.wake.set()
+
+    def propose_conf_change(self, change: ConfChange) -> None:
+        """Propose a membership change."""
+        self.raw.propose_conf_change(change)
+        self.wake.set()
+
+    # -- the Ready loop ----------------------------------------------------------------------
+    async def run(self) -> None:
+        """The owner task: process Ready batches until stopped."""
+        try:
+            while not self.stopped:
+                await self.wake.wait()
+                self.wake.clear()
+                processed = 0
+                while not self.stopped and (rd := self.raw.ready()) is not None:
+                    await self._handle_ready(rd)
+                    processed += 1
+                    if processed % 64 == 0:
+                        await asyncio.sleep(0)
+                self._observe_role()
+                await self._maybe_snapshot()
+        except StorageError as error:
+            # The disk failed (full, IO error): stop this replica rather than guess; the rest
+            # of the cluster keeps the data.
+            self.fatal_error = f"storage failure: {error}"
+            logger.error("group %s stopped: %s", self.group_id, self.fatal_error)
+            self.stopped = True
+            self._fail_everything(error)
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        group = self.group_id
+        if rd.messages:
+            self._send([(group, message) for message in rd.messages])
+        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+            started = time.perf_counter()
+            await self.store.persist(rd.entries, rd.hard_state, rd.snapshot)
+            self.metrics.observe_fsync(time.perf_counter() - started, len(rd.entries))
+        if rd.persisted_messages:
+            self._send([(group, message) for message in rd.persisted_messages])
+        if rd.snapshot is not None:
+            self.machine.restore(rd.snapshot.data)
+            logger.info("group %s restored snapshot at index %s", group, rd.snapshot.meta.index)
+            for index in [i for i in self.pending_writes if i <= rd.snapshot.meta.index]:
+                replaced = self.pending_writes.pop(index)
+                if not replaced.future.done():
+                    replaced.future.set_exception(OutcomeUnknown(
+                        "replaced by a snapshot before it could be confirmed"))
+        if rd.committed_entries:
+            self.metrics.observe_apply_batch(len(rd.committed_entries))
+        for entry in rd.committed_entries:
+            reply: Reply = None
+            if entry.type is EntryType.CONF_CHANGE:
+                conf = self.raw.apply_conf_change(decode_conf_change(entry.data))
+                logger.info("group %s configuration: voters=%s learners=%s", group,
+                            ",".join(conf.voters), ",".join(conf.learners))
+            elif entry.data:
+                reply = self.machine.apply(entry.index, entry.data)
+            pending = self.pending_writes.pop(entry.index, None)
+            if pending is not None and not pending.future.done():
+                if pending.term == entry.term:
+                    pending.future.set_result(reply)
+                    self.metrics.observe_commit(
+                        time.perf_counter() - pending.started)
+                else:
+                    # Another leader's entry took this index: ours was never committed (§5.3).
+                    pending.future.set_exception(ProposalDropped(
+                        "leadership changed before the write committed; it was not applied"))
+        for state in rd.read_states:
+            read_future = self.pending_reads.pop(state.context, None)
+            if read_future is None or read_future.done():
+                continue
+            if state.ok:
+                read_future.set_result(state.index)
+            else:
+                read_future.set_exception(NotLeader(self.leader or None,
+                                                    "leadership changed during the read"))
+        self.raw.advance(rd)
+        applied = self.raw.raft.log.applied
+        if self.apply_waiters:
+            remaining = []
+            for index, future in self.apply_waiters:
+                if future.done():
+                    continue
+                if index <= applied:
+                    future.set_result(None)
+                else:
+                    remaining.append((index, future))
+            self.apply_waiters = remaining
+        if rd.soft_state is not None:
+            self._observe_role()
+
+    def _observe_role(self) -> None:
+        raft = self.raw.raft
+        if raft.role is not self.last_role or raft.lead != self.last_leader:
+            if raft.lead != self.last_leader and raft.lead:
+                self.leader_changes += 1
+                self.metrics.leader_changed()
+            if raft.role is Role.LEADER and self.last_role is not Role.LEADER:
+                self.metrics.election_won()
+            if raft.role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and self.last_role not in (
+                Role.CANDIDATE, Role.PRE_CANDIDATE
+            ):
+                self.metrics.election_started()
+            if self.last_role is Role.LEADER and raft.role is not Role.LEADER:
+                self._fail_pending_on_leadership_loss()
+            self.last_role = raft.role
+            self.last_leader = raft.lead
+        self.metrics.set_term(raft.term)
+        self.metrics.set_leader(raft.role is Role.LEADER)
+        self.metrics.set_commit_index(raft.log.committed)
+        self.metrics.set_applied_index(raft.log.applied)
+
+    def _fail_pending_on_leadership_loss(self) -> None:
+        # Our uncommitted proposals may still commit under the next leader, or be overwritten:
+        # we can no longer tell which. Keep waiting for a short while via the apply path, but
+        # clients get a clear answer when their timeout fires (OutcomeUnknown).
+        return
+
+    def _fail_everything(self, error: Exception) -> None:
+        for pending in self.pending_writes.values():
+            if not pending.future.done():
+                pending.future.set_exception(OutcomeUnknown(str(error)))
+        self.pending_writes.clear()
+        for future in self.pending_reads.values():
+            if not future.done():
+                future.set_exception(StorageError(str(error)))
+        self.pending_reads.clear()
+        for _, waiter in self.apply_waiters:
+            if not waiter.done():
+                waiter.set_exception(StorageError(str(error)))
+        self.apply_waiters.clear()
+
+    async def _maybe_snapshot(self) -> None:
+        applied = self.raw.raft.log.applied
+        snapshot_index = self.store.snapshot().meta.index
+        if self._snapshotting or applied - snapshot_index < self.config.snapshot_every_entries:
+            return
+        self._snapshotting = True
+        try:
+            started = time.perf_counter()
+            data = self.machine.snapshot()
+            conf = self.raw.raft.conf
+            await self.store.create_snapshot(Index(applied), conf, data)
+            compact_to = applied - self.config.snapshot_keep_entries
+            if compact_to > self.store.first_index() - 1:
+                await self.store.compact(Index(compact_to))
+            self.metrics.snapshot_taken(time.perf_counter() - started)
+            logger.info("group %s took a snapshot at index %s (%d bytes) in %.0f ms",
+                        self.group_id, applied, len(data), (time.perf_counter() - started) * 1e3)
+        finally:
+            self._snapshotting = False
+
+    # -- expiry (DESIGN: the leader proposes deletions on replicated time) -------------------
+    def propose_expirations(self) -> int:
+        """On the leader, propose deletion of keys whose TTL passed; returns how many."""
+        if not self.is_leader():
+            return 0
+        now_ms = int(time.time() * 1000)
+        expired = self.machine.expired_keys(now_ms, self.config.expire_batch_keys)
+        proposed = 0
+        for key, expire_at in expired:
+            name, args = expire_command_args(key, expire_at)
+            try:
+                self.raw.propose(encode_command(Command(name=name, args=tuple(args),
+                                                        now_ms=now_ms)))
+            except (NotLeader, ProposalDropped):
+                break
+            proposed += 1
+        if proposed:
+            self.wake.set()
+        return proposed
+
+    async def stop(self) -> None:
+        """Stop the loop and fail every waiter."""
+        self.stopped = True
+        self.wake.set()
+        self._fail_everything(OutcomeUnknown("the node is shutting down"))
+
+
+def describe_reply_error(reply: Reply) -> str | None:
+    """The error text of a state-machine error reply, else None."""
+    return reply.message if isinstance(reply, KVError) else None
+
+
+__all__ = ["EXPIRE_COMMAND", "RaftGroup", "describe_reply_error"]
