@@ -1,11 +1,25 @@
-"""The `phalanx` command line."""
+"""The `phalanx` command line.
+
+Rules of this file:
+- Commands parse flags and print; the logic lives in the library (`phalanx.server.cluster` for
+  the local-cluster commands, `phalanx.server.node` for `node`, `phalanx.sim` for `sim`).
+- A configuration error is one line naming the field, exit code 2 (like a usage error). Other
+  failures print one clear line (plus context such as log tails) and exit 1; no tracebacks for
+  expected failures.
+- Heavy modules are imported inside the commands, so `phalanx --help` stays fast.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -96,3 +110,315 @@ def _print_result(result: object) -> None:
     else:
         click.echo(f"seed {result.seed}: FAILED\n{result.error}")
         click.echo(f"replay: {result.replay_command()}")
+
+
+# --------------------------------------------------------------------------- node and cluster
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"phalanx: {message}", err=True)
+    sys.exit(code)
+
+
+def _timing_options(function: Any) -> Any:
+    """Flags shared by `node` and `up`: the timing and safety knobs of a node (None = default)."""
+    options = [
+        click.option("--tick-ms", type=int, default=None, help="Length of one Raft tick (ms)."),
+        click.option("--heartbeat-ticks", type=int, default=None,
+                     help="Heartbeat interval in ticks."),
+        click.option("--election-ticks", type=int, default=None,
+                     help="Minimum election timeout in ticks."),
+        click.option("--lease-reads/--no-lease-reads", default=None,
+                     help="Serve linearizable reads from a leader lease."),
+        click.option("--requirepass", default=None, help="RESP password (AUTH)."),
+        click.option("--enable-fault-injection/--no-fault-injection", default=None,
+                     help="Allow the admin API's network fault rules (chaos lab only)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _parse_peer(text: str, position: int) -> dict[str, str]:
+    from phalanx.errors import ConfigError
+
+    peer: dict[str, str] = {}
+    for part in text.split(","):
+        key, separator, value = part.strip().partition("=")
+        if not separator or not key:
+            raise ConfigError(f"--peer[{position}]: {part.strip()!r} is not key=value")
+        peer[key.strip()] = value.strip()
+    return peer
+
+
+def _configure_logging(level: str, node_id: str) -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s %(levelname)-7s {node_id} %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML config file (flags override it).")
+@click.option("--id", "node_id", default=None, help="This node's id (one of the peers).")
+@click.option("--data-dir", default=None, help="Directory for the log and snapshots.")
+@click.option("--peer", "peers", multiple=True, metavar="SPEC",
+              help="A member, as 'id=n1,peer=H:P,resp=H:P,admin=H:P,zone=z1,region=r1' "
+                   "(repeat for each member, this node included; without --config).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+                                               case_sensitive=False), default=None)
+@_timing_options
+def node(config_path: str | None, node_id: str | None, data_dir: str | None,
+         peers: tuple[str, ...], log_level: str | None, **timing: Any) -> None:
+    """Run one node in the foreground until SIGTERM or Ctrl-C."""
+    from phalanx.errors import ConfigError
+    from phalanx.server.config import config_from_mapping, load_config
+
+    overrides: dict[str, Any] = {"id": node_id, "data_dir": data_dir, "log_level": log_level,
+                                 **timing}
+    try:
+        if config_path is not None:
+            if peers:
+                raise ConfigError("--peer: give the peers in the config file or as flags, "
+                                  "not both")
+            config = load_config(config_path, overrides)
+        else:
+            if not peers:
+                raise ConfigError("peers: give --config FILE or one --peer per member")
+            data: dict[str, Any] = {key: value for key, value in overrides.items()
+                                    if value is not None}
+            data["peers"] = [_parse_peer(text, i) for i, text in enumerate(peers)]
+            config = config_from_mapping(data, "flags")
+    except ConfigError as error:
+        _fail(f"config error: {error}", 2)
+    _configure_logging(config.log_level, config.id)
+    try:
+        from phalanx.server.node import run_node
+    except ImportError as error:
+        _fail(f"the node is not available in this build ({error})")
+    run_node(config)
+
+
+def _cluster_error_types() -> tuple[type[Exception], ...]:
+    from phalanx.errors import ConfigError
+    from phalanx.server.cluster import ClusterError
+
+    return ClusterError, ConfigError
+
+
+data_dir_option = click.option("--data-dir", required=True, type=click.Path(file_okay=False),
+                               help="Directory of the local cluster (holds cluster.json).")
+
+
+@main.command()
+@click.option("--nodes", type=int, default=3, show_default=True)
+@click.option("--zones", type=int, default=3, show_default=True,
+              help="Zones z1..zZ, assigned round robin.")
+@click.option("--region", default="r1", show_default=True)
+@data_dir_option
+@click.option("--base-port", type=int, default=7000, show_default=True,
+              help="Node i listens on RESP base+i, admin base+100+i, peer base+200+i.")
+@click.option("--loopback-base", type=int, default=10, show_default=True,
+              help="Node i gets the address 127.0.0.(base+i).")
+@click.option("--detach", is_flag=True, help="Return once a leader is elected.")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for a leader.")
+@click.option("--admin-token", default=None, help="Token for mutating admin endpoints.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+                                               case_sensitive=False), default=None)
+@_timing_options
+def up(nodes: int, zones: int, region: str, data_dir: str, base_port: int, loopback_base: int,
+       detach: bool, timeout: float, admin_token: str | None, log_level: str | None,
+       **timing: Any) -> None:
+    """Start a local cluster of N node processes and wait for a leader."""
+    from phalanx.server import cluster as local
+
+    overrides = {"admin_token": admin_token, "log_level": log_level, **timing}
+    try:
+        plan = local.plan_local_cluster(data_dir, nodes=nodes, zones=zones, region=region,
+                                        base_port=base_port, loopback_base=loopback_base,
+                                        overrides=overrides)
+    except _cluster_error_types() as error:
+        _fail(str(error), 2)
+    click.echo(f"starting {nodes} node(s) in {Path(data_dir).absolute()} ...")
+    # Ctrl-C and SIGTERM only set a flag (no exception can land in the middle of a step):
+    # before a leader is agreed, startup stops what it started and fails; afterwards the
+    # foreground loop below stops every node.
+    stop_requested = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop_requested.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        cluster, leader, processes = local.start_local_cluster(
+            data_dir, plan, timeout=timeout, cancelled=stop_requested.is_set)
+    except local.StartupInterrupted:
+        _fail("interrupted; the nodes started so far were stopped", 130)
+    except _cluster_error_types() as error:
+        _fail(str(error))
+    _print_cluster(cluster, leader)
+    if detach:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        click.echo(f"stop it with: phalanx down --data-dir {data_dir}")
+        return
+    click.echo("running in the foreground; Ctrl-C stops every node")
+    reported: set[str] = set()
+    while not stop_requested.wait(0.5):
+        for node_id, process in processes.items():
+            code = process.poll()
+            if code is not None and node_id not in reported:
+                reported.add(node_id)
+                click.echo(f"{node_id} exited with code {code} (not restarted; "
+                           f"`phalanx restart {node_id} --data-dir {data_dir}`)")
+        try:
+            current = local.read_cluster_file(data_dir)
+        except local.ClusterError:
+            continue
+        if not local.live_nodes(current) and all(p.poll() is not None
+                                                 for p in processes.values()):
+            click.echo("every node has exited")
+            sys.exit(1)
+    click.echo("stopping the nodes ...")
+    with contextlib.suppress(local.ClusterError):
+        local.stop_cluster(data_dir)
+    local.stop_processes(processes.values())
+    click.echo("stopped")
+
+
+def _print_cluster(cluster: Any, leader: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"phalanx cluster: leader {leader}")
+    for column in ("node", "zone", "region", "resp", "admin", "pid"):
+        table.add_column(column)
+    for entry in cluster.nodes:
+        name = f"{entry.id} *" if entry.id == leader else entry.id
+        table.add_row(name, entry.zone, entry.region, entry.resp, entry.admin, str(entry.pid))
+    _console().print(table)
+    first = cluster.nodes[0]
+    host, _, port = first.resp.rpartition(":")
+    click.echo(f"connect: redis-cli -h {host} -p {port}")
+
+
+@main.command()
+@data_dir_option
+@click.option("--grace", type=float, default=5.0, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL.")
+def down(data_dir: str, grace: float) -> None:
+    """Stop every node of a local cluster (idempotent)."""
+    from phalanx.server import cluster as local
+
+    try:
+        outcome = local.stop_cluster(data_dir, grace=grace)
+    except local.ClusterError as error:
+        _fail(str(error))
+    for node_id, what in outcome.items():
+        click.echo(f"{node_id}: {what}")
+    if all(what in {"not running", "not phalanx"} for what in outcome.values()):
+        click.echo("no node was running")
+
+
+@main.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the raw per-node list as JSON.")
+@click.option("--timeout", type=float, default=1.0, show_default=True,
+              help="Seconds to wait for each node.")
+def status(data_dir: str, as_json: bool, timeout: float) -> None:
+    """Show each node: zone, address, role, term, leader, commit, applied, lag, health."""
+    import json
+
+    from phalanx.server import cluster as local
+
+    try:
+        cluster = local.read_cluster_file(data_dir)
+    except local.ClusterError as error:
+        _fail(str(error))
+    statuses = local.query_status(cluster.nodes, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps([s.to_json() for s in statuses], indent=2))
+        return
+    from rich.table import Table
+
+    lags = local.lag_by_node(statuses)
+    table = Table(title=f"phalanx cluster in {data_dir}")
+    for column in ("node", "zone", "address", "role", "term", "leader", "commit", "applied",
+                   "lag", "health"):
+        table.add_column(column)
+    for s in statuses:
+        raw = s.status or {}
+        role = s.role or "-"
+        style = {"leader": "bold green", "down": "red"}.get(role if s.reachable else "down", "")
+        lag = lags.get(s.entry.id)
+        table.add_row(s.entry.id, s.entry.zone, s.entry.resp, role, _cell(raw.get("term")),
+                      _cell(raw.get("leader")), _cell(raw.get("commit_index")),
+                      _cell(raw.get("applied_index")), _cell(lag), s.health, style=style)
+    _console().print(table)
+    if not any(s.reachable for s in statuses):
+        click.echo("no node is reachable (is the cluster running? `phalanx up`)")
+
+
+def _console() -> Any:
+    """A rich console; when output is not a terminal, wide enough that no column is cut."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+@main.command()
+@data_dir_option
+@click.option("--to", "to", default=None, help="The node that should become the leader.")
+@click.option("--admin-token", default=None, envvar="PHALANX_ADMIN_TOKEN",
+              help="Admin token (default: the leader's config file).")
+@click.option("--timeout", type=float, default=10.0, show_default=True)
+def failover(data_dir: str, to: str | None, admin_token: str | None, timeout: float) -> None:
+    """Move leadership away from the current leader (to --to, if given)."""
+    from phalanx.server import cluster as local
+
+    try:
+        cluster = local.read_cluster_file(data_dir)
+        result = local.failover(cluster.nodes, to, token=admin_token, timeout=timeout)
+    except local.ClusterError as error:
+        _fail(str(error))
+    click.echo(f"leadership moved from {result.old_leader} to {result.new_leader} "
+               f"in {result.elapsed_ms:.0f} ms")
+
+
+@main.command()
+@click.argument("node_id", metavar="NODE")
+@data_dir_option
+@click.option("--wait/--no-wait", default=False,
+              help="Wait until the node answers on its admin API.")
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def restart(node_id: str, data_dir: str, wait: bool, timeout: float) -> None:
+    """Start a stopped node again with the command recorded in cluster.json."""
+    from phalanx.server import cluster as local
+
+    try:
+        entry = local.restart_node(data_dir, node_id)
+    except local.ClusterError as error:
+        _fail(str(error))
+    click.echo(f"{node_id} started (pid {entry.pid})")
+    if wait:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if local.query_status([entry], timeout=0.5)[0].reachable:
+                click.echo(f"{node_id} is answering on {entry.admin}")
+                return
+            if not local.pid_alive(entry.pid):
+                break
+            time.sleep(0.1)
+        log = Path(entry.data_dir) / local.NODE_LOG_FILE
+        _fail(f"{node_id} did not come up within {timeout:g} s\n{local.tail(log)}")
+
+
+if __name__ == "__main__":
+    main()
