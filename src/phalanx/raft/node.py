@@ -150,6 +150,7 @@ class RawNode:
     def has_ready(self) -> bool:
         """True if `ready()` would return a batch."""
         raft = self.raft
+        raft.flush()
         return bool(
             raft.messages
             or raft.messages_after_persist

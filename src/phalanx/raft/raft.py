@@ -118,6 +118,7 @@ class Raft:
         self.pending_reads: list[_PendingRead] = []
         self.lease_until_tick = -1
         self.lease_disabled = False
+        self.append_pending = False
         self._set_conf(conf_state)
         if hard_state.commit:
             require(
@@ -240,10 +241,10 @@ class Raft:
             if node != self.id:
                 progress.become_probe()
                 progress.recent_active = True
-        # No conf change may be proposed until everything up to here is applied; this also makes
-        # a new leader commit an entry of its own term before changing membership.
-        self.pending_conf_index = self.log.last_index()
-        self._append_entries([Entry(term=self.term, index=Index(0))])
+        # No conf change may be proposed until the no-op of this term is applied: a new leader
+        # commits an entry of its own term before changing membership (the single-server
+        # change hazard, raft-dev 2015).
+        self.pending_conf_index = self._append_entries([Entry(term=self.term, index=Index(0))])
         logger.info("%s became leader at term %s", self.id, self.term)
 
     # -- campaigning -------------------------------------------------------------------------
@@ -364,6 +365,8 @@ class Raft:
                 # diss. §3.10: abort a transfer that did not finish within an election timeout.
                 logger.info("%s aborted leadership transfer to %s", self.id, self.lead_transferee)
                 self._abort_leader_transfer()
+            if not self.promotable():
+                self._hand_over_after_removal()  # retry: the last hand-over did not finish
         if self.role is Role.LEADER and self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._broadcast_heartbeat()
@@ -598,7 +601,7 @@ class Raft:
         return True
 
     # -- leader side of replication ----------------------------------------------------------
-    def _append_entries(self, entries: list[Entry]) -> int:
+    def _append_entries(self, entries: list[Entry], *, broadcast: bool = True) -> int:
         last = self.log.last_index()
         stamped = [
             Entry(term=self.term, index=Index(last + offset + 1), type=entry.type, data=entry.data)
@@ -606,8 +609,20 @@ class Raft:
         ]
         self.log.append(stamped)
         # Our own progress moves only after the entries are durable (see `on_persisted`).
-        self._broadcast_append()
+        if broadcast:
+            self._broadcast_append()
+        else:
+            # Batching: proposals made before the next `ready()` share one AppendEntries per
+            # follower (see `flush`).
+            self.append_pending = True
         return stamped[-1].index
+
+    def flush(self) -> None:
+        """Send the AppendEntries that batched proposals are waiting for (called by `ready`)."""
+        if self.append_pending:
+            self.append_pending = False
+            if self.role is Role.LEADER:
+                self._broadcast_append()
 
     def on_persisted(self, index: int, term: int) -> None:
         """The application made entries up to (index, term) durable; count our own copy."""
@@ -830,7 +845,8 @@ class Raft:
     def propose(self, data: bytes) -> tuple[Index, Term]:
         """Append `data` to the log as leader; returns where it landed (§5.3)."""
         self._check_can_propose()
-        index = self._append_entries([Entry(term=self.term, index=Index(0), data=data)])
+        index = self._append_entries([Entry(term=self.term, index=Index(0), data=data)],
+                                     broadcast=False)
         return Index(index), self.term
 
     def propose_conf_change(self, change: ConfChange) -> tuple[Index, Term]:
@@ -890,8 +906,11 @@ class Raft:
                     ",".join(new_conf.voters_outgoing))
         if self.role is Role.LEADER:
             if not self.promotable():
-                # diss. §4.2.2: a leader removed from the configuration steps down.
-                self.become_follower(self.term, NO_NODE)
+                # diss. §4.2.2: a leader removed from the configuration steps down. It hands
+                # leadership over instead of just stopping: the survivors may not know yet that
+                # the change committed, still need this node's vote, and it could refuse it
+                # (its log may be longer) while never campaigning itself.
+                self._hand_over_after_removal()
             else:
                 if self.lead_transferee and self.lead_transferee not in self.progress:
                     self._abort_leader_transfer()
@@ -899,6 +918,21 @@ class Raft:
                 self._maybe_commit()
                 self._broadcast_append()
         return new_conf
+
+    def _hand_over_after_removal(self) -> None:
+        voters = [
+            (self.progress[node].match, node)
+            for node in sorted(self.conf.voters)
+            if node != self.id and node in self.progress
+        ]
+        if not voters:
+            self.become_follower(self.term, NO_NODE)
+            return
+        target = max(voters)[1]
+        self.lead_transferee = NO_NODE
+        logger.info("%s was removed from the configuration; handing leadership to %s",
+                    self.id, target)
+        self.transfer_leader(target)
 
     def maybe_auto_leave(self) -> None:
         """A leader leaves a joint configuration once entering it has been applied (§4.3)."""
