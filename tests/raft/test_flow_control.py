@@ -22,9 +22,10 @@ def test_replicate_state_is_bounded_by_max_inflight_messages() -> None:
     net.elect("n1")
     leader = net.nodes["n1"]
     assert leader.raft.progress["n2"].state is ProgressState.REPLICATE
+    sent: list[AppendEntries] = []
     for number in range(5):
         leader.propose(b"%d" % number)
-    sent = appends_to(net, "n2")
+        sent += appends_to(net, "n2")  # one Ready per proposal: one append each, if allowed
     assert [len(m.entries) for m in sent] == [1, 1]
     assert leader.raft.progress["n2"].is_paused()
     # Acknowledgements free the window and the rest flows.
@@ -41,10 +42,14 @@ def test_probe_state_sends_one_append_at_a_time() -> None:
     leader = net.nodes["n1"]
     leader.report_unreachable("n2")
     assert leader.raft.progress["n2"].state is ProgressState.PROBE
+    to_n2: list[AppendEntries] = []
+    to_n3: list[AppendEntries] = []
     for number in range(3):
         leader.propose(b"%d" % number)
-    assert len(appends_to(net, "n2")) == 1
-    assert len(appends_to(net, "n3")) == 3  # n3 is still streaming
+        to_n2 += appends_to(net, "n2")
+        to_n3 += appends_to(net, "n3")
+    assert len(to_n2) == 1
+    assert len(to_n3) == 3  # n3 is still streaming
 
 
 def test_heartbeat_response_unpauses_a_probe() -> None:

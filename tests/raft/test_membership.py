@@ -256,3 +256,31 @@ def test_demoting_a_voter_in_joint_config_keeps_it_voting_until_leave() -> None:
     assert joint.learners_next == ("n3",) and joint.learners == ()
     left = apply_conf_change(joint, ConfChange())
     assert left == ConfState(voters=("n1", "n2", "n4"), learners=("n3",))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a leader that removes (or demotes) itself steps down as soon as it applies the change; "
+    "if the survivors missed the commit notice and the old leader holds an uncommitted entry "
+    "after the change, the survivors still use the old configuration, need the old leader's "
+    "vote, and it refuses it (its log is longer) while never campaigning itself: the group "
+    "stays leaderless forever after every fault healed"))
+def test_removed_leader_does_not_strand_a_survivor_that_missed_the_commit() -> None:
+    """diss. §4.2.2: once C_new is committed the removed leader steps down and C_new elects a
+    leader; that must hold even if the commit notice to C_new was lost (it is retried in Raft),
+    so a removed leader must not leave C_new unable to learn the commit."""
+    net = Network.create(2)
+    net.elect("n2")
+    net.tick_all(1)
+    leader = net.nodes["n2"]
+    conf_index, _ = leader.propose_conf_change(change((ADD_LEARNER, "n2")))  # demote itself
+    leader.propose(b"tail")  # a client write lands after the change, before it is applied
+    net.msg_hook = lambda m: not (
+        m.target == "n1" and (getattr(m, "commit", 0) >= conf_index
+                              or any(e.index > conf_index for e in getattr(m, "entries", ())))
+    )
+    net.stabilize()
+    assert leader.raft.role is Role.FOLLOWER and leader.raft.conf.voters == ("n1",)
+    assert net.nodes["n1"].raft.log.committed < conf_index  # the notice to n1 was lost
+    net.recover()  # every fault heals
+    net.tick_all(20 * ELECTION)
+    assert net.leader() == "n1"

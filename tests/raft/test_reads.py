@@ -8,6 +8,7 @@ from phalanx.errors import NotLeader
 from phalanx.raft import (
     AppendEntries,
     Heartbeat,
+    HeartbeatResponse,
     ReadIndexRequest,
     ReadIndexResponse,
     ReadState,
@@ -179,3 +180,24 @@ def test_single_voter_serves_read_index_at_once() -> None:
     net.nodes["n1"].read_index(b"solo")
     net.process_all()
     assert net.read_states["n1"] == [ReadState(1, b"solo")]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: Raft._fail_pending_reads only answers reads whose requester is the leader itself; "
+    "reads forwarded by followers (ReadIndexRequest) are silently dropped when the leader "
+    "steps down, although ReadIndexResponse documents index 0 'when the leader could not "
+    "serve the read (for example it lost leadership)'"))
+def test_deposed_leader_fails_forwarded_reads() -> None:
+    """diss. §6.4: a read the leader could not confirm must not be served, and the follower that
+    forwarded it should learn that (ReadIndexResponse with index 0 -> ReadState ok=False) rather
+    than wait forever."""
+    net = steady()
+    net.msg_hook = lambda m: not isinstance(m, HeartbeatResponse)  # no round can complete
+    net.nodes["n2"].read_index(b"forwarded")
+    net.stabilize()
+    assert net.read_states["n2"] == []
+    # A newer leader's heartbeat deposes n1 while the read is pending.
+    net.send(Heartbeat(source="n3", target="n1", term=5, commit=0, round=1))
+    net.stabilize()
+    assert net.nodes["n1"].raft.role is Role.FOLLOWER
+    assert net.read_states["n2"] == [ReadState(0, b"forwarded", ok=False)]

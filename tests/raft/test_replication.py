@@ -247,3 +247,33 @@ def test_overwriting_a_committed_entry_is_an_invariant_violation() -> None:
     with pytest.raises(InvariantViolation, match="committed"):
         log.maybe_append(1, 1, 0, (Entry(term=2, index=2),))
     assert log.term_or_none(2) == 1
+
+
+FIGURE7_LEADER = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6]
+
+
+@pytest.mark.parametrize(
+    "follower",
+    [
+        pytest.param([1, 1, 1, 4, 4, 5, 5, 6, 6], id="a-missing-one"),
+        pytest.param([1, 1, 1, 4], id="b-missing-many"),
+        pytest.param([1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6], id="c-extra-uncommitted"),
+        pytest.param([1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7], id="d-extra-newer-term"),
+        pytest.param([1, 1, 1, 4, 4, 4, 4], id="e-missing-and-extra"),
+        pytest.param([1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3], id="f-long-divergent-suffix"),
+    ],
+)
+def test_leader_brings_figure7_followers_into_line(follower: list[int]) -> None:
+    """§5.3, Figure 7: "the leader handles inconsistencies by forcing the followers' logs to
+    duplicate its own": missing entries are sent, extraneous ones deleted."""
+    net = Network.create(3, pre_vote=False)
+    net.storages["n1"] = log_storage(["n1", "n2", "n3"], FIGURE7_LEADER, term=8, commit=10)
+    net.storages["n2"] = log_storage(["n1", "n2", "n3"], follower, term=7)
+    net.storages["n3"] = log_storage(["n1", "n2", "n3"], [], term=7)
+    for node in ("n1", "n2", "n3"):
+        net.restart(node)
+    net.elect("n1")  # n3 supplies the majority when n2's log is newer (d)
+    net.propose("n1", b"x")
+    net.tick_all(2)
+    assert net.log_terms("n2") == net.log_terms("n1")
+    assert [term for _index, term in net.log_terms("n1")] == [*FIGURE7_LEADER, 9, 9]
