@@ -12,7 +12,7 @@ Rules of this file:
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,6 @@ class NodeConfig:
     expire_interval_ms: int = 100
     expire_batch_keys: int = 200
     log_level: str = "info"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.peers:
@@ -140,7 +139,7 @@ class NodeConfig:
         return next((peer for peer in self.peers if peer.id == node_id), None)
 
 
-_SCALARS = {f.name for f in fields(NodeConfig)} - {"peers", "extra"}
+_SCALARS = {f.name for f in fields(NodeConfig)} - {"peers"}
 _PEER_FIELDS = {f.name for f in fields(PeerConfig)}
 
 

@@ -280,6 +280,9 @@ class RaftGroup:
             self._observe_role()
 
     def _observe_role(self) -> None:
+        # A deposed leader's pending writes stay pending on purpose: each either turns up in the
+        # log (applied with our term: success; another term took its index: certainly dropped)
+        # or its client times out with OutcomeUnknown. Failing them early would be a guess.
         raft = self.raw.raft
         if raft.role is not self.last_role or raft.lead != self.last_leader:
             if raft.lead != self.last_leader and raft.lead:
@@ -291,20 +294,12 @@ class RaftGroup:
                 Role.CANDIDATE, Role.PRE_CANDIDATE
             ):
                 self.metrics.election_started()
-            if self.last_role is Role.LEADER and raft.role is not Role.LEADER:
-                self._fail_pending_on_leadership_loss()
             self.last_role = raft.role
             self.last_leader = raft.lead
         self.metrics.set_term(raft.term)
         self.metrics.set_leader(raft.role is Role.LEADER)
         self.metrics.set_commit_index(raft.log.committed)
         self.metrics.set_applied_index(raft.log.applied)
-
-    def _fail_pending_on_leadership_loss(self) -> None:
-        # Our uncommitted proposals may still commit under the next leader, or be overwritten:
-        # we can no longer tell which. Keep waiting for a short while via the apply path, but
-        # clients get a clear answer when their timeout fires (OutcomeUnknown).
-        return
 
     def _fail_everything(self, error: Exception) -> None:
         for pending in self.pending_writes.values():
