@@ -86,7 +86,8 @@ class SimNode:
 
 
 # Event kinds (ints keep heap comparisons cheap and deterministic).
-_TICK, _DELIVER, _PERSIST, _CLIENT, _NEMESIS, _RESTART, _UNCLOG, _TIMEOUT, _PROBE, _RESET = range(10)
+(_TICK, _DELIVER, _PERSIST, _CLIENT, _NEMESIS, _RESTART, _UNCLOG, _TIMEOUT, _PROBE, _RESET,
+ _FLAP) = range(11)
 
 
 class Simulator:
@@ -208,6 +209,8 @@ class Simulator:
             self._on_liveness_probe()
         elif kind == _RESET:
             self._on_connection_reset(payload)  # type: ignore[arg-type]
+        elif kind == _FLAP:
+            self._on_flap(payload)  # type: ignore[arg-type]
 
     # -- nodes -------------------------------------------------------------------------------
     def _start_node(self, node: SimNode) -> None:
@@ -408,6 +411,21 @@ class Simulator:
         # Check right away: a commit decided now was decided under the current configuration.
         self._check_node(node)
         self._process(node)
+
+    def _on_flap(self, payload: tuple[NodeId, int, int]) -> None:
+        node = self.nodes[payload[0]]
+        if self.liveness or node.generation != payload[1] or node.raw is None:
+            return
+        rng = self.nemesis_rng
+        if rng.random() < 0.5:
+            self._log(f"flap: crash new leader {node.id} of term {payload[2]}")
+            self._crash(node)
+            self._schedule(self.now + rng.uniform(20, 400), _RESTART, node.id)
+        else:
+            others = [n for n in self.node_ids if n != node.id]
+            self.blocked = {(node.id, o) for o in others} | {(o, node.id) for o in others}
+            self.stats["partitions"] += 1
+            self._log(f"flap: isolate new leader {node.id} of term {payload[2]}")
 
     def _on_connection_reset(self, payload: tuple[NodeId, NodeId]) -> None:
         observer, lost = payload
@@ -770,6 +788,9 @@ class Simulator:
             self.leader_of_term[raft.term] = node.id
             self._log(f"{node.id} is leader of term {raft.term}")
             self._check_leader_completeness(node)
+            if not self.liveness and self.nemesis_rng.random() < self.plan.leader_flap_probability:
+                self._schedule(self.now + self.nemesis_rng.uniform(0, 25), _FLAP,
+                               (node.id, node.generation, raft.term))
         # Committed entries never change, and are durable on a quorum when committed.
         log = raft.log
         if log.committed > node.checked_commit:
