@@ -291,10 +291,6 @@ def test_stale_leader_learns_newer_term_and_steps_down() -> None:
     assert net.leaders() == ["n2"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: RawNode.campaign() on a leader raises InvariantViolation ('invalid transition "
-    "[leader -> pre-candidate/candidate]') instead of being ignored as etcd ignores MsgHup on "
-    "a leader; a local request should not be able to trip an invariant that stops the process"))
 def test_campaign_on_leader_is_ignored() -> None:
     """§5.2: a leader has no election to start; a stray local campaign request (tooling, the
     connection-reset fast path of DESIGN.md) must leave it leading."""

@@ -182,11 +182,6 @@ def test_single_voter_serves_read_index_at_once() -> None:
     assert net.read_states["n1"] == [ReadState(1, b"solo")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Raft._fail_pending_reads only answers reads whose requester is the leader itself; "
-    "reads forwarded by followers (ReadIndexRequest) are silently dropped when the leader "
-    "steps down, although ReadIndexResponse documents index 0 'when the leader could not "
-    "serve the read (for example it lost leadership)'"))
 def test_deposed_leader_fails_forwarded_reads() -> None:
     """diss. §6.4: a read the leader could not confirm must not be served, and the follower that
     forwarded it should learn that (ReadIndexResponse with index 0 -> ReadState ok=False) rather

@@ -196,9 +196,10 @@ class Raft:
         self.lease_disabled = False
 
     def _fail_pending_reads(self) -> None:
+        # Every waiting read gets an answer, local or forwarded: index 0 means "not served,
+        # retry" (a follower must not wait forever for a leader that stepped down).
         for read in self.pending_reads:
-            if read.requester == self.id:
-                self.read_states.append(ReadState(Index(0), read.context, ok=False))
+            self._answer_read(read, ok=False)
         self.pending_reads = []
 
     def _abort_leader_transfer(self) -> None:
@@ -249,8 +250,11 @@ class Raft:
 
     # -- campaigning -------------------------------------------------------------------------
     def campaign(self, *, transfer: bool = False) -> None:
-        """Start a (pre-)election (§5.2, diss. §9.6); `transfer` skips PreVote (diss. §3.10)."""
-        if not self.promotable():
+        """Start a (pre-)election (§5.2, diss. §9.6); `transfer` skips PreVote (diss. §3.10).
+
+        A leader ignores the request (as etcd does): there is nothing to campaign for.
+        """
+        if self.role is Role.LEADER or not self.promotable():
             return
         if self._has_unapplied_conf_change():
             logger.info("%s cannot campaign at term %s: a configuration change is unapplied",
@@ -495,6 +499,10 @@ class Raft:
             # §5.2: a candidate that hears from a leader of its term returns to follower.
             self.become_follower(message.term, message.source)
             self._step_follower(message)
+        elif isinstance(message, ReadIndexResponse):
+            self.read_states.append(
+                ReadState(message.index, message.context, ok=message.index > 0)
+            )
         elif isinstance(message, RequestVoteResponse):
             pre_vote_round = self.role is Role.PRE_CANDIDATE
             if message.pre_vote != pre_vote_round:
