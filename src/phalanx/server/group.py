@@ -156,6 +156,22 @@ class RaftGroup:
         self.wake.set()
         return future
 
+    def expire_pending(self, max_age_s: float) -> int:
+        """Fail writes that waited longer than `max_age_s` with `OutcomeUnknown`.
+
+        One sweep (called periodically) replaces a timer per request on the hot path.
+        """
+        horizon = time.perf_counter() - max_age_s
+        expired = [index for index, pending in self.pending_writes.items()
+                   if pending.started < horizon]
+        for index in expired:
+            pending = self.pending_writes.pop(index)
+            if not pending.future.done():
+                pending.future.set_exception(OutcomeUnknown(
+                    f"the write (log index {index}) was proposed but not confirmed within "
+                    f"{max_age_s:.1f} s"))
+        return len(expired)
+
     async def read_barrier(self, timeout: float) -> None:
         """Wait until a linearizable read may be served locally (ReadIndex, diss. §6.4)."""
         started = time.perf_counter()

@@ -124,6 +124,7 @@ class Node:
             await asyncio.sleep(interval)
             try:
                 self.group.propose_expirations()
+                self.group.expire_pending(self.config.request_timeout_ms / 1000)
                 self._update_gauges()
             except PhalanxError:
                 logger.exception("housekeeping failed")

@@ -66,6 +66,15 @@ class CommandError(PhalanxError):
         self.text = text
 
 
+def _error_text(error: PhalanxError) -> str:
+    """The RESP error line for a product error: says whether a retry is safe."""
+    if isinstance(error, OutcomeUnknown):
+        return f"ERR phalanx: outcome unknown: {error}"
+    if isinstance(error, (ProposalDropped, NotLeader)):
+        return f"TRYAGAIN {error}"
+    return f"ERR phalanx: {error}"
+
+
 def to_resp(reply: object) -> object:
     """Convert a state-machine reply into a RESP reply value."""
     if isinstance(reply, str):
@@ -262,6 +271,8 @@ class RespServer:
                 reply = await item
             except CommandError as error:
                 reply = ErrorReply(error.text)
+            except PhalanxError as error:
+                reply = ErrorReply(_error_text(error))
             parts.append(self._encode(state, reply))
         return b"".join(parts)
 
@@ -295,6 +306,17 @@ class RespServer:
                 return encode(ErrorReply(
                     f"ERR value of {len(too_big)} bytes exceeds max_value_bytes "
                     f"({self.config.max_value_bytes})"), state.protocol)
+            group = self.node.group
+            if group.is_leader() and not group.stopped:
+                # Fast path on the leader: propose now, no task, no timer (the group's sweeper
+                # fails writes that wait too long with OutcomeUnknown).
+                try:
+                    proposal = group.propose_command(name, args)
+                except (NotLeader, ProposalDropped):
+                    pass  # leadership is moving: take the slow path, which waits and retries
+                else:
+                    state.last_write = proposal
+                    return proposal
             future = loop.create_task(self._guard(self._write(state, name, arguments)))
             state.last_write = future
             return future
@@ -309,14 +331,8 @@ class RespServer:
         except TimeoutError as error:
             raise CommandError("ERR phalanx: timed out waiting for the cluster; the outcome "
                                "of a write is unknown") from error
-        except OutcomeUnknown as error:
-            raise CommandError(f"ERR phalanx: outcome unknown: {error}") from error
-        except ProposalDropped as error:
-            raise CommandError(f"TRYAGAIN {error}") from error
-        except NotLeader as error:
-            raise CommandError(f"TRYAGAIN {error}") from error
         except PhalanxError as error:
-            raise CommandError(f"ERR phalanx: {error}") from error
+            raise CommandError(_error_text(error)) from error
 
     # -- data commands ---------------------------------------------------------------------
     async def _leader_or_wait(self, deadline: float) -> str:
