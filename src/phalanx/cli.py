@@ -133,6 +133,16 @@ def _timing_options(function: Any) -> Any:
         click.option("--requirepass", default=None, help="RESP password (AUTH)."),
         click.option("--enable-fault-injection/--no-fault-injection", default=None,
                      help="Allow the admin API's network fault rules (chaos lab only)."),
+        click.option("--snapshot-every-entries", type=int, default=None,
+                     help="Take a snapshot after this many applied entries."),
+        click.option("--snapshot-keep-entries", type=int, default=None,
+                     help="Log entries kept behind a snapshot for slow followers."),
+        click.option("--max-value-bytes", type=int, default=None,
+                     help="Largest value a client may store."),
+        click.option("--request-timeout-ms", type=int, default=None,
+                     help="How long a request may wait for the cluster."),
+        click.option("--fast-failover/--no-fast-failover", default=None,
+                     help="Campaign at once when the connection to the leader resets."),
     ]
     for option in reversed(options):
         function = option(function)
