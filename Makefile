@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests
-	$(BIN)/mypy src/phalanx/raft src/phalanx/checker
+	$(BIN)/mypy src
 	$(BIN)/pytest -n 2 tests
 
 sim: $(STAMP)
@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src/phalanx/raft src/phalanx/checker
+	$(BIN)/mypy src
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -77,8 +77,9 @@ def sim(seed: int | None, seeds: int | None, start: int | None, jobs: int, trace
     workers = jobs or os.cpu_count() or 1
     work = [(first + offset, bug) for offset in range(count)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for done, result in enumerate(pool.map(_run_seed_quiet, work, chunksize=4), start=1):
-            assert isinstance(result, SeedResult)
+        for done, outcome in enumerate(pool.map(_run_seed_quiet, work, chunksize=4), start=1):
+            assert isinstance(outcome, SeedResult)
+            result = outcome
             events += result.events
             operations += result.operations
             if not result.ok:

@@ -86,7 +86,10 @@ def test_only_tests_and_cli_import_tools() -> None:
             if module is None:
                 continue
             parts = module.split(".")
-            if len(parts) >= 2 and parts[0] == "phalanx" and parts[1] in {"sim", "chaos", "testing"}:
-                if parts[1] != own_package and not (own_package == "sim" and parts[1] == "testing"):
-                    violations.append(f"{relative}:{node.lineno} imports {module}")
+            is_tool = (len(parts) >= 2 and parts[0] == "phalanx"
+                       and parts[1] in {"sim", "chaos", "testing"})
+            allowed = is_tool and (parts[1] == own_package
+                                   or (own_package == "sim" and parts[1] == "testing"))
+            if is_tool and not allowed:
+                violations.append(f"{relative}:{node.lineno} imports {module}")
     assert not violations, "\n".join(violations)

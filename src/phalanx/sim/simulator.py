@@ -31,6 +31,7 @@ from phalanx.raft import (
     ConfState,
     Entry,
     EntryType,
+    Index,
     MemoryStorage,
     Message,
     NodeId,
@@ -201,7 +202,7 @@ class Simulator:
         elif kind == _RESTART:
             self._restart(self.nodes[payload])  # type: ignore[index]
         elif kind == _UNCLOG:
-            self.clogged.discard(payload)  # type: ignore[arg-type]
+            self.clogged.discard(payload)
             self._log(f"unclog {payload}")
         elif kind == _TIMEOUT:
             self._on_client_timeout(payload)  # type: ignore[arg-type]
@@ -336,14 +337,14 @@ class Simulator:
         for entry in rd.committed_entries:
             self._apply(node, entry)
         for state in rd.read_states:
-            op = node.reads.pop(state.context, None)
-            if op is None:
+            read_op = node.reads.pop(state.context, None)
+            if read_op is None:
                 continue
             if not state.ok:
-                self._complete_fail(op)
+                self._complete_fail(read_op)
             else:
-                op.read_index = state.index
-                node.waiting_reads.append(op)
+                read_op.read_index = state.index
+                node.waiting_reads.append(read_op)
         raw.advance(rd)
         self._check_node(node)
         node.persisting = None
@@ -376,9 +377,9 @@ class Simulator:
         snapshot = node.storage.snapshot()
         if applied - snapshot.meta.index < every or applied > node.storage.last_index():
             return
-        node.storage.create_snapshot(applied, raw.raft.conf, node.machine.snapshot())
+        node.storage.create_snapshot(Index(applied), raw.raft.conf, node.machine.snapshot())
         keep = self.disk_rng.choice([0, 2, 10])
-        node.storage.compact(max(node.storage.first_index() - 1, applied - keep))
+        node.storage.compact(Index(max(node.storage.first_index() - 1, applied - keep)))
         self.stats["snapshots"] += 1
         self._log(f"{node.id} snapshot at {applied}, compacted to {node.storage.first_index()}")
 
@@ -744,7 +745,7 @@ class Simulator:
             self.liveness_marker = (leader.id, index, term)
             self._process(leader)
             return
-        _, index, term = self.liveness_marker
+        _, marker_index, _ = self.liveness_marker
         conf = raw.raft.conf
         if conf.joint:
             return
@@ -753,7 +754,7 @@ class Simulator:
             node = self.nodes[member]
             if node.raw is None or node.raw.raft.log.applied < raw.raft.log.committed:
                 return
-        if raw.raft.log.committed < index:
+        if raw.raft.log.committed < marker_index:
             return
         self._log(f"liveness reached: leader {leader.id}, commit {raw.raft.log.committed}")
         self.done = True
@@ -821,7 +822,7 @@ class Simulator:
             if storage.snapshot().meta.index >= index:
                 return True
             try:
-                return storage.term(index) == term
+                return storage.term(Index(index)) == term
             except PhalanxError:
                 return False
 
