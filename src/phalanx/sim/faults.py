@@ -56,6 +56,8 @@ class FaultPlan:
     #: The most bytes of entries per AppendEntries (1 = one entry per message, which separates
     #: an old-term entry from the new leader's no-op, as in Figure 8 of the paper).
     max_message_bytes: int = 4096
+    #: Most AppendEntries in flight per follower (1 = stop-and-wait replication).
+    max_inflight_messages: int = 8
     #: Serve reads through the leader lease instead of a heartbeat round.
     lease_reads: bool = False
     #: Durations of the safety phase and the bound for the liveness phase.
@@ -99,6 +101,7 @@ def swarm(rng: random.Random) -> FaultPlan:
         client_count=rng.choice([2, 3, 5]),
         key_count=rng.choice([1, 2, 4]),
         max_message_bytes=rng.choice([1, 1, 100, 4096]),
+        max_inflight_messages=rng.choice([1, 2, 8]),
         lease_reads=rng.random() < 0.3,
         safety_ms=4000,
         liveness_ms_max=6000,

@@ -221,7 +221,7 @@ class Simulator:
             election_ticks=ELECTION_TICKS,
             heartbeat_ticks=HEARTBEAT_TICKS,
             lease_reads=self.plan.lease_reads,
-            max_inflight_messages=8,
+            max_inflight_messages=self.plan.max_inflight_messages,
             max_message_bytes=self.plan.max_message_bytes,
             applied=snapshot.meta.index,
             random=random.Random(f"{self.seed}/raft/{node.id}/{node.generation}"),
