@@ -1,8 +1,8 @@
 """Client-visible failover time of a real local cluster: kill -9 and SIGSTOP of the leader.
 
-A measurement, not a test assertion (the machine may be noisy). For each try, a writer thread
-sends SETs with a short socket timeout to a surviving node (a follower, which forwards to the
-leader) in a closed loop; the leader is then killed (SIGKILL) or paused (SIGSTOP). The gap of a
+A measurement, not a test assertion (the machine may be noisy). For each try, a writer sends a
+SET every 20 ms (open loop, each on a fresh connection with a short socket timeout) to a
+surviving node (a follower, which forwards to the leader); the leader is then killed (SIGKILL) or paused (SIGSTOP). The gap of a
 try is the time from the last acknowledged write that finished before the fault to the first
 acknowledged write after it; `after_fault_ms` is the time from the fault to that first write.
 After each try the cluster is repaired (restart, or SIGCONT) and left to converge.
@@ -35,32 +35,53 @@ FAULTS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
 
 
 class _Writer:
-    """A closed-loop writer against one node; records (start, end, ok) of every write."""
+    """An open-loop writer against one node: every `interval_s` a new SET on a fresh connection
+    (socket timeout `timeout_s`), each in its own thread; records (start, end, ok) of every write.
 
-    def __init__(self, host: str, port: int, timeout_s: float, tag: str) -> None:
-        self.client = redis.Redis(host=host, port=port, socket_timeout=timeout_s,
-                                  socket_connect_timeout=timeout_s, retry=no_retry(),
-                                  protocol=2)
+    Open loop, because a closed-loop writer is in phase with the fault: its request in flight at
+    the fault hangs for a whole socket timeout, so it would measure the timeout, not the failover.
+    """
+
+    def __init__(self, host: str, port: int, timeout_s: float, tag: str,
+                 interval_s: float = 0.02) -> None:
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+        self.interval_s = interval_s
         self.tag = tag
         self.events: list[tuple[float, float, bool]] = []
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"gap-writer-{tag}")
+        self.sender = threading.Thread(target=self._send_loop, daemon=True,
+                                       name=f"gap-writer-{tag}")
+        self.workers: list[threading.Thread] = []
 
-    def _run(self) -> None:
+    def start(self) -> None:
+        self.sender.start()
+
+    def _send_loop(self) -> None:
         sequence = 0
-        while not self.stop_event.is_set():
+        while not self.stop_event.wait(self.interval_s):
             sequence += 1
-            began = time.monotonic()
-            try:
-                ok = self.client.set(f"gap:{self.tag}:{sequence}", "x") is True
-            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-                ok = False
-            ended = time.monotonic()
-            with self.lock:
-                self.events.append((began, ended, ok))
-            if not ok:
-                time.sleep(0.005)
+            worker = threading.Thread(target=self._one, args=(sequence,), daemon=True)
+            worker.start()
+            self.workers = [w for w in self.workers if w.is_alive()]
+            self.workers.append(worker)
+
+    def _one(self, sequence: int) -> None:
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=self.timeout_s,
+                             socket_connect_timeout=self.timeout_s, retry=no_retry(), protocol=2,
+                             single_connection_client=True)
+        began = time.monotonic()
+        try:
+            ok = client.set(f"gap:{self.tag}:{sequence}", "x") is True
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            ok = False
+        finally:
+            client.close()
+        ended = time.monotonic()
+        with self.lock:
+            self.events.append((began, ended, ok))
 
     def successes(self) -> int:
         with self.lock:
@@ -78,8 +99,9 @@ class _Writer:
 
     def close(self) -> None:
         self.stop_event.set()
-        self.thread.join(30)
-        self.client.close()
+        self.sender.join(30)
+        for worker in self.workers:
+            worker.join(self.timeout_s + 30)
 
 
 def measure_once(cluster: LocalCluster, fault: str, *, writer_timeout_s: float = 0.5,
@@ -90,7 +112,7 @@ def measure_once(cluster: LocalCluster, fault: str, *, writer_timeout_s: float =
     leader = cluster.leader()
     survivor = cluster.others(leader)[0]
     writer = _Writer(survivor.host, survivor.port, writer_timeout_s, tag or fault)
-    writer.thread.start()
+    writer.start()
     try:
         wait_until(lambda: writer.successes() >= 20, 60, f"writes through {survivor.id}")
         faulted_at = time.monotonic()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from integration_harness import LocalCluster, NodeRef
+from integration_harness import LocalCluster, NodeRef, wait_until
 
 REDIS_CLI = shutil.which("redis-cli")
 PASSWORD = "s3cret"
@@ -87,6 +87,14 @@ def test_redis_py_and_redis_cli_on_every_node(cluster: Any) -> None:
             assert reader.ttl(p + "s") == -1 and reader.ttl(p + "absent") == -2
         assert r.delete(p + "s", p + "m1", p + "absent") == 2
         assert c.client(c.others(node)[0]).get(p + "s") is None
+
+    # Expiry on replicated time: a key with a short TTL, set through a follower, disappears
+    # from every node (the leader proposes the deletion), without a read touching it first.
+    assert c.client(c.others(leader)[1]).set("short", "v", px=300) is True
+    local_readers = [c.readonly_client(n) for n in c.nodes]
+    wait_until(lambda: all(r.exists("short") == 0 for r in local_readers), 30,
+               "the expired key to be deleted on every node")
+    assert c.client(leader).get("short") is None
 
     # Compare-and-set through a follower and through the leader.
     follower = c.others(leader)[0]
