@@ -16,7 +16,7 @@ def _attempt(c: LocalCluster, node: Any, key: str, value: str, outcome: dict[str
     try:
         outcome[key] = client.set(key, value) is True
     except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError) as error:
-        outcome[key] = error
+        outcome[key] = f"{type(error).__name__}: {error}"
 
 
 def test_isolated_leader_steps_down_and_no_split_brain_write(cluster: Any) -> None:
