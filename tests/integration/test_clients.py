@@ -244,11 +244,6 @@ def test_wait_readonly_and_requirepass(auth_cluster: LocalCluster) -> None:
     assert ro.get("ro:7") == "7"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with requirepass, every write sent to a follower fails with 'ERR phalanx: outcome "
-    "unknown: ... leader n1 refused: NOAUTH Authentication required.': LeaderLink._connect "
-    "pipelines AUTH + CLIENT SETNAME in one write, and RespServer._start checks "
-    "state.authenticated synchronously for every command of a read before the AUTH task ran"))
 def test_requirepass_follower_forwards_writes(auth_cluster: LocalCluster) -> None:
     """Proves (once fixed): with requirepass, an authenticated client's write sent to a follower
     is forwarded to the leader (the forwarding link authenticates) and acknowledged."""
@@ -260,10 +255,6 @@ def test_requirepass_follower_forwards_writes(auth_cluster: LocalCluster) -> Non
         assert c.client(leader, password=PASSWORD).get(f"fwd:{follower.id}") == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: AUTH pipelined with later commands in one packet does not apply to them: "
-    "'AUTH pw\\r\\nSET k v\\r\\n' answers +OK then -NOAUTH (Redis answers +OK +OK): "
-    "RespServer._start checks state.authenticated before the AUTH handler task has run"))
 def test_pipelined_auth_applies_to_following_commands(auth_cluster: LocalCluster) -> None:
     """Proves (once fixed): commands pipelined after AUTH in the same packet run authenticated,
     in order, as in Redis."""
@@ -274,10 +265,6 @@ def test_pipelined_auth_applies_to_following_commands(auth_cluster: LocalCluster
     assert reply == b"+OK\r\n+OK\r\n$1\r\nv\r\n+OK\r\n", reply
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: RESP3 replies are not typed: after HELLO 3, HGETALL answers a flat array (*4) instead "
-    "of a map (%2) and SMEMBERS an array (*2) instead of a set (~2), as redis-server 7 does; "
-    "redis-py 8 speaks RESP3 by default, so its hgetall() returns a list and smembers() a list"))
 def test_resp3_hgetall_is_a_map_and_smembers_a_set(cluster: Any) -> None:
     """Proves (once fixed): a RESP3 connection gets Redis's RESP3 types for hashes and sets,
     so redis-py 8 with its default protocol (3) gets a dict from HGETALL and a set from

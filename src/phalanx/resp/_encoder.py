@@ -75,6 +75,10 @@ def _bulk(data: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
+def _bytes_key(member: Reply) -> bytes:
+    return member if isinstance(member, bytes) else b""
+
+
 def encode(reply: Reply, protocol: int = 2) -> bytes:
     """Encode one reply for a connection speaking RESP `protocol` (2 or 3)."""
     require(protocol in (2, 3), f"protocol must be 2 or 3, not {protocol!r}")
@@ -125,7 +129,10 @@ def _encode_into(parts: list[bytes], reply: Reply, resp3: bool) -> None:
             stack.extend(reversed(flat))
         elif type(item) is set or type(item) is frozenset:
             append(b"~%d\r\n" % len(item) if resp3 else b"*%d\r\n" % len(item))
-            stack.extend(item)
+            members: list[Reply] = list(item)
+            if all(type(member) is bytes for member in members):
+                members.sort(key=_bytes_key)  # deterministic order, as SMEMBERS is
+            stack.extend(reversed(members))
         elif type(item) is float:
             digits = _format_double(item)
             append(b",%b\r\n" % digits if resp3 else _bulk(digits))

@@ -66,11 +66,26 @@ class CommandError(PhalanxError):
         self.text = text
 
 
+def _pairs_to_map(items: list[object]) -> object:
+    return {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
+def _to_set(items: list[object]) -> object:
+    return set(items)
+
+
+_RESP3_SHAPES: dict[bytes, Callable[[list[object]], object]] = {
+    b"HGETALL": _pairs_to_map,
+    b"SMEMBERS": _to_set,
+    b"CONFIG": _pairs_to_map,
+}
+
+
 def _error_text(error: PhalanxError) -> str:
     """The RESP error line for a product error: says whether a retry is safe."""
     if isinstance(error, OutcomeUnknown):
         return f"ERR phalanx: outcome unknown: {error}"
-    if isinstance(error, (ProposalDropped, NotLeader)):
+    if isinstance(error, (ProposalDropped, NotLeader, LeaderUnreachable)):
         return f"TRYAGAIN {error}"
     return f"ERR phalanx: {error}"
 
@@ -101,6 +116,10 @@ class ClientState:
     created: float = field(default_factory=time.monotonic)
     commands: int = 0
     forward: LeaderLink | None = None
+
+
+class LeaderUnreachable(PhalanxError):
+    """The leader could not be reached before the command was sent: certainly not applied."""
 
 
 class LeaderLink:
@@ -150,7 +169,12 @@ class LeaderLink:
         """Send one command and return its reply (raises OSError/timeouts on link failure)."""
         async with self.lock:
             if self.writer is None or self.writer.is_closing():
-                await self._connect()
+                try:
+                    await self._connect()
+                except (OSError, TimeoutError, PeerProtocolError) as error:
+                    self.close()
+                    raise LeaderUnreachable(f"cannot reach leader {self.leader_id}: {error}") \
+                        from error
             assert self.writer is not None
             self.writer.write(encode_command(*arguments))
             return await self._read_reply()
@@ -175,13 +199,18 @@ class RespServer:
         self.next_client_id = 0
         self.total_commands = 0
         self.total_connections = 0
-        self.handlers: dict[bytes, Callable[[ClientState, list[bytes]], Awaitable[object]]] = {
+        # Connection and server commands run synchronously, in order, as they are parsed: an
+        # AUTH (or HELLO, SELECT, CLIENT SETNAME) pipelined before other commands applies to them.
+        self.handlers: dict[bytes, Callable[[ClientState, list[bytes]], object]] = {
             b"PING": self._ping, b"ECHO": self._echo, b"HELLO": self._hello,
             b"AUTH": self._auth, b"SELECT": self._select, b"CLIENT": self._client,
             b"COMMAND": self._command, b"INFO": self._info, b"READONLY": self._readonly,
             b"READWRITE": self._readwrite, b"ROLE": self._role, b"WAIT": self._wait,
-            b"FAILOVER": self._failover, b"CONFIG": self._config, b"DEBUG": self._debug,
+            b"CONFIG": self._config, b"DEBUG": self._debug,
         }
+        self.async_handlers: dict[
+            bytes, Callable[[ClientState, list[bytes]], Awaitable[object]]
+        ] = {b"FAILOVER": self._failover}
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(
@@ -220,7 +249,7 @@ class RespServer:
                 if not data:
                     break
                 parser.feed(data)
-                started: list[object] = []
+                started: list[tuple[bytes, object]] = []
                 closing = False
                 protocol_error: ClientProtocolError | None = None
                 while True:
@@ -236,10 +265,10 @@ class RespServer:
                         continue
                     name = arguments[0].upper()
                     if name == b"QUIT":
-                        started.append(encode(SimpleString("OK")))
+                        started.append((name, encode(SimpleString("OK"))))
                         closing = True
                         break
-                    started.append(self._start(state, name, arguments))
+                    started.append((name, self._start(state, name, arguments)))
                 if started:
                     writer.write(await self._collect(state, started))
                 if protocol_error is not None:
@@ -260,9 +289,9 @@ class RespServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _collect(self, state: ClientState, started: list[object]) -> bytes:
+    async def _collect(self, state: ClientState, started: list[tuple[bytes, object]]) -> bytes:
         parts = []
-        for item in started:
+        for name, item in started:
             if isinstance(item, bytes):
                 parts.append(item)
                 continue
@@ -273,11 +302,14 @@ class RespServer:
                 reply = ErrorReply(error.text)
             except PhalanxError as error:
                 reply = ErrorReply(_error_text(error))
-            parts.append(self._encode(state, reply))
+            parts.append(self._encode(state, reply, name))
         return b"".join(parts)
 
-    def _encode(self, state: ClientState, reply: object) -> bytes:
+    def _encode(self, state: ClientState, reply: object, name: bytes = b"") -> bytes:
         resp_reply = to_resp(reply)
+        if name in _RESP3_SHAPES and isinstance(resp_reply, list):
+            # RESP3 types these replies (a map, a set); under RESP2 the encoder flattens them.
+            resp_reply = _RESP3_SHAPES[name](resp_reply)
         if isinstance(resp_reply, ErrorReply):
             kind = resp_reply.text.split(" ", 1)[0]
             self.node.metrics.resp_error(kind)
@@ -291,9 +323,15 @@ class RespServer:
         if not state.authenticated and name not in (b"AUTH", b"HELLO"):
             return b"-NOAUTH Authentication required.\r\n"
         handler = self.handlers.get(name)
-        loop = asyncio.get_running_loop()
         if handler is not None:
-            return loop.create_task(self._guard(handler(state, arguments)))
+            try:
+                return self._encode(state, handler(state, arguments), name)
+            except CommandError as error:
+                return self._encode(state, ErrorReply(error.text))
+        loop = asyncio.get_running_loop()
+        async_handler = self.async_handlers.get(name)
+        if async_handler is not None:
+            return loop.create_task(self._guard(async_handler(state, arguments)))
         if not is_known(name):
             shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in arguments[1:4])
             text = (f"ERR unknown command '{arguments[0].decode(errors='replace')[:128]}', "
@@ -371,7 +409,14 @@ class RespServer:
                         from error
             if state.forwarded:
                 raise CommandError(f"TRYAGAIN this node is not the leader (leader: {leader})")
-            reply = await self._forward(state, leader, arguments, deadline)
+            try:
+                reply = await self._forward(state, leader, arguments, deadline)
+            except LeaderUnreachable:
+                # Nothing was sent: retrying is safe until the deadline.
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
+                continue
             if isinstance(reply, ErrorReply) and reply.text.startswith("TRYAGAIN"):
                 # The node we asked was not (or no longer) the leader: nothing was applied.
                 if time.monotonic() >= deadline:
@@ -394,15 +439,39 @@ class RespServer:
                               self.config.requirepass)
             state.forward = link
         link.timeout = max(0.05, deadline - time.monotonic())
+        call = asyncio.get_running_loop().create_task(link.call(arguments))
         try:
-            return await link.call(arguments)
-        except (TimeoutError, OSError, PeerProtocolError) as error:
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=0.02)
+                if done:
+                    return call.result()
+                current = self.node.group.leader
+                if current and current != leader:
+                    # A new leader exists (the old one is dead or paused): stop waiting for the
+                    # old one. The write may still commit through the new leader's log.
+                    raise OutcomeUnknown(
+                        f"leadership moved from {leader} to {current} while the write was "
+                        f"forwarded; it may or may not have been applied")
+                if time.monotonic() >= deadline:
+                    raise OutcomeUnknown(f"leader {leader} did not answer in time; the write "
+                                         f"may or may not have been applied")
+        except LeaderUnreachable:
+            state.forward = None
+            raise
+        except (OSError, TimeoutError, PeerProtocolError) as error:
             link.close()
             state.forward = None
             raise OutcomeUnknown(
                 f"the connection to leader {leader} failed while forwarding ({error}); the "
                 f"write may or may not have been applied"
             ) from error
+        except OutcomeUnknown:
+            link.close()
+            state.forward = None
+            raise
+        finally:
+            if not call.done():
+                call.cancel()
 
     async def _read(self, state: ClientState, name: bytes, args: tuple[bytes, ...],
                     previous_write: asyncio.Future[object] | None) -> object:
@@ -425,12 +494,12 @@ class RespServer:
         return group.machine.read(name, args, int(time.time() * 1000))
 
     # -- connection and server commands ----------------------------------------------------
-    async def _ping(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _ping(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) > 2:
             raise CommandError("ERR wrong number of arguments for 'ping' command")
         return arguments[1] if len(arguments) == 2 else SimpleString("PONG")
 
-    async def _echo(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _echo(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) != 2:
             raise CommandError("ERR wrong number of arguments for 'echo' command")
         return arguments[1]
@@ -441,7 +510,7 @@ class RespServer:
             return False
         return user in (b"default", b"") and password == required.encode()
 
-    async def _auth(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _auth(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) not in (2, 3):
             raise CommandError("ERR wrong number of arguments for 'auth' command")
         if not self.config.requirepass:
@@ -453,7 +522,7 @@ class RespServer:
         state.authenticated = True
         return SimpleString("OK")
 
-    async def _hello(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _hello(self, state: ClientState, arguments: list[bytes]) -> object:
         position = 1
         protocol = state.protocol
         if len(arguments) > 1:
@@ -492,14 +561,14 @@ class RespServer:
             "modules": [], "phalanx_version": __version__,
         }
 
-    async def _select(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _select(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) != 2:
             raise CommandError("ERR wrong number of arguments for 'select' command")
         if arguments[1] != b"0":
             raise CommandError("ERR DB index is out of range")
         return SimpleString("OK")
 
-    async def _client(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _client(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) < 2:
             raise CommandError("ERR wrong number of arguments for 'client' command")
         sub = arguments[1].upper()
@@ -528,14 +597,14 @@ class RespServer:
         return (f"id={state.id} addr={state.address} name={state.name.decode(errors='replace')} "
                 f"age={age} db=0 resp={state.protocol} readonly={int(state.readonly)}")
 
-    async def _command(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _command(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) >= 2 and arguments[1].upper() == b"COUNT":
             from phalanx.kv import COMMAND_NAMES
 
             return len(COMMAND_NAMES) + len(self.handlers)
         return []
 
-    async def _config(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _config(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) >= 3 and arguments[1].upper() == b"GET":
             values = {b"save": b"", b"appendonly": b"yes", b"maxmemory": b"0",
                       b"databases": b"1"}
@@ -549,18 +618,18 @@ class RespServer:
             raise CommandError("ERR phalanx: configuration is set in the node's config file")
         raise CommandError("ERR unknown subcommand or wrong number of arguments for 'config'")
 
-    async def _debug(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _debug(self, state: ClientState, arguments: list[bytes]) -> object:
         raise CommandError("ERR phalanx: DEBUG is not supported")
 
-    async def _readonly(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _readonly(self, state: ClientState, arguments: list[bytes]) -> object:
         state.readonly = True
         return SimpleString("OK")
 
-    async def _readwrite(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _readwrite(self, state: ClientState, arguments: list[bytes]) -> object:
         state.readonly = False
         return SimpleString("OK")
 
-    async def _role(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _role(self, state: ClientState, arguments: list[bytes]) -> object:
         group = self.node.group
         raft = group.raw.raft
         if group.is_leader():
@@ -577,7 +646,7 @@ class RespServer:
         link_state = b"connected" if leader else b"connect"
         return [b"slave", host.encode(), int(port or 0), link_state, raft.log.applied]
 
-    async def _wait(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _wait(self, state: ClientState, arguments: list[bytes]) -> object:
         # Writes are acknowledged only once a quorum fsynced them: WAIT has nothing to wait for.
         # It reports how many followers hold everything this node has committed.
         if len(arguments) != 3:
@@ -611,7 +680,7 @@ class RespServer:
         await self.node.transfer_leadership(target)
         return SimpleString("OK")
 
-    async def _info(self, state: ClientState, arguments: list[bytes]) -> object:
+    def _info(self, state: ClientState, arguments: list[bytes]) -> object:
         sections = [a.decode(errors="replace").lower() for a in arguments[1:]] or ["default"]
         everything = any(s in ("all", "everything", "default") for s in sections)
         group = self.node.group
