@@ -418,6 +418,18 @@ class Simulator:
         if self.liveness or node.generation != payload[1] or node.raw is None:
             return
         rng = self.nemesis_rng
+        if node.raw.raft.role is Role.LEADER and rng.random() < 0.7:
+            # The doomed leader takes a write first, so it leaves an uncommitted tail behind
+            # (the raw material of Figure 8).
+            data = encode_command(Command(name=b"SET", args=(b"__flap__", str(self.now).encode()),
+                                          now_ms=int(self.now)))
+            try:
+                node.raw.propose(data)
+                self._process(node)
+            except PhalanxError:
+                pass
+        if node.raw is None:
+            return
         if rng.random() < 0.5:
             self._log(f"flap: crash new leader {node.id} of term {payload[2]}")
             self._crash(node)
