@@ -1,0 +1,274 @@
+"""The nemesis: scenarios of real faults, scheduled from the seed, injected through a
+`ClusterControl`.
+
+Rules of this file:
+- A scenario is a kind of fault repeated every ~10-15 s over the run; each fault lasts a few
+  seconds and is healed before the next one. The schedule (when, how long, which choice) comes
+  from the seed; the targets that depend on the cluster (the leader) are resolved when the fault
+  is injected, so a run is repeatable as far as the cluster's own timing allows.
+- The last fault ends early enough that the run also measures the recovery.
+- Every fault is recorded (`Fault`: at_s, end_s, kind, targets, description) with the time it
+  was in force, and told as plain-word events ("leader n2 killed").
+- Healing never raises: a heal that fails is an event, and the runner repairs everything at the
+  end anyway (`LocalControl.repair`).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from phalanx.chaos.control import ClusterControl
+
+SCENARIOS: dict[str, str] = {
+    "leader-kill": "kill -9 the leader, restart it a few seconds later",
+    "follower-kill": "kill -9 a follower, restart it a few seconds later",
+    "random-kill": "kill -9 a random node, restart it a few seconds later",
+    "leader-pause": "SIGSTOP the leader, SIGCONT it a few seconds later",
+    "follower-pause": "SIGSTOP a follower, SIGCONT it a few seconds later",
+    "partition-leader": "cut the leader off from every other node",
+    "partition-split": "split the cluster into a majority and a minority",
+    "partition-bridge": "two sides that cannot talk, and one node that sees both",
+    "latency": "add 50-200 ms of delay to one node's or every node's messages",
+    "zone-outage": "kill every node of one zone, restart them later",
+    "rolling-restart": "restart each node in turn (kill -9, start, wait until it answers)",
+    "mixed": "a random mix of all of the above",
+}
+
+_MIXABLE = [name for name in SCENARIOS if name not in {"mixed", "rolling-restart"}]
+
+
+@dataclass
+class Fault:
+    at_s: float
+    end_s: float | None
+    kind: str
+    targets: list[str]
+    description: str
+    #: The leader just before the fault (for the story and the new-leader column).
+    leader_before: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at_s": round(self.at_s, 3),
+                "end_s": None if self.end_s is None else round(self.end_s, 3),
+                "kind": self.kind, "targets": list(self.targets),
+                "description": self.description}
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One planned fault: when it starts, how long it lasts, its kind, and a seed of its own."""
+
+    at_s: float
+    hold_s: float
+    kind: str
+    seed: int
+
+
+def plan(scenario: str, duration_s: float, seed: int, *, warmup_s: float = 3.0,
+         recovery_s: float = 4.0) -> list[Slot]:
+    """The faults of a run: one every ~10-15 s from `warmup_s`, each held 2-5 s, all healed by
+    `duration_s - recovery_s` (at least one fault when the run is long enough for it)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+    rng = random.Random(seed)
+    slots: list[Slot] = []
+    at = warmup_s + rng.uniform(0, 1.0)
+    last_end = duration_s - recovery_s
+    while True:
+        hold = rng.uniform(2.0, 5.0)
+        kind = rng.choice(_MIXABLE) if scenario == "mixed" else scenario
+        if kind == "rolling-restart":
+            hold = 0.0
+        if at + max(hold, 2.0) > last_end:
+            if not slots and last_end - at >= 1.5:
+                hold = max(1.0, last_end - at - (0 if kind == "rolling-restart" else 0.5))
+                slots.append(Slot(at, 0.0 if kind == "rolling-restart" else hold, kind,
+                                  rng.randrange(2**31)))
+            break
+        slots.append(Slot(at, hold, kind, rng.randrange(2**31)))
+        at += hold + rng.uniform(8.0, 11.0)
+    return slots
+
+
+@dataclass
+class Nemesis:
+    """Runs the planned faults in a thread against `control`; records faults and events."""
+
+    control: ClusterControl
+    slots: list[Slot]
+    clock: Callable[[], float]
+    on_event: Callable[[float, str], None]
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    faults: list[Fault] = field(default_factory=list)
+    current: Fault | None = None
+    error: str | None = None
+    _thread: threading.Thread | None = None
+    _roll_index: int = 0
+
+    def start(self) -> Nemesis:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="nemesis")
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _sleep_until(self, moment_s: float) -> bool:
+        """Sleep until the run clock reaches `moment_s`; False when told to stop."""
+        while not self.stop_event.is_set():
+            remaining = moment_s - self.clock()
+            if remaining <= 0:
+                return True
+            self.stop_event.wait(min(remaining, 0.2))
+        return False
+
+    def _hold(self, seconds: float) -> None:
+        """Keep a fault in force for `seconds` (cut short by stop(); the heal always runs)."""
+        self.stop_event.wait(seconds)
+
+    def _run(self) -> None:
+        for slot in self.slots:
+            if not self._sleep_until(slot.at_s):
+                return
+            try:
+                self._inject(slot)
+            except Exception as error:
+                self.error = f"{slot.kind} at {slot.at_s:.1f} s failed: {error}"
+                self.on_event(self.clock(), f"the nemesis failed: {self.error}")
+            finally:
+                self.current = None
+
+    # ---- the faults -------------------------------------------------------------------------
+    def _begin(self, kind: str, targets: list[str], description: str,
+               leader: str | None) -> Fault:
+        fault = Fault(self.clock(), None, kind, targets, description, leader)
+        self.faults.append(fault)
+        self.current = fault
+        self.on_event(fault.at_s, description)
+        return fault
+
+    def _end(self, fault: Fault, text: str) -> None:
+        fault.end_s = self.clock()
+        self.on_event(fault.end_s, text)
+
+    def _inject(self, slot: Slot) -> None:
+        rng = random.Random(slot.seed)
+        control = self.control
+        nodes = control.nodes()
+        ids = [node.id for node in nodes]
+        leader = control.leader()
+        followers = [n for n in ids if n != leader]
+        kind = slot.kind
+        if kind in {"leader-kill", "follower-kill", "random-kill"}:
+            if kind == "leader-kill":
+                target = leader or rng.choice(ids)
+            elif kind == "follower-kill":
+                target = rng.choice(followers)
+            else:
+                target = rng.choice(ids)
+            role = "leader" if target == leader else "follower"
+            fault = self._begin(kind, [target], f"{role} {target} killed (kill -9)", leader)
+            control.kill(target)
+            self._hold(slot.hold_s)
+            control.restart(target)
+            self._end(fault, f"{target} restarted")
+        elif kind in {"leader-pause", "follower-pause"}:
+            target = (leader or rng.choice(ids)) if kind == "leader-pause" else \
+                rng.choice(followers)
+            role = "leader" if target == leader else "follower"
+            fault = self._begin(kind, [target], f"{role} {target} paused (SIGSTOP)", leader)
+            control.pause(target)
+            self._hold(slot.hold_s)
+            control.resume(target)
+            self._end(fault, f"{target} resumed (SIGCONT)")
+        elif kind == "partition-leader":
+            target = leader or rng.choice(ids)
+            others = [n for n in ids if n != target]
+            fault = self._begin(kind, [target], f"leader {target} cut off from "
+                                f"{', '.join(others)}", leader)
+            control.partition([[target], others])
+            self._hold(slot.hold_s)
+            control.heal()
+            self._end(fault, "partition healed")
+        elif kind == "partition-split":
+            shuffled = list(ids)
+            rng.shuffle(shuffled)
+            minority = sorted(shuffled[: len(ids) // 2] or shuffled[:1])
+            majority = sorted(n for n in ids if n not in minority)
+            where = ("" if leader is None else
+                     f" (the leader {leader} is in the "
+                     f"{'minority' if leader in minority else 'majority'})")
+            fault = self._begin(kind, minority, f"network split: {', '.join(minority)} | "
+                                f"{', '.join(majority)}{where}", leader)
+            control.partition([minority, majority])
+            self._hold(slot.hold_s)
+            control.heal()
+            self._end(fault, "partition healed")
+        elif kind == "partition-bridge":
+            shuffled = list(ids)
+            rng.shuffle(shuffled)
+            bridge = shuffled[0]
+            rest = shuffled[1:]
+            half = max(1, len(rest) // 2)
+            left, right = sorted(rest[:half]), sorted(rest[half:])
+            fault = self._begin(kind, [bridge], f"bridge: {', '.join(left)} and "
+                                f"{', '.join(right)} cannot talk; only {bridge} sees both",
+                                leader)
+            for a in left:
+                for b in right:
+                    control.block(a, b)
+                    control.block(b, a)
+            self._hold(slot.hold_s)
+            control.heal()
+            self._end(fault, "partition healed")
+        elif kind == "latency":
+            delay = round(rng.uniform(50, 200))
+            jitter = round(delay * 0.2)
+            everyone = rng.random() < 0.4
+            targets = list(ids) if everyone else [leader or rng.choice(ids)]
+            for node in targets:
+                control.add_latency(node, delay, jitter)
+            who = "every node" if everyone else targets[0]
+            fault = self._begin(kind, targets, f"{delay} ms (±{jitter}) of latency added to "
+                                f"{who}", leader)
+            self._hold(slot.hold_s)
+            control.clear_latency()
+            self._end(fault, "latency removed")
+        elif kind == "zone-outage":
+            zones = sorted({node.zone for node in nodes})
+            zone = rng.choice(zones)
+            targets = [node.id for node in nodes if node.zone == zone]
+            if len(targets) * 2 >= len(ids):
+                targets = targets[: max(1, (len(ids) - 1) // 2)]  # keep a quorum alive
+            fault = self._begin(kind, targets, f"zone {zone} lost: {', '.join(targets)} killed",
+                                leader)
+            for target in targets:
+                control.kill(target)
+            self._hold(slot.hold_s)
+            for target in targets:
+                control.restart(target)
+            self._end(fault, f"zone {zone} back: {', '.join(targets)} restarted")
+        elif kind == "rolling-restart":
+            for target in ids:
+                if self.stop_event.is_set():
+                    return
+                leader = control.leader()
+                role = "leader" if target == leader else "follower"
+                fault = self._begin(kind, [target], f"rolling restart: {role} {target} "
+                                    "killed", leader)
+                control.kill(target)
+                control.restart(target)
+                self._end(fault, f"{target} restarted")
+                deadline = time.monotonic() + 15.0
+                while time.monotonic() < deadline and control.leader() is None:
+                    self.stop_event.wait(0.1)
+                self._hold(2.0)
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}")

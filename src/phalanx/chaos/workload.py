@@ -1,0 +1,298 @@
+"""The chaos lab's workloads: client threads sending a bounded stream of requests to every node.
+
+Two workloads run side by side in every client thread:
+- register: per-key GET, SET of a unique value, and CAS (`SET k new IFEQ old`), recorded as a
+  `phalanx.checker.History` (invoke, then ok / fail / info) for the linearizability check;
+- set: `SADD` of unique members to a few keys; the acknowledged ones (with their ack times) are
+  checked at the end against every node's copy (lost acknowledged writes, RPO).
+
+Rules of this file:
+- Every request has a short socket timeout, no client-side retry, and goes to a node chosen at
+  random (any node serves any key); a node that refused a connection is skipped by that client
+  for a second, as a load balancer's health check would. Rate and time are bounded.
+- Outcomes (what the client may conclude): a reply is `ok` (a nil reply of `SET ... IFEQ` is an ok
+  CAS that did not match, output False); `-TRYAGAIN`, `-CLUSTERDOWN` and a refused connection are
+  `fail` (certainly not applied); a timeout, a broken connection, `-ERR phalanx: outcome unknown`
+  or any other error of a write is `info` (it may or may not take effect). A read's error reply is
+  `fail` (a read changes nothing).
+- After an `info`, the thread continues as a new process id (Jepsen style): the unknown operation
+  stays open forever in the model.
+- Times are seconds since the run's start (`time.monotonic()` - t0), taken just before the request
+  is sent and just after the reply, under the history's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, TryAgainError
+from redis.retry import Retry
+
+from phalanx.chaos.control import NodeInfo
+from phalanx.chaos.metrics import FAIL, INFO, OK, OpRecord
+from phalanx.checker import History
+
+#: Per-request socket timeout (s).
+SOCKET_TIMEOUT_S = 1.0
+#: Connect timeout (s): a dead node refuses at once, a paused one never answers.
+CONNECT_TIMEOUT_S = 0.5
+#: How long a client skips a node that refused a connection (a load balancer's health check).
+AVOID_REFUSED_NODE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadConfig:
+    clients: int = 4
+    rate_ops_s: float = 200.0
+    register_keys: int = 5
+    set_keys: int = 3
+    #: Share of requests that are register operations (the rest are SADDs).
+    register_share: float = 0.6
+    socket_timeout_s: float = SOCKET_TIMEOUT_S
+    prefix: str = "chaos"
+
+
+def _call(client: redis.Redis, *arguments: object) -> Any:
+    """One command, no retry (redis-py's execute_command is untyped)."""
+    return client.execute_command(*arguments)  # type: ignore[no-untyped-call]
+
+
+def classify(error: Exception, is_write: bool) -> str:
+    """The outcome a client may conclude from `error` (see the module rules)."""
+    if isinstance(error, TryAgainError | ClusterDownError):
+        return FAIL
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        text = str(error).lower()
+        if "connecting" in text or "connection refused" in text:
+            return FAIL  # the request was never sent
+        return INFO
+    if isinstance(error, redis.ResponseError):
+        text = str(error)
+        if text.startswith(("TRYAGAIN", "CLUSTERDOWN")):
+            return FAIL
+        return INFO if is_write else FAIL
+    return INFO
+
+
+@dataclass
+class WorkloadState:
+    """Everything the clients saw; shared by the client threads (guarded by `lock`)."""
+
+    t0: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    history: History = field(default_factory=History)
+    ops: list[OpRecord] = field(default_factory=list)
+    #: set key -> member -> ack time (s) of every acknowledged SADD.
+    acknowledged: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: set key -> every member ever sent.
+    attempted: dict[str, set[str]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+
+class Workload:
+    """Client threads running the register and set workloads until `stop()` or `until_s`."""
+
+    def __init__(self, nodes: Sequence[NodeInfo], config: WorkloadConfig, *, seed: int,
+                 t0: float, until_s: float) -> None:
+        self.nodes = list(nodes)
+        self.config = config
+        self.seed = seed
+        self.until_s = until_s
+        self.state = WorkloadState(t0=t0)
+        self.stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._refused: dict[int, bool] = {}
+        self.register_keys = [f"{config.prefix}:reg:{i}" for i in range(config.register_keys)]
+        self.set_keys = [f"{config.prefix}:set:{i}" for i in range(config.set_keys)]
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def start(self) -> Workload:
+        for index in range(self.config.clients):
+            thread = threading.Thread(target=self._run, args=(index,), daemon=True,
+                                      name=f"chaos-client-{index}")
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+
+    def _client(self, node: NodeInfo) -> redis.Redis:
+        return redis.Redis(host=node.resp_host, port=node.resp_port,
+                           socket_timeout=self.config.socket_timeout_s,
+                           socket_connect_timeout=CONNECT_TIMEOUT_S, retry=Retry(NoBackoff(), 0),
+                           protocol=2, single_connection_client=True)
+
+    # ---- one client -------------------------------------------------------------------------
+    def _run(self, index: int) -> None:
+        rng = random.Random(self.seed * 1000 + index)
+        clients = {node.id: self._client(node) for node in self.nodes}
+        interval = self.config.clients / max(0.1, self.config.rate_ops_s)
+        generation = 0
+        sequence = 0
+        known: dict[str, bytes | None] = {}
+        avoid: dict[str, float] = {}
+        state = self.state
+        next_due = state.now() + rng.uniform(0, interval)
+        try:
+            while not self.stop_event.is_set():
+                now = state.now()
+                if now >= self.until_s:
+                    return
+                if next_due > now:
+                    self.stop_event.wait(next_due - now)
+                    continue
+                next_due = max(next_due + interval, now)
+                sequence += 1
+                # Like a load balancer's health check: a node that refused a connection is
+                # skipped by this client for a second (the refused request counts as failed).
+                usable = [n for n in self.nodes if avoid.get(n.id, -1.0) <= now] or self.nodes
+                node = rng.choice(usable)
+                client = clients[node.id]
+                process = f"c{index}.{generation}"
+                if rng.random() < self.config.register_share:
+                    outcome = self._register_op(rng, client, node.id, process, known,
+                                                f"{index}-{sequence}".encode())
+                else:
+                    outcome = self._set_op(rng, client, node.id, f"{index}-{sequence}")
+                if outcome == INFO:
+                    generation += 1
+                if outcome == FAIL and self._refused.pop(index, False):
+                    avoid[node.id] = state.now() + AVOID_REFUSED_NODE_S
+                if outcome != OK:
+                    # A broken single connection is reopened by the next call; a refused
+                    # connect fails at once, so do not spin on it.
+                    self.stop_event.wait(0.01)
+        finally:
+            for client in clients.values():
+                with contextlib.suppress(Exception):
+                    client.close()
+
+    def _note_error(self, error: Exception) -> None:
+        text = str(error).lower()
+        if isinstance(error, redis.ConnectionError) and (
+                "connecting" in text or "refused" in text):
+            index = int(threading.current_thread().name.rpartition("-")[2])
+            self._refused[index] = True
+        name = f"{type(error).__name__}: {str(error)[:80]}"
+        with self.state.lock:
+            self.state.errors[name] = self.state.errors.get(name, 0) + 1
+
+    def _register_op(self, rng: random.Random, client: redis.Redis, node: str, process: str,
+                     known: dict[str, bytes | None], unique: bytes) -> str:
+        state = self.state
+        key = rng.choice(self.register_keys)
+        roll = rng.random()
+        expected = known.get(key)
+        if roll < 0.5:
+            kind = "read"
+        elif roll < 0.75 or expected is None:
+            kind = "write"
+        else:
+            kind = "cas"
+        with state.lock:
+            began = state.now()
+            op_id = state.history.invoke(process, kind, key,
+                                         value=None if kind == "read" else unique,
+                                         expected=expected if kind == "cas" else None,
+                                         time=began)
+        try:
+            if kind == "read":
+                reply = _call(client, "GET", key)
+                value = reply if isinstance(reply, bytes) else None
+                output: bytes | bool | None = value
+                known[key] = value
+            elif kind == "write":
+                _call(client, "SET", key, unique)
+                output = None
+                known[key] = unique
+            else:
+                assert expected is not None
+                reply = _call(client, "SET", key, unique, "IFEQ", expected)
+                output = bool(reply)
+                if output:
+                    known[key] = unique
+                else:
+                    known.pop(key, None)
+        except Exception as error:
+            outcome = classify(error, kind != "read")
+            self._note_error(error)
+            known.pop(key, None)
+            with state.lock:
+                ended = state.now()
+                if outcome == FAIL:
+                    state.history.fail(op_id, time=ended)
+                else:
+                    state.history.info(op_id, time=ended)
+                state.ops.append(OpRecord(began, ended, kind, outcome, node))
+            return outcome
+        with state.lock:
+            ended = state.now()
+            state.history.ok(op_id, output, time=ended)
+            state.ops.append(OpRecord(began, ended, kind, OK, node))
+        return OK
+
+    def _set_op(self, rng: random.Random, client: redis.Redis, node: str, member: str) -> str:
+        state = self.state
+        key = rng.choice(self.set_keys)
+        with state.lock:
+            began = state.now()
+            state.attempted.setdefault(key, set()).add(member)
+        try:
+            _call(client, "SADD", key, member)
+        except Exception as error:
+            outcome = classify(error, True)
+            self._note_error(error)
+            with state.lock:
+                state.ops.append(OpRecord(began, state.now(), "sadd", outcome, node))
+            return outcome
+        with state.lock:
+            ended = state.now()
+            state.acknowledged.setdefault(key, {})[member] = ended
+            state.ops.append(OpRecord(began, ended, "sadd", OK, node))
+        return OK
+
+    # ---- the final read ---------------------------------------------------------------------
+    def final_members(self, timeout_s: float = 5.0) -> dict[str, dict[str, set[str] | None]]:
+        """node -> set key -> members, read twice on each node: a linearizable SMEMBERS, then a
+        local (READONLY) one; None where the node did not answer. Call after convergence."""
+        found: dict[str, dict[str, set[str] | None]] = {}
+        for node in self.nodes:
+            per_key: dict[str, set[str] | None] = {}
+            for readonly in (False, True):
+                client = redis.Redis(host=node.resp_host, port=node.resp_port,
+                                     socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                     retry=Retry(NoBackoff(), 0), protocol=2,
+                                     single_connection_client=True, decode_responses=True)
+                try:
+                    if readonly:
+                        _call(client, "READONLY")
+                    for key in self.set_keys:
+                        try:
+                            members = {str(m) for m in client.smembers(key)}
+                        except redis.RedisError:
+                            per_key.setdefault(key, None)
+                            continue
+                        previous = per_key.get(key)
+                        # A member is there only if both reads of this node saw it.
+                        per_key[key] = members if previous is None else previous & members
+                except redis.RedisError:
+                    pass
+                finally:
+                    client.close()
+            found[node.id] = per_key
+        return found
