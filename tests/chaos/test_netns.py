@@ -6,8 +6,8 @@ the reason `NetnsControl.available()` gives. The pure helpers are tested everywh
 
 from __future__ import annotations
 
-import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,14 +72,27 @@ def _wait(condition: Callable[[], object], timeout: float, what: str) -> object:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def _ping_ms(namespace: str | None, address: str) -> float:
-    """Average ping RTT in ms from `namespace` (None: the root namespace) to `address`."""
+_CONNECT_MS = """
+import socket, sys, time
+samples = []
+for _ in range(3):
+    began = time.monotonic()
+    try:
+        socket.create_connection((sys.argv[1], 9), timeout=2).close()
+    except ConnectionRefusedError:
+        pass
+    samples.append((time.monotonic() - began) * 1000)
+print(sorted(samples)[1])
+"""
+
+
+def _connect_ms(namespace: str | None, address: str) -> float:
+    """Median TCP connect RTT in ms (a refused connect is a full round trip) from `namespace`
+    (None: the root namespace) to `address`."""
     inside = ["ip", "netns", "exec", namespace] if namespace else []
-    out = subprocess.run([*inside, "ping", "-c", "3", "-i", "0.2", "-W", "1", address],
-                         capture_output=True, text=True, timeout=10).stdout
-    match = re.search(r"= [\d.]+/([\d.]+)/", out)
-    assert match, out
-    return float(match.group(1))
+    out = subprocess.run([*inside, sys.executable, "-c", _CONNECT_MS, address],
+                         capture_output=True, text=True, timeout=15, check=True).stdout
+    return float(out)
 
 
 def _set_ms(client: redis.Redis, key: str, rounds: int = 5) -> float:
@@ -157,14 +170,14 @@ def test_netns_cluster_partition_latency_kill_restart(tmp_path: Path) -> None:
         followers = [n.id for n in nodes if n.id != current]
         if control.latency_backend == "netem":
             slow, other = followers
-            base = _ping_ms(control.namespace(other), control.address(slow))
+            base = _connect_ms(control.namespace(other), control.address(slow))
             control.add_latency(slow, 100)
-            delayed = _ping_ms(control.namespace(other), control.address(slow))
+            delayed = _connect_ms(control.namespace(other), control.address(slow))
             control.clear_latency()
             assert delayed >= 95 > base, (base, delayed)
             # Only peer traffic is delayed: the lab's own ping from the root namespace is not.
             control.add_latency(slow, 100)
-            direct = _ping_ms(None, control.address(slow))
+            direct = _connect_ms(None, control.address(slow))
             control.clear_latency()
             assert direct < 50, direct
         # On every backend: delaying what the leader sends to its peers delays each write.
@@ -176,6 +189,14 @@ def test_netns_cluster_partition_latency_kill_restart(tmp_path: Path) -> None:
         fast_again = _set_ms(writer, "lat")
         assert slow_set >= 90 > base_set, (base_set, slow_set)
         assert fast_again < 90, fast_again
+
+        # Pause a follower: it stops answering, the leader still serves; resume brings it back.
+        sleeper = followers[1]
+        control.pause(sleeper)
+        assert control.role(sleeper) is None
+        assert client(current).set("while-paused", "yes")
+        control.resume(sleeper)
+        _wait(lambda: client(sleeper).get("while-paused") == b"yes", 10, f"{sleeper} to resume")
 
         # Kill a follower and restart it; it rejoins and catches up.
         victim = followers[0]
