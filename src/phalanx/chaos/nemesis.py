@@ -35,6 +35,7 @@ SCENARIOS: dict[str, str] = {
     "partition-bridge": "two sides that cannot talk, and one node that sees both",
     "latency": "add 50-200 ms of delay to one node's or every node's messages",
     "zone-outage": "kill every node of one zone, restart them later",
+    "partition-zone": "cut every node of one zone off from the other zones",
     "rolling-restart": "restart each node in turn (kill -9, start, wait until it answers)",
     "mixed": "a random mix of all of the above",
 }
@@ -241,6 +242,18 @@ class Nemesis:
             self._hold(slot.hold_s)
             control.clear_latency()
             self._end(fault, "latency removed")
+        elif kind == "partition-zone":
+            zones = sorted({node.zone for node in nodes})
+            zone = (rng.choice([n.zone for n in nodes if n.id == leader]) if leader
+                    and rng.random() < 0.5 else rng.choice(zones))
+            inside = sorted(node.id for node in nodes if node.zone == zone)
+            outside = sorted(n for n in ids if n not in inside)
+            fault = self._begin(kind, inside, f"zone {zone} ({', '.join(inside)}) cut off from "
+                                f"the other zones", leader)
+            control.partition([inside, outside])
+            self._hold(slot.hold_s)
+            control.heal()
+            self._end(fault, f"zone {zone} reconnected")
         elif kind == "zone-outage":
             zones = sorted({node.zone for node in nodes})
             zone = rng.choice(zones)
@@ -272,3 +285,10 @@ class Nemesis:
                 self._hold(2.0)
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def demo_plan() -> list[Slot]:
+    """The demo's faults: kill the leader (restarted 4 s later), pause a follower, isolate the
+    zone of the leader."""
+    return [Slot(5.0, 4.0, "leader-kill", 1), Slot(16.0, 3.0, "follower-pause", 2),
+            Slot(26.0, 4.0, "partition-zone", 3)]

@@ -26,7 +26,7 @@ from typing import Any
 
 from phalanx.chaos import metrics
 from phalanx.chaos.control import ClusterControl
-from phalanx.chaos.nemesis import SCENARIOS, Fault, Nemesis, plan
+from phalanx.chaos.nemesis import SCENARIOS, Fault, Nemesis, Slot, plan
 from phalanx.chaos.workload import Workload, WorkloadConfig
 from phalanx.checker import check
 
@@ -185,13 +185,17 @@ def wait_converged(control: ClusterControl, timeout_s: float = 30.0) -> bool:
 
 
 def run_chaos(config: RunConfig, *, control: ClusterControl | None = None,
-              on_progress: Callable[[Progress], None] | None = None) -> RunArtifacts:
-    """Run one scenario; see the module docstring. Raises ValueError for an unknown scenario."""
-    if config.scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {config.scenario!r} "
-                         f"(known: {', '.join(SCENARIOS)})")
-    slots = plan(config.scenario, config.duration_s, config.seed, warmup_s=config.warmup_s,
-                 recovery_s=config.recovery_s)
+              on_progress: Callable[[Progress], None] | None = None,
+              slots: list[Slot] | None = None) -> RunArtifacts:
+    """Run one scenario (or the given `slots`); see the module docstring.
+
+    Raises ValueError for an unknown scenario."""
+    if slots is None:
+        if config.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {config.scenario!r} "
+                             f"(known: {', '.join(SCENARIOS)})")
+        slots = plan(config.scenario, config.duration_s, config.seed,
+                     warmup_s=config.warmup_s, recovery_s=config.recovery_s)
     owned = False
     if control is None:
         control, owned = make_control(config)
@@ -202,7 +206,7 @@ def run_chaos(config: RunConfig, *, control: ClusterControl | None = None,
             control.close()
 
 
-def _run(config: RunConfig, control: ClusterControl, slots: list[Any],
+def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
          on_progress: Callable[[Progress], None] | None) -> RunArtifacts:
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if _wait_for_leader(control, 60.0) is None:
@@ -304,9 +308,10 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
     rpo = metrics.rpo(t for t, _key, _member in lost)
     rto_entries: list[dict[str, Any]] = []
     story: list[tuple[float, str]] = list(events)
-    for fault in faults:
+    for position, fault in enumerate(faults):
         rto = metrics.recovery_time_ms(fault.at_s, ops)
-        new_leader = _new_leader(fault, leader_changes)
+        following = faults[position + 1].at_s if position + 1 < len(faults) else None
+        new_leader = _new_leader(fault, leader_changes, following)
         rto_entries.append({"kind": fault.kind, "targets": list(fault.targets),
                             "at_s": round(fault.at_s, 3), "rto_ms": rto,
                             "new_leader": new_leader})
@@ -348,9 +353,13 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
     }
 
 
-def _new_leader(fault: Fault, changes: list[tuple[float, str]]) -> str | None:
-    """The first leader seen after the fault that differs from the leader before it."""
-    horizon = (fault.end_s if fault.end_s is not None else fault.at_s) + 10.0
+def _new_leader(fault: Fault, changes: list[tuple[float, str]],
+                following_at_s: float | None = None) -> str | None:
+    """The first leader seen after the fault (until 3 s after it healed, and before the next
+    fault) that differs from the leader before it; None when the leadership did not move."""
+    horizon = (fault.end_s if fault.end_s is not None else fault.at_s) + 3.0
+    if following_at_s is not None:
+        horizon = min(horizon, following_at_s)
     for at, leader in changes:
         if fault.at_s <= at <= horizon and leader != fault.leader_before:
             return leader

@@ -1,0 +1,145 @@
+"""What a person sees of a chaos run in the terminal: a live view, a summary, the story.
+
+Rules of this file:
+- Rendering only (rich); the numbers come from the result dict of `runner.build_result`.
+- The live view goes to stderr, so `--json` on stdout stays clean (and it is off with `--json`).
+- The story is plain words: "leader n2 killed at 12.0 s; n4 took over; writes resumed in 180 ms".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from phalanx.chaos.runner import Progress
+
+
+class LiveView:
+    """A rich Live panel fed with `Progress` snapshots (use as `on_progress`)."""
+
+    def __init__(self, title: str, console: Console | None = None) -> None:
+        self.title = title
+        self.console = console or Console(stderr=True)
+        self.live = Live(self._render(None), console=self.console, refresh_per_second=4,
+                         transient=True)
+
+    def __enter__(self) -> LiveView:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.__exit__(*exc)
+
+    def __call__(self, progress: Progress) -> None:
+        self.live.update(self._render(progress))
+
+    def _render(self, progress: Progress | None) -> Panel:
+        if progress is None:
+            return Panel(Text("starting the cluster ..."), title=self.title)
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        bar = ProgressBar(total=progress.duration_s, completed=min(progress.elapsed_s,
+                                                                   progress.duration_s),
+                          width=40)
+        grid.add_row("elapsed", Group(bar, Text(f"{progress.elapsed_s:5.1f} / "
+                                               f"{progress.duration_s:.0f} s")))
+        if progress.phase != "running":
+            grid.add_row("phase", Text(progress.phase, style="yellow"))
+        else:
+            total = progress.ok + progress.fail + progress.info
+            grid.add_row("requests", f"{total} ({progress.ops_per_s:.0f}/s)")
+            grid.add_row("succeeded", Text(str(progress.ok), style="green"))
+            grid.add_row("errors", Text(f"{progress.fail} failed, {progress.info} unknown",
+                                        style="red" if progress.fail + progress.info else ""))
+        grid.add_row("leader", progress.leader or Text("none", style="red"))
+        fault = progress.current_fault
+        grid.add_row("fault", Text(fault, style="bold red") if fault else
+                     Text("none (healthy)", style="green"))
+        grid.add_row("faults so far", str(progress.faults))
+        return Panel(grid, title=self.title, border_style="cyan")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _percent(availability: float) -> str:
+    return f"{availability * 100:.3f} %".replace(".000 %", " %")
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    """The headline numbers of a run."""
+    table = Table(title=f"chaos run: {result['scenario']} (seed {result['seed']}, "
+                        f"{result['duration_s']:g} s, {len(result['cluster']['nodes'])} nodes)",
+                  show_header=False, title_style="bold")
+    table.add_column(style="bold")
+    table.add_column()
+    ops = result["ops"]
+    table.add_row("requests", f"{ops['total']} ({ops['ok']} ok, {ops['fail']} failed, "
+                              f"{ops['info']} unknown outcome)")
+    table.add_row("availability", f"{_percent(result['availability'])} "
+                                  f"({result['nines']:.2f} nines)")
+    rto = result["rto_ms"]
+    table.add_row("RTO", f"median {_ms(rto['median'])}, worst {_ms(rto['max'])} "
+                         f"over {len(rto['faults'])} fault(s)")
+    lost = result["lost_acknowledged_writes"]
+    table.add_row("RPO", Text(f"{lost} acknowledged writes lost (span "
+                              f"{result['rpo']['span_s']:g} s)",
+                              style="green" if lost == 0 else "bold red"))
+    verdict = result["linearizability"]["verdict"]
+    table.add_row("consistency", Text(verdict, style="green" if result["linearizable"]
+                                      else "bold red"))
+    latency = result["latency_ms"]
+    table.add_row("latency", f"p50 {_ms(latency['p50'])}, p99 {_ms(latency['p99'])}, "
+                             f"max {_ms(latency['max'])}")
+    table.add_row("throughput", f"{result['throughput_ops_s']:g} successful requests/s")
+    return table
+
+
+def faults_table(result: dict[str, Any]) -> Table:
+    table = Table(title="faults", title_style="bold")
+    for column in ("at", "fault", "until", "RTO", "new leader"):
+        table.add_column(column)
+    for fault, rto in zip(result["faults"], result["rto_ms"]["faults"], strict=False):
+        until = "-" if fault["end_s"] is None else f"{fault['end_s']:.1f} s"
+        table.add_row(f"{fault['at_s']:.1f} s", fault["description"], until,
+                      _ms(rto["rto_ms"]), rto["new_leader"] or "-")
+    return table
+
+
+def story_lines(result: dict[str, Any]) -> list[str]:
+    """What happened, in plain words, one line per fault and a closing line."""
+    lines = []
+    for fault, rto in zip(result["faults"], result["rto_ms"]["faults"], strict=False):
+        line = f"{fault['description']} at {fault['at_s']:.1f} s"
+        if rto["new_leader"]:
+            line += f"; {rto['new_leader']} took over"
+        if rto["rto_ms"] is None:
+            line += "; writes did not come back before the end of the run"
+        else:
+            line += f"; writes resumed after {rto['rto_ms']:.0f} ms"
+        if fault["end_s"] is not None:
+            line += f" (healed at {fault['end_s']:.1f} s)"
+        lines.append(line)
+    lost = result["lost_acknowledged_writes"]
+    lines.append(f"{lost} acknowledged write{'s' if lost != 1 else ''} lost; "
+                 f"{_percent(result['availability'])} of {result['ops']['total']} requests "
+                 f"succeeded; the history is {result['linearizability']['verdict']}")
+    return lines
+
+
+def print_summary(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console(stderr=True)
+    console.print(summary_table(result))
+    if result["faults"]:
+        console.print(faults_table(result))
+    if not result["linearizable"] and result["linearizability"]["explain"]:
+        console.print(Panel(result["linearizability"]["explain"], title="linearizability",
+                            border_style="red"))
