@@ -189,6 +189,7 @@ def test_faulty_run_page_shows_the_fail_verdict_with_its_reasons(tmp_path: Path)
     assert "2.18 s" in page  # the kill's RTO, in the cards and the fault table
     assert "<td>n4</td>" in page  # new leader
     assert "until the end" in page  # the partition never healed
+    assert "not recovered" in page  # the pause was measured, writes never came back
     assert "1.6 nines" in page
     expected_availability = f"{result['availability'] * 100:.1f}"
     assert expected_availability in page

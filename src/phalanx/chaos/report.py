@@ -465,8 +465,11 @@ def _fault_label(fault: Mapping[str, Any], rto_entries: list[Any]) -> str:
     targets = _targets(fault.get("targets"))
     first = f"{kind} {targets}".strip()
     rto = _rto_for(fault, rto_entries)
-    if rto is None or _number(rto.get("rto_ms")) is None:
+    if rto is None:
         return first
+    if _number(rto.get("rto_ms")) is None:
+        # The runner measured this fault and saw no success after it before the run ended.
+        return f"{first}\nnot recovered"
     second = f"RTO {_format_ms(rto.get('rto_ms'))}"
     if rto.get("new_leader"):
         second += f" → {rto.get('new_leader')}"
@@ -685,7 +688,10 @@ def _faults_table(result: Result) -> str:
     for fault in faults:
         kind = str(fault.get("kind") or "")
         rto = _rto_for(fault, rto_entries)
-        rto_text = _format_ms(rto.get("rto_ms")) if rto is not None else _DASH
+        rto_text = _DASH
+        if rto is not None:
+            measured = _number(rto.get("rto_ms"))
+            rto_text = "not recovered" if measured is None else _format_ms(measured)
         leader = rto.get("new_leader") if rto is not None else None
         end = _number(fault.get("end_s"))
         rows.append(
