@@ -92,7 +92,8 @@ def plan(scenario: str, duration_s: float, seed: int, *, warmup_s: float = 3.0,
                                   rng.randrange(2**31)))
             break
         slots.append(Slot(at, hold, kind, rng.randrange(2**31)))
-        at += hold + rng.uniform(8.0, 11.0)
+        # A roll restarts every node in turn (a few seconds each): leave it room.
+        at += (12.0 if kind == "rolling-restart" else hold) + rng.uniform(8.0, 11.0)
     return slots
 
 
