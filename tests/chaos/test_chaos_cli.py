@@ -1,0 +1,43 @@
+"""`phalanx chaos run --json --report DIR` end to end: a short latency run on 3 local nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from phalanx.chaos.runner import RESULT_KEYS
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_chaos_run_prints_json_and_writes_the_report(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    completed = subprocess.run(
+        [sys.executable, "-m", "phalanx", "chaos", "run", "--scenario", "latency",
+         "--duration", "10s", "--seed", "3", "--nodes", "3", "--clients", "2", "--rate", "80",
+         "--json", "--report", str(report)],
+        capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL,
+        env={**os.environ, "NO_COLOR": "1"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout)
+    assert set(RESULT_KEYS) <= set(result)
+    assert result["scenario"] == "latency" and result["seed"] == 3
+    assert result["faults"] and result["faults"][0]["kind"] == "latency"
+    assert result["lost_acknowledged_writes"] == 0
+    assert result["linearizable"] is True
+    assert json.loads((report / "result.json").read_text()) == result
+
+
+def test_unknown_mode_target_is_a_clear_error(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "phalanx", "chaos", "run", "--scenario", "leader-kill",
+         "--target", str(tmp_path / "cluster.json"), "--duration", "5s", "--json"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert completed.returncode == 1
+    assert "chaos run failed" in completed.stderr
+    assert "Traceback" not in completed.stderr
