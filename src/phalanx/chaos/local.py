@@ -178,6 +178,8 @@ class LocalControl:
     def resume(self, node: str) -> None:
         self._signal(node, signal.SIGCONT)
         self._paused.discard(node)
+        if self._drop_to.get(node) or self._drop_from.get(node) or self._delay.get(node):
+            self._push(node)  # rules set while it was paused
 
     def restart(self, node: str) -> None:
         try:

@@ -330,7 +330,7 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
     return {
         "scenario": config.scenario,
         "seed": config.seed,
-        "mode": "target" if config.target else config.mode,
+        "mode": config.mode,
         "duration_s": duration,
         "started_at": started_at,
         "cluster": {"nodes": [{"id": n.id, "zone": n.zone, "region": n.region}
