@@ -288,26 +288,41 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
 
 def build_result(config: RunConfig, control: ClusterControl, started_at: str,
                  workload: Workload, faults: list[Fault], leader_changes: list[tuple[float, str]],
-                 final: dict[str, dict[str, set[str] | None]], verdict: Any,
+                 final: tuple[dict[str, dict[str, set[str] | None]],
+                              dict[str, dict[str, set[str] | None]]], verdict: Any,
                  events: list[tuple[float, str]]) -> dict[str, Any]:
     state = workload.state
     ops = list(state.ops)
     duration = config.duration_s
     found = metrics.counts(ops)
     available = metrics.availability(ops)
-    # Lost acknowledged writes: acknowledged members missing from any node's copy.
+    # Lost acknowledged writes: acknowledged members missing from what any node answers to a
+    # linearizable SMEMBERS (what a client would read). A replica whose own copy (READONLY) lacks
+    # some is told as an event: lagging or diverged, but the writes are not lost to clients.
+    linearizable, local_copy = final
     lost: list[tuple[float, str, str]] = []
     for key, members in state.acknowledged.items():
         missing: set[str] = set()
-        for per_node in final.values():
+        for per_node in linearizable.values():
             observed = per_node.get(key)
             if observed is not None:
                 missing |= set(members) - observed
         lost.extend((members[m], key, m) for m in missing)
     lost.sort()
+    lagging: list[tuple[float, str]] = []
+    for node_id, per_node in local_copy.items():
+        absent = sum(len(set(members) - (per_node.get(key) or set()))
+                     for key, members in state.acknowledged.items()
+                     if per_node.get(key) is not None)
+        unread = [key for key, observed in per_node.items() if observed is None]
+        if absent:
+            lagging.append((duration, f"after the run: {node_id}'s own copy lacks {absent} "
+                            "acknowledged writes (a replica behind the others)"))
+        if unread:
+            lagging.append((duration, f"after the run: {node_id} did not answer a local read"))
     rpo = metrics.rpo(t for t, _key, _member in lost)
     rto_entries: list[dict[str, Any]] = []
-    story: list[tuple[float, str]] = list(events)
+    story: list[tuple[float, str]] = list(events) + lagging
     for position, fault in enumerate(faults):
         rto = metrics.recovery_time_ms(fault.at_s, ops)
         following = faults[position + 1].at_s if position + 1 < len(faults) else None

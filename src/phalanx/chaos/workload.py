@@ -267,13 +267,16 @@ class Workload:
         return OK
 
     # ---- the final read ---------------------------------------------------------------------
-    def final_members(self, timeout_s: float = 5.0) -> dict[str, dict[str, set[str] | None]]:
-        """node -> set key -> members, read twice on each node: a linearizable SMEMBERS, then a
-        local (READONLY) one; None where the node did not answer. Call after convergence."""
-        found: dict[str, dict[str, set[str] | None]] = {}
+    def final_members(self, timeout_s: float = 5.0
+                      ) -> tuple[dict[str, dict[str, set[str] | None]],
+                                 dict[str, dict[str, set[str] | None]]]:
+        """Every set as each node answers it: (linearizable SMEMBERS, local READONLY SMEMBERS),
+        each node -> set key -> members (None where the node did not answer)."""
+        linearizable: dict[str, dict[str, set[str] | None]] = {}
+        local_copy: dict[str, dict[str, set[str] | None]] = {}
         for node in self.nodes:
-            per_key: dict[str, set[str] | None] = {}
-            for readonly in (False, True):
+            for readonly, found in ((False, linearizable), (True, local_copy)):
+                per_key: dict[str, set[str] | None] = dict.fromkeys(self.set_keys)
                 client = redis.Redis(host=node.resp_host, port=node.resp_port,
                                      socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                      retry=Retry(NoBackoff(), 0), protocol=2,
@@ -282,17 +285,11 @@ class Workload:
                     if readonly:
                         _call(client, "READONLY")
                     for key in self.set_keys:
-                        try:
-                            members = {str(m) for m in client.smembers(key)}
-                        except redis.RedisError:
-                            per_key.setdefault(key, None)
-                            continue
-                        previous = per_key.get(key)
-                        # A member is there only if both reads of this node saw it.
-                        per_key[key] = members if previous is None else previous & members
+                        with contextlib.suppress(redis.RedisError):
+                            per_key[key] = {str(m) for m in client.smembers(key)}
                 except redis.RedisError:
                     pass
                 finally:
                     client.close()
-            found[node.id] = per_key
-        return found
+                found[node.id] = per_key
+        return linearizable, local_copy
