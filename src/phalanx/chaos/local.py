@@ -314,7 +314,7 @@ class LocalControl:
         for process in self._processes:
             with contextlib.suppress(Exception):
                 process.wait(timeout=1)
-        if self._temporary_root is not None:
+        if self._temporary_root is not None and not os.environ.get("PHALANX_CHAOS_KEEP"):
             import shutil
 
             shutil.rmtree(self._temporary_root, ignore_errors=True)
