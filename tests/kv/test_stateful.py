@@ -149,7 +149,11 @@ class StringsAndExpiry(RuleBasedStateMachine):
 
     @rule(key=KEYS, lag=st.integers(1, 40))
     def lagging_leader_reads(self, key: bytes, lag: int) -> None:
-        # A new leader whose clock is behind: the replicated clock does not go back.
+        # A new leader whose clock is behind: the replicated clock does not go back. Time has
+        # only "passed" for the replicas once a command stamped with it was applied, so apply
+        # one at the current time first (found by hypothesis: advancing the model's clock alone
+        # is not replicated time).
+        self.run(b"EXISTS", key)
         assert self.run(b"GET", key, now=self.clock - lag) == self.live(key)
         assert self.machine.read(b"GET", [key], self.clock - lag) == self.live(key)
 
