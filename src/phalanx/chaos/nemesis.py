@@ -153,8 +153,13 @@ class Nemesis:
         fault = Fault(self.clock(), None, kind, targets, description, leader)
         self.faults.append(fault)
         self.current = fault
-        self.on_event(fault.at_s, description)
         return fault
+
+    def _in_force(self, fault: Fault) -> None:
+        # The fault's time is when it is fully in force (a partition of five namespaces takes
+        # tens of ms to install): RTO counts from there, never from a half-made fault.
+        fault.at_s = self.clock()
+        self.on_event(fault.at_s, fault.description)
 
     def _end(self, fault: Fault, text: str) -> None:
         fault.end_s = self.clock()
@@ -178,6 +183,7 @@ class Nemesis:
             role = "leader" if target == leader else "follower"
             fault = self._begin(kind, [target], f"{role} {target} killed (kill -9)", leader)
             control.kill(target)
+            self._in_force(fault)
             self._hold(slot.hold_s)
             control.restart(target)
             self._end(fault, f"{target} restarted")
@@ -187,6 +193,7 @@ class Nemesis:
             role = "leader" if target == leader else "follower"
             fault = self._begin(kind, [target], f"{role} {target} paused (SIGSTOP)", leader)
             control.pause(target)
+            self._in_force(fault)
             self._hold(slot.hold_s)
             control.resume(target)
             self._end(fault, f"{target} resumed (SIGCONT)")
@@ -196,6 +203,7 @@ class Nemesis:
             fault = self._begin(kind, [target], f"leader {target} cut off from "
                                 f"{', '.join(others)}", leader)
             control.partition([[target], others])
+            self._in_force(fault)
             self._hold(slot.hold_s)
             control.heal()
             self._end(fault, "partition healed")
@@ -210,6 +218,7 @@ class Nemesis:
             fault = self._begin(kind, minority, f"network split: {', '.join(minority)} | "
                                 f"{', '.join(majority)}{where}", leader)
             control.partition([minority, majority])
+            self._in_force(fault)
             self._hold(slot.hold_s)
             control.heal()
             self._end(fault, "partition healed")
@@ -227,6 +236,7 @@ class Nemesis:
                 for b in right:
                     control.block(a, b)
                     control.block(b, a)
+            self._in_force(fault)
             self._hold(slot.hold_s)
             control.heal()
             self._end(fault, "partition healed")
@@ -240,6 +250,7 @@ class Nemesis:
             who = "every node" if everyone else targets[0]
             fault = self._begin(kind, targets, f"{delay} ms (±{jitter}) of latency added to "
                                 f"{who}", leader)
+            self._in_force(fault)
             self._hold(slot.hold_s)
             control.clear_latency()
             self._end(fault, "latency removed")
@@ -252,6 +263,7 @@ class Nemesis:
             fault = self._begin(kind, inside, f"zone {zone} ({', '.join(inside)}) cut off from "
                                 f"the other zones", leader)
             control.partition([inside, outside])
+            self._in_force(fault)
             self._hold(slot.hold_s)
             control.heal()
             self._end(fault, f"zone {zone} reconnected")
@@ -265,6 +277,7 @@ class Nemesis:
                                 leader)
             for target in targets:
                 control.kill(target)
+            self._in_force(fault)
             self._hold(slot.hold_s)
             for target in targets:
                 control.restart(target)
@@ -278,6 +291,7 @@ class Nemesis:
                 fault = self._begin(kind, [target], f"rolling restart: {role} {target} "
                                     "killed", leader)
                 control.kill(target)
+                self._in_force(fault)
                 control.restart(target)
                 self._end(fault, f"{target} restarted")
                 deadline = time.monotonic() + 15.0
