@@ -44,6 +44,9 @@ class FaultPlan:
     #: Probability that a newly elected leader is crashed or isolated within a few ms of winning
     #: (leader flapping: many terms with uncommitted tails, the histories of Figure 8).
     leader_flap_probability: float = 0.0
+    #: Probability that a node which just voted crashes before (or while) its vote is fsynced:
+    #: targets the window in which a vote must not be visible yet.
+    vote_crash_probability: float = 0.0
     #: Torn writes: a crash during fsync keeps a random prefix of the batch's entries.
     torn_writes: bool = True
     #: Per-node clock rate skew bound (a node's tick period is 10 ms * (1 +/- skew)).
@@ -95,6 +98,7 @@ def swarm(rng: random.Random) -> FaultPlan:
         transfer_weight=rng.choice([0, 1]),
         membership_weight=rng.choice([0, 0, 1, 2]),
         leader_flap_probability=rng.choice([0.0, 0.0, 0.3, 0.6]),
+        vote_crash_probability=rng.choice([0.0, 0.0, 0.1, 0.3]),
         torn_writes=rng.random() < 0.5,
         clock_skew=rng.choice([0.0, 0.0, 0.02, 0.1]),
         snapshot_every_entries=rng.choice([0, 5, 20, 60]),

@@ -88,7 +88,7 @@ class SimNode:
 
 # Event kinds (ints keep heap comparisons cheap and deterministic).
 (_TICK, _DELIVER, _PERSIST, _CLIENT, _NEMESIS, _RESTART, _UNCLOG, _TIMEOUT, _PROBE, _RESET,
- _FLAP) = range(11)
+ _FLAP, _FLAP_CRASH) = range(12)
 
 
 class Simulator:
@@ -212,6 +212,8 @@ class Simulator:
             self._on_connection_reset(payload)  # type: ignore[arg-type]
         elif kind == _FLAP:
             self._on_flap(payload)  # type: ignore[arg-type]
+        elif kind == _FLAP_CRASH:
+            self._on_vote_crash(payload)  # type: ignore[arg-type]
 
     # -- nodes -------------------------------------------------------------------------------
     def _start_node(self, node: SimNode) -> None:
@@ -300,6 +302,15 @@ class Simulator:
         if needs_disk and self.bug != "ack-before-fsync":
             latency = self.disk_rng.uniform(self.plan.fsync_ms_min, self.plan.fsync_ms_max)
             self._schedule(self.now + latency, _PERSIST, (node.id, node.generation))
+            if (
+                not self.liveness
+                and rd.hard_state is not None
+                and rd.hard_state.vote
+                and self.nemesis_rng.random() < self.plan.vote_crash_probability
+            ):
+                # Crash inside the fsync of a fresh vote (it must not have been revealed).
+                self._schedule(self.now + self.nemesis_rng.uniform(0, latency), _FLAP_CRASH,
+                               (node.id, node.generation))
         else:
             if self.bug == "ack-before-fsync" and needs_disk:
                 # Deliberate bug: acknowledge first, write later (and lose it on a crash).
@@ -439,6 +450,14 @@ class Simulator:
             self.blocked = {(node.id, o) for o in others} | {(o, node.id) for o in others}
             self.stats["partitions"] += 1
             self._log(f"flap: isolate new leader {node.id} of term {payload[2]}")
+
+    def _on_vote_crash(self, payload: tuple[NodeId, int]) -> None:
+        victim, generation = payload
+        node = self.nodes[victim]
+        if node.alive and node.generation == generation and not self.liveness:
+            self._log(f"crash {victim} during the fsync of its vote")
+            self._crash(node)
+            self._schedule(self.now + self.nemesis_rng.uniform(5, 200), _RESTART, victim)
 
     def _on_connection_reset(self, payload: tuple[NodeId, NodeId]) -> None:
         observer, lost = payload
