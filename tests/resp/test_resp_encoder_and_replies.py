@@ -187,8 +187,8 @@ def test_reply_bulk_limit() -> None:
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.binary(max_size=30), st.floats(allow_nan=False),
-    st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=10).map(SimpleString),
-    st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=10).map(ErrorReply),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=10).map(SimpleString),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=10).map(ErrorReply),
     st.integers().map(BigNumber), st.binary(max_size=10).map(VerbatimString),
     st.just(NULL_ARRAY),
 )

@@ -52,7 +52,7 @@ from phalanx.transport.codec import (
 # ----------------------------------------------------------------------------------------------
 
 uint64 = st.integers(min_value=0, max_value=2**64 - 1)
-node_ids = st.text(max_size=6).map(NodeId)
+node_ids = st.text(alphabet=st.characters(codec="utf-8"), max_size=6).map(NodeId)
 node_id_tuples = st.lists(node_ids, max_size=4).map(tuple)
 entries = st.builds(
     Entry, uint64.map(Term), uint64.map(Index), st.sampled_from(EntryType), st.binary(max_size=40)
