@@ -262,41 +262,22 @@ class Raft:
             return
         if self.config.pre_vote and not transfer:
             self.become_pre_candidate()
-            term = self.term + 1
-            pre_vote = True
-        else:
-            self.become_candidate()
-            term = self.term
-            pre_vote = False
-        if self._poll(self.id, granted=True, pre_vote=pre_vote) is VoteResult.WON:
-            # A single-voter cluster wins at once.
-            if pre_vote:
-                self._campaign_after_pre_vote()
+            if self._poll(self.id, granted=True, pre_vote=True) is VoteResult.WON:
+                self._campaign_after_pre_vote()  # a single voter wins at once
             else:
-                self.become_leader()
+                self._request_votes(self.term + 1, pre_vote=True, transfer=False)
             return
-        last_index = self.log.last_index()
-        last_term = self.log.last_term()
-        for voter in self._voters_sorted():
-            if voter == self.id:
-                continue
-            self._send(
-                RequestVote(
-                    source=self.id,
-                    target=voter,
-                    term=Term(term),
-                    last_log_index=Index(last_index),
-                    last_log_term=Term(last_term),
-                    pre_vote=pre_vote,
-                    leadership_transfer=transfer,
-                )
-            )
+        self._campaign_after_pre_vote(transfer=transfer)
 
-    def _campaign_after_pre_vote(self) -> None:
+    def _campaign_after_pre_vote(self, *, transfer: bool = False) -> None:
+        """The real election (§5.2): a new term, our own vote, then everyone else's."""
         self.become_candidate()
         if self._poll(self.id, granted=True, pre_vote=False) is VoteResult.WON:
-            self.become_leader()
+            self.become_leader()  # a single voter wins at once
             return
+        self._request_votes(self.term, pre_vote=False, transfer=transfer)
+
+    def _request_votes(self, term: int, *, pre_vote: bool, transfer: bool) -> None:
         last_index = self.log.last_index()
         last_term = self.log.last_term()
         for voter in self._voters_sorted():
@@ -305,9 +286,11 @@ class Raft:
                     RequestVote(
                         source=self.id,
                         target=voter,
-                        term=self.term,
+                        term=Term(term),
                         last_log_index=Index(last_index),
                         last_log_term=Term(last_term),
+                        pre_vote=pre_vote,
+                        leadership_transfer=transfer,
                     )
                 )
 
