@@ -10,9 +10,9 @@ Rules of this file:
 
 from __future__ import annotations
 
-from phalanx.errors import Compacted, StorageError, Unavailable, require
+from phalanx.errors import Compacted, Unavailable, require
 from phalanx.raft.storage import LogReader, limit_size
-from phalanx.raft.types import Entry, Index, Snapshot, Term
+from phalanx.raft.types import Entry, Index, Snapshot
 
 
 class Unstable:
@@ -246,4 +246,4 @@ class RaftLog:
         self.unstable.restore(snapshot)
 
 
-__all__ = ["RaftLog", "StorageError", "Term", "Unstable"]
+__all__ = ["RaftLog", "Unstable"]

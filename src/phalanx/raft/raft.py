@@ -262,7 +262,7 @@ class Raft:
             return
         if self.config.pre_vote and not transfer:
             self.become_pre_candidate()
-            if self._poll(self.id, granted=True, pre_vote=True) is VoteResult.WON:
+            if self._poll(self.id, granted=True) is VoteResult.WON:
                 self._campaign_after_pre_vote()  # a single voter wins at once
             else:
                 self._request_votes(self.term + 1, pre_vote=True, transfer=False)
@@ -272,7 +272,7 @@ class Raft:
     def _campaign_after_pre_vote(self, *, transfer: bool = False) -> None:
         """The real election (§5.2): a new term, our own vote, then everyone else's."""
         self.become_candidate()
-        if self._poll(self.id, granted=True, pre_vote=False) is VoteResult.WON:
+        if self._poll(self.id, granted=True) is VoteResult.WON:
             self.become_leader()  # a single voter wins at once
             return
         self._request_votes(self.term, pre_vote=False, transfer=transfer)
@@ -303,7 +303,7 @@ class Raft:
             return False
         return any(entry.type is EntryType.CONF_CHANGE for entry in entries)
 
-    def _poll(self, node: NodeId, *, granted: bool, pre_vote: bool) -> VoteResult:
+    def _poll(self, node: NodeId, *, granted: bool) -> VoteResult:
         if node not in self.votes:
             self.votes[node] = granted
         return joint_vote(self.conf.voters, self.conf.voters_outgoing, self.votes)
@@ -490,7 +490,7 @@ class Raft:
             pre_vote_round = self.role is Role.PRE_CANDIDATE
             if message.pre_vote != pre_vote_round:
                 return
-            result = self._poll(message.source, granted=message.granted, pre_vote=pre_vote_round)
+            result = self._poll(message.source, granted=message.granted)
             if result is VoteResult.WON:
                 if pre_vote_round:
                     self._campaign_after_pre_vote()

@@ -23,8 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from phalanx.errors import NotLeader, OutcomeUnknown, PhalanxError, ProposalDropped, StorageError
-from phalanx.kv import EXPIRE_COMMAND, Command, KVStateMachine, encode_command, expire_command_args
-from phalanx.kv import Error as KVError
+from phalanx.kv import Command, KVStateMachine, encode_command, expire_command_args
 from phalanx.raft import (
     ConfChange,
     EntryType,
@@ -378,9 +377,4 @@ class RaftGroup:
         self._fail_everything(OutcomeUnknown("the node is shutting down"))
 
 
-def describe_reply_error(reply: Reply) -> str | None:
-    """The error text of a state-machine error reply, else None."""
-    return reply.message if isinstance(reply, KVError) else None
-
-
-__all__ = ["EXPIRE_COMMAND", "RaftGroup", "describe_reply_error"]
+__all__ = ["RaftGroup"]

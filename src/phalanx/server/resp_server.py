@@ -48,6 +48,7 @@ from phalanx.resp import (
     encode,
     encode_command,
 )
+from phalanx.server.config import parse_address
 
 if TYPE_CHECKING:
     from phalanx.server.node import Node
@@ -372,6 +373,11 @@ class RespServer:
         except PhalanxError as error:
             raise CommandError(_error_text(error)) from error
 
+    def _resp_address(self, node_id: str) -> tuple[str, int] | None:
+        """The RESP (host, port) of a member, or None if unknown (no leader, not a peer)."""
+        peer = self.config.peer(node_id) if node_id else None
+        return parse_address(peer.resp, f"peers.{node_id}.resp") if peer else None
+
     # -- data commands ---------------------------------------------------------------------
     async def _leader_or_wait(self, deadline: float) -> str:
         group = self.node.group
@@ -427,10 +433,10 @@ class RespServer:
 
     async def _forward(self, state: ClientState, leader: str, arguments: list[bytes],
                        deadline: float) -> object:
-        peer = self.config.peer(leader)
-        if peer is None:
+        address = self._resp_address(leader)
+        if address is None:
             raise CommandError(f"CLUSTERDOWN leader {leader} is not in this node's peer list")
-        host, _, port = peer.resp.rpartition(":")
+        host, port = address
         link = state.forward
         if link is None or link.leader_id != leader:
             if link is not None:
@@ -637,14 +643,13 @@ class RespServer:
             for peer_id, progress in sorted(raft.progress.items()):
                 if peer_id == self.config.id:
                     continue
-                peer = self.config.peer(peer_id)
-                host, _, port = (peer.resp if peer else "?:0").rpartition(":")
-                replicas.append([host.encode(), port.encode(), str(progress.match).encode()])
+                host, port = self._resp_address(peer_id) or ("?", 0)
+                replicas.append([host.encode(), str(port).encode(), str(progress.match).encode()])
             return [b"master", raft.log.committed, replicas]
-        leader = self.config.peer(group.leader) if group.leader else None
-        host, _, port = (leader.resp if leader else "?:0").rpartition(":")
+        leader = self._resp_address(group.leader)
+        host, port = leader or ("?", 0)
         link_state = b"connected" if leader else b"connect"
-        return [b"slave", host.encode(), int(port or 0), link_state, raft.log.applied]
+        return [b"slave", host.encode(), port, link_state, raft.log.applied]
 
     def _wait(self, state: ClientState, arguments: list[bytes]) -> object:
         # Writes are acknowledged only once a quorum fsynced them: WAIT has nothing to wait for.
@@ -704,16 +709,15 @@ class RespServer:
                 followers = [n for n in sorted(raft.progress) if n != self.config.id]
                 lines += ["role:master", f"connected_slaves:{len(followers)}"]
                 for position, node_id in enumerate(followers):
-                    peer = self.config.peer(node_id)
-                    host, _, port = (peer.resp if peer else "?:0").rpartition(":")
+                    host, port = self._resp_address(node_id) or ("?", 0)
                     progress = raft.progress[node_id]
                     lag = raft.log.last_index() - progress.match
                     lines.append(f"slave{position}:ip={host},port={port},state=online,"
                                  f"offset={progress.match},lag={lag}")
             else:
-                leader = self.config.peer(group.leader) if group.leader else None
-                host, _, port = (leader.resp if leader else ":").rpartition(":")
-                lines += ["role:slave", f"master_host:{host}", f"master_port:{port}",
+                leader = self._resp_address(group.leader)
+                host, port_text = (leader[0], str(leader[1])) if leader else ("", "")
+                lines += ["role:slave", f"master_host:{host}", f"master_port:{port_text}",
                           f"master_link_status:{'up' if leader else 'down'}",
                           f"slave_repl_offset:{raft.log.applied}",
                           "slave_read_only:1"]

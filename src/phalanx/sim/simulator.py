@@ -739,7 +739,8 @@ class Simulator:
         if op is None:
             return
         node = self.nodes[op.node]
-        node.proposals.pop(op.index, None) if op.kind != "read" else None
+        if op.kind != "read":
+            node.proposals.pop(op.index, None)
         node.reads = {c: o for c, o in node.reads.items() if o.op_id != op_id}
         node.waiting_reads = [o for o in node.waiting_reads if o.op_id != op_id]
         self._complete_info(op)
