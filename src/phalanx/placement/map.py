@@ -1,0 +1,577 @@
+"""The cluster map: nodes, shards and their placement, as the placement driver replicates it.
+
+What this module owns:
+- `NodeInfo`, `ShardInfo`, `ClusterMap`: immutable values with a canonical JSON form
+  (`ClusterMap.encode()` gives byte-identical output on every replica).
+- `apply_op`: the pure transition function of the map, one JSON op at a time.
+- `MapMachine`: the placement driver's replicated state machine around `apply_op` (the same
+  duck-typed interface as `phalanx.kv.KVStateMachine`: apply / snapshot / restore / key_count).
+
+Rules of this module:
+- Pure and deterministic: standard library only; the same ops give the same map and the same
+  bytes everywhere.
+- A refused or malformed op never raises out of `apply_op` / `MapMachine.apply`: it answers an
+  `OpError` and leaves the map unchanged, so a bad entry can never wedge the replicated log.
+- The version grows by exactly one per op that changed something; an op that changes nothing
+  returns the very same map object.
+- Two kinds of shard fields: DESIRED placement (`replicas`, `preferred_leader`), written by the
+  driver's planner, and REPORTED state (`leader`, `term`, `voters`, `learners`), written by each
+  shard's leader through `report_shard`. A report from an older term than recorded is ignored.
+- Bad input from outside (`from_json`, `decode`) raises `ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
+from types import MappingProxyType
+from typing import Any
+
+from phalanx.errors import ConfigError, Corrupt
+from phalanx.placement.slots import SLOT_COUNT
+
+NODE_STATES = ("alive", "dead", "draining", "decommissioned")
+"""alive: serving and eligible for new replicas; dead: declared failed by the driver; draining:
+serving, but its replicas are being moved away; decommissioned: drained and out of service."""
+
+SURVIVAL_GOALS = ("zone", "region")
+
+
+# ---------------------------------------------------------------------------- JSON helpers
+
+
+def _get(raw: Mapping[str, Any], name: str, where: str) -> Any:
+    if name not in raw:
+        raise ConfigError(f"{where}: missing field '{name}'")
+    return raw[name]
+
+
+def _mapping(raw: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def _string(raw: Mapping[str, Any], name: str, where: str, default: str | None = None,
+            nonempty: bool = False) -> str:
+    value = _get(raw, name, where) if default is None or name in raw else default
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
+    if nonempty and not value:
+        raise ConfigError(f"{where}: field '{name}' must not be empty")
+    return value
+
+
+def _integer(raw: Mapping[str, Any], name: str, where: str, minimum: int,
+             default: int | None = None) -> int:
+    value = _get(raw, name, where) if default is None or name in raw else default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{where}: field '{name}' must be an integer, got "
+                          f"{type(value).__name__}")
+    if value < minimum:
+        raise ConfigError(f"{where}: field '{name}' must be at least {minimum}, got {value}")
+    return value
+
+
+def _strings(raw: Mapping[str, Any], name: str, where: str, required: bool = True,
+             unique: bool = True) -> tuple[str, ...]:
+    value = _get(raw, name, where) if required or name in raw else []
+    if not isinstance(value, list | tuple) or not all(
+            isinstance(item, str) and item for item in value):
+        raise ConfigError(f"{where}: field '{name}' must be a list of non-empty strings")
+    if unique and len(set(value)) != len(value):
+        raise ConfigError(f"{where}: field '{name}' lists an id twice: {list(value)}")
+    return tuple(value)
+
+
+def _objects(raw: Mapping[str, Any], name: str, where: str) -> list[Mapping[str, Any]]:
+    value = _get(raw, name, where)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where}: field '{name}' must be a list")
+    return [_mapping(item, f"{where}.{name}[{i}]") for i, item in enumerate(value)]
+
+
+# ---------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One node of the cluster: its addresses, failure domains and state (see NODE_STATES)."""
+
+    id: str
+    peer: str
+    """host:port of the peer (Raft) listener."""
+    resp: str
+    """host:port of the RESP listener, handed to clients in MOVED and CLUSTER SLOTS."""
+    admin: str = ""
+    zone: str = "zone-1"
+    region: str = "region-1"
+    state: str = "alive"
+
+    @property
+    def domain(self) -> tuple[str, str]:
+        """The node's zone as a globally unique pair (region, zone)."""
+        return (self.region, self.zone)
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "peer": self.peer, "resp": self.resp, "admin": self.admin,
+                "zone": self.zone, "region": self.region, "state": self.state}
+
+    @classmethod
+    def from_json(cls, raw: object) -> NodeInfo:
+        """Validate and build; ConfigError names the bad field."""
+        data = _mapping(raw, "node")
+        node_id = _string(data, "id", "node", nonempty=True)
+        where = f"node {node_id}"
+        state = _string(data, "state", where, default="alive")
+        if state not in NODE_STATES:
+            raise ConfigError(f"{where}: field 'state' must be one of {', '.join(NODE_STATES)}, "
+                              f"got {state!r}")
+        return cls(
+            id=node_id,
+            peer=_string(data, "peer", where),
+            resp=_string(data, "resp", where),
+            admin=_string(data, "admin", where, default=""),
+            zone=_string(data, "zone", where, default="zone-1", nonempty=True),
+            region=_string(data, "region", where, default="region-1", nonempty=True),
+            state=state,
+        )
+
+
+def _slot_ranges(value: object, where: str) -> tuple[tuple[int, int], ...]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where}: field 'slots' must be a list of [first, last] pairs")
+    ranges = []
+    for item in value:
+        if (not isinstance(item, list | tuple) or len(item) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in item)):
+            raise ConfigError(f"{where}: field 'slots' must be a list of [first, last] pairs, "
+                              f"got {item!r}")
+        first, last = item
+        if not 0 <= first <= last < SLOT_COUNT:
+            raise ConfigError(f"{where}: slot range [{first}, {last}] is outside "
+                              f"0..{SLOT_COUNT - 1} or reversed")
+        ranges.append((first, last))
+    ranges.sort()
+    for (_, last), (first, _) in pairwise(ranges):
+        if first <= last:
+            raise ConfigError(f"{where}: field 'slots' has overlapping ranges")
+    return tuple(ranges)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """One shard: its slots, its desired replicas, and what its leader last reported."""
+
+    id: int
+    """The Raft group id of the shard, >= 1 (group 0 is the placement driver)."""
+    slots: tuple[tuple[int, int], ...]
+    """Inclusive slot ranges, sorted, non-overlapping."""
+    replicas: tuple[str, ...]
+    """DESIRED members (node ids), set by the driver; order is meaningful only to the planner."""
+    preferred_leader: str = ""
+    leader: str = ""
+    """REPORTED by the shard's leader ("" = unknown)."""
+    term: int = 0
+    """REPORTED: the term of the last accepted report."""
+    voters: tuple[str, ...] = ()
+    """REPORTED: the voters of the shard's current configuration (sorted)."""
+    learners: tuple[str, ...] = ()
+    """REPORTED: the learners of the shard's current configuration (sorted)."""
+
+    def slot_count(self) -> int:
+        """How many slots the shard owns."""
+        return sum(last - first + 1 for first, last in self.slots)
+
+    def in_motion(self) -> bool:
+        """True while the reported configuration differs from the desired replicas."""
+        return bool(self.learners) or set(self.voters) != set(self.replicas)
+
+    def fully_replicated(self, nodes: Mapping[str, NodeInfo]) -> bool:
+        """The reported voters are exactly the desired replicas, no learner, all nodes alive."""
+        if self.in_motion():
+            return False
+        return all(n in nodes and nodes[n].state == "alive" for n in self.replicas)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id, "slots": [[first, last] for first, last in self.slots],
+            "replicas": list(self.replicas), "preferred_leader": self.preferred_leader,
+            "leader": self.leader, "term": self.term, "voters": list(self.voters),
+            "learners": list(self.learners),
+        }
+
+    @classmethod
+    def from_json(cls, raw: object) -> ShardInfo:
+        """Validate and build; ConfigError names the bad field."""
+        data = _mapping(raw, "shard")
+        shard_id = _integer(data, "id", "shard", minimum=1)
+        where = f"shard {shard_id}"
+        replicas = _strings(data, "replicas", where)
+        preferred = _string(data, "preferred_leader", where, default="")
+        if preferred and preferred not in replicas:
+            raise ConfigError(f"{where}: field 'preferred_leader' ({preferred}) is not one of "
+                              f"the replicas")
+        return cls(
+            id=shard_id,
+            slots=_slot_ranges(_get(data, "slots", where), where),
+            replicas=replicas,
+            preferred_leader=preferred,
+            leader=_string(data, "leader", where, default=""),
+            term=_integer(data, "term", where, minimum=0, default=0),
+            voters=tuple(sorted(_strings(data, "voters", where, required=False))),
+            learners=tuple(sorted(_strings(data, "learners", where, required=False))),
+        )
+
+
+def _check_no_overlap(shards: Iterable[ShardInfo]) -> None:
+    ranges = sorted((first, last, shard.id) for shard in shards for first, last in shard.slots)
+    for (_, last, a), (first, _, b) in pairwise(ranges):
+        if first <= last:
+            raise ConfigError(f"shards {a} and {b} both own slot {first}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMap:
+    """The whole placement: nodes, shards, the driver's own voters. Immutable; see apply_op."""
+
+    version: int
+    survival_goal: str
+    """"zone" (survive a zone: RF 3 across >= 3 zones) or "region" (RF 5 across >= 3 regions)."""
+    replication_factor: int
+    nodes: Mapping[str, NodeInfo]
+    shards: Mapping[int, ShardInfo]
+    meta_voters: tuple[str, ...]
+    """The voters of the placement driver's own Raft group (group 0)."""
+    _slot_table: tuple[ShardInfo | None, ...] | None = field(
+        default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Read-only, id-ordered views: iteration order is part of determinism.
+        for node_id, node in self.nodes.items():
+            if node_id != node.id:
+                raise ConfigError(f"nodes: key {node_id!r} holds node {node.id!r}")
+        for shard_id, shard in self.shards.items():
+            if shard_id != shard.id:
+                raise ConfigError(f"shards: key {shard_id!r} holds shard {shard.id!r}")
+        object.__setattr__(self, "nodes", MappingProxyType(dict(sorted(self.nodes.items()))))
+        object.__setattr__(self, "shards", MappingProxyType(dict(sorted(self.shards.items()))))
+        object.__setattr__(self, "meta_voters", tuple(self.meta_voters))
+
+    # -------------------------------------------------------------- queries
+
+    def shard_for_slot(self, slot: int) -> ShardInfo | None:
+        """The shard owning `slot`, or None; O(1) after the first call on this map."""
+        table = self._slot_table
+        if table is None:
+            cells: list[ShardInfo | None] = [None] * SLOT_COUNT
+            for shard in self.shards.values():
+                for first, last in shard.slots:
+                    cells[first:last + 1] = [shard] * (last - first + 1)
+            table = tuple(cells)
+            object.__setattr__(self, "_slot_table", table)
+        if not 0 <= slot < SLOT_COUNT:
+            return None
+        return table[slot]
+
+    def shards_of_node(self, node_id: str) -> list[ShardInfo]:
+        """The shards that want a replica on `node_id` (desired placement), by shard id."""
+        return [shard for shard in self.shards.values() if node_id in shard.replicas]
+
+    def live_nodes(self) -> list[NodeInfo]:
+        """Nodes that serve (state alive or draining), by id."""
+        return [node for node in self.nodes.values() if node.state in ("alive", "draining")]
+
+    def alive_nodes(self) -> list[NodeInfo]:
+        """Nodes eligible for new replicas (state alive), by id."""
+        return [node for node in self.nodes.values() if node.state == "alive"]
+
+    # -------------------------------------------------------------- encoding
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "survival_goal": self.survival_goal,
+            "replication_factor": self.replication_factor,
+            "nodes": [node.to_json() for node in self.nodes.values()],
+            "shards": [shard.to_json() for shard in self.shards.values()],
+            "meta_voters": list(self.meta_voters),
+        }
+
+    @classmethod
+    def from_json(cls, raw: object) -> ClusterMap:
+        """Validate and build; ConfigError names the bad field."""
+        data = _mapping(raw, "map")
+        goal = _string(data, "survival_goal", "map")
+        if goal not in SURVIVAL_GOALS:
+            raise ConfigError(f"map: field 'survival_goal' must be zone or region, got {goal!r}")
+        nodes: dict[str, NodeInfo] = {}
+        for item in _objects(data, "nodes", "map"):
+            node = NodeInfo.from_json(item)
+            if node.id in nodes:
+                raise ConfigError(f"map: node {node.id} is listed twice")
+            nodes[node.id] = node
+        shards: dict[int, ShardInfo] = {}
+        for item in _objects(data, "shards", "map"):
+            shard = ShardInfo.from_json(item)
+            if shard.id in shards:
+                raise ConfigError(f"map: shard {shard.id} is listed twice")
+            unknown = [n for n in shard.replicas if n not in nodes]
+            if unknown:
+                raise ConfigError(f"shard {shard.id}: field 'replicas' names unknown node(s) "
+                                  f"{', '.join(unknown)}")
+            shards[shard.id] = shard
+        _check_no_overlap(shards.values())
+        meta_voters = _strings(data, "meta_voters", "map")
+        unknown = [n for n in meta_voters if n not in nodes]
+        if unknown:
+            raise ConfigError(f"map: field 'meta_voters' names unknown node(s) "
+                              f"{', '.join(unknown)}")
+        return cls(
+            version=_integer(data, "version", "map", minimum=0),
+            survival_goal=goal,
+            replication_factor=_integer(data, "replication_factor", "map", minimum=1),
+            nodes=nodes,
+            shards=shards,
+            meta_voters=meta_voters,
+        )
+
+    def encode(self) -> bytes:
+        """Canonical JSON (sorted keys, compact, ASCII): byte-identical on every replica."""
+        return _canonical(self.to_json())
+
+    @classmethod
+    def decode(cls, data: bytes) -> ClusterMap:
+        """The inverse of `encode`; ConfigError for bytes that are not a valid map."""
+        try:
+            raw = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"map: not valid UTF-8 JSON: {exc}") from None
+        return cls.from_json(raw)
+
+
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+# ---------------------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True, slots=True)
+class OpError:
+    """A refused or malformed op; `message` is a whole Redis-style error line ("ERR ...")."""
+
+    message: str
+
+
+OK = "OK"
+
+
+def apply_op(cmap: ClusterMap, op: Mapping[str, object]) -> tuple[ClusterMap, object]:
+    """Apply one op to `cmap`: (new map, "OK") or (the same map, OpError).
+
+    The new map's version is `cmap.version + 1` when anything changed; when nothing changed the
+    very same `cmap` object comes back with "OK". Never raises for bad input.
+    """
+    try:
+        data = _mapping(op, "op")
+        kind = _string(data, "op", "op")
+        handler = _OPS.get(kind)
+        if handler is None:
+            return cmap, OpError(f"ERR unknown placement op {kind!r}")
+        result = handler(cmap, data)
+    except ConfigError as exc:
+        return cmap, OpError(f"ERR {exc}")
+    if isinstance(result, OpError):
+        return cmap, result
+    if result == cmap:
+        return cmap, OK
+    return replace(result, version=cmap.version + 1), OK
+
+
+_Result = ClusterMap | OpError
+
+
+def _with_node(cmap: ClusterMap, node: NodeInfo) -> ClusterMap:
+    return replace(cmap, nodes={**cmap.nodes, node.id: node})
+
+
+def _with_shard(cmap: ClusterMap, shard: ShardInfo) -> ClusterMap:
+    return replace(cmap, shards={**cmap.shards, shard.id: shard})
+
+
+def _op_add_node(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    node = NodeInfo.from_json(_get(op, "node", "add_node"))
+    if node.id in cmap.nodes:
+        node = replace(node, state="alive")  # a re-joining node serves again
+    return _with_node(cmap, node)
+
+
+def _op_set_node_state(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    node_id = _string(op, "node", "set_node_state", nonempty=True)
+    state = _string(op, "state", "set_node_state")
+    if state not in NODE_STATES:
+        return OpError(f"ERR set_node_state: state must be one of {', '.join(NODE_STATES)}, "
+                       f"got {state!r}")
+    node = cmap.nodes.get(node_id)
+    if node is None:
+        return OpError(f"ERR set_node_state: unknown node {node_id}")
+    return _with_node(cmap, replace(node, state=state))
+
+
+def _op_remove_node(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    node_id = _string(op, "node", "remove_node", nonempty=True)
+    if node_id not in cmap.nodes:
+        return OpError(f"ERR remove_node: unknown node {node_id}")
+    holding = [str(shard.id) for shard in cmap.shards_of_node(node_id)]
+    if holding:
+        return OpError(f"ERR remove_node: {node_id} still holds replicas of shard(s) "
+                       f"{', '.join(holding)}")
+    if node_id in cmap.meta_voters:
+        return OpError(f"ERR remove_node: {node_id} is a voter of the placement driver")
+    return replace(cmap, nodes={k: v for k, v in cmap.nodes.items() if k != node_id})
+
+
+def _shard_of(cmap: ClusterMap, op: Mapping[str, Any], where: str) -> ShardInfo | OpError:
+    shard_id = _integer(op, "shard", where, minimum=1)
+    shard = cmap.shards.get(shard_id)
+    if shard is None:
+        return OpError(f"ERR {where}: unknown shard {shard_id}")
+    return shard
+
+
+def _unknown_nodes(cmap: ClusterMap, ids: Iterable[str]) -> list[str]:
+    return [node_id for node_id in ids if node_id not in cmap.nodes]
+
+
+def _op_set_replicas(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    shard = _shard_of(cmap, op, "set_replicas")
+    if isinstance(shard, OpError):
+        return shard
+    replicas = _strings(op, "replicas", "set_replicas")
+    preferred = _string(op, "preferred_leader", "set_replicas", default="")
+    if not replicas:
+        return OpError("ERR set_replicas: a shard needs at least one replica")
+    unknown = _unknown_nodes(cmap, replicas)
+    if unknown:
+        return OpError(f"ERR set_replicas: unknown node(s) {', '.join(unknown)}")
+    if preferred and preferred not in replicas:
+        return OpError(f"ERR set_replicas: preferred leader {preferred} is not a replica")
+    return _with_shard(cmap, replace(shard, replicas=replicas, preferred_leader=preferred))
+
+
+def _op_report_shard(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    shard = _shard_of(cmap, op, "report_shard")
+    if isinstance(shard, OpError):
+        return shard
+    leader = _string(op, "leader", "report_shard")
+    term = _integer(op, "term", "report_shard", minimum=0)
+    voters = tuple(sorted(_strings(op, "voters", "report_shard")))
+    learners = tuple(sorted(_strings(op, "learners", "report_shard", required=False)))
+    if term < shard.term:
+        return cmap  # a stale leader's report: the newer term's report stands
+    return _with_shard(cmap, replace(shard, leader=leader, term=term, voters=voters,
+                                     learners=learners))
+
+
+def _op_set_meta_voters(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    voters = _strings(op, "voters", "set_meta_voters")
+    if not voters:
+        return OpError("ERR set_meta_voters: the placement driver needs at least one voter")
+    unknown = _unknown_nodes(cmap, voters)
+    if unknown:
+        return OpError(f"ERR set_meta_voters: unknown node(s) {', '.join(unknown)}")
+    return replace(cmap, meta_voters=voters)
+
+
+def _op_add_shard(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    shard = ShardInfo.from_json(_get(op, "shard", "add_shard"))
+    if shard.id in cmap.shards:
+        return OpError(f"ERR add_shard: shard {shard.id} exists")
+    if not shard.replicas:
+        return OpError("ERR add_shard: a shard needs at least one replica")
+    unknown = _unknown_nodes(cmap, shard.replicas)
+    if unknown:
+        return OpError(f"ERR add_shard: unknown node(s) {', '.join(unknown)}")
+    try:
+        _check_no_overlap([*cmap.shards.values(), shard])
+    except ConfigError as exc:
+        return OpError(f"ERR add_shard: {exc}")
+    return _with_shard(cmap, shard)
+
+
+def _op_set_policy(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    goal = _string(op, "survival_goal", "set_policy", default=cmap.survival_goal)
+    if goal not in SURVIVAL_GOALS:
+        return OpError(f"ERR set_policy: survival_goal must be zone or region, got {goal!r}")
+    factor = _integer(op, "replication_factor", "set_policy", minimum=1,
+                      default=cmap.replication_factor)
+    return replace(cmap, survival_goal=goal, replication_factor=factor)
+
+
+_OPS: dict[str, Callable[[ClusterMap, Mapping[str, Any]], _Result]] = {
+    "add_node": _op_add_node,
+    "set_node_state": _op_set_node_state,
+    "remove_node": _op_remove_node,
+    "set_replicas": _op_set_replicas,
+    "report_shard": _op_report_shard,
+    "set_meta_voters": _op_set_meta_voters,
+    "add_shard": _op_add_shard,
+    "set_policy": _op_set_policy,
+}
+
+
+def encode_op(op: Mapping[str, object]) -> bytes:
+    """One op as the bytes of a log entry of the placement driver (canonical UTF-8 JSON)."""
+    return _canonical(dict(op))
+
+
+# ---------------------------------------------------------------------------- state machine
+
+
+class MapMachine:
+    """The placement driver's replicated state machine: a ClusterMap advanced by ops.
+
+    `apply` never raises: bytes that are not one JSON op answer an OpError (the log must not
+    wedge on a bad entry). The snapshot is the canonical encoding of the map.
+    """
+
+    __slots__ = ("_map", "key_count")
+
+    def __init__(self, initial: ClusterMap) -> None:
+        self._map = initial
+        self.key_count: int = len(initial.shards)
+        """Shards in the map (the server's key gauge reads it)."""
+
+    @property
+    def map(self) -> ClusterMap:
+        """The current map."""
+        return self._map
+
+    def apply(self, index: int, data: bytes) -> object:
+        """Apply the committed entry `index` (one op as UTF-8 JSON); "OK" or an OpError."""
+        if not data:
+            return None  # a leader's no-op entry
+        try:
+            op = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            return OpError(f"ERR placement op in log entry {index} is not UTF-8 JSON: {exc}")
+        if not isinstance(op, dict):
+            return OpError(f"ERR placement op in log entry {index} is not a JSON object")
+        self._map, reply = apply_op(self._map, op)
+        self.key_count = len(self._map.shards)
+        return reply
+
+    def snapshot(self) -> bytes:
+        """The whole state: the map's canonical encoding."""
+        return self._map.encode()
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's; raises Corrupt (state unchanged) if it is bad."""
+        try:
+            self._map = ClusterMap.decode(data)
+        except ConfigError as exc:
+            raise Corrupt(f"placement snapshot: {exc}") from None
+        self.key_count = len(self._map.shards)

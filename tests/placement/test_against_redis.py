@@ -1,0 +1,88 @@
+"""Differential: key slots and COMMAND INFO against a real redis-server (cluster mode on)."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phalanx.placement.slots import COMMAND_SPECS, command_info, key_slot
+
+redis = pytest.importorskip("redis")
+
+REDIS_SERVER = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(
+    REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    assert REDIS_SERVER is not None
+    workdir: Path = tmp_path_factory.mktemp("redis-cluster")
+    port = free_port()
+    process = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir), "--cluster-enabled", "yes",
+         # the default bus port (port + 10000) can overflow for an ephemeral port
+         "--cluster-port", str(free_port())],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, protocol=2, socket_timeout=5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield client
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_key_slots_match_redis(server: Any) -> None:
+    rng = random.Random(7)
+    alphabet = b"ab{}x"
+    keys = [b"foo", b"{user1000}.following", b"foo{}{bar}", b"foo{{bar}}zap", b"{}", b"}{"]
+    keys += [bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 8))) for _ in range(150)]
+    keys += [rng.randbytes(rng.randint(1, 16)) for _ in range(50)]
+    for key in keys:
+        assert key_slot(key) == server.execute_command("CLUSTER KEYSLOT", key), key
+
+
+def test_command_info_matches_redis(server: Any) -> None:
+    names = [spec.name for spec in COMMAND_SPECS.values() if spec.name != "phalanx.expire"]
+    connection = server.connection_pool.get_connection()
+    try:
+        connection.send_command("COMMAND", "INFO", *names)
+        reply = connection.read_response()
+    finally:
+        server.connection_pool.release(connection)
+    assert len(reply) == len(names)
+    for theirs in reply:
+        ours = command_info(COMMAND_SPECS[theirs[0].upper()])
+        # name, arity, flags, first, last, step, ACL categories (tips etc. are left empty)
+        assert ours[:7] == [theirs[0], theirs[1], list(theirs[2]), theirs[3], theirs[4],
+                            theirs[5], list(theirs[6])], theirs[0]
