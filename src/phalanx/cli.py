@@ -287,6 +287,25 @@ def _timing_options(function: Any) -> Any:
     return function
 
 
+def _placement_options(function: Any) -> Any:
+    """Flags shared by `node` and `up`: sharding and placement (None = the config's value)."""
+    options = [
+        click.option("--shards", type=int, default=None,
+                     help="Data shards created at bootstrap (default 1)."),
+        click.option("--survival-goal", type=click.Choice(["zone", "region"]), default=None,
+                     help="Survive a zone (3 replicas) or a region (5 replicas)."),
+        click.option("--replication-factor", type=int, default=None,
+                     help="Replicas per shard (default: from the survival goal)."),
+        click.option("--dead-after-ms", type=int, default=None,
+                     help="Declare a silent node dead after this long (default 60000)."),
+        click.option("--redirect", type=click.Choice(["proxy", "moved"]), default=None,
+                     help="Forward to the shard leader (proxy) or answer -MOVED (moved)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def _parse_peer(text: str, position: int) -> dict[str, str]:
     from phalanx.errors import ConfigError
 
@@ -320,15 +339,20 @@ def _configure_logging(level: str, node_id: str) -> None:
                    "(repeat for each member, this node included; without --config).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
                                                case_sensitive=False), default=None)
+@click.option("--join", default=None, metavar="HOST:PORT",
+              help="Join a running cluster through any member's RESP address (the peers "
+                   "list then holds only this node).")
 @_timing_options
+@_placement_options
 def node(config_path: str | None, node_id: str | None, data_dir: str | None,
-         peers: tuple[str, ...], log_level: str | None, **timing: Any) -> None:
+         peers: tuple[str, ...], log_level: str | None, join: str | None,
+         **timing: Any) -> None:
     """Run one node in the foreground until SIGTERM or Ctrl-C."""
     from phalanx.errors import ConfigError
     from phalanx.server.config import config_from_mapping, load_config
 
     overrides: dict[str, Any] = {"id": node_id, "data_dir": data_dir, "log_level": log_level,
-                                 **timing}
+                                 "join": join, **timing}
     try:
         if config_path is not None:
             if peers:
@@ -368,6 +392,8 @@ data_dir_option = click.option("--data-dir", required=True, type=click.Path(file
 @click.option("--zones", type=int, default=3, show_default=True,
               help="Zones z1..zZ, assigned round robin.")
 @click.option("--region", default="r1", show_default=True)
+@click.option("--regions", type=int, default=1, show_default=True,
+              help="Spread the zones over this many regions (r1, r2, ...).")
 @data_dir_option
 @click.option("--base-port", type=int, default=7000, show_default=True,
               help="Node i listens on RESP base+i, admin base+100+i, peer base+200+i.")
@@ -380,9 +406,10 @@ data_dir_option = click.option("--data-dir", required=True, type=click.Path(file
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
                                                case_sensitive=False), default=None)
 @_timing_options
-def up(nodes: int, zones: int, region: str, data_dir: str, base_port: int, loopback_base: int,
-       detach: bool, timeout: float, admin_token: str | None, log_level: str | None,
-       **timing: Any) -> None:
+@_placement_options
+def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_port: int,
+       loopback_base: int, detach: bool, timeout: float, admin_token: str | None,
+       log_level: str | None, **timing: Any) -> None:
     """Start a local cluster of N node processes and wait for a leader."""
     from phalanx.server import cluster as local
 
@@ -390,7 +417,7 @@ def up(nodes: int, zones: int, region: str, data_dir: str, base_port: int, loopb
     try:
         plan = local.plan_local_cluster(data_dir, nodes=nodes, zones=zones, region=region,
                                         base_port=base_port, loopback_base=loopback_base,
-                                        overrides=overrides)
+                                        overrides=overrides, regions=regions)
     except _cluster_error_types() as error:
         _fail(str(error), 2)
     click.echo(f"starting {nodes} node(s) in {Path(data_dir).absolute()} ...")
@@ -507,6 +534,30 @@ def status(data_dir: str, as_json: bool, timeout: float) -> None:
     _console().print(table)
     if not any(s.reachable for s in statuses):
         click.echo("no node is reachable (is the cluster running? `phalanx up`)")
+        return
+    # The shard map, from the node with the newest copy of it.
+    newest = max((s.status for s in statuses if s.status),
+                 key=lambda raw: int(raw.get("map_version") or 0))
+    shards = newest.get("shards") or []
+    if shards:
+        shard_table = Table(title=f"shards (map version {newest.get('map_version')}, survival "
+                                  f"goal {newest.get('survival_goal')})")
+        for column in ("shard", "slots", "leader", "replicas (desired)", "voters", "learners",
+                       "redundancy"):
+            shard_table.add_column(column)
+        for shard in shards:
+            slots = ",".join(f"{a}-{b}" for a, b in shard.get("slots", []))
+            healthy = bool(shard.get("fully_replicated"))
+            shard_table.add_row(
+                str(shard.get("id")), slots, _cell(shard.get("leader")),
+                ",".join(shard.get("replicas", [])), ",".join(shard.get("voters", [])),
+                ",".join(shard.get("learners", [])) or "-",
+                "full" if healthy else "REPAIRING", style="" if healthy else "yellow")
+        _console().print(shard_table)
+    states = {n.get("id"): n.get("state") for n in newest.get("nodes") or []}
+    unusual = {node: state for node, state in states.items() if state != "alive"}
+    if unusual:
+        click.echo("node states: " + ", ".join(f"{n}={st}" for n, st in sorted(unusual.items())))
 
 
 def _console() -> Any:
@@ -538,6 +589,97 @@ def failover(data_dir: str, to: str | None, admin_token: str | None, timeout: fl
         _fail(str(error))
     click.echo(f"leadership moved from {result.old_leader} to {result.new_leader} "
                f"in {result.elapsed_ms:.0f} ms")
+
+
+def _any_admin(data_dir: str, path: str, *, method: str = "GET",
+               body: dict[str, Any] | None = None, token: str | None = None,
+               timeout: float = 10.0) -> Any:
+    """Call `path` on the first node of the local cluster that answers; exits on failure."""
+    from phalanx.server import cluster as local
+
+    try:
+        cluster = local.read_cluster_file(data_dir)
+    except local.ClusterError as error:
+        _fail(str(error))
+    last = "no node has an admin address"
+    for entry in cluster.nodes:
+        if not entry.admin:
+            continue
+        secret = token if token is not None else local.admin_token_for(entry)
+        try:
+            code, payload = local.admin_request(entry.admin, path, method=method, body=body,
+                                                token=secret, timeout=timeout)
+        except OSError as error:
+            last = f"{entry.id}: {error}"
+            continue
+        if code == 200:
+            return payload
+        message = payload.get("error") if isinstance(payload, dict) else payload
+        if code in (400, 401, 404):
+            _fail(f"{entry.id} refused: {message}", 2)
+        last = f"{entry.id}: HTTP {code}: {message}"
+    _fail(f"no node could do it ({last})")
+
+
+def _node_state_command(verb: str, state: str, node_id: str, data_dir: str,
+                        admin_token: str | None) -> None:
+    result = _any_admin(data_dir, f"/{verb}", method="POST", body={"node": node_id},
+                        token=admin_token)
+    click.echo(f"{node_id}: {state} ({result.get('reply', 'OK')}); "
+               f"watch the progress with `phalanx status --data-dir {data_dir}`")
+
+
+admin_token_option = click.option("--admin-token", default=None, envvar="PHALANX_ADMIN_TOKEN",
+                                  help="Admin token (default: from the node's config file).")
+
+
+@main.command()
+@click.argument("node_id", metavar="NODE")
+@data_dir_option
+@admin_token_option
+def drain(node_id: str, data_dir: str, admin_token: str | None) -> None:
+    """Move every replica and leader off NODE (it stays a member; `readmit` undoes it)."""
+    _node_state_command("drain", "draining", node_id, data_dir, admin_token)
+
+
+@main.command()
+@click.argument("node_id", metavar="NODE")
+@data_dir_option
+@admin_token_option
+def decommission(node_id: str, data_dir: str, admin_token: str | None) -> None:
+    """Drain NODE, then remove it from the cluster once it holds nothing."""
+    _node_state_command("decommission", "decommissioned", node_id, data_dir, admin_token)
+
+
+@main.command()
+@click.argument("node_id", metavar="NODE")
+@data_dir_option
+@admin_token_option
+def readmit(node_id: str, data_dir: str, admin_token: str | None) -> None:
+    """Let a drained node take replicas again."""
+    _node_state_command("readmit", "alive", node_id, data_dir, admin_token)
+
+
+@main.command()
+@data_dir_option
+@click.option("--node-availability", type=float, default=0.99, show_default=True,
+              help="Availability of one node (e.g. 0.99).")
+@click.option("--zone-availability", type=float, default=0.999, show_default=True)
+@click.option("--region-availability", type=float, default=0.9999, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
+def analyze(data_dir: str, node_availability: float, zone_availability: float,
+            region_availability: float, as_json: bool) -> None:
+    """Single points of failure and estimated nines of the running cluster's placement."""
+    import json
+
+    from phalanx.placement import format_analysis
+
+    report = _any_admin(data_dir, f"/analyze?node={node_availability}&zone={zone_availability}"
+                                  f"&region={region_availability}")
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_analysis(report))
 
 
 @main.command()

@@ -4,11 +4,18 @@ Endpoints (HAProxy's `option httpchk` uses the first four, as with Patroni):
 
     GET  /health    200 while the event loop answers (that is the whole check)
     GET  /ready     200 if the node is ready to serve, else 503 with the reason
-    GET  /primary   200 only on the leader, else 503 (the body names role and leader)
+    GET  /primary   200 only on the leader, else 503 (the body names role and leader);
+                    `?key=K` or `?shard=N` asks about that key's / shard's leader
     GET  /replica   200 only on a healthy follower (knows a leader, caught up), else 503
     GET  /status    the node's status map (JSON)
     GET  /metrics   Prometheus text
-    POST /failover  move leadership: optional JSON body {"to": "n3"} -> {"leader": "n3"}
+    POST /failover  move leadership: optional JSON body {"to": "n3", "shard": 2}
+                    -> {"leader": "n3"} (default: this node's default shard)
+    POST /drain     {"node": "n4"}: move every replica and leader off a node
+    POST /decommission  {"node": "n4"}: drain, then remove the node from the cluster
+    POST /readmit   {"node": "n4"}: undo a drain (the node takes replicas again)
+    GET  /analyze   single points of failure and estimated nines (`?node=0.99&zone=0.999
+                    &region=0.9999`: availability figures of one node, zone, region)
     GET|PUT|DELETE /faults   the network fault rules of the chaos lab
     GET  /          a tiny page listing these endpoints
 
@@ -69,17 +76,26 @@ class NodeView(Protocol):
         """(ready to serve clients?, the reason why or why not)."""
         ...
 
-    def is_primary(self) -> bool:
-        """True on the leader."""
+    def is_primary(self, shard: int | None = None, key: bytes | None = None) -> bool:
+        """True on the leader of the shard (of `key`; default: the node's default shard)."""
         ...
 
     def is_replica(self) -> bool:
         """True on a healthy follower: it knows a leader and is caught up within a threshold."""
         ...
 
-    async def transfer_leadership(self, target: str | None) -> str:
+    async def transfer_leadership(self, target: str | None, shard: int | None = None) -> str:
         """Move leadership to `target` (None: the best-caught-up peer); return the new
         leader's id. Raises NotLeader, ConfigError (bad target) or PhalanxError."""
+        ...
+
+    async def set_node_state(self, node_id: str, state: str) -> dict[str, object]:
+        """Drain / decommission / readmit a node through the placement driver."""
+        ...
+
+    def analysis(self, node_availability: float, zone_availability: float,
+                 region_availability: float) -> dict[str, object]:
+        """Single points of failure and estimated availability of the topology."""
         ...
 
     def set_fault_rules(self, rules: dict[str, object]) -> dict[str, object]:
@@ -168,6 +184,10 @@ class AdminServer:
         router.add_get("/status", self._status)
         router.add_get("/metrics", self._metrics)
         router.add_post("/failover", self._failover)
+        router.add_post("/drain", self._drain)
+        router.add_post("/decommission", self._decommission)
+        router.add_post("/readmit", self._readmit)
+        router.add_get("/analyze", self._analyze)
         router.add_get("/faults", self._get_faults)
         router.add_put("/faults", self._put_faults)
         router.add_delete("/faults", self._delete_faults)
@@ -244,7 +264,22 @@ class AdminServer:
         return str(status.get("role", "unknown")), status.get("leader") or None
 
     async def _primary(self, request: web.Request) -> web.Response:
-        primary = self.view.is_primary()
+        key = request.query.get("key")
+        shard_text = request.query.get("shard")
+        shard: int | None = None
+        if shard_text is not None:
+            if not shard_text.isdigit():
+                return _error(400, f"shard must be a shard number, not {shard_text!r}")
+            shard = int(shard_text)
+        try:
+            primary = self.view.is_primary(shard, key.encode() if key is not None else None)
+        except ConfigError as error:
+            return _error(400, str(error))
+        if key is not None or shard is not None:
+            body: dict[str, object] = {"node": self.view.node_id, "shard": shard, "key": key}
+            if primary:
+                return _json(body)
+            return _error(503, f"{self.view.node_id} does not lead that shard", **body)
         role, leader = self._role_and_leader()
         body = {"node": self.view.node_id, "role": role, "leader": leader}
         if primary:
@@ -274,16 +309,19 @@ class AdminServer:
         body = await _read_json_object(request, allow_empty=True)
         if isinstance(body, web.Response):
             return body
-        unknown = set(body) - {"to"}
+        unknown = set(body) - {"to", "shard"}
         if unknown:
             return _error(400, f"unknown field(s) {', '.join(sorted(unknown))}; "
-                               'the body is {"to": "<node id>"} or empty')
+                               'the body is {"to": "<node id>", "shard": <n>} or empty')
         target = body.get("to")
         if target is not None and (not isinstance(target, str) or not target):
             return _error(400, '"to" must be a node id (a non-empty string) or null')
+        shard = body.get("shard")
+        if shard is not None and (not isinstance(shard, int) or isinstance(shard, bool)):
+            return _error(400, '"shard" must be a shard number or null')
         try:
             async with asyncio.timeout(self._failover_timeout_s):
-                leader = await self.view.transfer_leadership(target)
+                leader = await self.view.transfer_leadership(target, shard)
         except TimeoutError:
             return _error(504, f"leadership transfer did not finish within "
                                f"{self._failover_timeout_s:g} s")
@@ -295,6 +333,47 @@ class AdminServer:
             return _error(503, f"leadership transfer failed: {error}")
         logger.info("%s admin: leadership moved to %s", self.view.node_id, leader)
         return _json({"leader": leader})
+
+    # Placement: drain, decommission, readmit, analyze.
+    async def _node_state(self, request: web.Request, state: str) -> web.Response:
+        body = await _read_json_object(request, allow_empty=False)
+        if isinstance(body, web.Response):
+            return body
+        node = body.get("node")
+        if set(body) != {"node"} or not isinstance(node, str) or not node:
+            return _error(400, 'the body is {"node": "<node id>"}')
+        try:
+            result = await self.view.set_node_state(node, state)
+        except ConfigError as error:
+            return _error(400, str(error))
+        except NotLeader as error:
+            return _error(503, f"the placement driver is unavailable: {error}")
+        except (PhalanxError, TimeoutError) as error:
+            return _error(503, f"the placement driver did not accept it: {error}")
+        logger.info("%s admin: node %s -> %s", self.view.node_id, node, state)
+        return _json(result)
+
+    async def _drain(self, request: web.Request) -> web.Response:
+        return await self._node_state(request, "draining")
+
+    async def _decommission(self, request: web.Request) -> web.Response:
+        return await self._node_state(request, "decommissioned")
+
+    async def _readmit(self, request: web.Request) -> web.Response:
+        return await self._node_state(request, "alive")
+
+    async def _analyze(self, request: web.Request) -> web.Response:
+        figures = {}
+        for name, default in (("node", 0.99), ("zone", 0.999), ("region", 0.9999)):
+            text = request.query.get(name, str(default))
+            try:
+                value = float(text)
+            except ValueError:
+                return _error(400, f"{name} must be an availability between 0 and 1")
+            if not 0.0 < value <= 1.0:
+                return _error(400, f"{name} must be an availability in (0, 1], got {value}")
+            figures[name] = value
+        return _json(self.view.analysis(figures["node"], figures["zone"], figures["region"]))
 
     # Fault rules.
     def _faults_disabled(self) -> web.Response | None:

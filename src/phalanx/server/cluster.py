@@ -139,8 +139,12 @@ def node_argv(config_path: str | Path) -> list[str]:
 
 def plan_local_cluster(data_dir: str | Path, *, nodes: int = 3, zones: int = 3,
                        region: str = "r1", base_port: int = 7000, loopback_base: int = 10,
-                       overrides: dict[str, Any] | None = None) -> list[PlannedNode]:
+                       overrides: dict[str, Any] | None = None,
+                       regions: int = 1) -> list[PlannedNode]:
     """Configs, files and commands of an `nodes`-node local cluster under `data_dir`.
+
+    Node i sits in zone z((i-1) % zones + 1); with `regions` > 1, zone zK belongs to region
+    r((K-1) % regions + 1) (otherwise every zone is in `region`).
 
     `overrides` are NodeConfig fields (e.g. `election_ticks`) applied to every node; None values
     are ignored. Raises ConfigError naming the option when the plan is impossible.
@@ -149,6 +153,8 @@ def plan_local_cluster(data_dir: str | Path, *, nodes: int = 3, zones: int = 3,
         raise ConfigError(f"nodes: must be >= 1 (got {nodes})")
     if zones < 1:
         raise ConfigError(f"zones: must be >= 1 (got {zones})")
+    if regions < 1 or regions > zones:
+        raise ConfigError(f"regions: must be between 1 and zones ({zones}) (got {regions})")
     if loopback_base < 1 or loopback_base + nodes > 254:
         raise ConfigError(f"loopback_base: 127.0.0.{loopback_base + 1}..{loopback_base + nodes}"
                           " is outside 127.0.0.2..127.0.0.254")
@@ -160,10 +166,12 @@ def plan_local_cluster(data_dir: str | Path, *, nodes: int = 3, zones: int = 3,
     peers = []
     for i in range(1, nodes + 1):
         host = f"127.0.0.{loopback_base + i}"
+        zone = (i - 1) % zones + 1
         peers.append(PeerConfig(id=f"n{i}", peer=f"{host}:{base_port + 200 + i}",
                                 resp=f"{host}:{base_port + i}",
                                 admin=f"{host}:{base_port + 100 + i}",
-                                zone=f"z{(i - 1) % zones + 1}", region=region))
+                                zone=f"z{zone}",
+                                region=region if regions == 1 else f"r{(zone - 1) % regions + 1}"))
     changes = {key: value for key, value in (overrides or {}).items() if value is not None}
     unknown = set(changes) - set(NodeConfig.__dataclass_fields__)
     if unknown:
@@ -544,6 +552,16 @@ def agreed_leader(statuses: Sequence[NodeStatus]) -> str | None:
     return None
 
 
+def all_shards_led(statuses: Sequence[NodeStatus]) -> bool:
+    """True when some node's newest map shows a leader for every shard."""
+    for status in statuses:
+        shards = (status.status or {}).get("shards")
+        if isinstance(shards, list) and shards and all(
+                isinstance(shard, dict) and shard.get("leader") for shard in shards):
+            return True
+    return not any((status.status or {}).get("shards") for status in statuses)
+
+
 def current_leader(statuses: Sequence[NodeStatus]) -> NodeStatus | None:
     """The reachable node that says it is the leader, in the highest term."""
     leaders = [s for s in statuses if s.role == "leader"]
@@ -589,7 +607,7 @@ def wait_for_leader(nodes: Sequence[NodeEntry], timeout: float = 30.0, *,
                                    + _log_tails(dead, log_paths))
         statuses = query_status(nodes, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
         leader = agreed_leader(statuses)
-        if leader is not None:
+        if leader is not None and all_shards_led(statuses):
             return leader
         if time.monotonic() >= deadline:
             break

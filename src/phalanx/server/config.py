@@ -100,6 +100,21 @@ class NodeConfig:
     expire_interval_ms: int = 100
     expire_batch_keys: int = 200
     log_level: str = "info"
+    #: Data shards created at bootstrap (16384 slots split evenly); each is one Raft group.
+    shards: int = 1
+    #: What the placement must survive: "zone" (3 replicas, one per zone) or "region" (5
+    #: replicas, no region holding a quorum of a shard).
+    survival_goal: str = "zone"
+    #: Replicas per shard; 0 = from the survival goal (3 or 5), capped at the node count.
+    replication_factor: int = 0
+    #: A node silent this long is declared dead and its replicas are re-created elsewhere.
+    dead_after_ms: int = 60_000
+    #: "proxy": any node serves any key by forwarding to the shard's leader (plain clients,
+    #: load balancers); "moved": answer -MOVED slot host:port as Redis Cluster does.
+    redirect: str = "proxy"
+    #: RESP address (host:port) of any member of a running cluster to join; empty = this node
+    #: is one of the bootstrap `peers`.
+    join: str = ""
 
     def __post_init__(self) -> None:
         if not self.peers:
@@ -116,7 +131,7 @@ class NodeConfig:
             raise ConfigError("data_dir: must not be empty")
         positive = ("tick_ms", "heartbeat_ticks", "election_ticks", "snapshot_every_entries",
                     "max_bulk_bytes", "max_value_bytes", "max_clients", "request_timeout_ms",
-                    "expire_interval_ms", "expire_batch_keys")
+                    "expire_interval_ms", "expire_batch_keys", "shards", "dead_after_ms")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0 (got {getattr(self, name)})")
@@ -126,6 +141,14 @@ class NodeConfig:
             raise ConfigError("snapshot_keep_entries: must be >= 0")
         if self.lease_reads and not self.check_quorum:
             raise ConfigError("lease_reads: needs check_quorum = true")
+        if self.survival_goal not in ("zone", "region"):
+            raise ConfigError(f"survival_goal: {self.survival_goal!r} is not zone or region")
+        if self.replication_factor < 0:
+            raise ConfigError("replication_factor: must be >= 0 (0 = from the survival goal)")
+        if self.redirect not in ("proxy", "moved"):
+            raise ConfigError(f"redirect: {self.redirect!r} is not proxy or moved")
+        if self.join:
+            parse_address(self.join, "join")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
 

@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from phalanx.errors import NotLeader, OutcomeUnknown, PhalanxError, ProposalDropped, StorageError
 from phalanx.kv import Command, KVStateMachine, encode_command, expire_command_args
@@ -46,6 +47,19 @@ logger = logging.getLogger(__name__)
 Reply = object
 
 
+class StateMachine(Protocol):
+    """What a group replicates: the KV store (data shards) or the cluster map (the driver)."""
+
+    @property
+    def key_count(self) -> int: ...
+
+    def apply(self, index: int, data: bytes) -> object: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
 @dataclass(slots=True)
 class _PendingWrite:
     term: int
@@ -63,13 +77,17 @@ class RaftGroup:
         store: AsyncLogStore,
         send: Callable[[list[tuple[GroupId, Message]]], None],
         metrics: GroupMetrics,
+        machine: StateMachine | None = None,
     ) -> None:
         self.group_id = group_id
         self.config = config
         self.store = store
         self._send = send
         self.metrics = metrics
-        self.machine = KVStateMachine()
+        self.machine: StateMachine = KVStateMachine() if machine is None else machine
+        #: The KV machine of a data shard (None for the placement driver's group).
+        self.kv: KVStateMachine | None = (self.machine if isinstance(self.machine, KVStateMachine)
+                                          else None)
         snapshot = store.snapshot()
         if not snapshot.empty:
             self.machine.restore(snapshot.data)
@@ -93,6 +111,7 @@ class RaftGroup:
         self.last_role = self.raw.raft.role
         self.last_leader = self.raw.raft.lead
         self.leader_changes = 0
+        self.leaderless_since = time.monotonic()
         self.stopped = False
         self.fatal_error: str | None = None
         self._snapshotting = False
@@ -137,6 +156,12 @@ class RaftGroup:
     def is_leader(self) -> bool:
         return self.raw.raft.role is Role.LEADER
 
+    def leaderless_for(self) -> float:
+        """Seconds since this replica last knew a leader (0 while it knows one)."""
+        if self.raw.raft.lead:
+            return 0.0
+        return time.monotonic() - self.leaderless_since
+
     # -- client operations -----------------------------------------------------------------
     def propose_command(self, name: bytes, args: tuple[bytes, ...],
                         client: tuple[int, int] | None = None) -> asyncio.Future[Reply]:
@@ -148,7 +173,11 @@ class RaftGroup:
             name=name, args=args, now_ms=int(time.time() * 1000),
             client_id=client[0] if client else None, sequence=client[1] if client else None,
         )
-        index, term = self.raw.propose(encode_command(command))
+        return self.propose_data(encode_command(command))
+
+    def propose_data(self, data: bytes) -> asyncio.Future[Reply]:
+        """Propose one opaque entry; like `propose_command` for any state machine."""
+        index, term = self.raw.propose(data)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self.pending_writes[index] = _PendingWrite(term, future, time.perf_counter())
         self.metrics.proposed()
@@ -300,6 +329,8 @@ class RaftGroup:
         # or its client times out with OutcomeUnknown. Failing them early would be a guess.
         raft = self.raw.raft
         if raft.role is not self.last_role or raft.lead != self.last_leader:
+            if raft.lead != self.last_leader and not raft.lead:
+                self.leaderless_since = time.monotonic()
             if raft.lead != self.last_leader and raft.lead:
                 self.leader_changes += 1
                 self.metrics.leader_changed()
@@ -353,10 +384,10 @@ class RaftGroup:
     # -- expiry (DESIGN: the leader proposes deletions on replicated time) -------------------
     def propose_expirations(self) -> int:
         """On the leader, propose deletion of keys whose TTL passed; returns how many."""
-        if not self.is_leader():
+        if not self.is_leader() or self.kv is None:
             return 0
         now_ms = int(time.time() * 1000)
-        expired = self.machine.expired_keys(now_ms, self.config.expire_batch_keys)
+        expired = self.kv.expired_keys(now_ms, self.config.expire_batch_keys)
         proposed = 0
         for key, expire_at in expired:
             name, args = expire_command_args(key, expire_at)

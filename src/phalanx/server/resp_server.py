@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import json
 import logging
 import os
 import time
@@ -38,6 +41,16 @@ from phalanx.errors import (
 )
 from phalanx.kv import Error as KVError
 from phalanx.kv import is_known, is_write
+from phalanx.placement import (
+    COMMAND_SPECS,
+    SLOT_COUNT,
+    CrossSlotError,
+    ShardInfo,
+    command_info,
+    command_keys,
+    command_slot,
+    key_slot,
+)
 from phalanx.resp import (
     NEED_DATA,
     ErrorReply,
@@ -51,12 +64,18 @@ from phalanx.resp import (
 from phalanx.server.config import parse_address
 
 if TYPE_CHECKING:
+    from phalanx.server.group import RaftGroup
     from phalanx.server.node import Node
 
 logger = logging.getLogger(__name__)
 
 FORWARD_CLIENT_NAME = b"phalanx-forward"
 _LEADER_WAIT_STEP_S = 0.01
+
+
+def internal_signature(secret: str, payload: bytes) -> bytes:
+    """HMAC of an internal RESP command (PHALANX.META / PHALANX.JOIN) under the cluster secret."""
+    return hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest().encode()
 
 
 class CommandError(PhalanxError):
@@ -116,7 +135,7 @@ class ClientState:
     last_write: asyncio.Future[object] | None = None
     created: float = field(default_factory=time.monotonic)
     commands: int = 0
-    forward: LeaderLink | None = None
+    links: dict[str, LeaderLink] = field(default_factory=dict)
 
 
 class LeaderUnreachable(PhalanxError):
@@ -200,6 +219,9 @@ class RespServer:
         self.next_client_id = 0
         self.total_commands = 0
         self.total_connections = 0
+        #: A shard without a leader for this long answers -CLUSTERDOWN at once (two election
+        #: timeouts: long enough for an ordinary election, well under the request timeout).
+        self.no_quorum_after_s = 2 * self.config.election_ticks * self.config.tick_ms / 1000
         # Connection and server commands run synchronously, in order, as they are parsed: an
         # AUTH (or HELLO, SELECT, CLIENT SETNAME) pipelined before other commands applies to them.
         self.handlers: dict[bytes, Callable[[ClientState, list[bytes]], object]] = {
@@ -207,11 +229,13 @@ class RespServer:
             b"AUTH": self._auth, b"SELECT": self._select, b"CLIENT": self._client,
             b"COMMAND": self._command, b"INFO": self._info, b"READONLY": self._readonly,
             b"READWRITE": self._readwrite, b"ROLE": self._role, b"WAIT": self._wait,
-            b"CONFIG": self._config, b"DEBUG": self._debug,
+            b"CONFIG": self._config, b"DEBUG": self._debug, b"CLUSTER": self._cluster,
+            b"ASKING": self._asking,
         }
         self.async_handlers: dict[
             bytes, Callable[[ClientState, list[bytes]], Awaitable[object]]
-        ] = {b"FAILOVER": self._failover}
+        ] = {b"FAILOVER": self._failover, b"PHALANX.META": self._meta,
+             b"PHALANX.JOIN": self._join, b"PHALANX.SHARD": self._shard_scoped}
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(
@@ -222,8 +246,8 @@ class RespServer:
         if self.server is not None:
             self.server.close()
             for state in self.clients.values():
-                if state.forward is not None:
-                    state.forward.close()
+                for link in state.links.values():
+                    link.close()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
 
@@ -284,8 +308,8 @@ class RespServer:
         finally:
             self.clients.pop(state.id, None)
             metrics.connection_closed()
-            if state.forward is not None:
-                state.forward.close()
+            for link in state.links.values():
+                link.close()
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -339,14 +363,31 @@ class RespServer:
                     f"with args beginning with: {shown}")
             return encode(ErrorReply(text.rstrip()), state.protocol)
         args = tuple(arguments[1:])
-        if is_write(name):
+        write = is_write(name)
+        if write:
             too_big = next((a for a in args if len(a) > self.config.max_value_bytes), None)
             if too_big is not None:
                 return encode(ErrorReply(
                     f"ERR value of {len(too_big)} bytes exceeds max_value_bytes "
                     f"({self.config.max_value_bytes})"), state.protocol)
-            group = self.node.group
-            if group.is_leader() and not group.stopped:
+        # Routing: the slot of the command's keys picks the shard (Redis Cluster's rule).
+        try:
+            slot = command_slot(name, args)
+        except CrossSlotError as error:
+            return encode(ErrorReply(str(error)), state.protocol)
+        if slot is None:
+            return loop.create_task(self._guard(self._keyless(state, name, arguments, write)))
+        shard = self.node.cluster_map.shard_for_slot(slot)
+        if shard is None:
+            return encode(ErrorReply(f"CLUSTERDOWN Hash slot {slot} is not served"),
+                          state.protocol)
+        if self.config.redirect == "moved" and not state.forwarded:
+            moved = self._moved(state, shard, slot, write)
+            if moved is not None:
+                return encode(moved, state.protocol)
+        if write:
+            group = self.node.local_group(shard.id)
+            if group is not None and group.is_leader():
                 # Fast path on the leader: propose now, no task, no timer (the group's sweeper
                 # fails writes that wait too long with OutcomeUnknown).
                 try:
@@ -356,11 +397,25 @@ class RespServer:
                 else:
                     state.last_write = proposal
                     return proposal
-            future = loop.create_task(self._guard(self._write(state, name, arguments)))
+            future = loop.create_task(self._guard(self._write(state, name, arguments, shard.id)))
             state.last_write = future
             return future
         previous = state.last_write
-        return loop.create_task(self._guard(self._read(state, name, args, previous)))
+        return loop.create_task(self._guard(self._read(state, name, arguments, previous,
+                                                       shard.id)))
+
+    def _moved(self, state: ClientState, shard: ShardInfo, slot: int,
+               write: bool) -> ErrorReply | None:
+        """In `moved` mode: the -MOVED redirection for a key this node should not serve."""
+        leader = self.node.shard_leader(shard)
+        if leader == self.config.id or not leader:
+            return None
+        if not write and state.readonly and self.node.local_group(shard.id) is not None:
+            return None  # a READONLY client reads this replica (Redis Cluster's rule)
+        address = self.node.resp_address(leader)
+        if address is None:
+            return None
+        return ErrorReply(f"MOVED {slot} {address[0]}:{address[1]}")
 
     async def _guard(self, awaitable: Awaitable[object]) -> object:
         try:
@@ -374,30 +429,36 @@ class RespServer:
             raise CommandError(_error_text(error)) from error
 
     def _resp_address(self, node_id: str) -> tuple[str, int] | None:
-        """The RESP (host, port) of a member, or None if unknown (no leader, not a peer)."""
-        peer = self.config.peer(node_id) if node_id else None
-        return parse_address(peer.resp, f"peers.{node_id}.resp") if peer else None
+        """The RESP (host, port) of a member, or None if unknown (no leader, not a node)."""
+        return self.node.resp_address(node_id)
 
     # -- data commands ---------------------------------------------------------------------
-    async def _leader_or_wait(self, deadline: float) -> str:
-        group = self.node.group
+    async def _leader_or_wait(self, group: RaftGroup, deadline: float) -> str:
+        """The group's leader, waiting through an election; a shard whose quorum is gone
+        fails fast with -CLUSTERDOWN (graceful degradation: other shards are unaffected)."""
         while True:
             if group.stopped:
-                raise CommandError(f"ERR phalanx: this node's replica stopped: "
-                                   f"{group.fatal_error}")
+                raise CommandError(f"ERR phalanx: this node's replica of shard "
+                                   f"{group.group_id} stopped: {group.fatal_error}")
             leader = group.leader
             if leader:
                 return leader
-            if time.monotonic() >= deadline:
-                raise CommandError("CLUSTERDOWN The cluster has no leader right now")
+            now = time.monotonic()
+            if now >= deadline or group.leaderless_for() > self.no_quorum_after_s:
+                raise CommandError(f"CLUSTERDOWN The shard for this key has no quorum "
+                                   f"(shard {group.group_id}: no leader for "
+                                   f"{group.leaderless_for():.1f} s)")
             await asyncio.sleep(_LEADER_WAIT_STEP_S)
 
-    async def _write(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
-        group = self.node.group
+    async def _write(self, state: ClientState, name: bytes, arguments: list[bytes],
+                     shard_id: int) -> object:
         timeout = self.config.request_timeout_ms / 1000
         deadline = time.monotonic() + timeout
         while True:
-            leader = await self._leader_or_wait(deadline)
+            group = self.node.local_group(shard_id)
+            if group is None:
+                return await self._remote(state, shard_id, arguments, deadline)
+            leader = await self._leader_or_wait(group, deadline)
             if leader == self.config.id:
                 try:
                     future = group.propose_command(name, tuple(arguments[1:]))
@@ -414,9 +475,10 @@ class RespServer:
                     raise OutcomeUnknown("the write was proposed but not confirmed in time") \
                         from error
             if state.forwarded:
-                raise CommandError(f"TRYAGAIN this node is not the leader (leader: {leader})")
+                raise CommandError(f"TRYAGAIN this node is not the leader of shard {shard_id} "
+                                   f"(leader: {leader})")
             try:
-                reply = await self._forward(state, leader, arguments, deadline)
+                reply = await self._forward(state, leader, arguments, deadline, group)
             except LeaderUnreachable:
                 # Nothing was sent: retrying is safe until the deadline.
                 if time.monotonic() >= deadline:
@@ -431,19 +493,50 @@ class RespServer:
                 continue
             return reply
 
+    async def _remote(self, state: ClientState, shard_id: int, arguments: list[bytes],
+                      deadline: float) -> object:
+        """Serve a command for a shard this node holds no replica of: forward it to the
+        shard's leader (the map's hint), else to another replica, which never forwards again."""
+        if state.forwarded:
+            raise CommandError(f"TRYAGAIN this node holds no replica of shard {shard_id}")
+        while True:
+            shard = self.node.cluster_map.shards.get(shard_id)
+            if shard is None:
+                raise CommandError(f"CLUSTERDOWN shard {shard_id} no longer exists; retry")
+            candidates = [shard.leader] if shard.leader else []
+            candidates += [n for n in (*shard.voters, *shard.replicas) if n not in candidates]
+            if arguments[0].upper() != b"PHALANX.SHARD" and \
+                    command_slot(arguments[0], tuple(arguments[1:])) is None:
+                # A keyless command's share of a fan-out: this shard only, over there too.
+                arguments = [b"PHALANX.SHARD", str(shard_id).encode(), *arguments]
+            reply: object = None
+            for target in candidates:
+                if target == self.config.id:
+                    continue
+                try:
+                    reply = await self._forward(state, target, arguments, deadline, None)
+                except LeaderUnreachable:
+                    continue
+                if isinstance(reply, ErrorReply) and reply.text.startswith("TRYAGAIN"):
+                    continue
+                return reply
+            if time.monotonic() >= deadline:
+                if isinstance(reply, ErrorReply):
+                    return reply
+                raise CommandError(f"CLUSTERDOWN no replica of shard {shard_id} is reachable")
+            await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
+
     async def _forward(self, state: ClientState, leader: str, arguments: list[bytes],
-                       deadline: float) -> object:
+                       deadline: float, group: RaftGroup | None) -> object:
         address = self._resp_address(leader)
         if address is None:
-            raise CommandError(f"CLUSTERDOWN leader {leader} is not in this node's peer list")
+            raise CommandError(f"CLUSTERDOWN node {leader} is not in this node's cluster map")
         host, port = address
-        link = state.forward
-        if link is None or link.leader_id != leader:
-            if link is not None:
-                link.close()
+        link = state.links.get(leader)
+        if link is None:
             link = LeaderLink(leader, host, int(port), max(0.05, deadline - time.monotonic()),
                               self.config.requirepass)
-            state.forward = link
+            state.links[leader] = link
         link.timeout = max(0.05, deadline - time.monotonic())
         call = asyncio.get_running_loop().create_task(link.call(arguments))
         try:
@@ -451,45 +544,48 @@ class RespServer:
                 done, _ = await asyncio.wait({call}, timeout=0.02)
                 if done:
                     return call.result()
-                current = self.node.group.leader
+                current = group.leader if group is not None else ""
                 if current and current != leader:
                     # A new leader exists (the old one is dead or paused): stop waiting for the
                     # old one. The write may still commit through the new leader's log.
                     raise OutcomeUnknown(
-                        f"leadership moved from {leader} to {current} while the write was "
-                        f"forwarded; it may or may not have been applied")
+                        f"leadership moved from {leader} to {current} while the command was "
+                        f"forwarded; a write may or may not have been applied")
                 if time.monotonic() >= deadline:
-                    raise OutcomeUnknown(f"leader {leader} did not answer in time; the write "
+                    raise OutcomeUnknown(f"node {leader} did not answer in time; a write "
                                          f"may or may not have been applied")
         except LeaderUnreachable:
-            state.forward = None
+            state.links.pop(leader, None)
             raise
         except (OSError, TimeoutError, PeerProtocolError) as error:
             link.close()
-            state.forward = None
+            state.links.pop(leader, None)
             raise OutcomeUnknown(
-                f"the connection to leader {leader} failed while forwarding ({error}); the "
+                f"the connection to {leader} failed while forwarding ({error}); a "
                 f"write may or may not have been applied"
             ) from error
         except OutcomeUnknown:
             link.close()
-            state.forward = None
+            state.links.pop(leader, None)
             raise
         finally:
             if not call.done():
                 call.cancel()
 
-    async def _read(self, state: ClientState, name: bytes, args: tuple[bytes, ...],
-                    previous_write: asyncio.Future[object] | None) -> object:
+    async def _read(self, state: ClientState, name: bytes, arguments: list[bytes],
+                    previous_write: asyncio.Future[object] | None, shard_id: int) -> object:
         if previous_write is not None and not previous_write.done():
             with contextlib.suppress(Exception):
                 await previous_write
-        group = self.node.group
+        args = tuple(arguments[1:])
         timeout = self.config.request_timeout_ms / 1000
+        deadline = time.monotonic() + timeout
+        group = self.node.local_group(shard_id)
+        if group is None:
+            return await self._remote(state, shard_id, arguments, deadline)
         if not state.readonly:
-            deadline = time.monotonic() + timeout
             while True:
-                await self._leader_or_wait(deadline)
+                await self._leader_or_wait(group, deadline)
                 try:
                     await group.read_barrier(max(0.001, deadline - time.monotonic()))
                     break
@@ -497,7 +593,88 @@ class RespServer:
                     if time.monotonic() >= deadline:
                         raise
                     await asyncio.sleep(_LEADER_WAIT_STEP_S)
-        return group.machine.read(name, args, int(time.time() * 1000))
+        assert group.kv is not None
+        return group.kv.read(name, args, int(time.time() * 1000))
+
+    async def _on_shard(self, state: ClientState, name: bytes, arguments: list[bytes],
+                        write: bool, shard_id: int) -> object:
+        """One keyless command on one shard; errors become error replies."""
+        try:
+            if write:
+                return await self._write(state, name, arguments, shard_id)
+            return await self._read(state, name, arguments, None, shard_id)
+        except CommandError as error:
+            return ErrorReply(error.text)
+        except TimeoutError:
+            return ErrorReply("ERR phalanx: timed out waiting for the cluster")
+        except PhalanxError as error:
+            return ErrorReply(_error_text(error))
+
+    async def _keyless(self, state: ClientState, name: bytes, arguments: list[bytes],
+                       write: bool) -> object:
+        """KEYS, SCAN, DBSIZE, FLUSHDB/FLUSHALL span every shard: fan out and combine."""
+        shard_ids = sorted(self.node.cluster_map.shards)
+        if not shard_ids:
+            raise CommandError("CLUSTERDOWN the cluster map has no shards yet")
+        previous = state.last_write
+        if previous is not None and not previous.done():
+            with contextlib.suppress(Exception):
+                await previous
+        upper = name.upper()
+        if upper == b"SCAN":
+            return await self._scan(state, arguments, shard_ids)
+        replies = await asyncio.gather(*(self._on_shard(state, name, arguments, write, shard)
+                                         for shard in shard_ids))
+        error = next((r for r in replies if isinstance(r, ErrorReply)), None)
+        if error is not None:
+            return error
+        if upper == b"DBSIZE":
+            return sum(int(r) for r in replies if isinstance(r, int))
+        if upper == b"KEYS":
+            return [key for r in replies if isinstance(r, list) for key in r]
+        return replies[0]
+
+    async def _scan(self, state: ClientState, arguments: list[bytes],
+                    shard_ids: list[int]) -> object:
+        """SCAN across shards: cursor = shard_cursor * shards + shard position (one shard:
+        the shard's own cursor, unchanged)."""
+        if len(arguments) < 2:
+            raise CommandError("ERR wrong number of arguments for 'scan' command")
+        try:
+            cursor = int(arguments[1])
+        except ValueError as error:
+            raise CommandError("ERR invalid cursor") from error
+        if cursor < 0:
+            raise CommandError("ERR invalid cursor")
+        count = len(shard_ids)
+        inner, position = divmod(cursor, count)
+        shard_arguments = [arguments[0], str(inner).encode(), *arguments[2:]]
+        reply = await self._on_shard(state, b"SCAN", shard_arguments, False, shard_ids[position])
+        if isinstance(reply, ErrorReply) or not isinstance(reply, list) or len(reply) != 2:
+            return reply
+        next_inner = int(reply[0])
+        if next_inner == 0:
+            position += 1
+            next_cursor = position if position < count else 0
+        else:
+            next_cursor = next_inner * count + position
+        return [str(next_cursor).encode(), reply[1]]
+
+    async def _shard_scoped(self, state: ClientState, arguments: list[bytes]) -> object:
+        """PHALANX.SHARD <id> <command...>: a keyless command (DBSIZE, KEYS, SCAN, FLUSHDB)
+        on one shard only: how a node forwards its share of a fan-out (internal)."""
+        if len(arguments) < 3 or not arguments[1].isdigit():
+            raise CommandError("ERR usage: PHALANX.SHARD <shard id> <command> [args...]")
+        shard_id = int(arguments[1])
+        if shard_id not in self.node.cluster_map.shards:
+            raise CommandError(f"ERR no shard {shard_id}")
+        inner = arguments[2:]
+        name = inner[0].upper()
+        if not is_known(name) or command_slot(name, tuple(inner[1:])) is not None:
+            raise CommandError("ERR PHALANX.SHARD takes a keyless data command")
+        if is_write(name):
+            return await self._write(state, name, inner, shard_id)
+        return await self._read(state, name, inner, None, shard_id)
 
     # -- connection and server commands ----------------------------------------------------
     def _ping(self, state: ClientState, arguments: list[bytes]) -> object:
@@ -560,10 +737,11 @@ class RespServer:
                                "option can be used to authenticate the client and select the "
                                "RESP protocol version at the same time")
         state.protocol = protocol
-        group = self.node.group
+        group = self._default_group()
         return {
             "server": "redis", "version": "7.2.0", "proto": protocol, "id": state.id,
-            "mode": "standalone", "role": "master" if group.is_leader() else "replica",
+            "mode": "cluster" if len(self.node.cluster_map.shards) > 1 else "standalone",
+            "role": "master" if group is None or group.is_leader() else "replica",
             "modules": [], "phalanx_version": __version__,
         }
 
@@ -604,11 +782,186 @@ class RespServer:
                 f"age={age} db=0 resp={state.protocol} readonly={int(state.readonly)}")
 
     def _command(self, state: ClientState, arguments: list[bytes]) -> object:
-        if len(arguments) >= 2 and arguments[1].upper() == b"COUNT":
-            from phalanx.kv import COMMAND_NAMES
+        """COMMAND, COMMAND COUNT|INFO|GETKEYS|DOCS: what cluster clients read key positions
+        from (redis-py's RedisCluster routes with it)."""
+        sub = arguments[1].upper() if len(arguments) >= 2 else b""
+        if not sub:
+            return [command_info(spec) for spec in COMMAND_SPECS.values()]
+        if sub == b"COUNT":
+            return len(COMMAND_SPECS)
+        if sub == b"INFO":
+            return [command_info(COMMAND_SPECS[name.upper()])
+                    if name.upper() in COMMAND_SPECS else None for name in arguments[2:]]
+        if sub == b"GETKEYS" and len(arguments) >= 3:
+            if arguments[2].upper() not in COMMAND_SPECS:
+                raise CommandError("ERR Invalid command specified")
+            keys = command_keys(arguments[2], arguments[3:])
+            if not keys:
+                raise CommandError("ERR The command has no key arguments")
+            return keys
+        if sub == b"DOCS":
+            return {}
+        raise CommandError(f"ERR unknown subcommand '{sub.decode(errors='replace')}'. "
+                           f"Try COMMAND HELP.")
 
-            return len(COMMAND_NAMES) + len(self.handlers)
-        return []
+    def _default_group(self) -> RaftGroup | None:
+        groups = self.node.data_groups()
+        return groups[min(groups)] if groups else None
+
+    def _cluster(self, state: ClientState, arguments: list[bytes]) -> object:
+        """CLUSTER SLOTS|SHARDS|NODES|INFO|MYID|KEYSLOT: the shard map, as Redis Cluster
+        describes it, so cluster-aware clients (redis-py RedisCluster) work unchanged. A
+        shard's "master" is its Raft leader; its "replicas" are the other voters."""
+        if len(arguments) < 2:
+            raise CommandError("ERR wrong number of arguments for 'cluster' command")
+        sub = arguments[1].upper()
+        node = self.node
+        cmap = node.cluster_map
+        if sub == b"KEYSLOT" and len(arguments) == 3:
+            return key_slot(arguments[2])
+        if sub == b"MYID":
+            return self.config.id.encode()
+        if sub == b"SLOTS":
+            result: list[object] = []
+            for shard in sorted(cmap.shards.values(), key=lambda s: s.id):
+                members = self._shard_members(shard)
+                for start, end in shard.slots:
+                    result.append([start, end, *[self._node_entry(n) for n in members]])
+            return result
+        if sub == b"SHARDS":
+            shards: list[object] = []
+            for shard in sorted(cmap.shards.values(), key=lambda s: s.id):
+                leader = node.shard_leader(shard)
+                nodes: list[object] = []
+                for member in self._shard_members(shard):
+                    address = node.resp_address(member) or ("?", 0)
+                    info = cmap.nodes.get(member)
+                    nodes.append({
+                        b"id": member.encode(), b"port": address[1],
+                        b"ip": address[0].encode(), b"endpoint": address[0].encode(),
+                        b"role": b"master" if member == leader else b"replica",
+                        b"replication-offset": 0,
+                        b"health": b"online" if info is None or info.state == "alive"
+                        else b"fail"})
+                slots: list[object] = []
+                for start, end in shard.slots:
+                    slots += [start, end]
+                shards.append({b"slots": slots, b"nodes": nodes})
+            return shards
+        if sub == b"NODES":
+            return self._cluster_nodes().encode()
+        if sub == b"INFO":
+            leaderless = [s.id for s in cmap.shards.values() if not node.shard_leader(s)]
+            served = sum(s.slot_count() for s in cmap.shards.values()
+                         if node.shard_leader(s))
+            lines = [f"cluster_state:{'fail' if leaderless else 'ok'}",
+                     f"cluster_slots_assigned:{sum(s.slot_count() for s in cmap.shards.values())}",
+                     f"cluster_slots_ok:{served}", "cluster_slots_pfail:0",
+                     f"cluster_slots_fail:{SLOT_COUNT - served}",
+                     f"cluster_known_nodes:{len(cmap.nodes)}",
+                     f"cluster_size:{len(cmap.shards)}",
+                     f"cluster_current_epoch:{cmap.version}",
+                     f"cluster_my_epoch:{cmap.version}",
+                     f"phalanx_map_version:{cmap.version}",
+                     f"phalanx_survival_goal:{cmap.survival_goal}",
+                     f"phalanx_shards_without_leader:{','.join(map(str, leaderless))}"]
+            return ("\r\n".join(lines) + "\r\n").encode()
+        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
+                           f"'{arguments[1].decode(errors='replace')}'. Try CLUSTER HELP.")
+
+    def _shard_members(self, shard: ShardInfo) -> list[str]:
+        """A shard's leader first, then its other voters (or desired replicas)."""
+        leader = self.node.shard_leader(shard)
+        members = [leader] if leader else []
+        members += [n for n in (shard.voters or shard.replicas) if n not in members]
+        return members
+
+    def _node_entry(self, node_id: str) -> list[object]:
+        host, port = self.node.resp_address(node_id) or ("?", 0)
+        return [host.encode(), port, node_id.encode()]
+
+    def _cluster_nodes(self) -> str:
+        node = self.node
+        cmap = node.cluster_map
+        led: dict[str, list[tuple[int, int]]] = {}
+        follows: dict[str, str] = {}
+        for shard in cmap.shards.values():
+            leader = node.shard_leader(shard)
+            if leader:
+                led.setdefault(leader, []).extend(shard.slots)
+                for member in shard.voters or shard.replicas:
+                    if member != leader:
+                        follows.setdefault(member, leader)
+        lines = []
+        for info in sorted(cmap.nodes.values(), key=lambda n: n.id):
+            host, port = node.resp_address(info.id) or ("?", 0)
+            _, peer_port = parse_address(info.peer, "peer")
+            flags = ["myself"] if info.id == self.config.id else []
+            if info.id in led:
+                flags.append("master")
+                master = "-"
+            else:
+                flags.append("slave")
+                master = follows.get(info.id, "-")
+            if info.state == "dead":
+                flags.append("fail")
+            ranges = sorted(led.get(info.id, []))
+            slots = " ".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
+            link = "disconnected" if info.state == "dead" else "connected"
+            lines.append(f"{info.id} {host}:{port}@{peer_port} {','.join(flags)} {master} 0 0 "
+                         f"{cmap.version} {link} {slots}".rstrip())
+        return "\n".join(lines) + "\n"
+
+    def _asking(self, state: ClientState, arguments: list[bytes]) -> object:
+        return SimpleString("OK")
+
+    def _check_internal(self, arguments: list[bytes]) -> bytes:
+        """The payload of PHALANX.META / PHALANX.JOIN, its signature checked when the cluster
+        has a secret (no client without the secret can change the map)."""
+        if len(arguments) not in (2, 3):
+            raise CommandError(f"ERR wrong number of arguments for "
+                               f"'{arguments[0].decode(errors='replace').lower()}' command")
+        payload = arguments[1]
+        if self.config.cluster_secret:
+            presented = arguments[2] if len(arguments) == 3 else b""
+            expected = internal_signature(self.config.cluster_secret, payload)
+            if not hmac.compare_digest(presented, expected):
+                raise CommandError("NOPERM internal cluster command without a valid cluster "
+                                   "secret signature")
+        return payload
+
+    @staticmethod
+    def _parse_op(payload: bytes) -> dict[str, object]:
+        try:
+            op = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CommandError(f"ERR map op is not JSON: {error}") from error
+        if not isinstance(op, dict) or not isinstance(op.get("op"), str):
+            raise CommandError('ERR map op must be a JSON object with an "op" field')
+        return op
+
+    async def _meta(self, state: ClientState, arguments: list[bytes]) -> object:
+        """PHALANX.META <op-json> [signature]: commit a cluster-map op (internal)."""
+        op = self._parse_op(self._check_internal(arguments))
+        if state.forwarded and not self.node.meta.is_leader():
+            raise CommandError("TRYAGAIN this node does not lead the placement driver")
+        reply = await self.node.propose_meta(op)
+        message = getattr(reply, "message", None)
+        if message is not None:
+            raise CommandError(f"ERR {message}")
+        return SimpleString("OK")
+
+    async def _join(self, state: ClientState, arguments: list[bytes]) -> object:
+        """PHALANX.JOIN <add_node-op-json> [signature]: a new node asks to join; the reply is
+        the cluster map (so it learns every node's address)."""
+        op = self._parse_op(self._check_internal(arguments))
+        if op.get("op") != "add_node":
+            raise CommandError("ERR PHALANX.JOIN takes an add_node op")
+        reply = await self.node.propose_meta(op)
+        message = getattr(reply, "message", None)
+        if message is not None:
+            raise CommandError(f"ERR {message}")
+        return self.node.cluster_map.encode()
 
     def _config(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) >= 3 and arguments[1].upper() == b"GET":
@@ -636,7 +989,9 @@ class RespServer:
         return SimpleString("OK")
 
     def _role(self, state: ClientState, arguments: list[bytes]) -> object:
-        group = self.node.group
+        group = self._default_group()
+        if group is None:
+            return [b"master", 0, []]
         raft = group.raw.raft
         if group.is_leader():
             replicas: list[object] = []
@@ -656,8 +1011,8 @@ class RespServer:
         # It reports how many followers hold everything this node has committed.
         if len(arguments) != 3:
             raise CommandError("ERR wrong number of arguments for 'wait' command")
-        group = self.node.group
-        if not group.is_leader():
+        group = self._default_group()
+        if group is None or not group.is_leader():
             return 0
         committed = group.raw.raft.log.committed
         return sum(1 for node, progress in group.raw.raft.progress.items()
@@ -670,8 +1025,8 @@ class RespServer:
             option = arguments[position].upper()
             if option == b"TO" and position + 2 < len(arguments):
                 host, port = arguments[position + 1].decode(), arguments[position + 2].decode()
-                match = next((p for p in self.config.peers if p.resp == f"{host}:{port}"
-                              or p.id == host), None)
+                match = next((p for p in self.node.cluster_map.nodes.values()
+                              if p.resp == f"{host}:{port}" or p.id == host), None)
                 if match is None:
                     raise CommandError("ERR FAILOVER target HOST and PORT is not a replica.")
                 target = match.id
@@ -688,7 +1043,9 @@ class RespServer:
     def _info(self, state: ClientState, arguments: list[bytes]) -> object:
         sections = [a.decode(errors="replace").lower() for a in arguments[1:]] or ["default"]
         everything = any(s in ("all", "everything", "default") for s in sections)
-        group = self.node.group
+        group = self._default_group()
+        if group is None:
+            group = self.node.meta
         raft = group.raw.raft
         lines: list[str] = []
         if everything or "server" in sections:
@@ -724,10 +1081,28 @@ class RespServer:
             lines += [f"raft_term:{raft.term}", f"raft_commit_index:{raft.log.committed}",
                       f"raft_applied_index:{raft.log.applied}",
                       f"raft_leader:{group.leader or ''}", ""]
+        if everything or "cluster" in sections:
+            # Per-shard view: who leads, and how stale a READONLY read of this replica may be.
+            lines += ["# Cluster", f"cluster_enabled:{int(len(self.node.cluster_map.shards) > 1)}",
+                      f"phalanx_map_version:{self.node.cluster_map.version}"]
+            for shard in sorted(self.node.cluster_map.shards.values(), key=lambda s: s.id):
+                local = self.node.local_group(shard.id)
+                shard_leader = self.node.shard_leader(shard) or "none"
+                line = f"shard{shard.id}:leader={shard_leader},replicas={'/'.join(shard.replicas)}"
+                if local is not None:
+                    local_raft = local.raw.raft
+                    stale = (0 if local.is_leader() else
+                             local_raft.election_elapsed * self.config.tick_ms)
+                    line += (f",local_role={local_raft.role.value},"
+                             f"applied={local_raft.log.applied},staleness_ms={stale},"
+                             f"leaderless_s={local.leaderless_for():.1f}")
+                lines.append(line)
+            lines.append("")
         if everything or "keyspace" in sections:
             lines += ["# Keyspace"]
-            if group.machine.key_count:
-                lines.append(f"db0:keys={group.machine.key_count},expires=0,avg_ttl=0")
+            keys = sum(g.machine.key_count for g in self.node.data_groups().values())
+            if keys:
+                lines.append(f"db0:keys={keys},expires=0,avg_ttl=0")
             lines.append("")
         return "\r\n".join(lines).encode()
 

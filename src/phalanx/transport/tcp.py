@@ -333,6 +333,32 @@ class TcpTransport:
     def fault_rules(self) -> FaultRules | None:
         return self._fault_rules
 
+    def peer_ids(self) -> list[str]:
+        """The ids of every known peer."""
+        return list(self._peers)
+
+    def set_peer(self, peer_id: str, host: str, port: int) -> None:
+        """Add a peer learnt at run time (a node joined), or move one to a new address.
+
+        A moved peer's current connection is dropped; its sender reconnects to the new address.
+        """
+        if peer_id == self.node_id or self._stopping:
+            return
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            if (peer.host, peer.port) == (host, port):
+                return
+            peer.host, peer.port = host, port
+            peer.wakeup.set()
+            logger.info("%s: peer %s moved to %s", self.node_id, peer_id, peer.address)
+            return
+        peer = _Peer(peer_id, host, port)
+        self._peers[peer_id] = peer
+        if self._started:
+            peer.task = self._spawn(self._run_sender(peer),
+                                    f"phalanx-send-{self.node_id}-{peer_id}")
+        logger.info("%s: new peer %s at %s", self.node_id, peer_id, peer.address)
+
     # ---- sending (synchronous, never blocks) --------------------------------------------
 
     def send(self, group_id: GroupId, message: Message) -> None:
