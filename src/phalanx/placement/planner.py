@@ -229,9 +229,8 @@ class _Working:
             # One replica at a time: the least useful one (not alive; leaving the best spread;
             # not the preferred leader; busiest; highest id).
             def usefulness(m: str) -> tuple[bool, tuple[int, int], bool, int, str]:
-                rest = [x for x in members if x != m]
-                cost = _spread_cost(self.goal, self.nodes, rest)
-                return (self.is_alive(m), (-cost[0], -cost[1]), m == self.preferred[sid],
+                cost_without = _spread_cost(self.goal, self.nodes, [x for x in members if x != m])
+                return (self.is_alive(m), cost_without, m == self.preferred[sid],
                         -self.load[m], m)
             victim = min(members, key=usefulness)
             members.remove(victim)
@@ -240,33 +239,67 @@ class _Working:
 
     # -------------------------------------------------------------- balance
 
-    def rebalance_move(self, shard_ids: Sequence[int]) -> bool:
-        """Move one replica from a busier alive node to one with >= 2 fewer; True if moved."""
+    def movable_shard(self, shard_ids: Sequence[int], source: str, target: str) -> int | None:
+        """A shard whose replica on `source` can move to `target` without weakening the goal
+        (preferring shards `source` does not lead, then the lowest id)."""
+        candidates = [sid for sid in shard_ids
+                      if source in self.replicas[sid] and target not in self.replicas[sid]]
+        candidates.sort(key=lambda sid: (self.preferred[sid] == source, sid))
+        for sid in candidates:
+            members = self.replicas[sid]
+            moved = [target if m == source else m for m in members]
+            if (_spread_cost(self.goal, self.nodes, moved)
+                    <= _spread_cost(self.goal, self.nodes, members)):
+                return sid
+        return None
+
+    def move_replica(self, sid: int, source: str, target: str) -> None:
+        self.replicas[sid] = [target if m == source else m for m in self.replicas[sid]]
+        self.load[source] -= 1
+        self.load[target] += 1
+        if self.preferred[sid] == source:
+            self.set_preferred(sid, "")
+            self.set_preferred(sid, self.pick_leader(sid))
+
+    def rebalance(self, shard_ids: Sequence[int], max_moves: int) -> bool:
+        """Shift one replica's worth of load from a busier alive node to one with >= 2 fewer.
+
+        With `max_moves` 1 that is one direct move; more allows a chain source -> x -> target
+        (x gives one and takes one) when no direct move keeps the survival goal. True if moved.
+        """
         alive = self.alive
-        sources = sorted(alive, key=lambda n: (-self.load[n], n))
-        targets = sorted(alive, key=lambda n: (self.load[n], n))
-        for source in sources:
-            if not targets or self.load[source] - self.load[targets[0]] < 2:
+        if not alive:
+            return False
+        lowest = min(self.load[n] for n in alive)
+        by_load = sorted(alive, key=lambda n: (self.load[n], n))
+        for source in sorted(alive, key=lambda n: (-self.load[n], n)):
+            ceiling = self.load[source] - 2
+            if ceiling < lowest:
                 return False
-            for target in targets:
-                if self.load[source] - self.load[target] < 2:
-                    break
-                candidates = [sid for sid in shard_ids
-                              if source in self.replicas[sid] and target not in self.replicas[sid]]
-                candidates.sort(key=lambda sid: (self.preferred[sid] == source, sid))
-                for sid in candidates:
-                    members = self.replicas[sid]
-                    moved = [target if m == source else m for m in members]
-                    if (_spread_cost(self.goal, self.nodes, moved)
-                            > _spread_cost(self.goal, self.nodes, members)):
-                        continue
-                    self.replicas[sid] = moved
-                    self.load[source] -= 1
-                    self.load[target] += 1
-                    if self.preferred[sid] == source:
-                        self.set_preferred(sid, "")
-                        self.set_preferred(sid, self.pick_leader(sid))
-                    return True
+            parent: dict[str, tuple[str, int] | None] = {source: None}
+            frontier = [source]
+            for _ in range(max_moves):
+                next_frontier = []
+                for node_id in frontier:
+                    for target in by_load:
+                        if target in parent:
+                            continue
+                        sid = self.movable_shard(shard_ids, node_id, target)
+                        if sid is None:
+                            continue
+                        parent[target] = (node_id, sid)
+                        if self.load[target] <= ceiling:
+                            chain = []
+                            step = target
+                            while (link := parent[step]) is not None:
+                                chain.append((link[1], link[0], step))
+                                step = link[0]
+                            if len({sid for sid, _, _ in chain}) == len(chain):
+                                for shard_id, giver, taker in reversed(chain):
+                                    self.move_replica(shard_id, giver, taker)
+                                return True
+                        next_frontier.append(target)
+                frontier = next_frontier
         return False
 
     def leader_path(self, shard_ids: Sequence[int], limit: int | None) -> list[tuple[int, str]]:
@@ -346,7 +379,7 @@ def initial_map(nodes: Sequence[NodeInfo], shard_count: int, survival_goal: str 
             members.append(choice)
             working.load[choice] += 1
     for _ in range(factor * shard_count):
-        if not working.rebalance_move(shard_ids):
+        if not working.rebalance(shard_ids, max_moves=len(by_id)):
             break
     for sid in shard_ids:
         working.set_preferred(sid, working.pick_leader(sid))
@@ -449,7 +482,7 @@ def plan(cmap: ClusterMap) -> list[dict[str, object]]:
         working.repair(sid, cmap.replication_factor)
     if not any(working.in_motion(sid) for sid in shard_ids):
         # c: one replica move, only when every shard runs its desired configuration
-        moved = working.rebalance_move(shard_ids)
+        moved = working.rebalance(shard_ids, max_moves=1)
         # d: one chain of preferred-leader changes, only when leadership has settled too
         if not moved and all(working.reported[sid].leader == working.preferred[sid]
                              for sid in shard_ids):
