@@ -33,6 +33,8 @@ class FakeView:
         self.rules: dict[str, object] = {}
         self.transfer_result: str | BaseException = "n2"
         self.transfer_calls: list[str | None] = []
+        self.transfer_shards: list[int | None] = []
+        self.node_states: list[tuple[str, str]] = []
         self.transfer_delay_s = 0.0
         self.status_error: BaseException | None = None
 
@@ -49,19 +51,32 @@ class FakeView:
     def readiness(self) -> tuple[bool, str]:
         return self.ready
 
-    def is_primary(self) -> bool:
-        return self.role == "leader"
+    def is_primary(self, shard: int | None = None, key: bytes | None = None) -> bool:
+        if shard is not None and shard > 9:
+            raise ConfigError(f"no shard {shard}")
+        return self.role == "leader" and shard in (None, 1) and key in (None, b"mine")
 
     def is_replica(self) -> bool:
         return self.replica
 
-    async def transfer_leadership(self, target: str | None) -> str:
+    async def transfer_leadership(self, target: str | None, shard: int | None = None) -> str:
         self.transfer_calls.append(target)
+        self.transfer_shards.append(shard)
         if self.transfer_delay_s:
             await asyncio.sleep(self.transfer_delay_s)
         if isinstance(self.transfer_result, BaseException):
             raise self.transfer_result
         return self.transfer_result
+
+    async def set_node_state(self, node_id: str, state: str) -> dict[str, object]:
+        if node_id == "ghost":
+            raise ConfigError("unknown node 'ghost'")
+        self.node_states.append((node_id, state))
+        return {"node": node_id, "state": state, "reply": "OK"}
+
+    def analysis(self, node_availability: float, zone_availability: float,
+                 region_availability: float) -> dict[str, object]:
+        return {"figures": [node_availability, zone_availability, region_availability]}
 
     def set_fault_rules(self, rules: dict[str, object]) -> dict[str, object]:
         if "bad" in rules:
@@ -337,3 +352,49 @@ def test_stop_frees_the_port_and_start_reports_busy_port() -> None:
         await again.stop()  # idempotent
 
     asyncio.run(main())
+
+
+def test_primary_per_key_and_shard() -> None:
+    async def check(server: AdminServer, view: FakeView, session: aiohttp.ClientSession) -> None:
+        assert (await get_json(session, "GET", "/primary?shard=1"))[0] == 200
+        assert (await get_json(session, "GET", "/primary?key=mine"))[0] == 200
+        status, body = await get_json(session, "GET", "/primary?shard=2")
+        assert status == 503 and "does not lead" in body["error"]
+        assert (await get_json(session, "GET", "/primary?key=other"))[0] == 503
+        status, body = await get_json(session, "GET", "/primary?shard=x")
+        assert status == 400 and "shard must be a shard number" in body["error"]
+        status, body = await get_json(session, "GET", "/primary?shard=12")
+        assert status == 400 and "no shard 12" in body["error"]
+
+    run(check)
+
+
+def test_failover_takes_a_shard() -> None:
+    async def check(server: AdminServer, view: FakeView, session: aiohttp.ClientSession) -> None:
+        assert await get_json(session, "POST", "/failover", json={"to": "n2", "shard": 3}) == \
+            (200, {"leader": "n2"})
+        assert view.transfer_shards == [3]
+        status, body = await get_json(session, "POST", "/failover", json={"shard": "three"})
+        assert status == 400 and "shard" in body["error"]
+
+    run(check)
+
+
+def test_drain_decommission_readmit_and_analyze() -> None:
+    async def check(server: AdminServer, view: FakeView, session: aiohttp.ClientSession) -> None:
+        for path, state in (("/drain", "draining"), ("/decommission", "decommissioned"),
+                            ("/readmit", "alive")):
+            assert await get_json(session, "POST", path, json={"node": "n4"}) == \
+                (200, {"node": "n4", "state": state, "reply": "OK"})
+        assert view.node_states == [("n4", "draining"), ("n4", "decommissioned"),
+                                    ("n4", "alive")]
+        status, body = await get_json(session, "POST", "/drain", json={"node": "ghost"})
+        assert status == 400 and "unknown node" in body["error"]
+        status, body = await get_json(session, "POST", "/drain", json={"nodes": "n4"})
+        assert status == 400 and '{"node": "<node id>"}' in body["error"]
+        assert await get_json(session, "GET", "/analyze?node=0.9") == \
+            (200, {"figures": [0.9, 0.999, 0.9999]})
+        status, body = await get_json(session, "GET", "/analyze?zone=2")
+        assert status == 400 and "zone must be an availability" in body["error"]
+
+    run(check)
