@@ -6,11 +6,15 @@ Rules of this package:
   random. The same inputs give the same outputs (and the same bytes) on every node.
 - Files: `slots.py` (CRC16 hash slots, `{hashtag}`, the command table: key positions and
   `COMMAND INFO`), `map.py` (the cluster map, its ops, and the placement driver's state
-  machine).
+  machine `MapMachine`), `planner.py` (initial placement, rule violations, the next ops toward
+  health), `analysis.py` (single points of failure, availability in nines, cost).
+- Layering inside the package: slots <- map <- planner <- analysis.
 """
 
+from phalanx.placement.analysis import analyze, format_analysis, nines
 from phalanx.placement.map import (
     NODE_STATES,
+    SURVIVAL_GOALS,
     ClusterMap,
     MapMachine,
     NodeInfo,
@@ -18,6 +22,15 @@ from phalanx.placement.map import (
     ShardInfo,
     apply_op,
     encode_op,
+)
+from phalanx.placement.planner import (
+    drain_done,
+    initial_map,
+    meta_voter_target,
+    plan,
+    replication_factor_for,
+    slot_ranges,
+    violations,
 )
 from phalanx.placement.slots import (
     COMMAND_SPECS,
@@ -36,6 +49,7 @@ __all__ = [
     "COMMAND_SPECS",
     "NODE_STATES",
     "SLOT_COUNT",
+    "SURVIVAL_GOALS",
     "ClusterMap",
     "CommandSpec",
     "CrossSlotError",
@@ -43,12 +57,22 @@ __all__ = [
     "NodeInfo",
     "OpError",
     "ShardInfo",
+    "analyze",
     "apply_op",
     "command_info",
     "command_keys",
     "command_slot",
     "command_spec",
     "crc16",
+    "drain_done",
     "encode_op",
+    "format_analysis",
+    "initial_map",
     "key_slot",
+    "meta_voter_target",
+    "nines",
+    "plan",
+    "replication_factor_for",
+    "slot_ranges",
+    "violations",
 ]
