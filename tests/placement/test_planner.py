@@ -263,6 +263,12 @@ def test_violation_messages() -> None:
     regional = ClusterMap(1, "region", 3, {n.id: n for n in nodes_in(1, 3, regions=2)},
                           {1: ShardInfo(1, (), ("n1", "n3", "n2"))}, ("n1",))
     assert violations(regional) == ["shard 1: region r0 holds 2 of 3 replicas (a majority)"]
+    even = ClusterMap(1, "region", 4, regional.nodes,
+                      {1: ShardInfo(1, (), ("n1", "n3", "n2", "n4"))}, ("n1",))
+    assert violations(even) == [
+        "shard 1: region r0 holds 2 of 4 replicas (half: its loss loses quorum)",
+        "shard 1: region r1 holds 2 of 4 replicas (half: its loss loses quorum)",
+    ]
 
 
 # ---------------------------------------------------------------------------- plan

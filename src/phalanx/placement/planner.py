@@ -12,7 +12,8 @@ Rules of this module:
 - Pure and deterministic: the same map gives the same ops on every node; every tie is broken
   by node id (then shard id). No randomness, no clock.
 - Survival goals: "zone" wants no two replicas of a shard in one zone; "region" wants no region
-  to hold a majority of a shard's replicas (and, secondarily, distinct zones). A zone is the pair
+  to hold a majority of a shard's replicas (for an even count: not even half, so a quorum
+  survives outside it) and, secondarily, distinct zones. A zone is the pair
   (region, zone), so equal zone names in two regions are two zones.
 - Only nodes in state "alive" receive replicas. Replicas on dead, draining or decommissioned
   nodes are replaced when a replacement exists; otherwise they stay (a returning node is better
@@ -443,10 +444,12 @@ def _group_violations(label: str, noun: str, goal: str, nodes: Mapping[str, Node
                 found.append(f"{label}: {noun}s {_names(sorted(sharing))} share zone {zone}")
     else:
         regions = Counter(nodes[m].region for m in members if m in nodes)
+        # Surviving a region needs a quorum outside it: at most (n - 1) // 2 replicas inside.
         for region, count in sorted(regions.items()):
-            if 2 * count > len(members) and len(members) > 1:
+            if count > (len(members) - 1) // 2 and len(members) > 1:
+                why = "a majority" if 2 * count > len(members) else "half: its loss loses quorum"
                 found.append(f"{label}: region {region} holds {count} of {len(members)} "
-                             f"{noun}s (a majority)")
+                             f"{noun}s ({why})")
     return found
 
 
