@@ -361,10 +361,31 @@ class RaftGroup:
                 waiter.set_exception(StorageError(str(error)))
         self.apply_waiters.clear()
 
-    async def _maybe_snapshot(self) -> None:
+    def needs_snapshot_for_new_member(self) -> bool:
+        """True while the log still starts at index 1.
+
+        A replica created after bootstrap starts empty, without the group's bootstrap
+        configuration (which lives in each founding member's store, not in the log). Replaying
+        the log from index 1 would give it a wrong configuration; a snapshot carries the right
+        one (diss. §4.2.1 / §5: new servers catch up from a snapshot). So before a new member is
+        added, the leader compacts the log's first entry away: a member that needs it gets the
+        snapshot instead.
+        """
+        return self.store.first_index() <= 1
+
+    async def compact_for_new_member(self) -> None:
+        """Snapshot at the applied index and compact entry 1 away (see above)."""
+        if self._snapshotting or self.raw.raft.log.applied < 1:
+            return
+        await self._maybe_snapshot(force=True)
+        if self.store.first_index() <= 1 and self.store.snapshot().meta.index >= 1:
+            await self.store.compact(Index(1))
+
+    async def _maybe_snapshot(self, force: bool = False) -> None:
         applied = self.raw.raft.log.applied
         snapshot_index = self.store.snapshot().meta.index
-        if self._snapshotting or applied - snapshot_index < self.config.snapshot_every_entries:
+        if self._snapshotting or (applied - snapshot_index < self.config.snapshot_every_entries
+                                  and not (force and applied > snapshot_index)):
             return
         self._snapshotting = True
         try:

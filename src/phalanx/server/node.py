@@ -400,6 +400,9 @@ class Node:
         why = ""
         # 1. Add what is missing, as a learner first (it catches up without counting, §4.2.1).
         missing = sorted((want_voters | want_learners) - voters - learners)
+        if missing and group.needs_snapshot_for_new_member():
+            asyncio.get_running_loop().create_task(group.compact_for_new_member())
+            return
         if missing:
             change = ConfChangeSingle(ConfChangeType.ADD_LEARNER, NodeId(missing[0]))
             why = "add learner"
