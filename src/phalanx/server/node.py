@@ -135,11 +135,16 @@ class Node:
         for path in sorted((self.data_dir / "groups").glob("*")) if not fresh else []:
             if path.name.isdigit() and int(path.name) != 0:
                 self._open_group(GroupId(int(path.name)), ConfState())
+        #: Fresh shards this node is the preferred leader of: it campaigns first at bootstrap, so
+        #: leaders start spread and no transfer follows the first election.
+        self.first_campaigns: list[int] = []
         if fresh and not config.join:
             for shard in initial.shards.values():
                 if config.id in shard.replicas:
                     self._open_group(GroupId(shard.id), ConfState(
                         voters=tuple(NodeId(n) for n in shard.replicas)))
+                    if shard.preferred_leader == config.id:
+                        self.first_campaigns.append(shard.id)
         resp_host, resp_port = parse_address(me.resp, "resp")
         self.resp = RespServer(self, resp_host, resp_port)
         self.admin: AdminServer | None = None
@@ -262,12 +267,24 @@ class Node:
         self.tasks.append(asyncio.create_task(self._control(), name="control"))
         if self.config.join:
             self.tasks.append(asyncio.create_task(self._join(), name="join"))
+        if self.first_campaigns:
+            self.tasks.append(asyncio.create_task(self._first_campaign(), name="first-campaign"))
         await self.resp.start()
         if self.admin is not None:
             await self.admin.start()
         logger.info("node %s (zone %s) serving RESP on %s, admin on %s, peers on %s",
                     self.config.id, self.zone, self.config.me.resp, self.config.me.admin or "-",
                     self.config.me.peer)
+
+    async def _first_campaign(self) -> None:
+        # Give the peers a moment to come up, then campaign (PreVote first) unless a leader
+        # already exists; the others wait a full randomized election timeout.
+        await asyncio.sleep(min(0.3, self.config.election_ticks * self.config.tick_ms / 2000))
+        for group_id in self.first_campaigns:
+            group = self.groups.get(group_id)
+            if group is not None and not group.leader and not group.stopped:
+                group.raw.campaign()
+                group.wake.set()
 
     async def stop(self) -> None:
         """Stop serving and release every resource."""
@@ -483,9 +500,10 @@ class Node:
                   "term": raft.term, "voters": list(current[2]), "learners": list(current[3])}
             asyncio.get_running_loop().create_task(self._propose_meta_quietly(op))
             return
-        # Spread leaders: hand leadership to the map's preferred leader once it is caught up.
+        # Spread leaders: hand leadership to the map's preferred leader once it is caught up
+        # (with one shard there is nothing to spread: leadership stays where elections put it).
         preferred = shard.preferred_leader
-        if preferred and preferred != self.node_id and preferred in raft.conf.voters and \
+        if len(self.cluster_map.shards) > 1 and preferred and preferred != self.node_id and preferred in raft.conf.voters and \
                 now - self.leader_since.get(group_id, now) > 2.0 and \
                 now - self.last_transfer_at.get(group_id, 0.0) > PREFERRED_TRANSFER_GAP_S:
             progress = raft.progress.get(NodeId(preferred))

@@ -374,7 +374,11 @@ class RespServer:
         try:
             slot = command_slot(name, args)
         except CrossSlotError as error:
-            return encode(ErrorReply(str(error)), state.protocol)
+            # Redis refuses keys of different slots; phalanx only refuses keys of different
+            # shards (one shard applies a multi-key command atomically, whatever the slots).
+            slot = self._one_shard_slot(name, args)
+            if slot is None:
+                return encode(ErrorReply(str(error)), state.protocol)
         if slot is None:
             return loop.create_task(self._guard(self._keyless(state, name, arguments, write)))
         shard = self.node.cluster_map.shard_for_slot(slot)
@@ -403,6 +407,13 @@ class RespServer:
         previous = state.last_write
         return loop.create_task(self._guard(self._read(state, name, arguments, previous,
                                                        shard.id)))
+
+    def _one_shard_slot(self, name: bytes, args: tuple[bytes, ...]) -> int | None:
+        """The slot of the first key when every key lives in the same shard, else None."""
+        cmap = self.node.cluster_map
+        keys = command_keys(name, args)
+        shards = {getattr(cmap.shard_for_slot(key_slot(key)), "id", None) for key in keys}
+        return key_slot(keys[0]) if keys and len(shards) == 1 else None
 
     def _moved(self, state: ClientState, shard: ShardInfo, slot: int,
                write: bool) -> ErrorReply | None:
