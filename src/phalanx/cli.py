@@ -109,7 +109,7 @@ def _scenario_names() -> list[str]:
     # `phalanx --help` does not import the lab.
     return ["leader-kill", "follower-kill", "random-kill", "leader-pause", "follower-pause",
             "partition-leader", "partition-split", "partition-bridge", "latency", "zone-outage",
-            "partition-zone", "rolling-restart", "mixed"]
+            "region-outage", "node-lost", "partition-zone", "rolling-restart", "mixed"]
 
 
 @chaos.command("run")
@@ -117,8 +117,23 @@ def _scenario_names() -> list[str]:
 @click.option("--duration", "duration_text", default="60s", show_default=True,
               help="How long the workload runs (60s, 2m).")
 @click.option("--seed", type=int, default=None, help="Seed of the schedule (default: random).")
-@click.option("--nodes", type=int, default=5, show_default=True)
-@click.option("--zones", type=int, default=3, show_default=True)
+@click.option("--nodes", type=int, default=None,
+              help="Nodes of the cluster the lab starts [default: 5; region-outage: 9; "
+                   "node-lost: replicas per shard + 2, so a spare node is left to heal onto].")
+@click.option("--zones", type=int, default=None,
+              help="Zones [default: 3, at least --regions; region-outage: 2 per region].")
+@click.option("--regions", type=int, default=None,
+              help="Regions; zone zK is in region r((K-1) % R + 1) [default: 1; "
+                   "region-outage: 3, and it needs >= 3].")
+@click.option("--shards", type=int, default=None,
+              help="Data shards (each a Raft group) [default: the node's, 1].")
+@click.option("--survival-goal", "survival_goal", type=click.Choice(["zone", "region"]),
+              default=None, help="zone: 3 replicas in 3 zones; region: 5 replicas, no region "
+                                 "holding a quorum [default: zone; region-outage: region].")
+@click.option("--dead-after-ms", "dead_after_ms", type=int, default=None,
+              help="Silence after which the cluster declares a node dead and re-creates its "
+                   "replicas elsewhere [default: the node's, 60000; node-lost: 3000, so the "
+                   "healing happens within the run].")
 @click.option("--target", type=click.Path(), default=None,
               help="Run against this running cluster (DIR/cluster.json) instead of starting one.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
@@ -129,23 +144,31 @@ def _scenario_names() -> list[str]:
 @click.option("--clients", type=int, default=4, show_default=True)
 @click.option("--rate", "rate", type=float, default=200.0, show_default=True,
               help="Requests per second over all clients.")
-def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int, zones: int,
-              target: str | None, report_dir: str | None, as_json: bool, mode: str,
-              clients: int, rate: float) -> None:
-    """Run one scenario and measure availability, RTO, RPO and linearizability."""
+def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | None,
+              zones: int | None, regions: int | None, shards: int | None,
+              survival_goal: str | None, dead_after_ms: int | None, target: str | None,
+              report_dir: str | None, as_json: bool, mode: str, clients: int,
+              rate: float) -> None:
+    """Run one scenario and measure availability, RTO, RPO, linearizability and the time to
+    full redundancy after each fault."""
     import json
 
     from rich.console import Console
 
     from phalanx.chaos import console as view
-    from phalanx.chaos.runner import RunConfig, run_chaos, write_result
+    from phalanx.chaos.runner import run_chaos, scenario_config, write_result
 
     duration = _duration(duration_text)
-    if nodes < 1 or clients < 1 or rate <= 0:
-        _fail("--nodes and --clients must be >= 1 and --rate > 0", 2)
+    if clients < 1 or rate <= 0:
+        _fail("--clients must be >= 1 and --rate > 0", 2)
     seed = seed if seed is not None else int.from_bytes(os.urandom(3), "big")
-    config = RunConfig(scenario=scenario, duration_s=duration, seed=seed, nodes=nodes,
-                       zones=zones, mode=mode, target=target, clients=clients, rate_ops_s=rate)
+    try:
+        config = scenario_config(scenario, duration_s=duration, seed=seed, nodes=nodes,
+                                 zones=zones, regions=regions, shards=shards,
+                                 survival_goal=survival_goal, dead_after_ms=dead_after_ms,
+                                 mode=mode, target=target, clients=clients, rate_ops_s=rate)
+    except ValueError as error:
+        _fail(str(error), 2)
     console = Console(stderr=True)
     try:
         if as_json:

@@ -10,7 +10,7 @@ import pytest
 
 from phalanx.chaos import metrics
 from phalanx.chaos.metrics import FAIL, INFO, OK, OpRecord
-from phalanx.chaos.nemesis import SCENARIOS, plan
+from phalanx.chaos.nemesis import PERMANENT, SCENARIOS, plan
 from phalanx.chaos.workload import classify
 
 
@@ -100,6 +100,8 @@ def test_every_scenario_plans_healed_faults_inside_the_run(scenario: str) -> Non
             assert slot.at_s >= 3.0
             assert slot.at_s + slot.hold_s <= duration - 4.0 + 1e-9
         assert plan(scenario, duration, seed=7) == slots  # the seed decides
+    if scenario in PERMANENT:
+        return  # one loss per run (tests/chaos/test_chaos_planning.py)
     long_run = plan(scenario, 60.0, seed=7)
     assert len(long_run) >= (2 if scenario == "rolling-restart" else 3)
     gaps = [b.at_s - a.at_s for a, b in itertools.pairwise(long_run)]

@@ -70,6 +70,29 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _redundancy_cell(entry: dict[str, Any] | None) -> str:
+    """One fault's time to full redundancy, in a few words."""
+    if entry is None:
+        return "-"
+    if entry.get("seconds") is not None:
+        text = _seconds(entry["seconds"])
+        if entry.get("after_heal_s") is not None:
+            text += f" ({_seconds(entry['after_heal_s'])} after heal)"
+        return text
+    if entry.get("lost") is False:
+        return "never lost"
+    return "not restored"
+
+
+def _redundancy_entries(result: dict[str, Any]) -> list[dict[str, Any] | None]:
+    entries = list((result.get("redundancy") or {}).get("faults") or [])
+    return entries + [None] * (len(result["faults"]) - len(entries))
+
+
 def _percent(availability: float) -> str:
     return f"{availability * 100:.3f} %".replace(".000 %", " %")
 
@@ -100,24 +123,38 @@ def summary_table(result: dict[str, Any]) -> Table:
     table.add_row("latency", f"p50 {_ms(latency['p50'])}, p99 {_ms(latency['p99'])}, "
                              f"max {_ms(latency['max'])}")
     table.add_row("throughput", f"{result['throughput_ops_s']:g} successful requests/s")
+    redundancy = result.get("redundancy")
+    if redundancy is not None and result["faults"]:
+        entries = redundancy.get("faults") or []
+        restored = sum(1 for e in entries if e.get("seconds") is not None)
+        lost = sum(1 for e in entries if e.get("lost"))
+        text = (f"median {_seconds(redundancy.get('median_s'))}, worst "
+                f"{_seconds(redundancy.get('max_s'))}; restored after {restored} of {lost} "
+                "fault(s) that lost it")
+        missing = [e for e in entries if e.get("lost") and e.get("seconds") is None]
+        if missing:
+            text += f" ({missing[0].get('reason')})"
+        table.add_row("full redundancy", Text(text, style="bold red" if missing else ""))
     return table
 
 
 def faults_table(result: dict[str, Any]) -> Table:
     table = Table(title="faults", title_style="bold")
-    for column in ("at", "fault", "until", "RTO", "new leader"):
+    for column in ("at", "fault", "until", "RTO", "new leader", "full redundancy"):
         table.add_column(column)
-    for fault, rto in zip(result["faults"], result["rto_ms"]["faults"], strict=False):
+    for fault, rto, entry in zip(result["faults"], result["rto_ms"]["faults"],
+                                 _redundancy_entries(result), strict=False):
         until = "-" if fault["end_s"] is None else f"{fault['end_s']:.1f} s"
         table.add_row(f"{fault['at_s']:.1f} s", fault["description"], until,
-                      _ms(rto["rto_ms"]), rto["new_leader"] or "-")
+                      _ms(rto["rto_ms"]), rto["new_leader"] or "-", _redundancy_cell(entry))
     return table
 
 
 def story_lines(result: dict[str, Any]) -> list[str]:
     """What happened, in plain words, one line per fault and a closing line."""
     lines = []
-    for fault, rto in zip(result["faults"], result["rto_ms"]["faults"], strict=False):
+    for fault, rto, entry in zip(result["faults"], result["rto_ms"]["faults"],
+                                 _redundancy_entries(result), strict=False):
         line = f"{fault['description']} at {fault['at_s']:.1f} s"
         if rto["new_leader"]:
             line += f"; {rto['new_leader']} took over"
@@ -127,6 +164,10 @@ def story_lines(result: dict[str, Any]) -> list[str]:
             line += f"; writes resumed after {rto['rto_ms']:.0f} ms"
         if fault["end_s"] is not None:
             line += f" (healed at {fault['end_s']:.1f} s)"
+        if entry is not None and entry.get("seconds") is not None:
+            line += f"; fully redundant again {entry['seconds']:.1f} s after the fault"
+        elif entry is not None and entry.get("lost"):
+            line += f"; full redundancy {entry.get('reason')}"
         lines.append(line)
     lost = result["lost_acknowledged_writes"]
     lines.append(f"{lost} acknowledged write{'s' if lost != 1 else ''} lost; "

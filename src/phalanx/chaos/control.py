@@ -5,13 +5,17 @@ Rules of this file:
   loopback; partitions and latency through each node's admin fault-rule API) and `NetnsControl`
   (one network namespace per node; partitions with iptables, latency with tc netem) implement it.
 - Every method acts for real (signals, rules) and returns only once the fault is in force.
-- Node ids are the cluster's ids ("n1"...). Zones come from `nodes()`.
+- Node ids are the cluster's ids ("n1"...). Zones and regions come from `nodes()`.
+- A node that was `lose`-t is gone for good: no control restarts it (not even `repair`), and the
+  runner leaves it out of convergence and final reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,10 @@ class ClusterControl(Protocol):
         """Start a killed node again with its original command; returns when it is up."""
         ...
 
+    def lose(self, node: str) -> None:
+        """SIGKILL the node and delete its data directory; it is never started again."""
+        ...
+
     def partition(self, groups: list[list[str]]) -> None:
         """Cut all traffic between nodes of different groups (nodes in no group are isolated)."""
         ...
@@ -77,3 +85,42 @@ class ClusterControl(Protocol):
     def close(self) -> None:
         """Stop what the control started (processes, namespaces, rules)."""
         ...
+
+
+def fetch_statuses(control: ClusterControl, timeout: float = 0.5,
+                   pool: ThreadPoolExecutor | None = None) -> dict[str, dict[str, Any] | None]:
+    """Every node's admin `/status` JSON, in parallel: node id -> dict, or None where the node
+    did not answer (down, paused, or cut off from the lab)."""
+    from phalanx.server.cluster import admin_request
+
+    nodes = control.nodes()
+
+    def one(node: NodeInfo) -> dict[str, Any] | None:
+        address = node.admin_url.removeprefix("http://").removeprefix("https://").rstrip("/")
+        try:
+            code, body = admin_request(address, "/status", timeout=timeout)
+        except OSError:
+            return None
+        return body if code == 200 and isinstance(body, dict) else None
+
+    if pool is not None:
+        return dict(zip((n.id for n in nodes), pool.map(one, nodes), strict=True))
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as own:
+        return dict(zip((n.id for n in nodes), own.map(one, nodes), strict=True))
+
+
+def agreed_leader(statuses: Mapping[str, Mapping[str, Any] | None]) -> str | None:
+    """The leader of the first shard named by a majority of all nodes (a leader counts itself),
+    as `phalanx.server.cluster.agreed_leader` decides it; None without a majority."""
+    votes: dict[str, int] = {}
+    for node, status in statuses.items():
+        if status is None:
+            continue
+        leader = node if status.get("role") == "leader" else status.get("leader")
+        if isinstance(leader, str) and leader:
+            votes[leader] = votes.get(leader, 0) + 1
+    majority = len(statuses) // 2 + 1
+    for leader, count in votes.items():
+        if count >= majority:
+            return leader
+    return None

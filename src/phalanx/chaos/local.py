@@ -11,6 +11,8 @@ Rules of this file:
   control keeps the whole rule set of every node and always sends it whole (a PUT replaces the
   rules); a node that was down gets its rules again when it restarts. These rules cut Raft
   (peer) traffic only: a node's RESP forwarding to the leader is not cut (netns mode cuts all).
+- `lose(node)` kills the node and deletes its data directory (its log is kept beside it as
+  `DIR/<id>.lost.log` for a post-mortem); a lost node is never restarted, not even by `repair`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -43,13 +46,14 @@ class ChaosError(Exception):
 
 
 def _pick_plan(data_dir: Path, nodes: int, zones: int, overrides: dict[str, Any],
-               rng: random.Random) -> list[local.PlannedNode]:
+               rng: random.Random, regions: int = 1) -> list[local.PlannedNode]:
     last_error: Exception | None = None
     for _ in range(60):
         base_port = rng.randrange(20000, 60000 - 300)
         loopback_base = rng.randrange(20, 250 - nodes)
         plan = local.plan_local_cluster(data_dir, nodes=nodes, zones=zones, base_port=base_port,
-                                        loopback_base=loopback_base, overrides=overrides)
+                                        loopback_base=loopback_base, overrides=overrides,
+                                        regions=regions)
         try:
             local.check_addresses_free(plan)
         except local.ClusterError as error:
@@ -77,14 +81,19 @@ class LocalControl:
         self._drop_from: dict[str, set[str]] = {}
         self._delay: dict[str, dict[str, dict[str, float]]] = {}
         self._closed = False
+        #: Nodes lost for good (`lose`): never restarted.
+        self.lost: set[str] = set()
         self._ids = [entry.id for entry in local.read_cluster_file(self.data_dir).nodes]
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
     def start(cls, *, nodes: int = 5, zones: int = 3, data_dir: str | Path | None = None,
               seed: int | None = None, overrides: dict[str, Any] | None = None,
-              timeout: float = 60.0) -> LocalControl:
-        """Start a fresh local cluster (fault injection on) and control it; stops it on close."""
+              timeout: float = 60.0, regions: int = 1) -> LocalControl:
+        """Start a fresh local cluster (fault injection on) and control it; stops it on close.
+
+        Zone zK is in region r((K-1) % regions + 1) when `regions` > 1 (see
+        `phalanx.server.cluster.plan_local_cluster`)."""
         temporary: Path | None = None
         if data_dir is None:
             temporary = Path(tempfile.mkdtemp(prefix="phalanx-chaos-"))
@@ -94,7 +103,7 @@ class LocalControl:
         # Ports are not part of the experiment: they come from the OS's randomness, not the seed,
         # so that two runs with one seed can run side by side.
         rng = random.Random()
-        plan = _pick_plan(data_dir, nodes, zones, options, rng)
+        plan = _pick_plan(data_dir, nodes, zones, options, rng, regions)
         try:
             _cluster, _leader, processes = local.start_local_cluster(data_dir, plan,
                                                                      timeout=timeout)
@@ -182,6 +191,9 @@ class LocalControl:
             self._push(node)  # rules set while it was paused
 
     def restart(self, node: str) -> None:
+        if node in self.lost:
+            raise ChaosError(f"{node} was lost for good (its data is deleted); it is not "
+                             "restarted")
         try:
             entry = local.restart_node(self.data_dir, node)
         except local.ClusterError as error:
@@ -198,6 +210,21 @@ class LocalControl:
             time.sleep(0.05)
         log = Path(entry.data_dir) / local.NODE_LOG_FILE
         raise ChaosError(f"{node} did not come up after a restart\n{local.tail(log)}")
+
+    def lose(self, node: str) -> None:
+        """Kill `node` and delete its data directory; it never comes back (see the module)."""
+        entry = self._entry(node)
+        if not entry.data_dir:
+            raise ChaosError(f"{node} has no data_dir in cluster.json; cannot delete its data")
+        self.kill(node)
+        self.lost.add(node)
+        data_dir = Path(entry.data_dir)
+        log = data_dir / local.NODE_LOG_FILE
+        with contextlib.suppress(OSError):
+            log.replace(data_dir.parent / f"{node}.lost.log")
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if data_dir.exists():
+            raise ChaosError(f"{node}: could not delete {data_dir}")
 
     # ---- network fault rules ----------------------------------------------------------------
     def _rules(self, node: str) -> dict[str, Any]:
@@ -279,7 +306,7 @@ class LocalControl:
             self._delay.clear()
             self._push_all()
         for node in self._ids:
-            if not self.alive(node):
+            if node not in self.lost and not self.alive(node):
                 try:
                     self.restart(node)
                     done.append(f"{node} restarted")
@@ -315,8 +342,6 @@ class LocalControl:
             with contextlib.suppress(Exception):
                 process.wait(timeout=1)
         if self._temporary_root is not None and not os.environ.get("PHALANX_CHAOS_KEEP"):
-            import shutil
-
             shutil.rmtree(self._temporary_root, ignore_errors=True)
 
     def __enter__(self) -> LocalControl:

@@ -7,6 +7,11 @@ Rules of this file:
   from the seed; the targets that depend on the cluster (the leader) are resolved when the fault
   is injected, so a run is repeatable as far as the cluster's own timing allows.
 - The last fault ends early enough that the run also measures the recovery.
+- `node-lost` is permanent (the node's data is deleted and it never comes back): one per run,
+  right after the warm-up, so the rest of the run measures how the cluster heals itself.
+- Choices that depend on the topology (which region goes down, which node is lost) are pure
+  functions of the nodes, the map and the fault's own seed (`region_outage_targets`,
+  `choose_lost_node`), unit-tested without a cluster.
 - Every fault is recorded (`Fault`: at_s, end_s, kind, targets, description) with the time it
   was in force, and told as plain-word events ("leader n2 killed").
 - Healing never raises: a heal that fails is an event, and the runner repairs everything at the
@@ -18,11 +23,14 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from phalanx.chaos.control import ClusterControl
+from phalanx.chaos.control import ClusterControl, NodeInfo, fetch_statuses
+from phalanx.chaos.redundancy import newest_status, replica_counts
 
 SCENARIOS: dict[str, str] = {
     "leader-kill": "kill -9 the leader, restart it a few seconds later",
@@ -35,12 +43,20 @@ SCENARIOS: dict[str, str] = {
     "partition-bridge": "two sides that cannot talk, and one node that sees both",
     "latency": "add 50-200 ms of delay to one node's or every node's messages",
     "zone-outage": "kill every node of one zone, restart them later",
+    "region-outage": "kill every node of one region, restart them later (needs >= 3 regions "
+                     "and the region survival goal)",
+    "node-lost": "kill -9 one node and delete its data; it never comes back: the cluster "
+                 "re-creates its replicas on the other nodes",
     "partition-zone": "cut every node of one zone off from the other zones",
     "rolling-restart": "restart each node in turn (kill -9, start, wait until it answers)",
     "mixed": "a random mix of all of the above",
 }
 
-_MIXABLE = [name for name in SCENARIOS if name not in {"mixed", "rolling-restart"}]
+#: Kinds `mixed` draws from: not the roll, not a permanent loss, not what needs >= 3 regions.
+_MIXABLE = [name for name in SCENARIOS
+            if name not in {"mixed", "rolling-restart", "node-lost", "region-outage"}]
+#: Faults that are never healed during the run.
+PERMANENT = frozenset({"node-lost"})
 
 
 @dataclass
@@ -80,6 +96,9 @@ def plan(scenario: str, duration_s: float, seed: int, *, warmup_s: float = 3.0,
     slots: list[Slot] = []
     at = warmup_s + rng.uniform(0, 1.0)
     last_end = duration_s - recovery_s
+    if scenario in PERMANENT:
+        # One loss, as early as the warm-up allows: the rest of the run is the healing.
+        return [Slot(at, 0.0, scenario, rng.randrange(2**31))] if at <= last_end else []
     while True:
         hold = rng.uniform(2.0, 5.0)
         kind = rng.choice(_MIXABLE) if scenario == "mixed" else scenario
@@ -95,6 +114,41 @@ def plan(scenario: str, duration_s: float, seed: int, *, warmup_s: float = 3.0,
         # A roll restarts every node in turn (a few seconds each): leave it room.
         at += (12.0 if kind == "rolling-restart" else hold) + rng.uniform(8.0, 11.0)
     return slots
+
+
+def region_outage_targets(nodes: Sequence[NodeInfo], rng: random.Random) -> tuple[str, list[str]]:
+    """(region, its nodes) for a region outage: a region whose loss leaves a majority of the
+    nodes running. ValueError when the cluster has fewer than 3 regions (a region goal needs
+    3 so that no region holds a quorum) or when every region holds half the nodes or more."""
+    regions: dict[str, list[str]] = {}
+    for node in nodes:
+        regions.setdefault(node.region, []).append(node.id)
+    if len(regions) < 3:
+        raise ValueError(f"region-outage needs nodes in at least 3 regions; this cluster has "
+                         f"{len(regions)} ({', '.join(sorted(regions)) or 'none'}): start it "
+                         "with --regions 3 --survival-goal region")
+    eligible = sorted(name for name, ids in regions.items() if 2 * len(ids) < len(nodes))
+    if not eligible:
+        raise ValueError("region-outage: every region holds half of the nodes or more; losing "
+                         "one would take the quorum with it")
+    region = rng.choice(eligible)
+    return region, list(regions[region])
+
+
+def choose_lost_node(nodes: Sequence[NodeInfo], rng: random.Random,
+                     replicas: Mapping[str, int] | None = None) -> str:
+    """The node `node-lost` takes: one whose zone keeps another node (so its replicas can be
+    re-created without weakening the zone spread), among those the map gives a shard replica
+    (else losing it tests nothing); the rest of the choice is the seed's."""
+    if not nodes:
+        raise ValueError("node-lost: the cluster has no node")
+    per_zone = Counter((node.region, node.zone) for node in nodes)
+    candidates = [n.id for n in nodes if per_zone[(n.region, n.zone)] > 1] or \
+        [n.id for n in nodes]
+    if replicas:
+        holding = [n for n in candidates if replicas.get(n, 0) > 0]
+        candidates = holding or candidates
+    return rng.choice(sorted(candidates))
 
 
 @dataclass
@@ -160,6 +214,16 @@ class Nemesis:
         # tens of ms to install): RTO counts from there, never from a half-made fault.
         fault.at_s = self.clock()
         self.on_event(fault.at_s, fault.description)
+
+    def _restart_all(self, targets: list[str]) -> None:
+        """Restart `targets` side by side (an outage ends for all of them at once); raises the
+        first failure once every restart has finished."""
+        if len(targets) == 1:
+            self.control.restart(targets[0])
+            return
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            for future in [pool.submit(self.control.restart, t) for t in targets]:
+                future.result()
 
     def _end(self, fault: Fault, text: str) -> None:
         fault.end_s = self.clock()
@@ -279,9 +343,32 @@ class Nemesis:
                 control.kill(target)
             self._in_force(fault)
             self._hold(slot.hold_s)
-            for target in targets:
-                control.restart(target)
+            self._restart_all(targets)
             self._end(fault, f"zone {zone} back: {', '.join(targets)} restarted")
+        elif kind == "region-outage":
+            region, targets = region_outage_targets(nodes, rng)
+            fault = self._begin(kind, targets, f"region {region} lost: {', '.join(targets)} "
+                                "killed", leader)
+            for target in targets:
+                control.kill(target)
+            self._in_force(fault)
+            self._hold(slot.hold_s)
+            self._restart_all(targets)
+            self._end(fault, f"region {region} back: {', '.join(targets)} restarted")
+        elif kind == "node-lost":
+            try:
+                replicas = replica_counts(newest_status(fetch_statuses(control)))
+            except Exception:
+                replicas = {}
+            target = choose_lost_node(nodes, rng, replicas)
+            role = "leader" if target == leader else "node"
+            held = replicas.get(target, 0)
+            fault = self._begin(kind, [target], f"{role} {target} lost for good (kill -9, data "
+                                f"deleted; it held {held} shard replica{'s' if held != 1 else ''})",
+                                leader)
+            control.lose(target)
+            self._in_force(fault)
+            # Never healed: the cluster must re-create its replicas on the other nodes.
         elif kind == "rolling-restart":
             for target in ids:
                 if self.stop_event.is_set():

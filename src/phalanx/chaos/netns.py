@@ -225,6 +225,8 @@ class NetnsControl:
     latency_note: str = ""
     _delayed: set[str] = field(default_factory=set)
     _admin_token: str = ""
+    #: Nodes lost for good (`lose`): never restarted.
+    lost: set[str] = field(default_factory=set)
 
     # -- availability -----------------------------------------------------------------------
 
@@ -265,17 +267,22 @@ class NetnsControl:
     @classmethod
     def start(cls, *, nodes: int = 5, zones: int = 3, data_dir: str | Path, seed: int = 0,
               overrides: dict[str, Any] | None = None, prefix: str | None = None,
-              region: str = "r1", timeout: float = 30.0) -> NetnsControl:
+              region: str = "r1", timeout: float = 30.0, regions: int = 1) -> NetnsControl:
         """Create the network, start `nodes` node processes, wait for an agreed leader.
 
         `seed` is recorded only (the network has no randomness beyond names); `overrides` are
-        NodeConfig fields applied to every node. On failure everything created is removed.
+        NodeConfig fields applied to every node. Node i is in zone z((i-1) % zones + 1); with
+        `regions` > 1 zone zK is in region r((K-1) % regions + 1), else every zone is in
+        `region` (as `phalanx.server.cluster.plan_local_cluster` does). On failure everything
+        created is removed.
         """
         del seed  # names and subnets must be unique per run, not reproducible
         if nodes < 1 or nodes > 200:
             raise ConfigError(f"nodes: must be in 1..200 (got {nodes})")
         if zones < 1:
             raise ConfigError(f"zones: must be >= 1 (got {zones})")
+        if regions < 1 or regions > zones:
+            raise ConfigError(f"regions: must be between 1 and zones ({zones}) (got {regions})")
         prefix = prefix or f"phx{secrets.token_hex(2)}"
         if len(prefix) > 8 or not prefix.replace("-", "").isalnum():
             raise ConfigError(f"prefix: {prefix!r} must be at most 8 letters/digits "
@@ -285,7 +292,7 @@ class NetnsControl:
                       bridge=f"{prefix}-br")
         atexit.register(control._close_at_exit)
         try:
-            control._create_network(nodes, zones, region, overrides)
+            control._create_network(nodes, zones, region, overrides, regions)
             control.setup_network_s = time.monotonic() - began
             control._start_nodes(timeout)
         except BaseException:
@@ -298,7 +305,7 @@ class NetnsControl:
         return control
 
     def _create_network(self, count: int, zones: int, region: str,
-                        overrides: dict[str, Any] | None) -> None:
+                        overrides: dict[str, Any] | None, regions: int = 1) -> None:
         _LOCK_PATH.touch(exist_ok=True)
         with open(_LOCK_PATH, "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -315,10 +322,12 @@ class NetnsControl:
         peers = []
         for i in range(1, count + 1):
             address = f"{self.subnet}.{10 + i}"
+            zone = (i - 1) % zones + 1
             peers.append(PeerConfig(id=f"n{i}", peer=f"{address}:{PEER_PORT}",
                                     resp=f"{address}:{RESP_PORT}",
-                                    admin=f"{address}:{ADMIN_PORT}",
-                                    zone=f"z{(i - 1) % zones + 1}", region=region))
+                                    admin=f"{address}:{ADMIN_PORT}", zone=f"z{zone}",
+                                    region=region if regions == 1
+                                    else f"r{(zone - 1) % regions + 1}"))
         changes = {key: value for key, value in (overrides or {}).items() if value is not None}
         changes.setdefault("enable_fault_injection", True)
         self._admin_token = str(changes.get("admin_token", ""))
@@ -474,6 +483,9 @@ class NetnsControl:
 
     def restart(self, node: str, timeout: float = 30.0) -> None:
         entry = self._node(node)
+        if node in self.lost:
+            raise NetnsError(f"{node} was lost for good (its data is deleted); it is not "
+                             "restarted")
         if entry.process is not None and entry.process.poll() is None:
             raise NetnsError(f"{node} is still running (pid {entry.process.pid}); kill it first")
         entry.process = start_node_process(entry.argv, entry.log_path)
@@ -492,6 +504,18 @@ class NetnsControl:
                 raise NetnsError(f"{node} did not answer /health within {timeout:g} s\n"
                                  f"--- tail of {entry.log_path} ---\n{tail(entry.log_path)}")
             time.sleep(0.05)
+
+    def lose(self, node: str) -> None:
+        """Kill `node` and delete its data directory (its log is kept as DIR/<id>.lost.log);
+        it is never restarted."""
+        entry = self._node(node)
+        self.kill(node)
+        self.lost.add(node)
+        with contextlib.suppress(OSError):
+            entry.log_path.replace(self.data_dir / f"{node}.lost.log")
+        shutil.rmtree(entry.data_dir, ignore_errors=True)
+        if entry.data_dir.exists():
+            raise NetnsError(f"{node}: could not delete {entry.data_dir}")
 
     # -- network faults ---------------------------------------------------------------------
 

@@ -9,6 +9,16 @@ Rules of this file:
   check the register history. Nothing is measured while repairing.
 - The result dict has exactly the keys the HTML report reads (see `RESULT_KEYS`); values are
   plain JSON (no infinities, None where a measure does not exist).
+- One monitor thread polls every node's /status every `MONITOR_INTERVAL_S`: the agreed leader
+  (for the new-leader column) and whether the cluster is fully redundant
+  (`phalanx.chaos.redundancy`), from which the time to full redundancy of every fault is
+  computed, bounded by the run's duration.
+- A cluster the lab starts gets the run's topology (`regions`) and node settings (`shards`,
+  `survival_goal`, `dead_after_ms`); a scenario fills what the caller left out
+  (`SCENARIO_DEFAULTS`) and `check_config` refuses, in one line, what cannot work (a region
+  outage without 3 regions, a lost node with no spare to heal onto).
+- A node lost for good (`node-lost`) leaves the clients' rotation once the cluster declares it
+  dead, and is left out of convergence and of the final reads.
 """
 
 from __future__ import annotations
@@ -19,25 +29,38 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from phalanx.chaos import metrics
-from phalanx.chaos.control import ClusterControl
-from phalanx.chaos.nemesis import SCENARIOS, Fault, Nemesis, Slot, plan
+from phalanx.chaos import metrics, redundancy
+from phalanx.chaos.control import ClusterControl, agreed_leader, fetch_statuses
+from phalanx.chaos.nemesis import PERMANENT, SCENARIOS, Fault, Nemesis, Slot, plan
 from phalanx.chaos.workload import Workload, WorkloadConfig
 from phalanx.checker import check
 
 RESULT_KEYS = ("scenario", "seed", "mode", "duration_s", "started_at", "cluster", "ops",
                "availability", "nines", "rto_ms", "lost_acknowledged_writes", "rpo",
                "linearizable", "linearizability", "faults", "timeline", "latency_ms",
-               "throughput_ops_s", "events")
+               "throughput_ops_s", "events", "redundancy")
 
 #: Node settings of a cluster the lab starts: the server gives up on a request before the
 #: client's socket timeout, so the client hears a clear error rather than a timeout.
 LOCAL_OVERRIDES: dict[str, Any] = {"request_timeout_ms": 800}
+
+#: How often the monitor polls every node's /status (leader, redundancy).
+MONITOR_INTERVAL_S = 0.2
+
+#: What a scenario needs of a cluster the lab starts, where the caller did not say.
+#: region-outage: 9 nodes in 6 zones over 3 regions (two zones per region), 5 replicas per
+#: shard with no region holding a quorum. node-lost: the dead node is declared dead after 3 s
+#: (the node default is 60 s), so the healing happens inside the run.
+SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "region-outage": {"nodes": 9, "regions": 3, "survival_goal": "region"},
+    "node-lost": {"dead_after_ms": 3000},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +77,115 @@ class RunConfig:
     warmup_s: float = 3.0
     recovery_s: float = 4.0
     data_dir: str | None = None
+    #: Topology and node settings of a cluster the lab starts (None: the scenario's default,
+    #: else the node's own: 1 region, 1 shard, zone goal, 60 s).
+    regions: int | None = None
+    shards: int | None = None
+    survival_goal: str | None = None
+    dead_after_ms: int | None = None
+
+
+def replicas_for(survival_goal: str | None) -> int:
+    """Replicas per shard under a survival goal (the planner's default)."""
+    return 5 if survival_goal == "region" else 3
+
+
+def apply_scenario_defaults(config: RunConfig) -> RunConfig:
+    """Fill the node settings the scenario needs and the caller left None (a lab-started
+    cluster only: an attached cluster keeps its own)."""
+    if config.target is not None:
+        return config
+    missing = {key: value for key, value in SCENARIO_DEFAULTS.get(config.scenario, {}).items()
+               if key != "nodes" and getattr(config, key) is None}
+    return replace(config, **missing) if missing else config
+
+
+def scenario_config(scenario: str, **given: Any) -> RunConfig:
+    """A RunConfig from what the caller gave (None = not given): the scenario's defaults fill
+    the rest (`SCENARIO_DEFAULTS`; zones default to 3, at least the regions, and two per region
+    for region-outage; node-lost defaults to two nodes more than the replicas per shard).
+    ValueError (one line) when the combination cannot work, see `check_config`."""
+    values = {key: value for key, value in given.items() if value is not None}
+    if values.get("target") is None:
+        for key, value in SCENARIO_DEFAULTS.get(scenario, {}).items():
+            values.setdefault(key, value)
+        regions = values.get("regions") or 1
+        if "zones" not in values:
+            values["zones"] = 2 * regions if scenario == "region-outage" else max(3, regions)
+        if scenario == "node-lost" and "nodes" not in values:
+            values["nodes"] = replicas_for(values.get("survival_goal")) + 2
+    config = apply_scenario_defaults(RunConfig(scenario=scenario, **values))
+    check_config(config)
+    return config
+
+
+def region_sizes(nodes: int, zones: int, regions: int) -> dict[str, int]:
+    """Nodes per region of a local cluster (the layout of `plan_local_cluster`)."""
+    sizes: dict[str, int] = {}
+    for i in range(1, nodes + 1):
+        zone = (i - 1) % zones + 1
+        region = f"r{(zone - 1) % regions + 1}" if regions > 1 else "r1"
+        sizes[region] = sizes.get(region, 0) + 1
+    return sizes
+
+
+def check_config(config: RunConfig) -> None:
+    """ValueError naming the option when a run cannot do what its scenario needs."""
+    if config.scenario not in SCENARIOS and config.scenario != "demo":
+        raise ValueError(f"unknown scenario {config.scenario!r} (known: {', '.join(SCENARIOS)})")
+    node_settings = {"--regions": config.regions, "--shards": config.shards,
+                     "--survival-goal": config.survival_goal,
+                     "--dead-after-ms": config.dead_after_ms}
+    if config.target is not None:
+        given = [name for name, value in node_settings.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} configure a cluster the lab starts; with "
+                             "--target the running cluster keeps its own settings")
+        return
+    if config.nodes < 1 or config.zones < 1:
+        raise ValueError("--nodes and --zones must be >= 1")
+    regions = config.regions or 1
+    if not 1 <= regions <= config.zones:
+        raise ValueError(f"--regions must be between 1 and --zones ({config.zones}); "
+                         f"got {regions}")
+    if config.shards is not None and config.shards < 1:
+        raise ValueError(f"--shards must be >= 1; got {config.shards}")
+    if config.survival_goal not in (None, "zone", "region"):
+        raise ValueError(f"--survival-goal must be zone or region; got {config.survival_goal}")
+    if config.dead_after_ms is not None and config.dead_after_ms <= 0:
+        raise ValueError(f"--dead-after-ms must be > 0; got {config.dead_after_ms}")
+    if config.scenario == "region-outage":
+        if regions < 3 or config.survival_goal != "region":
+            raise ValueError("region-outage needs at least 3 regions and the region survival "
+                             "goal (no region holds a quorum of a shard): --regions 3 "
+                             "--survival-goal region")
+        if config.nodes < 5:
+            raise ValueError(f"region-outage needs at least 5 nodes (5 replicas per shard); "
+                             f"got --nodes {config.nodes}")
+        sizes = region_sizes(config.nodes, config.zones, regions)
+        if all(2 * size >= config.nodes for size in sizes.values()):
+            raise ValueError("region-outage: every region holds half of the nodes or more; "
+                             "use more nodes or regions")
+    if config.scenario == "node-lost":
+        needed = replicas_for(config.survival_goal) + 1
+        if config.nodes < needed:
+            raise ValueError(f"node-lost needs a spare node to heal onto: at least {needed} "
+                             f"nodes for {needed - 1} replicas per shard; got --nodes "
+                             f"{config.nodes}")
+        dead_after_s = (config.dead_after_ms or 60_000) / 1000
+        room_s = config.duration_s - config.warmup_s - 1.0
+        if dead_after_s >= room_s:
+            raise ValueError(f"node-lost: the cluster declares a silent node dead after "
+                             f"{dead_after_s:g} s (--dead-after-ms), but the run has only "
+                             f"{max(room_s, 0):g} s after the loss; use a longer --duration "
+                             "or a shorter --dead-after-ms")
+
+
+def node_overrides(config: RunConfig) -> dict[str, Any]:
+    """NodeConfig fields for every node of a cluster the lab starts."""
+    settings = {"shards": config.shards, "survival_goal": config.survival_goal,
+                "dead_after_ms": config.dead_after_ms}
+    return {**LOCAL_OVERRIDES, **{k: v for k, v in settings.items() if v is not None}}
 
 
 @dataclass
@@ -85,29 +217,52 @@ class RunArtifacts:
 
 
 class _Monitor:
-    """Polls the agreed leader a few times a second; records every change."""
+    """Polls every node's /status every `interval_s`: the agreed leader (every change is
+    recorded) and a redundancy observation (`redundancy.assess`)."""
 
     def __init__(self, control: ClusterControl, clock: Callable[[], float],
-                 interval_s: float = 0.25) -> None:
+                 interval_s: float = MONITOR_INTERVAL_S) -> None:
         self.control = control
         self.clock = clock
         self.interval_s = interval_s
         self.changes: list[tuple[float, str]] = []
         self.current: str | None = None
+        self.observations: list[redundancy.Observation] = []
+        self.latest: redundancy.Observation | None = None
+        #: survival goal, replication factor, shards of the newest map seen.
+        self.cluster: dict[str, Any] = {}
         self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name="leader-monitor")
+        self.pool = ThreadPoolExecutor(max_workers=max(4, len(control.nodes())),
+                                       thread_name_prefix="status-poll")
+        self.thread = threading.Thread(target=self._run, daemon=True, name="monitor")
+
+    def _poll(self) -> tuple[str | None, Mapping[str, Any] | None]:
+        try:
+            statuses = fetch_statuses(self.control, timeout=0.4, pool=self.pool)
+        except Exception:
+            try:
+                return self.control.leader(), None
+            except Exception:
+                return None, None
+        return agreed_leader(statuses), statuses
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
             began = self.clock()
-            try:
-                leader = self.control.leader()
-            except Exception:
-                leader = None
+            leader, statuses = self._poll()
+            if statuses is not None:
+                observation = redundancy.assess(statuses, self.clock())
+                newest = redundancy.newest_status(statuses)
+                if newest is not None:
+                    self.cluster = {"survival_goal": newest.get("survival_goal"),
+                                    "replication_factor": newest.get("replication_factor"),
+                                    "shards": len(observation.replicas) or None}
+                self.observations.append(observation)
+                self.latest = observation
             if leader is not None and leader != self.current:
                 self.changes.append((began, leader))
             self.current = leader
-            self.stop_event.wait(self.interval_s)
+            self.stop_event.wait(max(0.0, self.interval_s - (self.clock() - began)))
 
     def start(self) -> _Monitor:
         self.thread.start()
@@ -116,6 +271,7 @@ class _Monitor:
     def stop(self) -> None:
         self.stop_event.set()
         self.thread.join(5.0)
+        self.pool.shutdown(wait=False)
 
 
 def make_control(config: RunConfig) -> tuple[ClusterControl, bool]:
@@ -135,14 +291,16 @@ def make_control(config: RunConfig) -> tuple[ClusterControl, bool]:
         data_dir = config.data_dir or tempfile.mkdtemp(prefix="phalanx-chaos-netns-")
         control: ClusterControl = NetnsControl.start(nodes=config.nodes, zones=config.zones,
                                                      data_dir=data_dir, seed=config.seed,
-                                                     overrides=LOCAL_OVERRIDES)
+                                                     overrides=node_overrides(config),
+                                                     regions=config.regions or 1)
         return control, True
     if config.mode != "local":
         raise ValueError(f"unknown mode {config.mode!r} (local or netns)")
     from phalanx.chaos.local import LocalControl
 
     return LocalControl.start(nodes=config.nodes, zones=config.zones, data_dir=config.data_dir,
-                              seed=config.seed, overrides=LOCAL_OVERRIDES), True
+                              seed=config.seed, overrides=node_overrides(config),
+                              regions=config.regions or 1), True
 
 
 def _wait_for_leader(control: ClusterControl, timeout_s: float) -> str | None:
@@ -155,33 +313,85 @@ def _wait_for_leader(control: ClusterControl, timeout_s: float) -> str | None:
     return None
 
 
-def wait_converged(control: ClusterControl, timeout_s: float = 30.0) -> bool:
-    """Until every node agrees on the leader and term and has applied all it committed (seen
-    twice in a row). Controls without per-node statuses: until a leader is agreed, plus 2 s."""
-    statuses = getattr(control, "statuses", None)
-    if statuses is None:
-        found = _wait_for_leader(control, timeout_s) is not None
-        time.sleep(2.0)
-        return found
+def convergence_key(statuses: Mapping[str, Mapping[str, Any] | None],
+                    exclude: frozenset[str] = frozenset()) -> tuple[Any, ...] | None:
+    """What must hold still for the replicas to have converged, or None while they have not:
+    every node (but `exclude`) answers, and for every shard of the newest map its voters agree
+    on leader and term and have applied all they committed, the same index. A node without a
+    shard map: every node agrees on the top-level leader, term and applied index."""
+    considered = {node: status for node, status in statuses.items() if node not in exclude}
+    if not considered or any(status is None for status in considered.values()):
+        return None
+    answered = {node: status for node, status in considered.items() if status is not None}
+    newest = redundancy.newest_status(answered)
+    shards = [s for s in (newest or {}).get("shards") or [] if isinstance(s, Mapping)]
+    if not shards:
+        seen = list(answered.values())
+        leaders = {s.get("leader") for s in seen}
+        terms = {s.get("term") for s in seen}
+        applied = {s.get("applied_index") for s in seen}
+        committed = {s.get("commit_index") for s in seen}
+        if (len(leaders) == 1 and None not in leaders and len(terms) == 1
+                and len(applied) == 1 and applied == committed):
+            return (next(iter(leaders)), next(iter(terms)), next(iter(applied)))
+        return None
+    key: list[tuple[Any, ...]] = []
+    for shard in shards:
+        shard_id = str(shard.get("id"))
+        groups = []
+        for voter in shard.get("voters") or []:
+            if voter in exclude or voter not in answered:
+                continue
+            local = answered[voter].get("local")
+            group = local.get(shard_id) if isinstance(local, Mapping) else None
+            if not isinstance(group, Mapping):
+                return None
+            groups.append(group)
+        if not groups:
+            return None
+        leaders = {g.get("leader") for g in groups}
+        terms = {g.get("term") for g in groups}
+        applied = {g.get("applied_index") for g in groups}
+        committed = {g.get("commit_index") for g in groups}
+        if (len(leaders) != 1 or None in leaders or len(terms) != 1 or len(applied) != 1
+                or applied != committed):
+            return None
+        key.append((shard_id, next(iter(leaders)), next(iter(terms)), next(iter(applied))))
+    return tuple(key)
+
+
+def wait_converged(control: ClusterControl, timeout_s: float = 30.0,
+                   exclude: frozenset[str] = frozenset()) -> bool:
+    """Until `convergence_key` is the same twice in a row (nodes in `exclude`, lost for good,
+    are left out). A control whose nodes cannot be polled: until a leader is agreed, plus 2 s."""
     deadline = time.monotonic() + timeout_s
     previous: tuple[Any, ...] | None = None
     while time.monotonic() < deadline:
-        seen = [s.status for s in statuses()]
-        if all(s is not None for s in seen):
-            leaders = {s.get("leader") for s in seen if s}
-            terms = {s.get("term") for s in seen if s}
-            applied = {s.get("applied_index") for s in seen if s}
-            committed = {s.get("commit_index") for s in seen if s}
-            if (len(leaders) == 1 and None not in leaders and len(terms) == 1
-                    and len(applied) == 1 and applied == committed):
-                key = (next(iter(leaders)), next(iter(terms)), next(iter(applied)))
-                if key == previous:
-                    return True
-                previous = key
-            else:
-                previous = None
+        try:
+            statuses = fetch_statuses(control, timeout=0.5)
+        except Exception:
+            found = _wait_for_leader(control, max(0.0, deadline - time.monotonic())) is not None
+            time.sleep(2.0)
+            return found
+        key = convergence_key(statuses, exclude)
+        if key is not None and key == previous:
+            return True
+        previous = key
         time.sleep(0.2)
     return False
+
+
+def wait_fully_redundant(control: ClusterControl, timeout_s: float) -> redundancy.Observation:
+    """Poll until the cluster is fully redundant (or `timeout_s`); the last observation."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            observation = redundancy.assess(fetch_statuses(control, timeout=0.5), 0.0)
+        except Exception as error:
+            return redundancy.Observation(0.0, False, f"cannot poll the nodes: {error}")
+        if observation.full or time.monotonic() >= deadline:
+            return observation
+        time.sleep(MONITOR_INTERVAL_S)
 
 
 def run_chaos(config: RunConfig, *, control: ClusterControl | None = None,
@@ -194,6 +404,8 @@ def run_chaos(config: RunConfig, *, control: ClusterControl | None = None,
         if config.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {config.scenario!r} "
                              f"(known: {', '.join(SCENARIOS)})")
+        config = apply_scenario_defaults(config)
+        check_config(config)
         slots = plan(config.scenario, config.duration_s, config.seed,
                      warmup_s=config.warmup_s, recovery_s=config.recovery_s)
     owned = False
@@ -211,6 +423,8 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if _wait_for_leader(control, 60.0) is None:
         raise RuntimeError("the cluster has no leader; nothing to measure")
+    # Start from a fully redundant cluster, so that every loss is the nemesis' doing.
+    before = wait_fully_redundant(control, 30.0)
     nodes = control.nodes()
     pids_before = {node.id: node.pid for node in nodes}
     t0 = time.monotonic()
@@ -225,6 +439,8 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
         with events_lock:
             events.append((at_s, text))
 
+    if not before.full:
+        on_event(0.0, f"before the run: the cluster was not fully redundant ({before.reason})")
     monitor = _Monitor(control, clock).start()
     prefix = f"chaos:{config.seed}:{os.urandom(3).hex()}"
     workload = Workload(nodes, WorkloadConfig(clients=config.clients,
@@ -243,6 +459,7 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
             if now - last_time >= 1.0:
                 rate = (found["total"] - last_total) / (now - last_time)
                 last_total, last_time = found["total"], now
+            _retire_lost_nodes(nemesis.faults, monitor.latest, workload, now, on_event)
             if on_progress is not None:
                 current = nemesis.current
                 on_progress(Progress(now, config.duration_s, found["ok"], found["fail"],
@@ -267,11 +484,12 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
         with contextlib.suppress(Exception):
             control.heal()
             control.clear_latency()
-    converged = wait_converged(control)
+    lost_nodes = _lost_nodes(nemesis.faults)
+    converged = wait_converged(control, exclude=lost_nodes)
     if not converged:
         on_event(clock(), "after the run: the replicas did not converge within 30 s")
     monitor.stop()
-    final = workload.final_members()
+    final = workload.final_members(exclude=lost_nodes)
     history = workload.state.history
     verdict = check(history)
     for node in control.nodes():
@@ -279,18 +497,84 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
             pid_changes[node.id].append(node.pid)
     del pids_before
     result = build_result(config, control, started_at, workload, nemesis.faults,
-                          monitor.changes, final, verdict, events)
+                          monitor.changes, final, verdict, events,
+                          observations=list(monitor.observations), cluster=monitor.cluster)
     if nemesis.error:
         result["events"].append({"at_s": config.duration_s, "text": f"nemesis error: {nemesis.error}"})
     return RunArtifacts(result, history, list(workload.state.ops), list(nemesis.faults),
                         list(monitor.changes), pid_changes)
 
 
+def _lost_nodes(faults: list[Fault]) -> frozenset[str]:
+    return frozenset(t for fault in faults if fault.kind in PERMANENT for t in fault.targets)
+
+
+def _retire_lost_nodes(faults: list[Fault], latest: redundancy.Observation | None,
+                       workload: Workload, now: float,
+                       on_event: Callable[[float, str], None]) -> None:
+    """A node lost for good leaves the clients' rotation once the cluster declares it dead."""
+    if latest is None:
+        return
+    for node in sorted(_lost_nodes(faults) & set(latest.dead) - workload.retired):
+        workload.retire(node)
+        on_event(now, f"{node} taken out of the clients' rotation (the cluster declared it "
+                      "dead)")
+
+
+def redundancy_result(faults: list[Fault], observations: list[redundancy.Observation],
+                      duration_s: float) -> dict[str, Any]:
+    """The `redundancy` part of the result: time to full redundancy per fault (bounded by the
+    run), median and worst, the state at the end of the run and every change of state."""
+    measured = [o for o in observations if o.at_s <= duration_s]
+    entries = redundancy.per_fault([(f.at_s, f.end_s) for f in faults], measured, duration_s)
+    for fault, entry in zip(faults, entries, strict=True):
+        entry.update({"kind": fault.kind, "targets": list(fault.targets),
+                      "at_s": round(fault.at_s, 3)})
+    changes = redundancy.transitions(measured)
+    last = measured[-1] if measured else None
+    return {**redundancy.summary(entries), "faults": entries,
+            "final": None if last is None else {"at_s": round(last.at_s, 3), "full": last.full,
+                                                "reason": last.reason or None},
+            "transitions": [{"at_s": at, "full": full, "reason": reason or None}
+                            for at, full, reason in changes[:500]],
+            "poll_interval_s": MONITOR_INTERVAL_S,
+            "lag_limit_entries": redundancy.LAG_LIMIT_ENTRIES}
+
+
+def _placement_story(observations: list[redundancy.Observation],
+                     duration_s: float) -> list[tuple[float, str]]:
+    """Nodes the cluster declared dead (or alive again) and shards whose replicas it moved."""
+    story: list[tuple[float, str]] = []
+    previous: redundancy.Observation | None = None
+    for observation in observations:
+        if observation.at_s > duration_s:
+            break
+        if previous is not None and observation.map_version is not None:
+            for node in sorted(set(observation.dead) - set(previous.dead)):
+                story.append((observation.at_s, f"the cluster declared {node} dead"))
+            for node in sorted(set(previous.dead) - set(observation.dead)):
+                story.append((observation.at_s, f"the cluster sees {node} alive again"))
+            before = dict(previous.replicas)
+            for shard, replicas in observation.replicas:
+                old = before.get(shard)
+                if old is not None and set(old) != set(replicas):
+                    gone = sorted(set(old) - set(replicas))
+                    new = sorted(set(replicas) - set(old))
+                    story.append((observation.at_s, f"shard {shard}: replica(s) on "
+                                  f"{', '.join(gone) or '-'} re-created on "
+                                  f"{', '.join(new) or '-'} (desired: {', '.join(replicas)})"))
+        if observation.map_version is not None:
+            previous = observation
+    return story
+
+
 def build_result(config: RunConfig, control: ClusterControl, started_at: str,
                  workload: Workload, faults: list[Fault], leader_changes: list[tuple[float, str]],
                  final: tuple[dict[str, dict[str, set[str] | None]],
                               dict[str, dict[str, set[str] | None]]], verdict: Any,
-                 events: list[tuple[float, str]]) -> dict[str, Any]:
+                 events: list[tuple[float, str]],
+                 observations: list[redundancy.Observation] | None = None,
+                 cluster: Mapping[str, Any] | None = None) -> dict[str, Any]:
     state = workload.state
     ops = list(state.ops)
     duration = config.duration_s
@@ -337,6 +621,17 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
                           "fault (first acknowledged write)"))
     for at, leader in leader_changes[1:]:
         story.append((at, f"{leader} became leader"))
+    polled = list(observations or [])
+    redundant = redundancy_result(faults, polled, duration)
+    story.extend(_placement_story(polled, duration))
+    for entry in redundant["faults"]:
+        if entry["restored_at_s"] is not None:
+            after = ("" if entry["after_heal_s"] is None
+                     else f", {entry['after_heal_s']:.1f} s after it healed")
+            story.append((entry["restored_at_s"], f"full redundancy again {entry['seconds']:.1f}"
+                          f" s after the {entry['kind']} fault{after}"))
+        elif entry["lost"]:
+            story.append((entry["lost_at_s"] + 0.0003, f"full redundancy: {entry['reason']}"))
     if lost:
         story.append((duration, f"{len(lost)} acknowledged writes lost (first acknowledged at "
                       f"{lost[0][0]:.1f} s)"))
@@ -349,7 +644,12 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
         "duration_s": duration,
         "started_at": started_at,
         "cluster": {"nodes": [{"id": n.id, "zone": n.zone, "region": n.region}
-                              for n in control.nodes()]},
+                              for n in control.nodes()],
+                    "shards": (cluster or {}).get("shards", config.shards),
+                    "survival_goal": (cluster or {}).get("survival_goal", config.survival_goal),
+                    "replication_factor": (cluster or {}).get("replication_factor"),
+                    "dead_after_ms": config.dead_after_ms,
+                    "lost_nodes": sorted(_lost_nodes(faults))},
         "ops": {"ok": found["ok"], "fail": found["fail"], "info": found["info"],
                 "total": found["total"]},
         "availability": round(available, 6),
@@ -365,6 +665,7 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
         "latency_ms": metrics.latency_summary(ops),
         "throughput_ops_s": metrics.throughput(ops, duration),
         "events": [{"at_s": round(at, 3), "text": text} for at, text in story],
+        "redundancy": redundant,
     }
 
 

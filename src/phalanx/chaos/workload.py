@@ -9,7 +9,9 @@ Two workloads run side by side in every client thread:
 Rules of this file:
 - Every request has a short socket timeout, no client-side retry, and goes to a node chosen at
   random (any node serves any key); a node that refused a connection is skipped by that client
-  for a second, as a load balancer's health check would. Rate and time are bounded.
+  for a second, as a load balancer's health check would. Rate and time are bounded. A node the
+  runner `retire`s (lost for good, and declared dead by the cluster) leaves the rotation, as it
+  would leave a load balancer's pool.
 - Outcomes (what the client may conclude): a reply is `ok` (a nil reply of `SET ... IFEQ` is an ok
   CAS that did not match, output False); `-TRYAGAIN`, `-CLUSTERDOWN` and a refused connection are
   `fail` (certainly not applied); a timeout, a broken connection, `-ERR phalanx: outcome unknown`
@@ -113,6 +115,8 @@ class Workload:
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
         self._refused: dict[int, bool] = {}
+        #: Nodes out of the rotation for good (replaced whole, never mutated: threads read it).
+        self.retired: frozenset[str] = frozenset()
         self.register_keys = [f"{config.prefix}:reg:{i}" for i in range(config.register_keys)]
         self.set_keys = [f"{config.prefix}:set:{i}" for i in range(config.set_keys)]
 
@@ -130,6 +134,10 @@ class Workload:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
+
+    def retire(self, node_id: str) -> None:
+        """Take `node_id` out of every client's rotation for the rest of the run."""
+        self.retired = self.retired | {node_id}
 
     def _client(self, node: NodeInfo) -> redis.Redis:
         return redis.Redis(host=node.resp_host, port=node.resp_port,
@@ -160,7 +168,9 @@ class Workload:
                 sequence += 1
                 # Like a load balancer's health check: a node that refused a connection is
                 # skipped by this client for a second (the refused request counts as failed).
-                usable = [n for n in self.nodes if avoid.get(n.id, -1.0) <= now] or self.nodes
+                retired = self.retired
+                pool = [n for n in self.nodes if n.id not in retired] or self.nodes
+                usable = [n for n in pool if avoid.get(n.id, -1.0) <= now] or pool
                 node = rng.choice(usable)
                 client = clients[node.id]
                 process = f"c{index}.{generation}"
@@ -267,14 +277,17 @@ class Workload:
         return OK
 
     # ---- the final read ---------------------------------------------------------------------
-    def final_members(self, timeout_s: float = 5.0
+    def final_members(self, timeout_s: float = 5.0, exclude: frozenset[str] = frozenset()
                       ) -> tuple[dict[str, dict[str, set[str] | None]],
                                  dict[str, dict[str, set[str] | None]]]:
         """Every set as each node answers it: (linearizable SMEMBERS, local READONLY SMEMBERS),
-        each node -> set key -> members (None where the node did not answer)."""
+        each node -> set key -> members (None where the node did not answer). Nodes in
+        `exclude` (lost for good) are not asked."""
         linearizable: dict[str, dict[str, set[str] | None]] = {}
         local_copy: dict[str, dict[str, set[str] | None]] = {}
         for node in self.nodes:
+            if node.id in exclude:
+                continue
             for readonly, found in ((False, linearizable), (True, local_copy)):
                 per_key: dict[str, set[str] | None] = dict.fromkeys(self.set_keys)
                 client = redis.Redis(host=node.resp_host, port=node.resp_port,
