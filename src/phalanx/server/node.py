@@ -166,6 +166,7 @@ class Node:
         self.last_transfer_at: dict[int, float] = {}
         self.leader_since: dict[int, float] = {}
         self.meta_link: LeaderLink | None = None
+        self.decommissioned_logged = False
         self.events: list[dict[str, object]] = []
 
     # -- groups ------------------------------------------------------------------------------
@@ -610,6 +611,10 @@ class Node:
                              separators=(",", ":"), sort_keys=True).encode()
         host, port = parse_address(self.config.join, "join")
         delay = 0.2
+        if self.removed_from_cluster():
+            logger.warning("%s was decommissioned: not joining again (delete its data directory "
+                           "to join as a new node)", self.node_id)
+            return
         while True:
             listed = self.cluster_map.nodes.get(self.node_id)
             if listed is not None and listed.state == "alive" and listed.peer == me.peer:
@@ -643,6 +648,17 @@ class Node:
     # -- replica lifecycle ---------------------------------------------------------------------
     async def _sync_replicas(self) -> None:
         """Create the replicas the map gives us; delete those no shard lists any more."""
+        if self.removed_from_cluster():
+            # Decommissioned: the driver removed us once we held nothing; drop what is left.
+            for group_id in list(self.data_groups()):
+                group = self.groups[group_id]
+                if NodeId(self.node_id) not in group.raw.raft.conf.voters:
+                    await self._close_group(group_id, delete=True)
+            if not self.decommissioned_logged:
+                self.decommissioned_logged = True
+                logger.warning("%s was removed from the cluster (decommissioned): it serves "
+                               "nothing; stop this process", self.node_id)
+            return
         if not self._meta_caught_up():
             return
         cmap = self.cluster_map
@@ -800,6 +816,8 @@ class Node:
         meta = self.meta
         if meta.stopped:
             return False, f"placement driver replica stopped: {meta.fatal_error}"
+        if self.removed_from_cluster():
+            return False, "this node was removed from the cluster (decommissioned); stop it"
         if self.cluster_map.version == 0:
             return False, "waiting for the cluster map (joining)"
         for group_id, group in sorted(self.data_groups().items()):
@@ -819,6 +837,13 @@ class Node:
         except ConfigError:
             return True, "serving (no local shard replica; forwarding)"
         return True, f"serving ({group.raw.raft.role.value}, leader {group.leader})"
+
+    def removed_from_cluster(self) -> bool:
+        """True once the driver's configuration no longer lists this node (decommissioned)."""
+        raft = self.meta.raw.raft
+        me = NodeId(self.node_id)
+        return raft.log.applied > 0 and me not in raft.conf.voters and \
+            me not in raft.conf.learners
 
     def shard_for(self, shard: int | None = None, key: bytes | None = None) -> int:
         """The shard id of `key` or `shard` (default: this node's default shard)."""
@@ -942,6 +967,9 @@ def _describe_op(op: dict[str, object]) -> str:
 def _describe_reply(reply: object) -> str:
     if isinstance(reply, str):
         return reply
+    text = getattr(reply, "text", None)
+    if isinstance(text, str):
+        return text
     message = getattr(reply, "message", None)
     return str(message) if message is not None else repr(reply)
 
