@@ -44,6 +44,8 @@ _INFO = "#d9a441"
 _P50 = "#3e6fa8"
 _P99 = "#8a63a6"
 _RECOVERED = "#2f7d4f"
+_REDUNDANT = "#1f7a8c"
+_DEGRADED = "#d98e73"
 # Fault shading by kind family (matched on a word in the kind); anything else is grey.
 _FAULT_COLOURS: tuple[tuple[str, str], ...] = (
     ("kill", "#e07a6f"),
@@ -206,6 +208,47 @@ def _rto_for(fault: Mapping[str, Any], rto_entries: list[Any]) -> Mapping[str, A
     return None
 
 
+def _redundancy_for(fault: Mapping[str, Any], result: Result) -> Mapping[str, Any] | None:
+    """The time-to-full-redundancy entry measured for this fault (same kind, same start)."""
+    entries = _list(_mapping(result.get("redundancy")).get("faults"))
+    return _rto_for(fault, entries)
+
+
+def _format_redundancy(entry: Mapping[str, Any] | None) -> str:
+    """One fault's time to full redundancy: "4.2 s (1.1 s after heal)", "never lost", ..."""
+    if entry is None:
+        return _DASH
+    seconds = _number(entry.get("seconds"))
+    if seconds is not None:
+        text = _format_seconds(seconds)
+        after = _number(entry.get("after_heal_s"))
+        if after is not None:
+            text += f" ({_format_seconds(after)} after heal)"
+        return text
+    if entry.get("lost") is False:
+        return "never lost"
+    return "not restored"
+
+
+def _degraded_spans(result: Result, end_s: float) -> list[tuple[float, float]]:
+    """(start, end) of every span the monitor saw the cluster not fully redundant."""
+    spans: list[tuple[float, float]] = []
+    began: float | None = None
+    for change in _list(_mapping(result.get("redundancy")).get("transitions")):
+        change_map = _mapping(change)
+        at = _number(change_map.get("at_s"))
+        if at is None:
+            continue
+        if change_map.get("full") is False and began is None:
+            began = at
+        elif change_map.get("full") is True and began is not None:
+            spans.append((began, at))
+            began = None
+    if began is not None:
+        spans.append((began, end_s))
+    return spans
+
+
 # --------------------------------------------------------------------------------------------
 # The timeline plot
 # --------------------------------------------------------------------------------------------
@@ -232,7 +275,9 @@ def render_timeline_png(result: Result) -> bytes:
     Two panels on a shared time axis: operations per second (stacked ok / fail / info) and
     latency p50 / p99 per second on a log scale. Fault windows are shaded across both panels and
     labelled with kind and targets (plus the measured RTO and new leader); a dashed line marks
-    each fault's start and a green tick the first success after it.
+    each fault's start and a green tick the first success after it. A band under the latency
+    panel shows when the cluster was not fully redundant, and a dotted teal line the moment
+    each fault's full redundancy came back.
     """
     timeline = [_mapping(point) for point in _list(result.get("timeline"))]
     faults = [_mapping(fault) for fault in _list(result.get("faults"))]
@@ -337,9 +382,11 @@ def render_timeline_png(result: Result) -> bytes:
         latency_axes.set_yticks([])
 
     # Faults: shaded windows across both panels, labelled in rows that do not overlap.
-    label_rows = _label_rows(faults, rto_entries, end_s)
+    redundancy_entries = _list(_mapping(result.get("redundancy")).get("faults"))
+    label_rows = _label_rows(faults, rto_entries, end_s, redundancy_entries)
     row_count = max((row for row, _ in label_rows), default=-1) + 1
-    label_height = 0.19  # of the ops panel, per two-line label row
+    # Of the ops panel, per label row (two lines; three with the time to full redundancy).
+    label_height = 0.27 if redundancy_entries else 0.19
     headroom = 1.0 / max(1.0 - row_count * label_height - 0.03, 0.3) if faults else 1.08
     ops_axes.set_ylim(0, max(peak, 1.0) * headroom)
 
@@ -406,6 +453,21 @@ def render_timeline_png(result: Result) -> bytes:
                 zorder=6,
             )
 
+        redundant = _redundancy_for(fault, result)
+        restored = _number(redundant.get("restored_at_s")) if redundant is not None else None
+        if restored is not None:
+            for axes in (ops_axes, latency_axes):
+                axes.axvline(restored, color=_REDUNDANT, linewidth=1.2, linestyle=(0, (1, 1.5)),
+                             alpha=0.9, zorder=3)
+
+    degraded = _degraded_spans(result, end_s)
+    for start, stop in degraded:
+        latency_axes.axvspan(start, stop, ymin=0.0, ymax=0.04, color=_DEGRADED, alpha=0.85,
+                             linewidth=0, zorder=4)
+    if degraded:
+        latency_axes.text(0.0, 0.05, " not fully redundant", transform=latency_axes.transAxes,
+                          ha="left", va="bottom", fontsize=7.5, color=_DEGRADED, zorder=5)
+
     ops_axes.set_xlim(0, end_s)
     ops_axes.set_ylabel("operations / s", color=_MUTED, fontsize=9)
     latency_axes.set_ylabel("latency", color=_MUTED, fontsize=9)
@@ -460,24 +522,30 @@ def _positive_or_nan(value: Any) -> float:
     return number if number is not None and number > 0 else math.nan
 
 
-def _fault_label(fault: Mapping[str, Any], rto_entries: list[Any]) -> str:
+def _fault_label(fault: Mapping[str, Any], rto_entries: list[Any],
+                 redundancy_entries: list[Any] | None = None) -> str:
     kind = str(fault.get("kind") or "fault")
     targets = _targets(fault.get("targets"))
     first = f"{kind} {targets}".strip()
+    redundant = _rto_for(fault, redundancy_entries or [])
+    third = "" if redundant is None else f"\nfull redundancy {_format_redundancy(redundant)}"
     rto = _rto_for(fault, rto_entries)
     if rto is None:
-        return first
+        return first + third
     if _number(rto.get("rto_ms")) is None:
         # The runner measured this fault and saw no success after it before the run ended.
-        return f"{first}\nnot recovered"
+        return f"{first}\nnot recovered{third}"
     second = f"RTO {_format_ms(rto.get('rto_ms'))}"
     if rto.get("new_leader"):
         second += f" → {rto.get('new_leader')}"
-    return f"{first}\n{second}"
+    return f"{first}\n{second}{third}"
 
 
 def _label_rows(
-    faults: list[Mapping[str, Any]], rto_entries: list[Any], end_s: float
+    faults: list[Mapping[str, Any]],
+    rto_entries: list[Any],
+    end_s: float,
+    redundancy_entries: list[Any] | None = None,
 ) -> list[tuple[int, str]]:
     """(row, text) per fault: greedy rows so labels that would overlap stack downwards."""
     # About 160 characters of 8 pt text fit across the plot area.
@@ -485,7 +553,7 @@ def _label_rows(
     row_ends: list[float] = []
     placed: list[tuple[int, str]] = []
     for fault in faults:
-        label = _fault_label(fault, rto_entries)
+        label = _fault_label(fault, rto_entries, redundancy_entries)
         start = _number(fault.get("at_s"))
         if start is None:
             placed.append((0, label))
@@ -633,15 +701,27 @@ def _cards(result: Result) -> str:
         rpo_note += f" over {_format_seconds(rpo.get('span_s'))}"
 
     availability = _number(result.get("availability"))
+    cards = [
+        _card(
+            "Availability",
+            _format_percent(result.get("availability")),
+            availability_note,
+            bad=availability is not None and availability < 0.99,
+        ),
+        _card("RTO median", _format_ms(rto.get("median")), rto_note),
+    ]
+    redundancy = _mapping(result.get("redundancy"))
+    entries = [_mapping(entry) for entry in _list(redundancy.get("faults"))]
+    if entries:
+        lost_it = [entry for entry in entries if entry.get("lost")]
+        restored = [entry for entry in lost_it if _number(entry.get("seconds")) is not None]
+        note = (f"worst {_format_seconds(redundancy.get('max_s'))} · {len(restored)} of "
+                f"{len(lost_it)} restored")
+        cards.append(_card("Time to full redundancy", _format_seconds(redundancy.get("median_s")),
+                           note, bad=len(restored) < len(lost_it)))
     return "\n".join(
         [
-            _card(
-                "Availability",
-                _format_percent(result.get("availability")),
-                availability_note,
-                bad=availability is not None and availability < 0.99,
-            ),
-            _card("RTO median", _format_ms(rto.get("median")), rto_note),
+            *cards,
             _card(
                 "Lost acknowledged writes",
                 _format_count(lost),
@@ -693,6 +773,7 @@ def _faults_table(result: Result) -> str:
             measured = _number(rto.get("rto_ms"))
             rto_text = "not recovered" if measured is None else _format_ms(measured)
         leader = rto.get("new_leader") if rto is not None else None
+        redundant = _format_redundancy(_redundancy_for(fault, result))
         end = _number(fault.get("end_s"))
         rows.append(
             "<tr>"
@@ -703,11 +784,12 @@ def _faults_table(result: Result) -> str:
             f"<td>{_e(fault.get('description'))}</td>"
             f'<td class="num">{_e(rto_text)}</td>'
             f"<td>{_e(leader or _DASH)}</td>"
+            f'<td class="num">{_e(redundant)}</td>'
             "</tr>"
         )
     return (
         "<table><thead><tr><th>At</th><th>Ends</th><th>Kind</th><th>Targets</th>"
-        "<th>What</th><th>RTO</th><th>New leader</th></tr></thead>"
+        "<th>What</th><th>RTO</th><th>New leader</th><th>Full redundancy</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
@@ -751,7 +833,9 @@ def render_html(result: Result) -> str:
 
     caption = (
         "Bars: operations per second (ok, failed, unknown outcome). Lines: p50 and p99 latency. "
-        "Shaded: fault windows; dashed: fault starts; green: first success after the fault (RTO)."
+        "Shaded: fault windows; dashed: fault starts; green: first success after the fault (RTO); "
+        "dotted teal: full redundancy back (every shard fully replicated, every voter up and "
+        "caught up); the band under the latency panel: not fully redundant."
     )
     meta = [
         ("Seed", result.get("seed")),
