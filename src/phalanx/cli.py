@@ -685,6 +685,43 @@ def readmit(node_id: str, data_dir: str, admin_token: str | None) -> None:
 
 @main.command()
 @data_dir_option
+@click.option("--shard", type=int, required=True, help="The shard to split.")
+@click.option("--at", "at", type=int, default=None,
+              help="First slot of the new shard (default: the middle of the largest range).")
+@admin_token_option
+def split(data_dir: str, shard: int, at: int | None, admin_token: str | None) -> None:
+    """Split a shard online: the slots from --at on move to a new shard on the same replicas."""
+    from phalanx.server import cluster as local
+
+    status = _any_admin(data_dir, "/status")
+    shards = {s.get("id"): s for s in status.get("shards") or []}
+    if shard not in shards:
+        _fail(f"no shard {shard} (shards: {', '.join(str(s) for s in sorted(shards))})", 2)
+    leader = shards[shard].get("leader")
+    nodes = {n.get("id"): n for n in status.get("nodes") or []}
+    address = (nodes.get(leader) or {}).get("admin") if leader else None
+    if not address:
+        _fail(f"shard {shard} has no known leader with an admin address right now; retry")
+    try:
+        cluster = local.read_cluster_file(data_dir)
+        entry = next((e for e in cluster.nodes if e.id == leader), None)
+        token = admin_token if admin_token is not None else (
+            local.admin_token_for(entry) if entry is not None else "")
+        code, payload = local.admin_request(address, "/split", method="POST",
+                                            body={"shard": shard, "at": at}, token=token,
+                                            timeout=15.0)
+    except (OSError, local.ClusterError) as error:
+        _fail(f"cannot reach the leader {leader} of shard {shard}: {error}")
+    if code != 200:
+        message = payload.get("error") if isinstance(payload, dict) else payload
+        _fail(f"{leader} refused the split: {message}")
+    first, last = payload["slots"]
+    click.echo(f"shard {shard} split: slots {first}-{last} are now shard {payload['new_shard']} "
+               f"(same replicas; the placement driver spreads them from here)")
+
+
+@main.command()
+@data_dir_option
 @click.option("--node-availability", type=float, default=0.99, show_default=True,
               help="Availability of one node (e.g. 0.99).")
 @click.option("--zone-availability", type=float, default=0.999, show_default=True)

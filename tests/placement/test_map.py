@@ -382,3 +382,24 @@ def test_random_op_sequences_keep_the_map_valid(ops: list[dict[str, Any]]) -> No
             assert machine.map.version == version
         # the map always survives its own encoding
         assert ClusterMap.decode(machine.snapshot()) == machine.map
+
+
+def test_split_shard() -> None:
+    cmap = small_map()
+    op = {"op": "split_shard", "shard": 1, "new_shard": 3, "first_slot": 4096,
+          "last_slot": 8191}
+    new = ok(cmap, op)
+    assert new.version == cmap.version + 1
+    assert new.shards[1].slots == ((0, 4095),)
+    assert new.shards[3].slots == ((4096, 8191),)
+    assert new.shards[3].replicas == cmap.shards[1].replicas
+    assert new.shard_for_slot(5000) is not None and new.shard_for_slot(5000).id == 3
+    assert new.shard_for_slot(100).id == 1  # type: ignore[union-attr]
+    assert ok(new, op) is new  # reported again by another leader: nothing changes
+    # A split from the middle leaves two ranges behind.
+    middle = ok(cmap, {**op, "first_slot": 1000, "last_slot": 1999})
+    assert middle.shards[1].slots == ((0, 999), (2000, 8191))
+    refused(cmap, {**op, "first_slot": 8000, "last_slot": 9000}, "not all in shard 1")
+    refused(cmap, {**op, "first_slot": 0, "last_slot": 8191}, "would keep no slot")
+    refused(cmap, {**op, "new_shard": 2}, "exists with other slots")
+    refused(cmap, {**op, "shard": 9}, "unknown shard 9")

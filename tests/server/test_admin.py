@@ -78,6 +78,11 @@ class FakeView:
                  region_availability: float) -> dict[str, object]:
         return {"figures": [node_availability, zone_availability, region_availability]}
 
+    async def split_shard(self, shard: int, at: int | None = None) -> dict[str, object]:
+        if shard == 9:
+            raise NotLeader("n2", "this node does not lead shard 9")
+        return {"shard": shard, "new_shard": 5, "slots": [at or 100, 200]}
+
     def set_fault_rules(self, rules: dict[str, object]) -> dict[str, object]:
         if "bad" in rules:
             raise ConfigError("faults.bad: not a rule")
@@ -396,5 +401,17 @@ def test_drain_decommission_readmit_and_analyze() -> None:
             (200, {"figures": [0.9, 0.999, 0.9999]})
         status, body = await get_json(session, "GET", "/analyze?zone=2")
         assert status == 400 and "zone must be an availability" in body["error"]
+
+    run(check)
+
+
+def test_split_endpoint() -> None:
+    async def check(server: AdminServer, view: FakeView, session: aiohttp.ClientSession) -> None:
+        assert await get_json(session, "POST", "/split", json={"shard": 1, "at": 150}) == \
+            (200, {"shard": 1, "new_shard": 5, "slots": [150, 200]})
+        status, body = await get_json(session, "POST", "/split", json={"shard": 9})
+        assert status == 409 and body["leader"] == "n2"
+        status, body = await get_json(session, "POST", "/split", json={"shard": "1"})
+        assert status == 400 and '"shard": <n>' in body["error"]
 
     run(check)

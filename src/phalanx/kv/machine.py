@@ -240,6 +240,21 @@ class KVStateMachine:
             self._applied_index, self._clock_ms, self._data, self._expires, self._sessions
         )
 
+    def extract(self, predicate: Callable[[bytes], bool], applied_index: int) -> bytes:
+        """Remove every key for which `predicate(key)` is true and return them as a snapshot
+        whose applied index is `applied_index` (a shard split: the new shard starts from it).
+
+        Deterministic: replicas holding the same state extract byte-identical snapshots.
+        Client sessions stay here (a retried request is answered by the shard that ran it).
+        """
+        moved = {key: value for key, value in self._data.items() if predicate(key)}
+        moved_expires = {key: at for key, at in self._expires.items() if key in moved}
+        for key in moved:
+            self._delete(key)
+        self._expiry_heap = None
+        self._scan = None
+        return encode_snapshot(applied_index, self._clock_ms, moved, moved_expires, {})
+
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; raises Corrupt (state unchanged) if bad."""
         state = decode_snapshot(data)

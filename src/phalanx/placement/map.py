@@ -502,6 +502,42 @@ def _op_add_shard(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
     return _with_shard(cmap, shard)
 
 
+def _op_split_shard(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """A shard's leader reports a split its replicas applied: slots first..last of `shard` now
+    belong to the new shard `new_shard`, on the same replicas (they created it from the split
+    entry). Idempotent: reporting the same split again changes nothing."""
+    shard_id = _integer(op, "shard", "split_shard", minimum=1)
+    new_id = _integer(op, "new_shard", "split_shard", minimum=1)
+    first = _integer(op, "first_slot", "split_shard", minimum=0)
+    last = _integer(op, "last_slot", "split_shard", minimum=first)
+    existing = cmap.shards.get(new_id)
+    if existing is not None:
+        if existing.slots == ((first, last),):
+            return cmap
+        return OpError(f"ERR split_shard: shard {new_id} exists with other slots")
+    shard = cmap.shards.get(shard_id)
+    if shard is None:
+        return OpError(f"ERR split_shard: unknown shard {shard_id}")
+    if not any(a <= first and last <= b for a, b in shard.slots):
+        return OpError(f"ERR split_shard: slots {first}-{last} are not all in shard {shard_id}")
+    remaining: list[tuple[int, int]] = []
+    for a, b in shard.slots:
+        if b < first or a > last:
+            remaining.append((a, b))
+            continue
+        if a < first:
+            remaining.append((a, first - 1))
+        if b > last:
+            remaining.append((last + 1, b))
+    if not remaining:
+        return OpError(f"ERR split_shard: shard {shard_id} would keep no slot")
+    left = replace(shard, slots=tuple(remaining))
+    right = ShardInfo(id=new_id, slots=((first, last),), replicas=shard.replicas,
+                      preferred_leader=shard.preferred_leader, voters=shard.voters,
+                      learners=shard.learners)
+    return replace(cmap, shards={**cmap.shards, left.id: left, right.id: right})
+
+
 def _op_set_policy(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
     goal = _string(op, "survival_goal", "set_policy", default=cmap.survival_goal)
     if goal not in SURVIVAL_GOALS:
@@ -519,6 +555,7 @@ _OPS: dict[str, Callable[[ClusterMap, Mapping[str, Any]], _Result]] = {
     "report_shard": _op_report_shard,
     "set_meta_voters": _op_set_meta_voters,
     "add_shard": _op_add_shard,
+    "split_shard": _op_split_shard,
     "set_policy": _op_set_policy,
 }
 

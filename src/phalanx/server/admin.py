@@ -14,6 +14,8 @@ Endpoints (HAProxy's `option httpchk` uses the first four, as with Patroni):
     POST /drain     {"node": "n4"}: move every replica and leader off a node
     POST /decommission  {"node": "n4"}: drain, then remove the node from the cluster
     POST /readmit   {"node": "n4"}: undo a drain (the node takes replicas again)
+    POST /split     {"shard": 2, "at": 6000}: split a shard online (on its leader; "at"
+                    optional: the middle of its largest slot range)
     GET  /analyze   single points of failure and estimated nines (`?node=0.99&zone=0.999
                     &region=0.9999`: availability figures of one node, zone, region)
     GET|PUT|DELETE /faults   the network fault rules of the chaos lab
@@ -96,6 +98,10 @@ class NodeView(Protocol):
     def analysis(self, node_availability: float, zone_availability: float,
                  region_availability: float) -> dict[str, object]:
         """Single points of failure and estimated availability of the topology."""
+        ...
+
+    async def split_shard(self, shard: int, at: int | None = None) -> dict[str, object]:
+        """Split a shard (this node must lead it); NotLeader or ConfigError otherwise."""
         ...
 
     def set_fault_rules(self, rules: dict[str, object]) -> dict[str, object]:
@@ -187,6 +193,7 @@ class AdminServer:
         router.add_post("/drain", self._drain)
         router.add_post("/decommission", self._decommission)
         router.add_post("/readmit", self._readmit)
+        router.add_post("/split", self._split)
         router.add_get("/analyze", self._analyze)
         router.add_get("/faults", self._get_faults)
         router.add_put("/faults", self._put_faults)
@@ -361,6 +368,25 @@ class AdminServer:
 
     async def _readmit(self, request: web.Request) -> web.Response:
         return await self._node_state(request, "alive")
+
+    async def _split(self, request: web.Request) -> web.Response:
+        body = await _read_json_object(request, allow_empty=False)
+        if isinstance(body, web.Response):
+            return body
+        shard, at = body.get("shard"), body.get("at")
+        if set(body) - {"shard", "at"} or not isinstance(shard, int) or isinstance(shard, bool) \
+                or (at is not None and (not isinstance(at, int) or isinstance(at, bool))):
+            return _error(400, 'the body is {"shard": <n>, "at": <slot, optional>}')
+        try:
+            result = await self.view.split_shard(shard, at)
+        except NotLeader as error:
+            return _error(409, str(error), leader=error.leader_hint)
+        except ConfigError as error:
+            return _error(400, str(error))
+        except (PhalanxError, TimeoutError) as error:
+            return _error(503, f"the split did not complete: {error}")
+        logger.info("%s admin: split %s", self.view.node_id, result)
+        return _json(result)
 
     async def _analyze(self, request: web.Request) -> web.Response:
         figures = {}

@@ -19,14 +19,16 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from phalanx.errors import NotLeader, OutcomeUnknown, PhalanxError, ProposalDropped, StorageError
 from phalanx.kv import Command, KVStateMachine, encode_command, expire_command_args
+from phalanx.placement.shard import ShardMachine, SplitOff
 from phalanx.raft import (
     ConfChange,
+    ConfState,
     EntryType,
     GroupId,
     Index,
@@ -84,10 +86,13 @@ class RaftGroup:
         self.store = store
         self._send = send
         self.metrics = metrics
-        self.machine: StateMachine = KVStateMachine() if machine is None else machine
-        #: The KV machine of a data shard (None for the placement driver's group).
-        self.kv: KVStateMachine | None = (self.machine if isinstance(self.machine, KVStateMachine)
-                                          else None)
+        self.machine: StateMachine = ShardMachine() if machine is None else machine
+        #: The data shard's machine (None for the placement driver's group).
+        self.shard: ShardMachine | None = (self.machine if isinstance(self.machine, ShardMachine)
+                                           else None)
+        self.kv: KVStateMachine | None = self.shard.kv if self.shard is not None else None
+        #: Called (awaited) when a split entry is applied: (group, split-off, configuration).
+        self.on_split: Callable[[RaftGroup, SplitOff, ConfState], Awaitable[None]] | None = None
         snapshot = store.snapshot()
         if not snapshot.empty:
             self.machine.restore(snapshot.data)
@@ -155,6 +160,10 @@ class RaftGroup:
 
     def is_leader(self) -> bool:
         return self.raw.raft.role is Role.LEADER
+
+    def owns(self, slot: int) -> bool:
+        """True if this data shard owns `slot` in its applied state (always for the driver)."""
+        return self.shard is None or self.shard.owns(slot)
 
     def leaderless_for(self) -> float:
         """Seconds since this replica last knew a leader (0 while it knows one)."""
@@ -289,6 +298,10 @@ class RaftGroup:
                             ",".join(conf.voters), ",".join(conf.learners))
             elif entry.data:
                 reply = self.machine.apply(entry.index, entry.data)
+                if self.shard is not None and self.shard.split_offs:
+                    for split_off in self.shard.take_split_offs():
+                        if self.on_split is not None:
+                            await self.on_split(self, split_off, self.raw.raft.conf)
             pending = self.pending_writes.pop(entry.index, None)
             if pending is not None and not pending.future.done():
                 if pending.term == entry.term:

@@ -45,17 +45,29 @@ from pathlib import Path
 
 from phalanx import __version__
 from phalanx.errors import ConfigError, NotLeader, PhalanxError, ProposalDropped
+from phalanx.kv import Command, encode_command
 from phalanx.placement import ClusterMap, MapMachine, NodeInfo, ShardInfo, encode_op
 from phalanx.placement.planner import drain_done, initial_map, plan
+from phalanx.placement.shard import (
+    SPLIT_COMMAND,
+    SPLIT_SNAPSHOT_INDEX,
+    ShardMachine,
+    SplitOff,
+    split_command,
+)
 from phalanx.raft import (
     ConfChange,
     ConfChangeSingle,
     ConfChangeType,
     ConfState,
     GroupId,
+    Index,
     Message,
     NodeId,
     Role,
+    Snapshot,
+    SnapshotMeta,
+    Term,
 )
 from phalanx.raft.progress import ProgressState
 from phalanx.resp import ErrorReply
@@ -129,6 +141,7 @@ class Node:
                 voters=tuple(NodeId(n) for n in initial.meta_voters),
                 learners=tuple(NodeId(n.id) for n in bootstrap_nodes
                                if n.id not in initial.meta_voters))
+        self.initial = initial
         self.map_machine = MapMachine(initial)
         self._open_group(META_GROUP, meta_conf, self.map_machine)
         # Data shards: those already on disk, and at first boot those the initial map gives us.
@@ -173,9 +186,22 @@ class Node:
     def _open_group(self, group_id: GroupId, bootstrap: ConfState,
                     machine: MapMachine | None = None) -> RaftGroup:
         store = AsyncLogStore(SqliteLogStore(self.data_dir / "groups" / str(group_id), bootstrap))
+        return self._start_group(group_id, store, machine)
+
+    def _start_group(self, group_id: GroupId, store: AsyncLogStore,
+                     machine: MapMachine | None = None) -> RaftGroup:
         name = "meta" if group_id == META_GROUP else str(group_id)
+        state_machine: MapMachine | ShardMachine
+        if machine is not None:
+            state_machine = machine
+        else:
+            # The slots a founding replica owns before any snapshot: the initial map's (later
+            # replicas and split-off shards always start from a snapshot, which carries them).
+            founding = self.initial.shards.get(group_id)
+            state_machine = ShardMachine(founding.slots if founding is not None else ())
         group = RaftGroup(group_id, self.config, store, self.transport.send_many,
-                          self.metrics.group(name), machine=machine)
+                          self.metrics.group(name), machine=state_machine)
+        group.on_split = self._on_split
         self.groups[group_id] = group
         self.stores[group_id] = store
         if self.running:
@@ -487,6 +513,14 @@ class Node:
         raft = group.raw.raft
         now = time.monotonic()
         self.leader_since.setdefault(group_id, now)
+        if group.shard is not None:
+            for (first, last), new_id in group.shard.moved.items():
+                if new_id not in self.cluster_map.shards and \
+                        now - self.last_report_at.get(-new_id, 0.0) > 1.0:
+                    self.last_report_at[-new_id] = now
+                    asyncio.get_running_loop().create_task(self._propose_meta_quietly(
+                        {"op": "split_shard", "shard": group_id, "new_shard": new_id,
+                         "first_slot": first, "last_slot": last}))
         current = (self.node_id, raft.term, tuple(sorted(raft.conf.voters)),
                    tuple(sorted(raft.conf.learners)))
         recorded = (shard.leader, shard.term, tuple(sorted(shard.voters)),
@@ -645,6 +679,62 @@ class Node:
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
 
+    # -- shard splits --------------------------------------------------------------------------
+    async def _on_split(self, group: RaftGroup, split_off: SplitOff, conf: ConfState) -> None:
+        """Every replica of a shard applies its split entry at the same index: create the new
+        shard here, on the same members, from the split-off keys (a snapshot at index 1)."""
+        new_id = GroupId(split_off.new_shard)
+        directory = self.data_dir / "groups" / str(new_id)
+        if new_id in self.groups or directory.exists():
+            return  # replaying the old shard's log after a restart: the new shard exists
+        members = ConfState(voters=conf.voters, learners=conf.learners)
+        store = AsyncLogStore(SqliteLogStore(directory, ConfState()))
+        snapshot = Snapshot(meta=SnapshotMeta(index=Index(SPLIT_SNAPSHOT_INDEX),
+                                              term=Term(SPLIT_SNAPSHOT_INDEX),
+                                              conf_state=members),
+                            data=split_off.snapshot)
+        await store.persist((), None, snapshot)
+        self._start_group(new_id, store)
+        self._event("split", f"shard {group.group_id} split: slots {split_off.first_slot}-"
+                             f"{split_off.last_slot} -> new shard {new_id}")
+        logger.info("%s: shard %s split at log index %s: slots %s-%s now in shard %s",
+                    self.node_id, group.group_id, split_off.index, split_off.first_slot,
+                    split_off.last_slot, new_id)
+
+    async def split_shard(self, shard: int, at: int | None = None) -> dict[str, object]:
+        """Split `shard` online: the slots from `at` to the end of its range move to a new
+        shard on the same replicas (must run on the shard's leader)."""
+        group = self.local_group(shard)
+        if group is None or not group.is_leader() or group.shard is None:
+            leader = group.leader if group is not None else ""
+            raise NotLeader(leader or None, f"this node does not lead shard {shard}")
+        ranges = group.shard.owned
+        if not ranges:
+            raise ConfigError(f"shard {shard} owns no slots")
+        if at is None:
+            first, last = max(ranges, key=lambda r: r[1] - r[0])
+            if first == last:
+                raise ConfigError(f"shard {shard} has no range of two slots or more to split")
+            at = (first + last + 1) // 2
+        else:
+            found = next(((a, b) for a, b in ranges if a < at <= b), None)
+            if found is None:
+                raise ConfigError(f"slot {at} is not inside a range of shard {shard} (ranges: "
+                                  f"{', '.join(f'{a}-{b}' for a, b in ranges)}; the first "
+                                  f"slot of a range cannot be a split point)")
+            first, last = found
+        taken = set(self.cluster_map.shards) | {
+            target for g in self.data_groups().values() if g.shard is not None
+            for target in g.shard.moved.values()}
+        new_id = max(taken) + 1
+        future = group.propose_data(encode_command(Command(
+            name=SPLIT_COMMAND, args=split_command(at, last, new_id),
+            now_ms=int(time.time() * 1000))))
+        reply = await asyncio.wait_for(future, self.config.request_timeout_ms / 1000)
+        if reply != "OK":
+            raise ConfigError(f"the split was refused: {_describe_reply(reply)}")
+        return {"shard": shard, "new_shard": new_id, "slots": [at, last]}
+
     # -- replica lifecycle ---------------------------------------------------------------------
     async def _sync_replicas(self) -> None:
         """Create the replicas the map gives us; delete those no shard lists any more."""
@@ -677,7 +767,9 @@ class Node:
             if listed or group.is_leader():
                 continue
             conf = group.raw.raft.conf
-            if known is None or NodeId(me) not in conf.voters or not known.voters:
+            # A shard the map does not know yet is a fresh split-off (shards are never
+            # deleted): keep it until the map catches up.
+            if known is not None and (NodeId(me) not in conf.voters or not known.voters):
                 await self._close_group(group_id, delete=True)
 
     # -- transport callbacks -----------------------------------------------------------------

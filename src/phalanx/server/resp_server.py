@@ -110,6 +110,12 @@ def _error_text(error: PhalanxError) -> str:
     return f"ERR phalanx: {error}"
 
 
+def _moved_slot(reply: object) -> bool:
+    """True for a shard's apply-time refusal of a slot it no longer owns (see
+    `phalanx.placement.shard`): certainly not applied, safe to route again."""
+    return isinstance(reply, KVError) and reply.message.startswith("TRYAGAIN slot")
+
+
 def to_resp(reply: object) -> object:
     """Convert a state-machine reply into a RESP reply value."""
     if isinstance(reply, str):
@@ -391,7 +397,7 @@ class RespServer:
                 return encode(moved, state.protocol)
         if write:
             group = self.node.local_group(shard.id)
-            if group is not None and group.is_leader():
+            if group is not None and group.is_leader() and group.owns(slot):
                 # Fast path on the leader: propose now, no task, no timer (the group's sweeper
                 # fails writes that wait too long with OutcomeUnknown).
                 try:
@@ -401,12 +407,13 @@ class RespServer:
                 else:
                     state.last_write = proposal
                     return proposal
-            future = loop.create_task(self._guard(self._write(state, name, arguments, shard.id)))
+            future = loop.create_task(self._guard(self._write(state, name, arguments, shard.id,
+                                                              slot)))
             state.last_write = future
             return future
         previous = state.last_write
         return loop.create_task(self._guard(self._read(state, name, arguments, previous,
-                                                       shard.id)))
+                                                       shard.id, slot)))
 
     def _one_shard_slot(self, name: bytes, args: tuple[bytes, ...]) -> int | None:
         """The slot of the first key when every key lives in the same shard, else None."""
@@ -461,12 +468,29 @@ class RespServer:
                                    f"{group.leaderless_for():.1f} s)")
             await asyncio.sleep(_LEADER_WAIT_STEP_S)
 
+    def _reroute(self, shard_id: int, slot: int | None) -> tuple[int, RaftGroup | None, bool]:
+        """(shard id, local replica or None, stale) for a slot, from the newest map; `stale`
+        means the local replica no longer owns the slot (a split the map has not caught up
+        with): wait and look again."""
+        if slot is not None:
+            current = self.node.cluster_map.shard_for_slot(slot)
+            if current is not None:
+                shard_id = current.id
+        group = self.node.local_group(shard_id)
+        stale = group is not None and slot is not None and not group.owns(slot)
+        return shard_id, group, stale
+
     async def _write(self, state: ClientState, name: bytes, arguments: list[bytes],
-                     shard_id: int) -> object:
+                     shard_id: int, slot: int | None = None) -> object:
         timeout = self.config.request_timeout_ms / 1000
         deadline = time.monotonic() + timeout
         while True:
-            group = self.node.local_group(shard_id)
+            shard_id, group, stale = self._reroute(shard_id, slot)
+            if stale:
+                if time.monotonic() >= deadline:
+                    raise CommandError(f"TRYAGAIN slot {slot} is moving between shards")
+                await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                continue
             if group is None:
                 return await self._remote(state, shard_id, arguments, deadline)
             leader = await self._leader_or_wait(group, deadline)
@@ -481,10 +505,15 @@ class RespServer:
                     continue
                 remaining = max(0.001, deadline - time.monotonic())
                 try:
-                    return await asyncio.wait_for(future, remaining)
+                    reply = await asyncio.wait_for(future, remaining)
                 except TimeoutError as error:
                     raise OutcomeUnknown("the write was proposed but not confirmed in time") \
                         from error
+                if _moved_slot(reply) and time.monotonic() < deadline:
+                    # Refused at apply (the slot moved by a split): certainly not applied.
+                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    continue
+                return reply
             if state.forwarded:
                 raise CommandError(f"TRYAGAIN this node is not the leader of shard {shard_id} "
                                    f"(leader: {leader})")
@@ -584,28 +613,39 @@ class RespServer:
                 call.cancel()
 
     async def _read(self, state: ClientState, name: bytes, arguments: list[bytes],
-                    previous_write: asyncio.Future[object] | None, shard_id: int) -> object:
+                    previous_write: asyncio.Future[object] | None, shard_id: int,
+                    slot: int | None = None) -> object:
         if previous_write is not None and not previous_write.done():
             with contextlib.suppress(Exception):
                 await previous_write
         args = tuple(arguments[1:])
         timeout = self.config.request_timeout_ms / 1000
         deadline = time.monotonic() + timeout
-        group = self.node.local_group(shard_id)
-        if group is None:
-            return await self._remote(state, shard_id, arguments, deadline)
-        if not state.readonly:
-            while True:
-                await self._leader_or_wait(group, deadline)
-                try:
-                    await group.read_barrier(max(0.001, deadline - time.monotonic()))
-                    break
-                except NotLeader:
-                    if time.monotonic() >= deadline:
-                        raise
-                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
-        assert group.kv is not None
-        return group.kv.read(name, args, int(time.time() * 1000))
+        while True:
+            shard_id, group, stale = self._reroute(shard_id, slot)
+            if stale:
+                if time.monotonic() >= deadline:
+                    raise CommandError(f"TRYAGAIN slot {slot} is moving between shards")
+                await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                continue
+            if group is None:
+                return await self._remote(state, shard_id, arguments, deadline)
+            if not state.readonly:
+                while True:
+                    await self._leader_or_wait(group, deadline)
+                    try:
+                        await group.read_barrier(max(0.001, deadline - time.monotonic()))
+                        break
+                    except NotLeader:
+                        if time.monotonic() >= deadline:
+                            raise
+                        await asyncio.sleep(_LEADER_WAIT_STEP_S)
+            assert group.shard is not None
+            reply = group.shard.read(name, args, int(time.time() * 1000))
+            if _moved_slot(reply) and time.monotonic() < deadline:
+                await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                continue
+            return reply
 
     async def _on_shard(self, state: ClientState, name: bytes, arguments: list[bytes],
                         write: bool, shard_id: int) -> object:
