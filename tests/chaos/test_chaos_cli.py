@@ -41,3 +41,19 @@ def test_unknown_mode_target_is_a_clear_error(tmp_path: Path) -> None:
     assert completed.returncode == 1
     assert "chaos run failed" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--scenario", "region-outage", "--regions", "2"], "at least 3 regions"),
+    (["--scenario", "node-lost", "--nodes", "3"], "spare node to heal onto"),
+    (["--scenario", "leader-kill", "--target", "x/cluster.json", "--shards", "2"],
+     "--shards configure a cluster the lab starts"),
+])
+def test_a_run_that_cannot_work_is_refused_before_starting(arguments: list[str],
+                                                          message: str) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "phalanx", "chaos", "run", *arguments, "--duration", "20s"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert completed.returncode == 2, completed.stderr
+    assert message in completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -1,6 +1,7 @@
 """Short real chaos runs (3 local nodes, ~14 s each): the fault is really injected, no
 acknowledged write is lost, and the register history is linearizable. Also: the checker fails
-on our own data when one read of a real run's history is changed."""
+on our own data when one read of a real run's history is changed, and a node lost for good
+(4 nodes, 2 shards, 25 s) is healed around: full redundancy comes back within the run."""
 
 from __future__ import annotations
 
@@ -81,3 +82,33 @@ def test_follower_kill_and_a_mutated_history_is_caught() -> None:
     assert verdict.failure is not None
     assert verdict.failure.key == operations[position].key
     assert "never-written" in verdict.explain()
+
+
+def test_node_lost_heals_onto_a_spare_node() -> None:
+    """A node is killed and its data deleted; the cluster declares it dead after 3 s and
+    re-creates its replicas on the spare node. Nothing acknowledged is lost, and the run
+    measures the time to full redundancy (bounded by the run, not asserted on)."""
+    config = RunConfig(scenario="node-lost", duration_s=25.0, seed=21, nodes=4, zones=3,
+                       shards=2, dead_after_ms=3000, clients=3, rate_ops_s=120.0,
+                       warmup_s=3.0)
+    artifacts = run_chaos(config)
+    result = artifacts.result
+    assert set(RESULT_KEYS) <= set(result)
+    json.dumps(result, allow_nan=False)
+    (fault,) = result["faults"]
+    lost = fault["targets"][0]
+    assert fault["kind"] == "node-lost" and fault["end_s"] is None
+    assert result["cluster"]["lost_nodes"] == [lost]
+    assert len(artifacts.pid_changes[lost]) == 1, artifacts.pid_changes  # never restarted
+    assert result["ops"]["ok"] > 100, result["ops"]
+    assert result["lost_acknowledged_writes"] == 0, result["rpo"]
+    assert result["linearizable"], result["linearizability"]["explain"]
+    assert result["rto_ms"]["faults"][0]["rto_ms"] is not None
+    (entry,) = result["redundancy"]["faults"]
+    assert entry["lost"] is True, entry
+    assert entry["restored_at_s"] is not None, (entry, result["events"])
+    assert entry["seconds"] is not None and entry["seconds"] > 0
+    assert result["redundancy"]["final"]["full"] is True, result["redundancy"]
+    texts = [event["text"] for event in result["events"]]
+    assert f"the cluster declared {lost} dead" in texts, texts
+    assert any(text.startswith("full redundancy again") for text in texts), texts

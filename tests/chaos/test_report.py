@@ -287,3 +287,39 @@ def test_main_rejects_wrong_usage_and_unreadable_input(
     not_a_result.write_text("[1, 2]", encoding="utf-8")
     assert main([str(not_a_result), str(tmp_path / "out.html")]) == 1
     assert not (tmp_path / "out.html").exists()
+
+
+def test_time_to_full_redundancy_is_shown_per_fault(tmp_path: Path) -> None:
+    result = faulty_result()
+    result["redundancy"] = {
+        "median_s": 4.2,
+        "max_s": 4.2,
+        "faults": [
+            {"kind": "kill", "targets": ["n2"], "at_s": 12.0, "lost_at_s": 12.0,
+             "healed_at_s": 20.0, "lost": True, "restored_at_s": 16.2, "seconds": 4.2,
+             "after_heal_s": 1.3, "reason": None},
+            {"kind": "pause", "targets": ["n3"], "at_s": 30.0, "lost_at_s": 30.0,
+             "healed_at_s": 40.0, "lost": False, "restored_at_s": None, "seconds": None,
+             "after_heal_s": None, "reason": "redundancy was never seen lost"},
+            {"kind": "partition", "targets": ["n1", "n5"], "at_s": 50.0, "lost_at_s": 50.0,
+             "healed_at_s": None, "lost": True, "restored_at_s": None, "seconds": None,
+             "after_heal_s": None, "reason": "not restored before the end of the run"},
+        ],
+        "final": {"at_s": 59.8, "full": False, "reason": "shard 1: no leader"},
+        "transitions": [{"at_s": 0.1, "full": True, "reason": None},
+                        {"at_s": 12.2, "full": False, "reason": "shard 1: voter(s) n2 do not answer"},
+                        {"at_s": 16.2, "full": True, "reason": None},
+                        {"at_s": 50.3, "full": False, "reason": "shard 1: no leader"}],
+        "poll_interval_s": 0.2,
+        "lag_limit_entries": 100,
+    }
+    page = write_html_report(result, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Time to full redundancy" in page
+    assert "worst 4.2 s · 1 of 2 restored" in page
+    assert "<th>Full redundancy</th>" in page
+    assert "4.2 s (1.3 s after heal)" in page
+    assert "never lost" in page and "not restored" in page
+    assert embedded_pngs(page)[0].startswith(PNG_SIGNATURE)
+    # Results from before the measure existed still render, without the card.
+    older = write_html_report(faulty_result(), tmp_path / "older.html").read_text("utf-8")
+    assert "Time to full redundancy" not in older
