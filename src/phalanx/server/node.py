@@ -694,7 +694,12 @@ class Node:
                                               conf_state=members),
                             data=split_off.snapshot)
         await store.persist((), None, snapshot)
-        self._start_group(new_id, store)
+        child = self._start_group(new_id, store)
+        if group.is_leader():
+            # The old shard's leader leads the new one at once (PreVote first): no election
+            # timeout passes with the moved slots leaderless.
+            child.raw.campaign()
+            child.wake.set()
         self._event("split", f"shard {group.group_id} split: slots {split_off.first_slot}-"
                              f"{split_off.last_slot} -> new shard {new_id}")
         logger.info("%s: shard %s split at log index %s: slots %s-%s now in shard %s",

@@ -110,6 +110,10 @@ def _error_text(error: PhalanxError) -> str:
     return f"ERR phalanx: {error}"
 
 
+#: Read commands a proxying node splits over shards instead of answering -CROSSSLOT.
+_FAN_OUT_READS = frozenset({b"MGET", b"EXISTS"})
+
+
 def _moved_slot(reply: object) -> bool:
     """True for a shard's apply-time refusal of a slot it no longer owns (see
     `phalanx.placement.shard`): certainly not applied, safe to route again."""
@@ -384,6 +388,10 @@ class RespServer:
             # shards (one shard applies a multi-key command atomically, whatever the slots).
             slot = self._one_shard_slot(name, args)
             if slot is None:
+                if name.upper() in _FAN_OUT_READS and not write:
+                    previous = state.last_write
+                    return loop.create_task(self._guard(self._multi_shard_read(
+                        state, name.upper(), args, previous)))
                 return encode(ErrorReply(str(error)), state.protocol)
         if slot is None:
             return loop.create_task(self._guard(self._keyless(state, name, arguments, write)))
@@ -414,6 +422,36 @@ class RespServer:
         previous = state.last_write
         return loop.create_task(self._guard(self._read(state, name, arguments, previous,
                                                        shard.id, slot)))
+
+    async def _multi_shard_read(self, state: ClientState, name: bytes, args: tuple[bytes, ...],
+                                previous: asyncio.Future[object] | None) -> object:
+        """MGET / EXISTS over keys of several shards (proxy convenience, as Redis Cluster
+        proxies do): one linearizable read per shard, replies put back in key order. Each key
+        is read linearizably; the whole is not one atomic snapshot (no multi-shard transaction).
+        Writes over several shards are refused with -CROSSSLOT instead."""
+        cmap = self.node.cluster_map
+        by_shard: dict[int, list[int]] = {}
+        for position, key in enumerate(args):
+            found = cmap.shard_for_slot(key_slot(key))
+            by_shard.setdefault(found.id if found is not None else -1, []).append(position)
+
+        async def one(positions: list[int]) -> object:
+            keys = [args[i] for i in positions]
+            return await self._read(state, name, [name, *keys], previous, 0, key_slot(keys[0]))
+
+        shard_ids = sorted(by_shard)
+        replies = await asyncio.gather(*(one(by_shard[shard]) for shard in shard_ids))
+        for reply in replies:
+            if isinstance(reply, (KVError, ErrorReply)):
+                return reply
+        if name == b"EXISTS":
+            return sum(int(r) for r in replies if isinstance(r, int))
+        merged: list[object] = [None] * len(args)
+        for shard, reply in zip(shard_ids, replies, strict=True):
+            if isinstance(reply, list):
+                for position, value in zip(by_shard[shard], reply, strict=True):
+                    merged[position] = value
+        return merged
 
     def _one_shard_slot(self, name: bytes, args: tuple[bytes, ...]) -> int | None:
         """The slot of the first key when every key lives in the same shard, else None."""
