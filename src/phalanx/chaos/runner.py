@@ -386,9 +386,13 @@ def wait_fully_redundant(control: ClusterControl, timeout_s: float) -> redundanc
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            observation = redundancy.assess(fetch_statuses(control, timeout=0.5), 0.0)
+            statuses = fetch_statuses(control, timeout=0.5)
         except Exception as error:
             return redundancy.Observation(0.0, False, f"cannot poll the nodes: {error}")
+        newest = redundancy.newest_status(statuses)
+        if newest is not None and "shards" not in newest:
+            return redundancy.Observation(0.0, True)  # nodes without a shard map: nothing to wait for
+        observation = redundancy.assess(statuses, 0.0)
         if observation.full or time.monotonic() >= deadline:
             return observation
         time.sleep(MONITOR_INTERVAL_S)
@@ -446,7 +450,8 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
     workload = Workload(nodes, WorkloadConfig(clients=config.clients,
                                               rate_ops_s=config.rate_ops_s, prefix=prefix),
                         seed=config.seed, t0=t0, until_s=config.duration_s).start()
-    nemesis = Nemesis(control, slots, clock, on_event).start()
+    nemesis = Nemesis(control, slots, clock, on_event,
+                      until_s=config.duration_s - config.recovery_s).start()
     pid_changes: dict[str, list[int]] = {node.id: [node.pid] for node in nodes}
     try:
         last_total, last_time = 0, 0.0
