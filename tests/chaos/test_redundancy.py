@@ -187,3 +187,14 @@ def test_convergence_needs_every_shard_settled_on_its_voters_only() -> None:
     flat = {n: {"leader": "n1", "term": 2, "applied_index": 9, "commit_index": 9}
             for n in NODES}
     assert convergence_key(flat) == ("n1", 2, 9)
+
+
+def test_the_next_fault_bounds_the_search_from_when_its_injection_began() -> None:
+    # The next outage's first kill (at 9.6) comes before it is fully in force (9.9): what is
+    # seen from 9.6 on belongs to it, not to the first fault.
+    seen = observations((4.2, False), (9.5, False), (9.7, True), (10.0, False))
+    first, _second = per_fault([(4.0, 9.0), (9.9, 12.0)], seen, until_s=20.0, began=[3.9, 9.6])
+    assert first["restored_at_s"] is None
+    assert first["reason"] == "not restored before the next fault (why not)"
+    first, _second = per_fault([(4.0, 9.0), (9.9, 12.0)], seen, until_s=20.0)
+    assert first["restored_at_s"] == 9.7  # without the start of injection, only at_s bounds it

@@ -70,6 +70,8 @@ class Fault:
     description: str
     #: The leader just before the fault (for the story and the new-leader column).
     leader_before: str | None = None
+    #: When the nemesis started injecting it (`at_s` is when it was fully in force).
+    began_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"at_s": round(self.at_s, 3),
@@ -196,12 +198,15 @@ class Nemesis:
     def _run(self) -> None:
         # Killing and restarting takes time the plan does not count (seconds for a whole region
         # on a busy machine): later faults move by that overrun, so the planned quiet gap after
-        # each heal (where recovery and redundancy are measured) is kept; never past `until_s`.
+        # each heal (where recovery and redundancy are measured) is kept. A fault that no longer
+        # fits before `until_s` is skipped (told as an event), unless it would be the first.
         overrun = 0.0
         for slot in self.slots:
             start = slot.at_s + overrun
-            if self.until_s is not None:
-                start = max(slot.at_s, min(start, self.until_s - slot.hold_s))
+            if self.until_s is not None and self.faults and start + slot.hold_s > self.until_s:
+                self.on_event(self.clock(), f"{slot.kind} planned at {slot.at_s:.1f} s skipped: "
+                              f"earlier faults overran by {overrun:.1f} s, no room left")
+                continue
             if not self._sleep_until(start):
                 return
             try:
@@ -217,7 +222,8 @@ class Nemesis:
     # ---- the faults -------------------------------------------------------------------------
     def _begin(self, kind: str, targets: list[str], description: str,
                leader: str | None) -> Fault:
-        fault = Fault(self.clock(), None, kind, targets, description, leader)
+        now = self.clock()
+        fault = Fault(now, None, kind, targets, description, leader, began_s=now)
         self.faults.append(fault)
         self.current = fault
         return fault

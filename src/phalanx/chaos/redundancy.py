@@ -151,8 +151,11 @@ def assess(statuses: Statuses, at_s: float,
 
 
 def per_fault(faults: Sequence[tuple[float, float | None]], observations: Sequence[Observation],
-              until_s: float) -> list[dict[str, Any]]:
+              until_s: float, began: Sequence[float | None] | None = None
+              ) -> list[dict[str, Any]]:
     """Time to full redundancy of each fault ((at_s, end_s), in order): see the module rules.
+    `began` (per fault, optional) is when its injection started: the search for the previous
+    fault's restoration stops there (a region's first kill comes before the fault is in force).
 
     Each entry: lost (bool or None when nothing was observed), restored_at_s, seconds (from the
     fault), after_heal_s (from the heal; None for a fault that never healed) and reason (why no
@@ -161,7 +164,12 @@ def per_fault(faults: Sequence[tuple[float, float | None]], observations: Sequen
     entries: list[dict[str, Any]] = []
     ordered = sorted(observations, key=lambda o: o.at_s)
     for position, (at_s, end_s) in enumerate(faults):
-        following = faults[position + 1][0] if position + 1 < len(faults) else None
+        following: float | None = None
+        if position + 1 < len(faults):
+            following = faults[position + 1][0]
+            started = began[position + 1] if began is not None else None
+            if started is not None:
+                following = min(following, started)
         bound = until_s if following is None else min(until_s, following)
         window = [o for o in ordered if at_s <= o.at_s < bound]
         entry: dict[str, Any] = {"lost_at_s": _r(at_s),

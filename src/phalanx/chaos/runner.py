@@ -52,6 +52,9 @@ LOCAL_OVERRIDES: dict[str, Any] = {"request_timeout_ms": 800}
 
 #: How often the monitor polls every node's /status (leader, redundancy).
 MONITOR_INTERVAL_S = 0.2
+#: How long a node may take to answer /status before it counts as not answering (a loaded
+#: machine answers slowly; a killed node refuses at once, a paused one takes all of it).
+STATUS_TIMEOUT_S = 1.0
 
 #: What a scenario needs of a cluster the lab starts, where the caller did not say.
 #: region-outage: 9 nodes in 6 zones over 3 regions (two zones per region), 5 replicas per
@@ -238,7 +241,7 @@ class _Monitor:
 
     def _poll(self) -> tuple[str | None, Mapping[str, Any] | None]:
         try:
-            statuses = fetch_statuses(self.control, timeout=0.4, pool=self.pool)
+            statuses = fetch_statuses(self.control, timeout=STATUS_TIMEOUT_S, pool=self.pool)
         except Exception:
             try:
                 return self.control.leader(), None
@@ -531,7 +534,8 @@ def redundancy_result(faults: list[Fault], observations: list[redundancy.Observa
     """The `redundancy` part of the result: time to full redundancy per fault (bounded by the
     run), median and worst, the state at the end of the run and every change of state."""
     measured = [o for o in observations if o.at_s <= duration_s]
-    entries = redundancy.per_fault([(f.at_s, f.end_s) for f in faults], measured, duration_s)
+    entries = redundancy.per_fault([(f.at_s, f.end_s) for f in faults], measured, duration_s,
+                                   began=[f.began_s for f in faults])
     for fault, entry in zip(faults, entries, strict=True):
         entry.update({"kind": fault.kind, "targets": list(fault.targets),
                       "at_s": round(fault.at_s, 3)})
