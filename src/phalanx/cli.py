@@ -722,6 +722,57 @@ def split(data_dir: str, shard: int, at: int | None, admin_token: str | None) ->
 
 @main.command()
 @data_dir_option
+@click.option("--shard", type=int, required=True, help="The shard that stays.")
+@click.option("--with", "source", type=int, required=True, help="The shard merged into it.")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="How long to wait for replicas to be co-located and the merge to finish.")
+@admin_token_option
+def merge(data_dir: str, shard: int, source: int, timeout: float,
+          admin_token: str | None) -> None:
+    """Merge shard --with into --shard online (their replicas are co-located first)."""
+    from phalanx.server import cluster as local
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        status = _any_admin(data_dir, "/status")
+        shards = {s.get("id"): s for s in status.get("shards") or []}
+        if source not in shards and shard in shards:
+            click.echo(f"shard {source} merged into shard {shard}")
+            return
+        if shard not in shards:
+            _fail(f"no shard {shard} (shards: {', '.join(str(s) for s in sorted(shards))})", 2)
+        leader = shards[shard].get("leader")
+        nodes = {n.get("id"): n for n in status.get("nodes") or []}
+        address = (nodes.get(leader) or {}).get("admin") if leader else None
+        if address:
+            try:
+                cluster = local.read_cluster_file(data_dir)
+                entry = next((e for e in cluster.nodes if e.id == leader), None)
+                token = admin_token if admin_token is not None else (
+                    local.admin_token_for(entry) if entry is not None else "")
+                code, payload = local.admin_request(address, "/merge", method="POST",
+                                                    body={"shard": shard, "source": source},
+                                                    token=token, timeout=30.0)
+            except (OSError, local.ClusterError) as error:
+                code, payload = 0, {"error": str(error)}
+            if code == 200:
+                click.echo(f"shard {source} merged into shard {shard}: slots "
+                           f"{payload.get('slots')}")
+                return
+            if code == 400:
+                _fail(f"refused: {payload.get('error')}", 2)
+            detail = payload.get("detail") or payload.get("error") if isinstance(
+                payload, dict) else payload
+            if detail != last:
+                click.echo(f"... {detail}")
+                last = str(detail)
+        time.sleep(1.0)
+    _fail(f"the merge did not finish within {timeout:g} s ({last})")
+
+
+@main.command()
+@data_dir_option
 @click.option("--node-availability", type=float, default=0.99, show_default=True,
               help="Availability of one node (e.g. 0.99).")
 @click.option("--zone-availability", type=float, default=0.999, show_default=True)

@@ -403,3 +403,18 @@ def test_split_shard() -> None:
     refused(cmap, {**op, "first_slot": 0, "last_slot": 8191}, "would keep no slot")
     refused(cmap, {**op, "new_shard": 2}, "exists with other slots")
     refused(cmap, {**op, "shard": 9}, "unknown shard 9")
+
+
+def test_set_merge_and_merge_shards() -> None:
+    cmap = small_map()
+    merging = ok(cmap, {"op": "set_merge", "shard": 2, "into": 1})
+    assert merging.shards[2].merge_into == 1
+    assert merging.shards[2].replicas == cmap.shards[1].replicas
+    refused(merging, {"op": "set_merge", "shard": 1, "into": 1}, "two different")
+    refused(merging, {"op": "set_merge", "shard": 1, "into": 2}, "itself being merged")
+    merged = ok(merging, {"op": "merge_shards", "shard": 1, "source": 2})
+    assert set(merged.shards) == {1}
+    assert merged.shards[1].slots == ((0, 16383),)
+    assert ok(merged, {"op": "merge_shards", "shard": 1, "source": 2}) is merged
+    assert ClusterMap.decode(merged.encode()) == merged
+    assert ClusterMap.decode(merging.encode()).shards[2].merge_into == 1

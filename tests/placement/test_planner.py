@@ -474,3 +474,23 @@ def test_plan_converges_after_random_failures(zones: int, per_zone: int, shard_c
             assert len(shard.replicas) == 3
     if len(alive_zones) >= 3:
         assert violations(final) == []
+
+
+def test_a_pending_merge_keeps_the_source_on_the_targets_replicas_and_freezes_balancing() -> None:
+    cmap = report_desired(initial_map(nodes_in(3, 2), 3))
+    cmap = apply_all(cmap, [{"op": "set_merge", "shard": 2, "into": 1}])
+    assert set(cmap.shards[2].replicas) == set(cmap.shards[1].replicas)
+    cmap = report_desired(cmap)
+    # Nothing is rebalanced while the merge is pending, even though the nodes are now uneven.
+    assert plan(cmap) == []
+    # A repair of the target (one of its nodes dies) carries the source along.
+    victim = cmap.shards[1].replicas[0]
+    cmap = apply_all(cmap, [{"op": "set_node_state", "node": victim, "state": "dead"}])
+    cmap = apply_all(cmap, plan(cmap))
+    assert victim not in cmap.shards[1].replicas
+    assert cmap.shards[2].replicas == cmap.shards[1].replicas
+    # Once merged, balancing resumes and converges.
+    cmap = apply_all(report_desired(cmap),
+                     [{"op": "merge_shards", "shard": 1, "source": 2}])
+    final, _ = converge(cmap)
+    assert set(final.shards) == {1, 3}

@@ -110,3 +110,39 @@ def test_split_of_slots_not_owned_is_refused() -> None:
     machine = ShardMachine(((0, 99),))
     reply = Log(machine).apply(SPLIT_COMMAND, *split_command(50, 150, 3))
     assert isinstance(reply, Error) and "not all owned" in reply.message
+
+
+def test_merge_freeze_then_absorb_moves_every_key_and_slot() -> None:
+    import json
+
+    from phalanx.placement.shard import ABSORB_COMMAND, FREEZE_COMMAND
+
+    left, right = ShardMachine(((0, 8191),)), ShardMachine(((8192, 16383),))
+    left_log, right_log = Log(left), Log(right)
+    keys = keys_with_slots(200)
+    for key in keys:
+        (left_log if key_slot(key) < 8192 else right_log).apply(b"SET", key, key)
+    right_log.apply(b"EXPIRE", next(k for k in keys if key_slot(k) >= 8192), b"100")
+    assert right_log.apply(FREEZE_COMMAND, b"1") == "OK"
+    assert right_log.apply(FREEZE_COMMAND, b"1") == "OK"  # idempotent
+    refused = right_log.apply(b"FLUSHDB")  # a frozen shard changes no more, keyless included
+    assert isinstance(refused, Error) and refused.message.startswith("TRYAGAIN")
+    ranges, image = right.frozen_image()
+    assert ranges == ((8192, 16383),)
+    payload = json.dumps([list(r) for r in ranges]).encode()
+    assert left_log.apply(ABSORB_COMMAND, b"2", payload, image) == "OK"
+    assert left_log.apply(ABSORB_COMMAND, b"2", payload, image) == "OK"  # applied once
+    assert left.owned == ((0, 16383),)
+    assert left.key_count == len(keys)
+    for key in keys:
+        assert left.read(b"GET", (key,), 1_000) == key
+    assert left.absorbed == {2}
+    copy = ShardMachine()
+    copy.restore(left.snapshot())
+    assert copy.absorbed == {2} and copy.owned == ((0, 16383),)
+    frozen_copy = ShardMachine()
+    frozen_copy.restore(right.snapshot())
+    assert frozen_copy.frozen_into == 1 and frozen_copy.owned == ()
+    # Absorbing slots already owned is refused.
+    bad = left_log.apply(ABSORB_COMMAND, b"3", b"[[0, 10]]", image)
+    assert isinstance(bad, Error) and "already owned" in bad.message

@@ -83,6 +83,12 @@ class FakeView:
             raise NotLeader("n2", "this node does not lead shard 9")
         return {"shard": shard, "new_shard": 5, "slots": [at or 100, 200]}
 
+    async def merge_shards(self, shard: int, source: int) -> dict[str, object]:
+        if source == shard:
+            raise ConfigError("merge needs two different existing shards")
+        status = "merged" if source == 2 else "co-locating"
+        return {"status": status, "shard": shard, "source": source}
+
     def set_fault_rules(self, rules: dict[str, object]) -> dict[str, object]:
         if "bad" in rules:
             raise ConfigError("faults.bad: not a rule")
@@ -413,5 +419,19 @@ def test_split_endpoint() -> None:
         assert status == 409 and body["leader"] == "n2"
         status, body = await get_json(session, "POST", "/split", json={"shard": "1"})
         assert status == 400 and '"shard": <n>' in body["error"]
+
+    run(check)
+
+
+def test_merge_endpoint() -> None:
+    async def check(server: AdminServer, view: FakeView, session: aiohttp.ClientSession) -> None:
+        assert await get_json(session, "POST", "/merge", json={"shard": 1, "source": 2}) == \
+            (200, {"status": "merged", "shard": 1, "source": 2})
+        status, body = await get_json(session, "POST", "/merge", json={"shard": 1, "source": 3})
+        assert status == 202 and body["status"] == "co-locating"
+        status, body = await get_json(session, "POST", "/merge", json={"shard": 1, "source": 1})
+        assert status == 400 and "two different" in body["error"]
+        status, body = await get_json(session, "POST", "/merge", json={"shard": 1})
+        assert status == 400
 
     run(check)

@@ -255,6 +255,19 @@ class KVStateMachine:
         self._scan = None
         return encode_snapshot(applied_index, self._clock_ms, moved, moved_expires, {})
 
+    def absorb(self, data: bytes) -> int:
+        """Add every key of snapshot `data` (another shard's, merged into this one); keys
+        already here are replaced. Returns how many keys came in; raises Corrupt if bad."""
+        state = decode_snapshot(data)
+        for key, value in state.data.items():
+            if key in self._data:
+                self._delete(key)
+            self._data[key] = value
+        self._expires.update(state.expires)
+        self._expiry_heap = None
+        self._scan = None
+        return len(state.data)
+
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; raises Corrupt (state unchanged) if bad."""
         state = decode_snapshot(data)

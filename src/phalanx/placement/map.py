@@ -180,6 +180,9 @@ class ShardInfo:
     """REPORTED: the voters of the shard's current configuration (sorted)."""
     learners: tuple[str, ...] = ()
     """REPORTED: the learners of the shard's current configuration (sorted)."""
+    merge_into: int = 0
+    """DESIRED: this shard is to be merged into that shard (0 = no merge); the planner keeps
+    its replicas on the target's and moves neither while the merge is pending."""
 
     def slot_count(self) -> int:
         """How many slots the shard owns."""
@@ -200,7 +203,7 @@ class ShardInfo:
             "id": self.id, "slots": [[first, last] for first, last in self.slots],
             "replicas": list(self.replicas), "preferred_leader": self.preferred_leader,
             "leader": self.leader, "term": self.term, "voters": list(self.voters),
-            "learners": list(self.learners),
+            "learners": list(self.learners), "merge_into": self.merge_into,
         }
 
     @classmethod
@@ -223,6 +226,7 @@ class ShardInfo:
             term=_integer(data, "term", where, minimum=0, default=0),
             voters=tuple(sorted(_strings(data, "voters", where, required=False))),
             learners=tuple(sorted(_strings(data, "learners", where, required=False))),
+            merge_into=_integer(data, "merge_into", where, minimum=0, default=0),
         )
 
 
@@ -538,6 +542,51 @@ def _op_split_shard(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
     return replace(cmap, shards={**cmap.shards, left.id: left, right.id: right})
 
 
+def coalesce(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted ranges with adjacent ones joined: (0,9),(10,19) -> (0,19)."""
+    joined: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if joined and first <= joined[-1][1] + 1:
+            joined[-1] = (joined[-1][0], max(last, joined[-1][1]))
+        else:
+            joined.append((first, last))
+    return tuple(joined)
+
+
+def _op_set_merge(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """Record the intent to merge `shard` into `into`: its desired replicas become the
+    target's (the merge needs them co-located)."""
+    shard_id = _integer(op, "shard", "set_merge", minimum=1)
+    into = _integer(op, "into", "set_merge", minimum=1)
+    shard, target = cmap.shards.get(shard_id), cmap.shards.get(into)
+    if shard is None or target is None or shard_id == into:
+        return OpError(f"ERR set_merge: need two different existing shards, got {shard_id} "
+                       f"and {into}")
+    if target.merge_into:
+        return OpError(f"ERR set_merge: shard {into} is itself being merged")
+    return _with_shard(cmap, replace(shard, merge_into=into, replicas=target.replicas,
+                                     preferred_leader=target.preferred_leader))
+
+
+def _op_merge_shards(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """The target's leader reports a merge its replicas applied: shard `source` is gone and its
+    slots belong to `shard`. Idempotent (reporting it again changes nothing)."""
+    shard_id = _integer(op, "shard", "merge_shards", minimum=1)
+    source_id = _integer(op, "source", "merge_shards", minimum=1)
+    target = cmap.shards.get(shard_id)
+    if target is None:
+        return OpError(f"ERR merge_shards: unknown shard {shard_id}")
+    source = cmap.shards.get(source_id)
+    if source is None:
+        return cmap
+    if source_id == shard_id:
+        return OpError("ERR merge_shards: a shard cannot absorb itself")
+    merged = replace(target, slots=coalesce(target.slots + source.slots))
+    shards = {k: v for k, v in cmap.shards.items() if k != source_id}
+    shards[shard_id] = merged
+    return replace(cmap, shards=shards)
+
+
 def _op_set_policy(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
     goal = _string(op, "survival_goal", "set_policy", default=cmap.survival_goal)
     if goal not in SURVIVAL_GOALS:
@@ -556,6 +605,8 @@ _OPS: dict[str, Callable[[ClusterMap, Mapping[str, Any]], _Result]] = {
     "set_meta_voters": _op_set_meta_voters,
     "add_shard": _op_add_shard,
     "split_shard": _op_split_shard,
+    "merge_shards": _op_merge_shards,
+    "set_merge": _op_set_merge,
     "set_policy": _op_set_policy,
 }
 

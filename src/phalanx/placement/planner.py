@@ -480,16 +480,25 @@ def plan(cmap: ClusterMap) -> list[dict[str, object]]:
     the new configuration, yields [] (no flip-flop).
     """
     working = _Working.of(cmap)
-    shard_ids = list(cmap.shards)
+    # Shards in a pending merge (the source and its target) are left out of balancing and
+    # leader spreading; the source simply follows the target's replicas.
+    merging = {sid for sid, shard in cmap.shards.items() if shard.merge_into} | {
+        shard.merge_into for shard in cmap.shards.values() if shard.merge_into}
+    shard_ids = [sid for sid, shard in cmap.shards.items() if not shard.merge_into]
     for sid in shard_ids:  # a, b: urgent repairs, every shard
         working.repair(sid, cmap.replication_factor)
-    if not any(working.in_motion(sid) for sid in shard_ids):
+    for sid, shard in cmap.shards.items():
+        if shard.merge_into and shard.merge_into in working.replicas:
+            working.replicas[sid] = list(working.replicas[shard.merge_into])
+            working.preferred[sid] = working.preferred[shard.merge_into]
+    balanced = [sid for sid in shard_ids if sid not in merging]
+    if not merging and not any(working.in_motion(sid) for sid in shard_ids):
         # c: one replica move, only when every shard runs its desired configuration
-        moved = working.rebalance(shard_ids, max_moves=1)
+        moved = working.rebalance(balanced, max_moves=1)
         # d: one chain of preferred-leader changes, only when leadership has settled too
         if not moved and all(working.reported[sid].leader == working.preferred[sid]
-                             for sid in shard_ids):
-            working.move_leaders(working.leader_path(shard_ids, _LEADER_PATH_LIMIT))
+                             for sid in balanced):
+            working.move_leaders(working.leader_path(balanced, _LEADER_PATH_LIMIT))
     ops: list[dict[str, object]] = []
     for sid, shard in cmap.shards.items():
         replicas, preferred = tuple(working.replicas[sid]), working.preferred[sid]

@@ -12,6 +12,13 @@ same index, removes the keys of those slots from its own data, and keeps them as
 initial snapshot (`SplitOff`); the node turns that into a new Raft group on the same replicas.
 This is CockroachDB's split trigger, on Raft's log.
 
+A merge of shard R into shard L (both on the same replicas) is two log entries: R applies
+`PHALANX.FREEZE L` (it stops serving and hands every slot to L: from then on its state never
+changes, so every replica has the same frozen image), then L applies `PHALANX.ABSORB R ranges
+image` carrying that image (keys and slot ranges join L; applied at most once per source). The
+server drives both steps idempotently from the leaders' control loop, so a crash between them
+only delays the merge.
+
 Rules of this file: pure (stdlib, `phalanx.kv`, this package); deterministic; snapshots are the
 KV snapshot behind a small JSON header that carries the owned and moved-out slot ranges.
 """
@@ -25,9 +32,14 @@ from dataclasses import dataclass
 from phalanx.errors import Corrupt
 from phalanx.kv import Error, KVStateMachine
 from phalanx.kv.codec import decode_fields
+from phalanx.placement.map import coalesce
 from phalanx.placement.slots import SLOT_COUNT, command_keys, key_slot
 
 SPLIT_COMMAND = b"PHALANX.SPLIT"
+#: Merge, step 1, in the shard that goes away: stop serving, hand every slot to the target.
+FREEZE_COMMAND = b"PHALANX.FREEZE"
+#: Merge, step 2, in the target: take the frozen shard's slots and keys (carried in the entry).
+ABSORB_COMMAND = b"PHALANX.ABSORB"
 #: The Raft index (and term) of a shard's initial snapshot after a split.
 SPLIT_SNAPSHOT_INDEX = 1
 _MAGIC = b"PXSHARD1"
@@ -64,6 +76,10 @@ class ShardMachine:
         self._set_owned(owned)
         #: Splits applied since the server last collected them (`take_split_offs`).
         self.split_offs: list[SplitOff] = []
+        #: Merge: the shard this one was frozen into (it serves nothing any more), or None.
+        self.frozen_into: int | None = None
+        #: Merge: the shards absorbed into this one (an ABSORB is applied once).
+        self.absorbed: set[int] = set()
 
     def _set_owned(self, owned: tuple[tuple[int, int], ...]) -> None:
         self._owned = tuple(sorted(owned))
@@ -104,6 +120,16 @@ class ShardMachine:
             if upper == SPLIT_COMMAND:
                 self.kv.apply(index, b"")
                 return self._split(index, args)
+            if upper == FREEZE_COMMAND:
+                self.kv.apply(index, b"")
+                return self._freeze(args)
+            if upper == ABSORB_COMMAND:
+                self.kv.apply(index, b"")
+                return self._absorb(args)
+            if self.frozen_into is not None:
+                self.kv.apply(index, b"")
+                return Error(f"TRYAGAIN slot moved to shard {self.frozen_into} (this shard "
+                             f"was merged into it); retry")
             refused = self.refusal(upper, args)
             if refused is not None:
                 self.kv.apply(index, b"")
@@ -144,30 +170,81 @@ class ShardMachine:
         self.split_offs.append(SplitOff(new_shard, first, last, child, index))
         return "OK"
 
+    def _freeze(self, args: tuple[bytes, ...]) -> object:
+        if len(args) != 1 or not args[0].isdigit():
+            return Error("ERR PHALANX.FREEZE takes the target shard id")
+        if self.frozen_into is not None:
+            return "OK" if self.frozen_into == int(args[0]) else Error(
+                f"ERR this shard is already frozen into shard {self.frozen_into}")
+        if not self._owned:
+            return Error("ERR PHALANX.FREEZE: this shard owns no slot")
+        target = int(args[0])
+        for first, last in self._owned:
+            self.moved[(first, last)] = target
+        self.frozen_into = target
+        self._set_owned(())
+        return "OK"
+
+    def frozen_image(self) -> tuple[tuple[tuple[int, int], ...], bytes]:
+        """(slot ranges, KV snapshot) of a frozen shard: what its merge target absorbs. The
+        state no longer changes once frozen, so every replica gives the same bytes."""
+        ranges = tuple(r for r, target in sorted(self.moved.items())
+                       if target == self.frozen_into)
+        return ranges, self.kv.snapshot()
+
+    def _absorb(self, args: tuple[bytes, ...]) -> object:
+        if len(args) != 3 or not args[0].isdigit():
+            return Error("ERR PHALANX.ABSORB takes source_shard ranges kv_snapshot")
+        source = int(args[0])
+        if source in self.absorbed:
+            return "OK"
+        try:
+            ranges = tuple((int(a), int(b)) for a, b in json.loads(args[1]))
+        except (ValueError, TypeError) as error:
+            return Error(f"ERR PHALANX.ABSORB: bad ranges: {error}")
+        for first, last in ranges:
+            if not 0 <= first <= last < SLOT_COUNT or any(
+                    self._owner[first:last + 1]):
+                return Error(f"ERR PHALANX.ABSORB: bad or already owned range {first}-{last}")
+        try:
+            self.kv.absorb(args[2])
+        except Corrupt as error:
+            return Error(f"ERR PHALANX.ABSORB: {error}")
+        self._set_owned(coalesce(self._owned + ranges))
+        for key in [r for r in self.moved if r in ranges]:
+            del self.moved[key]
+        self.absorbed.add(source)
+        return "OK"
+
     def take_split_offs(self) -> list[SplitOff]:
         taken, self.split_offs = self.split_offs, []
         return taken
 
     def snapshot(self) -> bytes:
-        return _encode(self._owned, self.moved, self.kv.snapshot())
+        return _encode(self._owned, self.moved, self.kv.snapshot(), self.frozen_into,
+                       self.absorbed)
 
     def restore(self, data: bytes) -> None:
-        owned, moved, kv_blob = _decode(data)
+        owned, moved, kv_blob, frozen_into, absorbed = _decode(data)
         self.kv.restore(kv_blob)
         self._set_owned(owned)
         self.moved = moved
+        self.frozen_into = frozen_into
+        self.absorbed = absorbed
 
 
 def _encode(owned: tuple[tuple[int, int], ...], moved: dict[tuple[int, int], int],
-            kv_blob: bytes) -> bytes:
+            kv_blob: bytes, frozen_into: int | None = None,
+            absorbed: set[int] | None = None) -> bytes:
     header = json.dumps({"owned": [list(r) for r in owned],
-                         "moved": [[a, b, shard] for (a, b), shard in sorted(moved.items())]},
+                         "moved": [[a, b, shard] for (a, b), shard in sorted(moved.items())],
+                         "frozen_into": frozen_into, "absorbed": sorted(absorbed or ())},
                         separators=(",", ":")).encode()
     return _MAGIC + _LENGTH.pack(len(header)) + header + kv_blob
 
 
 def _decode(data: bytes) -> tuple[tuple[tuple[int, int], ...], dict[tuple[int, int], int],
-                                  bytes]:
+                                  bytes, int | None, set[int]]:
     if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + _LENGTH.size:
         raise Corrupt("shard snapshot: bad magic (not a phalanx shard snapshot)")
     start = len(_MAGIC) + _LENGTH.size
@@ -176,12 +253,15 @@ def _decode(data: bytes) -> tuple[tuple[tuple[int, int], ...], dict[tuple[int, i
         header = json.loads(data[start:start + length])
         owned = tuple((int(a), int(b)) for a, b in header["owned"])
         moved = {(int(a), int(b)): int(shard) for a, b, shard in header["moved"]}
+        frozen_raw = header.get("frozen_into")
+        frozen_into = None if frozen_raw is None else int(frozen_raw)
+        absorbed = {int(shard) for shard in header.get("absorbed", [])}
     except (ValueError, KeyError, TypeError) as error:
         raise Corrupt(f"shard snapshot: bad header: {error}") from error
     for first, last in owned:
         if not 0 <= first <= last < SLOT_COUNT:
             raise Corrupt(f"shard snapshot: bad slot range {first}-{last}")
-    return owned, moved, data[start + length:]
+    return owned, moved, data[start + length:], frozen_into, absorbed
 
 
-__all__ = ["SPLIT_COMMAND", "SPLIT_SNAPSHOT_INDEX", "ShardMachine", "SplitOff", "split_command"]
+__all__ = ["ABSORB_COMMAND", "FREEZE_COMMAND", "SPLIT_COMMAND", "SPLIT_SNAPSHOT_INDEX", "ShardMachine", "SplitOff", "split_command"]

@@ -16,6 +16,8 @@ Endpoints (HAProxy's `option httpchk` uses the first four, as with Patroni):
     POST /readmit   {"node": "n4"}: undo a drain (the node takes replicas again)
     POST /split     {"shard": 2, "at": 6000}: split a shard online (on its leader; "at"
                     optional: the middle of its largest slot range)
+    POST /merge     {"shard": 2, "source": 5}: merge shard 5 into shard 2 online (on shard
+                    2's leader; answers 202 while the two shards' replicas are co-located)
     GET  /analyze   single points of failure and estimated nines (`?node=0.99&zone=0.999
                     &region=0.9999`: availability figures of one node, zone, region)
     GET|PUT|DELETE /faults   the network fault rules of the chaos lab
@@ -102,6 +104,10 @@ class NodeView(Protocol):
 
     async def split_shard(self, shard: int, at: int | None = None) -> dict[str, object]:
         """Split a shard (this node must lead it); NotLeader or ConfigError otherwise."""
+        ...
+
+    async def merge_shards(self, shard: int, source: int) -> dict[str, object]:
+        """Merge `source` into `shard` (this node must lead `shard`)."""
         ...
 
     def set_fault_rules(self, rules: dict[str, object]) -> dict[str, object]:
@@ -194,6 +200,7 @@ class AdminServer:
         router.add_post("/decommission", self._decommission)
         router.add_post("/readmit", self._readmit)
         router.add_post("/split", self._split)
+        router.add_post("/merge", self._merge)
         router.add_get("/analyze", self._analyze)
         router.add_get("/faults", self._get_faults)
         router.add_put("/faults", self._put_faults)
@@ -387,6 +394,26 @@ class AdminServer:
             return _error(503, f"the split did not complete: {error}")
         logger.info("%s admin: split %s", self.view.node_id, result)
         return _json(result)
+
+    async def _merge(self, request: web.Request) -> web.Response:
+        body = await _read_json_object(request, allow_empty=False)
+        if isinstance(body, web.Response):
+            return body
+        shard, source = body.get("shard"), body.get("source")
+        if set(body) != {"shard", "source"} or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in (shard, source)):
+            return _error(400, 'the body is {"shard": <n>, "source": <n>}')
+        assert isinstance(shard, int) and isinstance(source, int)
+        try:
+            result = await self.view.merge_shards(shard, source)
+        except NotLeader as error:
+            return _error(409, str(error), leader=error.leader_hint)
+        except ConfigError as error:
+            return _error(400, str(error))
+        except (PhalanxError, TimeoutError) as error:
+            return _error(503, f"the merge did not complete: {error}")
+        logger.info("%s admin: merge %s", self.view.node_id, result)
+        return _json(result, status=200 if result.get("status") == "merged" else 202)
 
     async def _analyze(self, request: web.Request) -> web.Response:
         figures = {}

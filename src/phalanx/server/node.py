@@ -49,6 +49,8 @@ from phalanx.kv import Command, encode_command
 from phalanx.placement import ClusterMap, MapMachine, NodeInfo, ShardInfo, encode_op
 from phalanx.placement.planner import drain_done, initial_map, plan
 from phalanx.placement.shard import (
+    ABSORB_COMMAND,
+    FREEZE_COMMAND,
     SPLIT_COMMAND,
     SPLIT_SNAPSHOT_INDEX,
     ShardMachine,
@@ -514,6 +516,7 @@ class Node:
         now = time.monotonic()
         self.leader_since.setdefault(group_id, now)
         if group.shard is not None:
+            self._continue_merges(group_id, group, now)
             for (first, last), new_id in group.shard.moved.items():
                 if new_id not in self.cluster_map.shards and \
                         now - self.last_report_at.get(-new_id, 0.0) > 1.0:
@@ -740,6 +743,107 @@ class Node:
             raise ConfigError(f"the split was refused: {_describe_reply(reply)}")
         return {"shard": shard, "new_shard": new_id, "slots": [at, last]}
 
+    def _continue_merges(self, group_id: int, group: RaftGroup, now: float) -> None:
+        """On a shard's leader: absorb every local shard frozen into this one, then tell the
+        map. Idempotent and retried, so a crash between the merge steps only delays it."""
+        machine = group.shard
+        assert machine is not None
+        for other_id, other in list(self.data_groups().items()):
+            frozen = other.shard
+            if frozen is None or frozen.frozen_into != group_id or other_id in machine.absorbed:
+                continue
+            if now - self.last_report_at.get(-10_000 - other_id, 0.0) < 2.0:
+                continue
+            self.last_report_at[-10_000 - other_id] = now
+            ranges, image = frozen.frozen_image()
+            payload = json.dumps([list(r) for r in ranges]).encode()
+            logger.info("%s: shard %s absorbs frozen shard %s (%d bytes)", self.node_id,
+                        group_id, other_id, len(image))
+            try:
+                group.propose_data(encode_command(Command(
+                    name=ABSORB_COMMAND, args=(str(other_id).encode(), payload, image),
+                    now_ms=int(time.time() * 1000))))
+            except (NotLeader, ProposalDropped):
+                return
+        for source in sorted(machine.absorbed):
+            if source in self.cluster_map.shards and \
+                    now - self.last_report_at.get(-20_000 - source, 0.0) > 1.0:
+                self.last_report_at[-20_000 - source] = now
+                self._event("merge", f"shard {source} merged into shard {group_id}")
+                asyncio.get_running_loop().create_task(self._propose_meta_quietly(
+                    {"op": "merge_shards", "shard": group_id, "source": source}))
+
+    async def merge_shards(self, shard: int, source: int) -> dict[str, object]:
+        """Merge shard `source` into `shard` online (run on `shard`'s leader). The two must have
+        the same replicas: if they do not, the placement driver is told to move `source`'s
+        replicas first and the answer says to run it again."""
+        cmap = self.cluster_map
+        target_info, source_info = cmap.shards.get(shard), cmap.shards.get(source)
+        if target_info is None or source_info is None or shard == source:
+            raise ConfigError(f"merge needs two different existing shards (got {shard} and "
+                              f"{source}; shards: {', '.join(map(str, sorted(cmap.shards)))})")
+        group = self.local_group(shard)
+        if group is None or not group.is_leader():
+            leader = group.leader if group is not None else target_info.leader
+            raise NotLeader(leader or None, f"this node does not lead shard {shard}")
+        if source_info.merge_into != shard:
+            await self.propose_meta({"op": "set_merge", "shard": source, "into": shard})
+        # Wait (bounded) until both shards run on the same replicas; the planner keeps the
+        # source on the target's replicas and moves neither meanwhile.
+        deadline = time.monotonic() + self.config.request_timeout_ms / 1000 * 4
+        while True:
+            cmap = self.cluster_map
+            target_info, source_info = cmap.shards.get(shard), cmap.shards.get(source)
+            if target_info is None or source_info is None:
+                raise PhalanxError("the shards changed during the merge; look at the map")
+            together = (set(source_info.voters) == set(target_info.voters)
+                        == set(source_info.replicas) and not source_info.learners
+                        and not target_info.learners and self.local_group(source) is not None)
+            if together:
+                break
+            if time.monotonic() >= deadline:
+                return {"status": "co-locating", "shard": shard, "source": source,
+                        "detail": f"moving shard {source}'s replicas onto shard {shard}'s; "
+                                  f"run the merge again to continue"}
+            await asyncio.sleep(0.05)
+        await self._propose_on_shard(source, FREEZE_COMMAND, (str(shard).encode(),))
+        deadline = time.monotonic() + self.config.request_timeout_ms / 1000 * 3
+        while source in self.cluster_map.shards and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if source in self.cluster_map.shards:
+            return {"status": "merging", "shard": shard, "source": source,
+                    "detail": "frozen; the absorb and the map update are still in progress"}
+        return {"status": "merged", "shard": shard, "source": source,
+                "slots": [list(r) for r in self.cluster_map.shards[shard].slots]}
+
+    async def _propose_on_shard(self, shard: int, name: bytes, args: tuple[bytes, ...]) -> None:
+        """Commit one internal command in `shard`'s log: here if we lead it, else through its
+        leader's RESP port (PHALANX.SHARD)."""
+        timeout = self.config.request_timeout_ms / 1000
+        group = self.local_group(shard)
+        if group is not None and group.is_leader():
+            reply = await asyncio.wait_for(group.propose_data(encode_command(Command(
+                name=name, args=args, now_ms=int(time.time() * 1000)))), timeout)
+        else:
+            leader = group.leader if group is not None else \
+                self.cluster_map.shards[shard].leader
+            address = self.resp_address(leader) if leader else None
+            if address is None:
+                raise NotLeader(None, f"shard {shard} has no known leader right now")
+            link = LeaderLink(leader, address[0], address[1], timeout, self.config.requirepass)
+            shard_text = str(shard).encode()
+            signed = args
+            if self.config.cluster_secret:
+                signed = (*args, internal_signature(self.config.cluster_secret,
+                                                    b"\0".join([shard_text, name, *args])))
+            try:
+                reply = await link.call([b"PHALANX.SHARD", shard_text, name, *signed])
+            finally:
+                link.close()
+        text = _describe_reply(reply)
+        if text != "OK":
+            raise PhalanxError(f"shard {shard} refused {name.decode()}: {text}")
+
     # -- replica lifecycle ---------------------------------------------------------------------
     async def _sync_replicas(self) -> None:
         """Create the replicas the map gives us; delete those no shard lists any more."""
@@ -772,9 +876,12 @@ class Node:
             if listed or group.is_leader():
                 continue
             conf = group.raw.raft.conf
-            # A shard the map does not know yet is a fresh split-off (shards are never
-            # deleted): keep it until the map catches up.
-            if known is not None and (NodeId(me) not in conf.voters or not known.voters):
+            # A shard the map does not know is either a fresh split-off (keep it until the map
+            # catches up) or one merged away (frozen: its data lives on in the target).
+            merged_away = known is None and group.shard is not None and \
+                group.shard.frozen_into is not None
+            if merged_away or (known is not None and (NodeId(me) not in conf.voters
+                                                      or not known.voters)):
                 await self._close_group(group_id, delete=True)
 
     # -- transport callbacks -----------------------------------------------------------------

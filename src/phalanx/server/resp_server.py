@@ -51,6 +51,7 @@ from phalanx.placement import (
     command_slot,
     key_slot,
 )
+from phalanx.placement.shard import FREEZE_COMMAND
 from phalanx.resp import (
     NEED_DATA,
     ErrorReply,
@@ -584,7 +585,7 @@ class RespServer:
             candidates = [shard.leader] if shard.leader else []
             candidates += [n for n in (*shard.voters, *shard.replicas) if n not in candidates]
             if arguments[0].upper() != b"PHALANX.SHARD" and \
-                    command_slot(arguments[0], tuple(arguments[1:])) is None:
+                    not command_keys(arguments[0], tuple(arguments[1:])):
                 # A keyless command's share of a fan-out: this shard only, over there too.
                 arguments = [b"PHALANX.SHARD", str(shard_id).encode(), *arguments]
             reply: object = None
@@ -759,7 +760,16 @@ class RespServer:
             raise CommandError(f"ERR no shard {shard_id}")
         inner = arguments[2:]
         name = inner[0].upper()
-        if not is_known(name) or command_slot(name, tuple(inner[1:])) is not None:
+        if name == FREEZE_COMMAND:
+            # Merge step 1 (internal): signed under the cluster secret when there is one.
+            if self.config.cluster_secret:
+                if len(inner) != 3 or not hmac.compare_digest(inner[2], internal_signature(
+                        self.config.cluster_secret, b"\0".join([arguments[1], *inner[:2]]))):
+                    raise CommandError("NOPERM internal cluster command without a valid "
+                                       "cluster secret signature")
+                inner = inner[:2]
+            return await self._write(state, name, inner, shard_id)
+        if not is_known(name) or command_keys(name, tuple(inner[1:])):
             raise CommandError("ERR PHALANX.SHARD takes a keyless data command")
         if is_write(name):
             return await self._write(state, name, inner, shard_id)
