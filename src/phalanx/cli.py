@@ -601,16 +601,21 @@ def _cell(value: object) -> str:
 @click.option("--admin-token", default=None, envvar="PHALANX_ADMIN_TOKEN",
               help="Admin token (default: the leader's config file).")
 @click.option("--timeout", type=float, default=10.0, show_default=True)
-def failover(data_dir: str, to: str | None, admin_token: str | None, timeout: float) -> None:
+@click.option("--shard", type=int, default=None,
+              help="The shard whose leadership moves (default: the first shard).")
+def failover(data_dir: str, to: str | None, admin_token: str | None, timeout: float,
+             shard: int | None) -> None:
     """Move leadership away from the current leader (to --to, if given)."""
     from phalanx.server import cluster as local
 
     try:
         cluster = local.read_cluster_file(data_dir)
-        result = local.failover(cluster.nodes, to, token=admin_token, timeout=timeout)
+        result = local.failover(cluster.nodes, to, token=admin_token, timeout=timeout,
+                                shard=shard)
     except local.ClusterError as error:
         _fail(str(error))
-    click.echo(f"leadership moved from {result.old_leader} to {result.new_leader} "
+    what = f" of shard {shard}" if shard is not None else ""
+    click.echo(f"leadership{what} moved from {result.old_leader} to {result.new_leader} "
                f"in {result.elapsed_ms:.0f} ms")
 
 

@@ -655,7 +655,8 @@ def admin_token_for(entry: NodeEntry) -> str:
 
 def failover(nodes: Sequence[NodeEntry], to: str | None = None, *, token: str | None = None,
              timeout: float = 10.0,
-             clock: Callable[[], float] = time.monotonic) -> FailoverResult:
+             clock: Callable[[], float] = time.monotonic,
+             shard: int | None = None) -> FailoverResult:
     """Ask the leader to transfer leadership (to `to`, or a node of its choice).
 
     `token` None means: read admin_token from the leader's config file.
@@ -663,6 +664,8 @@ def failover(nodes: Sequence[NodeEntry], to: str | None = None, *, token: str | 
     ids = [entry.id for entry in nodes]
     if to is not None and to not in ids:
         raise ClusterError(f"no node {to!r} in the cluster (nodes: {', '.join(ids)})")
+    if shard is not None:
+        return _failover_shard(nodes, shard, to, token=token, timeout=timeout, clock=clock)
     statuses = query_status(nodes)
     leader = current_leader(statuses)
     if leader is None:
@@ -697,11 +700,60 @@ def failover(nodes: Sequence[NodeEntry], to: str | None = None, *, token: str | 
     return FailoverResult(old, str(new), (clock() - began) * 1000)
 
 
+def shard_leader(statuses: Sequence[NodeStatus], shard: int) -> str | None:
+    """The leader of `shard` in the newest cluster map among the statuses."""
+    maps = [s.status for s in statuses if s.status and s.status.get("shards")]
+    if not maps:
+        return None
+    newest = max(maps, key=lambda raw: int(raw.get("map_version") or 0))
+    for item in newest.get("shards") or []:
+        if isinstance(item, dict) and item.get("id") == shard:
+            leader = item.get("leader")
+            return str(leader) if leader else None
+    raise ClusterError(f"no shard {shard} in the cluster map")
+
+
+def _failover_shard(nodes: Sequence[NodeEntry], shard: int, to: str | None, *,
+                    token: str | None, timeout: float,
+                    clock: Callable[[], float]) -> FailoverResult:
+    by_id = {entry.id: entry for entry in nodes}
+    old = shard_leader(query_status(nodes), shard)
+    if old is None or old not in by_id:
+        raise ClusterError(f"shard {shard} has no known leader among {', '.join(by_id)}")
+    if to == old:
+        raise ClusterError(f"{to} already leads shard {shard}")
+    began = clock()
+    for _ in range(3):
+        entry = by_id[old]
+        code, body = _post_failover(entry, to, token if token is not None else
+                                    admin_token_for(entry), timeout, shard)
+        hint = body.get("leader") if isinstance(body, dict) else None
+        if code == 409 and isinstance(hint, str) and hint in by_id and hint != old:
+            old = hint  # the map's leader hint was stale: ask the leader it names
+            if to == old:
+                raise ClusterError(f"{to} already leads shard {shard}")
+            continue
+        break
+    if code != 200:
+        detail = body.get("error", body) if isinstance(body, dict) else str(body).strip()
+        raise ClusterError(f"{old} refused the failover of shard {shard} ({code}): {detail}")
+    new = body.get("leader") if isinstance(body, dict) else None
+    while (not new or new == old) and clock() < began + timeout:
+        new = shard_leader(query_status(nodes, timeout=0.5), shard)
+        time.sleep(0.05)
+    if not new or new == old:
+        raise ClusterError(f"leadership of shard {shard} did not move away from {old} in time")
+    return FailoverResult(old, str(new), (clock() - began) * 1000)
+
+
 def _post_failover(entry: NodeEntry, to: str | None, token: str,
-                   timeout: float) -> tuple[int, Any]:
+                   timeout: float, shard: int | None = None) -> tuple[int, Any]:
+    body: dict[str, Any] = {"to": to} if to else {}
+    if shard is not None:
+        body["shard"] = shard
     try:
         return admin_request(entry.admin, "/failover", method="POST",
-                             body={"to": to} if to else {}, token=token, timeout=timeout)
+                             body=body, token=token, timeout=timeout)
     except OSError as error:
         raise ClusterError(f"POST /failover to {entry.id} at {entry.admin} failed: "
                            f"{_describe(error)}") from error

@@ -182,6 +182,7 @@ class Node:
         self.leader_since: dict[int, float] = {}
         self.meta_link: LeaderLink | None = None
         self.decommissioned_logged = False
+        self.spof_cache: tuple[int, list[object]] = (-1, [])
         self.events: list[dict[str, object]] = []
 
     # -- groups ------------------------------------------------------------------------------
@@ -985,6 +986,7 @@ class Node:
             "shards": shards,
             "local": local,
             "fully_replicated": all(bool(s["fully_replicated"]) for s in shards),
+            "single_points_of_failure": self._spofs(),
             "events": self.events[-50:],
         }
         # The top-level role/term/leader/... describe the FIRST shard of the map (the only one
@@ -1014,6 +1016,18 @@ class Node:
             status.update(role="none", term=0, leader=hint or None)
         status["shard"] = first
         return status
+
+    def _spofs(self) -> list[object]:
+        """The analysis's single points of failure at default figures, cached per map version
+        (/status is polled often; the analysis is not free)."""
+        cmap = self.cluster_map
+        if self.spof_cache[0] != cmap.version:
+            from phalanx.placement.analysis import analyze
+
+            report = analyze(cmap)
+            spofs = report.get("spofs")
+            self.spof_cache = (cmap.version, list(spofs) if isinstance(spofs, list) else [])
+        return self.spof_cache[1]
 
     def readiness(self) -> tuple[bool, str]:
         """Ready = the map is known and every local replica knows a leader and is caught up."""
