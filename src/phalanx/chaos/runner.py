@@ -513,6 +513,17 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
                         list(monitor.changes), pid_changes)
 
 
+def _dead_after_ms(config: RunConfig) -> int | None:
+    """The dead-after of a cluster the lab started (the node default when not set); None for an
+    attached cluster (its own, unknown here)."""
+    if config.dead_after_ms is not None or config.target is not None:
+        return config.dead_after_ms
+    from phalanx.server.config import NodeConfig
+
+    default = NodeConfig.__dataclass_fields__["dead_after_ms"].default
+    return default if isinstance(default, int) else None
+
+
 def _lost_nodes(faults: list[Fault]) -> frozenset[str]:
     return frozenset(t for fault in faults if fault.kind in PERMANENT for t in fault.targets)
 
@@ -657,7 +668,7 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
                     "shards": (cluster or {}).get("shards", config.shards),
                     "survival_goal": (cluster or {}).get("survival_goal", config.survival_goal),
                     "replication_factor": (cluster or {}).get("replication_factor"),
-                    "dead_after_ms": config.dead_after_ms,
+                    "dead_after_ms": _dead_after_ms(config),
                     "lost_nodes": sorted(_lost_nodes(faults))},
         "ops": {"ok": found["ok"], "fail": found["fail"], "info": found["info"],
                 "total": found["total"]},
