@@ -117,6 +117,8 @@ class RaftGroup:
         self.last_leader = self.raw.raft.lead
         self.leader_changes = 0
         self.leaderless_since = time.monotonic()
+        #: The node's tick counter (shared by its groups), to align heartbeats across groups.
+        self.tick_source: Callable[[], int] | None = None
         self.stopped = False
         self.fatal_error: str | None = None
         self._snapshotting = False
@@ -349,6 +351,8 @@ class RaftGroup:
                 self.metrics.leader_changed()
             if raft.role is Role.LEADER and self.last_role is not Role.LEADER:
                 self.metrics.election_won()
+                if self.tick_source is not None:
+                    self.raw.align_heartbeats(self.tick_source())
             if raft.role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and self.last_role not in (
                 Role.CANDIDATE, Role.PRE_CANDIDATE
             ):

@@ -122,6 +122,7 @@ class Node:
             source_host=peer_host,
         )
         self.running = False
+        self.tick_count = 0
         self.groups: dict[int, RaftGroup] = {}
         self.group_tasks: dict[int, asyncio.Task[None]] = {}
         self.stores: dict[int, AsyncLogStore] = {}
@@ -205,6 +206,7 @@ class Node:
         group = RaftGroup(group_id, self.config, store, self.transport.send_many,
                           self.metrics.group(name), machine=state_machine)
         group.on_split = self._on_split
+        group.tick_source = lambda: self.tick_count
         self.groups[group_id] = group
         self.stores[group_id] = store
         if self.running:
@@ -345,6 +347,7 @@ class Node:
             due = int((now - next_tick) / interval) + 1
             groups = list(self.groups.values())
             for _ in range(due):
+                self.tick_count += 1
                 for group in groups:
                     group.tick()
             next_tick += due * interval
@@ -951,6 +954,10 @@ class Node:
                 peer_stats = transport_peers.get(info.id)
                 if isinstance(peer_stats, dict):
                     entry["connected"] = bool(peer_stats.get("connected"))
+                    # Many groups share one connection: messages per frame shows the batching
+                    # (heartbeats of every group to a peer coalesced into one frame).
+                    entry["messages_sent"] = peer_stats.get("messages_sent")
+                    entry["frames_sent"] = peer_stats.get("frames_sent")
             peers.append(entry)
         local = {str(gid): self._group_status(gid, g) for gid, g in sorted(self.groups.items())}
         shards = []

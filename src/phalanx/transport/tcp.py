@@ -137,6 +137,7 @@ class _Peer:
         "dropped_queue_full",
         "established_once",
         "failing",
+        "frames_sent",
         "host",
         "id",
         "inbound",
@@ -168,6 +169,7 @@ class _Peer:
         self.established_once = False
         self.failing = False
         self.messages_sent = 0
+        self.frames_sent = 0
         self.messages_received = 0
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -545,6 +547,7 @@ class TcpTransport:
             frames, count = self._take_frames(peer)
             writer.writelines(frames)
             peer.messages_sent += count
+            peer.frames_sent += len(frames)
             peer.bytes_sent += sum(map(len, frames))
             async with asyncio.timeout(self._write_timeout):
                 await writer.drain()
@@ -726,6 +729,7 @@ class TcpTransport:
                     "inbound_connected": peer.inbound is not None,
                     "queued": len(peer.queue) + len(peer.delayed),
                     "messages_sent": peer.messages_sent,
+                    "frames_sent": peer.frames_sent,
                     "messages_received": peer.messages_received,
                     "bytes_sent": peer.bytes_sent,
                     "bytes_received": peer.bytes_received,
