@@ -122,6 +122,7 @@ class RaftGroup:
         self.stopped = False
         self.fatal_error: str | None = None
         self._snapshotting = False
+        self.compacting = False
 
     # -- inputs from other tasks ---------------------------------------------------------------
     def step(self, message: Message) -> None:
@@ -271,6 +272,15 @@ class RaftGroup:
             logger.error("group %s stopped: %s", self.group_id, self.fatal_error)
             self.stopped = True
             self._fail_everything(error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # A bug or a broken invariant: this replica stops, loudly (readiness and /status
+            # say why), instead of a task dying in silence while the node looks healthy.
+            self.fatal_error = f"replica failed: {type(error).__name__}: {error}"
+            logger.exception("group %s stopped: %s", self.group_id, self.fatal_error)
+            self.stopped = True
+            self._fail_everything(error)
 
     async def _handle_ready(self, rd: Ready) -> None:
         group = self.group_id
@@ -392,11 +402,17 @@ class RaftGroup:
 
     async def compact_for_new_member(self) -> None:
         """Snapshot at the applied index and compact entry 1 away (see above)."""
-        if self._snapshotting or self.raw.raft.log.applied < 1:
-            return
-        await self._maybe_snapshot(force=True)
-        if self.store.first_index() <= 1 and self.store.snapshot().meta.index >= 1:
-            await self.store.compact(Index(1))
+        try:
+            if self._snapshotting or self.raw.raft.log.applied < 1 or self.stopped:
+                return
+            await self._maybe_snapshot(force=True)
+            if self.store.first_index() <= 1 and self.store.snapshot().meta.index >= 1:
+                await self.store.compact(Index(1))
+        except StorageError as error:
+            logger.warning("group %s: cannot compact for new members: %s", self.group_id,
+                           error)
+        finally:
+            self.compacting = False
 
     async def _maybe_snapshot(self, force: bool = False) -> None:
         applied = self.raw.raft.log.applied

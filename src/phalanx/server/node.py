@@ -389,6 +389,13 @@ class Node:
             try:
                 self._sync_peers()
                 for group_id, group in list(self.groups.items()):
+                    if group.needs_snapshot_for_new_member() and not group.stopped and \
+                            group.raw.raft.log.applied >= 1 and not group.compacting:
+                        # Every replica compacts its first entry away once: whichever node
+                        # leads later, a new member gets a snapshot (with the configuration),
+                        # never a replay from index 1 (see RaftGroup).
+                        group.compacting = True
+                        asyncio.get_running_loop().create_task(group.compact_for_new_member())
                     if group.is_leader() and not group.stopped:
                         self._reconcile_membership(group_id, group)
                         await self._report(group_id, group)

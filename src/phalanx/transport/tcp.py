@@ -475,7 +475,9 @@ class TcpTransport:
             logger.info("%s connected to peer %s at %s", self.node_id, peer.id, peer.address)
             try:
                 await self._pump(peer, connection)
-            except (OSError, TimeoutError, PeerProtocolError) as raised:
+            except (OSError, TimeoutError, PeerProtocolError, RuntimeError) as raised:
+                # RuntimeError: uvloop's writelines() on a handle the peer's reset already
+                # closed. It is a lost connection like any other; the sender must live on.
                 # The watcher's finding (EOF, silence, garbage) explains a failed write best.
                 cause = connection.failure or raised
                 reason = ("write timed out" if isinstance(cause, TimeoutError) and not str(cause)
