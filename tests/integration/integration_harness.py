@@ -18,6 +18,7 @@ Rules of this file:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -68,14 +69,14 @@ class NodeRef:
 
 
 def _pick_plan(data_dir: Path, nodes: int, overrides: dict[str, Any],
-               rng: random.Random) -> list[local.PlannedNode]:
+               rng: random.Random, regions: int = 1) -> list[local.PlannedNode]:
     last_error: Exception | None = None
     for _ in range(50):
         base_port = rng.randrange(20000, 40000 - 300)
         loopback_base = rng.randrange(30, 200)
         plan = local.plan_local_cluster(data_dir, nodes=nodes, zones=min(3, nodes),
                                         base_port=base_port, loopback_base=loopback_base,
-                                        overrides=overrides)
+                                        overrides=overrides, regions=regions)
         try:
             local.check_addresses_free(plan)
         except local.ClusterError as error:
@@ -89,7 +90,7 @@ class LocalCluster:
     """A running local cluster; see the module docstring."""
 
     def __init__(self, nodes: int = 3, *, overrides: dict[str, Any] | None = None,
-                 name: str = "cluster", seed: int | None = None) -> None:
+                 name: str = "cluster", seed: int | None = None, regions: int = 1) -> None:
         self.rng = random.Random(seed)
         self.root = Path(tempfile.mkdtemp(prefix=f"phalanx-it-{name}-"))
         self.data_dir = self.root / "cluster"
@@ -99,7 +100,7 @@ class LocalCluster:
         self._stopped: set[int] = set()
         self._clients: list[redis.Redis] = []
         self.closed = False
-        plan = _pick_plan(self.data_dir, nodes, options, self.rng)
+        plan = _pick_plan(self.data_dir, nodes, options, self.rng, regions)
         try:
             entries, _leader, processes = local.start_local_cluster(
                 self.data_dir, plan, timeout=LEADER_TIMEOUT_S)
@@ -525,3 +526,241 @@ def check_all_present(cluster: LocalCluster, load: WriteLoad,
                                f"e.g. {differing[:5]}")
         assert members[node.id] == members[reference], f"{node.id} and {reference}: set differs"
     return seen
+
+
+# ---- sharded clusters (test_sharding.py) -------------------------------------------------
+#
+# A sharded node's /status carries the cluster map: `nodes` (id, zone, region, state),
+# `shards` (id, slots, desired `replicas`, reported `leader`/`voters`/`learners`,
+# `fully_replicated`), `map_version`. These helpers read the NEWEST map among the nodes asked
+# (a node that lags in applying the driver's log shows an older one).
+
+def is_transient(error: BaseException) -> bool:
+    """A connection problem, or an error reply after which a command certainly did nothing
+    (-TRYAGAIN, -CLUSTERDOWN) or an idempotent one may be resent ("ERR phalanx: ... outcome
+    unknown / timed out"). redis-py strips the prefix it maps to an exception class (TRYAGAIN,
+    CLUSTERDOWN) and the "ERR " of other errors, so classes and both spellings are checked."""
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError
+                  | redis.exceptions.TryAgainError | redis.exceptions.ClusterDownError):
+        return True
+    return isinstance(error, redis.ResponseError) and str(error).startswith(
+        ("TRYAGAIN", "CLUSTERDOWN", "ERR phalanx", "phalanx"))
+
+
+def node_at(cluster: LocalCluster, address: str) -> NodeRef:
+    """The node whose RESP address is `address` ("host:port"), e.g. from a -MOVED reply."""
+    found = next((n for n in cluster.nodes if n.resp == address), None)
+    assert found is not None, f"no node of the cluster listens on {address}"
+    return found
+
+
+def retry_command(client: redis.Redis, *args: Any, timeout: float = 15.0) -> Any:
+    """Run a command until it succeeds, retrying only transient errors (bounded). Use for
+    reads and idempotent writes (a SET of a fixed value) around faults."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.execute_command(*args)
+        except redis.RedisError as error:
+            if not is_transient(error):
+                raise
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{' '.join(map(str, args[:2]))} kept failing for "
+                                     f"{timeout:g} s: {type(error).__name__}: {error}") from error
+            time.sleep(0.1)
+
+
+def admin_token(cluster: LocalCluster) -> str:
+    return str(cluster.overrides.get("admin_token") or "")
+
+
+def admin_post(cluster: LocalCluster, node: NodeRef | str, path: str, body: dict[str, Any],
+               timeout: float = 15.0) -> tuple[int, Any]:
+    """POST a JSON body to a node's admin API (with the cluster's admin token, if any)."""
+    node = cluster.node(node)
+    return local.admin_request(node.admin, path, method="POST", body=body,
+                               token=admin_token(cluster) or None, timeout=timeout)
+
+
+def shards_of(status: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """shard id -> the shard's entry of a /status."""
+    return {int(s["id"]): s for s in status.get("shards") or []}
+
+
+def map_nodes_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """node id -> the node's entry (zone, region, state, ...) of a /status's map."""
+    return {str(n["id"]): n for n in status.get("nodes") or []}
+
+
+def describe_map(status: dict[str, Any] | None) -> str:
+    """One readable line of a /status's map (for failure messages)."""
+    if status is None:
+        return "(no status)"
+    nodes = " ".join(f"{n['id']}:{n.get('zone')}/{n.get('state')}"
+                     for n in status.get("nodes") or [])
+    shards = "; ".join(
+        f"shard {s['id']} replicas={','.join(s.get('replicas') or [])} "
+        f"voters={','.join(s.get('voters') or [])} learners={','.join(s.get('learners') or [])}"
+        f" leader={s.get('leader')} full={s.get('fully_replicated')}"
+        for s in status.get("shards") or [])
+    return (f"[{status.get('node')} map v{status.get('map_version')}] nodes {nodes} | {shards} "
+            f"| driver voters {(status.get('meta') or {}).get('voters')}")
+
+
+def newest_map(cluster: LocalCluster, among: Iterable[NodeRef] | None = None,
+               timeout: float = 2.0) -> dict[str, Any] | None:
+    """The /status with the highest map_version among the reachable nodes of `among`."""
+    seen = [s for s in cluster.statuses(among, timeout=timeout).values() if s is not None]
+    if not seen:
+        return None
+    return max(seen, key=lambda s: int(s.get("map_version") or 0))
+
+
+def wait_map(cluster: LocalCluster, predicate: Callable[[dict[str, Any]], object],
+             timeout: float, what: str, among: Iterable[NodeRef] | None = None,
+             interval: float = 0.2) -> dict[str, Any]:
+    """Poll the newest map among `among` until `predicate(status)` is truthy; returns that
+    status. AssertionError naming `what` and showing the last map on timeout."""
+    chosen = list(among) if among is not None else None
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    while True:
+        status = newest_map(cluster, chosen)
+        if status is not None:
+            last = status
+            if predicate(status):
+                return status
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last map: "
+                                 f"{describe_map(last)}")
+        time.sleep(interval)
+
+
+def holds_nothing(status: dict[str, Any], node_id: str) -> bool:
+    """No shard lists `node_id` as a desired replica, reported voter or learner."""
+    return not any(node_id in (s.get("replicas") or []) or node_id in (s.get("voters") or [])
+                   or node_id in (s.get("learners") or []) for s in status.get("shards") or [])
+
+
+def settled(status: dict[str, Any]) -> bool:
+    """Every shard runs its desired replicas on alive nodes and reports a leader."""
+    shards = status.get("shards") or []
+    return bool(shards) and bool(status.get("fully_replicated")) and all(
+        s.get("leader") for s in shards)
+
+
+def shard_primary(cluster: LocalCluster, shard_id: int,
+                  among: Iterable[NodeRef] | None = None,
+                  timeout: float = LEADER_TIMEOUT_S) -> NodeRef:
+    """The node whose /primary?shard=N answers 200 (the shard's leader), waiting (bounded)."""
+    chosen = list(among) if among is not None else list(cluster.nodes)
+
+    def find() -> NodeRef | None:
+        for node in chosen:
+            try:
+                code, _ = local.admin_request(node.admin, f"/primary?shard={shard_id}",
+                                              timeout=1.0)
+            except OSError:
+                continue
+            if code == 200:
+                return node
+        return None
+
+    found: NodeRef = wait_until(find, timeout, f"a leader of shard {shard_id} (/primary)",
+                                interval=0.1)
+    return found
+
+
+def slot_in(shard: dict[str, Any], slot: int) -> bool:
+    return any(first <= slot <= last for first, last in shard.get("slots") or [])
+
+
+def shard_of_key(status: dict[str, Any], key: str) -> int:
+    from phalanx.placement import key_slot
+
+    slot = key_slot(key.encode())
+    for shard_id, shard in shards_of(status).items():
+        if slot_in(shard, slot):
+            return shard_id
+    raise AssertionError(f"no shard owns slot {slot} of {key!r}: {describe_map(status)}")
+
+
+def keys_of_shard(status: dict[str, Any], shard_id: int, count: int,
+                  prefix: str = "k") -> list[str]:
+    """`count` distinct keys `prefix:i` whose slots belong to `shard_id`."""
+    from phalanx.placement import key_slot
+
+    shard = shards_of(status)[shard_id]
+    keys: list[str] = []
+    index = 0
+    while len(keys) < count:
+        key = f"{prefix}:{index}"
+        if slot_in(shard, key_slot(key.encode())):
+            keys.append(key)
+        index += 1
+        assert index < 1_000_000, f"no keys for shard {shard_id}"
+    return keys
+
+
+def start_joining_node(cluster: LocalCluster, node_id: str, *, zone: str,
+                       region: str | None = None, join: NodeRef | str | None = None,
+                       index: int | None = None) -> NodeRef:
+    """Start a NEW node process that joins the running cluster through `join`'s RESP address
+    (`phalanx node --config FILE` whose config lists only itself in `peers` and sets `join`).
+
+    Its config copies the first node's (cluster name, secret, timing, overrides). Its addresses
+    follow the local plan's scheme for node `index` (default: the number in `node_id`). It is
+    added to cluster.json, `cluster.nodes` and `cluster.pids`, so `close()` kills it.
+    """
+    from phalanx.server.config import PeerConfig, dump_config, load_config
+
+    seed = cluster.node(join) if join is not None else cluster.nodes[0]
+    first = cluster.nodes[0]
+    loopback_base = int(first.host.rsplit(".", 1)[1]) - 1
+    base_port = first.port - 1
+    position = index if index is not None else int("".join(ch for ch in node_id if ch.isdigit()))
+    host = f"127.0.0.{loopback_base + position}"
+    template = local.read_cluster_file(cluster.data_dir).node(first.id)
+    assert template.config_path is not None, f"{first.id} has no config file"
+    base = load_config(template.config_path)
+    me = PeerConfig(id=node_id, peer=f"{host}:{base_port + 200 + position}",
+                    resp=f"{host}:{base_port + position}",
+                    admin=f"{host}:{base_port + 100 + position}", zone=zone,
+                    region=region if region is not None else base.me.region)
+    node_dir = cluster.data_dir / node_id
+    config = dataclasses.replace(base, id=node_id, data_dir=str(node_dir), peers=(me,),
+                                 join=seed.resp)
+    config_path = node_dir / local.NODE_CONFIG_FILE
+    planned = local.PlannedNode(config=config, config_path=config_path,
+                                log_path=node_dir / local.NODE_LOG_FILE,
+                                argv=local.node_argv(config_path))
+    local.check_addresses_free([planned])
+    node_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(dump_config(config))
+    process = local.start_node_process(planned.argv, planned.log_path)
+    cluster.pids.add(process.pid)
+    cluster._processes[node_id] = process
+    with local.cluster_lock(cluster.data_dir):
+        current = local.read_cluster_file(cluster.data_dir)
+        local.write_cluster_file(cluster.data_dir,
+                                 local.ClusterFile([*current.nodes, planned.entry(process.pid)]))
+    ref = NodeRef(id=node_id, host=host, port=base_port + position, admin=me.admin,
+                  data_dir=str(node_dir))
+    cluster.nodes.append(ref)
+    cluster.by_id[node_id] = ref
+    return ref
+
+
+def kill_together(cluster: LocalCluster, nodes: Iterable[NodeRef | str]) -> list[int]:
+    """SIGKILL several nodes at (almost) the same instant, as a zone or rack failure would,
+    then wait (bounded) until every one has exited; returns their pids. (`cluster.kill` one
+    after the other leaves the survivors time to elect a leader in between.)"""
+    chosen = [cluster.node(n) for n in nodes]
+    pids = [cluster.pid(n) for n in chosen]
+    for node, pid in zip(chosen, pids, strict=True):
+        assert local.is_our_node(pid), f"{node.id} (pid {pid}) is not running"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    for node, pid in zip(chosen, pids, strict=True):
+        wait_until(lambda pid=pid: not local.pid_alive(pid), 30.0, f"{node.id} pid {pid} to exit")
+    return pids
