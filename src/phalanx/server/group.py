@@ -196,6 +196,27 @@ class RaftGroup:
         self.wake.set()
         return future
 
+    def staleness_ms(self) -> int:
+        """How old this replica's view may be: 0 on the leader, else the time since a leader
+        was last heard (the election timer restarts at every PreVote round, so the time
+        without any leader counts too)."""
+        raft = self.raw.raft
+        if raft.role is Role.LEADER:
+            return 0
+        return int(max(raft.election_elapsed * self.config.tick_ms,
+                       self.leaderless_for() * 1000))
+
+    def fail_pending(self, why: str) -> int:
+        """Fail every pending write with OutcomeUnknown (it may still commit later)."""
+        failed = 0
+        for index, pending in list(self.pending_writes.items()):
+            if not pending.future.done():
+                pending.future.set_exception(OutcomeUnknown(
+                    f"{why}; the write (log index {index}) may or may not be applied"))
+                failed += 1
+        self.pending_writes.clear()
+        return failed
+
     def expire_pending(self, max_age_s: float) -> int:
         """Fail writes that waited longer than `max_age_s` with `OutcomeUnknown`.
 

@@ -280,11 +280,20 @@ class Node:
         return parse_address(info.resp, f"nodes.{node_id}.resp") if info else None
 
     def shard_leader(self, shard: ShardInfo) -> str:
-        """Best knowledge of a shard's leader: the local replica's, else the map's report."""
+        """Best knowledge of a shard's leader ("" = none known): the local replica's own view
+        when this node holds one (it knows when there is no leader), else the map's report,
+        unless that node is dead or unreachable from here (a stale hint is worse than none:
+        -MOVED to a dead node, CLUSTER SLOTS naming it)."""
         group = self.local_group(shard.id)
-        if group is not None and group.leader:
+        if group is not None:
             return group.leader
-        return shard.leader
+        hint = shard.leader
+        if not hint or hint == self.node_id:
+            return hint
+        info = self.cluster_map.nodes.get(hint)
+        if info is None or info.state == "dead" or not self.transport.is_connected(hint):
+            return ""
+        return hint
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -360,6 +369,11 @@ class Node:
                 for group in list(self.groups.values()):
                     group.propose_expirations()
                     group.expire_pending(self.config.request_timeout_ms / 1000)
+                    if group.leaderless_for() > self.resp.no_quorum_after_s:
+                        # The shard lost its quorum: do not make clients wait out the whole
+                        # request timeout for writes it may never confirm.
+                        group.fail_pending("the shard lost its quorum (no leader for "
+                                           f"{group.leaderless_for():.1f} s)")
                 self._update_gauges()
             except PhalanxError:
                 logger.exception("housekeeping failed")
@@ -434,8 +448,9 @@ class Node:
             if not cmap.meta_voters:
                 return None
             voters = set(cmap.meta_voters)
-            learners = {n.id for n in cmap.nodes.values()
-                        if n.id not in voters and n.state != "decommissioned"}
+            # Every node of the map follows the map, a decommissioned one too until it is
+            # drained and removed: it must see its replicas move away to delete them.
+            learners = {n.id for n in cmap.nodes.values() if n.id not in voters}
             return voters, learners
         shard = cmap.shards.get(group_id)
         if shard is None or not shard.replicas:
@@ -931,9 +946,9 @@ class Node:
             "leader_changes": group.leader_changes,
             "storage_error": group.fatal_error,
         }
-        if raft.role is Role.FOLLOWER:
+        if raft.role is not Role.LEADER:
             # How stale a READONLY read here may be: time since the leader was last heard.
-            entry["staleness_ms"] = raft.election_elapsed * self.config.tick_ms
+            entry["staleness_ms"] = group.staleness_ms()
         if raft.role is Role.LEADER:
             entry["progress"] = {
                 node: {"match": p.match, "lag_entries": last - p.match, "state": p.state.value,

@@ -230,9 +230,11 @@ class RespServer:
         self.next_client_id = 0
         self.total_commands = 0
         self.total_connections = 0
-        #: A shard without a leader for this long answers -CLUSTERDOWN at once (two election
-        #: timeouts: long enough for an ordinary election, well under the request timeout).
-        self.no_quorum_after_s = 2 * self.config.election_ticks * self.config.tick_ms / 1000
+        #: A shard without a leader for this long answers -CLUSTERDOWN at once: 1.5 election
+        #: timeouts (750 ms by default). The clock starts when a replica stops knowing a
+        #: leader, after which an election with a quorum takes milliseconds (PreVote, then
+        #: one vote round), so only a shard that cannot elect gets there.
+        self.no_quorum_after_s = 1.5 * self.config.election_ticks * self.config.tick_ms / 1000
         # Connection and server commands run synchronously, in order, as they are parsed: an
         # AUTH (or HELLO, SELECT, CLIENT SETNAME) pipelined before other commands applies to them.
         self.handlers: dict[bytes, Callable[[ClientState, list[bytes]], object]] = {
@@ -1190,8 +1192,7 @@ class RespServer:
                 line = f"shard{shard.id}:leader={shard_leader},replicas={'/'.join(shard.replicas)}"
                 if local is not None:
                     local_raft = local.raw.raft
-                    stale = (0 if local.is_leader() else
-                             local_raft.election_elapsed * self.config.tick_ms)
+                    stale = local.staleness_ms()
                     line += (f",local_role={local_raft.role.value},"
                              f"applied={local_raft.log.applied},staleness_ms={stale},"
                              f"leaderless_s={local.leaderless_for():.1f}")

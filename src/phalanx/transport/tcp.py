@@ -335,6 +335,11 @@ class TcpTransport:
     def fault_rules(self) -> FaultRules | None:
         return self._fault_rules
 
+    def is_connected(self, peer_id: str) -> bool:
+        """True while an outbound connection to `peer_id` is established."""
+        peer = self._peers.get(peer_id)
+        return peer is not None and peer.connected
+
     def peer_ids(self) -> list[str]:
         """The ids of every known peer."""
         return list(self._peers)
