@@ -798,6 +798,52 @@ def analyze(data_dir: str, node_availability: float, zone_availability: float,
         click.echo(format_analysis(report))
 
 
+@main.command("haproxy-config")
+@data_dir_option
+@click.option("--port", type=int, default=6400, show_default=True,
+              help="RESP frontend, balanced over every node that passes GET /ready.")
+@click.option("--writer-port", type=int, default=None,
+              help="Also a frontend reaching only the first shard's leader (GET /primary). "
+                   "Meaningful for SINGLE-SHARD clusters only: with several shards most keys "
+                   "are forwarded anyway; use --port there.")
+@click.option("--bind", "bind_address", default="127.0.0.1", show_default=True,
+              help="Address the frontends listen on ('*' for every address).")
+@click.option("--stats-port", type=int, default=None, help="Also an HTTP stats page.")
+@click.option("--stats-socket", default=None, help="Also a stats socket (for `show stat`).")
+@click.option("--check-inter-ms", type=int, default=100, show_default=True,
+              help="Health-check interval.")
+@click.option("--fall", type=int, default=2, show_default=True,
+              help="Failed checks before a node is marked DOWN.")
+@click.option("--rise", type=int, default=2, show_default=True,
+              help="Passed checks before a node is marked UP again.")
+@click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
+              help="Write the config to this file (default: print it).")
+def haproxy_config(data_dir: str, port: int, writer_port: int | None, bind_address: str,
+                   stats_port: int | None, stats_socket: str | None, check_inter_ms: int,
+                   fall: int, rise: int, output: str | None) -> None:
+    """Write an HAProxy config (TCP) for the cluster: health checks on each node's admin port.
+
+    The nodes come from /status of a running node (the cluster map), else from cluster.json.
+    """
+    from phalanx.errors import PhalanxError
+    from phalanx.ops.haproxy import discover_nodes, render_config
+
+    try:
+        nodes, source = discover_nodes(data_dir)
+        text = render_config(nodes, frontend_port=port, writer_port=writer_port,
+                             bind_address=bind_address, stats_port=stats_port,
+                             stats_socket=stats_socket, check_inter_ms=check_inter_ms,
+                             fall=fall, rise=rise)
+    except PhalanxError as error:
+        _fail(str(error), 2)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    Path(output).write_text(text)
+    click.echo(f"wrote {output}: {len(nodes)} nodes from {source}; check it with "
+               f"`haproxy -c -f {output}`, run it with `haproxy -W -db -f {output}`", err=True)
+
+
 @main.command()
 @click.argument("node_id", metavar="NODE")
 @data_dir_option
