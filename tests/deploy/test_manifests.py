@@ -714,3 +714,29 @@ def test_systemd_analyze_verify_catches_a_bad_unit(tmp_path: Path) -> None:
     broken = UNIT.read_text().replace("RestartSec=2s", "RestartSecs=2s")
     result = systemd_verify(broken, tmp_path)
     assert "Unknown key" in result.stderr, result.stderr
+
+
+# --- docs/three-machines.md ------------------------------------------------------------------
+def test_the_three_machine_guide_configs_load(tmp_path: Path) -> None:
+    from phalanx.server.config import load_config
+
+    guide = (ROOT / "docs" / "three-machines.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", guide, re.DOTALL)
+    assert len(blocks) == 2, "the guide shows n1.toml and n4.toml"
+    bootstrap, joining = blocks
+    configs = []
+    for node in ("n1", "n2", "n3"):  # the guide: n2 and n3 differ only in id and data_dir
+        path = tmp_path / f"{node}.toml"
+        path.write_text(bootstrap.replace('"n1"\ndata_dir = "/var/lib/phalanx/n1"',
+                                          f'"{node}"\ndata_dir = "/var/lib/phalanx/{node}"'))
+        configs.append(load_config(path))
+    assert [c.id for c in configs] == ["n1", "n2", "n3"]
+    assert len({c.me.zone for c in configs}) == 3
+    assert all(c.peers == configs[0].peers for c in configs)
+    assert all(c.data_dir == f"/var/lib/phalanx/{c.id}" for c in configs)  # the unit's path
+    (tmp_path / "n4.toml").write_text(joining)
+    n4 = load_config(tmp_path / "n4.toml")
+    assert n4.join == configs[0].me.resp and [p.id for p in n4.peers] == ["n4"]
+    assert n4.cluster == configs[0].cluster and n4.cluster_secret == configs[0].cluster_secret
+    for port in ("6379", "7000", "8080"):
+        assert port in guide
