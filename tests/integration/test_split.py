@@ -86,6 +86,21 @@ def test_merge_under_write_load_loses_nothing(cluster: Any) -> None:
     print(f"merge under load: {len(load.acknowledged)} acknowledged writes, "
           f"errors {dict(load.errors)}")
     _check_acknowledged_everywhere(c, load)
+    # Co-locating the replicas added members, which caught up by snapshot; the metrics say so.
+    totals = {name: sum(_metric(c, node, name) for node in c.nodes)
+              for name in ("phalanx_raft_snapshots_sent_total",
+                           "phalanx_peer_messages_sent_total")}
+    assert all(value > 0 for value in totals.values()), totals
+
+
+def _metric(c: LocalCluster, node: Any, name: str) -> float:
+    """The sum of every sample of metric `name` on `node`'s /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{node.admin}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
 
 
 def _check_acknowledged_everywhere(c: LocalCluster, load: WriteLoad) -> None:

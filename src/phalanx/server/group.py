@@ -32,6 +32,7 @@ from phalanx.raft import (
     EntryType,
     GroupId,
     Index,
+    InstallSnapshot,
     Message,
     NodeId,
     RaftConfig,
@@ -307,6 +308,9 @@ class RaftGroup:
         group = self.group_id
         if rd.messages:
             self._send([(group, message) for message in rd.messages])
+            for message in rd.messages:
+                if isinstance(message, InstallSnapshot):
+                    self.metrics.snapshot_sent()
         if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
             started = time.perf_counter()
             await self.store.persist(rd.entries, rd.hard_state, rd.snapshot)

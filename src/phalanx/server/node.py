@@ -184,6 +184,7 @@ class Node:
         self.meta_link: LeaderLink | None = None
         self.decommissioned_logged = False
         self.spof_cache: tuple[int, list[object]] = (-1, [])
+        self.peer_totals: dict[tuple[str, str], int] = {}
         self.events: list[dict[str, object]] = []
 
     # -- groups ------------------------------------------------------------------------------
@@ -395,6 +396,21 @@ class Node:
             for peer_id, peer_stats in peers.items():
                 if isinstance(peer_stats, dict):
                     self.metrics.set_peer_connected(peer_id, bool(peer_stats.get("connected")))
+                    # The transport keeps running totals; the Prometheus counters get deltas.
+                    for field, reason in (("messages_sent", ""), ("dropped_queue_full",
+                                                                  "queue_full"),
+                                          ("dropped_fault", "fault"),
+                                          ("dropped_oversize", "too_large")):
+                        total = peer_stats.get(field)
+                        if not isinstance(total, int):
+                            continue
+                        seen = self.peer_totals.get((peer_id, field), 0)
+                        if total > seen:
+                            if reason:
+                                self.metrics.peer_message_dropped(peer_id, reason, total - seen)
+                            else:
+                                self.metrics.peer_message_sent(peer_id, total - seen)
+                        self.peer_totals[(peer_id, field)] = total
 
     async def _control(self) -> None:
         """Run the controllers (see the module docstring) every CONTROL_INTERVAL_S."""
