@@ -107,7 +107,7 @@ def test_health_checks_are_http_on_ready_and_primary_with_on_marked_down() -> No
         assert re.search(r"\bcheck inter 150ms fall 3 rise 4\b", default_server)
         assert any(line.startswith("balance ") for line in section)
     assert "mode tcp" in parsed["defaults"]
-    assert "option redispatch" in parsed["defaults"]
+    assert "option redispatch 1" in parsed["defaults"]
 
 
 def test_frontends_bind_the_requested_ports() -> None:

@@ -172,8 +172,8 @@ _CHECK_COMMENT = """\
 #   `fall` if elections are slow on your network.
 # - on-marked-down shutdown-sessions: the sessions of a node marked DOWN are closed, so clients
 #   reconnect (to a healthy node) instead of waiting on a hung node until a timeout.
-# - option redispatch + retries: a new connection refused by a node not yet marked DOWN is
-#   retried on another node, so new connections rarely see the detection window at all.
+# - option redispatch 1 + retries: a new connection refused by a node not yet marked DOWN is
+#   retried on another node at once, so new connections do not see the detection window.
 """
 
 
@@ -250,8 +250,11 @@ def render_config(nodes: Iterable[object], *, frontend_port: int,
         f"    timeout check {check_timeout_ms}ms",
         "    option clitcpka",
         "    option srvtcpka",
-        "    option redispatch",
-        "    retries 2",
+        # A connection refused by a node not yet marked DOWN is retried on ANOTHER node at
+        # once (`redispatch 1`: at every retry). Without it HAProxy waits a turn-around of
+        # min(timeout connect, 1 s) and retries the same (dead) node.
+        "    option redispatch 1",
+        "    retries 3",
         "",
     ]
     inter, down_ms = check_inter_ms, fall * check_inter_ms
