@@ -435,3 +435,34 @@ def test_merge_endpoint() -> None:
         assert status == 400
 
     run(check)
+
+
+def test_events_stream_status_snapshots() -> None:
+    async def check(server: AdminServer, view: FakeView, session: aiohttp.ClientSession) -> None:
+        async with session.get("/events") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            first = await response.content.readline()
+            assert first.startswith(b"data: ")
+            assert json.loads(first[len(b"data: "):])["node"] == "n1"
+            assert await response.content.readline() == b"\n"
+            view.role = "follower"
+            second = b""
+            while not second.startswith(b"data: "):
+                second = await response.content.readline()
+            assert json.loads(second[len(b"data: "):])["role"] == "follower"
+
+    run(check)
+
+
+def test_dashboard_page_is_served_with_the_node_escaped() -> None:
+    from phalanx.server.dashboard import dashboard_page
+
+    assert b"<title>phalanx n&lt;1&gt;</title>" in dashboard_page("n<1>")
+
+    async def check(server: AdminServer, view: FakeView, session: aiohttp.ClientSession) -> None:
+        async with session.get("/") as response:
+            page = await response.text()
+        assert 'new EventSource("/events")' in page and "phalanx n1" in page
+
+    run(check)

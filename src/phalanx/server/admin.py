@@ -21,7 +21,8 @@ Endpoints (HAProxy's `option httpchk` uses the first four, as with Patroni):
     GET  /analyze   single points of failure and estimated nines (`?node=0.99&zone=0.999
                     &region=0.9999`: availability figures of one node, zone, region)
     GET|PUT|DELETE /faults   the network fault rules of the chaos lab
-    GET  /          a tiny page listing these endpoints
+    GET  /          the live dashboard (phalanx.server.dashboard), fed by /events
+    GET  /events    server-sent events: the /status JSON every 0.5 s (the dashboard's feed)
 
 Rules of this file:
 - The server knows the node only through the `NodeView` protocol below; it holds no state of
@@ -49,12 +50,17 @@ from typing import Protocol
 from aiohttp import web
 
 from phalanx.errors import ConfigError, NotLeader, PhalanxError
+from phalanx.server.dashboard import dashboard_page
 from phalanx.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from phalanx.server.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The dashboard's feed: one status snapshot per interval, at most this many streams at once.
+EVENT_INTERVAL_S = 0.5
+MAX_EVENT_STREAMS = 32
 
 #: Largest request body the admin API accepts (fault rules are the biggest).
 MAX_BODY_BYTES = 64 * 1024
@@ -135,22 +141,6 @@ def _error(status: int, message: str, **extra: object) -> web.Response:
     return _json({"error": message, **extra}, status=status)
 
 
-_INDEX_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>phalanx {node}</title></head>
-<body><h1>phalanx node {node}</h1>
-<ul>
-<li><a href="/health">/health</a> - alive</li>
-<li><a href="/ready">/ready</a> - ready to serve</li>
-<li><a href="/primary">/primary</a> - 200 on the leader</li>
-<li><a href="/replica">/replica</a> - 200 on a healthy follower</li>
-<li><a href="/status">/status</a> - status (JSON)</li>
-<li><a href="/metrics">/metrics</a> - Prometheus metrics</li>
-<li>POST /failover - move leadership ({{"to": "id"}} optional)</li>
-<li>GET/PUT/DELETE /faults - network fault rules (chaos lab only)</li>
-</ul></body></html>
-"""
-
-
 class AdminServer:
     """The admin HTTP listener of one node (aiohttp, on the node's event loop)."""
 
@@ -167,7 +157,8 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._health_body = _dumps({"status": "ok", "node": view.node_id}).encode()
-        self._index_body = _INDEX_HTML.format(node=view.node_id).encode()
+        self._index_body = dashboard_page(view.node_id)
+        self._streams = 0
 
     # Lifecycle.
     @property
@@ -189,6 +180,7 @@ class AdminServer:
         router = app.router
         # add_get also answers HEAD (allow_head defaults to True).
         router.add_get("/", self._index)
+        router.add_get("/events", self._events)
         router.add_get("/health", self._health)
         router.add_get("/ready", self._ready)
         router.add_get("/primary", self._primary)
@@ -262,6 +254,26 @@ class AdminServer:
     # Health checks.
     async def _index(self, request: web.Request) -> web.Response:
         return web.Response(body=self._index_body, content_type="text/html", charset="utf-8")
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: one `data: <status JSON>` every 0.5 s until the client goes."""
+        if self._streams >= MAX_EVENT_STREAMS:
+            return _error(503, f"too many dashboard streams (at most {MAX_EVENT_STREAMS})")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-store",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        self._streams += 1
+        try:
+            while True:
+                payload = _dumps(self.view.status())
+                await response.write(f"data: {payload}\n\n".encode())
+                await asyncio.sleep(EVENT_INTERVAL_S)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the browser went away, or the server is stopping
+        finally:
+            self._streams -= 1
+        return response
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(body=self._health_body, content_type="application/json",

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -118,6 +119,10 @@ class RaftGroup:
         self.last_leader = self.raw.raft.lead
         self.leader_changes = 0
         self.leaderless_since = time.monotonic()
+        #: Commit latencies of the last writes proposed here (seconds), for the dashboard.
+        self.recent_commits: deque[float] = deque(maxlen=512)
+        #: Told of leader changes (kind, text), for the node's event list (dashboard).
+        self.on_event: Callable[[str, str], None] | None = None
         #: The node's tick counter (shared by its groups), to align heartbeats across groups.
         self.tick_source: Callable[[], int] | None = None
         self.stopped = False
@@ -343,8 +348,9 @@ class RaftGroup:
             if pending is not None and not pending.future.done():
                 if pending.term == entry.term:
                     pending.future.set_result(reply)
-                    self.metrics.observe_commit(
-                        time.perf_counter() - pending.started)
+                    elapsed = time.perf_counter() - pending.started
+                    self.metrics.observe_commit(elapsed)
+                    self.recent_commits.append(elapsed)
                 else:
                     # Another leader's entry took this index: ours was never committed (§5.3).
                     pending.future.set_exception(ProposalDropped(
@@ -383,6 +389,10 @@ class RaftGroup:
                 self.leaderless_since = time.monotonic()
             if raft.lead != self.last_leader and raft.lead:
                 self.leader_changes += 1
+                if self.on_event is not None:
+                    what = "placement driver" if self.group_id == 0 else f"shard {self.group_id}"
+                    self.on_event("leader", f"{what}: {raft.lead} leads at term {raft.term}"
+                                            f" (was {self.last_leader or 'none'})")
                 self.metrics.leader_changed()
             if raft.role is Role.LEADER and self.last_role is not Role.LEADER:
                 self.metrics.election_won()

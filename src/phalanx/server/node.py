@@ -208,6 +208,7 @@ class Node:
                           self.metrics.group(name), machine=state_machine)
         group.on_split = self._on_split
         group.tick_source = lambda: self.tick_count
+        group.on_event = self._event
         self.groups[group_id] = group
         self.stores[group_id] = store
         if self.running:
@@ -1032,6 +1033,8 @@ class Node:
             "local": local,
             "fully_replicated": all(bool(s["fully_replicated"]) for s in shards),
             "single_points_of_failure": self._spofs(),
+            "commands_total": self.resp.total_commands,
+            "commit_latency_ms": self._recent_latency_ms(),
             "events": self.events[-50:],
         }
         # The top-level role/term/leader/... describe the FIRST shard of the map (the only one
@@ -1061,6 +1064,15 @@ class Node:
             status.update(role="none", term=0, leader=hint or None)
         status["shard"] = first
         return status
+
+    def _recent_latency_ms(self) -> dict[str, float] | None:
+        """p50/p99 of the last writes proposed on this node (all its groups), in ms."""
+        samples = sorted(x for g in self.groups.values() for x in g.recent_commits)
+        if not samples:
+            return None
+        def at(q: float) -> float:
+            return round(samples[min(len(samples) - 1, int(q * len(samples)))] * 1000, 3)
+        return {"p50": at(0.5), "p99": at(0.99), "samples": len(samples)}
 
     def _spofs(self) -> list[object]:
         """The analysis's single points of failure at default figures, cached per map version
