@@ -11,6 +11,8 @@ Rules of this file:
 - Doubles are written like Redis: shortest round-trip digits, integral values without ".0",
   and `inf`, `-inf`, `nan`.
 - Nesting is walked with an explicit stack, so deep replies cannot hit the recursion limit.
+- `SimpleString` and `ErrorReply` text is encoded as UTF-8 with `surrogateescape`, the decoding
+  of the reply parser, so any reply it returns re-encodes byte for byte (a proxy relays them).
 - Constants for the hottest replies are pre-encoded here; send them as they are.
 """
 
@@ -86,7 +88,7 @@ def encode(reply: Reply, protocol: int = 2) -> bytes:
     if type(reply) is bytes:
         return _bulk(reply)
     if type(reply) is SimpleString:
-        return b"+%b\r\n" % reply.text.encode()
+        return b"+%b\r\n" % reply.text.encode("utf-8", "surrogateescape")
     if type(reply) is int and 0 <= reply < 1024:
         return _INTEGERS[reply]
     if reply is None:
@@ -107,7 +109,7 @@ def _encode_into(parts: list[bytes], reply: Reply, resp3: bool) -> None:
         elif type(item) is int:
             append(b":%d\r\n" % item)
         elif type(item) is SimpleString:
-            append(b"+%b\r\n" % item.text.encode())
+            append(b"+%b\r\n" % item.text.encode("utf-8", "surrogateescape"))
         elif item is None:
             append(NULL_RESP3 if resp3 else NULL_BULK)
         elif type(item) is list or type(item) is tuple:
@@ -117,7 +119,7 @@ def _encode_into(parts: list[bytes], reply: Reply, resp3: bool) -> None:
             append(_bulk(item.encode()))
         elif type(item) is ErrorReply:
             text = item.text.replace("\r", " ").replace("\n", " ")
-            append(b"-%b\r\n" % text.encode())
+            append(b"-%b\r\n" % text.encode("utf-8", "surrogateescape"))
         elif item is NULL_ARRAY:
             append(NULL_RESP3 if resp3 else NULL_ARRAY_RESP2)
         elif type(item) is dict:

@@ -23,6 +23,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from itertools import chain
 from typing import Final
@@ -45,6 +46,14 @@ HIREDIS_AVAILABLE: Final[bool] = hiredis is not None
 # command ('~', a set, comes back as a list). Any other non-'$' type yields a non-bytes value.
 _DOUBTFUL_TYPE_BYTES: Final = (b"+", b"(", b"=", b"|", b"~")
 _WINDOW_BYTES: Final = 8 * 1024
+# An aggregate header with a count of two or more digits (hiredis accepts only canonical counts,
+# so a longer number is seen through its first 19 digits, already far over any run's length).
+_LONG_AGGREGATE_HEADER: Final = re.compile(rb"[*%~>|]([0-9]{2,19})")
+# The shape of each byte for finding those headers at C speed (a regex scan costs 3x more):
+# aggregate type bytes become '*', digits '0', anything else '.'.
+_HEADER_SHAPES: Final = bytes(
+    0x2A if byte in b"*%~>|" else 0x30 if byte in b"0123456789" else 0x2E for byte in range(256)
+)
 _ASTERISK: Final = 0x2A
 _DOLLAR: Final = 0x24
 
@@ -107,6 +116,14 @@ class HiredisRespParser(RespParser):
         # confirms; if the guess fell inside a value, the slow walk below copes.
         run_end = data.rfind(b"\r\n*", start) + 2
         if run_end <= start:
+            return
+        # hiredis allocates a list of the declared size for every aggregate header, nested ones
+        # included, before any element arrives, and walks it when freed: the 14 bytes
+        # "*2147483647\r\n*" cost 16 GiB of address space and 14 s of CPU. So hiredis only gets
+        # a run whose declared counts its own bytes could fill (one-digit counts are at most 9
+        # per 4-byte header); anything else is left to the pure parser, which allocates nothing
+        # from a declared length and applies the limits first.
+        if not _counts_fit(data, start, run_end):
             return
         reader = hiredis.Reader()
         gets = reader.gets
@@ -185,6 +202,22 @@ class HiredisRespParser(RespParser):
                 cursor += len(argument) + len(str(len(argument))) + 5
             position = cursor
         return commands, position - start
+
+
+def _counts_fit(data: bytes, start: int, end: int) -> bool:
+    """True if the aggregate counts of two or more digits in `data[start:end]` (wherever hiredis
+    might read them as headers) add up to at most its length."""
+    budget = end - start
+    shapes = data[start:end].translate(_HEADER_SHAPES)
+    position = shapes.find(b"*00")
+    while position >= 0:
+        header = _LONG_AGGREGATE_HEADER.match(data, start + position)
+        if header is not None:
+            budget -= int(header.group(1))
+            if budget < 0:
+                return False
+        position = shapes.find(b"*00", position + 3)
+    return True
 
 
 def create_parser(limits: RespLimits = DEFAULT_LIMITS) -> RespParser:

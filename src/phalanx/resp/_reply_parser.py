@@ -36,25 +36,36 @@ __all__ = ["RespReplyParser"]
 
 _AGGREGATE_TYPES: Final = frozenset(b"*%~>|")
 _FLOATS: Final = {b"inf": float("inf"), b"-inf": float("-inf"), b"nan": float("nan")}
+# Map keys and set members are made hashable by recursion, and hashing a nested tuple recurses
+# in C (a million levels crash CPython): their nesting is bounded. Other values nest freely.
+_HASHABLE_DEPTH_MAX: Final = 100
 
 
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _hashable(value: Reply) -> Reply:
+def _hashable(value: Reply, depth: int = 0) -> Reply:
     """Turn an unhashable aggregate into its hashable twin (list -> tuple, set -> frozenset)."""
     try:
         hash(value)
     except TypeError:
+        if depth >= _HASHABLE_DEPTH_MAX:
+            raise PeerProtocolError(
+                "Protocol error: map key or set member nested deeper than "
+                f"{_HASHABLE_DEPTH_MAX} levels"
+            ) from None
+        depth += 1
         if isinstance(value, (set, frozenset)):
-            return frozenset(_hashable(member) for member in value)
+            return frozenset(_hashable(member, depth) for member in value)
         if isinstance(value, dict):
-            return tuple((_hashable(key), _hashable(item)) for key, item in value.items())
+            return tuple(
+                (_hashable(key, depth), _hashable(item, depth)) for key, item in value.items()
+            )
         if isinstance(value, Push):
-            return tuple(_hashable(item) for item in value.items)
+            return tuple(_hashable(item, depth) for item in value.items)
         if isinstance(value, (list, tuple)):
-            return tuple(_hashable(item) for item in value)
+            return tuple(_hashable(item, depth) for item in value)
         raise
     return value
 
@@ -186,6 +197,8 @@ class RespReplyParser:
                 else:
                     continue  # an empty attribute
             elif kind == 0x2B:  # +
+                if b"\r" in line or b"\n" in line:
+                    raise PeerProtocolError("Protocol error: CR or LF inside a simple string")
                 value = SimpleString(_decode(line))
             elif kind == 0x2D:  # -
                 value = ErrorReply(_decode(line))
