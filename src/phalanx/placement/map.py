@@ -524,8 +524,21 @@ def _op_split_shard(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
         return OpError(f"ERR split_shard: unknown shard {shard_id}")
     if not any(a <= first and last <= b for a, b in shard.slots):
         return OpError(f"ERR split_shard: slots {first}-{last} are not all in shard {shard_id}")
+    remaining = subtract_range(shard.slots, first, last)
+    if not remaining:
+        return OpError(f"ERR split_shard: shard {shard_id} would keep no slot")
+    left = replace(shard, slots=remaining)
+    right = ShardInfo(id=new_id, slots=((first, last),), replicas=shard.replicas,
+                      preferred_leader=shard.preferred_leader, voters=shard.voters,
+                      learners=shard.learners)
+    return replace(cmap, shards={**cmap.shards, left.id: left, right.id: right})
+
+
+def subtract_range(ranges: Iterable[tuple[int, int]], first: int,
+                   last: int) -> tuple[tuple[int, int], ...]:
+    """`ranges` without the slots first..last: (0,99) minus 40..59 -> (0,39),(60,99)."""
     remaining: list[tuple[int, int]] = []
-    for a, b in shard.slots:
+    for a, b in ranges:
         if b < first or a > last:
             remaining.append((a, b))
             continue
@@ -533,13 +546,7 @@ def _op_split_shard(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
             remaining.append((a, first - 1))
         if b > last:
             remaining.append((last + 1, b))
-    if not remaining:
-        return OpError(f"ERR split_shard: shard {shard_id} would keep no slot")
-    left = replace(shard, slots=tuple(remaining))
-    right = ShardInfo(id=new_id, slots=((first, last),), replicas=shard.replicas,
-                      preferred_leader=shard.preferred_leader, voters=shard.voters,
-                      learners=shard.learners)
-    return replace(cmap, shards={**cmap.shards, left.id: left, right.id: right})
+    return tuple(remaining)
 
 
 def coalesce(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from phalanx.errors import Corrupt
 from phalanx.kv import Error, KVStateMachine
 from phalanx.kv.codec import decode_fields
-from phalanx.placement.map import coalesce
+from phalanx.placement.map import coalesce, subtract_range
 from phalanx.placement.slots import SLOT_COUNT, command_keys, key_slot
 
 SPLIT_COMMAND = b"PHALANX.SPLIT"
@@ -151,20 +151,12 @@ class ShardMachine:
             return Error("ERR PHALANX.SPLIT: bad slot range or shard id")
         if not any(a <= first and last <= b for a, b in self._owned):
             return Error(f"ERR PHALANX.SPLIT: slots {first}-{last} are not all owned here")
-        remaining: list[tuple[int, int]] = []
-        for a, b in self._owned:
-            if b < first or a > last:
-                remaining.append((a, b))
-                continue
-            if a < first:
-                remaining.append((a, first - 1))
-            if b > last:
-                remaining.append((last + 1, b))
+        remaining = subtract_range(self._owned, first, last)
         if not remaining:
             return Error("ERR PHALANX.SPLIT: the shard would keep no slot")
         kv_blob = self.kv.extract(lambda key: first <= key_slot(key) <= last,
                                   SPLIT_SNAPSHOT_INDEX)
-        self._set_owned(tuple(remaining))
+        self._set_owned(remaining)
         self.moved[(first, last)] = new_shard
         child = _encode(((first, last),), {}, kv_blob)
         self.split_offs.append(SplitOff(new_shard, first, last, child, index))
