@@ -466,3 +466,11 @@ def test_dashboard_page_is_served_with_the_node_escaped() -> None:
         assert 'new EventSource("/events")' in page and "phalanx n1" in page
 
     run(check)
+
+
+def test_without_a_token_only_loopback_callers_may_mutate() -> None:
+    from phalanx.server.admin import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("127.0.0.42") and is_loopback("::1")
+    assert not is_loopback("192.0.2.7") and not is_loopback("10.1.2.3")
+    assert not is_loopback("2001:db8::1") and not is_loopback(None) and not is_loopback("junk")

@@ -330,6 +330,9 @@ class NetnsControl:
                                     else f"r{(zone - 1) % regions + 1}"))
         changes = {key: value for key, value in (overrides or {}).items() if value is not None}
         changes.setdefault("enable_fault_injection", True)
+        # The lab calls the nodes' admin API from the host, which is not loopback for a node
+        # in its own namespace: mutations need a token there, so the lab makes one.
+        changes.setdefault("admin_token", secrets.token_hex(16))
         self._admin_token = str(changes.get("admin_token", ""))
         unknown = set(changes) - set(NodeConfig.__dataclass_fields__)
         if unknown:

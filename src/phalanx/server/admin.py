@@ -31,7 +31,8 @@ Rules of this file:
   (404 for an unknown path, 405 for a wrong method). A handler never leaks a traceback: an
   unexpected exception answers 500 and is logged once with its traceback.
 - Mutating endpoints (POST, PUT, DELETE) need `Authorization: Bearer <token>` when a token is
-  configured (401 otherwise, compared in constant time). The fault endpoints answer 403 unless
+  configured (401 otherwise, compared in constant time); without a token they are refused (403)
+  to any caller that is not on this machine (loopback). The fault endpoints answer 403 unless
   fault injection was enabled in the node's config.
 - Health checks arrive every 100-200 ms per load balancer: the check handlers do no I/O, the
   `/health` body is built once, access logging is off, and GET routes also answer HEAD.
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -125,6 +127,16 @@ class NodeView(Protocol):
 
     def clear_fault_rules(self) -> None:
         ...
+
+
+def is_loopback(remote: str | None) -> bool:
+    """True for a caller on this machine (127.0.0.0/8, ::1); False when unknown."""
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _dumps(value: object) -> str:
@@ -223,6 +235,12 @@ class AdminServer:
     # The guard: authentication, JSON errors, no tracebacks.
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in ("POST", "PUT", "DELETE") and not self._token and \
+                not is_loopback(request.remote):
+            # No token configured: mutations only from this machine (secure by default).
+            return _json({"error": "mutating admin endpoints need a token when called from "
+                                   "another machine: set admin_token in the node's config"},
+                         status=403)
         if request.method in ("POST", "PUT", "DELETE") and self._token:
             header = request.headers.get("Authorization", "")
             scheme, _, presented = header.partition(" ")
