@@ -330,8 +330,7 @@ class RaftGroup:
                 if not replaced.future.done():
                     replaced.future.set_exception(OutcomeUnknown(
                         "replaced by a snapshot before it could be confirmed"))
-        if rd.committed_entries:
-            self.metrics.observe_apply_batch(len(rd.committed_entries))
+        apply_started = time.perf_counter()
         for entry in rd.committed_entries:
             reply: Reply = None
             if entry.type is EntryType.CONF_CHANGE:
@@ -355,6 +354,9 @@ class RaftGroup:
                     # Another leader's entry took this index: ours was never committed (§5.3).
                     pending.future.set_exception(ProposalDropped(
                         "leadership changed before the write committed; it was not applied"))
+        if rd.committed_entries:
+            self.metrics.observe_apply_batch(len(rd.committed_entries),
+                                             time.perf_counter() - apply_started)
         for state in rd.read_states:
             read_future = self.pending_reads.pop(state.context, None)
             if read_future is None or read_future.done():

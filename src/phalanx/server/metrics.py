@@ -85,6 +85,9 @@ class _Families:
         self.commit_latency = Histogram("phalanx_raft_commit_latency_seconds",
                                         "Leader: time from propose to applied.", group,
                                         buckets=LATENCY_BUCKETS_SECONDS, registry=registry)
+        self.apply_latency = Histogram("phalanx_raft_apply_latency_seconds",
+                                       "Time to apply one batch of committed entries.", group,
+                                       buckets=LATENCY_BUCKETS_SECONDS, registry=registry)
         self.apply_batch = Histogram("phalanx_raft_apply_batch_size",
                                      "Committed entries applied per batch.", group,
                                      buckets=BATCH_BUCKETS, registry=registry)
@@ -175,7 +178,7 @@ class GroupMetrics:
     """
 
     __slots__ = (
-        "_applied_index", "_apply_batch", "_commit_index", "_commit_latency", "_elections_started",
+        "_applied_index", "_apply_batch", "_apply_latency", "_commit_index", "_commit_latency", "_elections_started",
         "_elections_won", "_failed", "_families", "_fsync_batch", "_fsync_latency", "_is_leader",
         "_keys", "_lag", "_leader_changes", "_proposals", "_read_index_latency",
         "_snapshot_duration", "_snapshots_sent", "_snapshots_taken", "_term", "group",
@@ -194,6 +197,7 @@ class GroupMetrics:
         self._applied_index = families.applied_index.labels(group)
         self._commit_latency = families.commit_latency.labels(group)
         self._apply_batch = families.apply_batch.labels(group)
+        self._apply_latency = families.apply_latency.labels(group)
         self._snapshots_sent = families.snapshots_sent.labels(group)
         self._snapshots_taken = families.snapshots_taken.labels(group)
         self._snapshot_duration = families.snapshot_duration.labels(group)
@@ -245,8 +249,10 @@ class GroupMetrics:
         """Leader: one proposal went from propose to applied in `seconds`."""
         self._commit_latency.observe(seconds)
 
-    def observe_apply_batch(self, entries: int) -> None:
+    def observe_apply_batch(self, entries: int, seconds: float | None = None) -> None:
         self._apply_batch.observe(entries)
+        if seconds is not None:
+            self._apply_latency.observe(seconds)
 
     def observe_read_index(self, seconds: float) -> None:
         self._read_index_latency.observe(seconds)
@@ -293,7 +299,8 @@ class GroupMetrics:
         for family in (families.term, families.is_leader, families.leader_changes,
                        families.elections_started, families.elections_won, families.proposals,
                        families.commit_index, families.applied_index, families.commit_latency,
-                       families.apply_batch, families.snapshots_sent, families.snapshots_taken,
+                       families.apply_batch, families.apply_latency, families.snapshots_sent,
+                       families.snapshots_taken,
                        families.snapshot_duration, families.read_index_latency, families.keys,
                        families.fsync_latency, families.fsync_batch):
             family.remove(self.group)
