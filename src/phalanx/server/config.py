@@ -7,10 +7,18 @@ Rules of this file:
   format mirrors the dataclass (see `example_config()` and docs in README).
 - The cluster's membership at bootstrap is the `peers` list (which includes this node); every
   node of a cluster must be started with the same list.
+- Security (see `UserConfig` and the `tls_*` fields): `requirepass` is Redis's "default" user
+  (full permissions); `users` adds named users (`AUTH user pass`) with "all" or "read"
+  permissions. Nodes forward client commands to each other over RESP authenticating as the
+  default user, so `users` needs `requirepass` (one rule instead of an "internal user" knob).
+  `tls_cert_file` + `tls_key_file` turn on TLS for the RESP port (clients and forwarding);
+  `tls_ca_file` adds mutual TLS. The admin HTTP port and the peer (Raft) port are not
+  TLS: the peer port is authenticated by `cluster_secret` (HMAC handshake).
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -54,6 +62,39 @@ class PeerConfig:
             parse_address(self.admin, f"{prefix}.admin")
 
 
+#: What a user may run: "all" (every command) or "read" (no write, no FAILOVER, no internal
+#: PHALANX.* command; connection and server commands such as PING, INFO, HELLO stay allowed).
+USER_PERMISSIONS = ("all", "read")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserConfig:
+    """A named RESP user (Redis ACL style): `[[users]]` tables of the node's TOML.
+
+    The name "default" is reserved: the default user is `requirepass` (full permissions),
+    exactly as before users existed.
+    """
+
+    name: str
+    password: str
+    #: "all" or "read" (see USER_PERMISSIONS).
+    permissions: str = "all"
+
+    def validate(self, position: int) -> None:
+        prefix = f"users[{position}]"
+        if not self.name or not self.name.replace("-", "").replace("_", "").replace(
+                ".", "").isalnum():
+            raise ConfigError(f"{prefix}.name: {self.name!r} must be a non-empty word")
+        if self.name == "default":
+            raise ConfigError(f"{prefix}.name: 'default' is the requirepass user; set "
+                              "requirepass instead")
+        if not self.password:
+            raise ConfigError(f"{prefix}.password: must not be empty")
+        if self.permissions not in USER_PERMISSIONS:
+            raise ConfigError(f"{prefix}.permissions: {self.permissions!r} is not "
+                              f"{' or '.join(USER_PERMISSIONS)}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """Everything one node process needs. Times in milliseconds unless the name says ticks."""
@@ -82,8 +123,21 @@ class NodeConfig:
     #: Take a snapshot after this many applied entries; keep this many entries after it.
     snapshot_every_entries: int = 20_000
     snapshot_keep_entries: int = 2_000
-    #: RESP password (AUTH); empty = no password.
+    #: RESP password (AUTH) of the "default" user, full permissions; empty = no password.
+    #: Nodes authenticate with it when they forward commands to each other, so it must be set
+    #: (the same on every node) whenever `users` is not empty.
     requirepass: str = ""
+    #: Named RESP users (`AUTH name password`), see `UserConfig`; same on every node.
+    users: tuple[UserConfig, ...] = ()
+    #: TLS on the RESP port: PEM certificate (chain) and private key of this node, both or
+    #: neither. Forwarding between nodes then uses TLS too, trusting `tls_ca_file`, or, when
+    #: that is empty, this node's own certificate (so every node must share one certificate,
+    #: or a self-signed CA certificate must be the cert file's issuer listed in it).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: CA certificate (PEM); when set, clients must present a certificate signed by it
+    #: (mutual TLS) and nodes present their own certificate when forwarding.
+    tls_ca_file: str = ""
     #: Largest bulk string a client may send (Redis's proto-max-bulk-len).
     max_bulk_bytes: int = 512 * 1024 * 1024
     #: Largest value stored (a SET of a bigger value is refused).
@@ -149,6 +203,24 @@ class NodeConfig:
             raise ConfigError(f"redirect: {self.redirect!r} is not proxy or moved")
         if self.join:
             parse_address(self.join, "join")
+        names: set[str] = set()
+        for position, user in enumerate(self.users):
+            user.validate(position)
+            if user.name in names:
+                raise ConfigError(f"users[{position}].name: {user.name!r} is listed twice")
+            names.add(user.name)
+        if self.users and not self.requirepass:
+            raise ConfigError("requirepass: must be set when users are configured (nodes "
+                              "forward commands to each other as the default user)")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            missing = "tls_key_file" if self.tls_cert_file else "tls_cert_file"
+            raise ConfigError(f"{missing}: tls_cert_file and tls_key_file go together")
+        if self.tls_ca_file and not self.tls_cert_file:
+            raise ConfigError("tls_ca_file: needs tls_cert_file and tls_key_file")
+        for name in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{name}: {path!r} is not a readable file")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
 
@@ -162,13 +234,38 @@ class NodeConfig:
         return next((peer for peer in self.peers if peer.id == node_id), None)
 
 
-_SCALARS = {f.name for f in fields(NodeConfig)} - {"peers"}
+_SCALARS = {f.name for f in fields(NodeConfig)} - {"peers", "users"}
 _PEER_FIELDS = {f.name for f in fields(PeerConfig)}
+_USER_FIELDS = {f.name for f in fields(UserConfig)}
+
+
+def _users_from_list(raw_users: object) -> tuple[UserConfig, ...]:
+    if not isinstance(raw_users, list):
+        raise ConfigError("users: must be a list of tables ([[users]])")
+    users = []
+    for position, raw in enumerate(raw_users):
+        if isinstance(raw, UserConfig):
+            users.append(raw)
+            continue
+        if not isinstance(raw, dict):
+            raise ConfigError(f"users[{position}]: must be a table")
+        unknown_user = set(raw) - _USER_FIELDS
+        if unknown_user:
+            raise ConfigError(f"users[{position}]: unknown field(s) "
+                              f"{', '.join(sorted(unknown_user))}")
+        for required in ("name", "password"):
+            if required not in raw:
+                raise ConfigError(f"users[{position}].{required}: missing")
+        for key, value in raw.items():
+            if not isinstance(value, str):
+                raise ConfigError(f"users[{position}].{key}: must be a string (got {value!r})")
+        users.append(UserConfig(**raw))
+    return tuple(users)
 
 
 def config_from_mapping(data: dict[str, Any], source: str = "config") -> NodeConfig:
     """Build a `NodeConfig` from parsed TOML/JSON; unknown keys are errors."""
-    unknown = set(data) - _SCALARS - {"peers"}
+    unknown = set(data) - _SCALARS - {"peers", "users"}
     if unknown:
         raise ConfigError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
     peers_raw = data.get("peers")
@@ -185,9 +282,10 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> NodeCon
             if required not in raw:
                 raise ConfigError(f"peers[{position}].{required}: missing")
         peers.append(PeerConfig(**{key: str(value) for key, value in raw.items()}))
+    users = _users_from_list(data.get("users", []))
     scalars: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "peers":
+        if key in ("peers", "users"):
             continue
         expected = NodeConfig.__dataclass_fields__[key].type
         if "int" in str(expected) and (not isinstance(value, int) or isinstance(value, bool)):
@@ -200,7 +298,7 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> NodeCon
     for required in ("id", "data_dir"):
         if required not in scalars:
             raise ConfigError(f"{source}: {required} is missing")
-    return NodeConfig(peers=tuple(peers), **scalars)
+    return NodeConfig(peers=tuple(peers), users=users, **scalars)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> NodeConfig:
@@ -228,6 +326,11 @@ def dump_config(config: NodeConfig) -> str:
         lines.append("[[peers]]")
         for name in ("id", "peer", "resp", "admin", "zone", "region"):
             lines.append(f"{name} = {_toml_value(getattr(peer, name))}")
+    for user in config.users:
+        lines.append("")
+        lines.append("[[users]]")
+        for name in ("name", "password", "permissions"):
+            lines.append(f"{name} = {_toml_value(getattr(user, name))}")
     return "\n".join(lines) + "\n"
 
 
@@ -236,8 +339,8 @@ def _toml_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+    # A JSON string is a valid TOML basic string (same escapes), control characters included.
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def with_overrides(config: NodeConfig, **changes: Any) -> NodeConfig:

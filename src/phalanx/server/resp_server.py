@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ from phalanx.resp import (
     encode,
     encode_command,
 )
-from phalanx.server.config import parse_address
+from phalanx.server.config import NodeConfig, parse_address
 
 if TYPE_CHECKING:
     from phalanx.server.group import RaftGroup
@@ -71,6 +72,43 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORWARD_CLIENT_NAME = b"phalanx-forward"
+#: Commands a "read" user may not run although they are not data writes.
+_NEEDS_ALL = frozenset({b"FAILOVER", b"PHALANX.META", b"PHALANX.JOIN", b"PHALANX.SHARD"})
+#: The client TLS context of this process's TLS-enabled RESP server (see `LeaderLink`).
+_process_client_tls: ssl.SSLContext | None = None
+
+
+def server_tls_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """The RESP listener's TLS context (TLS >= 1.2), or None when TLS is off. With
+    `tls_ca_file`, clients must present a certificate signed by that CA (mutual TLS)."""
+    if not config.tls_cert_file:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    if config.tls_ca_file:
+        context.load_verify_locations(cafile=config.tls_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_tls_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """The TLS context a node uses to forward to another node, or None when TLS is off.
+
+    The trust anchor is `tls_ca_file` when set, else the node's own certificate file (every
+    node then serves the same certificate, or certificates under a CA included in that file).
+    Host names are checked: a node's certificate must name the host (or IP) of its RESP
+    address. Under mutual TLS the node presents its own certificate as the client's."""
+    if not config.tls_cert_file:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=config.tls_ca_file or config.tls_cert_file)
+    # A leaf certificate may be the trust anchor (no self-signed root needed).
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    if config.tls_ca_file:
+        context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    return context
 _LEADER_WAIT_STEP_S = 0.01
 
 
@@ -141,6 +179,9 @@ class ClientState:
     protocol: int = 2
     name: bytes = b""
     authenticated: bool = False
+    #: The authenticated user ("default" = requirepass or no password) and its permissions.
+    user: str = "default"
+    permissions: str = "all"
     readonly: bool = False
     forwarded: bool = False
     last_write: asyncio.Future[object] | None = None
@@ -154,15 +195,21 @@ class LeaderUnreachable(PhalanxError):
 
 
 class LeaderLink:
-    """A RESP connection from this node to the leader, used to forward one client's writes."""
+    """A RESP connection from this node to the leader, used to forward one client's writes.
+
+    It authenticates as the default user (`requirepass`). With TLS on, it connects with
+    `ssl_context`, or by default with the client context of this process's TLS-enabled RESP
+    server (one node per process; `RespServer.start` registers it).
+    """
 
     def __init__(self, leader_id: str, host: str, port: int, timeout: float,
-                 password: str) -> None:
+                 password: str, ssl_context: ssl.SSLContext | None = None) -> None:
         self.leader_id = leader_id
         self.host = host
         self.port = port
         self.timeout = timeout
         self.password = password
+        self.ssl_context = ssl_context if ssl_context is not None else _process_client_tls
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.parser = RespReplyParser()
@@ -170,7 +217,7 @@ class LeaderLink:
 
     async def _connect(self) -> None:
         self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self.timeout
+            asyncio.open_connection(self.host, self.port, ssl=self.ssl_context), self.timeout
         )
         self.parser = RespReplyParser()
         hello = b""
@@ -203,6 +250,7 @@ class LeaderLink:
                 try:
                     await self._connect()
                 except (OSError, TimeoutError, PeerProtocolError) as error:
+                    # (ssl.SSLError is an OSError: a TLS failure means certainly not sent.)
                     self.close()
                     raise LeaderUnreachable(f"cannot reach leader {self.leader_id}: {error}") \
                         from error
@@ -226,6 +274,8 @@ class RespServer:
         self.config = node.config
         self.limits = RespLimits(bulk_length_bytes_max=self.config.max_bulk_bytes)
         self.server: asyncio.base_events.Server | None = None
+        self.tls = server_tls_context(self.config)
+        self.client_tls = client_tls_context(self.config)
         self.clients: dict[int, ClientState] = {}
         self.next_client_id = 0
         self.total_commands = 0
@@ -243,7 +293,7 @@ class RespServer:
             b"COMMAND": self._command, b"INFO": self._info, b"READONLY": self._readonly,
             b"READWRITE": self._readwrite, b"ROLE": self._role, b"WAIT": self._wait,
             b"CONFIG": self._config, b"DEBUG": self._debug, b"CLUSTER": self._cluster,
-            b"ASKING": self._asking,
+            b"ASKING": self._asking, b"ACL": self._acl,
         }
         self.async_handlers: dict[
             bytes, Callable[[ClientState, list[bytes]], Awaitable[object]]
@@ -251,11 +301,19 @@ class RespServer:
              b"PHALANX.JOIN": self._join, b"PHALANX.SHARD": self._shard_scoped}
 
     async def start(self) -> None:
+        global _process_client_tls
         self.server = await asyncio.start_server(
-            self._serve, self.host, self.port, reuse_address=True, limit=1 << 20
+            self._serve, self.host, self.port, reuse_address=True, limit=1 << 20,
+            ssl=self.tls, ssl_handshake_timeout=self.config.request_timeout_ms / 1000
+            if self.tls is not None else None,
         )
+        if self.client_tls is not None:
+            _process_client_tls = self.client_tls
 
     async def stop(self) -> None:
+        global _process_client_tls
+        if self.client_tls is not None and _process_client_tls is self.client_tls:
+            _process_client_tls = None
         if self.server is not None:
             self.server.close()
             for state in self.clients.values():
@@ -276,7 +334,7 @@ class RespServer:
         self.next_client_id += 1
         peer = writer.get_extra_info("peername")
         state = ClientState(id=self.next_client_id, address=f"{peer[0]}:{peer[1]}" if peer else "?")
-        state.authenticated = not self.config.requirepass
+        state.authenticated = not (self.config.requirepass or self.config.users)
         self.clients[state.id] = state
         self.total_connections += 1
         metrics.connection_opened()
@@ -360,6 +418,12 @@ class RespServer:
         self.node.metrics.command(name.decode(errors="replace"))
         if not state.authenticated and name not in (b"AUTH", b"HELLO"):
             return b"-NOAUTH Authentication required.\r\n"
+        if state.permissions != "all" and (
+                name in _NEEDS_ALL or (name not in self.handlers and is_known(name)
+                                       and is_write(name))):
+            return self._encode(state, ErrorReply(
+                f"NOPERM User {state.user} has no permissions to run the "
+                f"'{name.decode(errors='replace').lower()}' command"))
         handler = self.handlers.get(name)
         if handler is not None:
             try:
@@ -616,7 +680,7 @@ class RespServer:
         link = state.links.get(leader)
         if link is None:
             link = LeaderLink(leader, host, int(port), max(0.05, deadline - time.monotonic()),
-                              self.config.requirepass)
+                              self.config.requirepass, self.client_tls)
             state.links[leader] = link
         link.timeout = max(0.05, deadline - time.monotonic())
         call = asyncio.get_running_loop().create_task(link.call(arguments))
@@ -788,11 +852,27 @@ class RespServer:
             raise CommandError("ERR wrong number of arguments for 'echo' command")
         return arguments[1]
 
-    def _check_password(self, user: bytes, password: bytes) -> bool:
-        required = self.config.requirepass
-        if not required:
-            return False
-        return user in (b"default", b"") and password == required.encode()
+    def _check_password(self, user: bytes, password: bytes) -> tuple[str, str] | None:
+        """(user name, permissions) when `password` is the user's, else None. "default" (or
+        an empty name) is the `requirepass` user; comparisons are constant-time."""
+        if user in (b"default", b""):
+            required = self.config.requirepass
+            if required and hmac.compare_digest(password, required.encode()):
+                return "default", "all"
+            return None
+        for entry in self.config.users:
+            if hmac.compare_digest(user, entry.name.encode()):
+                if hmac.compare_digest(password, entry.password.encode()):
+                    return entry.name, entry.permissions
+                return None
+        return None
+
+    def _login(self, state: ClientState, user: bytes, password: bytes) -> None:
+        found = self._check_password(user, password)
+        if found is None:
+            raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+        state.user, state.permissions = found
+        state.authenticated = True
 
     def _auth(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) not in (2, 3):
@@ -801,10 +881,23 @@ class RespServer:
             raise CommandError("ERR AUTH <password> called without any password configured "
                                "for the default user. Are you sure your configuration is correct?")
         user = arguments[1] if len(arguments) == 3 else b"default"
-        if not self._check_password(user, arguments[-1]):
-            raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
-        state.authenticated = True
+        self._login(state, user, arguments[-1])
         return SimpleString("OK")
+
+    def _acl(self, state: ClientState, arguments: list[bytes]) -> object:
+        """ACL WHOAMI (this connection's user) and ACL USERS (names, "default" included; needs
+        "all" permissions, as Redis's ACL USERS needs @admin)."""
+        sub = arguments[1].upper() if len(arguments) >= 2 else b""
+        if sub == b"WHOAMI" and len(arguments) == 2:
+            return state.user.encode()
+        if sub == b"USERS" and len(arguments) == 2:
+            if state.permissions != "all":
+                raise CommandError(f"NOPERM User {state.user} has no permissions to run the "
+                                   f"'acl|users' command")
+            return sorted([b"default", *(u.name.encode() for u in self.config.users)])
+        shown = arguments[1].decode(errors="replace") if len(arguments) >= 2 else ""
+        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
+                           f"'{shown}'. Try ACL HELP.")
 
     def _hello(self, state: ClientState, arguments: list[bytes]) -> object:
         position = 1
@@ -821,10 +914,7 @@ class RespServer:
         while position < len(arguments):
             option = arguments[position].upper()
             if option == b"AUTH" and position + 2 < len(arguments):
-                if not self._check_password(arguments[position + 1], arguments[position + 2]):
-                    raise CommandError(
-                        "WRONGPASS invalid username-password pair or user is disabled.")
-                state.authenticated = True
+                self._login(state, arguments[position + 1], arguments[position + 2])
                 position += 3
             elif option == b"SETNAME" and position + 1 < len(arguments):
                 state.name = arguments[position + 1]
