@@ -872,5 +872,48 @@ def restart(node_id: str, data_dir: str, wait: bool, timeout: float) -> None:
         _fail(f"{node_id} did not come up within {timeout:g} s\n{local.tail(log)}")
 
 
+@main.command()
+@click.option("--quick", is_flag=True,
+              help="A tiny workload (1 repeat, a few thousand requests, 1 failover try): "
+                   "under 90 s. Writes to benchmarks/results/quick/ unless --output is given.")
+@click.option("--repeats", type=int, default=None,
+              help="Rounds over every target (default 3; 1 with --quick).")
+@click.option("--output", "output", type=click.Path(file_okay=False), default=None,
+              help="Where RESULTS.md and results.json go (default: the benchmarks/ directory).")
+@click.option("--only", default="writes,reads,failover", show_default=True,
+              help="Comma-separated sections to run: writes, reads, failover.")
+def bench(quick: bool, repeats: int | None, output: str | None, only: str) -> None:
+    """phalanx vs every installed peer (redis-server AOF, Redis Sentinel), side by side.
+
+    Needs a source checkout (the suite lives in benchmarks/phalanx_bench.py) and redis-tools.
+    """
+    import importlib
+
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+    if not (benchmarks / "phalanx_bench.py").is_file():
+        _fail(f"the benchmark suite is not here ({benchmarks}/phalanx_bench.py): run "
+              "`phalanx bench` from a source checkout (pip install -e .)")
+    sys.path.insert(0, str(benchmarks))
+    suite = importlib.import_module("phalanx_bench")
+    sections = tuple(part.strip() for part in only.split(",") if part.strip())
+    unknown = set(sections) - set(suite.SECTIONS)
+    if unknown or not sections:
+        _fail(f"--only: unknown section(s) {', '.join(sorted(unknown)) or '(none given)'} "
+              f"(choose from {', '.join(suite.SECTIONS)})", 2)
+    settings = suite.Settings.quick_settings() if quick else suite.Settings()
+    settings.only = sections
+    if repeats is not None:
+        if repeats < 1:
+            _fail("--repeats: must be >= 1", 2)
+        settings.repeats = repeats
+    default_dir = benchmarks / "results" / "quick" if quick else benchmarks
+    directory = Path(output) if output else default_dir
+    document = suite.run_suite(settings, directory)
+    suite.print_summary(document)
+    click.echo(f"wrote {directory / 'RESULTS.md'} and {directory / 'results.json'}", err=True)
+    if document["incomplete"]:
+        _fail(document["incomplete"])
+
+
 if __name__ == "__main__":
     main()
