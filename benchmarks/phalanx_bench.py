@@ -65,9 +65,9 @@ PEERS: dict[str, dict[str, Any]] = {
 @dataclass
 class Settings:
     repeats: int = 3
-    set_requests: dict[int, int] = field(default_factory=lambda: {1: 2000, 50: 20000,
-                                                                  256: 20000})
-    get_requests: int = 50000
+    set_requests: dict[int, int] = field(default_factory=lambda: {1: 1000, 50: 10000,
+                                                                  256: 10000})
+    get_requests: int = 20000
     read_clients: int = 50
     keyspace: int = 100000
     failover_tries: int = 5
@@ -616,6 +616,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                      "writer_timeout_ms": settings.writer_timeout_s * 1000,
                      "only": list(settings.only)},
         "wall_s": round(wall, 1), "incomplete": interrupted, "skipped": skipped,
+        "work_dir": str(root),
         "throughput": throughput_rows(runs),
         "failover": [gap_summary(t, tries) for t, tries in failover.items()],
         "runs": runs, "failover_tries": failover, "cleanup": processes.notes,
