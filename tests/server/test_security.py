@@ -201,6 +201,7 @@ def test_users_auth_and_permissions(tmp_path: Path) -> None:
             "NOPERM User reader has no permissions to run the 'del' command")
         assert _text(await reader.call("FAILOVER")).startswith("NOPERM User reader")
         assert _text(await reader.call("PHALANX.META", "{}")).startswith("NOPERM User reader")
+        assert _text(await reader.call("phalanx.split", "0")).startswith("NOPERM User reader")
         assert _text(await reader.call("ACL", "USERS")) == (
             "NOPERM User reader has no permissions to run the 'acl|users' command")
         assert _text(await reader.call("GET", "k")) == "v1"

@@ -72,7 +72,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORWARD_CLIENT_NAME = b"phalanx-forward"
-#: Commands a "read" user may not run although they are not data writes.
+#: Commands a "read" user may not run although they are not data writes (every internal
+#: PHALANX.* command needs "all" as well).
 _NEEDS_ALL = frozenset({b"FAILOVER", b"PHALANX.META", b"PHALANX.JOIN", b"PHALANX.SHARD"})
 #: The client TLS context of this process's TLS-enabled RESP server (see `LeaderLink`).
 _process_client_tls: ssl.SSLContext | None = None
@@ -419,8 +420,8 @@ class RespServer:
         if not state.authenticated and name not in (b"AUTH", b"HELLO"):
             return b"-NOAUTH Authentication required.\r\n"
         if state.permissions != "all" and (
-                name in _NEEDS_ALL or (name not in self.handlers and is_known(name)
-                                       and is_write(name))):
+                name in _NEEDS_ALL or name.startswith(b"PHALANX.")
+                or (name not in self.handlers and is_known(name) and is_write(name))):
             return self._encode(state, ErrorReply(
                 f"NOPERM User {state.user} has no permissions to run the "
                 f"'{name.decode(errors='replace').lower()}' command"))
