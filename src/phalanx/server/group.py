@@ -119,6 +119,7 @@ class RaftGroup:
         self.last_leader = self.raw.raft.lead
         self.leader_changes = 0
         self.leaderless_since = time.monotonic()
+        self.knew_leader = False
         #: Commit latencies of the last writes proposed here (seconds), for the dashboard.
         self.recent_commits: deque[float] = deque(maxlen=512)
         #: Told of leader changes (kind, text), for the node's event list (dashboard).
@@ -175,8 +176,10 @@ class RaftGroup:
         return self.shard is None or self.shard.owns(slot)
 
     def leaderless_for(self) -> float:
-        """Seconds since this replica last knew a leader (0 while it knows one)."""
-        if self.raw.raft.lead:
+        """Seconds since this replica last knew a leader (0 while it knows one, and until it
+        has known one at all: a replica that just started has not heard its leader yet, which
+        says nothing about the shard's quorum)."""
+        if self.raw.raft.lead or not self.knew_leader:
             return 0.0
         return time.monotonic() - self.leaderless_since
 
@@ -390,6 +393,7 @@ class RaftGroup:
             if raft.lead != self.last_leader and not raft.lead:
                 self.leaderless_since = time.monotonic()
             if raft.lead != self.last_leader and raft.lead:
+                self.knew_leader = True
                 self.leader_changes += 1
                 if self.on_event is not None:
                     what = "placement driver" if self.group_id == 0 else f"shard {self.group_id}"
