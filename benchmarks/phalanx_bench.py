@@ -691,7 +691,11 @@ def markdown(doc: dict[str, Any]) -> str:
               "acknowledged write after it. phalanx: writes go through a surviving node (which "
               "forwards to the leader); default timing (10 ms ticks, election timeout 500 ms). "
               "Redis Sentinel: 1 master + 2 replicas + 3 sentinels, down-after-milliseconds "
-              "1000; after an error the writer asks a sentinel for the master.", "",
+              "1000; after an error the writer asks a sentinel for the master. kill -9 closes "
+              "the killed process's sockets and phalanx followers campaign as soon as their "
+              "connection to the leader resets (`leader_lost`), so this is that fast path; a "
+              "hung or partitioned leader (SIGSTOP; not measured yet) waits for the election "
+              "timeout.", "",
               "| target | tries | median gap ms | min ms | max ms | every gap ms |",
               "|---|---:|---:|---:|---:|---|"]
     for row in doc["failover"]:
