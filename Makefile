@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck sim clean
+.PHONY: demo test lint typecheck sim bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 sim: $(STAMP)
 	$(BIN)/phalanx sim --seeds 2000
+
+# Benchmarks side by side with the peers installed here (see benchmarks/README.md); minutes.
+bench: $(STAMP)
+	$(BIN)/phalanx bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
