@@ -667,7 +667,10 @@ class NetnsControl:
         for veth in self._created_veths:
             # Gone with its namespace unless setup failed before moving its peer there.
             try:
-                run(["ip", "link", "del", veth], ignore=("cannot find device",))
+                # "No such device": the namespace's deletion (asynchronous in the kernel)
+                # took it between our check and our delete.
+                run(["ip", "link", "del", veth], ignore=("cannot find device",
+                                                         "no such device"))
             except NetnsError as error:
                 failures.append(str(error))
         self._created_veths.clear()
