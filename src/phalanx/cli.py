@@ -393,9 +393,13 @@ def node(config_path: str | None, node_id: str | None, data_dir: str | None,
         _fail(f"config error: {error}", 2)
     _configure_logging(config.log_level, config.id)
     try:
-        from phalanx.server.node import run_node
+        from phalanx.server.node import check_not_a_wiped_member, run_node
     except ImportError as error:
         _fail(f"the node is not available in this build ({error})")
+    try:
+        check_not_a_wiped_member(config)
+    except ConfigError as error:
+        _fail(f"refusing to start: {error}", 2)
     run_node(config)
 
 

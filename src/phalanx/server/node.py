@@ -1249,6 +1249,53 @@ def _describe_reply(reply: object) -> str:
     return str(message) if message is not None else repr(reply)
 
 
+def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None:
+    """Refuse to bootstrap a node whose data directory is empty while the running cluster
+    remembers it (its disk was lost or wiped).
+
+    Raft's safety rests on a server never forgetting its vote and its log (§5.2, §5.4: votes
+    and entries are persisted before they are acknowledged). A voter that comes back empty
+    under the same id could vote twice in one term. So a fresh bootstrap node asks its peers
+    first: if the placement driver's leader shows that this node had acknowledged its log
+    (match > 0), the node must not start as itself. Raises ConfigError saying what to do.
+    A brand-new cluster is unaffected (no peer has ever replicated to this node), and so is a
+    node with its data (it is not fresh) or one that joins as a new node.
+    """
+    import json
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    if config.join or (Path(config.data_dir) / "groups" / "0").exists():
+        return
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def remembered_by(peer_admin: str) -> int:
+        try:
+            with opener.open(f"http://{peer_admin}/status", timeout=timeout_s) as response:
+                status = json.loads(response.read())
+        except (OSError, ValueError):
+            return 0
+        meta = status.get("meta") if isinstance(status, dict) else None
+        progress = meta.get("progress") if isinstance(meta, dict) else None
+        mine = progress.get(config.id) if isinstance(progress, dict) else None
+        match = mine.get("match") if isinstance(mine, dict) else None
+        return match if isinstance(match, int) else 0
+
+    admins = [p.admin for p in config.peers if p.id != config.id and p.admin]
+    if not admins:
+        return
+    with ThreadPoolExecutor(max_workers=len(admins)) as pool:
+        matches = list(pool.map(remembered_by, admins))
+    if max(matches) > 0:
+        raise ConfigError(
+            f"the data directory {config.data_dir} is empty, but the running cluster has "
+            f"replicated {max(matches)} entries to node {config.id}: its disk was lost or "
+            f"wiped. Starting it as {config.id} could break Raft's safety (a forgotten vote). "
+            f"Decommission {config.id} (`phalanx decommission {config.id}`, or let the "
+            f"cluster declare it dead), then start this machine as a new node with a new id "
+            f"and `join`.")
+
+
 async def serve(config: NodeConfig) -> None:
     """Run a node until SIGTERM or SIGINT."""
     node = Node(config)
