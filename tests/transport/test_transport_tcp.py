@@ -221,6 +221,25 @@ def rounds(pairs: list[tuple[GroupId, Message]]) -> list[int]:
     return [message.round for _, message in pairs if isinstance(message, Heartbeat)]
 
 
+async def read_hello(reader: asyncio.StreamReader) -> Any:
+    """Read one handshake frame (a dialer's hello, or an acceptor's answer)."""
+    decoder = FrameDecoder()
+    while (hello := decoder.next_handshake()) is NEED_DATA:
+        decoder.feed(await reader.read(4096))
+    return hello
+
+
+async def authenticate_as(address: tuple[str, int], node: str,
+                          secret: bytes = SECRET) -> tuple[asyncio.StreamReader,
+                                                           asyncio.StreamWriter]:
+    """Dial `address` and run the three-frame challenge-response as `node`."""
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(encode_handshake(NodeId(node), CLUSTER, secret=secret, nonce=b"hello-nonce"))
+    answer = await read_hello(reader)
+    writer.write(encode_handshake(NodeId(node), CLUSTER, secret=secret, bind=answer.nonce))
+    return reader, writer
+
+
 async def raw_exchange(address: tuple[str, int], payload: bytes,
                        timeout_s: float = 5.0) -> bytes:
     """Connect, send `payload`, and read until the transport closes the connection."""
@@ -453,8 +472,9 @@ def test_a_silent_peer_is_declared_lost_after_the_idle_timeout() -> None:
         frozen_connections: list[asyncio.StreamWriter] = []
 
         async def frozen_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read(4096)
-            writer.write(encode_handshake(NodeId("b"), CLUSTER, secret=SECRET))
+            hello = await read_hello(reader)
+            writer.write(encode_handshake(NodeId("b"), CLUSTER, secret=SECRET, nonce=b"b-nonce",
+                                          bind=hello.nonce))
             frozen_connections.append(writer)  # then nothing, ever
 
         server = await asyncio.start_server(frozen_peer, "127.0.0.1", 0)
@@ -566,15 +586,18 @@ def test_a_peer_speaking_garbage_after_its_handshake_is_dropped(
         try:
             # "c" authenticates, then sends a malformed frame (a message array of the wrong shape)
             body = msgpack.packb([[5, 1, "c", "a"]], use_bin_type=True)
-            hello = encode_handshake(NodeId("c"), CLUSTER, secret=SECRET)
             await transports["c"].stop()  # so only the rogue speaks as c
-            answer = await raw_exchange(
-                transports["a"].listen_address,
-                hello + encode_batch(heartbeats("c", "a", 2)) + struct.pack(">I", len(body)) + body,
-            )
+            reader, writer = await authenticate_as(transports["a"].listen_address, "c")
+            writer.write(encode_batch(heartbeats("c", "a", 2)) + struct.pack(">I", len(body))
+                         + body)
+            answer = b""
+            with contextlib.suppress(ConnectionError):
+                async with asyncio.timeout(5):
+                    while chunk := await reader.read(65536):
+                        answer += chunk
+            writer.close()
             decoder = FrameDecoder()
             decoder.feed(answer)
-            assert decoder.next_handshake() is not NEED_DATA  # it was accepted at first
             while (batch := decoder.next_batch()) is not NEED_DATA:
                 assert batch == []  # only keepalives
             # The two good messages before the garbage were delivered, then the peer dropped.
@@ -792,3 +815,36 @@ def test_throughput_smoke(loop: str, capsys: pytest.CaptureFixture[str]) -> None
     with capsys.disabled():
         print(f"\n[{loop}] {result[0]:,.0f} heartbeats/s between two transports")
     assert result[0] > 5_000
+
+
+def test_a_replayed_hello_cannot_answer_the_challenge(caplog: pytest.LogCaptureFixture) -> None:
+    """An eavesdropper who recorded a member's hello (right secret, right id) replays it: the
+    acceptor answers with a fresh nonce, and without the secret no proof can be made, so
+    nothing is delivered and the connection is refused."""
+
+    async def test() -> None:
+        _, inboxes, transports = cluster(["a", "b"], handshake_timeout_s=0.5)
+        await start_all(transports)
+        try:
+            recorded = encode_handshake(NodeId("a"), CLUSTER, secret=SECRET, nonce=b"old-nonce")
+            # Replay the hello, then a proof made for some other challenge, then messages.
+            stale_proof = encode_handshake(NodeId("a"), CLUSTER, secret=SECRET,
+                                           bind=b"another challenge")
+            answer = await raw_exchange(transports["b"].listen_address,
+                                        recorded + stale_proof
+                                        + encode_batch(heartbeats("a", "b", 3)))
+            decoder = FrameDecoder()
+            decoder.feed(answer)
+            challenge = decoder.next_handshake()
+            assert challenge is not NEED_DATA and challenge.nonce  # b answered a fresh nonce
+            assert inboxes["b"].messages("a") == []  # nothing was delivered
+            assert transports["b"].stats()["refused_connections"] == 1
+            # The real a still gets through.
+            transports["a"].send_many(heartbeats("a", "b", 5))
+            await inboxes["b"].wait_for(lambda: len(inboxes["b"].messages("a")) == 5)
+        finally:
+            await stop_all(transports)
+
+    caplog.set_level(logging.INFO, logger="phalanx.transport.tcp")
+    run(test)
+    assert any("challenge not answered" in r.getMessage() for r in caplog.records)

@@ -13,9 +13,11 @@ The stream (protocol version 1)
    client on the wrong port) and a peer of another version are both recognised from the first
    ten bytes, before anything else is parsed; a future version may change everything after
    them. `mac` is HMAC-SHA256 under the cluster secret over the handshake fields (see
-   `handshake_mac`), or empty when no secret is configured. A MAC over fixed fields can be
-   replayed by an eavesdropper: the `nonce` field is there so that a challenge-response scheme
-   can come later without changing the frame layout.
+   `handshake_mac`), or empty when no secret is configured. A MAC over fixed fields alone
+   could be replayed by an eavesdropper, so the transport runs a challenge-response with three
+   handshake frames: the dialer's (its fresh nonce), the acceptor's (its own fresh nonce, the
+   tag bound to the dialer's), and the dialer's proof (the tag bound to the acceptor's nonce).
+   A recorded handshake cannot answer a new nonce.
 2. Then any number of **batch frames**::
 
        length: uint32 BE | msgpack [[type_code, group_id, field, ...], ...]
@@ -307,10 +309,16 @@ def encode_batch(
 
 
 def handshake_mac(
-    secret: bytes, *, version: int, node_id: str, cluster_id: str, nonce: bytes
+    secret: bytes, *, version: int, node_id: str, cluster_id: str, nonce: bytes,
+    bind: bytes = b"",
 ) -> bytes:
-    """HMAC-SHA256 under the cluster `secret` over the handshake fields (version included)."""
+    """HMAC-SHA256 under the cluster `secret` over the handshake fields (version included),
+    and over `bind`: the OTHER side's fresh nonce in a challenge-response, so the tag proves
+    knowledge of the secret now, not a recording (`bind` itself is not sent: each side knows
+    the nonce it chose)."""
     message = MAGIC + struct.pack(">H", version) + _PACKER.pack([node_id, cluster_id, nonce])
+    if bind:
+        message += _PACKER.pack(bind)
     return hmac.new(secret, message, hashlib.sha256).digest()
 
 
@@ -321,10 +329,12 @@ def encode_handshake(
     secret: bytes | None = None,
     nonce: bytes = b"",
     version: int = PROTOCOL_VERSION,
+    bind: bytes = b"",
 ) -> bytes:
-    """Encode the complete handshake frame; with a `secret`, it carries an HMAC-SHA256 tag."""
+    """Encode the complete handshake frame; with a `secret`, it carries an HMAC-SHA256 tag
+    (bound to the peer's nonce `bind` when answering a challenge)."""
     mac = b"" if secret is None else handshake_mac(
-        secret, version=version, node_id=node_id, cluster_id=cluster_id, nonce=nonce
+        secret, version=version, node_id=node_id, cluster_id=cluster_id, nonce=nonce, bind=bind
     )
     try:
         body: bytes = _PACKER.pack([node_id, cluster_id, nonce, mac])
@@ -338,8 +348,10 @@ def encode_handshake(
     return _HANDSHAKE_HEADER.pack(MAGIC, version, len(body)) + body
 
 
-def verify_handshake(handshake: Handshake, *, cluster_id: str, secret: bytes | None) -> None:
-    """Check that the peer belongs to our cluster and, with a `secret`, that its tag is right.
+def verify_handshake(handshake: Handshake, *, cluster_id: str, secret: bytes | None,
+                     bind: bytes = b"") -> None:
+    """Check that the peer belongs to our cluster and, with a `secret`, that its tag is right
+    (bound to OUR nonce `bind` when the peer answers our challenge).
 
     Raises `PeerProtocolError` otherwise. Without a secret any tag is ignored.
     """
@@ -356,7 +368,7 @@ def verify_handshake(handshake: Handshake, *, cluster_id: str, secret: bytes | N
         )
     expected = handshake_mac(
         secret, version=handshake.version, node_id=handshake.node_id,
-        cluster_id=handshake.cluster_id, nonce=handshake.nonce,
+        cluster_id=handshake.cluster_id, nonce=handshake.nonce, bind=bind,
     )
     if not hmac.compare_digest(expected, handshake.mac):
         raise PeerProtocolError(

@@ -9,10 +9,12 @@ resets (the fast failover path of DESIGN.md).
 Shape of a connection
 ---------------------
 Connections are one-way for Raft traffic: node A sends to B over A's outbound connection, and
-receives from B over B's outbound connection (A's inbound). Each side first sends a handshake
-(codec rule); the acceptor answers only after checking the dialer's handshake, so an answered
-handshake means "accepted" and both sides authenticated each other (cluster id, HMAC with a
-secret, node id). After it, the dialer sends batch frames; the acceptor sends nothing but
+receives from B over B's outbound connection (A's inbound). The handshake is a
+challenge-response of three frames (codec rule): the dialer's hello with a fresh nonce; the
+acceptor's answer, sent only after checking the hello, with its own fresh nonce and its tag
+bound to the dialer's nonce; and the dialer's proof, its tag bound to the acceptor's nonce. The
+acceptor delivers nothing before the proof checks out, so a replayed hello gets nowhere, and
+both sides authenticated each other (cluster id, HMAC with a secret, node id). After it, the dialer sends batch frames; the acceptor sends nothing but
 keepalives (empty batch frames). Both sides send a keepalive after `keepalive_interval_s` of
 silence and drop a connection that stayed silent for `idle_timeout_s`, so a half-open
 connection (peer frozen or partitioned away) is noticed without waiting for TCP.
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -81,6 +84,8 @@ KEEPALIVE_FRAME: Final = encode_batch([])
 """An empty batch frame: keeps an idle connection alive; the receiver ignores it."""
 
 _READ_CHUNK: Final = 256 * 1024
+#: Bytes of a handshake challenge (fresh for every connection, from os.urandom).
+NONCE_BYTES: Final = 16
 _STREAM_LIMIT: Final = 1024 * 1024
 _WRITE_HIGH_WATER: Final = 1024 * 1024
 _MAX_UNREAD_KEEPALIVE_BYTES: Final = 64 * 1024
@@ -258,7 +263,6 @@ class TcpTransport:
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
         self._rng = rng if rng is not None else random.Random()
-        self._handshake_frame = encode_handshake(NodeId(node_id), cluster_id, secret=secret)
         self._peers: dict[str, _Peer] = {
             peer_id: _Peer(peer_id, host, port)
             for peer_id, (host, port) in peers.items()
@@ -513,16 +517,22 @@ class TcpTransport:
             )
         try:
             writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
-            writer.write(self._handshake_frame)
+            challenge = os.urandom(NONCE_BYTES)
+            writer.write(encode_handshake(NodeId(self.node_id), self._cluster_id,
+                                          secret=self._secret, nonce=challenge))
             decoder = FrameDecoder(max_frame_bytes=self._max_frame_bytes)
             async with asyncio.timeout(self._handshake_timeout):
                 await writer.drain()
                 handshake = await _read_handshake(reader, decoder)
-            verify_handshake(handshake, cluster_id=self._cluster_id, secret=self._secret)
             if handshake.node_id != peer.id:
                 raise PeerProtocolError(
                     f"{peer.address} answered as node {handshake.node_id!r}, expected {peer.id!r}"
                 )
+            verify_handshake(handshake, cluster_id=self._cluster_id, secret=self._secret,
+                             bind=challenge)
+            # The proof: our tag over the acceptor's fresh nonce.
+            writer.write(encode_handshake(NodeId(self.node_id), self._cluster_id,
+                                          secret=self._secret, bind=handshake.nonce))
         except BaseException:
             writer.transport.abort()
             raise
@@ -641,9 +651,22 @@ class TcpTransport:
                     f"{self.node_id})"
                 )
             writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
-            writer.write(self._handshake_frame)
+            challenge = os.urandom(NONCE_BYTES)
+            writer.write(encode_handshake(NodeId(self.node_id), self._cluster_id,
+                                          secret=self._secret, nonce=challenge,
+                                          bind=handshake.nonce))
             async with asyncio.timeout(self._handshake_timeout):
                 await writer.drain()
+                proof = await _read_handshake(reader, decoder)
+            if proof.node_id != handshake.node_id:
+                raise PeerProtocolError(f"the proof came from {proof.node_id!r}, not "
+                                        f"{handshake.node_id!r}")
+            try:
+                verify_handshake(proof, cluster_id=self._cluster_id, secret=self._secret,
+                                 bind=challenge)
+            except PeerProtocolError as error:
+                raise PeerProtocolError(f"{error} (challenge not answered: a replayed "
+                                        f"handshake?)") from error
         except (OSError, TimeoutError, PeerProtocolError) as error:
             reason = (f"no handshake within {self._handshake_timeout:g} s"
                       if isinstance(error, TimeoutError) else str(error) or _describe(error))
