@@ -997,6 +997,7 @@ class Node:
                     # (heartbeats of every group to a peer coalesced into one frame).
                     entry["messages_sent"] = peer_stats.get("messages_sent")
                     entry["frames_sent"] = peer_stats.get("frames_sent")
+                    entry["messages_received"] = peer_stats.get("messages_received")
             peers.append(entry)
         local = {str(gid): self._group_status(gid, g) for gid, g in sorted(self.groups.items())}
         shards = []
@@ -1256,10 +1257,11 @@ def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None
     Raft's safety rests on a server never forgetting its vote and its log (§5.2, §5.4: votes
     and entries are persisted before they are acknowledged). A voter that comes back empty
     under the same id could vote twice in one term. So a fresh bootstrap node asks its peers
-    first: if the placement driver's leader shows that this node had acknowledged its log
-    (match > 0), the node must not start as itself. Raises ConfigError saying what to do.
-    A brand-new cluster is unaffected (no peer has ever replicated to this node), and so is a
-    node with its data (it is not fresh) or one that joins as a new node.
+    first: if one of them has received Raft messages from this node id, or the placement
+    driver's leader shows that it had acknowledged log entries, the node must not start as
+    itself. Raises ConfigError saying what to do. A brand-new cluster is unaffected (no peer
+    has heard from this node yet), and so is a node with its data (it is not fresh) or one
+    that joins as a new node. Not covered: every peer restarted since this node last ran.
     """
     import json
     import urllib.request
@@ -1275,11 +1277,20 @@ def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None
                 status = json.loads(response.read())
         except (OSError, ValueError):
             return 0
-        meta = status.get("meta") if isinstance(status, dict) else None
+        if not isinstance(status, dict):
+            return 0
+        # Evidence that this node ran before: the peer received Raft messages from it (since
+        # the peer started), or, on the driver's leader, it had acknowledged log entries.
+        heard = 0
+        for peer in status.get("peers") or []:
+            if isinstance(peer, dict) and peer.get("id") == config.id:
+                received = peer.get("messages_received")
+                heard = received if isinstance(received, int) else 0
+        meta = status.get("meta")
         progress = meta.get("progress") if isinstance(meta, dict) else None
         mine = progress.get(config.id) if isinstance(progress, dict) else None
         match = mine.get("match") if isinstance(mine, dict) else None
-        return match if isinstance(match, int) else 0
+        return max(heard, match if isinstance(match, int) else 0)
 
     admins = [p.admin for p in config.peers if p.id != config.id and p.admin]
     if not admins:
@@ -1288,9 +1299,8 @@ def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None
         matches = list(pool.map(remembered_by, admins))
     if max(matches) > 0:
         raise ConfigError(
-            f"the data directory {config.data_dir} is empty, but the running cluster has "
-            f"replicated {max(matches)} entries to node {config.id}: its disk was lost or "
-            f"wiped. Starting it as {config.id} could break Raft's safety (a forgotten vote). "
+            f"the data directory {config.data_dir} is empty, but the running cluster knows "
+            f"node {config.id} (it received its Raft messages): its disk was lost or wiped. Starting it as {config.id} could break Raft's safety (a forgotten vote). "
             f"Decommission {config.id} (`phalanx decommission {config.id}`, or let the "
             f"cluster declare it dead), then start this machine as a new node with a new id "
             f"and `join`.")
