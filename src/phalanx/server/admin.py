@@ -430,10 +430,10 @@ class AdminServer:
         if isinstance(body, web.Response):
             return body
         shard, source = body.get("shard"), body.get("source")
-        if set(body) != {"shard", "source"} or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in (shard, source)):
+        if set(body) != {"shard", "source"} or not isinstance(shard, int) or \
+                not isinstance(source, int) or isinstance(shard, bool) or \
+                isinstance(source, bool):
             return _error(400, 'the body is {"shard": <n>, "source": <n>}')
-        assert isinstance(shard, int) and isinstance(source, int)
         try:
             result = await self.view.merge_shards(shard, source)
         except NotLeader as error:

@@ -381,7 +381,7 @@ class Node:
                 logger.exception("housekeeping failed")
 
     def _update_gauges(self) -> None:
-        for group_id, group in list(self.groups.items()):
+        for group in list(self.groups.values()):
             group_metrics = group.metrics
             group_metrics.set_keys(group.machine.key_count)
             raft = group.raw.raft
@@ -390,7 +390,6 @@ class Node:
                 for node_id, progress in raft.progress.items():
                     if node_id != self.config.id:
                         group_metrics.set_replication_lag(node_id, last - progress.match)
-            del group_id
         stats = self.transport.stats()
         peers = stats.get("peers", {})
         if isinstance(peers, dict):
@@ -790,7 +789,8 @@ class Node:
         """On a shard's leader: absorb every local shard frozen into this one, then tell the
         map. Idempotent and retried, so a crash between the merge steps only delays it."""
         machine = group.shard
-        assert machine is not None
+        if machine is None:
+            return  # the driver's group merges nothing
         for other_id, other in list(self.data_groups().items()):
             frozen = other.shard
             if frozen is None or frozen.frozen_into != group_id or other_id in machine.absorbed:

@@ -746,8 +746,10 @@ class RespServer:
                         if time.monotonic() >= deadline:
                             raise
                         await asyncio.sleep(_LEADER_WAIT_STEP_S)
-            assert group.shard is not None
-            reply = group.shard.read(name, args, int(time.time() * 1000))
+            shard_machine = group.shard
+            if shard_machine is None:
+                raise CommandError(f"ERR phalanx: group {shard_id} holds no data")
+            reply = shard_machine.read(name, args, int(time.time() * 1000))
             if _moved_slot(reply) and time.monotonic() < deadline:
                 await asyncio.sleep(_LEADER_WAIT_STEP_S)
                 continue
