@@ -92,6 +92,8 @@ META_GROUP = GroupId(0)
 CONTROL_INTERVAL_S = 0.1
 #: A learner is promoted once its log is within this many entries of the leader's.
 CATCH_UP_ENTRIES = 10
+#: A voter the map reports as removed deletes its replica after hearing no leader this long.
+REMOVED_GRACE_S = 10.0
 #: Time between two leadership hand-overs to a preferred leader of one shard.
 PREFERRED_TRANSFER_GAP_S = 5.0
 
@@ -923,8 +925,17 @@ class Node:
             # catches up) or one merged away (frozen: its data lives on in the target).
             merged_away = known is None and group.shard is not None and \
                 group.shard.frozen_into is not None
-            if merged_away or (known is not None and (NodeId(me) not in conf.voters
-                                                      or not known.voters)):
+            # Never delete the data of a voter of our own configuration on a guess: only a
+            # learner or an empty replica nobody wants, or a voter whose removal is certain:
+            # the map reports a configuration without us from a leader at a term >= ours, and
+            # we have heard no leader for REMOVED_GRACE_S (a removed voter never learns of the
+            # commit of its own removal: the leader stops talking to it; a re-added one would
+            # hear its leader at once).
+            voter_here = NodeId(me) in conf.voters or NodeId(me) in conf.voters_outgoing
+            removed_for_sure = (known is not None and bool(known.voters)
+                                and known.term >= group.raw.raft.term
+                                and group.leaderless_for() > REMOVED_GRACE_S)
+            if merged_away or (known is not None and (not voter_here or removed_for_sure)):
                 await self._close_group(group_id, delete=True)
 
     # -- transport callbacks -----------------------------------------------------------------
