@@ -47,7 +47,10 @@ if str(HERE) not in sys.path:
 
 import resp_bench as rb  # noqa: E402  (same directory; shares the process and parsing helpers)
 
-SECTIONS = ("writes", "reads", "failover")
+SECTIONS = ("writes", "reads", "failover", "sigstop", "etcd", "pysyncobj")
+#: What `phalanx bench --only` defaults to in src/phalanx/cli.py (written before the later
+#: sections existed): that exact selection means "everything", so the default run includes them.
+LEGACY_DEFAULT = frozenset({"writes", "reads", "failover"})
 
 #: Peers this suite knows about: name -> (how to detect it, how to install it, measured here?).
 PEERS: dict[str, dict[str, Any]] = {
@@ -57,7 +60,11 @@ PEERS: dict[str, dict[str, Any]] = {
                         "measured": True},
     "redis-sentinel": {"binary": "redis-sentinel", "install": "apt-get install redis-sentinel",
                        "measured": True},
-    "etcd": {"binary": "etcd", "install": "apt-get install etcd-server", "measured": False},
+    "etcd": {"binary": "etcd", "install": "apt-get install etcd-server etcd-client golang-go "
+             "golang-etcd-server-dev", "measured": True},
+    "etcdctl": {"binary": "etcdctl", "install": "apt-get install etcd-client", "measured": True},
+    "go": {"binary": "go", "install": "apt-get install golang-go golang-etcd-server-dev",
+           "measured": True},
     "pysyncobj": {"module": "pysyncobj", "install": "pip install pysyncobj", "measured": False},
 }
 
@@ -71,6 +78,9 @@ class Settings:
     read_clients: int = 50
     keyspace: int = 100000
     failover_tries: int = 5
+    sigstop_tries: int = 3
+    etcd_requests: dict[int, int] = field(default_factory=lambda: {1: 1000, 50: 10000,
+                                                                   256: 10000})
     writer_interval_s: float = 0.005
     writer_timeout_s: float = 0.5
     run_timeout_s: float = 90.0
@@ -82,7 +92,12 @@ class Settings:
     @classmethod
     def quick_settings(cls) -> Settings:
         return cls(repeats=1, set_requests={1: 300, 50: 3000}, get_requests=5000,
-                   failover_tries=1, run_timeout_s=30.0, quick=True)
+                   failover_tries=1, sigstop_tries=1, etcd_requests={1: 300, 50: 3000},
+                   run_timeout_s=30.0, quick=True)
+
+    def sections(self) -> set[str]:
+        chosen = set(self.only)
+        return set(SECTIONS) if chosen == LEGACY_DEFAULT else chosen
 
 
 def log(message: str) -> None:
@@ -236,7 +251,7 @@ def throughput_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     keys = sorted({(r["test"], r["clients"]) for r in runs}, key=lambda k: (k[0] != "SET", k[1]))
     for test, clients in keys:
-        for target in ("phalanx", "redis-aof-always"):
+        for target in ("phalanx", "redis-aof-always", "etcd", "pysyncobj"):
             chosen = [r for r in runs if (r["target"], r["test"], r["clients"])
                       == (target, test, clients)]
             if not chosen:
@@ -258,6 +273,11 @@ def throughput_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if row["target"] == "phalanx" and other and row.get("rps_median") and \
                 other.get("rps_median"):
             row["vs_redis_aof_always"] = row["rps_median"] / other["rps_median"]
+        etcd = by_key.get(("etcd", row["test"], row["clients"]))
+        if row["target"] == "phalanx" and etcd and row.get("rps_median") and \
+                etcd.get("rps_median"):
+            row["vs_etcd"] = row["rps_median"] / etcd["rps_median"]
+            row["p50_vs_etcd"] = row["p50_ms"] / etcd["p50_ms"] if etcd["p50_ms"] else None
     return rows
 
 
@@ -340,9 +360,56 @@ class GapWriter:
             worker.join(self.timeout_s + 5)
 
 
+class ExternalWriter:
+    """The same open-loop writer, run by another program (the Go etcd client, a PySyncObj node):
+    it prints one line per write, "<start unix ns> <end unix ns> <0|1>", until its stdin closes.
+    Same interface as GapWriter."""
+
+    def __init__(self, argv: list[str], processes: Processes, log_path: Path) -> None:
+        self.offset = time.monotonic() - time.time()
+        self.events: list[tuple[float, float, bool]] = []
+        self.lock = threading.Lock()
+        with open(log_path, "ab") as handle:
+            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=handle, start_new_session=True)
+        processes.children.append(self.process)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            parts = raw.split()
+            if len(parts) != 3:
+                continue
+            with contextlib.suppress(ValueError), self.lock:
+                self.events.append((int(parts[0]) / 1e9 + self.offset,
+                                    int(parts[1]) / 1e9 + self.offset, parts[2] == b"1"))
+
+    successes = GapWriter.successes
+    first_success_after = GapWriter.first_success_after
+    last_success_before = GapWriter.last_success_before
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join(5)
+
+
 def measure_gap(resolve: Callable[[], tuple[str, int] | None], fault: Callable[[], None],
                 settings: Settings, tag: str, recover_timeout_s: float = 30.0) -> dict[str, Any]:
     writer = GapWriter(resolve, settings.writer_interval_s, settings.writer_timeout_s, tag).start()
+    return measure_gap_with(writer, fault, tag, recover_timeout_s)
+
+
+def measure_gap_with(writer: GapWriter | ExternalWriter, fault: Callable[[], None], tag: str,
+                     recover_timeout_s: float = 30.0) -> dict[str, Any]:
     try:
         wait_for(lambda: writer.successes() >= 20, 30, f"{tag}: writes before the fault")
         faulted_at = time.monotonic()
@@ -356,44 +423,63 @@ def measure_gap(resolve: Callable[[], tuple[str, int] | None], fault: Callable[[
             "after_fault_ms": round((first - faulted_at) * 1000, 1)}
 
 
-def phalanx_failover(cluster: rb.Phalanx, settings: Settings) -> list[dict[str, Any]]:
+def phalanx_converged(cluster: rb.Phalanx) -> bool:
+    """Every node answers and they all name the same leader."""
+    from phalanx.server import cluster as local
+
+    states = local.query_status(local.read_cluster_file(cluster.data_dir).nodes)
+    return all(s.reachable for s in states) and len(
+        {s.leader if s.role != "leader" else s.entry.id for s in states}) == 1
+
+
+def phalanx_failover(cluster: rb.Phalanx, settings: Settings,
+                     how: str = "kill") -> list[dict[str, Any]]:
+    """kill -9 (`how="kill"`: then `phalanx restart`) or SIGSTOP (`how="stop"`: then SIGCONT,
+    and the old leader rejoins as a follower) of the leader, writes through a surviving node."""
     from phalanx.server import cluster as local
 
     results = []
-    for attempt in range(1, settings.failover_tries + 1):
+    tries = settings.failover_tries if how == "kill" else settings.sigstop_tries
+    for attempt in range(1, tries + 1):
         leader, _host, _port = phalanx_leader(cluster)
         survivor = sorted(n["id"] for n in cluster.nodes if n["id"] != leader)[0]
         survivor_address = cluster.address(survivor)
         pid = local.read_cluster_file(cluster.data_dir).node(leader).pid
         assert pid is not None and local.is_our_node(pid), f"{leader} pid {pid} not running"
 
-        def kill(pid: int = pid) -> None:
-            os.kill(pid, signal.SIGKILL)
+        def fault(pid: int = pid) -> None:
+            os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
 
         try:
-            gap = measure_gap(lambda where=survivor_address: where, kill, settings,
-                              f"phalanx{attempt}")
+            gap = measure_gap(lambda where=survivor_address: where, fault, settings,
+                              f"phalanx-{how}{attempt}")
             gap.update(ok=True, error="")
         except RuntimeError as error:
             gap = {"ok": False, "error": str(error)}
+        finally:
+            if how == "stop":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
         gap.update(try_=attempt, killed=leader, via=survivor)
-        log(f"failover phalanx try {attempt}: kill -9 {leader}, writes via {survivor}: "
+        log(f"failover phalanx try {attempt}: {FAULTS[how]} {leader}, writes via {survivor}: "
             f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
         results.append(gap)
+        if how == "stop":
+            wait_for(lambda: phalanx_converged(cluster), 60, "the phalanx cluster to converge",
+                     poll=0.2)
+            continue
         wait_for(lambda pid=pid: not local.pid_alive(pid), 10, f"{leader} to exit")
         done = subprocess.run([sys.executable, "-m", "phalanx", "restart", leader, "--data-dir",
                                str(cluster.data_dir), "--wait", "--timeout", "60"],
                               capture_output=True, text=True, timeout=90, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"phalanx restart {leader} failed: {done.stdout} {done.stderr}")
-        # Converged: every node up and naming the same leader.
-        wait_for(lambda: len({s.leader if s.role != "leader" else s.entry.id for s in
-                              local.query_status(local.read_cluster_file(cluster.data_dir).nodes)
-                              if s.reachable}) == 1 and all(
-                     s.reachable for s in
-                     local.query_status(local.read_cluster_file(cluster.data_dir).nodes)),
-                 60, "the phalanx cluster to converge", poll=0.2)
+        wait_for(lambda: phalanx_converged(cluster), 60, "the phalanx cluster to converge",
+                 poll=0.2)
     return results
+
+
+FAULTS = {"kill": "kill -9", "stop": "SIGSTOP"}
 
 
 class Sentinels:
@@ -485,32 +571,209 @@ class Sentinels:
         self.servers[port] = (argv, self.processes.spawn(argv, directory / "redis.log"))
 
 
-def sentinel_failover(root: Path, processes: Processes,
-                      settings: Settings) -> list[dict[str, Any]]:
-    sentinels = Sentinels(root, processes)
-    sentinels.start()
+def sentinel_failover(sentinels: Sentinels, settings: Settings,
+                      how: str = "kill") -> list[dict[str, Any]]:
+    """kill -9 (then restart as a plain server) or SIGSTOP (then SIGCONT) of the master; the
+    sentinels turn the old master into a replica of the new one."""
+    if not sentinels.sentinel_ports:
+        sentinels.start()
     results = []
-    for attempt in range(1, settings.failover_tries + 1):
+    tries = settings.failover_tries if how == "kill" else settings.sigstop_tries
+    for attempt in range(1, tries + 1):
+        wait_for(sentinels.ready, 60, "sentinel setup to heal", poll=0.2)
         port, kill = sentinels.kill_master()
+        pid = sentinels.servers[port][1].pid
+
+        def fault(kill: Callable[[], None] = kill, pid: int = pid) -> None:
+            if how == "kill":
+                kill()
+            else:
+                os.kill(pid, signal.SIGSTOP)
+
         try:
-            gap = measure_gap(sentinels.master, kill, settings, f"sentinel{attempt}",
+            gap = measure_gap(sentinels.master, fault, settings, f"sentinel-{how}{attempt}",
                               recover_timeout_s=60)
             gap.update(ok=True, error="")
         except RuntimeError as error:
             gap = {"ok": False, "error": str(error)}
+        finally:
+            if how == "stop":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
         gap.update(try_=attempt, killed=f"127.0.0.1:{port}")
-        log(f"failover sentinel try {attempt}: kill -9 master :{port}: "
+        log(f"failover sentinel try {attempt}: {FAULTS[how]} master :{port}: "
             f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
         results.append(gap)
-        sentinels.restart(port)
-        if attempt < settings.failover_tries:
-            wait_for(sentinels.ready, 60, "sentinel setup to heal", poll=0.2)
+        if how == "kill":
+            sentinels.restart(port)
     return results
 
 
-def gap_summary(target: str, tries: list[dict[str, Any]]) -> dict[str, Any]:
+# --------------------------------------------------------------------------- etcd
+
+#: etcd timing profiles: name -> extra flags (etcd's defaults: heartbeat 100 ms, election 1000 ms).
+ETCD_PROFILES = {"etcd": [], "etcd-fast": ["--heartbeat-interval", "50",
+                                          "--election-timeout", "250"]}
+ETCD_LOAD_SOURCE = HERE / "etcd_load" / "main.go"
+
+
+def build_etcd_load(root: Path) -> Path:
+    """Build benchmarks/etcd_load/main.go against Debian's clientv3, offline, GOPATH mode."""
+    binary = root / "etcd_load"
+    environment = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode")
+    environment.setdefault("GOCACHE", str(Path.home() / ".cache" / "go-build"))
+    done = subprocess.run(["go", "build", "-o", str(binary), str(ETCD_LOAD_SOURCE)],
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env=environment, cwd=str(ETCD_LOAD_SOURCE.parent))
+    if done.returncode != 0:
+        raise RuntimeError(f"go build etcd_load failed: {(done.stdout + done.stderr)[-800:]}")
+    return binary
+
+
+class Etcd:
+    """A 3-member etcd cluster on 127.0.0.1 (free ports, data under `root`)."""
+
+    def __init__(self, root: Path, processes: Processes, profile: str) -> None:
+        self.root = root
+        self.processes = processes
+        self.profile = profile
+        self.members: list[dict[str, Any]] = []
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for index in range(3):
+            self.members.append({"name": f"m{index}", "client": rb.free_port(),
+                                 "peer": rb.free_port(), "dir": self.root / f"m{index}"})
+        initial = ",".join(f"{m['name']}=http://127.0.0.1:{m['peer']}" for m in self.members)
+        for member in self.members:
+            client, peer = f"http://127.0.0.1:{member['client']}", \
+                f"http://127.0.0.1:{member['peer']}"
+            member["argv"] = [
+                "etcd", "--name", member["name"], "--data-dir", str(member["dir"]),
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", initial, "--initial-cluster-state", "new",
+                "--initial-cluster-token", f"bench-{self.profile}-{os.getpid()}",
+                "--log-level", "warn", *ETCD_PROFILES[self.profile]]
+            self.spawn(member)
+        wait_for(self.leader, 60, f"{self.profile}: a leader", poll=0.2)
+
+    def spawn(self, member: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        member["process"] = self.processes.spawn(member["argv"],
+                                                 self.root / f"{member['name']}.log")
+
+    def endpoint(self, member: dict[str, Any]) -> str:
+        return f"127.0.0.1:{member['client']}"
+
+    def leader(self) -> dict[str, Any] | None:
+        """The member every live member names as leader, or None."""
+        endpoints = ",".join(self.endpoint(m) for m in self.members
+                             if m["process"].poll() is None)
+        try:
+            done = subprocess.run(["etcdctl", "--endpoints", endpoints, "--command-timeout",
+                                   "1s", "--dial-timeout", "1s", "endpoint", "status", "-w",
+                                   "json"], capture_output=True, text=True, timeout=10,
+                                  check=False, env=dict(os.environ, ETCDCTL_API="3"))
+            statuses = json.loads(done.stdout or "[]")
+        except (subprocess.TimeoutExpired, ValueError):
+            return None
+        if len(statuses) != sum(1 for m in self.members if m["process"].poll() is None):
+            return None
+        leaders = {st["Status"]["leader"] for st in statuses}
+        if len(leaders) != 1 or 0 in leaders:
+            return None
+        leader_id = leaders.pop()
+        for st in statuses:
+            if st["Status"]["header"]["member_id"] == leader_id:
+                for member in self.members:
+                    if st["Endpoint"].endswith(f":{member['client']}"):
+                        return member
+        return None
+
+
+def run_etcd_load(binary: Path, etcd: Etcd, clients: int, requests: int, repeat: int,
+                  settings: Settings) -> dict[str, Any]:
+    """etcd_load against the leader's endpoint; a run dict like run_load's."""
+    load = os.getloadavg()[0]
+    leader = wait_for(etcd.leader, 30, "an etcd leader", poll=0.2)
+    argv = [str(binary), "-mode", "load", "-endpoints", etcd.endpoint(leader), "-n",
+            str(requests), "-c", str(clients), "-keyspace", str(settings.keyspace)]
+    began = time.monotonic()
+    ok, error, metrics = False, "", {}
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=settings.run_timeout_s, check=False)
+        result = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+        if done.returncode != 0 or not result:
+            error = f"exit {done.returncode}: {done.stderr[-300:]}"
+        elif result.get("errors"):
+            error = f"{result['errors']} failed puts"
+        else:
+            ok = True
+        if result:
+            metrics = {"rps": float(result["rps"]), "p50_latency_ms": float(result["p50_ms"]),
+                       "p99_latency_ms": float(result["p99_ms"])}
+    except subprocess.TimeoutExpired:
+        error = f"timed out after {settings.run_timeout_s:g} s"
+    except ValueError as problem:
+        error = f"unreadable output: {problem}"
+    elapsed = time.monotonic() - began
+    shown = (f"{metrics['rps']:>9,.0f} ops/s p50 {metrics['p50_latency_ms']:.2f} ms p99 "
+             f"{metrics['p99_latency_ms']:.2f} ms" if metrics else "")
+    log(f"repeat {repeat} {'etcd':<16} SET c={clients:<3} n={requests}: {shown}"
+        f"{'' if ok else ' FAILED: ' + error} [{elapsed:.1f} s, load {load:.1f}]")
+    return {"target": "etcd", "test": "SET", "clients": clients, "requests": requests,
+            "repeat": repeat, "ok": ok, "error": error, "elapsed_s": round(elapsed, 2),
+            "load_1m": round(load, 2), "metrics": metrics}
+
+
+def etcd_failover(binary: Path, etcd: Etcd, settings: Settings,
+                  how: str = "kill") -> list[dict[str, Any]]:
+    """kill -9 (then start it again on its data dir) or SIGSTOP (then SIGCONT) of the etcd
+    leader; the Go writer puts through the two other members."""
+    results = []
+    tries = settings.failover_tries if how == "kill" else settings.sigstop_tries
+    for attempt in range(1, tries + 1):
+        leader = wait_for(etcd.leader, 60, f"{etcd.profile}: a leader", poll=0.2)
+        survivors = [etcd.endpoint(m) for m in etcd.members if m is not leader]
+        process = leader["process"]
+        writer = ExternalWriter(
+            [str(binary), "-mode", "gap", "-endpoints", ",".join(survivors), "-interval",
+             f"{settings.writer_interval_s * 1000:g}ms", "-timeout",
+             f"{settings.writer_timeout_s * 1000:g}ms"],
+            etcd.processes, etcd.root / "writer.log")
+
+        def fault(pid: int = process.pid) -> None:
+            os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+
+        tag = f"{etcd.profile}-{how}{attempt}"
+        try:
+            gap = measure_gap_with(writer, fault, tag)
+            gap.update(ok=True, error="")
+        except RuntimeError as error:
+            gap = {"ok": False, "error": str(error)}
+        finally:
+            if how == "stop":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGCONT)
+        gap.update(try_=attempt, killed=leader["name"])
+        log(f"failover {etcd.profile} try {attempt}: {FAULTS[how]} leader {leader['name']}: "
+            f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
+        results.append(gap)
+        if how == "kill":
+            process.wait(timeout=10)
+            etcd.spawn(leader)
+        # Healed: all three members answer and agree on a leader.
+        wait_for(etcd.leader, 60, f"{etcd.profile} to heal", poll=0.2)
+    return results
+
+
+def gap_summary(key: str, tries: list[dict[str, Any]]) -> dict[str, Any]:
+    """`key` is "<target>|<fault>" (fault: kill, stop)."""
+    target, how = key.split("|")
     gaps = [t["gap_ms"] for t in tries if t.get("ok")]
-    return {"target": target, "tries": len(tries), "ok_tries": len(gaps),
+    return {"target": target, "fault": FAULTS[how], "tries": len(tries), "ok_tries": len(gaps),
             "median_ms": statistics.median(gaps) if gaps else None,
             "min_ms": min(gaps) if gaps else None, "max_ms": max(gaps) if gaps else None,
             "gaps_ms": gaps, "failures": [t["error"] for t in tries if not t.get("ok")]}
@@ -527,16 +790,30 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
     machine["kernel"] = os.uname().release
     log(f"machine: {machine['cpu_count']} CPUs, kernel {machine['kernel']}, python "
         f"{machine['python']}, load {machine['load_average_start']}; work dir {root}")
+    sections = settings.sections()
     skipped: dict[str, str] = {}
-    for peer in ("etcd", "pysyncobj"):
-        skipped[peer] = skip_note(peer, settings)
-        log(f"{peer}: {skipped[peer]}")
     for peer in ("redis-server", "redis-benchmark", "redis-sentinel"):
         if not installed(peer, settings):
             skipped[peer] = skip_note(peer, settings)
             log(f"{peer}: {skipped[peer]}")
+    want_etcd = "etcd" in sections and bool({"writes", "failover", "sigstop"} & sections)
+    missing_etcd = [p for p in ("etcd", "etcdctl", "go") if not installed(p, settings)]
+    if "etcd" not in sections:
+        skipped["etcd"] = "skipped: not selected (--only)"
+    elif missing_etcd:
+        skipped["etcd"] = (f"skipped: not installed ({', '.join(missing_etcd)}; "
+                           f"{PEERS['etcd']['install']})")
+        want_etcd = False
+    if "pysyncobj" not in sections:
+        skipped["pysyncobj"] = "skipped: not selected (--only)"
+    else:
+        skipped["pysyncobj"] = skip_note("pysyncobj", settings)
+    for peer in ("etcd", "pysyncobj"):
+        if peer in skipped:
+            log(f"{peer}: {skipped[peer]}")
     have_redis = "redis-server" not in skipped
     have_benchmark = "redis-benchmark" not in skipped
+    have_sentinel = have_redis and "redis-sentinel" not in skipped
     runs: list[dict[str, Any]] = []
     failover: dict[str, list[dict[str, Any]]] = {}
     processes = Processes(root)
@@ -555,25 +832,52 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         cluster.start(3, timeout=90)
         log(f"phalanx up: {', '.join(n['id'] + '@' + n['resp'] for n in cluster.nodes)}")
         redis_aof = None
-        if have_redis:
+        if have_redis and {"writes", "reads"} & sections:
             redis_aof = rb.start_redis("redis-aof-always", root,
                                        ["--save", "", "--appendonly", "yes",
                                         "--appendfsync", "always"])
             processes.children.append(redis_aof.process)
+        etcd_binary: Path | None = None
+        etcds: dict[str, Etcd] = {}
+        if want_etcd:
+            try:
+                log("etcd: building benchmarks/etcd_load (go, GOPATH mode, offline) ...")
+                etcd_binary = build_etcd_load(root)
+                for profile in ETCD_PROFILES:
+                    etcds[profile] = Etcd(root / profile, processes, profile)
+                    etcds[profile].start()
+                    log(f"{profile} up: " + ", ".join(etcds[profile].endpoint(m)
+                                                      for m in etcds[profile].members))
+            except (RuntimeError, subprocess.TimeoutExpired, OSError) as error:
+                skipped["etcd"] = f"skipped: {error}"
+                log(f"etcd: {skipped['etcd']}")
+                etcd_binary = None
         plan: list[tuple[str, int, int]] = []
-        if "writes" in settings.only:
+        if "writes" in sections:
             plan += [("SET", clients, n) for clients, n in settings.set_requests.items()]
-        if "reads" in settings.only:
+        if "reads" in sections:
             plan.append(("GET", settings.read_clients, settings.get_requests))
+        if etcd_binary is not None and "writes" not in sections:
+            plan += [("SET", clients, n) for clients, n in settings.etcd_requests.items()]
         if plan and not have_benchmark:
             log("writes/reads: skipped (redis-benchmark not installed)")
         elif plan:
-            targets = ["phalanx"] + (["redis-aof-always"] if redis_aof else [])
+            targets = ((["phalanx"] + (["redis-aof-always"] if redis_aof else []))
+                       if {"writes", "reads"} & sections else [])
+            targets += ["etcd"] if etcd_binary is not None else []
             for repeat in range(1, settings.repeats + 1):
                 shift = (repeat - 1) % len(targets)
                 order = targets[shift:] + targets[:shift]
                 for test, clients, requests in plan:
                     for target in order:
+                        if target == "etcd":
+                            if test != "SET" or clients not in settings.etcd_requests:
+                                continue
+                            assert etcd_binary is not None
+                            runs.append(run_etcd_load(etcd_binary, etcds["etcd"], clients,
+                                                      settings.etcd_requests[clients], repeat,
+                                                      settings))
+                            continue
                         if target == "phalanx":
                             _node, host, port = phalanx_leader(cluster)
                         else:
@@ -581,11 +885,18 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                             host, port = redis_aof.host, redis_aof.port
                         runs.append(run_load(target, host, port, test, clients, requests,
                                              repeat, settings))
-        if "failover" in settings.only:
-            failover["phalanx"] = phalanx_failover(cluster, settings)
-            if have_redis and "redis-sentinel" not in skipped:
-                failover["redis-sentinel"] = sentinel_failover(root / "sentinel", processes,
-                                                               settings)
+        sentinels = Sentinels(root / "sentinel", processes)
+        for how, section in (("kill", "failover"), ("stop", "sigstop")):
+            if section not in sections:
+                continue
+            if {"writes", "reads", "failover", "sigstop"} & sections:
+                failover[f"phalanx|{how}"] = phalanx_failover(cluster, settings, how)
+            if etcd_binary is not None:
+                for profile, etcd in etcds.items():
+                    failover[f"{profile}|{how}"] = etcd_failover(etcd_binary, etcd, settings,
+                                                                 how)
+            if have_sentinel:
+                failover[f"redis-sentinel|{how}"] = sentinel_failover(sentinels, settings, how)
     except KeyboardInterrupt:
         interrupted = "interrupted (Ctrl-C)"
     except rb.Stop:
@@ -612,6 +923,8 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                      "set_requests": settings.set_requests, "get_requests": settings.get_requests,
                      "read_clients": settings.read_clients, "keyspace": settings.keyspace,
                      "failover_tries": settings.failover_tries,
+                     "sigstop_tries": settings.sigstop_tries,
+                     "etcd_requests": settings.etcd_requests,
                      "writer_interval_ms": settings.writer_interval_s * 1000,
                      "writer_timeout_ms": settings.writer_timeout_s * 1000,
                      "only": list(settings.only)},
@@ -628,11 +941,15 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
     return document
 
 
-def _failover_ratio(rows: list[dict[str, Any]]) -> float | None:
-    by = {r["target"]: r for r in rows}
-    if by.get("phalanx", {}).get("median_ms") and by.get("redis-sentinel", {}).get("median_ms"):
-        return float(by["phalanx"]["median_ms"]) / float(by["redis-sentinel"]["median_ms"])
-    return None
+def _failover_ratio(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """"<peer> <fault>" -> phalanx median gap / the peer's median gap, same fault."""
+    by = {(r["target"], r["fault"]): r for r in rows}
+    ratios = {}
+    for (target, fault), row in by.items():
+        ours = by.get(("phalanx", fault), {}).get("median_ms")
+        if target != "phalanx" and ours and row.get("median_ms"):
+            ratios[f"{target} {fault}"] = float(ours) / float(row["median_ms"])
+    return ratios
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -663,9 +980,12 @@ def markdown(doc: dict[str, Any]) -> str:
               "phalanx: 3 nodes, fsync per Raft batch, quorum commit, linearizable ReadIndex "
               "reads, redis-benchmark against the leader. redis-aof-always: one redis-server, "
               "`appendonly yes`, `appendfsync always`, no replication.", "",
+              "etcd: 3 members (3.4, default timing), benchmarks/etcd_load (Go, etcd's clientv3 "
+              "gRPC client, one connection per client up to 64) putting 3-byte values against "
+              "the leader.", "",
               "| test | clients | target | median ops/s (min-max) | p50 ms | p99 ms "
-              "| phalanx / redis-aof |",
-              "|---|---:|---|---:|---:|---:|---:|"]
+              "| phalanx / redis-aof | phalanx / etcd (ops/s; p50) |",
+              "|---|---:|---|---:|---:|---:|---:|---:|"]
     for row in doc["throughput"]:
         if "rps_median" in row:
             shown = f"{row['rps_median']:,.0f} ({row['rps_min']:,.0f}-{row['rps_max']:,.0f})"
@@ -675,42 +995,59 @@ def markdown(doc: dict[str, Any]) -> str:
         if row["ok_runs"] < row["runs"]:
             shown += f" [{row['runs'] - row['ok_runs']}/{row['runs']} failed]"
         ratio = f"{row['vs_redis_aof_always']:.2f}x" if "vs_redis_aof_always" in row else ""
+        vs_etcd = ""
+        if "vs_etcd" in row:
+            vs_etcd = f"{row['vs_etcd']:.2f}x"
+            if row.get("p50_vs_etcd") is not None:
+                vs_etcd += f"; p50 {row['p50_vs_etcd']:.2f}x"
         lines.append(f"| {row['test']} | {row['clients']} | {row['target']} | {shown} | {p50} "
-                     f"| {p99} | {ratio} |")
+                     f"| {p99} | {ratio} | {vs_etcd} |")
     if not doc["throughput"]:
-        lines.append("| (not measured) | | | | | | |")
+        lines.append("| (not measured) | | | | | | | |")
     requests = ", ".join(f"{c} clients: {n}" for c, n in s["set_requests"].items())
+    etcd_requests = ", ".join(f"{c} clients: {n}" for c, n in s["etcd_requests"].items())
     lines += ["", f"Requests per run: SET {requests}; GET {s['get_requests']} at "
-              f"{s['read_clients']} clients; keys random over {s['keyspace']:,}."]
+              f"{s['read_clients']} clients; etcd puts {etcd_requests}; keys random over "
+              f"{s['keyspace']:,}."]
     failures = [(r, e) for r in doc["throughput"] for e in r["failures"]]
     lines += [f"- failed: {r['target']} {r['test']} c={r['clients']}: {e}" for r, e in failures]
-    lines += ["", "## Failover: kill -9 of the leader / master", "",
-              f"Client-visible write gap: an open-loop writer sends a SET every "
-              f"{s['writer_interval_ms']:g} ms (fresh connection, {s['writer_timeout_ms']:g} ms "
-              "timeout); the gap is from the last acknowledged write before the kill to the first "
-              "acknowledged write after it. phalanx: writes go through a surviving node (which "
-              "forwards to the leader); default timing (10 ms ticks, election timeout 500 ms). "
-              "Redis Sentinel: 1 master + 2 replicas + 3 sentinels, down-after-milliseconds "
-              "1000; after an error the writer asks a sentinel for the master. kill -9 closes "
-              "the killed process's sockets and phalanx followers campaign as soon as their "
-              "connection to the leader resets (`leader_lost`), so this is that fast path; a "
-              "hung or partitioned leader (SIGSTOP; not measured yet) waits for the election "
-              "timeout.", "",
-              "| target | tries | median gap ms | min ms | max ms | every gap ms |",
-              "|---|---:|---:|---:|---:|---|"]
+    lines += ["", "## Failover: kill -9 and SIGSTOP of the leader / master", "",
+              f"Client-visible write gap: an open-loop writer sends a write every "
+              f"{s['writer_interval_ms']:g} ms ({s['writer_timeout_ms']:g} ms timeout each); "
+              "the gap is from the last acknowledged write before the fault to the first "
+              "acknowledged write after it. kill -9: the process dies and its sockets close "
+              f"({s['failover_tries']} tries; then it is restarted on its data). SIGSTOP: the "
+              "process hangs with its sockets open, as a stalled or partitioned leader would "
+              f"({s['sigstop_tries']} tries; then SIGCONT and it rejoins as a follower/replica).",
+              "",
+              "- phalanx: a SET on a fresh connection through a surviving node (which forwards "
+              "to the leader); default timing (10 ms ticks, election timeout 500 ms). After a "
+              "kill -9 the followers campaign as soon as their connection to the leader resets "
+              "(`leader_lost`); after SIGSTOP they wait for the election timeout.",
+              "- etcd (3.4, 3 members): benchmarks/etcd_load in gap mode, clientv3 with the two "
+              "other members as endpoints, a put in its own goroutine each interval. `etcd`: "
+              "default timing (heartbeat 100 ms, election 1000 ms); `etcd-fast`: "
+              "--heartbeat-interval 50 --election-timeout 250.",
+              "- Redis Sentinel: 1 master + 2 replicas + 3 sentinels, down-after-milliseconds "
+              "1000; a SET on a fresh connection, after an error the writer asks a sentinel "
+              "for the master.", "",
+              "| target | fault | tries | median gap ms | min ms | max ms | every gap ms |",
+              "|---|---|---:|---:|---:|---:|---|"]
     for row in doc["failover"]:
         if row["median_ms"] is not None:
-            lines.append(f"| {row['target']} | {row['ok_tries']}/{row['tries']} | "
-                         f"{row['median_ms']:.0f} | {row['min_ms']:.0f} | {row['max_ms']:.0f} | "
-                         f"{', '.join(f'{g:.0f}' for g in row['gaps_ms'])} |")
+            lines.append(f"| {row['target']} | {row['fault']} | {row['ok_tries']}/{row['tries']} "
+                         f"| {row['median_ms']:.0f} | {row['min_ms']:.0f} | {row['max_ms']:.0f} "
+                         f"| {', '.join(f'{g:.0f}' for g in row['gaps_ms'])} |")
         else:
-            lines.append(f"| {row['target']} | 0/{row['tries']} | failed | | | |")
-        lines += [f"- failed try: {row['target']}: {e}" for e in row["failures"]]
+            lines.append(f"| {row['target']} | {row['fault']} | 0/{row['tries']} | failed "
+                         "| | | |")
+        lines += [f"- failed try: {row['target']} {row['fault']}: {e}" for e in row["failures"]]
     if not doc["failover"]:
-        lines.append("| (not measured) | | | | | |")
-    if doc.get("failover_ratio") is not None:
-        lines += ["", f"phalanx median gap / Sentinel median gap: {doc['failover_ratio']:.2f}x "
-                  "(below 1 = phalanx recovers faster)."]
+        lines.append("| (not measured) | | | | | | |")
+    if doc.get("failover_ratio"):
+        lines += ["", "phalanx median gap / peer median gap, same fault (below 1 = phalanx "
+                  "recovers faster): " + "; ".join(
+                      f"vs {k}: {v:.2f}x" for k, v in doc["failover_ratio"].items()) + "."]
     lines += ["", "## Peers not measured", ""]
     if doc["skipped"]:
         lines += [f"- {peer}: {note}" for peer, note in doc["skipped"].items()]

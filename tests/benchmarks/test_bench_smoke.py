@@ -40,9 +40,13 @@ def _kill_leftovers(work_dir: str) -> list[int]:
 
 
 def test_tiny_run_writes_results_and_reports_missing_peers(tmp_path: Path) -> None:
+    # etcd and PySyncObj are treated as missing whether or not they are installed, so the test
+    # takes the same time and path on every machine (and checks the "skipped" report).
     settings = phalanx_bench.Settings(
         repeats=1, set_requests={1: 100, 50: 2000}, get_requests=2000, failover_tries=1,
-        run_timeout_s=40.0, assume_missing=frozenset({"redis-sentinel"}), quick=True)
+        sigstop_tries=1, run_timeout_s=40.0,
+        only=("writes", "reads", "failover", "sigstop", "etcd", "pysyncobj"),
+        assume_missing=frozenset({"redis-sentinel", "etcd", "pysyncobj"}), quick=True)
     document: dict = {}
     try:
         document = phalanx_bench.run_suite(settings, tmp_path)
@@ -65,21 +69,33 @@ def test_tiny_run_writes_results_and_reports_missing_peers(tmp_path: Path) -> No
             assert isinstance(row[name], float) and row[name] >= 0, (name, row)
     assert isinstance(rows[("phalanx", "SET", 50)]["vs_redis_aof_always"], float)
 
-    failover = {r["target"]: r for r in saved["failover"]}
-    assert set(failover) == {"phalanx"}  # Sentinel treated as missing
-    assert failover["phalanx"]["ok_tries"] == 1
-    assert isinstance(failover["phalanx"]["median_ms"], float)
+    failover = {(r["target"], r["fault"]): r for r in saved["failover"]}
+    # Sentinel, etcd treated as missing
+    assert set(failover) == {("phalanx", "kill -9"), ("phalanx", "SIGSTOP")}
+    for row in failover.values():
+        assert row["ok_tries"] == 1, row
+        assert isinstance(row["median_ms"], float)
 
     assert "not installed" in saved["skipped"]["redis-sentinel"]
     assert "apt-get install redis-sentinel" in saved["skipped"]["redis-sentinel"]
-    assert "etcd" in saved["skipped"] and "pysyncobj" in saved["skipped"]
+    assert "not installed" in saved["skipped"]["etcd"]
+    assert "apt-get install etcd-server" in saved["skipped"]["etcd"]
+    assert "pip install pysyncobj" in saved["skipped"]["pysyncobj"]
 
     report = (tmp_path / "RESULTS.md").read_text()
     for needle in ("## Machine", "load average at start", "kernel", "| SET | 50 | phalanx |",
-                   "| GET | 50 | redis-aof-always |", "| phalanx | 1/1 |",
+                   "| GET | 50 | redis-aof-always |", "| phalanx | kill -9 | 1/1 |",
+                   "| phalanx | SIGSTOP | 1/1 |",
                    "redis-sentinel: skipped: not installed (apt-get install redis-sentinel)",
                    "## Peers not measured"):
         assert needle in report, needle
+
+
+def test_cli_default_selection_means_every_section() -> None:
+    settings = phalanx_bench.Settings(only=("writes", "reads", "failover"))
+    assert settings.sections() == set(phalanx_bench.SECTIONS)
+    assert {"sigstop", "etcd", "pysyncobj"} <= settings.sections()
+    assert phalanx_bench.Settings(only=("writes", "etcd")).sections() == {"writes", "etcd"}
 
 
 def test_cli_rejects_unknown_section() -> None:
