@@ -65,7 +65,7 @@ PEERS: dict[str, dict[str, Any]] = {
     "etcdctl": {"binary": "etcdctl", "install": "apt-get install etcd-client", "measured": True},
     "go": {"binary": "go", "install": "apt-get install golang-go golang-etcd-server-dev",
            "measured": True},
-    "pysyncobj": {"module": "pysyncobj", "install": "pip install pysyncobj", "measured": False},
+    "pysyncobj": {"module": "pysyncobj", "install": "pip install pysyncobj", "measured": True},
 }
 
 
@@ -79,6 +79,7 @@ class Settings:
     keyspace: int = 100000
     failover_tries: int = 5
     sigstop_tries: int = 3
+    pysyncobj_requests: dict[int, int] = field(default_factory=lambda: {1: 150, 16: 1000})
     etcd_requests: dict[int, int] = field(default_factory=lambda: {1: 1000, 50: 10000,
                                                                    256: 10000})
     writer_interval_s: float = 0.005
@@ -93,6 +94,7 @@ class Settings:
     def quick_settings(cls) -> Settings:
         return cls(repeats=1, set_requests={1: 300, 50: 3000}, get_requests=5000,
                    failover_tries=1, sigstop_tries=1, etcd_requests={1: 300, 50: 3000},
+                   pysyncobj_requests={1: 50, 16: 300},
                    run_timeout_s=30.0, quick=True)
 
     def sections(self) -> set[str]:
@@ -278,6 +280,10 @@ def throughput_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 etcd.get("rps_median"):
             row["vs_etcd"] = row["rps_median"] / etcd["rps_median"]
             row["p50_vs_etcd"] = row["p50_ms"] / etcd["p50_ms"] if etcd["p50_ms"] else None
+        syncobj = by_key.get(("pysyncobj", row["test"], row["clients"]))
+        if row["target"] == "phalanx" and syncobj and row.get("rps_median") and \
+                syncobj.get("rps_median"):
+            row["vs_pysyncobj"] = row["rps_median"] / syncobj["rps_median"]
     return rows
 
 
@@ -769,6 +775,154 @@ def etcd_failover(binary: Path, etcd: Etcd, settings: Settings,
     return results
 
 
+# --------------------------------------------------------------------------- PySyncObj
+
+PYSYNCOBJ_NODE = HERE / "pysyncobj_node.py"
+
+
+class PySyncObjCluster:
+    """3 PySyncObj nodes (benchmarks/pysyncobj_node.py) on 127.0.0.1, each in its own process,
+    with a control port for commands (status, load, gap)."""
+
+    def __init__(self, root: Path, processes: Processes) -> None:
+        self.root = root
+        self.processes = processes
+        self.nodes: list[dict[str, Any]] = []
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        raft = [f"127.0.0.1:{rb.free_port()}" for _ in range(3)]
+        for index, address in enumerate(raft):
+            node = {"name": f"s{index}", "raft": address, "control": rb.free_port()}
+            node["argv"] = [sys.executable, str(PYSYNCOBJ_NODE), address,
+                            ",".join(a for a in raft if a != address), str(node["control"]),
+                            str(self.root)]
+            self.nodes.append(node)
+            self.spawn(node)
+        wait_for(self.leader, 60, "a PySyncObj leader", poll=0.2)
+
+    def spawn(self, node: dict[str, Any]) -> None:
+        node["process"] = self.processes.spawn(node["argv"], self.root / f"{node['name']}.log")
+
+    def command(self, node: dict[str, Any], line: str, timeout: float) -> dict[str, Any]:
+        with socket.create_connection(("127.0.0.1", node["control"]), timeout=timeout) as c:
+            c.settimeout(timeout)
+            c.sendall(line.encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return dict(json.loads(data))
+
+    def leader(self) -> dict[str, Any] | None:
+        """The node every live node names as leader, or None."""
+        named = set()
+        for node in self.nodes:
+            if node["process"].poll() is not None:
+                continue
+            try:
+                named.add(self.command(node, "status", 2.0).get("leader"))
+            except (OSError, ValueError):
+                return None
+        if len(named) != 1 or None in named:
+            return None
+        leader = named.pop()
+        return next((n for n in self.nodes if n["raft"] == leader), None)
+
+
+class SocketWriter(ExternalWriter):
+    """ExternalWriter reading the event lines from a connection (a PySyncObj node's `gap`)."""
+
+    def __init__(self, address: tuple[str, int], command: str) -> None:
+        self.offset = time.monotonic() - time.time()
+        self.events = []
+        self.lock = threading.Lock()
+        self.connection = socket.create_connection(address, timeout=5)
+        self.connection.settimeout(None)
+        self.connection.sendall(command.encode() + b"\n")
+        self.reader = threading.Thread(target=self._read_socket, daemon=True)
+        self.reader.start()
+
+    def _read_socket(self) -> None:
+        with contextlib.suppress(OSError), self.connection.makefile("rb") as lines:
+            for raw in lines:
+                parts = raw.split()
+                if len(parts) == 3:
+                    with contextlib.suppress(ValueError), self.lock:
+                        self.events.append((int(parts[0]) / 1e9 + self.offset,
+                                            int(parts[1]) / 1e9 + self.offset, parts[2] == b"1"))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        self.connection.close()
+        self.reader.join(5)
+
+
+def run_pysyncobj_load(cluster: PySyncObjCluster, threads: int, requests: int, repeat: int,
+                       settings: Settings) -> dict[str, Any]:
+    """`load` inside the leader's process (PySyncObj's clients are in-process threads)."""
+    load = os.getloadavg()[0]
+    began = time.monotonic()
+    ok, error, metrics = False, "", {}
+    try:
+        leader = wait_for(cluster.leader, 30, "a PySyncObj leader", poll=0.2)
+        result = cluster.command(leader, f"load {threads} {requests}", settings.run_timeout_s)
+        metrics = {"rps": float(result["rps"]), "p50_latency_ms": float(result["p50_ms"]),
+                   "p99_latency_ms": float(result["p99_ms"])}
+        ok = not result.get("errors")
+        error = "" if ok else f"{result['errors']} failed writes"
+    except (OSError, ValueError, KeyError, RuntimeError) as problem:
+        error = f"{type(problem).__name__}: {problem}"
+    elapsed = time.monotonic() - began
+    shown = (f"{metrics['rps']:>9,.0f} ops/s p50 {metrics['p50_latency_ms']:.2f} ms p99 "
+             f"{metrics['p99_latency_ms']:.2f} ms" if metrics else "")
+    log(f"repeat {repeat} {'pysyncobj':<16} SET c={threads:<3} n={requests}: {shown}"
+        f"{'' if ok else ' FAILED: ' + error} [{elapsed:.1f} s, load {load:.1f}]")
+    return {"target": "pysyncobj", "test": "SET", "clients": threads, "requests": requests,
+            "repeat": repeat, "ok": ok, "error": error, "elapsed_s": round(elapsed, 2),
+            "load_1m": round(load, 2), "metrics": metrics}
+
+
+def pysyncobj_failover(cluster: PySyncObjCluster, settings: Settings,
+                       how: str = "kill") -> list[dict[str, Any]]:
+    """kill -9 (then start it again: its log is in memory, it catches up from the leader) or
+    SIGSTOP (then SIGCONT) of the leader; the writer runs inside a surviving node."""
+    results = []
+    tries = settings.failover_tries if how == "kill" else settings.sigstop_tries
+    for attempt in range(1, tries + 1):
+        leader = wait_for(cluster.leader, 60, "a PySyncObj leader", poll=0.2)
+        survivor = next(n for n in cluster.nodes if n is not leader)
+        process = leader["process"]
+
+        def fault(pid: int = process.pid) -> None:
+            os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+
+        try:
+            writer = SocketWriter(("127.0.0.1", survivor["control"]),
+                                  f"gap {settings.writer_interval_s * 1000:g} "
+                                  f"{settings.writer_timeout_s * 1000:g}")
+            gap = measure_gap_with(writer, fault, f"pysyncobj-{how}{attempt}")
+            gap.update(ok=True, error="")
+        except (RuntimeError, OSError) as error:
+            gap = {"ok": False, "error": str(error)}
+        finally:
+            if how == "stop":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGCONT)
+        gap.update(try_=attempt, killed=leader["name"], via=survivor["name"])
+        log(f"failover pysyncobj try {attempt}: {FAULTS[how]} leader {leader['name']}: "
+            f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
+        results.append(gap)
+        if how == "kill":
+            process.wait(timeout=10)
+            cluster.spawn(leader)
+        wait_for(cluster.leader, 60, "PySyncObj to heal", poll=0.2)
+    return results
+
+
 def gap_summary(key: str, tries: list[dict[str, Any]]) -> dict[str, Any]:
     """`key` is "<target>|<fault>" (fault: kill, stop)."""
     target, how = key.split("|")
@@ -804,10 +958,13 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         skipped["etcd"] = (f"skipped: not installed ({', '.join(missing_etcd)}; "
                            f"{PEERS['etcd']['install']})")
         want_etcd = False
+    want_pysyncobj = "pysyncobj" in sections and bool({"writes", "failover", "sigstop"}
+                                                       & sections)
     if "pysyncobj" not in sections:
         skipped["pysyncobj"] = "skipped: not selected (--only)"
-    else:
+    elif not installed("pysyncobj", settings):
         skipped["pysyncobj"] = skip_note("pysyncobj", settings)
+        want_pysyncobj = False
     for peer in ("etcd", "pysyncobj"):
         if peer in skipped:
             log(f"{peer}: {skipped[peer]}")
@@ -852,19 +1009,37 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                 skipped["etcd"] = f"skipped: {error}"
                 log(f"etcd: {skipped['etcd']}")
                 etcd_binary = None
+        pysyncobj: PySyncObjCluster | None = None
+        if want_pysyncobj:
+            try:
+                pysyncobj = PySyncObjCluster(root / "pysyncobj", processes)
+                pysyncobj.start()
+                log("pysyncobj up: " + ", ".join(n["raft"] for n in pysyncobj.nodes))
+            except (RuntimeError, OSError) as error:
+                skipped["pysyncobj"] = f"skipped: {error}"
+                log(f"pysyncobj: {skipped['pysyncobj']}")
+                pysyncobj = None
         plan: list[tuple[str, int, int]] = []
         if "writes" in sections:
-            plan += [("SET", clients, n) for clients, n in settings.set_requests.items()]
+            set_requests = dict(settings.set_requests)
+            if pysyncobj is not None:  # the same client counts as PySyncObj's threads
+                for threads in settings.pysyncobj_requests:
+                    set_requests.setdefault(threads, max(settings.pysyncobj_requests[threads],
+                                                         1000))
+            plan += [("SET", clients, n) for clients, n in sorted(set_requests.items())]
         if "reads" in sections:
             plan.append(("GET", settings.read_clients, settings.get_requests))
-        if etcd_binary is not None and "writes" not in sections:
-            plan += [("SET", clients, n) for clients, n in settings.etcd_requests.items()]
+        if "writes" not in sections:
+            extra = ({**(settings.etcd_requests if etcd_binary is not None else {}),
+                      **(settings.pysyncobj_requests if pysyncobj is not None else {})})
+            plan += [("SET", clients, n) for clients, n in sorted(extra.items())]
         if plan and not have_benchmark:
             log("writes/reads: skipped (redis-benchmark not installed)")
         elif plan:
             targets = ((["phalanx"] + (["redis-aof-always"] if redis_aof else []))
                        if {"writes", "reads"} & sections else [])
             targets += ["etcd"] if etcd_binary is not None else []
+            targets += ["pysyncobj"] if pysyncobj is not None else []
             for repeat in range(1, settings.repeats + 1):
                 shift = (repeat - 1) % len(targets)
                 order = targets[shift:] + targets[:shift]
@@ -877,6 +1052,14 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                             runs.append(run_etcd_load(etcd_binary, etcds["etcd"], clients,
                                                       settings.etcd_requests[clients], repeat,
                                                       settings))
+                            continue
+                        if target == "pysyncobj":
+                            if test != "SET" or clients not in settings.pysyncobj_requests:
+                                continue
+                            assert pysyncobj is not None
+                            runs.append(run_pysyncobj_load(pysyncobj, clients,
+                                                           settings.pysyncobj_requests[clients],
+                                                           repeat, settings))
                             continue
                         if target == "phalanx":
                             _node, host, port = phalanx_leader(cluster)
@@ -895,6 +1078,8 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                 for profile, etcd in etcds.items():
                     failover[f"{profile}|{how}"] = etcd_failover(etcd_binary, etcd, settings,
                                                                  how)
+            if pysyncobj is not None:
+                failover[f"pysyncobj|{how}"] = pysyncobj_failover(pysyncobj, settings, how)
             if have_sentinel:
                 failover[f"redis-sentinel|{how}"] = sentinel_failover(sentinels, settings, how)
     except KeyboardInterrupt:
@@ -925,6 +1110,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                      "failover_tries": settings.failover_tries,
                      "sigstop_tries": settings.sigstop_tries,
                      "etcd_requests": settings.etcd_requests,
+                     "pysyncobj_requests": settings.pysyncobj_requests,
                      "writer_interval_ms": settings.writer_interval_s * 1000,
                      "writer_timeout_ms": settings.writer_timeout_s * 1000,
                      "only": list(settings.only)},
@@ -982,10 +1168,12 @@ def markdown(doc: dict[str, Any]) -> str:
               "`appendonly yes`, `appendfsync always`, no replication.", "",
               "etcd: 3 members (3.4, default timing), benchmarks/etcd_load (Go, etcd's clientv3 "
               "gRPC client, one connection per client up to 64) putting 3-byte values against "
-              "the leader.", "",
+              "the leader. pysyncobj: 3 PySyncObj nodes (each its own process, default "
+              "SyncObjConf: in-memory log, nothing fsynced), synchronous `set` calls from that "
+              "many threads inside the leader's process (PySyncObj clients are in-process).", "",
               "| test | clients | target | median ops/s (min-max) | p50 ms | p99 ms "
-              "| phalanx / redis-aof | phalanx / etcd (ops/s; p50) |",
-              "|---|---:|---|---:|---:|---:|---:|---:|"]
+              "| phalanx / redis-aof | phalanx / etcd (ops/s; p50) | phalanx / pysyncobj |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for row in doc["throughput"]:
         if "rps_median" in row:
             shown = f"{row['rps_median']:,.0f} ({row['rps_min']:,.0f}-{row['rps_max']:,.0f})"
@@ -1000,14 +1188,17 @@ def markdown(doc: dict[str, Any]) -> str:
             vs_etcd = f"{row['vs_etcd']:.2f}x"
             if row.get("p50_vs_etcd") is not None:
                 vs_etcd += f"; p50 {row['p50_vs_etcd']:.2f}x"
+        vs_syncobj = f"{row['vs_pysyncobj']:.2f}x" if "vs_pysyncobj" in row else ""
         lines.append(f"| {row['test']} | {row['clients']} | {row['target']} | {shown} | {p50} "
-                     f"| {p99} | {ratio} | {vs_etcd} |")
+                     f"| {p99} | {ratio} | {vs_etcd} | {vs_syncobj} |")
     if not doc["throughput"]:
-        lines.append("| (not measured) | | | | | | | |")
+        lines.append("| (not measured) | | | | | | | | |")
     requests = ", ".join(f"{c} clients: {n}" for c, n in s["set_requests"].items())
     etcd_requests = ", ".join(f"{c} clients: {n}" for c, n in s["etcd_requests"].items())
     lines += ["", f"Requests per run: SET {requests}; GET {s['get_requests']} at "
-              f"{s['read_clients']} clients; etcd puts {etcd_requests}; keys random over "
+              f"{s['read_clients']} clients; etcd puts {etcd_requests}; PySyncObj writes "
+              + ", ".join(f"{c} threads: {n}" for c, n in s["pysyncobj_requests"].items())
+              + "; keys random over "
               f"{s['keyspace']:,}."]
     failures = [(r, e) for r in doc["throughput"] for e in r["failures"]]
     lines += [f"- failed: {r['target']} {r['test']} c={r['clients']}: {e}" for r, e in failures]
@@ -1030,7 +1221,10 @@ def markdown(doc: dict[str, Any]) -> str:
               "--heartbeat-interval 50 --election-timeout 250.",
               "- Redis Sentinel: 1 master + 2 replicas + 3 sentinels, down-after-milliseconds "
               "1000; a SET on a fresh connection, after an error the writer asks a sentinel "
-              "for the master.", "",
+              "for the master.",
+              "- pysyncobj: the same open-loop writer inside a surviving node's process, a "
+              "synchronous `set` per interval (forwarded to the leader); default timing "
+              "(election timeout 0.4-1.4 s).", "",
               "| target | fault | tries | median gap ms | min ms | max ms | every gap ms |",
               "|---|---|---:|---:|---:|---:|---|"]
     for row in doc["failover"]:
