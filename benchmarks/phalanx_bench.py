@@ -1156,9 +1156,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- data on: {m['data_filesystem']}",
         f"- wall time: {doc['wall_s']:.0f} s; {s['repeats']} repeat(s), targets alternating "
         "(order rotates per repeat)", "",
-        "Everything (3 phalanx nodes, redis, redis-benchmark, the failover writer) shares these "
-        "cores, and the machine is shared with other work: expect tens of percent of noise; "
-        "compare ratios, look at min-max.", "",
+        "Everything (3 phalanx nodes, redis, redis-benchmark, the etcd and PySyncObj clusters, "
+        "the load generators, the failover writers) shares these cores, and the machine is "
+        "shared with other work: expect tens of percent of noise; compare ratios, look at "
+        "min-max." + (f" Highest 1-minute load average seen at the start of a throughput run: "
+                      f"{max(r['load_1m'] for r in doc['runs']):.1f} on "
+                      f"{m['cpu_count']} CPUs." if doc["runs"] else ""), "",
     ]
     if doc["incomplete"]:
         lines += [f"**Incomplete run: {doc['incomplete']}**", ""]
@@ -1169,8 +1172,9 @@ def markdown(doc: dict[str, Any]) -> str:
               "etcd: 3 members (3.4, default timing), benchmarks/etcd_load (Go, etcd's clientv3 "
               "gRPC client, one connection per client up to 64) putting 3-byte values against "
               "the leader. pysyncobj: 3 PySyncObj nodes (each its own process, default "
-              "SyncObjConf: in-memory log, nothing fsynced), synchronous `set` calls from that "
-              "many threads inside the leader's process (PySyncObj clients are in-process).", "",
+              "SyncObjConf: in-memory log, nothing fsynced; autoTick every 50 ms, so one "
+              "synchronous write waits ~2 ticks), synchronous `set` calls from that many "
+              "threads inside the leader's process (PySyncObj clients are in-process).", "",
               "| test | clients | target | median ops/s (min-max) | p50 ms | p99 ms "
               "| phalanx / redis-aof | phalanx / etcd (ops/s; p50) | phalanx / pysyncobj |",
               "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -1193,7 +1197,9 @@ def markdown(doc: dict[str, Any]) -> str:
                      f"| {p99} | {ratio} | {vs_etcd} | {vs_syncobj} |")
     if not doc["throughput"]:
         lines.append("| (not measured) | | | | | | | | |")
-    requests = ", ".join(f"{c} clients: {n}" for c, n in s["set_requests"].items())
+    measured = sorted({(r["clients"], r["requests"]) for r in doc["runs"]
+                       if r["target"] == "phalanx" and r["test"] == "SET"})
+    requests = ", ".join(f"{c} clients: {n}" for c, n in (measured or s["set_requests"].items()))
     etcd_requests = ", ".join(f"{c} clients: {n}" for c, n in s["etcd_requests"].items())
     lines += ["", f"Requests per run: SET {requests}; GET {s['get_requests']} at "
               f"{s['read_clients']} clients; etcd puts {etcd_requests}; PySyncObj writes "
