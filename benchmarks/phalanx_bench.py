@@ -48,9 +48,6 @@ if str(HERE) not in sys.path:
 import resp_bench as rb  # noqa: E402  (same directory; shares the process and parsing helpers)
 
 SECTIONS = ("writes", "reads", "failover", "sigstop", "etcd", "pysyncobj")
-#: What `phalanx bench --only` defaults to in src/phalanx/cli.py (written before the later
-#: sections existed): that exact selection means "everything", so the default run includes them.
-LEGACY_DEFAULT = frozenset({"writes", "reads", "failover"})
 
 #: Peers this suite knows about: name -> (how to detect it, how to install it, measured here?).
 PEERS: dict[str, dict[str, Any]] = {
@@ -98,8 +95,7 @@ class Settings:
                    run_timeout_s=30.0, quick=True)
 
     def sections(self) -> set[str]:
-        chosen = set(self.only)
-        return set(SECTIONS) if chosen == LEGACY_DEFAULT else chosen
+        return set(self.only)
 
 
 def log(message: str) -> None:

@@ -884,10 +884,12 @@ def restart(node_id: str, data_dir: str, wait: bool, timeout: float) -> None:
               help="Rounds over every target (default 3; 1 with --quick).")
 @click.option("--output", "output", type=click.Path(file_okay=False), default=None,
               help="Where RESULTS.md and results.json go (default: the benchmarks/ directory).")
-@click.option("--only", default="writes,reads,failover", show_default=True,
-              help="Comma-separated sections to run: writes, reads, failover.")
+@click.option("--only", default="writes,reads,failover,sigstop,etcd,pysyncobj",
+              show_default=True,
+              help="Comma-separated sections to run: writes, reads, failover, sigstop, etcd, "
+                   "pysyncobj.")
 def bench(quick: bool, repeats: int | None, output: str | None, only: str) -> None:
-    """phalanx vs every installed peer (redis-server AOF, Redis Sentinel), side by side.
+    """phalanx vs every installed peer (redis-server AOF, Redis Sentinel, etcd, PySyncObj).
 
     Needs a source checkout (the suite lives in benchmarks/phalanx_bench.py) and redis-tools.
     """
