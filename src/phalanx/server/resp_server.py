@@ -574,29 +574,29 @@ class RespServer:
                                    f"{group.leaderless_for():.1f} s)")
             await asyncio.sleep(_LEADER_WAIT_STEP_S)
 
-    def _reroute(self, shard_id: int, slot: int | None) -> tuple[int, RaftGroup | None, bool]:
-        """(shard id, local replica or None, stale) for a slot, from the newest map; `stale`
-        means the local replica no longer owns the slot (a split the map has not caught up
-        with): wait and look again."""
-        if slot is not None:
-            current = self.node.cluster_map.shard_for_slot(slot)
-            if current is not None:
-                shard_id = current.id
-        group = self.node.local_group(shard_id)
-        stale = group is not None and slot is not None and not group.owns(slot)
-        return shard_id, group, stale
+    async def _route(self, shard_id: int, slot: int | None,
+                     deadline: float) -> tuple[int, RaftGroup | None]:
+        """(shard id, local replica or None) for a slot, from the newest map. While the local
+        replica no longer owns the slot (a split or merge the map has not caught up with), wait
+        and look again, until the deadline (-TRYAGAIN: nothing was done)."""
+        while True:
+            if slot is not None:
+                current = self.node.cluster_map.shard_for_slot(slot)
+                if current is not None:
+                    shard_id = current.id
+            group = self.node.local_group(shard_id)
+            if group is None or slot is None or group.owns(slot):
+                return shard_id, group
+            if time.monotonic() >= deadline:
+                raise CommandError(f"TRYAGAIN slot {slot} is moving between shards")
+            await asyncio.sleep(_LEADER_WAIT_STEP_S)
 
     async def _write(self, state: ClientState, name: bytes, arguments: list[bytes],
                      shard_id: int, slot: int | None = None) -> object:
         timeout = self.config.request_timeout_ms / 1000
         deadline = time.monotonic() + timeout
         while True:
-            shard_id, group, stale = self._reroute(shard_id, slot)
-            if stale:
-                if time.monotonic() >= deadline:
-                    raise CommandError(f"TRYAGAIN slot {slot} is moving between shards")
-                await asyncio.sleep(_LEADER_WAIT_STEP_S)
-                continue
+            shard_id, group = await self._route(shard_id, slot, deadline)
             if group is None:
                 return await self._remote(state, shard_id, arguments, deadline)
             leader = await self._leader_or_wait(group, deadline)
@@ -728,12 +728,7 @@ class RespServer:
         timeout = self.config.request_timeout_ms / 1000
         deadline = time.monotonic() + timeout
         while True:
-            shard_id, group, stale = self._reroute(shard_id, slot)
-            if stale:
-                if time.monotonic() >= deadline:
-                    raise CommandError(f"TRYAGAIN slot {slot} is moving between shards")
-                await asyncio.sleep(_LEADER_WAIT_STEP_S)
-                continue
+            shard_id, group = await self._route(shard_id, slot, deadline)
             if group is None:
                 return await self._remote(state, shard_id, arguments, deadline)
             if not state.readonly:
