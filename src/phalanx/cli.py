@@ -700,33 +700,53 @@ def readmit(node_id: str, data_dir: str, admin_token: str | None) -> None:
 @admin_token_option
 def split(data_dir: str, shard: int, at: int | None, admin_token: str | None) -> None:
     """Split a shard online: the slots from --at on move to a new shard on the same replicas."""
-    from phalanx.server import cluster as local
-
-    status = _any_admin(data_dir, "/status")
-    shards = {s.get("id"): s for s in status.get("shards") or []}
-    if shard not in shards:
-        _fail(f"no shard {shard} (shards: {', '.join(str(s) for s in sorted(shards))})", 2)
-    leader = shards[shard].get("leader")
-    nodes = {n.get("id"): n for n in status.get("nodes") or []}
-    address = (nodes.get(leader) or {}).get("admin") if leader else None
-    if not address:
+    shards = _cluster_shards(data_dir)
+    _require_shard(shards, shard)
+    leader, code, payload = _post_to_shard_leader(data_dir, shards[shard], "/split",
+                                                  {"shard": shard, "at": at}, admin_token, 15.0)
+    if leader is None:
         _fail(f"shard {shard} has no known leader with an admin address right now; retry")
-    try:
-        cluster = local.read_cluster_file(data_dir)
-        entry = next((e for e in cluster.nodes if e.id == leader), None)
-        token = admin_token if admin_token is not None else (
-            local.admin_token_for(entry) if entry is not None else "")
-        code, payload = local.admin_request(address, "/split", method="POST",
-                                            body={"shard": shard, "at": at}, token=token,
-                                            timeout=15.0)
-    except (OSError, local.ClusterError) as error:
-        _fail(f"cannot reach the leader {leader} of shard {shard}: {error}")
     if code != 200:
         message = payload.get("error") if isinstance(payload, dict) else payload
         _fail(f"{leader} refused the split: {message}")
     first, last = payload["slots"]
     click.echo(f"shard {shard} split: slots {first}-{last} are now shard {payload['new_shard']} "
                f"(same replicas; the placement driver spreads them from here)")
+
+
+def _cluster_shards(data_dir: str) -> dict[Any, dict[str, Any]]:
+    """The shards of the newest map a reachable node shows, by id (with the map's nodes)."""
+    status = _any_admin(data_dir, "/status")
+    nodes = {n.get("id"): n for n in status.get("nodes") or []}
+    return {s.get("id"): {**s, "_nodes": nodes} for s in status.get("shards") or []}
+
+
+def _require_shard(shards: dict[Any, dict[str, Any]], shard: int) -> None:
+    if shard not in shards:
+        _fail(f"no shard {shard} (shards: {', '.join(str(s) for s in sorted(shards))})", 2)
+
+
+def _post_to_shard_leader(data_dir: str, shard: dict[str, Any], path: str,
+                          body: dict[str, Any], admin_token: str | None,
+                          timeout: float) -> tuple[str | None, int, Any]:
+    """POST `body` to the admin API of the shard's leader: (leader or None when unknown, HTTP
+    code, payload); a connection failure is code 0 with the error as payload."""
+    from phalanx.server import cluster as local
+
+    leader = shard.get("leader")
+    address = (shard["_nodes"].get(leader) or {}).get("admin") if leader else None
+    if not address:
+        return None, 0, {"error": "no known leader"}
+    try:
+        cluster = local.read_cluster_file(data_dir)
+        entry = next((e for e in cluster.nodes if e.id == leader), None)
+        token = admin_token if admin_token is not None else (
+            local.admin_token_for(entry) if entry is not None else "")
+        code, payload = local.admin_request(address, path, method="POST", body=body,
+                                            token=token, timeout=timeout)
+    except (OSError, local.ClusterError) as error:
+        return str(leader), 0, {"error": f"cannot reach {leader}: {error}"}
+    return str(leader), code, payload
 
 
 @main.command()
@@ -739,32 +759,18 @@ def split(data_dir: str, shard: int, at: int | None, admin_token: str | None) ->
 def merge(data_dir: str, shard: int, source: int, timeout: float,
           admin_token: str | None) -> None:
     """Merge shard --with into --shard online (their replicas are co-located first)."""
-    from phalanx.server import cluster as local
-
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        status = _any_admin(data_dir, "/status")
-        shards = {s.get("id"): s for s in status.get("shards") or []}
+        shards = _cluster_shards(data_dir)
         if source not in shards and shard in shards:
             click.echo(f"shard {source} merged into shard {shard}")
             return
-        if shard not in shards:
-            _fail(f"no shard {shard} (shards: {', '.join(str(s) for s in sorted(shards))})", 2)
-        leader = shards[shard].get("leader")
-        nodes = {n.get("id"): n for n in status.get("nodes") or []}
-        address = (nodes.get(leader) or {}).get("admin") if leader else None
-        if address:
-            try:
-                cluster = local.read_cluster_file(data_dir)
-                entry = next((e for e in cluster.nodes if e.id == leader), None)
-                token = admin_token if admin_token is not None else (
-                    local.admin_token_for(entry) if entry is not None else "")
-                code, payload = local.admin_request(address, "/merge", method="POST",
-                                                    body={"shard": shard, "source": source},
-                                                    token=token, timeout=30.0)
-            except (OSError, local.ClusterError) as error:
-                code, payload = 0, {"error": str(error)}
+        _require_shard(shards, shard)
+        leader, code, payload = _post_to_shard_leader(
+            data_dir, shards[shard], "/merge", {"shard": shard, "source": source},
+            admin_token, 30.0)
+        if leader is not None:
             if code == 200:
                 click.echo(f"shard {source} merged into shard {shard}: slots "
                            f"{payload.get('slots')}")
