@@ -1,0 +1,24 @@
+"""Suite-wide rule: in CI no test may be skipped.
+
+Some tests skip when a tool is missing (haproxy, openssl, redis-server, network namespaces) so
+that a developer's laptop can still run the rest. `.ci/run` installs every such tool and sets
+PHALANX_NO_SKIPS=1: there, a skip would hide a check that should have run, so it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if os.environ.get("PHALANX_NO_SKIPS") == "1" and report.skipped \
+            and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = (f"skipped in CI (PHALANX_NO_SKIPS=1), which hides a check: "
+                           f"{report.longrepr}")
+    return report
