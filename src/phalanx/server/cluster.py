@@ -587,7 +587,8 @@ def wait_for_leader(nodes: Sequence[NodeEntry], timeout: float = 30.0, *,
                     log_paths: dict[str, Path] | None = None,
                     poll: float = 0.2,
                     cancelled: Callable[[], bool] | None = None) -> str:
-    """Poll /status until a majority names the same leader; return its id.
+    """Poll /status until every node answers and a majority names the same leader; return
+    its id.
 
     Fails early when a started process exits, and with StartupInterrupted as soon as
     `cancelled()` is true. On timeout the ClusterError names the nodes that
@@ -607,7 +608,9 @@ def wait_for_leader(nodes: Sequence[NodeEntry], timeout: float = 30.0, *,
                                    + _log_tails(dead, log_paths))
         statuses = query_status(nodes, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
         leader = agreed_leader(statuses)
-        if leader is not None and all_shards_led(statuses):
+        # Up = every node answers (its RESP listener is bound before its admin one) and every
+        # shard has a leader: a client may use any node at once.
+        if leader is not None and all_shards_led(statuses) and all(s.reachable for s in statuses):
             return leader
         if time.monotonic() >= deadline:
             break
