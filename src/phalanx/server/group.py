@@ -32,6 +32,7 @@ from phalanx.raft import (
     ConfState,
     EntryType,
     GroupId,
+    HardState,
     Index,
     InstallSnapshot,
     Message,
@@ -130,6 +131,9 @@ class RaftGroup:
         self.fatal_error: str | None = None
         self._snapshotting = False
         self.compacting = False
+        #: A hard state whose only change was the commit index, not yet written (see
+        #: `_handle_ready`); written with the next synced batch.
+        self._unsynced_hard: HardState | None = None
 
     # -- inputs from other tasks ---------------------------------------------------------------
     def step(self, message: Message) -> None:
@@ -319,9 +323,20 @@ class RaftGroup:
             for message in rd.messages:
                 if isinstance(message, InstallSnapshot):
                     self.metrics.snapshot_sent()
-        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+        hard_state = rd.hard_state
+        if hard_state is not None and not rd.must_sync:
+            # Only the commit index moved. It is volatile state (Raft paper, Figure 2): a
+            # restarted replica relearns it from the leader, and a stale one only delays
+            # applying. So it costs no fsync here (etcd's MustSync does the same); it rides
+            # along with the next batch that must be synced anyway.
+            self._unsynced_hard = hard_state
+            hard_state = None
+        if rd.entries or hard_state is not None or rd.snapshot is not None:
+            if hard_state is None and self._unsynced_hard is not None:
+                hard_state = self._unsynced_hard
+            self._unsynced_hard = None
             started = time.perf_counter()
-            await self.store.persist(rd.entries, rd.hard_state, rd.snapshot)
+            await self.store.persist(rd.entries, hard_state, rd.snapshot)
             self.metrics.observe_fsync(time.perf_counter() - started, len(rd.entries))
         if rd.persisted_messages:
             self._send([(group, message) for message in rd.persisted_messages])
