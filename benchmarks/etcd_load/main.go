@@ -9,6 +9,11 @@
 //	-mode load: N puts (random keys over -keyspace, -value-size bytes) from C concurrent clients
 //	  (each its own clientv3 connection unless -conns is smaller), one JSON line on stdout:
 //	  {"ops": N, "ok": .., "errors": .., "seconds": .., "rps": .., "p50_ms": .., "p99_ms": ..}
+//	-mode rate: open loop at a fixed rate: a put (or a linearizable get with -op get) every
+//	  1/-rate seconds for -duration, each in its own goroutine on one of -conns connections (8 by
+//	  default); latency from the request's scheduled time; one JSON line on stdout:
+//	  {"sent": .., "ok": .., "errors": .., "seconds": .., "achieved_rate": .., "p50_ms": ..,
+//	  "p90_ms": .., "p99_ms": .., "p999_ms": .., "max_ms": ..}
 //	-mode gap: open-loop writer for failover: every -interval a put in its own goroutine with a
 //	  -timeout deadline; one line per put on stdout, "<start unix ns> <end unix ns> <0|1>", until
 //	  stdin closes.
@@ -41,6 +46,9 @@ func main() {
 	valueSize := flag.Int("value-size", 3, "value bytes (redis-benchmark's default is 3)")
 	interval := flag.Duration("interval", 5*time.Millisecond, "put interval (gap)")
 	timeout := flag.Duration("timeout", 500*time.Millisecond, "per-put deadline (gap)")
+	rate := flag.Float64("rate", 500, "requests per second (rate)")
+	duration := flag.Duration("duration", 10*time.Second, "how long to send (rate)")
+	op := flag.String("op", "put", "put or get (rate)")
 	flag.Parse()
 	eps := strings.Split(*endpoints, ",")
 	newClient := func() *clientv3.Client {
@@ -98,6 +106,14 @@ func main() {
 		wg.Wait()
 		close(out)
 		time.Sleep(50 * time.Millisecond)
+		return
+	}
+	if *mode == "rate" {
+		nconns := *conns
+		if nconns <= 0 {
+			nconns = 8
+		}
+		runRate(newClient, nconns, *rate, *duration, *op, *keyspace, value)
 		return
 	}
 	nconns := *conns
@@ -159,6 +175,79 @@ func main() {
 		"ops": *total, "ok": len(all), "errors": errors, "seconds": seconds,
 		"rps": float64(len(all)) / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
 		"p999_ms": pct(0.999), "clients": *clients, "conns": nconns,
+	}
+	encoded, _ := json.Marshal(result)
+	fmt.Println(string(encoded))
+	for _, cli := range pool {
+		cli.Close()
+	}
+}
+
+func runRate(newClient func() *clientv3.Client, nconns int, rate float64, duration time.Duration,
+	op string, keyspace int, value string) {
+	pool := make([]*clientv3.Client, nconns)
+	for i := range pool {
+		pool[i] = newClient()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, _ = pool[i].Put(ctx, "warmup", value)
+		cancel()
+	}
+	total := int(rate * duration.Seconds())
+	interval := time.Duration(float64(time.Second) / rate)
+	latencies := make([]time.Duration, total)
+	oks := make([]bool, total)
+	var wg sync.WaitGroup
+	rng := rand.New(rand.NewSource(1))
+	start := time.Now().Add(50 * time.Millisecond)
+	for i := 0; i < total; i++ {
+		due := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(due); wait > 0 {
+			time.Sleep(wait)
+		}
+		key := fmt.Sprintf("key:%012d", rng.Intn(keyspace))
+		wg.Add(1)
+		go func(i int, due time.Time, key string) {
+			defer wg.Done()
+			cli := pool[i%nconns]
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			var err error
+			if op == "get" {
+				_, err = cli.Get(ctx, key)
+			} else {
+				_, err = cli.Put(ctx, key, value)
+			}
+			cancel()
+			latencies[i] = time.Since(due)
+			oks[i] = err == nil
+		}(i, due, key)
+	}
+	sendEnd := time.Since(start).Seconds()
+	wg.Wait()
+	var good []time.Duration
+	errors := 0
+	for i := range latencies {
+		if oks[i] {
+			good = append(good, latencies[i])
+		} else {
+			errors++
+		}
+	}
+	sort.Slice(good, func(a, b int) bool { return good[a] < good[b] })
+	pct := func(p float64) float64 {
+		if len(good) == 0 {
+			return 0
+		}
+		idx := int(p * float64(len(good)))
+		if idx >= len(good) {
+			idx = len(good) - 1
+		}
+		return float64(good[idx].Microseconds()) / 1000.0
+	}
+	result := map[string]interface{}{
+		"target_rate": rate, "sent": total, "ok": len(good), "errors": errors,
+		"seconds": sendEnd, "achieved_rate": float64(len(good)) / sendEnd,
+		"p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+		"max_ms": pct(1.0), "op": op, "conns": nconns,
 	}
 	encoded, _ := json.Marshal(result)
 	fmt.Println(string(encoded))
