@@ -1,4 +1,4 @@
-"""The shared storage contract, run against the in-memory reference and the SQLite store."""
+"""The shared storage contract, run against the in-memory reference, the SQLite and the WAL store."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from phalanx.raft.storage import LogWriter, MemoryStorage
 from phalanx.raft.types import ConfState
 from phalanx.storage.sqlite import SqliteLogStore
+from phalanx.storage.wal import WalLogStore
 from phalanx.testing.storage_contract import CONTRACT, StoreHarness
 
 
@@ -32,32 +33,52 @@ class SqliteHarness:
 
     def __init__(self, root: Path) -> None:
         self._root = root
-        self._open: list[SqliteLogStore] = []
+        self._open: list[SqliteLogStore | WalLogStore] = []
 
-    def create(self, conf_state: ConfState | None = None) -> LogWriter:
-        store = SqliteLogStore(self._root / f"store-{len(self._open)}", conf_state)
+    def _open_store(self, directory: Path, conf_state: ConfState | None) -> LogWriter:
+        store = SqliteLogStore(directory, conf_state)
         self._open.append(store)
         return store
 
+    def create(self, conf_state: ConfState | None = None) -> LogWriter:
+        return self._open_store(self._root / f"store-{len(self._open)}", conf_state)
+
     def reopen(self, store: LogWriter) -> LogWriter:
-        if not isinstance(store, SqliteLogStore):
-            raise TypeError(f"not a SqliteLogStore: {store!r}")
+        if not isinstance(store, SqliteLogStore | WalLogStore):
+            raise TypeError(f"not a durable store: {store!r}")
         store.close()
-        reopened = SqliteLogStore(store.directory)
-        self._open.append(reopened)
-        return reopened
+        return self._open_store(store.directory, None)
 
     def close_all(self) -> None:
         for store in self._open:
             store.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+class WalHarness(SqliteHarness):
+    """WalLogStore with tiny segments (so the contract rotates and deletes them) and without."""
+
+    def __init__(self, root: Path, segment_bytes: int) -> None:
+        super().__init__(root)
+        self._segment_bytes = segment_bytes
+
+    def _open_store(self, directory: Path, conf_state: ConfState | None) -> LogWriter:
+        store = WalLogStore(directory, conf_state, segment_bytes=self._segment_bytes)
+        self._open.append(store)
+        return store
+
+
+@pytest.fixture(params=["memory", "sqlite", "wal", "wal-small-segments"])
 def harness(request: pytest.FixtureRequest) -> Iterator[StoreHarness]:
     with tempfile.TemporaryDirectory(prefix="phalanx-contract-") as root:
-        chosen: MemoryHarness | SqliteHarness = (
-            MemoryHarness() if request.param == "memory" else SqliteHarness(Path(root))
-        )
+        chosen: MemoryHarness | SqliteHarness
+        if request.param == "memory":
+            chosen = MemoryHarness()
+        elif request.param == "sqlite":
+            chosen = SqliteHarness(Path(root))
+        elif request.param == "wal":
+            chosen = WalHarness(Path(root), segment_bytes=64 << 20)
+        else:
+            chosen = WalHarness(Path(root), segment_bytes=300)
         try:
             yield chosen
         finally:
