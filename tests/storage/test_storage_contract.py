@@ -1,4 +1,4 @@
-"""The shared storage contract, run against the in-memory reference, the SQLite and the WAL store."""
+"""The shared storage contract, run on the in-memory reference, the SQLite and the WAL store."""
 
 from __future__ import annotations
 

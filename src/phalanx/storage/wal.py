@@ -126,7 +126,6 @@ BATCH: Final = 2
 SNAPSHOT: Final = 3
 COMPACT: Final = 4
 _RECORD_TYPES: Final = frozenset({CHECKPOINT, BATCH, SNAPSHOT, COMPACT})
-_MAX_PAYLOAD: Final = 1 << 31
 
 DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 DEFAULT_PREALLOCATE_BYTES: Final = 4 << 20
@@ -199,7 +198,9 @@ class _Replay:
         if version != FORMAT_VERSION:
             raise Corrupt(f"{where}: unsupported WAL format version {version!r}")
         hard_state = HardState(
-            term=Term(_int(hard_term)), vote=NodeId(_str(hard_vote)), commit=Index(_int(hard_commit))
+            term=Term(_int(hard_term)),
+            vote=NodeId(_str(hard_vote)),
+            commit=Index(_int(hard_commit)),
         )
         meta = SnapshotMeta(
             index=Index(_int(snap_index)),
@@ -251,7 +252,10 @@ class _Replay:
                     raise Corrupt(f"{where}: malformed entry {number}")
                 self.entries.append(
                     Entry(
-                        term=Term(_int(term)), index=Index(number), type=_ENTRY_TYPES[kind], data=data
+                        term=Term(_int(term)),
+                        index=Index(number),
+                        type=_ENTRY_TYPES[kind],
+                        data=data,
                     )
                 )
         if hard is not None:
@@ -509,7 +513,13 @@ class WalLogStore:
                         replay.compact(fields, where)
                 except Corrupt:
                     raise
-                except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as exc:
+                except (
+                    ValueError,
+                    TypeError,
+                    IndexError,
+                    KeyError,
+                    msgpack.UnpackException,
+                ) as exc:
                     raise Corrupt(f"{where}: malformed record: {exc}") from exc
             segments.append(_Segment(seq, path, start_last))
         if scan.torn is not None:
@@ -789,7 +799,9 @@ class WalLogStore:
                 new_entries = [entry for entry in entries if entry.index > offset]
             if new_entries:
                 first = new_entries[0].index
-                require(first <= last + 1, f"missing log entries before {first} (last index {last})")
+                require(
+                    first <= last + 1, f"missing log entries before {first} (last index {last})"
+                )
                 if [e.index for e in new_entries] != list(range(first, first + len(new_entries))):
                     for previous, entry in itertools.pairwise(new_entries):
                         if entry.index != previous.index + 1:
