@@ -72,6 +72,12 @@ class _PendingWrite:
     started: float
 
 
+def _retrieve(future: asyncio.Future[int]) -> None:
+    """Mark a shared read future's exception as seen (its waiters may all have gone)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class RaftGroup:
     """A Raft replica of one shard, driven by asyncio."""
 
@@ -114,6 +120,10 @@ class RaftGroup:
         self.wake.set()
         self.pending_writes: dict[int, _PendingWrite] = {}
         self.pending_reads: dict[bytes, asyncio.Future[int]] = {}
+        #: When each pending read request was made (perf_counter), for `expire_pending`.
+        self.read_started: dict[bytes, float] = {}
+        #: The read request new reads may still join (see `read_index_future`).
+        self._open_read: asyncio.Future[int] | None = None
         self.apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.read_sequence = 0
         self.last_role = self.raw.raft.role
@@ -244,25 +254,58 @@ class RaftGroup:
                 pending.future.set_exception(OutcomeUnknown(
                     f"the write (log index {index}) was proposed but not confirmed within "
                     f"{max_age_s:.1f} s"))
-        return len(expired)
+        stale_reads = [context for context, started in self.read_started.items()
+                       if started < horizon]
+        for context in stale_reads:
+            del self.read_started[context]
+            read_future = self.pending_reads.pop(context, None)
+            if read_future is not None and not read_future.done():
+                # A follower's request to a leader that died, or a round that never
+                # completed: nothing was read, so the client may simply retry.
+                read_future.set_exception(NotLeader(
+                    self.leader or None, f"no read confirmation within {max_age_s:.1f} s"))
+        return len(expired) + len(stale_reads)
 
-    async def read_barrier(self, timeout: float) -> None:
-        """Wait until a linearizable read may be served locally (ReadIndex, diss. §6.4)."""
-        started = time.perf_counter()
+    def lease_read_ready(self) -> bool:
+        """True if a linearizable read may be served from the local state right now, with no
+        message and no wait: this replica leads, holds its lease (`lease_reads`, diss. §6.4.1),
+        and has applied everything committed."""
+        index = self.raw.raft.lease_read_index()
+        return index is not None and self.raw.raft.log.applied >= index
+
+    def read_index_future(self) -> asyncio.Future[int]:
+        """A future of the index at which a linearizable read arriving now may be served
+        (ReadIndex, diss. §6.4): once the state machine has applied it, the local state is
+        fresh enough. Raises `NotLeader` at once if no leader is known.
+
+        Batched: every read that arrives before the Ready loop next runs shares one request.
+        That is safe because the request's leadership check (the heartbeat round on the
+        leader, or the ReadIndexRequest a follower sends) leaves only when the loop runs, i.e.
+        after all of those reads arrived, and the index is the commit index at the first of
+        them, which is no later than at any of them (we serve from the state applied at reply
+        time, at or after that index). The future is shared: await it through `shield`.
+        """
+        shared = self._open_read
+        if shared is not None and not shared.done():
+            return shared
         self.read_sequence += 1
         context = self.read_sequence.to_bytes(8, "big")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.raw.read_index(context)  # NotLeader: nothing registered
         self.pending_reads[context] = future
-        try:
-            self.raw.read_index(context)
-        except NotLeader:
-            self.pending_reads.pop(context, None)
-            raise
+        self.read_started[context] = time.perf_counter()
+        self._open_read = future
+        future.add_done_callback(_retrieve)
         self.wake.set()
-        try:
-            index = await asyncio.wait_for(future, timeout)
-        finally:
-            self.pending_reads.pop(context, None)
+        return future
+
+    async def read_barrier(self, timeout: float) -> None:
+        """Wait until a linearizable read may be served locally (ReadIndex, diss. §6.4)."""
+        if self.lease_read_ready():
+            return
+        started = time.perf_counter()
+        future = self.read_index_future()
+        index = await asyncio.wait_for(asyncio.shield(future), timeout)
         await self.wait_applied(index, timeout)
         self.metrics.observe_read_index(time.perf_counter() - started)
 
@@ -292,7 +335,12 @@ class RaftGroup:
                 await self.wake.wait()
                 self.wake.clear()
                 processed = 0
-                while not self.stopped and (rd := self.raw.ready()) is not None:
+                while not self.stopped:
+                    # Reads arriving from now on need a request sent after them.
+                    self._open_read = None
+                    rd = self.raw.ready()
+                    if rd is None:
+                        break
                     await self._handle_ready(rd)
                     processed += 1
                     if processed % 64 == 0:
@@ -376,6 +424,7 @@ class RaftGroup:
             self.metrics.observe_apply_batch(len(rd.committed_entries),
                                              time.perf_counter() - apply_started)
         for state in rd.read_states:
+            self.read_started.pop(state.context, None)
             read_future = self.pending_reads.pop(state.context, None)
             if read_future is None or read_future.done():
                 continue
@@ -439,6 +488,7 @@ class RaftGroup:
             if not future.done():
                 future.set_exception(StorageError(str(error)))
         self.pending_reads.clear()
+        self.read_started.clear()
         for _, waiter in self.apply_waiters:
             if not waiter.done():
                 waiter.set_exception(StorageError(str(error)))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -152,6 +153,18 @@ def _error_text(error: PhalanxError) -> str:
 
 #: Read commands a proxying node splits over shards instead of answering -CROSSSLOT.
 _FAN_OUT_READS = frozenset({b"MGET", b"EXISTS"})
+
+
+def _copy_outcome(out: asyncio.Future[object], task: asyncio.Future[object]) -> None:
+    """Resolve `out` as `task` ended (a callback chaining a task into a waiting future)."""
+    if out.done():
+        return
+    if task.cancelled():
+        out.cancel()
+    elif (error := task.exception()) is not None:
+        out.set_exception(error)
+    else:
+        out.set_result(task.result())
 
 
 def _moved_slot(reply: object) -> bool:
@@ -488,8 +501,62 @@ class RespServer:
             state.last_write = future
             return future
         previous = state.last_write
+        if not state.readonly and (previous is None or previous.done()):
+            group = self.node.local_group(shard.id)
+            if group is not None and group.shard is not None and group.owns(slot) \
+                    and group.leader and not group.stopped:
+                fast = self._fast_read(state, group, name, arguments, shard.id, slot)
+                if fast is not None:
+                    return fast
         return loop.create_task(self._guard(self._read(state, name, arguments, previous,
                                                        shard.id, slot)))
+
+    def _fast_read(self, state: ClientState, group: RaftGroup, name: bytes,
+                   arguments: list[bytes], shard_id: int, slot: int) -> object:
+        """A linearizable read without a task per command: served at once under the leader's
+        lease, else when the group's batched ReadIndex confirms (`read_index_future`). Returns
+        encoded bytes, a future of the reply, or None (take the general path)."""
+        shard_machine = group.shard
+        assert shard_machine is not None
+        args = tuple(arguments[1:])
+        if group.lease_read_ready():
+            reply = shard_machine.read(name, args, int(time.time() * 1000))
+            return None if _moved_slot(reply) else self._encode(state, reply, name)
+        try:
+            barrier = group.read_index_future()
+        except NotLeader:
+            return None
+        loop = asyncio.get_running_loop()
+        out: asyncio.Future[object] = loop.create_future()
+        started = time.perf_counter()
+
+        def general_path() -> None:
+            task = loop.create_task(self._guard(self._read(state, name, arguments, None,
+                                                           shard_id, slot)))
+            task.add_done_callback(functools.partial(_copy_outcome, out))
+
+        def confirmed(barrier: asyncio.Future[int]) -> None:
+            if out.done():
+                return
+            if barrier.cancelled() or barrier.exception() is not None:
+                general_path()  # leadership moved: the general path waits and retries
+                return
+            if group.raw.raft.log.applied < barrier.result() or group.stopped:
+                general_path()
+                return
+            group.metrics.observe_read_index(time.perf_counter() - started)
+            try:
+                reply = shard_machine.read(name, args, int(time.time() * 1000))
+            except PhalanxError as error:
+                out.set_exception(error)
+                return
+            if _moved_slot(reply):
+                general_path()
+            else:
+                out.set_result(reply)
+
+        barrier.add_done_callback(confirmed)
+        return out
 
     async def _multi_shard_read(self, state: ClientState, name: bytes, args: tuple[bytes, ...],
                                 previous: asyncio.Future[object] | None) -> object:
