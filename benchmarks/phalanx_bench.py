@@ -47,7 +47,10 @@ if str(HERE) not in sys.path:
 
 import resp_bench as rb  # noqa: E402  (same directory; shares the process and parsing helpers)
 
-SECTIONS = ("writes", "reads", "failover", "sigstop", "etcd", "pysyncobj")
+SECTIONS = ("writes", "reads", "failover", "sigstop", "etcd", "pysyncobj", "latency", "scale",
+            "recovery", "memory", "soak")
+#: Sections that start their own clusters (benchmarks/bench_sections.py), run before the rest.
+ISOLATED = ("scale", "recovery", "memory", "soak")
 
 #: Peers this suite knows about: name -> (how to detect it, how to install it, measured here?).
 PEERS: dict[str, dict[str, Any]] = {
@@ -86,13 +89,40 @@ class Settings:
     #: Peers to treat as not installed (the smoke test uses this to see the "skipped" path).
     assume_missing: frozenset[str] = frozenset()
     quick: bool = False
+    #: reads: also GET through a follower (ReadIndex via the leader) and on a --lease-reads
+    #: cluster; the keyspace is loaded first everywhere, so every GET hits.
+    read_variants: bool = True
+    #: latency: fixed rates (requests/s) and seconds per open-loop run.
+    latency_rates: tuple[float, ...] = (500.0, 2000.0)
+    latency_seconds: float = 10.0
+    #: scale: (nodes, shards) per row, SET requests per row (split over the nodes).
+    scale_configs: tuple[tuple[int, int], ...] = ((3, 1), (3, 3), (3, 9), (6, 1), (6, 3),
+                                                  (6, 9))
+    scale_requests: int = 10000
+    #: recovery: data sizes (keys), SET requests per size; memory: keys.
+    recovery_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    recovery_set_requests: int = 20000
+    memory_keys: int = 1_000_000
+    #: Snapshot cadence of the recovery/memory cluster (None: the node defaults, 20000/2000).
+    snapshot_every_entries: int | None = None
+    snapshot_keep_entries: int = 2000
+    #: soak: seconds, mixed SET/GET rate, keys, RSS/disk sample interval.
+    soak_seconds: float = 120.0
+    soak_rate: float = 500.0
+    soak_keys: int = 10000
+    soak_sample_s: float = 10.0
 
     @classmethod
     def quick_settings(cls) -> Settings:
         return cls(repeats=1, set_requests={1: 300, 50: 3000}, get_requests=5000,
                    failover_tries=1, sigstop_tries=1, etcd_requests={1: 300, 50: 3000},
                    pysyncobj_requests={1: 50, 16: 300},
-                   run_timeout_s=30.0, quick=True)
+                   run_timeout_s=30.0, quick=True, keyspace=20000,
+                   latency_rates=(500.0,), latency_seconds=3.0,
+                   scale_configs=((3, 3),), scale_requests=3000,
+                   recovery_sizes=(10_000,), recovery_set_requests=3000, memory_keys=10_000,
+                   snapshot_every_entries=500, snapshot_keep_entries=50,
+                   soak_seconds=20.0, soak_sample_s=5.0, soak_keys=2000)
 
     def sections(self) -> set[str]:
         return set(self.only)
@@ -130,6 +160,8 @@ class Processes:
         self.root = root
         self.children: list[subprocess.Popen[bytes]] = []
         self.cluster: rb.Phalanx | None = None
+        #: Clusters of the isolated sections and the lease-reads cluster (stopped by close()).
+        self.extra_clusters: list[rb.Phalanx] = []
         self.notes: list[str] = []
 
     def spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -142,6 +174,9 @@ class Processes:
     def close(self) -> None:
         if self.cluster is not None:
             self.notes += self.cluster.stop()
+        for cluster in list(self.extra_clusters):
+            self.notes += cluster.stop()
+        self.extra_clusters.clear()
         for process in self.children:
             rb.stop_process(process, grace=3.0)
         self.notes.append(f"stopped {len(self.children)} child process(es) by pid")
@@ -249,7 +284,8 @@ def throughput_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     keys = sorted({(r["test"], r["clients"]) for r in runs}, key=lambda k: (k[0] != "SET", k[1]))
     for test, clients in keys:
-        for target in ("phalanx", "redis-aof-always", "etcd", "pysyncobj"):
+        for target in ("phalanx", "phalanx-follower", "phalanx-lease", "redis-aof-always",
+                       "etcd", "pysyncobj"):
             chosen = [r for r in runs if (r["target"], r["test"], r["clients"])
                       == (target, test, clients)]
             if not chosen:
@@ -268,7 +304,7 @@ def throughput_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_key = {(r["target"], r["test"], r["clients"]): r for r in rows}
     for row in rows:
         other = by_key.get(("redis-aof-always", row["test"], row["clients"]))
-        if row["target"] == "phalanx" and other and row.get("rps_median") and \
+        if row["target"].startswith("phalanx") and other and row.get("rps_median") and \
                 other.get("rps_median"):
             row["vs_redis_aof_always"] = row["rps_median"] / other["rps_median"]
         etcd = by_key.get(("etcd", row["test"], row["clients"]))
@@ -946,7 +982,8 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         if not installed(peer, settings):
             skipped[peer] = skip_note(peer, settings)
             log(f"{peer}: {skipped[peer]}")
-    want_etcd = "etcd" in sections and bool({"writes", "failover", "sigstop"} & sections)
+    want_etcd = "etcd" in sections and bool({"writes", "failover", "sigstop", "latency"}
+                                              & sections)
     missing_etcd = [p for p in ("etcd", "etcdctl", "go") if not installed(p, settings)]
     if "etcd" not in sections:
         skipped["etcd"] = "skipped: not selected (--only)"
@@ -969,6 +1006,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
     have_sentinel = have_redis and "redis-sentinel" not in skipped
     runs: list[dict[str, Any]] = []
     failover: dict[str, list[dict[str, Any]]] = {}
+    more_out: dict[str, Any] = {}
     processes = Processes(root)
     interrupted = ""
 
@@ -978,14 +1016,32 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
     try:
-        base, loopback = rb.pick_cluster_addresses(3, __import__("random").Random())
-        cluster = rb.Phalanx(root / "phalanx", base, loopback)
-        processes.cluster = cluster
-        cluster.data_dir.mkdir()
-        cluster.start(3, timeout=90)
-        log(f"phalanx up: {', '.join(n['id'] + '@' + n['resp'] for n in cluster.nodes)}")
+        import bench_sections as more
+
+        # The sections with their own clusters first, while nothing else runs.
+        if "scale" in sections:
+            if have_benchmark:
+                more_out["scale"] = more.scale_section(processes, settings)
+            else:
+                skipped["scale"] = "skipped: redis-benchmark not installed"
+        if {"recovery", "memory"} & sections:
+            if have_redis and have_benchmark:
+                more_out["data"] = more.data_section(processes, settings, "recovery" in sections,
+                                                  "memory" in sections)
+            else:
+                skipped["recovery/memory"] = "skipped: redis-server/redis-benchmark not installed"
+        if "soak" in sections:
+            more_out["soak"] = more.soak_section(processes, settings)
+        cluster = None
+        if {"writes", "reads", "failover", "sigstop", "latency"} & sections:
+            base, loopback = rb.pick_cluster_addresses(3, __import__("random").Random())
+            cluster = rb.Phalanx(root / "phalanx", base, loopback)
+            processes.cluster = cluster
+            cluster.data_dir.mkdir()
+            cluster.start(3, timeout=90)
+            log(f"phalanx up: {', '.join(n['id'] + '@' + n['resp'] for n in cluster.nodes)}")
         redis_aof = None
-        if have_redis and {"writes", "reads"} & sections:
+        if have_redis and {"writes", "reads", "latency"} & sections:
             redis_aof = rb.start_redis("redis-aof-always", root,
                                        ["--save", "", "--appendonly", "yes",
                                         "--appendfsync", "always"])
@@ -1015,6 +1071,19 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                 skipped["pysyncobj"] = f"skipped: {error}"
                 log(f"pysyncobj: {skipped['pysyncobj']}")
                 pysyncobj = None
+        lease: rb.Phalanx | None = None
+        if "reads" in sections and settings.read_variants and have_benchmark:
+            # Every GET hits: the keyspace is loaded into every read target first.
+            assert cluster is not None
+            lease = more.start_cluster(processes, "phalanx-lease", 3, ["--lease-reads"])
+            log("phalanx-lease up (--lease-reads); loading "
+                f"{settings.keyspace:,} keys into the read targets ...")
+            for who in (cluster, lease):
+                host, port = more.hostport(more.shard_leader(who).resp)
+                more.load_keys(host, port, 0, settings.keyspace)
+            if redis_aof is not None:
+                more.load_keys(redis_aof.host, redis_aof.port, 0, settings.keyspace,
+                               batch=5000)
         plan: list[tuple[str, int, int]] = []
         if "writes" in sections:
             set_requests = dict(settings.set_requests)
@@ -1034,6 +1103,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         elif plan:
             targets = ((["phalanx"] + (["redis-aof-always"] if redis_aof else []))
                        if {"writes", "reads"} & sections else [])
+            targets += ["phalanx-follower", "phalanx-lease"] if lease is not None else []
             targets += ["etcd"] if etcd_binary is not None else []
             targets += ["pysyncobj"] if pysyncobj is not None else []
             for repeat in range(1, settings.repeats + 1):
@@ -1057,18 +1127,34 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                                                            settings.pysyncobj_requests[clients],
                                                            repeat, settings))
                             continue
-                        if target == "phalanx":
+                        if target in ("phalanx-follower", "phalanx-lease"):
+                            if test != "GET":
+                                continue
+                            assert cluster is not None and lease is not None
+                            if target == "phalanx-lease":
+                                host, port = more.hostport(more.shard_leader(lease).resp)
+                            else:
+                                leader = more.shard_leader(cluster).id
+                                host, port = more.hostport(next(
+                                    e for e in more.entries(cluster) if e.id != leader).resp)
+                        elif target == "phalanx":
+                            assert cluster is not None
                             _node, host, port = phalanx_leader(cluster)
                         else:
                             assert redis_aof is not None
                             host, port = redis_aof.host, redis_aof.port
                         runs.append(run_load(target, host, port, test, clients, requests,
                                              repeat, settings))
+        if lease is not None:
+            more.stop_cluster(processes, lease)
+        if "latency" in sections:
+            more_out["latency"] = more.latency_section(
+                latency_targets(cluster, redis_aof, etcd_binary, etcds, settings), settings)
         sentinels = Sentinels(root / "sentinel", processes)
         for how, section in (("kill", "failover"), ("stop", "sigstop")):
             if section not in sections:
                 continue
-            if {"writes", "reads", "failover", "sigstop"} & sections:
+            if cluster is not None:
                 failover[f"phalanx|{how}"] = phalanx_failover(cluster, settings, how)
             if etcd_binary is not None:
                 for profile, etcd in etcds.items():
@@ -1109,18 +1195,61 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                      "pysyncobj_requests": settings.pysyncobj_requests,
                      "writer_interval_ms": settings.writer_interval_s * 1000,
                      "writer_timeout_ms": settings.writer_timeout_s * 1000,
-                     "only": list(settings.only)},
+                     "only": list(settings.only),
+                     "latency_rates": list(settings.latency_rates),
+                     "latency_seconds": settings.latency_seconds,
+                     "scale_configs": [list(c) for c in settings.scale_configs],
+                     "scale_requests": settings.scale_requests,
+                     "recovery_sizes": list(settings.recovery_sizes),
+                     "recovery_set_requests": settings.recovery_set_requests,
+                     "memory_keys": settings.memory_keys,
+                     "snapshot_every_entries": settings.snapshot_every_entries,
+                     "soak_seconds": settings.soak_seconds, "soak_rate": settings.soak_rate,
+                     "soak_keys": settings.soak_keys, "soak_sample_s": settings.soak_sample_s},
         "wall_s": round(wall, 1), "incomplete": interrupted, "skipped": skipped,
         "work_dir": str(root),
         "throughput": throughput_rows(runs),
         "failover": [gap_summary(t, tries) for t, tries in failover.items()],
         "runs": runs, "failover_tries": failover, "cleanup": processes.notes,
+        "latency": more_out.get("latency", []), "scale": more_out.get("scale", []),
+        "data": more_out.get("data"), "recovery_measured": "recovery" in sections,
+        "memory_measured": "memory" in sections, "soak": more_out.get("soak"),
     }
     document["failover_ratio"] = _failover_ratio(document["failover"])
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (output_dir / "RESULTS.md").write_text(markdown(document))
     return document
+
+
+def latency_targets(cluster: rb.Phalanx | None, redis_aof: rb.RedisServer | None,
+                    etcd_binary: Path | None, etcds: dict[str, Etcd],
+                    settings: Settings) -> dict[str, Callable[[str, float, float], Any]]:
+    """name -> run(test, rate, seconds) for the latency section."""
+    import bench_sections as more
+
+    targets: dict[str, Callable[[str, float, float], Any]] = {}
+    if cluster is not None:
+        def on_phalanx(test: str, rate: float, seconds: float) -> Any:
+            assert cluster is not None
+            _node, host, port = phalanx_leader(cluster)
+            return more.openloop(host, port, test.lower(), rate, seconds, settings.keyspace)
+        targets["phalanx"] = on_phalanx
+    if redis_aof is not None:
+        def on_redis(test: str, rate: float, seconds: float) -> Any:
+            assert redis_aof is not None
+            return more.openloop(redis_aof.host, redis_aof.port, test.lower(), rate, seconds,
+                                 settings.keyspace)
+        targets["redis-aof-always"] = on_redis
+    if etcd_binary is not None and "etcd" in etcds:
+        def on_etcd(test: str, rate: float, seconds: float) -> Any:
+            assert etcd_binary is not None
+            leader = wait_for(etcds["etcd"].leader, 30, "an etcd leader", poll=0.2)
+            return more.etcd_rate(etcd_binary, etcds["etcd"].endpoint(leader),
+                                  "put" if test == "SET" else "get", rate, seconds,
+                                  settings.keyspace)
+        targets["etcd"] = on_etcd
+    return targets
 
 
 def _failover_ratio(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -1244,6 +1373,9 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["", "phalanx median gap / peer median gap, same fault (below 1 = phalanx "
                   "recovers faster): " + "; ".join(
                       f"vs {k}: {v:.2f}x" for k, v in doc["failover_ratio"].items()) + "."]
+    import bench_sections as more
+
+    lines += more.markdown(doc)
     lines += ["", "## Peers not measured", ""]
     if doc["skipped"]:
         lines += [f"- {peer}: {note}" for peer, note in doc["skipped"].items()]

@@ -890,12 +890,18 @@ def restart(node_id: str, data_dir: str, wait: bool, timeout: float) -> None:
               help="Rounds over every target (default 3; 1 with --quick).")
 @click.option("--output", "output", type=click.Path(file_okay=False), default=None,
               help="Where RESULTS.md and results.json go (default: the benchmarks/ directory).")
-@click.option("--only", default="writes,reads,failover,sigstop,etcd,pysyncobj",
+@click.option("--only", default="writes,reads,failover,sigstop,etcd,pysyncobj,latency,scale,"
+                              "recovery,memory,soak",
               show_default=True,
               help="Comma-separated sections to run: writes, reads, failover, sigstop, etcd, "
-                   "pysyncobj.")
-def bench(quick: bool, repeats: int | None, output: str | None, only: str) -> None:
-    """phalanx vs every installed peer (redis-server AOF, Redis Sentinel, etcd, PySyncObj).
+                   "pysyncobj, latency, scale, recovery, memory, soak.")
+@click.option("--soak-seconds", type=float, default=None,
+              help="Length of the soak section's steady workload (default 120; 20 with "
+                   "--quick; 3600 for the issue's one-hour check).")
+def bench(quick: bool, repeats: int | None, output: str | None, only: str,
+          soak_seconds: float | None) -> None:
+    """phalanx vs every installed peer (redis-server AOF, Redis Sentinel, etcd, PySyncObj),
+    plus latency at a fixed rate, scale, recovery, memory and a soak (benchmarks/README.md).
 
     Needs a source checkout (the suite lives in benchmarks/phalanx_bench.py) and redis-tools.
     """
@@ -918,6 +924,10 @@ def bench(quick: bool, repeats: int | None, output: str | None, only: str) -> No
         if repeats < 1:
             _fail("--repeats: must be >= 1", 2)
         settings.repeats = repeats
+    if soak_seconds is not None:
+        if soak_seconds <= 0:
+            _fail("--soak-seconds: must be > 0", 2)
+        settings.soak_seconds = soak_seconds
     default_dir = benchmarks / "results" / "quick" if quick else benchmarks
     directory = Path(output) if output else default_dir
     document = suite.run_suite(settings, directory)

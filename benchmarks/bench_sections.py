@@ -1,0 +1,762 @@
+"""The `phalanx bench` sections that start their own clusters or measure over time (issue 7):
+
+- latency:  p50/p99/p99.9 at fixed moderate rates (benchmarks/openloop.py; etcd_load -mode rate)
+- scale:    SET throughput for 1/3/9 shards on 3 and 6 nodes (redis-benchmark on every node)
+- recovery: restart time, snapshot catch-up time and rate, write throughput as data grows
+- memory:   RSS per node with N small keys vs redis-server's used_memory for the same keys
+- soak:     a mixed workload at a fixed rate for --soak-seconds, RSS and disk sampled
+
+Used by phalanx_bench.run_suite (which owns the Processes registry, the peers and the report).
+Every cluster started here is registered with `processes.extra_clusters` before it starts, so
+`Processes.close()` stops it (by pid) whatever happens; each is also stopped and its directory
+removed as soon as its section is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import resp_bench as rb
+
+if TYPE_CHECKING:
+    from phalanx_bench import Processes, Settings
+
+HERE = Path(__file__).resolve().parent
+OPENLOOP = HERE / "openloop.py"
+VALUE = b"xxx"  # redis-benchmark's default 3-byte value
+
+
+def log(message: str) -> None:
+    rb.log(message)
+
+
+def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll)
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+def start_cluster(processes: Processes, name: str, nodes: int, extra: list[str],
+                  timeout: float = 120.0) -> rb.Phalanx:
+    """`phalanx up --nodes N <extra>` in processes.root/name; returns once every node is
+    ready (admin /ready: every local replica knows its leader and has applied its log)."""
+    base, loopback = rb.pick_cluster_addresses(nodes, random.Random())
+    cluster = rb.Phalanx(processes.root / name, base, loopback)
+    processes.extra_clusters.append(cluster)
+    cluster.data_dir.mkdir(parents=True)
+    cluster.start(nodes, timeout=timeout, extra=extra)
+    wait_for(lambda: all(ready(e) for e in entries(cluster)), 90,
+             f"{name}: every node ready", poll=0.2)
+    return cluster
+
+
+def stop_cluster(processes: Processes, cluster: rb.Phalanx) -> None:
+    processes.notes += cluster.stop()
+    with contextlib.suppress(ValueError):
+        processes.extra_clusters.remove(cluster)
+    shutil.rmtree(cluster.data_dir, ignore_errors=True)
+
+
+def entries(cluster: rb.Phalanx) -> list[Any]:
+    from phalanx.server import cluster as local
+
+    return list(local.read_cluster_file(cluster.data_dir).nodes)
+
+
+def entry(cluster: rb.Phalanx, node_id: str) -> Any:
+    return next(e for e in entries(cluster) if e.id == node_id)
+
+
+def ready(node: Any) -> bool:
+    from phalanx.server import cluster as local
+
+    try:
+        code, _ = local.admin_request(node.admin, "/ready", timeout=1.0)
+    except OSError:
+        return False
+    return bool(code == 200)
+
+
+def status(node: Any) -> dict[str, Any]:
+    from phalanx.server import cluster as local
+
+    code, body = local.admin_request(node.admin, "/status", timeout=2.0)
+    if code != 200 or not isinstance(body, dict):
+        raise RuntimeError(f"{node.id} /status: {code}")
+    return body
+
+
+def hostport(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def shard_leader(cluster: rb.Phalanx, shard: int = 1) -> Any:
+    """The node entry leading `shard` (as every reachable node names it)."""
+    def find() -> Any:
+        named = set()
+        for node in entries(cluster):
+            with contextlib.suppress(OSError, RuntimeError):
+                for item in status(node).get("shards", []):
+                    if item.get("id") == shard:
+                        named.add(item.get("leader"))
+        if len(named) == 1 and None not in named:
+            leader = named.pop()
+            return next((e for e in entries(cluster) if e.id == leader), None)
+        return None
+    return wait_for(find, 60, f"a leader of shard {shard}", poll=0.2)
+
+
+def rss_bytes(pid: int | None) -> int:
+    if not pid:
+        return 0
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def disk_bytes(path: Path) -> int:
+    """Allocated bytes under `path` (du: st_blocks * 512), files that vanish are skipped."""
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+    return total
+
+
+def load_keys(host: str, port: int, start: int, stop: int, batch: int = 1000) -> float:
+    """SET key:<12 digits> = xxx for start <= i < stop (redis-benchmark's key format), as
+    pipelined MSETs of `batch` keys; returns keys/s."""
+    import redis
+
+    began = time.monotonic()
+    client = redis.Redis(host=host, port=port, socket_timeout=60)
+    try:
+        pipe = client.pipeline(transaction=False)
+        queued = 0
+        for first in range(start, stop, batch):
+            pipe.mset({b"key:%012d" % i: VALUE for i in range(first, min(stop, first + batch))})
+            queued += 1
+            if queued == 20:
+                pipe.execute()
+                queued = 0
+        if queued:
+            pipe.execute()
+    finally:
+        client.close()
+    return (stop - start) / max(time.monotonic() - began, 1e-9)
+
+
+def redis_memory(host: str, port: int) -> dict[str, int]:
+    import redis
+
+    client = redis.Redis(host=host, port=port, socket_timeout=10)
+    try:
+        info = client.info("memory")
+    finally:
+        client.close()
+    return {"used_memory": int(info["used_memory"]), "used_memory_rss": int(info["used_memory_rss"])}
+
+
+# --------------------------------------------------------------------------- open loop
+
+
+def openloop(host: str, port: int, test: str, rate: float, seconds: float, keyspace: int,
+             extra: list[str] | None = None) -> dict[str, Any]:
+    argv = [sys.executable, str(OPENLOOP), "--host", host, "--port", str(port), "--test", test,
+            "--rate", f"{rate:g}", "--seconds", f"{seconds:g}", "--keyspace", str(keyspace),
+            *(extra or [])]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return {"ok": 0, "error": f"openloop timed out after {seconds + 60:g} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return {"ok": 0, "error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["error"] = result.get("first_error", "") if result.get("errors") else ""
+    return result
+
+
+def etcd_rate(binary: Path, endpoint: str, op: str, rate: float, seconds: float,
+              keyspace: int) -> dict[str, Any]:
+    argv = [str(binary), "-mode", "rate", "-endpoints", endpoint, "-op", op, "-rate",
+            f"{rate:g}", "-duration", f"{seconds:g}s", "-keyspace", str(keyspace)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 90,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return {"ok": 0, "error": f"etcd_load timed out after {seconds + 90:g} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return {"ok": 0, "error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["error"] = f"{result['errors']} failed" if result.get("errors") else ""
+    return result
+
+
+def latency_section(targets: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    """targets: name -> callable(test, rate, seconds) -> result dict. One pass per (test, rate),
+    the order of the targets rotating per pass."""
+    rows = []
+    names = list(targets)
+    passes = [(test, rate) for rate in settings.latency_rates for test in ("SET", "GET")]
+    for index, (test, rate) in enumerate(passes):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            load = os.getloadavg()[0]
+            result = targets[name](test, rate, settings.latency_seconds)
+            row = {"target": name, "test": test, "rate": rate, "load_1m": round(load, 2),
+                   **{k: result.get(k) for k in ("sent", "ok", "errors", "dropped",
+                                                 "achieved_rate", "p50_ms", "p90_ms", "p99_ms",
+                                                 "p999_ms", "max_ms")},
+                   "error": result.get("error", "")}
+            log(f"latency {name:<16} {test} {rate:g}/s: achieved {row['achieved_rate']}/s "
+                f"p50 {row['p50_ms']} p99 {row['p99_ms']} p99.9 {row['p999_ms']} ms "
+                f"{row['error']} [load {load:.1f}]")
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def scale_section(processes: Processes, settings: Settings) -> list[dict[str, Any]]:
+    """For each (nodes, shards): a fresh cluster, then redis-benchmark SET on every node at
+    once, the 50 clients and the requests split evenly over the nodes (each node forwards a
+    key's write to its shard's leader: the default proxy mode), keys random over the keyspace
+    so they spread over every slot. Throughput = all requests / the slowest node's time."""
+    rows = []
+    for nodes, shards in settings.scale_configs:
+        row: dict[str, Any] = {"nodes": nodes, "shards": shards, "clients": settings.read_clients,
+                               "requests": settings.scale_requests}
+        cluster = None
+        try:
+            began = time.monotonic()
+            cluster = start_cluster(processes, f"scale-{nodes}n-{shards}s", nodes,
+                                    ["--shards", str(shards)])
+            row["startup_s"] = round(time.monotonic() - began, 1)
+            load = os.getloadavg()[0]
+            row["load_1m"] = round(load, 2)
+            per_clients = max(1, settings.read_clients // nodes)
+            per_requests = max(1, settings.scale_requests // nodes)
+            outcomes: list[tuple[bool, dict[str, float], str, float]] = []
+            # Every node at once: one redis-benchmark process per node.
+            procs = []
+            for node in entries(cluster):
+                host, port = hostport(node.resp)
+                argv = ["redis-benchmark", "-h", host, "-p", str(port), "-t", "set", "-c",
+                        str(per_clients), "-n", str(per_requests), "-r",
+                        str(settings.keyspace), "--csv"]
+                procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=True))
+            for proc in procs:
+                try:
+                    out, err = proc.communicate(timeout=settings.run_timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    out, err = proc.communicate()
+                    outcomes.append((False, {}, "timed out", 0.0))
+                    continue
+                metrics = rb.parse_csv(out, "SET")
+                bad = [line for line in (out + err).splitlines() if "error" in line.lower()]
+                outcomes.append((proc.returncode == 0 and metrics is not None and not bad,
+                                 metrics or {}, (bad or [err.strip()[-200:]])[0]
+                                 if bad or proc.returncode else "", 0.0))
+            good = [m for ok, m, _e, _t in outcomes if ok]
+            errors = [e for ok, _m, e, _t in outcomes if not ok]
+            if good and not errors:
+                slowest = max(per_requests / m["rps"] for m in good)
+                row.update(ok=True, rps=round(per_requests * len(good) / slowest, 1),
+                           p50_ms=statistics.median(m["p50_latency_ms"] for m in good),
+                           p99_ms=max(m["p99_latency_ms"] for m in good), error="")
+            else:
+                row.update(ok=False, error="; ".join(errors)[:300])
+            log(f"scale {nodes} nodes {shards} shards: {row.get('rps', '-')} SET/s "
+                f"{row['error']} [load {load:.1f}]")
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+            row.update(ok=False, error=f"{type(error).__name__}: {error}"[:300])
+            log(f"scale {nodes} nodes {shards} shards: FAILED {row['error']}")
+        finally:
+            if cluster is not None:
+                stop_cluster(processes, cluster)
+        rows.append(row)
+    base = next((r for r in rows if r.get("ok") and (r["nodes"], r["shards"]) == (3, 1)), None)
+    for row in rows:
+        if base and row.get("ok"):
+            row["vs_3n_1s"] = row["rps"] / base["rps"]
+    return rows
+
+
+# --------------------------------------------------------------------------- recovery, memory
+
+
+def node_pid(cluster: rb.Phalanx, node_id: str) -> int:
+    pid = entry(cluster, node_id).pid
+    return int(pid or 0)
+
+
+def readonly_get(host: str, port: int, key: str) -> bytes | None:
+    import redis
+
+    try:
+        client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            client.execute_command("READONLY")
+            value = client.get(key)
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return None
+    return value if isinstance(value, bytes) else None
+
+
+def caught_up(cluster: rb.Phalanx, leader: Any) -> bool:
+    """Every node has applied the leader's commit index of shard 1."""
+    try:
+        commit = status(leader)["local"]["1"]["commit_index"]
+        return all(status(n)["local"]["1"]["applied_index"] >= commit
+                   for n in entries(cluster))
+    except (OSError, RuntimeError, KeyError):
+        return False
+
+
+def restart_follower(cluster: rb.Phalanx, follower: str, leader: Any, wipe: bool,
+                     marker: str) -> dict[str, Any]:
+    """kill -9 `follower` (wipe: then delete its shard-1 data: log, state and snapshots), write
+    `marker`, `phalanx restart` it; time until /ready and until a READONLY GET of the marker
+    on it returns the value."""
+    from phalanx.server import cluster as local
+
+    node = entry(cluster, follower)
+    pid = int(node.pid or 0)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not local.pid_alive(pid), 10, f"{follower} to exit")
+    if wipe:
+        # Empty the shard's directory but keep it: a node opens the data groups it finds on
+        # disk, so an empty one is a replica with no log, no state and no snapshot (deleting
+        # the directory would make the node forward instead of hosting the shard).
+        shard_dir = Path(node.data_dir) / "groups" / "1"
+        shutil.rmtree(shard_dir, ignore_errors=True)
+        shard_dir.mkdir()
+    value = f"{marker}-{time.time_ns()}"
+    host, port = hostport(leader.resp)
+    rb_client_set(host, port, marker, value)
+    target = status(leader)["local"]["1"]["commit_index"]
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "phalanx", "restart", follower, "--data-dir",
+                           str(cluster.data_dir)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"phalanx restart {follower}: {done.stdout} {done.stderr}")
+    node = entry(cluster, follower)
+    fhost, fport = hostport(node.resp)
+    result: dict[str, Any] = {"node": follower, "wiped": wipe}
+    answered = ready_at = served_at = None
+    deadline = began + 600
+    while time.monotonic() < deadline and (ready_at is None or served_at is None):
+        if answered is None and rb.ping(fhost, fport, timeout=0.5):
+            answered = time.monotonic()
+        if ready_at is None and ready(node):
+            ready_at = time.monotonic()
+        # Serving from its own replica: applied through the marker's index (a node without
+        # the replica would forward the READONLY GET, so the GET alone proves nothing).
+        if served_at is None and applied_index(node) >= target and \
+                readonly_get(fhost, fport, marker) == value.encode():
+            served_at = time.monotonic()
+        time.sleep(0.02)
+    if served_at is None:
+        raise RuntimeError(f"{follower} did not apply through index {target} and serve "
+                           f"{marker} within 600 s")
+    result.update(answers_s=round((answered or served_at) - began, 3),
+                  ready_s=round((ready_at or served_at) - began, 3),
+                  serves_s=round(served_at - began, 3))
+    # Catching up = from the process answering RESP to serving the marker (the start-up of
+    # the Python process itself, ~1-2 s, is not transfer time).
+    result["catch_up_s"] = round(max(result["serves_s"] - result["answers_s"], 0.001), 3)
+    with contextlib.suppress(OSError, RuntimeError, KeyError):
+        mine = status(node)["local"]["1"]
+        result["snapshot_index_after"] = mine["snapshot_index"]
+        result["keys_after"] = mine["keys"]
+        result["leader_keys"] = status(leader)["local"]["1"]["keys"]
+    return result
+
+
+def applied_index(node: Any) -> int:
+    try:
+        return int(status(node)["local"]["1"]["applied_index"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError):
+        return -1
+
+
+def rb_client_set(host: str, port: int, key: str, value: str) -> None:
+    import redis
+
+    client = redis.Redis(host=host, port=port, socket_timeout=30)
+    try:
+        client.set(key, value)
+    finally:
+        client.close()
+
+
+def ensure_compacted(cluster: rb.Phalanx, leader: Any, keep: int, keys: int,
+                     settings: Settings) -> dict[str, Any]:
+    """Write (overwrite existing keys, so the data does not grow) until the leader's shard-1
+    snapshot index is past `keep` entries: its log no longer starts at 1, so a wiped follower
+    can only catch up by a snapshot."""
+    host, port = hostport(leader.resp)
+    written = 0
+    deadline = time.monotonic() + 600
+    while status(leader)["local"]["1"]["snapshot_index"] <= keep + 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the leader did not take a snapshot within 600 s")
+        rb.run_benchmark(host, port, "SET", 1, 50, 5000, keys, settings.run_timeout_s)
+        written += 5000
+    return {"filler_sets": written,
+            "leader_snapshot_index": status(leader)["local"]["1"]["snapshot_index"]}
+
+
+def snapshot_bytes(node: Any) -> int:
+    files = sorted(Path(node.data_dir, "groups", "1").glob("snapshot-*.snap"),
+                   key=lambda p: p.stat().st_mtime)
+    return files[-1].stat().st_size if files else 0
+
+
+def data_section(processes: Processes, settings: Settings, recovery: bool,
+                 memory: bool) -> dict[str, Any]:
+    """One 3-node, 1-shard cluster (node defaults, plus --snapshot-every-entries when the
+    settings say so) and one in-memory redis-server, both loaded with the same keys, growing
+    through `sizes`. At each size: memory (RSS per node vs redis), and if `recovery`: SET
+    throughput at that size, restart of a killed follower, catch-up of a wiped follower."""
+    sizes = list(settings.recovery_sizes) if recovery else [settings.memory_keys]
+    if memory and settings.memory_keys not in sizes:
+        sizes = sorted({*sizes, settings.memory_keys})
+    out: dict[str, Any] = {"sizes": [], "error": ""}
+    extra = []
+    if settings.snapshot_every_entries:
+        extra = ["--snapshot-every-entries", str(settings.snapshot_every_entries),
+                 "--snapshot-keep-entries", str(settings.snapshot_keep_entries)]
+    out["cluster_flags"] = extra
+    cluster = None
+    redis_server = None
+    try:
+        cluster = start_cluster(processes, "data", 3, extra)
+        redis_server = rb.start_redis("redis-memory", processes.root,
+                                      ["--save", "", "--appendonly", "no"])
+        processes.children.append(redis_server.process)
+        leader = shard_leader(cluster)
+        baseline = {e.id: rss_bytes(e.pid) for e in entries(cluster)}
+        out["baseline_rss"] = baseline
+        out["redis_baseline"] = redis_memory(redis_server.host, redis_server.port)
+        loaded = 0
+        for size in sizes:
+            item: dict[str, Any] = {"keys": size}
+            host, port = hostport(leader.resp)
+            item["load_keys_per_s"] = round(load_keys(host, port, loaded, size), 1)
+            load_keys(redis_server.host, redis_server.port, loaded, size, batch=5000)
+            loaded = size
+            wait_for(lambda leader=leader: caught_up(cluster, leader), 300,
+                     "every node to apply the load", poll=0.2)
+            time.sleep(1.0)  # let the allocator settle
+            nodes = entries(cluster)
+            item["rss"] = {e.id: rss_bytes(e.pid) for e in nodes}
+            item["disk"] = {e.id: disk_bytes(Path(e.data_dir)) for e in nodes}
+            item["redis"] = redis_memory(redis_server.host, redis_server.port)
+            worst = max(item["rss"].values())
+            item["rss_per_key"] = round(worst / size, 1)
+            item["redis_used_per_key"] = round(item["redis"]["used_memory"] / size, 1)
+            # Marginal cost: growth over the empty process, per key.
+            item["rss_delta_per_key"] = round(max(
+                item["rss"][n] - baseline.get(n, 0) for n in item["rss"]) / size, 1)
+            item["redis_delta_per_key"] = round(
+                (item["redis"]["used_memory"] - out["redis_baseline"]["used_memory"]) / size, 1)
+            item["rss_vs_redis_used"] = round(worst / item["redis"]["used_memory"], 2)
+            item["rss_vs_redis_rss"] = round(worst / item["redis"]["used_memory_rss"], 2)
+            log(f"data {size:,} keys: loaded at {item['load_keys_per_s']:,.0f} keys/s; max node "
+                f"RSS {worst / 1e6:.1f} MB ({item['rss_per_key']:.0f} B/key) vs redis "
+                f"used_memory {item['redis']['used_memory'] / 1e6:.1f} MB "
+                f"({item['rss_vs_redis_used']:.2f}x)")
+            if recovery:
+                load = os.getloadavg()[0]
+                ok, metrics, error, _elapsed = rb.run_benchmark(
+                    host, port, "SET", 1, settings.read_clients, settings.recovery_set_requests,
+                    size, settings.run_timeout_s)
+                item["set"] = {"ok": ok, "error": error, "load_1m": round(load, 2),
+                               "rps": metrics.get("rps"), "p50_ms": metrics.get("p50_latency_ms"),
+                               "p99_ms": metrics.get("p99_latency_ms")}
+                log(f"data {size:,} keys: SET c={settings.read_clients} "
+                    f"{metrics.get('rps', 0):,.0f}/s {error}")
+                follower = sorted(e.id for e in entries(cluster) if e.id != leader.id)[-1]
+                wait_for(lambda leader=leader: caught_up(cluster, leader), 300,
+                         "every node to apply the writes", poll=0.2)
+                item["restart"] = restart_follower(cluster, follower, leader, False,
+                                                   "recovery:restart")
+                log(f"data {size:,} keys: restart of {follower}: ready "
+                    f"{item['restart']['ready_s']} s, serves {item['restart']['serves_s']} s")
+                keep = settings.snapshot_keep_entries if settings.snapshot_every_entries \
+                    else 2000
+                item["compaction"] = ensure_compacted(cluster, leader, keep, size, settings)
+                item["snapshot_bytes"] = snapshot_bytes(leader)
+                item["wipe"] = restart_follower(cluster, follower, leader, True,
+                                                "recovery:wipe")
+                item["wipe"]["by_snapshot"] = bool(item["wipe"].get("snapshot_index_after"))
+                seconds = item["wipe"]["catch_up_s"]
+                item["snapshot_mb_per_s"] = round(item["snapshot_bytes"] / 1e6 / seconds, 2) \
+                    if seconds else None
+                log(f"data {size:,} keys: wiped {follower} caught up in {seconds} s, snapshot "
+                    f"{item['snapshot_bytes'] / 1e6:.1f} MB ({item['snapshot_mb_per_s']} MB/s, "
+                    f"by snapshot: {item['wipe']['by_snapshot']})")
+                leader = shard_leader(cluster)
+            out["sizes"].append(item)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired, KeyError) as error:
+        out["error"] = f"{type(error).__name__}: {error}"[:400]
+        log(f"data: FAILED {out['error']}")
+    finally:
+        if cluster is not None:
+            stop_cluster(processes, cluster)
+        if redis_server is not None:
+            rb.stop_process(redis_server.process)
+    sets = [s for s in out["sizes"] if s.get("set", {}).get("ok")]
+    if len(sets) >= 2:
+        out["set_largest_vs_smallest"] = sets[-1]["set"]["rps"] / sets[0]["set"]["rps"]
+    return out
+
+
+# --------------------------------------------------------------------------- soak
+
+
+def soak_section(processes: Processes, settings: Settings) -> dict[str, Any]:
+    """A fresh 3-node cluster; a mixed SET/GET open-loop workload at `soak_rate` over
+    `soak_keys` keys (pre-loaded) for `soak_seconds`, through the leader; every
+    `soak_sample_s` the RSS and data-dir disk usage of every node."""
+    out: dict[str, Any] = {"seconds": settings.soak_seconds, "rate": settings.soak_rate,
+                           "keys": settings.soak_keys, "samples": [], "error": ""}
+    cluster = None
+    try:
+        cluster = start_cluster(processes, "soak", 3, [])
+        leader = shard_leader(cluster)
+        host, port = hostport(leader.resp)
+        load_keys(host, port, 0, settings.soak_keys)
+
+        def sample(at: float) -> None:
+            nodes = entries(cluster)
+            out["samples"].append({"t_s": round(at, 1),
+                                   "rss": {e.id: rss_bytes(e.pid) for e in nodes},
+                                   "disk": {e.id: disk_bytes(Path(e.data_dir)) for e in nodes}})
+
+        began = time.monotonic()
+        sample(0.0)
+        argv = [sys.executable, str(OPENLOOP), "--host", host, "--port", str(port), "--test",
+                "mixed", "--rate", f"{settings.soak_rate:g}", "--seconds",
+                f"{settings.soak_seconds:g}", "--keyspace", str(settings.soak_keys)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        processes.children.append(proc)  # type: ignore[arg-type]
+        next_sample = began + settings.soak_sample_s
+        while proc.poll() is None:
+            if time.monotonic() > began + settings.soak_seconds + 60:
+                proc.kill()
+                break
+            if time.monotonic() >= next_sample:
+                sample(time.monotonic() - began)
+                next_sample += settings.soak_sample_s
+            time.sleep(0.2)
+        stdout, stderr = proc.communicate()
+        sample(time.monotonic() - began)
+        lines = stdout.strip().splitlines()
+        out["workload"] = json.loads(lines[-1]) if lines else {"error": stderr[-300:]}
+        with contextlib.suppress(OSError, RuntimeError, KeyError):
+            out["leader_snapshot_index"] = status(leader)["local"]["1"]["snapshot_index"]
+            out["leader_last_index"] = status(leader)["local"]["1"]["last_index"]
+    except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as error:
+        out["error"] = f"{type(error).__name__}: {error}"[:400]
+        log(f"soak: FAILED {out['error']}")
+    finally:
+        if cluster is not None:
+            stop_cluster(processes, cluster)
+    out["nodes"] = soak_summary(out["samples"])
+    for node, row in out["nodes"].items():
+        log(f"soak {node}: RSS {row['rss_start'] / 1e6:.1f} -> {row['rss_end'] / 1e6:.1f} MB "
+            f"(max {row['rss_max'] / 1e6:.1f}); disk {row['disk_start'] / 1e6:.1f} -> "
+            f"{row['disk_end'] / 1e6:.1f} MB (max {row['disk_max'] / 1e6:.1f})")
+    return out
+
+
+def soak_summary(samples: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    nodes: dict[str, dict[str, int]] = {}
+    if not samples:
+        return nodes
+    for node in samples[0]["rss"]:
+        rss = [s["rss"].get(node, 0) for s in samples]
+        disk = [s["disk"].get(node, 0) for s in samples]
+        nodes[node] = {"rss_start": rss[0], "rss_end": rss[-1], "rss_max": max(rss),
+                       "disk_start": disk[0], "disk_end": disk[-1], "disk_max": max(disk)}
+    return nodes
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1e6:.1f}"
+
+
+def markdown(doc: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    s = doc["settings"]
+    if doc.get("latency"):
+        lines += ["", "## Latency at a fixed rate (open loop)", "",
+                  "Requests sent at a fixed rate whatever the replies do (benchmarks/openloop.py: "
+                  "8 pipelined RESP connections, asyncio + hiredis; etcd: etcd_load -mode rate, "
+                  "8 clientv3 connections, a goroutine per request); latency from each request's "
+                  "scheduled send time, so stalls are counted (no coordinated omission); the "
+                  "generators' own scheduling jitter (~1 ms on a busy machine) is in every "
+                  f"number. {s.get('latency_seconds', 0):g} s per run, one pass, target order "
+                  "rotating. phalanx: the leader of the 3-node cluster (GET = ReadIndex); "
+                  "etcd: the leader (GET = linearizable Range); redis-aof-always as above.", "",
+                  "| test | rate/s | target | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms "
+                  "| max ms | errors/dropped |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in doc["latency"]:
+            if r.get("ok"):
+                lines.append(f"| {r['test']} | {r['rate']:g} | {r['target']} | "
+                             f"{r['achieved_rate']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+                             f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.1f} | "
+                             f"{r.get('errors') or 0}/{r.get('dropped') or 0} |")
+            else:
+                lines.append(f"| {r['test']} | {r['rate']:g} | {r['target']} | failed | | | | "
+                             f"| | {r.get('error', '')[:80]} |")
+    if doc.get("scale"):
+        lines += ["", "## Scale: SET throughput as shards and nodes grow", "",
+                  "A fresh cluster per row (`phalanx up --nodes N --shards S`, node defaults, "
+                  "proxy mode); redis-benchmark SET on every node at once, the "
+                  f"{s.get('read_clients')} clients and {s.get('scale_requests')} requests split "
+                  f"evenly, keys random over {s.get('keyspace'):,} (spread over every slot, so "
+                  "every shard is written; a node forwards a write to its shard's leader). "
+                  "Throughput = all requests / the slowest node's run time. On one 2-core host "
+                  "more nodes mean more processes on the same cores: this shows the cost of "
+                  "sharding machinery, not the gain of more machines.", "",
+                  "| nodes | shards | SET/s | p50 ms | p99 ms (worst node) | vs 3 nodes, 1 shard "
+                  "| startup s |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in doc["scale"]:
+            if r.get("ok"):
+                vs = f"{r['vs_3n_1s']:.2f}x" if "vs_3n_1s" in r else ""
+                lines.append(f"| {r['nodes']} | {r['shards']} | {r['rps']:,.0f} | "
+                             f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {vs} | "
+                             f"{r.get('startup_s', '')} |")
+            else:
+                lines.append(f"| {r['nodes']} | {r['shards']} | failed: {r['error'][:100]} "
+                             "| | | | |")
+    data = doc.get("data")
+    if data and doc.get("recovery_measured"):
+        lines += ["", "## Recovery and throughput as the data grows", "",
+                  "One 3-node, 1-shard cluster (node defaults"
+                  + (f", {' '.join(data.get('cluster_flags', []))}" if data.get("cluster_flags")
+                     else "") + ") loaded with key:<12 digits> -> 3-byte values (pipelined MSETs "
+                  "of 1000 keys), growing. At each size: redis-benchmark SET "
+                  f"c={s.get('read_clients')} n={s.get('recovery_set_requests')} over the "
+                  "existing keys (the data does not grow); kill -9 of a follower, one more write "
+                  "(a marker), `phalanx restart`: seconds until its admin /ready and until a "
+                  "READONLY GET of the marker on it returns the value; then the same with the "
+                  "follower's shard data deleted (log, state, snapshots) after the leader's log "
+                  "was compacted past its start (filler SETs over the existing keys if needed), so "
+                  "it can only catch up by a snapshot. Catch-up = from the restarted process answering "
+                  "RESP to serving the marker (excludes the ~1-2 s Python start-up); snapshot "
+                  "MB/s = the leader's snapshot file / catch-up. keys after = the wiped "
+                  "follower's key count / the leader's (a check that it got everything).",
+                  "", "| keys | load keys/s | SET/s | SET p50 ms | restart: /ready s | restart: "
+                  "serves s | wiped: serves s | wiped: catch-up s | snapshot MB | snapshot MB/s "
+                  "| keys after |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for item in data["sizes"]:
+            st = item.get("set", {})
+            rs, wp = item.get("restart", {}), item.get("wipe", {})
+            lines.append(
+                f"| {item['keys']:,} | {item['load_keys_per_s']:,.0f} | "
+                f"{st['rps']:,.0f} | {st['p50_ms']:.2f} | " if st.get("rps") else
+                f"| {item['keys']:,} | {item['load_keys_per_s']:,.0f} | failed | | ")
+            lines[-1] += (f"{rs.get('ready_s', '-')} | {rs.get('serves_s', '-')} | "
+                          f"{wp.get('serves_s', '-')} | {wp.get('catch_up_s', '-')} | "
+                          f"{_mb(item.get('snapshot_bytes'))} | "
+                          f"{item.get('snapshot_mb_per_s', '-')} | "
+                          f"{wp.get('keys_after', '?')} / {wp.get('leader_keys', '?')} |")
+        if data.get("set_largest_vs_smallest"):
+            lines += ["", f"SET throughput at the largest size / at the smallest: "
+                      f"{data['set_largest_vs_smallest']:.2f}x (target: within 20 %, i.e. "
+                      "≥ 0.80x)."]
+    if data and doc.get("memory_measured"):
+        lines += ["", "## Memory per key", "",
+                  "Resident memory (VmRSS) of each phalanx node (the largest of the 3 is "
+                  "reported) after every node applied the keys, vs one in-memory redis-server "
+                  "(`--save '' --appendonly no`) holding the same keys: `INFO memory` "
+                  "used_memory and used_memory_rss. Per key = total / keys (the empty "
+                  "process's baseline included); growth/key = (total - the empty process) / "
+                  "keys, the marginal cost of a key.", "",
+                  "| keys | phalanx max node RSS MB | B/key | growth B/key | redis used_memory MB "
+                  "| B/key | growth B/key | redis RSS MB | phalanx RSS / redis used_memory "
+                  "| / redis RSS |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for item in data["sizes"]:
+            worst = max(item["rss"].values())
+            lines.append(f"| {item['keys']:,} | {_mb(worst)} | {item['rss_per_key']:.0f} | "
+                         f"{item.get('rss_delta_per_key', 0):.0f} | "
+                         f"{_mb(item['redis']['used_memory'])} | "
+                         f"{item['redis_used_per_key']:.0f} | "
+                         f"{item.get('redis_delta_per_key', 0):.0f} | "
+                         f"{_mb(item['redis']['used_memory_rss'])} | "
+                         f"{item['rss_vs_redis_used']:.2f}x | {item['rss_vs_redis_rss']:.2f}x |")
+        base = data.get("baseline_rss", {})
+        if base:
+            lines += ["", "Empty cluster RSS per node: " + ", ".join(
+                f"{k} {_mb(v)} MB" for k, v in base.items()) + "; target: ≤ 2x redis "
+                "used_memory."]
+    if data and data.get("error"):
+        lines += ["", f"**data sections failed: {data['error']}**"]
+    soak = doc.get("soak")
+    if soak:
+        w = soak.get("workload", {})
+        lines += ["", "## Steady workload (soak)", "",
+                  f"A fresh 3-node cluster, {soak['keys']:,} keys pre-loaded, then "
+                  f"{soak['seconds']:g} s of mixed SET/GET (half each) at {soak['rate']:g}/s "
+                  "through the leader (openloop.py); RSS and data-dir disk usage (du) of every "
+                  f"node sampled every {s.get('soak_sample_s', 10):g} s "
+                  f"({len(soak['samples'])} samples). Growth = end - start.", ""]
+        if w.get("ok"):
+            lines.append(f"Workload: {w['ok']:,} ok, {w.get('errors', 0)} errors, "
+                         f"{w.get('dropped', 0)} dropped, achieved {w['achieved_rate']:,.0f}/s, "
+                         f"p50 {w['p50_ms']:.2f} ms, p99 {w['p99_ms']:.2f} ms, p99.9 "
+                         f"{w['p999_ms']:.2f} ms. Leader snapshot index at the end: "
+                         f"{soak.get('leader_snapshot_index', '?')} (last log index "
+                         f"{soak.get('leader_last_index', '?')}).")
+            lines.append("")
+        lines += ["| node | RSS start MB | end | max | growth | disk start MB | end | max "
+                  "| growth |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for node, r in soak.get("nodes", {}).items():
+            lines.append(f"| {node} | {_mb(r['rss_start'])} | {_mb(r['rss_end'])} | "
+                         f"{_mb(r['rss_max'])} | {_mb(r['rss_end'] - r['rss_start'])} | "
+                         f"{_mb(r['disk_start'])} | {_mb(r['disk_end'])} | {_mb(r['disk_max'])} "
+                         f"| {_mb(r['disk_end'] - r['disk_start'])} |")
+        if soak.get("error"):
+            lines += ["", f"**soak failed: {soak['error']}**"]
+    return lines
