@@ -28,9 +28,10 @@ import logging
 import os
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from phalanx import __version__
 from phalanx.errors import (
@@ -278,6 +279,148 @@ class LeaderLink:
             self.writer = None
 
 
+_OK = b"+OK\r\n"
+_MAX_QUEUED_COMMANDS = 4096
+"""A connection with more commands started and not yet answered stops being read until it
+drains (a client pipelining faster than the cluster commits cannot grow memory unbounded)."""
+
+
+class RespConnection(asyncio.Protocol):
+    """One client connection: parse what arrives, start every command at once, and write the
+    replies strictly in command order as they finish.
+
+    A protocol (callbacks), not a coroutine per connection: a reply costs no task switch, and
+    the connection keeps reading (pipelining) while earlier commands wait for their commit.
+    Flow control: reading pauses while the kernel send buffer is full (the client does not read
+    its replies) or too many commands wait; it resumes when they drain.
+    """
+
+    def __init__(self, server: RespServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.state: ClientState | None = None
+        self.parser = create_parser(server.limits)
+        self.queue: deque[tuple[bytes, object]] = deque()
+        self.waiting_on: asyncio.Future[object] | None = None
+        self.closing = False
+        self.write_paused = False
+        self.read_paused = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        transport = self.transport
+        server = self.server
+        if len(server.clients) >= server.config.max_clients:
+            transport.write(b"-ERR max number of clients reached\r\n")
+            transport.close()
+            self.closing = True
+            return
+        server.next_client_id += 1
+        peer = transport.get_extra_info("peername")
+        state = ClientState(id=server.next_client_id,
+                            address=f"{peer[0]}:{peer[1]}" if peer else "?")
+        state.authenticated = not (server.config.requirepass or server.config.users)
+        self.state = state
+        server.clients[state.id] = state
+        server.connections.add(self)
+        server.total_connections += 1
+        server.node.metrics.connection_opened()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        server = self.server
+        server.connections.discard(self)
+        state = self.state
+        if state is None:
+            return
+        if server.clients.pop(state.id, None) is not None:
+            server.node.metrics.connection_closed()
+        for link in state.links.values():
+            link.close()
+        # Commands still running finish on their own (a write in flight still commits); their
+        # replies have nowhere to go.
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if self.closing or state is None:
+            return
+        server = self.server
+        parser = self.parser
+        parser.feed(data)
+        queue = self.queue
+        start = server._start
+        while True:
+            try:
+                arguments = parser.next_command()
+            except ClientProtocolError as error:
+                queue.append((b"", b"-ERR " + str(error).encode() + b"\r\n"))
+                server.node.metrics.resp_error("protocol")
+                self.closing = True
+                break
+            if arguments is NEED_DATA:
+                break
+            assert isinstance(arguments, list)
+            if not arguments:
+                continue
+            name = arguments[0].upper()
+            if name == b"QUIT":
+                queue.append((name, _OK))
+                self.closing = True
+                break
+            queue.append((name, start(state, name, arguments)))
+        self._flush()
+
+    # -- replies -----------------------------------------------------------------------------
+    def _flush(self, _: object = None) -> None:
+        transport = self.transport
+        state = self.state
+        if transport is None or state is None or transport.is_closing():
+            return
+        queue = self.queue
+        parts: list[bytes] = []
+        while queue:
+            name, item = queue[0]
+            if type(item) is not bytes:
+                future = cast("asyncio.Future[object]", item)
+                if not future.done():
+                    if self.waiting_on is not future:
+                        self.waiting_on = future
+                        future.add_done_callback(self._flush)
+                    break
+                item = self.server._reply_bytes(state, name, future)
+            queue.popleft()
+            parts.append(item)
+        if parts:
+            transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        if self.closing and not queue:
+            transport.close()
+            return
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        pause = self.write_paused or len(self.queue) >= _MAX_QUEUED_COMMANDS
+        if pause and not self.read_paused:
+            self.read_paused = True
+            transport.pause_reading()
+        elif not pause and self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+
+
 class RespServer:
     """Accepts Redis clients and serves them from this node's Raft group(s)."""
 
@@ -287,7 +430,8 @@ class RespServer:
         self.port = port
         self.config = node.config
         self.limits = RespLimits(bulk_length_bytes_max=self.config.max_bulk_bytes)
-        self.server: asyncio.base_events.Server | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self.connections: set[RespConnection] = set()
         self.tls = server_tls_context(self.config)
         self.client_tls = client_tls_context(self.config)
         self.clients: dict[int, ClientState] = {}
@@ -316,8 +460,8 @@ class RespServer:
 
     async def start(self) -> None:
         global _process_client_tls
-        self.server = await asyncio.start_server(
-            self._serve, self.host, self.port, reuse_address=True, limit=1 << 20,
+        self.server = await asyncio.get_running_loop().create_server(
+            self._connection, self.host, self.port, reuse_address=True,
             ssl=self.tls, ssl_handshake_timeout=self.config.request_timeout_ms / 1000
             if self.tls is not None else None,
         )
@@ -333,87 +477,31 @@ class RespServer:
             for state in self.clients.values():
                 for link in state.links.values():
                     link.close()
+            for connection in list(self.connections):
+                if connection.transport is not None:
+                    connection.transport.close()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
 
     # -- connections -----------------------------------------------------------------------
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        metrics = self.node.metrics
-        if len(self.clients) >= self.config.max_clients:
-            writer.write(b"-ERR max number of clients reached\r\n")
-            with contextlib.suppress(OSError):
-                await writer.drain()
-            writer.close()
-            return
-        self.next_client_id += 1
-        peer = writer.get_extra_info("peername")
-        state = ClientState(id=self.next_client_id, address=f"{peer[0]}:{peer[1]}" if peer else "?")
-        state.authenticated = not (self.config.requirepass or self.config.users)
-        self.clients[state.id] = state
-        self.total_connections += 1
-        metrics.connection_opened()
-        parser = create_parser(self.limits)
-        try:
-            while True:
-                data = await reader.read(1 << 16)
-                if not data:
-                    break
-                parser.feed(data)
-                started: list[tuple[bytes, object]] = []
-                closing = False
-                protocol_error: ClientProtocolError | None = None
-                while True:
-                    try:
-                        arguments = parser.next_command()
-                    except ClientProtocolError as error:
-                        protocol_error = error
-                        break
-                    if arguments is NEED_DATA:
-                        break
-                    assert isinstance(arguments, list)
-                    if not arguments:
-                        continue
-                    name = arguments[0].upper()
-                    if name == b"QUIT":
-                        started.append((name, encode(SimpleString("OK"))))
-                        closing = True
-                        break
-                    started.append((name, self._start(state, name, arguments)))
-                if started:
-                    writer.write(await self._collect(state, started))
-                if protocol_error is not None:
-                    writer.write(b"-ERR " + str(protocol_error).encode() + b"\r\n")
-                    metrics.resp_error("protocol")
-                    closing = True
-                await writer.drain()
-                if closing:
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.clients.pop(state.id, None)
-            metrics.connection_closed()
-            for link in state.links.values():
-                link.close()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    def _connection(self) -> RespConnection:
+        return RespConnection(self)
 
-    async def _collect(self, state: ClientState, started: list[tuple[bytes, object]]) -> bytes:
-        parts = []
-        for name, item in started:
-            if isinstance(item, bytes):
-                parts.append(item)
-                continue
-            assert isinstance(item, asyncio.Future)
-            try:
-                reply = await item
-            except CommandError as error:
-                reply = ErrorReply(error.text)
-            except PhalanxError as error:
-                reply = ErrorReply(_error_text(error))
-            parts.append(self._encode(state, reply, name))
-        return b"".join(parts)
+    def _reply_bytes(self, state: ClientState, name: bytes, item: asyncio.Future[object]) -> bytes:
+        """The encoded reply of a finished command future (errors become error replies)."""
+        if item.cancelled():
+            return self._encode(state, ErrorReply("ERR phalanx: the command was cancelled"))
+        error = item.exception()
+        if error is None:
+            return self._encode(state, item.result(), name)
+        if isinstance(error, CommandError):
+            return self._encode(state, ErrorReply(error.text))
+        if isinstance(error, PhalanxError):
+            return self._encode(state, ErrorReply(_error_text(error)))
+        logger.error("command %s failed", name.decode(errors="replace"),
+                     exc_info=(type(error), error, error.__traceback__))
+        return self._encode(state, ErrorReply(
+            f"ERR phalanx internal error: {type(error).__name__}: {error}"))
 
     def _encode(self, state: ClientState, reply: object, name: bytes = b"") -> bytes:
         resp_reply = to_resp(reply)
