@@ -234,6 +234,8 @@ def latency_section(targets: dict[str, Any], settings: Settings) -> list[dict[st
                                                  "achieved_rate", "p50_ms", "p90_ms", "p99_ms",
                                                  "p999_ms", "max_ms")},
                    "error": result.get("error", "")}
+            if isinstance(row["achieved_rate"], float):
+                row["achieved_rate"] = round(row["achieved_rate"], 1)
             log(f"latency {name:<16} {test} {rate:g}/s: achieved {row['achieved_rate']}/s "
                 f"p50 {row['p50_ms']} p99 {row['p99_ms']} p99.9 {row['p999_ms']} ms "
                 f"{row['error']} [load {load:.1f}]")
@@ -345,7 +347,7 @@ def caught_up(cluster: rb.Phalanx, leader: Any) -> bool:
 
 
 def restart_follower(cluster: rb.Phalanx, follower: str, leader: Any, wipe: bool,
-                     marker: str) -> dict[str, Any]:
+                     marker: str, timeout: float = 600.0) -> dict[str, Any]:
     """kill -9 `follower` (wipe: then delete its shard-1 data: log, state and snapshots), write
     `marker`, `phalanx restart` it; time until /ready and until a READONLY GET of the marker
     on it returns the value."""
@@ -376,7 +378,7 @@ def restart_follower(cluster: rb.Phalanx, follower: str, leader: Any, wipe: bool
     fhost, fport = hostport(node.resp)
     result: dict[str, Any] = {"node": follower, "wiped": wipe}
     answered = ready_at = served_at = None
-    deadline = began + 600
+    deadline = began + timeout
     while time.monotonic() < deadline and (ready_at is None or served_at is None):
         if answered is None and rb.ping(fhost, fport, timeout=0.5):
             answered = time.monotonic()
@@ -390,7 +392,8 @@ def restart_follower(cluster: rb.Phalanx, follower: str, leader: Any, wipe: bool
         time.sleep(0.02)
     if served_at is None:
         raise RuntimeError(f"{follower} did not apply through index {target} and serve "
-                           f"{marker} within 600 s")
+                           f"{marker} within {timeout:g} s (applied: {applied_index(node)}; "
+                           f"/ready: {'yes' if ready_at is not None else 'no'})")
     result.update(answers_s=round((answered or served_at) - began, 3),
                   ready_s=round((ready_at or served_at) - began, 3),
                   serves_s=round(served_at - began, 3))
@@ -516,13 +519,24 @@ def data_section(processes: Processes, settings: Settings, recovery: bool,
                                                    "recovery:restart")
                 log(f"data {size:,} keys: restart of {follower}: ready "
                     f"{item['restart']['ready_s']} s, serves {item['restart']['serves_s']} s")
+                if not settings.recovery_wipe:
+                    out["sizes"].append(item)
+                    leader = shard_leader(cluster)
+                    continue
                 keep = settings.snapshot_keep_entries if settings.snapshot_every_entries \
                     else 2000
                 item["compaction"] = ensure_compacted(cluster, leader, keep, size, settings)
                 item["snapshot_bytes"] = snapshot_bytes(leader)
-                item["wipe"] = restart_follower(cluster, follower, leader, True,
-                                                "recovery:wipe")
+                try:
+                    item["wipe"] = restart_follower(cluster, follower, leader, True,
+                                                    "recovery:wipe", settings.wipe_timeout_s)
+                except RuntimeError as error:
+                    item["wipe"] = {"node": follower, "wiped": True, "error": str(error)}
+                    out["sizes"].append(item)
+                    raise RuntimeError(f"stopped at {size:,} keys: {error}") from None
                 item["wipe"]["by_snapshot"] = bool(item["wipe"].get("snapshot_index_after"))
+                item["wipe"]["ready_before_caught_up"] = \
+                    item["wipe"]["ready_s"] < item["wipe"]["serves_s"] - 1.0
                 seconds = item["wipe"]["catch_up_s"]
                 item["snapshot_mb_per_s"] = round(item["snapshot_bytes"] / 1e6 / seconds, 2) \
                     if seconds else None
@@ -701,6 +715,14 @@ def markdown(doc: dict[str, Any]) -> list[str]:
                           f"{_mb(item.get('snapshot_bytes'))} | "
                           f"{item.get('snapshot_mb_per_s', '-')} | "
                           f"{wp.get('keys_after', '?')} / {wp.get('leader_keys', '?')} |")
+        for item in data["sizes"]:
+            wp = item.get("wipe", {})
+            if wp.get("error"):
+                lines.append(f"- {item['keys']:,} keys, wiped follower: {wp['error']}")
+            elif wp.get("ready_before_caught_up"):
+                lines.append(f"- {item['keys']:,} keys: the wiped follower's admin /ready said "
+                             f"ready after {wp['ready_s']} s, {wp['serves_s'] - wp['ready_s']:.1f}"
+                             " s before it had caught up.")
         if data.get("set_largest_vs_smallest"):
             lines += ["", f"SET throughput at the largest size / at the smallest: "
                       f"{data['set_largest_vs_smallest']:.2f}x (target: within 20 %, i.e. "

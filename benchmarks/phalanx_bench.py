@@ -106,6 +106,10 @@ class Settings:
     #: Snapshot cadence of the recovery/memory cluster (None: the node defaults, 20000/2000).
     snapshot_every_entries: int | None = None
     snapshot_keep_entries: int = 2000
+    #: recovery: also wipe a follower's shard data and time its catch-up by snapshot; how
+    #: long it may take before the data section stops.
+    recovery_wipe: bool = True
+    wipe_timeout_s: float = 300.0
     #: soak: seconds, mixed SET/GET rate, keys, RSS/disk sample interval.
     soak_seconds: float = 120.0
     soak_rate: float = 500.0
@@ -121,7 +125,7 @@ class Settings:
                    latency_rates=(500.0,), latency_seconds=3.0,
                    scale_configs=((3, 3),), scale_requests=3000,
                    recovery_sizes=(10_000,), recovery_set_requests=3000, memory_keys=10_000,
-                   snapshot_every_entries=500, snapshot_keep_entries=50,
+                   snapshot_every_entries=500, snapshot_keep_entries=50, wipe_timeout_s=20.0,
                    soak_seconds=20.0, soak_sample_s=5.0, soak_keys=2000)
 
     def sections(self) -> set[str]:

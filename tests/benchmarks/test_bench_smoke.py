@@ -44,8 +44,9 @@ def test_tiny_run_writes_results_and_reports_missing_peers(tmp_path: Path) -> No
     # takes the same time and path on every machine (and checks the "skipped" report).
     settings = phalanx_bench.Settings(
         repeats=1, set_requests={1: 100, 50: 2000}, get_requests=2000, failover_tries=1,
-        sigstop_tries=1, run_timeout_s=40.0,
-        only=("writes", "reads", "failover", "sigstop", "etcd", "pysyncobj"),
+        sigstop_tries=1, run_timeout_s=40.0, keyspace=2000,
+        latency_rates=(200.0,), latency_seconds=1.0,
+        only=("writes", "reads", "failover", "sigstop", "etcd", "pysyncobj", "latency"),
         assume_missing=frozenset({"redis-sentinel", "etcd", "pysyncobj"}), quick=True)
     document: dict = {}
     try:
@@ -61,13 +62,23 @@ def test_tiny_run_writes_results_and_reports_missing_peers(tmp_path: Path) -> No
     rows = {(r["target"], r["test"], r["clients"]): r for r in saved["throughput"]}
     for key in (("phalanx", "SET", 1), ("phalanx", "SET", 50), ("phalanx", "GET", 50),
                 ("redis-aof-always", "SET", 1), ("redis-aof-always", "SET", 50),
-                ("redis-aof-always", "GET", 50)):
+                ("redis-aof-always", "GET", 50), ("phalanx-follower", "GET", 50),
+                ("phalanx-lease", "GET", 50)):
         assert key in rows, f"missing row {key}: {sorted(rows)}"
         row = rows[key]
         assert row["ok_runs"] == row["runs"] == 1, row
         for name in ("rps_median", "rps_min", "rps_max", "p50_ms", "p99_ms"):
             assert isinstance(row[name], float) and row[name] >= 0, (name, row)
     assert isinstance(rows[("phalanx", "SET", 50)]["vs_redis_aof_always"], float)
+    assert isinstance(rows[("phalanx-lease", "GET", 50)]["vs_redis_aof_always"], float)
+
+    latency = {(r["target"], r["test"]): r for r in saved["latency"]}
+    assert set(latency) == {(t, test) for t in ("phalanx", "redis-aof-always")
+                            for test in ("SET", "GET")}, sorted(latency)
+    for row in latency.values():
+        assert row["ok"] and row["rate"] == 200.0 and not row["error"], row
+        for name in ("p50_ms", "p99_ms", "p999_ms", "achieved_rate"):
+            assert isinstance(row[name], float), (name, row)
 
     failover = {(r["target"], r["fault"]): r for r in saved["failover"]}
     # Sentinel, etcd treated as missing
@@ -85,20 +96,67 @@ def test_tiny_run_writes_results_and_reports_missing_peers(tmp_path: Path) -> No
     report = (tmp_path / "RESULTS.md").read_text()
     for needle in ("## Machine", "load average at start", "kernel", "| SET | 50 | phalanx |",
                    "| GET | 50 | redis-aof-always |", "| phalanx | kill -9 | 1/1 |",
-                   "| phalanx | SIGSTOP | 1/1 |",
+                   "| phalanx | SIGSTOP | 1/1 |", "| GET | 50 | phalanx-lease |",
+                   "## Latency at a fixed rate", "| SET | 200 | phalanx |",
                    "redis-sentinel: skipped: not installed (apt-get install redis-sentinel)",
                    "## Peers not measured"):
         assert needle in report, needle
 
 
+def test_sections_with_their_own_clusters(tmp_path: Path) -> None:
+    """scale, recovery (without the wipe: see README), memory and soak, tiny."""
+    settings = phalanx_bench.Settings(
+        repeats=1, run_timeout_s=40.0, keyspace=2000, only=("scale", "recovery", "memory",
+                                                            "soak"),
+        scale_configs=((3, 1),), scale_requests=300, recovery_sizes=(1000,),
+        recovery_set_requests=300, memory_keys=1000, recovery_wipe=False,
+        soak_seconds=3.0, soak_sample_s=1.0, soak_keys=200, soak_rate=100.0,
+        assume_missing=frozenset({"redis-sentinel", "etcd", "pysyncobj"}), quick=True)
+    document: dict = {}
+    try:
+        document = phalanx_bench.run_suite(settings, tmp_path)
+    finally:
+        leftovers = _kill_leftovers(document.get("work_dir", ""))
+    assert leftovers == [], f"processes left running: {leftovers}"
+    assert document["incomplete"] == ""
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["throughput"] == [] and saved["failover"] == []
+
+    [scale] = saved["scale"]
+    assert (scale["nodes"], scale["shards"]) == (3, 1) and scale["ok"], scale
+    assert scale["rps"] > 0 and scale["vs_3n_1s"] == 1.0
+
+    data = saved["data"]
+    assert data["error"] == "", data["error"]
+    [size] = data["sizes"]
+    assert size["keys"] == 1000 and size["set"]["ok"], size
+    assert set(size["rss"]) == {"n1", "n2", "n3"} and min(size["rss"].values()) > 0
+    assert size["redis"]["used_memory"] > 0 and size["rss_vs_redis_used"] > 0
+    restart = size["restart"]
+    assert restart["ready_s"] > 0 and restart["serves_s"] > 0, restart
+    assert restart["keys_after"] == restart["leader_keys"], restart
+
+    soak = saved["soak"]
+    assert soak["error"] == "" and soak["workload"]["ok"] > 0, soak
+    assert len(soak["samples"]) >= 3
+    assert set(soak["nodes"]) == {"n1", "n2", "n3"}
+    assert all(r["disk_end"] > 0 and r["rss_max"] > 0 for r in soak["nodes"].values())
+
+    report = (tmp_path / "RESULTS.md").read_text()
+    for needle in ("## Scale: SET throughput", "| 3 | 1 |",
+                   "## Recovery and throughput as the data grows", "| 1,000 |",
+                   "## Memory per key", "## Steady workload (soak)", "| n1 |"):
+        assert needle in report, needle
+
+
 def test_the_cli_default_runs_every_section_and_only_selects_exactly() -> None:
-    from click.testing import CliRunner
 
     from phalanx.cli import main
 
-    help_text = CliRunner().invoke(main, ["bench", "--help"]).output
-    default = "writes,reads,failover,sigstop,etcd,pysyncobj"
-    assert default in help_text
+    command = main.commands["bench"]  # type: ignore[attr-defined]
+    default = next(p.default for p in command.params if p.name == "only")
+    assert default == ("writes,reads,failover,sigstop,etcd,pysyncobj,latency,scale,recovery,"
+                       "memory,soak")
     assert set(default.split(",")) == set(phalanx_bench.SECTIONS)
     assert phalanx_bench.Settings(only=("writes", "etcd")).sections() == {"writes", "etcd"}
     assert phalanx_bench.Settings(only=("writes", "reads", "failover")).sections() == {
@@ -114,5 +172,5 @@ def test_cli_rejects_unknown_section() -> None:
 def test_cli_help_lists_the_options() -> None:
     result = CliRunner().invoke(main, ["bench", "--help"])
     assert result.exit_code == 0
-    for option in ("--quick", "--repeats", "--output", "--only"):
+    for option in ("--quick", "--repeats", "--output", "--only", "--soak-seconds"):
         assert option in result.output
