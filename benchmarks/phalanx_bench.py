@@ -122,11 +122,11 @@ class Settings:
                    failover_tries=1, sigstop_tries=1, etcd_requests={1: 300, 50: 3000},
                    pysyncobj_requests={1: 50, 16: 300},
                    run_timeout_s=30.0, quick=True, keyspace=20000,
-                   latency_rates=(500.0,), latency_seconds=3.0,
+                   latency_rates=(500.0,), latency_seconds=2.0,
                    scale_configs=((3, 3),), scale_requests=3000,
                    recovery_sizes=(10_000,), recovery_set_requests=3000, memory_keys=10_000,
-                   snapshot_every_entries=500, snapshot_keep_entries=50, wipe_timeout_s=20.0,
-                   soak_seconds=20.0, soak_sample_s=5.0, soak_keys=2000)
+                   snapshot_every_entries=500, snapshot_keep_entries=50, wipe_timeout_s=10.0,
+                   soak_seconds=10.0, soak_sample_s=2.0, soak_keys=2000)
 
     def sections(self) -> set[str]:
         return set(self.only)

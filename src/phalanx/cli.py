@@ -896,7 +896,7 @@ def restart(node_id: str, data_dir: str, wait: bool, timeout: float) -> None:
               help="Comma-separated sections to run: writes, reads, failover, sigstop, etcd, "
                    "pysyncobj, latency, scale, recovery, memory, soak.")
 @click.option("--soak-seconds", type=float, default=None,
-              help="Length of the soak section's steady workload (default 120; 20 with "
+              help="Length of the soak section's steady workload (default 120; 10 with "
                    "--quick; 3600 for the issue's one-hour check).")
 def bench(quick: bool, repeats: int | None, output: str | None, only: str,
           soak_seconds: float | None) -> None:
