@@ -337,13 +337,19 @@ def readonly_get(host: str, port: int, key: str) -> bytes | None:
 
 
 def caught_up(cluster: rb.Phalanx, leader: Any) -> bool:
-    """Every node has applied the leader's commit index of shard 1."""
+    """Every node has applied the leader's commit index of shard 1. Raises RuntimeError at
+    once when a node's shard-1 replica has stopped (it would never catch up)."""
     try:
         commit = status(leader)["local"]["1"]["commit_index"]
-        return all(status(n)["local"]["1"]["applied_index"] >= commit
-                   for n in entries(cluster))
+        replicas = {n.id: status(n)["local"]["1"] for n in entries(cluster)}
     except (OSError, RuntimeError, KeyError):
         return False
+    for node, replica in replicas.items():
+        if replica.get("storage_error"):
+            raise RuntimeError(f"{node}: shard 1 replica stopped: {replica['storage_error']} "
+                               f"(applied {replica.get('applied_index')}, commit "
+                               f"{replica.get('commit_index')}; see its node.log)")
+    return all(r["applied_index"] >= commit for r in replicas.values())
 
 
 def restart_follower(cluster: rb.Phalanx, follower: str, leader: Any, wipe: bool,
