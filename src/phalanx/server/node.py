@@ -78,7 +78,7 @@ from phalanx.server.config import NodeConfig, parse_address
 from phalanx.server.group import RaftGroup
 from phalanx.server.metrics import NodeMetrics
 from phalanx.server.resp_server import LeaderLink, RespServer, internal_signature
-from phalanx.storage import AsyncLogStore, SqliteLogStore
+from phalanx.storage import AsyncLogStore, open_log_store
 from phalanx.transport.faults import FaultRules
 from phalanx.transport.tcp import TcpTransport
 
@@ -192,7 +192,8 @@ class Node:
     # -- groups ------------------------------------------------------------------------------
     def _open_group(self, group_id: GroupId, bootstrap: ConfState,
                     machine: MapMachine | None = None) -> RaftGroup:
-        store = AsyncLogStore(SqliteLogStore(self.data_dir / "groups" / str(group_id), bootstrap))
+        store = AsyncLogStore(open_log_store(self.data_dir / "groups" / str(group_id), bootstrap,
+                                             self.config.storage_engine))
         return self._start_group(group_id, store, machine)
 
     def _start_group(self, group_id: GroupId, store: AsyncLogStore,
@@ -735,7 +736,7 @@ class Node:
         if new_id in self.groups or directory.exists():
             return  # replaying the old shard's log after a restart: the new shard exists
         members = ConfState(voters=conf.voters, learners=conf.learners)
-        store = AsyncLogStore(SqliteLogStore(directory, ConfState()))
+        store = AsyncLogStore(open_log_store(directory, ConfState(), self.config.storage_engine))
         snapshot = Snapshot(meta=SnapshotMeta(index=Index(SPLIT_SNAPSHOT_INDEX),
                                               term=Term(SPLIT_SNAPSHOT_INDEX),
                                               conf_state=members),

@@ -8,8 +8,32 @@ Rules of this package:
   holds one or the other (a `WalLogStore` refuses a directory that holds a SQLite log).
 """
 
-from phalanx.storage.async_store import AsyncLogStore
-from phalanx.storage.sqlite import SqliteLogStore
+import os
+
+from phalanx.errors import ConfigError
+from phalanx.raft.types import ConfState
+from phalanx.storage.async_store import AsyncLogStore, DurableLogStore
+from phalanx.storage.sqlite import DATABASE_NAME, SqliteLogStore
 from phalanx.storage.wal import WalLogStore
 
-__all__ = ["AsyncLogStore", "SqliteLogStore", "WalLogStore"]
+ENGINES = ("wal", "sqlite")
+
+
+def open_log_store(directory: str | os.PathLike[str], conf_state: ConfState | None,
+                   engine: str = "wal") -> SqliteLogStore | WalLogStore:
+    """Open (or create) the log store of one group. A directory that already holds a store
+    keeps its format whatever `engine` says (no silent migration, and never an empty log of
+    the other kind next to a full one); a new directory gets `engine`."""
+    if engine not in ENGINES:
+        raise ConfigError(f"storage engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if os.path.exists(os.path.join(directory, DATABASE_NAME)):
+        return SqliteLogStore(directory, conf_state)
+    if os.path.isdir(directory) and any(name.endswith(".wal") for name in os.listdir(directory)):
+        return WalLogStore(directory, conf_state)
+    if engine == "sqlite":
+        return SqliteLogStore(directory, conf_state)
+    return WalLogStore(directory, conf_state)
+
+
+__all__ = ["ENGINES", "AsyncLogStore", "DurableLogStore", "SqliteLogStore", "WalLogStore",
+           "open_log_store"]

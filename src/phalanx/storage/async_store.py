@@ -19,19 +19,48 @@ import asyncio
 import concurrent.futures
 import functools
 from collections.abc import Sequence
-from typing import TypeVar
+from pathlib import Path
+from typing import Protocol, TypeVar
 
 from phalanx.errors import StorageError
 from phalanx.raft.types import ConfState, Entry, HardState, Index, Snapshot, Term
-from phalanx.storage.sqlite import SqliteLogStore
 
 _Result = TypeVar("_Result")
 
 
-class AsyncLogStore:
-    """Wraps a `SqliteLogStore`: `await persist(...)` off the loop, `LogReader` calls inline."""
+class DurableLogStore(Protocol):
+    """What `AsyncLogStore` needs of a synchronous store (`SqliteLogStore`, `WalLogStore`)."""
 
-    def __init__(self, store: SqliteLogStore) -> None:
+    @property
+    def directory(self) -> Path: ...
+
+    def persist(self, entries: Sequence[Entry] = (), hard_state: HardState | None = None,
+                snapshot: Snapshot | None = None) -> None: ...
+
+    def create_snapshot(self, index: Index, conf_state: ConfState, data: bytes) -> Snapshot: ...
+
+    def compact(self, index: Index) -> None: ...
+
+    def close(self) -> None: ...
+
+    def initial_state(self) -> tuple[HardState, ConfState]: ...
+
+    def entries(self, low: Index, high: Index,
+                max_size_bytes: int | None = None) -> list[Entry]: ...
+
+    def term(self, index: Index) -> Term: ...
+
+    def first_index(self) -> Index: ...
+
+    def last_index(self) -> Index: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+
+class AsyncLogStore:
+    """Wraps a durable store: `await persist(...)` off the loop, `LogReader` calls inline."""
+
+    def __init__(self, store: DurableLogStore) -> None:
         self._store = store
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"phalanx-store-{store.directory.name}"
@@ -39,7 +68,7 @@ class AsyncLogStore:
         self._closed = False
 
     @property
-    def store(self) -> SqliteLogStore:
+    def store(self) -> DurableLogStore:
         """The synchronous store (a `LogReader` for the Raft core)."""
         return self._store
 
