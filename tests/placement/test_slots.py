@@ -206,3 +206,23 @@ def test_spec_is_frozen() -> None:
     assert COMMAND_SPECS[b"PING"].keyless
     with pytest.raises(AttributeError):
         spec.arity = 3  # type: ignore[misc]
+
+
+def _crc16_bitwise(data: bytes) -> int:
+    """The CRC by its definition (polynomial 0x1021, init 0, no reflection), bit by bit."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def test_crc16_matches_its_definition_on_many_keys() -> None:
+    import random
+
+    rng = random.Random(7)
+    for length in range(0, 64):
+        data = bytes(rng.randrange(256) for _ in range(length))
+        assert crc16(data) == _crc16_bitwise(data), data
