@@ -196,3 +196,59 @@ def test_render_hooks_run_and_a_failing_hook_does_not_fail_the_scrape(
         assert samples(metrics)[("phalanx_keys", (("group", "0"),))] == 10
         assert samples(metrics)[("phalanx_keys", (("group", "0"),))] == 11
     assert any("render hook failed" in record.getMessage() for record in caplog.records)
+
+
+def test_families_export_exactly_what_prometheus_client_exports(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our lock-free families turn into the very samples of prometheus_client's own Counter,
+    Gauge and Histogram fed the same updates (bucket edges, `_created`, order, removal)."""
+    import random
+
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    monkeypatch.setattr(metrics_module.time, "time", lambda: 1700000000.25)
+    monkeypatch.setattr("prometheus_client.metrics.time.time", lambda: 1700000000.25)
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    buckets = metrics_module.LATENCY_BUCKETS_SECONDS
+    pairs = [
+        (metrics_module._Counter("c", "a counter", ("g",), registry=ours),
+         Counter("c", "a counter", ("g",), registry=theirs)),
+        (metrics_module._Gauge("ga", "a gauge", ("g", "p"), registry=ours),
+         Gauge("ga", "a gauge", ("g", "p"), registry=theirs)),
+        (metrics_module._Histogram("h", "a histogram", ("g",), buckets=buckets, registry=ours),
+         Histogram("h", "a histogram", ("g",), buckets=buckets, registry=theirs)),
+        (metrics_module._Histogram("b", "sizes", ("g",), buckets=metrics_module.BATCH_BUCKETS,
+                                   registry=ours),
+         Histogram("b", "sizes", ("g",), buckets=metrics_module.BATCH_BUCKETS,
+                   registry=theirs)),
+    ]
+    plain_ours = metrics_module._Counter("plain", "no labels", registry=ours)
+    plain_theirs = Counter("plain", "no labels", registry=theirs)
+    rng = random.Random(7)
+    edges = [*buckets, 0.0, 1e-9, 20.0, *(bound * (1 + 1e-12) for bound in buckets)]
+    for _ in range(2000):
+        (counter, counter2), (gauge, gauge2), (hist, hist2), (size, size2) = pairs
+        group = str(rng.randrange(3))
+        amount = rng.randrange(5)
+        counter.labels(group).inc(amount)
+        counter2.labels(group).inc(amount)
+        value = rng.choice([rng.random(), rng.randrange(100)])
+        gauge.labels(group, "n2").set(value)
+        gauge2.labels(group, "n2").set(value)
+        seconds = rng.choice([rng.random() / 100, rng.choice(edges)])
+        hist.labels(group).observe(seconds)
+        hist2.labels(group).observe(seconds)
+        entries = rng.choice([1, 2, 3, 4, 100, 8192, 9000, rng.randrange(10000)])
+        size.labels(group).observe(entries)
+        size2.labels(group).observe(entries)
+        plain_ours.unlabelled().inc()
+        plain_theirs.inc()
+    assert generate_latest(ours) == generate_latest(theirs)
+    for family, family2 in pairs:
+        family.remove("1", *(["n2"] if family is pairs[1][0] else []))
+        family2.remove("1", *(["n2"] if family2 is pairs[1][1] else []))
+    assert generate_latest(ours) == generate_latest(theirs)
+    with pytest.raises(ValueError):
+        pairs[0][0].labels("1").inc(-1)
+    with pytest.raises(ValueError):
+        pairs[0][0].labels("1", "2")

@@ -15,6 +15,12 @@ Rules of this file:
   `MAX_LABEL_VALUES` distinct values a family folds new ones into "other", so a client cannot
   blow up the number of series.
 - Latency buckets span 100 µs to 10 s; size buckets are powers of two.
+- Hot-path updates are plain attribute arithmetic, without locks: the families here are our
+  own collectors (`_Counter`, `_Gauge`, `_Histogram`) whose children keep plain numbers (a
+  histogram keeps its own per-bucket counts, found with `bisect`), and turn them into the very
+  samples `prometheus_client`'s `Counter`, `Gauge` and `Histogram` export (same names, labels,
+  `_created` series, bucket bounds and order) only when the registry is collected. A node
+  updates its metrics from its event loop thread only, as before.
 - Updating a metric never raises into the caller's path for a well-typed call; a failing
   render hook is logged and skipped, never fails the scrape.
 """
@@ -22,18 +28,22 @@ Rules of this file:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import metrics as _prometheus_metrics
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import INF, floatToGoString
+
+#: How prometheus_client writes a bucket bound in the `le` label ("0.0001", "+Inf").
+_le_text: Callable[[float], str] = floatToGoString
 
 logger = logging.getLogger(__name__)
 
@@ -55,85 +65,263 @@ MAX_LABEL_VALUES = 256
 OTHER = "other"
 
 
+def _use_created() -> bool:
+    """Whether `_created` series are exported (prometheus_client's switch, which honours
+    PROMETHEUS_DISABLE_CREATED_SERIES and `disable_created_metrics()`)."""
+    return bool(getattr(_prometheus_metrics, "_use_created", True))
+
+
+class _CounterChild:
+    """One series of a counter: a plain number, no lock (see the module rules)."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value: float = 0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.value += amount
+
+
+class _GaugeChild:
+    """One series of a gauge: a plain number."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: float = 0
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+
+class _HistogramChild:
+    """One series of a histogram: per-bucket (not cumulative) counts and the sum."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum: float = 0.0
+        self.created = time.time()
+
+    def observe(self, amount: float) -> None:
+        # The first bucket whose upper bound is >= amount, as `Histogram.observe` finds it.
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+
+_Child = TypeVar("_Child", _CounterChild, _GaugeChild, _HistogramChild)
+
+
+class _Family(Generic[_Child]):
+    """A metric family collected by the registry: children by label values, turned into
+    samples at collection time only (the same samples as the prometheus_client metric of
+    the same type)."""
+
+    _type = ""
+
+    def __init__(self, name: str, documentation: str, labelnames: Iterable[str] = (), *,
+                 registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _Child] = {}
+        if not self._labelnames:
+            self._children[()] = self._new_child()
+        registry.register(self)
+
+    def _new_child(self) -> _Child:
+        raise NotImplementedError
+
+    def labels(self, *values: object) -> _Child:
+        """The child of these label values (created on first use)."""
+        key = self._key(values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._new_child()
+        return child
+
+    def unlabelled(self) -> _Child:
+        """The only child of a family without labels."""
+        return self._children[()]
+
+    def remove(self, *values: object) -> None:
+        """Drop the series of these label values (nothing to do if it does not exist)."""
+        if not self._labelnames:
+            raise ValueError(f"No label names were set when constructing {self._name}")
+        self._children.pop(self._key(values), None)
+
+    def _key(self, values: tuple[object, ...]) -> tuple[str, ...]:
+        if len(values) != len(self._labelnames):
+            raise ValueError(f"Incorrect label count (expected {len(self._labelnames)}, "
+                             f"got {values})")
+        return tuple(str(value) for value in values)
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self._name, self._documentation, self._type)]
+
+    def collect(self) -> list[Metric]:
+        metric = Metric(self._name, self._documentation, self._type)
+        samples = metric.samples
+        labelnames = self._labelnames
+        created = _use_created()
+        for key, child in list(self._children.items()):
+            self._add_samples(samples, dict(zip(labelnames, key, strict=True)), child, created)
+        return [metric]
+
+    def _add_samples(self, samples: list[Sample], labels: dict[str, str], child: _Child,
+                     created: bool) -> None:
+        raise NotImplementedError
+
+
+class _Counter(_Family[_CounterChild]):
+    _type = "counter"
+
+    def _new_child(self) -> _CounterChild:
+        return _CounterChild()
+
+    def _add_samples(self, samples: list[Sample], labels: dict[str, str], child: _CounterChild,
+                     created: bool) -> None:
+        samples.append(Sample(self._name + "_total", labels, float(child.value)))
+        if created:
+            samples.append(Sample(self._name + "_created", labels, child.created))
+
+
+class _Gauge(_Family[_GaugeChild]):
+    _type = "gauge"
+
+    def _new_child(self) -> _GaugeChild:
+        return _GaugeChild()
+
+    def _add_samples(self, samples: list[Sample], labels: dict[str, str], child: _GaugeChild,
+                     created: bool) -> None:
+        samples.append(Sample(self._name, labels, float(child.value)))
+
+
+class _Histogram(_Family[_HistogramChild]):
+    _type = "histogram"
+
+    def __init__(self, name: str, documentation: str, labelnames: Iterable[str] = (), *,
+                 buckets: Iterable[float], registry: CollectorRegistry) -> None:
+        bounds = [float(bound) for bound in buckets]
+        if bounds != sorted(bounds):
+            raise ValueError("Buckets not in sorted order")
+        if bounds and bounds[-1] != INF:
+            bounds.append(INF)
+        if len(bounds) < 2:
+            raise ValueError("Must have at least two buckets")
+        self._bounds = bounds
+        self._le = [_le_text(bound) for bound in bounds]
+        super().__init__(name, documentation, labelnames, registry=registry)
+
+    def _new_child(self) -> _HistogramChild:
+        return _HistogramChild(self._bounds)
+
+    def _add_samples(self, samples: list[Sample], labels: dict[str, str],
+                     child: _HistogramChild, created: bool) -> None:
+        name = self._name
+        bucket = name + "_bucket"
+        total = 0.0
+        for le, count in zip(self._le, list(child.counts), strict=True):
+            total += count
+            samples.append(Sample(bucket, {**labels, "le": le}, total))
+        samples.append(Sample(name + "_count", labels, total))
+        if self._bounds[0] >= 0:
+            samples.append(Sample(name + "_sum", labels, child.sum))
+        if created:
+            samples.append(Sample(name + "_created", labels, child.created))
+
+
 class _Families:
     """The metric families of one registry (shared by every group of the node)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         group = ("group",)
-        self.node_info = Gauge("phalanx_node_info", "Identity of this node (value is always 1).",
+        self.node_info = _Gauge("phalanx_node_info", "Identity of this node (value is always 1).",
                                ("node",), registry=registry)
         # Raft, per group.
-        self.term = Gauge("phalanx_raft_term", "Current Raft term.", group, registry=registry)
-        self.is_leader = Gauge("phalanx_raft_is_leader", "1 if this node leads the group.",
+        self.term = _Gauge("phalanx_raft_term", "Current Raft term.", group, registry=registry)
+        self.is_leader = _Gauge("phalanx_raft_is_leader", "1 if this node leads the group.",
                                group, registry=registry)
-        self.leader_changes = Counter("phalanx_raft_leader_changes", "Changes of the known leader.",
+        self.leader_changes = _Counter("phalanx_raft_leader_changes", "Changes of the known leader.",
                                       group, registry=registry)
-        self.elections_started = Counter("phalanx_raft_elections_started",
+        self.elections_started = _Counter("phalanx_raft_elections_started",
                                          "Elections (campaigns) this node started.", group,
                                          registry=registry)
-        self.elections_won = Counter("phalanx_raft_elections_won",
+        self.elections_won = _Counter("phalanx_raft_elections_won",
                                      "Elections this node won.", group, registry=registry)
-        self.proposals = Counter("phalanx_raft_proposals", "Proposals made on this node.",
+        self.proposals = _Counter("phalanx_raft_proposals", "Proposals made on this node.",
                                  group, registry=registry)
-        self.proposals_failed = Counter("phalanx_raft_proposals_failed",
+        self.proposals_failed = _Counter("phalanx_raft_proposals_failed",
                                         "Proposals that failed, by reason.",
                                         ("group", "reason"), registry=registry)
-        self.commit_index = Gauge("phalanx_raft_commit_index", "Highest committed log index.",
+        self.commit_index = _Gauge("phalanx_raft_commit_index", "Highest committed log index.",
                                   group, registry=registry)
-        self.applied_index = Gauge("phalanx_raft_applied_index", "Highest applied log index.",
+        self.applied_index = _Gauge("phalanx_raft_applied_index", "Highest applied log index.",
                                    group, registry=registry)
-        self.commit_latency = Histogram("phalanx_raft_commit_latency_seconds",
+        self.commit_latency = _Histogram("phalanx_raft_commit_latency_seconds",
                                         "Leader: time from propose to applied.", group,
                                         buckets=LATENCY_BUCKETS_SECONDS, registry=registry)
-        self.apply_latency = Histogram("phalanx_raft_apply_latency_seconds",
+        self.apply_latency = _Histogram("phalanx_raft_apply_latency_seconds",
                                        "Time to apply one batch of committed entries.", group,
                                        buckets=LATENCY_BUCKETS_SECONDS, registry=registry)
-        self.apply_batch = Histogram("phalanx_raft_apply_batch_size",
+        self.apply_batch = _Histogram("phalanx_raft_apply_batch_size",
                                      "Committed entries applied per batch.", group,
                                      buckets=BATCH_BUCKETS, registry=registry)
-        self.replication_lag = Gauge("phalanx_raft_replication_lag_entries",
+        self.replication_lag = _Gauge("phalanx_raft_replication_lag_entries",
                                      "Leader: entries a peer is behind the leader's last index.",
                                      ("group", "peer"), registry=registry)
-        self.snapshots_sent = Counter("phalanx_raft_snapshots_sent",
+        self.snapshots_sent = _Counter("phalanx_raft_snapshots_sent",
                                       "Snapshots sent to lagging peers.", group, registry=registry)
-        self.snapshots_taken = Counter("phalanx_raft_snapshots_taken",
+        self.snapshots_taken = _Counter("phalanx_raft_snapshots_taken",
                                        "Snapshots taken (log compactions).", group,
                                        registry=registry)
-        self.snapshot_duration = Histogram("phalanx_raft_snapshot_duration_seconds",
+        self.snapshot_duration = _Histogram("phalanx_raft_snapshot_duration_seconds",
                                            "Time to take one snapshot.", group,
                                            buckets=SNAPSHOT_BUCKETS_SECONDS, registry=registry)
-        self.read_index_latency = Histogram("phalanx_raft_read_index_latency_seconds",
+        self.read_index_latency = _Histogram("phalanx_raft_read_index_latency_seconds",
                                             "Time from a linearizable read request to its "
                                             "read index being confirmed.", group,
                                             buckets=LATENCY_BUCKETS_SECONDS, registry=registry)
-        self.keys = Gauge("phalanx_keys", "Keys held by the group's state machine.", group,
+        self.keys = _Gauge("phalanx_keys", "Keys held by the group's state machine.", group,
                           registry=registry)
         # Storage, per group (one store per group).
-        self.fsync_latency = Histogram("phalanx_storage_fsync_latency_seconds",
+        self.fsync_latency = _Histogram("phalanx_storage_fsync_latency_seconds",
                                        "Time of one durable write (fsync) of the log.", group,
                                        buckets=LATENCY_BUCKETS_SECONDS, registry=registry)
-        self.fsync_batch = Histogram("phalanx_storage_fsync_batch_entries",
+        self.fsync_batch = _Histogram("phalanx_storage_fsync_batch_entries",
                                      "Log entries made durable by one fsync.", group,
                                      buckets=BATCH_BUCKETS, registry=registry)
         # RESP clients, per node.
-        self.resp_commands = Counter("phalanx_resp_commands", "RESP commands received.",
+        self.resp_commands = _Counter("phalanx_resp_commands", "RESP commands received.",
                                      ("command",), registry=registry)
-        self.resp_errors = Counter("phalanx_resp_errors", "RESP error replies, by kind.",
+        self.resp_errors = _Counter("phalanx_resp_errors", "RESP error replies, by kind.",
                                    ("kind",), registry=registry)
-        self.resp_connections = Gauge("phalanx_resp_connections", "Open RESP client connections.",
+        self.resp_connections = _Gauge("phalanx_resp_connections", "Open RESP client connections.",
                                       registry=registry)
         # A gauge and a counter cannot share the base name `phalanx_resp_connections` (the
         # counter owns it too), so the counter of accepted connections says "accepted".
-        self.resp_connections_accepted = Counter("phalanx_resp_connections_accepted",
+        self.resp_connections_accepted = _Counter("phalanx_resp_connections_accepted",
                                                  "RESP client connections accepted.",
                                                  registry=registry)
         # Peers, per node.
-        self.peer_sent = Counter("phalanx_peer_messages_sent", "Raft messages sent to a peer.",
+        self.peer_sent = _Counter("phalanx_peer_messages_sent", "Raft messages sent to a peer.",
                                  ("peer",), registry=registry)
-        self.peer_dropped = Counter("phalanx_peer_messages_dropped",
+        self.peer_dropped = _Counter("phalanx_peer_messages_dropped",
                                     "Raft messages to a peer that were dropped, by reason.",
                                     ("peer", "reason"), registry=registry)
-        self.peer_connected = Gauge("phalanx_peer_connected",
+        self.peer_connected = _Gauge("phalanx_peer_connected",
                                     "1 if the connection to the peer is up.", ("peer",),
                                     registry=registry)
 
@@ -144,11 +332,11 @@ class _BoundedCounter:
 
     __slots__ = ("_by_label", "_by_spelling", "_family")
 
-    def __init__(self, family: Counter) -> None:
+    def __init__(self, family: _Counter) -> None:
         self._family = family
-        self._by_label: dict[str, Counter] = {}
+        self._by_label: dict[str, _CounterChild] = {}
         # Children by the caller's exact spelling, so the usual call is one dict lookup.
-        self._by_spelling: dict[str, Counter] = {}
+        self._by_spelling: dict[str, _CounterChild] = {}
 
     def inc(self, value: str) -> None:
         child = self._by_spelling.get(value)
@@ -156,7 +344,7 @@ class _BoundedCounter:
             child = self._child(value)
         child.inc()
 
-    def _child(self, value: str) -> Counter:
+    def _child(self, value: str) -> _CounterChild:
         label = value.lower()
         child = self._by_label.get(label)
         if child is None:
@@ -205,8 +393,8 @@ class GroupMetrics:
         self._keys = families.keys.labels(group)
         self._fsync_latency = families.fsync_latency.labels(group)
         self._fsync_batch = families.fsync_batch.labels(group)
-        self._failed: dict[str, Counter] = {}
-        self._lag: dict[str, Gauge] = {}
+        self._failed: dict[str, _CounterChild] = {}
+        self._lag: dict[str, _GaugeChild] = {}
 
     # Raft state.
     def set_term(self, term: int) -> None:
@@ -324,13 +512,13 @@ class NodeMetrics:
         self._groups: dict[str, GroupMetrics] = {}
         self._commands = _BoundedCounter(self._families.resp_commands)
         self._errors = _BoundedCounter(self._families.resp_errors)
-        self._sent: dict[str, Counter] = {}
-        self._dropped: dict[tuple[str, str], Counter] = {}
-        self._connected: dict[str, Gauge] = {}
+        self._sent: dict[str, _CounterChild] = {}
+        self._dropped: dict[tuple[str, str], _CounterChild] = {}
+        self._connected: dict[str, _GaugeChild] = {}
         self._render_hooks: list[Callable[[], None]] = []
         families = self._families
-        self._connections = families.resp_connections
-        self._connections_accepted = families.resp_connections_accepted
+        self._connections = families.resp_connections.unlabelled()
+        self._connections_accepted = families.resp_connections_accepted.unlabelled()
 
     # Groups.
     def group(self, group_id: int | str) -> GroupMetrics:
