@@ -16,14 +16,38 @@ from phalanx.raft.types import Entry, Index, Snapshot
 
 
 class Unstable:
-    """Entries and a snapshot that are not yet persisted; `offset` is the index of entries[0]."""
+    """Entries and a snapshot that are not yet persisted; `offset` is the index of entries[0].
 
-    __slots__ = ("entries", "offset", "snapshot")
+    Entries below `offset_in_progress` (and the snapshot while `snapshot_in_progress`) were
+    handed to the application in a `Ready` whose write has not completed yet (etcd's
+    `offsetInProgress`): they are not handed out again, but stay readable here until
+    `stable_to` says they are durable. An overwrite below it rewinds it (the new entries must
+    be written too; the store's write of them truncates the old ones).
+    """
+
+    __slots__ = ("entries", "offset", "offset_in_progress", "snapshot", "snapshot_in_progress")
 
     def __init__(self, offset: int) -> None:
         self.snapshot: Snapshot | None = None
         self.entries: list[Entry] = []
         self.offset = offset
+        self.offset_in_progress = offset
+        self.snapshot_in_progress = False
+
+    def entries_to_persist(self) -> list[Entry]:
+        """Entries not yet handed out for persistence."""
+        return self.entries[self.offset_in_progress - self.offset:]
+
+    def has_work(self) -> bool:
+        """True if some entries or the snapshot still have to be handed out."""
+        return (self.offset_in_progress < self.offset + len(self.entries)
+                or (self.snapshot is not None and not self.snapshot_in_progress))
+
+    def accept_in_progress(self) -> None:
+        """Everything unstable was handed out in a Ready: do not hand it out again."""
+        self.offset_in_progress = self.offset + len(self.entries)
+        if self.snapshot is not None:
+            self.snapshot_in_progress = True
 
     def last_index(self) -> int | None:
         if self.entries:
@@ -53,6 +77,8 @@ class Unstable:
         else:
             del self.entries[first - self.offset :]
             self.entries.extend(entries)
+        # Entries from `first` on are new: they must be handed out (again).
+        self.offset_in_progress = max(self.offset, min(self.offset_in_progress, first))
 
     def stable_to(self, index: int, term: int) -> None:
         entry_term = self.term(index)
@@ -60,15 +86,19 @@ class Unstable:
             return  # the entries were replaced meanwhile; they will be persisted again
         del self.entries[: index + 1 - self.offset]
         self.offset = index + 1
+        self.offset_in_progress = max(self.offset_in_progress, self.offset)
 
     def stable_snapshot_to(self, index: int) -> None:
         if self.snapshot is not None and self.snapshot.meta.index == index:
             self.snapshot = None
+            self.snapshot_in_progress = False
 
     def restore(self, snapshot: Snapshot) -> None:
         self.offset = snapshot.meta.index + 1
+        self.offset_in_progress = self.offset
         self.entries = []
         self.snapshot = snapshot
+        self.snapshot_in_progress = False
 
 
 class RaftLog:

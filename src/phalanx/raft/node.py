@@ -3,6 +3,10 @@
 Rules of this file:
 - The application drives the node from one thread/task: `tick()`, `step()`, local requests,
   then `ready()` / `advance()` strictly in pairs (a second `ready()` before `advance()` is a bug).
+- Or, with asynchronous storage writes (etcd's AsyncStorageWrites; diss. §10.2.1 lets the
+  leader write its log in parallel with replication): `ready()` / `advance_applied()` in pairs,
+  and `persisted(ready)` for each Ready once its write is durable, in Ready order, possibly
+  several Readys later. A Ready's entries are handed out once (`Unstable.offset_in_progress`).
 - Everything the application must do is in the `Ready`; its docstring states the order.
 """
 
@@ -47,6 +51,13 @@ class Ready:
        order; for a CONF_CHANGE entry call `RawNode.apply_conf_change`. Serve `read_states`
        whose index has been applied.
     5. Call `advance(ready)`.
+
+    With asynchronous writes, steps 1 and 4 happen at once and end with
+    `advance_applied(ready)`; steps 2 and 3 happen when the write is durable and end with
+    `persisted(ready)`. The `persisted_messages` of a Ready must wait for the writes of every
+    earlier Ready too (an acknowledgement may cover entries an earlier Ready handed out).
+    Committed entries may be applied before they are durable here: they are durable on a
+    quorum already, and the state machine lives in memory.
     """
 
     soft_state: SoftState | None
@@ -161,8 +172,7 @@ class RawNode:
         return bool(
             raft.messages
             or raft.messages_after_persist
-            or raft.log.unstable.entries
-            or raft.log.unstable.snapshot is not None
+            or raft.log.unstable.has_work()
             or raft.read_states
             or raft.log.has_next_committed()
             or raft.hard_state() != self._previous_hard
@@ -177,8 +187,9 @@ class RawNode:
         raft = self.raft
         soft = SoftState(raft.lead, raft.role)
         hard = raft.hard_state()
-        entries = tuple(raft.log.unstable.entries)
-        snapshot = raft.log.unstable.snapshot
+        unstable = raft.log.unstable
+        entries = tuple(unstable.entries_to_persist())
+        snapshot = unstable.snapshot if not unstable.snapshot_in_progress else None
         hard_changed = hard != self._previous_hard
         rd = Ready(
             soft_state=soft if soft != self._previous_soft else None,
@@ -197,6 +208,7 @@ class RawNode:
         raft.messages = []
         raft.messages_after_persist = []
         raft.read_states = []
+        unstable.accept_in_progress()
         if rd.soft_state is not None:
             self._previous_soft = soft
         if rd.hard_state is not None:
@@ -206,18 +218,30 @@ class RawNode:
 
     def advance(self, rd: Ready) -> None:
         """Tell the node that `rd` was persisted, sent and applied."""
+        self.persisted(rd)
+        self.advance_applied(rd)
+
+    def advance_applied(self, rd: Ready) -> None:
+        """Tell the node that `rd`'s messages were sent and its committed entries applied
+        (its write may still be running: see `persisted`). The next `ready()` may follow."""
         require(self._outstanding, "advance() without an outstanding ready()")
         self._outstanding = False
         raft = self.raft
         if rd.snapshot is not None:
-            raft.log.stable_snapshot_to(rd.snapshot.meta.index)
             raft.log.applied = max(raft.log.applied, rd.snapshot.meta.index)
-        if rd.entries:
-            last = rd.entries[-1]
-            raft.on_persisted(last.index, last.term)
         if rd.committed_entries:
             raft.log.applied_to(rd.committed_entries[-1].index)
         raft.maybe_auto_leave()
+
+    def persisted(self, rd: Ready) -> None:
+        """Tell the node that `rd`'s snapshot, entries and hard state are durable (call in
+        Ready order). A leader counts its own copy only now (diss. §10.2.1)."""
+        raft = self.raft
+        if rd.snapshot is not None:
+            raft.log.stable_snapshot_to(rd.snapshot.meta.index)
+        if rd.entries:
+            last = rd.entries[-1]
+            raft.on_persisted(last.index, last.term)
 
     # -- introspection -----------------------------------------------------------------------
     def status(self) -> Status:

@@ -121,12 +121,22 @@ class Raft:
         self.append_pending = False
         self._set_conf(conf_state)
         if hard_state.commit:
+            # The commit index is volatile state (Figure 2): the application may persist a stale
+            # one (a commit-only change costs no fsync), possibly older than a snapshot taken
+            # since, which covers it. One beyond the log is corruption.
             require(
-                self.log.first_index() - 1 <= hard_state.commit <= self.log.last_index(),
-                f"persisted commit {hard_state.commit} outside the log "
-                f"[{self.log.first_index() - 1}, {self.log.last_index()}]",
+                hard_state.commit <= self.log.last_index(),
+                f"persisted commit {hard_state.commit} beyond the log's last index "
+                f"{self.log.last_index()}",
             )
             self.log.commit_to(hard_state.commit)
+        # A snapshot holds only applied, hence committed, entries: its index is committed even
+        # when the persisted commit index is older (it is written lazily) and the log keeps
+        # entries before the snapshot. Without this a restarted replica would re-apply entries
+        # its restored state machine already holds.
+        snapshot_index = storage.snapshot().meta.index
+        if snapshot_index > self.log.committed:
+            self.log.commit_to(snapshot_index)
         if config.applied:
             self.log.applied_to(min(config.applied, self.log.committed))
         self.become_follower(self.term, NO_NODE)

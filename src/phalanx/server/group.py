@@ -30,6 +30,7 @@ from phalanx.placement.shard import ShardMachine, SplitOff
 from phalanx.raft import (
     ConfChange,
     ConfState,
+    Entry,
     EntryType,
     GroupId,
     HardState,
@@ -141,9 +142,17 @@ class RaftGroup:
         self.fatal_error: str | None = None
         self._snapshotting = False
         self.compacting = False
-        #: A hard state whose only change was the commit index, not yet written (see
-        #: `_handle_ready`); written with the next synced batch.
-        self._unsynced_hard: HardState | None = None
+        #: The newest hard state handed out and not yet written. A change of the commit index
+        #: alone costs no write of its own: it rides with the next write (see `_handle_ready`).
+        self._pending_hard: HardState | None = None
+        #: Asynchronous log writes (see `_handle_ready`): Readys whose write is waiting for the
+        #: running one, the entries they hand out (merged), and whether one needs a sync.
+        self._queued: list[Ready] = []
+        self._queued_entries: list[Entry] = []
+        self._queued_sync = False
+        self._write_running = False
+        self._writes_idle = asyncio.Event()
+        self._writes_idle.set()
 
     # -- inputs from other tasks ---------------------------------------------------------------
     def step(self, message: Message) -> None:
@@ -365,30 +374,40 @@ class RaftGroup:
             self._fail_everything(error)
 
     async def _handle_ready(self, rd: Ready) -> None:
+        """Handle one Ready with asynchronous log writes (etcd's AsyncStorageWrites).
+
+        Messages leave at once; the Ready's entries and hard state join the log write, which
+        runs on the store's writer thread while this loop goes on: committed entries are
+        applied at once (they are durable on a quorum already; diss. §10.2.1 lets the leader
+        write its own copy in parallel), new proposals and acknowledgements are processed, and
+        the leader commits as soon as a quorum of DURABLE copies exists, its own copy counting
+        only once written (`RawNode.persisted`). Acknowledgements (`persisted_messages`) leave
+        only when the write of their Ready and of every earlier Ready is durable.
+
+        Group commit: one write runs at a time; Readys arriving meanwhile are merged into the
+        next one (one write, one fsync). A Ready with a snapshot waits for every earlier write
+        and is written on its own before anything is restored.
+        """
         group = self.group_id
         if rd.messages:
             self._send([(group, message) for message in rd.messages])
             for message in rd.messages:
                 if isinstance(message, InstallSnapshot):
                     self.metrics.snapshot_sent()
-        hard_state = rd.hard_state
-        if hard_state is not None and not rd.must_sync:
-            # Only the commit index moved. It is volatile state (Raft paper, Figure 2): a
-            # restarted replica relearns it from the leader, and a stale one only delays
-            # applying. So it costs no fsync here (etcd's MustSync does the same); it rides
-            # along with the next batch that must be synced anyway.
-            self._unsynced_hard = hard_state
-            hard_state = None
-        if rd.entries or hard_state is not None or rd.snapshot is not None:
-            if hard_state is None and self._unsynced_hard is not None:
-                hard_state = self._unsynced_hard
-            self._unsynced_hard = None
+        if rd.hard_state is not None:
+            # Only the commit index moved when `must_sync` is false: volatile state (Raft paper,
+            # Figure 2; a restarted replica relearns it, and a snapshot's index counts as
+            # committed), so it waits for the next write instead of costing one.
+            self._pending_hard = rd.hard_state
+        if rd.snapshot is not None:
+            await self._writes_idle.wait()
+            hard_state, self._pending_hard = self._pending_hard, None
             started = time.perf_counter()
             await self.store.persist(rd.entries, hard_state, rd.snapshot)
             self.metrics.observe_fsync(time.perf_counter() - started, len(rd.entries))
-        if rd.persisted_messages:
-            self._send([(group, message) for message in rd.persisted_messages])
-        if rd.snapshot is not None:
+            if rd.persisted_messages:
+                self._send([(group, message) for message in rd.persisted_messages])
+            self.raw.persisted(rd)
             self.machine.restore(rd.snapshot.data)
             logger.info("group %s restored snapshot at index %s", group, rd.snapshot.meta.index)
             for index in [i for i in self.pending_writes if i <= rd.snapshot.meta.index]:
@@ -396,6 +415,12 @@ class RaftGroup:
                 if not replaced.future.done():
                     replaced.future.set_exception(OutcomeUnknown(
                         "replaced by a snapshot before it could be confirmed"))
+        else:
+            must_sync = bool(rd.entries) or (rd.hard_state is not None and rd.must_sync)
+            if must_sync or rd.persisted_messages or self._write_running or self._queued:
+                self._queue_write(rd, must_sync)
+            else:
+                self.raw.persisted(rd)  # nothing to write, nothing to wait for
         apply_started = time.perf_counter()
         for entry in rd.committed_entries:
             reply: Reply = None
@@ -433,7 +458,7 @@ class RaftGroup:
             else:
                 read_future.set_exception(NotLeader(self.leader or None,
                                                     "leadership changed during the read"))
-        self.raw.advance(rd)
+        self.raw.advance_applied(rd)
         applied = self.raw.raft.log.applied
         if self.apply_waiters:
             remaining = []
@@ -447,6 +472,68 @@ class RaftGroup:
             self.apply_waiters = remaining
         if rd.soft_state is not None:
             self._observe_role()
+
+    # -- asynchronous log writes ------------------------------------------------------------
+    def _queue_write(self, rd: Ready, must_sync: bool) -> None:
+        self._queued.append(rd)
+        if rd.entries:
+            merged = self._queued_entries
+            first = rd.entries[0].index
+            if merged and first <= merged[-1].index:
+                # A later Ready overwrote a suffix handed out earlier (§5.3): write the new one.
+                del merged[max(0, first - merged[0].index):]
+            merged.extend(rd.entries)
+        self._queued_sync = self._queued_sync or must_sync
+        if not self._write_running:
+            self._start_write()
+
+    def _start_write(self) -> None:
+        batch, entries, must_sync = self._queued, self._queued_entries, self._queued_sync
+        self._queued, self._queued_entries, self._queued_sync = [], [], False
+        if not must_sync:
+            # Only acknowledgements that waited for earlier writes: they are durable now.
+            self._finish_write(batch)
+            return
+        hard_state, self._pending_hard = self._pending_hard, None
+        self._write_running = True
+        self._writes_idle.clear()
+        started = time.perf_counter()
+        write = asyncio.ensure_future(self.store.persist(entries, hard_state, None))
+        write.add_done_callback(
+            lambda done: self._write_done(done, batch, started, len(entries)))
+
+    def _write_done(self, write: asyncio.Future[None], batch: list[Ready], started: float,
+                    entries: int) -> None:
+        self._write_running = False
+        if self.stopped or write.cancelled():
+            self._writes_idle.set()
+            return
+        error = write.exception()
+        if error is not None:
+            # The disk failed (full, IO error): stop this replica rather than guess; the rest
+            # of the cluster keeps the data (as `run` does for a synchronous failure).
+            self.fatal_error = f"storage failure: {error}"
+            logger.error("group %s stopped: %s", self.group_id, self.fatal_error)
+            self.stopped = True
+            self._fail_everything(error if isinstance(error, Exception)
+                                  else StorageError(repr(error)))
+            self._writes_idle.set()
+            self.wake.set()
+            return
+        self.metrics.observe_fsync(time.perf_counter() - started, entries)
+        self._finish_write(batch)
+        if self._queued:
+            self._start_write()
+
+    def _finish_write(self, batch: list[Ready]) -> None:
+        group = self.group_id
+        for rd in batch:
+            if rd.persisted_messages:
+                self._send([(group, message) for message in rd.persisted_messages])
+            self.raw.persisted(rd)
+        if not self._write_running and not self._queued:
+            self._writes_idle.set()
+        self.wake.set()
 
     def _observe_role(self) -> None:
         # A deposed leader's pending writes stay pending on purpose: each either turns up in the
@@ -526,6 +613,8 @@ class RaftGroup:
         if self._snapshotting or (applied - snapshot_index < self.config.snapshot_every_entries
                                   and not (force and applied > snapshot_index)):
             return
+        if applied > self.store.last_index():
+            return  # entries applied before our own write of them completed: next time
         self._snapshotting = True
         try:
             started = time.perf_counter()

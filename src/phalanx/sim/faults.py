@@ -63,6 +63,9 @@ class FaultPlan:
     max_inflight_messages: int = 8
     #: Serve reads through the leader lease instead of a heartbeat round.
     lease_reads: bool = False
+    #: Asynchronous storage writes: the node keeps processing Readys (sending, applying) while
+    #: earlier writes are in flight, and sends acknowledgements when they complete.
+    async_writes: bool = False
     #: Durations of the safety phase and the bound for the liveness phase.
     safety_ms: int = 4000
     liveness_ms_max: int = 4000
@@ -109,4 +112,6 @@ def swarm(rng: random.Random) -> FaultPlan:
         lease_reads=rng.random() < 0.3,
         safety_ms=4000,
         liveness_ms_max=6000,
+        # Drawn last, so the plans of earlier seeds keep every other knob they had.
+        async_writes=rng.random() < 0.5,
     )

@@ -78,6 +78,9 @@ class SimNode:
     raw: RawNode | None = None
     machine: KVStateMachine = field(default_factory=KVStateMachine)
     persisting: Ready | None = None
+    #: Asynchronous writes in flight, oldest first, and when the newest completes.
+    inflight: deque[Ready] = field(default_factory=deque)
+    inflight_done: float = 0.0
     generation: int = 0
     checked_commit: int = 0
     was_leader_term: int = -1
@@ -88,7 +91,7 @@ class SimNode:
 
 # Event kinds (ints keep heap comparisons cheap and deterministic).
 (_TICK, _DELIVER, _PERSIST, _CLIENT, _NEMESIS, _RESTART, _UNCLOG, _TIMEOUT, _PROBE, _RESET,
- _FLAP, _FLAP_CRASH) = range(12)
+ _FLAP, _FLAP_CRASH, _PERSIST_ASYNC) = range(13)
 
 
 class Simulator:
@@ -214,6 +217,8 @@ class Simulator:
             self._on_flap(payload)  # type: ignore[arg-type]
         elif kind == _FLAP_CRASH:
             self._on_vote_crash(payload)  # type: ignore[arg-type]
+        elif kind == _PERSIST_ASYNC:
+            self._on_persist_async(payload)  # type: ignore[arg-type]
 
     # -- nodes -------------------------------------------------------------------------------
     def _start_node(self, node: SimNode) -> None:
@@ -234,6 +239,7 @@ class Simulator:
         node.raw = RawNode(config, node.storage)
         node.alive = True
         node.persisting = None
+        node.inflight.clear()
         node.checked_commit = node.raw.raft.log.committed
         node.was_leader_term = -1
         self._schedule(self.now + node.tick_ms * self.network_rng.random(), _TICK,
@@ -252,7 +258,8 @@ class Simulator:
         if not node.alive:
             return
         self.stats["crashes"] += 1
-        rd = node.persisting
+        rd = node.persisting if node.persisting is not None else (
+            node.inflight[0] if node.inflight else None)
         if rd is not None and rd.entries and rd.snapshot is None and self.plan.torn_writes:
             # A torn write: a prefix of the batch reached the disk, the hard state did not.
             keep = self.disk_rng.randrange(len(rd.entries) + 1)
@@ -264,6 +271,7 @@ class Simulator:
         node.alive = False
         node.raw = None
         node.persisting = None
+        node.inflight.clear()
         node.generation += 1
         # Peers see their connections to the crashed node reset (the node's fast failover path),
         # usually at once, sometimes late or never.
@@ -298,6 +306,16 @@ class Simulator:
         for message in rd.messages:
             self._send(message)
         needs_disk = bool(rd.entries) or rd.hard_state is not None or rd.snapshot is not None
+        if self.plan.async_writes and rd.snapshot is None and self.bug != "ack-before-fsync":
+            self._process_async(node, rd, needs_disk)
+            return
+        if node.inflight:
+            # A snapshot waits for every earlier write (they complete in order).
+            node.persisting = rd
+            latency = self.disk_rng.uniform(self.plan.fsync_ms_min, self.plan.fsync_ms_max)
+            self._schedule(max(node.inflight_done, self.now + latency), _PERSIST,
+                           (node.id, node.generation))
+            return
         node.persisting = rd
         if needs_disk and self.bug != "ack-before-fsync":
             latency = self.disk_rng.uniform(self.plan.fsync_ms_min, self.plan.fsync_ms_max)
@@ -323,6 +341,62 @@ class Simulator:
                 return
             self._on_persist((node.id, node.generation))
 
+    def _process_async(self, node: SimNode, rd: Ready, needs_disk: bool) -> None:
+        """Asynchronous writes: queue the write (completions keep Ready order), apply and go on.
+        Acknowledgements (`persisted_messages`) leave when the write AND every earlier one is
+        durable; committed entries are applied at once (durable on a quorum already)."""
+        raw = node.raw
+        assert raw is not None
+        if needs_disk or rd.persisted_messages or node.inflight:
+            latency = (self.disk_rng.uniform(self.plan.fsync_ms_min, self.plan.fsync_ms_max)
+                       if needs_disk else 0.0)
+            done = max(node.inflight_done, self.now + latency)
+            node.inflight_done = done
+            node.inflight.append(rd)
+            self._schedule(done, _PERSIST_ASYNC, (node.id, node.generation))
+            if (not self.liveness and rd.hard_state is not None and rd.hard_state.vote
+                    and self.nemesis_rng.random() < self.plan.vote_crash_probability):
+                self._schedule(self.nemesis_rng.uniform(self.now, done), _FLAP_CRASH,
+                               (node.id, node.generation))
+        else:
+            raw.persisted(rd)  # nothing to write and nothing waiting
+        self._apply_ready(node, rd)
+        raw.advance_applied(rd)
+        self._check_node(node)
+        self._serve_reads(node)
+        self._maybe_snapshot(node)
+        self._process(node)
+
+    def _on_persist_async(self, payload: tuple[NodeId, int]) -> None:
+        node = self.nodes[payload[0]]
+        if node.generation != payload[1] or node.raw is None or not node.inflight:
+            return
+        rd = node.inflight.popleft()
+        if rd.entries:
+            node.storage.append(list(rd.entries))
+        if rd.hard_state is not None:
+            node.storage.set_hard_state(rd.hard_state)
+        for message in rd.persisted_messages:
+            self._send(message)
+        node.raw.persisted(rd)
+        self._check_node(node)
+        self._maybe_snapshot(node)
+        self._process(node)
+
+    def _apply_ready(self, node: SimNode, rd: Ready) -> None:
+        """Apply a Ready's committed entries and take its read states."""
+        for entry in rd.committed_entries:
+            self._apply(node, entry)
+        for state in rd.read_states:
+            read_op = node.reads.pop(state.context, None)
+            if read_op is None:
+                continue
+            if not state.ok:
+                self._complete_fail(read_op)
+            else:
+                read_op.read_index = state.index
+                node.waiting_reads.append(read_op)
+
     def _on_persist(self, payload: tuple[NodeId, int]) -> None:
         node = self.nodes[payload[0]]
         if node.generation != payload[1] or node.raw is None or node.persisting is None:
@@ -345,17 +419,7 @@ class Simulator:
                 if index <= rd.snapshot.meta.index:
                     del node.proposals[index]
                     self._complete_info(op)
-        for entry in rd.committed_entries:
-            self._apply(node, entry)
-        for state in rd.read_states:
-            read_op = node.reads.pop(state.context, None)
-            if read_op is None:
-                continue
-            if not state.ok:
-                self._complete_fail(read_op)
-            else:
-                read_op.read_index = state.index
-                node.waiting_reads.append(read_op)
+        self._apply_ready(node, rd)
         raw.advance(rd)
         self._check_node(node)
         node.persisting = None
