@@ -119,6 +119,8 @@ class Raft:
         self.lease_until_tick = -1
         self.lease_disabled = False
         self.append_pending = False
+        #: The term in which this replica has seen an entry of its own term committed.
+        self._committed_term = -1
         self._set_conf(conf_state)
         if hard_state.commit:
             # The commit index is volatile state (Figure 2): the application may persist a stale
@@ -747,7 +749,15 @@ class Raft:
 
     # -- linearizable reads (diss. §6.4) -----------------------------------------------------
     def _committed_in_current_term(self) -> bool:
-        return self.log.term_or_none(self.log.committed) == self.term
+        # Once true it stays true for the term (the commit index never decreases and a later
+        # entry of the log has a term at least as high), so remember the term it held for: the
+        # lease read path asks on every read.
+        if self._committed_term == self.term:
+            return True
+        if self.log.term_or_none(self.log.committed) == self.term:
+            self._committed_term = self.term
+            return True
+        return False
 
     def _register_read(self, context: bytes, requester: NodeId) -> None:
         if len(self.pending_reads) >= self.config.max_pending_reads:
