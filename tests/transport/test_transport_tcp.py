@@ -577,6 +577,97 @@ def test_rogue_clients_are_refused_and_the_transport_keeps_working(
         assert reason in text
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_silent_inbound_peer_gets_keepalives_then_is_dropped_after_the_idle_timeout(
+    loop: str,
+) -> None:
+    """The acceptor's keepalives and idle check run from one timer per connection: a dialer
+    that authenticates and then says nothing gets a keepalive every interval, and is dropped
+    (once, with the reason) after the idle timeout."""
+
+    async def test() -> None:
+        _, inboxes, transports = cluster(["a", "c"], keepalive_interval_s=0.05,
+                                         idle_timeout_s=0.5)
+        a = transports["a"]
+        await a.start()
+        try:
+            started = time.monotonic()
+            reader, writer = await authenticate_as(a.listen_address, "c")
+            writer.write(encode_batch(heartbeats("c", "a", 3)))
+            received = b""
+            with contextlib.suppress(ConnectionError):
+                async with asyncio.timeout(5):
+                    while chunk := await reader.read(65536):
+                        received += chunk
+            elapsed = time.monotonic() - started
+            writer.close()
+            decoder = FrameDecoder()
+            decoder.feed(received)
+            keepalives = 0
+            while (batch := decoder.next_batch()) is not NEED_DATA:
+                assert batch == []
+                keepalives += 1
+            assert 0.45 <= elapsed < 3.0
+            assert keepalives >= 4  # about one per 50 ms for 500 ms
+            await inboxes["a"].wait_for(lambda: inboxes["a"].lost == ["c"])
+            assert len(inboxes["a"].messages("c")) == 3
+            assert "no data from c for 0.5 s" in a.stats()["peers"]["c"]["last_error"]
+        finally:
+            await a.stop()
+
+    run(test, loop=loop)
+
+
+def test_a_peer_that_stops_reading_times_out_the_write() -> None:
+    """Below the write buffer's low-water mark the sender does not drain; above it, the
+    drain is bounded by write_timeout_s: a peer that stops reading is dropped."""
+
+    async def test() -> None:
+        stuck: list[asyncio.StreamWriter] = []
+
+        async def never_reads(reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+            hello = await read_hello(reader)
+            writer.write(encode_handshake(NodeId("b"), CLUSTER, secret=SECRET,
+                                          nonce=b"b-nonce", bind=hello.nonce))
+            stuck.append(writer)
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.append(task)
+            while not writer.is_closing():  # keepalives only, never reads again
+                writer.write(KEEPALIVE_FRAME)
+                await asyncio.sleep(0.05)
+
+        server = await asyncio.start_server(never_reads, "127.0.0.1", 0)
+        tasks: list[asyncio.Task[None]] = []
+        port = server.sockets[0].getsockname()[1]
+        addresses = {"a": ("127.0.0.1", free_port()), "b": ("127.0.0.1", port)}
+        inbox = Inbox()
+        a = make("a", addresses, inbox, write_timeout_s=0.3, idle_timeout_s=10.0)
+        await a.start()
+        try:
+            big = b"x" * 60_000
+            for i in range(400):  # about 24 MB: more than socket buffers and the high water
+                a.send(GroupId(1), AppendEntries(
+                    source=NodeId("a"), target=NodeId("b"), term=Term(1),
+                    prev_log_index=Index(i), prev_log_term=Term(1), commit=Index(0),
+                    entries=(Entry(Term(1), Index(i + 1), EntryType.NORMAL, big),)))
+                await asyncio.sleep(0)
+            await inbox.wait_for(lambda: "b" in inbox.lost, timeout_s=8.0)
+            assert "write timed out" in a.stats()["peers"]["b"]["last_error"]
+        finally:
+            await a.stop()
+            for writer in stuck:
+                writer.transport.abort()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            server.close()
+            await server.wait_closed()
+
+    run(test)
+
+
 def test_a_peer_speaking_garbage_after_its_handshake_is_dropped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -89,6 +89,7 @@ NONCE_BYTES: Final = 16
 _STREAM_LIMIT: Final = 1024 * 1024
 _WRITE_HIGH_WATER: Final = 1024 * 1024
 _MAX_UNREAD_KEEPALIVE_BYTES: Final = 64 * 1024
+_TIMER_SLACK_S: Final = 0.002
 
 
 def _format_address(address: object) -> str:
@@ -106,7 +107,8 @@ def _describe(error: BaseException) -> str:
 class _Outbound:
     """One established outbound connection and the task watching its read side."""
 
-    __slots__ = ("decoder", "failure", "reader", "watcher", "writer")
+    __slots__ = ("decoder", "failure", "keepalive_due", "last_sent", "reader", "watcher",
+                 "writer")
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder
@@ -116,6 +118,10 @@ class _Outbound:
         self.decoder = decoder
         self.failure: BaseException | None = None
         self.watcher: asyncio.Task[None] | None = None
+        # Loop time of the last frame written, and whether the keepalive timer found the
+        # connection silent for a whole `keepalive_interval_s` (the sender then writes one).
+        self.last_sent = 0.0
+        self.keepalive_due = False
 
 
 class _Inbound:
@@ -543,31 +549,64 @@ class TcpTransport:
         return connection
 
     async def _pump(self, peer: _Peer, connection: _Outbound) -> None:
-        """Send queued messages (and keepalives) until the connection fails."""
+        """Send queued messages (and keepalives) until the connection fails.
+
+        Per batch this costs no timer: the keepalive is due from one timer per connection
+        that re-arms itself (`_keepalive_check`), and the socket is drained (with the write
+        timeout) only when its write buffer is above the low-water mark -- below it,
+        `drain()` would return at once -- or the transport is closing (drain raises then).
+        """
         writer = connection.writer
+        transport = writer.transport
+        low_water = transport.get_write_buffer_limits()[0]
         queue = peer.queue
         wakeup = peer.wakeup
-        while True:
-            if connection.failure is not None:
-                raise connection.failure
-            if not queue:
-                wakeup.clear()
-                try:
-                    async with asyncio.timeout(self._keepalive_interval):
+        loop = asyncio.get_running_loop()
+        connection.last_sent = loop.time()
+        timer: list[asyncio.TimerHandle] = []
+        timer.append(loop.call_at(connection.last_sent + self._keepalive_interval,
+                                  self._keepalive_check, peer, connection, timer))
+        try:
+            while True:
+                if connection.failure is not None:
+                    raise connection.failure
+                if not queue:
+                    if not connection.keepalive_due:
+                        wakeup.clear()
                         await wakeup.wait()
-                except TimeoutError:
+                        continue
+                    connection.keepalive_due = False
                     writer.write(KEEPALIVE_FRAME)
                     peer.bytes_sent += len(KEEPALIVE_FRAME)
+                    connection.last_sent = loop.time()
                     async with asyncio.timeout(self._write_timeout):
                         await writer.drain()
-                continue
-            frames, count = self._take_frames(peer)
-            writer.writelines(frames)
-            peer.messages_sent += count
-            peer.frames_sent += len(frames)
-            peer.bytes_sent += sum(map(len, frames))
-            async with asyncio.timeout(self._write_timeout):
-                await writer.drain()
+                    continue
+                frames, count = self._take_frames(peer)
+                writer.writelines(frames)
+                connection.last_sent = loop.time()
+                peer.messages_sent += count
+                peer.frames_sent += len(frames)
+                peer.bytes_sent += sum(map(len, frames))
+                if transport.get_write_buffer_size() > low_water or transport.is_closing():
+                    async with asyncio.timeout(self._write_timeout):
+                        await writer.drain()
+        finally:
+            timer[0].cancel()
+
+    def _keepalive_check(self, peer: _Peer, connection: _Outbound,
+                         timer: list[asyncio.TimerHandle]) -> None:
+        """Timer of an outbound connection: wake its sender for a keepalive once nothing was
+        written for `keepalive_interval_s`; re-armed for the next time one can be due."""
+        loop = asyncio.get_running_loop()
+        due = connection.last_sent + self._keepalive_interval
+        # A timer may fire a little before its time (clock resolution, uvloop's milliseconds):
+        # within _TIMER_SLACK_S of due counts as due, so the timer never spins.
+        if loop.time() + _TIMER_SLACK_S >= due:
+            connection.keepalive_due = True
+            peer.wakeup.set()
+            due = loop.time() + self._keepalive_interval
+        timer[0] = loop.call_at(due, self._keepalive_check, peer, connection, timer)
 
     def _take_frames(self, peer: _Peer) -> tuple[list[bytes], int]:
         """Everything queued for `peer`, as batch frames; and how many messages they hold."""
@@ -706,43 +745,65 @@ class TcpTransport:
 
     async def _receive(self, peer: _Peer, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter, decoder: FrameDecoder) -> None:
-        """Deliver the batches of an authenticated inbound connection until it ends (EOF)."""
+        """Deliver the batches of an authenticated inbound connection until it ends (EOF).
+
+        Reads carry no timer of their own: one timer per connection (`tick`, re-armed for the
+        next time something can be due) writes the keepalive after `keepalive_interval_s`
+        without one, and, when nothing arrived for `idle_timeout_s` or the peer does not read
+        its keepalives, records why and aborts the connection, which ends the pending read.
+        """
         loop = asyncio.get_running_loop()
         on_messages = self._on_messages
         rules = self._fault_rules
         peer_id = peer.id
         keepalive_interval = self._keepalive_interval
+        idle_timeout = self._idle_timeout
+        transport = writer.transport
         last_received = last_sent = loop.time()
-        while True:
-            while (batch := decoder.next_batch()) is not NEED_DATA:
-                if not batch:
-                    continue  # a keepalive
-                if rules is not None and rules.active and rules.should_drop_inbound(peer_id):
-                    peer.dropped_fault += len(batch)
-                    continue
-                peer.messages_received += len(batch)
-                on_messages(peer_id, batch)
-            data: bytes | None
-            try:
-                async with asyncio.timeout(keepalive_interval):
-                    data = await reader.read(_READ_CHUNK)
-            except TimeoutError:
-                data = None
-            now = loop.time()
-            if data is None:
-                if now - last_received >= self._idle_timeout:
-                    raise TimeoutError(f"no data from {peer_id} for {self._idle_timeout:g} s")
-            elif not data:
+        failure: list[BaseException] = []
+        handle: asyncio.TimerHandle | None = None
+
+        def tick() -> None:
+            nonlocal handle, last_sent
+            now = loop.time() + _TIMER_SLACK_S  # see _keepalive_check
+            if now - last_received >= idle_timeout:
+                failure.append(TimeoutError(f"no data from {peer_id} for {idle_timeout:g} s"))
+                transport.abort()
                 return
-            else:
-                last_received = now
+            if now - last_sent >= keepalive_interval:
+                if transport.get_write_buffer_size() > _MAX_UNREAD_KEEPALIVE_BYTES:
+                    failure.append(ConnectionError(f"{peer_id} does not read its connection"))
+                    transport.abort()
+                    return
+                writer.write(KEEPALIVE_FRAME)
+                last_sent = loop.time()
+            handle = loop.call_at(min(last_sent + keepalive_interval,
+                                      last_received + idle_timeout), tick)
+
+        handle = loop.call_at(last_sent + keepalive_interval, tick)
+        try:
+            while True:
+                while (batch := decoder.next_batch()) is not NEED_DATA:
+                    if not batch:
+                        continue  # a keepalive
+                    if rules is not None and rules.active and rules.should_drop_inbound(peer_id):
+                        peer.dropped_fault += len(batch)
+                        continue
+                    peer.messages_received += len(batch)
+                    on_messages(peer_id, batch)
+                if failure:
+                    raise failure[0]
+                data = await reader.read(_READ_CHUNK)
+                if not data:
+                    if failure:
+                        raise failure[0]
+                    return
+                last_received = loop.time()
                 peer.bytes_received += len(data)
                 decoder.feed(data)
-            if now - last_sent >= keepalive_interval:
-                if writer.transport.get_write_buffer_size() > _MAX_UNREAD_KEEPALIVE_BYTES:
-                    raise ConnectionError(f"{peer_id} does not read its connection")
-                writer.write(KEEPALIVE_FRAME)
-                last_sent = now
+        finally:
+            if handle is not None:
+                handle.cancel()
 
     # ---- observability ------------------------------------------------------------------
 
