@@ -66,3 +66,31 @@ def test_unencodable_commands_are_caller_bugs() -> None:
         encode_command(Command(b"x" * 256, (), 0))
     with pytest.raises(InvariantViolation):
         encode_command(Command(b"GET", (), 0, client_id=1))
+
+
+def _reference_encode(cmd: Command) -> bytes:
+    """The format spelled out field by field (the straightforward encoder of version 1):
+    `encode_command` must produce exactly these bytes, which are in every Raft log on disk."""
+    import struct
+
+    session = cmd.client_id is not None
+    out = struct.pack("<BBq", 1, 1 if session else 0, cmd.now_ms)
+    if session:
+        out += struct.pack("<QQ", cmd.client_id, cmd.sequence)
+    out += bytes((len(cmd.name),)) + cmd.name + struct.pack("<I", len(cmd.args))
+    for arg in cmd.args:
+        out += struct.pack("<I", len(arg)) + arg
+    return out
+
+
+@given(commands)
+def test_encoding_is_byte_for_byte_the_format(command: Command) -> None:
+    assert encode_command(command) == _reference_encode(command)
+
+
+def test_known_bytes_of_a_session_command() -> None:
+    data = encode_command(Command(b"SET", (b"k", b"vv"), 1700000000000, 7, 9))
+    assert data.hex() == (
+        "0101" "0068e5cf8b010000" "0700000000000000" "0900000000000000"
+        "03" "534554" "02000000" "01000000" "6b" "02000000" "7676"
+    )
