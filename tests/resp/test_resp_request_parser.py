@@ -400,3 +400,35 @@ def test_fuzz_random_bytes_only_raise_protocol_errors(
     except ClientProtocolError as error:
         assert str(error).startswith("Protocol error: ")
     assert returned_bytes <= len(data)
+
+
+@pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="hiredis not installed")
+def test_hiredis_runs_only_for_pipelined_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone command (no pipelining) goes straight to the pure parser, which is cheaper than
+    the fixed cost of a hiredis run; a pipeline goes through hiredis, in order."""
+    import hiredis
+
+    from phalanx.resp import _hiredis
+
+    readers: list[object] = []
+    real_reader = hiredis.Reader
+
+    def counting_reader() -> object:
+        reader = real_reader()
+        readers.append(reader)
+        return reader
+
+    monkeypatch.setattr(_hiredis.hiredis, "Reader", counting_reader)
+    parser = HiredisRespParser()
+    lone = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+    for _ in range(3):
+        parser.feed(lone)
+        assert parser.next_command() == [b"SET", b"k", b"v"]
+        assert parser.next_command() is NEED_DATA
+    assert readers == []
+    parser.feed(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n" * 3 + lone)
+    got = []
+    while (command := parser.next_command()) is not NEED_DATA:
+        got.append(command)
+    assert got == [[b"GET", b"a"]] * 3 + [[b"SET", b"k", b"v"]]
+    assert len(readers) == 1
