@@ -599,7 +599,7 @@ class RaftGroup:
             if self._snapshotting or self.raw.raft.log.applied < 1 or self.stopped:
                 return
             await self._maybe_snapshot(force=True)
-            if self.store.first_index() <= 1 and self.store.snapshot().meta.index >= 1:
+            if self.store.first_index() <= 1 and self.store.snapshot_meta().index >= 1:
                 await self.store.compact(Index(1))
         except StorageError as error:
             logger.warning("group %s: cannot compact for new members: %s", self.group_id,
@@ -609,7 +609,7 @@ class RaftGroup:
 
     async def _maybe_snapshot(self, force: bool = False) -> None:
         applied = self.raw.raft.log.applied
-        snapshot_index = self.store.snapshot().meta.index
+        snapshot_index = self.store.snapshot_meta().index
         if self._snapshotting or (applied - snapshot_index < self.config.snapshot_every_entries
                                   and not (force and applied > snapshot_index)):
             return

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from phalanx.errors import StorageError
-from phalanx.raft.types import ConfState, Entry, HardState, Index, Snapshot, Term
+from phalanx.raft.types import ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term
 
 _Result = TypeVar("_Result")
 
@@ -55,6 +55,8 @@ class DurableLogStore(Protocol):
     def last_index(self) -> Index: ...
 
     def snapshot(self) -> Snapshot: ...
+
+    def snapshot_meta(self) -> SnapshotMeta: ...
 
 
 class AsyncLogStore:
@@ -123,4 +125,9 @@ class AsyncLogStore:
         return self._store.last_index()
 
     def snapshot(self) -> Snapshot:
+        """The latest snapshot with its data (read from its file: use `snapshot_meta` when
+        the metadata is enough)."""
         return self._store.snapshot()
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self._store.snapshot_meta()

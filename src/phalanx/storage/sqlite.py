@@ -301,9 +301,8 @@ class SqliteLogStore:
         except Corrupt as exc:
             raise Corrupt(f"store {self._directory}: {exc}") from exc
         self._check_log(entries, snapshot_meta)
-        data = b""
         if snapshot_meta.index > 0:
-            data = read_snapshot_file(
+            read_snapshot_file(  # verified at open; read again when asked for
                 self._snapshot_path(snapshot_meta.term, snapshot_meta.index),
                 snapshot_meta.term,
                 snapshot_meta.index,
@@ -311,7 +310,7 @@ class SqliteLogStore:
         with self._view_lock:
             self._entries = entries
             self._hard_state = hard_state
-            self._snapshot = Snapshot(meta=snapshot_meta, data=data)
+            self._snapshot = Snapshot(meta=snapshot_meta)  # data stays on disk
         logger.info(
             "opened raft store %s: entries %d..%d, snapshot at %d, term %d",
             self._directory,
@@ -501,8 +500,27 @@ class SqliteLogStore:
         return limit_size(selected, max_size_bytes)
 
     def snapshot(self) -> Snapshot:
+        """The latest snapshot, its data read (and verified) from its file: the store keeps
+        only the metadata in memory (a node's snapshot is as large as its data set)."""
+        while True:
+            with self._view_lock:
+                meta = self._snapshot.meta
+            if meta.index == 0:
+                return Snapshot(meta=meta)
+            try:
+                data = read_snapshot_file(self._snapshot_path(meta.term, meta.index),
+                                          meta.term, meta.index)
+            except Corrupt:
+                with self._view_lock:
+                    if self._snapshot.meta == meta:
+                        raise
+                continue  # a newer snapshot replaced the file meanwhile: read that one
+            return Snapshot(meta=meta, data=data)
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        """The latest snapshot's metadata (cheap: no file read)."""
         with self._view_lock:
-            return self._snapshot
+            return self._snapshot.meta
 
     def hard_state(self) -> HardState:
         """The persisted hard state."""
@@ -590,7 +608,7 @@ class SqliteLogStore:
             # Committed: now (and only now) the readers may see it.
             with self._view_lock:
                 if install and snapshot is not None:
-                    self._snapshot = snapshot
+                    self._snapshot = Snapshot(meta=snapshot.meta)  # data stays on disk
                     self._entries = [Entry(term=snapshot.meta.term, index=snapshot.meta.index)]
                 if new_entries:
                     del self._entries[new_entries[0].index - self._entries[0].index :]
@@ -605,7 +623,7 @@ class SqliteLogStore:
             self._db()
             require(index <= self._entries[-1].index, f"snapshot index {index} beyond last index")
             if index <= self._snapshot.meta.index:
-                return self._snapshot
+                return self.snapshot()
             snapshot = Snapshot(
                 meta=SnapshotMeta(index=index, term=self.term(index), conf_state=conf_state),
                 data=data,
@@ -620,7 +638,7 @@ class SqliteLogStore:
                     path.unlink(missing_ok=True)
                 raise
             with self._view_lock:
-                self._snapshot = snapshot
+                self._snapshot = Snapshot(meta=snapshot.meta)  # data stays on disk
             self._remove_stray_files()
             return snapshot
 

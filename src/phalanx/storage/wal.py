@@ -470,13 +470,13 @@ class WalLogStore:
             self._replay(found)
         snapshot_meta = self._snapshot.meta
         if snapshot_meta.index > 0:
-            data = read_snapshot_file(
+            read_snapshot_file(  # verified at open; read again when asked for
                 self._snapshot_path(snapshot_meta.term, snapshot_meta.index),
                 snapshot_meta.term,
                 snapshot_meta.index,
             )
             with self._view_lock:
-                self._snapshot = Snapshot(meta=snapshot_meta, data=data)
+                self._snapshot = Snapshot(meta=snapshot_meta)  # data stays on disk
         logger.info(
             "opened raft WAL store %s: entries %d..%d, snapshot at %d, term %d, %d segment(s)",
             self._directory,
@@ -768,8 +768,27 @@ class WalLogStore:
         return limit_size(selected, max_size_bytes)
 
     def snapshot(self) -> Snapshot:
+        """The latest snapshot, its data read (and verified) from its file: the store keeps
+        only the metadata in memory (a node's snapshot is as large as its data set)."""
+        while True:
+            with self._view_lock:
+                meta = self._snapshot.meta
+            if meta.index == 0:
+                return Snapshot(meta=meta)
+            try:
+                data = read_snapshot_file(self._snapshot_path(meta.term, meta.index),
+                                          meta.term, meta.index)
+            except Corrupt:
+                with self._view_lock:
+                    if self._snapshot.meta == meta:
+                        raise
+                continue  # a newer snapshot replaced the file meanwhile: read that one
+            return Snapshot(meta=meta, data=data)
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        """The latest snapshot's metadata (cheap: no file read)."""
         with self._view_lock:
-            return self._snapshot
+            return self._snapshot.meta
 
     def hard_state(self) -> HardState:
         """The persisted hard state."""
@@ -849,7 +868,7 @@ class WalLogStore:
             # Durable: now (and only now) the readers may see it.
             with self._view_lock:
                 if install and snapshot is not None:
-                    self._snapshot = snapshot
+                    self._snapshot = Snapshot(meta=snapshot.meta)  # data stays on disk
                     self._entries = [Entry(term=snapshot.meta.term, index=snapshot.meta.index)]
                 if new_entries:
                     del self._entries[new_entries[0].index - self._entries[0].index :]
@@ -865,7 +884,7 @@ class WalLogStore:
             self._check_open()
             require(index <= self._entries[-1].index, f"snapshot index {index} beyond last index")
             if index <= self._snapshot.meta.index:
-                return self._snapshot
+                return self.snapshot()
             snapshot = Snapshot(
                 meta=SnapshotMeta(index=index, term=self.term(index), conf_state=conf_state),
                 data=data,
@@ -883,7 +902,7 @@ class WalLogStore:
                     path.unlink(missing_ok=True)
                 raise
             with self._view_lock:
-                self._snapshot = snapshot
+                self._snapshot = Snapshot(meta=snapshot.meta)  # data stays on disk
             self._remove_stray_files()
             return snapshot
 
