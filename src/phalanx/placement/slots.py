@@ -21,8 +21,8 @@ Rules of this module:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from binascii import crc_hqx
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from phalanx.errors import PhalanxError, require
