@@ -615,6 +615,11 @@ class RaftGroup:
             return
         if applied > self.store.last_index():
             return  # entries applied before our own write of them completed: next time
+        if self.store.term(Index(applied)) != self.raw.raft.log.term_or_none(applied):
+            # The applied entry overwrote a stored one (§5.3) whose write has not run yet: a
+            # snapshot now would take the old entry's term, and compacting would then drop
+            # the overwrite. Next time.
+            return
         self._snapshotting = True
         try:
             started = time.perf_counter()
