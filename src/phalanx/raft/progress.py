@@ -134,14 +134,32 @@ class Progress:
         """Back up after the follower rejected prev index `rejected` (§5.3 consistency check).
 
         Returns False if the rejection is stale (it answers an older message).
+
+        A follower whose log ends below `match` lost entries it had acknowledged: its disk was
+        wiped or replaced and it restarted empty under its old id. The follower is the
+        authority on its own log, so once a probe right after `match` is rejected that way,
+        `match` drops to the hint and the next probe starts after it (from the snapshot if
+        those entries were compacted, §7). Keeping `match` (etcd does: a member never loses its
+        log there) would probe at match + 1 for ever, every probe rejected. A rejection that
+        merely claims so (`rejected <= match`: it may be stale, or the follower's answer to a
+        heartbeat that promised more than it holds) is checked first: the leader probes right
+        after `match`. Lowering `match` never undoes a commit; it stops counting a copy that
+        no longer exists.
         """
+        lost_entries = last_index_hint < self.match
         if self.state is ProgressState.REPLICATE:
-            if rejected <= self.match:
+            if rejected <= self.match and not lost_entries:
                 return False
             self.next = self.match + 1
             return True
         if self.next - 1 != rejected:
+            if self.state is ProgressState.PROBE and lost_entries and rejected < self.match:
+                self.next = self.match + 1  # check the claim: probe right after match
+                self.probe_sent = False
+                return True
             return False
+        if self.state is ProgressState.PROBE and lost_entries:
+            self.match = max(last_index_hint, 0)
         self.next = max(min(rejected, last_index_hint + 1), self.match + 1, 1)
         self.probe_sent = False
         return True

@@ -567,12 +567,24 @@ class Raft:
 
     def _handle_heartbeat(self, message: Heartbeat) -> None:
         # The leader caps `commit` at our known match index, so this never commits past it.
-        self.log.commit_to(min(message.commit, self.log.last_index()))
+        last = self.log.last_index()
+        self.log.commit_to(min(message.commit, last))
         self._send(
             HeartbeatResponse(
                 source=self.id, target=message.source, term=self.term, round=message.round
             )
         )
+        if message.commit > last:
+            # The leader believes we hold entries up to at least `commit` (our match), but our
+            # log ends before: we lost entries we had acknowledged (our data was wiped). Say so
+            # the way a rejected append does, or a leader with nothing new to send would never
+            # learn it and never send us the snapshot (see `Progress.maybe_decrease_to`).
+            self._send(
+                AppendEntriesResponse(
+                    source=self.id, target=message.source, term=self.term, success=False,
+                    index=message.commit, reject_hint=Index(last),
+                )
+            )
 
     def _handle_snapshot(self, message: InstallSnapshot) -> None:
         snapshot = message.snapshot
@@ -693,12 +705,23 @@ class Raft:
         if not message.success:
             if message.index == 0 and message.reject_hint == 0:
                 return  # a stale-term notice; the term check already handled it
+            match_before = progress.match
             if progress.maybe_decrease_to(message.index, message.reject_hint):
+                if progress.match < match_before:
+                    logger.warning(
+                        "%s: %s says its log ends at %s, below the %s it had acknowledged "
+                        "(its data was lost or wiped, or a stale answer): replicating to it "
+                        "from there", self.id, node, message.reject_hint, match_before)
                 if progress.state is ProgressState.REPLICATE:
                     progress.become_probe()
                 self._send_append(node, progress)
             return
-        if not progress.maybe_update(message.index):
+        updated = progress.maybe_update(message.index)
+        if not updated and not (
+            progress.state is ProgressState.PROBE and message.index == progress.match
+        ):
+            # (A probe acknowledged right at `match`, e.g. one that checked a follower's claim
+            # of a shorter log, resumes streaming below, as in etcd.)
             if progress.state is ProgressState.REPLICATE:
                 progress.inflights.free_le(message.index)
             return
