@@ -3,7 +3,10 @@
 Endpoints (HAProxy's `option httpchk` uses the first four, as with Patroni):
 
     GET  /health    200 while the event loop answers (that is the whole check)
-    GET  /ready     200 if the node is ready to serve, else 503 with the reason
+    GET  /ready     200 if the node is ready to serve, else 503 with the reason: the map is
+                    known and every local replica knows a leader and is caught up (a
+                    replica placed here that has not received its snapshot yet, new or
+                    wiped, is catching up: 503)
     GET  /primary   200 only on the leader, else 503 (the body names role and leader);
                     `?key=K` or `?shard=N` asks about that key's / shard's leader
     GET  /replica   200 only on a healthy follower (knows a leader, caught up), else 503

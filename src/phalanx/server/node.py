@@ -1100,7 +1100,16 @@ class Node:
         return self.spof_cache[1]
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready = the map is known and every local replica knows a leader and is caught up."""
+        """Ready = the map is known and every local replica knows a leader and is caught up.
+
+        A replica the map gives this node but whose configuration does not list it yet has
+        received nothing from its leader (no snapshot: the configuration comes with it): a new
+        replica, or one whose data was wiped. It has applied nothing, and its applied and
+        commit indexes (both 0) cannot say how far behind it is, so it is catching up and the
+        node is not ready until the snapshot is installed. (Its clients are served meanwhile
+        by forwarding: `local_group` does not count it.) A replica that is being removed
+        (its configuration no longer lists this node, nor does the map) does not count.
+        """
         meta = self.meta
         if meta.stopped:
             return False, f"placement driver replica stopped: {meta.fatal_error}"
@@ -1108,13 +1117,21 @@ class Node:
             return False, "this node was removed from the cluster (decommissioned); stop it"
         if self.cluster_map.version == 0:
             return False, "waiting for the cluster map (joining)"
+        me = NodeId(self.node_id)
         for group_id, group in sorted(self.data_groups().items()):
             if group.stopped:
                 return False, f"shard {group_id} replica stopped: {group.fatal_error}"
             raft = group.raw.raft
-            if NodeId(self.node_id) not in raft.conf.voters and \
-                    NodeId(self.node_id) not in raft.conf.learners:
-                continue  # a replica being created or removed
+            conf = raft.conf
+            if me not in conf.voters and me not in conf.learners:
+                shard = self.cluster_map.shards.get(group_id)
+                wanted = shard is not None and (self.node_id in shard.replicas
+                                                or self.node_id in shard.voters
+                                                or self.node_id in shard.learners)
+                if wanted and not conf.voters:
+                    return False, (f"shard {group_id}: catching up (waiting for a snapshot "
+                                   f"from the leader; {raft.log.applied} entries applied)")
+                continue  # a replica being removed
             if not raft.lead:
                 return False, f"shard {group_id}: no leader known (election or no quorum)"
             lag = raft.log.committed - raft.log.applied
