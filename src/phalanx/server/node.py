@@ -968,7 +968,7 @@ class Node:
             "commit_index": raft.log.committed,
             "applied_index": raft.log.applied,
             "last_index": last,
-            "snapshot_index": group.store.snapshot().meta.index,
+            "snapshot_index": group.store.snapshot_meta().index,
             "voters": sorted(raft.conf.voters),
             "learners": sorted(raft.conf.learners),
             "keys": group.machine.key_count,
