@@ -4,12 +4,15 @@ Rules of this file:
 - One asyncio task (`run`) owns the Ready loop. Other tasks call `step`/`tick`/`propose`/
   `read_index` synchronously on the same event loop thread (etcd's node goroutine accepts Step
   while a Ready is in flight the same way); they only mutate the core and wake the loop.
-- The Ready order is DESIGN.md's: send `messages`, persist (one transaction, one fsync, on the
-  store's writer thread), send `persisted_messages`, apply, answer waiters, advance.
+- DESIGN.md's Ready order with asynchronous writes (etcd's AsyncStorageWrites): send
+  `messages`; hand the entries and hard state to the log write (one write, one fsync, on the
+  store's writer thread) without waiting for it; apply, answer waiters, `advance_applied`. When
+  the write is durable: send `persisted_messages` and call `persisted` (in Ready order). The
+  loop waiting for the disk used to cost a leader its own fsync plus a thread hand-off on every
+  commit, even when two followers had already made the entry durable.
 - A client write is answered only after its entry is applied, i.e. committed by a quorum that
   fsynced it (the leader counts itself only after its own fsync, see `Raft.on_persisted`).
-- Group commit is natural: every proposal that arrives while an fsync is in flight lands in the
-  next Ready's batch.
+- Group commit: one write runs at a time; every Ready that arrives meanwhile joins the next one.
 - Every wait has a timeout; an outcome we cannot know becomes `OutcomeUnknown`, never a guess.
 """
 
