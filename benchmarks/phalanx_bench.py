@@ -505,6 +505,8 @@ def phalanx_failover(cluster: rb.Phalanx, settings: Settings,
         gap.update(try_=attempt, killed=leader, via=survivor)
         log(f"failover phalanx try {attempt}: {FAULTS[how]} {leader}, writes via {survivor}: "
             f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
+        if how == "kill" and float(gap.get("gap_ms") or 0) > OUTLIER_GAP_MS:
+            keep_outlier_logs(cluster, f"kill{attempt}-{leader}")
         results.append(gap)
         if how == "stop":
             wait_for(lambda: phalanx_converged(cluster), 60, "the phalanx cluster to converge",
@@ -522,6 +524,19 @@ def phalanx_failover(cluster: rb.Phalanx, settings: Settings,
 
 
 FAULTS = {"kill": "kill -9", "stop": "SIGSTOP"}
+OUTLIER_GAP_MS = 500.0
+"""A kill -9 gap above this (the fast failover usually takes ~50-200 ms) keeps the node logs."""
+
+
+def keep_outlier_logs(cluster: rb.Phalanx, tag: str) -> None:
+    """Copy every node's log of a slow kill -9 failover to /tmp for diagnosis (the bench's work
+    directory is removed at the end)."""
+    target = Path(tempfile.gettempdir()) / "phalanx-failover-outliers" / (
+        time.strftime("%Y%m%dT%H%M%S") + "-" + tag)
+    target.mkdir(parents=True, exist_ok=True)
+    for node_log in Path(cluster.data_dir).glob("*/node.log"):
+        shutil.copy(node_log, target / f"{node_log.parent.name}.log")
+    log(f"  slow failover: node logs kept in {target}")
 
 
 class Sentinels:
