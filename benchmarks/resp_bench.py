@@ -221,7 +221,7 @@ class Phalanx:
     def start(self, nodes: int, timeout: float, extra: list[str] | None = None) -> None:
         argv = self.cli("up", "--nodes", str(nodes), "--detach", "--data-dir",
                         str(self.data_dir), "--base-port", str(self.base_port),
-                        "--loopback-base", str(self.loopback_base), "--log-level", "warning",
+                        "--loopback-base", str(self.loopback_base), "--log-level", "info",
                         "--timeout", f"{timeout:g}", *(extra or []))
         log(f"starting phalanx: {' '.join(argv[1:])}")
         self.up_process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,

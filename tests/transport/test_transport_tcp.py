@@ -418,6 +418,31 @@ def test_reconnects_after_the_peer_listener_restarts() -> None:
     run(test)
 
 
+def test_a_peer_that_connects_to_us_cuts_our_reconnect_backoff_short() -> None:
+    """A restarted node dials its peers at once; each peer must then dial back at once rather
+    than after its backoff (here 30 s): until then the restarted node hears nothing from it,
+    votes included (a kill -9 failover right after a restart took a second because of it)."""
+    async def test() -> None:
+        addresses, inboxes, transports = cluster(["a", "b"], backoff_initial_s=30.0,
+                                                 backoff_max_s=30.0)
+        a = transports["a"]
+        await a.start()  # b is down: a's first dial fails, then it backs off for 30 s
+        try:
+            await eventually(lambda: bool(a.stats()["peers"]["b"]["last_error"]))
+            transports["b"] = make("b", addresses, inboxes["b"], backoff_initial_s=30.0,
+                                   backoff_max_s=30.0)
+            await transports["b"].start()
+            transports["b"].send_many(heartbeats("b", "a", 1))  # b dials a
+            await inboxes["a"].wait_for(lambda: len(inboxes["a"].messages()) == 1)
+            a.send_many(heartbeats("a", "b", 3))
+            await inboxes["b"].wait_for(lambda: len(inboxes["b"].messages()) == 3,
+                                        timeout_s=5.0)
+        finally:
+            await stop_all(transports)
+
+    run(test)
+
+
 def test_on_peer_lost_fires_when_a_peer_stops() -> None:
     async def test() -> None:
         _, inboxes, transports = cluster(["a", "b", "c"])

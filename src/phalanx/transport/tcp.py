@@ -29,8 +29,9 @@ Rules of this file:
   batch frames (at most `max_messages_per_frame` messages and `max_frame_bytes` bytes each),
   write, and, when the write buffer is above its low-water mark (the only time `drain()` can
   wait) or the connection is closing, drain the socket with a timeout. Any error closes the connection and reconnects
-  with exponential backoff (50 ms doubling to 1 s, jittered from the injected `random.Random`);
-  messages queued meanwhile are kept up to the bound. Messages taken from the queue for a frame
+  with exponential backoff (50 ms doubling to 1 s, jittered from the injected `random.Random`),
+  cut short when the peer connects to us (it is back: a restarted node must not wait out our
+  backoff to hear our votes); messages queued meanwhile are kept up to the bound. Messages taken from the queue for a frame
   whose write fails are lost (TCP gives no delivery receipt; Raft retries).
 - Every network await is bounded in time: connect, handshake and drain by a timeout; the
   reads of an established connection by its idle timer, which aborts the connection after
@@ -55,6 +56,7 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -164,6 +166,7 @@ class _Peer:
         "protocol_errors",
         "queue",
         "reconnects",
+        "redial",
         "task",
         "wakeup",
     )
@@ -178,6 +181,9 @@ class _Peer:
         self.delay_handle: asyncio.TimerHandle | None = None
         self.last_due = 0.0
         self.wakeup = asyncio.Event()
+        #: Set when the peer connected to us while our connection to it is down: it is back,
+        #: so the sender stops backing off and dials at once.
+        self.redial = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.inbound: _Inbound | None = None
         self.connected = False
@@ -482,8 +488,14 @@ class TcpTransport:
                     peer.failing = True
                     logger.info("%s cannot reach peer %s: %s (retrying)", self.node_id, peer.id,
                                 peer.last_error)
-                await asyncio.sleep(self._backoff_sleep(backoff))
-                backoff = min(backoff * 2, self._backoff_max)
+                peer.redial.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(peer.redial.wait(), self._backoff_sleep(backoff))
+                # A peer that just connected to us is up: dial now and start the backoff over
+                # (a restarted node must not wait out our backoff before hearing from us, e.g.
+                # our votes when its successor is being elected).
+                backoff = (self._backoff_initial if peer.redial.is_set()
+                           else min(backoff * 2, self._backoff_max))
                 continue
             backoff = self._backoff_initial
             peer.failing = False
@@ -723,6 +735,8 @@ class TcpTransport:
             previous.replaced = True
             previous.writer.transport.abort()
         logger.info("%s accepted peer %s from %s", self.node_id, peer.id, address)
+        if not peer.connected:
+            peer.redial.set()
         reason = "closed by peer"
         try:
             await self._receive(peer, reader, writer, decoder)
