@@ -582,8 +582,11 @@ class RespServer:
                 except (NotLeader, ProposalDropped):
                     pass  # leadership is moving: take the slow path, which waits and retries
                 else:
-                    state.last_write = proposal
-                    return proposal
+                    out: asyncio.Future[object] = loop.create_future()
+                    proposal.add_done_callback(functools.partial(
+                        self._fast_write_done, out, state, name, arguments, shard.id, slot))
+                    state.last_write = out
+                    return out
             future = loop.create_task(self._guard(self._write(state, name, arguments, shard.id,
                                                               slot)))
             state.last_write = future
@@ -598,6 +601,27 @@ class RespServer:
                     return fast
         return loop.create_task(self._guard(self._read(state, name, arguments, previous,
                                                        shard.id, slot)))
+
+    def _fast_write_done(self, out: asyncio.Future[object], state: ClientState, name: bytes,
+                         arguments: list[bytes], shard_id: int, slot: int,
+                         proposal: asyncio.Future[object]) -> None:
+        """The leader's fast-path proposal ended: pass its outcome on, except a proposal that
+        another leader's entry replaced (§5.3: certainly not applied), which is retried on the
+        general path (it waits for the new leader) instead of failing the client."""
+        if out.done():
+            return
+        if proposal.cancelled():
+            out.cancel()
+            return
+        error = proposal.exception()
+        if isinstance(error, ProposalDropped):
+            task = asyncio.get_running_loop().create_task(self._guard(self._write(
+                state, name, arguments, shard_id, slot)))
+            task.add_done_callback(functools.partial(_copy_outcome, out))
+        elif error is not None:
+            out.set_exception(error)
+        else:
+            out.set_result(proposal.result())
 
     def _fast_read(self, state: ClientState, group: RaftGroup, name: bytes,
                    arguments: list[bytes], shard_id: int, slot: int) -> object:
@@ -770,6 +794,12 @@ class RespServer:
                 except TimeoutError as error:
                     raise OutcomeUnknown("the write was proposed but not confirmed in time") \
                         from error
+                except ProposalDropped:
+                    # Another leader's entry took its index (§5.3): certainly not applied.
+                    if time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    continue
                 if _moved_slot(reply) and time.monotonic() < deadline:
                     # Refused at apply (the slot moved by a split): certainly not applied.
                     await asyncio.sleep(_LEADER_WAIT_STEP_S)
