@@ -201,7 +201,41 @@ def read_snapshot_file(path: Path, term: Term, index: Index) -> bytes:
     return payload
 
 
-class SqliteLogStore:
+class SnapshotView:
+    """The snapshot reads both stores share: only the metadata lives in memory (`_snapshot`,
+    under `_view_lock`); the data is read from the snapshot file when asked for."""
+
+    _view_lock: threading.Lock
+    _snapshot: Snapshot
+
+    def _snapshot_path(self, term: Term, index: Index) -> Path:
+        raise NotImplementedError
+
+    def snapshot(self) -> Snapshot:
+        """The latest snapshot, its data read (and verified) from its file: the store keeps
+        only the metadata in memory (a node's snapshot is as large as its data set)."""
+        while True:
+            with self._view_lock:
+                meta = self._snapshot.meta
+            if meta.index == 0:
+                return Snapshot(meta=meta)
+            try:
+                data = read_snapshot_file(self._snapshot_path(meta.term, meta.index),
+                                          meta.term, meta.index)
+            except Corrupt:
+                with self._view_lock:
+                    if self._snapshot.meta == meta:
+                        raise
+                continue  # a newer snapshot replaced the file meanwhile: read that one
+            return Snapshot(meta=meta, data=data)
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        """The latest snapshot's metadata (cheap: no file read)."""
+        with self._view_lock:
+            return self._snapshot.meta
+
+
+class SqliteLogStore(SnapshotView):
     """A durable `LogWriter` for one Raft group, kept in `directory`.
 
     `conf_state` is used only when the directory holds no store yet (bootstrap); an existing
@@ -498,29 +532,6 @@ class SqliteLogStore:
                 raise Unavailable(f"entries up to {high} are beyond the last index {last}")
             selected = self._entries[low - offset : high - offset]
         return limit_size(selected, max_size_bytes)
-
-    def snapshot(self) -> Snapshot:
-        """The latest snapshot, its data read (and verified) from its file: the store keeps
-        only the metadata in memory (a node's snapshot is as large as its data set)."""
-        while True:
-            with self._view_lock:
-                meta = self._snapshot.meta
-            if meta.index == 0:
-                return Snapshot(meta=meta)
-            try:
-                data = read_snapshot_file(self._snapshot_path(meta.term, meta.index),
-                                          meta.term, meta.index)
-            except Corrupt:
-                with self._view_lock:
-                    if self._snapshot.meta == meta:
-                        raise
-                continue  # a newer snapshot replaced the file meanwhile: read that one
-            return Snapshot(meta=meta, data=data)
-
-    def snapshot_meta(self) -> SnapshotMeta:
-        """The latest snapshot's metadata (cheap: no file read)."""
-        with self._view_lock:
-            return self._snapshot.meta
 
     def hard_state(self) -> HardState:
         """The persisted hard state."""

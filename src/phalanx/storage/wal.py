@@ -102,6 +102,7 @@ from phalanx.raft.types import (
 from phalanx.storage.sqlite import (
     DATABASE_NAME,
     LOCK_NAME,
+    SnapshotView,
     decode_conf_state,
     encode_conf_state,
     read_snapshot_file,
@@ -373,7 +374,7 @@ def _next_valid_record(data: bytes, start: int) -> int:
     return -1
 
 
-class WalLogStore:
+class WalLogStore(SnapshotView):
     """A durable `LogWriter` for one Raft group, kept as a segmented WAL in `directory`.
 
     `conf_state` is used only when the directory holds no store yet (bootstrap); an existing
@@ -766,29 +767,6 @@ class WalLogStore:
                 raise Unavailable(f"entries up to {high} are beyond the last index {last}")
             selected = self._entries[low - offset : high - offset]
         return limit_size(selected, max_size_bytes)
-
-    def snapshot(self) -> Snapshot:
-        """The latest snapshot, its data read (and verified) from its file: the store keeps
-        only the metadata in memory (a node's snapshot is as large as its data set)."""
-        while True:
-            with self._view_lock:
-                meta = self._snapshot.meta
-            if meta.index == 0:
-                return Snapshot(meta=meta)
-            try:
-                data = read_snapshot_file(self._snapshot_path(meta.term, meta.index),
-                                          meta.term, meta.index)
-            except Corrupt:
-                with self._view_lock:
-                    if self._snapshot.meta == meta:
-                        raise
-                continue  # a newer snapshot replaced the file meanwhile: read that one
-            return Snapshot(meta=meta, data=data)
-
-    def snapshot_meta(self) -> SnapshotMeta:
-        """The latest snapshot's metadata (cheap: no file read)."""
-        with self._view_lock:
-            return self._snapshot.meta
 
     def hard_state(self) -> HardState:
         """The persisted hard state."""
