@@ -201,15 +201,74 @@ def read_snapshot_file(path: Path, term: Term, index: Index) -> bytes:
     return payload
 
 
-class SnapshotView:
-    """The snapshot reads both stores share: only the metadata lives in memory (`_snapshot`,
-    under `_view_lock`); the data is read from the snapshot file when asked for."""
+class StoreView:
+    """The in-memory read side both log stores share (`SqliteLogStore`, `WalLogStore`): the
+    entries since the last compaction (`_entries[0]` is the dummy entry at the compaction
+    point), the persisted hard state, and the latest snapshot's metadata, all under
+    `_view_lock`; a snapshot's data is read from its file when asked for. The writes that
+    change the view (`persist`, ...) are each store's own."""
 
     _view_lock: threading.Lock
+    _entries: list[Entry]
+    _hard_state: HardState
     _snapshot: Snapshot
 
     def _snapshot_path(self, term: Term, index: Index) -> Path:
         raise NotImplementedError
+
+    def persist(self, entries: Sequence[Entry] = (), hard_state: HardState | None = None,
+                snapshot: Snapshot | None = None) -> None:
+        raise NotImplementedError
+
+    # -- LogReader -----------------------------------------------------------------------------
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        with self._view_lock:
+            return self._hard_state, self._snapshot.meta.conf_state
+
+    def first_index(self) -> Index:
+        with self._view_lock:
+            return Index(self._entries[0].index + 1)
+
+    def last_index(self) -> Index:
+        with self._view_lock:
+            return self._entries[-1].index
+
+    def term(self, index: Index) -> Term:
+        with self._view_lock:
+            offset = self._entries[0].index
+            if index < offset:
+                raise Compacted(f"index {index} is compacted (first index {offset + 1})")
+            if index - offset >= len(self._entries):
+                raise Unavailable(
+                    f"index {index} is beyond the last index {self._entries[-1].index}"
+                )
+            return self._entries[index - offset].term
+
+    def entries(self, low: Index, high: Index, max_size_bytes: int | None = None) -> list[Entry]:
+        with self._view_lock:
+            offset = self._entries[0].index
+            last = self._entries[-1].index
+            if low <= offset:
+                raise Compacted(f"entries from {low} are compacted (first index {offset + 1})")
+            if high > last + 1:
+                raise Unavailable(f"entries up to {high} are beyond the last index {last}")
+            selected = self._entries[low - offset : high - offset]
+        return limit_size(selected, max_size_bytes)
+
+    def hard_state(self) -> HardState:
+        """The persisted hard state."""
+        with self._view_lock:
+            return self._hard_state
+
+    # -- LogWriter -----------------------------------------------------------------------------
+    def append(self, entries: list[Entry]) -> None:
+        self.persist(entries=entries)
+
+    def set_hard_state(self, hard_state: HardState) -> None:
+        self.persist(hard_state=hard_state)
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        self.persist(snapshot=snapshot)
 
     def snapshot(self) -> Snapshot:
         """The latest snapshot, its data read (and verified) from its file: the store keeps
@@ -235,7 +294,7 @@ class SnapshotView:
             return self._snapshot.meta
 
 
-class SqliteLogStore(SnapshotView):
+class SqliteLogStore(StoreView):
     """A durable `LogWriter` for one Raft group, kept in `directory`.
 
     `conf_state` is used only when the directory holds no store yet (bootstrap); an existing
@@ -497,56 +556,6 @@ class SqliteLogStore(SnapshotView):
                     if connection.in_transaction:
                         connection.execute("ROLLBACK")
                 raise
-
-    # -- LogReader -----------------------------------------------------------------------------
-    def initial_state(self) -> tuple[HardState, ConfState]:
-        with self._view_lock:
-            return self._hard_state, self._snapshot.meta.conf_state
-
-    def first_index(self) -> Index:
-        with self._view_lock:
-            return Index(self._entries[0].index + 1)
-
-    def last_index(self) -> Index:
-        with self._view_lock:
-            return self._entries[-1].index
-
-    def term(self, index: Index) -> Term:
-        with self._view_lock:
-            offset = self._entries[0].index
-            if index < offset:
-                raise Compacted(f"index {index} is compacted (first index {offset + 1})")
-            if index - offset >= len(self._entries):
-                raise Unavailable(
-                    f"index {index} is beyond the last index {self._entries[-1].index}"
-                )
-            return self._entries[index - offset].term
-
-    def entries(self, low: Index, high: Index, max_size_bytes: int | None = None) -> list[Entry]:
-        with self._view_lock:
-            offset = self._entries[0].index
-            last = self._entries[-1].index
-            if low <= offset:
-                raise Compacted(f"entries from {low} are compacted (first index {offset + 1})")
-            if high > last + 1:
-                raise Unavailable(f"entries up to {high} are beyond the last index {last}")
-            selected = self._entries[low - offset : high - offset]
-        return limit_size(selected, max_size_bytes)
-
-    def hard_state(self) -> HardState:
-        """The persisted hard state."""
-        with self._view_lock:
-            return self._hard_state
-
-    # -- LogWriter -----------------------------------------------------------------------------
-    def append(self, entries: list[Entry]) -> None:
-        self.persist(entries=entries)
-
-    def set_hard_state(self, hard_state: HardState) -> None:
-        self.persist(hard_state=hard_state)
-
-    def apply_snapshot(self, snapshot: Snapshot) -> None:
-        self.persist(snapshot=snapshot)
 
     def persist(
         self,

@@ -80,14 +80,11 @@ from typing import Final
 import msgpack  # type: ignore[import-untyped]
 
 from phalanx.errors import (
-    Compacted,
     Corrupt,
     InvariantViolation,
     StorageError,
-    Unavailable,
     require,
 )
-from phalanx.raft.storage import limit_size
 from phalanx.raft.types import (
     ConfState,
     Entry,
@@ -102,7 +99,7 @@ from phalanx.raft.types import (
 from phalanx.storage.sqlite import (
     DATABASE_NAME,
     LOCK_NAME,
-    SnapshotView,
+    StoreView,
     decode_conf_state,
     encode_conf_state,
     read_snapshot_file,
@@ -374,7 +371,7 @@ def _next_valid_record(data: bytes, start: int) -> int:
     return -1
 
 
-class WalLogStore(SnapshotView):
+class WalLogStore(StoreView):
     """A durable `LogWriter` for one Raft group, kept as a segmented WAL in `directory`.
 
     `conf_state` is used only when the directory holds no store yet (bootstrap); an existing
@@ -732,56 +729,6 @@ class WalLogStore(SnapshotView):
         except OSError as exc:
             hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
             raise StorageError(f"store {self._directory}: cannot {action}: {exc}{hint}") from exc
-
-    # -- LogReader -----------------------------------------------------------------------------
-    def initial_state(self) -> tuple[HardState, ConfState]:
-        with self._view_lock:
-            return self._hard_state, self._snapshot.meta.conf_state
-
-    def first_index(self) -> Index:
-        with self._view_lock:
-            return Index(self._entries[0].index + 1)
-
-    def last_index(self) -> Index:
-        with self._view_lock:
-            return self._entries[-1].index
-
-    def term(self, index: Index) -> Term:
-        with self._view_lock:
-            offset = self._entries[0].index
-            if index < offset:
-                raise Compacted(f"index {index} is compacted (first index {offset + 1})")
-            if index - offset >= len(self._entries):
-                raise Unavailable(
-                    f"index {index} is beyond the last index {self._entries[-1].index}"
-                )
-            return self._entries[index - offset].term
-
-    def entries(self, low: Index, high: Index, max_size_bytes: int | None = None) -> list[Entry]:
-        with self._view_lock:
-            offset = self._entries[0].index
-            last = self._entries[-1].index
-            if low <= offset:
-                raise Compacted(f"entries from {low} are compacted (first index {offset + 1})")
-            if high > last + 1:
-                raise Unavailable(f"entries up to {high} are beyond the last index {last}")
-            selected = self._entries[low - offset : high - offset]
-        return limit_size(selected, max_size_bytes)
-
-    def hard_state(self) -> HardState:
-        """The persisted hard state."""
-        with self._view_lock:
-            return self._hard_state
-
-    # -- LogWriter -----------------------------------------------------------------------------
-    def append(self, entries: list[Entry]) -> None:
-        self.persist(entries=entries)
-
-    def set_hard_state(self, hard_state: HardState) -> None:
-        self.persist(hard_state=hard_state)
-
-    def apply_snapshot(self, snapshot: Snapshot) -> None:
-        self.persist(snapshot=snapshot)
 
     def persist(
         self,
