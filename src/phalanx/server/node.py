@@ -77,7 +77,8 @@ from phalanx.server.admin import AdminServer
 from phalanx.server.config import NodeConfig, parse_address
 from phalanx.server.group import RaftGroup
 from phalanx.server.metrics import NodeMetrics
-from phalanx.server.resp_server import LeaderLink, RespServer, internal_signature
+from phalanx.server.peer_link import LeaderLink, internal_signature
+from phalanx.server.resp_server import RespServer
 from phalanx.storage import AsyncLogStore, open_log_store
 from phalanx.transport.faults import FaultRules
 from phalanx.transport.tcp import TcpTransport
@@ -668,7 +669,8 @@ class Node:
         if link is None or link.leader_id != leader:
             if link is not None:
                 link.close()
-            link = LeaderLink(leader, address[0], address[1], timeout, self.config.requirepass)
+            link = LeaderLink(leader, address[0], address[1], timeout, self.config.requirepass,
+                              self.resp.client_tls)
             self.meta_link = link
         payload = json.dumps(op, separators=(",", ":"), sort_keys=True).encode()
         arguments = [b"PHALANX.META", payload]
@@ -702,7 +704,7 @@ class Node:
             if listed is not None and listed.state == "alive" and listed.peer == me.peer:
                 return
             link = LeaderLink("seed", host, port, self.config.request_timeout_ms / 1000,
-                              self.config.requirepass)
+                              self.config.requirepass, self.resp.client_tls)
             arguments = [b"PHALANX.JOIN", payload]
             if self.config.cluster_secret:
                 arguments.append(internal_signature(self.config.cluster_secret, payload))
@@ -876,7 +878,8 @@ class Node:
             address = self.resp_address(leader) if leader else None
             if address is None:
                 raise NotLeader(None, f"shard {shard} has no known leader right now")
-            link = LeaderLink(leader, address[0], address[1], timeout, self.config.requirepass)
+            link = LeaderLink(leader, address[0], address[1], timeout, self.config.requirepass,
+                              self.resp.client_tls)
             shard_text = str(shard).encode()
             signed = args
             if self.config.cluster_secret:
