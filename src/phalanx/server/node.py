@@ -75,10 +75,10 @@ from phalanx.raft.progress import ProgressState
 from phalanx.resp import ErrorReply
 from phalanx.server.admin import AdminServer
 from phalanx.server.config import NodeConfig, parse_address
+from phalanx.server.front.listener import RespServer
 from phalanx.server.group import RaftGroup
 from phalanx.server.metrics import NodeMetrics
 from phalanx.server.peer_link import LeaderLink, internal_signature
-from phalanx.server.resp_server import RespServer
 from phalanx.storage import AsyncLogStore, open_log_store
 from phalanx.transport.faults import FaultRules
 from phalanx.transport.tcp import TcpTransport
