@@ -15,15 +15,15 @@ Rules of this package:
 
 How to add a command (say HSTRLEN; details in docs/architecture.md):
 1. Write its handler in its family's module, `commands/hashes.py`:
-   `def _hstrlen(db: Keyspace, args: Args, now: int) -> Reply`. `args` excludes the name and
-   already has the arity checked; read with `db.live`, write with `db.live_for_write` /
-   `db.store` / `db.delete`; answer errors as `Error` values with Redis's exact text, never raise.
-2. Add its row to that module's `COMMANDS`: `CommandSpec("hstrlen", 3, ("readonly", "fast"),
-   1, 1, 1, ("@read", "@hash", "@fast"), _hstrlen)`, copied from redis-server's `COMMAND INFO`.
-   The write / readonly flag decides log vs local read; the key positions decide the slot.
-3. A new family (e.g. `commands/zsets.py`) also gets one line in `table.py`'s
-   `STATE_MACHINE_COMMANDS`; a new value type also needs `snapshot.py` and `keys.py`'s TYPE names.
-4. Test it in tests/kv (test_commands.py; test_differential.py compares with redis-server).
+   `def _hstrlen(db: Keyspace, args: Args, now: int) -> Reply` (`args` excludes the name; the
+   arity is already checked). Read with `db.live`; write with `db.live_for_write`, `db.store`,
+   `db.delete`; answer bad input with an `Error` carrying Redis's exact text, never raise.
+2. Add its row to that module's `COMMANDS`, copied from redis-server's `COMMAND INFO`:
+   `CommandSpec("hstrlen", 3, ("readonly", "fast"), 1, 1, 1, ("@read", "@hash", "@fast"),
+   _hstrlen)`. "write" vs "readonly" decides log vs local read; key positions decide the slot.
+3. A new family (`commands/zsets.py`) adds one line to `table.py`'s `STATE_MACHINE_COMMANDS`; a
+   new value type also touches `snapshot.py` (format) and `commands/keys.py` (TYPE names).
+4. Test it in tests/kv (test_commands.py; test_differential.py runs it against redis-server).
 """
 
 from phalanx.kv.codec import Command, decode_command, encode_command
