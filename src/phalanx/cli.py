@@ -1,7 +1,7 @@
 """The `phalanx` command line.
 
 Rules of this file:
-- Commands parse flags and print; the logic lives in the library (`phalanx.server.cluster` for
+- Commands parse flags and print; the logic lives in the library (`phalanx.ops.launcher` for
   the local-cluster commands, `phalanx.server.node` for `node`, `phalanx.sim` for `sim`).
 - A configuration error is one line naming the field, exit code 2 (like a usage error). Other
   failures print one clear line (plus context such as log tails) and exit 1; no tracebacks for
@@ -405,7 +405,7 @@ def node(config_path: str | None, node_id: str | None, data_dir: str | None,
 
 def _cluster_error_types() -> tuple[type[Exception], ...]:
     from phalanx.errors import ConfigError
-    from phalanx.server.cluster import ClusterError
+    from phalanx.ops.cluster_file import ClusterError
 
     return ClusterError, ConfigError
 
@@ -438,13 +438,13 @@ def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_po
        loopback_base: int, detach: bool, timeout: float, admin_token: str | None,
        log_level: str | None, **timing: Any) -> None:
     """Start a local cluster of N node processes and wait for a leader."""
-    from phalanx.server import cluster as local
+    from phalanx.ops import cluster_file, launcher
 
     overrides = {"admin_token": admin_token, "log_level": log_level, **timing}
     try:
-        plan = local.plan_local_cluster(data_dir, nodes=nodes, zones=zones, region=region,
-                                        base_port=base_port, loopback_base=loopback_base,
-                                        overrides=overrides, regions=regions)
+        plan = launcher.plan_local_cluster(data_dir, nodes=nodes, zones=zones, region=region,
+                                           base_port=base_port, loopback_base=loopback_base,
+                                           overrides=overrides, regions=regions)
     except _cluster_error_types() as error:
         _fail(str(error), 2)
     click.echo(f"starting {nodes} node(s) in {Path(data_dir).absolute()} ...")
@@ -455,9 +455,9 @@ def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_po
     previous = {sig: signal.signal(sig, lambda *_: stop_requested.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        cluster, leader, processes = local.start_local_cluster(
+        cluster, leader, processes = launcher.start_local_cluster(
             data_dir, plan, timeout=timeout, cancelled=stop_requested.is_set)
-    except local.StartupInterrupted:
+    except launcher.StartupInterrupted:
         _fail("interrupted; the nodes started so far were stopped", 130)
     except _cluster_error_types() as error:
         _fail(str(error))
@@ -477,17 +477,17 @@ def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_po
                 click.echo(f"{node_id} exited with code {code} (not restarted; "
                            f"`phalanx restart {node_id} --data-dir {data_dir}`)")
         try:
-            current = local.read_cluster_file(data_dir)
-        except local.ClusterError:
+            current = cluster_file.read_cluster_file(data_dir)
+        except cluster_file.ClusterError:
             continue
-        if not local.live_nodes(current) and all(p.poll() is not None
-                                                 for p in processes.values()):
+        if not launcher.live_nodes(current) and all(p.poll() is not None
+                                                    for p in processes.values()):
             click.echo("every node has exited")
             sys.exit(1)
     click.echo("stopping the nodes ...")
-    with contextlib.suppress(local.ClusterError):
-        local.stop_cluster(data_dir)
-    local.stop_processes(processes.values())
+    with contextlib.suppress(cluster_file.ClusterError):
+        launcher.stop_cluster(data_dir)
+    launcher.stop_processes(processes.values())
     click.echo("stopped")
 
 
@@ -512,11 +512,11 @@ def _print_cluster(cluster: Any, leader: str) -> None:
               help="Seconds between SIGTERM and SIGKILL.")
 def down(data_dir: str, grace: float) -> None:
     """Stop every node of a local cluster (idempotent)."""
-    from phalanx.server import cluster as local
+    from phalanx.ops import cluster_file, launcher
 
     try:
-        outcome = local.stop_cluster(data_dir, grace=grace)
-    except local.ClusterError as error:
+        outcome = launcher.stop_cluster(data_dir, grace=grace)
+    except cluster_file.ClusterError as error:
         _fail(str(error))
     for node_id, what in outcome.items():
         click.echo(f"{node_id}: {what}")
@@ -533,19 +533,19 @@ def status(data_dir: str, as_json: bool, timeout: float) -> None:
     """Show each node: zone, address, role, term, leader, commit, applied, lag, health."""
     import json
 
-    from phalanx.server import cluster as local
+    from phalanx.ops import admin, cluster_file
 
     try:
-        cluster = local.read_cluster_file(data_dir)
-    except local.ClusterError as error:
+        cluster = cluster_file.read_cluster_file(data_dir)
+    except cluster_file.ClusterError as error:
         _fail(str(error))
-    statuses = local.query_status(cluster.nodes, timeout=timeout)
+    statuses = admin.query_status(cluster.nodes, timeout=timeout)
     if as_json:
         click.echo(json.dumps([s.to_json() for s in statuses], indent=2))
         return
     from rich.table import Table
 
-    lags = local.lag_by_node(statuses)
+    lags = admin.lag_by_node(statuses)
     table = Table(title=f"phalanx cluster in {data_dir}")
     for column in ("node", "zone", "address", "role", "term", "leader", "commit", "applied",
                    "lag", "health"):
@@ -610,13 +610,13 @@ def _cell(value: object) -> str:
 def failover(data_dir: str, to: str | None, admin_token: str | None, timeout: float,
              shard: int | None) -> None:
     """Move leadership away from the current leader (to --to, if given)."""
-    from phalanx.server import cluster as local
+    from phalanx.ops import admin, cluster_file
 
     try:
-        cluster = local.read_cluster_file(data_dir)
-        result = local.failover(cluster.nodes, to, token=admin_token, timeout=timeout,
+        cluster = cluster_file.read_cluster_file(data_dir)
+        result = admin.failover(cluster.nodes, to, token=admin_token, timeout=timeout,
                                 shard=shard)
-    except local.ClusterError as error:
+    except cluster_file.ClusterError as error:
         _fail(str(error))
     what = f" of shard {shard}" if shard is not None else ""
     click.echo(f"leadership{what} moved from {result.old_leader} to {result.new_leader} "
@@ -627,19 +627,19 @@ def _any_admin(data_dir: str, path: str, *, method: str = "GET",
                body: dict[str, Any] | None = None, token: str | None = None,
                timeout: float = 10.0) -> Any:
     """Call `path` on the first node of the local cluster that answers; exits on failure."""
-    from phalanx.server import cluster as local
+    from phalanx.ops import admin, cluster_file
 
     try:
-        cluster = local.read_cluster_file(data_dir)
-    except local.ClusterError as error:
+        cluster = cluster_file.read_cluster_file(data_dir)
+    except cluster_file.ClusterError as error:
         _fail(str(error))
     last = "no node has an admin address"
     for entry in cluster.nodes:
         if not entry.admin:
             continue
-        secret = token if token is not None else local.admin_token_for(entry)
+        secret = token if token is not None else admin.admin_token_for(entry)
         try:
-            code, payload = local.admin_request(entry.admin, path, method=method, body=body,
+            code, payload = admin.admin_request(entry.admin, path, method=method, body=body,
                                                 token=secret, timeout=timeout)
         except OSError as error:
             last = f"{entry.id}: {error}"
@@ -731,20 +731,20 @@ def _post_to_shard_leader(data_dir: str, shard: dict[str, Any], path: str,
                           timeout: float) -> tuple[str | None, int, Any]:
     """POST `body` to the admin API of the shard's leader: (leader or None when unknown, HTTP
     code, payload); a connection failure is code 0 with the error as payload."""
-    from phalanx.server import cluster as local
+    from phalanx.ops import admin, cluster_file
 
     leader = shard.get("leader")
     address = (shard["_nodes"].get(leader) or {}).get("admin") if leader else None
     if not address:
         return None, 0, {"error": "no known leader"}
     try:
-        cluster = local.read_cluster_file(data_dir)
+        cluster = cluster_file.read_cluster_file(data_dir)
         entry = next((e for e in cluster.nodes if e.id == leader), None)
         token = admin_token if admin_token is not None else (
-            local.admin_token_for(entry) if entry is not None else "")
-        code, payload = local.admin_request(address, path, method="POST", body=body,
+            admin.admin_token_for(entry) if entry is not None else "")
+        code, payload = admin.admin_request(address, path, method="POST", body=body,
                                             token=token, timeout=timeout)
-    except (OSError, local.ClusterError) as error:
+    except (OSError, cluster_file.ClusterError) as error:
         return str(leader), 0, {"error": f"cannot reach {leader}: {error}"}
     return str(leader), code, payload
 
@@ -862,24 +862,24 @@ def haproxy_config(data_dir: str, port: int, writer_port: int | None, bind_addre
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 def restart(node_id: str, data_dir: str, wait: bool, timeout: float) -> None:
     """Start a stopped node again with the command recorded in cluster.json."""
-    from phalanx.server import cluster as local
+    from phalanx.ops import admin, cluster_file, launcher
 
     try:
-        entry = local.restart_node(data_dir, node_id)
-    except local.ClusterError as error:
+        entry = launcher.restart_node(data_dir, node_id)
+    except cluster_file.ClusterError as error:
         _fail(str(error))
     click.echo(f"{node_id} started (pid {entry.pid})")
     if wait:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if local.query_status([entry], timeout=0.5)[0].reachable:
+            if admin.query_status([entry], timeout=0.5)[0].reachable:
                 click.echo(f"{node_id} is answering on {entry.admin}")
                 return
-            if not local.pid_alive(entry.pid):
+            if not launcher.pid_alive(entry.pid):
                 break
             time.sleep(0.1)
-        log = Path(entry.data_dir) / local.NODE_LOG_FILE
-        _fail(f"{node_id} did not come up within {timeout:g} s\n{local.tail(log)}")
+        log = Path(entry.data_dir) / cluster_file.NODE_LOG_FILE
+        _fail(f"{node_id} did not come up within {timeout:g} s\n{launcher.tail(log)}")
 
 
 @main.command()
