@@ -21,6 +21,7 @@ from phalanx.raft.messages import (
     TimeoutNow,
 )
 from phalanx.raft.node import PeerStatus, RawNode, Ready, SoftState, Status
+from phalanx.raft.pipeline import LogWrite, ReadyIO, ReadyPipeline
 from phalanx.raft.raft import ReadState, Role
 from phalanx.raft.storage import LogReader, LogWriter, MemoryStorage
 from phalanx.raft.types import (
@@ -58,6 +59,7 @@ __all__ = [
     "Index",
     "InstallSnapshot",
     "LogReader",
+    "LogWrite",
     "LogWriter",
     "MemoryStorage",
     "Message",
@@ -69,6 +71,8 @@ __all__ = [
     "ReadIndexResponse",
     "ReadState",
     "Ready",
+    "ReadyIO",
+    "ReadyPipeline",
     "RequestVote",
     "RequestVoteResponse",
     "Role",

@@ -4,9 +4,10 @@ Rules of this file:
 - Single-threaded discrete-event loop over a heap of (time_ms, sequence, event). No asyncio, no
   threads, no clocks, no sockets: everything that varies comes from one seed, split into
   independent streams (`random.Random(f"{seed}/network")`, ...), so a run replays exactly.
-- Each node runs the same Ready loop as the product (see `phalanx.raft.node.Ready`): send
-  `messages`, persist (taking simulated fsync time; a crash meanwhile loses the write or tears it),
-  send `persisted_messages`, apply, advance.
+- Each node runs the production Ready pipeline (`phalanx.raft.pipeline.ReadyPipeline`, the code
+  `server/group.py` runs) on a simulated disk: a write takes simulated fsync time, and a crash
+  meanwhile loses it or tears it. Plans with `async_writes` off hold every written Ready until
+  its write is durable (the pipeline's classic mode).
 - Invariants are checked after every event (see `_check_*`); a violation raises
   `SimulationFailure` at once. At the end: liveness (heal everything, the cluster must commit)
   and linearizability of the client history.
@@ -18,7 +19,7 @@ import heapq
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from phalanx.checker import History, check
@@ -32,12 +33,14 @@ from phalanx.raft import (
     Entry,
     EntryType,
     Index,
+    LogWrite,
     MemoryStorage,
     Message,
     NodeId,
     RaftConfig,
     RawNode,
     Ready,
+    ReadyPipeline,
     Role,
     decode_conf_change,
 )
@@ -77,10 +80,12 @@ class SimNode:
     alive: bool = True
     raw: RawNode | None = None
     machine: KVStateMachine = field(default_factory=KVStateMachine)
-    persisting: Ready | None = None
-    #: Asynchronous writes in flight, oldest first, and when the newest completes.
-    inflight: deque[Ready] = field(default_factory=deque)
-    inflight_done: float = 0.0
+    #: The production Ready pipeline (`phalanx.raft.pipeline`), rebuilt at every restart.
+    pipeline: ReadyPipeline | None = None
+    #: The log write on the simulated disk (a crash loses it, or tears it).
+    writing: LogWrite | None = None
+    #: With the planted bug "ack-before-fsync": when the last late write lands.
+    late_done: float = 0.0
     generation: int = 0
     checked_commit: int = 0
     was_leader_term: int = -1
@@ -91,7 +96,7 @@ class SimNode:
 
 # Event kinds (ints keep heap comparisons cheap and deterministic).
 (_TICK, _DELIVER, _PERSIST, _CLIENT, _NEMESIS, _RESTART, _UNCLOG, _TIMEOUT, _PROBE, _RESET,
- _FLAP, _FLAP_CRASH, _PERSIST_ASYNC) = range(13)
+ _FLAP, _FLAP_CRASH, _LATE_WRITE) = range(13)
 
 
 class Simulator:
@@ -217,8 +222,8 @@ class Simulator:
             self._on_flap(payload)  # type: ignore[arg-type]
         elif kind == _FLAP_CRASH:
             self._on_vote_crash(payload)  # type: ignore[arg-type]
-        elif kind == _PERSIST_ASYNC:
-            self._on_persist_async(payload)  # type: ignore[arg-type]
+        elif kind == _LATE_WRITE:
+            self._on_late_write(payload)  # type: ignore[arg-type]
 
     # -- nodes -------------------------------------------------------------------------------
     def _start_node(self, node: SimNode) -> None:
@@ -237,9 +242,10 @@ class Simulator:
         if not snapshot.empty:
             node.machine.restore(snapshot.data)
         node.raw = RawNode(config, node.storage)
+        node.pipeline = ReadyPipeline(node.raw, _NodeIO(self, node),
+                                      async_writes=self.plan.async_writes)
         node.alive = True
-        node.persisting = None
-        node.inflight.clear()
+        node.writing = None
         node.checked_commit = node.raw.committed
         node.was_leader_term = -1
         self._schedule(self.now + node.tick_ms * self.network_rng.random(), _TICK,
@@ -258,20 +264,20 @@ class Simulator:
         if not node.alive:
             return
         self.stats["crashes"] += 1
-        rd = node.persisting if node.persisting is not None else (
-            node.inflight[0] if node.inflight else None)
-        if rd is not None and rd.entries and rd.snapshot is None and self.plan.torn_writes:
+        write = node.writing
+        if write is not None and write.entries and write.snapshot is None and \
+                self.plan.torn_writes:
             # A torn write: a prefix of the batch reached the disk, the hard state did not.
-            keep = self.disk_rng.randrange(len(rd.entries) + 1)
+            keep = self.disk_rng.randrange(len(write.entries) + 1)
             if keep:
-                node.storage.append(list(rd.entries[:keep]))
-            self._log(f"crash {node.id} (torn write kept {keep}/{len(rd.entries)} entries)")
+                node.storage.append(list(write.entries[:keep]))
+            self._log(f"crash {node.id} (torn write kept {keep}/{len(write.entries)} entries)")
         else:
             self._log(f"crash {node.id}")
         node.alive = False
         node.raw = None
-        node.persisting = None
-        node.inflight.clear()
+        node.pipeline = None
+        node.writing = None
         node.generation += 1
         # Peers see their connections to the crashed node reset (the node's fast failover path),
         # usually at once, sometimes late or never.
@@ -291,97 +297,68 @@ class Simulator:
         self._log(f"restart {node.id}")
         self._start_node(node)
 
-    # -- the Ready loop ----------------------------------------------------------------------
+    # -- the Ready loop (the production pipeline on a simulated disk) -------------------------
     def _process(self, node: SimNode) -> None:
-        raw = node.raw
-        if raw is None or node.persisting is not None:
-            return
-        # Check before applying: the configuration that decided the latest commits is the
-        # current one until the new entries are applied.
-        self._check_node(node)
-        rd = raw.ready()
-        if rd is None:
-            return
-        self._check_ready(node, rd)
-        for message in rd.messages:
-            self._send(message)
-        needs_disk = bool(rd.entries) or rd.hard_state is not None or rd.snapshot is not None
-        if self.plan.async_writes and rd.snapshot is None and self.bug != "ack-before-fsync":
-            self._process_async(node, rd, needs_disk)
-            return
-        if node.inflight:
-            # A snapshot waits for every earlier write (they complete in order).
-            node.persisting = rd
-            latency = self.disk_rng.uniform(self.plan.fsync_ms_min, self.plan.fsync_ms_max)
-            self._schedule(max(node.inflight_done, self.now + latency), _PERSIST,
-                           (node.id, node.generation))
-            return
-        node.persisting = rd
-        if needs_disk and self.bug != "ack-before-fsync":
-            latency = self.disk_rng.uniform(self.plan.fsync_ms_min, self.plan.fsync_ms_max)
-            self._schedule(self.now + latency, _PERSIST, (node.id, node.generation))
-            if (
-                not self.liveness
-                and rd.hard_state is not None
-                and rd.hard_state.vote
-                and self.nemesis_rng.random() < self.plan.vote_crash_probability
-            ):
-                # Crash inside the fsync of a fresh vote (it must not have been revealed).
-                self._schedule(self.now + self.nemesis_rng.uniform(0, latency), _FLAP_CRASH,
-                               (node.id, node.generation))
-        else:
-            if self.bug == "ack-before-fsync" and needs_disk:
-                # Deliberate bug: acknowledge first, write later (and lose it on a crash).
-                for message in rd.persisted_messages:
-                    self._send(message)
-                rd = _without_persisted_messages(rd)
-                node.persisting = rd
-                latency = self.disk_rng.uniform(self.plan.fsync_ms_min, self.plan.fsync_ms_max)
-                self._schedule(self.now + latency, _PERSIST, (node.id, node.generation))
+        """Apply every Ready the node's pipeline hands out now (`phalanx.raft.pipeline`)."""
+        pipeline = node.pipeline
+        while node.raw is not None and pipeline is not None and node.pipeline is pipeline:
+            # Check before applying: the configuration that decided the latest commits is the
+            # current one until the new entries are applied.
+            self._check_node(node)
+            rd = pipeline.next_ready()
+            if rd is None:
                 return
-            self._on_persist((node.id, node.generation))
+            if rd.snapshot is not None:
+                node.machine.restore(rd.snapshot.data)
+                self._log(f"{node.id} restored snapshot at {rd.snapshot.meta.index}")
+                for index, op in list(node.proposals.items()):
+                    if index <= rd.snapshot.meta.index:
+                        del node.proposals[index]
+                        self._complete_info(op)
+            self._apply_ready(node, rd)
+            pipeline.applied(rd)
+            self._check_node(node)
+            self._serve_reads(node)
+            self._maybe_snapshot(node)
 
-    def _process_async(self, node: SimNode, rd: Ready, needs_disk: bool) -> None:
-        """Asynchronous writes: queue the write (completions keep Ready order), apply and go on.
-        Acknowledgements (`persisted_messages`) leave when the write AND every earlier one is
-        durable; committed entries are applied at once (durable on a quorum already)."""
-        raw = node.raw
-        assert raw is not None
-        if needs_disk or rd.persisted_messages or node.inflight:
-            latency = (self.disk_rng.uniform(self.plan.fsync_ms_min, self.plan.fsync_ms_max)
-                       if needs_disk else 0.0)
-            done = max(node.inflight_done, self.now + latency)
-            node.inflight_done = done
-            node.inflight.append(rd)
-            self._schedule(done, _PERSIST_ASYNC, (node.id, node.generation))
-            if (not self.liveness and rd.hard_state is not None and rd.hard_state.vote
-                    and self.nemesis_rng.random() < self.plan.vote_crash_probability):
-                self._schedule(self.nemesis_rng.uniform(self.now, done), _FLAP_CRASH,
-                               (node.id, node.generation))
-        else:
-            raw.persisted(rd)  # nothing to write and nothing waiting
-        self._apply_ready(node, rd)
-        raw.advance_applied(rd)
-        self._check_node(node)
-        self._serve_reads(node)
-        self._maybe_snapshot(node)
-        self._process(node)
-
-    def _on_persist_async(self, payload: tuple[NodeId, int]) -> None:
-        node = self.nodes[payload[0]]
-        if node.generation != payload[1] or node.raw is None or not node.inflight:
+    def _start_write(self, node: SimNode, write: LogWrite) -> None:
+        """The pipeline's `start_write`: the write takes a simulated fsync time, and a crash
+        meanwhile loses it (or tears it)."""
+        self._check_write(node, write)
+        latency = self.disk_rng.uniform(self.plan.fsync_ms_min, self.plan.fsync_ms_max)
+        key = (node.id, node.generation)
+        if self.bug == "ack-before-fsync":
+            # Deliberate bug: the disk reports the write durable at once and writes it later
+            # (a crash meanwhile loses it), so acknowledgements leave before the fsync.
+            node.late_done = max(node.late_done, self.now + latency)
+            self._schedule(node.late_done, _LATE_WRITE, (node.id, node.generation, write))
+            self._schedule(self.now, _PERSIST, key)
             return
-        rd = node.inflight.popleft()
-        if rd.entries:
-            node.storage.append(list(rd.entries))
-        if rd.hard_state is not None:
-            node.storage.set_hard_state(rd.hard_state)
-        for message in rd.persisted_messages:
-            self._send(message)
-        node.raw.persisted(rd)
+        node.writing = write
+        self._schedule(self.now + latency, _PERSIST, key)
+        if (not self.liveness and write.hard_state is not None and write.hard_state.vote
+                and self.nemesis_rng.random() < self.plan.vote_crash_probability):
+            # Crash inside the fsync of a vote (it must not have been revealed).
+            self._schedule(self.nemesis_rng.uniform(self.now, self.now + latency), _FLAP_CRASH,
+                           key)
+
+    def _on_persist(self, payload: tuple[NodeId, int]) -> None:
+        node = self.nodes[payload[0]]
+        pipeline = node.pipeline
+        if node.generation != payload[1] or node.raw is None or pipeline is None:
+            return
+        write, node.writing = node.writing, None
+        if write is not None:
+            _write_to(node.storage, write)
+        pipeline.write_done()
         self._check_node(node)
         self._maybe_snapshot(node)
         self._process(node)
+
+    def _on_late_write(self, payload: tuple[NodeId, int, LogWrite]) -> None:
+        node = self.nodes[payload[0]]
+        if node.generation == payload[1]:
+            _write_to(node.storage, payload[2])
 
     def _apply_ready(self, node: SimNode, rd: Ready) -> None:
         """Apply a Ready's committed entries and take its read states."""
@@ -396,36 +373,6 @@ class Simulator:
             else:
                 read_op.read_index = state.index
                 node.waiting_reads.append(read_op)
-
-    def _on_persist(self, payload: tuple[NodeId, int]) -> None:
-        node = self.nodes[payload[0]]
-        if node.generation != payload[1] or node.raw is None or node.persisting is None:
-            return
-        rd = node.persisting
-        raw = node.raw
-        storage = node.storage
-        if rd.snapshot is not None:
-            storage.apply_snapshot(rd.snapshot)
-        if rd.entries:
-            storage.append(list(rd.entries))
-        if rd.hard_state is not None:
-            storage.set_hard_state(rd.hard_state)
-        for message in rd.persisted_messages:
-            self._send(message)
-        if rd.snapshot is not None:
-            node.machine.restore(rd.snapshot.data)
-            self._log(f"{node.id} restored snapshot at {rd.snapshot.meta.index}")
-            for index, op in list(node.proposals.items()):
-                if index <= rd.snapshot.meta.index:
-                    del node.proposals[index]
-                    self._complete_info(op)
-        self._apply_ready(node, rd)
-        raw.advance(rd)
-        self._check_node(node)
-        node.persisting = None
-        self._serve_reads(node)
-        self._maybe_snapshot(node)
-        self._process(node)
 
     def _apply(self, node: SimNode, entry: Entry) -> None:
         raw = node.raw
@@ -446,8 +393,8 @@ class Simulator:
     def _maybe_snapshot(self, node: SimNode) -> None:
         every = self.plan.snapshot_every_entries
         raw = node.raw
-        if not every or raw is None:
-            return
+        if not every or raw is None or node.pipeline is None or node.pipeline.holding:
+            return  # (as the server: no snapshot of our own while one is being installed)
         applied = raw.applied
         snapshot = node.storage.snapshot()
         if applied - snapshot.meta.index < every or applied > node.storage.last_index():
@@ -864,9 +811,9 @@ class Simulator:
     def _fail(self, text: str) -> None:
         raise SimulationFailure(f"at {self.now:.1f} ms: {text}")
 
-    def _check_ready(self, node: SimNode, rd: Ready) -> None:
+    def _check_write(self, node: SimNode, write: LogWrite) -> None:
         # Log matching (§5.3): one (index, term) names one entry everywhere.
-        for entry in rd.entries:
+        for entry in write.entries:
             key = (entry.index, entry.term)
             known = self.entry_at.get(key)
             if known is None:
@@ -981,12 +928,28 @@ class Simulator:
             self._fail("linearizability: " + result.explain())
 
 
-def _without_persisted_messages(rd: Ready) -> Ready:
-    return Ready(
-        soft_state=rd.soft_state, hard_state=rd.hard_state, entries=rd.entries,
-        snapshot=rd.snapshot, committed_entries=rd.committed_entries, messages=rd.messages,
-        persisted_messages=(), read_states=rd.read_states, must_sync=rd.must_sync,
-    )
+class _NodeIO:
+    """A simulated node's IO as its pipeline sees it (`phalanx.raft.pipeline.ReadyIO`)."""
+
+    def __init__(self, simulator: Simulator, node: SimNode) -> None:
+        self.simulator = simulator
+        self.node = node
+
+    def send(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            self.simulator._send(message)
+
+    def start_write(self, write: LogWrite) -> None:
+        self.simulator._start_write(self.node, write)
+
+
+def _write_to(storage: MemoryStorage, write: LogWrite) -> None:
+    if write.snapshot is not None:
+        storage.apply_snapshot(write.snapshot)
+    if write.entries:
+        storage.append(list(write.entries))
+    if write.hard_state is not None:
+        storage.set_hard_state(write.hard_state)
 
 
 def _describe(message: Message) -> str:
