@@ -22,7 +22,8 @@ from phalanx.raft.messages import (
 )
 from phalanx.raft.node import PeerStatus, RawNode, Ready, SoftState, Status
 from phalanx.raft.pipeline import LogWrite, ReadyIO, ReadyPipeline
-from phalanx.raft.raft import ReadState, Role
+from phalanx.raft.raft import Role
+from phalanx.raft.read_only import ReadState
 from phalanx.raft.storage import LogReader, LogWriter, MemoryStorage
 from phalanx.raft.types import (
     NO_NODE,
