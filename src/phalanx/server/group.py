@@ -572,7 +572,7 @@ class RaftGroup:
         finally:
             self._snapshotting = False
 
-    # -- expiry (DESIGN: the leader proposes deletions on replicated time) -------------------
+    # -- expiry (the leader proposes deletions on replicated time; docs/architecture.md) -----
     def propose_expirations(self) -> int:
         """On the leader, propose deletion of keys whose TTL passed; returns how many."""
         if not self.is_leader() or self.kv is None:
