@@ -37,7 +37,6 @@ from phalanx.placement.planner import (
 )
 from phalanx.placement.slots import (
     SLOT_COUNT,
-    CrossSlotError,
     command_keys,
     command_slot,
     crc16,
@@ -51,7 +50,6 @@ __all__ = [
     "SURVIVAL_GOALS",
     "ClusterMap",
     "CommandSpec",
-    "CrossSlotError",
     "MapMachine",
     "NodeInfo",
     "OpError",
