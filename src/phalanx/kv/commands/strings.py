@@ -1,5 +1,6 @@
-"""The string commands: GET, SET (all its options), SETNX, GETSET, GETDEL, MGET, MSET, APPEND,
-STRLEN and the counters INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT.
+"""The string commands: GET, SET (all its options), SETNX, SETEX, PSETEX, GETSET, GETDEL, GETEX,
+MGET, MSET, MSETNX, APPEND, STRLEN, GETRANGE (and its old name SUBSTR), SETRANGE and the
+counters INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT.
 
 Rules of this module:
 - Each command is a `Handler` (keyspace, args, now) -> Reply, registered in `COMMANDS`, this
@@ -40,6 +41,10 @@ _EXPIRE_OPTIONS: dict[bytes, tuple[int, bool]] = {
     b"EXAT": (1000, False),
     b"PXAT": (1, False),
 }
+
+
+_MAX_STRING = 512 * 1024 * 1024
+"""Redis's default proto-max-bulk-len: no string grows beyond it (SETRANGE)."""
 
 
 def _string(db: Keyspace, key: bytes, now: int) -> bytes | Error | None:
@@ -162,6 +167,129 @@ def _getdel(db: Keyspace, args: Args, now: int) -> Reply:
     return current
 
 
+def _setex_generic(db: Keyspace, args: Args, now: int, unit_ms: int, name: str) -> Reply:
+    # SETEX key seconds value / PSETEX key milliseconds value (https://redis.io/commands/setex)
+    amount = parse_int(args[1])
+    if amount is None:
+        return NOT_INTEGER
+    if amount <= 0 or (unit_ms == 1000 and amount > INT64_MAX // 1000):
+        return invalid_expire(name)
+    when = amount * unit_ms + now
+    if when > INT64_MAX:
+        return invalid_expire(name)
+    key = args[0]
+    db.live_for_write(key, now)
+    db.store(key, args[2])
+    db.set_expire(key, when)
+    return OK
+
+
+def _setex(db: Keyspace, args: Args, now: int) -> Reply:
+    return _setex_generic(db, args, now, 1000, "setex")
+
+
+def _psetex(db: Keyspace, args: Args, now: int) -> Reply:
+    return _setex_generic(db, args, now, 1, "psetex")
+
+
+def _getex(db: Keyspace, args: Args, now: int) -> Reply:
+    # GETEX key [EX s | PX ms | EXAT s | PXAT ms | PERSIST]: one kind of option (the same one may
+    # repeat, the last value wins), parsed before the key is read (https://redis.io/commands/getex)
+    persist = False
+    unit_ms = 0
+    relative = False
+    expire_arg: bytes | None = None
+    position = 1
+    while position < len(args):
+        option = args[position].upper()
+        has_next = position + 1 < len(args)
+        if option == b"PERSIST" and expire_arg is None:
+            persist = True
+        elif option in _EXPIRE_OPTIONS and has_next and not persist and (
+            expire_arg is None or (unit_ms, relative) == _EXPIRE_OPTIONS[option]
+        ):
+            unit_ms, relative = _EXPIRE_OPTIONS[option]
+            position += 1
+            expire_arg = args[position]
+        else:
+            return SYNTAX_ERROR
+        position += 1
+    key = args[0]
+    current = db.live_for_write(key, now)
+    if current is None:
+        return None
+    if type(current) is not bytes:
+        return WRONGTYPE
+    if expire_arg is not None:
+        amount = parse_int(expire_arg)
+        if amount is None:
+            return NOT_INTEGER
+        if amount <= 0 or (unit_ms == 1000 and amount > INT64_MAX // 1000):
+            return invalid_expire("getex")
+        amount *= unit_ms
+        if relative:
+            amount += now
+            if amount > INT64_MAX:
+                return invalid_expire("getex")
+        if amount <= now:
+            db.delete(key)  # an absolute time already past deletes the key (the value is sent)
+        else:
+            db.set_expire(key, amount)
+    elif persist and db.expires:
+        db.expires.pop(key, None)
+    return current
+
+
+def _getrange(db: Keyspace, args: Args, now: int) -> Reply:
+    # GETRANGE key start end: inclusive, negative counts from the end, clamped
+    # (https://redis.io/commands/getrange)
+    start = parse_int(args[1])
+    end = parse_int(args[2])
+    if start is None or end is None:
+        return NOT_INTEGER
+    value = _string(db, args[0], now)
+    if value is None:
+        return b""
+    if isinstance(value, Error):
+        return value
+    length = len(value)
+    if start < 0 and end < 0 and start > end:
+        return b""
+    if start < 0:
+        start += length
+    if end < 0:
+        end += length
+    start = max(start, 0)
+    end = min(max(end, 0), length - 1)
+    if start > end or length == 0:
+        return b""
+    return value[start:end + 1]
+
+
+def _setrange(db: Keyspace, args: Args, now: int) -> Reply:
+    # SETRANGE key offset value: zero-pads, never beyond proto-max-bulk-len (512 MB)
+    # (https://redis.io/commands/setrange)
+    offset = parse_int(args[1])
+    if offset is None:
+        return NOT_INTEGER
+    if offset < 0:
+        return Error("ERR offset is out of range")
+    key, patch = args[0], args[2]
+    current = db.live_for_write(key, now)
+    if current is not None and type(current) is not bytes:
+        return WRONGTYPE
+    old = b"" if current is None else current
+    if not patch:
+        return len(old)
+    if offset + len(patch) > _MAX_STRING:
+        return Error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+    if len(old) < offset:
+        old += bytes(offset - len(old))
+    value = old[:offset] + patch + old[offset + len(patch):]
+    db.store(key, value)
+    return len(value)
+
+
 def _mget(db: Keyspace, args: Args, now: int) -> Reply:
     replies: list[Reply] = []
     for key in args:
@@ -180,6 +308,16 @@ def _mset(db: Keyspace, args: Args, now: int) -> Reply:
         if expires:
             expires.pop(key, None)
     return OK
+
+
+def _msetnx(db: Keyspace, args: Args, now: int) -> Reply:
+    if len(args) % 2:
+        return arity_error("msetnx")
+    for position in range(0, len(args), 2):
+        if db.live_for_write(args[position], now) is not None:
+            return 0
+    _mset(db, args, now)
+    return 1
 
 
 def _append(db: Keyspace, args: Args, now: int) -> Reply:
@@ -272,6 +410,18 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("get", 2, ("readonly", "fast"), 1, 1, 1, _READ, _get),
     CommandSpec("set", -3, ("write", "denyoom"), 1, 1, 1, ("@write", "@string", "@slow"), _set),
     CommandSpec("setnx", 3, ("write", "denyoom", "fast"), 1, 1, 1, _WRITE, _setnx),
+    CommandSpec("setex", 4, ("write", "denyoom"), 1, 1, 1, ("@write", "@string", "@slow"),
+                _setex),
+    CommandSpec("psetex", 4, ("write", "denyoom"), 1, 1, 1, ("@write", "@string", "@slow"),
+                _psetex),
+    CommandSpec("getex", -2, ("write", "fast"), 1, 1, 1, _WRITE, _getex),
+    CommandSpec("getrange", 4, ("readonly",), 1, 1, 1, ("@read", "@string", "@slow"),
+                _getrange),
+    CommandSpec("substr", 4, ("readonly",), 1, 1, 1, ("@read", "@string", "@slow"), _getrange),
+    CommandSpec("setrange", 4, ("write", "denyoom"), 1, 1, 1, ("@write", "@string", "@slow"),
+                _setrange),
+    CommandSpec("msetnx", -3, ("write", "denyoom"), 1, -1, 2, ("@write", "@string", "@slow"),
+                _msetnx),
     CommandSpec("getset", 3, ("write", "denyoom", "fast"), 1, 1, 1, _WRITE, _getset),
     CommandSpec("getdel", 2, ("write", "fast"), 1, 1, 1, _WRITE, _getdel),
     CommandSpec("mget", -2, ("readonly", "fast"), 1, -1, 1, _READ, _mget),
