@@ -267,9 +267,11 @@ def _lpos(db: Keyspace, args: Args, now: int) -> Reply:
         argument = args[position + 1]
         position += 2
         if option == b"RANK":
-            parsed = parse_long_in(argument, -_LONG_MAX, _LONG_MAX, None)
+            parsed = parse_long_in(argument, -_LONG_MAX - 1, _LONG_MAX, None)
             if isinstance(parsed, Error):
                 return parsed
+            if parsed == -_LONG_MAX - 1:
+                parsed = -1  # Redis 7.0 negates it in C: it stays negative, every match counts
             if parsed == 0:
                 return Error("ERR RANK can't be zero: use 1 to start from the first match, 2 "
                              "from the second ... or use negative to start from the end of "
