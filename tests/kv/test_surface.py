@@ -214,3 +214,28 @@ def test_snapshot_after_new_commands_round_trips(make_driver: Any) -> None:
     copy = KVStateMachine()
     copy.restore(driver.machine.snapshot())
     assert copy.snapshot() == driver.machine.snapshot()
+
+
+def test_scans_of_large_collections_cover_everything(kv: Driver) -> None:
+    members = [f"m{i}" for i in range(1000)]
+    kv("SADD", "s", *members)
+    kv("HSET", "h", *[part for i in range(300) for part in (f"f{i}", str(i))])
+    for name, key, want in (("SSCAN", "s", set(members)),
+                            ("HSCAN", "h", {f"f{i}" for i in range(300)})):
+        cursor, seen, calls = b"0", set(), 0
+        while True:
+            reply = kv.read(name, key, cursor, "COUNT", "50")
+            assert isinstance(reply, list)
+            cursor, batch = reply
+            items = batch if name == "SSCAN" else batch[::2]
+            seen.update(item.decode() for item in items)
+            calls += 1
+            if cursor == b"0":
+                break
+            # changes during the iteration: members present throughout are still returned
+            kv("SADD", "s", f"new{calls}")
+            kv("SREM", "s", f"new{calls - 1}")
+        assert want <= seen and calls > 5, name
+    reply = kv.read("SSCAN", "s", "0", "MATCH", "m99*", "COUNT", "100000")
+    assert isinstance(reply, list) and sorted(reply[1]) == sorted(
+        m.encode() for m in members if m.startswith("m99"))

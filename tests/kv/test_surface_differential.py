@@ -363,3 +363,32 @@ def test_family_matches_redis(server: Any, family: str, seed: int) -> None:
             )
     finally:
         server.connection_pool.release(pair.connection)
+
+
+def test_object_encoding_of_fresh_values(server: Any) -> None:
+    """OBJECT ENCODING reports what redis-server 7.0 chooses for a freshly written value."""
+    server.flushall()
+    pair = Pair(server)
+    values: list[list[bytes]] = [
+        [b"SET", b"k", b"123"], [b"SET", b"k", b"-9223372036854775808"],
+        [b"SET", b"k", b"12345678901234567890"], [b"SET", b"k", b"007"],
+        [b"SET", b"k", b"x" * 44], [b"SET", b"k", b"x" * 45], [b"SET", b"k", b""],
+        [b"HSET", b"k", b"f", b"v" * 64], [b"HSET", b"k", b"f", b"v" * 65],
+        [b"HSET", b"k", *[b"%d" % i for i in range(1024)]],
+        [b"HSET", b"k", *[b"%d" % i for i in range(1026)]],
+        [b"SADD", b"k", *[b"%d" % i for i in range(512)]],
+        [b"SADD", b"k", *[b"%d" % i for i in range(513)]],
+        [b"SADD", b"k", b"1", b"-5", b"x"], [b"SADD", b"k", b"01"],
+        [b"RPUSH", b"k", b"a"], [b"RPUSH", b"k", *[b"%d" % i for i in range(1000)]],
+    ]
+    try:
+        for command in values:
+            pair.theirs([b"DEL", b"k"])
+            pair.ours([b"DEL", b"k"])
+            created = pair.step(command)
+            assert created[0] == created[1]
+            encoding = [b"OBJECT", b"ENCODING", b"k"]
+            ours, theirs = pair.step(encoding)
+            assert ours == theirs, (command[:4], ours, theirs)
+    finally:
+        server.connection_pool.release(pair.connection)

@@ -182,7 +182,7 @@ def _encoding(value: object) -> str:
             return "int"
         return "embstr" if len(value) <= 44 else "raw"
     if type(value) is dict:
-        small = len(value) <= 128 and all(
+        small = len(value) <= 512 and all(  # hash-max-listpack-entries, -value
             len(field) <= 64 and len(item) <= 64 for field, item in value.items())
         return "listpack" if small else "hashtable"
     if type(value) is set:
