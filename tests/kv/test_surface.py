@@ -239,3 +239,12 @@ def test_scans_of_large_collections_cover_everything(kv: Driver) -> None:
     reply = kv.read("SSCAN", "s", "0", "MATCH", "m99*", "COUNT", "100000")
     assert isinstance(reply, list) and sorted(reply[1]) == sorted(
         m.encode() for m in members if m.startswith("m99"))
+
+
+def test_lcs_refuses_tables_that_would_stall_the_shard(kv: Driver) -> None:
+    kv("SET", "a", "x" * 3000)
+    kv("SET", "b", "x" * 3000)
+    reply = kv("LCS", "a", "b", "LEN")
+    assert isinstance(reply, Error) and "LCS refuses" in reply.message
+    kv("SET", "b", "y" * 100)
+    assert kv("LCS", "a", "b") == b"" and kv("LCS", "a", "missing", "LEN") == 0

@@ -112,6 +112,10 @@ def strings(rng: random.Random) -> list[bytes]:
         [b"SET", key, value, *rng.choice([[b"NX", b"GET"], [b"XX", b"KEEPTTL"],
                                          [b"EX", b"1000", b"GET"], [b"KEEPTTL", b"EX", b"5"]])],
         [b"GET", key], [b"STRLEN", key], [b"APPEND", key, value], [b"TTL", key],
+        [b"LCS", key, other, *rng.choice([[], [b"LEN"], [b"IDX"], [b"IDX", b"WITHMATCHLEN"],
+                                          [b"IDX", b"MINMATCHLEN", rng.choice(NUMBERS)],
+                                          [b"IDX", b"LEN"], [b"BOGUS"], [b"MINMATCHLEN"]])],
+        [b"SET", key, rng.choice([b"ohmytext", b"mynewtext", b"abcabcab", b"bcabca"])],
     ])
 
 

@@ -1,10 +1,12 @@
 """The string commands: GET, SET (all its options), SETNX, SETEX, PSETEX, GETSET, GETDEL, GETEX,
-MGET, MSET, MSETNX, APPEND, STRLEN, GETRANGE (and its old name SUBSTR), SETRANGE and the
+MGET, MSET, MSETNX, APPEND, STRLEN, GETRANGE (and its old name SUBSTR), SETRANGE, LCS and the
 counters INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT.
 
 Rules of this module:
 - Each command is a `Handler` (keyspace, args, now) -> Reply, registered in `COMMANDS`, this
   family's rows of the command table (`phalanx.kv.table` merges them).
+- LCS builds Redis's dynamic-programming table in the state machine's thread: it refuses
+  strings whose table would exceed `LCS_MAX_CELLS` cells rather than stall the shard.
 - Replies and error texts are Redis 7's, byte for byte; integers are 64-bit signed and floats
   long doubles as Redis computes them (`phalanx.kv.numbers`). See docs/architecture.md.
 """
@@ -290,6 +292,100 @@ def _setrange(db: Keyspace, args: Args, now: int) -> Reply:
     return len(value)
 
 
+LCS_MAX_CELLS = 4_000_000
+"""The largest (len(a) + 1) * (len(b) + 1) table LCS builds (a few seconds of Python at most)."""
+
+
+def _lcs(db: Keyspace, args: Args, now: int) -> Reply:
+    # LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]
+    # (https://redis.io/commands/lcs): a missing key is an empty string; IDX answers the
+    # matching ranges from the end, as Redis walks its table back (RESP2 shape: a flat map).
+    first, second = db.live(args[0], now), db.live(args[1], now)
+    if (first is not None and type(first) is not bytes) or (
+            second is not None and type(second) is not bytes):
+        return Error("ERR The specified keys must contain string values")
+    a = first if type(first) is bytes else b""
+    b = second if type(second) is bytes else b""
+    get_idx = get_len = with_match_len = False
+    min_match_len = 0
+    position = 2
+    while position < len(args):
+        option = args[position].upper()
+        if option == b"IDX":
+            get_idx = True
+        elif option == b"LEN":
+            get_len = True
+        elif option == b"WITHMATCHLEN":
+            with_match_len = True
+        elif option == b"MINMATCHLEN" and position + 1 < len(args):
+            parsed = parse_int(args[position + 1])
+            if parsed is None:
+                return NOT_INTEGER
+            min_match_len = max(parsed, 0)
+            position += 1
+        else:
+            return SYNTAX_ERROR
+        position += 1
+    if get_idx and get_len:
+        return Error("ERR If you want both the length and indexes, please just use IDX.")
+    if (len(a) + 1) * (len(b) + 1) > LCS_MAX_CELLS:
+        return Error(f"ERR phalanx: LCS refuses strings whose table exceeds {LCS_MAX_CELLS} "
+                     "cells")
+    columns = len(b) + 1
+    table = [[0] * columns]
+    for i in range(1, len(a) + 1):
+        above, row = table[-1], [0] * columns
+        byte = a[i - 1]
+        for j in range(1, columns):
+            if byte == b[j - 1]:
+                row[j] = above[j - 1] + 1
+            else:
+                row[j] = above[j] if above[j] > row[j - 1] else row[j - 1]
+        table.append(row)
+    length = table[len(a)][len(b)]
+    if get_len:
+        return length
+    result = bytearray(length)
+    matches: list[Reply] = []
+    i, j, left = len(a), len(b), length
+    unset = len(a)
+    a_start = a_end = b_start = b_end = 0
+    a_start = unset
+    while i > 0 and j > 0:
+        emit = False
+        if a[i - 1] == b[j - 1]:
+            result[left - 1] = a[i - 1]
+            if a_start == unset:
+                a_start = a_end = i - 1
+                b_start = b_end = j - 1
+            elif a_start == i and b_start == j:
+                a_start -= 1
+                b_start -= 1
+            else:
+                emit = True
+            if a_start == 0 or b_start == 0:
+                emit = True
+            left, i, j = left - 1, i - 1, j - 1
+        else:
+            if table[i - 1][j] > table[i][j - 1]:
+                i -= 1
+            else:
+                j -= 1
+            if a_start != unset:
+                emit = True
+        if emit:
+            match_len = a_end - a_start + 1
+            if get_idx and (min_match_len == 0 or match_len >= min_match_len):
+                match: list[Reply] = [[a_start, a_end], [b_start, b_end]]
+                if with_match_len:
+                    match.append(match_len)
+                matches.append(match)
+            a_start = unset
+    if get_idx:
+        return [b"matches", matches, b"len", length]
+    return bytes(result)
+
+
 def _mget(db: Keyspace, args: Args, now: int) -> Reply:
     replies: list[Reply] = []
     for key in args:
@@ -420,6 +516,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("substr", 4, ("readonly",), 1, 1, 1, ("@read", "@string", "@slow"), _getrange),
     CommandSpec("setrange", 4, ("write", "denyoom"), 1, 1, 1, ("@write", "@string", "@slow"),
                 _setrange),
+    CommandSpec("lcs", -3, ("readonly",), 1, 2, 1, ("@read", "@string", "@slow"), _lcs),
     CommandSpec("msetnx", -3, ("write", "denyoom"), 1, -1, 2, ("@write", "@string", "@slow"),
                 _msetnx),
     CommandSpec("getset", 3, ("write", "denyoom", "fast"), 1, 1, 1, _WRITE, _getset),
