@@ -273,3 +273,28 @@ def test_replicas_applying_the_same_random_log_agree() -> None:
             entry = encode_command(Command(name, tuple(args), 1_000_000 + index * 7))
             assert first.apply(index, entry) == second.apply(index, entry)
         assert first.snapshot() == second.snapshot(), family
+
+
+class _SortedSetDouble:
+    """Stands in for kv.zset.ZSet (another branch): a `scores` dict, (score, member) order."""
+
+    def __init__(self, scores: dict[bytes, float]) -> None:
+        self.scores = scores
+
+    def __iter__(self) -> Any:
+        return iter(sorted((score, member) for member, score in self.scores.items()))
+
+    def copy(self) -> _SortedSetDouble:
+        return _SortedSetDouble(dict(self.scores))
+
+
+def test_sort_object_copy_see_a_sorted_set(kv: Driver) -> None:
+    keyspace = kv.machine._keyspace
+    keyspace.store(b"{z}s", _SortedSetDouble({b"10": 1.0, b"2": 2.0, b"b": 3.0}))
+    assert kv("SORT", "{z}s", "BY", "nosort") == [b"10", b"2", b"b"]
+    assert kv("SORT", "{z}s", "BY", "nosort", "DESC") == [b"b", b"2", b"10"]
+    assert kv("SORT", "{z}s", "ALPHA") == [b"10", b"2", b"b"]
+    assert kv("SORT", "{z}s") == Error("ERR One or more scores can't be converted into double")
+    assert kv("OBJECT", "ENCODING", "{z}s") == "listpack"
+    assert kv("COPY", "{z}s", "{z}t") == 1
+    assert keyspace.data[b"{z}t"] is not keyspace.data[b"{z}s"]

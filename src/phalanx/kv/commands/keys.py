@@ -25,7 +25,6 @@ Rules of this module:
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 
 from phalanx.kv.commands import dump, sort
@@ -139,7 +138,8 @@ def _copy(db: Keyspace, args: Args, now: int) -> Reply:
         if not replace:
             return 0
         db.delete(target_key)
-    db.store(target_key, value if type(value) is bytes else copy.deepcopy(value))
+    # every container type (dict, set, deque, and the sorted set) has an independent .copy()
+    db.store(target_key, value if isinstance(value, bytes) else value.copy())
     when = db.expires.get(source_key)
     if when is not None:
         db.set_expire(target_key, when)
@@ -190,7 +190,11 @@ def _encoding(value: object) -> str:
         return "intset" if small else "hashtable"
     if type(value) is deque:
         return "quicklist"
-    return getattr(value, "OBJECT_ENCODING", "skiplist")
+    scores = getattr(value, "scores", None)  # the sorted set (kv.zset.ZSet): member -> score
+    if isinstance(scores, dict):
+        small = len(scores) <= 128 and all(len(member) <= 64 for member in scores)
+        return "listpack" if small else "skiplist"
+    return "unknown"
 
 
 def _object(db: Keyspace, args: Args, now: int) -> Reply:

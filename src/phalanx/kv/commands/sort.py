@@ -16,7 +16,8 @@ Rules of this module:
   (`movable_keys`), so routing checks its slot like any other key.
 - A set is sorted from its members in byte order (phalanx's reply order for sets), so `BY
   nosort` on a set answers in byte order where Redis answers in its hash-table order.
-- Sorted sets are not handled here yet (their type lives in `zsets.py`): WRONGTYPE.
+- A sorted set (`kv.zset.ZSet`, recognised by its `scores` dict so this module does not
+  import it) is read in score order; `BY nosort` keeps that order (reversed with DESC).
 - Pure and deterministic: standard library and the kv leaf modules only.
 """
 
@@ -26,7 +27,9 @@ import math
 import re
 from binascii import crc_hqx
 from collections import deque
+from collections.abc import Iterable
 from functools import cmp_to_key
+from typing import cast
 
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.numbers import parse_int
@@ -176,6 +179,11 @@ def _sort_generic(db: Keyspace, args: Args, now: int, readonly: bool) -> Reply:
         elements = sorted(value)
         if dont_sort and store is not None:
             dont_sort, alpha, by = False, True, None  # Redis sorts a stored set: stable output
+    elif isinstance(getattr(value, "scores", None), dict):
+        # the sorted set (kv.zset.ZSet iterates (score, member) pairs, lowest first)
+        elements = [member for _, member in cast("Iterable[tuple[float, bytes]]", value)]
+        if dont_sort and desc:
+            elements.reverse()
     else:
         return WRONGTYPE
     if not dont_sort:
@@ -184,7 +192,7 @@ def _sort_generic(db: Keyspace, args: Args, now: int, readonly: bool) -> Reply:
             return sorted_elements
         elements = sorted_elements
     elif desc and type(value) is deque:
-        elements.reverse()
+        elements.reverse()  # (a sorted set was reversed above)
     length = len(elements)
     start = max(offset, 0)
     end = length - 1 if count < 0 else start + count - 1
