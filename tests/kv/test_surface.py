@@ -298,3 +298,17 @@ def test_sort_object_copy_see_a_sorted_set(kv: Driver) -> None:
     assert kv("OBJECT", "ENCODING", "{z}s") == "listpack"
     assert kv("COPY", "{z}s", "{z}t") == 1
     assert keyspace.data[b"{z}t"] is not keyspace.data[b"{z}s"]
+
+
+def test_dump_of_a_sorted_set() -> None:
+    import importlib.util
+
+    payload = encode_value(_SortedSetDouble({b"a": 1.5, b"b": float("-inf")}))  # type: ignore[arg-type]
+    assert isinstance(payload, bytes)
+    restored = decode_value(payload)
+    if importlib.util.find_spec("phalanx.kv.zset") is None:
+        assert restored == Error("ERR Bad data format")  # this branch has no sorted-set type
+    else:
+        assert not isinstance(restored, Error)
+        assert dict(restored.scores) == {b"a": 1.5, b"b": float("-inf")}  # type: ignore[union-attr]
+        assert encode_value(restored) == payload

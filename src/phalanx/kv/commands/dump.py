@@ -5,9 +5,10 @@ opaque; a payload from redis-server is refused with Redis's own checksum error):
 
     body | b"PX" | u16 format version (little endian) | u32 CRC-32 of everything before it
 
-where body is a type tag (0 string, 1 list, 2 set, 3 hash) then, for a string, one item, and
-for a container a varint count and that many items (a hash: field, value, field, ...), each
-item a varint length and its bytes. Set members are written sorted, so DUMP of equal values
+where body is a type tag (0 string, 1 list, 2 set, 3 hash, 4 sorted set) then, for a string,
+one item, and for a container a varint count and that many items (a hash: field, value, ...;
+a sorted set: member, score as `float.hex` ASCII, ...), each item a varint length and its
+bytes. Set members are written sorted, so DUMP of equal values
 gives equal bytes on every replica. A payload whose trailer does not match gets "ERR DUMP
 payload version or checksum are wrong"; a well-sealed body that does not decode (truncated,
 trailing bytes, an empty container, a repeated member or field) gets "ERR Bad data format".
@@ -18,9 +19,11 @@ accepts IDLETIME and FREQ (validated, then ignored: phalanx tracks no access tim
 
 from __future__ import annotations
 
+import importlib
 import struct
 import zlib
 from collections import deque
+from typing import cast
 
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.numbers import INT64_MAX, parse_int
@@ -31,7 +34,7 @@ from phalanx.kv.spec import Args, CommandSpec
 DUMP_VERSION = 1
 _TRAILER = struct.Struct("<2sHI")
 _MARK = b"PX"
-_STRING, _LIST, _SET, _HASH = 0, 1, 2, 3
+_STRING, _LIST, _SET, _HASH, _ZSET = 0, 1, 2, 3, 4
 
 _BAD_TRAILER = Error("ERR DUMP payload version or checksum are wrong")
 _BAD_FORMAT = Error("ERR Bad data format")
@@ -75,6 +78,11 @@ def encode_value(value: Value) -> bytes | None:
         parts += [bytes([_HASH]), _varint(len(value))]
         for field, item in value.items():
             _items(parts, [field, item])
+    elif isinstance(scores := getattr(value, "scores", None), dict):
+        # the sorted set (kv.zset.ZSet, recognised by its member -> score dict)
+        parts += [bytes([_ZSET]), _varint(len(scores))]
+        for member, score in sorted(scores.items()):
+            _items(parts, [member, float(score).hex().encode()])
     else:
         return None
     body = b"".join(parts) + _MARK + struct.pack("<H", DUMP_VERSION)
@@ -108,6 +116,27 @@ class _Reader:
         item = self.data[self.position:end]
         self.position = end
         return item
+
+
+def _sorted_set(reader: _Reader, count: int) -> Value:
+    """A sorted set's members and scores (finite or infinite, never NaN), as a ZSet."""
+    pairs: dict[bytes, float] = {}
+    for _ in range(count):
+        member = reader.item()
+        try:
+            score = float.fromhex(reader.item().decode("ascii"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _Malformed from exc
+        if score != score:
+            raise _Malformed
+        pairs[member] = score
+    if len(pairs) != count:
+        raise _Malformed
+    try:  # the sorted-set type lives in kv.zset (another module family's)
+        zset_type = importlib.import_module("phalanx.kv.zset").ZSet
+    except (ImportError, AttributeError) as exc:
+        raise _Malformed from exc
+    return cast(Value, zset_type.from_items(pairs.items()))
 
 
 def decode_value(payload: bytes) -> Value | Error:
@@ -144,6 +173,8 @@ def decode_value(payload: bytes) -> Value | Error:
                 if len(fields) != count:
                     raise _Malformed
                 value = fields
+            elif tag == _ZSET:
+                value = _sorted_set(reader, count)
             else:
                 raise _Malformed
         if reader.position != len(reader.data):
