@@ -160,6 +160,8 @@ def test_object(kv: Driver) -> None:
         "ERR wrong number of arguments for 'object|encoding' command")
     assert kv("OBJECT", "BOGUS", "k") == Error(
         "ERR unknown subcommand 'BOGUS'. Try OBJECT HELP.")
+    assert kv("OBJECT", "help", "x") == Error(
+        "ERR wrong number of arguments for 'object|help' command")
     help_lines = kv("OBJECT", "HELP")
     assert isinstance(help_lines, list) and len(help_lines) == 15
 

@@ -28,7 +28,7 @@ from phalanx.kv.numbers import parse_int
 from phalanx.kv.replies import NOT_INTEGER, SYNTAX_ERROR, Error
 
 SMALL_COLLECTION = 128
-"""Collections up to this size are scanned in one call (Redis's listpack threshold)."""
+"""Collections up to this size are scanned in one call, as Redis answers its compact encodings."""
 
 _UINT64_MAX = 2**64 - 1
 _LONG_MAX = 2**63 - 1

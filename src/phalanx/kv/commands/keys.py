@@ -199,8 +199,9 @@ def _encoding(value: object) -> str:
 
 def _object(db: Keyspace, args: Args, now: int) -> Reply:
     sub = args[0].upper()
-    if sub == b"HELP" and len(args) == 1:
-        return list(_OBJECT_HELP)
+    if sub == b"HELP":
+        return list(_OBJECT_HELP) if len(args) == 1 else Error(
+            "ERR wrong number of arguments for 'object|help' command")
     if sub not in (b"ENCODING", b"FREQ", b"IDLETIME", b"REFCOUNT"):
         return Error(f"ERR unknown subcommand '{error_text(args[0][:128])}'. "
                      "Try OBJECT HELP.")
