@@ -28,7 +28,6 @@ import re
 from binascii import crc_hqx
 from collections import deque
 from collections.abc import Iterable
-from functools import cmp_to_key
 from typing import cast
 
 from phalanx.kv.keyspace import Keyspace
@@ -45,8 +44,13 @@ _STRTOD = re.compile(
 _MIN_NORMAL = 2.2250738585072014e-308
 
 
+_PLAIN_NUMBER = re.compile(rb"-?[0-9]{1,15}(?:\.[0-9]{1,15})?")
+
+
 def _score(data: bytes) -> float | None:
     """C strtod over the whole string (None when it fails, overflows, underflows or is NaN)."""
+    if _PLAIN_NUMBER.fullmatch(data) is not None:
+        return float(data)  # the common case: no exponent, no overflow, no underflow
     if data == b"":
         return 0.0  # strtod consumes nothing and leaves eptr at the terminator: Redis takes 0
     if _STRTOD.fullmatch(data) is None:
@@ -218,42 +222,27 @@ def _sort_generic(db: Keyspace, args: Args, now: int, readonly: bool) -> Reply:
 
 def _sorted(db: Keyspace, elements: list[bytes], by: bytes | None, alpha: bool, desc: bool,
             now: int) -> list[bytes] | Error:
-    sign = -1 if desc else 1
+    """Redis's sortCompare as sort keys: DESC reverses the whole comparison (ties included)."""
     if alpha:
         if by is None:
             return sorted(elements, reverse=desc)
-        weights = [_lookup(db, by, element, now) for element in elements]
-
-        def compare(left: tuple[bytes | None, bytes], right: tuple[bytes | None, bytes]) -> int:
-            if left[0] is None or right[0] is None:
-                order = (left[0] is not None) - (right[0] is not None)
-            else:
-                order = (left[0] > right[0]) - (left[0] < right[0])
-            if order == 0:  # Redis leaves ties to qsort; phalanx breaks them by the element
-                order = (left[1] > right[1]) - (left[1] < right[1])
-            return sign * order
-
-        pairs = sorted(zip(weights, elements, strict=True), key=cmp_to_key(compare))
-        return [element for _, element in pairs]
-    scores: list[float] = []
+        # A missing weight sorts first; Redis leaves equal weights to qsort, phalanx breaks
+        # the tie by the element.
+        alpha_keys: list[tuple[bool, bytes, bytes]] = []
+        for element in elements:
+            weight = _lookup(db, by, element, now)
+            alpha_keys.append((weight is not None, weight or b"", element))
+        alpha_keys.sort(reverse=desc)
+        return [item[2] for item in alpha_keys]
+    numeric_keys: list[tuple[float, bytes]] = []
     for element in elements:
         raw = element if by is None else _lookup(db, by, element, now)
-        if raw is None:
-            scores.append(0.0)
-            continue
-        score = _score(raw)
+        score = 0.0 if raw is None else _score(raw)
         if score is None:
             return Error("ERR One or more scores can't be converted into double")
-        scores.append(score)
-
-    def numeric(left: tuple[float, bytes], right: tuple[float, bytes]) -> int:
-        order = (left[0] > right[0]) - (left[0] < right[0])
-        if order == 0:
-            order = (left[1] > right[1]) - (left[1] < right[1])
-        return sign * order
-
-    ranked = sorted(zip(scores, elements, strict=True), key=cmp_to_key(numeric))
-    return [element for _, element in ranked]
+        numeric_keys.append((score, element))  # equal scores: byte order, as Redis
+    numeric_keys.sort(reverse=desc)
+    return [item[1] for item in numeric_keys]
 
 
 def _sort(db: Keyspace, args: Args, now: int) -> Reply:
