@@ -7,6 +7,9 @@ What this module holds:
   one table, `phalanx.kv.table`, merges them with the server's own commands.
 - `Handler`: `handler(keyspace, args, now) -> Reply`, where `args` excludes the command name
   and `now` is the replicated clock.
+- `KeyFinder` and `numkeys_keys`: the keys a command names beyond its fixed first/last/step
+  range (Redis's "movablekeys": SINTERCARD's and LMPOP's `numkeys key...`, ZUNIONSTORE's
+  `dest numkeys key...`, SORT's `STORE dest`).
 
 Rules of this module:
 - Pure data: standard library and the kv leaf modules only. Position 0 is the command name, so
@@ -29,6 +32,27 @@ Args: TypeAlias = Sequence[bytes]
 Handler: TypeAlias = Callable[[Keyspace, Args, int], Reply]
 """A state-machine command: (keyspace, args, now_ms) -> reply. Never raises for bad input."""
 
+KeyFinder: TypeAlias = Callable[[Args], list[bytes]]
+"""The movable keys of a request (`args` excludes the name): those its fixed key range does not
+cover. Never raises: a malformed request yields the keys it does hold (or none)."""
+
+
+def numkeys_keys(position: int) -> KeyFinder:
+    """A `KeyFinder` for `numkeys key...` where numkeys is at `position` (1 = `args[0]`).
+
+    A count that is not a positive integer, or larger than what follows, yields the keys
+    present (the handler answers the client with Redis's error)."""
+
+    def find(args: Args) -> list[bytes]:
+        if len(args) < position:
+            return []
+        raw = args[position - 1]
+        if not raw.isdigit() or len(raw) > 18:
+            return []
+        return list(args[position:position + int(raw)])
+
+    return find
+
 
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
@@ -49,11 +73,13 @@ class CommandSpec:
     """E.g. ("@read", "@string", "@fast"), as `COMMAND INFO` lists them."""
     handler: Handler | None = field(default=None, compare=False, repr=False)
     """The state machine's implementation; None for a command the server answers itself."""
+    movable_keys: KeyFinder | None = field(default=None, compare=False, repr=False)
+    """Keys beyond the fixed range, for a "movablekeys" command (see `numkeys_keys`)."""
 
     @property
     def keyless(self) -> bool:
         """True when the command takes no key (KEYS, SCAN, PING, ...)."""
-        return self.first_key <= 0
+        return self.first_key <= 0 and self.movable_keys is None
 
     @property
     def write(self) -> bool:

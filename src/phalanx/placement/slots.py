@@ -12,8 +12,8 @@ What this module owns:
 Rules of this module:
 - Pure and deterministic: standard library and `phalanx.kv` (itself pure) only.
 - Key positions follow Redis: position 0 is the command name, so position 1 is `args[0]`;
-  a negative last position counts from the end (-1 = the last argument). See
-  docs/architecture.md.
+  a negative last position counts from the end (-1 = the last argument); a "movablekeys"
+  command adds the keys its spec's `movable_keys` finds. See docs/architecture.md.
 - Never raises for a short or unknown request: key extraction returns the keys present (the
   command's own arity check answers the client); only `command_slot` raises, and only
   `CrossSlotError`.
@@ -62,14 +62,21 @@ def command_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
     it does hold, never an error.
     """
     spec = command_spec(name)
-    if spec is None or spec.first_key <= 0:
+    if spec is None:
         return []
-    count = len(args)
-    last = spec.last_key if spec.last_key >= 0 else count + 1 + spec.last_key
-    last = min(last, count)
-    if spec.step == 1:
-        return list(args[spec.first_key - 1:last])
-    return [args[position - 1] for position in range(spec.first_key, last + 1, spec.step)]
+    keys: list[bytes] = []
+    if spec.first_key > 0:
+        count = len(args)
+        last = spec.last_key if spec.last_key >= 0 else count + 1 + spec.last_key
+        last = min(last, count)
+        if spec.step == 1:
+            keys = list(args[spec.first_key - 1:last])
+        else:
+            keys = [args[position - 1]
+                    for position in range(spec.first_key, last + 1, spec.step)]
+    if spec.movable_keys is not None:
+        keys += spec.movable_keys(args)  # "movablekeys": numkeys, SORT ... STORE dest
+    return keys
 
 
 def command_slot(name: bytes, args: Sequence[bytes]) -> int | None:
