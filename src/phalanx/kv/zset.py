@@ -32,6 +32,9 @@ _INFINITY = re.compile(rb"([+-]?)(?:inf|infinity)", re.IGNORECASE)
 _C_SPACE = b" \t\n\v\f\r"
 _LLONG_HALF = float((2**63 - 1) // 2)
 
+COMPACT_ENTRIES = 128
+"""Redis's zset-max-listpack-entries: up to this many members a set is "compact"."""
+
 
 class _Top:
     """Greater than any member: `(score, TOP)` sorts after every pair with that score."""
@@ -129,12 +132,44 @@ class ZSet:
         stop = order.bisect_left(_before(high)) if high_open else order.bisect_right(_after(high))
         return int(start), int(max(start, stop))
 
-    def lex_span(self, low: LexBound, high: LexBound) -> tuple[int, int]:
-        """The positions [start, stop) of the members within the lex bounds, assuming (as
-        Redis does) that every member has the same score; deterministic otherwise."""
+    def lex_span(self, low: LexBound, high: LexBound, reverse: bool = False
+                 ) -> tuple[int, int]:
+        """The positions [start, stop) of the members within the lex bounds.
+
+        Redis assumes every member has the same score (then members are sorted and every
+        method agrees). With mixed scores we answer as Redis's compact encoding (at most
+        `COMPACT_ENTRIES` members) does, scanning from the head (from the tail when
+        `reverse`); a larger set is bisected. Deterministic either way."""
         order = self.order
         count = len(order)
-        lo, hi = 0, count
+        if (not count or lex_range_empty(low, high) or lex_below_min(order[-1][1], low)
+                or lex_above_max(order[0][1], high)):
+            return 0, 0  # Redis's early exits (zslIsInLexRange)
+        if count > COMPACT_ENTRIES:
+            return self._lex_bisect(low, high)
+        if reverse:
+            stop = count
+            while stop > 0 and lex_above_max(order[stop - 1][1], high):
+                stop -= 1
+            if stop == 0 or lex_below_min(order[stop - 1][1], low):
+                return 0, 0
+            start = stop - 1
+            while start > 0 and not lex_below_min(order[start - 1][1], low):
+                start -= 1
+            return start, stop
+        start = 0
+        while start < count and lex_below_min(order[start][1], low):
+            start += 1
+        if start == count or lex_above_max(order[start][1], high):
+            return 0, 0
+        stop = start + 1
+        while stop < count and not lex_above_max(order[stop][1], high):
+            stop += 1
+        return start, stop
+
+    def _lex_bisect(self, low: LexBound, high: LexBound) -> tuple[int, int]:
+        order = self.order
+        lo, hi = 0, len(order)
         while lo < hi:  # the first member not below `low`
             middle = (lo + hi) // 2
             if lex_below_min(order[middle][1], low):
@@ -142,7 +177,7 @@ class ZSet:
             else:
                 hi = middle
         start = lo
-        hi = count
+        hi = len(order)
         while lo < hi:  # the first member above `high`
             middle = (lo + hi) // 2
             if lex_above_max(order[middle][1], high):
@@ -157,6 +192,20 @@ LexBound = tuple[int, bytes]
 
 MINUS_INFINITY: LexBound = (-1, b"")
 PLUS_INFINITY: LexBound = (1, b"")
+
+
+def lex_range_empty(low: LexBound, high: LexBound) -> bool:
+    """True for a range that is empty whatever the members (min after max, or equal ends
+    with one exclusive; "-" and "+" count as exclusive ends)."""
+    if low[0] in (-1, 1) and low == high:
+        order = 0
+    elif low[0] == -1 or high[0] == 1:
+        order = -1
+    elif low[0] == 1 or high[0] == -1:
+        order = 1
+    else:
+        order = (low[1] > high[1]) - (low[1] < high[1])
+    return order > 0 or (order == 0 and (low[0] != 0 or high[0] != 0))
 
 
 def lex_below_min(member: bytes, low: LexBound) -> bool:

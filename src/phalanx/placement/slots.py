@@ -14,6 +14,9 @@ Rules of this module:
 - Key positions follow Redis: position 0 is the command name, so position 1 is `args[0]`;
   a negative last position counts from the end (-1 = the last argument). See
   docs/architecture.md.
+- Commands whose keys move with a numkeys argument (Redis flags them "movablekeys": ZUNION,
+  ZINTERSTORE, ZMPOP, EVAL, ...) are described by `NUMKEYS_COMMANDS` (where numkeys sits and
+  whether a destination key precedes it); a rule applies only to a command the table knows.
 - Never raises for a short or unknown request: key extraction returns the keys present (the
   command's own arity check answers the client); only `command_slot` raises, and only
   `CrossSlotError`.
@@ -55,6 +58,30 @@ def key_slot(key: bytes) -> int:
     return crc16(key) & _SLOT_MASK
 
 
+NUMKEYS_COMMANDS: dict[bytes, tuple[int, bool]] = {
+    # name: (position of numkeys counting the name as 0, a destination key at position 1)
+    b"ZUNION": (1, False), b"ZINTER": (1, False), b"ZDIFF": (1, False),
+    b"ZINTERCARD": (1, False), b"ZMPOP": (1, False), b"BZMPOP": (2, False),
+    b"ZUNIONSTORE": (2, True), b"ZINTERSTORE": (2, True), b"ZDIFFSTORE": (2, True),
+    b"SINTERCARD": (1, False), b"LMPOP": (1, False), b"BLMPOP": (2, False),
+    b"EVAL": (2, False), b"EVALSHA": (2, False), b"EVAL_RO": (2, False),
+    b"EVALSHA_RO": (2, False), b"FCALL": (2, False), b"FCALL_RO": (2, False),
+}
+"""The movable-keys commands of Redis 7.0 whose keys follow a numkeys argument."""
+
+
+def _numkeys_keys(rule: tuple[int, bool], args: Sequence[bytes]) -> list[bytes]:
+    """The keys of a numkeys-style request: the destination (if any), then numkeys keys
+    (fewer when the request is short; none past a bad numkeys: the command answers it)."""
+    position, destination = rule
+    keys = [args[0]] if destination and args else []
+    if len(args) < position:
+        return keys
+    raw = args[position - 1]
+    count = int(raw) if raw.isdigit() and len(raw) < 20 else 0
+    return keys + list(args[position:position + count])
+
+
 def command_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
     """The keys of the request `name args...` (`args` excludes the name); [] when keyless.
 
@@ -62,7 +89,13 @@ def command_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
     it does hold, never an error.
     """
     spec = command_spec(name)
-    if spec is None or spec.first_key <= 0:
+    if spec is None:
+        return []
+    if "movablekeys" in spec.flags:
+        rule = NUMKEYS_COMMANDS.get(name.upper())
+        if rule is not None:
+            return _numkeys_keys(rule, args)
+    if spec.first_key <= 0:
         return []
     count = len(args)
     last = spec.last_key if spec.last_key >= 0 else count + 1 + spec.last_key

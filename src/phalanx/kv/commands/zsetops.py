@@ -153,11 +153,16 @@ def _setop(db: Keyspace, args: Args, now: int, op: int, store: bool, name: str) 
             position += 1
         else:
             return SYNTAX_ERROR
-    result = ZSet.from_items(_combine(op, sources, weights, aggregate).items())
+    combined = _combine(op, sources, weights, aggregate)
     if store:
+        result = ZSet()
+        for member, score in combined.items():
+            result.add(member, score)  # stored compactly: -0 becomes 0, as in Redis
         store_zset(db, args[0], result, now)
         return len(result)
-    return with_scores(list(result.order), withscores)
+    # A reply straight from the computed set keeps a -0 score, as Redis's does.
+    return with_scores(sorted((score, member) for member, score in combined.items()),
+                       withscores)
 
 
 def _zunion(db: Keyspace, args: Args, now: int) -> Reply:

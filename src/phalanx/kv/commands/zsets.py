@@ -344,7 +344,7 @@ def run_range(zset: ZSet, request: RangeRequest) -> list[tuple[float, bytes]]:
     if request.kind == SCORE:
         first, last = score_span(zset, request.scores)
     else:
-        first, last = zset.lex_span(*request.lex)
+        first, last = zset.lex_span(*request.lex, reverse=request.reverse)
     offset, count = request.offset, request.count
     if offset < 0 or count == 0:
         return []
