@@ -481,3 +481,27 @@ def test_random_sequences_against_redis(server: Any, seed: int) -> None:
         pair.check(command, f"seed {seed}, step {step}")
     for key in [*ZKEYS, b"lx"]:
         pair.check([b"ZRANGE", key, b"0", b"-1", b"WITHSCORES"], f"seed {seed}, final")
+
+
+# ---------------------------------------------------------------------------- RESP3 shapes
+
+
+def test_resp3_shapes_follow_redis_7() -> None:
+    from phalanx.server.front.replies import resp3_reply
+
+    def shaped(*request: bytes, reply: Any) -> Any:
+        return resp3_reply(list(request), reply)
+
+    assert shaped(b"ZSCORE", b"z", b"a", reply=b"1.5") == 1.5
+    assert shaped(b"zadd", b"z", b"incr", b"1", b"a", reply=b"inf") == math.inf
+    assert shaped(b"ZADD", b"z", b"1", b"a", reply=1) == 1
+    assert shaped(b"ZMSCORE", b"z", b"a", b"b", reply=[b"1", None]) == [1.0, None]
+    assert shaped(b"ZRANGE", b"z", b"0", b"-1", b"WITHSCORES", reply=[b"a", b"1", b"b", b"2"]) \
+        == [[b"a", 1.0], [b"b", 2.0]]
+    assert shaped(b"ZRANGE", b"z", b"0", b"-1", reply=[b"a", b"b"]) == [b"a", b"b"]
+    assert shaped(b"ZPOPMIN", b"z", reply=[b"a", b"1"]) == [b"a", 1.0]
+    assert shaped(b"ZPOPMIN", b"z", b"1", reply=[b"a", b"1"]) == [[b"a", 1.0]]
+    assert shaped(b"ZMPOP", b"1", b"z", b"MIN", reply=[b"z", [[b"a", b"1"]]]) == [
+        b"z", [[b"a", 1.0]]]
+    assert shaped(b"ZSCAN", b"z", b"0", reply=[b"0", [b"a", b"1"]]) == [b"0", [b"a", b"1"]]
+    assert shaped(b"ZSCORE", b"z", b"a", reply=None) is None
