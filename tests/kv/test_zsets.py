@@ -6,12 +6,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +15,7 @@ from phalanx.kv.zset import ZSet, format_scan_score, format_score, parse_bound, 
 from phalanx.placement.slots import CrossSlotError, command_keys, command_slot
 
 from .conftest import Driver
+from .redis_pair import Pair, needs_redis, redis_server_fixture  # noqa: F401 (a fixture)
 
 # ---------------------------------------------------------------------------- unit cases
 
@@ -223,82 +218,6 @@ def test_numkeys_commands_declare_their_keys() -> None:
 
 # ---------------------------------------------------------------------------- against redis
 
-redis = pytest.importorskip("redis")
-REDIS_SERVER = shutil.which("redis-server")
-needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    assert REDIS_SERVER is not None
-    workdir: Path = tmp_path_factory.mktemp("redis-zset")
-    port = _free_port()
-    process = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(host="127.0.0.1", port=port, protocol=2, socket_timeout=5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        yield client
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-class Pair:
-    """One command sent to our state machine and to redis-server, replies normalised."""
-
-    def __init__(self, server: Any) -> None:
-        server.flushall()
-        self.connection = server.connection_pool.get_connection()
-        self.machine = KVStateMachine()
-        self.index = 0
-
-    def ours(self, command: list[bytes]) -> Any:
-        self.index += 1
-        reply = self.machine.apply(self.index, encode_command(
-            Command(command[0], tuple(command[1:]), 1_000)))
-        if isinstance(reply, Error):
-            message = reply.message
-            return ("error", message[4:] if message.startswith("ERR ") else message)
-        return reply.encode() if isinstance(reply, str) else reply
-
-    def theirs(self, command: list[bytes]) -> Any:
-        self.connection.send_command(*command)
-        try:
-            return self.connection.read_response()
-        except redis.ResponseError as exc:
-            return ("error", str(exc))
-
-    def check(self, command: list[bytes], context: str) -> None:
-        expected, actual = self.theirs(command), self.ours(command)
-        if command[0].upper() == b"ZRANDMEMBER":  # random picks: compare sizes
-            if isinstance(expected, list):
-                expected, actual = len(expected), len(actual)
-            elif isinstance(expected, bytes):
-                expected, actual = "a member", "a member" if isinstance(actual, bytes) else actual
-        assert actual == expected, f"{context}: {command!r}: ours {actual!r}, redis {expected!r}"
-
 
 CORNER_CASES = """
 zadd z 1 a 2 b 3 c 1.5 d -0 e 1e20 f inf g -inf h
@@ -347,8 +266,8 @@ zscan z 0 match *a*
 
 
 @needs_redis
-def test_corner_cases_against_redis(server: Any) -> None:
-    pair = Pair(server)
+def test_corner_cases_against_redis(redis_server: Any) -> None:
+    pair = Pair(redis_server)
     for line in CORNER_CASES.strip().splitlines():
         command = [b"" if part == '""' else part.encode() for part in line.split(" ")]
         pair.check(command, "corner case")
@@ -471,8 +390,8 @@ def random_zset_command(rng: random.Random) -> list[bytes]:
 
 @needs_redis
 @pytest.mark.parametrize("seed", range(SEEDS))
-def test_random_sequences_against_redis(server: Any, seed: int) -> None:
-    pair = Pair(server)
+def test_random_sequences_against_redis(redis_server: Any, seed: int) -> None:
+    pair = Pair(redis_server)
     for setup in ([b"SADD", b"st", b"a", b"c", b"q"], [b"SET", b"str", b"v"]):
         pair.check(setup, "setup")
     rng = random.Random(seed)

@@ -16,7 +16,8 @@ Rules of this module:
   docs/architecture.md.
 - Commands whose keys move with a numkeys argument (Redis flags them "movablekeys": ZUNION,
   ZINTERSTORE, ZMPOP, EVAL, ...) are described by `NUMKEYS_COMMANDS` (where numkeys sits and
-  whether a destination key precedes it); a rule applies only to a command the table knows.
+  whether a destination key precedes it), GEORADIUS[BYMEMBER] by `STORE_OPTION_COMMANDS`; a
+  rule applies only to a command the table knows.
 - Never raises for a short or unknown request: key extraction returns the keys present (the
   command's own arity check answers the client); only `command_slot` raises, and only
   `CrossSlotError`.
@@ -82,6 +83,23 @@ def _numkeys_keys(rule: tuple[int, bool], args: Sequence[bytes]) -> list[bytes]:
     return keys + list(args[position:position + count])
 
 
+STORE_OPTION_COMMANDS: dict[bytes, int] = {b"GEORADIUS": 5, b"GEORADIUSBYMEMBER": 4}
+"""Movable-keys commands whose extra key follows a STORE / STOREDIST option: the position
+(counting the name as 0) of their first option."""
+
+
+def _store_option_keys(first_option: int, args: Sequence[bytes]) -> list[bytes]:
+    """The source key, then the key after each STORE / STOREDIST option."""
+    keys = list(args[:1])
+    position = first_option - 1
+    while position < len(args) - 1:
+        if args[position].upper() in (b"STORE", b"STOREDIST"):
+            keys.append(args[position + 1])
+            position += 1
+        position += 1
+    return keys
+
+
 def command_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
     """The keys of the request `name args...` (`args` excludes the name); [] when keyless.
 
@@ -92,9 +110,13 @@ def command_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
     if spec is None:
         return []
     if "movablekeys" in spec.flags:
-        rule = NUMKEYS_COMMANDS.get(name.upper())
+        upper = name.upper()
+        rule = NUMKEYS_COMMANDS.get(upper)
         if rule is not None:
             return _numkeys_keys(rule, args)
+        first_option = STORE_OPTION_COMMANDS.get(upper)
+        if first_option is not None:
+            return _store_option_keys(first_option, args)
     if spec.first_key <= 0:
         return []
     count = len(args)

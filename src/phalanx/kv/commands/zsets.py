@@ -122,10 +122,10 @@ def _zadd(db: Keyspace, args: Args, now: int) -> Reply:
         if score is None:
             return NOT_FLOAT
         pairs.append((score, args[index + 1]))
-    return _zadd_pairs(db, args[0], pairs, now, nx, xx, gt, lt, ch, incr)
+    return zadd_pairs(db, args[0], pairs, now, nx, xx, gt, lt, ch, incr)
 
 
-def _zadd_pairs(db: Keyspace, key: bytes, pairs: list[tuple[float, bytes]], now: int,
+def zadd_pairs(db: Keyspace, key: bytes, pairs: list[tuple[float, bytes]], now: int,
                 nx: bool, xx: bool, gt: bool, lt: bool, ch: bool, incr: bool) -> Reply:
     found = write_zset(db, key, now)
     if isinstance(found, Error):
@@ -169,7 +169,7 @@ def _zincrby(db: Keyspace, args: Args, now: int) -> Reply:
     increment = parse_score(args[1])
     if increment is None:
         return NOT_FLOAT
-    return _zadd_pairs(db, args[0], [(increment, args[2])], now,
+    return zadd_pairs(db, args[0], [(increment, args[2])], now,
                        False, False, False, False, False, True)
 
 
