@@ -10,7 +10,7 @@ from integration_harness import LocalCluster, retry_command
 
 
 def test_redis_py_sorted_sets_on_every_node(cluster: Any) -> None:
-    """Proves: ZADD / ZRANGE / ZRANGEBYSCORE / ZREM and friends work through redis-py on the
+    """Proves: ZADD / ZRANGE / ZRANGEBYSCORE / ZREM and friends (and GEOADD / GEOSEARCH) work through redis-py on the
     leader and on followers (writes forwarded, reads linearizable), a sorted set written on
     one node reads back alike on every node, TYPE says zset, WRONGTYPE is Redis's, and
     COMMAND GETKEYS / COMMAND INFO describe the numkeys (movable keys) commands."""
@@ -41,6 +41,13 @@ def test_redis_py_sorted_sets_on_every_node(cluster: Any) -> None:
         assert r.zinter([key, other], withscores=True) == [("c", 4.0)]
         assert r.delete(key, other) == 2
         assert c.client(c.others(node)[0]).exists(key) == 0
+
+    r = c.client(c.others(leader)[0])
+    assert r.geoadd("geo", [13.361389, 38.115556, "Palermo", 15.087269, 37.502669, "Catania"]) == 2
+    assert r.geodist("geo", "Palermo", "Catania", "km") == 166.2742
+    assert r.geosearch("geo", longitude=15, latitude=37, radius=200, unit="km", sort="ASC",
+                       withdist=True) == [["Catania", 56.4413], ["Palermo", 190.4424]]
+    assert c.client(leader).geohash("geo", "Palermo") == ["sqc8b49rny0"]
 
     r = c.client(leader)
     r.set("plain", "v")

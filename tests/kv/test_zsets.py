@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import socket
 from typing import Any
 
 import pytest
@@ -424,6 +425,11 @@ def test_resp3_shapes_follow_redis_7() -> None:
         b"z", [[b"a", 1.0]]]
     assert shaped(b"ZSCAN", b"z", b"0", reply=[b"0", [b"a", b"1"]]) == [b"0", [b"a", b"1"]]
     assert shaped(b"ZSCORE", b"z", b"a", reply=None) is None
+    assert shaped(b"GEOPOS", b"g", b"a", b"b", reply=[[b"1.5", b"2"], None]) == [
+        [1.5, 2.0], None]
+    assert shaped(b"GEOSEARCH", b"g", b"FROMLONLAT", b"1", b"2", b"BYRADIUS", b"1", b"km",
+                  b"WITHDIST", b"WITHCOORD", reply=[[b"a", b"0.5", [b"1", b"2"]]]) == [
+        [b"a", b"0.5", [1.0, 2.0]]]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -446,3 +452,71 @@ def test_random_zset_logs_snapshot_identically(make_driver: type[Driver], seed: 
             restored = make_driver(copy)
     assert restored is not None
     assert first.machine.snapshot() == second.machine.snapshot() == restored.machine.snapshot()
+
+
+RESP3_COMMANDS = """
+zadd z 1.1 a 2.5 b 3 c inf d
+zscore z a
+zincrby z 0.1 b
+zadd z incr 1 c
+zmscore z a nope d
+zrange z 0 -1 withscores
+zrangebyscore z -inf +inf withscores limit 1 2
+zrevrange z 0 1 withscores
+zrange z 0 -1
+zunion 1 z withscores
+zpopmin z
+zpopmax z 2
+zmpop 1 z min count 5
+zadd z 1 a 2 b
+zrandmember z 5 withscores
+zscan z 0
+geoadd g 13.361389 38.115556 Palermo 15.087269 37.502669 Catania
+geopos g Palermo nope
+geodist g Palermo Catania km
+geosearch g fromlonlat 15 37 byradius 200 km asc withcoord withdist withhash
+"""
+
+
+@needs_redis
+def test_resp3_shapes_match_redis_on_the_wire(redis_server: Any) -> None:
+    """Our replies, shaped by `resp3_reply` and encoded as RESP3, parse to the same values as
+    redis-server's RESP3 replies (doubles compared as values: Redis 7.0 prints 17 digits)."""
+    from phalanx.resp import NEED_DATA, RespReplyParser, encode
+    from phalanx.server.front.replies import resp3_reply, to_resp
+
+    redis_server.flushall()
+    port = redis_server.connection_pool.connection_kwargs["port"]
+    machine = KVStateMachine()
+
+    def parse(data: bytes) -> Any:
+        parser = RespReplyParser()
+        parser.feed(data)
+        reply = parser.next_reply()
+        assert reply is not NEED_DATA
+        return reply
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        stream = sock.makefile("rb")
+
+        def theirs(command: list[bytes]) -> Any:
+            sock.sendall(b"*%d\r\n" % len(command) + b"".join(
+                b"$%d\r\n%s\r\n" % (len(part), part) for part in command))
+            parser = RespReplyParser()
+            while True:
+                reply = parser.next_reply()
+                if reply is not NEED_DATA:
+                    return reply
+                parser.feed(stream.read1(65536))
+
+        theirs([b"HELLO", b"3"])
+        for index, line in enumerate(RESP3_COMMANDS.strip().splitlines(), 1):
+            command = line.encode().split(b" ")
+            reply = machine.apply(index, encode_command(Command(command[0], tuple(command[1:]),
+                                                                1_000)))
+            ours = parse(encode(resp3_reply(command, to_resp(reply)), 3))  # type: ignore[arg-type]
+            expected = theirs(command)
+            if command[0].upper() == b"ZRANDMEMBER":
+                assert len(ours) == len(expected) and all(len(pair) == 2 for pair in ours)
+                continue
+            assert ours == expected, line

@@ -9,8 +9,8 @@ Rules of this package:
   hooks, dispatch), `keyspace.py` (the keys, their values and expiries, the expiry heap and
   SCAN index), `table.py` (the one command table: every command's arity, flags, key positions,
   ACL categories and handler; placement derives key slots from it), `spec.py` (one row of it),
-  `commands/` (one module per command family: strings, keys, hashes, sets, lists, zsets
-  and zsetops), `zset.py` (the sorted-set value, on sortedcontainers' SortedList),
+  `commands/` (one module per command family: strings, keys, hashes, sets, lists, zsets,
+  zsetops and geo), `zset.py` (the sorted-set value, on sortedcontainers' SortedList),
   `codec.py` (command <-> log-entry bytes), `snapshot.py` (snapshot format), `replies.py`
   (reply values), `numbers.py` (Redis integer/float rules), `glob.py` (Redis glob patterns).
 

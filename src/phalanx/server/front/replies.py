@@ -64,9 +64,9 @@ _PAIRS_WITH_WITHSCORES = frozenset((
 
 
 def resp3_reply(arguments: Sequence[bytes], reply: object) -> object:
-    """The RESP3 shape of a sorted-set reply, from its RESP2 shape (what the state machine and
-    a forwarding peer link produce): scores become doubles and WITHSCORES arrays become
-    [member, double] pairs, as Redis 7 answers a RESP3 client. `arguments` is the whole
+    """The RESP3 shape of a sorted-set or geo reply, from its RESP2 shape (what the state machine and
+    a forwarding peer link produce): scores and coordinates become doubles and WITHSCORES
+    arrays become [member, double] pairs, as Redis 7 answers a RESP3 client. `arguments` is the whole
     request (name first); any other reply is returned unchanged.
 
     Must be applied only for a RESP3 connection (a RESP2 client gets the reply as it is)."""
@@ -90,7 +90,24 @@ def resp3_reply(arguments: Sequence[bytes], reply: object) -> object:
             reply[1], list):
         return [reply[0], [[pair[0], _double(pair[1])] for pair in reply[1]
                            if isinstance(pair, list) and len(pair) == 2]]
+    if name == b"GEOPOS" and isinstance(reply, list):
+        return [_coordinates(position) for position in reply]
+    if name in _GEO_SEARCHES and isinstance(reply, list) and any(
+            arg.upper() == b"WITHCOORD" for arg in arguments[2:]):
+        return [[*item[:-1], _coordinates(item[-1])] if isinstance(item, list) and item
+                else item for item in reply]
     return reply
+
+
+def _coordinates(position: object) -> object:
+    """A [longitude, latitude] pair of bulk strings as RESP3 doubles (as Redis 7 sends)."""
+    if isinstance(position, list):
+        return [_double(value) for value in position]
+    return position
+
+
+_GEO_SEARCHES = frozenset((b"GEOSEARCH", b"GEORADIUS", b"GEORADIUS_RO", b"GEORADIUSBYMEMBER",
+                           b"GEORADIUSBYMEMBER_RO"))
 
 
 def to_resp(reply: object) -> object:
