@@ -10,10 +10,11 @@ from integration_harness import LocalCluster, retry_command
 
 
 def test_redis_py_sorted_sets_on_every_node(cluster: Any) -> None:
-    """Proves: ZADD / ZRANGE / ZRANGEBYSCORE / ZREM and friends (and GEOADD / GEOSEARCH) work through redis-py on the
-    leader and on followers (writes forwarded, reads linearizable), a sorted set written on
-    one node reads back alike on every node, TYPE says zset, WRONGTYPE is Redis's, and
-    COMMAND GETKEYS / COMMAND INFO describe the numkeys (movable keys) commands."""
+    """Proves: ZADD / ZRANGE / ZRANGEBYSCORE / ZREM and friends (and GEOADD / GEOSEARCH)
+    work through redis-py on the leader and on followers (writes forwarded, reads
+    linearizable), a sorted set written on one node reads back alike on every node, TYPE says
+    zset, WRONGTYPE is Redis's, and COMMAND GETKEYS / COMMAND INFO describe the numkeys
+    (movable keys) commands."""
     c: LocalCluster = cluster(3)
     leader = c.leader()
     for node in [leader, *c.others(leader)]:
