@@ -263,6 +263,15 @@ zscan z x
 zscan z 0 count 0
 zscan z 0 type zset
 zscan z 0 match *a*
+zmpop 5 z min
+zmpop 1 z min count x
+zrandmember z -9223372036854775808
+zrandmember z 9223372036854775807
+zrandmember z 100 withscores
+zrangestore d z 0 -1 limit 0 1
+zintercard 1 z limit 1 limit 2
+zscan z 18446744073709551616
+zrangebylex z (a [a
 """
 
 

@@ -227,8 +227,6 @@ def _zmpop(db: Keyspace, args: Args, now: int) -> Reply:
     count = parse_int(args[0])
     if count is None or count < 1:
         return Error("ERR numkeys should be greater than 0")
-    if count > len(args) - 1:
-        return Error("ERR Number of keys can't be greater than number of args")
     where_position = 1 + count
     if where_position >= len(args):
         return SYNTAX_ERROR
@@ -291,8 +289,11 @@ def _zrandmember(db: Keyspace, args: Args, now: int) -> Reply:
         member: bytes = zset.order[draws.below(len(zset))][1]
         return member
     count = parse_int(args[1])
-    if count is None or count < -INT64_MAX:
+    if count is None:
         return NOT_INTEGER
+    if count < -INT64_MAX:
+        return Error(f"ERR value is out of range, value must between {-INT64_MAX} and "
+                     f"{INT64_MAX}")
     withscores = len(args) == 3
     if withscores and count < -(INT64_MAX // 2):
         return Error("ERR value is out of range")
@@ -307,7 +308,7 @@ def _zrandmember(db: Keyspace, args: Args, now: int) -> Reply:
     if count < 0:
         pairs = [order[draws.below(length)] for _ in range(-count)]
     elif count >= length:
-        pairs = list(order)
+        pairs = list(reversed(order))  # the whole set, from the tail, as Redis answers
     else:
         positions = list(range(length))
         for index in range(count):  # a partial Fisher-Yates shuffle
