@@ -1,7 +1,7 @@
 """phalanx.kv: the pure, deterministic replicated state machine holding the Redis data model.
 
 Rules of this package:
-- Standard library only (plus `phalanx.errors`); never asyncio, socket, time, threading,
+- Standard library only (plus `phalanx.errors`, and `sortedcontainers` for sorted sets); never asyncio, socket, time, threading,
   sqlite3 or module-level random.
 - Deterministic: the same log gives the same replies and byte-identical snapshots on every
   replica. Time enters only as the leader-stamped `now_ms` of each command.
@@ -9,7 +9,8 @@ Rules of this package:
   hooks, dispatch), `keyspace.py` (the keys, their values and expiries, the expiry heap and
   SCAN index), `table.py` (the one command table: every command's arity, flags, key positions,
   ACL categories and handler; placement derives key slots from it), `spec.py` (one row of it),
-  `commands/` (one module per command family: strings, keys, hashes, sets, lists),
+  `commands/` (one module per command family: strings, keys, hashes, sets, lists, zsets,
+  zsetops and geo), `zset.py` (the sorted-set value, on sortedcontainers' SortedList),
   `codec.py` (command <-> log-entry bytes), `snapshot.py` (snapshot format), `replies.py`
   (reply values), `numbers.py` (Redis integer/float rules), `glob.py` (Redis glob patterns).
 

@@ -5,8 +5,9 @@ Rules of this file:
   where payload is `marshal.dumps(state, 2)` of plain built-in values only:
   `(applied_index, clock_ms, data, expires, sessions)` with
   `data` = [key, value, key, value, ...] in the keyspace's (insertion) order, value being
-  bytes (string), dict (hash, field order kept), list (list type, head first) or tuple
-  (set, members sorted); `expires` = [key, expire_at_ms, ...]; `sessions` =
+  bytes (string), dict of bytes -> bytes (hash, field order kept), list (list type, head
+  first), tuple (set, members sorted) or, since format 2, dict of bytes -> float (sorted set,
+  in (score, member) order; never empty, no NaN); `expires` = [key, expire_at_ms, ...]; `sessions` =
   [client_id, sequence, reply, ...] with an `Error` reply written as the 1-tuple (message,).
 - marshal's format is an implementation detail of CPython. We pin marshal version 2 (stable
   since Python 2.5 for these plain types, readable by every later CPython) and record it in the
@@ -14,6 +15,7 @@ Rules of this file:
   counts, which would make two replicas with the same state write different bytes.
 - Snapshots are deterministic: the same state gives byte-identical snapshots on every replica
   (dicts keep insertion order, set members are sorted).
+- Format 2 added sorted sets; format 1 snapshots (no sorted sets) still load.
 - Restoring validates everything and raises `phalanx.errors.Corrupt` on any mismatch; it never
   returns a half-valid state.
 - Standard library only.
@@ -30,14 +32,16 @@ from dataclasses import dataclass
 
 from phalanx.errors import Corrupt
 from phalanx.kv.replies import Error, Reply
+from phalanx.kv.zset import ZSet
 
 MAGIC = b"PXKV"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 MARSHAL_VERSION = 2
 _HEADER = struct.Struct("<4sBBI")
 
-Value = bytes | dict[bytes, bytes] | set[bytes] | deque[bytes]
-"""A stored value: string, hash, set or list. Empty containers are never stored."""
+Value = bytes | dict[bytes, bytes] | set[bytes] | deque[bytes] | ZSet
+"""A stored value: string, hash, set, list or sorted set. Empty containers are never stored."""
 
 
 @dataclass(slots=True)
@@ -87,6 +91,8 @@ def encode_snapshot(
             append(value)
         elif type(value) is set:
             append(tuple(sorted(value)))
+        elif type(value) is ZSet:
+            append({member: score for score, member in value.order})
         else:
             append(list(value))
     flat_expires: list[object] = []
@@ -115,7 +121,7 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
     magic, version, marshal_version, checksum = _HEADER.unpack_from(blob, 0)
     if magic != MAGIC:
         raise Corrupt("snapshot: bad magic")
-    if version != FORMAT_VERSION or marshal_version != MARSHAL_VERSION:
+    if version not in _READABLE_VERSIONS or marshal_version != MARSHAL_VERSION:
         raise Corrupt(f"snapshot: unsupported version {version}/{marshal_version}")
     payload = blob[_HEADER.size:]
     if zlib.crc32(payload) != checksum:
@@ -143,6 +149,10 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
         value: Value
         if kind is bytes:
             value = raw
+        elif kind is dict and raw and all(type(score) is float for score in raw.values()):
+            if not _all_bytes(raw.keys()) or any(score != score for score in raw.values()):
+                raise Corrupt("snapshot: bad sorted set")
+            value = ZSet.from_items(raw.items())
         elif kind is dict:
             if not raw or not _all_bytes(raw.keys()) or not _all_bytes(raw.values()):
                 raise Corrupt("snapshot: bad hash")

@@ -12,8 +12,13 @@ What this module owns:
 Rules of this module:
 - Pure and deterministic: standard library and `phalanx.kv` (itself pure) only.
 - Key positions follow Redis: position 0 is the command name, so position 1 is `args[0]`;
-  a negative last position counts from the end (-1 = the last argument); a "movablekeys"
-  command adds the keys its spec's `movable_keys` finds. See docs/architecture.md.
+  a negative last position counts from the end (-1 = the last argument). See
+  docs/architecture.md.
+- Commands whose keys move with a numkeys argument (Redis flags them "movablekeys": ZUNION,
+  ZINTERSTORE, ZMPOP, EVAL, ...) are described by `NUMKEYS_COMMANDS` (where numkeys sits and
+  whether a destination key precedes it), GEORADIUS[BYMEMBER] by `STORE_OPTION_COMMANDS`; a
+  rule applies only to a command the table knows. Any other "movablekeys" command (SORT ...
+  STORE dest) adds the keys its spec's `movable_keys` finds to its fixed key range.
 - Never raises for a short or unknown request: key extraction returns the keys present (the
   command's own arity check answers the client); only `command_slot` raises, and only
   `CrossSlotError`.
@@ -55,6 +60,47 @@ def key_slot(key: bytes) -> int:
     return crc16(key) & _SLOT_MASK
 
 
+NUMKEYS_COMMANDS: dict[bytes, tuple[int, bool]] = {
+    # name: (position of numkeys counting the name as 0, a destination key at position 1)
+    b"ZUNION": (1, False), b"ZINTER": (1, False), b"ZDIFF": (1, False),
+    b"ZINTERCARD": (1, False), b"ZMPOP": (1, False), b"BZMPOP": (2, False),
+    b"ZUNIONSTORE": (2, True), b"ZINTERSTORE": (2, True), b"ZDIFFSTORE": (2, True),
+    b"SINTERCARD": (1, False), b"LMPOP": (1, False), b"BLMPOP": (2, False),
+    b"EVAL": (2, False), b"EVALSHA": (2, False), b"EVAL_RO": (2, False),
+    b"EVALSHA_RO": (2, False), b"FCALL": (2, False), b"FCALL_RO": (2, False),
+}
+"""The movable-keys commands of Redis 7.0 whose keys follow a numkeys argument."""
+
+
+def _numkeys_keys(rule: tuple[int, bool], args: Sequence[bytes]) -> list[bytes]:
+    """The keys of a numkeys-style request: the destination (if any), then numkeys keys
+    (fewer when the request is short; none past a bad numkeys: the command answers it)."""
+    position, destination = rule
+    keys = [args[0]] if destination and args else []
+    if len(args) < position:
+        return keys
+    raw = args[position - 1]
+    count = int(raw) if raw.isdigit() and len(raw) < 20 else 0
+    return keys + list(args[position:position + count])
+
+
+STORE_OPTION_COMMANDS: dict[bytes, int] = {b"GEORADIUS": 5, b"GEORADIUSBYMEMBER": 4}
+"""Movable-keys commands whose extra key follows a STORE / STOREDIST option: the position
+(counting the name as 0) of their first option."""
+
+
+def _store_option_keys(first_option: int, args: Sequence[bytes]) -> list[bytes]:
+    """The source key, then the key after each STORE / STOREDIST option."""
+    keys = list(args[:1])
+    position = first_option - 1
+    while position < len(args) - 1:
+        if args[position].upper() in (b"STORE", b"STOREDIST"):
+            keys.append(args[position + 1])
+            position += 1
+        position += 1
+    return keys
+
+
 def command_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
     """The keys of the request `name args...` (`args` excludes the name); [] when keyless.
 
@@ -64,6 +110,14 @@ def command_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
     spec = command_spec(name)
     if spec is None:
         return []
+    if "movablekeys" in spec.flags:
+        upper = name.upper()
+        rule = NUMKEYS_COMMANDS.get(upper)
+        if rule is not None:
+            return _numkeys_keys(rule, args)
+        first_option = STORE_OPTION_COMMANDS.get(upper)
+        if first_option is not None:
+            return _store_option_keys(first_option, args)
     keys: list[bytes] = []
     if spec.first_key > 0:
         count = len(args)

@@ -42,13 +42,15 @@ from phalanx.kv.replies import (
     invalid_expire,
 )
 from phalanx.kv.spec import Args, CommandSpec
+from phalanx.kv.zset import ZSet
 
 EXPIRE_COMMAND = b"PHALANX.EXPIRE"
 """Internal command `PHALANX.EXPIRE key expire_at_ms`: delete key if its expiry is exactly that."""
 
 _SCAN_DEFAULT_COUNT = 10
 
-_TYPE_NAMES: dict[type, str] = {bytes: "string", dict: "hash", set: "set", deque: "list"}
+_TYPE_NAMES: dict[type, str] = {bytes: "string", dict: "hash", set: "set", deque: "list",
+                               ZSet: "zset"}
 
 
 def expire_command_args(key: bytes, expire_at_ms: int) -> tuple[bytes, tuple[bytes, ...]]:

@@ -12,7 +12,7 @@ Rules of this file:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from phalanx.errors import (
     ClusterDown,
@@ -43,6 +43,71 @@ RESP3_SHAPES: dict[bytes, Callable[[list[object]], object]] = {
     b"SMEMBERS": _to_set,
     b"CONFIG": _pairs_to_map,
 }
+
+
+def _double(score: object) -> object:
+    """A score bulk string (Redis's `%.17g` text) as a RESP3 double."""
+    return float(score) if isinstance(score, bytes) else score
+
+
+def _score_pairs(items: object) -> object:
+    """A flat member, score, member, score... array as RESP3's [[member, double], ...]."""
+    if not isinstance(items, list):
+        return items
+    return [[items[i], _double(items[i + 1])] for i in range(0, len(items) - 1, 2)]
+
+
+_PAIRS_WITH_WITHSCORES = frozenset((
+    b"ZRANGE", b"ZRANGEBYSCORE", b"ZREVRANGE", b"ZREVRANGEBYSCORE", b"ZUNION", b"ZINTER",
+    b"ZDIFF", b"ZRANDMEMBER",
+))
+
+
+def resp3_reply(arguments: Sequence[bytes], reply: object) -> object:
+    """The RESP3 shape of a sorted-set or geo reply, from its RESP2 shape (what the state machine and
+    a forwarding peer link produce): scores and coordinates become doubles and WITHSCORES
+    arrays become [member, double] pairs, as Redis 7 answers a RESP3 client. `arguments` is the whole
+    request (name first); any other reply is returned unchanged.
+
+    Must be applied only for a RESP3 connection (a RESP2 client gets the reply as it is)."""
+    if not arguments or isinstance(reply, ErrorReply) or reply is None:
+        return reply
+    name = arguments[0].upper()
+    if name in (b"ZSCORE", b"ZINCRBY") or (
+            name == b"ZADD" and any(arg.upper() == b"INCR" for arg in arguments[2:])):
+        return _double(reply)
+    if name == b"ZMSCORE" and isinstance(reply, list):
+        return [_double(score) for score in reply]
+    if name in _PAIRS_WITH_WITHSCORES:
+        if any(arg.upper() == b"WITHSCORES" for arg in arguments[2:]):
+            return _score_pairs(reply)
+        return reply
+    if name in (b"ZPOPMIN", b"ZPOPMAX") and isinstance(reply, list):
+        if len(arguments) > 2:
+            return _score_pairs(reply)
+        return [reply[0], _double(reply[1])] if len(reply) == 2 else reply
+    if name == b"ZMPOP" and isinstance(reply, list) and len(reply) == 2 and isinstance(
+            reply[1], list):
+        return [reply[0], [[pair[0], _double(pair[1])] for pair in reply[1]
+                           if isinstance(pair, list) and len(pair) == 2]]
+    if name == b"GEOPOS" and isinstance(reply, list):
+        return [_coordinates(position) for position in reply]
+    if name in _GEO_SEARCHES and isinstance(reply, list) and any(
+            arg.upper() == b"WITHCOORD" for arg in arguments[2:]):
+        return [[*item[:-1], _coordinates(item[-1])] if isinstance(item, list) and item
+                else item for item in reply]
+    return reply
+
+
+def _coordinates(position: object) -> object:
+    """A [longitude, latitude] pair of bulk strings as RESP3 doubles (as Redis 7 sends)."""
+    if isinstance(position, list):
+        return [_double(value) for value in position]
+    return position
+
+
+_GEO_SEARCHES = frozenset((b"GEOSEARCH", b"GEORADIUS", b"GEORADIUS_RO", b"GEORADIUSBYMEMBER",
+                           b"GEORADIUSBYMEMBER_RO"))
 
 
 def to_resp(reply: object) -> object:
