@@ -43,7 +43,7 @@ from phalanx.server.config import NodeConfig, parse_address
 from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
 from phalanx.server.meta_client import MetaClient
-from phalanx.server.replicas import META_GROUP, ReplicaRegistry
+from phalanx.server.replicas import META_GROUP, Replicas
 from phalanx.server.resharding import Resharding
 from phalanx.transport.tcp import TcpTransport
 
@@ -60,7 +60,7 @@ PREFERRED_TRANSFER_GAP_S = 5.0
 class Controllers:
     """Membership, reports, replica and peer sync, leadership transfers."""
 
-    def __init__(self, replicas: ReplicaRegistry, config: NodeConfig, transport: TcpTransport,
+    def __init__(self, replicas: Replicas, config: NodeConfig, transport: TcpTransport,
                  meta_client: MetaClient, resharding: Resharding, events: EventLog) -> None:
         self.replicas = replicas
         self.config = config

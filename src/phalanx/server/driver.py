@@ -30,7 +30,7 @@ from phalanx.placement.planner import drain_done, plan
 from phalanx.server.config import NodeConfig
 from phalanx.server.events import EventLog
 from phalanx.server.meta_client import describe_reply
-from phalanx.server.replicas import ReplicaRegistry
+from phalanx.server.replicas import Replicas
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def describe_op(op: dict[str, object]) -> str:
 class PlacementDriver:
     """Node liveness and placement decisions, on the driver group's leader."""
 
-    def __init__(self, replicas: ReplicaRegistry, config: NodeConfig, events: EventLog) -> None:
+    def __init__(self, replicas: Replicas, config: NodeConfig, events: EventLog) -> None:
         self.replicas = replicas
         self.config = config
         self.events = events

@@ -27,7 +27,7 @@ from phalanx.kv import Command, encode_command
 from phalanx.placement import ClusterMap, NodeInfo, encode_op
 from phalanx.resp import ErrorReply
 from phalanx.server.config import NodeConfig, parse_address
-from phalanx.server.replicas import ReplicaRegistry
+from phalanx.server.replicas import Replicas
 from phalanx.server.resp_server import LeaderLink, internal_signature
 from phalanx.transport.tcp import TcpTransport
 
@@ -48,7 +48,7 @@ def describe_reply(reply: object) -> str:
 class MetaClient:
     """Commits map ops and internal shard commands through the right leader."""
 
-    def __init__(self, replicas: ReplicaRegistry, config: NodeConfig, transport: TcpTransport,
+    def __init__(self, replicas: Replicas, config: NodeConfig, transport: TcpTransport,
                  tls: ssl.SSLContext | None) -> None:
         self.replicas = replicas
         self.config = config

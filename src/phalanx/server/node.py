@@ -49,7 +49,7 @@ from phalanx.server.group import RaftGroup
 from phalanx.server.meta_client import MetaClient
 from phalanx.server.metrics import NodeMetrics
 from phalanx.server.node_status import NodeStatus
-from phalanx.server.replicas import ReplicaRegistry
+from phalanx.server.replicas import Replicas
 from phalanx.server.resharding import Resharding
 from phalanx.server.resp_server import RespServer, client_tls_context
 from phalanx.transport.faults import FaultRules
@@ -146,7 +146,7 @@ class Node:
             source_host=peer_host,
         )
         self.tick_count = 0
-        self.replicas = ReplicaRegistry(config, self.metrics, self.transport, self.events,
+        self.replicas = Replicas(config, self.metrics, self.transport, self.events,
                                         lambda: self.tick_count)
         self.meta_client = MetaClient(self.replicas, config, self.transport,
                                       client_tls_context(config))

@@ -23,7 +23,7 @@ from phalanx.server.config import NodeConfig
 from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
 from phalanx.server.metrics import NodeMetrics
-from phalanx.server.replicas import META_GROUP, ReplicaRegistry
+from phalanx.server.replicas import META_GROUP, Replicas
 from phalanx.transport.tcp import TcpTransport
 
 #: A follower whose applied index trails the commit index by more than this is not "caught up".
@@ -47,7 +47,7 @@ class FrontEndStats(Protocol):
 class NodeStatus:
     """Status, readiness and gauges of one node."""
 
-    def __init__(self, replicas: ReplicaRegistry, config: NodeConfig, metrics: NodeMetrics,
+    def __init__(self, replicas: Replicas, config: NodeConfig, metrics: NodeMetrics,
                  transport: TcpTransport, events: EventLog, front_end: FrontEndStats,
                  started: float) -> None:
         self.replicas = replicas

@@ -1,5 +1,6 @@
-"""The replica registry of one node: the Raft groups it holds, their stores and tasks, and the
-local copy of the cluster map. See docs/architecture.md ("the node runtime").
+"""The replicas of one node (its replica registry): the Raft groups it holds, their stores
+and tasks, and the local copy of the cluster map. See docs/architecture.md ("the node
+runtime").
 
 Groups on a node:
 - Group 0 is the placement driver (`phalanx.placement.MapMachine`): the replicated cluster map
@@ -51,7 +52,7 @@ META_GROUP = GroupId(0)
 SplitHandler = Callable[[RaftGroup, SplitOff, ConfState], Awaitable[None]]
 
 
-class ReplicaRegistry:
+class Replicas:
     """The replicas (Raft groups) of this node and its copy of the cluster map."""
 
     def __init__(self, config: NodeConfig, metrics: NodeMetrics, transport: TcpTransport,

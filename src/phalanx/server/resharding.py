@@ -38,7 +38,7 @@ from phalanx.server.config import NodeConfig
 from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
 from phalanx.server.meta_client import MetaClient, describe_reply
-from phalanx.server.replicas import ReplicaRegistry
+from phalanx.server.replicas import Replicas
 from phalanx.storage import AsyncLogStore, open_log_store
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 class Resharding:
     """Splits and merges of the shards this node holds."""
 
-    def __init__(self, replicas: ReplicaRegistry, config: NodeConfig, meta_client: MetaClient,
+    def __init__(self, replicas: Replicas, config: NodeConfig, meta_client: MetaClient,
                  events: EventLog) -> None:
         self.replicas = replicas
         self.config = config
