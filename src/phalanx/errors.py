@@ -55,6 +55,10 @@ class OutcomeUnknown(PhalanxError):
     """The operation may or may not have taken effect; do not blindly retry a non-idempotent write."""
 
 
+class LeaderUnreachable(PhalanxError):
+    """The leader could not be reached before the command was sent: certainly not applied."""
+
+
 class ClientProtocolError(PhalanxError):
     """A client sent bytes that break the protocol; answer with an error, keep the server up."""
 

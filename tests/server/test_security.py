@@ -21,7 +21,6 @@ import pytest
 
 from phalanx.errors import ConfigError
 from phalanx.resp import NEED_DATA, ErrorReply, RespReplyParser, SimpleString, encode_command
-from phalanx.server import resp_server
 from phalanx.server.config import (
     NodeConfig,
     PeerConfig,
@@ -31,7 +30,7 @@ from phalanx.server.config import (
     load_config,
 )
 from phalanx.server.node import Node
-from phalanx.server.resp_server import LeaderLink, client_tls_context
+from phalanx.server.peer_link import LeaderLink, client_tls_context
 
 USERS = (UserConfig(name="app", password="app-pass", permissions="all"),
          UserConfig(name="reader", password="reader-pass", permissions="read"))
@@ -309,15 +308,15 @@ def test_tls_with_mutual_authentication(tmp_path: Path) -> None:
         with pytest.raises((ConnectionError, TimeoutError, asyncio.IncompleteReadError)):
             await plain.call("PING")
         plain.close()
-        # The forwarding link connects with the process's client context (node cert + CA).
-        link = LeaderLink("n1", node.resp.host, node.resp.port, 5.0, "")
-        assert link.ssl_context is node.resp.client_tls
+        # The forwarding link connects with the node's client context (node cert + CA),
+        # passed explicitly (no process-wide TLS state).
+        link = LeaderLink("n1", node.resp.host, node.resp.port, 5.0, "", node.resp.client_tls)
+        assert link.ssl_context is not None
         assert await link.call([b"GET", b"k"]) == b"v"
         link.close()
 
     run(tmp_path, body, tls_cert_file=str(certs["cert"]), tls_key_file=str(certs["key"]),
         tls_ca_file=str(certs["ca"]))
-    assert resp_server._process_client_tls is None  # unregistered at stop
 
 
 def test_tls_without_a_ca_trusts_the_node_certificate(tmp_path: Path) -> None:

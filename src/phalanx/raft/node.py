@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from phalanx.errors import require
 from phalanx.raft.config import RaftConfig
 from phalanx.raft.messages import Message
+from phalanx.raft.progress import Progress, ProgressState
 from phalanx.raft.raft import Raft, ReadState, Role
 from phalanx.raft.storage import LogReader
 from phalanx.raft.types import (
@@ -80,6 +81,12 @@ class PeerStatus:
     state: str
     recent_active: bool
     is_learner: bool
+
+    @property
+    def replicating(self) -> bool:
+        """True while the leader streams entries to this peer optimistically (it is caught up
+        enough for pipelined appends; not probing, not waiting for a snapshot)."""
+        return self.state == ProgressState.REPLICATE.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,20 +251,91 @@ class RawNode:
             raft.on_persisted(last.index, last.term)
 
     # -- introspection -----------------------------------------------------------------------
+    # Read-only views of the core for the code that drives it (the server, the simulator, the
+    # test harness): nothing outside phalanx.raft reads `RawNode.raft` itself.
+    @property
+    def role(self) -> Role:
+        """What this replica is now (follower, pre-candidate, candidate, leader)."""
+        return self.raft.role
+
+    @property
+    def lead(self) -> NodeId:
+        """The leader this replica knows for its term (`NO_NODE` if none)."""
+        return self.raft.lead
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this replica leads its term."""
+        return self.raft.role is Role.LEADER
+
+    @property
+    def term(self) -> Term:
+        """The current term."""
+        return self.raft.term
+
+    @property
+    def conf(self) -> ConfState:
+        """The configuration in force (the newest applied one, diss. §4.1)."""
+        return self.raft.conf
+
+    @property
+    def committed(self) -> int:
+        """The commit index this replica knows."""
+        return self.raft.log.committed
+
+    @property
+    def applied(self) -> int:
+        """The index of the last entry the application has applied (per `advance_applied`)."""
+        return self.raft.log.applied
+
+    @property
+    def first_index(self) -> int:
+        """The first log index still held (after the snapshot, or handed out unstable)."""
+        return self.raft.log.first_index()
+
+    @property
+    def last_index(self) -> int:
+        """The last log index, durable or not."""
+        return self.raft.log.last_index()
+
+    @property
+    def pending_conf_index(self) -> int:
+        """The index of the newest configuration change proposed by this leader; another may
+        be proposed only once it is applied (one change at a time, diss. §4.1)."""
+        return self.raft.pending_conf_index
+
+    @property
+    def election_elapsed(self) -> int:
+        """Ticks since the election timer last restarted (since a leader was last heard, on
+        a follower)."""
+        return self.raft.election_elapsed
+
+    def term_at(self, index: int) -> int | None:
+        """The term of the entry at `index`, or None if the log does not hold it (compacted
+        away or beyond the last index)."""
+        return self.raft.log.term_or_none(index)
+
+    def entries(self, low: int, high: int) -> list[Entry]:
+        """The entries in [low, high), which the log must hold (unbounded in bytes)."""
+        return self.raft.log.slice(low, high, None)
+
+    def lease_read_index(self) -> Index | None:
+        """The index a lease read may be served at right now with no message (the commit
+        index), or None unless this leader holds a valid lease (diss. §6.4.1)."""
+        return self.raft.lease_read_index()
+
+    def peers(self) -> dict[NodeId, PeerStatus]:
+        """The replication progress this replica tracks for every member, itself included
+        (meaningful on the leader), in the core's own order."""
+        return {node: _peer_status(progress) for node, progress in self.raft.progress.items()}
+
     def status(self) -> Status:
         """A consistent picture of this replica for monitoring."""
         raft = self.raft
         peers: dict[NodeId, PeerStatus] = {}
         if raft.role is Role.LEADER:
             for node in sorted(raft.progress):
-                progress = raft.progress[node]
-                peers[node] = PeerStatus(
-                    match=progress.match,
-                    next=progress.next,
-                    state=progress.state.value,
-                    recent_active=progress.recent_active,
-                    is_learner=progress.is_learner,
-                )
+                peers[node] = _peer_status(raft.progress[node])
         return Status(
             id=raft.id,
             term=raft.term,
@@ -271,3 +349,13 @@ class RawNode:
             peers=peers,
             lead_transferee=raft.lead_transferee,
         )
+
+
+def _peer_status(progress: Progress) -> PeerStatus:
+    return PeerStatus(
+        match=progress.match,
+        next=progress.next,
+        state=progress.state.value,
+        recent_active=progress.recent_active,
+        is_learner=progress.is_learner,
+    )

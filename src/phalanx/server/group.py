@@ -130,8 +130,8 @@ class RaftGroup:
         self._open_read: asyncio.Future[int] | None = None
         self.apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.read_sequence = 0
-        self.last_role = self.raw.raft.role
-        self.last_leader = self.raw.raft.lead
+        self.last_role = self.raw.role
+        self.last_leader = self.raw.lead
         self.leader_changes = 0
         self.leaderless_since = time.monotonic()
         self.knew_leader = False
@@ -188,14 +188,14 @@ class RaftGroup:
     # -- state -----------------------------------------------------------------------------
     @property
     def role(self) -> Role:
-        return self.raw.raft.role
+        return self.raw.role
 
     @property
     def leader(self) -> str:
-        return self.raw.raft.lead
+        return self.raw.lead
 
     def is_leader(self) -> bool:
-        return self.raw.raft.role is Role.LEADER
+        return self.raw.is_leader
 
     def owns(self, slot: int) -> bool:
         """True if this data shard owns `slot` in its applied state (always for the driver)."""
@@ -205,7 +205,7 @@ class RaftGroup:
         """Seconds since this replica last knew a leader (0 while it knows one, and until it
         has known one at all: a replica that just started has not heard its leader yet, which
         says nothing about the shard's quorum)."""
-        if self.raw.raft.lead or not self.knew_leader:
+        if self.raw.lead or not self.knew_leader:
             return 0.0
         return time.monotonic() - self.leaderless_since
 
@@ -235,10 +235,10 @@ class RaftGroup:
         """How old this replica's view may be: 0 on the leader, else the time since a leader
         was last heard (the election timer restarts at every PreVote round, so the time
         without any leader counts too)."""
-        raft = self.raw.raft
-        if raft.role is Role.LEADER:
+        raw = self.raw
+        if raw.is_leader:
             return 0
-        return int(max(raft.election_elapsed * self.config.tick_ms,
+        return int(max(raw.election_elapsed * self.config.tick_ms,
                        self.leaderless_for() * 1000))
 
     def fail_pending(self, why: str) -> int:
@@ -282,8 +282,8 @@ class RaftGroup:
         """True if a linearizable read may be served from the local state right now, with no
         message and no wait: this replica leads, holds its lease (`lease_reads`, diss. §6.4.1),
         and has applied everything committed."""
-        index = self.raw.raft.lease_read_index()
-        return index is not None and self.raw.raft.log.applied >= index
+        index = self.raw.lease_read_index()
+        return index is not None and self.raw.applied >= index
 
     def read_index_future(self) -> asyncio.Future[int]:
         """A future of the index at which a linearizable read arriving now may be served
@@ -323,7 +323,7 @@ class RaftGroup:
 
     async def wait_applied(self, index: int, timeout: float) -> None:
         """Wait until the state machine has applied `index`."""
-        if self.raw.raft.log.applied >= index:
+        if self.raw.applied >= index:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.apply_waiters.append((index, future))
@@ -436,7 +436,7 @@ class RaftGroup:
                 if self.shard is not None and self.shard.split_offs:
                     for split_off in self.shard.take_split_offs():
                         if self.on_split is not None:
-                            await self.on_split(self, split_off, self.raw.raft.conf)
+                            await self.on_split(self, split_off, self.raw.conf)
             pending = self.pending_writes.pop(entry.index, None)
             if pending is not None and not pending.future.done():
                 if pending.term == entry.term:
@@ -462,7 +462,7 @@ class RaftGroup:
                 read_future.set_exception(NotLeader(self.leader or None,
                                                     "leadership changed during the read"))
         self.raw.advance_applied(rd)
-        applied = self.raw.raft.log.applied
+        applied = self.raw.applied
         if self.apply_waiters:
             remaining = []
             for index, future in self.apply_waiters:
@@ -542,7 +542,7 @@ class RaftGroup:
         # A deposed leader's pending writes stay pending on purpose: each either turns up in the
         # log (applied with our term: success; another term took its index: certainly dropped)
         # or its client times out with OutcomeUnknown. Failing them early would be a guess.
-        raft = self.raw.raft
+        raft = self.raw
         if raft.role is not self.last_role or raft.lead != self.last_leader:
             if raft.lead != self.last_leader and not raft.lead:
                 self.leaderless_since = time.monotonic()
@@ -566,8 +566,8 @@ class RaftGroup:
             self.last_leader = raft.lead
         self.metrics.set_term(raft.term)
         self.metrics.set_leader(raft.role is Role.LEADER)
-        self.metrics.set_commit_index(raft.log.committed)
-        self.metrics.set_applied_index(raft.log.applied)
+        self.metrics.set_commit_index(raft.committed)
+        self.metrics.set_applied_index(raft.applied)
 
     def _fail_everything(self, error: Exception) -> None:
         for pending in self.pending_writes.values():
@@ -599,7 +599,7 @@ class RaftGroup:
     async def compact_for_new_member(self) -> None:
         """Snapshot at the applied index and compact entry 1 away (see above)."""
         try:
-            if self._snapshotting or self.raw.raft.log.applied < 1 or self.stopped:
+            if self._snapshotting or self.raw.applied < 1 or self.stopped:
                 return
             await self._maybe_snapshot(force=True)
             if self.store.first_index() <= 1 and self.store.snapshot_meta().index >= 1:
@@ -611,14 +611,14 @@ class RaftGroup:
             self.compacting = False
 
     async def _maybe_snapshot(self, force: bool = False) -> None:
-        applied = self.raw.raft.log.applied
+        applied = self.raw.applied
         snapshot_index = self.store.snapshot_meta().index
         if self._snapshotting or (applied - snapshot_index < self.config.snapshot_every_entries
                                   and not (force and applied > snapshot_index)):
             return
         if applied > self.store.last_index():
             return  # entries applied before our own write of them completed: next time
-        if self.store.term(Index(applied)) != self.raw.raft.log.term_or_none(applied):
+        if self.store.term(Index(applied)) != self.raw.term_at(applied):
             # The applied entry overwrote a stored one (§5.3) whose write has not run yet: a
             # snapshot now would take the old entry's term, and compacting would then drop
             # the overwrite. Next time.
@@ -627,7 +627,7 @@ class RaftGroup:
         try:
             started = time.perf_counter()
             data = self.machine.snapshot()
-            conf = self.raw.raft.conf
+            conf = self.raw.conf
             await self.store.create_snapshot(Index(applied), conf, data)
             compact_to = applied - self.config.snapshot_keep_entries
             if compact_to > self.store.first_index() - 1:

@@ -27,8 +27,8 @@ from phalanx.kv import Command, encode_command
 from phalanx.placement import ClusterMap, NodeInfo, encode_op
 from phalanx.resp import ErrorReply
 from phalanx.server.config import NodeConfig, parse_address
+from phalanx.server.peer_link import LeaderLink, internal_signature
 from phalanx.server.replicas import Replicas
-from phalanx.server.resp_server import LeaderLink, internal_signature
 from phalanx.transport.tcp import TcpTransport
 
 logger = logging.getLogger(__name__)

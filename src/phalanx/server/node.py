@@ -49,9 +49,10 @@ from phalanx.server.group import RaftGroup
 from phalanx.server.meta_client import MetaClient
 from phalanx.server.metrics import NodeMetrics
 from phalanx.server.node_status import NodeStatus
+from phalanx.server.peer_link import client_tls_context
 from phalanx.server.replicas import Replicas
 from phalanx.server.resharding import Resharding
-from phalanx.server.resp_server import RespServer, client_tls_context
+from phalanx.server.resp_server import RespServer
 from phalanx.transport.faults import FaultRules
 from phalanx.transport.tcp import TcpTransport
 

@@ -21,12 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import hmac
 import json
 import logging
 import os
-import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -36,6 +34,7 @@ from typing import TYPE_CHECKING, cast
 from phalanx import __version__
 from phalanx.errors import (
     ClientProtocolError,
+    LeaderUnreachable,
     NotLeader,
     OutcomeUnknown,
     PeerProtocolError,
@@ -59,13 +58,18 @@ from phalanx.resp import (
     NEED_DATA,
     ErrorReply,
     RespLimits,
-    RespReplyParser,
     SimpleString,
     create_parser,
     encode,
-    encode_command,
 )
-from phalanx.server.config import NodeConfig, parse_address
+from phalanx.server.config import parse_address
+from phalanx.server.peer_link import (
+    FORWARD_CLIENT_NAME,
+    LeaderLink,
+    client_tls_context,
+    internal_signature,
+    server_tls_context,
+)
 
 if TYPE_CHECKING:
     from phalanx.server.group import RaftGroup
@@ -73,51 +77,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORWARD_CLIENT_NAME = b"phalanx-forward"
 #: Commands a "read" user may not run although they are not data writes (every internal
 #: PHALANX.* command needs "all" as well).
 _NEEDS_ALL = frozenset({b"FAILOVER", b"PHALANX.META", b"PHALANX.JOIN", b"PHALANX.SHARD"})
-#: The client TLS context of this process's TLS-enabled RESP server (see `LeaderLink`).
-_process_client_tls: ssl.SSLContext | None = None
-
-
-def server_tls_context(config: NodeConfig) -> ssl.SSLContext | None:
-    """The RESP listener's TLS context (TLS >= 1.2), or None when TLS is off. With
-    `tls_ca_file`, clients must present a certificate signed by that CA (mutual TLS)."""
-    if not config.tls_cert_file:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-    if config.tls_ca_file:
-        context.load_verify_locations(cafile=config.tls_ca_file)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def client_tls_context(config: NodeConfig) -> ssl.SSLContext | None:
-    """The TLS context a node uses to forward to another node, or None when TLS is off.
-
-    The trust anchor is `tls_ca_file` when set, else the node's own certificate file (every
-    node then serves the same certificate, or certificates under a CA included in that file).
-    Host names are checked: a node's certificate must name the host (or IP) of its RESP
-    address. Under mutual TLS the node presents its own certificate as the client's."""
-    if not config.tls_cert_file:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_verify_locations(cafile=config.tls_ca_file or config.tls_cert_file)
-    # A leaf certificate may be the trust anchor (no self-signed root needed).
-    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    if config.tls_ca_file:
-        context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-    return context
 _LEADER_WAIT_STEP_S = 0.01
-
-
-def internal_signature(secret: str, payload: bytes) -> bytes:
-    """HMAC of an internal RESP command (PHALANX.META / PHALANX.JOIN) under the cluster secret."""
-    return hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest().encode()
 
 
 class CommandError(PhalanxError):
@@ -203,80 +166,6 @@ class ClientState:
     created: float = field(default_factory=time.monotonic)
     commands: int = 0
     links: dict[str, LeaderLink] = field(default_factory=dict)
-
-
-class LeaderUnreachable(PhalanxError):
-    """The leader could not be reached before the command was sent: certainly not applied."""
-
-
-class LeaderLink:
-    """A RESP connection from this node to the leader, used to forward one client's writes.
-
-    It authenticates as the default user (`requirepass`). With TLS on, it connects with
-    `ssl_context`, or by default with the client context of this process's TLS-enabled RESP
-    server (one node per process; `RespServer.start` registers it).
-    """
-
-    def __init__(self, leader_id: str, host: str, port: int, timeout: float,
-                 password: str, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.leader_id = leader_id
-        self.host = host
-        self.port = port
-        self.timeout = timeout
-        self.password = password
-        self.ssl_context = ssl_context if ssl_context is not None else _process_client_tls
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.parser = RespReplyParser()
-        self.lock = asyncio.Lock()
-
-    async def _connect(self) -> None:
-        self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=self.ssl_context), self.timeout
-        )
-        self.parser = RespReplyParser()
-        hello = b""
-        if self.password:
-            hello += encode_command(b"AUTH", self.password.encode())
-        hello += encode_command(b"CLIENT", b"SETNAME", FORWARD_CLIENT_NAME)
-        assert self.writer is not None
-        self.writer.write(hello)
-        expected = 2 if self.password else 1
-        for _ in range(expected):
-            reply = await self._read_reply()
-            if isinstance(reply, ErrorReply):
-                raise PeerProtocolError(f"leader {self.leader_id} refused: {reply.text}")
-
-    async def _read_reply(self) -> object:
-        assert self.reader is not None
-        while True:
-            reply = self.parser.next_reply()
-            if reply is not NEED_DATA:
-                return reply
-            data = await asyncio.wait_for(self.reader.read(65536), self.timeout)
-            if not data:
-                raise ConnectionResetError("leader closed the connection")
-            self.parser.feed(data)
-
-    async def call(self, arguments: list[bytes]) -> object:
-        """Send one command and return its reply (raises OSError/timeouts on link failure)."""
-        async with self.lock:
-            if self.writer is None or self.writer.is_closing():
-                try:
-                    await self._connect()
-                except (OSError, TimeoutError, PeerProtocolError) as error:
-                    # (ssl.SSLError is an OSError: a TLS failure means certainly not sent.)
-                    self.close()
-                    raise LeaderUnreachable(f"cannot reach leader {self.leader_id}: {error}") \
-                        from error
-            assert self.writer is not None
-            self.writer.write(encode_command(*arguments))
-            return await self._read_reply()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
 
 
 _OK = b"+OK\r\n"
@@ -459,19 +348,13 @@ class RespServer:
              b"PHALANX.JOIN": self._join, b"PHALANX.SHARD": self._shard_scoped}
 
     async def start(self) -> None:
-        global _process_client_tls
         self.server = await asyncio.get_running_loop().create_server(
             self._connection, self.host, self.port, reuse_address=True,
             ssl=self.tls, ssl_handshake_timeout=self.config.request_timeout_ms / 1000
             if self.tls is not None else None,
         )
-        if self.client_tls is not None:
-            _process_client_tls = self.client_tls
 
     async def stop(self) -> None:
-        global _process_client_tls
-        if self.client_tls is not None and _process_client_tls is self.client_tls:
-            _process_client_tls = None
         if self.server is not None:
             self.server.close()
             for state in self.clients.values():

@@ -240,7 +240,7 @@ class Simulator:
         node.alive = True
         node.persisting = None
         node.inflight.clear()
-        node.checked_commit = node.raw.raft.log.committed
+        node.checked_commit = node.raw.committed
         node.was_leader_term = -1
         self._schedule(self.now + node.tick_ms * self.network_rng.random(), _TICK,
                        (node.id, node.generation))
@@ -448,16 +448,16 @@ class Simulator:
         raw = node.raw
         if not every or raw is None:
             return
-        applied = raw.raft.log.applied
+        applied = raw.applied
         snapshot = node.storage.snapshot()
         if applied - snapshot.meta.index < every or applied > node.storage.last_index():
             return
-        if node.storage.term(Index(applied)) != raw.raft.log.term_or_none(applied):
+        if node.storage.term(Index(applied)) != raw.term_at(applied):
             # With asynchronous writes the applied entry may overwrite a stored one whose write
             # has not finished: a snapshot now would take the old entry's term, and compacting
             # would drop the overwrite. Next time.
             return
-        node.storage.create_snapshot(Index(applied), raw.raft.conf, node.machine.snapshot())
+        node.storage.create_snapshot(Index(applied), raw.conf, node.machine.snapshot())
         keep = self.disk_rng.choice([0, 2, 10])
         node.storage.compact(Index(max(node.storage.first_index() - 1, applied - keep)))
         self.stats["snapshots"] += 1
@@ -498,7 +498,7 @@ class Simulator:
         if self.liveness or node.generation != payload[1] or node.raw is None:
             return
         rng = self.nemesis_rng
-        if node.raw.raft.role is Role.LEADER and rng.random() < 0.7:
+        if node.raw.role is Role.LEADER and rng.random() < 0.7:
             # The doomed leader takes a write first, so it leaves an uncommitted tail behind
             # (the raw material of Figure 8).
             data = encode_command(Command(name=b"SET", args=(b"__flap__", str(self.now).encode()),
@@ -605,8 +605,8 @@ class Simulator:
         best: SimNode | None = None
         for node_id in self.node_ids:
             node = self.nodes[node_id]
-            if node.raw is not None and node.raw.raft.role is Role.LEADER and (
-                best is None or best.raw is None or node.raw.raft.term > best.raw.raft.term
+            if node.raw is not None and node.raw.role is Role.LEADER and (
+                best is None or best.raw is None or node.raw.term > best.raw.term
             ):
                 best = node
         return best
@@ -615,7 +615,7 @@ class Simulator:
         leader = self._leader()
         if leader is None or leader.raw is None:
             return
-        voters = [v for v in leader.raw.raft.conf.voters if v != leader.id]
+        voters = [v for v in leader.raw.conf.voters if v != leader.id]
         if not voters:
             return
         target = rng.choice(sorted(voters))
@@ -631,7 +631,7 @@ class Simulator:
         leader = self._leader()
         if leader is None or leader.raw is None:
             return
-        conf = leader.raw.raft.conf
+        conf = leader.raw.conf
         if conf.joint:
             return
         voters = sorted(conf.voters)
@@ -738,12 +738,12 @@ class Simulator:
         op_id = self.history.invoke(client, "read", key, time=self.now)
         op = _Op(op_id=op_id, client=client, kind="read", key=key, node=node.id)
         context = f"r{op_id}".encode()
-        if self.bug == "read-without-confirm" and raw.raft.role is Role.LEADER:
+        if self.bug == "read-without-confirm" and raw.role is Role.LEADER:
             # Deliberate bug: a leader answers from its local state without confirming it
             # still leads (no ReadIndex round, no lease).
             self.ops[op_id] = op
             self.client_busy[client] = op_id
-            op.read_index = raw.raft.log.committed
+            op.read_index = raw.committed
             node.waiting_reads.append(op)
             self._serve_reads(node)
             return
@@ -762,7 +762,7 @@ class Simulator:
         raw = node.raw
         if raw is None or not node.waiting_reads:
             return
-        applied = raw.raft.log.applied
+        applied = raw.applied
         still: list[_Op] = []
         for op in node.waiting_reads:
             if op.read_index <= applied:
@@ -847,17 +847,17 @@ class Simulator:
             self._process(leader)
             return
         _, marker_index, _ = self.liveness_marker
-        conf = raw.raft.conf
+        conf = raw.conf
         if conf.joint:
             return
         members = sorted(set(conf.voters) | set(conf.learners))
         for member in members:
             node = self.nodes[member]
-            if node.raw is None or node.raw.raft.log.applied < raw.raft.log.committed:
+            if node.raw is None or node.raw.applied < raw.committed:
                 return
-        if raw.raft.log.committed < marker_index:
+        if raw.committed < marker_index:
             return
-        self._log(f"liveness reached: leader {leader.id}, commit {raw.raft.log.committed}")
+        self._log(f"liveness reached: leader {leader.id}, commit {raw.committed}")
         self.done = True
 
     # -- checks ------------------------------------------------------------------------------
@@ -879,44 +879,43 @@ class Simulator:
         raw = node.raw
         if raw is None:
             return
-        raft = raw.raft
         # Election safety (§5.2): at most one leader per term.
-        if raft.role is Role.LEADER and node.was_leader_term != raft.term:
-            node.was_leader_term = raft.term
+        if raw.role is Role.LEADER and node.was_leader_term != raw.term:
+            node.was_leader_term = raw.term
             self.stats["elections"] += 1
-            other = self.leader_of_term.get(raft.term)
+            other = self.leader_of_term.get(raw.term)
             if other is not None and other != node.id:
-                self._fail(f"election safety: {other} and {node.id} both lead term {raft.term}")
-            self.leader_of_term[raft.term] = node.id
-            self._log(f"{node.id} is leader of term {raft.term}")
+                self._fail(f"election safety: {other} and {node.id} both lead term {raw.term}")
+            self.leader_of_term[raw.term] = node.id
+            self._log(f"{node.id} is leader of term {raw.term}")
             self._check_leader_completeness(node)
             if not self.liveness and self.nemesis_rng.random() < self.plan.leader_flap_probability:
                 self._schedule(self.now + self.nemesis_rng.uniform(0, 25), _FLAP,
-                               (node.id, node.generation, raft.term))
+                               (node.id, node.generation, raw.term))
         # Committed entries never change, and are durable on a quorum when committed.
-        log = raft.log
-        if log.committed > node.checked_commit:
-            low = max(node.checked_commit + 1, log.first_index())
-            for index in range(low, log.committed + 1):
-                term = log.term_or_none(index)
+        committed = raw.committed
+        if committed > node.checked_commit:
+            low = max(node.checked_commit + 1, raw.first_index)
+            for index in range(low, committed + 1):
+                term = raw.term_at(index)
                 if term is None:
                     continue
-                entry = log.slice(index, index + 1, None)[0]
+                entry = raw.entries(index, index + 1)[0]
                 known = self.committed.get(index)
                 if known is None:
                     self.committed[index] = (term, entry.type, entry.data)
-                    if raft.role is Role.LEADER:
+                    if raw.role is Role.LEADER:
                         # The leader's configuration is the one that decided this commit.
                         self._check_durable_quorum(node, index, term)
                 elif known[0] != term or known[2] != entry.data:
                     self._fail(f"committed entry {index} differs: term {known[0]} vs {term} "
                                f"on {node.id}")
-            node.checked_commit = log.committed
+            node.checked_commit = committed
 
     def _check_durable_quorum(self, node: SimNode, index: int, term: int) -> None:
         raw = node.raw
         assert raw is not None
-        conf = raw.raft.conf
+        conf = raw.conf
 
         def durable_on(member: NodeId) -> bool:
             storage = self.nodes[member].storage
@@ -941,14 +940,13 @@ class Simulator:
         # §5.4: a leader's log holds every entry committed in earlier terms.
         raw = node.raw
         assert raw is not None
-        log = raw.raft.log
-        first = log.first_index()
+        first = raw.first_index
         for index, (term, _kind, _data) in self.committed.items():
             if index < first:
                 continue
-            if log.term_or_none(index) != term:
+            if raw.term_at(index) != term:
                 self._fail(
-                    f"leader completeness: {node.id} leads term {raw.raft.term} without "
+                    f"leader completeness: {node.id} leads term {raw.term} without "
                     f"committed entry {index} (term {term})"
                 )
 
@@ -968,7 +966,7 @@ class Simulator:
             node = self.nodes[node_id]
             if node.raw is None:
                 continue
-            applied = node.raw.raft.log.applied
+            applied = node.raw.applied
             image = node.machine.snapshot()
             other = images.get(applied)
             if other is None:

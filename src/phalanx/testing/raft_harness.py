@@ -313,17 +313,17 @@ class Network:
         """Elect `node` (it must be able to win) and let the network settle."""
         self.campaign(node)
         raw = self.nodes[NodeId(node)]
-        if raw.raft.role is not Role.LEADER:
-            raise RuntimeError(f"{node} did not win the election (role {raw.raft.role.value})")
+        if raw.role is not Role.LEADER:
+            raise RuntimeError(f"{node} did not win the election (role {raw.role.value})")
         return raw
 
     def leaders(self) -> list[NodeId]:
         """Every node that believes it leads, sorted."""
-        return sorted(n for n, raw in self.nodes.items() if raw.raft.role is Role.LEADER)
+        return sorted(n for n, raw in self.nodes.items() if raw.role is Role.LEADER)
 
     def leader(self) -> NodeId | None:
         """The leader of the highest term, or None if no node leads."""
-        leading = [(self.nodes[n].raft.term, n) for n in self.leaders()]
+        leading = [(self.nodes[n].term, n) for n in self.leaders()]
         return max(leading)[1] if leading else None
 
     def propose(self, node: str, data: bytes) -> tuple[Index, int]:
@@ -336,19 +336,19 @@ class Network:
         """Snapshot `node`'s state machine at its applied index and compact its log there."""
         node_id = NodeId(node)
         raw = self.nodes[node_id]
-        applied = Index(raw.raft.log.applied)
+        applied = Index(raw.applied)
         storage = self.storages[node_id]
         snapshot = storage.create_snapshot(
-            applied, raw.raft.conf, encode_state(self.applied[node_id])
+            applied, raw.conf, encode_state(self.applied[node_id])
         )
         storage.compact(applied)
         return snapshot
 
     def log_terms(self, node: str) -> list[tuple[int, int]]:
         """(index, term) of every entry `node` holds from its first index on."""
-        log = self.nodes[NodeId(node)].raft.log
-        return [(index, log.term_or_none(index) or 0)
-                for index in range(log.first_index(), log.last_index() + 1)]
+        raw = self.nodes[NodeId(node)]
+        return [(index, raw.term_at(index) or 0)
+                for index in range(raw.first_index, raw.last_index + 1)]
 
 
 def drive(raw: RawNode, storage: MemoryStorage) -> list[Message]:
