@@ -38,7 +38,6 @@ from phalanx.raft import (
     NodeId,
     Role,
 )
-from phalanx.raft.progress import ProgressState
 from phalanx.server.config import NodeConfig, parse_address
 from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
@@ -90,7 +89,7 @@ class Controllers:
         a group's leader, membership reconciliation and the report to the map."""
         for group_id, group in list(self.replicas.groups.items()):
             if group.needs_snapshot_for_new_member() and not group.stopped and \
-                    group.raw.raft.log.applied >= 1 and not group.compacting:
+                    group.raw.applied >= 1 and not group.compacting:
                 # Every replica compacts its first entry away once: whichever node leads
                 # later, a new member gets a snapshot (with the configuration), never a
                 # replay from index 1 (see RaftGroup).
@@ -123,12 +122,12 @@ class Controllers:
         if desired is None or not self.replicas.meta_caught_up():
             return
         want_voters, want_learners = desired
-        raft = group.raw.raft
-        conf = raft.conf
-        if conf.voters_outgoing or raft.pending_conf_index > raft.log.applied:
+        raw = group.raw
+        conf = raw.conf
+        if conf.voters_outgoing or raw.pending_conf_index > raw.applied:
             return  # one change at a time; a joint configuration leaves by itself
         voters, learners = set(conf.voters), set(conf.learners)
-        last = raft.log.last_index()
+        last = raw.last_index
         change: ConfChangeSingle | None = None
         why = ""
         # 1. Add what is missing, as a learner first (it catches up without counting, §4.2.1).
@@ -141,10 +140,11 @@ class Controllers:
             why = "add learner"
         else:
             # 2. Promote a caught-up learner the map wants as a voter.
+            peers = raw.peers()
             for node in sorted(learners & want_voters):
-                progress = raft.progress.get(NodeId(node))
+                progress = peers.get(NodeId(node))
                 if progress is not None and progress.match + CATCH_UP_ENTRIES >= last and \
-                        progress.state is ProgressState.REPLICATE:
+                        progress.replicating:
                     change = ConfChangeSingle(ConfChangeType.ADD_VOTER, NodeId(node))
                     why = "promote caught-up learner"
                     break
@@ -182,9 +182,9 @@ class Controllers:
         now = time.monotonic()
         if now - self.last_transfer_at.get(group_id, 0.0) < 2.0:
             return
-        raft = group.raw.raft
-        best = max(((raft.progress[NodeId(n)].match, n) for n in candidates
-                    if NodeId(n) in raft.progress and n != self.node_id), default=None)
+        peers = group.raw.peers()
+        best = max(((peers[NodeId(n)].match, n) for n in candidates
+                    if NodeId(n) in peers and n != self.node_id), default=None)
         if best is None:
             return
         self.last_transfer_at[group_id] = now
@@ -201,14 +201,15 @@ class Controllers:
         shard = cmap.shards.get(group_id)
         if shard is None:
             return
-        raft = group.raw.raft
+        raw = group.raw
         now = time.monotonic()
         self.leader_since.setdefault(group_id, now)
         if group.shard is not None:
             self.resharding.continue_merges(group_id, group, now)
             self.resharding.report_splits(group_id, group, now)
-        current = (self.node_id, raft.term, tuple(sorted(raft.conf.voters)),
-                   tuple(sorted(raft.conf.learners)))
+        conf = raw.conf
+        current = (self.node_id, raw.term, tuple(sorted(conf.voters)),
+                   tuple(sorted(conf.learners)))
         recorded = (shard.leader, shard.term, tuple(sorted(shard.voters)),
                     tuple(sorted(shard.learners)))
         if current != recorded:
@@ -218,19 +219,19 @@ class Controllers:
             self.last_report[group_id] = current
             self.last_report_at[group_id] = now
             op = {"op": "report_shard", "shard": group_id, "leader": self.node_id,
-                  "term": raft.term, "voters": list(current[2]), "learners": list(current[3])}
+                  "term": raw.term, "voters": list(current[2]), "learners": list(current[3])}
             asyncio.get_running_loop().create_task(self.meta_client.propose_quietly(op))
             return
         # Spread leaders: hand leadership to the map's preferred leader once it is caught up
         # (with one shard there is nothing to spread: leadership stays where elections put it).
         preferred = shard.preferred_leader
         if len(cmap.shards) > 1 and preferred and preferred != self.node_id and \
-                preferred in raft.conf.voters and \
+                preferred in conf.voters and \
                 now - self.leader_since.get(group_id, now) > 2.0 and \
                 now - self.last_transfer_at.get(group_id, 0.0) > PREFERRED_TRANSFER_GAP_S:
-            progress = raft.progress.get(NodeId(preferred))
+            progress = raw.peers().get(NodeId(preferred))
             info = cmap.nodes.get(preferred)
-            if progress is not None and progress.match >= raft.log.last_index() - 1 and \
+            if progress is not None and progress.match >= raw.last_index - 1 and \
                     info is not None and info.state == "alive" and progress.recent_active:
                 self.last_transfer_at[group_id] = now
                 logger.info("%s: shard %s: leadership to preferred leader %s", self.node_id,
@@ -245,7 +246,7 @@ class Controllers:
             # Decommissioned: the driver removed us once we held nothing; drop what is left.
             for group_id in list(replicas.data_groups()):
                 group = replicas.groups[group_id]
-                if NodeId(self.node_id) not in group.raw.raft.conf.voters:
+                if NodeId(self.node_id) not in group.raw.conf.voters:
                     await replicas.close_group(group_id, delete=True)
             if not self.decommissioned_logged:
                 self.decommissioned_logged = True
@@ -270,7 +271,7 @@ class Controllers:
                                             or me in known.learners)
             if listed or group.is_leader():
                 continue
-            conf = group.raw.raft.conf
+            conf = group.raw.conf
             # A shard the map does not know is either a fresh split-off (keep it until the map
             # catches up) or one merged away (frozen: its data lives on in the target).
             merged_away = known is None and group.shard is not None and \
@@ -283,7 +284,7 @@ class Controllers:
             # hear its leader at once).
             voter_here = NodeId(me) in conf.voters or NodeId(me) in conf.voters_outgoing
             removed_for_sure = (known is not None and bool(known.voters)
-                                and known.term >= group.raw.raft.term
+                                and known.term >= group.raw.term
                                 and group.leaderless_for() > REMOVED_GRACE_S)
             if merged_away or (known is not None and (not voter_here or removed_for_sure)):
                 await replicas.close_group(group_id, delete=True)
@@ -295,20 +296,21 @@ class Controllers:
         group = self.replicas.local_group(group_id)
         if group is None:
             raise NotLeader(None, f"this node holds no replica of shard {group_id}")
-        raft = group.raw.raft
-        if raft.role is not Role.LEADER:
-            raise NotLeader(raft.lead or None, f"this node is not the leader of shard "
-                                               f"{group_id} (leader: {raft.lead or 'unknown'}); "
-                                               f"ask the leader")
+        raw = group.raw
+        if raw.role is not Role.LEADER:
+            raise NotLeader(raw.lead or None, f"this node is not the leader of shard "
+                                              f"{group_id} (leader: {raw.lead or 'unknown'}); "
+                                              f"ask the leader")
+        voters = raw.conf.voters
         if target is None:
-            candidates = [(progress.match, node) for node, progress in raft.progress.items()
-                          if node != self.config.id and node in raft.conf.voters]
+            candidates = [(progress.match, node) for node, progress in raw.peers().items()
+                          if node != self.config.id and node in voters]
             if not candidates:
                 raise ConfigError("there is no other voter to transfer leadership to")
             target = max(candidates)[1]
-        if target not in raft.conf.voters:
+        if target not in voters:
             raise ConfigError(f"{target!r} is not a voter of shard {group_id} (voters: "
-                              f"{', '.join(sorted(raft.conf.voters))})")
+                              f"{', '.join(sorted(voters))})")
         if target == self.config.id:
             return target
         group.transfer_leadership(target)

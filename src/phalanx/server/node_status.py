@@ -63,30 +63,31 @@ class NodeStatus:
 
     # -- /status -----------------------------------------------------------------------------
     def _group_status(self, group_id: int, group: RaftGroup) -> dict[str, object]:
-        raft = group.raw.raft
-        last = raft.log.last_index()
+        raw = group.raw
+        last = raw.last_index
+        conf = raw.conf
         entry: dict[str, object] = {
-            "role": raft.role.value,
-            "term": raft.term,
-            "leader": raft.lead or None,
-            "commit_index": raft.log.committed,
-            "applied_index": raft.log.applied,
+            "role": raw.role.value,
+            "term": raw.term,
+            "leader": raw.lead or None,
+            "commit_index": raw.committed,
+            "applied_index": raw.applied,
             "last_index": last,
             "snapshot_index": group.store.snapshot_meta().index,
-            "voters": sorted(raft.conf.voters),
-            "learners": sorted(raft.conf.learners),
+            "voters": sorted(conf.voters),
+            "learners": sorted(conf.learners),
             "keys": group.machine.key_count,
             "leader_changes": group.leader_changes,
             "storage_error": group.fatal_error,
         }
-        if raft.role is not Role.LEADER:
+        if raw.role is not Role.LEADER:
             # How stale a READONLY read here may be: time since the leader was last heard.
             entry["staleness_ms"] = group.staleness_ms()
-        if raft.role is Role.LEADER:
+        if raw.role is Role.LEADER:
             entry["progress"] = {
-                node: {"match": p.match, "lag_entries": last - p.match, "state": p.state.value,
+                node: {"match": p.match, "lag_entries": last - p.match, "state": p.state,
                        "learner": p.is_learner, "recent_active": p.recent_active}
-                for node, p in raft.progress.items() if node != self.node_id}
+                for node, p in raw.peers().items() if node != self.node_id}
         return entry
 
     def status(self) -> dict[str, object]:
@@ -126,9 +127,8 @@ class NodeStatus:
             item["fully_replicated"] = shard.fully_replicated(cmap.nodes)
             group = replicas.local_group(shard.id)
             if group is not None and group.is_leader():
-                raft = group.raw.raft
-                last = raft.log.last_index()
-                item["lag"] = {node: last - p.match for node, p in raft.progress.items()
+                last = group.raw.last_index
+                item["lag"] = {node: last - p.match for node, p in group.raw.peers().items()
                                if node != self.node_id}
             shards.append(item)
         status: dict[str, object] = {
@@ -168,14 +168,15 @@ class NodeStatus:
                 "role", "term", "leader", "commit_index", "applied_index", "last_index",
                 "snapshot_index", "voters", "learners", "keys", "leader_changes",
                 "storage_error")})
-            raft = group.raw.raft
-            if raft.role is Role.LEADER:
-                last = raft.log.last_index()
+            raw = group.raw
+            if raw.role is Role.LEADER:
+                last = raw.last_index
+                progresses = raw.peers()
                 for peer in peers:
-                    progress = raft.progress.get(NodeId(str(peer["id"])))
+                    progress = progresses.get(NodeId(str(peer["id"])))
                     if progress is not None:
                         peer.update(match=progress.match, next=progress.next,
-                                    state=progress.state.value,
+                                    state=progress.state,
                                     lag_entries=last - progress.match,
                                     recent_active=progress.recent_active,
                                     learner=progress.is_learner)
@@ -241,8 +242,8 @@ class NodeStatus:
         for group_id, group in sorted(replicas.data_groups().items()):
             if group.stopped:
                 return False, f"shard {group_id} replica stopped: {group.fatal_error}"
-            raft = group.raw.raft
-            conf = raft.conf
+            raw = group.raw
+            conf = raw.conf
             if me not in conf.voters and me not in conf.learners:
                 shard = replicas.cluster_map.shards.get(group_id)
                 wanted = shard is not None and (self.node_id in shard.replicas
@@ -250,18 +251,18 @@ class NodeStatus:
                                                 or self.node_id in shard.learners)
                 if wanted and not conf.voters:
                     return False, (f"shard {group_id}: catching up (waiting for a snapshot "
-                                   f"from the leader; {raft.log.applied} entries applied)")
+                                   f"from the leader; {raw.applied} entries applied)")
                 continue  # a replica being removed
-            if not raft.lead:
+            if not raw.lead:
                 return False, f"shard {group_id}: no leader known (election or no quorum)"
-            lag = raft.log.committed - raft.log.applied
+            lag = raw.committed - raw.applied
             if lag > READY_LAG_ENTRIES:
                 return False, f"shard {group_id}: catching up ({lag} entries not applied)"
         try:
             group = replicas.default_group
         except ConfigError:
             return True, "serving (no local shard replica; forwarding)"
-        return True, f"serving ({group.raw.raft.role.value}, leader {group.leader})"
+        return True, f"serving ({group.raw.role.value}, leader {group.leader})"
 
     def is_primary(self, shard: int | None = None, key: bytes | None = None) -> bool:
         """True only on the leader of the shard (HAProxy's writer check)."""
@@ -278,7 +279,7 @@ class NodeStatus:
             group = self.replicas.local_group(self.replicas.shard_for())
         except ConfigError:
             return False
-        return ready and group is not None and group.raw.raft.role is Role.FOLLOWER
+        return ready and group is not None and group.raw.role is Role.FOLLOWER
 
     # -- gauges (housekeeping) ---------------------------------------------------------------
     def update_gauges(self) -> None:
@@ -286,10 +287,10 @@ class NodeStatus:
         for group in list(self.replicas.groups.values()):
             group_metrics = group.metrics
             group_metrics.set_keys(group.machine.key_count)
-            raft = group.raw.raft
-            if raft.role is Role.LEADER:
-                last = raft.log.last_index()
-                for node_id, progress in raft.progress.items():
+            raw = group.raw
+            if raw.role is Role.LEADER:
+                last = raw.last_index
+                for node_id, progress in raw.peers().items():
                     if node_id != self.config.id:
                         group_metrics.set_replication_lag(node_id, last - progress.match)
         stats = self.transport.stats()

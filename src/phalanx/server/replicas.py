@@ -205,7 +205,7 @@ class Replicas:
         group = self.groups.get(shard_id)
         if group is None or group.stopped:
             return None
-        conf = group.raw.raft.conf
+        conf = group.raw.conf
         me = NodeId(self.node_id)
         if me in conf.voters or me in conf.learners or me in conf.voters_outgoing:
             return group
@@ -265,13 +265,13 @@ class Replicas:
     # -- the map's standing, for the rooms that decide ---------------------------------------
     def meta_caught_up(self) -> bool:
         """Our copy of the map is usable for decisions: a leader is known, all applied."""
-        raft = self.meta.raw.raft
-        return bool(raft.lead) and raft.log.applied >= raft.log.committed and \
+        raw = self.meta.raw
+        return bool(raw.lead) and raw.applied >= raw.committed and \
             self.cluster_map.version > 0
 
     def removed_from_cluster(self) -> bool:
         """True once the driver's configuration no longer lists this node (decommissioned)."""
-        raft = self.meta.raw.raft
+        raw = self.meta.raw
+        conf = raw.conf
         me = NodeId(self.node_id)
-        return raft.log.applied > 0 and me not in raft.conf.voters and \
-            me not in raft.conf.learners
+        return raw.applied > 0 and me not in conf.voters and me not in conf.learners
