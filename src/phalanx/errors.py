@@ -4,6 +4,10 @@ Rules of this file:
 - Every error raised by phalanx derives from `PhalanxError`.
 - An error's name tells the caller what to do: `NotLeader` means "ask the leader (here is a
   hint)", `OutcomeUnknown` means "the write may have happened; do not blindly retry".
+- Callers decide by type, never by an error's text. Every `RetrySafe` error (certainly not
+  applied) reaches a Redis client as `-TRYAGAIN <message>`, `ClusterDown` as
+  `-CLUSTERDOWN <message>`, `CommandError` as its own text (the RESP front end's mapping is
+  `phalanx.server.front.replies.error_text`; see docs/architecture.md).
 - A broken invariant is a bug: it raises `InvariantViolation` through `require()`, because
   `python -O` strips `assert`. Nothing catches it broadly.
 """
@@ -39,7 +43,11 @@ class Corrupt(StorageError):
     """The store holds bytes that fail their checksum or cannot be decoded."""
 
 
-class NotLeader(PhalanxError):
+class RetrySafe(PhalanxError):
+    """Certainly not applied: the client may retry any command (wire: `-TRYAGAIN ...`)."""
+
+
+class NotLeader(RetrySafe):
     """This replica is not the leader; `leader_hint` names the leader it knows of, if any."""
 
     def __init__(self, leader_hint: str | None, message: str | None = None) -> None:
@@ -47,7 +55,7 @@ class NotLeader(PhalanxError):
         super().__init__(message or f"not the leader (leader hint: {leader_hint or 'unknown'})")
 
 
-class ProposalDropped(PhalanxError):
+class ProposalDropped(RetrySafe):
     """The proposal was not appended (e.g. a leadership transfer is in progress); retry is safe."""
 
 
@@ -55,8 +63,27 @@ class OutcomeUnknown(PhalanxError):
     """The operation may or may not have taken effect; do not blindly retry a non-idempotent write."""
 
 
-class LeaderUnreachable(PhalanxError):
+class LeaderUnreachable(RetrySafe):
     """The leader could not be reached before the command was sent: certainly not applied."""
+
+
+class TryAgain(RetrySafe):
+    """The front end could not serve the command now (the slot is moving between shards, this
+    node is not the leader of a forwarded command's shard): nothing was done, retry."""
+
+
+class ClusterDown(PhalanxError):
+    """The shard of the command has no quorum, no reachable replica, or no longer exists
+    (wire: `-CLUSTERDOWN ...`): nothing was done."""
+
+
+class CommandError(PhalanxError):
+    """A command failed in a way that becomes this exact error reply (`text`: the line after
+    the '-', starting with its code, e.g. "ERR syntax error", "NOPERM ...")."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
 
 
 class ClientProtocolError(PhalanxError):

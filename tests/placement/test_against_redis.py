@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from phalanx.placement.slots import COMMAND_SPECS, command_info, key_slot
+from phalanx.kv import COMMAND_SPECS, command_info
+from phalanx.placement.slots import key_slot
 
 redis = pytest.importorskip("redis")
 

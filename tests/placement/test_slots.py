@@ -1,4 +1,5 @@
-"""Hash slots (CRC16, hashtags), key extraction, CROSSSLOT, and the COMMAND reply shape."""
+"""Hash slots (CRC16, hashtags), key extraction from the kv command table, CROSSSLOT, and
+redis-py finding the same keys from our COMMAND reply. The table itself: tests/kv/test_table.py."""
 
 from __future__ import annotations
 
@@ -6,16 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from redis._parsers.commands import CommandsParser
-from redis._parsers.helpers import parse_command, parse_command_resp3, parse_command_unified
-from redis._parsers.response_callbacks import _RedisCallbacks
+from redis._parsers.helpers import parse_command
 
-from phalanx.kv import COMMAND_NAMES
+from phalanx.kv import COMMAND_SPECS, command_info
 from phalanx.placement.slots import (
-    COMMAND_SPECS,
     SLOT_COUNT,
-    CommandSpec,
     CrossSlotError,
-    command_info,
     command_keys,
     command_slot,
     crc16,
@@ -56,48 +53,6 @@ def test_slot_in_range_and_tag_equivalence(key: bytes) -> None:
     tag = key.replace(b"{", b"").replace(b"}", b"")
     if tag:
         assert key_slot(b"a{" + tag + b"}b") == key_slot(tag)
-
-
-def test_every_state_machine_command_has_a_spec() -> None:
-    for name in COMMAND_NAMES:
-        assert name.encode() in COMMAND_SPECS
-    for name in ["PING", "ECHO", "HELLO", "AUTH", "SELECT", "CLIENT", "COMMAND", "INFO", "READONLY", "READWRITE", "ROLE", "WAIT", "CONFIG", "DEBUG", "FAILOVER", "QUIT", "CLUSTER", "ASKING"]:
-        spec = COMMAND_SPECS[name.encode()]
-        assert (spec.first_key, spec.last_key, spec.step) == (0, 0, 0)
-        assert spec.name == name.lower()
-
-
-@pytest.mark.parametrize(("name", "arity", "flags", "positions"), [
-    ("GET", 2, ("readonly", "fast"), (1, 1, 1)),
-    ("SET", -3, ("write", "denyoom"), (1, 1, 1)),
-    ("MSET", -3, ("write", "denyoom"), (1, -1, 2)),
-    ("MGET", -2, ("readonly", "fast"), (1, -1, 1)),
-    ("DEL", -2, ("write",), (1, -1, 1)),
-    ("EXISTS", -2, ("readonly", "fast"), (1, -1, 1)),
-    ("KEYS", 2, ("readonly",), (0, 0, 0)),
-    ("SCAN", -2, ("readonly",), (0, 0, 0)),
-    ("DBSIZE", 1, ("readonly", "fast"), (0, 0, 0)),
-    ("FLUSHDB", -1, ("write",), (0, 0, 0)),
-    ("FLUSHALL", -1, ("write",), (0, 0, 0)),
-    ("PHALANX.EXPIRE", 3, ("write",), (1, 1, 1)),
-])
-def test_redis7_command_info(name: str, arity: int, flags: tuple[str, ...],
-                             positions: tuple[int, int, int]) -> None:
-    spec = COMMAND_SPECS[name.encode()]
-    assert spec.arity == arity
-    assert spec.flags == flags
-    assert (spec.first_key, spec.last_key, spec.step) == positions
-
-
-def test_arity_and_write_flag_agree_with_the_state_machine() -> None:
-    from phalanx.kv import is_write
-    from phalanx.kv.machine import _TABLE
-
-    for name, _, arity, write in _TABLE:
-        spec = COMMAND_SPECS[name.upper().encode()]
-        assert spec.arity == arity, name
-        assert ("write" in spec.flags) == write == is_write(name), name
-        assert ("readonly" in spec.flags) == (not write), name
 
 
 def test_command_keys() -> None:
@@ -152,27 +107,6 @@ def _info_reply() -> list[list[object]]:
     return [command_info(spec) for spec in COMMAND_SPECS.values()]
 
 
-def test_command_info_shape() -> None:
-    info = command_info(COMMAND_SPECS[b"MSET"])
-    assert info == [b"mset", -3, [b"write", b"denyoom"], 1, -1, 2,
-                    [b"@write", b"@string", b"@slow"], [], [], []]
-
-
-def test_redis_py_registers_parse_command() -> None:
-    assert _RedisCallbacks["COMMAND"] is parse_command
-
-
-@pytest.mark.parametrize("parser", [parse_command, parse_command_unified, parse_command_resp3])
-def test_redis_py_parses_our_command_reply(parser: object) -> None:
-    assert callable(parser)
-    commands = parser(_info_reply())
-    assert set(commands) == {spec.name for spec in COMMAND_SPECS.values()}
-    mset = commands["mset"]
-    assert (mset["arity"], mset["first_key_pos"], mset["last_key_pos"], mset["step_count"]) \
-        == (-3, 1, -1, 2)
-    assert "write" in mset["flags"]
-
-
 def test_redis_py_commands_parser_finds_our_keys() -> None:
     parser = CommandsParser.__new__(CommandsParser)
     parser.commands = parse_command(_info_reply())
@@ -197,15 +131,6 @@ def test_redis_py_commands_parser_finds_our_keys() -> None:
     policies = parser.get_command_policies()
     assert "get" in policies["core"]
     assert "expire" in policies["phalanx"]
-
-
-def test_spec_is_frozen() -> None:
-    spec = COMMAND_SPECS[b"GET"]
-    assert isinstance(spec, CommandSpec)
-    assert not spec.keyless
-    assert COMMAND_SPECS[b"PING"].keyless
-    with pytest.raises(AttributeError):
-        spec.arity = 3  # type: ignore[misc]
 
 
 def _crc16_bitwise(data: bytes) -> int:

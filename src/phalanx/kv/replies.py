@@ -6,7 +6,8 @@ Rules of this file:
   the commands here), `list` of replies (array), or `Error` (an error reply).
 - `Error.message` is the whole Redis error line without the leading "-", starting with its code
   ("ERR ...", "WRONGTYPE ..."), so the RESP layer writes `-` + message + CRLF.
-- Standard library only; no behaviour beyond construction.
+- Standard library only; no behaviour beyond construction (the helpers below build the error
+  lines several command families share).
 """
 
 from __future__ import annotations
@@ -37,3 +38,13 @@ OVERFLOW = Error("ERR increment or decrement would overflow")
 def arity_error(command_name: str) -> Error:
     """Redis's error for a wrong argument count; `command_name` is lowercase."""
     return Error(f"ERR wrong number of arguments for '{command_name}' command")
+
+
+def error_text(data: bytes) -> str:
+    """Client bytes made safe to echo inside a one-line error reply."""
+    return data.decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
+
+
+def invalid_expire(command_name: str) -> Error:
+    """Redis's error for an out-of-range expire time; `command_name` is lowercase."""
+    return Error(f"ERR invalid expire time in '{command_name}' command")

@@ -4,13 +4,16 @@ Rules of this package:
 - Pure and deterministic: standard library only (plus `phalanx.errors` and the pure
   `phalanx.kv` command table); never asyncio, socket, time, threading, sqlite3 or module-level
   random. The same inputs give the same outputs (and the same bytes) on every node.
-- Files: `slots.py` (CRC16 hash slots, `{hashtag}`, the command table: key positions and
-  `COMMAND INFO`), `map.py` (the cluster map, its ops, and the placement driver's state
+- Files: `slots.py` (CRC16 hash slots, `{hashtag}`, a request's keys and slot, with key
+  positions from `phalanx.kv`'s command table), `map.py` (the cluster map, its ops, and the placement driver's state
   machine `MapMachine`), `planner.py` (initial placement, rule violations, the next ops toward
   health), `analysis.py` (single points of failure, availability in nines, cost).
 - Layering inside the package: slots <- map <- planner <- analysis.
+- `COMMAND_SPECS`, `CommandSpec`, `command_info` and `command_spec` are `phalanx.kv`'s (the one
+  command table); they are exported here too because the server and client read them here.
 """
 
+from phalanx.kv import COMMAND_SPECS, CommandSpec, command_info, command_spec
 from phalanx.placement.analysis import analyze, format_analysis, nines
 from phalanx.placement.map import (
     NODE_STATES,
@@ -33,14 +36,10 @@ from phalanx.placement.planner import (
     violations,
 )
 from phalanx.placement.slots import (
-    COMMAND_SPECS,
     SLOT_COUNT,
-    CommandSpec,
     CrossSlotError,
-    command_info,
     command_keys,
     command_slot,
-    command_spec,
     crc16,
     key_slot,
 )

@@ -47,6 +47,13 @@ _LENGTH = struct.Struct(">I")
 
 
 @dataclass(frozen=True, slots=True)
+class SlotMoved(Error):
+    """The apply-time refusal of a command for a slot this shard no longer owns (split away or
+    merged): certainly not applied, safe to route again with a newer map. Its own type, so the
+    router decides by type; the wire text is `message` ("TRYAGAIN slot ...")."""
+
+
+@dataclass(frozen=True, slots=True)
 class SplitOff:
     """A new shard cut out of this one by a split entry (see the module docstring)."""
 
@@ -107,7 +114,7 @@ class ShardMachine:
                 target = next((shard for (a, b), shard in self.moved.items() if a <= slot <= b),
                               None)
                 where = f"shard {target}" if target is not None else "another shard"
-                return Error(f"TRYAGAIN slot {slot} moved to {where}; retry")
+                return SlotMoved(f"TRYAGAIN slot {slot} moved to {where}; retry")
         return None
 
     def apply(self, index: int, data: bytes) -> object:
@@ -128,8 +135,8 @@ class ShardMachine:
                 return self._absorb(args)
             if self.frozen_into is not None:
                 self.kv.apply(index, b"")
-                return Error(f"TRYAGAIN slot moved to shard {self.frozen_into} (this shard "
-                             f"was merged into it); retry")
+                return SlotMoved(f"TRYAGAIN slot moved to shard {self.frozen_into} (this "
+                                 f"shard was merged into it); retry")
             refused = self.refusal(upper, args)
             if refused is not None:
                 self.kv.apply(index, b"")

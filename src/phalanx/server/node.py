@@ -45,6 +45,7 @@ from phalanx.server.config import NodeConfig, parse_address
 from phalanx.server.controllers import Controllers
 from phalanx.server.driver import PlacementDriver
 from phalanx.server.events import EventLog
+from phalanx.server.front.listener import RespServer
 from phalanx.server.group import RaftGroup
 from phalanx.server.meta_client import MetaClient
 from phalanx.server.metrics import NodeMetrics
@@ -52,7 +53,6 @@ from phalanx.server.node_status import NodeStatus
 from phalanx.server.peer_link import client_tls_context
 from phalanx.server.replicas import Replicas
 from phalanx.server.resharding import Resharding
-from phalanx.server.resp_server import RespServer
 from phalanx.transport.faults import FaultRules
 from phalanx.transport.tcp import TcpTransport
 

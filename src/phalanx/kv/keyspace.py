@@ -1,0 +1,180 @@
+"""The keyspace: every key's value and expiry, plus the read-side indexes built from them.
+
+What this module holds:
+- `Keyspace`: one dict of key -> value (bytes, dict, set or deque) and a second dict of
+  key -> expire-at (ms) only for keys with a TTL. Those two dicts are the replicated state (the
+  snapshot writes them); `KVStateMachine` owns one `Keyspace` and hands it to every command.
+- The helpers every command family uses: `live` (read: an expired key is absent, never
+  deleted), `live_for_write` (write: an expired key is deleted first), `store`, `delete`,
+  `set_expire`, `clear`.
+- Two auxiliary indexes, built lazily and only on the replica that uses them, never part of
+  the state: the expiry heap behind `expired` (the leader's sweep) and the SCAN index behind
+  `scan_from`.
+
+Rules of this module:
+- Deterministic and pure (standard library only). A key is logically absent once
+  `now >= expire_at`; `now` is always the replicated clock the state machine passes in.
+- Commands change `data` / `expires` only through these helpers (or, for a key already
+  present, by assigning `data[key]` / popping `expires[key]`), so the indexes stay consistent.
+- SCAN order is by a 64-bit BLAKE2b hash of the key, and the cursor is a hash value: it is
+  valid on every replica (the order depends only on the key set) and keys present for the whole
+  iteration are returned at least once, whatever is added or deleted meanwhile.
+- See docs/architecture.md (the kv layer).
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from bisect import bisect_left
+from collections.abc import Sequence
+from hashlib import blake2b
+
+from phalanx.kv.snapshot import Value
+
+
+def scan_hash(key: bytes) -> int:
+    """The SCAN position of a key: a 64-bit hash that is the same on every replica."""
+    return int.from_bytes(blake2b(key, digest_size=8).digest(), "big")
+
+
+class _ScanIndex:
+    """Keys sorted by `scan_hash`, plus the keys added since the sort (read-side cache only).
+
+    Deleted keys stay in the sorted part until the next rebuild and are skipped when scanned.
+    """
+
+    __slots__ = ("added", "hashes", "keys", "removed")
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        pairs = sorted([(scan_hash(key), key) for key in keys])
+        self.hashes = array("Q", [pair[0] for pair in pairs])
+        self.keys = [pair[1] for pair in pairs]
+        self.added: list[bytes] = []
+        self.removed = 0
+
+    def stale(self) -> bool:
+        """True when enough changed since the sort that a rebuild is cheaper than merging."""
+        return len(self.added) + self.removed > 256 + len(self.keys) // 8
+
+
+class Keyspace:
+    """The values and expiries of every key, and the lazily built indexes over them."""
+
+    __slots__ = ("_expiry_heap", "_scan", "data", "expires")
+
+    def __init__(
+        self,
+        data: dict[bytes, Value] | None = None,
+        expires: dict[bytes, int] | None = None,
+    ) -> None:
+        self.data: dict[bytes, Value] = {} if data is None else data
+        """Key -> value, in insertion order (the snapshot keeps it)."""
+        self.expires: dict[bytes, int] = {} if expires is None else expires
+        """Key -> expire-at in ms, only for keys with a TTL."""
+        self._expiry_heap: list[tuple[int, bytes]] | None = None
+        self._scan: _ScanIndex | None = None
+
+    # ------------------------------------------------------------------ reading
+
+    def live(self, key: bytes, now: int) -> Value | None:
+        """The value of `key` at `now`, or None if absent or expired. Never mutates."""
+        value = self.data.get(key)
+        if value is not None and self.expires:
+            when = self.expires.get(key)
+            if when is not None and now >= when:
+                return None
+        return value
+
+    # ------------------------------------------------------------------ writing
+
+    def live_for_write(self, key: bytes, now: int) -> Value | None:
+        """Like `live`, but an expired key is deleted first (writes only)."""
+        value = self.data.get(key)
+        if value is not None and self.expires:
+            when = self.expires.get(key)
+            if when is not None and now >= when:
+                self.delete(key)
+                return None
+        return value
+
+    def store(self, key: bytes, value: Value) -> None:
+        """Put `value` at `key` (keeping any TTL)."""
+        data = self.data
+        if self._scan is not None and key not in data:
+            self._scan.added.append(key)
+        data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        """Remove `key` (present) and its TTL."""
+        del self.data[key]
+        if self.expires:
+            self.expires.pop(key, None)
+        if self._scan is not None:
+            self._scan.removed += 1
+
+    def set_expire(self, key: bytes, when: int) -> None:
+        """Give `key` (present) the expiry `when` (ms), replacing any."""
+        self.expires[key] = when
+        if self._expiry_heap is not None:
+            heapq.heappush(self._expiry_heap, (when, key))
+
+    def clear(self) -> None:
+        """Remove every key (FLUSHDB)."""
+        self.data = {}
+        self.expires = {}
+        self.forget_indexes()
+
+    def forget_indexes(self) -> None:
+        """Drop the lazily built indexes (after a bulk change); they are rebuilt on next use."""
+        self._expiry_heap = None
+        self._scan = None
+
+    # ------------------------------------------------------------------ indexes
+
+    def expired(self, now_ms: int, limit: int) -> list[tuple[bytes, int]]:
+        """Up to `limit` keys logically expired at `now_ms`, earliest first, with their expiry.
+
+        Reading only: the same keys are reported again until their deletion is applied.
+        """
+        heap = self._expiry_heap
+        if heap is None:
+            heap = [(when, key) for key, when in self.expires.items()]
+            heapq.heapify(heap)
+            self._expiry_heap = heap
+        elif len(heap) > 2 * len(self.expires) + 1024:
+            heap[:] = [(when, key) for key, when in self.expires.items()]
+            heapq.heapify(heap)
+        found: list[tuple[int, bytes]] = []
+        expires = self.expires
+        while heap and len(found) < limit and heap[0][0] <= now_ms:
+            entry = heapq.heappop(heap)
+            if expires.get(entry[1]) == entry[0] and (not found or found[-1] != entry):
+                found.append(entry)
+        for entry in found:
+            heapq.heappush(heap, entry)
+        return [(key, when) for when, key in found]
+
+    def scan_from(self, cursor: int, count: int, now: int) -> tuple[int, list[bytes]]:
+        """About `count` live keys in hash order from `cursor`, and the cursor after them."""
+        index = self._scan
+        if index is None or index.stale():
+            index = self._scan = _ScanIndex(list(self.data))
+        start = bisect_left(index.hashes, cursor)
+        hashes, sorted_keys = index.hashes, index.keys
+        sorted_part = ((hashes[i], sorted_keys[i]) for i in range(start, len(sorted_keys)))
+        added = sorted(
+            entry for entry in ((scan_hash(key), key) for key in index.added)
+            if entry[0] >= cursor
+        )
+        keys: list[bytes] = []
+        seen: set[bytes] = set()
+        last_hash = -1
+        for entry_hash, key in heapq.merge(sorted_part, added):
+            if len(keys) >= count and entry_hash != last_hash:
+                return entry_hash, keys
+            last_hash = entry_hash
+            if key not in seen and self.live(key, now) is not None:
+                seen.add(key)
+                keys.append(key)
+        return 0, keys

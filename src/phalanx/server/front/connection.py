@@ -1,0 +1,161 @@
+"""One client connection: bytes in, commands started, replies out in order.
+
+Rules of this file:
+- A protocol (asyncio callbacks), not a coroutine per connection: a reply costs no task switch,
+  and the connection keeps reading (pipelining) while earlier commands wait for their commit.
+- Pipelining: every command of one read is started before any is awaited, so a pipeline of
+  writes becomes one Raft batch (one fsync); replies are written strictly in command order.
+- A client's protocol error gets Redis's `-ERR Protocol error: ...` and the connection is
+  closed (as Redis does); every other bad input gets an error reply and the connection stays.
+- Flow control: reading pauses while the kernel send buffer is full (the client does not read
+  its replies) or `MAX_QUEUED_COMMANDS` wait; it resumes when they drain.
+- The connection knows its owner only through `ConnectionOwner` (the listener satisfies it).
+See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Protocol, cast
+
+from phalanx.errors import ClientProtocolError
+from phalanx.resp import NEED_DATA, RespLimits, create_parser
+
+if TYPE_CHECKING:
+    from phalanx.server.front.session import ClientState
+
+_OK = b"+OK\r\n"
+MAX_QUEUED_COMMANDS = 4096
+"""A connection with more commands started and not yet answered stops being read until it
+drains (a client pipelining faster than the cluster commits cannot grow memory unbounded)."""
+
+
+class ConnectionOwner(Protocol):
+    """What a connection needs from the listener that accepted it."""
+
+    limits: RespLimits
+
+    def open_client(self, connection: RespConnection, address: str) -> ClientState | None:
+        """A session for a new connection, or None if it is refused (the owner wrote why)."""
+
+    def close_client(self, connection: RespConnection, state: ClientState | None) -> None:
+        """The connection is gone."""
+
+    def protocol_error(self) -> None:
+        """A client broke the protocol (counted)."""
+
+    def start_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
+        """Start one command: its encoded reply (bytes) or a future of its reply."""
+
+    def reply_bytes(self, state: ClientState, name: bytes,
+                    future: asyncio.Future[object]) -> bytes:
+        """The encoded reply of a finished command future."""
+
+
+class RespConnection(asyncio.Protocol):
+    """One client connection: parse what arrives, start every command at once, and write the
+    replies strictly in command order as they finish."""
+
+    def __init__(self, owner: ConnectionOwner) -> None:
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+        self.state: ClientState | None = None
+        self.parser = create_parser(owner.limits)
+        self.queue: deque[tuple[bytes, object]] = deque()
+        self.waiting_on: asyncio.Future[object] | None = None
+        self.closing = False
+        self.write_paused = False
+        self.read_paused = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
+        self.state = self.owner.open_client(self, f"{peer[0]}:{peer[1]}" if peer else "?")
+        if self.state is None:
+            self.closing = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.owner.close_client(self, self.state)
+        # Commands still running finish on their own (a write in flight still commits); their
+        # replies have nowhere to go.
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if self.closing or state is None:
+            return
+        parser = self.parser
+        parser.feed(data)
+        queue = self.queue
+        start = self.owner.start_command
+        while True:
+            try:
+                arguments = parser.next_command()
+            except ClientProtocolError as error:
+                queue.append((b"", b"-ERR " + str(error).encode() + b"\r\n"))
+                self.owner.protocol_error()
+                self.closing = True
+                break
+            if arguments is NEED_DATA:
+                break
+            assert isinstance(arguments, list)
+            if not arguments:
+                continue
+            name = arguments[0].upper()
+            if name == b"QUIT":
+                queue.append((name, _OK))
+                self.closing = True
+                break
+            queue.append((name, start(state, name, arguments)))
+        self._flush()
+
+    # -- replies -----------------------------------------------------------------------------
+    def _flush(self, _: object = None) -> None:
+        transport = self.transport
+        state = self.state
+        if transport is None or state is None or transport.is_closing():
+            return
+        queue = self.queue
+        parts: list[bytes] = []
+        while queue:
+            name, item = queue[0]
+            if type(item) is not bytes:
+                future = cast("asyncio.Future[object]", item)
+                if not future.done():
+                    if self.waiting_on is not future:
+                        self.waiting_on = future
+                        future.add_done_callback(self._flush)
+                    break
+                item = self.owner.reply_bytes(state, name, future)
+            queue.popleft()
+            parts.append(item)
+        if parts:
+            transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        if self.closing and not queue:
+            transport.close()
+            return
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        pause = self.write_paused or len(self.queue) >= MAX_QUEUED_COMMANDS
+        if pause and not self.read_paused:
+            self.read_paused = True
+            transport.pause_reading()
+        elif not pause and self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()

@@ -1,0 +1,435 @@
+"""The data path: one path for writes and one for reads, from a keyed command to its reply.
+
+Rules of this file:
+- Any node accepts any command. The slot of a command's keys picks the shard (Redis Cluster's
+  rule), from the newest cluster map.
+- `write` is the only way a write is served. Its fast case is inline: on the shard's local
+  leader the command is proposed at once (no task, no timer: the group's sweeper fails writes
+  that wait too long with OutcomeUnknown). Every other case, and a fast case that could not
+  finish (another leader's entry replaced it, §5.3, or the slot moved at apply: certainly not
+  applied), continues in `_write_attempts`, which waits through elections, proposes on the
+  local leader or forwards to the leader, and retries what was certainly not applied until
+  the deadline. The attempts never re-enter the fast case.
+- `read` is the only way a read is served. A read waits for the connection's earlier writes
+  (a client reads its own writes). Its fast cases: served at once under the leader's lease, or
+  when the group's batched ReadIndex confirms; otherwise (and when a fast case cannot finish)
+  `_read_attempts` runs a ReadIndex round on any replica (followers too) and reads locally.
+  `READONLY` connections read the local replica as it is.
+- A forwarded command is never forwarded again (no ping-pong between nodes that disagree
+  about the leader). In `redirect = "moved"` mode a client gets -MOVED instead of a forward.
+- Errors say what the client may do (typed, see `phalanx.errors`): `TryAgain` and the other
+  `RetrySafe` errors (certainly not applied), `ClusterDown` (no leader within the timeout, no
+  reachable replica), `OutcomeUnknown` (do not blindly retry a non-idempotent write).
+- The node is seen only through `ReplicaRegistry`. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ssl
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from phalanx.errors import (
+    ClusterDown,
+    CommandError,
+    LeaderUnreachable,
+    NotLeader,
+    OutcomeUnknown,
+    PeerProtocolError,
+    PhalanxError,
+    ProposalDropped,
+    TryAgain,
+)
+from phalanx.placement import ShardInfo, command_keys, key_slot
+from phalanx.resp import ErrorReply, encode
+from phalanx.server.front.replies import TRYAGAIN, slot_moved, wire_code
+from phalanx.server.peer_link import LeaderLink
+
+if TYPE_CHECKING:
+    from phalanx.server.front.replicas import ReplicaRegistry
+    from phalanx.server.front.session import ClientState
+    from phalanx.server.group import RaftGroup
+
+_LEADER_WAIT_STEP_S = 0.01
+#: `read`'s fast case could not serve the read now (take the attempts).
+_NOT_NOW = object()
+
+
+def _copy_outcome(out: asyncio.Future[object], task: asyncio.Future[object]) -> None:
+    """Resolve `out` as `task` ended (a callback chaining a task into a waiting future)."""
+    if out.done():
+        return
+    if task.cancelled():
+        out.cancel()
+    elif (error := task.exception()) is not None:
+        out.set_exception(error)
+    else:
+        out.set_result(task.result())
+
+
+class DataRouter:
+    """Routes data commands to their shard's replica: locally, or over a peer link."""
+
+    def __init__(self, replicas: ReplicaRegistry, client_tls: ssl.SSLContext | None,
+                 encode_reply: Callable[[ClientState, object, bytes], bytes]) -> None:
+        self.replicas = replicas
+        self.config = replicas.config
+        self.client_tls = client_tls
+        self.encode_reply = encode_reply
+        #: A shard without a leader for this long answers -CLUSTERDOWN at once: 1.5 election
+        #: timeouts (750 ms by default). The clock starts when a replica stops knowing a
+        #: leader, after which an election with a quorum takes milliseconds (PreVote, then
+        #: one vote round), so only a shard that cannot elect gets there.
+        self.no_quorum_after_s = 1.5 * self.config.election_ticks * self.config.tick_ms / 1000
+
+    # -- entry -----------------------------------------------------------------------------
+    def command(self, state: ClientState, name: bytes, arguments: list[bytes], slot: int,
+                write: bool) -> object:
+        """Start a command whose keys live in one shard (`slot`: of its first key): its
+        encoded reply (bytes) or a future of its reply."""
+        shard = self.replicas.cluster_map.shard_for_slot(slot)
+        if shard is None:
+            return encode(ErrorReply(f"CLUSTERDOWN Hash slot {slot} is not served"),
+                          state.protocol)
+        if self.config.redirect == "moved" and not state.forwarded:
+            moved = self._moved(state, shard, slot, write)
+            if moved is not None:
+                return encode(moved, state.protocol)
+        if write:
+            future = self.write(state, name, arguments, shard.id, slot)
+            state.last_write = future
+            return future
+        reply = self.read(state, name, arguments, shard.id, slot, state.last_write)
+        if isinstance(reply, asyncio.Future):
+            return reply
+        return self.encode_reply(state, reply, name)
+
+    def one_shard_slot(self, name: bytes, args: tuple[bytes, ...]) -> int | None:
+        """The slot of the first key when every key lives in the same shard, else None."""
+        cmap = self.replicas.cluster_map
+        keys = command_keys(name, args)
+        shards = {getattr(cmap.shard_for_slot(key_slot(key)), "id", None) for key in keys}
+        return key_slot(keys[0]) if keys and len(shards) == 1 else None
+
+    def _moved(self, state: ClientState, shard: ShardInfo, slot: int,
+               write: bool) -> ErrorReply | None:
+        """In `moved` mode: the -MOVED redirection for a key this node should not serve."""
+        leader = self.replicas.shard_leader(shard)
+        if leader == self.config.id or not leader:
+            return None
+        if not write and state.readonly and self.replicas.local_group(shard.id) is not None:
+            return None  # a READONLY client reads this replica (Redis Cluster's rule)
+        address = self.replicas.resp_address(leader)
+        if address is None:
+            return None
+        return ErrorReply(f"MOVED {slot} {address[0]}:{address[1]}")
+
+    # -- the write path --------------------------------------------------------------------
+    def write(self, state: ClientState, name: bytes, arguments: list[bytes], shard_id: int,
+              slot: int | None = None) -> asyncio.Future[object]:
+        """Serve a write on shard `shard_id`: a future of its reply (see the module rules)."""
+        loop = asyncio.get_running_loop()
+        group = self.replicas.local_group(shard_id)
+        if group is not None and group.is_leader() and (slot is None or group.owns(slot)):
+            try:
+                proposal = group.propose_command(name, tuple(arguments[1:]))
+            except (NotLeader, ProposalDropped):
+                pass  # leadership is moving: the attempts wait for the new leader
+            else:
+                out: asyncio.Future[object] = loop.create_future()
+                proposal.add_done_callback(functools.partial(
+                    self._proposed, out, state, name, arguments, shard_id, slot))
+                return out
+        return loop.create_task(self._write_attempts(state, name, arguments, shard_id, slot))
+
+    def _proposed(self, out: asyncio.Future[object], state: ClientState, name: bytes,
+                  arguments: list[bytes], shard_id: int, slot: int | None,
+                  proposal: asyncio.Future[object]) -> None:
+        """The fast case's proposal ended: pass its outcome on, unless it was certainly not
+        applied (replaced by another leader's entry, or refused at apply because the slot
+        moved): then the write continues in the attempts instead of failing the client."""
+        if out.done():
+            return
+        if proposal.cancelled():
+            out.cancel()
+            return
+        error = proposal.exception()
+        if error is None and not slot_moved(proposal.result()):
+            out.set_result(proposal.result())
+        elif error is None or isinstance(error, ProposalDropped):
+            task = asyncio.get_running_loop().create_task(self._write_attempts(
+                state, name, arguments, shard_id, slot))
+            task.add_done_callback(functools.partial(_copy_outcome, out))
+        else:
+            out.set_exception(error)
+
+    async def _write_attempts(self, state: ClientState, name: bytes, arguments: list[bytes],
+                              shard_id: int, slot: int | None) -> object:
+        timeout = self.config.request_timeout_ms / 1000
+        deadline = time.monotonic() + timeout
+        while True:
+            shard_id, group = await self._route(shard_id, slot, deadline)
+            if group is None:
+                return await self._remote(state, shard_id, arguments, deadline)
+            leader = await self._leader_or_wait(group, deadline)
+            if leader == self.config.id:
+                try:
+                    future = group.propose_command(name, tuple(arguments[1:]))
+                except (NotLeader, ProposalDropped):
+                    # Certainly not applied; wait for the new leader and try again.
+                    if time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    continue
+                remaining = max(0.001, deadline - time.monotonic())
+                try:
+                    reply = await asyncio.wait_for(future, remaining)
+                except TimeoutError as error:
+                    raise OutcomeUnknown("the write was proposed but not confirmed in time") \
+                        from error
+                except ProposalDropped:
+                    # Another leader's entry took its index (§5.3): certainly not applied.
+                    if time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    continue
+                if slot_moved(reply) and time.monotonic() < deadline:
+                    # Refused at apply (the slot moved by a split): certainly not applied.
+                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    continue
+                return reply
+            if state.forwarded:
+                raise TryAgain(f"this node is not the leader of shard {shard_id} "
+                               f"(leader: {leader})")
+            try:
+                reply = await self._forward(state, leader, arguments, deadline, group)
+            except LeaderUnreachable:
+                # Nothing was sent: retrying is safe until the deadline.
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
+                continue
+            if wire_code(reply) == TRYAGAIN:
+                # The node we asked was not (or no longer) the leader: nothing was applied.
+                if time.monotonic() >= deadline:
+                    return reply
+                await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
+                continue
+            return reply
+
+    # -- the read path ---------------------------------------------------------------------
+    def read(self, state: ClientState, name: bytes, arguments: list[bytes], shard_id: int,
+             slot: int | None, previous_write: asyncio.Future[object] | None) -> object:
+        """Serve a read on shard `shard_id` after `previous_write` (the connection's last
+        write when the read arrived): the reply (served now, under the lease) or a future of
+        it (see the module rules)."""
+        if slot is not None and not state.readonly and (
+                previous_write is None or previous_write.done()):
+            group = self.replicas.local_group(shard_id)
+            if group is not None and group.shard is not None and group.owns(slot) \
+                    and group.leader and not group.stopped:
+                reply = self._read_here(state, group, name, arguments, shard_id, slot)
+                if reply is not _NOT_NOW:
+                    return reply
+        return asyncio.get_running_loop().create_task(self._read_attempts(
+            state, name, arguments, previous_write, shard_id, slot))
+
+    def _read_here(self, state: ClientState, group: RaftGroup, name: bytes,
+                   arguments: list[bytes], shard_id: int, slot: int) -> object:
+        """The fast cases of a linearizable read, without a task per command: served at once
+        under the leader's lease, else when the group's batched ReadIndex confirms
+        (`read_index_future`). The reply, a future of it, or `_NOT_NOW`."""
+        shard_machine = group.shard
+        assert shard_machine is not None
+        args = tuple(arguments[1:])
+        if group.lease_read_ready():
+            reply = shard_machine.read(name, args, int(time.time() * 1000))
+            return _NOT_NOW if slot_moved(reply) else reply
+        try:
+            barrier = group.read_index_future()
+        except NotLeader:
+            return _NOT_NOW
+        loop = asyncio.get_running_loop()
+        out: asyncio.Future[object] = loop.create_future()
+        started = time.perf_counter()
+
+        def attempts() -> None:
+            task = loop.create_task(self._read_attempts(state, name, arguments, None,
+                                                        shard_id, slot))
+            task.add_done_callback(functools.partial(_copy_outcome, out))
+
+        def confirmed(barrier: asyncio.Future[int]) -> None:
+            if out.done():
+                return
+            if barrier.cancelled() or barrier.exception() is not None:
+                attempts()  # leadership moved: the attempts wait and retry
+                return
+            # TODO(arch): RawNode API (the applied index, read on the hot path: status() is
+            # too heavy here).
+            if group.raw.raft.log.applied < barrier.result() or group.stopped:
+                attempts()
+                return
+            group.metrics.observe_read_index(time.perf_counter() - started)
+            try:
+                reply = shard_machine.read(name, args, int(time.time() * 1000))
+            except PhalanxError as error:
+                out.set_exception(error)
+                return
+            if slot_moved(reply):
+                attempts()
+            else:
+                out.set_result(reply)
+
+        barrier.add_done_callback(confirmed)
+        return out
+
+    async def _read_attempts(self, state: ClientState, name: bytes, arguments: list[bytes],
+                             previous_write: asyncio.Future[object] | None, shard_id: int,
+                             slot: int | None) -> object:
+        if previous_write is not None and not previous_write.done():
+            with contextlib.suppress(Exception):
+                await previous_write
+        args = tuple(arguments[1:])
+        timeout = self.config.request_timeout_ms / 1000
+        deadline = time.monotonic() + timeout
+        while True:
+            shard_id, group = await self._route(shard_id, slot, deadline)
+            if group is None:
+                return await self._remote(state, shard_id, arguments, deadline)
+            if not state.readonly:
+                while True:
+                    await self._leader_or_wait(group, deadline)
+                    try:
+                        await group.read_barrier(max(0.001, deadline - time.monotonic()))
+                        break
+                    except NotLeader:
+                        if time.monotonic() >= deadline:
+                            raise
+                        await asyncio.sleep(_LEADER_WAIT_STEP_S)
+            shard_machine = group.shard
+            if shard_machine is None:
+                raise CommandError(f"ERR phalanx: group {shard_id} holds no data")
+            reply = shard_machine.read(name, args, int(time.time() * 1000))
+            if slot_moved(reply) and time.monotonic() < deadline:
+                await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                continue
+            return reply
+
+    # -- shared steps: the shard, its leader, forwarding -----------------------------------
+    async def _leader_or_wait(self, group: RaftGroup, deadline: float) -> str:
+        """The group's leader, waiting through an election; a shard whose quorum is gone
+        fails fast with -CLUSTERDOWN (graceful degradation: other shards are unaffected)."""
+        while True:
+            if group.stopped:
+                raise CommandError(f"ERR phalanx: this node's replica of shard "
+                                   f"{group.group_id} stopped: {group.fatal_error}")
+            leader = group.leader
+            if leader:
+                return leader
+            now = time.monotonic()
+            if now >= deadline or group.leaderless_for() > self.no_quorum_after_s:
+                raise ClusterDown(f"The shard for this key has no quorum "
+                                  f"(shard {group.group_id}: no leader for "
+                                  f"{group.leaderless_for():.1f} s)")
+            await asyncio.sleep(_LEADER_WAIT_STEP_S)
+
+    async def _route(self, shard_id: int, slot: int | None,
+                     deadline: float) -> tuple[int, RaftGroup | None]:
+        """(shard id, local replica or None) for a slot, from the newest map. While the local
+        replica no longer owns the slot (a split or merge the map has not caught up with), wait
+        and look again, until the deadline (-TRYAGAIN: nothing was done)."""
+        while True:
+            if slot is not None:
+                current = self.replicas.cluster_map.shard_for_slot(slot)
+                if current is not None:
+                    shard_id = current.id
+            group = self.replicas.local_group(shard_id)
+            if group is None or slot is None or group.owns(slot):
+                return shard_id, group
+            if time.monotonic() >= deadline:
+                raise TryAgain(f"slot {slot} is moving between shards")
+            await asyncio.sleep(_LEADER_WAIT_STEP_S)
+
+    async def _remote(self, state: ClientState, shard_id: int, arguments: list[bytes],
+                      deadline: float) -> object:
+        """Serve a command for a shard this node holds no replica of: forward it to the
+        shard's leader (the map's hint), else to another replica, which never forwards again."""
+        if state.forwarded:
+            raise TryAgain(f"this node holds no replica of shard {shard_id}")
+        while True:
+            shard = self.replicas.cluster_map.shards.get(shard_id)
+            if shard is None:
+                raise ClusterDown(f"shard {shard_id} no longer exists; retry")
+            candidates = [shard.leader] if shard.leader else []
+            candidates += [n for n in (*shard.voters, *shard.replicas) if n not in candidates]
+            if arguments[0].upper() != b"PHALANX.SHARD" and \
+                    not command_keys(arguments[0], tuple(arguments[1:])):
+                # A keyless command's share of a fan-out: this shard only, over there too.
+                arguments = [b"PHALANX.SHARD", str(shard_id).encode(), *arguments]
+            reply: object = None
+            for target in candidates:
+                if target == self.config.id:
+                    continue
+                try:
+                    reply = await self._forward(state, target, arguments, deadline, None)
+                except LeaderUnreachable:
+                    continue
+                if wire_code(reply) == TRYAGAIN:
+                    continue
+                return reply
+            if time.monotonic() >= deadline:
+                if isinstance(reply, ErrorReply):
+                    return reply
+                raise ClusterDown(f"no replica of shard {shard_id} is reachable")
+            await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
+
+    async def _forward(self, state: ClientState, leader: str, arguments: list[bytes],
+                       deadline: float, group: RaftGroup | None) -> object:
+        """Send the command to `leader` over this client's peer link and return its reply."""
+        address = self.replicas.resp_address(leader)
+        if address is None:
+            raise ClusterDown(f"node {leader} is not in this node's cluster map")
+        host, port = address
+        link = state.links.get(leader)
+        if link is None:
+            link = LeaderLink(leader, host, int(port), max(0.05, deadline - time.monotonic()),
+                              self.config.requirepass, self.client_tls)
+            state.links[leader] = link
+        link.timeout = max(0.05, deadline - time.monotonic())
+        call = asyncio.get_running_loop().create_task(link.call(arguments))
+        try:
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=0.02)
+                if done:
+                    return call.result()
+                current = group.leader if group is not None else ""
+                if current and current != leader:
+                    # A new leader exists (the old one is dead or paused): stop waiting for the
+                    # old one. The write may still commit through the new leader's log.
+                    raise OutcomeUnknown(
+                        f"leadership moved from {leader} to {current} while the command was "
+                        f"forwarded; a write may or may not have been applied")
+                if time.monotonic() >= deadline:
+                    raise OutcomeUnknown(f"node {leader} did not answer in time; a write "
+                                         f"may or may not have been applied")
+        except LeaderUnreachable:
+            state.links.pop(leader, None)
+            raise
+        except (OSError, TimeoutError, PeerProtocolError) as error:
+            link.close()
+            state.links.pop(leader, None)
+            raise OutcomeUnknown(
+                f"the connection to {leader} failed while forwarding ({error}); a "
+                f"write may or may not have been applied"
+            ) from error
+        except OutcomeUnknown:
+            link.close()
+            state.links.pop(leader, None)
+            raise
+        finally:
+            if not call.done():
+                call.cancel()

@@ -1,0 +1,219 @@
+"""The client session: per-connection state, authentication, ACL, and the connection commands.
+
+What lives here: `ClientState` (one per connection), `Sessions` (who may run what, and AUTH,
+HELLO, ACL, SELECT, CLIENT).
+
+Rules of this file:
+- Until a connection authenticates, only AUTH and HELLO run (`-NOAUTH` otherwise). A user with
+  "read" permissions runs no data write, no FAILOVER and no internal PHALANX.* command.
+- Passwords are compared in constant time (`hmac.compare_digest`).
+- These commands run synchronously, in order, as they are parsed: an AUTH (or HELLO, SELECT,
+  CLIENT SETNAME) pipelined before other commands applies to them.
+- A connection named `FORWARD_CLIENT_NAME` is another node forwarding: its commands are never
+  forwarded again. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from phalanx import __version__
+from phalanx.errors import CommandError
+from phalanx.kv import is_known, is_write
+from phalanx.resp import ErrorReply, SimpleString
+from phalanx.server.peer_link import FORWARD_CLIENT_NAME, LeaderLink
+
+if TYPE_CHECKING:
+    from phalanx.server.front.replicas import ReplicaRegistry
+
+#: Commands a "read" user may not run although they are not data writes (every internal
+#: PHALANX.* command needs "all" as well).
+_NEEDS_ALL = frozenset({b"FAILOVER", b"PHALANX.META", b"PHALANX.JOIN", b"PHALANX.SHARD"})
+_NOAUTH = b"-NOAUTH Authentication required.\r\n"
+
+
+@dataclass(slots=True)
+class ClientState:
+    """Per-connection state."""
+
+    id: int
+    address: str
+    protocol: int = 2
+    name: bytes = b""
+    authenticated: bool = False
+    #: The authenticated user ("default" = requirepass or no password) and its permissions.
+    user: str = "default"
+    permissions: str = "all"
+    readonly: bool = False
+    forwarded: bool = False
+    last_write: asyncio.Future[object] | None = None
+    created: float = field(default_factory=time.monotonic)
+    commands: int = 0
+    #: This client's links to leaders it forwarded to (closed with the connection).
+    links: dict[str, LeaderLink] = field(default_factory=dict)
+
+
+class Sessions:
+    """The node's client sessions: opening them, admission, and the connection commands."""
+
+    def __init__(self, replicas: ReplicaRegistry) -> None:
+        self.replicas = replicas
+        self.config = replicas.config
+        self.clients: dict[int, ClientState] = {}
+        self.next_client_id = 0
+
+    def open(self, address: str) -> ClientState:
+        """A new session for a client connected from `address`."""
+        self.next_client_id += 1
+        state = ClientState(id=self.next_client_id, address=address)
+        state.authenticated = not (self.config.requirepass or self.config.users)
+        self.clients[state.id] = state
+        return state
+
+    def close(self, state: ClientState) -> bool:
+        """Forget a session and close its links; False if it was already closed."""
+        for link in state.links.values():
+            link.close()
+        return self.clients.pop(state.id, None) is not None
+
+    def admit(self, state: ClientState, name: bytes,
+              data_command: bool) -> bytes | ErrorReply | None:
+        """None if this session may run `name` now, else the refusal (-NOAUTH, encoded, or a
+        -NOPERM error reply). `data_command`: `name` is not a front-end command."""
+        if not state.authenticated and name not in (b"AUTH", b"HELLO"):
+            return _NOAUTH
+        if state.permissions != "all" and (
+                name in _NEEDS_ALL or name.startswith(b"PHALANX.")
+                or (data_command and is_known(name) and is_write(name))):
+            return ErrorReply(
+                f"NOPERM User {state.user} has no permissions to run the "
+                f"'{name.decode(errors='replace').lower()}' command")
+        return None
+
+    # -- authentication --------------------------------------------------------------------
+    def _check_password(self, user: bytes, password: bytes) -> tuple[str, str] | None:
+        """(user name, permissions) when `password` is the user's, else None. "default" (or
+        an empty name) is the `requirepass` user; comparisons are constant-time."""
+        if user in (b"default", b""):
+            required = self.config.requirepass
+            if required and hmac.compare_digest(password, required.encode()):
+                return "default", "all"
+            return None
+        for entry in self.config.users:
+            if hmac.compare_digest(user, entry.name.encode()):
+                if hmac.compare_digest(password, entry.password.encode()):
+                    return entry.name, entry.permissions
+                return None
+        return None
+
+    def _login(self, state: ClientState, user: bytes, password: bytes) -> None:
+        found = self._check_password(user, password)
+        if found is None:
+            raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+        state.user, state.permissions = found
+        state.authenticated = True
+
+    def auth(self, state: ClientState, arguments: list[bytes]) -> object:
+        if len(arguments) not in (2, 3):
+            raise CommandError("ERR wrong number of arguments for 'auth' command")
+        if not self.config.requirepass:
+            raise CommandError("ERR AUTH <password> called without any password configured "
+                               "for the default user. Are you sure your configuration is correct?")
+        user = arguments[1] if len(arguments) == 3 else b"default"
+        self._login(state, user, arguments[-1])
+        return SimpleString("OK")
+
+    def acl(self, state: ClientState, arguments: list[bytes]) -> object:
+        """ACL WHOAMI (this connection's user) and ACL USERS (names, "default" included; needs
+        "all" permissions, as Redis's ACL USERS needs @admin)."""
+        sub = arguments[1].upper() if len(arguments) >= 2 else b""
+        if sub == b"WHOAMI" and len(arguments) == 2:
+            return state.user.encode()
+        if sub == b"USERS" and len(arguments) == 2:
+            if state.permissions != "all":
+                raise CommandError(f"NOPERM User {state.user} has no permissions to run the "
+                                   f"'acl|users' command")
+            return sorted([b"default", *(u.name.encode() for u in self.config.users)])
+        shown = arguments[1].decode(errors="replace") if len(arguments) >= 2 else ""
+        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
+                           f"'{shown}'. Try ACL HELP.")
+
+    def hello(self, state: ClientState, arguments: list[bytes]) -> object:
+        position = 1
+        protocol = state.protocol
+        if len(arguments) > 1:
+            try:
+                protocol = int(arguments[1])
+            except ValueError as error:
+                raise CommandError("ERR Protocol version is not an integer or out of range") \
+                    from error
+            if protocol not in (2, 3):
+                raise CommandError("NOPROTO unsupported protocol version")
+            position = 2
+        while position < len(arguments):
+            option = arguments[position].upper()
+            if option == b"AUTH" and position + 2 < len(arguments):
+                self._login(state, arguments[position + 1], arguments[position + 2])
+                position += 3
+            elif option == b"SETNAME" and position + 1 < len(arguments):
+                state.name = arguments[position + 1]
+                position += 2
+            else:
+                raise CommandError(f"ERR Syntax error in HELLO option "
+                                   f"'{option.decode(errors='replace')}'")
+        if not state.authenticated:
+            raise CommandError("NOAUTH HELLO must be called with the client already "
+                               "authenticated, otherwise the HELLO <proto> AUTH <user> <pass> "
+                               "option can be used to authenticate the client and select the "
+                               "RESP protocol version at the same time")
+        state.protocol = protocol
+        groups = self.replicas.data_groups()
+        group = groups[min(groups)] if groups else None
+        return {
+            "server": "redis", "version": "7.2.0", "proto": protocol, "id": state.id,
+            "mode": "cluster" if len(self.replicas.cluster_map.shards) > 1 else "standalone",
+            "role": "master" if group is None or group.is_leader() else "replica",
+            "modules": [], "phalanx_version": __version__,
+        }
+
+    # -- connection commands ---------------------------------------------------------------
+    def select(self, state: ClientState, arguments: list[bytes]) -> object:
+        if len(arguments) != 2:
+            raise CommandError("ERR wrong number of arguments for 'select' command")
+        if arguments[1] != b"0":
+            raise CommandError("ERR DB index is out of range")
+        return SimpleString("OK")
+
+    def client(self, state: ClientState, arguments: list[bytes]) -> object:
+        if len(arguments) < 2:
+            raise CommandError("ERR wrong number of arguments for 'client' command")
+        sub = arguments[1].upper()
+        if sub == b"SETNAME" and len(arguments) == 3:
+            if b" " in arguments[2]:
+                raise CommandError("ERR Client names cannot contain spaces, newlines or special "
+                                   "characters.")
+            state.name = arguments[2]
+            state.forwarded = arguments[2] == FORWARD_CLIENT_NAME
+            return SimpleString("OK")
+        if sub == b"GETNAME" and len(arguments) == 2:
+            return state.name or None
+        if sub == b"ID" and len(arguments) == 2:
+            return state.id
+        if sub == b"SETINFO" and len(arguments) == 4:
+            return SimpleString("OK")
+        if sub == b"INFO" and len(arguments) == 2:
+            return self._client_line(state).encode() + b"\n"
+        if sub == b"LIST":
+            return "".join(self._client_line(c) + "\n" for c in self.clients.values()).encode()
+        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
+                           f"'{arguments[1].decode(errors='replace')}'. Try CLIENT HELP.")
+
+    @staticmethod
+    def _client_line(state: ClientState) -> str:
+        age = int(time.monotonic() - state.created)
+        return (f"id={state.id} addr={state.address} name={state.name.decode(errors='replace')} "
+                f"age={age} db=0 resp={state.protocol} readonly={int(state.readonly)}")

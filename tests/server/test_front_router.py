@@ -1,0 +1,152 @@
+"""The data router's one write path and one read path (`phalanx.server.front.router`), with a
+fake replica registry: the fast cases are served inline, and a fast case that cannot finish
+continues in the same path's attempts instead of failing the client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from types import SimpleNamespace
+from typing import Any
+
+from phalanx.errors import NotLeader, ProposalDropped
+from phalanx.placement.shard import SlotMoved
+from phalanx.server.front.router import DataRouter
+from phalanx.server.front.session import ClientState
+
+SLOT = 42
+
+
+class FakeGroup:
+    """A local leader of shard 1: proposals resolve with the queued outcomes."""
+
+    def __init__(self, outcomes: list[object], lease: bool = True) -> None:
+        self.outcomes = deque(outcomes)
+        self.proposed = 0
+        self.group_id = 1
+        self.leader = "n1"
+        self.stopped = False
+        self.lease = lease
+        self.reads: deque[object] = deque()
+        self.shard = SimpleNamespace(read=self._read)
+        self.barrier: asyncio.Future[int] | None = None
+        self.barriers = 0
+
+    def is_leader(self) -> bool:
+        return True
+
+    def owns(self, slot: int) -> bool:
+        return True
+
+    def leaderless_for(self) -> float:
+        return 0.0
+
+    def propose_command(self, name: bytes, args: tuple[bytes, ...]) -> asyncio.Future[object]:
+        self.proposed += 1
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        outcome = self.outcomes.popleft()
+        loop = asyncio.get_running_loop()
+        if isinstance(outcome, BaseException):
+            loop.call_soon(future.set_exception, outcome)
+        else:
+            loop.call_soon(future.set_result, outcome)
+        return future
+
+    def _read(self, name: bytes, args: tuple[bytes, ...], now_ms: int) -> object:
+        return self.reads.popleft()
+
+    def lease_read_ready(self) -> bool:
+        return self.lease
+
+    def read_index_future(self) -> asyncio.Future[int]:
+        self.barrier = asyncio.get_running_loop().create_future()
+        return self.barrier
+
+    async def read_barrier(self, timeout: float) -> None:
+        self.barriers += 1
+
+
+def _router(group: FakeGroup) -> DataRouter:
+    shard = SimpleNamespace(id=1, leader="n1", voters=("n1",), replicas=("n1",))
+    replicas: Any = SimpleNamespace(
+        config=SimpleNamespace(id="n1", election_ticks=50, tick_ms=10, request_timeout_ms=2_000,
+                               redirect="proxy", requirepass=""),
+        cluster_map=SimpleNamespace(shard_for_slot=lambda slot: shard, shards={1: shard}),
+        local_group=lambda shard_id: group, shard_leader=lambda shard: "n1",
+        resp_address=lambda node_id: ("127.0.0.1", 1))
+    return DataRouter(replicas, None, lambda state, reply, name: repr(reply).encode())
+
+
+def test_a_write_on_the_local_leader_is_proposed_inline() -> None:
+    async def body() -> None:
+        group = FakeGroup(["OK"])
+        state = ClientState(id=1, address="?")
+        future = _router(group).write(state, b"SET", [b"SET", b"k", b"v"], 1, SLOT)
+        assert not isinstance(future, asyncio.Task)  # no task for the fast case
+        assert group.proposed == 1
+        assert await future == "OK"
+
+    asyncio.run(body())
+
+
+def test_a_dropped_or_moved_fast_write_continues_in_the_attempts() -> None:
+    async def body() -> None:
+        for first in (ProposalDropped("replaced by another leader's entry"),
+                      SlotMoved("TRYAGAIN slot 42 moved to shard 2; retry")):
+            group = FakeGroup([first, "OK"])
+            state = ClientState(id=1, address="?")
+            future = _router(group).write(state, b"SET", [b"SET", b"k", b"v"], 1, SLOT)
+            assert await future == "OK"
+            assert group.proposed == 2
+
+    asyncio.run(body())
+
+
+def test_a_leadership_change_at_propose_time_goes_to_the_attempts() -> None:
+    async def body() -> None:
+        group = FakeGroup(["OK"])
+        calls = {"n": 0}
+        propose = group.propose_command
+
+        def first_refused(name: bytes, args: tuple[bytes, ...]) -> asyncio.Future[object]:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise NotLeader("n1")
+            return propose(name, args)
+
+        group.propose_command = first_refused  # type: ignore[method-assign]
+        state = ClientState(id=1, address="?")
+        future = _router(group).write(state, b"SET", [b"SET", b"k", b"v"], 1, SLOT)
+        assert isinstance(future, asyncio.Task)
+        assert await future == "OK"
+
+    asyncio.run(body())
+
+
+def test_a_read_under_the_lease_is_served_at_once() -> None:
+    async def body() -> None:
+        group = FakeGroup([])
+        group.reads.append(b"v")
+        state = ClientState(id=1, address="?")
+        router = _router(group)
+        assert router.read(state, b"GET", [b"GET", b"k"], 1, SLOT, None) == b"v"
+        # Encoded for the connection when it comes through `command`.
+        group.reads.append(b"v")
+        assert router.command(state, b"GET", [b"GET", b"k"], SLOT, False) == b"b'v'"
+
+    asyncio.run(body())
+
+
+def test_a_failed_read_index_batch_continues_in_the_attempts() -> None:
+    async def body() -> None:
+        group = FakeGroup([], lease=False)
+        group.reads.append(b"v")
+        state = ClientState(id=1, address="?")
+        reply = _router(group).read(state, b"GET", [b"GET", b"k"], 1, SLOT, None)
+        assert isinstance(reply, asyncio.Future)
+        assert group.barrier is not None
+        group.barrier.set_exception(NotLeader(None))
+        assert await reply == b"v"
+        assert group.barriers == 1  # the attempts ran their own ReadIndex round
+
+    asyncio.run(body())
