@@ -12,7 +12,8 @@ This file is composition only. The rooms it wires:
 - `phalanx.server.meta_client`: commits map ops and internal commands through the leaders;
 - `phalanx.server.resharding`: online splits and merges;
 - `phalanx.server.node_status`: status, readiness and gauges (the admin API's `NodeView`);
-- `phalanx.server.resp_server`: the RESP front end;
+- `phalanx.server.front`: the RESP front end, which sees only `_FrontEndView` (its
+  `ReplicaRegistry` protocol);
 - `phalanx.server.admin`: the admin HTTP API, which sees only `_AdminView`.
 It also holds the process entry point (`serve`, `run_node`, `check_not_a_wiped_member`).
 
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 
 from phalanx.errors import ConfigError, PhalanxError
-from phalanx.placement import ClusterMap, ShardInfo
+from phalanx.placement import ClusterMap
 from phalanx.raft import GroupId, Message
 from phalanx.server.admin import AdminServer, NodeView
 from phalanx.server.config import NodeConfig, parse_address
@@ -46,6 +47,7 @@ from phalanx.server.controllers import Controllers
 from phalanx.server.driver import PlacementDriver
 from phalanx.server.events import EventLog
 from phalanx.server.front.listener import RespServer
+from phalanx.server.front.replicas import ReplicaRegistry
 from phalanx.server.group import RaftGroup
 from phalanx.server.meta_client import MetaClient
 from phalanx.server.metrics import NodeMetrics
@@ -60,6 +62,37 @@ logger = logging.getLogger(__name__)
 
 #: How often the controllers (and the driver, on group 0's leader) run.
 CONTROL_INTERVAL_S = 0.1
+
+
+class _FrontEndView:
+    """What the RESP front end sees of this node (`phalanx.server.front.replicas.
+    ReplicaRegistry`): the replica registry's routing answers, plus two control-plane entry
+    points, PHALANX.META (`MetaClient.propose_meta`) and FAILOVER
+    (`Controllers.transfer_leadership`). Nothing else of the node is reachable from the data
+    path."""
+
+    def __init__(self, replicas: Replicas, config: NodeConfig, metrics: NodeMetrics,
+                 started: float, meta_client: MetaClient, controllers: Controllers) -> None:
+        self._replicas = replicas
+        self.config = config
+        self.metrics = metrics
+        self.started = started
+        # Bound methods as attributes: the data path calls these on every command, with no
+        # extra call frame.
+        self.local_group = replicas.local_group
+        self.shard_leader = replicas.shard_leader
+        self.resp_address = replicas.resp_address
+        self.data_groups = replicas.data_groups
+        self.propose_meta = meta_client.propose_meta
+        self.transfer_leadership = controllers.transfer_leadership
+
+    @property
+    def cluster_map(self) -> ClusterMap:
+        return self._replicas.map_machine.map
+
+    @property
+    def meta(self) -> RaftGroup:
+        return self._replicas.meta
 
 
 class _AdminView:
@@ -159,7 +192,10 @@ class Node:
         #: Fresh shards this node is the preferred leader of: it campaigns first at bootstrap.
         self.first_campaigns = self.replicas.open_at_boot()
         resp_host, resp_port = parse_address(me.resp, "resp")
-        self.resp = RespServer(self, resp_host, resp_port)
+        front_end: ReplicaRegistry = _FrontEndView(self.replicas, config, self.metrics,
+                                                   self.started, self.meta_client,
+                                                   self.controllers)
+        self.resp = RespServer(front_end, resp_host, resp_port)
         self.status = NodeStatus(self.replicas, config, self.metrics, self.transport,
                                  self.events, self.resp, self.started)
         view: NodeView = _AdminView(config, self.status, self.controllers, self.resharding,
@@ -175,33 +211,6 @@ class Node:
         # The transport callbacks run for every batch of peer messages: direct references.
         self._groups = self.replicas.groups
         self._last_heard = self.driver.last_heard
-
-    # -- what the RESP front end reads (it types the node as `Node` for now) ------------------
-    @property
-    def cluster_map(self) -> ClusterMap:
-        return self.replicas.map_machine.map
-
-    @property
-    def meta(self) -> RaftGroup:
-        return self.replicas.meta
-
-    def local_group(self, shard_id: int) -> RaftGroup | None:
-        return self.replicas.local_group(shard_id)
-
-    def shard_leader(self, shard: ShardInfo) -> str:
-        return self.replicas.shard_leader(shard)
-
-    def resp_address(self, node_id: str) -> tuple[str, int] | None:
-        return self.replicas.resp_address(node_id)
-
-    def data_groups(self) -> dict[int, RaftGroup]:
-        return self.replicas.data_groups()
-
-    async def propose_meta(self, op: dict[str, object]) -> object:
-        return await self.meta_client.propose_meta(op)
-
-    async def transfer_leadership(self, target: str | None, shard: int | None = None) -> str:
-        return await self.controllers.transfer_leadership(target, shard)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
