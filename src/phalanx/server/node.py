@@ -181,7 +181,7 @@ class Node:
         )
         self.tick_count = 0
         self.replicas = Replicas(config, self.metrics, self.transport, self.events,
-                                        lambda: self.tick_count)
+                                 lambda: self.tick_count)
         self.meta_client = MetaClient(self.replicas, config, self.transport,
                                       client_tls_context(config))
         self.resharding = Resharding(self.replicas, config, self.meta_client, self.events)
