@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import shutil
 import signal
 import statistics
@@ -55,15 +54,15 @@ def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.05) -> A
 # --------------------------------------------------------------------------- clusters
 
 
-def start_cluster(processes: Processes, name: str, nodes: int, extra: list[str],
+def start_cluster(processes: Processes, name: str, nodes: int, overrides: dict[str, Any],
                   timeout: float = 120.0) -> rb.Phalanx:
-    """`phalanx up --nodes N <extra>` in processes.root/name; returns once every node is
-    ready (admin /ready: every local replica knows its leader and has applied its log)."""
-    base, loopback = rb.pick_cluster_addresses(nodes, random.Random())
-    cluster = rb.Phalanx(processes.root / name, base, loopback)
+    """An N-node cluster (node config `overrides`, as `phalanx up` flags set them) in
+    processes.root/name, started through the launcher; returns once every node is ready
+    (admin /ready: every local replica knows its leader and has applied its log)."""
+    cluster = rb.Phalanx(processes.root / name)
     processes.extra_clusters.append(cluster)
     cluster.data_dir.mkdir(parents=True)
-    cluster.start(nodes, timeout=timeout, extra=extra)
+    cluster.start(nodes, timeout=timeout, overrides=overrides)
     wait_for(lambda: all(ready(e) for e in entries(cluster)), 90,
              f"{name}: every node ready", poll=0.2)
     return cluster
@@ -77,9 +76,9 @@ def stop_cluster(processes: Processes, cluster: rb.Phalanx) -> None:
 
 
 def entries(cluster: rb.Phalanx) -> list[Any]:
-    from phalanx.server import cluster as local
+    from phalanx.ops import cluster_file
 
-    return list(local.read_cluster_file(cluster.data_dir).nodes)
+    return list(cluster_file.read_cluster_file(cluster.data_dir).nodes)
 
 
 def entry(cluster: rb.Phalanx, node_id: str) -> Any:
@@ -87,19 +86,15 @@ def entry(cluster: rb.Phalanx, node_id: str) -> Any:
 
 
 def ready(node: Any) -> bool:
-    from phalanx.server import cluster as local
+    from phalanx.ops import admin
 
-    try:
-        code, _ = local.admin_request(node.admin, "/ready", timeout=1.0)
-    except OSError:
-        return False
-    return bool(code == 200)
+    return admin.node_ready(node, timeout=1.0)
 
 
 def status(node: Any) -> dict[str, Any]:
-    from phalanx.server import cluster as local
+    from phalanx.ops import admin
 
-    code, body = local.admin_request(node.admin, "/status", timeout=2.0)
+    code, body = admin.admin_request(node.admin, "/status", timeout=2.0)
     if code != 200 or not isinstance(body, dict):
         raise RuntimeError(f"{node.id} /status: {code}")
     return body
@@ -264,7 +259,7 @@ def scale_section(processes: Processes, settings: Settings) -> list[dict[str, An
         try:
             began = time.monotonic()
             cluster = start_cluster(processes, f"scale-{nodes}n-{shards}s", nodes,
-                                    ["--shards", str(shards)])
+                                    {"shards": shards})
             row["startup_s"] = round(time.monotonic() - began, 1)
             load = os.getloadavg()[0]
             row["load_1m"] = round(load, 2)
@@ -362,12 +357,12 @@ def restart_follower(cluster: rb.Phalanx, follower: str, leader: Any, wipe: bool
     """kill -9 `follower` (wipe: then delete its shard-1 data: log, state and snapshots), write
     `marker`, `phalanx restart` it; time until /ready and until a READONLY GET of the marker
     on it returns the value."""
-    from phalanx.server import cluster as local
+    from phalanx.ops import launcher
 
     node = entry(cluster, follower)
     pid = int(node.pid or 0)
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not local.pid_alive(pid), 10, f"{follower} to exit")
+    wait_for(lambda: not launcher.pid_alive(pid), 10, f"{follower} to exit")
     if wipe:
         # Empty the shard's directory but keep it: a node opens the data groups it finds on
         # disk, so an empty one is a replica with no log, no state and no snapshot (deleting
@@ -469,15 +464,15 @@ def data_section(processes: Processes, settings: Settings, recovery: bool,
     if memory and settings.memory_keys not in sizes:
         sizes = sorted({*sizes, settings.memory_keys})
     out: dict[str, Any] = {"sizes": [], "error": ""}
-    extra = []
+    overrides: dict[str, Any] = {}
     if settings.snapshot_every_entries:
-        extra = ["--snapshot-every-entries", str(settings.snapshot_every_entries),
-                 "--snapshot-keep-entries", str(settings.snapshot_keep_entries)]
-    out["cluster_flags"] = extra
+        overrides = {"snapshot_every_entries": settings.snapshot_every_entries,
+                     "snapshot_keep_entries": settings.snapshot_keep_entries}
+    out["cluster_flags"] = rb.as_flags(overrides)
     cluster = None
     redis_server = None
     try:
-        cluster = start_cluster(processes, "data", 3, extra)
+        cluster = start_cluster(processes, "data", 3, overrides)
         redis_server = rb.start_redis("redis-memory", processes.root,
                                       ["--save", "", "--appendonly", "no"])
         processes.children.append(redis_server.process)
@@ -581,7 +576,7 @@ def soak_section(processes: Processes, settings: Settings) -> dict[str, Any]:
                            "keys": settings.soak_keys, "samples": [], "error": ""}
     cluster = None
     try:
-        cluster = start_cluster(processes, "soak", 3, [])
+        cluster = start_cluster(processes, "soak", 3, {})
         leader = shard_leader(cluster)
         host, port = hostport(leader.resp)
         load_keys(host, port, 0, settings.soak_keys)

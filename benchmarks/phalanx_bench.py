@@ -467,9 +467,9 @@ def measure_gap_with(writer: GapWriter | ExternalWriter, fault: Callable[[], Non
 
 def phalanx_converged(cluster: rb.Phalanx) -> bool:
     """Every node answers and they all name the same leader."""
-    from phalanx.server import cluster as local
+    from phalanx.ops import admin, cluster_file
 
-    states = local.query_status(local.read_cluster_file(cluster.data_dir).nodes)
+    states = admin.query_status(cluster_file.read_cluster_file(cluster.data_dir).nodes)
     return all(s.reachable for s in states) and len(
         {s.leader if s.role != "leader" else s.entry.id for s in states}) == 1
 
@@ -478,7 +478,7 @@ def phalanx_failover(cluster: rb.Phalanx, settings: Settings,
                      how: str = "kill") -> list[dict[str, Any]]:
     """kill -9 (`how="kill"`: then `phalanx restart`) or SIGSTOP (`how="stop"`: then SIGCONT,
     and the old leader rejoins as a follower) of the leader, writes through a surviving node."""
-    from phalanx.server import cluster as local
+    from phalanx.ops import cluster_file, launcher
 
     results = []
     tries = settings.failover_tries if how == "kill" else settings.sigstop_tries
@@ -486,8 +486,8 @@ def phalanx_failover(cluster: rb.Phalanx, settings: Settings,
         leader, _host, _port = phalanx_leader(cluster)
         survivor = sorted(n["id"] for n in cluster.nodes if n["id"] != leader)[0]
         survivor_address = cluster.address(survivor)
-        pid = local.read_cluster_file(cluster.data_dir).node(leader).pid
-        assert pid is not None and local.is_our_node(pid), f"{leader} pid {pid} not running"
+        pid = cluster_file.read_cluster_file(cluster.data_dir).node(leader).pid
+        assert pid is not None and launcher.is_our_node(pid), f"{leader} pid {pid} not running"
 
         def fault(pid: int = pid) -> None:
             os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
@@ -512,7 +512,7 @@ def phalanx_failover(cluster: rb.Phalanx, settings: Settings,
             wait_for(lambda: phalanx_converged(cluster), 60, "the phalanx cluster to converge",
                      poll=0.2)
             continue
-        wait_for(lambda pid=pid: not local.pid_alive(pid), 10, f"{leader} to exit")
+        wait_for(lambda pid=pid: not launcher.pid_alive(pid), 10, f"{leader} to exit")
         done = subprocess.run([sys.executable, "-m", "phalanx", "restart", leader, "--data-dir",
                                str(cluster.data_dir), "--wait", "--timeout", "60"],
                               capture_output=True, text=True, timeout=90, check=False)
@@ -1053,8 +1053,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
             more_out["soak"] = more.soak_section(processes, settings)
         cluster = None
         if {"writes", "reads", "failover", "sigstop", "latency"} & sections:
-            base, loopback = rb.pick_cluster_addresses(3, __import__("random").Random())
-            cluster = rb.Phalanx(root / "phalanx", base, loopback)
+            cluster = rb.Phalanx(root / "phalanx")
             processes.cluster = cluster
             cluster.data_dir.mkdir()
             cluster.start(3, timeout=90)
@@ -1094,7 +1093,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         if "reads" in sections and settings.read_variants and have_benchmark:
             # Every GET hits: the keyspace is loaded into every read target first.
             assert cluster is not None
-            lease = more.start_cluster(processes, "phalanx-lease", 3, ["--lease-reads"])
+            lease = more.start_cluster(processes, "phalanx-lease", 3, {"lease_reads": True})
             log("phalanx-lease up (--lease-reads); loading "
                 f"{settings.keyspace:,} keys into the read targets ...")
             for who in (cluster, lease):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import random
 import shutil
 import subprocess
 import sys
@@ -61,8 +60,7 @@ def main() -> int:
         print("install py-spy first: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
     root = Path(tempfile.mkdtemp(prefix="phalanx-profile-"))
-    base, loopback = rb.pick_cluster_addresses(3, random.Random())
-    cluster = rb.Phalanx(root / "phalanx", base, loopback)
+    cluster = rb.Phalanx(root / "phalanx")
     load: subprocess.Popen[bytes] | None = None
     try:
         cluster.data_dir.mkdir()

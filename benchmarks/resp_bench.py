@@ -1,8 +1,8 @@
 """phalanx vs redis-server over RESP, measured with redis-benchmark in one run.
 
 What it does (see benchmarks/README.md for how to read the results):
-- Starts a 3-node phalanx cluster (`python -m phalanx up --nodes 3 --detach`, fsync on, quorum
-  commit: the node's defaults) in a temporary directory, on a free base port and its own
+- Starts a 3-node phalanx cluster (through `phalanx.ops.launcher`, the code behind `phalanx up`;
+  fsync on, quorum commit: the node's defaults) in a temporary directory, on a free base port and its own
   loopback addresses, plus two redis-server processes on free loopback ports: in-memory
   (`--save '' --appendonly no`) and durable (`--appendonly yes --appendfsync always`). Every data
   directory lives under one temporary directory, so fsyncs hit the same filesystem.
@@ -15,7 +15,8 @@ What it does (see benchmarks/README.md for how to read the results):
   and benchmarks/results/latest.json.
 
 Rules it keeps:
-- It always stops what it started, by PID, also on Ctrl-C or SIGTERM: `phalanx down`, then any
+- It always stops what it started, by PID, also on Ctrl-C or SIGTERM: the launcher's
+  `stop_cluster` (`phalanx down`) and its own node processes, then any
   process whose command line names our temporary directory, then the redis-servers it spawned.
 - Every external call has a timeout; a timed-out redis-benchmark is a failed measurement, not a
   hang. An overall deadline skips the remaining measurements (they are reported as skipped).
@@ -122,29 +123,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def ports_free(host_ports: list[tuple[str, int]]) -> bool:
-    for host, port in host_ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError:
-                return False
-    return True
-
-
-def pick_cluster_addresses(nodes: int, rng: random.Random) -> tuple[int, int]:
-    """A (base_port, loopback_base) whose RESP, admin and peer ports are all free."""
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - 300)
-        loopback = rng.randrange(20, 250 - nodes)
-        wanted = [(f"127.0.0.{loopback + i}", base + offset + i)
-                  for i in range(1, nodes + 1) for offset in (0, 100, 200)]
-        if ports_free(wanted):
-            return base, loopback
-    raise RuntimeError("no free base port / loopback range found for the cluster")
-
-
 # --------------------------------------------------------------------------- processes
 
 
@@ -209,40 +187,47 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 @dataclass
 class Phalanx:
+    """A local phalanx cluster started through the launcher (`phalanx.ops.launcher`, the code
+    behind `phalanx up`) in `data_dir`, on a free base port and its own loopback addresses."""
+
     data_dir: Path
-    base_port: int
-    loopback_base: int
+    base_port: int = 0
+    loopback_base: int = 0
     nodes: list[dict[str, Any]] = field(default_factory=list)
-    up_process: subprocess.Popen[bytes] | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def cli(self, *arguments: str) -> list[str]:
         return [sys.executable, "-m", "phalanx", *arguments]
 
-    def start(self, nodes: int, timeout: float, extra: list[str] | None = None) -> None:
-        argv = self.cli("up", "--nodes", str(nodes), "--detach", "--data-dir",
-                        str(self.data_dir), "--base-port", str(self.base_port),
-                        "--loopback-base", str(self.loopback_base), "--log-level", "info",
-                        "--timeout", f"{timeout:g}", *(extra or []))
-        log(f"starting phalanx: {' '.join(argv[1:])}")
-        self.up_process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                           cwd=self.data_dir.parent)
+    def start(self, nodes: int, timeout: float,
+              overrides: dict[str, Any] | None = None) -> None:
+        """Start `nodes` nodes (node config `overrides`, e.g. {"shards": 3}) and return once a
+        majority agrees on a leader; the launcher stops what it started when that fails."""
+        from phalanx.ops import cluster_file, launcher
+
+        options = {"log_level": "info", **(overrides or {})}
+        plan = launcher.pick_free_plan(self.data_dir, random.Random(), nodes=nodes,
+                                       overrides=options, tries=200)
+        first = plan[0].config.me.resp
+        host, _, port = first.rpartition(":")
+        self.base_port = int(port) - 1
+        self.loopback_base = int(host.rpartition(".")[2]) - 1
+        flags = " ".join(as_flags(overrides or {}))
+        log(f"starting phalanx: {nodes} nodes in {self.data_dir} (base port {self.base_port}, "
+            f"loopback base {self.loopback_base}){' ' + flags if flags else ''}")
         try:
-            output, _ = self.up_process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"`phalanx up` did not return within {timeout:g} s") from None
-        if self.up_process.returncode != 0:
-            raise RuntimeError(f"`phalanx up` failed ({self.up_process.returncode}):\n"
-                               + output.decode(errors="replace"))
-        self.up_process = None
-        raw = json.loads((self.data_dir / "cluster.json").read_text())
-        self.nodes = raw["nodes"]
+            cluster, _leader, self.processes = launcher.start_local_cluster(
+                self.data_dir, plan, timeout=timeout)
+        except cluster_file.ClusterError as error:
+            raise RuntimeError(f"the phalanx cluster did not start: {error}") from None
+        self.nodes = [entry.to_json() for entry in cluster.nodes]
 
     def roles(self) -> dict[str, str]:
         """node id -> role, from each node's admin /status."""
-        from phalanx.server import cluster as local
+        from phalanx.ops import admin, cluster_file
 
-        statuses = local.query_status(local.read_cluster_file(self.data_dir).nodes, timeout=2.0)
+        statuses = admin.query_status(cluster_file.read_cluster_file(self.data_dir).nodes,
+                                      timeout=2.0)
         return {s.entry.id: (s.role or "down") for s in statuses}
 
     def address(self, node_id: str) -> tuple[str, int]:
@@ -253,26 +238,35 @@ class Phalanx:
         raise KeyError(node_id)
 
     def stop(self) -> list[str]:
-        """`phalanx down`, then SIGKILL any survivor whose command line names our directory."""
+        """Stop every node of cluster.json (the launcher's `phalanx down`) and the processes
+        started here, then SIGKILL any survivor whose command line names our directory."""
+        from phalanx.ops import cluster_file, launcher
+
         notes = []
-        if self.up_process is not None and self.up_process.poll() is None:
-            # Interrupted during startup: `phalanx up` stops the nodes it started on SIGINT.
-            self.up_process.send_signal(signal.SIGINT)
-            try:
-                self.up_process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.up_process.kill()
-                self.up_process.wait()
-        if (self.data_dir / "cluster.json").exists():
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                done = subprocess.run(self.cli("down", "--data-dir", str(self.data_dir)),
-                                      capture_output=True, text=True, timeout=30, check=False)
-                notes.append(done.stdout.strip().replace("\n", "; "))
+        if (self.data_dir / cluster_file.CLUSTER_FILE).exists():
+            with contextlib.suppress(cluster_file.ClusterError, OSError):
+                outcome = launcher.stop_cluster(self.data_dir)
+                notes.append("; ".join(f"{node_id}: {what}" for node_id, what in outcome.items()))
+        launcher.stop_processes(self.processes.values())
         for pid in pids_mentioning(str(self.data_dir)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 notes.append(f"killed leftover pid {pid}")
         return notes
+
+
+def as_flags(overrides: dict[str, Any]) -> list[str]:
+    """Node config overrides as the `phalanx up` flags that set them (for the report)."""
+    flags = []
+    for name, value in overrides.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append(f"--no-{name.replace('_', '-')}")
+        else:
+            flags += [flag, str(value)]
+    return flags
 
 
 def pids_mentioning(text: str) -> list[int]:
@@ -484,9 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                 "nodes": args.nodes, "follower_get": not args.no_follower}
     log(f"machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs, load "
         f"{machine['load_average_start']}; data in {root}")
-    rng = random.Random()
-    base_port, loopback_base = pick_cluster_addresses(args.nodes, rng)
-    cluster = Phalanx(root / "phalanx", base_port, loopback_base)
+    cluster = Phalanx(root / "phalanx")
     servers: dict[str, RedisServer] = {}
     runs: list[Run] = []
     interrupted = ""
@@ -551,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     document = {"started_utc": stamp, "machine": machine, "load_average_end": load_end,
                 "settings": settings, "wall_s": round(wall, 1), "incomplete": interrupted,
                 "summary": rows, "runs": [asdict(run) for run in runs],
-                "cluster": {"base_port": base_port, "loopback_base": loopback_base},
+                "cluster": {"base_port": cluster.base_port, "loopback_base": cluster.loopback_base},
                 "cleanup": cleanup_notes, "markdown": report}
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)

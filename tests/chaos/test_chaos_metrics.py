@@ -109,6 +109,6 @@ def test_every_scenario_plans_healed_faults_inside_the_run(scenario: str) -> Non
 
 
 def test_cli_lists_every_scenario() -> None:
-    from phalanx.cli import _scenario_names
+    from phalanx.cli.lab import scenario_names
 
-    assert sorted(_scenario_names()) == sorted(SCENARIOS)
+    assert sorted(scenario_names()) == sorted(SCENARIOS)

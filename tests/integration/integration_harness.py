@@ -1,7 +1,7 @@
 """Real local phalanx clusters for the integration tests (and the failover-timing script).
 
 A `LocalCluster` is N real node processes on loopback, each on its own 127.0.0.X address,
-started through `phalanx.server.cluster` (the code behind `phalanx up`), so that config
+started through `phalanx.ops.launcher` (the code behind `phalanx up`), so that config
 overrides the CLI has no flag for (`snapshot_every_entries`, `max_value_bytes`) can be set.
 Restarts and manual failovers go through the real `phalanx` CLI.
 
@@ -37,7 +37,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from phalanx.server import cluster as local
+from phalanx.ops import admin, cluster_file, launcher
 
 #: Generous bounds: the machine is shared and runs other test suites at the same time.
 LEADER_TIMEOUT_S = 30.0
@@ -65,25 +65,7 @@ class NodeRef:
 
     @property
     def log_path(self) -> Path:
-        return Path(self.data_dir) / local.NODE_LOG_FILE
-
-
-def _pick_plan(data_dir: Path, nodes: int, overrides: dict[str, Any],
-               rng: random.Random, regions: int = 1) -> list[local.PlannedNode]:
-    last_error: Exception | None = None
-    for _ in range(50):
-        base_port = rng.randrange(20000, 40000 - 300)
-        loopback_base = rng.randrange(30, 200)
-        plan = local.plan_local_cluster(data_dir, nodes=nodes, zones=min(3, nodes),
-                                        base_port=base_port, loopback_base=loopback_base,
-                                        overrides=overrides, regions=regions)
-        try:
-            local.check_addresses_free(plan)
-        except local.ClusterError as error:
-            last_error = error
-            continue
-        return plan
-    raise RuntimeError(f"no free ports/addresses found: {last_error}")
+        return Path(self.data_dir) / cluster_file.NODE_LOG_FILE
 
 
 class LocalCluster:
@@ -100,9 +82,12 @@ class LocalCluster:
         self._stopped: set[int] = set()
         self._clients: list[redis.Redis] = []
         self.closed = False
-        plan = _pick_plan(self.data_dir, nodes, options, self.rng, regions)
+        plan = launcher.pick_free_plan(self.data_dir, self.rng, nodes=nodes,
+                                       zones=min(3, nodes), regions=regions, overrides=options,
+                                       base_ports=(20000, 40000 - 300),
+                                       loopback_bases=(30, 200), tries=50)
         try:
-            entries, _leader, processes = local.start_local_cluster(
+            entries, _leader, processes = launcher.start_local_cluster(
                 self.data_dir, plan, timeout=LEADER_TIMEOUT_S)
         except BaseException:
             self.close()
@@ -122,20 +107,20 @@ class LocalCluster:
         return [n for n in self.nodes if n.id != node.id]
 
     def pid(self, node: NodeRef | str) -> int:
-        entry = local.read_cluster_file(self.data_dir).node(self.node(node).id)
+        entry = cluster_file.read_cluster_file(self.data_dir).node(self.node(node).id)
         assert entry.pid is not None
         self.pids.add(entry.pid)
         return entry.pid
 
     def alive(self, node: NodeRef | str) -> bool:
-        return local.is_our_node(self.pid(node))
+        return launcher.is_our_node(self.pid(node))
 
     # ---- admin API ------------------------------------------------------------------------
     def status(self, node: NodeRef | str, timeout: float = 1.0) -> dict[str, Any] | None:
         """The node's /status JSON, or None when it does not answer."""
         node = self.node(node)
         try:
-            code, body = local.admin_request(node.admin, "/status", timeout=timeout)
+            code, body = admin.admin_request(node.admin, "/status", timeout=timeout)
         except OSError:
             return None
         return body if code == 200 and isinstance(body, dict) else None
@@ -143,10 +128,11 @@ class LocalCluster:
     def statuses(self, nodes: Iterable[NodeRef] | None = None,
                  timeout: float = 1.0) -> dict[str, dict[str, Any] | None]:
         chosen = list(nodes) if nodes is not None else self.nodes
-        entries = [local.NodeEntry(id=n.id, zone="", region="", resp=n.resp, admin=n.admin,
-                                   peer="", pid=None, data_dir=n.data_dir) for n in chosen]
+        entries = [cluster_file.NodeEntry(id=n.id, zone="", region="", resp=n.resp,
+                                          admin=n.admin, peer="", pid=None, data_dir=n.data_dir)
+                   for n in chosen]
         found: dict[str, dict[str, Any] | None] = {}
-        for s in local.query_status(entries, timeout=timeout):
+        for s in admin.query_status(entries, timeout=timeout):
             found[s.entry.id] = s.status
         return found
 
@@ -186,14 +172,14 @@ class LocalCluster:
 
     def set_faults(self, node: NodeRef | str, rules: dict[str, Any]) -> dict[str, Any]:
         node = self.node(node)
-        code, body = local.admin_request(node.admin, "/faults", method="PUT", body=rules,
+        code, body = admin.admin_request(node.admin, "/faults", method="PUT", body=rules,
                                          timeout=5.0)
         assert code == 200, f"PUT /faults on {node.id}: {code} {body}"
         return body
 
     def clear_faults(self, node: NodeRef | str) -> None:
         node = self.node(node)
-        code, body = local.admin_request(node.admin, "/faults", method="DELETE", timeout=5.0)
+        code, body = admin.admin_request(node.admin, "/faults", method="DELETE", timeout=5.0)
         assert code == 200, f"DELETE /faults on {node.id}: {code} {body}"
 
     # ---- clients --------------------------------------------------------------------------
@@ -222,7 +208,7 @@ class LocalCluster:
         """Send `sig` to the node's process; for SIGKILL/SIGTERM wait (bounded) until it is gone."""
         node = self.node(node)
         pid = self.pid(node)
-        assert local.is_our_node(pid), f"{node.id} (pid {pid}) is not running"
+        assert launcher.is_our_node(pid), f"{node.id} (pid {pid}) is not running"
         os.kill(pid, sig)
         if sig == signal.SIGSTOP:
             self._stopped.add(pid)
@@ -230,7 +216,7 @@ class LocalCluster:
             self._stopped.discard(pid)
         elif sig in (signal.SIGKILL, signal.SIGTERM):
             self._stopped.discard(pid)
-            wait_until(lambda: not local.pid_alive(pid), 30.0, f"{node.id} pid {pid} to exit")
+            wait_until(lambda: not launcher.pid_alive(pid), 30.0, f"{node.id} pid {pid} to exit")
         return pid
 
     def restart(self, node: NodeRef | str, *, wait: bool = True) -> int:
@@ -241,7 +227,7 @@ class LocalCluster:
         pid = self.pid(node)
         assert completed.returncode == 0, (
             f"phalanx restart {node.id} failed ({completed.returncode}):\n{completed.stdout}\n"
-            f"{completed.stderr}\n{local.tail(node.log_path)}")
+            f"{completed.stderr}\n{launcher.tail(node.log_path)}")
         return pid
 
     def wait_converged(self, nodes: Iterable[NodeRef] | None = None, *,
@@ -272,7 +258,7 @@ class LocalCluster:
         raise AssertionError(f"nodes did not converge within {timeout:g} s: {_brief(seen)}")
 
     def logs(self, lines: int = 40) -> str:
-        return "".join(f"\n--- {n.id}: {n.log_path} ---\n{local.tail(n.log_path, lines)}"
+        return "".join(f"\n--- {n.id}: {n.log_path} ---\n{launcher.tail(n.log_path, lines)}"
                        for n in self.nodes)
 
     def grep_logs(self, node: NodeRef | str, needle: str) -> list[str]:
@@ -290,17 +276,17 @@ class LocalCluster:
         for client in self._clients:
             with contextlib.suppress(Exception):
                 client.close()
-        with contextlib.suppress(local.ClusterError, OSError):
-            for entry in local.read_cluster_file(self.data_dir).nodes:
+        with contextlib.suppress(cluster_file.ClusterError, OSError):
+            for entry in cluster_file.read_cluster_file(self.data_dir).nodes:
                 if entry.pid is not None:
                     self.pids.add(entry.pid)
         for pid in sorted(self.pids):
-            if local.is_our_node(pid):
+            if launcher.is_our_node(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         for pid in sorted(self.pids):
             with contextlib.suppress(AssertionError):
-                wait_until(lambda pid=pid: not local.pid_alive(pid), 10.0, f"pid {pid} to exit")
+                wait_until(lambda pid=pid: not launcher.pid_alive(pid), 10.0, f"pid {pid} to exit")
         for process in getattr(self, "_processes", {}).values():
             with contextlib.suppress(Exception):
                 process.wait(timeout=1)
@@ -578,7 +564,7 @@ def admin_post(cluster: LocalCluster, node: NodeRef | str, path: str, body: dict
                timeout: float = 15.0) -> tuple[int, Any]:
     """POST a JSON body to a node's admin API (with the cluster's admin token, if any)."""
     node = cluster.node(node)
-    return local.admin_request(node.admin, path, method="POST", body=body,
+    return admin.admin_request(node.admin, path, method="POST", body=body,
                                token=admin_token(cluster) or None, timeout=timeout)
 
 
@@ -658,7 +644,7 @@ def shard_primary(cluster: LocalCluster, shard_id: int,
     def find() -> NodeRef | None:
         for node in chosen:
             try:
-                code, _ = local.admin_request(node.admin, f"/primary?shard={shard_id}",
+                code, _ = admin.admin_request(node.admin, f"/primary?shard={shard_id}",
                                               timeout=1.0)
             except OSError:
                 continue
@@ -712,7 +698,7 @@ def start_joining_node(cluster: LocalCluster, node_id: str, *, zone: str,
     follow the local plan's scheme for node `index` (default: the number in `node_id`). It is
     added to cluster.json, `cluster.nodes` and `cluster.pids`, so `close()` kills it.
     """
-    from phalanx.server.config import PeerConfig, dump_config, load_config
+    from phalanx.server.config import PeerConfig, load_config
 
     seed = cluster.node(join) if join is not None else cluster.nodes[0]
     first = cluster.nodes[0]
@@ -720,7 +706,7 @@ def start_joining_node(cluster: LocalCluster, node_id: str, *, zone: str,
     base_port = first.port - 1
     position = index if index is not None else int("".join(ch for ch in node_id if ch.isdigit()))
     host = f"127.0.0.{loopback_base + position}"
-    template = local.read_cluster_file(cluster.data_dir).node(first.id)
+    template = cluster_file.read_cluster_file(cluster.data_dir).node(first.id)
     assert template.config_path is not None, f"{first.id} has no config file"
     base = load_config(template.config_path)
     me = PeerConfig(id=node_id, peer=f"{host}:{base_port + 200 + position}",
@@ -730,20 +716,9 @@ def start_joining_node(cluster: LocalCluster, node_id: str, *, zone: str,
     node_dir = cluster.data_dir / node_id
     config = dataclasses.replace(base, id=node_id, data_dir=str(node_dir), peers=(me,),
                                  join=seed.resp)
-    config_path = node_dir / local.NODE_CONFIG_FILE
-    planned = local.PlannedNode(config=config, config_path=config_path,
-                                log_path=node_dir / local.NODE_LOG_FILE,
-                                argv=local.node_argv(config_path))
-    local.check_addresses_free([planned])
-    node_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(dump_config(config))
-    process = local.start_node_process(planned.argv, planned.log_path)
+    _entry, process = launcher.add_node(cluster.data_dir, config)
     cluster.pids.add(process.pid)
     cluster._processes[node_id] = process
-    with local.cluster_lock(cluster.data_dir):
-        current = local.read_cluster_file(cluster.data_dir)
-        local.write_cluster_file(cluster.data_dir,
-                                 local.ClusterFile([*current.nodes, planned.entry(process.pid)]))
     ref = NodeRef(id=node_id, host=host, port=base_port + position, admin=me.admin,
                   data_dir=str(node_dir))
     cluster.nodes.append(ref)
@@ -758,9 +733,9 @@ def kill_together(cluster: LocalCluster, nodes: Iterable[NodeRef | str]) -> list
     chosen = [cluster.node(n) for n in nodes]
     pids = [cluster.pid(n) for n in chosen]
     for node, pid in zip(chosen, pids, strict=True):
-        assert local.is_our_node(pid), f"{node.id} (pid {pid}) is not running"
+        assert launcher.is_our_node(pid), f"{node.id} (pid {pid}) is not running"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     for node, pid in zip(chosen, pids, strict=True):
-        wait_until(lambda pid=pid: not local.pid_alive(pid), 30.0, f"{node.id} pid {pid} to exit")
+        wait_until(lambda pid=pid: not launcher.pid_alive(pid), 30.0, f"{node.id} pid {pid} to exit")
     return pids

@@ -16,8 +16,8 @@ import pytest
 import redis
 from integration_harness import LocalCluster, wait_until
 
+from phalanx.ops import cluster_file
 from phalanx.raft.types import NodeId
-from phalanx.server import cluster as local
 from phalanx.server.config import UserConfig
 from phalanx.transport.codec import encode_handshake
 
@@ -91,7 +91,7 @@ def test_tls_on_every_node(cluster: Any, tmp_path: Path) -> None:
 
 
 def _peer_address(c: LocalCluster, node_id: str) -> tuple[str, int]:
-    entry = local.read_cluster_file(c.data_dir).node(node_id)
+    entry = cluster_file.read_cluster_file(c.data_dir).node(node_id)
     host, _, port = entry.peer.rpartition(":")
     return host, int(port)
 

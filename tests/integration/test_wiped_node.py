@@ -10,7 +10,7 @@ from typing import Any
 
 from integration_harness import LocalCluster, wait_until
 
-from phalanx.server import cluster as local
+from phalanx.ops import launcher
 
 
 def test_a_wiped_member_refuses_to_start_and_the_cluster_is_unaffected(cluster: Any) -> None:
@@ -28,8 +28,8 @@ def test_a_wiped_member_refuses_to_start_and_the_cluster_is_unaffected(cluster: 
     c.kill(victim)
     shutil.rmtree(Path(victim.data_dir) / "groups")
     pid = c.restart(victim, wait=False)
-    wait_until(lambda: not local.pid_alive(pid), 30, f"the restarted {victim.id} to exit")
-    log = local.tail(victim.log_path, 40)
+    wait_until(lambda: not launcher.pid_alive(pid), 30, f"the restarted {victim.id} to exit")
+    log = launcher.tail(victim.log_path, 40)
     assert "refusing to start" in log and "wiped" in log and "decommission" in log, log
     assert not (Path(victim.data_dir) / "groups" / "0").exists(), "it bootstrapped anyway"
     survivor = c.client(c.others(victim)[0])

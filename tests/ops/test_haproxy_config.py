@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from phalanx.cli import main
 from phalanx.errors import ConfigError
-from phalanx.ops import haproxy
+from phalanx.ops import cluster_file, haproxy
 from phalanx.ops.haproxy import (
     RESP_BACKEND,
     WRITER_BACKEND,
@@ -33,7 +33,6 @@ from phalanx.ops.haproxy import (
     parse_show_stat,
     render_config,
 )
-from phalanx.server import cluster as local
 
 HAPROXY = shutil.which("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None,
@@ -136,8 +135,8 @@ def test_the_writer_frontend_says_it_is_for_single_shard_clusters() -> None:
 
 
 def test_nodes_from_cluster_json_entries_and_status_agree() -> None:
-    entries = [local.NodeEntry(id=n["id"], zone=n["zone"], region="r1", resp=n["resp"],
-                               admin=n["admin"], peer=n["peer"], pid=None, data_dir="")
+    entries = [cluster_file.NodeEntry(id=n["id"], zone=n["zone"], region="r1", resp=n["resp"],
+                                      admin=n["admin"], peer=n["peer"], pid=None, data_dir="")
                for n in STATUS_NODES]
     from_entries = sections(render_config(entries, frontend_port=6400))
     from_status = sections(render_config(haproxy.nodes_from_status({"nodes": STATUS_NODES}),
@@ -230,10 +229,10 @@ def test_haproxy_check_catches_a_broken_config(good: str, bad: str, tmp_path: Pa
 # --------------------------------------------------------------------------- discovery and CLI
 
 def _write_cluster_file(data_dir: Path, nodes: list[dict[str, Any]]) -> None:
-    entries = [local.NodeEntry(id=n["id"], zone=n["zone"], region="r1", resp=n["resp"],
-                               admin=n["admin"], peer=n.get("peer", ""), pid=None,
-                               data_dir=str(data_dir / n["id"])) for n in nodes]
-    local.write_cluster_file(data_dir, local.ClusterFile(entries))
+    entries = [cluster_file.NodeEntry(id=n["id"], zone=n["zone"], region="r1", resp=n["resp"],
+                                      admin=n["admin"], peer=n.get("peer", ""), pid=None,
+                                      data_dir=str(data_dir / n["id"])) for n in nodes]
+    cluster_file.write_cluster_file(data_dir, cluster_file.ClusterFile(entries))
 
 
 def _refused_address() -> str:

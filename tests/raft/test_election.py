@@ -293,7 +293,7 @@ def test_stale_leader_learns_newer_term_and_steps_down() -> None:
 
 def test_campaign_on_leader_is_ignored() -> None:
     """§5.2: a leader has no election to start; a stray local campaign request (tooling, the
-    connection-reset fast path of DESIGN.md) must leave it leading."""
+    connection-reset fast path, docs/architecture.md) must leave it leading."""
     net = Network.create(3)
     net.elect("n1")
     net.nodes["n1"].campaign()

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 
 from phalanx.cli import main
 from phalanx.errors import ConfigError
-from phalanx.server import cluster as local
+from phalanx.ops import admin, cluster_file, launcher
 from phalanx.server.config import load_config
 
 # --------------------------------------------------------------------------- helpers
@@ -37,23 +37,16 @@ from phalanx.server.config import load_config
 def _free_layout(nodes: int) -> tuple[int, int]:
     """(loopback_base, base_port) whose every listener address is free right now."""
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
-    for _ in range(200):
-        loopback_base = rng.randrange(30, 240 - nodes)
-        base_port = rng.randrange(20_000, 60_000 - 300)
-        plan = local.plan_local_cluster("/nonexistent", nodes=nodes, base_port=base_port,
-                                        loopback_base=loopback_base)
-        try:
-            local.check_addresses_free(plan)
-        except local.ClusterError:
-            continue
-        return loopback_base, base_port
-    raise RuntimeError("no free layout found")
+    plan = launcher.pick_free_plan("/nonexistent", rng, nodes=nodes,
+                                   loopback_bases=(30, 240 - nodes), tries=200)
+    host, _, port = plan[0].config.me.resp.rpartition(":")
+    return int(host.rpartition(".")[2]) - 1, int(port) - 1
 
 
 def _kill_all(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            if local.is_our_node(pid):
+            if launcher.is_our_node(pid):
                 os.kill(pid, signal.SIGKILL)
     for pid in pids:
         with contextlib.suppress(ChildProcessError, OSError):
@@ -62,8 +55,8 @@ def _kill_all(pids: list[int]) -> None:
 
 def _pids_of(data_dir: Path) -> list[int]:
     try:
-        return [e.pid for e in local.read_cluster_file(data_dir).nodes if e.pid is not None]
-    except local.ClusterError:
+        return [e.pid for e in cluster_file.read_cluster_file(data_dir).nodes if e.pid is not None]
+    except cluster_file.ClusterError:
         return []
 
 
@@ -82,7 +75,7 @@ def _run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
 
 
 def test_plan_assigns_addresses_ports_zones_and_argv(tmp_path: Path) -> None:
-    plan = local.plan_local_cluster(tmp_path, nodes=5, zones=3, base_port=7000)
+    plan = launcher.plan_local_cluster(tmp_path, nodes=5, zones=3, base_port=7000)
     ids = [node.config.id for node in plan]
     assert ids == ["n1", "n2", "n3", "n4", "n5"]
     n1 = plan[0].config.me
@@ -102,10 +95,10 @@ def test_plan_assigns_addresses_ports_zones_and_argv(tmp_path: Path) -> None:
 
 
 def test_plan_applies_loopback_base_and_overrides(tmp_path: Path) -> None:
-    plan = local.plan_local_cluster(tmp_path, nodes=3, zones=1, base_port=30000,
-                                    loopback_base=100,
-                                    overrides={"election_ticks": 20, "heartbeat_ticks": 2,
-                                               "lease_reads": True, "tick_ms": None})
+    plan = launcher.plan_local_cluster(tmp_path, nodes=3, zones=1, base_port=30000,
+                                       loopback_base=100,
+                                       overrides={"election_ticks": 20, "heartbeat_ticks": 2,
+                                                  "lease_reads": True, "tick_ms": None})
     assert [n.config.me.resp for n in plan] == ["127.0.0.101:30001", "127.0.0.102:30002",
                                                 "127.0.0.103:30003"]
     assert {n.config.me.zone for n in plan} == {"z1"}
@@ -125,61 +118,61 @@ def test_plan_applies_loopback_base_and_overrides(tmp_path: Path) -> None:
 def test_impossible_plans_name_the_field(tmp_path: Path, kwargs: dict[str, object],
                                          field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        local.plan_local_cluster(tmp_path, **kwargs)  # type: ignore[arg-type]
+        launcher.plan_local_cluster(tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
 def test_written_node_configs_load_back(tmp_path: Path) -> None:
-    plan = local.plan_local_cluster(tmp_path, nodes=3, overrides={"election_ticks": 30})
-    local.write_node_configs(plan)
+    plan = launcher.plan_local_cluster(tmp_path, nodes=3, overrides={"election_ticks": 30})
+    launcher.write_node_configs(plan)
     for node in plan:
         assert load_config(node.config_path) == node.config
 
 
 def test_check_addresses_free_names_a_taken_address(tmp_path: Path) -> None:
     loopback_base, base_port = _free_layout(2)
-    plan = local.plan_local_cluster(tmp_path, nodes=2, base_port=base_port,
-                                    loopback_base=loopback_base)
+    plan = launcher.plan_local_cluster(tmp_path, nodes=2, base_port=base_port,
+                                       loopback_base=loopback_base)
     taken = plan[1].config.me.admin
     host, _, port = taken.rpartition(":")
     with socket.socket() as holder:
         holder.bind((host, int(port)))
         holder.listen()
-        with pytest.raises(local.ClusterError, match=f"n2 admin address {taken}"):
-            local.check_addresses_free(plan)
+        with pytest.raises(cluster_file.ClusterError, match=f"n2 admin address {taken}"):
+            launcher.check_addresses_free(plan)
 
 
 # --------------------------------------------------------------------------- cluster file
 
 
 def test_cluster_file_round_trip(tmp_path: Path) -> None:
-    plan = local.plan_local_cluster(tmp_path, nodes=3)
-    cluster = local.ClusterFile([node.entry(1000 + i) for i, node in enumerate(plan)])
-    path = local.write_cluster_file(tmp_path, cluster)
+    plan = launcher.plan_local_cluster(tmp_path, nodes=3)
+    cluster = cluster_file.ClusterFile([node.entry(1000 + i) for i, node in enumerate(plan)])
+    path = cluster_file.write_cluster_file(tmp_path, cluster)
     assert path == tmp_path / "cluster.json"
     raw = json.loads(path.read_text())
     assert set(raw["nodes"][0]) >= {"id", "zone", "region", "resp", "admin", "pid", "data_dir",
                                     "argv"}
     assert raw["nodes"][0]["argv"] == plan[0].argv
-    assert local.read_cluster_file(tmp_path) == cluster
+    assert cluster_file.read_cluster_file(tmp_path) == cluster
     updated = cluster.with_pid("n2", 4242)
-    local.write_cluster_file(tmp_path, updated)
-    assert local.read_cluster_file(tmp_path).node("n2").pid == 4242
-    assert local.read_cluster_file(tmp_path).node("n2").config_path == str(plan[1].config_path)
+    cluster_file.write_cluster_file(tmp_path, updated)
+    assert cluster_file.read_cluster_file(tmp_path).node("n2").pid == 4242
+    assert cluster_file.read_cluster_file(tmp_path).node("n2").config_path == str(plan[1].config_path)
 
 
 def test_cluster_file_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = local.plan_local_cluster(tmp_path, nodes=1)
-    old = local.ClusterFile([plan[0].entry(1)])
-    local.write_cluster_file(tmp_path, old)
+    plan = launcher.plan_local_cluster(tmp_path, nodes=1)
+    old = cluster_file.ClusterFile([plan[0].entry(1)])
+    cluster_file.write_cluster_file(tmp_path, old)
 
     def broken_replace(source: str, target: str) -> None:
         raise OSError("disk on fire")
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk on fire"):
-        local.write_cluster_file(tmp_path, old.with_pid("n1", 2))
+        cluster_file.write_cluster_file(tmp_path, old.with_pid("n1", 2))
     monkeypatch.undo()
-    assert local.read_cluster_file(tmp_path) == old  # the old file, whole
+    assert cluster_file.read_cluster_file(tmp_path) == old  # the old file, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.json"]  # no temp file left
 
 
@@ -195,16 +188,16 @@ def test_bad_cluster_files_are_reported(tmp_path: Path, content: str | None,
                                         message: str) -> None:
     if content is not None:
         (tmp_path / "cluster.json").write_text(content)
-    with pytest.raises(local.ClusterError, match=message):
-        local.read_cluster_file(tmp_path)
+    with pytest.raises(cluster_file.ClusterError, match=message):
+        cluster_file.read_cluster_file(tmp_path)
 
 
 # --------------------------------------------------------------------------- phalanx node
 
 
 def test_node_with_a_bad_config_file_exits_2_naming_the_field(tmp_path: Path) -> None:
-    plan = local.plan_local_cluster(tmp_path, nodes=3)
-    local.write_node_configs(plan)
+    plan = launcher.plan_local_cluster(tmp_path, nodes=3)
+    launcher.write_node_configs(plan)
     path = plan[0].config_path
     path.write_text(path.read_text().replace("election_ticks = 50", "election_ticks = 2"))
     result = CliRunner().invoke(main, ["node", "--config", str(path)])
@@ -212,7 +205,7 @@ def test_node_with_a_bad_config_file_exits_2_naming_the_field(tmp_path: Path) ->
     assert "election_ticks" in result.output
     assert len(result.output.strip().splitlines()) == 1
     # A flag override is validated the same way.
-    local.write_node_configs(plan)
+    launcher.write_node_configs(plan)
     result = CliRunner().invoke(main, ["node", "--config", str(path), "--id", "n9"])
     assert result.exit_code == 2 and "id: 'n9' is not one of peers" in result.output
 
@@ -242,12 +235,12 @@ def test_node_config_error_from_a_real_process(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- dead clusters
 
 
-def _dead_cluster(tmp_path: Path) -> local.ClusterFile:
+def _dead_cluster(tmp_path: Path) -> cluster_file.ClusterFile:
     loopback_base, base_port = _free_layout(3)
-    plan = local.plan_local_cluster(tmp_path, nodes=3, base_port=base_port,
-                                    loopback_base=loopback_base)
-    cluster = local.ClusterFile([node.entry(_dead_pid()) for node in plan])
-    local.write_cluster_file(tmp_path, cluster)
+    plan = launcher.plan_local_cluster(tmp_path, nodes=3, base_port=base_port,
+                                       loopback_base=loopback_base)
+    cluster = cluster_file.ClusterFile([node.entry(_dead_pid()) for node in plan])
+    cluster_file.write_cluster_file(tmp_path, cluster)
     return cluster
 
 
@@ -278,9 +271,9 @@ def test_commands_without_a_cluster_file_say_so(tmp_path: Path) -> None:
 def test_a_reused_pid_that_is_not_phalanx_is_never_signalled(tmp_path: Path) -> None:
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
-        plan = local.plan_local_cluster(tmp_path, nodes=1)
-        local.write_cluster_file(tmp_path, local.ClusterFile([plan[0].entry(sleeper.pid)]))
-        assert local.stop_cluster(tmp_path, grace=0.5) == {"n1": "not phalanx"}
+        plan = launcher.plan_local_cluster(tmp_path, nodes=1)
+        cluster_file.write_cluster_file(tmp_path, cluster_file.ClusterFile([plan[0].entry(sleeper.pid)]))
+        assert launcher.stop_cluster(tmp_path, grace=0.5) == {"n1": "not phalanx"}
         assert sleeper.poll() is None
     finally:
         sleeper.kill()
@@ -343,16 +336,17 @@ FAKE_NODE = textwrap.dedent('''
 
 
 @pytest.fixture
-def fake_cluster(tmp_path: Path) -> Iterator[tuple[Path, list[local.PlannedNode]]]:
+def fake_cluster(tmp_path: Path) -> Iterator[tuple[Path, list[launcher.PlannedNode]]]:
     """A 3-node plan whose argv runs the fake node (its path contains "phalanx")."""
     script = tmp_path / "fake_phalanx_node.py"
     script.write_text(FAKE_NODE)
     data_dir = tmp_path / "data"
     loopback_base, base_port = _free_layout(3)
-    plan = local.plan_local_cluster(data_dir, nodes=3, base_port=base_port,
-                                    loopback_base=loopback_base)
-    plan = [local.PlannedNode(config=n.config, config_path=n.config_path, log_path=n.log_path,
-                              argv=[sys.executable, str(script), str(n.config_path)])
+    plan = launcher.plan_local_cluster(data_dir, nodes=3, base_port=base_port,
+                                       loopback_base=loopback_base)
+    plan = [launcher.PlannedNode(config=n.config, config_path=n.config_path,
+                                 log_path=n.log_path,
+                                 argv=[sys.executable, str(script), str(n.config_path)])
             for n in plan]
     try:
         yield data_dir, plan
@@ -361,14 +355,14 @@ def fake_cluster(tmp_path: Path) -> Iterator[tuple[Path, list[local.PlannedNode]
 
 
 def test_fake_cluster_up_status_failover_restart_down(
-        fake_cluster: tuple[Path, list[local.PlannedNode]]) -> None:
+        fake_cluster: tuple[Path, list[launcher.PlannedNode]]) -> None:
     data_dir, plan = fake_cluster
-    cluster, leader, processes = local.start_local_cluster(data_dir, plan, timeout=15)
+    cluster, leader, processes = launcher.start_local_cluster(data_dir, plan, timeout=15)
     assert leader == "n1"
-    assert local.read_cluster_file(data_dir) == cluster
+    assert cluster_file.read_cluster_file(data_dir) == cluster
     assert [e.pid for e in cluster.nodes] == [processes[e.id].pid for e in cluster.nodes]
-    with pytest.raises(local.ClusterError, match="already running"):
-        local.start_local_cluster(data_dir, plan, timeout=5)
+    with pytest.raises(cluster_file.ClusterError, match="already running"):
+        launcher.start_local_cluster(data_dir, plan, timeout=5)
 
     # On a loaded machine a fake node may miss one status query: ask again (bounded).
     deadline = time.monotonic() + 30
@@ -379,8 +373,8 @@ def test_fake_cluster_up_status_failover_restart_down(
             break
         time.sleep(0.5)
     assert [row["status"]["role"] for row in rows] == ["leader", "follower", "follower"]
-    statuses = local.query_status(cluster.nodes, timeout=5)
-    assert local.lag_by_node(statuses) == {"n1": 0, "n2": 1, "n3": 1}
+    statuses = admin.query_status(cluster.nodes, timeout=5)
+    assert admin.lag_by_node(statuses) == {"n1": 0, "n2": 1, "n3": 1}
     table = CliRunner().invoke(main, ["status", "--data-dir", str(data_dir), "--timeout", "5"])
     assert table.exit_code == 0 and "leader" in table.output, table.output
 
@@ -400,8 +394,8 @@ def test_fake_cluster_up_status_failover_restart_down(
     assert rows[1]["health"] == "down"
     result = CliRunner().invoke(main, ["restart", "n2", "--data-dir", str(data_dir), "--wait"])
     assert result.exit_code == 0, result.output
-    new_pid = local.read_cluster_file(data_dir).node("n2").pid
-    assert new_pid not in (None, old_pid) and local.is_our_node(new_pid)
+    new_pid = cluster_file.read_cluster_file(data_dir).node("n2").pid
+    assert new_pid not in (None, old_pid) and launcher.is_our_node(new_pid)
     result = CliRunner().invoke(main, ["restart", "n2", "--data-dir", str(data_dir)])
     assert result.exit_code == 1 and "already running" in result.output
     assert "fake node n2" in (data_dir / "n2" / "node.log").read_text()
@@ -411,20 +405,20 @@ def test_fake_cluster_up_status_failover_restart_down(
     assert result.exit_code == 0, result.output
     for process in processes.values():
         process.wait(timeout=5)
-    assert not any(local.pid_alive(pid) for pid in pids)
+    assert not any(launcher.pid_alive(pid) for pid in pids)
 
 
 def test_startup_failure_names_the_node_and_stops_the_others(
-        fake_cluster: tuple[Path, list[local.PlannedNode]]) -> None:
+        fake_cluster: tuple[Path, list[launcher.PlannedNode]]) -> None:
     data_dir, plan = fake_cluster
     broken = plan[2]
-    plan[2] = local.PlannedNode(config=broken.config, config_path=broken.config_path,
-                                log_path=broken.log_path,
-                                argv=[sys.executable, "-c",
+    plan[2] = launcher.PlannedNode(config=broken.config, config_path=broken.config_path,
+                                   log_path=broken.log_path,
+                                   argv=[sys.executable, "-c",
                                       "import sys; print('boom: no phalanx here', "
                                       "file=sys.stderr); sys.exit(3)"])
     started: list[int] = []
-    real_start = local.start_node_process
+    real_start = launcher.start_node_process
 
     def recording_start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         process = real_start(argv, log_path)
@@ -432,33 +426,33 @@ def test_startup_failure_names_the_node_and_stops_the_others(
         return process
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(local, "start_node_process", recording_start)
+        patch.setattr(launcher, "start_node_process", recording_start)
         try:
-            with pytest.raises(local.ClusterError) as caught:
-                local.start_local_cluster(data_dir, plan, timeout=10)
+            with pytest.raises(cluster_file.ClusterError) as caught:
+                launcher.start_local_cluster(data_dir, plan, timeout=10)
         finally:
             _kill_all(started)
     message = str(caught.value)
     assert "n3 (exit code 3)" in message and "boom: no phalanx here" in message
     assert not (data_dir / "cluster.json").exists()
-    assert not any(local.pid_alive(pid) for pid in started)
+    assert not any(launcher.pid_alive(pid) for pid in started)
 
 
 def test_cancelled_startup_stops_what_it_started(
-        fake_cluster: tuple[Path, list[local.PlannedNode]]) -> None:
+        fake_cluster: tuple[Path, list[launcher.PlannedNode]]) -> None:
     data_dir, plan = fake_cluster
     started: list[subprocess.Popen[bytes]] = []
-    real_start = local.start_node_process
+    real_start = launcher.start_node_process
 
     def recording_start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         started.append(real_start(argv, log_path))
         return started[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(local, "start_node_process", recording_start)
+        patch.setattr(launcher, "start_node_process", recording_start)
         try:
-            with pytest.raises(local.StartupInterrupted):
-                local.start_local_cluster(data_dir, plan, timeout=10, cancelled=lambda: True)
+            with pytest.raises(launcher.StartupInterrupted):
+                launcher.start_local_cluster(data_dir, plan, timeout=10, cancelled=lambda: True)
         finally:
             _kill_all([process.pid for process in started])
     assert len(started) == 3 and all(process.returncode is not None for process in started)
@@ -467,13 +461,13 @@ def test_cancelled_startup_stops_what_it_started(
 
 def test_wait_for_leader_timeout_names_the_silent_nodes(tmp_path: Path) -> None:
     loopback_base, base_port = _free_layout(2)
-    plan = local.plan_local_cluster(tmp_path, nodes=2, base_port=base_port,
-                                    loopback_base=loopback_base)
+    plan = launcher.plan_local_cluster(tmp_path, nodes=2, base_port=base_port,
+                                       loopback_base=loopback_base)
     log = tmp_path / "n1.log"
     log.write_text("line 1\nlast words of n1\n")
-    with pytest.raises(local.ClusterError) as caught:
-        local.wait_for_leader([n.entry(None) for n in plan], timeout=0.5,
-                              log_paths={"n1": log})
+    with pytest.raises(cluster_file.ClusterError) as caught:
+        launcher.wait_for_leader([n.entry(None) for n in plan], timeout=0.5,
+                                 log_paths={"n1": log})
     message = str(caught.value)
     assert "did not come up within 0.5 s: n1, n2" in message
     assert "last words of n1" in message
@@ -494,8 +488,8 @@ def test_end_to_end_up_status_failover_down(tmp_path: Path) -> None:
                           "--election-ticks", "30", "--heartbeat-ticks", "3", timeout=90)
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"redis-cli -h 127.0.0.{loopback_base + 1} -p {base_port + 1}" in result.stdout
-        cluster = local.read_cluster_file(data_dir)
-        assert all(local.is_our_node(entry.pid) for entry in cluster.nodes)
+        cluster = cluster_file.read_cluster_file(data_dir)
+        assert all(launcher.is_our_node(entry.pid) for entry in cluster.nodes)
 
         status = _run_cli("status", "--json", "--data-dir", str(data_dir))
         assert status.returncode == 0, status.stderr
@@ -509,8 +503,8 @@ def test_end_to_end_up_status_failover_down(tmp_path: Path) -> None:
         assert f"leadership moved from {leaders[0]} to {target}" in moved.stdout
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            statuses = local.query_status(cluster.nodes)
-            if (leader := local.current_leader(statuses)) and leader.entry.id == target:
+            statuses = admin.query_status(cluster.nodes)
+            if (leader := admin.current_leader(statuses)) and leader.entry.id == target:
                 break
             time.sleep(0.1)
         else:
@@ -519,7 +513,7 @@ def test_end_to_end_up_status_failover_down(tmp_path: Path) -> None:
         down = _run_cli("down", "--data-dir", str(data_dir))
         assert down.returncode == 0, down.stdout + down.stderr
         pids = [entry.pid for entry in cluster.nodes]
-        assert not any(local.pid_alive(pid) for pid in pids)
+        assert not any(launcher.pid_alive(pid) for pid in pids)
         assert "stopped" in down.stdout
     finally:
         _kill_all(_pids_of(data_dir))
@@ -540,12 +534,12 @@ def test_end_to_end_foreground_up_stops_its_nodes_on_sigterm(tmp_path: Path) -> 
             assert time.monotonic() < deadline, "no cluster.json within 60 s"
             time.sleep(0.1)
         pids = _pids_of(data_dir)
-        assert len(pids) == 3 and all(local.is_our_node(pid) for pid in pids)
+        assert len(pids) == 3 and all(launcher.is_our_node(pid) for pid in pids)
         up.send_signal(signal.SIGTERM)
         output, _ = up.communicate(timeout=20)
         assert up.returncode == 0, output
         assert "stopped" in output
-        assert not any(local.pid_alive(pid) for pid in pids)
+        assert not any(launcher.pid_alive(pid) for pid in pids)
     finally:
         if up.poll() is None:
             up.kill()

@@ -91,7 +91,7 @@ def fetch_statuses(control: ClusterControl, timeout: float = 0.5,
                    pool: ThreadPoolExecutor | None = None) -> dict[str, dict[str, Any] | None]:
     """Every node's admin `/status` JSON, in parallel: node id -> dict, or None where the node
     did not answer (down, paused, or cut off from the lab)."""
-    from phalanx.server.cluster import admin_request
+    from phalanx.ops.admin import admin_request
 
     nodes = control.nodes()
 
@@ -111,7 +111,7 @@ def fetch_statuses(control: ClusterControl, timeout: float = 0.5,
 
 def agreed_leader(statuses: Mapping[str, Mapping[str, Any] | None]) -> str | None:
     """The leader of the first shard named by a majority of all nodes (a leader counts itself),
-    as `phalanx.server.cluster.agreed_leader` decides it; None without a majority."""
+    as `phalanx.ops.admin.agreed_leader` decides it; None without a majority."""
     votes: dict[str, int] = {}
     for node, status in statuses.items():
         if status is None:

@@ -1,7 +1,7 @@
 """`LocalControl`: the `ClusterControl` of a local cluster (node processes on loopback).
 
 Rules of this file:
-- A cluster is started only through `phalanx.server.cluster` (the code behind `phalanx up`), with
+- A cluster is started only through `phalanx.ops.launcher` (the code behind `phalanx up`), with
   fault injection enabled, on a free base port and its own loopback addresses; or attached from
   an existing `DIR/cluster.json` (`--target`), which this control never stops.
 - Processes are signalled by pid, and only while the pid is a live phalanx process
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from phalanx.chaos.control import NodeInfo
-from phalanx.server import cluster as local
+from phalanx.ops import admin, cluster_file, launcher
 
 logger = logging.getLogger(__name__)
 
@@ -43,24 +43,6 @@ RESTART_TIMEOUT_S = 30.0
 
 class ChaosError(Exception):
     """The lab could not do what it was asked (the message says what)."""
-
-
-def _pick_plan(data_dir: Path, nodes: int, zones: int, overrides: dict[str, Any],
-               rng: random.Random, regions: int = 1) -> list[local.PlannedNode]:
-    last_error: Exception | None = None
-    for _ in range(60):
-        base_port = rng.randrange(20000, 60000 - 300)
-        loopback_base = rng.randrange(20, 250 - nodes)
-        plan = local.plan_local_cluster(data_dir, nodes=nodes, zones=zones, base_port=base_port,
-                                        loopback_base=loopback_base, overrides=overrides,
-                                        regions=regions)
-        try:
-            local.check_addresses_free(plan)
-        except local.ClusterError as error:
-            last_error = error
-            continue
-        return plan
-    raise ChaosError(f"no free ports / loopback addresses found: {last_error}")
 
 
 class LocalControl:
@@ -83,7 +65,7 @@ class LocalControl:
         self._closed = False
         #: Nodes lost for good (`lose`): never restarted.
         self.lost: set[str] = set()
-        self._ids = [entry.id for entry in local.read_cluster_file(self.data_dir).nodes]
+        self._ids = [entry.id for entry in cluster_file.read_cluster_file(self.data_dir).nodes]
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
@@ -93,7 +75,7 @@ class LocalControl:
         """Start a fresh local cluster (fault injection on) and control it; stops it on close.
 
         Zone zK is in region r((K-1) % regions + 1) when `regions` > 1 (see
-        `phalanx.server.cluster.plan_local_cluster`)."""
+        `phalanx.ops.launcher.plan_local_cluster`)."""
         temporary: Path | None = None
         if data_dir is None:
             temporary = Path(tempfile.mkdtemp(prefix="phalanx-chaos-"))
@@ -103,11 +85,15 @@ class LocalControl:
         # Ports are not part of the experiment: they come from the OS's randomness, not the seed,
         # so that two runs with one seed can run side by side.
         rng = random.Random()
-        plan = _pick_plan(data_dir, nodes, zones, options, rng, regions)
         try:
-            _cluster, _leader, processes = local.start_local_cluster(data_dir, plan,
-                                                                     timeout=timeout)
-        except local.ClusterError as error:
+            plan = launcher.pick_free_plan(data_dir, rng, nodes=nodes, zones=zones,
+                                           regions=regions, overrides=options)
+        except cluster_file.ClusterError as error:
+            raise ChaosError(str(error)) from error
+        try:
+            _cluster, _leader, processes = launcher.start_local_cluster(data_dir, plan,
+                                                                        timeout=timeout)
+        except cluster_file.ClusterError as error:
             raise ChaosError(f"the local cluster did not start: {error}") from error
         return cls(data_dir, owned=True, processes=processes, temporary_root=temporary)
 
@@ -115,19 +101,19 @@ class LocalControl:
     def attach(cls, cluster_json: str | Path) -> LocalControl:
         """Control a running cluster from its `cluster.json` (or its directory); never stops it."""
         path = Path(cluster_json)
-        directory = path.parent if path.name == local.CLUSTER_FILE else path
+        directory = path.parent if path.name == cluster_file.CLUSTER_FILE else path
         try:
-            local.read_cluster_file(directory)
-        except local.ClusterError as error:
+            cluster_file.read_cluster_file(directory)
+        except cluster_file.ClusterError as error:
             raise ChaosError(str(error)) from error
         return cls(directory, owned=False)
 
     # ---- observation ------------------------------------------------------------------------
-    def _entries(self) -> list[local.NodeEntry]:
-        return local.read_cluster_file(self.data_dir).nodes
+    def _entries(self) -> list[cluster_file.NodeEntry]:
+        return cluster_file.read_cluster_file(self.data_dir).nodes
 
-    def _entry(self, node: str) -> local.NodeEntry:
-        return local.read_cluster_file(self.data_dir).node(node)
+    def _entry(self, node: str) -> cluster_file.NodeEntry:
+        return cluster_file.read_cluster_file(self.data_dir).node(node)
 
     def nodes(self) -> list[NodeInfo]:
         infos = []
@@ -138,35 +124,35 @@ class LocalControl:
                                   admin_url=f"http://{entry.admin}", pid=entry.pid or 0))
         return infos
 
-    def statuses(self, timeout: float = 0.5) -> list[local.NodeStatus]:
+    def statuses(self, timeout: float = 0.5) -> list[admin.NodeStatus]:
         """Every node's /status (one request each, in parallel; None where it did not answer)."""
         entries = self._entries()
 
-        def one(entry: local.NodeEntry) -> local.NodeStatus:
+        def one(entry: cluster_file.NodeEntry) -> admin.NodeStatus:
             try:
-                code, body = local.admin_request(entry.admin, "/status", timeout=timeout)
+                code, body = admin.admin_request(entry.admin, "/status", timeout=timeout)
             except OSError as error:
-                return local.NodeStatus(entry, None, "down", str(error))
+                return admin.NodeStatus(entry, None, "down", str(error))
             if code != 200 or not isinstance(body, dict):
-                return local.NodeStatus(entry, None, "down", f"/status answered {code}")
-            return local.NodeStatus(entry, body, "ok")
+                return admin.NodeStatus(entry, None, "down", f"/status answered {code}")
+            return admin.NodeStatus(entry, body, "ok")
 
         with ThreadPoolExecutor(max_workers=len(entries)) as pool:
             return list(pool.map(one, entries))
 
     def leader(self) -> str | None:
-        return local.agreed_leader(self.statuses())
+        return admin.agreed_leader(self.statuses())
 
     def pid(self, node: str) -> int | None:
         return self._entry(node).pid
 
     def alive(self, node: str) -> bool:
-        return local.is_our_node(self._entry(node).pid)
+        return launcher.is_our_node(self._entry(node).pid)
 
     # ---- processes --------------------------------------------------------------------------
     def _signal(self, node: str, sig: signal.Signals) -> int:
         entry = self._entry(node)
-        if entry.pid is None or not local.is_our_node(entry.pid):
+        if entry.pid is None or not launcher.is_our_node(entry.pid):
             raise ChaosError(f"{node} is not running (pid {entry.pid})")
         os.kill(entry.pid, sig)
         return entry.pid
@@ -175,9 +161,9 @@ class LocalControl:
         pid = self._signal(node, signal.SIGKILL)
         self._paused.discard(node)
         deadline = time.monotonic() + 10.0
-        while local.pid_alive(pid) and time.monotonic() < deadline:
+        while launcher.pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-        if local.pid_alive(pid):
+        if launcher.pid_alive(pid):
             raise ChaosError(f"{node} (pid {pid}) did not die after SIGKILL")
 
     def pause(self, node: str) -> None:
@@ -195,21 +181,16 @@ class LocalControl:
             raise ChaosError(f"{node} was lost for good (its data is deleted); it is not "
                              "restarted")
         try:
-            entry = local.restart_node(self.data_dir, node)
-        except local.ClusterError as error:
+            entry = launcher.restart_node(self.data_dir, node)
+        except cluster_file.ClusterError as error:
             raise ChaosError(f"cannot restart {node}: {error}") from error
         if entry.pid is not None:
             self._started_pids.add(entry.pid)
-        deadline = time.monotonic() + RESTART_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if local.query_status([entry], timeout=0.5)[0].reachable:
-                self._push(node)
-                return
-            if not local.pid_alive(entry.pid):
-                break
-            time.sleep(0.05)
-        log = Path(entry.data_dir) / local.NODE_LOG_FILE
-        raise ChaosError(f"{node} did not come up after a restart\n{local.tail(log)}")
+        if launcher.wait_until_answering(entry, RESTART_TIMEOUT_S, poll=0.05):
+            self._push(node)
+            return
+        log = Path(entry.data_dir) / cluster_file.NODE_LOG_FILE
+        raise ChaosError(f"{node} did not come up after a restart\n{launcher.tail(log)}")
 
     def lose(self, node: str) -> None:
         """Kill `node` and delete its data directory; it never comes back (see the module)."""
@@ -219,7 +200,7 @@ class LocalControl:
         self.kill(node)
         self.lost.add(node)
         data_dir = Path(entry.data_dir)
-        log = data_dir / local.NODE_LOG_FILE
+        log = data_dir / cluster_file.NODE_LOG_FILE
         with contextlib.suppress(OSError):
             log.replace(data_dir.parent / f"{node}.lost.log")
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -236,7 +217,7 @@ class LocalControl:
         """Send `node` its whole rule set; False when it cannot be reached (down or paused)."""
         entry = self._entry(node)
         try:
-            code, body = local.admin_request(entry.admin, "/faults", method="PUT",
+            code, body = admin.admin_request(entry.admin, "/faults", method="PUT",
                                              body=self._rules(node), timeout=2.0)
         except OSError as error:
             logger.info("fault rules for %s not installed now (%s); they follow on restart",
@@ -319,24 +300,24 @@ class LocalControl:
             return
         self._closed = True
         for node in sorted(self._paused):
-            with contextlib.suppress(ChaosError, OSError, local.ClusterError):
+            with contextlib.suppress(ChaosError, OSError, cluster_file.ClusterError):
                 self.resume(node)
         if not self.owned:
-            with contextlib.suppress(ChaosError, local.ClusterError):
+            with contextlib.suppress(ChaosError, cluster_file.ClusterError):
                 self.heal()
                 self.clear_latency()
             return
         pids = set(self._started_pids)
-        with contextlib.suppress(local.ClusterError):
+        with contextlib.suppress(cluster_file.ClusterError):
             pids.update(e.pid for e in self._entries() if e.pid is not None)
         for pid in sorted(pids):
-            if local.is_our_node(pid):
+            if launcher.is_our_node(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
                     os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10.0
         for pid in sorted(pids):
-            while local.pid_alive(pid) and time.monotonic() < deadline:
+            while launcher.pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
         for process in self._processes:
             with contextlib.suppress(Exception):

@@ -45,23 +45,16 @@ from typing import Any
 
 from phalanx.chaos.control import NodeInfo
 from phalanx.errors import ConfigError, PhalanxError
-from phalanx.server.cluster import (
-    NODE_CONFIG_FILE,
-    NODE_LOG_FILE,
-    ClusterError,
-    ClusterFile,
-    NodeEntry,
-    PlannedNode,
-    admin_request,
-    agreed_leader,
-    query_status,
+from phalanx.ops.admin import admin_request, agreed_leader, query_status
+from phalanx.ops.cluster_file import ClusterError, ClusterFile, NodeEntry, write_cluster_file
+from phalanx.ops.launcher import (
+    Listeners,
+    plan_cluster,
     start_node_process,
     tail,
     wait_for_leader,
-    write_cluster_file,
     write_node_configs,
 )
-from phalanx.server.config import NodeConfig, PeerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +266,7 @@ class NetnsControl:
         `seed` is recorded only (the network has no randomness beyond names); `overrides` are
         NodeConfig fields applied to every node. Node i is in zone z((i-1) % zones + 1); with
         `regions` > 1 zone zK is in region r((K-1) % regions + 1), else every zone is in
-        `region` (as `phalanx.server.cluster.plan_local_cluster` does). On failure everything
+        `region` (as `phalanx.ops.launcher.plan_cluster` does). On failure everything
         created is removed.
         """
         del seed  # names and subnets must be unique per run, not reproducible
@@ -319,42 +312,34 @@ class NetnsControl:
                 run(["ip", "link", "set", self.bridge, "up"])
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-        peers = []
-        for i in range(1, count + 1):
-            address = f"{self.subnet}.{10 + i}"
-            zone = (i - 1) % zones + 1
-            peers.append(PeerConfig(id=f"n{i}", peer=f"{address}:{PEER_PORT}",
-                                    resp=f"{address}:{RESP_PORT}",
-                                    admin=f"{address}:{ADMIN_PORT}", zone=f"z{zone}",
-                                    region=region if regions == 1
-                                    else f"r{(zone - 1) % regions + 1}"))
         changes = {key: value for key, value in (overrides or {}).items() if value is not None}
         changes.setdefault("enable_fault_injection", True)
         # The lab calls the nodes' admin API from the host, which is not loopback for a node
         # in its own namespace: mutations need a token there, so the lab makes one.
         changes.setdefault("admin_token", secrets.token_hex(16))
         self._admin_token = str(changes.get("admin_token", ""))
-        unknown = set(changes) - set(NodeConfig.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"overrides: unknown field(s) {', '.join(sorted(unknown))}")
-        plan = []
-        for i, peer in enumerate(peers, start=1):
+        listeners = [Listeners(resp=f"{self.subnet}.{10 + i}:{RESP_PORT}",
+                               admin=f"{self.subnet}.{10 + i}:{ADMIN_PORT}",
+                               peer=f"{self.subnet}.{10 + i}:{PEER_PORT}")
+                     for i in range(1, count + 1)]
+
+        def argv(node_id: str, config_path: Path) -> list[str]:
+            return _in_ns(f"{self.prefix}-{node_id}", sys.executable, "-m", "phalanx", "node",
+                          "--config", str(config_path))
+
+        plan = plan_cluster(self.data_dir, listeners, zones=zones, region=region,
+                            regions=regions, overrides=changes, argv=argv)
+        for i, planned in enumerate(plan, start=1):
             namespace = f"{self.prefix}-n{i}"
             veth = f"{self.prefix}-v{i}"
             inner = f"{self.prefix}-p{i}"
-            node_dir = self.data_dir / peer.id
-            config = NodeConfig(id=peer.id, data_dir=str(node_dir), peers=tuple(peers),
-                                **changes)
-            config_path = node_dir / NODE_CONFIG_FILE
-            argv = _in_ns(namespace, sys.executable, "-m", "phalanx", "node", "--config",
-                          str(config_path))
-            address = peer.peer.rpartition(":")[0]
-            node = _Node(id=peer.id, zone=peer.zone, region=peer.region, namespace=namespace,
-                         veth=veth, address=address, config_path=config_path,
-                         log_path=node_dir / NODE_LOG_FILE, data_dir=node_dir, argv=argv)
+            me = planned.config.me
+            address = me.peer.rpartition(":")[0]
+            node = _Node(id=me.id, zone=me.zone, region=me.region, namespace=namespace,
+                         veth=veth, address=address, config_path=planned.config_path,
+                         log_path=planned.log_path, data_dir=planned.config_path.parent,
+                         argv=planned.argv)
             self._nodes.append(node)
-            plan.append(PlannedNode(config=config, config_path=config_path,
-                                    log_path=node.log_path, argv=argv))
             run(["ip", "netns", "add", namespace])
             self._created_namespaces.append(namespace)
             self._created_veths.append(veth)

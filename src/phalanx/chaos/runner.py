@@ -518,9 +518,9 @@ def _dead_after_ms(config: RunConfig) -> int | None:
     attached cluster (its own, unknown here)."""
     if config.dead_after_ms is not None or config.target is not None:
         return config.dead_after_ms
-    from phalanx.server.config import NodeConfig
+    from phalanx.ops.launcher import node_config_default
 
-    default = NodeConfig.__dataclass_fields__["dead_after_ms"].default
+    default = node_config_default("dead_after_ms")
     return default if isinstance(default, int) else None
 
 

@@ -103,10 +103,10 @@ def discover_nodes(data_dir: str | Path, *, timeout: float = 1.0) -> tuple[list[
     cluster.json); when no node answers, `cluster.json` itself. ClusterError (a ConfigError
     sibling under PhalanxError) when there is no cluster file.
     """
-    from phalanx.server import cluster as local
+    from phalanx.ops import admin, cluster_file
 
-    cluster = local.read_cluster_file(data_dir)
-    statuses = [s for s in local.query_status(cluster.nodes, timeout=timeout)
+    cluster = cluster_file.read_cluster_file(data_dir)
+    statuses = [s for s in admin.query_status(cluster.nodes, timeout=timeout)
                 if s.status is not None and isinstance(s.status.get("nodes"), list)]
     if statuses:
         newest = max(statuses, key=lambda s: int((s.status or {}).get("map_version") or 0))
@@ -124,7 +124,7 @@ def discover_nodes(data_dir: str | Path, *, timeout: float = 1.0) -> tuple[list[
             return nodes, (f"/status of {newest.entry.id} "
                            f"(map version {(newest.status or {}).get('map_version')})")
     return ([backend_node(entry) for entry in cluster.nodes],
-            f"{local.cluster_file_path(data_dir)} (no node answered /status)")
+            f"{cluster_file.cluster_file_path(data_dir)} (no node answered /status)")
 
 
 def _split_address(address: str, where: str) -> tuple[str, int]:

@@ -21,7 +21,9 @@ from phalanx.raft.messages import (
     TimeoutNow,
 )
 from phalanx.raft.node import PeerStatus, RawNode, Ready, SoftState, Status
-from phalanx.raft.raft import ReadState, Role
+from phalanx.raft.pipeline import LogWrite, ReadyIO, ReadyPipeline
+from phalanx.raft.raft import Role
+from phalanx.raft.read_only import ReadState
 from phalanx.raft.storage import LogReader, LogWriter, MemoryStorage
 from phalanx.raft.types import (
     NO_NODE,
@@ -58,6 +60,7 @@ __all__ = [
     "Index",
     "InstallSnapshot",
     "LogReader",
+    "LogWrite",
     "LogWriter",
     "MemoryStorage",
     "Message",
@@ -69,6 +72,8 @@ __all__ = [
     "ReadIndexResponse",
     "ReadState",
     "Ready",
+    "ReadyIO",
+    "ReadyPipeline",
     "RequestVote",
     "RequestVoteResponse",
     "Role",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
 
 from phalanx.errors import ConfigError, NotLeader, ProposalDropped, StorageError, require
 from phalanx.raft.confchange import apply_conf_change, encode_conf_change
@@ -36,6 +35,7 @@ from phalanx.raft.messages import (
 )
 from phalanx.raft.progress import Progress, ProgressState
 from phalanx.raft.quorum import VoteResult, joint_index, joint_vote, quorum_active
+from phalanx.raft.read_only import ReadOnly, ReadState
 from phalanx.raft.storage import LogReader
 from phalanx.raft.types import (
     NO_NODE,
@@ -62,27 +62,6 @@ class Role(enum.Enum):
     LEADER = "leader"
 
 
-@dataclass(frozen=True, slots=True)
-class ReadState:
-    """A read request is safe to serve once the state machine has applied `index`.
-
-    `ok` is False when the request could not be confirmed (leadership was lost); the caller
-    should retry elsewhere.
-    """
-
-    index: Index
-    context: bytes
-    ok: bool = True
-
-
-@dataclass(slots=True)
-class _PendingRead:
-    context: bytes
-    index: int
-    requester: NodeId
-    round_needed: int
-
-
 class Raft:
     """One replica's Raft state machine (driven by `RawNode`)."""
 
@@ -107,20 +86,12 @@ class Raft:
         self.randomized_election_timeout = 0
         self.lead_transferee: NodeId = NO_NODE
         self.pending_conf_index = 0
-        # ReadIndex rounds (diss. §6.4): a leader numbers its heartbeat broadcasts; a read is
-        # confirmed when a quorum acknowledged a round sent after the read arrived.
         self.ticks_total = 0
-        self.read_round = 0
-        self.round_sent_tick: dict[int, int] = {}
-        self.round_acked: dict[NodeId, int] = {}
-        self.confirmed_round = 0
-        self.round_wanted = False
-        self.pending_reads: list[_PendingRead] = []
-        self.lease_until_tick = -1
-        self.lease_disabled = False
+        #: ReadIndex rounds, waiting reads and the leader lease (diss. §6.4; read_only.py).
+        self.read_only = ReadOnly(config, self.log, send=self._send,
+                                  local_answer=lambda state: self.read_states.append(state),
+                                  broadcast=self._broadcast_heartbeat)
         self.append_pending = False
-        #: The term in which this replica has seen an entry of its own term committed.
-        self._committed_term = -1
         self._set_conf(conf_state)
         if hard_state.commit:
             # The commit index is volatile state (Figure 2): the application may persist a stale
@@ -199,20 +170,7 @@ class Raft:
                 fresh.match = self.log.stable_last_index()
             self.progress[node] = fresh
         self.pending_conf_index = 0
-        self._fail_pending_reads()
-        self.round_acked = {}
-        self.round_sent_tick = {}
-        self.confirmed_round = self.read_round
-        self.round_wanted = False
-        self.lease_until_tick = -1
-        self.lease_disabled = False
-
-    def _fail_pending_reads(self) -> None:
-        # Every waiting read gets an answer, local or forwarded: index 0 means "not served,
-        # retry" (a follower must not wait forever for a leader that stepped down).
-        for read in self.pending_reads:
-            self._answer_read(read, ok=False)
-        self.pending_reads = []
+        self.read_only.reset(self.term)
 
     def _abort_leader_transfer(self) -> None:
         self.lead_transferee = NO_NODE
@@ -233,7 +191,7 @@ class Raft:
         self.votes = {}
         self.lead = NO_NODE
         self.role = Role.PRE_CANDIDATE
-        self._fail_pending_reads()
+        self.read_only.fail_pending(self.term)
         logger.info("%s became pre-candidate at term %s", self.id, self.term)
 
     def become_candidate(self) -> None:
@@ -476,28 +434,14 @@ class Raft:
             logger.info("%s received TimeoutNow from %s at term %s", self.id, message.source,
                         self.term)
             self.campaign(transfer=True)
-        elif isinstance(message, ReadIndexResponse):
-            self.read_states.append(
-                ReadState(message.index, message.context, ok=message.index > 0)
-            )
-        elif isinstance(message, ReadIndexRequest):
-            # We are not the leader (any more): tell the requester so it can retry.
-            self._send(
-                ReadIndexResponse(
-                    source=self.id, target=message.source, term=self.term,
-                    context=message.context, index=Index(0),
-                )
-            )
+        else:
+            self.read_only.step_not_leading(message, self.term)
 
     def _step_candidate(self, message: Message) -> None:
         if isinstance(message, (AppendEntries, Heartbeat, InstallSnapshot)):
             # §5.2: a candidate that hears from a leader of its term returns to follower.
             self.become_follower(message.term, message.source)
             self._step_follower(message)
-        elif isinstance(message, ReadIndexResponse):
-            self.read_states.append(
-                ReadState(message.index, message.context, ok=message.index > 0)
-            )
         elif isinstance(message, RequestVoteResponse):
             pre_vote_round = self.role is Role.PRE_CANDIDATE
             if message.pre_vote != pre_vote_round:
@@ -510,13 +454,8 @@ class Raft:
                     self.become_leader()
             elif result is VoteResult.LOST:
                 self.become_follower(self.term, NO_NODE)
-        elif isinstance(message, ReadIndexRequest):
-            self._send(
-                ReadIndexResponse(
-                    source=self.id, target=message.source, term=self.term,
-                    context=message.context, index=Index(0),
-                )
-            )
+        else:
+            self.read_only.step_not_leading(message, self.term)
 
     def _step_leader(self, message: Message) -> None:
         progress = self.progress.get(message.source)
@@ -531,7 +470,7 @@ class Raft:
                 progress.inflights.free_first()
             if progress.match < self.log.last_index():
                 self._send_append(message.source, progress)
-            self._ack_round(message.source, message.round)
+            self.read_only.ack(message.source, message.round, self.conf, self.term)
         elif isinstance(message, ReadIndexRequest):
             self._register_read(message.context, message.source)
 
@@ -656,7 +595,7 @@ class Raft:
         if self.log.term_or_none(index) != self.term:
             return False
         self.log.commit_to(index)
-        self._release_reads_on_commit()
+        self.read_only.on_commit(self.term)
         return True
 
     def _broadcast_append(self) -> None:
@@ -750,13 +689,11 @@ class Raft:
         logger.info("%s sends TimeoutNow to %s at term %s", self.id, node, self.term)
         # The target may now win an election that ignores leases: no lease for the rest of
         # this term, even if the transfer is aborted.
-        self.lease_disabled = True
+        self.read_only.disable_lease()
         self._send(TimeoutNow(source=self.id, target=node, term=self.term))
 
     def _broadcast_heartbeat(self) -> None:
-        self.read_round += 1
-        self.round_sent_tick[self.read_round] = self.ticks_total
-        self.round_wanted = False
+        round_number = self.read_only.start_round(self.ticks_total)
         for node in sorted(self.progress):
             if node == self.id:
                 continue
@@ -765,115 +702,28 @@ class Raft:
                 Heartbeat(
                     source=self.id, target=node, term=self.term,
                     commit=Index(min(progress.match, self.log.committed)),
-                    round=self.read_round,
+                    round=round_number,
                 )
             )
-        self._ack_round(self.id, self.read_round)
+        self.read_only.ack(self.id, round_number, self.conf, self.term)
 
-    # -- linearizable reads (diss. §6.4) -----------------------------------------------------
-    def _committed_in_current_term(self) -> bool:
-        # Once true it stays true for the term (the commit index never decreases and a later
-        # entry of the log has a term at least as high), so remember the term it held for: the
-        # lease read path asks on every read.
-        if self._committed_term == self.term:
-            return True
-        if self.log.term_or_none(self.log.committed) == self.term:
-            self._committed_term = self.term
-            return True
-        return False
-
+    # -- linearizable reads (diss. §6.4; the bookkeeping is in read_only.py) -----------------
     def _register_read(self, context: bytes, requester: NodeId) -> None:
-        if len(self.pending_reads) >= self.config.max_pending_reads:
-            self._answer_read(_PendingRead(context, 0, requester, 0), ok=False)
-            return
-        if self.lease_valid() and self._committed_in_current_term():
-            # diss. §6.4.1: within the lease no other leader can exist; serve at once.
-            self._answer_read(_PendingRead(context, self.log.committed, requester, 0), ok=True)
-            return
-        single_voter = quorum_active(self.conf.voters, self.conf.voters_outgoing, [self.id])
-        # Index 0 marks "wait for this term's first commit, then read at it" (§6.4 step 1).
-        read_at = self.log.committed if self._committed_in_current_term() else 0
-        read = _PendingRead(context, read_at, requester, self.read_round + 1)
-        if single_voter and self._committed_in_current_term():
-            self._answer_read(read, ok=True)
-            return
-        self.pending_reads.append(read)
-        # Batch: at most one confirmation round in flight; later reads ride the next one.
-        if self.confirmed_round >= self.read_round:
-            self._broadcast_heartbeat()
-        else:
-            self.round_wanted = True
-
-    def _ack_round(self, node: NodeId, round_number: int) -> None:
-        if round_number > self.round_acked.get(node, 0):
-            self.round_acked[node] = round_number
-        confirmed = joint_index(self.conf.voters, self.conf.voters_outgoing, self.round_acked)
-        confirmed = min(confirmed, self.read_round)
-        if confirmed <= self.confirmed_round:
-            return
-        self.confirmed_round = confirmed
-        sent_tick = self.round_sent_tick.get(confirmed)
-        if sent_tick is not None:
-            lease_ticks = self.config.election_ticks - self.config.lease_margin_ticks
-            self.lease_until_tick = max(self.lease_until_tick, sent_tick + lease_ticks)
-        for old in [r for r in self.round_sent_tick if r < confirmed]:
-            del self.round_sent_tick[old]
-        self._release_reads()
-        if self.round_wanted and self.pending_reads:
-            self._broadcast_heartbeat()
-
-    def _release_reads(self) -> None:
-        if not self._committed_in_current_term():
-            return  # §6.4 step 1: wait until the no-op of this term is committed
-        still_waiting: list[_PendingRead] = []
-        for read in self.pending_reads:
-            if read.round_needed <= self.confirmed_round and read.index > 0:
-                self._answer_read(read, ok=True)
-            else:
-                still_waiting.append(read)
-        self.pending_reads = still_waiting
-
-    def _release_reads_on_commit(self) -> None:
-        if self.pending_reads and self._committed_in_current_term():
-            for read in self.pending_reads:
-                if read.index == 0:
-                    # §6.4 step 1: a read that arrived before this term's first commit reads at
-                    # that commit.
-                    read.index = self.log.committed
-            self._release_reads()
-
-    def _answer_read(self, read: _PendingRead, *, ok: bool) -> None:
-        index = Index(read.index if ok else 0)
-        if read.requester == self.id:
-            self.read_states.append(ReadState(index, read.context, ok=ok))
-        else:
-            self._send(
-                ReadIndexResponse(
-                    source=self.id, target=read.requester, term=self.term,
-                    context=read.context, index=index,
-                )
-            )
+        self.read_only.register(context, requester, leader=self.id, conf=self.conf,
+                                term=self.term, lease_valid=self.lease_valid())
 
     def lease_valid(self) -> bool:
         """True while a leader lease holds (only with `lease_reads`, diss. §6.4.1)."""
         return (
-            self.config.lease_reads
-            and self.role is Role.LEADER
+            self.role is Role.LEADER
             and not self.lead_transferee
-            and not self.lease_disabled
-            and self.ticks_total < self.lease_until_tick
+            and self.read_only.lease_held(self.ticks_total)
         )
 
     def lease_read_index(self) -> Index | None:
-        """The index a read may be served at right now without any message, or None.
-
-        Only a leader holding its lease (diss. §6.4.1) whose log has committed an entry of its
-        own term (§6.4 step 1) answers: the same test `_register_read` applies before it
-        answers a read at once, offered synchronously so the server can skip the Ready loop.
-        """
-        if self.lease_valid() and self._committed_in_current_term():
-            return Index(self.log.committed)
-        return None
+        """The index a read may be served at right now without any message, or None (see
+        `ReadOnly.lease_read_index`)."""
+        return self.read_only.lease_read_index(self.term, lease_valid=self.lease_valid())
 
     def read_index(self, context: bytes) -> None:
         """Request a linearizable read; the answer arrives as a `ReadState` (diss. §6.4)."""
@@ -997,7 +847,7 @@ class Raft:
         for node in list(self.progress):
             if node not in members:
                 del self.progress[node]
-                self.round_acked.pop(node, None)
+                self.read_only.forget(node)
         next_index = self.log.last_index() + 1
         for node in sorted(members):
             is_learner = node in learners and node not in conf.voters_outgoing

@@ -4,15 +4,18 @@ Rules of this file:
 - One asyncio task (`run`) owns the Ready loop. Other tasks call `step`/`tick`/`propose`/
   `read_index` synchronously on the same event loop thread (etcd's node goroutine accepts Step
   while a Ready is in flight the same way); they only mutate the core and wake the loop.
-- DESIGN.md's Ready order with asynchronous writes (etcd's AsyncStorageWrites): send
-  `messages`; hand the entries and hard state to the log write (one write, one fsync, on the
-  store's writer thread) without waiting for it; apply, answer waiters, `advance_applied`. When
-  the write is durable: send `persisted_messages` and call `persisted` (in Ready order). The
-  loop waiting for the disk used to cost a leader its own fsync plus a thread hand-off on every
-  commit, even when two followers had already made the entry durable.
+- The Ready order with asynchronous writes (etcd's AsyncStorageWrites) is
+  `phalanx.raft.pipeline.ReadyPipeline`, the code the simulator runs too (see
+  docs/architecture.md, "the Ready loop"). This file is its IO: `send` hands messages to the
+  transport, `start_write` runs the log write (one write, one fsync) on the store's writer
+  thread without the loop waiting for it, and its completion calls `write_done`. The loop
+  applies what the pipeline hands out and answers waiters. The loop waiting for the disk used
+  to cost a leader its own fsync plus a thread hand-off on every commit, even when two
+  followers had already made the entry durable.
 - A client write is answered only after its entry is applied, i.e. committed by a quorum that
   fsynced it (the leader counts itself only after its own fsync, see `Raft.on_persisted`).
-- Group commit: one write runs at a time; every Ready that arrives meanwhile joins the next one.
+- Group commit (in the pipeline): one write runs at a time; every Ready that arrives meanwhile
+  joins the next one.
 - Every wait has a timeout; an outcome we cannot know becomes `OutcomeUnknown`, never a guess.
 """
 
@@ -23,7 +26,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,17 +36,17 @@ from phalanx.placement.shard import ShardMachine, SplitOff
 from phalanx.raft import (
     ConfChange,
     ConfState,
-    Entry,
     EntryType,
     GroupId,
-    HardState,
     Index,
     InstallSnapshot,
+    LogWrite,
     Message,
     NodeId,
     RaftConfig,
     RawNode,
     Ready,
+    ReadyPipeline,
     Role,
     decode_conf_change,
 )
@@ -145,17 +148,8 @@ class RaftGroup:
         self.fatal_error: str | None = None
         self._snapshotting = False
         self.compacting = False
-        #: The newest hard state handed out and not yet written. A change of the commit index
-        #: alone costs no write of its own: it rides with the next write (see `_handle_ready`).
-        self._pending_hard: HardState | None = None
-        #: Asynchronous log writes (see `_handle_ready`): Readys whose write is waiting for the
-        #: running one, the entries they hand out (merged), and whether one needs a sync.
-        self._queued: list[Ready] = []
-        self._queued_entries: list[Entry] = []
-        self._queued_sync = False
-        self._write_running = False
-        self._writes_idle = asyncio.Event()
-        self._writes_idle.set()
+        #: The Ready order with asynchronous, batched log writes (this object is its IO).
+        self.pipeline = ReadyPipeline(self.raw, self)
 
     # -- inputs from other tasks ---------------------------------------------------------------
     def step(self, message: Message) -> None:
@@ -341,7 +335,7 @@ class RaftGroup:
 
     # -- the Ready loop ----------------------------------------------------------------------
     async def run(self) -> None:
-        """The owner task: process Ready batches until stopped."""
+        """The owner task: apply the Readys the pipeline hands out until stopped."""
         try:
             while not self.stopped:
                 await self.wake.wait()
@@ -350,22 +344,20 @@ class RaftGroup:
                 while not self.stopped:
                     # Reads arriving from now on need a request sent after them.
                     self._open_read = None
-                    rd = self.raw.ready()
+                    rd = self.pipeline.next_ready()
                     if rd is None:
                         break
-                    await self._handle_ready(rd)
+                    await self._apply_ready(rd)
                     processed += 1
                     if processed % 64 == 0:
                         await asyncio.sleep(0)
                 self._observe_role()
-                await self._maybe_snapshot()
+                if not self.pipeline.holding:
+                    await self._maybe_snapshot()
         except StorageError as error:
             # The disk failed (full, IO error): stop this replica rather than guess; the rest
             # of the cluster keeps the data.
-            self.fatal_error = f"storage failure: {error}"
-            logger.error("group %s stopped: %s", self.group_id, self.fatal_error)
-            self.stopped = True
-            self._fail_everything(error)
+            self._stop_on_storage_failure(error)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -376,41 +368,12 @@ class RaftGroup:
             self.stopped = True
             self._fail_everything(error)
 
-    async def _handle_ready(self, rd: Ready) -> None:
-        """Handle one Ready with asynchronous log writes (etcd's AsyncStorageWrites).
-
-        Messages leave at once; the Ready's entries and hard state join the log write, which
-        runs on the store's writer thread while this loop goes on: committed entries are
-        applied at once (they are durable on a quorum already; diss. §10.2.1 lets the leader
-        write its own copy in parallel), new proposals and acknowledgements are processed, and
-        the leader commits as soon as a quorum of DURABLE copies exists, its own copy counting
-        only once written (`RawNode.persisted`). Acknowledgements (`persisted_messages`) leave
-        only when the write of their Ready and of every earlier Ready is durable.
-
-        Group commit: one write runs at a time; Readys arriving meanwhile are merged into the
-        next one (one write, one fsync). A Ready with a snapshot waits for every earlier write
-        and is written on its own before anything is restored.
-        """
+    async def _apply_ready(self, rd: Ready) -> None:
+        """Apply one Ready the pipeline hands out (`phalanx.raft.pipeline`): restore its
+        snapshot (already durable), apply its committed entries and answer their writers,
+        answer its read states, then tell the pipeline."""
         group = self.group_id
-        if rd.messages:
-            self._send([(group, message) for message in rd.messages])
-            for message in rd.messages:
-                if isinstance(message, InstallSnapshot):
-                    self.metrics.snapshot_sent()
-        if rd.hard_state is not None:
-            # Only the commit index moved when `must_sync` is false: volatile state (Raft paper,
-            # Figure 2; a restarted replica relearns it, and a snapshot's index counts as
-            # committed), so it waits for the next write instead of costing one.
-            self._pending_hard = rd.hard_state
         if rd.snapshot is not None:
-            await self._writes_idle.wait()
-            hard_state, self._pending_hard = self._pending_hard, None
-            started = time.perf_counter()
-            await self.store.persist(rd.entries, hard_state, rd.snapshot)
-            self.metrics.observe_fsync(time.perf_counter() - started, len(rd.entries))
-            if rd.persisted_messages:
-                self._send([(group, message) for message in rd.persisted_messages])
-            self.raw.persisted(rd)
             self.machine.restore(rd.snapshot.data)
             logger.info("group %s restored snapshot at index %s", group, rd.snapshot.meta.index)
             for index in [i for i in self.pending_writes if i <= rd.snapshot.meta.index]:
@@ -418,12 +381,6 @@ class RaftGroup:
                 if not replaced.future.done():
                     replaced.future.set_exception(OutcomeUnknown(
                         "replaced by a snapshot before it could be confirmed"))
-        else:
-            must_sync = bool(rd.entries) or (rd.hard_state is not None and rd.must_sync)
-            if must_sync or rd.persisted_messages or self._write_running or self._queued:
-                self._queue_write(rd, must_sync)
-            else:
-                self.raw.persisted(rd)  # nothing to write, nothing to wait for
         apply_started = time.perf_counter()
         for entry in rd.committed_entries:
             reply: Reply = None
@@ -461,7 +418,7 @@ class RaftGroup:
             else:
                 read_future.set_exception(NotLeader(self.leader or None,
                                                     "leadership changed during the read"))
-        self.raw.advance_applied(rd)
+        self.pipeline.applied(rd)
         applied = self.raw.applied
         if self.apply_waiters:
             remaining = []
@@ -476,67 +433,44 @@ class RaftGroup:
         if rd.soft_state is not None:
             self._observe_role()
 
-    # -- asynchronous log writes ------------------------------------------------------------
-    def _queue_write(self, rd: Ready, must_sync: bool) -> None:
-        self._queued.append(rd)
-        if rd.entries:
-            merged = self._queued_entries
-            first = rd.entries[0].index
-            if merged and first <= merged[-1].index:
-                # A later Ready overwrote a suffix handed out earlier (§5.3): write the new one.
-                del merged[max(0, first - merged[0].index):]
-            merged.extend(rd.entries)
-        self._queued_sync = self._queued_sync or must_sync
-        if not self._write_running:
-            self._start_write()
+    # -- the pipeline's IO (phalanx.raft.pipeline.ReadyIO) ----------------------------------
+    def send(self, messages: Sequence[Message]) -> None:
+        """Hand the pipeline's messages to the transport."""
+        group = self.group_id
+        self._send([(group, message) for message in messages])
+        for message in messages:
+            if isinstance(message, InstallSnapshot):
+                self.metrics.snapshot_sent()
 
-    def _start_write(self) -> None:
-        batch, entries, must_sync = self._queued, self._queued_entries, self._queued_sync
-        self._queued, self._queued_entries, self._queued_sync = [], [], False
-        if not must_sync:
-            # Only acknowledgements that waited for earlier writes: they are durable now.
-            self._finish_write(batch)
-            return
-        hard_state, self._pending_hard = self._pending_hard, None
-        self._write_running = True
-        self._writes_idle.clear()
+    def start_write(self, write: LogWrite) -> None:
+        """Run one log write on the store's writer thread; the pipeline hears when it is
+        durable (one write runs at a time, so the event loop never waits for the disk)."""
         started = time.perf_counter()
-        write = asyncio.ensure_future(self.store.persist(entries, hard_state, None))
-        write.add_done_callback(
-            lambda done: self._write_done(done, batch, started, len(entries)))
+        future = asyncio.ensure_future(
+            self.store.persist(write.entries, write.hard_state, write.snapshot))
+        future.add_done_callback(
+            lambda done: self._write_done(done, started, len(write.entries)))
 
-    def _write_done(self, write: asyncio.Future[None], batch: list[Ready], started: float,
-                    entries: int) -> None:
-        self._write_running = False
+    def _write_done(self, write: asyncio.Future[None], started: float, entries: int) -> None:
         if self.stopped or write.cancelled():
-            self._writes_idle.set()
             return
         error = write.exception()
         if error is not None:
             # The disk failed (full, IO error): stop this replica rather than guess; the rest
             # of the cluster keeps the data (as `run` does for a synchronous failure).
-            self.fatal_error = f"storage failure: {error}"
-            logger.error("group %s stopped: %s", self.group_id, self.fatal_error)
-            self.stopped = True
-            self._fail_everything(error if isinstance(error, Exception)
-                                  else StorageError(repr(error)))
-            self._writes_idle.set()
+            self._stop_on_storage_failure(error if isinstance(error, Exception)
+                                          else StorageError(repr(error)))
             self.wake.set()
             return
         self.metrics.observe_fsync(time.perf_counter() - started, entries)
-        self._finish_write(batch)
-        if self._queued:
-            self._start_write()
-
-    def _finish_write(self, batch: list[Ready]) -> None:
-        group = self.group_id
-        for rd in batch:
-            if rd.persisted_messages:
-                self._send([(group, message) for message in rd.persisted_messages])
-            self.raw.persisted(rd)
-        if not self._write_running and not self._queued:
-            self._writes_idle.set()
+        self.pipeline.write_done()
         self.wake.set()
+
+    def _stop_on_storage_failure(self, error: Exception) -> None:
+        self.fatal_error = f"storage failure: {error}"
+        logger.error("group %s stopped: %s", self.group_id, self.fatal_error)
+        self.stopped = True
+        self._fail_everything(error)
 
     def _observe_role(self) -> None:
         # A deposed leader's pending writes stay pending on purpose: each either turns up in the
@@ -638,7 +572,7 @@ class RaftGroup:
         finally:
             self._snapshotting = False
 
-    # -- expiry (DESIGN: the leader proposes deletions on replicated time) -------------------
+    # -- expiry (the leader proposes deletions on replicated time; docs/architecture.md) -----
     def propose_expirations(self) -> int:
         """On the leader, propose deletion of keys whose TTL passed; returns how many."""
         if not self.is_leader() or self.kv is None:

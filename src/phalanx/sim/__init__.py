@@ -5,8 +5,9 @@ Only tests and the CLI import it.
 """
 
 from phalanx.sim.faults import FaultPlan, swarm
+from phalanx.sim.model import SimulationFailure
 from phalanx.sim.runner import SeedResult, plan_for_seed, run_seed
-from phalanx.sim.simulator import SimulationFailure, Simulator
+from phalanx.sim.simulator import Simulator
 
 __all__ = [
     "FaultPlan",

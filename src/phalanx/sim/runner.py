@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from phalanx.errors import PhalanxError
 from phalanx.sim.faults import FaultPlan, swarm
-from phalanx.sim.simulator import SimulationFailure, Simulator, attach_raft_log
+from phalanx.sim.model import SimulationFailure
+from phalanx.sim.simulator import Simulator, attach_raft_log
 
 
 def plan_for_seed(seed: int) -> FaultPlan:

@@ -1,0 +1,67 @@
+"""`phalanx bench`: the benchmark suite from the command line.
+
+Rules of this file: the suite itself is benchmarks/phalanx_bench.py of a source checkout (found
+next to src/, imported only when the command runs); without it the command fails in one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from phalanx.cli.common import fail
+
+
+@click.command()
+@click.option("--quick", is_flag=True,
+              help="A tiny workload (1 repeat, a few thousand requests, 1 failover try): "
+                   "under 90 s. Writes to benchmarks/results/quick/ unless --output is given.")
+@click.option("--repeats", type=int, default=None,
+              help="Rounds over every target (default 3; 1 with --quick).")
+@click.option("--output", "output", type=click.Path(file_okay=False), default=None,
+              help="Where RESULTS.md and results.json go (default: the benchmarks/ directory).")
+@click.option("--only", default="writes,reads,failover,sigstop,etcd,pysyncobj,latency,scale,"
+                              "recovery,memory,soak",
+              show_default=True,
+              help="Comma-separated sections to run: writes, reads, failover, sigstop, etcd, "
+                   "pysyncobj, latency, scale, recovery, memory, soak.")
+@click.option("--soak-seconds", type=float, default=None,
+              help="Length of the soak section's steady workload (default 120; 10 with "
+                   "--quick; 3600 for the issue's one-hour check).")
+def bench(quick: bool, repeats: int | None, output: str | None, only: str,
+          soak_seconds: float | None) -> None:
+    """phalanx vs every installed peer (redis-server AOF, Redis Sentinel, etcd, PySyncObj),
+    plus latency at a fixed rate, scale, recovery, memory and a soak (benchmarks/README.md).
+
+    Needs a source checkout (the suite lives in benchmarks/phalanx_bench.py) and redis-tools.
+    """
+    import importlib
+
+    benchmarks = Path(__file__).resolve().parents[3] / "benchmarks"
+    if not (benchmarks / "phalanx_bench.py").is_file():
+        fail(f"the benchmark suite is not here ({benchmarks}/phalanx_bench.py): run "
+              "`phalanx bench` from a source checkout (pip install -e .)")
+    sys.path.insert(0, str(benchmarks))
+    suite = importlib.import_module("phalanx_bench")
+    sections = tuple(part.strip() for part in only.split(",") if part.strip())
+    unknown = set(sections) - set(suite.SECTIONS)
+    if unknown or not sections:
+        fail(f"--only: unknown section(s) {', '.join(sorted(unknown)) or '(none given)'} "
+              f"(choose from {', '.join(suite.SECTIONS)})", 2)
+    settings = suite.Settings.quick_settings() if quick else suite.Settings()
+    settings.only = sections
+    if repeats is not None:
+        if repeats < 1:
+            fail("--repeats: must be >= 1", 2)
+        settings.repeats = repeats
+    if soak_seconds is not None:
+        if soak_seconds <= 0:
+            fail("--soak-seconds: must be > 0", 2)
+        settings.soak_seconds = soak_seconds
+    default_dir = benchmarks / "results" / "quick" if quick else benchmarks
+    directory = Path(output) if output else default_dir
+    document = suite.run_suite(settings, directory)
+    suite.print_summary(document)
+    click.echo(f"wrote {directory / 'RESULTS.md'} and {directory / 'results.json'}", err=True)

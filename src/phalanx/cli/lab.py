@@ -1,0 +1,184 @@
+"""`phalanx demo` and `phalanx chaos run`: the chaos lab from the command line.
+
+Rules of this file: the commands parse flags and print; the lab itself is `phalanx.chaos`
+(imported inside the commands, so `phalanx --help` does not load it). See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from phalanx.cli.common import fail
+
+
+@click.command()
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Where to write the report (default ./reports/demo-<timestamp>).")
+@click.option("--seed", type=int, default=None, help="Seed of the workload (default: random).")
+def demo(report_dir: str | None, seed: int | None) -> None:
+    """Five nodes over three zones, a live workload, real faults; what happened, in plain words."""
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.rule import Rule
+
+    from phalanx.chaos import console as view
+    from phalanx.chaos.nemesis import demo_plan
+    from phalanx.chaos.runner import RunConfig, run_chaos, write_result
+
+    console = Console(stderr=True)
+    seed = seed if seed is not None else int.from_bytes(os.urandom(3), "big")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    directory = Path(report_dir or f"reports/demo-{stamp}")
+    console.print(Rule("[bold cyan]phalanx demo"))
+    console.print(
+        "A 5-node phalanx cluster over 3 zones on this machine, and 4 clients sending reads, "
+        "writes, compare-and-sets and set-adds to every node. While they run: the leader is "
+        "killed (kill -9) and restarted, a follower is paused (SIGSTOP) and resumed, and a whole "
+        "zone is cut off from the others. Every request is recorded; at the end the history is "
+        "checked for linearizability and every acknowledged write is looked for on every node.\n")
+    config = RunConfig(scenario="demo", duration_s=36.0, seed=seed, nodes=5, zones=3,
+                       clients=4, rate_ops_s=150.0)
+    try:
+        with view.LiveView("phalanx demo", console) as live:
+            artifacts = run_chaos(config, on_progress=live, slots=demo_plan())
+    except KeyboardInterrupt:
+        fail("interrupted; the cluster was stopped", 130)
+    except Exception as error:  # the demo explains any failure in one line
+        fail(f"the demo failed: {error}")
+    result = artifacts.result
+    view.print_summary(result, console)
+    console.print(Rule("[bold]what happened"))
+    for line in view.story_lines(result):
+        console.print(f"  • {line}")
+    json_path, html_path = write_result(result, directory)
+    where = html_path if html_path is not None else json_path
+    good = result["lost_acknowledged_writes"] == 0 and result["linearizable"]
+    console.print(Panel(f"report: [bold]{where.absolute()}[/]\n"
+                        f"data:   {json_path.absolute()}\n"
+                        f"again, longer or harsher: phalanx chaos run --scenario mixed "
+                        f"--duration 60s --report DIR",
+                        border_style="green" if good else "red"))
+    sys.exit(0 if good else 1)
+
+
+
+def _duration(text: str) -> float:
+    """'60s', '2m', '90' -> seconds."""
+    text = text.strip().lower()
+    scale = 1.0
+    if text.endswith("ms"):
+        text, scale = text[:-2], 0.001
+    elif text.endswith("s"):
+        text = text[:-1]
+    elif text.endswith("m"):
+        text, scale = text[:-1], 60.0
+    try:
+        value = float(text) * scale
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 60s, 2m)") from None
+    if value <= 0:
+        raise click.BadParameter("must be positive")
+    return value
+
+
+@click.group()
+def chaos() -> None:
+    """The chaos lab: real faults against a cluster; availability, RTO, RPO, consistency."""
+
+
+def scenario_names() -> list[str]:
+    # Kept in step with phalanx.chaos.nemesis.SCENARIOS (a test checks it); listed here so that
+    # `phalanx --help` does not import the lab.
+    return ["leader-kill", "follower-kill", "random-kill", "leader-pause", "follower-pause",
+            "partition-leader", "partition-split", "partition-bridge", "latency", "zone-outage",
+            "region-outage", "node-lost", "partition-zone", "rolling-restart", "mixed"]
+
+
+@chaos.command("run")
+@click.option("--scenario", required=True, type=click.Choice(scenario_names()))
+@click.option("--duration", "duration_text", default="60s", show_default=True,
+              help="How long the workload runs (60s, 2m).")
+@click.option("--seed", type=int, default=None, help="Seed of the schedule (default: random).")
+@click.option("--nodes", type=int, default=None,
+              help="Nodes of the cluster the lab starts [default: 5; region-outage: 9; "
+                   "node-lost: replicas per shard + 2, so a spare node is left to heal onto].")
+@click.option("--zones", type=int, default=None,
+              help="Zones [default: 3, at least --regions; region-outage: 2 per region].")
+@click.option("--regions", type=int, default=None,
+              help="Regions; zone zK is in region r((K-1) % R + 1) [default: 1; "
+                   "region-outage: 3, and it needs >= 3].")
+@click.option("--shards", type=int, default=None,
+              help="Data shards (each a Raft group) [default: the node's, 1].")
+@click.option("--survival-goal", "survival_goal", type=click.Choice(["zone", "region"]),
+              default=None, help="zone: 3 replicas in 3 zones; region: 5 replicas, no region "
+                                 "holding a quorum [default: zone; region-outage: region].")
+@click.option("--dead-after-ms", "dead_after_ms", type=int, default=None,
+              help="Silence after which the cluster declares a node dead and re-creates its "
+                   "replicas elsewhere [default: the node's, 60000; node-lost: 3000, so the "
+                   "healing happens within the run].")
+@click.option("--target", type=click.Path(), default=None,
+              help="Run against this running cluster (DIR/cluster.json) instead of starting one.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write DIR/result.json (and DIR/report.html).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--mode", type=click.Choice(["local", "netns"]), default="local",
+              show_default=True, help="local: loopback processes; netns: namespaces (root).")
+@click.option("--clients", type=int, default=4, show_default=True)
+@click.option("--rate", "rate", type=float, default=200.0, show_default=True,
+              help="Requests per second over all clients.")
+def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | None,
+              zones: int | None, regions: int | None, shards: int | None,
+              survival_goal: str | None, dead_after_ms: int | None, target: str | None,
+              report_dir: str | None, as_json: bool, mode: str, clients: int,
+              rate: float) -> None:
+    """Run one scenario and measure availability, RTO, RPO, linearizability and the time to
+    full redundancy after each fault."""
+    import json
+
+    from rich.console import Console
+
+    from phalanx.chaos import console as view
+    from phalanx.chaos.runner import run_chaos, scenario_config, write_result
+
+    duration = _duration(duration_text)
+    if clients < 1 or rate <= 0:
+        fail("--clients must be >= 1 and --rate > 0", 2)
+    seed = seed if seed is not None else int.from_bytes(os.urandom(3), "big")
+    try:
+        config = scenario_config(scenario, duration_s=duration, seed=seed, nodes=nodes,
+                                 zones=zones, regions=regions, shards=shards,
+                                 survival_goal=survival_goal, dead_after_ms=dead_after_ms,
+                                 mode=mode, target=target, clients=clients, rate_ops_s=rate)
+    except ValueError as error:
+        fail(str(error), 2)
+    console = Console(stderr=True)
+    try:
+        if as_json:
+            artifacts = run_chaos(config)
+        else:
+            console.print(f"chaos run: {scenario}, {duration:g} s, seed {seed} "
+                          f"(replay: --seed {seed})")
+            with view.LiveView(f"phalanx chaos: {scenario}", console) as live:
+                artifacts = run_chaos(config, on_progress=live)
+    except KeyboardInterrupt:
+        fail("interrupted; what the run started was stopped", 130)
+    except Exception as error:  # one clear line, no traceback
+        fail(f"chaos run failed: {error}")
+    result = artifacts.result
+    if report_dir is not None:
+        json_path, html_path = write_result(result, report_dir)
+        if not as_json:
+            console.print(f"report: {html_path or json_path}")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        view.print_summary(result, console)
+        for line in view.story_lines(result):
+            console.print(f"  • {line}")
+    good = result["lost_acknowledged_writes"] == 0 and result["linearizable"]
+    sys.exit(0 if good else 1)

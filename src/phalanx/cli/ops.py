@@ -1,0 +1,248 @@
+"""Operating a running cluster through its admin API: `phalanx drain / decommission / readmit /
+split / merge / analyze / haproxy-config`.
+
+Rules of this file: the commands parse flags and print; they reach the nodes only through
+`phalanx.ops` (admin HTTP, cluster.json, the HAProxy renderer). See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from phalanx.cli.common import data_dir_option, fail
+
+
+def _any_admin(data_dir: str, path: str, *, method: str = "GET",
+               body: dict[str, Any] | None = None, token: str | None = None,
+               timeout: float = 10.0) -> Any:
+    """Call `path` on the first node of the local cluster that answers; exits on failure."""
+    from phalanx.ops import admin, cluster_file
+
+    try:
+        cluster = cluster_file.read_cluster_file(data_dir)
+    except cluster_file.ClusterError as error:
+        fail(str(error))
+    last = "no node has an admin address"
+    for entry in cluster.nodes:
+        if not entry.admin:
+            continue
+        secret = token if token is not None else admin.admin_token_for(entry)
+        try:
+            code, payload = admin.admin_request(entry.admin, path, method=method, body=body,
+                                                token=secret, timeout=timeout)
+        except OSError as error:
+            last = f"{entry.id}: {error}"
+            continue
+        if code == 200:
+            return payload
+        message = payload.get("error") if isinstance(payload, dict) else payload
+        if code in (400, 401, 404):
+            fail(f"{entry.id} refused: {message}", 2)
+        last = f"{entry.id}: HTTP {code}: {message}"
+    fail(f"no node could do it ({last})")
+
+
+def _node_state_command(verb: str, state: str, node_id: str, data_dir: str,
+                        admin_token: str | None) -> None:
+    result = _any_admin(data_dir, f"/{verb}", method="POST", body={"node": node_id},
+                        token=admin_token)
+    click.echo(f"{node_id}: {state} ({result.get('reply', 'OK')}); "
+               f"watch the progress with `phalanx status --data-dir {data_dir}`")
+
+
+admin_token_option = click.option("--admin-token", default=None, envvar="PHALANX_ADMIN_TOKEN",
+                                  help="Admin token (default: from the node's config file).")
+
+
+@click.command()
+@click.argument("node_id", metavar="NODE")
+@data_dir_option
+@admin_token_option
+def drain(node_id: str, data_dir: str, admin_token: str | None) -> None:
+    """Move every replica and leader off NODE (it stays a member; `readmit` undoes it)."""
+    _node_state_command("drain", "draining", node_id, data_dir, admin_token)
+
+
+@click.command()
+@click.argument("node_id", metavar="NODE")
+@data_dir_option
+@admin_token_option
+def decommission(node_id: str, data_dir: str, admin_token: str | None) -> None:
+    """Drain NODE, then remove it from the cluster once it holds nothing."""
+    _node_state_command("decommission", "decommissioned", node_id, data_dir, admin_token)
+
+
+@click.command()
+@click.argument("node_id", metavar="NODE")
+@data_dir_option
+@admin_token_option
+def readmit(node_id: str, data_dir: str, admin_token: str | None) -> None:
+    """Let a drained node take replicas again."""
+    _node_state_command("readmit", "alive", node_id, data_dir, admin_token)
+
+
+@click.command()
+@data_dir_option
+@click.option("--shard", type=int, required=True, help="The shard to split.")
+@click.option("--at", "at", type=int, default=None,
+              help="First slot of the new shard (default: the middle of the largest range).")
+@admin_token_option
+def split(data_dir: str, shard: int, at: int | None, admin_token: str | None) -> None:
+    """Split a shard online: the slots from --at on move to a new shard on the same replicas."""
+    shards = _cluster_shards(data_dir)
+    _require_shard(shards, shard)
+    leader, code, payload = _post_to_shard_leader(data_dir, shards[shard], "/split",
+                                                  {"shard": shard, "at": at}, admin_token, 15.0)
+    if leader is None:
+        fail(f"shard {shard} has no known leader with an admin address right now; retry")
+    if code != 200:
+        message = payload.get("error") if isinstance(payload, dict) else payload
+        fail(f"{leader} refused the split: {message}")
+    first, last = payload["slots"]
+    click.echo(f"shard {shard} split: slots {first}-{last} are now shard {payload['new_shard']} "
+               f"(same replicas; the placement driver spreads them from here)")
+
+
+def _cluster_shards(data_dir: str) -> dict[Any, dict[str, Any]]:
+    """The shards of the newest map a reachable node shows, by id (with the map's nodes)."""
+    status = _any_admin(data_dir, "/status")
+    nodes = {n.get("id"): n for n in status.get("nodes") or []}
+    return {s.get("id"): {**s, "_nodes": nodes} for s in status.get("shards") or []}
+
+
+def _require_shard(shards: dict[Any, dict[str, Any]], shard: int) -> None:
+    if shard not in shards:
+        fail(f"no shard {shard} (shards: {', '.join(str(s) for s in sorted(shards))})", 2)
+
+
+def _post_to_shard_leader(data_dir: str, shard: dict[str, Any], path: str,
+                          body: dict[str, Any], admin_token: str | None,
+                          timeout: float) -> tuple[str | None, int, Any]:
+    """POST `body` to the admin API of the shard's leader: (leader or None when unknown, HTTP
+    code, payload); a connection failure is code 0 with the error as payload."""
+    from phalanx.ops import admin, cluster_file
+
+    leader = shard.get("leader")
+    address = (shard["_nodes"].get(leader) or {}).get("admin") if leader else None
+    if not address:
+        return None, 0, {"error": "no known leader"}
+    try:
+        cluster = cluster_file.read_cluster_file(data_dir)
+        entry = next((e for e in cluster.nodes if e.id == leader), None)
+        token = admin_token if admin_token is not None else (
+            admin.admin_token_for(entry) if entry is not None else "")
+        code, payload = admin.admin_request(address, path, method="POST", body=body,
+                                            token=token, timeout=timeout)
+    except (OSError, cluster_file.ClusterError) as error:
+        return str(leader), 0, {"error": f"cannot reach {leader}: {error}"}
+    return str(leader), code, payload
+
+
+@click.command()
+@data_dir_option
+@click.option("--shard", type=int, required=True, help="The shard that stays.")
+@click.option("--with", "source", type=int, required=True, help="The shard merged into it.")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="How long to wait for replicas to be co-located and the merge to finish.")
+@admin_token_option
+def merge(data_dir: str, shard: int, source: int, timeout: float,
+          admin_token: str | None) -> None:
+    """Merge shard --with into --shard online (their replicas are co-located first)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        shards = _cluster_shards(data_dir)
+        if source not in shards and shard in shards:
+            click.echo(f"shard {source} merged into shard {shard}")
+            return
+        _require_shard(shards, shard)
+        leader, code, payload = _post_to_shard_leader(
+            data_dir, shards[shard], "/merge", {"shard": shard, "source": source},
+            admin_token, 30.0)
+        if leader is not None:
+            if code == 200:
+                click.echo(f"shard {source} merged into shard {shard}: slots "
+                           f"{payload.get('slots')}")
+                return
+            if code == 400:
+                fail(f"refused: {payload.get('error')}", 2)
+            detail = payload.get("detail") or payload.get("error") if isinstance(
+                payload, dict) else payload
+            if detail != last:
+                click.echo(f"... {detail}")
+                last = str(detail)
+        time.sleep(1.0)
+    fail(f"the merge did not finish within {timeout:g} s ({last})")
+
+
+@click.command()
+@data_dir_option
+@click.option("--node-availability", type=float, default=0.99, show_default=True,
+              help="Availability of one node (e.g. 0.99).")
+@click.option("--zone-availability", type=float, default=0.999, show_default=True)
+@click.option("--region-availability", type=float, default=0.9999, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
+def analyze(data_dir: str, node_availability: float, zone_availability: float,
+            region_availability: float, as_json: bool) -> None:
+    """Single points of failure and estimated nines of the running cluster's placement."""
+    import json
+
+    from phalanx.placement import format_analysis
+
+    report = _any_admin(data_dir, f"/analyze?node={node_availability}&zone={zone_availability}"
+                                  f"&region={region_availability}")
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_analysis(report))
+
+
+@click.command("haproxy-config")
+@data_dir_option
+@click.option("--port", type=int, default=6400, show_default=True,
+              help="RESP frontend, balanced over every node that passes GET /ready.")
+@click.option("--writer-port", type=int, default=None,
+              help="Also a frontend reaching only the first shard's leader (GET /primary). "
+                   "Meaningful for SINGLE-SHARD clusters only: with several shards most keys "
+                   "are forwarded anyway; use --port there.")
+@click.option("--bind", "bind_address", default="127.0.0.1", show_default=True,
+              help="Address the frontends listen on ('*' for every address).")
+@click.option("--stats-port", type=int, default=None, help="Also an HTTP stats page.")
+@click.option("--stats-socket", default=None, help="Also a stats socket (for `show stat`).")
+@click.option("--check-inter-ms", type=int, default=100, show_default=True,
+              help="Health-check interval.")
+@click.option("--fall", type=int, default=2, show_default=True,
+              help="Failed checks before a node is marked DOWN.")
+@click.option("--rise", type=int, default=2, show_default=True,
+              help="Passed checks before a node is marked UP again.")
+@click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
+              help="Write the config to this file (default: print it).")
+def haproxy_config(data_dir: str, port: int, writer_port: int | None, bind_address: str,
+                   stats_port: int | None, stats_socket: str | None, check_inter_ms: int,
+                   fall: int, rise: int, output: str | None) -> None:
+    """Write an HAProxy config (TCP) for the cluster: health checks on each node's admin port.
+
+    The nodes come from /status of a running node (the cluster map), else from cluster.json.
+    """
+    from phalanx.errors import PhalanxError
+    from phalanx.ops.haproxy import discover_nodes, render_config
+
+    try:
+        nodes, source = discover_nodes(data_dir)
+        text = render_config(nodes, frontend_port=port, writer_port=writer_port,
+                             bind_address=bind_address, stats_port=stats_port,
+                             stats_socket=stats_socket, check_inter_ms=check_inter_ms,
+                             fall=fall, rise=rise)
+    except PhalanxError as error:
+        fail(str(error), 2)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    Path(output).write_text(text)
+    click.echo(f"wrote {output}: {len(nodes)} nodes from {source}; check it with "
+               f"`haproxy -c -f {output}`, run it with `haproxy -W -db -f {output}`", err=True)
+
