@@ -203,7 +203,8 @@ class Phalanx:
               overrides: dict[str, Any] | None = None) -> None:
         """Start `nodes` nodes (node config `overrides`, e.g. {"shards": 3}) and return once a
         majority agrees on a leader; the launcher stops what it started when that fails."""
-        from phalanx.ops import cluster_file, launcher
+        from phalanx.errors import ClusterError
+        from phalanx.ops import launcher
 
         options = {"log_level": "info", **(overrides or {})}
         plan = launcher.pick_free_plan(self.data_dir, random.Random(), nodes=nodes,
@@ -218,7 +219,7 @@ class Phalanx:
         try:
             cluster, _leader, self.processes = launcher.start_local_cluster(
                 self.data_dir, plan, timeout=timeout)
-        except cluster_file.ClusterError as error:
+        except ClusterError as error:
             raise RuntimeError(f"the phalanx cluster did not start: {error}") from None
         self.nodes = [entry.to_json() for entry in cluster.nodes]
 
@@ -240,11 +241,12 @@ class Phalanx:
     def stop(self) -> list[str]:
         """Stop every node of cluster.json (the launcher's `phalanx down`) and the processes
         started here, then SIGKILL any survivor whose command line names our directory."""
+        from phalanx.errors import ClusterError
         from phalanx.ops import cluster_file, launcher
 
         notes = []
         if (self.data_dir / cluster_file.CLUSTER_FILE).exists():
-            with contextlib.suppress(cluster_file.ClusterError, OSError):
+            with contextlib.suppress(ClusterError, OSError):
                 outcome = launcher.stop_cluster(self.data_dir)
                 notes.append("; ".join(f"{node_id}: {what}" for node_id, what in outcome.items()))
         launcher.stop_processes(self.processes.values())

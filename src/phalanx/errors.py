@@ -94,6 +94,41 @@ class PeerProtocolError(PhalanxError):
     """A peer sent bytes that break the peer protocol; drop the peer connection."""
 
 
+class CrossSlotError(PhalanxError):
+    """The keys of one request hash to different slots (Redis Cluster's -CROSSSLOT)."""
+
+    def __init__(self) -> None:
+        super().__init__("CROSSSLOT Keys in request don't hash to the same slot")
+
+
+# --- the tools' errors (ops launcher, chaos lab, simulator, checker): one tree for all
+
+
+class ClusterError(PhalanxError):
+    """A local-cluster operation (`phalanx.ops`) failed; the message says what and, where it
+    can, why."""
+
+
+class StartupInterrupted(ClusterError):
+    """Startup was cancelled (Ctrl-C or SIGTERM) before a leader was agreed."""
+
+
+class ChaosError(PhalanxError):
+    """The chaos lab could not do what it was asked (the message says what)."""
+
+
+class NetnsError(PhalanxError):
+    """A network-namespace operation failed; the message names the command and its stderr."""
+
+
+class SimulationFailure(PhalanxError):
+    """An invariant broke (or liveness failed) in a simulation run."""
+
+
+class InvalidHistory(PhalanxError):
+    """The history breaks a rule of the model (the message names the operation and the rule)."""
+
+
 def require(condition: bool, message: str) -> None:
     """Raise `InvariantViolation(message)` unless `condition` holds."""
     if not condition:

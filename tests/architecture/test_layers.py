@@ -1,4 +1,4 @@
-"""The layer rules of DESIGN.md, checked on the source tree.
+"""The layer rules of docs/architecture.md ("Layers and rooms"), checked on the source tree.
 
 - Pure layers (raft, kv, resp, placement, checker) never import asyncio, socket, sqlite3,
   threading, time, or random at module level (randomness arrives as an injected

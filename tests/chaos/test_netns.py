@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from phalanx.chaos.netns import CHAIN, NetnsControl, NetnsError, _pick_subnet, partition_rules
+from phalanx.chaos.netns import CHAIN, NetnsControl, _pick_subnet, partition_rules
+from phalanx.errors import NetnsError
 
 ADDRESSES = {"n1": "10.0.0.11", "n2": "10.0.0.12", "n3": "10.0.0.13"}
 

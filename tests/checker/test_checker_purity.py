@@ -1,5 +1,5 @@
 """phalanx.checker is pure: standard library only, and no clocks, sockets, threads or
-module-level randomness (the rule of the pure layers in DESIGN.md)."""
+module-level randomness (the rule of the pure layers in docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from phalanx.errors import ClusterError
 from phalanx.ops import admin, cluster_file, launcher
 
 #: Generous bounds: the machine is shared and runs other test suites at the same time.
@@ -276,7 +277,7 @@ class LocalCluster:
         for client in self._clients:
             with contextlib.suppress(Exception):
                 client.close()
-        with contextlib.suppress(cluster_file.ClusterError, OSError):
+        with contextlib.suppress(ClusterError, OSError):
             for entry in cluster_file.read_cluster_file(self.data_dir).nodes:
                 if entry.pid is not None:
                     self.pids.add(entry.pid)

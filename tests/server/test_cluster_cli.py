@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from phalanx.cli import main
-from phalanx.errors import ConfigError
+from phalanx.errors import ClusterError, ConfigError, StartupInterrupted
 from phalanx.ops import admin, cluster_file, launcher
 from phalanx.server.config import load_config
 
@@ -56,7 +56,7 @@ def _kill_all(pids: list[int]) -> None:
 def _pids_of(data_dir: Path) -> list[int]:
     try:
         return [e.pid for e in cluster_file.read_cluster_file(data_dir).nodes if e.pid is not None]
-    except cluster_file.ClusterError:
+    except ClusterError:
         return []
 
 
@@ -137,7 +137,7 @@ def test_check_addresses_free_names_a_taken_address(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind((host, int(port)))
         holder.listen()
-        with pytest.raises(cluster_file.ClusterError, match=f"n2 admin address {taken}"):
+        with pytest.raises(ClusterError, match=f"n2 admin address {taken}"):
             launcher.check_addresses_free(plan)
 
 
@@ -188,7 +188,7 @@ def test_bad_cluster_files_are_reported(tmp_path: Path, content: str | None,
                                         message: str) -> None:
     if content is not None:
         (tmp_path / "cluster.json").write_text(content)
-    with pytest.raises(cluster_file.ClusterError, match=message):
+    with pytest.raises(ClusterError, match=message):
         cluster_file.read_cluster_file(tmp_path)
 
 
@@ -361,7 +361,7 @@ def test_fake_cluster_up_status_failover_restart_down(
     assert leader == "n1"
     assert cluster_file.read_cluster_file(data_dir) == cluster
     assert [e.pid for e in cluster.nodes] == [processes[e.id].pid for e in cluster.nodes]
-    with pytest.raises(cluster_file.ClusterError, match="already running"):
+    with pytest.raises(ClusterError, match="already running"):
         launcher.start_local_cluster(data_dir, plan, timeout=5)
 
     # On a loaded machine a fake node may miss one status query: ask again (bounded).
@@ -428,7 +428,7 @@ def test_startup_failure_names_the_node_and_stops_the_others(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(launcher, "start_node_process", recording_start)
         try:
-            with pytest.raises(cluster_file.ClusterError) as caught:
+            with pytest.raises(ClusterError) as caught:
                 launcher.start_local_cluster(data_dir, plan, timeout=10)
         finally:
             _kill_all(started)
@@ -451,7 +451,7 @@ def test_cancelled_startup_stops_what_it_started(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(launcher, "start_node_process", recording_start)
         try:
-            with pytest.raises(launcher.StartupInterrupted):
+            with pytest.raises(StartupInterrupted):
                 launcher.start_local_cluster(data_dir, plan, timeout=10, cancelled=lambda: True)
         finally:
             _kill_all([process.pid for process in started])
@@ -465,7 +465,7 @@ def test_wait_for_leader_timeout_names_the_silent_nodes(tmp_path: Path) -> None:
                                        loopback_base=loopback_base)
     log = tmp_path / "n1.log"
     log.write_text("line 1\nlast words of n1\n")
-    with pytest.raises(cluster_file.ClusterError) as caught:
+    with pytest.raises(ClusterError) as caught:
         launcher.wait_for_leader([n.entry(None) for n in plan], timeout=0.5,
                                  log_paths={"n1": log})
     message = str(caught.value)

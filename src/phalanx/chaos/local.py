@@ -33,16 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from phalanx.chaos.control import NodeInfo
+from phalanx.errors import ChaosError, ClusterError
 from phalanx.ops import admin, cluster_file, launcher
 
 logger = logging.getLogger(__name__)
 
 #: How long a restarted node may take to answer on its admin API.
 RESTART_TIMEOUT_S = 30.0
-
-
-class ChaosError(Exception):
-    """The lab could not do what it was asked (the message says what)."""
 
 
 class LocalControl:
@@ -88,12 +85,12 @@ class LocalControl:
         try:
             plan = launcher.pick_free_plan(data_dir, rng, nodes=nodes, zones=zones,
                                            regions=regions, overrides=options)
-        except cluster_file.ClusterError as error:
+        except ClusterError as error:
             raise ChaosError(str(error)) from error
         try:
             _cluster, _leader, processes = launcher.start_local_cluster(data_dir, plan,
                                                                         timeout=timeout)
-        except cluster_file.ClusterError as error:
+        except ClusterError as error:
             raise ChaosError(f"the local cluster did not start: {error}") from error
         return cls(data_dir, owned=True, processes=processes, temporary_root=temporary)
 
@@ -104,7 +101,7 @@ class LocalControl:
         directory = path.parent if path.name == cluster_file.CLUSTER_FILE else path
         try:
             cluster_file.read_cluster_file(directory)
-        except cluster_file.ClusterError as error:
+        except ClusterError as error:
             raise ChaosError(str(error)) from error
         return cls(directory, owned=False)
 
@@ -182,7 +179,7 @@ class LocalControl:
                              "restarted")
         try:
             entry = launcher.restart_node(self.data_dir, node)
-        except cluster_file.ClusterError as error:
+        except ClusterError as error:
             raise ChaosError(f"cannot restart {node}: {error}") from error
         if entry.pid is not None:
             self._started_pids.add(entry.pid)
@@ -300,15 +297,15 @@ class LocalControl:
             return
         self._closed = True
         for node in sorted(self._paused):
-            with contextlib.suppress(ChaosError, OSError, cluster_file.ClusterError):
+            with contextlib.suppress(ChaosError, OSError, ClusterError):
                 self.resume(node)
         if not self.owned:
-            with contextlib.suppress(ChaosError, cluster_file.ClusterError):
+            with contextlib.suppress(ChaosError, ClusterError):
                 self.heal()
                 self.clear_latency()
             return
         pids = set(self._started_pids)
-        with contextlib.suppress(cluster_file.ClusterError):
+        with contextlib.suppress(ClusterError):
             pids.update(e.pid for e in self._entries() if e.pid is not None)
         for pid in sorted(pids):
             if launcher.is_our_node(pid):

@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from phalanx.chaos.control import NodeInfo
-from phalanx.errors import ConfigError, PhalanxError
+from phalanx.errors import ClusterError, ConfigError, NetnsError
 from phalanx.ops.admin import admin_request, agreed_leader, query_status
-from phalanx.ops.cluster_file import ClusterError, ClusterFile, NodeEntry, write_cluster_file
+from phalanx.ops.cluster_file import ClusterFile, NodeEntry, write_cluster_file
 from phalanx.ops.launcher import (
     Listeners,
     plan_cluster,
@@ -79,10 +79,6 @@ except ConnectionRefusedError:
 """
 #: prio's default priomap: band 4 (1:4) only receives what the filters send there.
 _PRIOMAP = ("1", "2", "2", "2", "1", "2", "0", "0", "1", "1", "1", "1", "1", "1", "1", "1")
-
-
-class NetnsError(PhalanxError):
-    """A network-namespace operation failed; the message names the command and its stderr."""
 
 
 @dataclass(slots=True)

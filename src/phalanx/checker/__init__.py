@@ -19,7 +19,6 @@ Quick use::
 from phalanx.checker.check import DEFAULT_MAX_STEPS, check, check_key
 from phalanx.checker.history import (
     History,
-    InvalidHistory,
     Key,
     Operation,
     OpKind,
@@ -30,6 +29,7 @@ from phalanx.checker.history import (
 )
 from phalanx.checker.lost_writes import check_lost_writes
 from phalanx.checker.result import CheckResult, KeyResult, Verdict
+from phalanx.errors import InvalidHistory
 
 __all__ = [
     "DEFAULT_MAX_STEPS",

@@ -28,7 +28,7 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from phalanx.errors import PhalanxError
+from phalanx.errors import InvalidHistory
 
 Value = bytes | None
 """A register value: bytes, or None for "key absent"."""
@@ -41,10 +41,6 @@ Process = int | str
 
 Output = bytes | bool | None
 """What an ok operation returned: a read's value, a cas's success flag, None for a write."""
-
-
-class InvalidHistory(PhalanxError):
-    """The history breaks a rule of the model (the message names the operation and the rule)."""
 
 
 class OpKind(enum.StrEnum):

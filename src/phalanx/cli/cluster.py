@@ -18,11 +18,11 @@ import click
 
 from phalanx.cli.common import data_dir_option, fail
 from phalanx.cli.node import placement_options, timing_options
+from phalanx.errors import ClusterError, StartupInterrupted
 
 
 def _cluster_error_types() -> tuple[type[Exception], ...]:
-    from phalanx.errors import ConfigError
-    from phalanx.ops.cluster_file import ClusterError
+    from phalanx.errors import ClusterError, ConfigError
 
     return ClusterError, ConfigError
 
@@ -70,7 +70,7 @@ def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_po
     try:
         cluster, leader, processes = launcher.start_local_cluster(
             data_dir, plan, timeout=timeout, cancelled=stop_requested.is_set)
-    except launcher.StartupInterrupted:
+    except StartupInterrupted:
         fail("interrupted; the nodes started so far were stopped", 130)
     except _cluster_error_types() as error:
         fail(str(error))
@@ -91,14 +91,14 @@ def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_po
                            f"`phalanx restart {node_id} --data-dir {data_dir}`)")
         try:
             current = cluster_file.read_cluster_file(data_dir)
-        except cluster_file.ClusterError:
+        except ClusterError:
             continue
         if not launcher.live_nodes(current) and all(p.poll() is not None
                                                     for p in processes.values()):
             click.echo("every node has exited")
             sys.exit(1)
     click.echo("stopping the nodes ...")
-    with contextlib.suppress(cluster_file.ClusterError):
+    with contextlib.suppress(ClusterError):
         launcher.stop_cluster(data_dir)
     launcher.stop_processes(processes.values())
     click.echo("stopped")
@@ -125,11 +125,11 @@ def _print_cluster(cluster: Any, leader: str) -> None:
               help="Seconds between SIGTERM and SIGKILL.")
 def down(data_dir: str, grace: float) -> None:
     """Stop every node of a local cluster (idempotent)."""
-    from phalanx.ops import cluster_file, launcher
+    from phalanx.ops import launcher
 
     try:
         outcome = launcher.stop_cluster(data_dir, grace=grace)
-    except cluster_file.ClusterError as error:
+    except ClusterError as error:
         fail(str(error))
     for node_id, what in outcome.items():
         click.echo(f"{node_id}: {what}")
@@ -150,7 +150,7 @@ def status(data_dir: str, as_json: bool, timeout: float) -> None:
 
     try:
         cluster = cluster_file.read_cluster_file(data_dir)
-    except cluster_file.ClusterError as error:
+    except ClusterError as error:
         fail(str(error))
     statuses = admin.query_status(cluster.nodes, timeout=timeout)
     if as_json:
@@ -229,7 +229,7 @@ def failover(data_dir: str, to: str | None, admin_token: str | None, timeout: fl
         cluster = cluster_file.read_cluster_file(data_dir)
         result = admin.failover(cluster.nodes, to, token=admin_token, timeout=timeout,
                                 shard=shard)
-    except cluster_file.ClusterError as error:
+    except ClusterError as error:
         fail(str(error))
     what = f" of shard {shard}" if shard is not None else ""
     click.echo(f"leadership{what} moved from {result.old_leader} to {result.new_leader} "
@@ -248,7 +248,7 @@ def restart(node_id: str, data_dir: str, wait: bool, timeout: float) -> None:
 
     try:
         entry = launcher.restart_node(data_dir, node_id)
-    except cluster_file.ClusterError as error:
+    except ClusterError as error:
         fail(str(error))
     click.echo(f"{node_id} started (pid {entry.pid})")
     if wait:

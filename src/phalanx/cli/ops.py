@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from phalanx.cli.common import data_dir_option, fail
+from phalanx.errors import ClusterError
 
 
 def _any_admin(data_dir: str, path: str, *, method: str = "GET",
@@ -24,7 +25,7 @@ def _any_admin(data_dir: str, path: str, *, method: str = "GET",
 
     try:
         cluster = cluster_file.read_cluster_file(data_dir)
-    except cluster_file.ClusterError as error:
+    except ClusterError as error:
         fail(str(error))
     last = "no node has an admin address"
     for entry in cluster.nodes:
@@ -137,7 +138,7 @@ def _post_to_shard_leader(data_dir: str, shard: dict[str, Any], path: str,
             admin.admin_token_for(entry) if entry is not None else "")
         code, payload = admin.admin_request(address, path, method="POST", body=body,
                                             token=token, timeout=timeout)
-    except (OSError, cluster_file.ClusterError) as error:
+    except (OSError, ClusterError) as error:
         return str(leader), 0, {"error": f"cannot reach {leader}: {error}"}
     return str(leader), code, payload
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import redis
 
 from phalanx.errors import OutcomeUnknown
-from phalanx.placement import command_spec
+from phalanx.kv import command_spec
 
 
 class OutcomeUnknownError(redis.exceptions.RedisError, OutcomeUnknown):

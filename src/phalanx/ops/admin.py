@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from phalanx.errors import ConfigError
-from phalanx.ops.cluster_file import ClusterError, NodeEntry
+from phalanx.errors import ClusterError, ConfigError
+from phalanx.ops.cluster_file import NodeEntry
 from phalanx.server.config import load_config
 
 #: Roles a node's /status may report.

@@ -23,16 +23,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from phalanx.errors import PhalanxError
+from phalanx.errors import ClusterError
 
 CLUSTER_FILE = "cluster.json"
 LOCK_FILE = "cluster.lock"
 NODE_CONFIG_FILE = "node.toml"
 NODE_LOG_FILE = "node.log"
-
-
-class ClusterError(PhalanxError):
-    """A local-cluster operation failed; the message says what and, where it can, why."""
 
 
 

@@ -34,12 +34,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from phalanx.errors import ConfigError
+from phalanx.errors import ClusterError, ConfigError, StartupInterrupted
 from phalanx.ops.admin import NodeStatus, agreed_leader, all_shards_led, query_status
 from phalanx.ops.cluster_file import (
     NODE_CONFIG_FILE,
     NODE_LOG_FILE,
-    ClusterError,
     ClusterFile,
     NodeEntry,
     cluster_file_path,
@@ -49,12 +48,6 @@ from phalanx.ops.cluster_file import (
     write_cluster_file,
 )
 from phalanx.server.config import NodeConfig, PeerConfig, dump_config
-
-
-class StartupInterrupted(ClusterError):
-    """Startup was cancelled (Ctrl-C or SIGTERM) before a leader was agreed."""
-
-
 
 # --------------------------------------------------------------------------- plan
 

@@ -9,11 +9,8 @@ Rules of this package:
   machine `MapMachine`), `planner.py` (initial placement, rule violations, the next ops toward
   health), `analysis.py` (single points of failure, availability in nines, cost).
 - Layering inside the package: slots <- map <- planner <- analysis.
-- `COMMAND_SPECS`, `CommandSpec`, `command_info` and `command_spec` are `phalanx.kv`'s (the one
-  command table); they are exported here too because the server and client read them here.
 """
 
-from phalanx.kv import COMMAND_SPECS, CommandSpec, command_info, command_spec
 from phalanx.placement.analysis import analyze, format_analysis, nines
 from phalanx.placement.map import (
     NODE_STATES,
@@ -37,7 +34,6 @@ from phalanx.placement.planner import (
 )
 from phalanx.placement.slots import (
     SLOT_COUNT,
-    CrossSlotError,
     command_keys,
     command_slot,
     crc16,
@@ -45,23 +41,18 @@ from phalanx.placement.slots import (
 )
 
 __all__ = [
-    "COMMAND_SPECS",
     "NODE_STATES",
     "SLOT_COUNT",
     "SURVIVAL_GOALS",
     "ClusterMap",
-    "CommandSpec",
-    "CrossSlotError",
     "MapMachine",
     "NodeInfo",
     "OpError",
     "ShardInfo",
     "analyze",
     "apply_op",
-    "command_info",
     "command_keys",
     "command_slot",
-    "command_spec",
     "crc16",
     "drain_done",
     "encode_op",

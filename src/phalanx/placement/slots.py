@@ -24,7 +24,7 @@ from __future__ import annotations
 from binascii import crc_hqx
 from collections.abc import Sequence
 
-from phalanx.errors import PhalanxError
+from phalanx.errors import CrossSlotError
 from phalanx.kv import command_spec
 
 SLOT_COUNT = 16384
@@ -70,13 +70,6 @@ def command_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
     if spec.step == 1:
         return list(args[spec.first_key - 1:last])
     return [args[position - 1] for position in range(spec.first_key, last + 1, spec.step)]
-
-
-class CrossSlotError(PhalanxError):
-    """The keys of one request hash to different slots (Redis Cluster's -CROSSSLOT)."""
-
-    def __init__(self) -> None:
-        super().__init__("CROSSSLOT Keys in request don't hash to the same slot")
 
 
 def command_slot(name: bytes, args: Sequence[bytes]) -> int | None:

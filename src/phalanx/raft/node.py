@@ -107,10 +107,6 @@ class Status:
     lead_transferee: NodeId
 
 
-class ReadyPending(Exception):
-    """Raised internally when `ready()` is called before the previous `advance()`."""
-
-
 class RawNode:
     """A thread-unsafe Raft replica with the Ready/advance API (as etcd's RawNode)."""
 

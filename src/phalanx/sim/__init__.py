@@ -4,8 +4,8 @@ Rules of this package: single-threaded, no asyncio, no sockets, no clocks; one s
 Only tests and the CLI import it.
 """
 
+from phalanx.errors import SimulationFailure
 from phalanx.sim.faults import FaultPlan, swarm
-from phalanx.sim.model import SimulationFailure
 from phalanx.sim.runner import SeedResult, plan_for_seed, run_seed
 from phalanx.sim.simulator import Simulator
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from phalanx.errors import PhalanxError
+from phalanx.errors import PhalanxError, SimulationFailure
 from phalanx.raft import Entry, Index, LogWrite, NodeId, Role
 from phalanx.sim.faults import FaultPlan
-from phalanx.sim.model import SimCluster, SimNode, SimulationFailure
+from phalanx.sim.model import SimCluster, SimNode
 
 
 class CheckedCluster(SimCluster):

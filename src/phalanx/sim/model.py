@@ -21,7 +21,6 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from phalanx.errors import PhalanxError
 from phalanx.kv import KVStateMachine
 from phalanx.raft import (
     ConfState,
@@ -45,10 +44,6 @@ from phalanx.sim.faults import FaultPlan
 TICK_MS = 10
 ELECTION_TICKS = 20
 HEARTBEAT_TICKS = 3
-
-
-class SimulationFailure(PhalanxError):
-    """An invariant broke (or liveness failed) in a simulation run."""
 
 
 @dataclass(slots=True)

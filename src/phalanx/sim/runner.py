@@ -13,9 +13,8 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from phalanx.errors import PhalanxError
+from phalanx.errors import PhalanxError, SimulationFailure
 from phalanx.sim.faults import FaultPlan, swarm
-from phalanx.sim.model import SimulationFailure
 from phalanx.sim.simulator import Simulator, attach_raft_log
 
 

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 
 from phalanx.checker import check
-from phalanx.errors import NotLeader, PhalanxError, ProposalDropped
+from phalanx.errors import NotLeader, PhalanxError, ProposalDropped, SimulationFailure
 from phalanx.kv import Command, encode_command
 from phalanx.raft import ConfChange, ConfChangeSingle, ConfChangeType, NodeId, Role
 from phalanx.sim.faults import FaultPlan
@@ -39,7 +39,6 @@ from phalanx.sim.model import (
     EV_TIMEOUT,
     EV_UNCLOG,
     SimNode,
-    SimulationFailure,
 )
 from phalanx.sim.workload import Workload
 

@@ -4,7 +4,7 @@ This module owns the sockets between nodes. `TcpTransport` listens for peer conn
 one outbound connection per peer, batches everything queued for a peer into one frame of the
 wire codec (`phalanx.transport.codec`), applies the chaos lab's `FaultRules`, and reports
 connection losses so that a follower can start a PreVote as soon as its leader's connection
-resets (the fast failover path of DESIGN.md).
+resets (the fast failover path: docs/architecture.md, "Failover").
 
 Shape of a connection
 ---------------------

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from phalanx.errors import PhalanxError
+from phalanx.errors import CrossSlotError, PhalanxError
 from phalanx.kv import is_known, is_write
-from phalanx.placement import CrossSlotError, command_slot
+from phalanx.placement import command_slot
 from phalanx.resp import ErrorReply, RespLimits, encode
 from phalanx.server.front.cluster_commands import ClusterCommands
 from phalanx.server.front.connection import RespConnection

@@ -268,9 +268,7 @@ class DataRouter:
             if barrier.cancelled() or barrier.exception() is not None:
                 attempts()  # leadership moved: the attempts wait and retry
                 return
-            # TODO(arch): RawNode API (the applied index, read on the hot path: status() is
-            # too heavy here).
-            if group.raw.raft.log.applied < barrier.result() or group.stopped:
+            if group.raw.applied < barrier.result() or group.stopped:
                 attempts()
                 return
             group.metrics.observe_read_index(time.perf_counter() - started)

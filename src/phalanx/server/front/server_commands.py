@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from phalanx import __version__
 from phalanx.errors import CommandError
-from phalanx.placement import COMMAND_SPECS, command_info, command_keys
+from phalanx.kv import COMMAND_SPECS, command_info
+from phalanx.placement import command_keys
 from phalanx.resp import SimpleString
 
 if TYPE_CHECKING:
