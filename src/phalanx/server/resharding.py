@@ -1,5 +1,5 @@
 """Resharding on a node: online shard splits and merges. See docs/architecture.md
-("resharding").
+("the placement driver and the controllers").
 
 - Split: the shard's leader commits a split entry (`SPLIT_COMMAND`); every replica applies it
   at the same log index and creates the new shard on the same members from the split-off keys
