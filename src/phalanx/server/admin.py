@@ -74,7 +74,8 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 class NodeView(Protocol):
-    """What the admin server needs from the node (the node implements it)."""
+    """What the admin server needs from the node (`phalanx.server.node` builds it from the
+    node status, the controllers, resharding and the meta client)."""
 
     node_id: str
     zone: str

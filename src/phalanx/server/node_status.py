@@ -1,0 +1,316 @@
+"""What a node says about itself: `/status`, readiness, the health-check answers, the
+topology analysis, and the gauges refreshed by housekeeping. The admin API
+(`phalanx.server.admin`) reaches these through the node's `NodeView`. See
+docs/architecture.md ("the node runtime").
+
+Rules of this file:
+- Read-only: nothing here changes a replica, the map or the transport; every answer is built
+  from local state at call time, with no I/O (health checks arrive every 100-200 ms).
+- The analysis of single points of failure is cached per map version (`/status` is polled
+  often; the analysis is not free).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sized
+from typing import Protocol
+
+from phalanx import __version__
+from phalanx.errors import ConfigError
+from phalanx.raft import NodeId, Role
+from phalanx.server.config import NodeConfig
+from phalanx.server.events import EventLog
+from phalanx.server.group import RaftGroup
+from phalanx.server.metrics import NodeMetrics
+from phalanx.server.replicas import META_GROUP, Replicas
+from phalanx.transport.tcp import TcpTransport
+
+#: A follower whose applied index trails the commit index by more than this is not "caught up".
+READY_LAG_ENTRIES = 1000
+
+
+class FrontEndStats(Protocol):
+    """The RESP front end's counters that `/status` shows."""
+
+    @property
+    def clients(self) -> Sized:
+        """The connected clients."""
+        ...
+
+    @property
+    def total_commands(self) -> int:
+        """Commands served since start."""
+        ...
+
+
+class NodeStatus:
+    """Status, readiness and gauges of one node."""
+
+    def __init__(self, replicas: Replicas, config: NodeConfig, metrics: NodeMetrics,
+                 transport: TcpTransport, events: EventLog, front_end: FrontEndStats,
+                 started: float) -> None:
+        self.replicas = replicas
+        self.config = config
+        self.metrics = metrics
+        self.transport = transport
+        self.events = events
+        self.front_end = front_end
+        self.started = started
+        self.node_id = config.id
+        self.spof_cache: tuple[int, list[object]] = (-1, [])
+        self.peer_totals: dict[tuple[str, str], int] = {}
+
+    # -- /status -----------------------------------------------------------------------------
+    def _group_status(self, group_id: int, group: RaftGroup) -> dict[str, object]:
+        raw = group.raw
+        last = raw.last_index
+        conf = raw.conf
+        entry: dict[str, object] = {
+            "role": raw.role.value,
+            "term": raw.term,
+            "leader": raw.lead or None,
+            "commit_index": raw.committed,
+            "applied_index": raw.applied,
+            "last_index": last,
+            "snapshot_index": group.store.snapshot_meta().index,
+            "voters": sorted(conf.voters),
+            "learners": sorted(conf.learners),
+            "keys": group.machine.key_count,
+            "leader_changes": group.leader_changes,
+            "storage_error": group.fatal_error,
+        }
+        if raw.role is not Role.LEADER:
+            # How stale a READONLY read here may be: time since the leader was last heard.
+            entry["staleness_ms"] = group.staleness_ms()
+        if raw.role is Role.LEADER:
+            entry["progress"] = {
+                node: {"match": p.match, "lag_entries": last - p.match, "state": p.state,
+                       "learner": p.is_learner, "recent_active": p.recent_active}
+                for node, p in raw.peers().items() if node != self.node_id}
+        return entry
+
+    def status(self) -> dict[str, object]:
+        """The JSON status of this node (admin `/status`).
+
+        Top-level role/term/leader/... describe this node's default shard (its lowest-numbered
+        replica: the only one in a single-shard cluster); `shards` lists every shard of the map
+        with its replicas, leader and lag, `local` this node's replicas.
+        """
+        replicas = self.replicas
+        cmap = replicas.cluster_map
+        me = self.config.me
+        transport_peers = self.transport.stats().get("peers", {})
+        peers: list[dict[str, object]] = []
+        for info in cmap.nodes.values() or []:
+            if info.id == self.node_id:
+                continue
+            entry: dict[str, object] = {"id": info.id, "zone": info.zone, "region": info.region,
+                                        "resp": info.resp, "admin": info.admin,
+                                        "state": info.state}
+            if isinstance(transport_peers, dict):
+                peer_stats = transport_peers.get(info.id)
+                if isinstance(peer_stats, dict):
+                    entry["connected"] = bool(peer_stats.get("connected"))
+                    # Many groups share one connection: messages per frame shows the batching
+                    # (heartbeats of every group to a peer coalesced into one frame).
+                    entry["messages_sent"] = peer_stats.get("messages_sent")
+                    entry["frames_sent"] = peer_stats.get("frames_sent")
+                    entry["messages_received"] = peer_stats.get("messages_received")
+            peers.append(entry)
+        local = {str(gid): self._group_status(gid, g)
+                 for gid, g in sorted(replicas.groups.items())}
+        shards = []
+        for shard in sorted(cmap.shards.values(), key=lambda s: s.id):
+            item: dict[str, object] = shard.to_json()
+            item["leader"] = replicas.shard_leader(shard) or None
+            item["fully_replicated"] = shard.fully_replicated(cmap.nodes)
+            group = replicas.local_group(shard.id)
+            if group is not None and group.is_leader():
+                last = group.raw.last_index
+                item["lag"] = {node: last - p.match for node, p in group.raw.peers().items()
+                               if node != self.node_id}
+            shards.append(item)
+        status: dict[str, object] = {
+            "node": self.config.id,
+            "zone": me.zone,
+            "region": me.region,
+            "version": __version__,
+            "peers": peers,
+            "resp": me.resp,
+            "admin": me.admin,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "clients": len(self.front_end.clients),
+            "redirect": self.config.redirect,
+            "map_version": cmap.version,
+            "survival_goal": cmap.survival_goal,
+            "replication_factor": cmap.replication_factor,
+            "nodes": [n.to_json() for n in cmap.nodes.values()],
+            "meta": {**self._group_status(META_GROUP, replicas.meta),
+                     "desired_voters": list(cmap.meta_voters),
+                     "driver": replicas.meta.is_leader()},
+            "shards": shards,
+            "local": local,
+            "fully_replicated": all(bool(s["fully_replicated"]) for s in shards),
+            "single_points_of_failure": self._spofs(),
+            "commands_total": self.front_end.total_commands,
+            "commit_latency_ms": self._recent_latency_ms(),
+            "events": self.events.recent(50),
+        }
+        # The top-level role/term/leader/... describe the FIRST shard of the map (the only one
+        # in a single-shard cluster), as every node sees it: its own replica's view, else the
+        # map's leader hint with role "none". Tools that speak of "the leader" mean this one.
+        first = min(cmap.shards) if cmap.shards else None
+        group = replicas.local_group(first) if first is not None else None
+        if group is not None and first is not None:
+            default = self._group_status(first, group)
+            status.update({key: default[key] for key in (
+                "role", "term", "leader", "commit_index", "applied_index", "last_index",
+                "snapshot_index", "voters", "learners", "keys", "leader_changes",
+                "storage_error")})
+            raw = group.raw
+            if raw.role is Role.LEADER:
+                last = raw.last_index
+                progresses = raw.peers()
+                for peer in peers:
+                    progress = progresses.get(NodeId(str(peer["id"])))
+                    if progress is not None:
+                        peer.update(match=progress.match, next=progress.next,
+                                    state=progress.state,
+                                    lag_entries=last - progress.match,
+                                    recent_active=progress.recent_active,
+                                    learner=progress.is_learner)
+        else:
+            hint = cmap.shards[first].leader if first is not None else ""
+            status.update(role="none", term=0, leader=hint or None)
+        status["shard"] = first
+        return status
+
+    def _recent_latency_ms(self) -> dict[str, float] | None:
+        """p50/p99 of the last writes proposed on this node (all its groups), in ms."""
+        samples = sorted(x for g in self.replicas.groups.values() for x in g.recent_commits)
+        if not samples:
+            return None
+        def at(q: float) -> float:
+            return round(samples[min(len(samples) - 1, int(q * len(samples)))] * 1000, 3)
+        return {"p50": at(0.5), "p99": at(0.99), "samples": len(samples)}
+
+    def _spofs(self) -> list[object]:
+        """The analysis's single points of failure at default figures, cached per map version
+        (/status is polled often; the analysis is not free)."""
+        cmap = self.replicas.cluster_map
+        if self.spof_cache[0] != cmap.version:
+            from phalanx.placement.analysis import analyze
+
+            report = analyze(cmap)
+            spofs = report.get("spofs")
+            self.spof_cache = (cmap.version, list(spofs) if isinstance(spofs, list) else [])
+        return self.spof_cache[1]
+
+    def analysis(self, node_availability: float, zone_availability: float,
+                 region_availability: float) -> dict[str, object]:
+        """Single points of failure and estimated nines of the live topology."""
+        from phalanx.placement.analysis import analyze
+
+        report: dict[str, object] = analyze(self.replicas.cluster_map,
+                                            node_availability=node_availability,
+                                            zone_availability=zone_availability,
+                                            region_availability=region_availability)
+        return report
+
+    # -- readiness and health checks ---------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        """Ready = the map is known and every local replica knows a leader and is caught up.
+
+        A replica the map gives this node but whose configuration does not list it yet has
+        received nothing from its leader (no snapshot: the configuration comes with it): a new
+        replica, or one whose data was wiped. It has applied nothing, and its applied and
+        commit indexes (both 0) cannot say how far behind it is, so it is catching up and the
+        node is not ready until the snapshot is installed. (Its clients are served meanwhile
+        by forwarding: `local_group` does not count it.) A replica that is being removed
+        (its configuration no longer lists this node, nor does the map) does not count.
+        """
+        replicas = self.replicas
+        meta = replicas.meta
+        if meta.stopped:
+            return False, f"placement driver replica stopped: {meta.fatal_error}"
+        if replicas.removed_from_cluster():
+            return False, "this node was removed from the cluster (decommissioned); stop it"
+        if replicas.cluster_map.version == 0:
+            return False, "waiting for the cluster map (joining)"
+        me = NodeId(self.node_id)
+        for group_id, group in sorted(replicas.data_groups().items()):
+            if group.stopped:
+                return False, f"shard {group_id} replica stopped: {group.fatal_error}"
+            raw = group.raw
+            conf = raw.conf
+            if me not in conf.voters and me not in conf.learners:
+                shard = replicas.cluster_map.shards.get(group_id)
+                wanted = shard is not None and (self.node_id in shard.replicas
+                                                or self.node_id in shard.voters
+                                                or self.node_id in shard.learners)
+                if wanted and not conf.voters:
+                    return False, (f"shard {group_id}: catching up (waiting for a snapshot "
+                                   f"from the leader; {raw.applied} entries applied)")
+                continue  # a replica being removed
+            if not raw.lead:
+                return False, f"shard {group_id}: no leader known (election or no quorum)"
+            lag = raw.committed - raw.applied
+            if lag > READY_LAG_ENTRIES:
+                return False, f"shard {group_id}: catching up ({lag} entries not applied)"
+        try:
+            group = replicas.default_group
+        except ConfigError:
+            return True, "serving (no local shard replica; forwarding)"
+        return True, f"serving ({group.raw.role.value}, leader {group.leader})"
+
+    def is_primary(self, shard: int | None = None, key: bytes | None = None) -> bool:
+        """True only on the leader of the shard (HAProxy's writer check)."""
+        try:
+            group = self.replicas.local_group(self.replicas.shard_for(shard, key))
+        except ConfigError:
+            return False
+        return group is not None and not group.stopped and group.is_leader()
+
+    def is_replica(self) -> bool:
+        """True on a healthy follower: knows a leader and is caught up."""
+        ready, _ = self.readiness()
+        try:
+            group = self.replicas.local_group(self.replicas.shard_for())
+        except ConfigError:
+            return False
+        return ready and group is not None and group.raw.role is Role.FOLLOWER
+
+    # -- gauges (housekeeping) ---------------------------------------------------------------
+    def update_gauges(self) -> None:
+        """Refresh the Prometheus gauges and the per-peer message counters."""
+        for group in list(self.replicas.groups.values()):
+            group_metrics = group.metrics
+            group_metrics.set_keys(group.machine.key_count)
+            raw = group.raw
+            if raw.role is Role.LEADER:
+                last = raw.last_index
+                for node_id, progress in raw.peers().items():
+                    if node_id != self.config.id:
+                        group_metrics.set_replication_lag(node_id, last - progress.match)
+        stats = self.transport.stats()
+        peers = stats.get("peers", {})
+        if isinstance(peers, dict):
+            for peer_id, peer_stats in peers.items():
+                if isinstance(peer_stats, dict):
+                    self.metrics.set_peer_connected(peer_id, bool(peer_stats.get("connected")))
+                    # The transport keeps running totals; the Prometheus counters get deltas.
+                    for field, reason in (("messages_sent", ""), ("dropped_queue_full",
+                                                                  "queue_full"),
+                                          ("dropped_fault", "fault"),
+                                          ("dropped_oversize", "too_large")):
+                        total = peer_stats.get(field)
+                        if not isinstance(total, int):
+                            continue
+                        seen = self.peer_totals.get((peer_id, field), 0)
+                        if total > seen:
+                            if reason:
+                                self.metrics.peer_message_dropped(peer_id, reason, total - seen)
+                            else:
+                                self.metrics.peer_message_sent(peer_id, total - seen)
+                        self.peer_totals[(peer_id, field)] = total
