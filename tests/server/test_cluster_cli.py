@@ -10,7 +10,6 @@ Rules of this file:
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import random
@@ -475,10 +474,6 @@ def test_wait_for_leader_timeout_names_the_silent_nodes(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- end to end
 
-HAVE_NODE = importlib.util.find_spec("phalanx.server.node") is not None
-
-
-@pytest.mark.skipif(not HAVE_NODE, reason="phalanx.server.node (run_node) has not landed yet")
 def test_end_to_end_up_status_failover_down(tmp_path: Path) -> None:
     data_dir = tmp_path / "cluster"
     loopback_base, base_port = _free_layout(3)
@@ -519,7 +514,6 @@ def test_end_to_end_up_status_failover_down(tmp_path: Path) -> None:
         _kill_all(_pids_of(data_dir))
 
 
-@pytest.mark.skipif(not HAVE_NODE, reason="phalanx.server.node (run_node) has not landed yet")
 def test_end_to_end_foreground_up_stops_its_nodes_on_sigterm(tmp_path: Path) -> None:
     data_dir = tmp_path / "cluster"
     loopback_base, base_port = _free_layout(3)

@@ -127,7 +127,7 @@ def node(config_path: str | None, node_id: str | None, data_dir: str | None,
         fail(f"config error: {error}", 2)
     _configure_logging(config.log_level, config.id)
     try:
-        from phalanx.server.node import check_not_a_wiped_member, run_node
+        from phalanx.server.process import check_not_a_wiped_member, run_node
     except ImportError as error:
         fail(f"the node is not available in this build ({error})")
     try:
