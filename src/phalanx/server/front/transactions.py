@@ -225,8 +225,12 @@ class Transactions:
         moved = self.router.redirection(state, slot, False)
         if moved is not None:
             raise CommandError(moved.text)
-        reply = self.router.read(state, WATCH_COMMAND, [WATCH_COMMAND, *keys], shard.id, slot,
-                                 state.last_write)
+        try:
+            reply = self.router.read(state, WATCH_COMMAND, [WATCH_COMMAND, *keys], shard.id,
+                                     slot, state.last_write)
+        except PhalanxError:
+            self._record(target, keys, None, quiet=True)
+            raise
         if not isinstance(reply, asyncio.Future):
             return self._record(target, keys, reply)
         task = asyncio.get_running_loop().create_task(self._watch_read(target, keys, reply))
