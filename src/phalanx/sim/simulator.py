@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from phalanx.checker import History, check
 from phalanx.errors import NotLeader, PhalanxError, ProposalDropped
 from phalanx.kv import Command, KVStateMachine, encode_command
+from phalanx.kv.codec import Transaction, Watch, encode_transaction
 from phalanx.raft import (
     ConfChange,
     ConfChangeSingle,
@@ -65,6 +66,8 @@ class _Op:
     index: int = 0
     term: int = 0
     read_index: int = -1
+    #: A cas run as a transaction (MULTI; SET k v IFEQ old; EXEC with k watched).
+    transaction: bool = False
 
 
 @dataclass(slots=True)
@@ -717,6 +720,16 @@ class Simulator:
                  expected=expected)
         args = (key, value) if expected is None else (key, value, b"IFEQ", expected)
         data = encode_command(Command(name=b"SET", args=args, now_ms=int(self.now)))
+        if expected is not None and self.write_counter % 2 == 0:
+            # Every other cas is a transaction watching its key from the proposer's local state
+            # (possibly stale: then it aborts, and was certainly not applied).
+            op.transaction = True
+            watched = node.machine.read(b"PHALANX.WATCH", (key,), int(self.now))
+            assert isinstance(watched, list) and isinstance(watched[0], int)
+            payload = encode_transaction(Transaction(
+                (Watch(key, watched[0], bool(watched[1])),), ((b"SET", *args),)))
+            data = encode_command(Command(name=b"PHALANX.EXEC", args=(payload, key),
+                                          now_ms=int(self.now)))
         try:
             index, term = raw.propose(data)
         except (NotLeader, ProposalDropped) as error:
@@ -784,7 +797,12 @@ class Simulator:
         if not self._finish(op):
             return
         self.client_leader_hint[op.client] = op.node
-        if op.kind == "cas":
+        if op.transaction:
+            if isinstance(reply, list):
+                self.history.ok(op.op_id, reply == ["OK"], time=self.now)
+            else:
+                self.history.fail(op.op_id, time=self.now)  # a watched key changed: not applied
+        elif op.kind == "cas":
             self.history.ok(op.op_id, reply == "OK", time=self.now)
         else:
             self.history.ok(op.op_id, time=self.now)
