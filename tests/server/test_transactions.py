@@ -242,3 +242,40 @@ def test_a_control_command_with_a_wrong_arity_marks_the_transaction(
         assert await front.call("EXEC") == ErrorReply(EXECABORT)
 
     run(body)
+
+
+def test_a_held_connection_starts_its_next_commands_in_order_after_the_hold() -> None:
+    """The listener's chain (start_command): a command that holds the connection (a WATCH
+    read) delays every later command, also when it was itself started late."""
+    from phalanx.server.front.listener import RespServer
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        holds: dict[bytes, asyncio.Future[object]] = {}
+        started: list[bytes] = []
+        server: Any = RespServer.__new__(RespServer)
+
+        def start(state: ClientState, name: bytes, arguments: list[bytes]) -> object:
+            started.append(arguments[1])
+            if name == b"WATCH":
+                state.hold = holds[arguments[1]] = loop.create_future()
+            return b"+OK\r\n"
+
+        server._start = start
+        state = ClientState(id=1, address="?")
+        replies = [RespServer.start_command(server, state, word.split()[0], word.split())
+                   for word in (b"WATCH 1", b"WATCH 2", b"SET 3", b"GET 4")]
+        await asyncio.sleep(0.01)
+        assert started == [b"1"]
+        holds[b"1"].set_result(None)
+        await asyncio.sleep(0.01)
+        assert started == [b"1", b"2"]  # 3 waits for the second WATCH's read
+        holds[b"2"].set_result(None)
+        await asyncio.sleep(0.01)
+        assert started == [b"1", b"2", b"3", b"4"]
+        assert RespServer.start_command(server, state, b"PING", [b"PING", b"5"]) == b"+OK\r\n"
+        assert replies[0] == b"+OK\r\n"
+        for reply in replies[1:]:
+            assert await reply == b"+OK\r\n"  # type: ignore[misc]
+
+    run(body)

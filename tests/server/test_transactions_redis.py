@@ -331,6 +331,23 @@ def test_null_and_typed_replies_inside_exec_byte_for_byte(redis_port: int, phala
     assert (b"%1\r\n" in theirs and b"~1\r\n" in theirs) is resp3
 
 
+PIPELINES = [
+    # A WATCH started behind another WATCH still holds the commands after it.
+    b"DEL a b\r\nWATCH a\r\nWATCH b\r\nSET b x\r\nMULTI\r\nGET a\r\nEXEC\r\n",
+    b"DEL a b\r\nWATCH a b\r\nGET a\r\nMULTI\r\nSET a 1\r\nEXEC\r\nSET b 2\r\n"
+    b"WATCH b\r\nUNWATCH\r\nSET b 3\r\nMULTI\r\nINCR b\r\nEXEC\r\nMGET a b\r\n",
+    b"DEL a\r\nWATCH a\r\nMULTI\r\nINCR a\r\nDISCARD\r\nINCR a\r\nMULTI\r\nINCR a\r\n"
+    b"EXEC\r\nGET a\r\n",
+]
+
+
+@pytest.mark.parametrize("commands", PIPELINES)
+def test_pipelined_watch_keeps_the_connection_order(redis_port: int, phalanx_port: int,
+                                                     commands: bytes) -> None:
+    assert _raw_exchange(phalanx_port, commands, False) == _raw_exchange(redis_port, commands,
+                                                                          False)
+
+
 def test_redis_py_pipelines_and_watch_error(phalanx_port: int) -> None:
     client = redis.Redis(host="127.0.0.1", port=phalanx_port, socket_timeout=10)
     other = redis.Redis(host="127.0.0.1", port=phalanx_port, socket_timeout=10)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
 
 logger = logging.getLogger(__name__)
+
+
+def _release(started: asyncio.Future[object], _: object) -> None:
+    if not started.done():
+        started.set_result(None)
 
 
 class _Encoded(bytes):
@@ -157,8 +163,9 @@ class RespServer:
     def start_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
         """Start one command; returns encoded bytes (done) or a future of the reply.
 
-        While the session has a `barrier` (a WATCH read, or an EXEC that had to wait for one),
-        its next commands start only once it is done, one after the other in their order.
+        A command may hold the connection (`state.hold`: a WATCH read must be served before
+        the commands after it run): the next commands then start only once it is done, one
+        after the other in their order (`state.barrier` is the tail of that chain).
         """
         barrier = state.barrier
         if barrier is not None:
@@ -169,17 +176,25 @@ class RespServer:
                 return loop.create_task(self._start_after(barrier, started, state, name,
                                                           arguments))
             state.barrier = None
-        return self._start(state, name, arguments)
+        result = self._start(state, name, arguments)
+        if state.hold is not None:
+            state.barrier, state.hold = state.hold, None
+        return result
 
     async def _start_after(self, barrier: asyncio.Future[object],
                            started: asyncio.Future[object], state: ClientState, name: bytes,
                            arguments: list[bytes]) -> object:
-        """Start a command once `barrier` is done; `started` then lets the next one start."""
+        """Start a command once `barrier` is done; `started` then lets the next one start
+        (once what this command holds is done, too)."""
         await asyncio.wait({barrier})
         try:
             result = self._start(state, name, arguments)
         finally:
-            started.set_result(None)
+            hold, state.hold = state.hold, None
+            if hold is not None and not hold.done():
+                hold.add_done_callback(functools.partial(_release, started))
+            else:
+                started.set_result(None)
         if isinstance(result, bytes):
             return _Encoded(result)
         if isinstance(result, asyncio.Future):

@@ -67,8 +67,10 @@ class ClientState:
     #: failed records version -1 (EXEC then aborts). `watch_reads`: WATCH reads still running.
     watched: dict[bytes, tuple[int, bool]] = field(default_factory=dict)
     watch_reads: list[asyncio.Future[object]] = field(default_factory=list)
-    #: Set while a WATCH read runs: the next commands of this connection wait for it, so
-    #: a pipelined `WATCH k; SET k v` reads before it writes (listener.start_command).
+    #: A command that must finish before the next ones start sets `hold` (a WATCH read: a
+    #: pipelined `WATCH k; SET k v` reads before it writes); `barrier` is what the next
+    #: command waits for (listener.start_command).
+    hold: asyncio.Future[object] | None = None
     barrier: asyncio.Future[object] | None = None
 
 

@@ -236,7 +236,7 @@ class Transactions:
         task = asyncio.get_running_loop().create_task(self._watch_read(target, keys, reply))
         state.watch_reads = [read for read in state.watch_reads if not read.done()]
         state.watch_reads.append(task)
-        state.barrier = task  # the connection's next commands wait for this read
+        state.hold = task  # the connection's next commands wait for this read
         return task
 
     async def _watch_read(self, target: dict[bytes, tuple[int, bool]], keys: list[bytes],
@@ -288,7 +288,7 @@ class Transactions:
         if reads:  # not expected: a WATCH read holds the connection's next commands back
             task = asyncio.get_running_loop().create_task(
                 self._exec_after(state, queued, watched, reads))
-            state.barrier = task
+            state.hold = task
             return task
         return self._exec_now(state, queued, watched)
 
