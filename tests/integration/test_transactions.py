@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
 import redis
 from integration_harness import (
     LocalCluster,
@@ -21,6 +22,7 @@ from integration_harness import (
     shard_primary,
     wait_until,
 )
+from redis.cluster import RedisCluster
 
 
 def _exec(pipe: Any) -> str:
@@ -44,8 +46,27 @@ def test_watch_across_a_leader_kill_never_applies_a_stale_transaction(cluster: A
     through the survivor then never applies (at once while the shard elects, or once a new
     leader is known: WatchError), so the acknowledged write is never lost to a stale
     read-modify-write; a transaction whose watched key nobody wrote commits after the
-    failover. Once the old leader is back, every replica holds the acknowledged value."""
+    failover. Once the old leader is back, every replica holds the acknowledged value.
+    redis-py's RedisCluster runs transactions (and WATCH) unchanged too."""
     c: LocalCluster = cluster(3)
+    first = c.nodes[0]
+    cluster_client = RedisCluster(host=first.host, port=first.port, socket_timeout=10)
+    try:
+        with cluster_client.pipeline(transaction=True) as pipe:
+            pipe.set("{u}a", 1).incr("{u}a").get("{u}a")
+            # (redis-py's cluster transactions leave SET's reply unconverted)
+            assert pipe.execute() in ([True, 2, b"2"], [b"OK", 2, b"2"])
+        with cluster_client.pipeline(transaction=True) as pipe:
+            pipe.watch("{u}a")
+            value = int(pipe.get("{u}a"))
+            cluster_client.set("{u}a", 100)
+            pipe.multi()
+            pipe.set("{u}a", value + 1)
+            with pytest.raises(redis.WatchError):
+                pipe.execute()
+        assert cluster_client.get("{u}a") == b"100"
+    finally:
+        cluster_client.close()
     leader = shard_primary(c, 1)
     survivor = c.others(leader)[0]
     client = c.client(survivor)
