@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from phalanx.errors import CrossSlotError
 from phalanx.kv import Error, KVStateMachine
 from phalanx.kv.commands.dump import decode_value, encode_value
-from phalanx.placement.slots import CrossSlotError, command_keys, command_slot
+from phalanx.placement.slots import command_keys, command_slot
 
 Driver = Any  # tests/kv/conftest.py's Driver (conftest is not importable)
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from phalanx.errors import CrossSlotError
 from phalanx.kv import Command, Error, KVStateMachine, encode_command
 from phalanx.kv.zset import ZSet, format_scan_score, format_score, parse_bound, parse_score
-from phalanx.placement.slots import CrossSlotError, command_keys, command_slot
+from phalanx.placement.slots import command_keys, command_slot
 
 from .conftest import Driver
 from .redis_pair import Pair, needs_redis, redis_server_fixture  # noqa: F401 (a fixture)

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from redis._parsers.commands import CommandsParser
 from redis._parsers.helpers import parse_command
 
+from phalanx.errors import CrossSlotError
 from phalanx.kv import COMMAND_SPECS, command_info
 from phalanx.placement.slots import (
     SLOT_COUNT,
-    CrossSlotError,
     command_keys,
     command_slot,
     crc16,

@@ -9,6 +9,11 @@ Rules of this file:
 - `now_ms` is the leader's wall clock when it proposed the command: expiry runs on this
   replicated time, never on a replica's own clock.
 - `(client_id, sequence)` identify a client request for idempotent retries (see machine.py).
+- A transaction (MULTI ... EXEC) is ONE log entry: the command `PHALANX.EXEC payload keys...`
+  whose payload (`encode_transaction`) carries the watched keys with the versions their WATCH
+  read and the queued commands; see kv/transaction.py. Payload format, version 1:
+  `u8 1 | u32 n | n x (u32 len | key | i64 version | u8 expired) |
+  u32 m | m x (u32 argc | argc x (u32 len | bytes))`, each command's first word its name.
 - Standard library only; encoding is a pure function of the `Command`.
 """
 
@@ -30,6 +35,9 @@ _HEADER_NAME = struct.Struct("<BBqB")
 _HEADER_SESSION_NAME = struct.Struct("<BBqQQB")
 _HEADER_SIZE = _HEADER.size
 _SESSION_SIZE = _SESSION.size
+
+_TX_FORMAT = 1
+_I64_U8 = struct.Struct("<qB")
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -140,3 +148,95 @@ def decode_fields(
     if offset != size:
         raise Corrupt("command: truncated argument or trailing bytes")
     return name, tuple(args), now_ms, client_id, sequence
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """A watched key: the version clock its WATCH read, and whether the key was logically
+    expired then (Redis 7.0 aborts EXEC when a watched key expires after WATCH)."""
+
+    key: bytes
+    version: int
+    expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """The payload of one `PHALANX.EXEC` entry: watches, then the queued commands (each a
+    tuple whose first word is the command's name)."""
+
+    watches: tuple[Watch, ...]
+    commands: tuple[tuple[bytes, ...], ...]
+
+
+def encode_transaction(transaction: Transaction) -> bytes:
+    """The payload bytes of `transaction` (format in the module rules)."""
+    pack = _U32.pack
+    parts = [bytes((_TX_FORMAT,)), pack(len(transaction.watches))]
+    append = parts.append
+    for watch in transaction.watches:
+        if not _INT64_MIN <= watch.version <= _INT64_MAX:
+            raise InvariantViolation("a watch version must fit in a signed 64-bit int")
+        append(pack(len(watch.key)))
+        append(watch.key)
+        append(_I64_U8.pack(watch.version, 1 if watch.expired else 0))
+    append(pack(len(transaction.commands)))
+    for command in transaction.commands:
+        if not command:
+            raise InvariantViolation("a queued command needs a name")
+        append(pack(len(command)))
+        for word in command:
+            append(pack(len(word)))
+            append(word)
+    return b"".join(parts)
+
+
+def decode_transaction(payload: bytes) -> Transaction:
+    """The transaction in `payload`; raises `Corrupt` on anything `encode_transaction` cannot
+    produce."""
+    size = len(payload)
+    if size < 1 or payload[0] != _TX_FORMAT:
+        raise Corrupt("transaction: unknown format")
+    offset = 1
+
+    def u32() -> int:
+        nonlocal offset
+        if size < offset + 4:
+            raise Corrupt("transaction: truncated")
+        (value,) = _U32.unpack_from(payload, offset)
+        offset += 4
+        return int(value)
+
+    def chunk() -> bytes:
+        nonlocal offset
+        length = u32()
+        if size < offset + length:
+            raise Corrupt("transaction: truncated")
+        offset += length
+        return payload[offset - length:offset]
+
+    count = u32()
+    if count * (4 + _I64_U8.size) > size - offset:
+        raise Corrupt("transaction: watch count exceeds the buffer")
+    watches = []
+    for _ in range(count):
+        key = chunk()
+        if size < offset + _I64_U8.size:
+            raise Corrupt("transaction: truncated watch")
+        version, expired = _I64_U8.unpack_from(payload, offset)
+        offset += _I64_U8.size
+        if expired > 1:
+            raise Corrupt("transaction: bad watch flag")
+        watches.append(Watch(key, version, bool(expired)))
+    count = u32()
+    if count * 8 > size - offset:
+        raise Corrupt("transaction: command count exceeds the buffer")
+    commands = []
+    for _ in range(count):
+        argc = u32()
+        if argc < 1 or argc * 4 > size - offset:
+            raise Corrupt("transaction: bad argument count")
+        commands.append(tuple(chunk() for _ in range(argc)))
+    if offset != size:
+        raise Corrupt("transaction: trailing bytes")
+    return Transaction(tuple(watches), tuple(commands))

@@ -7,6 +7,8 @@ What this module holds:
 - The helpers every command family uses: `live` (read: an expired key is absent, never
   deleted), `live_for_write` (write: an expired key is deleted first), `store`, `delete`,
   `set_expire`, `clear`.
+- The WATCH versions (see "WATCH versions" below): `version`, `touched`, `floor`,
+  `version_of`. They are replicated state (the snapshot writes them).
 - Two auxiliary indexes, built lazily and only on the replica that uses them, never part of
   the state: the expiry heap behind `expired` (the leader's sweep) and the SCAN index behind
   `scan_from`.
@@ -20,6 +22,23 @@ Rules of this module:
   valid on every replica (the order depends only on the key set) and keys present for the whole
   iteration are returned at least once, whatever is added or deleted meanwhile.
 - See docs/architecture.md (the kv layer).
+
+WATCH versions (what makes WATCH correct across failover and snapshots):
+- `version` is the keyspace's version clock: the state machine adds one for every log entry it
+  applies (no-ops included), so it is the same on every replica at the same log position. It is
+  not the log index: a shard cut out by a split starts its log at 1 but keeps counting from its
+  parent's version, so a WATCH taken on the parent stays comparable.
+- Every change of a key records the current version for it in `touched`: `store`, `delete`,
+  `set_expire`, `clear` (FLUSHDB/FLUSHALL: every key present), and `live_for_write` on a key
+  present (the handle a write command takes before changing a value in place; a write that
+  then leaves the key unchanged counts as a change: a spurious abort, never a missed one).
+- `version_of(key)` is the version of the last change of `key` (deleted keys included), or
+  `floor` for a key not in `touched`. `touched` is bounded (`WATCH_TABLE_SIZE` keys, kept in
+  version order): past the bound its older half is forgotten and `floor` rises to the newest
+  forgotten version, so a key never reports a version older than its last change. A WATCH
+  remembers the version clock at a linearizable read; EXEC aborts if `version_of(key)` is
+  newer (see `kv/transaction.py`). Forgetting can only make EXEC abort spuriously, when about
+  `WATCH_TABLE_SIZE / 2` distinct keys of the shard changed between WATCH and EXEC.
 """
 
 from __future__ import annotations
@@ -31,6 +50,10 @@ from collections.abc import Sequence
 from hashlib import blake2b
 
 from phalanx.kv.snapshot import Value
+
+WATCH_TABLE_SIZE = 1 << 16
+"""Most keys whose last change version is kept exactly (see "WATCH versions" above). Part of
+the replicated behaviour: every replica must use the same value."""
 
 
 def scan_hash(key: bytes) -> int:
@@ -61,17 +84,27 @@ class _ScanIndex:
 class Keyspace:
     """The values and expiries of every key, and the lazily built indexes over them."""
 
-    __slots__ = ("_expiry_heap", "_scan", "data", "expires")
+    __slots__ = ("_expiry_heap", "_scan", "data", "expires", "floor", "touched", "version")
 
     def __init__(
         self,
         data: dict[bytes, Value] | None = None,
         expires: dict[bytes, int] | None = None,
+        version: int = 0,
+        touched: dict[bytes, int] | None = None,
+        floor: int = 0,
     ) -> None:
         self.data: dict[bytes, Value] = {} if data is None else data
         """Key -> value, in insertion order (the snapshot keeps it)."""
         self.expires: dict[bytes, int] = {} if expires is None else expires
         """Key -> expire-at in ms, only for keys with a TTL."""
+        self.version = version
+        """The version clock: one more for every applied log entry (see the module rules)."""
+        self.touched: dict[bytes, int] = {} if touched is None else touched
+        """Key -> version of its last change, in version order (insertion order: a change
+        re-inserts the key last), at most WATCH_TABLE_SIZE keys."""
+        self.floor = floor
+        """The version of every key not in `touched` (the newest evicted entry's)."""
         self._expiry_heap: list[tuple[int, bytes]] | None = None
         self._scan: _ScanIndex | None = None
 
@@ -86,16 +119,45 @@ class Keyspace:
                 return None
         return value
 
+    def version_of(self, key: bytes) -> int:
+        """The version of the last change of `key` (or `floor`; see the module rules)."""
+        return self.touched.get(key, self.floor)
+
     # ------------------------------------------------------------------ writing
 
+    def touch(self, key: bytes) -> None:
+        """Record that `key` changes at the current version (see the module rules)."""
+        touched = self.touched
+        touched.pop(key, None)  # re-inserted last: `touched` stays in version order
+        touched[key] = self.version
+        if len(touched) > WATCH_TABLE_SIZE:
+            self._evict()
+
+    def _evict(self) -> None:
+        """Forget the older half of `touched` at once (one pass, and the dict is rebuilt
+        compact); `floor` becomes the newest forgotten version."""
+        items = iter(self.touched.items())
+        for _ in range(WATCH_TABLE_SIZE // 2):
+            self.floor = next(items)[1]
+        self.touched = dict(items)
+
+    def touch_all(self) -> None:
+        """Record that every key, present or not, changes at the current version (a merge
+        brings keys in wholesale; an old snapshot carries no versions)."""
+        self.touched = {}
+        self.floor = self.version
+
     def live_for_write(self, key: bytes, now: int) -> Value | None:
-        """Like `live`, but an expired key is deleted first (writes only)."""
+        """Like `live`, but an expired key is deleted first (writes only). A key present
+        counts as changed (`touch`): the caller takes it to write it."""
         value = self.data.get(key)
-        if value is not None and self.expires:
-            when = self.expires.get(key)
-            if when is not None and now >= when:
-                self.delete(key)
-                return None
+        if value is not None:
+            if self.expires:
+                when = self.expires.get(key)
+                if when is not None and now >= when:
+                    self.delete(key)
+                    return None
+            self.touch(key)
         return value
 
     def store(self, key: bytes, value: Value) -> None:
@@ -104,6 +166,11 @@ class Keyspace:
         if self._scan is not None and key not in data:
             self._scan.added.append(key)
         data[key] = value
+        touched = self.touched  # `touch`, inlined: every write of every client comes here
+        touched.pop(key, None)
+        touched[key] = self.version
+        if len(touched) > WATCH_TABLE_SIZE:
+            self._evict()
 
     def delete(self, key: bytes) -> None:
         """Remove `key` (present) and its TTL."""
@@ -112,15 +179,23 @@ class Keyspace:
             self.expires.pop(key, None)
         if self._scan is not None:
             self._scan.removed += 1
+        self.touch(key)
 
     def set_expire(self, key: bytes, when: int) -> None:
         """Give `key` (present) the expiry `when` (ms), replacing any."""
         self.expires[key] = when
         if self._expiry_heap is not None:
             heapq.heappush(self._expiry_heap, (when, key))
+        self.touch(key)
 
     def clear(self) -> None:
-        """Remove every key (FLUSHDB)."""
+        """Remove every key (FLUSHDB). Every key present counts as changed (Redis 7.0 touches
+        the watched keys that existed)."""
+        if len(self.data) >= WATCH_TABLE_SIZE:
+            self.touch_all()
+        else:
+            for key in self.data:
+                self.touch(key)
         self.data = {}
         self.expires = {}
         self.forget_indexes()

@@ -24,6 +24,11 @@ Rules of this module:
   one applied for that client gets the cached reply instead of running again; an older sequence
   gets an error. One outstanding write per client session (or retries of only the latest).
   The session table is bounded (least recently used client evicted) and part of the snapshot.
+- Transactions: a `PHALANX.EXEC` entry runs a whole MULTI ... EXEC (`transaction.py`). Every
+  applied entry advances the keyspace's version clock by one, and the WATCH versions (see
+  keyspace.py) are part of the snapshot; a split's new shard keeps counting from its parent's
+  clock and a merge moves the clock past both, so a version read before either stays
+  comparable (a transaction watched before can only abort).
 - See docs/architecture.md (the kv layer, "how to add a command").
 """
 
@@ -36,9 +41,10 @@ from phalanx.errors import Corrupt, require
 from phalanx.kv.codec import decode_fields
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.replies import Error, Reply, arity_error, error_text
-from phalanx.kv.snapshot import decode_snapshot, encode_snapshot
+from phalanx.kv.snapshot import WatchVersions, decode_snapshot, encode_snapshot
 from phalanx.kv.spec import Args, Handler
-from phalanx.kv.table import STATE_MACHINE_COMMANDS, is_known, is_write
+from phalanx.kv.table import STATE_MACHINE_COMMANDS, command_spec, is_known, is_write
+from phalanx.kv.transaction import exec_placeholder, run_transaction
 
 DEFAULT_MAX_SESSIONS = 100_000
 
@@ -62,6 +68,17 @@ def _dispatch_table() -> dict[bytes, _Dispatch]:
 
 
 _DISPATCH = _dispatch_table()
+
+
+def _static_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
+    """The keys of `name args...` at its table row's key positions (placement's rule)."""
+    spec = command_spec(name)
+    if spec is None or spec.first_key <= 0:
+        return []
+    count = len(args)
+    last = spec.last_key if spec.last_key >= 0 else count + 1 + spec.last_key
+    return [args[position - 1]
+            for position in range(spec.first_key, min(last, count) + 1, spec.step)]
 
 
 class KVStateMachine:
@@ -102,6 +119,7 @@ class KVStateMachine:
         require(index > self._applied_index,
                 f"applied index must advance: {index} after {self._applied_index}")
         self._applied_index = index
+        self._keyspace.version += 1
         if not data:
             return None
         try:
@@ -156,9 +174,10 @@ class KVStateMachine:
 
     def snapshot(self) -> bytes:
         """The whole state as deterministic bytes (see snapshot.py)."""
+        keyspace = self._keyspace
         return encode_snapshot(
-            self._applied_index, self._clock_ms, self._keyspace.data, self._keyspace.expires,
-            self._sessions,
+            self._applied_index, self._clock_ms, keyspace.data, keyspace.expires,
+            self._sessions, WatchVersions(keyspace.version, keyspace.floor, keyspace.touched),
         )
 
     def extract(self, predicate: Callable[[bytes], bool], applied_index: int) -> bytes:
@@ -167,6 +186,7 @@ class KVStateMachine:
 
         Deterministic: replicas holding the same state extract byte-identical snapshots.
         Client sessions stay here (a retried request is answered by the shard that ran it).
+        The new shard keeps this version clock and counts every key changed now.
         """
         keyspace = self._keyspace
         moved = {key: value for key, value in keyspace.data.items() if predicate(key)}
@@ -174,7 +194,9 @@ class KVStateMachine:
         for key in moved:
             keyspace.delete(key)
         keyspace.forget_indexes()
-        return encode_snapshot(applied_index, self._clock_ms, moved, moved_expires, {})
+        version = keyspace.version
+        return encode_snapshot(applied_index, self._clock_ms, moved, moved_expires, {},
+                               WatchVersions(version, version, {}))
 
     def absorb(self, data: bytes) -> int:
         """Add every key of snapshot `data` (another shard's, merged into this one); keys
@@ -187,6 +209,11 @@ class KVStateMachine:
             keyspace.data[key] = value
         keyspace.expires.update(state.expires)
         keyspace.forget_indexes()
+        # Every key counts as changed, at a version past both shards' clocks: a version read
+        # on either shard before the merge is older.
+        theirs = state.watch.version if state.watch is not None else state.applied_index
+        keyspace.version = max(keyspace.version, theirs) + 1
+        keyspace.touch_all()
         return len(state.data)
 
     def restore(self, data: bytes) -> None:
@@ -194,7 +221,13 @@ class KVStateMachine:
         state = decode_snapshot(data)
         self._applied_index = state.applied_index
         self._clock_ms = state.clock_ms
-        self._keyspace = Keyspace(state.data, state.expires)
+        watch = state.watch
+        if watch is None:  # written before WATCH versions: every key changed at the snapshot
+            self._keyspace = Keyspace(state.data, state.expires, state.applied_index,
+                                      None, state.applied_index)
+        else:
+            self._keyspace = Keyspace(state.data, state.expires, watch.version, watch.touched,
+                                      watch.floor)
         self._sessions = state.sessions
 
     # ------------------------------------------------------------------ dispatch
@@ -209,6 +242,8 @@ class KVStateMachine:
         count = len(args) + 1
         if (arity > 0 and count != arity) or count < -arity:
             return arity_error(lower_name)
+        if handler is exec_placeholder:
+            return run_transaction(self._keyspace, args, now, self._execute, _static_keys)
         try:
             return handler(self._keyspace, args, now)
         except RecursionError:

@@ -9,6 +9,11 @@ Rules of this file:
   first), tuple (set, members sorted) or, since format 2, dict of bytes -> float (sorted set,
   in (score, member) order; never empty, no NaN); `expires` = [key, expire_at_ms, ...]; `sessions` =
   [client_id, sequence, reply, ...] with an `Error` reply written as the 1-tuple (message,).
+- The WATCH versions (see kv/keyspace.py) follow as an optional sixth element,
+  `(version, floor, [key, version, ...])` in version order. A 5-tuple (a snapshot written
+  before they existed) still loads: it gets no versions (`watch` None) and the state machine
+  then counts every key as changed at the snapshot's version, so a WATCH taken before can
+  only abort. Replicas that write the same state write the same section, byte for byte.
 - marshal's format is an implementation detail of CPython. We pin marshal version 2 (stable
   since Python 2.5 for these plain types, readable by every later CPython) and record it in the
   header. Version 2 matters: versions >= 3 emit back-references that depend on object reference
@@ -29,6 +34,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from phalanx.errors import Corrupt
 from phalanx.kv.replies import Error, Reply
@@ -53,6 +59,18 @@ class SnapshotState:
     data: dict[bytes, Value]
     expires: dict[bytes, int]
     sessions: dict[int, tuple[int, Reply]]
+    watch: WatchVersions | None = None
+    """The WATCH versions; None for a snapshot written before they existed."""
+
+
+@dataclass(slots=True)
+class WatchVersions:
+    """The keyspace's WATCH versions (see kv/keyspace.py): version clock, floor, and the
+    version of each recently changed key, in version order."""
+
+    version: int
+    floor: int
+    touched: dict[bytes, int]
 
 
 def reply_to_plain(reply: Reply) -> object:
@@ -81,6 +99,7 @@ def encode_snapshot(
     data: dict[bytes, Value],
     expires: dict[bytes, int],
     sessions: dict[int, tuple[int, Reply]],
+    watch: WatchVersions | None = None,
 ) -> bytes:
     """The snapshot bytes of a state (deterministic: see the module rules)."""
     flat_data: list[object] = []
@@ -102,9 +121,14 @@ def encode_snapshot(
     flat_sessions: list[object] = []
     for client_id, (sequence, reply) in sessions.items():
         flat_sessions.extend((client_id, sequence, reply_to_plain(reply)))
-    payload = marshal.dumps(
-        (applied_index, clock_ms, flat_data, flat_expires, flat_sessions), MARSHAL_VERSION
-    )
+    state: tuple[Any, ...] = (applied_index, clock_ms, flat_data, flat_expires, flat_sessions)
+    if watch is not None:
+        flat_touched: list[object] = []
+        for key, version in watch.touched.items():
+            flat_touched.append(key)
+            flat_touched.append(version)
+        state += ((watch.version, watch.floor, flat_touched),)
+    payload = marshal.dumps(state, MARSHAL_VERSION)
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, MARSHAL_VERSION, zlib.crc32(payload))
     return header + payload
 
@@ -130,9 +154,9 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
         state = marshal.loads(payload)
     except (ValueError, EOFError, TypeError) as exc:
         raise Corrupt(f"snapshot: undecodable payload ({exc})") from exc
-    if type(state) is not tuple or len(state) != 5:
+    if type(state) is not tuple or len(state) not in (5, 6):
         raise Corrupt("snapshot: bad top-level structure")
-    applied_index, clock_ms, flat_data, flat_expires, flat_sessions = state
+    applied_index, clock_ms, flat_data, flat_expires, flat_sessions = state[:5]
     if type(applied_index) is not int or applied_index < 0 or type(clock_ms) is not int:
         raise Corrupt("snapshot: bad applied index or clock")
     if not (type(flat_data) is type(flat_expires) is type(flat_sessions) is list):
@@ -182,4 +206,25 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
         if type(client_id) is not int or type(sequence) is not int or client_id in sessions:
             raise Corrupt("snapshot: bad session entry")
         sessions[client_id] = (sequence, plain_to_reply(plain))
-    return SnapshotState(applied_index, clock_ms, data, expires, sessions)
+    watch = _decode_watch(state[5]) if len(state) == 6 else None
+    return SnapshotState(applied_index, clock_ms, data, expires, sessions, watch)
+
+
+def _decode_watch(section: object) -> WatchVersions:
+    """The WATCH versions section; raises Corrupt unless `encode_snapshot` could write it."""
+    if type(section) is not tuple or len(section) != 3:
+        raise Corrupt("snapshot: bad watch section")
+    version, floor, flat = section
+    if type(version) is not int or type(floor) is not int or not 0 <= floor <= version \
+            or type(flat) is not list or len(flat) % 2:
+        raise Corrupt("snapshot: bad watch versions")
+    touched: dict[bytes, int] = {}
+    previous = floor
+    for position in range(0, len(flat), 2):
+        key = flat[position]
+        when = flat[position + 1]
+        if type(key) is not bytes or key in touched or type(when) is not int \
+                or not previous <= when <= version:
+            raise Corrupt("snapshot: bad watch entry")
+        touched[key] = previous = when
+    return WatchVersions(version, floor, touched)

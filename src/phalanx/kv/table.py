@@ -21,6 +21,7 @@ Rules of this module:
 from __future__ import annotations
 
 from phalanx.errors import require
+from phalanx.kv import transaction
 from phalanx.kv.commands import geo, hashes, keys, lists, sets, strings, zsetops, zsets
 from phalanx.kv.spec import CommandSpec
 
@@ -32,6 +33,7 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
     *lists.COMMANDS,
     *zsets.COMMANDS, *zsetops.COMMANDS, *geo.COMMANDS,
     *keys.INTERNAL_COMMANDS,
+    *transaction.INTERNAL_COMMANDS,
 )
 """Every command the state machine runs, in the order `COMMAND` lists them."""
 
@@ -66,6 +68,7 @@ SERVER_COMMANDS: tuple[CommandSpec, ...] = (
     _server("quit", -1, _ANYTIME, _CONNECTION),
     _server("cluster", -2, (), ("@slow",)),
     _server("asking", 1, ("fast",), _CONNECTION),
+    *transaction.COMMANDS,
 )
 """Keyless commands answered by the server front end, outside the state machine."""
 

@@ -60,6 +60,8 @@ class ClientOp:
     index: int = 0
     term: int = 0
     read_index: int = -1
+    #: A cas run as a transaction (MULTI; SET k v IFEQ old; EXEC with k watched).
+    transaction: bool = False
 
 
 @dataclass(slots=True)

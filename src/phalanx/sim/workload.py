@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from phalanx.checker import History
-from phalanx.errors import NotLeader, ProposalDropped
+from phalanx.errors import NotLeader, ProposalDropped, require
 from phalanx.kv import Command, encode_command
+from phalanx.kv.codec import Transaction, Watch, encode_transaction
 from phalanx.raft import Entry, NodeId, ReadState, Role
 from phalanx.sim.checks import CheckedCluster
 from phalanx.sim.faults import FaultPlan
@@ -83,6 +84,18 @@ class Workload(CheckedCluster):
                  expected=expected)
         args = (key, value) if expected is None else (key, value, b"IFEQ", expected)
         data = encode_command(Command(name=b"SET", args=args, now_ms=int(self.now)))
+        if expected is not None and self.write_counter % 2 == 0:
+            # Every other cas is a transaction watching its key from the proposer's local state
+            # (possibly stale: then it aborts, and was certainly not applied).
+            op.transaction = True
+            watched = node.machine.read(b"PHALANX.WATCH", (key,), int(self.now))
+            version = watched[0] if isinstance(watched, list) else None
+            require(isinstance(version, int), f"PHALANX.WATCH answered {watched!r}")
+            assert isinstance(watched, list) and isinstance(version, int)
+            payload = encode_transaction(Transaction(
+                (Watch(key, version, bool(watched[1])),), ((b"SET", *args),)))
+            data = encode_command(Command(name=b"PHALANX.EXEC", args=(payload, key),
+                                          now_ms=int(self.now)))
         try:
             index, term = raw.propose(data)
         except (NotLeader, ProposalDropped) as error:
@@ -150,7 +163,12 @@ class Workload(CheckedCluster):
         if not self._finish(op):
             return
         self.client_leader_hint[op.client] = op.node
-        if op.kind == "cas":
+        if op.transaction:
+            if isinstance(reply, list):
+                self.history.ok(op.op_id, reply == ["OK"], time=self.now)
+            else:
+                self.history.fail(op.op_id, time=self.now)  # a watched key changed: not applied
+        elif op.kind == "cas":
             self.history.ok(op.op_id, reply == "OK", time=self.now)
         else:
             self.history.ok(op.op_id, time=self.now)

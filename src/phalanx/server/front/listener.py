@@ -5,10 +5,13 @@ and `start`, where every command begins), and `Handler`.
 
 Rules of this file:
 - Every command a client sends starts in `RespServer.start_command`: admission (session),
-  then the table (front-end commands), else the data path (keyed: `DataRouter.command`; keys
-  of several shards or none: `FanOut`).
+  then, after MULTI, the transaction's queue (transactions.py), then the table (front-end
+  commands), else the data path (keyed: `DataRouter.command`; keys of several shards or none:
+  `FanOut`).
 - Table handlers marked `awaits=False` run synchronously, in order, as they are parsed (an AUTH
-  pipelined before other commands applies to them); the others run as tasks.
+  pipelined before other commands applies to them); the others run as tasks. A synchronous
+  handler may return a future (its reply comes later; its effect on the session is already
+  made: EXEC, WATCH).
 - A command's failure becomes its error line in one place (`reply_bytes` / `encode_reply`,
   with `replies.failure_text`); an unexpected exception is logged and answered
   `-ERR phalanx internal error: ...`.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,12 +40,22 @@ from phalanx.server.front.replies import RESP3_SHAPES, error_text, failure_text,
 from phalanx.server.front.router import DataRouter
 from phalanx.server.front.server_commands import ServerCommands
 from phalanx.server.front.session import ClientState, Sessions
+from phalanx.server.front.transactions import CONTROL, Transactions, unknown_command_text
 from phalanx.server.peer_link import client_tls_context, server_tls_context
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
 
 logger = logging.getLogger(__name__)
+
+
+def _release(started: asyncio.Future[object], _: object) -> None:
+    if not started.done():
+        started.set_result(None)
+
+
+class _Encoded(bytes):
+    """A reply already encoded (a command started after a barrier): sent as it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +92,7 @@ class RespServer:
         server = ServerCommands(replicas, self)
         cluster = ClusterCommands(replicas)
         sessions = self.sessions
+        self.transactions = transactions = Transactions(replicas, self.router)
         # The command table: every command that is not a data command (`phalanx.kv`).
         self.commands: dict[bytes, Handler] = {
             # Session (session.py).
@@ -96,7 +111,13 @@ class RespServer:
             b"PHALANX.META": Handler(cluster.meta, awaits=True),
             b"PHALANX.JOIN": Handler(cluster.join, awaits=True),
             b"PHALANX.SHARD": Handler(self.fan_out.shard_scoped, awaits=True),
+            # Transactions (transactions.py).
+            b"MULTI": Handler(transactions.multi), b"EXEC": Handler(transactions.exec),
+            b"DISCARD": Handler(transactions.discard), b"WATCH": Handler(transactions.watch),
+            b"UNWATCH": Handler(transactions.unwatch),
+            b"PHALANX.EXEC": Handler(transactions.forwarded),
         }
+        transactions.commands = self.commands
 
     async def start(self) -> None:
         self.server = await asyncio.get_running_loop().create_server(
@@ -140,32 +161,76 @@ class RespServer:
 
     # -- commands --------------------------------------------------------------------------
     def start_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
-        """Start one command; returns encoded bytes (done) or a future of the reply."""
+        """Start one command; returns encoded bytes (done) or a future of the reply.
+
+        A command may hold the connection (`state.hold`: a WATCH read must be served before
+        the commands after it run): the next commands then start only once it is done, one
+        after the other in their order (`state.barrier` is the tail of that chain).
+        """
+        barrier = state.barrier
+        if barrier is not None:
+            if not barrier.done():
+                loop = asyncio.get_running_loop()
+                started: asyncio.Future[object] = loop.create_future()
+                state.barrier = started
+                return loop.create_task(self._start_after(barrier, started, state, name,
+                                                          arguments))
+            state.barrier = None
+        result = self._start(state, name, arguments)
+        if state.hold is not None:
+            state.barrier, state.hold = state.hold, None
+        return result
+
+    async def _start_after(self, barrier: asyncio.Future[object],
+                           started: asyncio.Future[object], state: ClientState, name: bytes,
+                           arguments: list[bytes]) -> object:
+        """Start a command once `barrier` is done; `started` then lets the next one start
+        (once what this command holds is done, too)."""
+        await asyncio.wait({barrier})
+        try:
+            result = self._start(state, name, arguments)
+        finally:
+            hold, state.hold = state.hold, None
+            if hold is not None and not hold.done():
+                hold.add_done_callback(functools.partial(_release, started))
+            else:
+                started.set_result(None)
+        if isinstance(result, bytes):
+            return _Encoded(result)
+        if isinstance(result, asyncio.Future):
+            return await result
+        return result
+
+    def _start(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
         self.total_commands += 1
         state.commands += 1
         self.metrics.command(name.decode(errors="replace"))
         handler = self.commands.get(name)
         refused = self.sessions.admit(state, name, handler is None)
         if refused is not None:
+            if state.multi is not None:
+                state.multi_failed = True  # a refusal after MULTI marks the transaction
             return refused if isinstance(refused, bytes) else self.encode_reply(state, refused)
+        if state.multi is not None and name not in CONTROL:
+            return self.transactions.queue(state, name, arguments, handler)
         if handler is not None:
             if handler.awaits:
                 return asyncio.get_running_loop().create_task(
                     handler.run(state, arguments))  # type: ignore[arg-type]
             try:
-                return self.encode_reply(state, handler.run(state, arguments), name)
+                reply = handler.run(state, arguments)
             except PhalanxError as error:
                 return self.encode_reply(state, ErrorReply(error_text(error)))
+            if isinstance(reply, asyncio.Future):
+                return reply
+            return self.encode_reply(state, reply, name)
         return self._data_command(state, name, arguments)
 
     def _data_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
         """A data command (`phalanx.kv`): to the router (its keys in one shard) or the
         fan-out (keys of several shards, or keyless)."""
         if not is_known(name):
-            shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in arguments[1:4])
-            text = (f"ERR unknown command '{arguments[0].decode(errors='replace')[:128]}', "
-                    f"with args beginning with: {shown}")
-            return encode(ErrorReply(text.rstrip()), state.protocol)
+            return encode(ErrorReply(unknown_command_text(arguments)), state.protocol)
         args = tuple(arguments[1:])
         write = is_write(name)
         if write:
@@ -198,7 +263,10 @@ class RespServer:
             return self.encode_reply(state, ErrorReply("ERR phalanx: the command was cancelled"))
         error = item.exception()
         if error is None:
-            return self.encode_reply(state, item.result(), name)
+            result = item.result()
+            if type(result) is _Encoded:
+                return bytes(result)
+            return self.encode_reply(state, result, name)
         text = failure_text(error)
         if text is not None:
             return self.encode_reply(state, ErrorReply(text))

@@ -115,6 +115,15 @@ class DataRouter:
         shards = {getattr(cmap.shard_for_slot(key_slot(key)), "id", None) for key in keys}
         return key_slot(keys[0]) if keys and len(shards) == 1 else None
 
+    def redirection(self, state: ClientState, slot: int, write: bool) -> ErrorReply | None:
+        """In `moved` mode, the -MOVED a client gets for `slot` from this node (None: serve it
+        here, or forward). Used where a command is checked before it is routed (a command
+        queued in a transaction)."""
+        if self.config.redirect != "moved" or state.forwarded:
+            return None
+        shard = self.replicas.cluster_map.shard_for_slot(slot)
+        return None if shard is None else self._moved(state, shard, slot, write)
+
     def _moved(self, state: ClientState, shard: ShardInfo, slot: int,
                write: bool) -> ErrorReply | None:
         """In `moved` mode: the -MOVED redirection for a key this node should not serve."""

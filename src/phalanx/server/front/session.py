@@ -10,7 +10,10 @@ Rules of this file:
 - These commands run synchronously, in order, as they are parsed: an AUTH (or HELLO, SELECT,
   CLIENT SETNAME) pipelined before other commands applies to them.
 - A connection named `FORWARD_CLIENT_NAME` is another node forwarding: its commands are never
-  forwarded again. See docs/architecture.md.
+  forwarded again.
+- A transaction's session state (the commands queued since MULTI, the watched keys with the
+  versions their WATCH read) lives in `ClientState` and dies with the connection: nothing of
+  it is replicated until EXEC (see transactions.py). See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -55,6 +58,20 @@ class ClientState:
     commands: int = 0
     #: This client's links to leaders it forwarded to (closed with the connection).
     links: dict[str, LeaderLink] = field(default_factory=dict)
+    #: MULTI: the commands queued (None outside MULTI), whether one was refused (EXEC then
+    #: answers EXECABORT), and their size in bytes (see transactions.py).
+    multi: list[list[bytes]] | None = None
+    multi_failed: bool = False
+    multi_bytes: int = 0
+    #: WATCH: key -> (version clock its WATCH read, logically expired then); a WATCH read that
+    #: failed records version -1 (EXEC then aborts). `watch_reads`: WATCH reads still running.
+    watched: dict[bytes, tuple[int, bool]] = field(default_factory=dict)
+    watch_reads: list[asyncio.Future[object]] = field(default_factory=list)
+    #: A command that must finish before the next ones start sets `hold` (a WATCH read: a
+    #: pipelined `WATCH k; SET k v` reads before it writes); `barrier` is what the next
+    #: command waits for (listener.start_command).
+    hold: asyncio.Future[object] | None = None
+    barrier: asyncio.Future[object] | None = None
 
 
 class Sessions:
