@@ -7,6 +7,8 @@ Rules of this file:
 - Every command a client sends starts in `RespServer.start_command`: admission (session),
   then the table (front-end commands), else the data path (keyed: `DataRouter.command`; keys
   of several shards or none: `FanOut`).
+- A RESP2 connection in Pub/Sub subscribed mode runs only the commands `pubsub.py` allows
+  (checked right after admission).
 - Table handlers marked `awaits=False` run synchronously, in order, as they are parsed (an AUTH
   pipelined before other commands applies to them); the others run as tasks.
 - A command's failure becomes its error line in one place (`reply_bytes` / `encode_reply`,
@@ -32,6 +34,7 @@ from phalanx.resp import ErrorReply, RespLimits, encode
 from phalanx.server.front.cluster_commands import ClusterCommands
 from phalanx.server.front.connection import RespConnection
 from phalanx.server.front.fanout import FAN_OUT_READS, FanOut
+from phalanx.server.front.pubsub import PUBLISH_COMMAND, PubSub
 from phalanx.server.front.replies import RESP3_SHAPES, error_text, failure_text, to_resp
 from phalanx.server.front.router import DataRouter
 from phalanx.server.front.server_commands import ServerCommands
@@ -47,10 +50,12 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Handler:
     """A front-end command: `run(session, arguments)` returns the reply value (or raises
-    `CommandError`); with `awaits`, it returns an awaitable and runs as a task."""
+    `CommandError`); with `awaits`, it returns an awaitable and runs as a task; with `raw`,
+    it returns the reply already encoded (several frames, e.g. SUBSCRIBE's)."""
 
     run: Callable[[ClientState, list[bytes]], object]
     awaits: bool = False
+    raw: bool = False
 
 
 class RespServer:
@@ -70,6 +75,9 @@ class RespServer:
         self.client_tls = client_tls_context(self.config)
         self.sessions = Sessions(replicas)
         self.clients: dict[int, ClientState] = self.sessions.clients
+        #: Each client's connection, by client id (where Pub/Sub pushes its messages).
+        self.connection_of: dict[int, RespConnection] = {}
+        self.pubsub = PubSub(replicas, self.connection_of.get, self.client_tls)
         self.total_commands = 0
         self.total_connections = 0
         self.router = DataRouter(replicas, self.client_tls, self.encode_reply)
@@ -78,6 +86,7 @@ class RespServer:
         server = ServerCommands(replicas, self)
         cluster = ClusterCommands(replicas)
         sessions = self.sessions
+        pubsub = self.pubsub
         # The command table: every command that is not a data command (`phalanx.kv`).
         self.commands: dict[bytes, Handler] = {
             # Session (session.py).
@@ -96,6 +105,15 @@ class RespServer:
             b"PHALANX.META": Handler(cluster.meta, awaits=True),
             b"PHALANX.JOIN": Handler(cluster.join, awaits=True),
             b"PHALANX.SHARD": Handler(self.fan_out.shard_scoped, awaits=True),
+            # Pub/Sub (pubsub.py).
+            b"SUBSCRIBE": Handler(pubsub.subscribe, raw=True),
+            b"PSUBSCRIBE": Handler(pubsub.psubscribe, raw=True),
+            b"SSUBSCRIBE": Handler(pubsub.ssubscribe, raw=True),
+            b"UNSUBSCRIBE": Handler(pubsub.unsubscribe, raw=True),
+            b"PUNSUBSCRIBE": Handler(pubsub.punsubscribe, raw=True),
+            b"SUNSUBSCRIBE": Handler(pubsub.sunsubscribe, raw=True),
+            b"PUBLISH": Handler(pubsub.publish), b"SPUBLISH": Handler(pubsub.spublish),
+            b"PUBSUB": Handler(pubsub.pubsub), PUBLISH_COMMAND: Handler(pubsub.peer_publish),
         }
 
     async def start(self) -> None:
@@ -108,6 +126,7 @@ class RespServer:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+            self.pubsub.close()
             for state in self.clients.values():
                 for link in state.links.values():
                     link.close()
@@ -126,12 +145,16 @@ class RespServer:
             return None
         state = self.sessions.open(address)
         self.connections.add(connection)
+        self.connection_of[state.id] = connection
         self.total_connections += 1
         self.metrics.connection_opened()
         return state
 
     def close_client(self, connection: RespConnection, state: ClientState | None) -> None:
         self.connections.discard(connection)
+        if state is not None:
+            self.connection_of.pop(state.id, None)
+            self.pubsub.drop(state.id)
         if state is not None and self.sessions.close(state):
             self.metrics.connection_closed()
 
@@ -148,7 +171,17 @@ class RespServer:
         refused = self.sessions.admit(state, name, handler is None)
         if refused is not None:
             return refused if isinstance(refused, bytes) else self.encode_reply(state, refused)
+        if state.protocol == 2 and self.pubsub.subscribers and (handler is not None
+                                                                 or is_known(name)):
+            answer = self.pubsub.subscribed_mode_refusal(state, name, arguments)
+            if answer is not None:
+                return answer
         if handler is not None:
+            if handler.raw:
+                try:
+                    return handler.run(state, arguments)
+                except PhalanxError as error:
+                    return self.encode_reply(state, ErrorReply(error_text(error)))
             if handler.awaits:
                 return asyncio.get_running_loop().create_task(
                     handler.run(state, arguments))  # type: ignore[arg-type]
