@@ -1,0 +1,85 @@
+"""Pub/Sub through redis-py against a real 3-node cluster: a message published on any node
+reaches subscribers on every node (fan-out over the peer links, never the log), with RESP2
+and RESP3 clients, patterns and shard channels, and survives the death of a third node."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from integration_harness import LocalCluster
+
+
+def _next_message(pubsub: Any, timeout: float = 10.0) -> dict[str, Any]:
+    """The next message (not a (un)subscribe confirmation) of a redis-py PubSub."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is not None:
+            return dict(message)
+    raise AssertionError("no message within the timeout")
+
+
+def _wait_subscribed(pubsub: Any, count: int) -> None:
+    seen = 0
+    deadline = time.monotonic() + 10
+    while seen < count and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message is not None and message["type"] in ("subscribe", "psubscribe",
+                                                       "ssubscribe"):
+            seen += 1
+    assert seen == count
+
+
+def test_redis_py_pubsub_across_nodes(cluster: Any) -> None:
+    """Proves: SUBSCRIBE / PSUBSCRIBE on node A receive what PUBLISH sends on node B (the
+    count is B's local subscribers, as Redis Cluster counts); SSUBSCRIBE / SPUBLISH likewise;
+    a RESP3 client gets its messages as push frames; PUBSUB NUMSUB describes the node's own
+    subscribers; after node C is killed, A's subscriber still receives what B publishes."""
+    c: LocalCluster = cluster(3)
+    a, b, third = c.nodes
+    sub = c.client(a).pubsub()
+    sub.subscribe("news")
+    sub.psubscribe("n*")
+    sub.ssubscribe("orders")
+    _wait_subscribed(sub, 3)
+    publisher = c.client(b)
+    assert publisher.publish("news", "hello") == 0  # no subscriber on B itself
+    received = [_next_message(sub), _next_message(sub)]
+    assert {(m["type"], m["channel"], m["data"]) for m in received} == {
+        ("message", "news", "hello"), ("pmessage", "news", "hello")}
+    assert [m["pattern"] for m in received if m["type"] == "pmessage"] == ["n*"]
+    assert publisher.spublish("orders", "o1") == 0
+    sharded = sub.get_sharded_message(timeout=10)
+    assert sharded is not None and (sharded["type"], sharded["channel"], sharded["data"]) == (
+        "smessage", "orders", "o1")
+    assert c.client(a).pubsub_numsub("news") == [("news", 1)]
+    assert c.client(b).pubsub_numsub("news") == [("news", 0)]
+
+    # RESP3: the subscriber's messages arrive as push frames, and it may run other commands.
+    resp3 = c.client(third, protocol=3)
+    sub3 = resp3.pubsub()
+    sub3.subscribe("news")
+    _wait_subscribed(sub3, 1)
+    assert c.client(a).publish("news", "to-all") == 2  # A's subscriber: channel + pattern
+    assert _next_message(sub3)["data"] == "to-all"
+    assert _next_message(sub)["data"] == "to-all"
+    assert _next_message(sub)["data"] == "to-all"  # the pattern
+    sub3.close()
+
+    # RESP2 subscribed mode refuses other commands on the subscribed connection.
+    connection = sub.connection
+    assert connection is not None
+    connection.send_command("GET", "x")
+    with pytest.raises(redis.ResponseError, match=r"only \(P\|S\)SUBSCRIBE"):
+        connection.read_response()
+
+    # A third node dies: messages published on live nodes still reach A's subscriber.
+    c.kill(third)
+    for i in range(20):
+        assert publisher.publish("news", f"after-{i}") == 0
+    got = [_next_message(sub)["data"] for _ in range(40)]
+    assert sorted(set(got)) == sorted(f"after-{i}" for i in range(20))
+    sub.close()
