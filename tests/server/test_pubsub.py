@@ -159,6 +159,12 @@ async def _resp3_gets_push_frames_and_runs_every_command(nodes: list[RespServer]
     assert await c.next() == Push([b"message", b"a", b"m"])
     await c.expect(b">3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n", "UNSUBSCRIBE")
     await c.expect(b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n", "UNSUBSCRIBE")
+    # RESET leaves Pub/Sub and goes back to RESP2 (redis-server answers +RESET alike).
+    await c.expect(b">3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:1\r\n", "SUBSCRIBE", "b")
+    await c.expect(b"+RESET\r\n", "RESET")
+    assert not nodes[0].pubsub.subscribers
+    await c.expect(b"$-1\r\n", "CLIENT", "GETNAME")
+    await c.expect(b"-ERR wrong number of arguments for 'reset' command\r\n", "RESET", "x")
 
 
 async def _a_message_published_on_one_node_reaches_the_other(

@@ -79,6 +79,7 @@ SERVER_COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("spublish", 3, ("pubsub", "loading", "stale", "fast"), 1, 1, 1,
                 ("@pubsub", "@fast")),
     _server("pubsub", -2, (), ("@slow",)),
+    _server("reset", 1, _ANYTIME, _CONNECTION),
 )
 """Keyless commands answered by the server front end, outside the state machine."""
 

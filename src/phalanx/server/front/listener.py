@@ -114,6 +114,7 @@ class RespServer:
             b"SUNSUBSCRIBE": Handler(pubsub.sunsubscribe, raw=True),
             b"PUBLISH": Handler(pubsub.publish), b"SPUBLISH": Handler(pubsub.spublish),
             b"PUBSUB": Handler(pubsub.pubsub), PUBLISH_COMMAND: Handler(pubsub.peer_publish),
+            b"RESET": Handler(pubsub.reset),
         }
 
     async def start(self) -> None:

@@ -199,6 +199,20 @@ class PubSub:
     def close(self) -> None:
         self.fan_out.close()
 
+    def reset(self, state: ClientState, arguments: list[bytes]) -> object:
+        """RESET (https://redis.io/commands/reset/), the parts phalanx has: leave Pub/Sub,
+        back to RESP2, READWRITE, and deauthenticated when a password is configured. (A
+        transaction state, when session.py has one, must be discarded here too.)"""
+        if len(arguments) != 1:
+            raise _arity("reset")
+        self.drop(state.id)
+        state.protocol = 2
+        state.readonly = False
+        if self.config.requirepass or self.config.users:
+            state.authenticated = False
+        state.user, state.permissions = "default", "all"
+        return SimpleString("RESET")
+
     def _subscriber(self, state: ClientState) -> Subscriber | None:
         subscriber = self.subscribers.get(state.id)
         if subscriber is None:
