@@ -76,6 +76,29 @@ def test_redis_py_pubsub_across_nodes(cluster: Any) -> None:
     with pytest.raises(redis.ResponseError, match=r"only \(P\|S\)SUBSCRIBE"):
         connection.read_response()
 
+    # redis-py's cluster client: SPUBLISH / SSUBSCRIBE routed by the channel's slot, PUBLISH
+    # to any node; every node delivers.
+    cluster_client = redis.cluster.RedisCluster(host=a.host, port=a.port, protocol=2,
+                                                decode_responses=True, socket_timeout=10)
+    try:
+        cluster_sub = cluster_client.pubsub()
+        cluster_sub.ssubscribe("orders")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            confirmation = cluster_sub.get_sharded_message(timeout=0.5)
+            if confirmation is not None:
+                break
+        cluster_client.spublish("orders", "o2")
+        got_sharded = None
+        while got_sharded is None and time.monotonic() < deadline:
+            got_sharded = cluster_sub.get_sharded_message(ignore_subscribe_messages=True,
+                                                          timeout=0.5)
+        assert got_sharded is not None and got_sharded["data"] == "o2"
+        assert sub.get_sharded_message(timeout=10)["data"] == "o2"  # type: ignore[index]
+        cluster_sub.close()
+    finally:
+        cluster_client.close()
+
     # A third node dies: messages published on live nodes still reach A's subscriber.
     c.kill(third)
     for i in range(20):
