@@ -5,11 +5,13 @@ and RESP3 clients, patterns and shard channels, and survives the death of a thir
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from integration_harness import LocalCluster
+from test_security import make_certs
 
 
 def _next_message(pubsub: Any, timeout: float = 10.0) -> dict[str, Any]:
@@ -106,3 +108,28 @@ def test_redis_py_pubsub_across_nodes(cluster: Any) -> None:
     got = [_next_message(sub)["data"] for _ in range(40)]
     assert sorted(set(got)) == sorted(f"after-{i}" for i in range(20))
     sub.close()
+
+
+def test_pubsub_fan_out_with_a_password_a_cluster_secret_and_tls(
+        cluster: Any, tmp_path: Path) -> None:
+    """Proves: the peer links of the fan-out authenticate (requirepass), sign PHALANX.PUBLISH
+    with the cluster secret and speak TLS like every other peer link: a message published on
+    one node reaches subscribers on the two others; an unsigned PHALANX.PUBLISH is refused."""
+    certs = make_certs(tmp_path / "certs")
+    c: LocalCluster = cluster(3, requirepass="pw", cluster_secret="s3cret",
+                              tls_cert_file=str(certs["cert"]),
+                              tls_key_file=str(certs["key"]))
+    options = {"password": "pw", "ssl": True, "ssl_ca_certs": str(certs["ca"])}
+    subs = []
+    for node in c.nodes[1:]:
+        sub = c.client(node, **options).pubsub()
+        sub.subscribe("secure")
+        _wait_subscribed(sub, 1)
+        subs.append(sub)
+    publisher = c.client(c.nodes[0], **options)
+    assert publisher.publish("secure", "hello") == 0
+    for sub in subs:
+        assert _next_message(sub)["data"] == "hello"
+        sub.close()
+    with pytest.raises(redis.ResponseError, match="without a valid cluster secret signature"):
+        publisher.execute_command("PHALANX.PUBLISH", "P", "secure", "forged")
