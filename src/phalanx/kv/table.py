@@ -40,6 +40,7 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
 _CONNECTION = ("@fast", "@connection")
 _ANYTIME = ("noscript", "loading", "stale", "fast", "no_auth", "allow_busy")
 _STALE_FAST = ("loading", "stale", "fast")
+_PUBSUB_SLOW = ("@pubsub", "@slow")
 
 
 def _server(name: str, arity: int, flags: tuple[str, ...],
@@ -69,6 +70,19 @@ SERVER_COMMANDS: tuple[CommandSpec, ...] = (
     _server("cluster", -2, (), ("@slow",)),
     _server("asking", 1, ("fast",), _CONNECTION),
     *transaction.COMMANDS,
+    # Pub/Sub (server/front/pubsub.py): shard channels hash to slots like keys.
+    *(_server(name, arity, ("pubsub", "noscript", "loading", "stale"), _PUBSUB_SLOW)
+      for name, arity in (("subscribe", -2), ("psubscribe", -2), ("unsubscribe", -1),
+                          ("punsubscribe", -1))),
+    CommandSpec("ssubscribe", -2, ("pubsub", "noscript", "loading", "stale"), 1, -1, 1,
+                _PUBSUB_SLOW),
+    CommandSpec("sunsubscribe", -1, ("pubsub", "noscript", "loading", "stale"), 1, -1, 1,
+                _PUBSUB_SLOW),
+    _server("publish", 3, ("pubsub", "loading", "stale", "fast"), ("@pubsub", "@fast")),
+    CommandSpec("spublish", 3, ("pubsub", "loading", "stale", "fast"), 1, 1, 1,
+                ("@pubsub", "@fast")),
+    _server("pubsub", -2, (), ("@slow",)),
+    _server("reset", 1, _ANYTIME, _CONNECTION),
 )
 """Keyless commands answered by the server front end, outside the state machine."""
 

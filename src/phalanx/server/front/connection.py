@@ -9,6 +9,11 @@ Rules of this file:
   closed (as Redis does); every other bad input gets an error reply and the connection stays.
 - Flow control: reading pauses while the kernel send buffer is full (the client does not read
   its replies) or `MAX_QUEUED_COMMANDS` wait; it resumes when they drain.
+- Pub/Sub pushes (`push`) are written outside the request/reply order: at once when no reply
+  is pending, else queued behind the pending replies (a RESP2 client sees its SUBSCRIBE
+  confirmation before the first message). A connection whose unsent output (kernel-refused
+  bytes plus queued pushes) passes `output_limit` is dropped at once (Redis's
+  client-output-buffer-limit pubsub hard limit, 32 MiB by default, soft limit not modelled).
 - The connection knows its owner only through `ConnectionOwner` (the listener satisfies it).
 See docs/architecture.md.
 """
@@ -16,6 +21,7 @@ See docs/architecture.md.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -25,7 +31,12 @@ from phalanx.resp import NEED_DATA, RespLimits, create_parser
 if TYPE_CHECKING:
     from phalanx.server.front.session import ClientState
 
+logger = logging.getLogger(__name__)
+
 _OK = b"+OK\r\n"
+PUBSUB_OUTPUT_LIMIT_BYTES = 32 * 1024 * 1024
+"""A subscriber whose unsent output passes this is disconnected (Redis's default
+`client-output-buffer-limit pubsub 32mb 8mb 60`, its hard limit)."""
 MAX_QUEUED_COMMANDS = 4096
 """A connection with more commands started and not yet answered stops being read until it
 drains (a client pipelining faster than the cluster commits cannot grow memory unbounded)."""
@@ -67,6 +78,9 @@ class RespConnection(asyncio.Protocol):
         self.closing = False
         self.write_paused = False
         self.read_paused = False
+        #: Bytes of pushes queued behind pending replies (0 whenever the queue is empty).
+        self.queued_push_bytes = 0
+        self.output_limit = PUBSUB_OUTPUT_LIMIT_BYTES
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -121,6 +135,28 @@ class RespConnection(asyncio.Protocol):
             queue.append((name, start(state, name, arguments)))
         self._flush()
 
+    # -- server pushes (Pub/Sub) -------------------------------------------------------------
+    def push(self, data: bytes) -> bool:
+        """Write encoded push frames outside the reply order (behind pending replies, if
+        any); False if the connection is gone or was just dropped for its output limit."""
+        transport = self.transport
+        if self.closing or transport is None or transport.is_closing():
+            return False
+        if self.queue:
+            self.queue.append((b"", data))
+            self.queued_push_bytes += len(data)
+        else:
+            transport.write(data)
+        if transport.get_write_buffer_size() + self.queued_push_bytes > self.output_limit:
+            logger.warning("dropping a subscriber that does not read: more than %d bytes of "
+                           "output unsent", self.output_limit)
+            self.closing = True
+            self.queue.clear()
+            self.queued_push_bytes = 0
+            transport.abort()
+            return False
+        return True
+
     # -- replies -----------------------------------------------------------------------------
     def _flush(self, _: object = None) -> None:
         transport = self.transport
@@ -141,6 +177,8 @@ class RespConnection(asyncio.Protocol):
                 item = self.owner.reply_bytes(state, name, future)
             queue.popleft()
             parts.append(item)
+        if not queue:
+            self.queued_push_bytes = 0
         if parts:
             transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
         if self.closing and not queue:

@@ -5,9 +5,9 @@ and `start`, where every command begins), and `Handler`.
 
 Rules of this file:
 - Every command a client sends starts in `RespServer.start_command`: admission (session),
-  then, after MULTI, the transaction's queue (transactions.py), then the table (front-end
-  commands), else the data path (keyed: `DataRouter.command`; keys of several shards or none:
-  `FanOut`).
+  then, in RESP2 Pub/Sub subscribed mode, the check of what `pubsub.py` allows, then, after
+  MULTI, the transaction's queue (transactions.py), then the table (front-end commands), else
+  the data path (keyed: `DataRouter.command`; keys of several shards or none: `FanOut`).
 - Table handlers marked `awaits=False` run synchronously, in order, as they are parsed (an AUTH
   pipelined before other commands applies to them); the others run as tasks. A synchronous
   handler may return a future (its reply comes later; its effect on the session is already
@@ -36,6 +36,7 @@ from phalanx.resp import ErrorReply, RespLimits, encode
 from phalanx.server.front.cluster_commands import ClusterCommands
 from phalanx.server.front.connection import RespConnection
 from phalanx.server.front.fanout import FAN_OUT_READS, FanOut
+from phalanx.server.front.pubsub import PUBLISH_COMMAND, PubSub
 from phalanx.server.front.replies import RESP3_SHAPES, error_text, failure_text, to_resp
 from phalanx.server.front.router import DataRouter
 from phalanx.server.front.server_commands import ServerCommands
@@ -61,10 +62,12 @@ class _Encoded(bytes):
 @dataclass(frozen=True, slots=True)
 class Handler:
     """A front-end command: `run(session, arguments)` returns the reply value (or raises
-    `CommandError`); with `awaits`, it returns an awaitable and runs as a task."""
+    `CommandError`); with `awaits`, it returns an awaitable and runs as a task; with `raw`,
+    it returns the reply already encoded (several frames, e.g. SUBSCRIBE's)."""
 
     run: Callable[[ClientState, list[bytes]], object]
     awaits: bool = False
+    raw: bool = False
 
 
 class RespServer:
@@ -84,6 +87,9 @@ class RespServer:
         self.client_tls = client_tls_context(self.config)
         self.sessions = Sessions(replicas)
         self.clients: dict[int, ClientState] = self.sessions.clients
+        #: Each client's connection, by client id (where Pub/Sub pushes its messages).
+        self.connection_of: dict[int, RespConnection] = {}
+        self.pubsub = PubSub(replicas, self.connection_of.get, self.client_tls)
         self.total_commands = 0
         self.total_connections = 0
         self.router = DataRouter(replicas, self.client_tls, self.encode_reply)
@@ -93,6 +99,7 @@ class RespServer:
         cluster = ClusterCommands(replicas)
         sessions = self.sessions
         self.transactions = transactions = Transactions(replicas, self.router)
+        pubsub = self.pubsub
         # The command table: every command that is not a data command (`phalanx.kv`).
         self.commands: dict[bytes, Handler] = {
             # Session (session.py).
@@ -116,6 +123,16 @@ class RespServer:
             b"DISCARD": Handler(transactions.discard), b"WATCH": Handler(transactions.watch),
             b"UNWATCH": Handler(transactions.unwatch),
             b"PHALANX.EXEC": Handler(transactions.forwarded),
+            # Pub/Sub (pubsub.py).
+            b"SUBSCRIBE": Handler(pubsub.subscribe, raw=True),
+            b"PSUBSCRIBE": Handler(pubsub.psubscribe, raw=True),
+            b"SSUBSCRIBE": Handler(pubsub.ssubscribe, raw=True),
+            b"UNSUBSCRIBE": Handler(pubsub.unsubscribe, raw=True),
+            b"PUNSUBSCRIBE": Handler(pubsub.punsubscribe, raw=True),
+            b"SUNSUBSCRIBE": Handler(pubsub.sunsubscribe, raw=True),
+            b"PUBLISH": Handler(pubsub.publish), b"SPUBLISH": Handler(pubsub.spublish),
+            b"PUBSUB": Handler(pubsub.pubsub), PUBLISH_COMMAND: Handler(pubsub.peer_publish),
+            b"RESET": Handler(pubsub.reset),
         }
         transactions.commands = self.commands
 
@@ -129,6 +146,7 @@ class RespServer:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+            self.pubsub.close()
             for state in self.clients.values():
                 for link in state.links.values():
                     link.close()
@@ -147,12 +165,16 @@ class RespServer:
             return None
         state = self.sessions.open(address)
         self.connections.add(connection)
+        self.connection_of[state.id] = connection
         self.total_connections += 1
         self.metrics.connection_opened()
         return state
 
     def close_client(self, connection: RespConnection, state: ClientState | None) -> None:
         self.connections.discard(connection)
+        if state is not None:
+            self.connection_of.pop(state.id, None)
+            self.pubsub.drop(state.id)
         if state is not None and self.sessions.close(state):
             self.metrics.connection_closed()
 
@@ -211,9 +233,19 @@ class RespServer:
             if state.multi is not None:
                 state.multi_failed = True  # a refusal after MULTI marks the transaction
             return refused if isinstance(refused, bytes) else self.encode_reply(state, refused)
+        if state.protocol == 2 and self.pubsub.subscribers and (handler is not None
+                                                                 or is_known(name)):
+            answer = self.pubsub.subscribed_mode_refusal(state, name, arguments)
+            if answer is not None:
+                return answer
         if state.multi is not None and name not in CONTROL:
             return self.transactions.queue(state, name, arguments, handler)
         if handler is not None:
+            if handler.raw:
+                try:
+                    return handler.run(state, arguments)
+                except PhalanxError as error:
+                    return self.encode_reply(state, ErrorReply(error_text(error)))
             if handler.awaits:
                 return asyncio.get_running_loop().create_task(
                     handler.run(state, arguments))  # type: ignore[arg-type]

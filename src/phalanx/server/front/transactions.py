@@ -64,7 +64,9 @@ if TYPE_CHECKING:
 OK = SimpleString("OK")
 _QUEUED = b"+QUEUED\r\n"
 #: Commands never queued: they act on the transaction itself (QUIT ends the connection).
-CONTROL = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH"})
+CONTROL = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"})
+"""Commands that run at once after MULTI instead of being queued (as redis-server's
+processCommand decides: EXEC, DISCARD, MULTI, WATCH, QUIT, RESET)."""
 EXECABORT = "EXECABORT Transaction discarded because of previous errors."
 _CROSSSLOT = str(CrossSlotError())
 
@@ -154,7 +156,10 @@ class Transactions:
                                  or count < -spec.arity):
             return _arity_text(spec.name)
         if handler is not None:
-            return None
+            # A Pub/Sub (un)subscription answers with its own frames and changes the
+            # connection's mode: phalanx does not queue it (Redis does; a deliberate difference).
+            return ("ERR phalanx: Pub/Sub (un)subscriptions are not allowed inside a transaction"
+                    if getattr(handler, "raw", False) else None)
         args = tuple(arguments[1:])
         write = is_write(name)
         if write:
