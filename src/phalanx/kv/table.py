@@ -48,6 +48,7 @@ def _server(name: str, arity: int, flags: tuple[str, ...],
 SERVER_COMMANDS: tuple[CommandSpec, ...] = (
     _server("ping", -1, ("fast",), _CONNECTION),
     _server("echo", 2, _STALE_FAST, _CONNECTION),
+    _server("time", 1, _STALE_FAST, ("@fast",)),
     _server("hello", -1, _ANYTIME, _CONNECTION),
     _server("auth", -2, _ANYTIME, _CONNECTION),
     _server("select", 2, _STALE_FAST, _CONNECTION),

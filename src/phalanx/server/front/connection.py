@@ -49,8 +49,9 @@ class ConnectionOwner(Protocol):
         """Start one command: its encoded reply (bytes) or a future of its reply."""
 
     def reply_bytes(self, state: ClientState, name: bytes,
-                    future: asyncio.Future[object]) -> bytes:
-        """The encoded reply of a finished command future."""
+                    future: asyncio.Future[object], arguments: list[bytes]) -> bytes:
+        """The encoded reply of a finished command future (`arguments`: the whole request, which
+        shapes a RESP3 reply)."""
 
 
 class RespConnection(asyncio.Protocol):
@@ -62,7 +63,8 @@ class RespConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.state: ClientState | None = None
         self.parser = create_parser(owner.limits)
-        self.queue: deque[tuple[bytes, object]] = deque()
+        #: (name, encoded reply or its future, the request: it shapes a RESP3 reply).
+        self.queue: deque[tuple[bytes, object, list[bytes]]] = deque()
         self.waiting_on: asyncio.Future[object] | None = None
         self.closing = False
         self.write_paused = False
@@ -104,7 +106,7 @@ class RespConnection(asyncio.Protocol):
             try:
                 arguments = parser.next_command()
             except ClientProtocolError as error:
-                queue.append((b"", b"-ERR " + str(error).encode() + b"\r\n"))
+                queue.append((b"", b"-ERR " + str(error).encode() + b"\r\n", []))
                 self.owner.protocol_error()
                 self.closing = True
                 break
@@ -115,10 +117,10 @@ class RespConnection(asyncio.Protocol):
                 continue
             name = arguments[0].upper()
             if name == b"QUIT":
-                queue.append((name, _OK))
+                queue.append((name, _OK, arguments))
                 self.closing = True
                 break
-            queue.append((name, start(state, name, arguments)))
+            queue.append((name, start(state, name, arguments), arguments))
         self._flush()
 
     # -- replies -----------------------------------------------------------------------------
@@ -130,7 +132,7 @@ class RespConnection(asyncio.Protocol):
         queue = self.queue
         parts: list[bytes] = []
         while queue:
-            name, item = queue[0]
+            name, item, arguments = queue[0]
             if type(item) is not bytes:
                 future = cast("asyncio.Future[object]", item)
                 if not future.done():
@@ -138,7 +140,7 @@ class RespConnection(asyncio.Protocol):
                         self.waiting_on = future
                         future.add_done_callback(self._flush)
                     break
-                item = self.owner.reply_bytes(state, name, future)
+                item = self.owner.reply_bytes(state, name, future, arguments)
             queue.popleft()
             parts.append(item)
         if parts:
