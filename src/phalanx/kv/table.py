@@ -25,6 +25,7 @@ from phalanx.kv.commands import (
     bitmaps,
     geo,
     hashes,
+    hyperloglog,
     keys,
     lists,
     sets,
@@ -42,6 +43,7 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
     *lists.COMMANDS,
     *zsets.COMMANDS, *zsetops.COMMANDS, *geo.COMMANDS,
     *bitmaps.COMMANDS,
+    *hyperloglog.COMMANDS,
     *keys.INTERNAL_COMMANDS,
 )
 """Every command the state machine runs, in the order `COMMAND` lists them."""

@@ -144,8 +144,13 @@ class ServerCommands:
             for name in names:
                 spec = COMMAND_SPECS.get(name.upper())
                 if spec is not None:
+                    # phalanx keeps no documentation text: the group (from the command's
+                    # ACL category) is what clients read.
+                    group = next((c[1:] for c in spec.acl_categories if c not in (
+                        "@read", "@write", "@fast", "@slow", "@admin", "@dangerous",
+                        "@blocking", "@keyspace")), "generic")
                     docs[spec.name.encode()] = {b"summary": b"", b"since": b"1.0.0",
-                                                b"group": b"generic", b"complexity": b""}
+                                                b"group": group.encode(), b"complexity": b""}
             return docs
         if sub in (b"GETKEYS", b"GETKEYSANDFLAGS") and len(arguments) >= 3:
             spec = COMMAND_SPECS.get(arguments[2].upper())
