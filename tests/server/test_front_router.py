@@ -74,7 +74,8 @@ def _router(group: FakeGroup) -> DataRouter:
         cluster_map=SimpleNamespace(shard_for_slot=lambda slot: shard, shards={1: shard}),
         local_group=lambda shard_id: group, shard_leader=lambda shard: "n1",
         resp_address=lambda node_id: ("127.0.0.1", 1))
-    return DataRouter(replicas, None, lambda state, reply, name: repr(reply).encode())
+    return DataRouter(replicas, None,
+                      lambda state, reply, name, arguments: repr(reply).encode())
 
 
 def test_a_write_on_the_local_leader_is_proposed_inline() -> None:

@@ -107,6 +107,11 @@ class KVStateMachine:
         return len(self._keyspace.data)
 
     @property
+    def expire_count(self) -> int:
+        """Keys with a TTL (INFO keyspace's `expires`)."""
+        return len(self._keyspace.expires)
+
+    @property
     def clock_ms(self) -> int:
         """The replicated clock: the largest `now_ms` applied so far."""
         return self._clock_ms

@@ -22,7 +22,18 @@ from __future__ import annotations
 
 from phalanx.errors import require
 from phalanx.kv import transaction
-from phalanx.kv.commands import geo, hashes, keys, lists, sets, strings, zsetops, zsets
+from phalanx.kv.commands import (
+    bitmaps,
+    geo,
+    hashes,
+    hyperloglog,
+    keys,
+    lists,
+    sets,
+    strings,
+    zsetops,
+    zsets,
+)
 from phalanx.kv.spec import CommandSpec
 
 STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
@@ -32,6 +43,8 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
     *sets.COMMANDS,
     *lists.COMMANDS,
     *zsets.COMMANDS, *zsetops.COMMANDS, *geo.COMMANDS,
+    *bitmaps.COMMANDS,
+    *hyperloglog.COMMANDS,
     *keys.INTERNAL_COMMANDS,
     *transaction.INTERNAL_COMMANDS,
 )
@@ -51,6 +64,7 @@ def _server(name: str, arity: int, flags: tuple[str, ...],
 SERVER_COMMANDS: tuple[CommandSpec, ...] = (
     _server("ping", -1, ("fast",), _CONNECTION),
     _server("echo", 2, _STALE_FAST, _CONNECTION),
+    _server("time", 1, _STALE_FAST, ("@fast",)),
     _server("hello", -1, _ANYTIME, _CONNECTION),
     _server("auth", -2, _ANYTIME, _CONNECTION),
     _server("select", 2, _STALE_FAST, _CONNECTION),

@@ -60,8 +60,9 @@ class ConnectionOwner(Protocol):
         """Start one command: its encoded reply (bytes) or a future of its reply."""
 
     def reply_bytes(self, state: ClientState, name: bytes,
-                    future: asyncio.Future[object]) -> bytes:
-        """The encoded reply of a finished command future."""
+                    future: asyncio.Future[object], arguments: list[bytes]) -> bytes:
+        """The encoded reply of a finished command future (`arguments`: the whole request, which
+        shapes a RESP3 reply)."""
 
 
 class RespConnection(asyncio.Protocol):
@@ -73,7 +74,8 @@ class RespConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.state: ClientState | None = None
         self.parser = create_parser(owner.limits)
-        self.queue: deque[tuple[bytes, object]] = deque()
+        #: (name, encoded reply or its future, the request: it shapes a RESP3 reply).
+        self.queue: deque[tuple[bytes, object, list[bytes]]] = deque()
         self.waiting_on: asyncio.Future[object] | None = None
         self.closing = False
         self.write_paused = False
@@ -118,7 +120,7 @@ class RespConnection(asyncio.Protocol):
             try:
                 arguments = parser.next_command()
             except ClientProtocolError as error:
-                queue.append((b"", b"-ERR " + str(error).encode() + b"\r\n"))
+                queue.append((b"", b"-ERR " + str(error).encode() + b"\r\n", []))
                 self.owner.protocol_error()
                 self.closing = True
                 break
@@ -129,10 +131,10 @@ class RespConnection(asyncio.Protocol):
                 continue
             name = arguments[0].upper()
             if name == b"QUIT":
-                queue.append((name, _OK))
+                queue.append((name, _OK, arguments))
                 self.closing = True
                 break
-            queue.append((name, start(state, name, arguments)))
+            queue.append((name, start(state, name, arguments), arguments))
         self._flush()
 
     # -- server pushes (Pub/Sub) -------------------------------------------------------------
@@ -143,7 +145,7 @@ class RespConnection(asyncio.Protocol):
         if self.closing or transport is None or transport.is_closing():
             return False
         if self.queue:
-            self.queue.append((b"", data))
+            self.queue.append((b"", data, []))
             self.queued_push_bytes += len(data)
         else:
             transport.write(data)
@@ -166,7 +168,7 @@ class RespConnection(asyncio.Protocol):
         queue = self.queue
         parts: list[bytes] = []
         while queue:
-            name, item = queue[0]
+            name, item, arguments = queue[0]
             if type(item) is not bytes:
                 future = cast("asyncio.Future[object]", item)
                 if not future.done():
@@ -174,7 +176,7 @@ class RespConnection(asyncio.Protocol):
                         self.waiting_on = future
                         future.add_done_callback(self._flush)
                     break
-                item = self.owner.reply_bytes(state, name, future)
+                item = self.owner.reply_bytes(state, name, future, arguments)
             queue.popleft()
             parts.append(item)
         if not queue:

@@ -33,11 +33,12 @@ from phalanx.errors import CrossSlotError, PhalanxError
 from phalanx.kv import is_known, is_write
 from phalanx.placement import command_slot
 from phalanx.resp import ErrorReply, RespLimits, encode
+from phalanx.server.front.clients import ClientCommand
 from phalanx.server.front.cluster_commands import ClusterCommands
 from phalanx.server.front.connection import RespConnection
 from phalanx.server.front.fanout import FAN_OUT_READS, FanOut
 from phalanx.server.front.pubsub import PUBLISH_COMMAND, PubSub
-from phalanx.server.front.replies import RESP3_SHAPES, error_text, failure_text, to_resp
+from phalanx.server.front.replies import error_text, failure_text, resp3_reply, to_resp
 from phalanx.server.front.router import DataRouter
 from phalanx.server.front.server_commands import ServerCommands
 from phalanx.server.front.session import ClientState, Sessions
@@ -105,9 +106,10 @@ class RespServer:
             # Session (session.py).
             b"AUTH": Handler(sessions.auth), b"HELLO": Handler(sessions.hello),
             b"ACL": Handler(sessions.acl), b"SELECT": Handler(sessions.select),
-            b"CLIENT": Handler(sessions.client),
+            b"CLIENT": Handler(ClientCommand(self.clients, self.kill_client).client),
             # Server (server_commands.py).
             b"PING": Handler(server.ping), b"ECHO": Handler(server.echo),
+            b"TIME": Handler(server.time_command),
             b"COMMAND": Handler(server.command), b"INFO": Handler(server.info),
             b"ROLE": Handler(server.role), b"WAIT": Handler(server.wait),
             b"CONFIG": Handler(server.config_command), b"DEBUG": Handler(server.debug),
@@ -180,6 +182,17 @@ class RespServer:
 
     def protocol_error(self) -> None:
         self.metrics.resp_error("protocol")
+
+    def kill_client(self, client_id: int, after_reply: bool) -> bool:
+        """Close this node's connection of client `client_id` (CLIENT KILL): at once, or after
+        its pending replies when it is the killer's own connection. False if not found."""
+        connection = self.connection_of.get(client_id)
+        if connection is None:
+            return False
+        connection.closing = True
+        if not after_reply and connection.transport is not None:
+            connection.transport.close()
+        return True
 
     # -- commands --------------------------------------------------------------------------
     def start_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
@@ -255,7 +268,7 @@ class RespServer:
                 return self.encode_reply(state, ErrorReply(error_text(error)))
             if isinstance(reply, asyncio.Future):
                 return reply
-            return self.encode_reply(state, reply, name)
+            return self.encode_reply(state, reply, name, arguments)
         return self._data_command(state, name, arguments)
 
     def _data_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
@@ -289,7 +302,8 @@ class RespServer:
         return self.router.command(state, name, arguments, slot, write)
 
     # -- replies ---------------------------------------------------------------------------
-    def reply_bytes(self, state: ClientState, name: bytes, item: asyncio.Future[object]) -> bytes:
+    def reply_bytes(self, state: ClientState, name: bytes, item: asyncio.Future[object],
+                    arguments: list[bytes]) -> bytes:
         """The encoded reply of a finished command future (errors become error replies)."""
         if item.cancelled():
             return self.encode_reply(state, ErrorReply("ERR phalanx: the command was cancelled"))
@@ -298,7 +312,7 @@ class RespServer:
             result = item.result()
             if type(result) is _Encoded:
                 return bytes(result)
-            return self.encode_reply(state, result, name)
+            return self.encode_reply(state, result, name, arguments)
         text = failure_text(error)
         if text is not None:
             return self.encode_reply(state, ErrorReply(text))
@@ -307,12 +321,14 @@ class RespServer:
         return self.encode_reply(state, ErrorReply(
             f"ERR phalanx internal error: {type(error).__name__}: {error}"))
 
-    def encode_reply(self, state: ClientState, reply: object, name: bytes = b"") -> bytes:
-        """Encode a reply value for this session's protocol (error replies are counted)."""
+    def encode_reply(self, state: ClientState, reply: object, name: bytes = b"",
+                     arguments: list[bytes] | None = None) -> bytes:
+        """Encode a reply value for this session's protocol (error replies are counted). A
+        RESP3 session gets Redis 7's RESP3 shape (`replies.resp3_reply`: maps, sets, doubles)
+        of the RESP2 reply the state machine or a peer link produced."""
         resp_reply = to_resp(reply)
-        if name in RESP3_SHAPES and isinstance(resp_reply, list):
-            # RESP3 types these replies (a map, a set); under RESP2 the encoder flattens them.
-            resp_reply = RESP3_SHAPES[name](resp_reply)
+        if state.protocol == 3 and arguments:
+            resp_reply = resp3_reply(arguments, resp_reply)
         if isinstance(resp_reply, ErrorReply):
             kind = resp_reply.text.split(" ", 1)[0]
             self.metrics.resp_error(kind)

@@ -23,26 +23,10 @@ from phalanx.errors import (
 )
 from phalanx.kv import Error as KVError
 from phalanx.placement.shard import SlotMoved
-from phalanx.resp import ErrorReply, SimpleString
+from phalanx.resp import ErrorReply, SimpleString, VerbatimString
 
 #: The code of a retry-safe refusal (certainly not applied), ours or a peer's.
 TRYAGAIN = "TRYAGAIN"
-
-
-def _pairs_to_map(items: list[object]) -> object:
-    return {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}
-
-
-def _to_set(items: list[object]) -> object:
-    return set(items)
-
-
-#: Replies RESP3 types (a map, a set); under RESP2 the encoder flattens them.
-RESP3_SHAPES: dict[bytes, Callable[[list[object]], object]] = {
-    b"HGETALL": _pairs_to_map,
-    b"SMEMBERS": _to_set,
-    b"CONFIG": _pairs_to_map,
-}
 
 
 def _double(score: object) -> object:
@@ -64,7 +48,7 @@ _PAIRS_WITH_WITHSCORES = frozenset((
 
 
 def resp3_reply(arguments: Sequence[bytes], reply: object) -> object:
-    """The RESP3 shape of a sorted-set or geo reply, from its RESP2 shape (what the state machine and
+    """The RESP3 shape of a reply (sorted sets, geo, sets, hashes, LCS, CONFIG, COMMAND, INFO), from its RESP2 shape (what the state machine and
     a forwarding peer link produce): scores and coordinates become doubles and WITHSCORES
     arrays become [member, double] pairs, as Redis 7 answers a RESP3 client. `arguments` is the whole
     request (name first); any other reply is returned unchanged.
@@ -86,10 +70,13 @@ def resp3_reply(arguments: Sequence[bytes], reply: object) -> object:
         if len(arguments) > 2:
             return _score_pairs(reply)
         return [reply[0], _double(reply[1])] if len(reply) == 2 else reply
-    if name == b"ZMPOP" and isinstance(reply, list) and len(reply) == 2 and isinstance(
+    if name in (b"ZMPOP", b"BZMPOP") and isinstance(reply, list) and len(reply) == 2 and isinstance(
             reply[1], list):
         return [reply[0], [[pair[0], _double(pair[1])] for pair in reply[1]
                            if isinstance(pair, list) and len(pair) == 2]]
+    shape = _SHAPES.get(name)
+    if shape is not None:
+        return shape(arguments, reply)
     if name == b"GEOPOS" and isinstance(reply, list):
         return [_coordinates(position) for position in reply]
     if name in _GEO_SEARCHES and isinstance(reply, list) and any(
@@ -108,6 +95,89 @@ def _coordinates(position: object) -> object:
 
 _GEO_SEARCHES = frozenset((b"GEOSEARCH", b"GEORADIUS", b"GEORADIUS_RO", b"GEORADIUSBYMEMBER",
                            b"GEORADIUSBYMEMBER_RO"))
+
+
+def _pairs_to_map(items: object) -> object:
+    """A flat key, value, key, value... array as a RESP3 map (HGETALL, CONFIG GET, LCS IDX)."""
+    if not isinstance(items, list):
+        return items
+    return {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
+def _to_set(items: object) -> object:
+    """An array of distinct members as a RESP3 set (SMEMBERS, SINTER, SPOP with a count)."""
+    return set(items) if isinstance(items, list) else items
+
+
+def _option(arguments: Sequence[bytes], option: bytes, start: int = 2) -> bool:
+    return any(arg.upper() == option for arg in arguments[start:])
+
+
+def _command_entry(entry: object) -> object:
+    """One COMMAND / COMMAND INFO entry: Redis 7.0 sends flags, ACL categories, tips, key specs
+    and subcommands as RESP3 sets."""
+    if not isinstance(entry, list) or len(entry) < 10:
+        return entry
+    shaped = list(entry)
+    for index in (2, 6, 7, 8, 9):
+        if isinstance(shaped[index], list) and all(
+                isinstance(item, (bytes, SimpleString)) for item in shaped[index]):
+            shaped[index] = set(shaped[index])
+    return shaped
+
+
+def _command_reply(arguments: Sequence[bytes], reply: object) -> object:
+    sub = arguments[1].upper() if len(arguments) > 1 else b""
+    if not isinstance(reply, list):
+        return reply
+    if sub in (b"", b"INFO"):
+        return [_command_entry(entry) for entry in reply]
+    if sub == b"GETKEYSANDFLAGS":
+        return [[item[0], set(item[1])] if isinstance(item, list) and len(item) == 2
+                and isinstance(item[1], list) else item for item in reply]
+    return reply
+
+
+def _text(reply: object) -> object:
+    """INFO, CLIENT INFO, CLIENT LIST: RESP3 verbatim text (`=...txt:`), as Redis 7 sends."""
+    return VerbatimString(reply) if isinstance(reply, bytes) else reply
+
+
+def _client_reply(arguments: Sequence[bytes], reply: object) -> object:
+    if len(arguments) == 2 and arguments[1].upper() in (b"INFO", b"LIST"):
+        return _text(reply)
+    if len(arguments) > 2 and arguments[1].upper() == b"LIST":
+        return _text(reply)
+    return reply
+
+
+#: Command name -> its RESP3 shaping (arguments, RESP2 reply) -> RESP3 reply. Checked against
+#: redis-server 7.0 under HELLO 3 (tests/server/test_resp3.py).
+_SHAPES: dict[bytes, Callable[[Sequence[bytes], object], object]] = {
+    b"HGETALL": lambda arguments, reply: _pairs_to_map(reply),
+    b"CONFIG": lambda arguments, reply: _pairs_to_map(reply) if len(arguments) > 1 and
+    arguments[1].upper() == b"GET" else reply,
+    b"SMEMBERS": lambda arguments, reply: _to_set(reply),
+    b"SINTER": lambda arguments, reply: _to_set(reply),
+    b"SUNION": lambda arguments, reply: _to_set(reply),
+    b"SDIFF": lambda arguments, reply: _to_set(reply),
+    # SPOP key count answers a set; SRANDMEMBER key count stays an array (may repeat).
+    b"SPOP": lambda arguments, reply: _to_set(reply) if len(arguments) > 2 else reply,
+    # HRANDFIELD key count WITHVALUES: [[field, value], ...].
+    b"HRANDFIELD": lambda arguments, reply: [
+        [reply[i], reply[i + 1]] for i in range(0, len(reply) - 1, 2)]
+    if isinstance(reply, list) and _option(arguments, b"WITHVALUES", 3) else reply,
+    # LCS a b IDX: {matches: [...], len: n}.
+    b"LCS": lambda arguments, reply: _pairs_to_map(reply)
+    if _option(arguments, b"IDX", 3) else reply,
+    b"COMMAND": _command_reply,
+    b"INFO": lambda arguments, reply: _text(reply),
+    b"CLIENT": _client_reply,
+    b"BZPOPMIN": lambda arguments, reply: [*reply[:2], _double(reply[2])]
+    if isinstance(reply, list) and len(reply) == 3 else reply,
+    b"BZPOPMAX": lambda arguments, reply: [*reply[:2], _double(reply[2])]
+    if isinstance(reply, list) and len(reply) == 3 else reply,
+}
 
 
 def to_resp(reply: object) -> object:

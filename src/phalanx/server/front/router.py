@@ -75,7 +75,7 @@ class DataRouter:
     """Routes data commands to their shard's replica: locally, or over a peer link."""
 
     def __init__(self, replicas: ReplicaRegistry, client_tls: ssl.SSLContext | None,
-                 encode_reply: Callable[[ClientState, object, bytes], bytes]) -> None:
+                 encode_reply: Callable[[ClientState, object, bytes, list[bytes]], bytes]) -> None:
         self.replicas = replicas
         self.config = replicas.config
         self.client_tls = client_tls
@@ -106,7 +106,7 @@ class DataRouter:
         reply = self.read(state, name, arguments, shard.id, slot, state.last_write)
         if isinstance(reply, asyncio.Future):
             return reply
-        return self.encode_reply(state, reply, name)
+        return self.encode_reply(state, reply, name, arguments)
 
     def one_shard_slot(self, name: bytes, args: tuple[bytes, ...]) -> int | None:
         """The slot of the first key when every key lives in the same shard, else None."""

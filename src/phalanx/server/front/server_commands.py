@@ -1,4 +1,4 @@
-"""Server commands: PING, ECHO, COMMAND, INFO, ROLE, WAIT, CONFIG, DEBUG, FAILOVER.
+"""Server commands: PING, ECHO, TIME, COMMAND, INFO, ROLE, WAIT, CONFIG, DEBUG, FAILOVER.
 
 Rules of this file:
 - These commands answer from this node's view (its replicas' `RawNode.status()`, the cluster
@@ -7,20 +7,37 @@ Rules of this file:
   with the exact error line. FAILOVER is the only one that awaits.
 - "The default group" is this node's lowest-numbered data replica (the only one in a
   single-shard cluster): ROLE, WAIT and INFO's replication section describe it.
+- phalanx claims Redis 7.0 compatibility (`REDIS_VERSION`, in INFO and HELLO): the commands it
+  runs follow 7.0's semantics. `redis_mode` (`redis_mode()`) is "cluster" when a client must be
+  cluster-aware (MOVED redirects) or the keyspace is sharded, else "standalone" (a proxying
+  single-shard cluster serves a plain client exactly as one redis-server would).
+- TIME is this node's wall clock (`time.time_ns`), not a replicated clock: two nodes' TIME may
+  differ by their clock skew; the state machine's expiry uses the replicated clock instead.
+- CONFIG: the configuration lives in the node's config file; CONFIG GET answers the parameters
+  clients read (`_config_values`), CONFIG SET accepts only a parameter's current value (an
+  idempotent "make sure" from a deployment tool) and refuses a change as Redis refuses a
+  parameter it cannot set; an unknown parameter gets Redis's "Unknown option" line.
 See docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import platform
+import struct
 import time
 from typing import TYPE_CHECKING, Protocol
 
 from phalanx import __version__
 from phalanx.errors import CommandError
 from phalanx.kv import COMMAND_SPECS, command_info
+from phalanx.kv.spec import CommandSpec
 from phalanx.placement import command_keys
 from phalanx.resp import SimpleString
+
+#: The Redis version phalanx claims in INFO and HELLO: its commands follow Redis 7.0.
+REDIS_VERSION = "7.0.15"
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
@@ -37,6 +54,32 @@ class ListenerStats(Protocol):
 
     @property
     def clients(self) -> dict[int, ClientState]: ...
+
+
+def redis_mode(replicas: ReplicaRegistry) -> str:
+    """"cluster" when clients must be cluster-aware (MOVED) or the keys are sharded, else
+    "standalone" (INFO's redis_mode, HELLO's mode, INFO's cluster_enabled)."""
+    if replicas.config.redirect == "moved" or len(replicas.cluster_map.shards) > 1:
+        return "cluster"
+    return "standalone"
+
+
+def _used_memory() -> int:
+    """The process's resident set size in bytes (Redis reports its allocator's bytes; the RSS
+    is the nearest honest number a Python process has), 0 where /proc is missing."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _key_flags(spec: CommandSpec) -> list[SimpleString]:
+    """COMMAND GETKEYSANDFLAGS's flags of every key of a command: from its read/write flag
+    (phalanx keeps no per-key specs: a write's keys are read-write, a read's read-only)."""
+    if "write" in spec.flags:
+        return [SimpleString("RW"), SimpleString("access"), SimpleString("update")]
+    return [SimpleString("RO"), SimpleString("access")]
 
 
 def default_group(replicas: ReplicaRegistry) -> RaftGroup | None:
@@ -63,43 +106,143 @@ class ServerCommands:
             raise CommandError("ERR wrong number of arguments for 'echo' command")
         return arguments[1]
 
+    def time_command(self, state: ClientState, arguments: list[bytes]) -> object:
+        """TIME: this node's wall clock as [seconds, microseconds] (not replicated)."""
+        if len(arguments) != 1:
+            raise CommandError("ERR wrong number of arguments for 'time' command")
+        now_us = time.time_ns() // 1000
+        return [str(now_us // 1_000_000).encode(), str(now_us % 1_000_000).encode()]
+
+    @staticmethod
+    def _info_entry(spec: CommandSpec) -> list[object]:
+        entry = command_info(spec)
+        # Redis sends flags and ACL categories as simple strings (status replies).
+        for index in (2, 6):
+            items = entry[index]
+            assert isinstance(items, list)
+            entry[index] = [SimpleString(item.decode()) for item in items]
+        return entry
+
     def command(self, state: ClientState, arguments: list[bytes]) -> object:
-        """COMMAND, COMMAND COUNT|INFO|GETKEYS|DOCS: what cluster clients read key positions
-        from (redis-py's RedisCluster routes with it)."""
+        """COMMAND, COMMAND COUNT|LIST|INFO|DOCS|GETKEYS|GETKEYSANDFLAGS: what cluster clients
+        read key positions from (redis-py's RedisCluster routes with it), from the one table
+        (`kv/table.py`)."""
         sub = arguments[1].upper() if len(arguments) >= 2 else b""
         if not sub:
-            return [command_info(spec) for spec in COMMAND_SPECS.values()]
-        if sub == b"COUNT":
+            return [self._info_entry(spec) for spec in COMMAND_SPECS.values()]
+        if sub == b"COUNT" and len(arguments) == 2:
             return len(COMMAND_SPECS)
+        if sub == b"LIST":
+            return self._command_list(arguments[2:])
         if sub == b"INFO":
-            return [command_info(COMMAND_SPECS[name.upper()])
-                    if name.upper() in COMMAND_SPECS else None for name in arguments[2:]]
-        if sub == b"GETKEYS" and len(arguments) >= 3:
-            if arguments[2].upper() not in COMMAND_SPECS:
+            names = arguments[2:] or list(COMMAND_SPECS)
+            return [self._info_entry(COMMAND_SPECS[name.upper()])
+                    if name.upper() in COMMAND_SPECS else None for name in names]
+        if sub == b"DOCS":
+            names = arguments[2:] or list(COMMAND_SPECS)
+            docs: dict[bytes, object] = {}
+            for name in names:
+                spec = COMMAND_SPECS.get(name.upper())
+                if spec is not None:
+                    # phalanx keeps no documentation text: the group (from the command's
+                    # ACL category) is what clients read.
+                    group = next((c[1:] for c in spec.acl_categories if c not in (
+                        "@read", "@write", "@fast", "@slow", "@admin", "@dangerous",
+                        "@blocking", "@keyspace")), "generic")
+                    docs[spec.name.encode()] = {b"summary": b"", b"since": b"1.0.0",
+                                                b"group": group.encode(), b"complexity": b""}
+            return docs
+        if sub in (b"GETKEYS", b"GETKEYSANDFLAGS") and len(arguments) >= 3:
+            spec = COMMAND_SPECS.get(arguments[2].upper())
+            if spec is None:
                 raise CommandError("ERR Invalid command specified")
+            if (spec.arity > 0 and len(arguments) - 2 != spec.arity) or \
+                    len(arguments) - 2 < abs(spec.arity):
+                raise CommandError("ERR Invalid number of arguments specified for command")
             keys = command_keys(arguments[2], arguments[3:])
             if not keys:
                 raise CommandError("ERR The command has no key arguments")
-            return keys
-        if sub == b"DOCS":
-            return {}
-        raise CommandError(f"ERR unknown subcommand '{sub.decode(errors='replace')}'. "
-                           f"Try COMMAND HELP.")
+            if sub == b"GETKEYS":
+                return keys
+            return [[key, _key_flags(spec)] for key in keys]
+        if sub == b"HELP":
+            return [SimpleString(line) for line in (
+                "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "COUNT", "INFO [<command-name> ...]", "DOCS [<command-name> ...]",
+                "GETKEYS <full-command>", "GETKEYSANDFLAGS <full-command>",
+                "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]",
+                "HELP")]
+        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
+                           f"'{arguments[1].decode(errors='replace')}'. Try COMMAND HELP.")
+
+    @staticmethod
+    def _command_list(options: list[bytes]) -> list[bytes]:
+        names = [spec.name.encode() for spec in COMMAND_SPECS.values()]
+        if not options:
+            return names
+        if len(options) != 3 or options[0].upper() != b"FILTERBY":
+            raise CommandError("ERR syntax error")
+        kind, value = options[1].upper(), options[2]
+        if kind == b"MODULE":
+            return []
+        if kind == b"ACLCAT":
+            category = "@" + value.decode(errors="replace").lower()
+            return [spec.name.encode() for spec in COMMAND_SPECS.values()
+                    if category in spec.acl_categories]
+        if kind == b"PATTERN":
+            pattern = value.decode(errors="replace").lower()
+            return [name for name in names if fnmatch.fnmatchcase(name.decode(), pattern)]
+        raise CommandError("ERR syntax error")
+
+    def _config_values(self) -> dict[bytes, bytes]:
+        """The parameters CONFIG GET answers: what clients and tools read, with this node's
+        real values where it has one."""
+        config = self.config
+        return {
+            b"save": b"", b"appendonly": b"yes", b"appendfsync": b"always",
+            b"maxmemory": b"0", b"maxmemory-policy": b"noeviction", b"databases": b"1",
+            b"maxclients": str(config.max_clients).encode(),
+            b"port": str(self.stats.port).encode(), b"timeout": b"0",
+            b"proto-max-bulk-len": str(config.max_bulk_bytes).encode(),
+            b"cluster-enabled": b"yes" if redis_mode(self.replicas) == "cluster" else b"no",
+            b"notify-keyspace-events": b"", b"slowlog-log-slower-than": b"10000",
+            b"slowlog-max-len": b"128", b"lua-time-limit": b"5000",
+            b"busy-reply-threshold": b"5000",
+        }
 
     def config_command(self, state: ClientState, arguments: list[bytes]) -> object:
-        """CONFIG GET answers a few fixed values clients ask for; nothing is set at run time."""
-        if len(arguments) >= 3 and arguments[1].upper() == b"GET":
-            values = {b"save": b"", b"appendonly": b"yes", b"maxmemory": b"0",
-                      b"databases": b"1"}
+        """CONFIG GET (glob patterns, several allowed, as 7.0), CONFIG SET (only a parameter's
+        current value), CONFIG RESETSTAT (this node's counters), CONFIG REWRITE (refused)."""
+        sub = arguments[1].upper() if len(arguments) >= 2 else b""
+        if sub == b"GET" and len(arguments) >= 3:
+            values = self._config_values()
             result: list[bytes] = []
-            for pattern in arguments[2:]:
-                for key, value in values.items():
-                    if pattern in (key, b"*"):
-                        result += [key, value]
+            for key, value in values.items():
+                if any(fnmatch.fnmatchcase(key.decode(), pattern.decode(
+                        errors="replace").lower()) for pattern in arguments[2:]):
+                    result += [key, value]
             return result
-        if len(arguments) >= 2 and arguments[1].upper() in (b"SET", b"RESETSTAT", b"REWRITE"):
-            raise CommandError("ERR phalanx: configuration is set in the node's config file")
-        raise CommandError("ERR unknown subcommand or wrong number of arguments for 'config'")
+        if sub == b"SET" and len(arguments) >= 4 and len(arguments) % 2 == 0:
+            values = self._config_values()
+            for position in range(2, len(arguments), 2):
+                key, value = arguments[position].lower(), arguments[position + 1]
+                if key not in values:
+                    raise CommandError(f"ERR Unknown option or number of arguments for CONFIG "
+                                       f"SET - '{arguments[position].decode(errors='replace')}'")
+                if values[key] != value:
+                    raise CommandError(
+                        f"ERR CONFIG SET failed (possibly related to argument "
+                        f"'{key.decode()}') - phalanx sets it in the node's config file")
+            return SimpleString("OK")
+        if sub == b"RESETSTAT" and len(arguments) == 2:
+            self.stats.total_commands = 0
+            self.stats.total_connections = 0
+            return SimpleString("OK")
+        if sub == b"REWRITE" and len(arguments) == 2:
+            raise CommandError("ERR The server is running without a config file")
+        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
+                           f"'{arguments[1].decode(errors='replace') if sub else 'config'}'. "
+                           f"Try CONFIG HELP.")
 
     def debug(self, state: ClientState, arguments: list[bytes]) -> object:
         raise CommandError("ERR phalanx: DEBUG is not supported")
@@ -167,14 +310,26 @@ class ServerCommands:
         status = group.raw.status()
         lines: list[str] = []
         if everything or "server" in sections:
-            lines += ["# Server", "redis_version:7.2.0", f"phalanx_version:{__version__}",
-                      "redis_mode:standalone", f"process_id:{os.getpid()}",
+            uptime = int(time.monotonic() - replicas.started)
+            uname = platform.uname()
+            lines += ["# Server", f"redis_version:{REDIS_VERSION}",
+                      f"phalanx_version:{__version__}", f"redis_mode:{redis_mode(replicas)}",
+                      f"os:{uname.system} {uname.release} {uname.machine}",
+                      f"arch_bits:{struct.calcsize('P') * 8}",
+                      f"process_id:{os.getpid()}",
                       f"run_id:{self.config.id}", f"tcp_port:{self.stats.port}",
-                      f"uptime_in_seconds:{int(time.monotonic() - replicas.started)}",
+                      f"server_time_usec:{time.time_ns() // 1000}",
+                      f"uptime_in_seconds:{uptime}", f"uptime_in_days:{uptime // 86400}",
                       f"phalanx_node:{self.config.id}", f"phalanx_zone:{self.config.me.zone}",
                       f"phalanx_region:{self.config.me.region}", ""]
         if everything or "clients" in sections:
-            lines += ["# Clients", f"connected_clients:{len(self.stats.clients)}", ""]
+            lines += ["# Clients", f"connected_clients:{len(self.stats.clients)}",
+                      f"maxclients:{self.config.max_clients}", ""]
+        if everything or "memory" in sections:
+            used = _used_memory()
+            lines += ["# Memory", f"used_memory:{used}",
+                      f"used_memory_human:{used / (1 << 20):.2f}M", f"used_memory_rss:{used}",
+                      "maxmemory:0", "maxmemory_policy:noeviction", ""]
         if everything or "stats" in sections:
             lines += ["# Stats", f"total_connections_received:{self.stats.total_connections}",
                       f"total_commands_processed:{self.stats.total_commands}", ""]
@@ -201,7 +356,7 @@ class ServerCommands:
                       f"raft_leader:{group.leader or ''}", ""]
         if everything or "cluster" in sections:
             # Per-shard view: who leads, and how stale a READONLY read of this replica may be.
-            lines += ["# Cluster", f"cluster_enabled:{int(len(cmap.shards) > 1)}",
+            lines += ["# Cluster", f"cluster_enabled:{int(redis_mode(replicas) == 'cluster')}",
                       f"phalanx_map_version:{cmap.version}"]
             for shard in sorted(cmap.shards.values(), key=lambda s: s.id):
                 local = replicas.local_group(shard.id)
@@ -217,8 +372,13 @@ class ServerCommands:
             lines.append("")
         if everything or "keyspace" in sections:
             lines += ["# Keyspace"]
-            keys = sum(g.machine.key_count for g in replicas.data_groups().values())
+            # The keys of this node's replicas (each shard once; a node may not hold them all).
+            keys = expires = 0
+            for local in replicas.data_groups().values():
+                keys += local.machine.key_count
+                machine = local.shard
+                expires += machine.kv.expire_count if machine is not None else 0
             if keys:
-                lines.append(f"db0:keys={keys},expires=0,avg_ttl=0")
+                lines.append(f"db0:keys={keys},expires={expires},avg_ttl=0")
             lines.append("")
         return "\r\n".join(lines).encode()

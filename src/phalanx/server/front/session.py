@@ -28,7 +28,7 @@ from phalanx import __version__
 from phalanx.errors import CommandError
 from phalanx.kv import is_known, is_write
 from phalanx.resp import ErrorReply, SimpleString
-from phalanx.server.peer_link import FORWARD_CLIENT_NAME, LeaderLink
+from phalanx.server.peer_link import LeaderLink
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
@@ -56,6 +56,9 @@ class ClientState:
     last_write: asyncio.Future[object] | None = None
     created: float = field(default_factory=time.monotonic)
     commands: int = 0
+    #: CLIENT SETINFO LIB-NAME / LIB-VER (shown by CLIENT LIST).
+    lib_name: bytes = b""
+    lib_ver: bytes = b""
     #: This client's links to leaders it forwarded to (closed with the connection).
     links: dict[str, LeaderLink] = field(default_factory=dict)
     #: MULTI: the commands queued (None outside MULTI), whether one was refused (EXEC then
@@ -191,46 +194,24 @@ class Sessions:
         groups = self.replicas.data_groups()
         group = groups[min(groups)] if groups else None
         return {
-            "server": "redis", "version": "7.2.0", "proto": protocol, "id": state.id,
-            "mode": "cluster" if len(self.replicas.cluster_map.shards) > 1 else "standalone",
+            "server": "redis", "version": "7.0.15", "proto": protocol, "id": state.id,
+            "mode": "cluster" if self.config.redirect == "moved"
+            or len(self.replicas.cluster_map.shards) > 1 else "standalone",
             "role": "master" if group is None or group.is_leader() else "replica",
             "modules": [], "phalanx_version": __version__,
         }
 
     # -- connection commands ---------------------------------------------------------------
     def select(self, state: ClientState, arguments: list[bytes]) -> object:
+        """SELECT 0 only, Redis Cluster's rule: phalanx has one database. RQ, Celery's Redis
+        broker and limits all default to db 0 (and a `redis://host/0` URL sends SELECT 0 or
+        nothing), so they work; another number is refused as Redis Cluster refuses it."""
         if len(arguments) != 2:
             raise CommandError("ERR wrong number of arguments for 'select' command")
-        if arguments[1] != b"0":
-            raise CommandError("ERR DB index is out of range")
+        try:
+            index = int(arguments[1])
+        except ValueError as error:
+            raise CommandError("ERR value is not an integer or out of range") from error
+        if index != 0:
+            raise CommandError("ERR SELECT is not allowed in cluster mode")
         return SimpleString("OK")
-
-    def client(self, state: ClientState, arguments: list[bytes]) -> object:
-        if len(arguments) < 2:
-            raise CommandError("ERR wrong number of arguments for 'client' command")
-        sub = arguments[1].upper()
-        if sub == b"SETNAME" and len(arguments) == 3:
-            if b" " in arguments[2]:
-                raise CommandError("ERR Client names cannot contain spaces, newlines or special "
-                                   "characters.")
-            state.name = arguments[2]
-            state.forwarded = arguments[2] == FORWARD_CLIENT_NAME
-            return SimpleString("OK")
-        if sub == b"GETNAME" and len(arguments) == 2:
-            return state.name or None
-        if sub == b"ID" and len(arguments) == 2:
-            return state.id
-        if sub == b"SETINFO" and len(arguments) == 4:
-            return SimpleString("OK")
-        if sub == b"INFO" and len(arguments) == 2:
-            return self._client_line(state).encode() + b"\n"
-        if sub == b"LIST":
-            return "".join(self._client_line(c) + "\n" for c in self.clients.values()).encode()
-        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
-                           f"'{arguments[1].decode(errors='replace')}'. Try CLIENT HELP.")
-
-    @staticmethod
-    def _client_line(state: ClientState) -> str:
-        age = int(time.monotonic() - state.created)
-        return (f"id={state.id} addr={state.address} name={state.name.decode(errors='replace')} "
-                f"age={age} db=0 resp={state.protocol} readonly={int(state.readonly)}")

@@ -54,7 +54,7 @@ from phalanx.kv.codec import Transaction, Watch, decode_transaction, encode_tran
 from phalanx.kv.transaction import EXEC_COMMAND, WATCH_COMMAND
 from phalanx.placement import ShardInfo, command_keys, key_slot
 from phalanx.resp import NULL_ARRAY, ErrorReply, SimpleString, encode
-from phalanx.server.front.replies import RESP3_SHAPES, error_text, to_resp
+from phalanx.server.front.replies import error_text, resp3_reply, to_resp
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
@@ -96,13 +96,11 @@ def _arity_text(name: str) -> str:
     return f"ERR wrong number of arguments for '{name}' command"
 
 
-def _shaped(name: bytes, reply: object) -> object:
-    """One reply of the EXEC array as RESP, typed for RESP3 as its command's reply is."""
+def _shaped(state: ClientState, arguments: list[bytes], reply: object) -> object:
+    """One reply of the EXEC array as RESP, in the RESP3 shape of its command for a RESP3
+    session (`replies.resp3_reply`), as the reply of the command alone would be."""
     value = to_resp(reply)
-    shape = RESP3_SHAPES.get(name)
-    if shape is not None and isinstance(value, list):
-        return shape(value)
-    return value
+    return resp3_reply(arguments, value) if state.protocol == 3 else value
 
 
 class Transactions:
@@ -340,7 +338,7 @@ class Transactions:
                 return reply if isinstance(reply, (KVError, ErrorReply)) else ErrorReply(
                     f"ERR phalanx: unexpected transaction reply {reply!r}")
             for position, item in zip(positions, reply, strict=True):
-                results[position] = _shaped(queued[position][0].upper(), item)
+                results[position] = _shaped(state, queued[position], item)
         logged = set(positions)
         for position, arguments in enumerate(queued):
             if position not in logged:
@@ -374,7 +372,7 @@ class Transactions:
                 reply = await reply  # type: ignore[misc]
         except PhalanxError as error:
             return ErrorReply(error_text(error))
-        return _shaped(name, reply)
+        return _shaped(state, arguments, reply)
 
     # -- PHALANX.EXEC (forwarded) ----------------------------------------------------------
     def forwarded(self, state: ClientState, arguments: list[bytes]) -> object:
