@@ -1,7 +1,7 @@
 """Talking to running nodes from outside: their admin HTTP API, what their /status says, and
 the manual failover (`phalanx status / failover`, the chaos lab's observations, the benchmarks).
 
-See docs/architecture.md (operations tooling).
+See docs/architecture.md ("Layers and rooms": `ops/`).
 
 Rules of this file:
 - HTTP calls to the admin API bypass any proxy from the environment and time out (1 s default).

@@ -2,7 +2,7 @@
 
 The launcher (`phalanx.ops.launcher`) writes this file when it starts a cluster and when it
 restarts a node; everything else (the CLI, the chaos lab, the benchmarks, the HAProxy config)
-reads it to find the nodes. See docs/architecture.md (operations tooling).
+reads it to find the nodes. See docs/architecture.md ("Layers and rooms": `ops/`).
 
 Rules of this file:
 - `DIR/cluster.json` is the one record of a running local cluster:

@@ -4,7 +4,7 @@ This is the logic behind `phalanx up / down / restart`; the CLI only parses flag
 The chaos lab, the benchmarks and the tests start their clusters here too. Nothing here imports
 the node: nodes are separate processes, reached through their admin HTTP API
 (`phalanx.ops.admin`) and recorded in `DIR/cluster.json` (`phalanx.ops.cluster_file`).
-See docs/architecture.md (operations tooling).
+See docs/architecture.md ("Layers and rooms": `ops/`).
 
 Rules of this file:
 - Node i (1-based) of a local cluster gets its own loopback address 127.0.0.(loopback_base + i)

@@ -11,7 +11,7 @@ Rules of this file:
   meanwhile loses it or tears it. Plans with `async_writes` off hold every written Ready until
   its write is durable (the pipeline's classic mode).
 - The layers above see events through the hooks at the end of `SimCluster` (checks, client
-  answers); this file never imports them. See docs/architecture.md ("the simulator").
+  answers); this file never imports them. See docs/architecture.md ("Testing": the simulator).
 """
 
 from __future__ import annotations
