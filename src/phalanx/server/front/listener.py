@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING
 
 from phalanx.errors import CrossSlotError, PhalanxError
 from phalanx.kv import is_known, is_write
+from phalanx.kv.table import BLOCKING_COMMANDS
 from phalanx.placement import command_slot
 from phalanx.resp import ErrorReply, RespLimits, encode
+from phalanx.server.front.blocking import BlockingPops
 from phalanx.server.front.cluster_commands import ClusterCommands
 from phalanx.server.front.connection import RespConnection
 from phalanx.server.front.fanout import FAN_OUT_READS, FanOut
@@ -97,6 +99,10 @@ class RespServer:
             b"PHALANX.JOIN": Handler(cluster.join, awaits=True),
             b"PHALANX.SHARD": Handler(self.fan_out.shard_scoped, awaits=True),
         }
+        # The blocking pops (blocking.py): BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOP*.
+        self.blocking = BlockingPops(replicas, self.router, self.clients)
+        for blocking_name in BLOCKING_COMMANDS:
+            self.commands[blocking_name] = Handler(self.blocking.run, awaits=True)
 
     async def start(self) -> None:
         self.server = await asyncio.get_running_loop().create_server(
