@@ -7,9 +7,9 @@ Semantics are Redis 7.0's (https://redis.io/commands/blpop/ "Non-blocking behavi
 "Blocking behavior", "What key is served first? What client?"; https://redis.io/commands/blmove/,
 https://redis.io/commands/bzpopmin/, /blmpop/, /bzmpop/): the timeout is a double in seconds
 (0 = forever), "ERR timeout is not a float or out of range", "ERR timeout is negative"; the
-first non-empty key in argument order serves; a timeout answers nil (RESP2 null array,
-`*-1`, for the array commands; null bulk for BLMOVE / BRPOPLPUSH; RESP3 null); clients
-blocked on a key are served first come, first served.
+first non-empty key in argument order serves; a timeout answers nil (a RESP2 null array,
+`*-1`, for every one of them, BLMOVE and BRPOPLPUSH included, as redis-server 7.0 sends; RESP3
+null); clients blocked on a key are served first come, first served.
 
 Rules of this file (the design):
 - A pop is ALWAYS a replicated write: every attempt runs the command's non-blocking form
@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING
 from phalanx.errors import CommandError, CrossSlotError, OutcomeUnknown, PhalanxError
 from phalanx.kv import Error as KVError
 from phalanx.kv import command_spec
+from phalanx.kv.keyspace import Keyspace
 from phalanx.placement import command_keys, command_slot
 from phalanx.resp import NULL_ARRAY, ErrorReply
 
@@ -136,8 +137,8 @@ class PopRequest:
     shape: Callable[[object], object]
     #: The TYPE a key must have for an attempt to be worth it ("list" or "zset").
     kind: str
-    #: The timeout's reply: a null array (RESP2 `*-1`) or a null bulk (BLMOVE, BRPOPLPUSH).
-    null: object
+    #: The timeout's (and the never-blocking form's empty) reply: RESP2 `*-1`, RESP3 null.
+    null: object = NULL_ARRAY
 
 
 def pop_request(name: bytes, arguments: list[bytes], now_ms: int) -> PopRequest:
@@ -152,26 +153,32 @@ def pop_request(name: bytes, arguments: list[bytes], now_ms: int) -> PopRequest:
         if name in (b"BLPOP", b"BRPOP"):
             side = b"LEFT" if name == b"BLPOP" else b"RIGHT"
             return PopRequest(keys, timeout, [b"LMPOP", count, *keys, side], _key_and_element,
-                              "list", NULL_ARRAY)
+                              "list")
         side = b"MIN" if name == b"BZPOPMIN" else b"MAX"
         return PopRequest(keys, timeout, [b"ZMPOP", count, *keys, side], _key_member_score,
-                          "zset", NULL_ARRAY)
+                          "zset")
     if name == b"BLMOVE":
         # blmove: the directions are checked before the timeout (Redis 7.0's order).
         if any(side.upper() not in (b"LEFT", b"RIGHT") for side in args[2:4]):
             raise CommandError("ERR syntax error")
         timeout = parse_timeout(args[4], now_ms)
-        return PopRequest([args[0]], timeout, [b"LMOVE", *args[:4]], _identity, "list", None)
+        return PopRequest([args[0]], timeout, [b"LMOVE", *args[:4]], _identity, "list")
     if name == b"BRPOPLPUSH":
         timeout = parse_timeout(args[2], now_ms)
-        return PopRequest([args[0]], timeout, [b"RPOPLPUSH", *args[:2]], _identity, "list",
-                          None)
-    # BLMPOP / BZMPOP timeout numkeys key... : the timeout first, then the non-blocking form.
-    timeout = parse_timeout(args[0], now_ms)
+        return PopRequest([args[0]], timeout, [b"RPOPLPUSH", *args[:2]], _identity, "list")
+    # BLMPOP / BZMPOP timeout numkeys key... : Redis 7.0 checks numkeys, the direction and
+    # COUNT before the timeout, so the non-blocking form checks them first, on an empty
+    # keyspace (with no key it can only answer an error or nil).
     base = b"LMPOP" if name == b"BLMPOP" else b"ZMPOP"
     pop = [base, *args[1:]]
+    spec = command_spec(base)
+    assert spec is not None and spec.handler is not None
+    refused = spec.handler(Keyspace(), pop[1:], now_ms)
+    if isinstance(refused, KVError):
+        raise CommandError(refused.message)
+    timeout = parse_timeout(args[0], now_ms)
     return PopRequest(command_keys(base, pop[1:]), timeout, pop, _identity,
-                      "list" if base == b"LMPOP" else "zset", NULL_ARRAY)
+                      "list" if base == b"LMPOP" else "zset")
 
 
 @dataclass(eq=False, slots=True)
