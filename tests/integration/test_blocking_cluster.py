@@ -45,7 +45,8 @@ def _wait_blocked(c: LocalCluster, node: NodeRef, seconds: float = 0.5) -> None:
 def test_blocked_on_a_follower_is_served_by_a_push_elsewhere(cluster: Any) -> None:
     """Proves: BRPOP on a follower of the key's shard blocks, then returns the element an
     LPUSH on another node commits; BLPOP / BZPOPMIN / BLMOVE / BLMPOP answer at once when
-    data is there, with Redis's reply shapes; a timeout answers nil after about its time."""
+    data is there, with Redis's reply shapes; a timeout answers nil after about its time;
+    commands pipelined behind a blocked one run after it answers."""
     c: LocalCluster = cluster(3)
     key = "queue"
     leader = _slot_leader(c, key)
@@ -79,6 +80,13 @@ def test_blocked_on_a_follower_is_served_by_a_push_elsewhere(cluster: Any) -> No
     assert r.blpop(["{q}empty"], timeout=0.5) is None
     elapsed = time.monotonic() - started
     assert 0.4 <= elapsed < 10, elapsed
+    # A pipelined command waits behind a blocked one (Redis runs nothing for a blocked
+    # client): the push after BLPOP does not feed it; BLPOP times out, then the push runs.
+    pipe = r.pipeline(transaction=False)
+    pipe.blpop(["{q}p"], timeout=0.5)
+    pipe.rpush("{q}p", "later")
+    pipe.lpop("{q}p")
+    assert pipe.execute() == [None, 1, "later"]
     try:
         r.blpop(["{q}a"], timeout=-1)
         raise AssertionError("a negative timeout was accepted")

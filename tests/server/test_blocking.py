@@ -22,9 +22,10 @@ from phalanx.errors import CommandError, TryAgain
 from phalanx.kv import Command, encode_command
 from phalanx.placement import command_keys
 from phalanx.placement.shard import ShardMachine
-from phalanx.resp import NEED_DATA, NULL_ARRAY, ErrorReply, RespReplyParser, encode
+from phalanx.resp import DEFAULT_LIMITS, NEED_DATA, NULL_ARRAY, ErrorReply, RespReplyParser, encode
 from phalanx.resp import encode_command as encode_request
 from phalanx.server.front.blocking import BlockingPops, parse_timeout, pop_request
+from phalanx.server.front.connection import RespConnection
 from phalanx.server.front.replies import to_resp
 from phalanx.server.front.router import DataRouter
 from phalanx.server.front.session import ClientState
@@ -424,3 +425,81 @@ def test_replies_match_redis_server(redis_socket: socket.socket) -> None:
         return compared
 
     assert asyncio.run(scenario()) == 480
+
+
+# -- the connection: commands behind a blocked one ------------------------------------------
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 5)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Owner:
+    """Starts commands: BLPOP waits on a future the test resolves; others answer at once."""
+
+    def __init__(self) -> None:
+        self.limits = DEFAULT_LIMITS
+        self.started: list[bytes] = []
+        self.blocked: list[asyncio.Future[object]] = []
+
+    def open_client(self, connection: object, address: str) -> ClientState:
+        return ClientState(id=1, address=address)
+
+    def close_client(self, connection: object, state: object) -> None:
+        pass
+
+    def protocol_error(self) -> None:
+        pass
+
+    def start_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
+        self.started.append(name)
+        if name == b"BLPOP":
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            self.blocked.append(future)
+            return future
+        return b"+" + name + b"\r\n"
+
+    def reply_bytes(self, state: ClientState, name: bytes,
+                    future: asyncio.Future[object]) -> bytes:
+        return encode(future.result(), 2)  # type: ignore[arg-type]
+
+
+def test_commands_pipelined_behind_a_blocked_one_start_after_it_answers() -> None:
+    async def scenario() -> None:
+        owner = _Owner()
+        connection = RespConnection(owner)  # type: ignore[arg-type]
+        transport = _Transport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(encode_request("BLPOP", "q", "0") + encode_request("RPUSH", "q", "x")
+                                 + encode_request("BLPOP", "q", "0") + encode_request("GET", "k"))
+        assert owner.started == [b"BLPOP"] and transport.written == b""
+        owner.blocked[0].set_result(None)
+        await asyncio.sleep(0)
+        assert owner.started == [b"BLPOP", b"RPUSH", b"BLPOP"]
+        connection.data_received(encode_request("PING"))
+        assert owner.started == [b"BLPOP", b"RPUSH", b"BLPOP"]
+        owner.blocked[1].set_result([b"q", b"x"])
+        await asyncio.sleep(0)
+        assert owner.started == [b"BLPOP", b"RPUSH", b"BLPOP", b"GET", b"PING"]
+        assert bytes(transport.written) == (b"$-1\r\n+RPUSH\r\n*2\r\n$1\r\nq\r\n$1\r\nx\r\n"
+                                            b"+GET\r\n+PING\r\n")
+
+    asyncio.run(scenario())

@@ -10,6 +10,8 @@ Rules of this file:
 - Flow control: reading pauses while the kernel send buffer is full (the client does not read
   its replies) or `MAX_QUEUED_COMMANDS` wait; it resumes when they drain.
 - The connection knows its owner only through `ConnectionOwner` (the listener satisfies it).
+- A blocking command (BLPOP, ...: `blocking.py`) that waits holds the commands after it: they
+  start once it has answered, as Redis runs nothing for a blocked client (`held`).
 See docs/architecture.md.
 """
 
@@ -20,6 +22,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
 from phalanx.errors import ClientProtocolError
+from phalanx.kv.table import BLOCKING_COMMANDS
 from phalanx.resp import NEED_DATA, RespLimits, create_parser
 
 if TYPE_CHECKING:
@@ -67,6 +70,8 @@ class RespConnection(asyncio.Protocol):
         self.closing = False
         self.write_paused = False
         self.read_paused = False
+        #: Commands parsed while a blocking command waits (None: none waits).
+        self.held: deque[list[bytes]] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -118,7 +123,37 @@ class RespConnection(asyncio.Protocol):
                 queue.append((name, _OK))
                 self.closing = True
                 break
+            if self.held is not None:
+                self.held.append(arguments)
+                continue
             queue.append((name, start(state, name, arguments)))
+            if name in BLOCKING_COMMANDS:
+                self._hold_after(queue[-1][1])
+        self._flush()
+
+    # -- blocking commands -------------------------------------------------------------------
+    def _hold_after(self, item: object) -> None:
+        """A blocking command started: if it waits, later commands wait behind it."""
+        if type(item) is not bytes and not cast("asyncio.Future[object]", item).done():
+            self.held = deque()
+            cast("asyncio.Future[object]", item).add_done_callback(self._release_held)
+
+    def _release_held(self, _: object) -> None:
+        """The blocking command answered: start the commands held behind it, in order (until
+        another blocking command waits)."""
+        held, self.held = self.held, None
+        state = self.state
+        if held is None or state is None or self.closing:
+            return
+        while held:
+            if self.held is not None:
+                self.held.extend(held)
+                break
+            arguments = held.popleft()
+            name = arguments[0].upper()
+            self.queue.append((name, self.owner.start_command(state, name, arguments)))
+            if name in BLOCKING_COMMANDS:
+                self._hold_after(self.queue[-1][1])
         self._flush()
 
     # -- replies -----------------------------------------------------------------------------
@@ -152,7 +187,8 @@ class RespConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        pause = self.write_paused or len(self.queue) >= MAX_QUEUED_COMMANDS
+        waiting = len(self.queue) + (len(self.held) if self.held is not None else 0)
+        pause = self.write_paused or waiting >= MAX_QUEUED_COMMANDS
         if pause and not self.read_paused:
             self.read_paused = True
             transport.pause_reading()
