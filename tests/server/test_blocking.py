@@ -503,3 +503,27 @@ def test_commands_pipelined_behind_a_blocked_one_start_after_it_answers() -> Non
                                             b"+GET\r\n+PING\r\n")
 
     asyncio.run(scenario())
+
+
+def test_arity_and_a_read_only_user_are_refused_as_redis_does() -> None:
+    async def scenario() -> None:
+        group = ApplyingGroup()
+        pops, clients = _pops(group)
+        state = _client(clients, 1)
+        for arguments, text in [
+            (_args("BLPOP", "q"), "ERR wrong number of arguments for 'blpop' command"),
+            (_args("BLMOVE", "a", "b", "LEFT", "LEFT"),
+             "ERR wrong number of arguments for 'blmove' command"),
+            (_args("BZMPOP", "0", "1", "z"), "ERR wrong number of arguments for 'bzmpop' command"),
+        ]:
+            with pytest.raises(CommandError) as caught:
+                await pops.run(state, arguments)
+            assert caught.value.text == text
+        state.user, state.permissions = "reader", "read"
+        with pytest.raises(CommandError) as caught:
+            await pops.run(state, _args("BRPOP", "q", "0"))
+        assert caught.value.text == ("NOPERM User reader has no permissions to run the "
+                                     "'brpop' command")
+        assert group.proposed == []
+
+    asyncio.run(scenario())
