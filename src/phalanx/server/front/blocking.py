@@ -39,7 +39,14 @@ Rules of this file (the design):
   from the queues before any attempt, so it pops nothing. A pop already proposed when the
   client goes is applied and its reply is lost, as a Redis reply written to a closing socket.
 - `never_block=True` (inside MULTI, as Redis runs a blocking command in a transaction): the
-  non-blocking form once, nil when empty.
+  non-blocking form once, nil when empty. `pop_request` gives a transaction the command's
+  non-blocking form and reply shape without this class.
+- Commands pipelined behind a waiting blocking command start only once it answers
+  (`front/connection.py`, `held`), as Redis runs nothing for a blocked client.
+- Argument checks in Redis 7.0's order: BLMOVE's directions before the timeout; BLMPOP /
+  BZMPOP's numkeys, direction and COUNT before the timeout (the non-blocking form's own checks,
+  run on an empty keyspace); a timeout past the clock's range is "ERR timeout is out of range"
+  (redis-server 7.0.15 crashes on it).
 See docs/architecture.md.
 """
 
