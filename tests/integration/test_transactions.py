@@ -197,3 +197,31 @@ def test_bank_transfers_with_watch_keep_the_total_through_a_leader_kill(cluster:
     assert not bad_sums, f"transactional reads that did not sum to {total}: {bad_sums[:10]}"
     final = [int(b) for b in retry_command(c.client(c.nodes[0]), "MGET", *accounts)]
     assert sum(final) == total and min(final) >= 0, final
+
+
+def test_blocking_pops_inside_a_transaction_never_block(cluster: Any) -> None:
+    """Proves (Redis: a blocking command inside MULTI behaves as its non-blocking form): BLPOP
+    and BZPOPMIN queued in a transaction pop inside the transaction's one entry when there is
+    an element, and answer nil at once when there is none, whatever their timeout (0 =
+    forever); a bad timeout is an error in its place of the EXEC array; the same replies as
+    redis-server's."""
+    c: LocalCluster = cluster(3)
+    node = c.nodes[1]
+    client = redis.Redis(host=node.host, port=node.port, socket_timeout=10)
+    try:
+        retry_write(client, "DEL", "{q}list", "{q}zset")
+        retry_write(client, "RPUSH", "{q}list", "a")
+        retry_write(client, "ZADD", "{q}zset", "1.5", "m")
+        with client.pipeline(transaction=True) as pipe:
+            pipe.blpop(["{q}list"], timeout=0).blpop(["{q}list"], timeout=0)
+            pipe.bzpopmin(["{q}zset"], timeout=0).bzpopmin(["{q}zset"], timeout=0)
+            pipe.execute_command("BLPOP", "{q}list", "nope")
+            started = time.monotonic()
+            replies = pipe.execute(raise_on_error=False)
+        assert time.monotonic() - started < 5, "a blocking pop blocked inside EXEC"
+        assert replies[:4] == [(b"{q}list", b"a"), None, (b"{q}zset", b"m", 1.5), None], replies
+        assert isinstance(replies[4], redis.ResponseError)
+        assert "timeout is not a float or out of range" in str(replies[4])
+        assert client.exists("{q}list", "{q}zset") == 0
+    finally:
+        client.close()

@@ -54,6 +54,9 @@ _CONNECTION = ("@fast", "@connection")
 _ANYTIME = ("noscript", "loading", "stale", "fast", "no_auth", "allow_busy")
 _STALE_FAST = ("loading", "stale", "fast")
 _PUBSUB_SLOW = ("@pubsub", "@slow")
+_BLOCKING = ("write", "noscript", "blocking")
+_BLOCKING_LIST = ("@write", "@list", "@slow", "@blocking")
+_BLOCKING_ZSET = ("@write", "@sortedset", "@fast", "@blocking")
 
 
 def _server(name: str, arity: int, flags: tuple[str, ...],
@@ -97,8 +100,27 @@ SERVER_COMMANDS: tuple[CommandSpec, ...] = (
                 ("@pubsub", "@fast")),
     _server("pubsub", -2, (), ("@slow",)),
     _server("reset", 1, _ANYTIME, _CONNECTION),
+    # The blocking pops: keyed, but run by the front end (`server/front/blocking.py`), which
+    # serves each through its non-blocking form (LMPOP, LMOVE, ZMPOP) on the write path.
+    # BLMPOP / BZMPOP find their keys after numkeys (`placement.slots.NUMKEYS_COMMANDS`).
+    CommandSpec("blpop", -3, _BLOCKING, 1, -2, 1, _BLOCKING_LIST),
+    CommandSpec("brpop", -3, _BLOCKING, 1, -2, 1, _BLOCKING_LIST),
+    CommandSpec("blmove", 6, ("write", "denyoom", "noscript", "blocking"), 1, 2, 1,
+                _BLOCKING_LIST),
+    CommandSpec("brpoplpush", 4, ("write", "denyoom", "noscript", "blocking"), 1, 2, 1,
+                _BLOCKING_LIST),
+    CommandSpec("blmpop", -5, ("write", "blocking", "movablekeys"), 0, 0, 0, _BLOCKING_LIST),
+    CommandSpec("bzpopmin", -3, (*_BLOCKING, "fast"), 1, -2, 1, _BLOCKING_ZSET),
+    CommandSpec("bzpopmax", -3, (*_BLOCKING, "fast"), 1, -2, 1, _BLOCKING_ZSET),
+    CommandSpec("bzmpop", -5, ("write", "blocking", "movablekeys"), 0, 0, 0,
+                ("@write", "@sortedset", "@slow", "@blocking")),
 )
-"""Keyless commands answered by the server front end, outside the state machine."""
+"""Commands answered by the server front end, outside the state machine: keyless ones, and
+the blocking pops (keyed, flagged "blocking")."""
+
+BLOCKING_COMMANDS: frozenset[bytes] = frozenset(
+    spec.name.upper().encode() for spec in SERVER_COMMANDS if "blocking" in spec.flags)
+"""The blocking pops (upper case), run by the front end."""
 
 
 def _build() -> dict[bytes, CommandSpec]:

@@ -32,6 +32,8 @@ from typing import Protocol
 
 from phalanx.errors import NotLeader, OutcomeUnknown, PhalanxError, ProposalDropped, StorageError
 from phalanx.kv import Command, KVStateMachine, encode_command, expire_command_args
+from phalanx.kv.codec import decode_fields
+from phalanx.placement import command_keys
 from phalanx.placement.shard import ShardMachine, SplitOff
 from phalanx.raft import (
     ConfChange,
@@ -109,6 +111,11 @@ class RaftGroup:
         self.kv: KVStateMachine | None = self.shard.kv if self.shard is not None else None
         #: Called (awaited) when a split entry is applied: (group, split-off, configuration).
         self.on_split: Callable[[RaftGroup, SplitOff, ConfState], Awaitable[None]] | None = None
+        #: The keys clients on this node wait on (blocking pops, `front/blocking.py`), with
+        #: how many wait on each, and whom to tell (group id, keys) when applied entries wrote
+        #: one of them. Empty (nobody waits): the apply loop does no extra work.
+        self.watched_keys: dict[bytes, int] = {}
+        self.on_watched_write: Callable[[int, list[bytes]], None] | None = None
         snapshot = store.snapshot()
         if not snapshot.empty:
             self.machine.restore(snapshot.data)
@@ -382,6 +389,10 @@ class RaftGroup:
                     replaced.future.set_exception(OutcomeUnknown(
                         "replaced by a snapshot before it could be confirmed"))
         apply_started = time.perf_counter()
+        watched = self.watched_keys
+        touched: list[bytes] | None = [] if watched or rd.snapshot is not None else None
+        if touched is not None and rd.snapshot is not None:
+            touched.extend(watched)
         for entry in rd.committed_entries:
             reply: Reply = None
             if entry.type is EntryType.CONF_CHANGE:
@@ -390,6 +401,8 @@ class RaftGroup:
                             ",".join(conf.voters), ",".join(conf.learners))
             elif entry.data:
                 reply = self.machine.apply(entry.index, entry.data)
+                if touched is not None:
+                    touched.extend(self._watched_in(entry.data))
                 if self.shard is not None and self.shard.split_offs:
                     for split_off in self.shard.take_split_offs():
                         if self.on_split is not None:
@@ -419,6 +432,8 @@ class RaftGroup:
                 read_future.set_exception(NotLeader(self.leader or None,
                                                     "leadership changed during the read"))
         self.pipeline.applied(rd)
+        if touched and self.on_watched_write is not None:
+            self.on_watched_write(self.group_id, touched)
         applied = self.raw.applied
         if self.apply_waiters:
             remaining = []
@@ -432,6 +447,21 @@ class RaftGroup:
             self.apply_waiters = remaining
         if rd.soft_state is not None:
             self._observe_role()
+
+    def _watched_in(self, data: bytes) -> list[bytes]:
+        """The watched keys an applied entry may have written: those among its keys; every
+        watched key for an entry whose keys are not known (keyless writes such as FLUSHALL,
+        split and merge entries, anything not a plain command): a spurious wake-up costs a
+        waiter one local look, a missed one would cost it the periodic re-check."""
+        watched = self.watched_keys
+        try:
+            name, args, _now, _client, _sequence = decode_fields(data)
+        except PhalanxError:
+            return list(watched)
+        keys = command_keys(name, args)
+        if not keys:
+            return list(watched)
+        return [key for key in keys if key in watched]
 
     # -- the pipeline's IO (phalanx.raft.pipeline.ReadyIO) ----------------------------------
     def send(self, messages: Sequence[Message]) -> None:

@@ -15,6 +15,8 @@ Rules of this file:
   bytes plus queued pushes) passes `output_limit` is dropped at once (Redis's
   client-output-buffer-limit pubsub hard limit, 32 MiB by default, soft limit not modelled).
 - The connection knows its owner only through `ConnectionOwner` (the listener satisfies it).
+- A blocking command (BLPOP, ...: `blocking.py`) that waits holds the commands after it: they
+  start once it has answered, as Redis runs nothing for a blocked client (`held`).
 See docs/architecture.md.
 """
 
@@ -26,6 +28,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
 from phalanx.errors import ClientProtocolError
+from phalanx.kv.table import BLOCKING_COMMANDS
 from phalanx.resp import NEED_DATA, RespLimits, create_parser
 
 if TYPE_CHECKING:
@@ -83,6 +86,8 @@ class RespConnection(asyncio.Protocol):
         #: Bytes of pushes queued behind pending replies (0 whenever the queue is empty).
         self.queued_push_bytes = 0
         self.output_limit = PUBSUB_OUTPUT_LIMIT_BYTES
+        #: Commands parsed while a blocking command waits (None: none waits).
+        self.held: deque[list[bytes]] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,7 +139,37 @@ class RespConnection(asyncio.Protocol):
                 queue.append((name, _OK, arguments))
                 self.closing = True
                 break
+            if self.held is not None:
+                self.held.append(arguments)
+                continue
             queue.append((name, start(state, name, arguments), arguments))
+            if name in BLOCKING_COMMANDS:
+                self._hold_after(queue[-1][1])
+        self._flush()
+
+    # -- blocking commands -------------------------------------------------------------------
+    def _hold_after(self, item: object) -> None:
+        """A blocking command started: if it waits, later commands wait behind it."""
+        if type(item) is not bytes and not cast("asyncio.Future[object]", item).done():
+            self.held = deque()
+            cast("asyncio.Future[object]", item).add_done_callback(self._release_held)
+
+    def _release_held(self, _: object) -> None:
+        """The blocking command answered: start the commands held behind it, in order (until
+        another blocking command waits)."""
+        held, self.held = self.held, None
+        state = self.state
+        if held is None or state is None or self.closing:
+            return
+        while held:
+            if self.held is not None:
+                self.held.extend(held)
+                break
+            arguments = held.popleft()
+            name = arguments[0].upper()
+            self.queue.append((name, self.owner.start_command(state, name, arguments), arguments))
+            if name in BLOCKING_COMMANDS:
+                self._hold_after(self.queue[-1][1])
         self._flush()
 
     # -- server pushes (Pub/Sub) -------------------------------------------------------------
@@ -192,7 +227,8 @@ class RespConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        pause = self.write_paused or len(self.queue) >= MAX_QUEUED_COMMANDS
+        waiting = len(self.queue) + (len(self.held) if self.held is not None else 0)
+        pause = self.write_paused or waiting >= MAX_QUEUED_COMMANDS
         if pause and not self.read_paused:
             self.read_paused = True
             transport.pause_reading()

@@ -31,8 +31,10 @@ from typing import TYPE_CHECKING
 
 from phalanx.errors import CrossSlotError, PhalanxError
 from phalanx.kv import is_known, is_write
+from phalanx.kv.table import BLOCKING_COMMANDS
 from phalanx.placement import command_slot
 from phalanx.resp import ErrorReply, RespLimits, encode
+from phalanx.server.front.blocking import BlockingPops
 from phalanx.server.front.clients import ClientCommand
 from phalanx.server.front.cluster_commands import ClusterCommands
 from phalanx.server.front.connection import RespConnection
@@ -137,6 +139,10 @@ class RespServer:
             b"RESET": Handler(pubsub.reset),
         }
         transactions.commands = self.commands
+        # The blocking pops (blocking.py): BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOP*.
+        self.blocking = BlockingPops(replicas, self.router, self.clients)
+        for blocking_name in BLOCKING_COMMANDS:
+            self.commands[blocking_name] = Handler(self.blocking.run, awaits=True)
 
     async def start(self) -> None:
         self.server = await asyncio.get_running_loop().create_server(

@@ -44,6 +44,7 @@ are `CommandError` with Redis's text; see docs/architecture.md.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -51,9 +52,11 @@ from phalanx.errors import CommandError, Corrupt, CrossSlotError, PhalanxError
 from phalanx.kv import Error as KVError
 from phalanx.kv import command_spec, is_known, is_write
 from phalanx.kv.codec import Transaction, Watch, decode_transaction, encode_transaction
+from phalanx.kv.table import BLOCKING_COMMANDS
 from phalanx.kv.transaction import EXEC_COMMAND, WATCH_COMMAND
 from phalanx.placement import ShardInfo, command_keys, key_slot
 from phalanx.resp import NULL_ARRAY, ErrorReply, SimpleString, encode
+from phalanx.server.front.blocking import PopRequest, pop_request
 from phalanx.server.front.replies import error_text, resp3_reply, to_resp
 
 if TYPE_CHECKING:
@@ -308,9 +311,22 @@ class Transactions:
         keys: dict[bytes, None] = dict.fromkeys(watched)
         logged: list[tuple[bytes, ...]] = []
         positions: list[int] = []
+        #: Blocking pops run as their non-blocking form inside the entry (Redis: a blocking
+        #: command in a transaction never blocks), and the refused ones (a bad timeout).
+        pops: dict[int, PopRequest] = {}
+        refused: dict[int, ErrorReply] = {}
         for position, arguments in enumerate(queued):
             name = arguments[0].upper()
-            if name in front:
+            if name in BLOCKING_COMMANDS:
+                try:
+                    request = pop_request(name, arguments, int(time.time() * 1000))
+                except CommandError as error:
+                    refused[position] = ErrorReply(error.text)
+                    continue
+                pops[position] = request
+                arguments = request.pop
+                name = arguments[0].upper()
+            elif name in front:
                 continue
             logged.append(tuple(arguments))
             positions.append(position)
@@ -324,10 +340,12 @@ class Transactions:
         elif not queued:
             return []
         return asyncio.get_running_loop().create_task(
-            self._finish(state, queued, positions, write))
+            self._finish(state, queued, positions, write, pops, refused))
 
     async def _finish(self, state: ClientState, queued: list[list[bytes]],
-                      positions: list[int], write: asyncio.Future[object] | None) -> object:
+                      positions: list[int], write: asyncio.Future[object] | None,
+                      pops: Mapping[int, PopRequest] | None = None,
+                      refused: Mapping[int, ErrorReply] | None = None) -> object:
         """The EXEC array: the entry's replies, then the front-end commands' in their place."""
         results: list[object] = [None] * len(queued)
         if write is not None:
@@ -338,10 +356,18 @@ class Transactions:
                 return reply if isinstance(reply, (KVError, ErrorReply)) else ErrorReply(
                     f"ERR phalanx: unexpected transaction reply {reply!r}")
             for position, item in zip(positions, reply, strict=True):
+                request = (pops or {}).get(position)
+                if request is not None and not isinstance(item, KVError):
+                    if item is None or item == []:
+                        results[position] = request.null  # empty: nil, as when it times out
+                        continue
+                    item = request.shape(item)
                 results[position] = _shaped(state, queued[position], item)
         logged = set(positions)
         for position, arguments in enumerate(queued):
-            if position not in logged:
+            if refused and position in refused:
+                results[position] = refused[position]
+            elif position not in logged:
                 results[position] = await self._answer(state, arguments[0].upper(), arguments)
         return results
 
