@@ -34,11 +34,12 @@ from typing import NamedTuple
 
 from phalanx.errors import Corrupt, require
 from phalanx.kv.codec import decode_fields
+from phalanx.kv.commands.scripts import Scripts, script_handler
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.replies import Error, Reply, arity_error, error_text
 from phalanx.kv.snapshot import decode_snapshot, encode_snapshot
 from phalanx.kv.spec import Args, Handler
-from phalanx.kv.table import STATE_MACHINE_COMMANDS, is_known, is_write
+from phalanx.kv.table import STATE_MACHINE_COMMANDS, command_spec, is_known, is_write
 
 DEFAULT_MAX_SESSIONS = 100_000
 
@@ -67,7 +68,8 @@ _DISPATCH = _dispatch_table()
 class KVStateMachine:
     """The Redis data model as a deterministic Raft state machine (see the module rules)."""
 
-    __slots__ = ("_applied_index", "_clock_ms", "_keyspace", "_max_sessions", "_sessions")
+    __slots__ = ("_applied_index", "_clock_ms", "_keyspace", "_max_sessions", "_sessions",
+                 "scripts")
 
     def __init__(self, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
         require(max_sessions >= 1, "max_sessions must be at least 1")
@@ -76,6 +78,8 @@ class KVStateMachine:
         self._sessions: dict[int, tuple[int, Reply]] = {}
         self._applied_index = 0
         self._clock_ms = 0
+        #: Scripting (commands/scripts.py): the replicated script cache and the Lua engine.
+        self.scripts = Scripts()
 
     # ------------------------------------------------------------------ public API
 
@@ -158,7 +162,7 @@ class KVStateMachine:
         """The whole state as deterministic bytes (see snapshot.py)."""
         return encode_snapshot(
             self._applied_index, self._clock_ms, self._keyspace.data, self._keyspace.expires,
-            self._sessions,
+            self._sessions, self.scripts.cache,
         )
 
     def extract(self, predicate: Callable[[bytes], bool], applied_index: int) -> bytes:
@@ -174,7 +178,8 @@ class KVStateMachine:
         for key in moved:
             keyspace.delete(key)
         keyspace.forget_indexes()
-        return encode_snapshot(applied_index, self._clock_ms, moved, moved_expires, {})
+        return encode_snapshot(applied_index, self._clock_ms, moved, moved_expires, {},
+                               dict(self.scripts.cache))
 
     def absorb(self, data: bytes) -> int:
         """Add every key of snapshot `data` (another shard's, merged into this one); keys
@@ -187,6 +192,8 @@ class KVStateMachine:
             keyspace.data[key] = value
         keyspace.expires.update(state.expires)
         keyspace.forget_indexes()
+        for sha, body in state.scripts.items():
+            self.scripts.cache.setdefault(sha, body)
         return len(state.data)
 
     def restore(self, data: bytes) -> None:
@@ -196,6 +203,7 @@ class KVStateMachine:
         self._clock_ms = state.clock_ms
         self._keyspace = Keyspace(state.data, state.expires)
         self._sessions = state.sessions
+        self.scripts.cache = state.scripts
 
     # ------------------------------------------------------------------ dispatch
 
@@ -209,6 +217,10 @@ class KVStateMachine:
         count = len(args) + 1
         if (arity > 0 and count != arity) or count < -arity:
             return arity_error(lower_name)
+        if handler is script_handler:  # EVAL*, SCRIPT: they need the cache and the dispatch
+            return self.scripts.execute(lower_name.upper().encode(), args, now,
+                                        self._applied_index, self._keyspace, self._execute,
+                                        command_spec)
         try:
             return handler(self._keyspace, args, now)
         except RecursionError:

@@ -16,6 +16,8 @@ Rules of this file:
 - Snapshots are deterministic: the same state gives byte-identical snapshots on every replica
   (dicts keep insertion order, set members are sorted).
 - Format 2 added sorted sets; format 1 snapshots (no sorted sets) still load.
+- Format 3 appends a sixth element, the script cache `[sha1_hex, body, ...]` (bytes, in the
+  cache's insertion order); format 1 and 2 snapshots load with an empty cache.
 - Restoring validates everything and raises `phalanx.errors.Corrupt` on any mismatch; it never
   returns a half-valid state.
 - Standard library only.
@@ -35,8 +37,8 @@ from phalanx.kv.replies import Error, Reply
 from phalanx.kv.zset import ZSet
 
 MAGIC = b"PXKV"
-FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 MARSHAL_VERSION = 2
 _HEADER = struct.Struct("<4sBBI")
 
@@ -53,6 +55,7 @@ class SnapshotState:
     data: dict[bytes, Value]
     expires: dict[bytes, int]
     sessions: dict[int, tuple[int, Reply]]
+    scripts: dict[bytes, bytes]
 
 
 def reply_to_plain(reply: Reply) -> object:
@@ -81,6 +84,7 @@ def encode_snapshot(
     data: dict[bytes, Value],
     expires: dict[bytes, int],
     sessions: dict[int, tuple[int, Reply]],
+    scripts: dict[bytes, bytes] | None = None,
 ) -> bytes:
     """The snapshot bytes of a state (deterministic: see the module rules)."""
     flat_data: list[object] = []
@@ -102,8 +106,12 @@ def encode_snapshot(
     flat_sessions: list[object] = []
     for client_id, (sequence, reply) in sessions.items():
         flat_sessions.extend((client_id, sequence, reply_to_plain(reply)))
+    flat_scripts: list[bytes] = []
+    for sha, body in (scripts or {}).items():
+        flat_scripts.extend((sha, body))
     payload = marshal.dumps(
-        (applied_index, clock_ms, flat_data, flat_expires, flat_sessions), MARSHAL_VERSION
+        (applied_index, clock_ms, flat_data, flat_expires, flat_sessions, flat_scripts),
+        MARSHAL_VERSION,
     )
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, MARSHAL_VERSION, zlib.crc32(payload))
     return header + payload
@@ -130,9 +138,13 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
         state = marshal.loads(payload)
     except (ValueError, EOFError, TypeError) as exc:
         raise Corrupt(f"snapshot: undecodable payload ({exc})") from exc
-    if type(state) is not tuple or len(state) != 5:
+    if type(state) is not tuple or len(state) not in (5, 6):
         raise Corrupt("snapshot: bad top-level structure")
-    applied_index, clock_ms, flat_data, flat_expires, flat_sessions = state
+    applied_index, clock_ms, flat_data, flat_expires, flat_sessions = state[:5]
+    flat_scripts = state[5] if len(state) == 6 else []
+    if type(flat_scripts) is not list or len(flat_scripts) % 2 or not _all_bytes(flat_scripts):
+        raise Corrupt("snapshot: bad script cache")
+    scripts = {flat_scripts[i]: flat_scripts[i + 1] for i in range(0, len(flat_scripts), 2)}
     if type(applied_index) is not int or applied_index < 0 or type(clock_ms) is not int:
         raise Corrupt("snapshot: bad applied index or clock")
     if not (type(flat_data) is type(flat_expires) is type(flat_sessions) is list):
@@ -182,4 +194,4 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
         if type(client_id) is not int or type(sequence) is not int or client_id in sessions:
             raise Corrupt("snapshot: bad session entry")
         sessions[client_id] = (sequence, plain_to_reply(plain))
-    return SnapshotState(applied_index, clock_ms, data, expires, sessions)
+    return SnapshotState(applied_index, clock_ms, data, expires, sessions, scripts)

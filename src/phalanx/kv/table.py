@@ -21,7 +21,17 @@ Rules of this module:
 from __future__ import annotations
 
 from phalanx.errors import require
-from phalanx.kv.commands import geo, hashes, keys, lists, sets, strings, zsetops, zsets
+from phalanx.kv.commands import (
+    geo,
+    hashes,
+    keys,
+    lists,
+    scripts,
+    sets,
+    strings,
+    zsetops,
+    zsets,
+)
 from phalanx.kv.spec import CommandSpec
 
 STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
@@ -31,6 +41,7 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
     *sets.COMMANDS,
     *lists.COMMANDS,
     *zsets.COMMANDS, *zsetops.COMMANDS, *geo.COMMANDS,
+    *scripts.COMMANDS,
     *keys.INTERNAL_COMMANDS,
 )
 """Every command the state machine runs, in the order `COMMAND` lists them."""
