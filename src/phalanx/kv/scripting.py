@@ -269,7 +269,11 @@ function redis.replicate_commands() return true end
 
 local null = readonly({})
 local cjson = {null = null}
-function cjson.encode(v) return bridge("json_encode", v) end
+function cjson.encode(v)
+  local ok, text = bridge("json_encode", v)
+  if not ok then _error(text, 2) end
+  return text
+end
 function cjson.decode(s)
   if _type(s) ~= "string" then _error("bad argument #1 to 'decode' (string expected)", 2) end
   local ok, value = bridge("json_decode", s)
@@ -484,10 +488,10 @@ class _Bridge:
 
 def _json_encode(value: Any) -> Any:
     try:
-        return json.dumps(_to_json(value, 0), separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        return True, json.dumps(_to_json(value, 0), separators=(",", ":"),
+                                ensure_ascii=False).encode()
     except (ValueError, TypeError) as exc:
-        return f"Cannot serialise: {exc}".encode()
+        return False, f"Cannot serialise {exc}".encode()
 
 
 def _to_json(value: Any, depth: int) -> Any:
@@ -508,7 +512,7 @@ def _to_json(value: Any, depth: int) -> Any:
             return [_to_json(v, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]
         return {(k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)):
                 _to_json(v, depth + 1) for k, v in items}
-    raise TypeError(f"type {lua51.lua_type(value)} not supported")
+    raise TypeError(f"{lua51.lua_type(value)}: type not supported")
 
 
 def _bit(name: str, args: Sequence[Any]) -> Any:
