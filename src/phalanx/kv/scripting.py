@@ -426,7 +426,7 @@ class _Bridge:
             if op == b"call":
                 host = self.host
                 if host is None:
-                    return False, b"ERR phalanx: no script is running"
+                    return False, b"ERR no script is running"
                 reply = host.call([a if isinstance(a, bytes) else str(a).encode() for a in args])
                 if isinstance(reply, Error):
                     return False, reply.message.encode()
@@ -445,7 +445,7 @@ class _Bridge:
             if op == b"bit":
                 return _bit(args[0].decode(), args[1:])
         except Exception as exc:  # never raise into Lua: the script sees a plain error
-            return False, f"ERR phalanx: {type(exc).__name__}".encode()
+            return False, f"ERR script engine error: {type(exc).__name__}".encode()
         return None
 
     def to_lua(self, reply: Reply) -> Any:
@@ -616,10 +616,10 @@ class LuaEngine:
             outcome = self._run(body, lua.table_from(list(keys)), lua.table_from(list(argv)),
                                 max(1, self.max_instructions // HOOK_EVERY))
         except lua51.LuaMemoryError:
-            return Error("ERR phalanx: script ran out of memory (the Lua state's cap is "
+            return Error("ERR Script ran out of memory (the Lua state's cap is "
                          f"{MAX_MEMORY >> 20} MiB)"), False
         except Exception as exc:
-            return Error(f"ERR phalanx: script failed: {type(exc).__name__}"), False
+            return Error(f"ERR Script failed in the engine: {type(exc).__name__}"), False
         finally:
             bridge.host = None
         status = outcome[0]
@@ -630,8 +630,8 @@ class LuaEngine:
             return Error(f"ERR Error compiling script (new function): {message}"), False
         if status == b"killed":
             return Error(
-                f"ERR phalanx: script {sha} stopped after {self.max_instructions} Lua "
-                "instructions (the script instruction limit); its writes were undone"), True
+                f"ERR Script killed: {sha} ran past the script instruction limit "
+                f"({self.max_instructions} Lua instructions); its writes were undone"), True
         message = outcome[1].decode("utf-8", "replace") if isinstance(outcome[1], bytes) \
             else str(outcome[1])
         line = outcome[2]

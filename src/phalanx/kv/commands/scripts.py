@@ -27,7 +27,9 @@ Design decisions (docs/architecture.md copies them; the Lua side is in `kv/scrip
 - Keys: the declared KEYS decide the shard (placement's numkeys rule; -CROSSSLOT between
   shards in the front end; -TRYAGAIN at apply time if a slot moved). A key that redis.call
   touches without declaring it works when its slot belongs to this shard, and is refused with
-  "ERR phalanx: script accessed key ... in another shard" otherwise: the shard machine
+  "ERR Script attempted to access a non local key in a cluster node: 'k' lives in another
+  shard; ..." otherwise (Redis Cluster's text, then phalanx's explanation; never "ERR
+  phalanx", which clients read as a transient, retryable error): the shard machine
   installs `key_owned` (slot ownership, checked at apply time, in log order).
 - From a script: every state-machine command; PING, ECHO and TIME; commands flagged
   "noscript" and the server's transaction, blocking, pub/sub and connection commands get
@@ -63,7 +65,7 @@ SpecOf = Callable[[bytes], "CommandSpec | None"]
 def script_handler(db: Keyspace, args: Args, now: int) -> Reply:
     """The table's handler for the scripting commands: a marker; `KVStateMachine` sees it and
     runs them through its `Scripts` (they need the cache and the dispatch, not only a db)."""
-    return Error("ERR phalanx: scripting commands run through the state machine")
+    return Error("ERR scripting commands run through the state machine")
 
 
 _SCRIPTING = ("@slow", "@scripting")
@@ -158,9 +160,9 @@ class _Run:
             for key in keys:
                 if not self.key_owned(key):
                     return Error(
-                        f"ERR phalanx: script accessed key '{error_text(key[:128])}' that "
-                        "lives in another shard; declare it in KEYS (keys of one script must "
-                        "share a shard: use a {hashtag})")
+                        "ERR Script attempted to access a non local key in a cluster node: "
+                        f"'{error_text(key[:128])}' lives in another shard; declare it in KEYS "
+                        "(the keys of one script must share a shard: use a {hashtag})")
         if spec.write:
             self._save(keys)
         return self.dispatch(upper, args[1:], self.now)
