@@ -34,11 +34,17 @@ Design decisions (docs/architecture.md copies them; the Lua side is in `kv/scrip
 - From a script: every state-machine command; PING, ECHO and TIME; commands flagged
   "noscript" and the server's transaction, blocking, pub/sub and connection commands get
   Redis's "This Redis command is not allowed from script"; anything else "Unknown Redis
-  command called from script". Redis 7 reference: https://redis.io/docs/interact/
-  programmability/eval-intro/ ("Script cache", "Script replication": since 7.0 scripts are
-  replicated by effects; phalanx's log replicates the invocation, deterministically) and
-  https://redis.io/docs/interact/programmability/lua-api/ (redis.call / redis.pcall errors,
-  error_reply, status_reply, sha1hex, the data type conversion tables).
+  command called from script".
+- A `#!lua` shebang first line (Redis 7) is accepted; `flags=no-writes` makes the script
+  read-only; any other engine name is refused as Redis does.
+- References (Redis 7): https://redis.io/docs/latest/develop/interact/programmability/
+  eval-intro/ ("Script cache", "Script replication": Redis 7 replicates a script's effects;
+  phalanx's log replicates the invocation, deterministically);
+  https://redis.io/docs/latest/develop/interact/programmability/lua-api/ (redis.call /
+  redis.pcall errors, error_reply, status_reply, sha1hex, the conversion tables);
+  https://redis.io/docs/latest/develop/reference/errors/common/noscript/ (Redis empties the
+  cache on restart and when a replica becomes primary, so clients must re-send scripts;
+  phalanx keeps it through both, a deliberate improvement that stays compatible).
 
 Rules of this file: deterministic (no clock, no randomness but the per-entry seed); never
 raises for bad input.
@@ -93,7 +99,8 @@ _NOT_FROM_SCRIPTS = frozenset({
     b"AUTH", b"HELLO", b"CLIENT", b"QUIT", b"RESET", b"MONITOR", b"DEBUG", b"FAILOVER",
     b"SYNC", b"PSYNC", b"REPLICAOF", b"SLAVEOF", b"SHUTDOWN", b"SAVE", b"BGSAVE",
 })
-_MISSING = object()
+_SHEBANG_FLAGS = frozenset({b"no-writes", b"allow-oom", b"allow-stale", b"no-cluster",
+                            b"allow-cross-slot-keys"})
 
 
 def _copy_value(value: object) -> object:
@@ -233,6 +240,21 @@ class Scripts:
         if numkeys > len(args) - 2:
             return Error("ERR Number of keys can't be greater than number of args")
         read_only = upper.endswith(b"_RO")
+        if body[:2] == b"#!":
+            line_end = body.find(b"\n")
+            shebang = body[2:] if line_end < 0 else body[2:line_end]
+            words = shebang.split()
+            if not words or words[0] != b"lua":
+                return Error("ERR Unexpected engine in script shebang: "
+                             f"{error_text(b'#!' + shebang)}")
+            for word in words[1:]:
+                flags = word[6:].split(b",") if word.startswith(b"flags=") else [word]
+                for flag in filter(None, flags):
+                    if flag not in _SHEBANG_FLAGS or not word.startswith(b"flags="):
+                        return Error("ERR Unexpected flag in script shebang: "
+                                     f"{error_text(flag)}")
+                read_only = read_only or b"no-writes" in flags
+            body = b"" if line_end < 0 else b"--" + body[2:]  # keep the line numbers
         run = _Run(db, dispatch, spec_of, now, read_only, self.key_owned)
         reply, killed = self.engine.run(body, sha.decode(), args[2:2 + numkeys],
                                          args[2 + numkeys:], run, index)
