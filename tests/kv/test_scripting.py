@@ -252,3 +252,17 @@ def test_undeclared_keys_work_in_the_shard_and_are_refused_elsewhere() -> None:
             "lives in another shard") in _error(reply)
     assert str(run(b"EVAL", body, b"1", b"elsewhere", b"x")).find("TRYAGAIN") >= 0
     assert shard.kv.read(b"GET", [b"{home}.other"], 1000) == b"2"
+
+
+def test_hostile_scripts_get_errors_and_the_engine_survives(kv: Driver) -> None:
+    """Out of memory, cyclic replies, runaway recursion, deep JSON: an error reply each,
+    never an exception out of the state machine, and the next script runs."""
+    for body, expected in (
+            ("local t = {} for i = 1, 80 do t[i] = string.rep('x', 2^24) .. i end", "memory"),
+            ("local t = {} t[1] = t return t", "reached lua stack limit"),
+            ("local t = {} t[1] = t return cjson.encode(t)", "Cannot serialise"),
+            ("local function f() return 1 + f() end return f()", "stack overflow"),
+            ("return cjson.decode(string.rep('[', 100000))", "Expected value"),
+    ):
+        assert expected in _error(kv("EVAL", body, "0")), body
+        assert kv("EVAL", "return 'alive'", "0") == b"alive"
