@@ -187,6 +187,9 @@ def test_cjson_and_bit_and_sha1hex(kv: Driver) -> None:
         b'{"a":1,"b":[1,2,"x"]}')
     assert kv("EVAL", "return cjson.decode(ARGV[1]).x[2]", "0", '{"x":[1,"two"]}') == b"two"
     assert kv("EVAL", "return cjson.decode('[1,2,3]')[3]", "0") == 3
+    assert kv("EVAL", "local v = cjson.decode('{\"a\":null}'); "
+              "return {tostring(v.a == cjson.null), cjson.encode({cjson.null, 1})}", "0") == [
+        b"true", b"[null,1]"]
     assert kv("EVAL", "return redis.sha1hex('')", "0") == (
         b"da39a3ee5e6b4b0d3255bfef95601890afd80709")
     assert kv("EVAL", "return {bit.band(7, 3), bit.bor(1, 2), bit.bxor(3, 1), bit.lshift(1, 4)}",

@@ -419,17 +419,19 @@ return function(body, keys, argv, max_hooks)
   local exported_ok, exported = _pcall(export, result, 0)
   if not exported_ok then return "error", "ERR " .. _tostring(exported), 0 end
   return "ok", exported
-end, check
+end, check, null
 """
 
 
 class _Bridge:
     """The one Python callable inside the Lua state (see the module docstring)."""
 
-    __slots__ = ("host", "lua", "rng")
+    __slots__ = ("host", "lua", "null", "rawequal", "rng")
 
     def __init__(self, lua: Any) -> None:
         self.lua = lua
+        self.null: Any = None  # cjson.null (a Lua table), set once the bootstrap ran
+        self.rawequal: Any = None
         self.host: ScriptHost | None = None
         self.rng = _SplitMix64(0)
 
@@ -451,7 +453,7 @@ class _Bridge:
             if op == b"sha1":
                 return sha1hex(args[0]).encode()
             if op == b"json_encode":
-                return _json_encode(args[0])
+                return self.json_encode(args[0])
             if op == b"json_decode":
                 return self.json_decode(args[0])
             if op == b"bit":
@@ -494,39 +496,41 @@ class _Bridge:
         if isinstance(value, dict):
             return self.lua.table_from(
                 {k.encode(): self._from_json(v, depth + 1) for k, v in value.items()})
-        return value  # numbers, bools; null below
-        # (json null decodes to Python None, which lupa passes as nil, not cjson.null)
+        if value is None:
+            return self.null
+        return value  # numbers, bools
 
+    def json_encode(self, value: Any) -> Any:
+        try:
+            return True, json.dumps(self._to_json(value, 0), separators=(",", ":"),
+                                    ensure_ascii=False).encode()
+        except (ValueError, TypeError) as exc:
+            return False, f"Cannot serialise {exc}".encode()
+        except RecursionError:
+            return False, b"Cannot serialise, excessive nesting"
 
-def _json_encode(value: Any) -> Any:
-    try:
-        return True, json.dumps(_to_json(value, 0), separators=(",", ":"),
-                                ensure_ascii=False).encode()
-    except (ValueError, TypeError) as exc:
-        return False, f"Cannot serialise {exc}".encode()
-    except RecursionError:
-        return False, b"Cannot serialise, excessive nesting"
-
-
-def _to_json(value: Any, depth: int) -> Any:
-    if depth > 200:
-        raise ValueError("excessive nesting")
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float):
-        return int(value) if value.is_integer() and abs(value) < 1e15 else value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if lua51.lua_type(value) == "table":
-        items = list(value.items())
-        if not items:
-            return {}
-        keys = [k for k, _ in items]
-        if all(isinstance(k, int) and k > 0 for k in keys) and max(keys) == len(keys):
-            return [_to_json(v, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]
-        return {(k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)):
-                _to_json(v, depth + 1) for k, v in items}
-    raise TypeError(f"{lua51.lua_type(value)}: type not supported")
+    def _to_json(self, value: Any, depth: int) -> Any:
+        if depth > 200:
+            raise ValueError("excessive nesting")
+        if value is None or isinstance(value, (bool, int)):
+            return value
+        if isinstance(value, float):
+            return int(value) if value.is_integer() and abs(value) < 1e15 else value
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+        if lua51.lua_type(value) == "table":
+            if self.rawequal(value, self.null):
+                return None
+            items = list(value.items())
+            if not items:
+                return {}
+            keys = [k for k, _ in items]
+            if all(isinstance(k, int) and k > 0 for k in keys) and max(keys) == len(keys):
+                return [self._to_json(v, depth + 1)
+                        for _, v in sorted(items, key=lambda kv: kv[0])]
+            return {(k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)):
+                    self._to_json(v, depth + 1) for k, v in items}
+        raise TypeError(f"{lua51.lua_type(value)}: type not supported")
 
 
 def _bit(name: str, args: Sequence[Any]) -> Any:
@@ -602,7 +606,9 @@ class LuaEngine:
             encoding=None, register_eval=False, register_builtins=False,
             unpack_returned_tuples=True, attribute_filter=_deny, max_memory=MAX_MEMORY)
         self._bridge = _Bridge(self._lua)
-        self._run, self._check = self._lua.execute(_BOOT.encode(), self._bridge, HOOK_EVERY)
+        self._run, self._check, self._bridge.null = self._lua.execute(
+            _BOOT.encode(), self._bridge, HOOK_EVERY)
+        self._bridge.rawequal = self._lua.globals().rawequal
 
     def compile_error(self, body: bytes) -> Error | None:
         """Redis's error if `body` does not compile (bytecode is refused), else None."""
