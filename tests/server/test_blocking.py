@@ -478,7 +478,7 @@ class _Owner:
         return b"+" + name + b"\r\n"
 
     def reply_bytes(self, state: ClientState, name: bytes,
-                    future: asyncio.Future[object]) -> bytes:
+                    future: asyncio.Future[object], arguments: list[bytes]) -> bytes:
         return encode(future.result(), 2)  # type: ignore[arg-type]
 
 

@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 from phalanx.errors import Corrupt, require
 from phalanx.kv.codec import decode_fields
+from phalanx.kv.commands.scripts import Scripts, script_handler
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.replies import Error, Reply, arity_error, error_text
 from phalanx.kv.snapshot import WatchVersions, decode_snapshot, encode_snapshot
@@ -84,7 +85,8 @@ def _static_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
 class KVStateMachine:
     """The Redis data model as a deterministic Raft state machine (see the module rules)."""
 
-    __slots__ = ("_applied_index", "_clock_ms", "_keyspace", "_max_sessions", "_sessions")
+    __slots__ = ("_applied_index", "_clock_ms", "_keyspace", "_max_sessions", "_sessions",
+                 "scripts")
 
     def __init__(self, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
         require(max_sessions >= 1, "max_sessions must be at least 1")
@@ -93,6 +95,8 @@ class KVStateMachine:
         self._sessions: dict[int, tuple[int, Reply]] = {}
         self._applied_index = 0
         self._clock_ms = 0
+        #: Scripting (commands/scripts.py): the replicated script cache and the Lua engine.
+        self.scripts = Scripts()
 
     # ------------------------------------------------------------------ public API
 
@@ -183,6 +187,7 @@ class KVStateMachine:
         return encode_snapshot(
             self._applied_index, self._clock_ms, keyspace.data, keyspace.expires,
             self._sessions, WatchVersions(keyspace.version, keyspace.floor, keyspace.touched),
+            self.scripts.cache,
         )
 
     def extract(self, predicate: Callable[[bytes], bool], applied_index: int) -> bytes:
@@ -201,7 +206,7 @@ class KVStateMachine:
         keyspace.forget_indexes()
         version = keyspace.version
         return encode_snapshot(applied_index, self._clock_ms, moved, moved_expires, {},
-                               WatchVersions(version, version, {}))
+                               WatchVersions(version, version, {}), dict(self.scripts.cache))
 
     def absorb(self, data: bytes) -> int:
         """Add every key of snapshot `data` (another shard's, merged into this one); keys
@@ -219,6 +224,8 @@ class KVStateMachine:
         theirs = state.watch.version if state.watch is not None else state.applied_index
         keyspace.version = max(keyspace.version, theirs) + 1
         keyspace.touch_all()
+        for sha, body in state.scripts.items():
+            self.scripts.cache.setdefault(sha, body)
         return len(state.data)
 
     def restore(self, data: bytes) -> None:
@@ -234,6 +241,7 @@ class KVStateMachine:
             self._keyspace = Keyspace(state.data, state.expires, watch.version, watch.touched,
                                       watch.floor)
         self._sessions = state.sessions
+        self.scripts.cache = state.scripts
 
     # ------------------------------------------------------------------ dispatch
 
@@ -249,6 +257,10 @@ class KVStateMachine:
             return arity_error(lower_name)
         if handler is exec_placeholder:
             return run_transaction(self._keyspace, args, now, self._execute, _static_keys)
+        if handler is script_handler:  # EVAL*, SCRIPT: they need the cache and the dispatch
+            return self.scripts.execute(lower_name.upper().encode(), args, now,
+                                        self._applied_index, self._keyspace, self._execute,
+                                        command_spec)
         try:
             return handler(self._keyspace, args, now)
         except RecursionError:

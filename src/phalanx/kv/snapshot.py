@@ -9,9 +9,9 @@ Rules of this file:
   first), tuple (set, members sorted) or, since format 2, dict of bytes -> float (sorted set,
   in (score, member) order; never empty, no NaN); `expires` = [key, expire_at_ms, ...]; `sessions` =
   [client_id, sequence, reply, ...] with an `Error` reply written as the 1-tuple (message,).
-- The WATCH versions (see kv/keyspace.py) follow as an optional sixth element,
-  `(version, floor, [key, version, ...])` in version order. A 5-tuple (a snapshot written
-  before they existed) still loads: it gets no versions (`watch` None) and the state machine
+- The WATCH versions (see kv/keyspace.py) follow as the sixth element,
+  `(version, floor, [key, version, ...])` in version order (None when the state has none). A
+  5-tuple (a snapshot written before they existed) still loads: it gets no versions (`watch` None) and the state machine
   then counts every key as changed at the snapshot's version, so a WATCH taken before can
   only abort. Replicas that write the same state write the same section, byte for byte.
 - marshal's format is an implementation detail of CPython. We pin marshal version 2 (stable
@@ -21,6 +21,9 @@ Rules of this file:
 - Snapshots are deterministic: the same state gives byte-identical snapshots on every replica
   (dicts keep insertion order, set members are sorted).
 - Format 2 added sorted sets; format 1 snapshots (no sorted sets) still load.
+- Format 3 appends a seventh element, the script cache `[sha1_hex, body, ...]` (bytes, in the
+  cache's insertion order), after the WATCH versions; format 1 and 2 snapshots (5 or 6
+  elements) load with an empty cache.
 - Restoring validates everything and raises `phalanx.errors.Corrupt` on any mismatch; it never
   returns a half-valid state.
 - Standard library only.
@@ -33,7 +36,7 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from phalanx.errors import Corrupt
@@ -41,8 +44,8 @@ from phalanx.kv.replies import Error, Reply
 from phalanx.kv.zset import ZSet
 
 MAGIC = b"PXKV"
-FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 MARSHAL_VERSION = 2
 _HEADER = struct.Struct("<4sBBI")
 
@@ -61,6 +64,8 @@ class SnapshotState:
     sessions: dict[int, tuple[int, Reply]]
     watch: WatchVersions | None = None
     """The WATCH versions; None for a snapshot written before they existed."""
+    scripts: dict[bytes, bytes] = field(default_factory=dict)
+    """The script cache (sha1 hex -> body); empty for a snapshot written before it existed."""
 
 
 @dataclass(slots=True)
@@ -100,6 +105,7 @@ def encode_snapshot(
     expires: dict[bytes, int],
     sessions: dict[int, tuple[int, Reply]],
     watch: WatchVersions | None = None,
+    scripts: dict[bytes, bytes] | None = None,
 ) -> bytes:
     """The snapshot bytes of a state (deterministic: see the module rules)."""
     flat_data: list[object] = []
@@ -121,13 +127,18 @@ def encode_snapshot(
     flat_sessions: list[object] = []
     for client_id, (sequence, reply) in sessions.items():
         flat_sessions.extend((client_id, sequence, reply_to_plain(reply)))
-    state: tuple[Any, ...] = (applied_index, clock_ms, flat_data, flat_expires, flat_sessions)
+    flat_touched: list[object] = []
+    watch_section: object = None
     if watch is not None:
-        flat_touched: list[object] = []
         for key, version in watch.touched.items():
             flat_touched.append(key)
             flat_touched.append(version)
-        state += ((watch.version, watch.floor, flat_touched),)
+        watch_section = (watch.version, watch.floor, flat_touched)
+    flat_scripts: list[bytes] = []
+    for sha, body in (scripts or {}).items():
+        flat_scripts.extend((sha, body))
+    state: tuple[Any, ...] = (applied_index, clock_ms, flat_data, flat_expires, flat_sessions,
+                              watch_section, flat_scripts)
     payload = marshal.dumps(state, MARSHAL_VERSION)
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, MARSHAL_VERSION, zlib.crc32(payload))
     return header + payload
@@ -154,9 +165,13 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
         state = marshal.loads(payload)
     except (ValueError, EOFError, TypeError) as exc:
         raise Corrupt(f"snapshot: undecodable payload ({exc})") from exc
-    if type(state) is not tuple or len(state) not in (5, 6):
+    if type(state) is not tuple or len(state) not in (5, 6, 7):
         raise Corrupt("snapshot: bad top-level structure")
     applied_index, clock_ms, flat_data, flat_expires, flat_sessions = state[:5]
+    flat_scripts = state[6] if len(state) == 7 else []
+    if type(flat_scripts) is not list or len(flat_scripts) % 2 or not _all_bytes(flat_scripts):
+        raise Corrupt("snapshot: bad script cache")
+    scripts = {flat_scripts[i]: flat_scripts[i + 1] for i in range(0, len(flat_scripts), 2)}
     if type(applied_index) is not int or applied_index < 0 or type(clock_ms) is not int:
         raise Corrupt("snapshot: bad applied index or clock")
     if not (type(flat_data) is type(flat_expires) is type(flat_sessions) is list):
@@ -206,8 +221,9 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
         if type(client_id) is not int or type(sequence) is not int or client_id in sessions:
             raise Corrupt("snapshot: bad session entry")
         sessions[client_id] = (sequence, plain_to_reply(plain))
-    watch = _decode_watch(state[5]) if len(state) == 6 else None
-    return SnapshotState(applied_index, clock_ms, data, expires, sessions, watch)
+    watch_section = state[5] if len(state) >= 6 else None
+    watch = _decode_watch(watch_section) if watch_section is not None else None
+    return SnapshotState(applied_index, clock_ms, data, expires, sessions, watch, scripts)
 
 
 def _decode_watch(section: object) -> WatchVersions:

@@ -29,6 +29,7 @@ from phalanx.kv.commands import (
     hyperloglog,
     keys,
     lists,
+    scripts,
     sets,
     strings,
     zsetops,
@@ -45,6 +46,7 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
     *zsets.COMMANDS, *zsetops.COMMANDS, *geo.COMMANDS,
     *bitmaps.COMMANDS,
     *hyperloglog.COMMANDS,
+    *scripts.COMMANDS,
     *keys.INTERNAL_COMMANDS,
     *transaction.INTERNAL_COMMANDS,
 )

@@ -76,6 +76,9 @@ class ShardMachine:
 
     def __init__(self, owned: tuple[tuple[int, int], ...] = ((0, SLOT_COUNT - 1),)) -> None:
         self.kv = KVStateMachine()
+        # A script's undeclared keys are checked against the owned slots at apply time too
+        # (kv/commands/scripts.py): they work here, or get a clear error if in another shard.
+        self.kv.scripts.key_owned = self._owns_key
         self._owned: tuple[tuple[int, int], ...] = ()
         #: (first, last) -> new shard id, for the slots moved out by splits.
         self.moved: dict[tuple[int, int], int] = {}
@@ -105,6 +108,9 @@ class ShardMachine:
 
     def owns(self, slot: int) -> bool:
         return bool(self._owner[slot])
+
+    def _owns_key(self, key: bytes) -> bool:
+        return bool(self._owner[key_slot(key)])
 
     def refusal(self, name: bytes, args: tuple[bytes, ...] | list[bytes]) -> Error | None:
         """The -TRYAGAIN error if the command touches a slot this shard does not own."""

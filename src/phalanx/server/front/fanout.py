@@ -1,7 +1,8 @@
 """Commands that span shards: split over the shards, run through the data path, combined.
 
 What lives here: MGET / EXISTS over keys of several shards, the keyless commands (KEYS, SCAN,
-DBSIZE, FLUSHDB, FLUSHALL) over every shard, and PHALANX.SHARD (internal: one shard's share of
+DBSIZE, FLUSHDB, FLUSHALL, SCRIPT LOAD|EXISTS|FLUSH: every shard keeps its own replicated
+script cache) over every shard, a keyless EVAL* on one shard, and PHALANX.SHARD (internal: one shard's share of
 such a command, as another node forwards it).
 
 Rules of this file:
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from phalanx.server.front.router import DataRouter
     from phalanx.server.front.session import ClientState
 
+#: Keyless commands one shard answers (scripts with no declared key).
+_ONE_SHARD_KEYLESS = frozenset({b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO"})
 #: Read commands a proxying node splits over shards instead of answering -CROSSSLOT.
 FAN_OUT_READS = frozenset({b"MGET", b"EXISTS"})
 
@@ -107,6 +110,10 @@ class FanOut:
         upper = name.upper()
         if upper == b"SCAN":
             return await self._scan(state, arguments, shard_ids)
+        if upper in _ONE_SHARD_KEYLESS:
+            # EVAL* with no key: one shard runs it (Redis Cluster sends it to any one node);
+            # its undeclared keys must live in that shard (kv/commands/scripts.py).
+            return await self._on_shard(state, name, arguments, write, shard_ids[0])
         replies = await asyncio.gather(*(self._on_shard(state, name, arguments, write, shard)
                                          for shard in shard_ids))
         error = next((r for r in replies if isinstance(r, ErrorReply)), None)
@@ -116,6 +123,10 @@ class FanOut:
             return sum(int(r) for r in replies if isinstance(r, int))
         if upper == b"KEYS":
             return [key for r in replies if isinstance(r, list) for key in r]
+        if upper == b"SCRIPT" and len(arguments) > 1 and arguments[1].upper() == b"EXISTS":
+            # Every shard holds its own replicated script cache: a script exists if all do.
+            lists = [r for r in replies if isinstance(r, list)]
+            return [min(flags) for flags in zip(*lists, strict=False)] if lists else replies[0]
         return replies[0]
 
     async def _scan(self, state: ClientState, arguments: list[bytes],

@@ -214,8 +214,14 @@ class DataRouter:
             if state.forwarded:
                 raise TryAgain(f"this node is not the leader of shard {shard_id} "
                                f"(leader: {leader})")
+            forwarded = arguments
+            if arguments[0].upper() != b"PHALANX.SHARD" and \
+                    not command_keys(arguments[0], tuple(arguments[1:])):
+                # A keyless command's share of a fan-out (SCRIPT LOAD, FLUSHALL, a keyless
+                # EVAL): this shard only, over there too (else the leader fans out again).
+                forwarded = [b"PHALANX.SHARD", str(shard_id).encode(), *arguments]
             try:
-                reply = await self._forward(state, leader, arguments, deadline, group)
+                reply = await self._forward(state, leader, forwarded, deadline, group)
             except LeaderUnreachable:
                 # Nothing was sent: retrying is safe until the deadline.
                 if time.monotonic() >= deadline:
