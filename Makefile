@@ -30,7 +30,6 @@ bench: $(STAMP)
 
 # redis-py's own test suite against phalanx and a redis-server (benchmarks/README.md); minutes.
 redispy: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[redispy]'
 	$(BIN)/python benchmarks/redispy_suite.py
 
 lint: $(STAMP)

@@ -26,7 +26,7 @@ SIGTERM; redis-py's tests are never modified; phalanx's code is not touched.
 
 Run it with the project's venv:
     .venv/bin/python benchmarks/redispy_suite.py [--files test_lock.py ...] [--output DIR]
-`make redispy` installs the one extra package redis-py's conftest imports (`packaging`) first.
+(`packaging`, which redis-py's conftest imports, is in the dev extra); or `make redispy`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE / "redispy"))
 
-from analysis import RunResult, compare, markdown, parse_junit  # noqa: E402
+from redispy_report import RunResult, compare, markdown, parse_junit  # noqa: E402
 
 DEFAULT_FILES = ["test_commands.py", "test_pipeline.py", "test_lock.py", "test_pubsub.py",
                  "test_scripting.py"]
@@ -76,6 +76,10 @@ def pinned_redis_version() -> str:
     raise SystemExit("pyproject.toml pins no redis==X")
 
 
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "phalanx" / "redispy"
+
+
 def fetch_sdist(version: str, cache: Path) -> Path:
     """The unpacked sdist directory of redis==version (downloaded once into `cache`)."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -88,8 +92,14 @@ def fetch_sdist(version: str, cache: Path) -> Path:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                         "--no-binary", ":all:", f"redis=={version}", "-d", str(cache)],
                        check=True, timeout=300)
-    with tarfile.open(archive) as tar:
-        tar.extractall(cache, filter="data")
+    staging = Path(tempfile.mkdtemp(prefix="unpack-", dir=cache))
+    try:  # unpack aside, then rename: a concurrent run never sees half a tree
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        with contextlib.suppress(OSError):  # another run renamed its copy first
+            (staging / unpacked.name).rename(unpacked)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if not (unpacked / "tests" / "conftest.py").exists():
         raise SystemExit(f"{archive} holds no tests/conftest.py")
     return unpacked
@@ -244,8 +254,9 @@ def run_suite(target: str, url: str, sdist: Path, files: list[str], raw: Path,
 
 def git_head() -> str:
     with contextlib.suppress(Exception):
-        out = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
+        # the last commit that changed phalanx itself (src/), not this runner's commits
+        out = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", "--",
+                              "src"], capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return out + (" (+ uncommitted changes in src/)" if dirty else "")
@@ -258,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", nargs="+", default=DEFAULT_FILES,
                         help="redis-py test files (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=HERE / "redispy")
-    parser.add_argument("--cache", type=Path,
-                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                        / "phalanx" / "redispy")
+    parser.add_argument("--cache", type=Path, default=default_cache())
     parser.add_argument("--protocol", choices=["2", "3"], default=None,
                         help="passed to redis-py's conftest --protocol (default: its default)")
     parser.add_argument("--timeout", type=int, default=30, help="per-test timeout, seconds")
