@@ -192,7 +192,7 @@ def abort_reason(log_text: str, returncode: int) -> str:
                 f"(`KeyError: '{key[-1]}'` in `pytest_sessionstart`)")
     interesting = [line for line in log_text.splitlines()
                    if re.search(r"Error|error:|INTERNALERROR> E", line)]
-    last = interesting[-1].strip() if interesting else log_text.strip().splitlines()[-1:]
+    last = (interesting or log_text.strip().splitlines() or ["(no output)"])[-1].strip()
     return f"pytest exit {returncode} with no results: {last}"
 
 
