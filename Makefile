@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck sim bench clean
+.PHONY: demo test lint typecheck sim bench redispy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ sim: $(STAMP)
 # Benchmarks side by side with the peers installed here (see benchmarks/README.md); minutes.
 bench: $(STAMP)
 	$(BIN)/phalanx bench
+
+# redis-py's own test suite against phalanx and a redis-server (benchmarks/README.md); minutes.
+redispy: $(STAMP)
+	$(BIN)/python benchmarks/redispy_suite.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
