@@ -6,6 +6,8 @@ What it measures (see benchmarks/README.md, "phalanx bench", for how to read it)
   `appendfsync always`, at 1 and 50 clients (and 256 in a full run);
 - reads: redis-benchmark GET at 50 clients, phalanx leader (linearizable ReadIndex reads) vs the
   same redis-server;
+- commands: LPUSH, LPOP, ZADD, EVALSHA at 50 clients, the same two targets
+  (benchmarks/bench_commands.py);
 - failover: client-visible write gap after kill -9 of the phalanx leader (an open-loop writer
   through a surviving node), and after kill -9 of a Redis Sentinel master (1 master, 2 replicas,
   3 sentinels, down-after-milliseconds 1000; the writer asks a sentinel for the master after an
@@ -47,8 +49,8 @@ if str(HERE) not in sys.path:
 
 import resp_bench as rb  # noqa: E402  (same directory; shares the process and parsing helpers)
 
-SECTIONS = ("writes", "reads", "failover", "sigstop", "etcd", "pysyncobj", "latency", "scale",
-            "recovery", "memory", "soak")
+SECTIONS = ("writes", "reads", "commands", "failover", "sigstop", "etcd", "pysyncobj", "latency",
+            "scale", "recovery", "memory", "soak")
 #: Sections that start their own clusters (benchmarks/bench_sections.py), run before the rest.
 ISOLATED = ("scale", "recovery", "memory", "soak")
 
@@ -85,6 +87,9 @@ class Settings:
     writer_interval_s: float = 0.005
     writer_timeout_s: float = 0.5
     run_timeout_s: float = 90.0
+    #: commands (issue 13): LPUSH/LPOP/ZADD/EVALSHA, requests per run and clients.
+    command_requests: int = 10000
+    command_clients: int = 50
     only: tuple[str, ...] = SECTIONS
     #: Peers to treat as not installed (the smoke test uses this to see the "skipped" path).
     assume_missing: frozenset[str] = frozenset()
@@ -121,7 +126,7 @@ class Settings:
         return cls(repeats=1, set_requests={1: 300, 50: 3000}, get_requests=5000,
                    failover_tries=1, sigstop_tries=1, etcd_requests={1: 300, 50: 3000},
                    pysyncobj_requests={1: 50, 16: 300},
-                   run_timeout_s=30.0, quick=True, keyspace=20000,
+                   run_timeout_s=30.0, quick=True, keyspace=20000, command_requests=2000,
                    latency_rates=(500.0,), latency_seconds=2.0,
                    scale_configs=((3, 3),), scale_requests=3000,
                    recovery_sizes=(10_000,), recovery_set_requests=3000, memory_keys=10_000,
@@ -1052,14 +1057,14 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         if "soak" in sections:
             more_out["soak"] = more.soak_section(processes, settings)
         cluster = None
-        if {"writes", "reads", "failover", "sigstop", "latency"} & sections:
+        if {"writes", "reads", "commands", "failover", "sigstop", "latency"} & sections:
             cluster = rb.Phalanx(root / "phalanx")
             processes.cluster = cluster
             cluster.data_dir.mkdir()
             cluster.start(3, timeout=90)
             log(f"phalanx up: {', '.join(n['id'] + '@' + n['resp'] for n in cluster.nodes)}")
         redis_aof = None
-        if have_redis and {"writes", "reads", "latency"} & sections:
+        if have_redis and {"writes", "reads", "commands", "latency"} & sections:
             redis_aof = rb.start_redis("redis-aof-always", root,
                                        ["--save", "", "--appendonly", "yes",
                                         "--appendfsync", "always"])
@@ -1165,6 +1170,11 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                                              repeat, settings))
         if lease is not None:
             more.stop_cluster(processes, lease)
+        if "commands" in sections:
+            if have_benchmark:
+                more_out["commands"] = commands_section(cluster, redis_aof, settings)
+            else:
+                skipped["commands"] = "skipped: redis-benchmark not installed"
         if "latency" in sections:
             more_out["latency"] = more.latency_section(
                 latency_targets(cluster, redis_aof, etcd_binary, etcds, settings), settings)
@@ -1207,6 +1217,8 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         "settings": {"repeats": settings.repeats, "quick": settings.quick,
                      "set_requests": settings.set_requests, "get_requests": settings.get_requests,
                      "read_clients": settings.read_clients, "keyspace": settings.keyspace,
+                     "command_requests": settings.command_requests,
+                     "command_clients": settings.command_clients,
                      "failover_tries": settings.failover_tries,
                      "sigstop_tries": settings.sigstop_tries,
                      "etcd_requests": settings.etcd_requests,
@@ -1232,12 +1244,32 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         "latency": more_out.get("latency", []), "scale": more_out.get("scale", []),
         "data": more_out.get("data"), "recovery_measured": "recovery" in sections,
         "memory_measured": "memory" in sections, "soak": more_out.get("soak"),
+        "commands": more_out.get("commands"),
     }
     document["failover_ratio"] = _failover_ratio(document["failover"])
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (output_dir / "RESULTS.md").write_text(markdown(document))
     return document
+
+
+def commands_section(cluster: rb.Phalanx | None, redis_aof: rb.RedisServer | None,
+                     settings: Settings) -> dict[str, Any]:
+    """The `commands` section (benchmarks/bench_commands.py) on the shared cluster's leader and
+    on redis-aof-always."""
+    import bench_commands
+
+    addresses: dict[str, Callable[[], tuple[str, int]]] = {}
+    if cluster is not None:
+        def on_phalanx(cluster: rb.Phalanx = cluster) -> tuple[str, int]:
+            _node, host, port = phalanx_leader(cluster)
+            return host, port
+        addresses["phalanx"] = on_phalanx
+    if redis_aof is not None:
+        def on_redis(redis_aof: rb.RedisServer = redis_aof) -> tuple[str, int]:
+            return redis_aof.host, redis_aof.port
+        addresses["redis-aof-always"] = on_redis
+    return bench_commands.commands_section(addresses, settings)
 
 
 def latency_targets(cluster: rb.Phalanx | None, redis_aof: rb.RedisServer | None,
@@ -1351,6 +1383,9 @@ def markdown(doc: dict[str, Any]) -> str:
               f"{s['keyspace']:,}."]
     failures = [(r, e) for r in doc["throughput"] for e in r["failures"]]
     lines += [f"- failed: {r['target']} {r['test']} c={r['clients']}: {e}" for r, e in failures]
+    import bench_commands
+
+    lines += bench_commands.markdown(doc)
     lines += ["", "## Failover: kill -9 and SIGSTOP of the leader / master", "",
               f"Client-visible write gap: an open-loop writer sends a write every "
               f"{s['writer_interval_ms']:g} ms ({s['writer_timeout_ms']:g} ms timeout each); "

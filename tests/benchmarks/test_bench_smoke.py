@@ -149,14 +149,51 @@ def test_sections_with_their_own_clusters(tmp_path: Path) -> None:
         assert needle in report, needle
 
 
+def test_commands_section_lpush_lpop_zadd_evalsha(tmp_path: Path) -> None:
+    """`--only commands`: every test on both targets, a row each with a ratio, in RESULTS.md."""
+    settings = phalanx_bench.Settings(
+        repeats=1, run_timeout_s=40.0, keyspace=2000, command_requests=300, only=("commands",),
+        assume_missing=frozenset({"redis-sentinel", "etcd", "pysyncobj"}), quick=True)
+    document: dict = {}
+    try:
+        document = phalanx_bench.run_suite(settings, tmp_path)
+    finally:
+        leftovers = _kill_leftovers(document.get("work_dir", ""))
+    assert leftovers == [], f"processes left running: {leftovers}"
+    assert document["incomplete"] == ""
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["throughput"] == [] and saved["failover"] == [] and saved["runs"] == []
+    commands = saved["commands"]
+    assert commands["error"] == "", commands["error"]
+    assert len(commands["sha"]) == 40 and "redis.call" in commands["script"]
+    assert saved["settings"]["command_requests"] == 300
+    assert saved["settings"]["command_clients"] == 50
+    assert [(r["test"], r["target"]) for r in commands["rows"]] == [
+        (test, target) for test in ("LPUSH", "LPOP", "ZADD", "EVALSHA")
+        for target in ("phalanx", "redis-aof-always")]
+    assert len(commands["runs"]) == 8
+    for row in commands["rows"]:
+        assert row["clients"] == 50 and row["ok_runs"] == row["runs"] == 1, row
+        for name in ("rps_median", "rps_min", "rps_max", "p50_ms", "p99_ms"):
+            assert isinstance(row[name], float) and row[name] >= 0, (name, row)
+        if row["target"] == "phalanx":
+            assert isinstance(row["vs_redis_aof_always"], float), row
+
+    report = (tmp_path / "RESULTS.md").read_text()
+    for needle in ("## Commands: LPUSH, LPOP, ZADD, EVALSHA", "| LPUSH | 50 | phalanx |",
+                   "| LPOP | 50 | redis-aof-always |", "| ZADD | 50 | phalanx |",
+                   "| EVALSHA | 50 | phalanx |", "| phalanx / redis-aof |"):
+        assert needle in report, needle
+
+
 def test_the_cli_default_runs_every_section_and_only_selects_exactly() -> None:
 
     from phalanx.cli import main
 
     command = main.commands["bench"]  # type: ignore[attr-defined]
     default = next(p.default for p in command.params if p.name == "only")
-    assert default == ("writes,reads,failover,sigstop,etcd,pysyncobj,latency,scale,recovery,"
-                       "memory,soak")
+    assert default == ("writes,reads,commands,failover,sigstop,etcd,pysyncobj,latency,scale,"
+                       "recovery,memory,soak")
     assert set(default.split(",")) == set(phalanx_bench.SECTIONS)
     assert phalanx_bench.Settings(only=("writes", "etcd")).sections() == {"writes", "etcd"}
     assert phalanx_bench.Settings(only=("writes", "reads", "failover")).sections() == {

@@ -22,11 +22,12 @@ from phalanx.cli.common import fail
               help="Rounds over every target (default 3; 1 with --quick).")
 @click.option("--output", "output", type=click.Path(file_okay=False), default=None,
               help="Where RESULTS.md and results.json go (default: the benchmarks/ directory).")
-@click.option("--only", default="writes,reads,failover,sigstop,etcd,pysyncobj,latency,scale,"
-                              "recovery,memory,soak",
+@click.option("--only", default="writes,reads,commands,failover,sigstop,etcd,pysyncobj,latency,"
+                              "scale,recovery,memory,soak",
               show_default=True,
-              help="Comma-separated sections to run: writes, reads, failover, sigstop, etcd, "
-                   "pysyncobj, latency, scale, recovery, memory, soak.")
+              help="Comma-separated sections to run: writes, reads, commands (LPUSH, LPOP, "
+                   "ZADD, EVALSHA), failover, sigstop, etcd, pysyncobj, latency, scale, "
+                   "recovery, memory, soak.")
 @click.option("--soak-seconds", type=float, default=None,
               help="Length of the soak section's steady workload (default 120; 10 with "
                    "--quick; 3600 for the issue's one-hour check).")
