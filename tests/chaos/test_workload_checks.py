@@ -121,3 +121,34 @@ def test_the_cli_lists_every_workload() -> None:
     from phalanx.cli.lab import workload_names
 
     assert workload_names() == list(workloads.WORKLOADS)
+
+
+def test_a_failing_queue_check_fails_the_html_page_and_shows_in_the_terminal() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from phalanx.chaos.report import render_html
+    result: dict[str, object] = {
+        "scenario": "leader-kill", "seed": 1, "mode": "local", "duration_s": 5.0,
+        "started_at": "2026-01-01T00:00:00+00:00", "cluster": {"nodes": [{"id": "n1"}]},
+        "ops": {"ok": 10, "fail": 0, "info": 0, "total": 10}, "availability": 1.0,
+        "nines": 1.0, "rto_ms": {"median": None, "max": None, "faults": []},
+        "lost_acknowledged_writes": 0, "rpo": {"lost_writes": 0, "span_s": 0.0},
+        "linearizable": True, "linearizability": {"verdict": "linearizable", "explain": ""},
+        "faults": [], "timeline": [], "events": [], "throughput_ops_s": 2.0,
+        "latency_ms": {"p50": 1.0, "p90": 1.0, "p99": 1.0, "p999": 1.0, "max": 1.0},
+        "workload": "queue"}
+    result["workload_check"] = {
+        **check_queue(PUSHED, SENT, ["a", "b"], {"queue": ["e", "d"]}).to_json(),
+        "consumer_crashes": 0}
+    page = render_html(result)
+    assert 'class="verdict bad"' in page
+    assert "1 acknowledged pushes lost (never consumed, not in the queue): c" in page
+    assert "Queue accounting" in page and "5 acknowledged pushes: 1 lost" in page
+    buffer = StringIO()
+    console.print_summary(result, Console(file=buffer, width=200, color_system=None))
+    text = buffer.getvalue()
+    assert "queue workload" in text and "5 acknowledged pushes: 1 lost" in text
+    result["workload_check"] = check_queue(PUSHED, SENT, PUSHED, {}).to_json()
+    assert 'class="verdict good"' in render_html(result)
