@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from phalanx.chaos.runner import Progress
+from phalanx.chaos.workloads import failure_reasons, summary, workload_ok
 
 
 class LiveView:
@@ -99,7 +100,9 @@ def _percent(availability: float) -> str:
 
 def summary_table(result: dict[str, Any]) -> Table:
     """The headline numbers of a run."""
-    table = Table(title=f"chaos run: {result['scenario']} (seed {result['seed']}, "
+    workload = result.get("workload") or "register"
+    table = Table(title=f"chaos run: {result['scenario']}, {workload} workload "
+                        f"(seed {result['seed']}, "
                         f"{result['duration_s']:g} s, {len(result['cluster']['nodes'])} nodes)",
                   show_header=False, title_style="bold")
     table.add_column(style="bold")
@@ -119,6 +122,10 @@ def summary_table(result: dict[str, Any]) -> Table:
     verdict = result["linearizability"]["verdict"]
     table.add_row("consistency", Text(verdict, style="green" if result["linearizable"]
                                       else "bold red"))
+    line = summary(result)
+    if line is not None:
+        table.add_row(str(result.get("workload") or "workload"),
+                      Text(line, style="green" if workload_ok(result) else "bold red"))
     latency = result["latency_ms"]
     table.add_row("latency", f"p50 {_ms(latency['p50'])}, p99 {_ms(latency['p99'])}, "
                              f"max {_ms(latency['max'])}")
@@ -173,6 +180,7 @@ def story_lines(result: dict[str, Any]) -> list[str]:
     lines.append(f"{lost} acknowledged write{'s' if lost != 1 else ''} lost; "
                  f"{_percent(result['availability'])} of {result['ops']['total']} requests "
                  f"succeeded; the history is {result['linearizability']['verdict']}")
+    lines.extend(f"{result.get('workload')}: {reason}" for reason in failure_reasons(result))
     return lines
 
 

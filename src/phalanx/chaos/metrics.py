@@ -25,7 +25,10 @@ from dataclasses import dataclass
 OK = "ok"
 FAIL = "fail"
 INFO = "info"
-WRITE_KINDS = frozenset({"write", "cas", "sadd"})
+#: Requests that change state (the RTO counts the first acknowledged one after a fault): the
+#: register and set workloads', the queue's (push, move, ack) and the bank's transfers.
+WRITE_KINDS = frozenset({"write", "cas", "sadd", "lpush", "blmove", "lrem", "transfer",
+                         "script-transfer"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +37,7 @@ class OpRecord:
 
     start_s: float
     end_s: float
-    kind: str  # read | write | cas | sadd
+    kind: str  # read | write | cas | sadd | lpush | blmove | lrem | lrange | transfer | ...
     outcome: str  # ok | fail | info
     node: str = ""
 

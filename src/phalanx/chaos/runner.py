@@ -19,6 +19,9 @@ Rules of this file:
   outage without 3 regions, a lost node with no spare to heal onto).
 - A node lost for good (`node-lost`) leaves the clients' rotation once the cluster declares it
   dead, and is left out of convergence and of the final reads.
+- The workload (`--workload`, `phalanx.chaos.workloads`) is orthogonal to the nemesis: its own
+  check runs after healing, next to the final reads, and goes to `workload_check`; its lost
+  acknowledged writes (a queue's lost pushes) count in `lost_acknowledged_writes` and the RPO.
 """
 
 from __future__ import annotations
@@ -39,12 +42,13 @@ from phalanx.chaos import metrics, redundancy
 from phalanx.chaos.control import ClusterControl, agreed_leader, fetch_statuses
 from phalanx.chaos.nemesis import PERMANENT, SCENARIOS, Fault, Nemesis, Slot, plan
 from phalanx.chaos.workload import Workload, WorkloadConfig
+from phalanx.chaos.workloads import DEFAULT_WORKLOAD, WORKLOADS, make_workload
 from phalanx.checker import check
 
 RESULT_KEYS = ("scenario", "seed", "mode", "duration_s", "started_at", "cluster", "ops",
                "availability", "nines", "rto_ms", "lost_acknowledged_writes", "rpo",
                "linearizable", "linearizability", "faults", "timeline", "latency_ms",
-               "throughput_ops_s", "events", "redundancy")
+               "throughput_ops_s", "events", "redundancy", "workload", "workload_check")
 
 #: Node settings of a cluster the lab starts: the server gives up on a request before the
 #: client's socket timeout, so the client hears a clear error rather than a timeout.
@@ -86,6 +90,8 @@ class RunConfig:
     shards: int | None = None
     survival_goal: str | None = None
     dead_after_ms: int | None = None
+    #: What the clients do (`phalanx.chaos.workloads.WORKLOADS`).
+    workload: str = DEFAULT_WORKLOAD
 
 
 def replicas_for(survival_goal: str | None) -> int:
@@ -136,6 +142,8 @@ def check_config(config: RunConfig) -> None:
     """ValueError naming the option when a run cannot do what its scenario needs."""
     if config.scenario not in SCENARIOS and config.scenario != "demo":
         raise ValueError(f"unknown scenario {config.scenario!r} (known: {', '.join(SCENARIOS)})")
+    if config.workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {config.workload!r} (known: {', '.join(WORKLOADS)})")
     node_settings = {"--regions": config.regions, "--shards": config.shards,
                      "--survival-goal": config.survival_goal,
                      "--dead-after-ms": config.dead_after_ms}
@@ -217,6 +225,8 @@ class RunArtifacts:
     faults: list[Fault] = field(default_factory=list)
     leader_changes: list[tuple[float, str]] = field(default_factory=list)
     pid_changes: dict[str, list[int]] = field(default_factory=dict)
+    #: The workload itself (its raw records: pushes, deliveries, reads of the bank ...).
+    workload: Workload | None = None
 
 
 class _Monitor:
@@ -450,9 +460,10 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
         on_event(0.0, f"before the run: the cluster was not fully redundant ({before.reason})")
     monitor = _Monitor(control, clock).start()
     prefix = f"chaos:{config.seed}:{os.urandom(3).hex()}"
-    workload = Workload(nodes, WorkloadConfig(clients=config.clients,
-                                              rate_ops_s=config.rate_ops_s, prefix=prefix),
-                        seed=config.seed, t0=t0, until_s=config.duration_s).start()
+    workload = make_workload(config.workload, nodes,
+                             WorkloadConfig(clients=config.clients, rate_ops_s=config.rate_ops_s,
+                                            prefix=prefix),
+                             seed=config.seed, t0=t0, until_s=config.duration_s).start()
     nemesis = Nemesis(control, slots, clock, on_event,
                       until_s=config.duration_s - config.recovery_s).start()
     pid_changes: dict[str, list[int]] = {node.id: [node.pid] for node in nodes}
@@ -498,6 +509,7 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
         on_event(clock(), "after the run: the replicas did not converge within 30 s")
     monitor.stop()
     final = workload.final_members(exclude=lost_nodes)
+    workload_check = workload.final_check(exclude=lost_nodes)
     history = workload.state.history
     verdict = check(history)
     for node in control.nodes():
@@ -506,11 +518,12 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
     del pids_before
     result = build_result(config, control, started_at, workload, nemesis.faults,
                           monitor.changes, final, verdict, events,
-                          observations=list(monitor.observations), cluster=monitor.cluster)
+                          observations=list(monitor.observations), cluster=monitor.cluster,
+                          workload_check=workload_check)
     if nemesis.error:
         result["events"].append({"at_s": config.duration_s, "text": f"nemesis error: {nemesis.error}"})
     return RunArtifacts(result, history, list(workload.state.ops), list(nemesis.faults),
-                        list(monitor.changes), pid_changes)
+                        list(monitor.changes), pid_changes, workload)
 
 
 def _dead_after_ms(config: RunConfig) -> int | None:
@@ -594,7 +607,8 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
                               dict[str, dict[str, set[str] | None]]], verdict: Any,
                  events: list[tuple[float, str]],
                  observations: list[redundancy.Observation] | None = None,
-                 cluster: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 cluster: Mapping[str, Any] | None = None,
+                 workload_check: Mapping[str, Any] | None = None) -> dict[str, Any]:
     state = workload.state
     ops = list(state.ops)
     duration = config.duration_s
@@ -612,6 +626,7 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
             if observed is not None:
                 missing |= set(members) - observed
         lost.extend((members[m], key, m) for m in missing)
+    lost.extend(workload.lost_writes())
     lost.sort()
     lagging: list[tuple[float, str]] = []
     for node_id, per_node in local_copy.items():
@@ -655,6 +670,8 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
     if lost:
         story.append((duration, f"{len(lost)} acknowledged writes lost (first acknowledged at "
                       f"{lost[0][0]:.1f} s)"))
+    for problem in (workload_check or {}).get("problems") or []:
+        story.append((duration, f"after the run: {problem}"))
     story.sort(key=lambda item: item[0])
     explain = "" if verdict.ok else verdict.explain()
     return {
@@ -686,6 +703,8 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
         "throughput_ops_s": metrics.throughput(ops, duration),
         "events": [{"at_s": round(at, 3), "text": text} for at, text in story],
         "redundancy": redundant,
+        "workload": getattr(workload, "name", config.workload),
+        "workload_check": None if workload_check is None else dict(workload_check),
     }
 
 

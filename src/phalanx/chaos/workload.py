@@ -105,6 +105,8 @@ class WorkloadState:
 class Workload:
     """Client threads running the register and set workloads until `stop()` or `until_s`."""
 
+    name = "register"
+
     def __init__(self, nodes: Sequence[NodeInfo], config: WorkloadConfig, *, seed: int,
                  t0: float, until_s: float) -> None:
         self.nodes = list(nodes)
@@ -115,6 +117,7 @@ class Workload:
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
         self._refused: dict[int, bool] = {}
+        self._known: dict[int, dict[str, bytes | None]] = {}
         #: Nodes out of the rotation for good (replaced whole, never mutated: threads read it).
         self.retired: frozenset[str] = frozenset()
         self.register_keys = [f"{config.prefix}:reg:{i}" for i in range(config.register_keys)]
@@ -152,7 +155,6 @@ class Workload:
         interval = self.config.clients / max(0.1, self.config.rate_ops_s)
         generation = 0
         sequence = 0
-        known: dict[str, bytes | None] = {}
         avoid: dict[str, float] = {}
         state = self.state
         next_due = state.now() + rng.uniform(0, interval)
@@ -174,11 +176,7 @@ class Workload:
                 node = rng.choice(usable)
                 client = clients[node.id]
                 process = f"c{index}.{generation}"
-                if rng.random() < self.config.register_share:
-                    outcome = self._register_op(rng, client, node.id, process, known,
-                                                f"{index}-{sequence}".encode())
-                else:
-                    outcome = self._set_op(rng, client, node.id, f"{index}-{sequence}")
+                outcome = self._operation(index, rng, client, node.id, process, sequence)
                 if outcome == INFO:
                     generation += 1
                 if outcome == FAIL and self._refused.pop(index, False):
@@ -191,6 +189,26 @@ class Workload:
             for client in clients.values():
                 with contextlib.suppress(Exception):
                     client.close()
+
+    def _operation(self, index: int, rng: random.Random, client: redis.Redis, node: str,
+                   process: str, sequence: int) -> str:
+        """One request (or one step) of client `index` on `node`; its outcome (ok/fail/info).
+        Other workloads (`phalanx.chaos.workloads`) override this and `final_check`."""
+        known = self._known.setdefault(index, {})
+        if rng.random() < self.config.register_share:
+            return self._register_op(rng, client, node, process, known,
+                                     f"{index}-{sequence}".encode())
+        return self._set_op(rng, client, node, f"{index}-{sequence}")
+
+    def final_check(self, exclude: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+        """The workload's own verdict after healing (None: the register and set checks are
+        all there is)."""
+        return None
+
+    def lost_writes(self) -> list[tuple[float, str, str]]:
+        """Acknowledged writes of the workload's own kind found lost by `final_check`, as
+        (ack time, key, value); folded into the run's lost writes and RPO."""
+        return []
 
     def _note_error(self, error: Exception) -> None:
         text = str(error).lower()

@@ -1,5 +1,6 @@
 """phalanx.checker: a linearizability checker for per-key register histories, and a lost-write
-counter for set workloads. Used by the deterministic simulator and by the chaos lab.
+counter for set workloads,
+and the accounting of the chaos lab's queue and bank workloads. Used by the deterministic simulator and by the chaos lab.
 
 Rules of this package:
 - Pure: standard library only; never imports asyncio, socket, time, threading, sqlite3, or
@@ -16,6 +17,7 @@ Quick use::
     print(result.explain())
 """
 
+from phalanx.checker.bank_check import BankCheck, check_bank
 from phalanx.checker.check import DEFAULT_MAX_STEPS, check, check_key
 from phalanx.checker.history import (
     History,
@@ -28,11 +30,13 @@ from phalanx.checker.history import (
     Value,
 )
 from phalanx.checker.lost_writes import check_lost_writes
+from phalanx.checker.queue_check import QueueCheck, check_queue
 from phalanx.checker.result import CheckResult, KeyResult, Verdict
 from phalanx.errors import InvalidHistory
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
+    "BankCheck",
     "CheckResult",
     "History",
     "InvalidHistory",
@@ -43,9 +47,12 @@ __all__ = [
     "Outcome",
     "Output",
     "Process",
+    "QueueCheck",
     "Value",
     "Verdict",
     "check",
+    "check_bank",
     "check_key",
     "check_lost_writes",
+    "check_queue",
 ]
