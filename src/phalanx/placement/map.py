@@ -18,6 +18,11 @@ Rules of this module:
   driver's planner, and REPORTED state (`leader`, `term`, `voters`, `learners`), written by each
   shard's leader through `report_shard`. A report from an older term than recorded is ignored.
 - Bad input from outside (`from_json`, `decode`) raises `ConfigError` naming the field.
+- Users (`UserInfo`, ops `set_user` / `del_user`): the RESP users created at run time by
+  ACL SETUSER, replicated so every node agrees. Only SHA-256 digests of passwords are stored
+  (hex, as Redis stores them). `set_user` replaces the whole record (the front end computes it
+  from the rules: last writer wins); `del_user` removes names (absent ones are ignored). A map
+  without users encodes exactly as before (no "users" field), so old maps load unchanged.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ NODE_STATES = ("alive", "dead", "draining", "decommissioned")
 serving, but its replicas are being moved away; decommissioned: drained and out of service."""
 
 SURVIVAL_GOALS = ("zone", "region")
+
+USER_PERMISSIONS = ("all", "read")
+"""A user's permissions: every command, or no data write / control-plane command."""
 
 
 # ---------------------------------------------------------------------------- JSON helpers
@@ -230,6 +238,49 @@ class ShardInfo:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """A RESP user created at run time (ACL SETUSER): its password digests and permissions."""
+
+    name: str
+    password_sha256: tuple[str, ...] = ()
+    """Lower-case hex SHA-256 digests of its passwords, sorted, no duplicates."""
+    permissions: str = "read"
+    enabled: bool = False
+    nopass: bool = False
+    """Any password (or none) authenticates this user."""
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "password_sha256": list(self.password_sha256),
+                "permissions": self.permissions, "enabled": self.enabled, "nopass": self.nopass}
+
+    @classmethod
+    def from_json(cls, raw: object) -> UserInfo:
+        """Validate and build; ConfigError names the bad field."""
+        data = _mapping(raw, "user")
+        name = _string(data, "name", "user", nonempty=True)
+        where = f"user {name}"
+        if any(c.isspace() for c in name) or not name.isprintable():
+            raise ConfigError(f"{where}: field 'name' must have no space or control character")
+        digests = _strings(data, "password_sha256", where, required=False, unique=False)
+        for digest in digests:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigError(f"{where}: field 'password_sha256' must hold 64-digit "
+                                  f"lower-case hex digests")
+        permissions = _string(data, "permissions", where, default="read")
+        if permissions not in USER_PERMISSIONS:
+            raise ConfigError(f"{where}: field 'permissions' must be all or read, got "
+                              f"{permissions!r}")
+        flags = {}
+        for flag in ("enabled", "nopass"):
+            value = data.get(flag, False)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: field '{flag}' must be true or false")
+            flags[flag] = value
+        return cls(name=name, password_sha256=tuple(sorted(set(digests))),
+                   permissions=permissions, **flags)
+
+
 def _check_no_overlap(shards: Iterable[ShardInfo]) -> None:
     ranges = sorted((first, last, shard.id) for shard in shards for first, last in shard.slots)
     for (_, last, a), (first, _, b) in pairwise(ranges):
@@ -249,6 +300,8 @@ class ClusterMap:
     shards: Mapping[int, ShardInfo]
     meta_voters: tuple[str, ...]
     """The voters of the placement driver's own Raft group (group 0)."""
+    users: Mapping[str, UserInfo] = field(default_factory=dict)
+    """Users created at run time (ACL SETUSER), by name."""
     _slot_table: tuple[ShardInfo | None, ...] | None = field(
         default=None, init=False, compare=False, repr=False)
 
@@ -263,6 +316,7 @@ class ClusterMap:
         object.__setattr__(self, "nodes", MappingProxyType(dict(sorted(self.nodes.items()))))
         object.__setattr__(self, "shards", MappingProxyType(dict(sorted(self.shards.items()))))
         object.__setattr__(self, "meta_voters", tuple(self.meta_voters))
+        object.__setattr__(self, "users", MappingProxyType(dict(sorted(self.users.items()))))
 
     # -------------------------------------------------------------- queries
 
@@ -295,7 +349,7 @@ class ClusterMap:
     # -------------------------------------------------------------- encoding
 
     def to_json(self) -> dict[str, object]:
-        return {
+        raw: dict[str, object] = {
             "version": self.version,
             "survival_goal": self.survival_goal,
             "replication_factor": self.replication_factor,
@@ -303,6 +357,9 @@ class ClusterMap:
             "shards": [shard.to_json() for shard in self.shards.values()],
             "meta_voters": list(self.meta_voters),
         }
+        if self.users:  # absent when empty: a map without users encodes as before
+            raw["users"] = [user.to_json() for user in self.users.values()]
+        return raw
 
     @classmethod
     def from_json(cls, raw: object) -> ClusterMap:
@@ -333,6 +390,12 @@ class ClusterMap:
         if unknown:
             raise ConfigError(f"map: field 'meta_voters' names unknown node(s) "
                               f"{', '.join(unknown)}")
+        users: dict[str, UserInfo] = {}
+        for item in _objects(data, "users", "map") if "users" in data else []:
+            user = UserInfo.from_json(item)
+            if user.name in users:
+                raise ConfigError(f"map: user {user.name} is listed twice")
+            users[user.name] = user
         return cls(
             version=_integer(data, "version", "map", minimum=0),
             survival_goal=goal,
@@ -340,6 +403,7 @@ class ClusterMap:
             nodes=nodes,
             shards=shards,
             meta_voters=meta_voters,
+            users=users,
         )
 
     def encode(self) -> bytes:
@@ -603,6 +667,20 @@ def _op_set_policy(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
     return replace(cmap, survival_goal=goal, replication_factor=factor)
 
 
+def _op_set_user(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """Create or replace a user (the whole record: see UserInfo)."""
+    user = UserInfo.from_json({k: v for k, v in op.items() if k != "op"})
+    if user.name == "default":
+        return OpError("ERR set_user: the default user is requirepass in the node configuration")
+    return replace(cmap, users={**cmap.users, user.name: user})
+
+
+def _op_del_user(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """Delete users by name; names that are not in the map are ignored."""
+    names = set(_strings(op, "names", "del_user", unique=False))
+    return replace(cmap, users={k: v for k, v in cmap.users.items() if k not in names})
+
+
 _OPS: dict[str, Callable[[ClusterMap, Mapping[str, Any]], _Result]] = {
     "add_node": _op_add_node,
     "set_node_state": _op_set_node_state,
@@ -615,6 +693,8 @@ _OPS: dict[str, Callable[[ClusterMap, Mapping[str, Any]], _Result]] = {
     "merge_shards": _op_merge_shards,
     "set_merge": _op_set_merge,
     "set_policy": _op_set_policy,
+    "set_user": _op_set_user,
+    "del_user": _op_del_user,
 }
 
 
