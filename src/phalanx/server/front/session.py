@@ -7,6 +7,10 @@ Rules of this file:
 - Until a connection authenticates, only AUTH and HELLO run (`-NOAUTH` otherwise). A user with
   "read" permissions runs no data write, no FAILOVER and no internal PHALANX.* command.
 - Passwords are compared in constant time (`hmac.compare_digest`).
+- Named users come from the config file and from the replicated cluster map (ACL SETUSER:
+  acl.py, where the design is). A session of a named user is re-checked on every command: if
+  its user was deleted or disabled it answers -NOAUTH and is unauthenticated again; its
+  permissions follow the user's current ones.
 - These commands run synchronously, in order, as they are parsed: an AUTH (or HELLO, SELECT,
   CLIENT SETNAME) pipelined before other commands applies to them.
 - A connection named `FORWARD_CLIENT_NAME` is another node forwarding: its commands are never
@@ -28,6 +32,7 @@ from phalanx import __version__
 from phalanx.errors import CommandError
 from phalanx.kv import is_known, is_write
 from phalanx.resp import ErrorReply, SimpleString
+from phalanx.server.front.acl import AclCommand, lookup_user, sha256_hex
 from phalanx.server.peer_link import LeaderLink
 
 if TYPE_CHECKING:
@@ -85,6 +90,8 @@ class Sessions:
         self.config = replicas.config
         self.clients: dict[int, ClientState] = {}
         self.next_client_id = 0
+        self.acl_command = AclCommand(replicas)
+        self.config_permissions = {u.name: u.permissions for u in self.config.users}
 
     def open(self, address: str) -> ClientState:
         """A new session for a client connected from `address`."""
@@ -104,6 +111,14 @@ class Sessions:
               data_command: bool) -> bytes | ErrorReply | None:
         """None if this session may run `name` now, else the refusal (-NOAUTH, encoded, or a
         -NOPERM error reply). `data_command`: `name` is not a front-end command."""
+        if state.user != "default" and state.authenticated:
+            user = self.replicas.cluster_map.users.get(state.user)
+            permissions = (self.config_permissions.get(state.user) if user is None
+                           else user.permissions if user.enabled else None)
+            if permissions is None:  # deleted or disabled since its AUTH
+                state.authenticated, state.user, state.permissions = False, "default", "all"
+            else:
+                state.permissions = permissions
         if not state.authenticated and name not in (b"AUTH", b"HELLO"):
             return _NOAUTH
         if state.permissions != "all" and (
@@ -120,14 +135,17 @@ class Sessions:
         an empty name) is the `requirepass` user; comparisons are constant-time."""
         if user in (b"default", b""):
             required = self.config.requirepass
-            if required and hmac.compare_digest(password, required.encode()):
-                return "default", "all"
+            if not required or hmac.compare_digest(password, required.encode()):
+                return "default", "all"  # no requirepass: the default user is nopass
             return None
-        for entry in self.config.users:
-            if hmac.compare_digest(user, entry.name.encode()):
-                if hmac.compare_digest(password, entry.password.encode()):
-                    return entry.name, entry.permissions
-                return None
+        found = lookup_user(self.replicas, user.decode(errors="replace"))
+        if found is None or not found.enabled:
+            return None
+        if found.nopass:
+            return found.name, found.permissions
+        digest = sha256_hex(password)
+        if any(hmac.compare_digest(digest, known) for known in found.password_sha256):
+            return found.name, found.permissions
         return None
 
     def _login(self, state: ClientState, user: bytes, password: bytes) -> None:
@@ -140,7 +158,7 @@ class Sessions:
     def auth(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) not in (2, 3):
             raise CommandError("ERR wrong number of arguments for 'auth' command")
-        if not self.config.requirepass:
+        if len(arguments) == 2 and not self.config.requirepass:
             raise CommandError("ERR AUTH <password> called without any password configured "
                                "for the default user. Are you sure your configuration is correct?")
         user = arguments[1] if len(arguments) == 3 else b"default"
@@ -148,19 +166,8 @@ class Sessions:
         return SimpleString("OK")
 
     def acl(self, state: ClientState, arguments: list[bytes]) -> object:
-        """ACL WHOAMI (this connection's user) and ACL USERS (names, "default" included; needs
-        "all" permissions, as Redis's ACL USERS needs @admin)."""
-        sub = arguments[1].upper() if len(arguments) >= 2 else b""
-        if sub == b"WHOAMI" and len(arguments) == 2:
-            return state.user.encode()
-        if sub == b"USERS" and len(arguments) == 2:
-            if state.permissions != "all":
-                raise CommandError(f"NOPERM User {state.user} has no permissions to run the "
-                                   f"'acl|users' command")
-            return sorted([b"default", *(u.name.encode() for u in self.config.users)])
-        shown = arguments[1].decode(errors="replace") if len(arguments) >= 2 else ""
-        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
-                           f"'{shown}'. Try ACL HELP.")
+        """ACL and its subcommands (acl.py)."""
+        return self.acl_command.run(state, arguments)
 
     def hello(self, state: ClientState, arguments: list[bytes]) -> object:
         position = 1

@@ -1,0 +1,279 @@
+"""The ACL command: users created at run time, replicated through the cluster map.
+
+What lives here: `rules_to_user` (ACL SETUSER rules -> a `UserInfo`), `AclCommand` (ACL
+SETUSER, DELUSER, GETUSER, LIST, CAT, GENPASS, HELP, WHOAMI, USERS) and `lookup_user`.
+
+Design (issue 13):
+- Run-time users live in the replicated cluster map (`placement/map.py`: ops `set_user`,
+  `del_user`; group 0's state machine, applied on every node, in its snapshot). SETUSER and
+  DELUSER propose the op through the placement driver (`ReplicaRegistry.propose_meta`) and
+  reply once it is committed; every node then applies it (a node that has not applied it yet
+  still answers with the older users for a moment).
+- Only SHA-256 digests of passwords are stored (as Redis does); the log never holds a password.
+- Precedence: the config file's `[[users]]` are the initial set; a map user of the same name
+  wins (SETUSER on a config user starts from the config user's state and then overrides it).
+  A config user cannot be deleted at run time (`ACL SETUSER name off` disables it); the
+  `default` user is `requirepass` and cannot be changed or deleted here.
+- phalanx has two permission levels, "all" and "read": `+@all`/`allcommands` give "all",
+  `-@all`/`nocommands`/`-@write`/`+@read` give "read" (a new user starts "read", off, no
+  password: the least phalanx can express). Keys and channels are always all (`~*`, `&*`
+  are accepted, `resetkeys`/`resetchannels` are no-ops). Any other rule is refused with
+  "ERR phalanx: ACL rule '...' is not supported: ...".
+- Sessions of a user that is deleted or disabled: their next command answers -NOAUTH and the
+  connection is back to unauthenticated (session.py `Sessions.admit` re-checks named users on
+  every command); a permissions change applies to live sessions at their next command.
+- SETUSER read-modify-write is last-writer-wins across concurrent SETUSERs of one user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
+
+from phalanx.errors import CommandError
+from phalanx.kv import COMMAND_SPECS
+from phalanx.placement.map import UserInfo
+from phalanx.resp import SimpleString
+
+if TYPE_CHECKING:
+    from phalanx.server.config import NodeConfig
+    from phalanx.server.front.replicas import ReplicaRegistry
+
+class ClientState(Protocol):
+    """What ACL reads of a session (session.py's ClientState; no import: no cycle)."""
+
+    user: str
+    permissions: str
+
+
+_UNSUPPORTED = "is not supported: phalanx users have all or read permissions"
+_HELP = [
+    "ACL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CAT [<category>]", "    List all commands that belong to <category>, or all command "
+    "categories when no category is specified.",
+    "DELUSER <username> [<username> ...]", "    Delete a list of users.",
+    "GETUSER <username>", "    Get the user's details.",
+    "GENPASS [<bits>]", "    Generate a secure 256-bit user password. The optional `bits` "
+    "argument can be used to specify a different size.",
+    "LIST", "    Show users details in config file format.",
+    "SETUSER <username> <attribute> [<attribute> ...]", "    Create or modify a user with "
+    "the specified attributes (phalanx: on/off, passwords, nopass, ~*, +@all, -@all, "
+    "+@read, -@write).",
+    "USERS", "    List all the registered usernames.",
+    "WHOAMI", "    Return the current connection username.",
+    "HELP", "    Print this help.",
+]
+
+
+def sha256_hex(password: bytes) -> str:
+    return hashlib.sha256(password).hexdigest()
+
+
+def config_user(config: NodeConfig, name: str) -> UserInfo | None:
+    """The config file's user `name` as a UserInfo (enabled, its one password), or None."""
+    for entry in config.users:
+        if entry.name == name:
+            return UserInfo(name=name, password_sha256=(sha256_hex(entry.password.encode()),),
+                            permissions=entry.permissions, enabled=True)
+    return None
+
+
+def lookup_user(replicas: ReplicaRegistry, name: str) -> UserInfo | None:
+    """A named user: the map's (it wins), else the config file's, else None."""
+    user = replicas.cluster_map.users.get(name)
+    return user if user is not None else config_user(replicas.config, name)
+
+
+def rules_to_user(user: UserInfo, rules: list[bytes]) -> UserInfo:
+    """`user` with ACL SETUSER `rules` applied, in order; CommandError for a rule phalanx
+    cannot express (or a malformed one)."""
+    digests = set(user.password_sha256)
+    enabled, nopass, permissions = user.enabled, user.nopass, user.permissions
+    for raw in rules:
+        rule = raw.decode(errors="replace")
+        lower = rule.lower()
+        if lower == "on":
+            enabled = True
+        elif lower == "off":
+            enabled = False
+        elif rule.startswith(">"):
+            digests.add(sha256_hex(raw[1:]))
+            nopass = False
+        elif rule.startswith("<"):
+            digest = sha256_hex(raw[1:])
+            if digest not in digests:
+                raise CommandError(f"ERR Error in ACL SETUSER modifier '{rule}': no such "
+                                   f"password")
+            digests.discard(digest)
+        elif rule.startswith(("#", "!")):
+            digest = rule[1:].lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise CommandError(f"ERR Error in ACL SETUSER modifier '{rule}': The password "
+                                   f"hash must be exactly 64 characters and contain only "
+                                   f"lowercase hexadecimal characters")
+            if rule.startswith("#"):
+                digests.add(digest)
+                nopass = False
+            elif digest in digests:
+                digests.discard(digest)
+            else:
+                raise CommandError(f"ERR Error in ACL SETUSER modifier '{rule}': no such "
+                                   f"password")
+        elif lower == "nopass":
+            digests.clear()
+            nopass = True
+        elif lower == "resetpass":
+            digests.clear()
+            nopass = False
+        elif lower == "reset":
+            digests.clear()
+            enabled, nopass, permissions = False, False, "read"
+        elif lower in ("~*", "allkeys", "%rw~*", "&*", "allchannels", "resetkeys",
+                       "resetchannels"):
+            pass
+        elif lower in ("+@all", "allcommands"):
+            permissions = "all"
+        elif lower in ("-@all", "nocommands", "-@write", "+@read"):
+            permissions = "read"
+        else:
+            raise CommandError(f"ERR phalanx: ACL rule '{rule}' {_UNSUPPORTED}")
+    return replace(user, password_sha256=tuple(sorted(digests)), enabled=enabled,
+                   nopass=nopass, permissions=permissions)
+
+
+def _commands_rule(user: UserInfo) -> str:
+    return "+@all" if user.permissions == "all" else "-@all +@read"
+
+
+def describe(user: UserInfo) -> str:
+    """The user as one ACL LIST line (Redis's config-file format)."""
+    parts = ["user", user.name, "on" if user.enabled else "off"]
+    if user.nopass:
+        parts.append("nopass")
+    parts += [f"#{digest}" for digest in user.password_sha256]
+    parts += ["~*", "&*", _commands_rule(user)]
+    return " ".join(parts)
+
+
+def _categories() -> list[str]:
+    seen: dict[str, None] = {}
+    for spec in COMMAND_SPECS.values():
+        for category in spec.acl_categories:
+            seen.setdefault(category.lstrip("@"), None)
+    return list(seen)
+
+
+class AclCommand:
+    """ACL and its subcommands (the session's WHOAMI/USERS included)."""
+
+    def __init__(self, replicas: ReplicaRegistry) -> None:
+        self.replicas = replicas
+        self.config = replicas.config
+
+    def _need_all(self, state: ClientState, sub: str) -> None:
+        if state.permissions != "all":
+            raise CommandError(f"NOPERM User {state.user} has no permissions to run the "
+                               f"'acl|{sub}' command")
+
+    def _default(self) -> UserInfo:
+        password = self.config.requirepass
+        return UserInfo(name="default", enabled=True, permissions="all", nopass=not password,
+                        password_sha256=(sha256_hex(password.encode()),) if password else ())
+
+    def users(self) -> dict[str, UserInfo]:
+        """Every user by name: default, the config file's, the map's (winning)."""
+        found = {"default": self._default()}
+        for entry in self.config.users:
+            user = config_user(self.config, entry.name)
+            if user is not None:
+                found[entry.name] = user
+        found.update(self.replicas.cluster_map.users)
+        return dict(sorted(found.items()))
+
+    def run(self, state: ClientState, arguments: list[bytes]) -> object:
+        sub = arguments[1].upper() if len(arguments) >= 2 else b""
+        count = len(arguments)
+        if sub == b"WHOAMI" and count == 2:
+            return state.user.encode()
+        if sub == b"HELP" and count == 2:
+            return [SimpleString(line) for line in _HELP]
+        if sub == b"GENPASS" and count in (2, 3):
+            bits = 256
+            if count == 3:
+                try:
+                    bits = int(arguments[2])
+                except ValueError:
+                    bits = 0
+                if not 0 < bits <= 4096:
+                    raise CommandError("ERR ACL GENPASS argument must be the number of bits "
+                                       "for the output password, a positive number up to 4096")
+            chars = (bits + 3) // 4
+            return secrets.token_hex((chars + 1) // 2)[:chars].encode()
+        if sub == b"CAT" and count in (2, 3):
+            if count == 2:
+                return [c.encode() for c in _categories()]
+            wanted = "@" + arguments[2].decode(errors="replace").lower()
+            if wanted[1:] not in _categories():
+                raise CommandError(f"ERR Unknown category '{wanted[1:]}'")
+            return [spec.name.lower().encode() for spec in COMMAND_SPECS.values()
+                    if wanted in spec.acl_categories]
+        if sub == b"USERS" and count == 2:
+            self._need_all(state, "users")
+            return [name.encode() for name in self.users()]
+        if sub == b"LIST" and count == 2:
+            self._need_all(state, "list")
+            return [describe(user).encode() for user in self.users().values()]
+        if sub == b"GETUSER" and count == 3:
+            self._need_all(state, "getuser")
+            user = self.users().get(arguments[2].decode(errors="replace"))
+            if user is None:
+                return None
+            flags = [b"on" if user.enabled else b"off", b"allkeys", b"allchannels"]
+            if user.permissions == "all":
+                flags.append(b"allcommands")
+            if user.nopass:
+                flags.append(b"nopass")
+            return {b"flags": flags,
+                    b"passwords": [d.encode() for d in user.password_sha256],
+                    b"commands": _commands_rule(user).encode(), b"keys": b"~*",
+                    b"channels": b"&*", b"selectors": []}
+        if sub == b"SETUSER" and count >= 3:
+            self._need_all(state, "setuser")
+            name = arguments[2].decode(errors="replace")
+            if name == "default":
+                raise CommandError("ERR phalanx: the default user is requirepass in the node "
+                                   "configuration and cannot be changed with ACL SETUSER")
+            if not name or any(c.isspace() for c in name) or not name.isprintable():
+                raise CommandError("ERR Usernames can't contain spaces or null characters")
+            base = lookup_user(self.replicas, name) or UserInfo(name=name)
+            user = rules_to_user(base, arguments[3:])
+            return asyncio.get_running_loop().create_task(
+                self._propose({"op": "set_user", **user.to_json()}, SimpleString("OK")))
+        if sub == b"DELUSER" and count >= 3:
+            self._need_all(state, "deluser")
+            names = [a.decode(errors="replace") for a in arguments[2:]]
+            if "default" in names:
+                raise CommandError("ERR The 'default' user cannot be removed")
+            cmap_users = self.replicas.cluster_map.users
+            for name in names:
+                if name not in cmap_users and config_user(self.config, name) is not None:
+                    raise CommandError(f"ERR phalanx: user '{name}' comes from the node "
+                                       f"configuration file; ACL SETUSER {name} off disables it")
+            deleted = len({n for n in names if n in cmap_users})
+            if not deleted:
+                return 0
+            return asyncio.get_running_loop().create_task(
+                self._propose({"op": "del_user", "names": sorted(set(names))}, deleted))
+        shown = arguments[1].decode(errors="replace") if len(arguments) >= 2 else ""
+        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
+                           f"'{shown}'. Try ACL HELP.")
+
+    async def _propose(self, op: dict[str, object], answer: object) -> object:
+        reply = await self.replicas.propose_meta(op)
+        message = getattr(reply, "message", None)
+        if message is not None:
+            raise CommandError(message if message.startswith("ERR") else f"ERR {message}")
+        return answer

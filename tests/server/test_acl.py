@@ -1,0 +1,148 @@
+"""ACL SETUSER / DELUSER / GETUSER / LIST / CAT / GENPASS / HELP on one in-process node (the
+users replicated through the cluster map), and the pure rule translation of front/acl.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from phalanx.errors import CommandError
+from phalanx.placement.map import UserInfo
+from phalanx.server.front.acl import describe, rules_to_user
+from phalanx.server.node import Node
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_security import USERS, Client, _text, run
+
+
+async def _driver_ready(node: Node) -> None:
+    for _ in range(500):
+        if node.resp.replicas.meta.is_leader():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the placement driver elected no leader")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_rules_translate_to_two_permission_levels() -> None:
+    user = rules_to_user(UserInfo(name="u"), [b"on", b">pw", b"~*", b"+@all"])
+    assert user == UserInfo(name="u", password_sha256=(_sha("pw"),), permissions="all",
+                            enabled=True)
+    assert rules_to_user(user, [b"-@write"]).permissions == "read"
+    assert rules_to_user(user, [b"-@all", b"+@read"]).permissions == "read"
+    assert rules_to_user(user, [b"<pw"]).password_sha256 == ()
+    assert rules_to_user(user, [b"nopass"]).nopass
+    assert rules_to_user(user, [b"nopass", b"resetpass"]) == UserInfo(
+        name="u", permissions="all", enabled=True)
+    assert rules_to_user(user, [b"off", b"#" + _sha("x").encode()]).password_sha256 == tuple(
+        sorted((_sha("pw"), _sha("x"))))
+    assert rules_to_user(user, [b"reset"]) == UserInfo(name="u")
+    assert describe(user) == f"user u on #{_sha('pw')} ~* &* +@all"
+    for rule in (b"+get", b"~app:*", b"+@admin", b"-@dangerous"):
+        with pytest.raises(CommandError, match=r"phalanx: ACL rule .* is not supported"):
+            rules_to_user(user, [rule])
+    with pytest.raises(CommandError, match="no such password"):
+        rules_to_user(user, [b"<nope"])
+    with pytest.raises(CommandError, match="64 characters"):
+        rules_to_user(user, [b"#abc"])
+
+
+def test_setuser_auth_getuser_list_deluser(tmp_path: Path) -> None:
+    async def body(node: Node) -> None:
+        await _driver_ready(node)
+        admin = await Client.open(node)
+        assert _text(await admin.call("AUTH", "s3cret")) == "OK"
+        assert _text(await admin.call("ACL", "SETUSER", "bob", "on", ">bob-pw", "~*",
+                                      "+@all")) == "OK"
+        assert _text(await admin.call("ACL", "SETUSER", "ro", "on", ">ro-pw", "allkeys",
+                                      "-@all", "+@read")) == "OK"
+        assert node.resp.replicas.cluster_map.users["bob"].password_sha256 == (_sha("bob-pw"),)
+        assert await admin.call("ACL", "USERS") == [b"app", b"bob", b"default", b"reader",
+                                                    b"ro"]
+        listed = await admin.call("ACL", "LIST")
+        assert isinstance(listed, list)
+        assert f"user bob on #{_sha('bob-pw')} ~* &* +@all".encode() in listed
+        assert b"user ro on #" + _sha("ro-pw").encode() + b" ~* &* -@all +@read" in listed
+        got = await admin.call("ACL", "GETUSER", "ro")
+        assert isinstance(got, list) and got[0] == b"flags" and b"on" in got[1]
+        assert got[2:4] == [b"passwords", [_sha("ro-pw").encode()]]
+        assert got[4:6] == [b"commands", b"-@all +@read"]
+        assert await admin.call("ACL", "GETUSER", "nobody") is None
+
+        bob, ro = await Client.open(node), await Client.open(node)
+        assert _text(await bob.call("AUTH", "bob", "wrong")).startswith("WRONGPASS")
+        assert _text(await bob.call("AUTH", "bob", "bob-pw")) == "OK"
+        assert _text(await bob.call("SET", "k", "v")) == "OK"
+        assert _text(await ro.call("AUTH", "ro", "ro-pw")) == "OK"
+        assert _text(await ro.call("SET", "k", "v")) == (
+            "NOPERM User ro has no permissions to run the 'set' command")
+        assert _text(await ro.call("GET", "k")) == "v"
+        assert _text(await ro.call("ACL", "SETUSER", "x", "on")).startswith("NOPERM")
+
+        # A permissions change reaches live sessions; disabling or deleting ends them.
+        assert _text(await admin.call("ACL", "SETUSER", "bob", "-@write")) == "OK"
+        assert _text(await bob.call("SET", "k", "v")).startswith("NOPERM User bob")
+        assert _text(await admin.call("ACL", "SETUSER", "ro", "off")) == "OK"
+        assert _text(await ro.call("GET", "k")) == "NOAUTH Authentication required."
+        assert _text(await ro.call("AUTH", "ro", "ro-pw")).startswith("WRONGPASS")
+        assert await admin.call("ACL", "DELUSER", "bob", "ro", "ghost") == 2
+        assert await admin.call("ACL", "DELUSER", "ghost") == 0
+        assert _text(await bob.call("GET", "k")) == "NOAUTH Authentication required."
+        assert _text(await bob.call("AUTH", "bob", "bob-pw")).startswith("WRONGPASS")
+
+        # nopass, the config's users, default, unsupported rules.
+        assert _text(await admin.call("ACL", "SETUSER", "open", "on", "nopass",
+                                      "+@all")) == "OK"
+        assert _text(await bob.call("AUTH", "open", "anything")) == "OK"
+        assert _text(await admin.call("ACL", "DELUSER", "default")) == (
+            "ERR The 'default' user cannot be removed")
+        assert _text(await admin.call("ACL", "DELUSER", "app")).startswith(
+            "ERR phalanx: user 'app' comes from the node configuration file")
+        assert _text(await admin.call("ACL", "SETUSER", "app", ">new-pw")) == "OK"
+        app = await Client.open(node)
+        assert _text(await app.call("AUTH", "app", "new-pw")) == "OK"
+        assert _text(await app.call("AUTH", "app", "app-pass")) == "OK"  # the map extends it
+        assert _text(await admin.call("ACL", "SETUSER", "x", "+get")) == (
+            "ERR phalanx: ACL rule '+get' is not supported: phalanx users have all or read "
+            "permissions")
+        assert _text(await admin.call("ACL", "SETUSER", "default", "off")).startswith(
+            "ERR phalanx: the default user")
+        for client in (admin, bob, ro, app):
+            client.close()
+
+    run(tmp_path, body, requirepass="s3cret", users=USERS)
+
+
+def test_read_side_subcommands(tmp_path: Path) -> None:
+    async def body(node: Node) -> None:
+        await _driver_ready(node)
+        client = await Client.open(node)
+        categories = await client.call("ACL", "CAT")
+        assert isinstance(categories, list)
+        assert {b"read", b"write", b"string", b"keyspace"} <= set(categories)
+        strings = await client.call("ACL", "CAT", "string")
+        assert isinstance(strings, list) and b"get" in strings and b"set" in strings
+        assert _text(await client.call("ACL", "CAT", "nope")) == "ERR Unknown category 'nope'"
+        password = await client.call("ACL", "GENPASS")
+        assert isinstance(password, bytes) and len(password) == 64
+        int(password, 16)
+        assert len(await client.call("ACL", "GENPASS", "5")) == 2  # type: ignore[arg-type]
+        assert _text(await client.call("ACL", "GENPASS", "0")).startswith(
+            "ERR ACL GENPASS argument")
+        help_lines = await client.call("ACL", "HELP")
+        assert isinstance(help_lines, list) and len(help_lines) > 10
+        assert _text(await client.call("ACL", "WHOAMI")) == "default"
+        # Without requirepass, AUTH <user> <pass> still works for a created user.
+        assert _text(await client.call("ACL", "SETUSER", "u", "on", ">p", "+@all")) == "OK"
+        assert _text(await client.call("AUTH", "u", "p")) == "OK"
+        assert _text(await client.call("ACL", "WHOAMI")) == "u"
+        client.close()
+
+    run(tmp_path, body)
