@@ -49,6 +49,9 @@ class ClientState(Protocol):
     permissions: str
 
 
+_SUBCOMMANDS = frozenset({b"WHOAMI", b"HELP", b"GENPASS", b"CAT", b"USERS", b"LIST",
+                          b"GETUSER", b"SETUSER", b"DELUSER"})
+_NO_SUCH = "The password you are trying to remove from the user does not exist"
 _UNSUPPORTED = "is not supported: phalanx users have all or read permissions"
 _HELP = [
     "ACL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -105,8 +108,7 @@ def rules_to_user(user: UserInfo, rules: list[bytes]) -> UserInfo:
         elif rule.startswith("<"):
             digest = sha256_hex(raw[1:])
             if digest not in digests:
-                raise CommandError(f"ERR Error in ACL SETUSER modifier '{rule}': no such "
-                                   f"password")
+                raise CommandError(f"ERR Error in ACL SETUSER modifier '{rule}': {_NO_SUCH}")
             digests.discard(digest)
         elif rule.startswith(("#", "!")):
             digest = rule[1:].lower()
@@ -120,8 +122,7 @@ def rules_to_user(user: UserInfo, rules: list[bytes]) -> UserInfo:
             elif digest in digests:
                 digests.discard(digest)
             else:
-                raise CommandError(f"ERR Error in ACL SETUSER modifier '{rule}': no such "
-                                   f"password")
+                raise CommandError(f"ERR Error in ACL SETUSER modifier '{rule}': {_NO_SUCH}")
         elif lower == "nopass":
             digests.clear()
             nopass = True
@@ -158,8 +159,15 @@ def describe(user: UserInfo) -> str:
     return " ".join(parts)
 
 
+#: Redis 7.0's ACL categories, in its ACL CAT order.
+_REDIS_CATEGORIES = ("keyspace", "read", "write", "set", "sortedset", "list", "hash", "string",
+                     "bitmap", "hyperloglog", "geo", "stream", "pubsub", "admin", "fast", "slow",
+                     "blocking", "dangerous", "connection", "transaction", "scripting")
+
+
 def _categories() -> list[str]:
-    seen: dict[str, None] = {}
+    """Redis's categories, then any other one a command of the table has."""
+    seen: dict[str, None] = dict.fromkeys(_REDIS_CATEGORIES)
     for spec in COMMAND_SPECS.values():
         for category in spec.acl_categories:
             seen.setdefault(category.lstrip("@"), None)
@@ -206,7 +214,7 @@ class AclCommand:
                 try:
                     bits = int(arguments[2])
                 except ValueError:
-                    bits = 0
+                    raise CommandError("ERR value is not an integer or out of range") from None
                 if not 0 < bits <= 4096:
                     raise CommandError("ERR ACL GENPASS argument must be the number of bits "
                                        "for the output password, a positive number up to 4096")
@@ -231,9 +239,7 @@ class AclCommand:
             user = self.users().get(arguments[2].decode(errors="replace"))
             if user is None:
                 return None
-            flags = [b"on" if user.enabled else b"off", b"allkeys", b"allchannels"]
-            if user.permissions == "all":
-                flags.append(b"allcommands")
+            flags = [b"on" if user.enabled else b"off"]  # Redis 7.0's GETUSER flags
             if user.nopass:
                 flags.append(b"nopass")
             return {b"flags": flags,
@@ -267,9 +273,13 @@ class AclCommand:
                 return 0
             return asyncio.get_running_loop().create_task(
                 self._propose({"op": "del_user", "names": sorted(set(names))}, deleted))
-        shown = arguments[1].decode(errors="replace") if len(arguments) >= 2 else ""
-        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
-                           f"'{shown}'. Try ACL HELP.")
+        if count < 2:
+            raise CommandError("ERR wrong number of arguments for 'acl' command")
+        if sub in _SUBCOMMANDS:
+            raise CommandError(f"ERR wrong number of arguments for "
+                               f"'acl|{sub.decode().lower()}' command")
+        shown = arguments[1].decode(errors="replace")
+        raise CommandError(f"ERR unknown subcommand '{shown}'. Try ACL HELP.")
 
     async def _propose(self, op: dict[str, object], answer: object) -> object:
         reply = await self.replicas.propose_meta(op)
