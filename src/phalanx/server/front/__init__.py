@@ -6,8 +6,9 @@ docs/architecture.md):
   dispatch table (command name -> handler, one place).
 - `connection`: one client connection (asyncio.Protocol): parsing, pipelining, replies in
   order, flow control.
-- `session`: the client session (`ClientState`): AUTH, HELLO, ACL, SELECT, CLIENT, and who may
-  run what.
+- `session`: the client session (`ClientState`): AUTH, HELLO, SELECT, and who may run what;
+  `acl`: the ACL command (users replicated through the cluster map); `clients`: CLIENT.
+- `transactions`, `blocking`, `pubsub`: MULTI/EXEC/WATCH, the blocking pops, Pub/Sub.
 - `router`: the one data path: a single path for writes and one for reads (the local leader's
   proposal and the lease / batched ReadIndex read are its fast cases), forwarding to the
   leader, -MOVED.
