@@ -246,7 +246,13 @@ def test_a_read_of_a_value_never_written_is_caught(
     failure = result.failure
     assert failure is not None and failure.key == op.key
     assert failure.blocked is not None
-    assert failure.blocked.output == b"never written by anyone"
+    # The impossible read can never be linearized, so it is never in the longest linearizable
+    # prefix the search reports. The op the search is reported blocked on is usually that read,
+    # but need not be: when an op that must follow the read in real time cannot be placed after
+    # the best prefix either (a cas whose expected value needs another order), the search may
+    # stop there first (hypothesis found such a history: blocked on a cas, 2026-12-07).
+    corrupted = history[target]
+    assert all(linearized is not corrupted for linearized in failure.linearization)
 
 
 @st.composite

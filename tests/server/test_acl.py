@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +17,16 @@ from phalanx.placement.map import UserInfo
 from phalanx.server.front.acl import describe, rules_to_user
 from phalanx.server.node import Node
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_security import USERS, Client, _free_port, _text, run
+# The in-process node helpers of tests/server/test_security.py, loaded by path: a plain
+# `import test_security` can pick up tests/integration/test_security.py instead (both
+# directories end up on sys.path in one pytest run).
+_spec = importlib.util.spec_from_file_location(
+    "_server_security_helpers", Path(__file__).with_name("test_security.py"))
+assert _spec is not None and _spec.loader is not None
+_security = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_security)
+USERS, Client, _free_port, _text, run = (
+    _security.USERS, _security.Client, _security._free_port, _security._text, _security.run)
 
 
 async def _driver_ready(node: Node) -> None:
