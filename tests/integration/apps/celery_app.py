@@ -24,6 +24,9 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     result_expires=3600,
+    # A task reserved by a worker that died (kombu's unacked hash) is delivered again once its
+    # visibility timeout passes: Celery's default is one hour, which is longer than this test.
+    broker_transport_options={"visibility_timeout": 10},
 )
 _redis = redis.Redis.from_url(URL)
 
