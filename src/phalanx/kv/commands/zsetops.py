@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from hashlib import blake2b
 
+from phalanx.kv.commands.common import parse_scan_options
 from phalanx.kv.commands.zsets import (
     pop_pairs,
     read_zset,
@@ -42,7 +43,6 @@ from phalanx.kv.zset import ZSet, format_scan_score, format_score, parse_score
 _UNION, _INTER, _DIFF = 0, 1, 2
 _LISTPACK_ENTRIES = 128
 _LISTPACK_VALUE = 64
-_SCAN_DEFAULT_COUNT = 10
 
 Source = dict[bytes, float]
 
@@ -342,26 +342,10 @@ def _zscan(db: Keyspace, args: Args, now: int) -> Reply:
         return zset
     if zset is None:
         return [b"0", []]
-    count = _SCAN_DEFAULT_COUNT
-    pattern: bytes | None = None
-    position = 2
-    while position < len(args):
-        option = args[position].upper()
-        if position + 1 >= len(args):
-            return SYNTAX_ERROR
-        argument = args[position + 1]
-        if option == b"COUNT":
-            parsed = parse_int(argument)
-            if parsed is None:
-                return NOT_INTEGER
-            if parsed < 1:
-                return SYNTAX_ERROR
-            count = parsed
-        elif option == b"MATCH":
-            pattern = None if argument == b"*" else argument
-        else:
-            return SYNTAX_ERROR
-        position += 2
+    options = parse_scan_options(args[2:])
+    if isinstance(options, Error):
+        return options
+    count, pattern = options
     if len(zset) <= _LISTPACK_ENTRIES and all(
             len(member) <= _LISTPACK_VALUE for member in zset.scores):
         next_cursor = 0
