@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import random
 import shutil
+import socket
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from phalanx.kv import Command, Error, KVStateMachine, encode_command
-
-from .redis_pair import redis_server_fixture  # noqa: F401 (a fixture)
 
 redis = pytest.importorskip("redis")
 
@@ -40,10 +41,41 @@ TTLS = [b"0", b"-1", b"x", b"1.5", b"9223372036854775807", b"-922337203685477580
         b"100000", b"9223372036854775"]
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
-def server(redis_server: Any) -> Any:
-    """The real redis-server of `redis_pair` (one per module), under this file's name."""
-    return redis_server
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    assert REDIS_SERVER is not None
+    workdir: Path = tmp_path_factory.mktemp("redis-surface")
+    port = free_port()
+    process = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, protocol=2, socket_timeout=5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield client
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # ---------------------------------------------------------------------------- generators
