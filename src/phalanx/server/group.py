@@ -396,7 +396,8 @@ class RaftGroup:
         for entry in rd.committed_entries:
             reply: Reply = None
             if entry.type is EntryType.CONF_CHANGE:
-                conf = self.raw.apply_conf_change(decode_conf_change(entry.data))
+                conf = self.raw.apply_conf_change(decode_conf_change(entry.data),
+                                                  entry.index)
                 logger.info("group %s configuration: voters=%s learners=%s", group,
                             ",".join(conf.voters), ",".join(conf.learners))
             elif entry.data:
