@@ -143,7 +143,13 @@ class RaftGroup:
         self.last_role = self.raw.role
         self.last_leader = self.raw.lead
         self.leader_changes = 0
-        self.leaderless_since = time.monotonic()
+        #: The leaderless clock (`leaderless_for`): when this replica last stopped knowing a
+        #: leader (monotonic seconds), None while it knows one. Moved by `_track_leader` right
+        #: after every input that can change the core's leader, not by the Ready loop: a
+        #: router asking between the loss and the loop's next pass must read the truth.
+        self.leader_lost_at: float | None = None
+        #: True once this replica has known a leader (a replica that just started and has
+        #: heard nobody yet says nothing about the shard's quorum).
         self.knew_leader = False
         #: Commit latencies of the last writes proposed here (seconds), for the dashboard.
         self.recent_commits: deque[float] = deque(maxlen=512)
@@ -169,6 +175,8 @@ class RaftGroup:
             logger.exception("group %s: message %s from %s failed", self.group_id,
                              type(message).__name__, message.source)
             raise
+        finally:
+            self._track_leader()
         self.wake.set()
 
     def tick(self) -> None:
@@ -176,6 +184,7 @@ class RaftGroup:
         if self.stopped:
             return
         self.raw.tick()
+        self._track_leader()
         self.wake.set()
 
     def leader_lost(self, node: str) -> None:
@@ -184,6 +193,7 @@ class RaftGroup:
             return
         spread = max(2, self.config.election_ticks // 5)
         if self.raw.leader_lost(NodeId(node), 1 + random.randrange(spread)):
+            self._track_leader()
             self.wake.set()
 
     # -- state -----------------------------------------------------------------------------
@@ -205,10 +215,20 @@ class RaftGroup:
     def leaderless_for(self) -> float:
         """Seconds since this replica last knew a leader (0 while it knows one, and until it
         has known one at all: a replica that just started has not heard its leader yet, which
-        says nothing about the shard's quorum)."""
-        if self.raw.lead or not self.knew_leader:
-            return 0.0
-        return time.monotonic() - self.leaderless_since
+        says nothing about the shard's quorum). Read from the core at the moment of asking,
+        so it is right at every instant, whether or not the Ready loop has run since."""
+        self._track_leader()
+        lost_at = self.leader_lost_at
+        return 0.0 if lost_at is None else time.monotonic() - lost_at
+
+    def _track_leader(self) -> None:
+        """Start the leaderless clock when the core has just stopped knowing a leader, stop it
+        when it knows one (cheap: called after every step and tick)."""
+        if self.raw.lead:
+            self.knew_leader = True
+            self.leader_lost_at = None
+        elif self.knew_leader and self.leader_lost_at is None:
+            self.leader_lost_at = time.monotonic()
 
     # -- client operations -----------------------------------------------------------------
     def propose_command(self, name: bytes, args: tuple[bytes, ...],
@@ -333,6 +353,7 @@ class RaftGroup:
     def transfer_leadership(self, target: str) -> None:
         """Start a leadership transfer (diss. §3.10)."""
         self.raw.transfer_leader(NodeId(target))
+        self._track_leader()
         self.wake.set()
 
     def propose_conf_change(self, change: ConfChange) -> None:
@@ -397,6 +418,7 @@ class RaftGroup:
             reply: Reply = None
             if entry.type is EntryType.CONF_CHANGE:
                 conf = self.raw.apply_conf_change(decode_conf_change(entry.data))
+                self._track_leader()
                 logger.info("group %s configuration: voters=%s learners=%s", group,
                             ",".join(conf.voters), ",".join(conf.learners))
             elif entry.data:
@@ -507,11 +529,9 @@ class RaftGroup:
         # log (applied with our term: success; another term took its index: certainly dropped)
         # or its client times out with OutcomeUnknown. Failing them early would be a guess.
         raft = self.raw
+        self._track_leader()
         if raft.role is not self.last_role or raft.lead != self.last_leader:
-            if raft.lead != self.last_leader and not raft.lead:
-                self.leaderless_since = time.monotonic()
             if raft.lead != self.last_leader and raft.lead:
-                self.knew_leader = True
                 self.leader_changes += 1
                 if self.on_event is not None:
                     what = "placement driver" if self.group_id == 0 else f"shard {self.group_id}"
