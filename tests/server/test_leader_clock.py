@@ -193,3 +193,27 @@ def test_no_quorum_is_reported_after_several_election_timeouts_without_a_leader(
             await _stop(group, task)
 
     asyncio.run(body())
+
+
+def test_every_raft_log_line_names_its_group(tmp_path: Path, clock: FakeClock,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """One node runs many groups: "n1 became leader at term 2" twice, a few ms apart, read like
+    a split brain until one knows they were two shards (issue 14, item 7)."""
+    async def body() -> None:
+        group = _group(tmp_path)
+        task = await _with_running(group)
+        try:
+            _heartbeat(group, "n2", 1)
+            group.leader_lost("n2")
+            for _ in range(2 * group.config.election_ticks):
+                group.tick()  # campaigns (PreVote): more lines
+        finally:
+            await _stop(group, task)
+
+    with caplog.at_level("INFO", logger="phalanx.raft"):
+        asyncio.run(body())
+    lines = [record.getMessage() for record in caplog.records
+             if record.name.startswith("phalanx.raft")]
+    assert any("pre-candidate" in line for line in lines), lines
+    assert any("lost its connection to leader n2" in line for line in lines), lines
+    assert lines and all(line.startswith("n1 [shard 1] ") for line in lines), lines

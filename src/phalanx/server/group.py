@@ -61,6 +61,11 @@ logger = logging.getLogger(__name__)
 Reply = object
 
 
+def group_label(group_id: int) -> str:
+    """How log lines and events name a group: "placement driver" (group 0) or "shard N"."""
+    return "placement driver" if group_id == 0 else f"shard {group_id}"
+
+
 class StateMachine(Protocol):
     """What a group replicates: the KV store (data shards) or the cluster map (the driver)."""
 
@@ -127,6 +132,7 @@ class RaftGroup:
             check_quorum=config.check_quorum,
             lease_reads=config.lease_reads,
             applied=snapshot.meta.index,
+            log_name=f"{config.id} [{group_label(group_id)}]",
             random=random.Random(),
         )
         self.raw = RawNode(raft_config, store.store)
@@ -534,9 +540,9 @@ class RaftGroup:
             if raft.lead != self.last_leader and raft.lead:
                 self.leader_changes += 1
                 if self.on_event is not None:
-                    what = "placement driver" if self.group_id == 0 else f"shard {self.group_id}"
-                    self.on_event("leader", f"{what}: {raft.lead} leads at term {raft.term}"
-                                            f" (was {self.last_leader or 'none'})")
+                    self.on_event("leader", f"{group_label(self.group_id)}: {raft.lead} leads "
+                                            f"at term {raft.term} "
+                                            f"(was {self.last_leader or 'none'})")
                 self.metrics.leader_changed()
             if raft.role is Role.LEADER and self.last_role is not Role.LEADER:
                 self.metrics.election_won()
