@@ -90,6 +90,9 @@ class Raft:
         self.randomized_election_timeout = 0
         self.lead_transferee: NodeId = NO_NODE
         self.pending_conf_index = 0
+        #: The index of the entry whose configuration `conf` is: the snapshot's last included
+        #: index, or the last configuration entry applied since (see `apply_conf_change`).
+        self.conf_index = int(storage.snapshot().meta.index)
         self.ticks_total = 0
         #: ReadIndex rounds, waiting reads and the leader lease (diss. §6.4; read_only.py).
         self.read_only = ReadOnly(config, self.log, send=self._send,
@@ -556,6 +559,7 @@ class Raft:
             return False
         self.log.restore(snapshot)
         self._set_conf(meta.conf_state)
+        self.conf_index = int(meta.index)
         return True
 
     # -- leader side of replication ----------------------------------------------------------
@@ -796,10 +800,29 @@ class Raft:
             self._send_append(target, progress)
 
     # -- membership (diss. §4) ---------------------------------------------------------------
-    def apply_conf_change(self, change: ConfChange) -> ConfState:
-        """Switch to the configuration of a committed, applied change entry."""
+    def apply_conf_change(self, change: ConfChange, index: int) -> ConfState:
+        """Switch to the configuration of the committed change entry at `index`, as it is
+        applied. A change at or below `conf_index` is already part of the configuration and
+        changes nothing.
+
+        Dissertation §5.1 (and the Raft paper §7, Figure 12): a snapshot carries "the latest
+        configuration as of the last included index", and §4.1: a configuration is a log entry
+        like any other, so each one takes effect once. A replica that installs a snapshot
+        (`_restore` switches to the snapshot's configuration at once) may still hold a Ready,
+        handed out before, whose committed entries include configuration entries at or below
+        the snapshot's index (with synchronous writes a Ready waits for its fsync before it is
+        applied, and messages are stepped meanwhile). Applying such an entry again would apply
+        it twice: a change on top of the joint configuration it created (`ConfigError`: "the
+        joint configuration to be left first", simulator seed 5004616), or worse, a leave-joint
+        that silently leaves a later joint configuration.
+        """
+        if index <= self.conf_index:
+            logger.info("%s skips configuration entry %s: the configuration at %s includes it",
+                        self.id, index, self.conf_index)
+            return self.conf
         new_conf = apply_conf_change(self.conf, change)
         self._set_conf(new_conf)
+        self.conf_index = index
         logger.info("%s applied configuration change: voters=%s learners=%s outgoing=%s",
                     self.name, ",".join(new_conf.voters), ",".join(new_conf.learners),
                     ",".join(new_conf.voters_outgoing))

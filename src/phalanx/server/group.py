@@ -423,7 +423,8 @@ class RaftGroup:
         for entry in rd.committed_entries:
             reply: Reply = None
             if entry.type is EntryType.CONF_CHANGE:
-                conf = self.raw.apply_conf_change(decode_conf_change(entry.data))
+                conf = self.raw.apply_conf_change(decode_conf_change(entry.data),
+                                                  entry.index)
                 self._track_leader()
                 logger.info("group %s configuration: voters=%s learners=%s", group,
                             ",".join(conf.voters), ",".join(conf.learners))
