@@ -34,9 +34,10 @@ OK = "ok"
 FAIL = "fail"
 INFO = "info"
 #: Requests that change state (the RTO counts the first acknowledged one after a fault): the
-#: register and set workloads', the queue's (push, move, ack) and the bank's transfers.
+#: register and set workloads', the queue's (push, move, ack), the bank's transfers and the
+#: stream's appends and acks.
 WRITE_KINDS = frozenset({"write", "cas", "sadd", "lpush", "blmove", "lrem", "transfer",
-                         "script-transfer"})
+                         "script-transfer", "xadd", "xack"})
 
 
 @dataclass(frozen=True, slots=True)

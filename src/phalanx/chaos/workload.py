@@ -189,10 +189,10 @@ class Workload:
                            protocol=2, single_connection_client=True)
 
     # ---- one client -------------------------------------------------------------------------
-    def _process(self, index: int) -> str:
+    def _history_process(self, index: int) -> str:
         return f"c{index}.{self._generation.get(index, 0)}"
 
-    def _next_process(self, index: int) -> None:
+    def _new_history_process(self, index: int) -> None:
         """After an unknown outcome the thread goes on as a new process (module rules)."""
         self._generation[index] = self._generation.get(index, 0) + 1
 
@@ -245,10 +245,10 @@ class Workload:
                 usable = [n for n in pool if avoid.get(n.id, -1.0) <= now] or pool
                 node = rng.choice(usable)
                 client = clients[node.id]
-                process = self._process(index)
+                process = self._history_process(index)
                 outcome = self._operation(index, rng, client, node.id, process, sequence)
-                if outcome == INFO and self._process(index) == process:
-                    self._next_process(index)
+                if outcome == INFO and self._history_process(index) == process:
+                    self._new_history_process(index)
                 if outcome == FAIL and self._refused.pop(index, False):
                     avoid[node.id] = state.now() + AVOID_REFUSED_NODE_S
                 if outcome != OK:
@@ -424,9 +424,9 @@ class _Attempts:
             began = state.now()
             op_id = None
             if self.kind != "sadd":
-                op_id = state.history.invoke(workload._process(self.index), self.kind, self.key,
-                                             value=self.value, expected=self.expected,
-                                             time=began)
+                op_id = state.history.invoke(workload._history_process(self.index), self.kind,
+                                             self.key, value=self.value,
+                                             expected=self.expected, time=began)
         return _Token(op_id, began, node)
 
     def succeeded(self, token: object, reply: Any) -> None:
@@ -461,4 +461,4 @@ class _Attempts:
             state.ops.append(OpRecord(began, ended, self.kind, outcome, node))
         if outcome == INFO:
             self.unknown = True
-            workload._next_process(self.index)
+            workload._new_history_process(self.index)

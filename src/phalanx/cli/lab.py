@@ -125,7 +125,7 @@ def scenario_names() -> list[str]:
 
 def workload_names() -> list[str]:
     # Kept in step with phalanx.chaos.workloads.WORKLOADS (a test checks it).
-    return ["register", "queue", "bank"]
+    return ["register", "queue", "bank", "stream"]
 
 
 @chaos.command("run")

@@ -80,11 +80,13 @@ class DataRouter:
         self.config = replicas.config
         self.client_tls = client_tls
         self.encode_reply = encode_reply
-        #: A shard without a leader for this long answers -CLUSTERDOWN at once: 1.5 election
-        #: timeouts (750 ms by default). The clock starts when a replica stops knowing a
-        #: leader, after which an election with a quorum takes milliseconds (PreVote, then
-        #: one vote round), so only a shard that cannot elect gets there.
-        self.no_quorum_after_s = 1.5 * self.config.election_ticks * self.config.tick_ms / 1000
+        #: A shard without a leader for this long answers -CLUSTERDOWN at once: 4 minimum
+        #: election timeouts (2 s by default). The clock (`RaftGroup.leaderless_for`) starts
+        #: the instant a replica stops knowing a leader; an election with a quorum then takes
+        #: milliseconds (PreVote, then one vote round), and a split vote costs one randomised
+        #: timeout in [1, 2) election timeouts (§5.2), so two full rounds fit: only a shard
+        #: that cannot elect gets there. Before, writes wait for the election.
+        self.no_quorum_after_s = 4 * self.config.election_ticks * self.config.tick_ms / 1000
 
     # -- entry -----------------------------------------------------------------------------
     def command(self, state: ClientState, name: bytes, arguments: list[bytes], slot: int,
