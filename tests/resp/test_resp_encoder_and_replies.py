@@ -257,3 +257,45 @@ def test_resp_is_a_pure_layer() -> None:
                 assert root in {"__future__", "phalanx", "hiredis"} or root in {
                     "collections", "dataclasses", "enum", "itertools", "math", "re", "typing"
                 }, f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("kind", [b"+", b"-", b":", b"$", b"*", b"("])
+def test_an_endless_reply_line_is_a_protocol_error_not_unbounded_memory(kind: bytes) -> None:
+    """A peer that never ends its line (issue 14): the parser refuses once the line passes
+    its bound, whether the bytes come in one piece or in many, and stays refused."""
+    limit = 1000
+    parser = RespReplyParser(line_length_bytes_max=limit)
+    parser.feed(kind)
+    fed = 1
+    while True:
+        assert fed <= limit + 2, "the line passed its bound and was still buffered"
+        parser.feed(b"7")
+        fed += 1
+        try:
+            assert parser.next_reply() is NEED_DATA
+        except PeerProtocolError as error:
+            assert f"reply line longer than {limit} bytes" in str(error)
+            break
+    with pytest.raises(PeerProtocolError):
+        parser.next_reply()  # sticky
+
+
+def test_reply_lines_up_to_the_bound_are_parsed_and_the_default_bound_is_large() -> None:
+    limit = 64
+    for text in ("x" * (limit - 1), "x" * (limit - 2)):
+        parser = RespReplyParser(line_length_bytes_max=limit)
+        parser.feed(b"+" + text.encode())
+        assert parser.next_reply() is NEED_DATA
+        parser.feed(b"\r")  # a CR alone: its LF may follow, the line is not over-long yet
+        assert parser.next_reply() is NEED_DATA
+        parser.feed(b"\n")
+        assert parser.next_reply() == SimpleString(text)
+    over = RespReplyParser(line_length_bytes_max=limit)
+    over.feed(b"-" + b"e" * limit + b"\r\n")  # complete, but one byte over
+    with pytest.raises(PeerProtocolError, match="longer than 64 bytes"):
+        over.next_reply()
+    # The default keeps long error texts (a Lua error, say) and big numbers working.
+    default = RespReplyParser()
+    default.feed(b"-ERR " + b"e" * 100_000 + b"\r\n(" + b"9" * 4000 + b"\r\n")
+    assert default.next_reply() == ErrorReply("ERR " + "e" * 100_000)
+    assert default.next_reply() == BigNumber(int("9" * 4000))

@@ -22,6 +22,12 @@ Rules of this file:
 - The workload (`--workload`, `phalanx.chaos.workloads`) is orthogonal to the nemesis: its own
   check runs after healing, next to the final reads, and goes to `workload_check`; its lost
   acknowledged writes (a queue's lost pushes) count in `lost_acknowledged_writes` and the RPO.
+- The client mode (`--client raw|smart|haproxy`, `phalanx.chaos.clients`) is orthogonal too.
+  `ops` / `availability` / `nines` are the RAW view (every attempt); `application` is the view
+  of the application's calls (succeeded within the deadline, retries counted); every fault's
+  row of `rto_ms.faults` carries both over its window, and `per_kind` sums them per fault
+  kind. In the haproxy mode the run starts HAProxy (`phalanx.chaos.haproxy_lab`) after the
+  cluster is ready and stops it before the cluster.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from phalanx.chaos import metrics, redundancy
+from phalanx.chaos.clients import CLIENT_MODES, DEFAULT_CLIENT, DEFAULT_DEADLINE_S
 from phalanx.chaos.control import ClusterControl, agreed_leader, fetch_statuses
 from phalanx.chaos.nemesis import PERMANENT, SCENARIOS, Fault, Nemesis, Slot, plan
 from phalanx.chaos.workload import Workload, WorkloadConfig
@@ -48,7 +55,8 @@ from phalanx.checker import check
 RESULT_KEYS = ("scenario", "seed", "mode", "duration_s", "started_at", "cluster", "ops",
                "availability", "nines", "rto_ms", "lost_acknowledged_writes", "rpo",
                "linearizable", "linearizability", "faults", "timeline", "latency_ms",
-               "throughput_ops_s", "events", "redundancy", "workload", "workload_check")
+               "throughput_ops_s", "events", "redundancy", "workload", "workload_check",
+               "client", "application", "per_kind")
 
 #: Node settings of a cluster the lab starts: the server gives up on a request before the
 #: client's socket timeout, so the client hears a clear error rather than a timeout.
@@ -92,6 +100,10 @@ class RunConfig:
     dead_after_ms: int | None = None
     #: What the clients do (`phalanx.chaos.workloads.WORKLOADS`).
     workload: str = DEFAULT_WORKLOAD
+    #: How they reach the cluster (`phalanx.chaos.clients.CLIENT_MODES`), and the deadline of
+    #: one application call in the retrying modes.
+    client: str = DEFAULT_CLIENT
+    deadline_s: float = DEFAULT_DEADLINE_S
 
 
 def replicas_for(survival_goal: str | None) -> int:
@@ -144,6 +156,15 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"unknown scenario {config.scenario!r} (known: {', '.join(SCENARIOS)})")
     if config.workload not in WORKLOADS:
         raise ValueError(f"unknown workload {config.workload!r} (known: {', '.join(WORKLOADS)})")
+    if config.client not in CLIENT_MODES:
+        raise ValueError(f"unknown client mode {config.client!r} "
+                         f"(known: {', '.join(CLIENT_MODES)})")
+    if config.client == "smart" and config.workload != "register":
+        raise ValueError(f"--client smart runs the register workload only: the {config.workload}"
+                         " workload needs connection state (WATCH, MULTI, blocking moves) that a"
+                         " routing client does not keep; use --client raw or haproxy")
+    if config.deadline_s <= 0:
+        raise ValueError(f"--deadline must be > 0; got {config.deadline_s:g}")
     node_settings = {"--regions": config.regions, "--shards": config.shards,
                      "--survival-goal": config.survival_goal,
                      "--dead-after-ms": config.dead_after_ms}
@@ -413,7 +434,8 @@ def wait_fully_redundant(control: ClusterControl, timeout_s: float) -> redundanc
 
 def run_chaos(config: RunConfig, *, control: ClusterControl | None = None,
               on_progress: Callable[[Progress], None] | None = None,
-              slots: list[Slot] | None = None) -> RunArtifacts:
+              slots: list[Slot] | None = None,
+              on_started: Callable[[str, int | None], None] | None = None) -> RunArtifacts:
     """Run one scenario (or the given `slots`); see the module docstring.
 
     Raises ValueError for an unknown scenario."""
@@ -429,21 +451,21 @@ def run_chaos(config: RunConfig, *, control: ClusterControl | None = None,
     if control is None:
         control, owned = make_control(config)
     try:
-        return _run(config, control, slots, on_progress)
+        return _run(config, control, slots, on_progress, on_started)
     finally:
         if owned:
             control.close()
 
 
 def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
-         on_progress: Callable[[Progress], None] | None) -> RunArtifacts:
+         on_progress: Callable[[Progress], None] | None,
+         on_started: Callable[[str, int | None], None] | None = None) -> RunArtifacts:
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if _wait_for_leader(control, 60.0) is None:
         raise RuntimeError("the cluster has no leader; nothing to measure")
     # Start from a fully redundant cluster, so that every loss is the nemesis' doing.
     before = wait_fully_redundant(control, 30.0)
     nodes = control.nodes()
-    pids_before = {node.id: node.pid for node in nodes}
     t0 = time.monotonic()
 
     def clock() -> float:
@@ -458,11 +480,33 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
 
     if not before.full:
         on_event(0.0, f"before the run: the cluster was not fully redundant ({before.reason})")
+    proxy = None
+    if config.client == "haproxy":
+        from phalanx.chaos.haproxy_lab import LabHAProxy
+
+        proxy = LabHAProxy(nodes).start()
+        if on_started is not None:
+            on_started("haproxy", proxy.pid)
+    try:
+        return _measure(config, control, slots, on_progress, nodes, t0, clock, events,
+                        on_event, started_at, proxy)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+
+
+def _measure(config: RunConfig, control: ClusterControl, slots: list[Slot],
+             on_progress: Callable[[Progress], None] | None, nodes: list[Any], t0: float,
+             clock: Callable[[], float], events: list[tuple[float, str]],
+             on_event: Callable[[float, str], None], started_at: str,
+             proxy: Any) -> RunArtifacts:
     monitor = _Monitor(control, clock).start()
     prefix = f"chaos:{config.seed}:{os.urandom(3).hex()}"
     workload = make_workload(config.workload, nodes,
                              WorkloadConfig(clients=config.clients, rate_ops_s=config.rate_ops_s,
-                                            prefix=prefix),
+                                            prefix=prefix, client=config.client,
+                                            deadline_s=config.deadline_s,
+                                            haproxy=None if proxy is None else proxy.address),
                              seed=config.seed, t0=t0, until_s=config.duration_s).start()
     nemesis = Nemesis(control, slots, clock, on_event,
                       until_s=config.duration_s - config.recovery_s).start()
@@ -515,7 +559,6 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
     for node in control.nodes():
         if node.pid and node.pid not in pid_changes.setdefault(node.id, []):
             pid_changes[node.id].append(node.pid)
-    del pids_before
     result = build_result(config, control, started_at, workload, nemesis.faults,
                           monitor.changes, final, verdict, events,
                           observations=list(monitor.observations), cluster=monitor.cluster,
@@ -642,13 +685,19 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
     rpo = metrics.rpo(t for t, _key, _member in lost)
     rto_entries: list[dict[str, Any]] = []
     story: list[tuple[float, str]] = list(events) + lagging
+    calls = list(state.calls) or metrics.calls_from_ops(ops)
+    index = metrics.OpIndex(ops, calls)
     for position, fault in enumerate(faults):
-        rto = metrics.recovery_time_ms(fault.at_s, ops)
+        rto = index.recovery_time_ms(fault.at_s)
         following = faults[position + 1].at_s if position + 1 < len(faults) else None
         new_leader = _new_leader(fault, leader_changes, following)
+        began = fault.at_s if fault.began_s is None else min(fault.began_s, fault.at_s)
+        window = metrics.fault_window(began, fault.end_s, following, duration)
         rto_entries.append({"kind": fault.kind, "targets": list(fault.targets),
                             "at_s": round(fault.at_s, 3), "rto_ms": rto,
-                            "new_leader": new_leader})
+                            "new_leader": new_leader,
+                            "window_s": [round(window[0], 3), round(window[1], 3)],
+                            **index.window(*window)})
         if rto is None:
             story.append((fault.at_s + 0.0002, "writes did not come back before the end"))
         else:
@@ -705,6 +754,10 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
         "redundancy": redundant,
         "workload": getattr(workload, "name", config.workload),
         "workload_check": None if workload_check is None else dict(workload_check),
+        "client": {"mode": config.client,
+                   "deadline_s": None if config.client == "raw" else config.deadline_s},
+        "application": metrics.application_summary(calls),
+        "per_kind": metrics.per_kind(rto_entries),
     }
 
 

@@ -59,6 +59,9 @@ class RaftConfig:
     max_pending_reads: int = 100_000
     #: The applied index the application restored on restart (its state machine's position).
     applied: int = 0
+    #: How this replica names itself in its log lines, e.g. "n2 [shard 1]" (the runtime puts
+    #: the group in it, since one node runs many groups); empty: `node_id`.
+    log_name: str = ""
     #: The source of all randomness of this replica (election jitter).
     random: random.Random = field(default_factory=_fixed_random)
 

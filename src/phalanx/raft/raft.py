@@ -68,6 +68,10 @@ class Raft:
     def __init__(self, config: RaftConfig, storage: LogReader) -> None:
         self.config = config
         self.id = config.node_id
+        #: How this replica names itself in log lines (the node id, plus the group when the
+        #: runtime names it: one node holds many groups, and "n2 became leader at term 2" for
+        #: two different groups would read like a split brain).
+        self.name = config.log_name or config.node_id
         self.random = config.random
         self.log = RaftLog(storage, config.max_applying_bytes)
         hard_state, conf_state = storage.initial_state()
@@ -86,6 +90,9 @@ class Raft:
         self.randomized_election_timeout = 0
         self.lead_transferee: NodeId = NO_NODE
         self.pending_conf_index = 0
+        #: The index of the entry whose configuration `conf` is: the snapshot's last included
+        #: index, or the last configuration entry applied since (see `apply_conf_change`).
+        self.conf_index = int(storage.snapshot().meta.index)
         self.ticks_total = 0
         #: ReadIndex rounds, waiting reads and the leader lease (diss. §6.4; read_only.py).
         self.read_only = ReadOnly(config, self.log, send=self._send,
@@ -115,7 +122,7 @@ class Raft:
         self.become_follower(self.term, NO_NODE)
         logger.info(
             "%s started at term %s: commit=%s applied=%s last=%s voters=%s",
-            self.id, self.term, self.log.committed, self.log.applied, self.log.last_index(),
+            self.name, self.term, self.log.committed, self.log.applied, self.log.last_index(),
             ",".join(self.conf.voters),
         )
 
@@ -183,7 +190,7 @@ class Raft:
         self.role = Role.FOLLOWER
         self.lead = lead
         if was is not Role.FOLLOWER:
-            logger.info("%s became follower at term %s (leader %s)", self.id, term, lead or "-")
+            logger.info("%s became follower at term %s (leader %s)", self.name, term, lead or "-")
 
     def become_pre_candidate(self) -> None:
         """Ask for pre-votes without changing term or vote (diss. §9.6)."""
@@ -192,7 +199,7 @@ class Raft:
         self.lead = NO_NODE
         self.role = Role.PRE_CANDIDATE
         self.read_only.fail_pending(self.term)
-        logger.info("%s became pre-candidate at term %s", self.id, self.term)
+        logger.info("%s became pre-candidate at term %s", self.name, self.term)
 
     def become_candidate(self) -> None:
         """Start an election: new term, vote for ourselves (§5.2)."""
@@ -200,7 +207,7 @@ class Raft:
         self._reset(self.term + 1)
         self.vote = self.id
         self.role = Role.CANDIDATE
-        logger.info("%s became candidate at term %s", self.id, self.term)
+        logger.info("%s became candidate at term %s", self.name, self.term)
 
     def become_leader(self) -> None:
         """Take over: reset follower progress and append a no-op of our term (§5.4.2, §8)."""
@@ -216,7 +223,7 @@ class Raft:
         # commits an entry of its own term before changing membership (the single-server
         # change hazard, raft-dev 2015).
         self.pending_conf_index = self._append_entries([Entry(term=self.term, index=Index(0))])
-        logger.info("%s became leader at term %s", self.id, self.term)
+        logger.info("%s became leader at term %s", self.name, self.term)
 
     # -- campaigning -------------------------------------------------------------------------
     def campaign(self, *, transfer: bool = False) -> None:
@@ -228,7 +235,7 @@ class Raft:
             return
         if self._has_unapplied_conf_change():
             logger.info("%s cannot campaign at term %s: a configuration change is unapplied",
-                        self.id, self.term)
+                        self.name, self.term)
             return
         if self.config.pre_vote and not transfer:
             self.become_pre_candidate()
@@ -312,7 +319,7 @@ class Raft:
                 # partitioned leader stops serving.
                 active = [n for n, p in self.progress.items() if n == self.id or p.recent_active]
                 if not quorum_active(self.conf.voters, self.conf.voters_outgoing, active):
-                    logger.info("%s stepped down at term %s: quorum not active", self.id, self.term)
+                    logger.info("%s stepped down at term %s: quorum not active", self.name, self.term)
                     self.become_follower(self.term, NO_NODE)
                     return
                 for node, progress in self.progress.items():
@@ -320,7 +327,7 @@ class Raft:
                         progress.recent_active = False
             if self.lead_transferee:
                 # diss. §3.10: abort a transfer that did not finish within an election timeout.
-                logger.info("%s aborted leadership transfer to %s", self.id, self.lead_transferee)
+                logger.info("%s aborted leadership transfer to %s", self.name, self.lead_transferee)
                 self._abort_leader_transfer()
             if not self.promotable():
                 self._hand_over_after_removal()  # retry: the last hand-over did not finish
@@ -431,7 +438,7 @@ class Raft:
             self._handle_snapshot(message)
         elif isinstance(message, TimeoutNow):
             # diss. §3.10: the leader picked us; start an election at once, skipping PreVote.
-            logger.info("%s received TimeoutNow from %s at term %s", self.id, message.source,
+            logger.info("%s received TimeoutNow from %s at term %s", self.name, message.source,
                         self.term)
             self.campaign(transfer=True)
         else:
@@ -529,7 +536,7 @@ class Raft:
         snapshot = message.snapshot
         index = snapshot.meta.index
         if self._restore(snapshot):
-            logger.info("%s installed snapshot at index %s term %s", self.id, index,
+            logger.info("%s installed snapshot at index %s term %s", self.name, index,
                         snapshot.meta.term)
             acked = int(index)
         else:
@@ -552,6 +559,7 @@ class Raft:
             return False
         self.log.restore(snapshot)
         self._set_conf(meta.conf_state)
+        self.conf_index = int(meta.index)
         return True
 
     # -- leader side of replication ----------------------------------------------------------
@@ -636,7 +644,7 @@ class Raft:
         snapshot = self.log.snapshot()
         require(not snapshot.empty, f"need a snapshot for {node} but none exists")
         progress.become_snapshot(snapshot.meta.index)
-        logger.info("%s sends snapshot at index %s to %s", self.id, snapshot.meta.index, node)
+        logger.info("%s sends snapshot at index %s to %s", self.name, snapshot.meta.index, node)
         self._send(InstallSnapshot(source=self.id, target=node, term=self.term, snapshot=snapshot))
 
     def _handle_append_response(self, message: AppendEntriesResponse, progress: Progress) -> None:
@@ -650,7 +658,7 @@ class Raft:
                     logger.warning(
                         "%s: %s says its log ends at %s, below the %s it had acknowledged "
                         "(its data was lost or wiped, or a stale answer): replicating to it "
-                        "from there", self.id, node, message.reject_hint, match_before)
+                        "from there", self.name, node, message.reject_hint, match_before)
                 if progress.state is ProgressState.REPLICATE:
                     progress.become_probe()
                 self._send_append(node, progress)
@@ -686,7 +694,7 @@ class Raft:
             self._send_timeout_now(node)
 
     def _send_timeout_now(self, node: NodeId) -> None:
-        logger.info("%s sends TimeoutNow to %s at term %s", self.id, node, self.term)
+        logger.info("%s sends TimeoutNow to %s at term %s", self.name, node, self.term)
         # The target may now win an election that ignores leases: no lease for the rest of
         # this term, even if the transfer is aborted.
         self.read_only.disable_lease()
@@ -784,7 +792,7 @@ class Raft:
             return
         self.lead_transferee = target
         self.election_elapsed = 0
-        logger.info("%s starts leadership transfer to %s at term %s", self.id, target, self.term)
+        logger.info("%s starts leadership transfer to %s at term %s", self.name, target, self.term)
         progress = self.progress[target]
         if progress.match == self.log.last_index():
             self._send_timeout_now(target)
@@ -792,12 +800,31 @@ class Raft:
             self._send_append(target, progress)
 
     # -- membership (diss. §4) ---------------------------------------------------------------
-    def apply_conf_change(self, change: ConfChange) -> ConfState:
-        """Switch to the configuration of a committed, applied change entry."""
+    def apply_conf_change(self, change: ConfChange, index: int) -> ConfState:
+        """Switch to the configuration of the committed change entry at `index`, as it is
+        applied. A change at or below `conf_index` is already part of the configuration and
+        changes nothing.
+
+        Dissertation §5.1 (and the Raft paper §7, Figure 12): a snapshot carries "the latest
+        configuration as of the last included index", and §4.1: a configuration is a log entry
+        like any other, so each one takes effect once. A replica that installs a snapshot
+        (`_restore` switches to the snapshot's configuration at once) may still hold a Ready,
+        handed out before, whose committed entries include configuration entries at or below
+        the snapshot's index (with synchronous writes a Ready waits for its fsync before it is
+        applied, and messages are stepped meanwhile). Applying such an entry again would apply
+        it twice: a change on top of the joint configuration it created (`ConfigError`: "the
+        joint configuration to be left first", simulator seed 5004616), or worse, a leave-joint
+        that silently leaves a later joint configuration.
+        """
+        if index <= self.conf_index:
+            logger.info("%s skips configuration entry %s: the configuration at %s includes it",
+                        self.id, index, self.conf_index)
+            return self.conf
         new_conf = apply_conf_change(self.conf, change)
         self._set_conf(new_conf)
+        self.conf_index = index
         logger.info("%s applied configuration change: voters=%s learners=%s outgoing=%s",
-                    self.id, ",".join(new_conf.voters), ",".join(new_conf.learners),
+                    self.name, ",".join(new_conf.voters), ",".join(new_conf.learners),
                     ",".join(new_conf.voters_outgoing))
         if self.role is Role.LEADER:
             if not self.promotable():
@@ -826,7 +853,7 @@ class Raft:
         target = max(voters)[1]
         self.lead_transferee = NO_NODE
         logger.info("%s was removed from the configuration; handing leadership to %s",
-                    self.id, target)
+                    self.name, target)
         self.transfer_leader(target)
 
     def maybe_auto_leave(self) -> None:
@@ -897,7 +924,7 @@ class Raft:
             self.randomized_election_timeout - max(1, campaign_within_ticks),
         )
         logger.info("%s lost its connection to leader %s at term %s; campaigning soon",
-                    self.id, node, self.term)
+                    self.name, node, self.term)
         return True
 
     def report_unreachable(self, node: NodeId) -> None:

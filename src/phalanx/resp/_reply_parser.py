@@ -8,6 +8,11 @@ Rules of this file:
   BigNumber, `=` VerbatimString. Attributes (`|`) are read and dropped. Streamed types (`$?`)
   are not supported. Keys of maps and members of sets that are aggregates become tuples (or
   frozensets) so that they can be hashed.
+- Bounded: a type line (`+`, `-`, `:`, a length, ...) longer than `line_length_bytes_max`
+  (1 MiB by default) is a protocol error as soon as that many bytes arrived without its CRLF,
+  so a peer sending an endless line costs a bounded buffer, not all memory (the forwarding
+  path's `LeaderLink` reads replies from other nodes with this parser). Bulks and aggregates
+  have their own limits.
 - Strict: CRLF must end every line and every bulk. Bytes that break RESP raise
   `PeerProtocolError` (from the client's point of view the server is the misbehaving peer) and
   leave the parser in that error state.
@@ -91,6 +96,7 @@ class RespReplyParser:
         "_chunks_length",
         "_data",
         "_error",
+        "_line_length_max",
         "_needed_bytes",
         "_position",
         "_stack",
@@ -101,8 +107,10 @@ class RespReplyParser:
         *,
         bulk_length_bytes_max: int = 512 * 1024 * 1024,
         aggregate_length_max: int = 2**32,
+        line_length_bytes_max: int = 1 << 20,
     ) -> None:
         self._bulk_length_max = bulk_length_bytes_max
+        self._line_length_max = line_length_bytes_max
         self._aggregate_length_max = aggregate_length_max
         self._data = b""
         self._position = 0
@@ -143,6 +151,12 @@ class RespReplyParser:
         while True:
             position = self._position
             line_end = data.find(b"\r\n", position)
+            # A line is judged by its length (type byte included, CRLF not) whether or not its
+            # end has arrived (a trailing CR may still be the start of that end).
+            if line_end - position > self._line_length_max or (
+                    line_end < 0 and len(data) - position > self._line_length_max + 1):
+                raise PeerProtocolError(
+                    f"Protocol error: reply line longer than {self._line_length_max} bytes")
             if line_end < 0:
                 self._needed_bytes = 0
                 return NEED_DATA

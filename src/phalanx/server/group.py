@@ -61,6 +61,11 @@ logger = logging.getLogger(__name__)
 Reply = object
 
 
+def group_label(group_id: int) -> str:
+    """How log lines and events name a group: "placement driver" (group 0) or "shard N"."""
+    return "placement driver" if group_id == 0 else f"shard {group_id}"
+
+
 class StateMachine(Protocol):
     """What a group replicates: the KV store (data shards) or the cluster map (the driver)."""
 
@@ -127,6 +132,7 @@ class RaftGroup:
             check_quorum=config.check_quorum,
             lease_reads=config.lease_reads,
             applied=snapshot.meta.index,
+            log_name=f"{config.id} [{group_label(group_id)}]",
             random=random.Random(),
         )
         self.raw = RawNode(raft_config, store.store)
@@ -143,7 +149,13 @@ class RaftGroup:
         self.last_role = self.raw.role
         self.last_leader = self.raw.lead
         self.leader_changes = 0
-        self.leaderless_since = time.monotonic()
+        #: The leaderless clock (`leaderless_for`): when this replica last stopped knowing a
+        #: leader (monotonic seconds), None while it knows one. Moved by `_track_leader` right
+        #: after every input that can change the core's leader, not by the Ready loop: a
+        #: router asking between the loss and the loop's next pass must read the truth.
+        self.leader_lost_at: float | None = None
+        #: True once this replica has known a leader (a replica that just started and has
+        #: heard nobody yet says nothing about the shard's quorum).
         self.knew_leader = False
         #: Commit latencies of the last writes proposed here (seconds), for the dashboard.
         self.recent_commits: deque[float] = deque(maxlen=512)
@@ -169,6 +181,8 @@ class RaftGroup:
             logger.exception("group %s: message %s from %s failed", self.group_id,
                              type(message).__name__, message.source)
             raise
+        finally:
+            self._track_leader()
         self.wake.set()
 
     def tick(self) -> None:
@@ -176,6 +190,7 @@ class RaftGroup:
         if self.stopped:
             return
         self.raw.tick()
+        self._track_leader()
         self.wake.set()
 
     def leader_lost(self, node: str) -> None:
@@ -184,6 +199,7 @@ class RaftGroup:
             return
         spread = max(2, self.config.election_ticks // 5)
         if self.raw.leader_lost(NodeId(node), 1 + random.randrange(spread)):
+            self._track_leader()
             self.wake.set()
 
     # -- state -----------------------------------------------------------------------------
@@ -205,10 +221,20 @@ class RaftGroup:
     def leaderless_for(self) -> float:
         """Seconds since this replica last knew a leader (0 while it knows one, and until it
         has known one at all: a replica that just started has not heard its leader yet, which
-        says nothing about the shard's quorum)."""
-        if self.raw.lead or not self.knew_leader:
-            return 0.0
-        return time.monotonic() - self.leaderless_since
+        says nothing about the shard's quorum). Read from the core at the moment of asking,
+        so it is right at every instant, whether or not the Ready loop has run since."""
+        self._track_leader()
+        lost_at = self.leader_lost_at
+        return 0.0 if lost_at is None else time.monotonic() - lost_at
+
+    def _track_leader(self) -> None:
+        """Start the leaderless clock when the core has just stopped knowing a leader, stop it
+        when it knows one (cheap: called after every step and tick)."""
+        if self.raw.lead:
+            self.knew_leader = True
+            self.leader_lost_at = None
+        elif self.knew_leader and self.leader_lost_at is None:
+            self.leader_lost_at = time.monotonic()
 
     # -- client operations -----------------------------------------------------------------
     def propose_command(self, name: bytes, args: tuple[bytes, ...],
@@ -333,6 +359,7 @@ class RaftGroup:
     def transfer_leadership(self, target: str) -> None:
         """Start a leadership transfer (diss. §3.10)."""
         self.raw.transfer_leader(NodeId(target))
+        self._track_leader()
         self.wake.set()
 
     def propose_conf_change(self, change: ConfChange) -> None:
@@ -396,7 +423,9 @@ class RaftGroup:
         for entry in rd.committed_entries:
             reply: Reply = None
             if entry.type is EntryType.CONF_CHANGE:
-                conf = self.raw.apply_conf_change(decode_conf_change(entry.data))
+                conf = self.raw.apply_conf_change(decode_conf_change(entry.data),
+                                                  entry.index)
+                self._track_leader()
                 logger.info("group %s configuration: voters=%s learners=%s", group,
                             ",".join(conf.voters), ",".join(conf.learners))
             elif entry.data:
@@ -507,16 +536,14 @@ class RaftGroup:
         # log (applied with our term: success; another term took its index: certainly dropped)
         # or its client times out with OutcomeUnknown. Failing them early would be a guess.
         raft = self.raw
+        self._track_leader()
         if raft.role is not self.last_role or raft.lead != self.last_leader:
-            if raft.lead != self.last_leader and not raft.lead:
-                self.leaderless_since = time.monotonic()
             if raft.lead != self.last_leader and raft.lead:
-                self.knew_leader = True
                 self.leader_changes += 1
                 if self.on_event is not None:
-                    what = "placement driver" if self.group_id == 0 else f"shard {self.group_id}"
-                    self.on_event("leader", f"{what}: {raft.lead} leads at term {raft.term}"
-                                            f" (was {self.last_leader or 'none'})")
+                    self.on_event("leader", f"{group_label(self.group_id)}: {raft.lead} leads "
+                                            f"at term {raft.term} "
+                                            f"(was {self.last_leader or 'none'})")
                 self.metrics.leader_changed()
             if raft.role is Role.LEADER and self.last_role is not Role.LEADER:
                 self.metrics.election_won()

@@ -299,7 +299,7 @@ class SimCluster:
         self._check_apply(node, entry)
         reply: object = None
         if entry.type is EntryType.CONF_CHANGE:
-            raw.apply_conf_change(decode_conf_change(entry.data))
+            raw.apply_conf_change(decode_conf_change(entry.data), entry.index)
         elif entry.data:
             reply = node.machine.apply(entry.index, entry.data)
         self._on_applied(node, entry, reply)
