@@ -33,6 +33,7 @@ def demo(report_dir: str | None, seed: int | None, client: str) -> None:
 
     from phalanx.chaos import console as view
     from phalanx.chaos.nemesis import demo_plan
+    from phalanx.chaos.pidfile import Interrupted, stop_on_signals
     from phalanx.chaos.runner import RunConfig, run_chaos, write_result
 
     console = Console(stderr=True)
@@ -50,8 +51,10 @@ def demo(report_dir: str | None, seed: int | None, client: str) -> None:
     config = RunConfig(scenario="demo", duration_s=36.0, seed=seed, nodes=5, zones=3,
                        clients=4, rate_ops_s=150.0, client=client)
     try:
-        with view.LiveView("phalanx demo", console) as live:
+        with stop_on_signals(), view.LiveView("phalanx demo", console) as live:
             artifacts = run_chaos(config, on_progress=live, slots=demo_plan())
+    except Interrupted as interrupted:
+        fail(f"{interrupted}; the cluster was stopped", 128 + interrupted.signum)
     except KeyboardInterrupt:
         fail("interrupted; the cluster was stopped", 130)
     except Exception as error:  # the demo explains any failure in one line
@@ -185,6 +188,7 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
     from rich.console import Console
 
     from phalanx.chaos import console as view
+    from phalanx.chaos.pidfile import Interrupted, stop_on_signals
     from phalanx.chaos.runner import run_chaos, scenario_config, write_result
     from phalanx.chaos.workloads import passed
 
@@ -202,13 +206,16 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
         fail(str(error), 2)
     console = Console(stderr=True)
     try:
-        if as_json:
-            artifacts = run_chaos(config)
-        else:
-            console.print(f"chaos run: {scenario}, {workload} workload, {client} client, "
-                          f"{duration:g} s, seed {seed} (replay: --seed {seed})")
-            with view.LiveView(f"phalanx chaos: {scenario}", console) as live:
-                artifacts = run_chaos(config, on_progress=live)
+        with stop_on_signals():
+            if as_json:
+                artifacts = run_chaos(config)
+            else:
+                console.print(f"chaos run: {scenario}, {workload} workload, {client} client, "
+                              f"{duration:g} s, seed {seed} (replay: --seed {seed})")
+                with view.LiveView(f"phalanx chaos: {scenario}", console) as live:
+                    artifacts = run_chaos(config, on_progress=live)
+    except Interrupted as interrupted:
+        fail(f"{interrupted}; what the run started was stopped", 128 + interrupted.signum)
     except KeyboardInterrupt:
         fail("interrupted; what the run started was stopped", 130)
     except Exception as error:  # one clear line, no traceback
