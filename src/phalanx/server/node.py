@@ -134,6 +134,9 @@ class _AdminView:
     async def set_node_state(self, node_id: str, state: str) -> dict[str, object]:
         return await self._meta_client.set_node_state(node_id, state)
 
+    async def replace_node(self, node_id: str, incarnation: str) -> dict[str, object]:
+        return await self._meta_client.replace_node(node_id, incarnation)
+
     async def split_shard(self, shard: int, at: int | None = None) -> dict[str, object]:
         return await self._resharding.split_shard(shard, at)
 
