@@ -109,6 +109,11 @@ class NodeView(Protocol):
         """Drain / decommission / readmit a node through the placement driver."""
         ...
 
+    async def replace_node(self, node_id: str, incarnation: str) -> dict[str, object]:
+        """Start replacing a node by a new incarnation (`phalanx replace`); ConfigError if
+        the driver refuses (unknown node, same incarnation)."""
+        ...
+
     def analysis(self, node_availability: float, zone_availability: float,
                  region_availability: float) -> dict[str, object]:
         """Single points of failure and estimated availability of the topology."""
@@ -207,6 +212,7 @@ class AdminServer:
         router.add_post("/drain", self._drain)
         router.add_post("/decommission", self._decommission)
         router.add_post("/readmit", self._readmit)
+        router.add_post("/replace", self._replace)
         router.add_post("/split", self._split)
         router.add_post("/merge", self._merge)
         router.add_get("/analyze", self._analyze)
@@ -409,6 +415,26 @@ class AdminServer:
 
     async def _readmit(self, request: web.Request) -> web.Response:
         return await self._node_state(request, "alive")
+
+    async def _replace(self, request: web.Request) -> web.Response:
+        body = await _read_json_object(request, allow_empty=False)
+        if isinstance(body, web.Response):
+            return body
+        node, incarnation = body.get("node"), body.get("incarnation")
+        if set(body) != {"node", "incarnation"} or not isinstance(node, str) or not node or \
+                not isinstance(incarnation, str) or not incarnation:
+            return _error(400, 'the body is {"node": "<node id>", "incarnation": "<new id>"}')
+        try:
+            result = await self.view.replace_node(node, incarnation)
+        except ConfigError as error:
+            return _error(400, str(error))
+        except NotLeader as error:
+            return _error(503, f"the placement driver is unavailable: {error}")
+        except (PhalanxError, TimeoutError) as error:
+            return _error(503, f"the placement driver did not accept it: {error}")
+        logger.warning("%s admin: replacing node %s by incarnation %s", self.view.node_id, node,
+                       incarnation)
+        return _json(result)
 
     async def _split(self, request: web.Request) -> web.Response:
         body = await _read_json_object(request, allow_empty=False)

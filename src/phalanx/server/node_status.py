@@ -22,6 +22,7 @@ from phalanx.raft import NodeId, Role
 from phalanx.server.config import NodeConfig
 from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
+from phalanx.server.identity import PeerIncarnations
 from phalanx.server.metrics import NodeMetrics
 from phalanx.server.replicas import META_GROUP, Replicas
 from phalanx.transport.tcp import TcpTransport
@@ -49,8 +50,9 @@ class NodeStatus:
 
     def __init__(self, replicas: Replicas, config: NodeConfig, metrics: NodeMetrics,
                  transport: TcpTransport, events: EventLog, front_end: FrontEndStats,
-                 started: float) -> None:
+                 started: float, identity: PeerIncarnations | None = None) -> None:
         self.replicas = replicas
+        self.identity = identity
         self.config = config
         self.metrics = metrics
         self.transport = transport
@@ -100,7 +102,8 @@ class NodeStatus:
         replicas = self.replicas
         cmap = replicas.cluster_map
         me = self.config.me
-        transport_peers = self.transport.stats().get("peers", {})
+        transport_stats = self.transport.stats()
+        transport_peers = transport_stats.get("peers", {})
         peers: list[dict[str, object]] = []
         for info in cmap.nodes.values() or []:
             if info.id == self.node_id:
@@ -117,6 +120,9 @@ class NodeStatus:
                     entry["messages_sent"] = peer_stats.get("messages_sent")
                     entry["frames_sent"] = peer_stats.get("frames_sent")
                     entry["messages_received"] = peer_stats.get("messages_received")
+                    entry["incarnation"] = peer_stats.get("incarnation")
+                    if peer_stats.get("refusal"):
+                        entry["refusal"] = peer_stats.get("refusal")
             peers.append(entry)
         local = {str(gid): self._group_status(gid, g)
                  for gid, g in sorted(replicas.groups.items())}
@@ -136,6 +142,8 @@ class NodeStatus:
             "zone": me.zone,
             "region": me.region,
             "version": __version__,
+            "incarnation": transport_stats.get("incarnation"),
+            "refused_by": self.refused_by(),
             "peers": peers,
             "resp": me.resp,
             "admin": me.admin,
@@ -219,6 +227,10 @@ class NodeStatus:
         return report
 
     # -- readiness and health checks ---------------------------------------------------------
+    def refused_by(self) -> dict[str, str]:
+        """The peers that refuse this node's incarnation (`phalanx.server.identity`), with why."""
+        return dict(self.identity.refused_by_peers) if self.identity is not None else {}
+
     def readiness(self) -> tuple[bool, str]:
         """Ready = the map is known and every local replica knows a leader and is caught up.
 
@@ -231,6 +243,11 @@ class NodeStatus:
         (its configuration no longer lists this node, nor does the map) does not count.
         """
         replicas = self.replicas
+        refused = self.refused_by()
+        if refused:
+            return False, (f"refused by peer(s) {', '.join(sorted(refused))}: this data directory "
+                           f"is not the incarnation the cluster knows (run `phalanx replace "
+                           f"{self.node_id}`)")
         meta = replicas.meta
         if meta.stopped:
             return False, f"placement driver replica stopped: {meta.fatal_error}"
