@@ -105,6 +105,21 @@ class RunConfig:
     #: one application call in the retrying modes.
     client: str = DEFAULT_CLIENT
     deadline_s: float = DEFAULT_DEADLINE_S
+    #: Register keys renamed every this many seconds (None: `key_epoch_for(duration)`).
+    key_epoch_s: float | None = None
+
+
+#: Runs longer than this rename their register keys every `LONG_RUN_KEY_EPOCH_S`.
+LONG_RUN_S = 300.0
+LONG_RUN_KEY_EPOCH_S = 60.0
+
+
+def key_epoch_for(config: RunConfig) -> float | None:
+    """The register keys' epoch of a run: given, else 60 s for a run over 5 minutes (its history
+    is then many short ones, which the checker handles in time), else none."""
+    if config.key_epoch_s is not None:
+        return config.key_epoch_s if config.key_epoch_s > 0 else None
+    return LONG_RUN_KEY_EPOCH_S if config.duration_s > LONG_RUN_S else None
 
 
 def replicas_for(survival_goal: str | None) -> int:
@@ -528,7 +543,8 @@ def _measure(config: RunConfig, control: ClusterControl, slots: list[Slot],
                              WorkloadConfig(clients=config.clients, rate_ops_s=config.rate_ops_s,
                                             prefix=prefix, client=config.client,
                                             deadline_s=config.deadline_s,
-                                            haproxy=None if proxy is None else proxy.address),
+                                            haproxy=None if proxy is None else proxy.address,
+                                            key_epoch_s=key_epoch_for(config)),
                              seed=config.seed, t0=t0, until_s=config.duration_s).start()
     nemesis = Nemesis(control, slots, clock, on_event,
                       until_s=config.duration_s - config.recovery_s).start()
@@ -790,6 +806,7 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
         "workload": getattr(workload, "name", config.workload),
         "workload_check": None if workload_check is None else dict(workload_check),
         "resources": None,
+        "register_key_epoch_s": key_epoch_for(config),
         "client": {"mode": config.client,
                    "deadline_s": None if config.client == "raw" else config.deadline_s},
         "application": metrics.application_summary(calls),

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -74,6 +75,26 @@ def demo(report_dir: str | None, seed: int | None, client: str) -> None:
                         border_style="green" if good else "red"))
     sys.exit(0 if good else 1)
 
+
+
+def _progress_lines(every_s: float) -> Any:
+    """An `on_progress` that prints one plain line every `every_s` seconds (and each phase)."""
+    last = [-every_s]
+    phase = ["running"]
+
+    def show(progress: Any) -> None:
+        if progress.elapsed_s - last[0] < every_s and progress.phase == phase[0]:
+            return
+        last[0], phase[0] = progress.elapsed_s, progress.phase
+        load = os.getloadavg()[0]
+        click.echo(f"[{time.strftime('%H:%M:%S')}] {progress.elapsed_s:7.1f}/"
+                   f"{progress.duration_s:g} s {progress.phase}: attempts {progress.ok} ok, "
+                   f"{progress.fail} failed, {progress.info} unknown, "
+                   f"{progress.ops_per_s:.0f}/s, {progress.faults} faults, fault now: "
+                   f"{progress.current_fault or 'none'}, leader {progress.leader}, "
+                   f"load {load:.2f}", err=True)
+
+    return show
 
 
 def _client_sentence(client: str) -> str:
@@ -176,11 +197,15 @@ def workload_names() -> list[str]:
                    "under the same rules. Every attempt is recorded and checked.")
 @click.option("--deadline", "deadline", type=float, default=5.0, show_default=True,
               help="Seconds an application call may take, retries included (smart, haproxy).")
+@click.option("--progress-every", "progress_every", type=float, default=0.0,
+              help="Instead of the live view, one plain progress line on stderr every this "
+                   "many seconds (for long runs in the background; with --json too).")
 def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | None,
               zones: int | None, regions: int | None, shards: int | None,
               survival_goal: str | None, dead_after_ms: int | None, target: str | None,
               report_dir: str | None, as_json: bool, mode: str, clients: int,
-              rate: float, workload: str, client: str, deadline: float) -> None:
+              rate: float, workload: str, client: str, deadline: float,
+              progress_every: float) -> None:
     """Run one scenario and measure availability, RTO, RPO, linearizability and the time to
     full redundancy after each fault."""
     import json
@@ -207,7 +232,9 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
     console = Console(stderr=True)
     try:
         with stop_on_signals():
-            if as_json:
+            if progress_every > 0:
+                artifacts = run_chaos(config, on_progress=_progress_lines(progress_every))
+            elif as_json:
                 artifacts = run_chaos(config)
             else:
                 console.print(f"chaos run: {scenario}, {workload} workload, {client} client, "
