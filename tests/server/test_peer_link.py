@@ -1,13 +1,20 @@
-"""The peer link (`phalanx.server.peer_link.LeaderLink`) against real sockets: a peer that
-misbehaves gets a clear protocol error, never unbounded memory or a hang (issue 14)."""
+"""The peer link (`phalanx.server.peer_link.LeaderLink`) and the router's forwarding
+(`DataRouter._forward`) against real sockets (issue 14): a peer that misbehaves gets a clear
+protocol error, never unbounded memory or a hang; a forward ends as soon as a new leader is
+known, as "certainly not applied" when the command never left, else "outcome unknown"."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from phalanx.errors import PeerProtocolError
+from phalanx.errors import LeaderUnreachable, OutcomeUnknown, PeerProtocolError
+from phalanx.resp import SimpleString
+from phalanx.server.front.session import ClientState
 from phalanx.server.peer_link import LeaderLink
 
 
@@ -45,5 +52,141 @@ def test_a_peer_sending_an_endless_reply_line_gets_a_protocol_error() -> None:
         # The link stopped reading soon after the bound (1 MiB), far from the 256 MiB the
         # peer would have sent (socket buffers hold a few MiB at most).
         assert sent["bytes"] < 64 << 20
+
+    asyncio.run(body())
+
+
+class FakeLeader:
+    """A RESP peer on a real socket: answers the link's handshake (unless `silent`), then each
+    command with `+OK`, or never (`mute`); `close_after_reply` closes each connection after
+    its first command's reply (a leader that restarted while the link was idle)."""
+
+    def __init__(self, *, silent: bool = False, mute: bool = False,
+                 close_after_reply: bool = False) -> None:
+        self.silent = silent
+        self.mute = mute
+        self.close_after_reply = close_after_reply
+        self.commands = 0
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await reader.readuntil(b"phalanx-forward\r\n")
+            if self.silent:
+                await reader.read()  # never answers (a paused process: the kernel accepted)
+                return
+            writer.write(b"+OK\r\n")
+            while True:
+                await reader.readuntil(b"SET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+                self.commands += 1
+                if self.mute:
+                    await reader.read()
+                    return
+                writer.write(b"+OK\r\n")
+                await writer.drain()
+                if self.close_after_reply:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def _router(port: int) -> Any:
+    from phalanx.server.front.router import DataRouter
+
+    replicas: Any = SimpleNamespace(
+        config=SimpleNamespace(id="n1", election_ticks=50, tick_ms=10, request_timeout_ms=5_000,
+                               redirect="proxy", requirepass=""),
+        resp_address=lambda node_id: ("127.0.0.1", port))
+    return DataRouter(replicas, None, lambda state, reply, name, arguments: b"")
+
+
+SET = [b"SET", b"k", b"v"]
+
+
+def test_a_forward_not_yet_sent_when_a_new_leader_appears_is_certainly_not_applied() -> None:
+    """The old leader accepts connections but is paused (SIGSTOP): the handshake never ends,
+    so the command never left. When a new leader is known the caller may retry on it."""
+    async def body() -> None:
+        peer = FakeLeader(silent=True)
+        port = await peer.start()
+        router, state = _router(port), ClientState(id=1, address="?")
+        leader = {"now": "n2"}
+        try:
+            call = asyncio.ensure_future(router._forward(
+                state, "n2", SET, time.monotonic() + 30, lambda: leader["now"]))
+            await asyncio.sleep(0.2)
+            assert not call.done()
+            leader["now"] = "n3"
+            with pytest.raises(LeaderUnreachable, match="before the command was sent"):
+                await asyncio.wait_for(call, 5)
+            assert peer.commands == 0
+            assert "n2" not in state.links  # a half-open link is never reused
+        finally:
+            await peer.stop()
+
+    asyncio.run(body())
+
+
+def test_a_forward_sent_to_a_leader_that_goes_silent_has_an_unknown_outcome() -> None:
+    async def body() -> None:
+        peer = FakeLeader(mute=True)
+        port = await peer.start()
+        router, state = _router(port), ClientState(id=1, address="?")
+        leader = {"now": "n2"}
+        try:
+            call = asyncio.ensure_future(router._forward(
+                state, "n2", SET, time.monotonic() + 30, lambda: leader["now"]))
+            await asyncio.sleep(0.2)
+            assert peer.commands == 1 and not call.done()
+            leader["now"] = "n3"
+            with pytest.raises(OutcomeUnknown, match="leadership moved from n2 to n3"):
+                await asyncio.wait_for(call, 5)
+        finally:
+            await peer.stop()
+
+    asyncio.run(body())
+
+
+def test_a_link_the_peer_closed_while_idle_is_reconnected_not_written_to() -> None:
+    """Writing on a link whose peer already closed it would make a certain "not applied" an
+    unknown outcome: the link sees the EOF and reconnects first."""
+    async def body() -> None:
+        peer = FakeLeader(close_after_reply=True)
+        port = await peer.start()
+        link = LeaderLink("n2", "127.0.0.1", port, 10.0, "", None)
+        try:
+            for _ in range(3):
+                assert await link.call(SET) == SimpleString("OK")
+                await asyncio.sleep(0.1)  # the peer's FIN arrives while the link is idle
+            assert peer.commands == 3 and peer.connections == 3
+        finally:
+            link.close()
+            await peer.stop()
+
+    asyncio.run(body())
+
+
+def test_a_refused_connection_is_certainly_not_applied() -> None:
+    async def body() -> None:
+        peer = FakeLeader()
+        port = await peer.start()
+        await peer.stop()  # nobody listens there any more (a killed leader)
+        router, state = _router(port), ClientState(id=1, address="?")
+        with pytest.raises(LeaderUnreachable) as raised:
+            await router._forward(state, "n2", SET, time.monotonic() + 5, lambda: "n2")
+        assert isinstance(raised.value.__cause__, ConnectionRefusedError)
 
     asyncio.run(body())

@@ -253,7 +253,7 @@ def test_version_mismatch_is_refused_with_both_versions_named() -> None:
         decode_handshake(future)
     assert str(info.value) == (
         f"peer speaks phalanx protocol version {PROTOCOL_VERSION + 1}; this node speaks "
-        f"version {PROTOCOL_VERSION} (supported: [{PROTOCOL_VERSION}])"
+        f"version {PROTOCOL_VERSION} (supported: [1, {PROTOCOL_VERSION}])"
     )
     # The version is checked from the fixed header alone, before the body arrives.
     decoder = FrameDecoder()

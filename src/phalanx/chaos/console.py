@@ -108,10 +108,20 @@ def summary_table(result: dict[str, Any]) -> Table:
     table.add_column(style="bold")
     table.add_column()
     ops = result["ops"]
-    table.add_row("requests", f"{ops['total']} ({ops['ok']} ok, {ops['fail']} failed, "
-                              f"{ops['info']} unknown outcome)")
-    table.add_row("availability", f"{_percent(result['availability'])} "
-                                  f"({result['nines']:.2f} nines)")
+    app = result.get("application")
+    client = (result.get("client") or {}).get("mode") or "raw"
+    if app and client != "raw":
+        deadline = (result.get("client") or {}).get("deadline_s")
+        table.add_row("application", Text(
+            f"{_percent(app['availability'])} of {app['calls']} calls succeeded within "
+            f"{deadline:g} s ({app['nines']:.2f} nines; {client} client, {app['retries']} "
+            f"retries in {app['retried_calls']} calls; {app['failed']} failed, "
+            f"{app['unknown']} unknown outcome, {app['late']} late)", style="bold"))
+    table.add_row("requests" if client == "raw" else "attempts (raw)",
+                  f"{ops['total']} ({ops['ok']} ok, {ops['fail']} failed, "
+                  f"{ops['info']} unknown outcome)")
+    table.add_row("availability" if client == "raw" else "raw availability",
+                  f"{_percent(result['availability'])} ({result['nines']:.2f} nines)")
     rto = result["rto_ms"]
     table.add_row("RTO", f"median {_ms(rto['median'])}, worst {_ms(rto['max'])} "
                          f"over {len(rto['faults'])} fault(s)")
@@ -147,14 +157,22 @@ def summary_table(result: dict[str, Any]) -> Table:
 
 def faults_table(result: dict[str, Any]) -> Table:
     table = Table(title="faults", title_style="bold")
-    for column in ("at", "fault", "until", "RTO", "new leader", "full redundancy"):
+    for column in ("at", "fault", "until", "RTO", "new leader", "full redundancy", "raw",
+                   "application (retries)"):
         table.add_column(column)
     for fault, rto, entry in zip(result["faults"], result["rto_ms"]["faults"],
                                  _redundancy_entries(result), strict=False):
         until = "-" if fault["end_s"] is None else f"{fault['end_s']:.1f} s"
         table.add_row(f"{fault['at_s']:.1f} s", fault["description"], until,
-                      _ms(rto["rto_ms"]), rto["new_leader"] or "-", _redundancy_cell(entry))
+                      _ms(rto["rto_ms"]), rto["new_leader"] or "-", _redundancy_cell(entry),
+                      _share(rto.get("raw_availability"), rto.get("attempts")),
+                      _share(rto.get("app_availability"), rto.get("calls"))
+                      + f" ({rto.get('retries', 0)})")
     return table
+
+
+def _share(value: float | None, total: int | None) -> str:
+    return "-" if value is None else f"{_percent(value)} of {total}"
 
 
 def story_lines(result: dict[str, Any]) -> list[str]:
@@ -177,9 +195,17 @@ def story_lines(result: dict[str, Any]) -> list[str]:
             line += f"; full redundancy {entry.get('reason')}"
         lines.append(line)
     lost = result["lost_acknowledged_writes"]
-    lines.append(f"{lost} acknowledged write{'s' if lost != 1 else ''} lost; "
-                 f"{_percent(result['availability'])} of {result['ops']['total']} requests "
-                 f"succeeded; the history is {result['linearizability']['verdict']}")
+    app = result.get("application")
+    client = (result.get("client") or {}).get("mode") or "raw"
+    if app and client != "raw":
+        seen = (f"application view ({client} client): {_percent(app['availability'])} of "
+                f"{app['calls']} requests succeeded ({app['retries']} retries); raw view: "
+                f"{_percent(result['availability'])} of {result['ops']['total']} attempts")
+    else:
+        seen = (f"{_percent(result['availability'])} of {result['ops']['total']} requests "
+                "succeeded (raw view: no client retry)")
+    lines.append(f"{lost} acknowledged write{'s' if lost != 1 else ''} lost; {seen}; the "
+                 f"history is {result['linearizability']['verdict']}")
     lines.extend(f"{result.get('workload')}: {reason}" for reason in failure_reasons(result))
     return lines
 

@@ -22,6 +22,12 @@ Rules of this file:
 - The workload (`--workload`, `phalanx.chaos.workloads`) is orthogonal to the nemesis: its own
   check runs after healing, next to the final reads, and goes to `workload_check`; its lost
   acknowledged writes (a queue's lost pushes) count in `lost_acknowledged_writes` and the RPO.
+- The client mode (`--client raw|smart|haproxy`, `phalanx.chaos.clients`) is orthogonal too.
+  `ops` / `availability` / `nines` are the RAW view (every attempt); `application` is the view
+  of the application's calls (succeeded within the deadline, retries counted); every fault's
+  row of `rto_ms.faults` carries both over its window, and `per_kind` sums them per fault
+  kind. In the haproxy mode the run starts HAProxy (`phalanx.chaos.haproxy_lab`) after the
+  cluster is ready and stops it before the cluster.
 """
 
 from __future__ import annotations
@@ -38,9 +44,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from phalanx.chaos import metrics, redundancy
+from phalanx.chaos import metrics, redundancy, resources
+from phalanx.chaos.clients import CLIENT_MODES, DEFAULT_CLIENT, DEFAULT_DEADLINE_S
 from phalanx.chaos.control import ClusterControl, agreed_leader, fetch_statuses
 from phalanx.chaos.nemesis import PERMANENT, SCENARIOS, Fault, Nemesis, Slot, plan
+from phalanx.chaos.pidfile import RunRecord, reap_stale
 from phalanx.chaos.workload import Workload, WorkloadConfig
 from phalanx.chaos.workloads import DEFAULT_WORKLOAD, WORKLOADS, make_workload
 from phalanx.checker import check
@@ -48,7 +56,8 @@ from phalanx.checker import check
 RESULT_KEYS = ("scenario", "seed", "mode", "duration_s", "started_at", "cluster", "ops",
                "availability", "nines", "rto_ms", "lost_acknowledged_writes", "rpo",
                "linearizable", "linearizability", "faults", "timeline", "latency_ms",
-               "throughput_ops_s", "events", "redundancy", "workload", "workload_check")
+               "throughput_ops_s", "events", "redundancy", "workload", "workload_check",
+               "client", "application", "per_kind", "resources")
 
 #: Node settings of a cluster the lab starts: the server gives up on a request before the
 #: client's socket timeout, so the client hears a clear error rather than a timeout.
@@ -92,6 +101,25 @@ class RunConfig:
     dead_after_ms: int | None = None
     #: What the clients do (`phalanx.chaos.workloads.WORKLOADS`).
     workload: str = DEFAULT_WORKLOAD
+    #: How they reach the cluster (`phalanx.chaos.clients.CLIENT_MODES`), and the deadline of
+    #: one application call in the retrying modes.
+    client: str = DEFAULT_CLIENT
+    deadline_s: float = DEFAULT_DEADLINE_S
+    #: Register keys renamed every this many seconds (None: `key_epoch_for(duration)`).
+    key_epoch_s: float | None = None
+
+
+#: Runs longer than this rename their register keys every `LONG_RUN_KEY_EPOCH_S`.
+LONG_RUN_S = 300.0
+LONG_RUN_KEY_EPOCH_S = 60.0
+
+
+def key_epoch_for(config: RunConfig) -> float | None:
+    """The register keys' epoch of a run: given, else 60 s for a run over 5 minutes (its history
+    is then many short ones, which the checker handles in time), else none."""
+    if config.key_epoch_s is not None:
+        return config.key_epoch_s if config.key_epoch_s > 0 else None
+    return LONG_RUN_KEY_EPOCH_S if config.duration_s > LONG_RUN_S else None
 
 
 def replicas_for(survival_goal: str | None) -> int:
@@ -144,6 +172,15 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"unknown scenario {config.scenario!r} (known: {', '.join(SCENARIOS)})")
     if config.workload not in WORKLOADS:
         raise ValueError(f"unknown workload {config.workload!r} (known: {', '.join(WORKLOADS)})")
+    if config.client not in CLIENT_MODES:
+        raise ValueError(f"unknown client mode {config.client!r} "
+                         f"(known: {', '.join(CLIENT_MODES)})")
+    if config.client == "smart" and config.workload != "register":
+        raise ValueError(f"--client smart runs the register workload only: the {config.workload}"
+                         " workload needs connection state (WATCH, MULTI, blocking moves) that a"
+                         " routing client does not keep; use --client raw or haproxy")
+    if config.deadline_s <= 0:
+        raise ValueError(f"--deadline must be > 0; got {config.deadline_s:g}")
     node_settings = {"--regions": config.regions, "--shards": config.shards,
                      "--survival-goal": config.survival_goal,
                      "--dead-after-ms": config.dead_after_ms}
@@ -287,7 +324,8 @@ class _Monitor:
         self.pool.shutdown(wait=False)
 
 
-def make_control(config: RunConfig) -> tuple[ClusterControl, bool]:
+def make_control(config: RunConfig, record: RunRecord | None = None
+                 ) -> tuple[ClusterControl, bool]:
     """The control of the run's cluster, and whether the run started it (and must stop it)."""
     if config.target is not None:
         from phalanx.chaos.local import LocalControl
@@ -313,7 +351,7 @@ def make_control(config: RunConfig) -> tuple[ClusterControl, bool]:
 
     return LocalControl.start(nodes=config.nodes, zones=config.zones, data_dir=config.data_dir,
                               seed=config.seed, overrides=node_overrides(config),
-                              regions=config.regions or 1), True
+                              regions=config.regions or 1, record=record), True
 
 
 def _wait_for_leader(control: ClusterControl, timeout_s: float) -> str | None:
@@ -413,7 +451,8 @@ def wait_fully_redundant(control: ClusterControl, timeout_s: float) -> redundanc
 
 def run_chaos(config: RunConfig, *, control: ClusterControl | None = None,
               on_progress: Callable[[Progress], None] | None = None,
-              slots: list[Slot] | None = None) -> RunArtifacts:
+              slots: list[Slot] | None = None,
+              on_started: Callable[[str, int | None], None] | None = None) -> RunArtifacts:
     """Run one scenario (or the given `slots`); see the module docstring.
 
     Raises ValueError for an unknown scenario."""
@@ -426,24 +465,35 @@ def run_chaos(config: RunConfig, *, control: ClusterControl | None = None,
         slots = plan(config.scenario, config.duration_s, config.seed,
                      warmup_s=config.warmup_s, recovery_s=config.recovery_s)
     owned = False
-    if control is None:
-        control, owned = make_control(config)
+    record: RunRecord | None = None
+    reaped: list[str] = []
+    if control is None and config.target is None and config.mode == "local":
+        reaped = reap_stale()
+        record = RunRecord()
     try:
-        return _run(config, control, slots, on_progress)
+        if control is None:
+            control, owned = make_control(config, record)
+        try:
+            return _run(config, control, slots, on_progress, on_started, reaped, record)
+        finally:
+            if owned:
+                control.close()
     finally:
-        if owned:
-            control.close()
+        if record is not None:
+            record.close()
 
 
 def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
-         on_progress: Callable[[Progress], None] | None) -> RunArtifacts:
+         on_progress: Callable[[Progress], None] | None,
+         on_started: Callable[[str, int | None], None] | None = None,
+         reaped: list[str] | None = None,
+         record: RunRecord | None = None) -> RunArtifacts:
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if _wait_for_leader(control, 60.0) is None:
         raise RuntimeError("the cluster has no leader; nothing to measure")
     # Start from a fully redundant cluster, so that every loss is the nemesis' doing.
     before = wait_fully_redundant(control, 30.0)
     nodes = control.nodes()
-    pids_before = {node.id: node.pid for node in nodes}
     t0 = time.monotonic()
 
     def clock() -> float:
@@ -458,11 +508,43 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
 
     if not before.full:
         on_event(0.0, f"before the run: the cluster was not fully redundant ({before.reason})")
+    for text in reaped or []:
+        on_event(0.0, f"before the run: {text}")
+    proxy = None
+    if config.client == "haproxy":
+        from phalanx.chaos.haproxy_lab import LabHAProxy
+
+        proxy = LabHAProxy(nodes)
+        if record is not None:
+            record.add_temporary(proxy.directory)
+        proxy.start(on_spawn=None if record is None else
+                    lambda pid: record.add_process(pid, str(proxy.directory), "haproxy"))
+        if on_started is not None:
+            on_started("haproxy", proxy.pid)
+    try:
+        return _measure(config, control, slots, on_progress, nodes, t0, clock, events,
+                        on_event, started_at, proxy)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+
+
+def _measure(config: RunConfig, control: ClusterControl, slots: list[Slot],
+             on_progress: Callable[[Progress], None] | None, nodes: list[Any], t0: float,
+             clock: Callable[[], float], events: list[tuple[float, str]],
+             on_event: Callable[[float, str], None], started_at: str,
+             proxy: Any) -> RunArtifacts:
     monitor = _Monitor(control, clock).start()
+    sampler = resources.ResourceSampler(lambda: _node_resources(control), clock,
+                                        min(resources.DEFAULT_INTERVAL_S,
+                                            max(1.0, config.duration_s / 30))).start()
     prefix = f"chaos:{config.seed}:{os.urandom(3).hex()}"
     workload = make_workload(config.workload, nodes,
                              WorkloadConfig(clients=config.clients, rate_ops_s=config.rate_ops_s,
-                                            prefix=prefix),
+                                            prefix=prefix, client=config.client,
+                                            deadline_s=config.deadline_s,
+                                            haproxy=None if proxy is None else proxy.address,
+                                            key_epoch_s=key_epoch_for(config)),
                              seed=config.seed, t0=t0, until_s=config.duration_s).start()
     nemesis = Nemesis(control, slots, clock, on_event,
                       until_s=config.duration_s - config.recovery_s).start()
@@ -489,6 +571,7 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
     finally:
         nemesis.stop()
         workload.stop()
+        used = sampler.stop()
     if on_progress is not None:
         on_progress(Progress(clock(), config.duration_s, 0, 0, 0, 0.0, None, monitor.current,
                              len(nemesis.faults), phase="healing and checking"))
@@ -515,15 +598,26 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
     for node in control.nodes():
         if node.pid and node.pid not in pid_changes.setdefault(node.id, []):
             pid_changes[node.id].append(node.pid)
-    del pids_before
     result = build_result(config, control, started_at, workload, nemesis.faults,
                           monitor.changes, final, verdict, events,
                           observations=list(monitor.observations), cluster=monitor.cluster,
                           workload_check=workload_check)
+    result["resources"] = used
     if nemesis.error:
         result["events"].append({"at_s": config.duration_s, "text": f"nemesis error: {nemesis.error}"})
     return RunArtifacts(result, history, list(workload.state.ops), list(nemesis.faults),
                         list(monitor.changes), pid_changes, workload)
+
+
+def _node_resources(control: ClusterControl) -> list[tuple[str, int | None, str | None]]:
+    """(id, pid, data_dir) of every node, from the cluster file of a control that has one."""
+    directory = getattr(control, "data_dir", None)
+    if directory is None:
+        return [(node.id, node.pid or None, None) for node in control.nodes()]
+    from phalanx.ops import cluster_file
+
+    return [(entry.id, entry.pid, entry.data_dir or None)
+            for entry in cluster_file.read_cluster_file(directory).nodes]
 
 
 def _dead_after_ms(config: RunConfig) -> int | None:
@@ -642,13 +736,19 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
     rpo = metrics.rpo(t for t, _key, _member in lost)
     rto_entries: list[dict[str, Any]] = []
     story: list[tuple[float, str]] = list(events) + lagging
+    calls = list(state.calls) or metrics.calls_from_ops(ops)
+    index = metrics.OpIndex(ops, calls)
     for position, fault in enumerate(faults):
-        rto = metrics.recovery_time_ms(fault.at_s, ops)
+        rto = index.recovery_time_ms(fault.at_s)
         following = faults[position + 1].at_s if position + 1 < len(faults) else None
         new_leader = _new_leader(fault, leader_changes, following)
+        began = fault.at_s if fault.began_s is None else min(fault.began_s, fault.at_s)
+        window = metrics.fault_window(began, fault.end_s, following, duration)
         rto_entries.append({"kind": fault.kind, "targets": list(fault.targets),
                             "at_s": round(fault.at_s, 3), "rto_ms": rto,
-                            "new_leader": new_leader})
+                            "new_leader": new_leader,
+                            "window_s": [round(window[0], 3), round(window[1], 3)],
+                            **index.window(*window)})
         if rto is None:
             story.append((fault.at_s + 0.0002, "writes did not come back before the end"))
         else:
@@ -705,6 +805,12 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
         "redundancy": redundant,
         "workload": getattr(workload, "name", config.workload),
         "workload_check": None if workload_check is None else dict(workload_check),
+        "resources": None,
+        "register_key_epoch_s": key_epoch_for(config),
+        "client": {"mode": config.client,
+                   "deadline_s": None if config.client == "raw" else config.deadline_s},
+        "application": metrics.application_summary(calls),
+        "per_kind": metrics.per_kind(rto_entries),
     }
 
 

@@ -7,11 +7,21 @@ Two workloads run side by side in every client thread:
   checked at the end against every node's copy (lost acknowledged writes, RPO).
 
 Rules of this file:
-- Every request has a short socket timeout, no client-side retry, and goes to a node chosen at
-  random (any node serves any key); a node that refused a connection is skipped by that client
-  for a second, as a load balancer's health check would. Rate and time are bounded. A node the
-  runner `retire`s (lost for good, and declared dead by the cluster) leaves the rotation, as it
+- How a request reaches the cluster is the client mode (`phalanx.chaos.clients`). raw (the
+  default): every request has a short socket timeout, no client-side retry, and goes to a node
+  chosen at random (any node serves any key); a node that refused a connection is skipped by
+  that client for a second, as a load balancer's health check would. smart: phalanx's own
+  client, routed and retried under its rules within a deadline per call. haproxy: through the
+  lab's HAProxy, retried under the same rules. Rate and time are bounded. A node the runner
+  `retire`s (lost for good, and declared dead by the cluster) leaves the raw rotation, as it
   would leave a load balancer's pool.
+- Every ATTEMPT is one operation of the history and one `OpRecord` (raw availability); every
+  call is one `CallRecord` (application availability). A write re-sent after an attempt with an
+  unknown outcome is a second write of the SAME unique value by a new process: the first stays
+  open (`info`) in the history, so the checker sees both and may apply the value at either
+  time (or twice): nothing the cluster did is hidden from it. A set member re-sent is the same
+  member, acknowledged once, when an attempt is acknowledged. The queue and bank workloads have
+  no retrying call (raw and haproxy modes only).
 - Outcomes (what the client may conclude): a reply is `ok` (a nil reply of `SET ... IFEQ` is an ok
   CAS that did not match, output False); `-TRYAGAIN`, `-CLUSTERDOWN` and a refused connection are
   `fail` (certainly not applied); a timeout, a broken connection, `-ERR phalanx: outcome unknown`
@@ -19,6 +29,10 @@ Rules of this file:
   `fail` (a read changes nothing).
 - After an `info`, the thread continues as a new process id (Jepsen style): the unknown operation
   stays open forever in the model.
+- Long runs rename the register keys every `key_epoch_s` (`...:reg:3:e17`): each key's history
+  then spans one epoch, and an operation left open by an unknown outcome (it may take effect
+  at any later time) constrains only its own key's short history, not an hour of it. The
+  linearizability of each key is checked independently anyway (P-compositionality).
 - Times are seconds since the run's start (`time.monotonic()` - t0), taken just before the request
   is sent and just after the reply, under the history's lock.
 """
@@ -38,9 +52,19 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ClusterDownError, TryAgainError
 from redis.retry import Retry
 
+from phalanx.chaos.clients import (
+    DEFAULT_CLIENT,
+    DEFAULT_DEADLINE_S,
+    Caller,
+    RawCaller,
+    RetryingCaller,
+    SmartCaller,
+    attempt_outcome,
+)
 from phalanx.chaos.control import NodeInfo
-from phalanx.chaos.metrics import FAIL, INFO, OK, OpRecord
+from phalanx.chaos.metrics import FAIL, INFO, OK, CallRecord, OpRecord
 from phalanx.checker import History
+from phalanx.client.policy import OutcomeUnknownError
 
 #: Per-request socket timeout (s).
 SOCKET_TIMEOUT_S = 1.0
@@ -60,6 +84,15 @@ class WorkloadConfig:
     register_share: float = 0.6
     socket_timeout_s: float = SOCKET_TIMEOUT_S
     prefix: str = "chaos"
+    #: raw | smart | haproxy (`phalanx.chaos.clients`).
+    client: str = DEFAULT_CLIENT
+    #: The application's deadline per call (smart and haproxy modes).
+    deadline_s: float = DEFAULT_DEADLINE_S
+    #: The lab's HAProxy frontend (host, port), for the haproxy mode.
+    haproxy: tuple[str, int] | None = None
+    #: Register keys are renamed every this many seconds (None: the same keys all run long),
+    #: so that a long run's history is many short independent ones (see the module rules).
+    key_epoch_s: float | None = None
 
 
 def _call(client: redis.Redis, *arguments: object) -> Any:
@@ -92,6 +125,9 @@ class WorkloadState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     history: History = field(default_factory=History)
     ops: list[OpRecord] = field(default_factory=list)
+    #: Every application call (one or more attempts); empty for workloads that do not record
+    #: calls (then every request is its own call).
+    calls: list[CallRecord] = field(default_factory=list)
     #: set key -> member -> ack time (s) of every acknowledged SADD.
     acknowledged: dict[str, dict[str, float]] = field(default_factory=dict)
     #: set key -> every member ever sent.
@@ -120,6 +156,17 @@ class Workload:
         self._known: dict[int, dict[str, bytes | None]] = {}
         #: Nodes out of the rotation for good (replaced whole, never mutated: threads read it).
         self.retired: frozenset[str] = frozenset()
+        #: Where the client threads send requests: every node, or the lab's HAProxy.
+        self.targets = list(self.nodes)
+        if config.client == "haproxy":
+            if config.haproxy is None:
+                raise ValueError("the haproxy client mode needs the lab's HAProxy address")
+            host, port = config.haproxy
+            self.targets = [NodeInfo(id="haproxy", zone="", region="", resp_host=host,
+                                     resp_port=port, admin_url="", pid=0)]
+        self._callers: dict[int, Caller] = {}
+        self._generation: dict[int, int] = {}
+        self._names = {f"{n.resp_host}:{n.resp_port}": n.id for n in self.nodes}
         self.register_keys = [f"{config.prefix}:reg:{i}" for i in range(config.register_keys)]
         self.set_keys = [f"{config.prefix}:set:{i}" for i in range(config.set_keys)]
 
@@ -149,16 +196,46 @@ class Workload:
                            protocol=2, single_connection_client=True)
 
     # ---- one client -------------------------------------------------------------------------
+    def _history_process(self, index: int) -> str:
+        return f"c{index}.{self._generation.get(index, 0)}"
+
+    def _new_history_process(self, index: int) -> None:
+        """After an unknown outcome the thread goes on as a new process (module rules)."""
+        self._generation[index] = self._generation.get(index, 0) + 1
+
+    def _make_caller(self, index: int, rng: random.Random) -> Caller | None:
+        """The thread's retrying client (None in the raw mode: a `RawCaller` per request)."""
+        config = self.config
+        if config.client == "smart":
+            seeds = [f"{n.resp_host}:{n.resp_port}" for n in self.nodes]
+            for _ in range(50):
+                try:
+                    return SmartCaller(seeds, deadline_s=config.deadline_s,
+                                       socket_timeout_s=config.socket_timeout_s,
+                                       connect_timeout_s=CONNECT_TIMEOUT_S,
+                                       rng=random.Random(rng.random()))
+                except redis.RedisError:
+                    if self.stop_event.wait(0.2):
+                        break
+            raise RuntimeError("the smart client found no node answering CLUSTER SHARDS")
+        if config.client == "haproxy":
+            return RetryingCaller(self._client(self.targets[0]), where="haproxy",
+                                  deadline_s=config.deadline_s,
+                                  rng=random.Random(rng.random()))
+        return None
+
     def _run(self, index: int) -> None:
         rng = random.Random(self.seed * 1000 + index)
-        clients = {node.id: self._client(node) for node in self.nodes}
+        clients = {node.id: self._client(node) for node in self.targets}
         interval = self.config.clients / max(0.1, self.config.rate_ops_s)
-        generation = 0
         sequence = 0
         avoid: dict[str, float] = {}
         state = self.state
         next_due = state.now() + rng.uniform(0, interval)
         try:
+            caller = self._make_caller(index, rng)
+            if caller is not None:
+                self._callers[index] = caller
             while not self.stop_event.is_set():
                 now = state.now()
                 if now >= self.until_s:
@@ -171,14 +248,14 @@ class Workload:
                 # Like a load balancer's health check: a node that refused a connection is
                 # skipped by this client for a second (the refused request counts as failed).
                 retired = self.retired
-                pool = [n for n in self.nodes if n.id not in retired] or self.nodes
+                pool = [n for n in self.targets if n.id not in retired] or self.targets
                 usable = [n for n in pool if avoid.get(n.id, -1.0) <= now] or pool
                 node = rng.choice(usable)
                 client = clients[node.id]
-                process = f"c{index}.{generation}"
+                process = self._history_process(index)
                 outcome = self._operation(index, rng, client, node.id, process, sequence)
-                if outcome == INFO:
-                    generation += 1
+                if outcome == INFO and self._history_process(index) == process:
+                    self._new_history_process(index)
                 if outcome == FAIL and self._refused.pop(index, False):
                     avoid[node.id] = state.now() + AVOID_REFUSED_NODE_S
                 if outcome != OK:
@@ -189,16 +266,20 @@ class Workload:
             for client in clients.values():
                 with contextlib.suppress(Exception):
                     client.close()
+            own = self._callers.pop(index, None)
+            if own is not None:
+                with contextlib.suppress(Exception):
+                    own.close()
 
     def _operation(self, index: int, rng: random.Random, client: redis.Redis, node: str,
                    process: str, sequence: int) -> str:
         """One request (or one step) of client `index` on `node`; its outcome (ok/fail/info).
         Other workloads (`phalanx.chaos.workloads`) override this and `final_check`."""
         known = self._known.setdefault(index, {})
+        caller = self._callers.get(index) or RawCaller(client, node)
         if rng.random() < self.config.register_share:
-            return self._register_op(rng, client, node, process, known,
-                                     f"{index}-{sequence}".encode())
-        return self._set_op(rng, client, node, f"{index}-{sequence}")
+            return self._register_op(rng, caller, index, known, f"{index}-{sequence}".encode())
+        return self._set_op(rng, caller, index, f"{index}-{sequence}")
 
     def final_check(self, exclude: frozenset[str] = frozenset()) -> dict[str, Any] | None:
         """The workload's own verdict after healing (None: the register and set checks are
@@ -220,10 +301,12 @@ class Workload:
         with self.state.lock:
             self.state.errors[name] = self.state.errors.get(name, 0) + 1
 
-    def _register_op(self, rng: random.Random, client: redis.Redis, node: str, process: str,
+    def _register_op(self, rng: random.Random, caller: Caller, index: int,
                      known: dict[str, bytes | None], unique: bytes) -> str:
-        state = self.state
         key = rng.choice(self.register_keys)
+        epoch_s = self.config.key_epoch_s
+        if epoch_s:
+            key = f"{key}:e{int(self.state.now() // epoch_s)}"
         roll = rng.random()
         expected = known.get(key)
         if roll < 0.5:
@@ -232,67 +315,59 @@ class Workload:
             kind = "write"
         else:
             kind = "cas"
-        with state.lock:
-            began = state.now()
-            op_id = state.history.invoke(process, kind, key,
-                                         value=None if kind == "read" else unique,
-                                         expected=expected if kind == "cas" else None,
-                                         time=began)
-        try:
-            if kind == "read":
-                reply = _call(client, "GET", key)
-                value = reply if isinstance(reply, bytes) else None
-                output: bytes | bool | None = value
-                known[key] = value
-            elif kind == "write":
-                _call(client, "SET", key, unique)
-                output = None
-                known[key] = unique
-            else:
-                assert expected is not None
-                reply = _call(client, "SET", key, unique, "IFEQ", expected)
-                output = bool(reply)
-                if output:
-                    known[key] = unique
-                else:
-                    known.pop(key, None)
-        except Exception as error:
-            outcome = classify(error, kind != "read")
-            self._note_error(error)
+        if kind == "read":
+            args: tuple[Any, ...] = ("GET", key)
+        elif kind == "write":
+            args = ("SET", key, unique)
+        else:
+            assert expected is not None
+            args = ("SET", key, unique, "IFEQ", expected)
+        attempts = _Attempts(self, index, kind, key, None if kind == "read" else unique,
+                             expected if kind == "cas" else None)
+        outcome = self._make_call(caller, attempts, args)
+        if outcome != OK:
             known.pop(key, None)
-            with state.lock:
-                ended = state.now()
-                if outcome == FAIL:
-                    state.history.fail(op_id, time=ended)
-                else:
-                    state.history.info(op_id, time=ended)
-                state.ops.append(OpRecord(began, ended, kind, outcome, node))
-            return outcome
-        with state.lock:
-            ended = state.now()
-            state.history.ok(op_id, output, time=ended)
-            state.ops.append(OpRecord(began, ended, kind, OK, node))
-        return OK
+        elif kind == "read":
+            known[key] = attempts.output  # type: ignore[assignment]
+        elif kind == "write" or attempts.output:
+            known[key] = unique
+        else:
+            known.pop(key, None)
+        return outcome
 
-    def _set_op(self, rng: random.Random, client: redis.Redis, node: str, member: str) -> str:
+    def _set_op(self, rng: random.Random, caller: Caller, index: int, member: str) -> str:
         state = self.state
         key = rng.choice(self.set_keys)
         with state.lock:
-            began = state.now()
             state.attempted.setdefault(key, set()).add(member)
-        try:
-            _call(client, "SADD", key, member)
-        except Exception as error:
-            outcome = classify(error, True)
-            self._note_error(error)
+        attempts = _Attempts(self, index, "sadd", key, member.encode(), None)
+        outcome = self._make_call(caller, attempts, ("SADD", key, member))
+        if outcome == OK:
             with state.lock:
-                state.ops.append(OpRecord(began, state.now(), "sadd", outcome, node))
-            return outcome
+                state.acknowledged.setdefault(key, {})[member] = attempts.acked_s
+        return outcome
+
+    def _make_call(self, caller: Caller, attempts: _Attempts, args: tuple[Any, ...]) -> str:
+        """One application call through `caller` (its attempts recorded by `attempts`); the
+        call is recorded too, and its outcome returned."""
+        state = self.state
+        began = state.now()
+        try:
+            caller.call(attempts, *args)
+        except Exception as error:
+            if attempts.count == 0:
+                self._note_error(error)
+            maybe_applied = attempts.kind != "read" and (
+                attempts.unknown or isinstance(error, OutcomeUnknownError))
+            outcome = INFO if maybe_applied else FAIL
+        else:
+            outcome = OK
         with state.lock:
-            ended = state.now()
-            state.acknowledged.setdefault(key, {})[member] = ended
-            state.ops.append(OpRecord(began, ended, "sadd", OK, node))
-        return OK
+            state.calls.append(CallRecord(began, state.now(), attempts.kind, outcome,
+                                          max(1, attempts.count),
+                                          None if self.config.client == "raw"
+                                          else self.config.deadline_s))
+        return outcome
 
     # ---- the final read ---------------------------------------------------------------------
     def final_members(self, timeout_s: float = 5.0, exclude: frozenset[str] = frozenset()
@@ -324,3 +399,76 @@ class Workload:
                     client.close()
                 found[node.id] = per_key
         return linearizable, local_copy
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    op_id: int | None
+    began: float
+    node: str
+
+
+class _Attempts:
+    """Records every attempt of one register or set call (an `AttemptObserver`): a history
+    operation per register attempt (a new process after an unknown outcome) and an `OpRecord`
+    per attempt of either kind."""
+
+    def __init__(self, workload: Workload, index: int, kind: str, key: str,
+                 value: bytes | None, expected: bytes | None) -> None:
+        self.workload = workload
+        self.index = index
+        self.kind = kind
+        self.key = key
+        self.value = value
+        self.expected = expected
+        self.count = 0
+        self.unknown = False
+        self.output: bytes | bool | None = None
+        self.acked_s = 0.0
+
+    def begin(self, where: str) -> object:
+        workload, state = self.workload, self.workload.state
+        self.count += 1
+        node = workload._names.get(where, where)
+        with state.lock:
+            began = state.now()
+            op_id = None
+            if self.kind != "sadd":
+                op_id = state.history.invoke(workload._history_process(self.index), self.kind,
+                                             self.key, value=self.value,
+                                             expected=self.expected, time=began)
+        return _Token(op_id, began, node)
+
+    def succeeded(self, token: object, reply: Any) -> None:
+        assert isinstance(token, _Token)
+        op_id, began, node = token.op_id, token.began, token.node
+        if self.kind == "read":
+            self.output = reply if isinstance(reply, bytes) else None
+        elif self.kind == "cas":
+            self.output = bool(reply)
+        state = self.workload.state
+        with state.lock:
+            ended = state.now()
+            if op_id is not None:
+                state.history.ok(op_id, self.output if self.kind != "write" else None,
+                                 time=ended)
+            state.ops.append(OpRecord(began, ended, self.kind, OK, node))
+        self.acked_s = ended
+
+    def failed(self, token: object, error: Exception, sent: bool) -> None:
+        assert isinstance(token, _Token)
+        op_id, began, node = token.op_id, token.began, token.node
+        outcome = attempt_outcome(error, sent=sent, is_write=self.kind != "read")
+        workload, state = self.workload, self.workload.state
+        workload._note_error(error)
+        with state.lock:
+            ended = state.now()
+            if op_id is not None:
+                if outcome == FAIL:
+                    state.history.fail(op_id, time=ended)
+                else:
+                    state.history.info(op_id, time=ended)
+            state.ops.append(OpRecord(began, ended, self.kind, outcome, node))
+        if outcome == INFO:
+            self.unknown = True
+            workload._new_history_process(self.index)

@@ -5,7 +5,9 @@
 - `queue`: the reliable-queue pattern (LPUSH, BLMOVE to a processing list, LREM to ack),
   `phalanx.chaos.queue_workload`;
 - `bank`: transfers with MULTI/EXEC + WATCH and with a Lua script, whole-bank reads that must
-  sum to the total, `phalanx.chaos.bank_workload`.
+  sum to the total, `phalanx.chaos.bank_workload`;
+- `stream`: Redis Streams with a consumer group (XADD; XREADGROUP, XACK; consumers killed and
+  their pending entries reclaimed with XAUTOCLAIM), `phalanx.chaos.stream_workload`.
 
 Rules of this file: every workload runs under every nemesis (the two are orthogonal). A
 workload's own verdict is `result["workload_check"]` (None for `register`); a run passes only
@@ -20,7 +22,7 @@ from typing import Any
 from phalanx.chaos.control import NodeInfo
 from phalanx.chaos.workload import Workload, WorkloadConfig
 
-WORKLOADS = ("register", "queue", "bank")
+WORKLOADS = ("register", "queue", "bank", "stream")
 DEFAULT_WORKLOAD = "register"
 
 
@@ -37,6 +39,10 @@ def make_workload(name: str, nodes: Sequence[NodeInfo], config: WorkloadConfig, 
         from phalanx.chaos.bank_workload import BankWorkload
 
         return BankWorkload(nodes, config, seed=seed, t0=t0, until_s=until_s)
+    if name == "stream":
+        from phalanx.chaos.stream_workload import StreamWorkload
+
+        return StreamWorkload(nodes, config, seed=seed, t0=t0, until_s=until_s)
     raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
 
 
@@ -81,4 +87,15 @@ def summary(result: Mapping[str, Any]) -> str | None:
                 f"{check.get('sum_violations')} did not sum to {check.get('total')}; "
                 f"{check.get('final_reads')} final reads, {check.get('final_violations')} "
                 f"wrong; transfers: {moved}")
+    if check.get("workload") == "stream" and "never_delivered" in check:
+        kinds = check.get("deliveries") or {}
+        return (f"{check.get('acknowledged_xadds')} acknowledged XADDs "
+                f"({check.get('unknown_xadds')} unknown, {check.get('failed_xadds')} failed): "
+                f"{check.get('never_delivered')} never delivered, {check.get('missing')} "
+                f"missing, {check.get('unacked')} never acked; {check.get('delivered')} "
+                f"delivered ({kinds.get('new', 0)} new, {kinds.get('claim', 0)} reclaimed; "
+                f"{check.get('duplicates')} more than once, {check.get('redeliveries')} "
+                f"re-deliveries after {check.get('consumer_deaths', 0)} consumer deaths), "
+                f"{check.get('new_twice')} to two consumers at once, "
+                f"{check.get('early_claims')} early reclaims, {check.get('phantoms')} phantoms")
     return "; ".join(str(p) for p in check.get("problems") or []) or None

@@ -1,6 +1,6 @@
 """phalanx.checker: a linearizability checker for per-key register histories, and a lost-write
 counter for set workloads,
-and the accounting of the chaos lab's queue and bank workloads. Used by the deterministic simulator and by the chaos lab.
+and the accounting of the chaos lab's queue, bank and stream workloads. Used by the deterministic simulator and by the chaos lab.
 
 Rules of this package:
 - Pure: standard library only; never imports asyncio, socket, time, threading, sqlite3, or
@@ -32,12 +32,23 @@ from phalanx.checker.history import (
 from phalanx.checker.lost_writes import check_lost_writes
 from phalanx.checker.queue_check import QueueCheck, check_queue
 from phalanx.checker.result import CheckResult, KeyResult, Verdict
+from phalanx.checker.stream_check import (
+    Ack,
+    Delivery,
+    FinalState,
+    Produce,
+    StreamCheck,
+    check_stream,
+)
 from phalanx.errors import InvalidHistory
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
+    "Ack",
     "BankCheck",
     "CheckResult",
+    "Delivery",
+    "FinalState",
     "History",
     "InvalidHistory",
     "Key",
@@ -47,7 +58,9 @@ __all__ = [
     "Outcome",
     "Output",
     "Process",
+    "Produce",
     "QueueCheck",
+    "StreamCheck",
     "Value",
     "Verdict",
     "check",
@@ -55,4 +68,5 @@ __all__ = [
     "check_key",
     "check_lost_writes",
     "check_queue",
+    "check_stream",
 ]

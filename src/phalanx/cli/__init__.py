@@ -4,7 +4,7 @@
   the logic is `phalanx.ops.launcher` and `phalanx.ops.admin`.
 - `phalanx.cli.node`: run one node (`phalanx.server` is the node runtime).
 - `phalanx.cli.ops`: operating a running cluster through its admin API (drain, decommission,
-  readmit, split, merge, analyze, haproxy-config).
+  readmit, replace, split, merge, analyze, haproxy-config).
 - `phalanx.cli.lab`: the chaos lab (demo, chaos run; `phalanx.chaos`).
 - `phalanx.cli.sim`: the deterministic simulator (`phalanx.sim`).
 - `phalanx.cli.bench`: the benchmark suite of a source checkout (benchmarks/).
@@ -27,7 +27,16 @@ from phalanx.cli.bench import bench
 from phalanx.cli.cluster import down, failover, restart, status, up
 from phalanx.cli.lab import chaos, demo
 from phalanx.cli.node import node
-from phalanx.cli.ops import analyze, decommission, drain, haproxy_config, merge, readmit, split
+from phalanx.cli.ops import (
+    analyze,
+    decommission,
+    drain,
+    haproxy_config,
+    merge,
+    readmit,
+    replace,
+    split,
+)
 from phalanx.cli.sim import sim
 
 __all__ = ["main"]
@@ -40,5 +49,5 @@ def main() -> None:
 
 
 for _command in (demo, chaos, sim, node, up, down, status, failover, drain, decommission,
-                 readmit, split, merge, analyze, haproxy_config, restart, bench):
+                 readmit, replace, split, merge, analyze, haproxy_config, restart, bench):
     main.add_command(_command)

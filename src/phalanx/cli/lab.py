@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,7 +21,12 @@ from phalanx.cli.common import fail
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Where to write the report (default ./reports/demo-<timestamp>).")
 @click.option("--seed", type=int, default=None, help="Seed of the workload (default: random).")
-def demo(report_dir: str | None, seed: int | None) -> None:
+@click.option("--client", "client", type=click.Choice(["raw", "smart", "haproxy"]),
+              default="smart", show_default=True,
+              help="smart: the application view, phalanx's own client retrying under its rules "
+                   "(a deadline per call); raw: one node per request, no retry; haproxy: "
+                   "through a real HAProxy.")
+def demo(report_dir: str | None, seed: int | None, client: str) -> None:
     """Five nodes over three zones, a live workload, real faults; what happened, in plain words."""
     from rich.console import Console
     from rich.panel import Panel
@@ -28,6 +34,7 @@ def demo(report_dir: str | None, seed: int | None) -> None:
 
     from phalanx.chaos import console as view
     from phalanx.chaos.nemesis import demo_plan
+    from phalanx.chaos.pidfile import Interrupted, stop_on_signals
     from phalanx.chaos.runner import RunConfig, run_chaos, write_result
 
     console = Console(stderr=True)
@@ -40,12 +47,15 @@ def demo(report_dir: str | None, seed: int | None) -> None:
         "writes, compare-and-sets and set-adds to every node. While they run: the leader is "
         "killed (kill -9) and restarted, a follower is paused (SIGSTOP) and resumed, and a whole "
         "zone is cut off from the others. Every request is recorded; at the end the history is "
-        "checked for linearizability and every acknowledged write is looked for on every node.\n")
+        "checked for linearizability and every acknowledged write is looked for on every node.")
+    console.print(_client_sentence(client) + "\n")
     config = RunConfig(scenario="demo", duration_s=36.0, seed=seed, nodes=5, zones=3,
-                       clients=4, rate_ops_s=150.0)
+                       clients=4, rate_ops_s=150.0, client=client)
     try:
-        with view.LiveView("phalanx demo", console) as live:
+        with stop_on_signals(), view.LiveView("phalanx demo", console) as live:
             artifacts = run_chaos(config, on_progress=live, slots=demo_plan())
+    except Interrupted as interrupted:
+        fail(f"{interrupted}; the cluster was stopped", 128 + interrupted.signum)
     except KeyboardInterrupt:
         fail("interrupted; the cluster was stopped", 130)
     except Exception as error:  # the demo explains any failure in one line
@@ -67,8 +77,44 @@ def demo(report_dir: str | None, seed: int | None) -> None:
 
 
 
+def _progress_lines(every_s: float) -> Any:
+    """An `on_progress` that prints one plain line every `every_s` seconds (and each phase)."""
+    last = [-every_s]
+    phase = ["running"]
+
+    def show(progress: Any) -> None:
+        if progress.elapsed_s - last[0] < every_s and progress.phase == phase[0]:
+            return
+        last[0], phase[0] = progress.elapsed_s, progress.phase
+        load = os.getloadavg()[0]
+        click.echo(f"[{time.strftime('%H:%M:%S')}] {progress.elapsed_s:7.1f}/"
+                   f"{progress.duration_s:g} s {progress.phase}: attempts {progress.ok} ok, "
+                   f"{progress.fail} failed, {progress.info} unknown, "
+                   f"{progress.ops_per_s:.0f}/s, {progress.faults} faults, fault now: "
+                   f"{progress.current_fault or 'none'}, leader {progress.leader}, "
+                   f"load {load:.2f}", err=True)
+
+    return show
+
+
+def _client_sentence(client: str) -> str:
+    """What the availability figures of a run with this client mode mean."""
+    if client == "smart":
+        return ("The clients are applications using phalanx's own smart client: each request is "
+                "routed to its shard's leader and retried on another node under the client's "
+                "retry rules, within a 5 s deadline. The headline availability is the "
+                "APPLICATION view (requests that finally succeeded); every attempt is counted "
+                "too (raw view) and every attempt is in the checked history.")
+    if client == "haproxy":
+        return ("The clients reach the cluster through a real HAProxy (the config phalanx "
+                "generates) and retry under the smart client's rules within a 5 s deadline: "
+                "the headline availability is the APPLICATION view, every attempt counted too.")
+    return ("The clients send each request to one node and never retry (raw view): the "
+            "availability is what the nodes answered, not what a retrying application sees.")
+
+
 def _duration(text: str) -> float:
-    """'60s', '2m', '90' -> seconds."""
+    """'60s', '2m', '1h', '90' -> seconds."""
     text = text.strip().lower()
     scale = 1.0
     if text.endswith("ms"):
@@ -77,6 +123,8 @@ def _duration(text: str) -> float:
         text = text[:-1]
     elif text.endswith("m"):
         text, scale = text[:-1], 60.0
+    elif text.endswith("h"):
+        text, scale = text[:-1], 3600.0
     try:
         value = float(text) * scale
     except ValueError:
@@ -101,13 +149,13 @@ def scenario_names() -> list[str]:
 
 def workload_names() -> list[str]:
     # Kept in step with phalanx.chaos.workloads.WORKLOADS (a test checks it).
-    return ["register", "queue", "bank"]
+    return ["register", "queue", "bank", "stream"]
 
 
 @chaos.command("run")
 @click.option("--scenario", required=True, type=click.Choice(scenario_names()))
 @click.option("--duration", "duration_text", default="60s", show_default=True,
-              help="How long the workload runs (60s, 2m).")
+              help="How long the workload runs (60s, 2m, 1h).")
 @click.option("--seed", type=int, default=None, help="Seed of the schedule (default: random).")
 @click.option("--nodes", type=int, default=None,
               help="Nodes of the cluster the lab starts [default: 5; region-outage: 9; "
@@ -141,11 +189,23 @@ def workload_names() -> list[str]:
               help="register: GET/SET/CAS (linearizability) and SADD (lost writes); queue: "
                    "LPUSH, BLMOVE to a processing list, LREM to ack (lost and duplicated "
                    "messages); bank: transfers with MULTI/EXEC+WATCH and Lua (sums).")
+@click.option("--client", "client", type=click.Choice(["raw", "smart", "haproxy"]),
+              default="raw", show_default=True,
+              help="raw: one node per request, no retry (what the nodes answer); smart: "
+                   "phalanx's own client, routed and retried under its rules (the application "
+                   "view); haproxy: through a real HAProxy with the generated config, retried "
+                   "under the same rules. Every attempt is recorded and checked.")
+@click.option("--deadline", "deadline", type=float, default=5.0, show_default=True,
+              help="Seconds an application call may take, retries included (smart, haproxy).")
+@click.option("--progress-every", "progress_every", type=float, default=0.0,
+              help="Instead of the live view, one plain progress line on stderr every this "
+                   "many seconds (for long runs in the background; with --json too).")
 def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | None,
               zones: int | None, regions: int | None, shards: int | None,
               survival_goal: str | None, dead_after_ms: int | None, target: str | None,
               report_dir: str | None, as_json: bool, mode: str, clients: int,
-              rate: float, workload: str) -> None:
+              rate: float, workload: str, client: str, deadline: float,
+              progress_every: float) -> None:
     """Run one scenario and measure availability, RTO, RPO, linearizability and the time to
     full redundancy after each fault."""
     import json
@@ -153,6 +213,7 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
     from rich.console import Console
 
     from phalanx.chaos import console as view
+    from phalanx.chaos.pidfile import Interrupted, stop_on_signals
     from phalanx.chaos.runner import run_chaos, scenario_config, write_result
     from phalanx.chaos.workloads import passed
 
@@ -165,19 +226,23 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
                                  zones=zones, regions=regions, shards=shards,
                                  survival_goal=survival_goal, dead_after_ms=dead_after_ms,
                                  mode=mode, target=target, clients=clients, rate_ops_s=rate,
-                                 workload=workload)
+                                 workload=workload, client=client, deadline_s=deadline)
     except ValueError as error:
         fail(str(error), 2)
     console = Console(stderr=True)
     try:
-        if as_json:
-            artifacts = run_chaos(config)
-        else:
-            console.print(f"chaos run: {scenario}, {workload} workload, {duration:g} s, "
-                          f"seed {seed} "
-                          f"(replay: --seed {seed})")
-            with view.LiveView(f"phalanx chaos: {scenario}", console) as live:
-                artifacts = run_chaos(config, on_progress=live)
+        with stop_on_signals():
+            if progress_every > 0:
+                artifacts = run_chaos(config, on_progress=_progress_lines(progress_every))
+            elif as_json:
+                artifacts = run_chaos(config)
+            else:
+                console.print(f"chaos run: {scenario}, {workload} workload, {client} client, "
+                              f"{duration:g} s, seed {seed} (replay: --seed {seed})")
+                with view.LiveView(f"phalanx chaos: {scenario}", console) as live:
+                    artifacts = run_chaos(config, on_progress=live)
+    except Interrupted as interrupted:
+        fail(f"{interrupted}; what the run started was stopped", 128 + interrupted.signum)
     except KeyboardInterrupt:
         fail("interrupted; what the run started was stopped", 130)
     except Exception as error:  # one clear line, no traceback

@@ -1,5 +1,5 @@
 """Operating a running cluster through its admin API: `phalanx drain / decommission / readmit /
-split / merge / analyze / haproxy-config`.
+replace / split / merge / analyze / haproxy-config`.
 
 Rules of this file: the commands parse flags and print; they reach the nodes only through
 `phalanx.ops` (admin HTTP, cluster.json, the HAProxy renderer). See docs/architecture.md.
@@ -84,6 +84,59 @@ def decommission(node_id: str, data_dir: str, admin_token: str | None) -> None:
 def readmit(node_id: str, data_dir: str, admin_token: str | None) -> None:
     """Let a drained node take replicas again."""
     _node_state_command("readmit", "alive", node_id, data_dir, admin_token)
+
+
+@click.command()
+@click.argument("node_id", metavar="NODE")
+@data_dir_option
+@click.option("--incarnation", default=None,
+              help="The node's new incarnation (default: from its /status, else its data "
+                   "directory).")
+@click.option("--timeout", type=float, default=180.0, show_default=True,
+              help="How long to wait for the node to be a member again (0: do not wait).")
+@admin_token_option
+def replace(node_id: str, data_dir: str, incarnation: str | None, timeout: float,
+            admin_token: str | None) -> None:
+    """Bring back NODE whose data directory was wiped: the old member is removed from every
+    group, then NODE is added back as a new member and caught up by snapshot."""
+    from phalanx.ops import admin, cluster_file
+    from phalanx.ops.replace import (
+        find_incarnation,
+        newest_status,
+        replace_progress,
+        start_replace,
+    )
+
+    try:
+        cluster = cluster_file.read_cluster_file(data_dir)
+        entry = cluster.node(node_id)
+        if incarnation is None:
+            incarnation, source = find_incarnation(entry)
+            click.echo(f"{node_id} runs as incarnation {incarnation} (from {source})")
+        result = start_replace(cluster, node_id, incarnation, lambda e: admin_token if
+                               admin_token is not None else admin.admin_token_for(e))
+    except ClusterError as error:
+        fail(str(error), 2)
+    click.echo(f"replacing {node_id}: incarnation {result.get('old_incarnation') or '?'} -> "
+               f"{incarnation}")
+    if timeout <= 0:
+        return
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        status = newest_status(cluster)
+        if status is not None:
+            progress = replace_progress(status, node_id, incarnation)
+            if progress.detail != last:
+                click.echo(f"... {progress.detail}")
+                last = progress.detail
+            if progress.done:
+                click.echo(f"{node_id} replaced: it is a member again as incarnation "
+                           f"{incarnation}")
+                return
+        time.sleep(0.5)
+    fail(f"{node_id} is not a member again after {timeout:g} s ({last}); the replacement "
+         f"goes on: watch `phalanx status --data-dir {data_dir}`")
 
 
 @click.command()

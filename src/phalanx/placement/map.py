@@ -23,6 +23,14 @@ Rules of this module:
   (hex, as Redis stores them). `set_user` replaces the whole record (the front end computes it
   from the rules: last writer wins); `del_user` removes names (absent ones are ignored). A map
   without users encodes exactly as before (no "users" field), so old maps load unchanged.
+- Node identity (`NodeInfo.incarnation`, `NodeInfo.replacing`; ops `set_incarnation`,
+  `replace_node`, `finish_replace`): the random id a node's data directory was created with,
+  recorded the first time the driver sees it; peers refuse any other incarnation under that
+  id (a wiped disk: Raft's safety rests on a node never forgetting its vote and log, §5.2,
+  §5.4). `phalanx replace` records the new incarnation in `replacing`: the controllers remove
+  the node from every group as its old self, then the driver's `finish_replace` makes the new
+  incarnation THE incarnation, and the node is added back as a new member (learner, snapshot,
+  voter). Empty fields are not encoded, so old maps load and encode unchanged.
 """
 
 from __future__ import annotations
@@ -117,6 +125,10 @@ class NodeInfo:
     zone: str = "zone-1"
     region: str = "region-1"
     state: str = "alive"
+    incarnation: str = ""
+    """The incarnation (data directory) peers accept for this node; "" = not recorded yet."""
+    replacing: str = ""
+    """A new incarnation waiting to replace the old one (`phalanx replace`); "" = none."""
 
     @property
     def domain(self) -> tuple[str, str]:
@@ -124,8 +136,15 @@ class NodeInfo:
         return (self.region, self.zone)
 
     def to_json(self) -> dict[str, object]:
-        return {"id": self.id, "peer": self.peer, "resp": self.resp, "admin": self.admin,
-                "zone": self.zone, "region": self.region, "state": self.state}
+        raw: dict[str, object] = {"id": self.id, "peer": self.peer, "resp": self.resp,
+                                  "admin": self.admin, "zone": self.zone,
+                                  "region": self.region, "state": self.state}
+        # Absent when empty: a map without incarnations encodes exactly as before.
+        if self.incarnation:
+            raw["incarnation"] = self.incarnation
+        if self.replacing:
+            raw["replacing"] = self.replacing
+        return raw
 
     @classmethod
     def from_json(cls, raw: object) -> NodeInfo:
@@ -145,7 +164,21 @@ class NodeInfo:
             zone=_string(data, "zone", where, default="zone-1", nonempty=True),
             region=_string(data, "region", where, default="region-1", nonempty=True),
             state=state,
+            incarnation=_incarnation(data, "incarnation", where),
+            replacing=_incarnation(data, "replacing", where),
         )
+
+
+#: Longest incarnation id (ours are 32 hex digits; the peer handshake allows 64).
+MAX_INCARNATION_CHARS = 64
+
+
+def _incarnation(raw: Mapping[str, Any], name: str, where: str, required: bool = False) -> str:
+    value = _string(raw, name, where, default=None if required else "", nonempty=required)
+    if len(value) > MAX_INCARNATION_CHARS or not all(c.isalnum() or c in "-_" for c in value):
+        raise ConfigError(f"{where}: field '{name}' must be at most {MAX_INCARNATION_CHARS} "
+                          f"letters, digits, '-' or '_', got {value!r}")
+    return value
 
 
 def _slot_ranges(value: object, where: str) -> tuple[tuple[int, int], ...]:
@@ -472,9 +505,54 @@ def _with_shard(cmap: ClusterMap, shard: ShardInfo) -> ClusterMap:
 
 def _op_add_node(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
     node = NodeInfo.from_json(_get(op, "node", "add_node"))
-    if node.id in cmap.nodes:
-        node = replace(node, state="alive")  # a re-joining node serves again
+    known = cmap.nodes.get(node.id)
+    if known is not None:
+        # A re-joining node serves again, under the identity already on record (a join
+        # never changes an incarnation: only `replace_node` does).
+        node = replace(node, state="alive", incarnation=known.incarnation,
+                       replacing=known.replacing)
     return _with_node(cmap, node)
+
+
+def _op_set_incarnation(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """Record the incarnation the driver first saw for a node; never overwrites one."""
+    node_id = _string(op, "node", "set_incarnation", nonempty=True)
+    incarnation = _incarnation(op, "incarnation", "set_incarnation", required=True)
+    node = cmap.nodes.get(node_id)
+    if node is None:
+        return OpError(f"ERR set_incarnation: unknown node {node_id}")
+    if node.incarnation == incarnation:
+        return cmap
+    if node.incarnation:
+        return OpError(f"ERR set_incarnation: {node_id} is incarnation {node.incarnation}, "
+                       f"not {incarnation} (a new incarnation needs `phalanx replace`)")
+    return _with_node(cmap, replace(node, incarnation=incarnation))
+
+
+def _op_replace_node(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """Start replacing a node's old incarnation by a new one (`phalanx replace`)."""
+    node_id = _string(op, "node", "replace_node", nonempty=True)
+    incarnation = _incarnation(op, "incarnation", "replace_node", required=True)
+    node = cmap.nodes.get(node_id)
+    if node is None:
+        return OpError(f"ERR replace_node: unknown node {node_id}")
+    if node.incarnation == incarnation:
+        return OpError(f"ERR replace_node: {node_id} already is incarnation {incarnation}: "
+                       f"nothing to replace")
+    if node.replacing == incarnation:
+        return cmap
+    return _with_node(cmap, replace(node, replacing=incarnation))
+
+
+def _op_finish_replace(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """The old incarnation left every group: the new one becomes the node's incarnation."""
+    node_id = _string(op, "node", "finish_replace", nonempty=True)
+    node = cmap.nodes.get(node_id)
+    if node is None:
+        return OpError(f"ERR finish_replace: unknown node {node_id}")
+    if not node.replacing:
+        return OpError(f"ERR finish_replace: {node_id} is not being replaced")
+    return _with_node(cmap, replace(node, incarnation=node.replacing, replacing=""))
 
 
 def _op_set_node_state(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
@@ -695,6 +773,9 @@ _OPS: dict[str, Callable[[ClusterMap, Mapping[str, Any]], _Result]] = {
     "set_policy": _op_set_policy,
     "set_user": _op_set_user,
     "del_user": _op_del_user,
+    "set_incarnation": _op_set_incarnation,
+    "replace_node": _op_replace_node,
+    "finish_replace": _op_finish_replace,
 }
 
 

@@ -144,9 +144,11 @@ class RawNode:
         """Propose a membership change; raises `NotLeader`, `ProposalDropped`, `ConfigError`."""
         return self.raft.propose_conf_change(change)
 
-    def apply_conf_change(self, change: ConfChange) -> ConfState:
-        """Apply a committed membership change (call while applying its entry)."""
-        return self.raft.apply_conf_change(change)
+    def apply_conf_change(self, change: ConfChange, index: int) -> ConfState:
+        """Apply the committed membership change of the entry at `index` (call while applying
+        that entry). An entry the current configuration already includes (one at or below the
+        index of a snapshot installed since it was handed out) changes nothing (§5.1)."""
+        return self.raft.apply_conf_change(change, index)
 
     def read_index(self, context: bytes) -> None:
         """Request a linearizable read; see `Ready.read_states`."""

@@ -3,10 +3,13 @@
 Endpoints (HAProxy's `option httpchk` uses the first four, as with Patroni):
 
     GET  /health    200 while the event loop answers (that is the whole check)
-    GET  /ready     200 if the node is ready to serve, else 503 with the reason: the map is
-                    known and every local replica knows a leader and is caught up (a
-                    replica placed here that has not received its snapshot yet, new or
-                    wiped, is catching up: 503)
+    GET  /ready     200 while the node can serve SOME shard (its local replica knows a
+                    leader and is caught up, or a live leader is known to forward to),
+                    with the shards it cannot serve listed in "degraded"; else 503 with
+                    the reason (also 503 before the map is known). `?shard=N`: 200 only if
+                    shard N is served from here now; `?strict=1`: 200 only if EVERY local
+                    replica knows a leader and is caught up (a replica placed here that
+                    has not received its snapshot yet, new or wiped, is catching up)
     GET  /primary   200 only on the leader, else 503 (the body names role and leader);
                     `?key=K` or `?shard=N` asks about that key's / shard's leader
     GET  /replica   200 only on a healthy follower (knows a leader, caught up), else 503
@@ -71,6 +74,8 @@ MAX_EVENT_STREAMS = 32
 MAX_BODY_BYTES = 64 * 1024
 
 _NO_STORE = {"Cache-Control": "no-store"}
+#: How a boolean query parameter (`?strict=1`) may be spelled.
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 class NodeView(Protocol):
@@ -88,8 +93,11 @@ class NodeView(Protocol):
         uptime_s, version, and anything else worth showing."""
         ...
 
-    def readiness(self) -> tuple[bool, str]:
-        """(ready to serve clients?, the reason why or why not)."""
+    def readiness(self, shard: int | None = None, *,
+                  strict: bool = False) -> tuple[bool, str, dict[int, str]]:
+        """(ready to serve clients?, the reason why or why not, the degraded shards with
+        why). Default: can the node serve SOME shard; `shard`: that shard; `strict`: every
+        local replica healthy."""
         ...
 
     def is_primary(self, shard: int | None = None, key: bytes | None = None) -> bool:
@@ -107,6 +115,11 @@ class NodeView(Protocol):
 
     async def set_node_state(self, node_id: str, state: str) -> dict[str, object]:
         """Drain / decommission / readmit a node through the placement driver."""
+        ...
+
+    async def replace_node(self, node_id: str, incarnation: str) -> dict[str, object]:
+        """Start replacing a node by a new incarnation (`phalanx replace`); ConfigError if
+        the driver refuses (unknown node, same incarnation)."""
         ...
 
     def analysis(self, node_availability: float, zone_availability: float,
@@ -207,6 +220,7 @@ class AdminServer:
         router.add_post("/drain", self._drain)
         router.add_post("/decommission", self._decommission)
         router.add_post("/readmit", self._readmit)
+        router.add_post("/replace", self._replace)
         router.add_post("/split", self._split)
         router.add_post("/merge", self._merge)
         router.add_get("/analyze", self._analyze)
@@ -302,10 +316,22 @@ class AdminServer:
                             headers=_NO_STORE)
 
     async def _ready(self, request: web.Request) -> web.Response:
-        ready, reason = self.view.readiness()
+        shard_text = request.query.get("shard")
+        shard: int | None = None
+        if shard_text is not None:
+            if not shard_text.isdigit():
+                return _error(400, f"shard must be a shard number, not {shard_text!r}")
+            shard = int(shard_text)
+        strict_text = request.query.get("strict", "0").lower()
+        if strict_text not in _FLAGS:
+            return _error(400, f"strict must be 1 or 0, not {strict_text!r}")
+        ready, reason, degraded = self.view.readiness(shard, strict=_FLAGS[strict_text])
+        shards = {str(shard_id): why for shard_id, why in sorted(degraded.items())}
         if ready:
-            return _json({"ready": True, "node": self.view.node_id, "reason": reason})
-        return _error(503, f"not ready: {reason}", ready=False, node=self.view.node_id)
+            return _json({"ready": True, "node": self.view.node_id, "reason": reason,
+                          "degraded": shards})
+        return _error(503, f"not ready: {reason}", ready=False, node=self.view.node_id,
+                      degraded=shards)
 
     def _role_and_leader(self) -> tuple[str, object]:
         status = self.view.status()
@@ -409,6 +435,26 @@ class AdminServer:
 
     async def _readmit(self, request: web.Request) -> web.Response:
         return await self._node_state(request, "alive")
+
+    async def _replace(self, request: web.Request) -> web.Response:
+        body = await _read_json_object(request, allow_empty=False)
+        if isinstance(body, web.Response):
+            return body
+        node, incarnation = body.get("node"), body.get("incarnation")
+        if set(body) != {"node", "incarnation"} or not isinstance(node, str) or not node or \
+                not isinstance(incarnation, str) or not incarnation:
+            return _error(400, 'the body is {"node": "<node id>", "incarnation": "<new id>"}')
+        try:
+            result = await self.view.replace_node(node, incarnation)
+        except ConfigError as error:
+            return _error(400, str(error))
+        except NotLeader as error:
+            return _error(503, f"the placement driver is unavailable: {error}")
+        except (PhalanxError, TimeoutError) as error:
+            return _error(503, f"the placement driver did not accept it: {error}")
+        logger.warning("%s admin: replacing node %s by incarnation %s", self.view.node_id, node,
+                       incarnation)
+        return _json(result)
 
     async def _split(self, request: web.Request) -> web.Response:
         body = await _read_json_object(request, allow_empty=False)

@@ -41,6 +41,7 @@ from phalanx.raft import (
 from phalanx.server.config import NodeConfig, parse_address
 from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
+from phalanx.server.identity import replaced_membership
 from phalanx.server.meta_client import MetaClient
 from phalanx.server.replicas import META_GROUP, Replicas
 from phalanx.server.resharding import Resharding
@@ -103,18 +104,22 @@ class Controllers:
     def _desired(self, group_id: int) -> tuple[set[str], set[str]] | None:
         """(voters, learners) the map wants for a group, or None if the map does not know it."""
         cmap = self.replicas.cluster_map
+        # A node being replaced (`phalanx replace`: a new incarnation waits) leaves every group
+        # as its old self first; once the driver finished the replacement, it is wanted again
+        # and comes back as a new member: learner, snapshot, voter.
+        replaced = replaced_membership(cmap)
         if group_id == META_GROUP:
             if not cmap.meta_voters:
                 return None
-            voters = set(cmap.meta_voters)
+            voters = set(cmap.meta_voters) - replaced
             # Every node of the map follows the map, a decommissioned one too until it is
             # drained and removed: it must see its replicas move away to delete them.
-            learners = {n.id for n in cmap.nodes.values() if n.id not in voters}
+            learners = {n.id for n in cmap.nodes.values() if n.id not in voters} - replaced
             return voters, learners
         shard = cmap.shards.get(group_id)
         if shard is None or not shard.replicas:
             return None
-        return set(shard.replicas), set()
+        return set(shard.replicas) - replaced, set()
 
     def reconcile_membership(self, group_id: int, group: RaftGroup) -> None:
         """Make one single-server membership change toward the map's wish, if one is due."""

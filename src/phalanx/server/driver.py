@@ -29,8 +29,10 @@ from phalanx.placement import encode_op
 from phalanx.placement.planner import drain_done, plan
 from phalanx.server.config import NodeConfig
 from phalanx.server.events import EventLog
+from phalanx.server.identity import PeerIncarnations, recording_ops
 from phalanx.server.meta_client import describe_reply
 from phalanx.server.replicas import Replicas
+from phalanx.transport.tcp import TcpTransport
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,12 @@ def describe_op(op: dict[str, object]) -> str:
 class PlacementDriver:
     """Node liveness and placement decisions, on the driver group's leader."""
 
-    def __init__(self, replicas: Replicas, config: NodeConfig, events: EventLog) -> None:
+    def __init__(self, replicas: Replicas, config: NodeConfig, events: EventLog,
+                 identity: PeerIncarnations | None = None,
+                 transport: TcpTransport | None = None) -> None:
         self.replicas = replicas
+        self.identity = identity
+        self.transport = transport
         self.config = config
         self.events = events
         self.node_id = config.id
@@ -67,6 +73,18 @@ class PlacementDriver:
     def step_down(self) -> None:
         """This node no longer leads the driver's group."""
         self.since = None
+
+    def _identity_ops(self) -> list[dict[str, object]]:
+        """Record first-seen incarnations; finish replacements (`phalanx.server.identity`)."""
+        if self.identity is None or self.transport is None:
+            return []
+        seen = {self.node_id: self.identity.incarnation}
+        peers = self.transport.stats().get("peers", {})
+        for peer_id, stats in peers.items():
+            incarnation = stats.get("incarnation") if isinstance(stats, dict) else None
+            if isinstance(incarnation, str) and incarnation:
+                seen[peer_id] = incarnation
+        return recording_ops(self.replicas.cluster_map, seen, self.replicas.meta.raw.conf)
 
     async def drive(self) -> None:
         """One round of the driver (the caller leads group 0)."""
@@ -97,11 +115,16 @@ class PlacementDriver:
                     ops.append({"op": "set_node_state", "node": info.id, "state": "alive"})
                     self.events.record("node-alive", f"{info.id} is back")
             if not ops:
+                ops = self._identity_ops()
+            if not ops:
                 ops = plan(cmap)
                 for info in cmap.nodes.values():
                     if info.state == "decommissioned" and drain_done(cmap, info.id):
                         ops.append({"op": "remove_node", "node": info.id})
             for op in ops:
+                if op.get("op") in ("set_incarnation", "finish_replace"):
+                    self.events.record("identity", describe_op(op))
+                    logger.info("%s driver: %s", self.node_id, describe_op(op))
                 group = self.replicas.meta
                 if not group.is_leader():
                     return

@@ -423,7 +423,8 @@ class RaftGroup:
         for entry in rd.committed_entries:
             reply: Reply = None
             if entry.type is EntryType.CONF_CHANGE:
-                conf = self.raw.apply_conf_change(decode_conf_change(entry.data))
+                conf = self.raw.apply_conf_change(decode_conf_change(entry.data),
+                                                  entry.index)
                 self._track_leader()
                 logger.info("group %s configuration: voters=%s learners=%s", group,
                             ",".join(conf.voters), ",".join(conf.learners))
@@ -599,6 +600,12 @@ class RaftGroup:
                            error)
         finally:
             self.compacting = False
+
+    async def save_snapshot(self) -> None:
+        """A snapshot at the applied index now (BGSAVE), taken and compacted as the snapshot
+        policy takes one; nothing when the last snapshot is already at the applied index."""
+        if not self.stopped:
+            await self._maybe_snapshot(force=True)
 
     async def _maybe_snapshot(self, force: bool = False) -> None:
         applied = self.raw.applied

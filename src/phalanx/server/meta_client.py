@@ -116,6 +116,23 @@ class MetaClient:
                                          "state": state})
         return {"node": node_id, "state": state, "reply": describe_reply(reply)}
 
+    async def replace_node(self, node_id: str, incarnation: str) -> dict[str, object]:
+        """Start replacing `node_id` by a new incarnation (`phalanx replace`): the map records
+        it in `replacing`; the controllers and the driver do the rest (`server/identity.py`)."""
+        info = self.replicas.cluster_map.nodes.get(node_id)
+        if info is None:
+            raise ConfigError(f"unknown node {node_id!r}")
+        if info.incarnation == incarnation:
+            raise ConfigError(f"{node_id} already is incarnation {incarnation}: nothing to "
+                              f"replace")
+        reply = await self.propose_meta({"op": "replace_node", "node": node_id,
+                                         "incarnation": incarnation})
+        text = describe_reply(reply)
+        if text != "OK":
+            raise ConfigError(f"the driver refused the replacement: {text}")
+        return {"node": node_id, "incarnation": incarnation, "old_incarnation":
+                info.incarnation, "reply": text}
+
     async def join(self) -> None:
         """A joining node announces itself through any member until the map lists it."""
         me = self.config.me

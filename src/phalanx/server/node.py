@@ -47,6 +47,7 @@ from phalanx.server.events import EventLog
 from phalanx.server.front.listener import RespServer
 from phalanx.server.front.replicas import ReplicaRegistry
 from phalanx.server.group import RaftGroup
+from phalanx.server.identity import PeerIncarnations, load_or_create_incarnation
 from phalanx.server.meta_client import MetaClient
 from phalanx.server.metrics import NodeMetrics
 from phalanx.server.node_status import NodeStatus
@@ -113,8 +114,9 @@ class _AdminView:
     def status(self) -> dict[str, object]:
         return self._status.status()
 
-    def readiness(self) -> tuple[bool, str]:
-        return self._status.readiness()
+    def readiness(self, shard: int | None = None, *,
+                  strict: bool = False) -> tuple[bool, str, dict[int, str]]:
+        return self._status.readiness(shard, strict=strict)
 
     def is_primary(self, shard: int | None = None, key: bytes | None = None) -> bool:
         return self._status.is_primary(shard, key)
@@ -131,6 +133,9 @@ class _AdminView:
 
     async def set_node_state(self, node_id: str, state: str) -> dict[str, object]:
         return await self._meta_client.set_node_state(node_id, state)
+
+    async def replace_node(self, node_id: str, incarnation: str) -> dict[str, object]:
+        return await self._meta_client.replace_node(node_id, incarnation)
 
     async def split_shard(self, shard: int, at: int | None = None) -> dict[str, object]:
         return await self._resharding.split_shard(shard, at)
@@ -166,6 +171,10 @@ class Node:
         self.fault_rules = FaultRules()
         me = config.me
         peer_host, peer_port = parse_address(me.peer, "peer")
+        # Node identity: this data directory's incarnation, and the peers' on record.
+        self.incarnation, _ = load_or_create_incarnation(config.data_dir)
+        self.identity = PeerIncarnations(config.id, config.data_dir, self.incarnation,
+                                         lambda: self.replicas.cluster_map)
         self.transport = TcpTransport(
             config.id,
             (peer_host, peer_port),
@@ -176,6 +185,8 @@ class Node:
             on_peer_lost=self._on_peer_lost,
             fault_rules=self.fault_rules,
             source_host=peer_host,
+            incarnation=self.incarnation,
+            identity=self.identity,
         )
         self.tick_count = 0
         self.replicas = Replicas(config, self.metrics, self.transport, self.events,
@@ -185,7 +196,8 @@ class Node:
         self.resharding = Resharding(self.replicas, config, self.meta_client, self.events)
         self.controllers = Controllers(self.replicas, config, self.transport, self.meta_client,
                                        self.resharding, self.events)
-        self.driver = PlacementDriver(self.replicas, config, self.events)
+        self.driver = PlacementDriver(self.replicas, config, self.events, self.identity,
+                                      self.transport)
         self.replicas.on_split = self.resharding.on_split
         #: Fresh shards this node is the preferred leader of: it campaigns first at bootstrap.
         self.first_campaigns = self.replicas.open_at_boot()
@@ -195,7 +207,7 @@ class Node:
                                                    self.controllers)
         self.resp = RespServer(front_end, resp_host, resp_port)
         self.status = NodeStatus(self.replicas, config, self.metrics, self.transport,
-                                 self.events, self.resp, self.started)
+                                 self.events, self.resp, self.started, self.identity)
         view: NodeView = _AdminView(config, self.status, self.controllers, self.resharding,
                                     self.meta_client, self.fault_rules)
         self.admin: AdminServer | None = None

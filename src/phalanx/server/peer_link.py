@@ -10,7 +10,12 @@ Rules of this file:
   (or None for plaintext). There is no process-wide TLS state.
 - A link failure before the command was sent raises `LeaderUnreachable` (certainly not
   applied, safe to retry); a failure after it was sent surfaces as OSError/TimeoutError and the
-  caller decides (a write's outcome is then unknown).
+  caller decides (a write's outcome is then unknown). A caller that gives up on a call (a new
+  leader is known, its deadline passed) learns from `call`'s `sent` event whether the command
+  left: if not, it was certainly not applied.
+- A link whose peer already closed it (EOF seen while idle: the peer restarted or died) is
+  reconnected before the command is written, never written to: writing first would turn a
+  certain "not applied" into an unknown outcome.
 - No import of the node or the front end: both use this module, it uses neither.
 See docs/architecture.md.
 """
@@ -108,20 +113,32 @@ class LeaderLink:
                 raise PeerProtocolError(f"leader {self.leader_id} refused: {reply.text}")
 
     async def _read_reply(self) -> object:
-        assert self.reader is not None
+        reader, parser = self.reader, self.parser
+        assert reader is not None
         while True:
-            reply = self.parser.next_reply()
+            reply = parser.next_reply()
             if reply is not NEED_DATA:
                 return reply
-            data = await asyncio.wait_for(self.reader.read(65536), self.timeout)
+            data = await asyncio.wait_for(reader.read(65536), self.timeout)
             if not data:
                 raise ConnectionResetError("leader closed the connection")
-            self.parser.feed(data)
+            parser.feed(data)
 
-    async def call(self, arguments: list[bytes]) -> object:
-        """Send one command and return its reply (raises OSError/timeouts on link failure)."""
+    def _usable(self) -> bool:
+        """True if the open connection may carry a command: not closing, and the peer has not
+        closed its side (a RESP server never half-closes: an EOF means it is gone)."""
+        if self.writer is None or self.writer.is_closing() or self.reader is None:
+            return False
+        return not self.reader.at_eof() and self.reader.exception() is None
+
+    async def call(self, arguments: list[bytes], sent: asyncio.Event | None = None) -> object:
+        """Send one command and return its reply (raises OSError/timeouts on link failure).
+
+        `sent` is set the moment the command is written (the caller's proof, if it gives up
+        before, that nothing left: a `LeaderUnreachable` is raised whenever that is so)."""
         async with self.lock:
-            if self.writer is None or self.writer.is_closing():
+            if not self._usable():
+                self.close()
                 try:
                     await self._connect()
                 except (OSError, TimeoutError, PeerProtocolError) as error:
@@ -130,6 +147,8 @@ class LeaderLink:
                     raise LeaderUnreachable(f"cannot reach leader {self.leader_id}: {error}") \
                         from error
             assert self.writer is not None
+            if sent is not None:
+                sent.set()
             self.writer.write(encode_command(*arguments))
             return await self._read_reply()
 
@@ -137,3 +156,4 @@ class LeaderLink:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        self.reader = None

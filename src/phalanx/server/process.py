@@ -2,7 +2,10 @@
 See docs/architecture.md ("the node runtime").
 
 - `check_not_a_wiped_member`: refuse to bootstrap an empty data directory under an id the
-  running cluster remembers (a forgotten vote would break Raft's safety).
+  running cluster remembers (a forgotten vote would break Raft's safety), unless the cluster
+  is replacing the node by this directory's incarnation (`phalanx replace`). When no peer is
+  running (a whole-cluster restart), the peers refuse the wiped node at the peer handshake
+  instead (`phalanx.server.identity`).
 - `serve` / `run_node`: run one `Node` (uvloop when available) until SIGTERM or SIGINT.
 
 Rules of this file:
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from phalanx.errors import ConfigError
 from phalanx.server.config import NodeConfig
+from phalanx.server.identity import load_or_create_incarnation
 from phalanx.server.node import Node
 
 logger = logging.getLogger("phalanx.server.node")
@@ -35,7 +39,11 @@ def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None
     driver's leader shows that it had acknowledged log entries, the node must not start as
     itself. Raises ConfigError saying what to do. A brand-new cluster is unaffected (no peer
     has heard from this node yet), and so is a node with its data (it is not fresh) or one
-    that joins as a new node. Not covered: every peer restarted since this node last ran.
+    that joins as a new node. Not covered here: every peer restarted since this node last
+    ran (the peer handshake's incarnation check refuses it then). A node the cluster is
+    replacing by this directory's incarnation (the map's `replacing` or `incarnation` names
+    it: `phalanx replace` ran) passes. The incarnation is created first, so that the message
+    and `phalanx replace` can name it.
     """
     import json
     import urllib.request
@@ -43,6 +51,7 @@ def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None
 
     if config.join or (Path(config.data_dir) / "groups" / "0").exists():
         return
+    incarnation, _ = load_or_create_incarnation(config.data_dir)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def remembered_by(peer_admin: str) -> int:
@@ -53,6 +62,10 @@ def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None
             return 0
         if not isinstance(status, dict):
             return 0
+        for node in status.get("nodes") or []:
+            if isinstance(node, dict) and node.get("id") == config.id and incarnation in (
+                    node.get("incarnation"), node.get("replacing")):
+                return -1  # the cluster accepts (or is replacing the node by) this directory
         # Evidence that this node ran before: the peer received Raft messages from it (since
         # the peer started), or, on the driver's leader, it had acknowledged log entries.
         heard = 0
@@ -71,13 +84,15 @@ def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None
         return
     with ThreadPoolExecutor(max_workers=len(admins)) as pool:
         matches = list(pool.map(remembered_by, admins))
-    if max(matches) > 0:
+    if min(matches) >= 0 and max(matches) > 0:
         raise ConfigError(
             f"the data directory {config.data_dir} is empty, but the running cluster knows "
-            f"node {config.id} (it received its Raft messages): its disk was lost or wiped. Starting it as {config.id} could break Raft's safety (a forgotten vote). "
-            f"Decommission {config.id} (`phalanx decommission {config.id}`, or let the "
-            f"cluster declare it dead), then start this machine as a new node with a new id "
-            f"and `join`.")
+            f"node {config.id} (it received its Raft messages): its disk was lost or wiped. "
+            f"Starting it as {config.id} could break Raft's safety (a forgotten vote). Run "
+            f"`phalanx replace {config.id} --incarnation {incarnation}` (the old member is "
+            f"removed, this directory comes back as a new member), then start it again; or "
+            f"decommission {config.id} (`phalanx decommission {config.id}`) and start this "
+            f"machine as a new node with a new id and `join`.")
 
 
 async def serve(config: NodeConfig) -> None:

@@ -202,7 +202,7 @@ class Network:
         for entry in rd.committed_entries:
             self.applied_entries[node_id].append(entry)
             if entry.type is EntryType.CONF_CHANGE:
-                raw.apply_conf_change(decode_conf_change(entry.data))
+                raw.apply_conf_change(decode_conf_change(entry.data), entry.index)
             elif entry.data:
                 self.applied[node_id].append(entry.data)
         self.read_states[node_id].extend(rd.read_states)
@@ -364,7 +364,7 @@ def drive(raw: RawNode, storage: MemoryStorage) -> list[Message]:
         sent.extend(rd.persisted_messages)
         for entry in rd.committed_entries:
             if entry.type is EntryType.CONF_CHANGE:
-                raw.apply_conf_change(decode_conf_change(entry.data))
+                raw.apply_conf_change(decode_conf_change(entry.data), entry.index)
         raw.advance(rd)
     return sent
 

@@ -3,11 +3,13 @@
 This module owns the bytes that travel between phalanx nodes. It is sans-IO: it never touches a
 socket; the transport feeds it bytes and sends what it returns.
 
-The stream (protocol version 1)
--------------------------------
+The stream (protocol version 2; version 1 is still understood)
+--------------------------------------------------------------
 1. Each side first sends one **handshake frame**::
 
-       b"PHLX" | version: uint16 BE | length: uint32 BE | msgpack [node_id, cluster_id, nonce, mac]
+       b"PHLX" | version: uint16 BE | length: uint32 BE |
+           msgpack [node_id, cluster_id, nonce, mac, incarnation, refusal]     (version 2)
+           msgpack [node_id, cluster_id, nonce, mac]                           (version 1)
 
    The magic and the version sit *outside* msgpack so that a stranger (an HTTP probe, a Redis
    client on the wrong port) and a peer of another version are both recognised from the first
@@ -18,6 +20,12 @@ The stream (protocol version 1)
    handshake frames: the dialer's (its fresh nonce), the acceptor's (its own fresh nonce, the
    tag bound to the dialer's), and the dialer's proof (the tag bound to the acceptor's nonce).
    A recorded handshake cannot answer a new nonce.
+   Version 2 adds the sender's **incarnation** (the random id its data directory was created
+   with: a node whose disk was wiped comes back as a new incarnation and is refused, see
+   `phalanx.server.identity`) and a **refusal**: a side that refuses the other's identity says
+   why in its next handshake frame (the answer, or the proof) before closing, so both sides
+   log the reason. Both fields are covered by the MAC. A peer of version 1 sends neither; it
+   is answered in version 1.
 2. Then any number of **batch frames**::
 
        length: uint32 BE | msgpack [[type_code, group_id, field, ...], ...]
@@ -89,6 +97,8 @@ __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "MAGIC",
     "MAX_HANDSHAKE_BYTES",
+    "MAX_INCARNATION_CHARS",
+    "MAX_REFUSAL_CHARS",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
@@ -106,8 +116,12 @@ __all__ = [
 ]
 
 MAGIC: Final = b"PHLX"
-PROTOCOL_VERSION: Final = 1
-SUPPORTED_VERSIONS: Final = frozenset({1})
+PROTOCOL_VERSION: Final = 2
+SUPPORTED_VERSIONS: Final = frozenset({1, 2})
+#: Longest incarnation id a handshake may carry (ours are 32 hex digits).
+MAX_INCARNATION_CHARS: Final = 64
+#: Longest refusal reason a handshake may carry.
+MAX_REFUSAL_CHARS: Final = 1024
 
 DEFAULT_MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 """Largest batch frame body accepted or produced. A snapshot must fit in one frame for now;
@@ -136,13 +150,17 @@ NEED_DATA: Final = NeedData.NEED_DATA
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Handshake:
-    """The first frame each side sends: who it is, which cluster, and its authentication tag."""
+    """The first frame each side sends: who it is, which cluster, and its authentication tag;
+    from version 2 also which incarnation of the node it is, and why it refuses the other side
+    ("" = it does not)."""
 
     version: int
     node_id: NodeId
     cluster_id: str
     nonce: bytes = b""
     mac: bytes = b""
+    incarnation: str = ""
+    refusal: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,13 +328,16 @@ def encode_batch(
 
 def handshake_mac(
     secret: bytes, *, version: int, node_id: str, cluster_id: str, nonce: bytes,
-    bind: bytes = b"",
+    bind: bytes = b"", incarnation: str = "", refusal: str = "",
 ) -> bytes:
-    """HMAC-SHA256 under the cluster `secret` over the handshake fields (version included),
-    and over `bind`: the OTHER side's fresh nonce in a challenge-response, so the tag proves
-    knowledge of the secret now, not a recording (`bind` itself is not sent: each side knows
-    the nonce it chose)."""
-    message = MAGIC + struct.pack(">H", version) + _PACKER.pack([node_id, cluster_id, nonce])
+    """HMAC-SHA256 under the cluster `secret` over the handshake fields (version included;
+    from version 2 the incarnation and the refusal too), and over `bind`: the OTHER side's
+    fresh nonce in a challenge-response, so the tag proves knowledge of the secret now, not a
+    recording (`bind` itself is not sent: each side knows the nonce it chose)."""
+    signed: list[object] = [node_id, cluster_id, nonce]
+    if version >= 2:
+        signed += [incarnation, refusal]
+    message = MAGIC + struct.pack(">H", version) + _PACKER.pack(signed)
     if bind:
         message += _PACKER.pack(bind)
     return hmac.new(secret, message, hashlib.sha256).digest()
@@ -330,14 +351,26 @@ def encode_handshake(
     nonce: bytes = b"",
     version: int = PROTOCOL_VERSION,
     bind: bytes = b"",
+    incarnation: str = "",
+    refusal: str = "",
 ) -> bytes:
     """Encode the complete handshake frame; with a `secret`, it carries an HMAC-SHA256 tag
-    (bound to the peer's nonce `bind` when answering a challenge)."""
+    (bound to the peer's nonce `bind` when answering a challenge). Version 1 has no
+    incarnation nor refusal (InvariantViolation if one is given)."""
+    if version < 2 and (incarnation or refusal):
+        raise InvariantViolation("a version 1 handshake carries no incarnation nor refusal")
+    if len(incarnation) > MAX_INCARNATION_CHARS or len(refusal) > MAX_REFUSAL_CHARS:
+        raise InvariantViolation(f"handshake incarnation or refusal too long "
+                                 f"({len(incarnation)}, {len(refusal)} characters)")
     mac = b"" if secret is None else handshake_mac(
-        secret, version=version, node_id=node_id, cluster_id=cluster_id, nonce=nonce, bind=bind
+        secret, version=version, node_id=node_id, cluster_id=cluster_id, nonce=nonce, bind=bind,
+        incarnation=incarnation, refusal=refusal,
     )
+    fields: list[object] = [node_id, cluster_id, nonce, mac]
+    if version >= 2:
+        fields += [incarnation, refusal]
     try:
-        body: bytes = _PACKER.pack([node_id, cluster_id, nonce, mac])
+        body: bytes = _PACKER.pack(fields)
     except (TypeError, ValueError, OverflowError) as error:
         raise InvariantViolation(f"cannot encode handshake: {error!r}") from error
     if len(body) > MAX_HANDSHAKE_BYTES or not 0 <= version <= 0xFFFF:
@@ -369,6 +402,7 @@ def verify_handshake(handshake: Handshake, *, cluster_id: str, secret: bytes | N
     expected = handshake_mac(
         secret, version=handshake.version, node_id=handshake.node_id,
         cluster_id=handshake.cluster_id, nonce=handshake.nonce, bind=bind,
+        incarnation=handshake.incarnation, refusal=handshake.refusal,
     )
     if not hmac.compare_digest(expected, handshake.mac):
         raise PeerProtocolError(
@@ -645,28 +679,40 @@ def _decode_body(body: bytearray, max_entries: int) -> Batch:
     return batch
 
 
+_HANDSHAKE_FIELDS: Final = ("node_id", "cluster_id", "nonce", "mac", "incarnation", "refusal")
+_HANDSHAKE_TYPES: Final = (str, str, bytes, bytes, str, str)
+
+
 def _decode_handshake_body(version: int, body: bytes) -> Handshake:
     try:
         fields = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=True)
     except Exception as error:  # msgpack raises ValueError, its own errors, UnicodeDecodeError...
         raise PeerProtocolError(f"handshake is not valid msgpack: {error!r}") from error
-    if type(fields) is not list or len(fields) != 4:
+    count = 4 if version == 1 else 6
+    names = _HANDSHAKE_FIELDS[:count]
+    if type(fields) is not list or len(fields) != count:
         raise PeerProtocolError(
-            "handshake body must be an array [node_id, cluster_id, nonce, mac], got "
+            f"handshake body (version {version}) must be an array [{', '.join(names)}], got "
             + (f"{len(fields)} items" if type(fields) is list else _type_name(fields))
         )
-    for name, want, value in zip(("node_id", "cluster_id", "nonce", "mac"),
-                                 (str, str, bytes, bytes), fields, strict=True):
+    for name, want, value in zip(names, _HANDSHAKE_TYPES, fields, strict=False):
         if type(value) is not want:
             raise PeerProtocolError(
                 f"handshake.{name} must be {want.__name__}, got {_type_name(value)}"
             )
-    node_id, cluster_id, nonce, mac = fields
+    node_id, cluster_id, nonce, mac = fields[:4]
+    incarnation, refusal = (fields[4], fields[5]) if count == 6 else ("", "")
     if mac and len(mac) != _MAC_BYTES:
         raise PeerProtocolError(f"handshake.mac must be empty or {_MAC_BYTES} bytes, got "
                                 f"{len(mac)}")
+    if len(incarnation) > MAX_INCARNATION_CHARS:
+        raise PeerProtocolError(f"handshake.incarnation longer than {MAX_INCARNATION_CHARS} "
+                                f"characters ({len(incarnation)})")
+    if len(refusal) > MAX_REFUSAL_CHARS:
+        raise PeerProtocolError(f"handshake.refusal longer than {MAX_REFUSAL_CHARS} "
+                                f"characters ({len(refusal)})")
     return Handshake(version=version, node_id=node_id, cluster_id=cluster_id, nonce=nonce,
-                     mac=mac)
+                     mac=mac, incarnation=incarnation, refusal=refusal)
 
 
 class FrameDecoder:

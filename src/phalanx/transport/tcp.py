@@ -14,7 +14,12 @@ challenge-response of three frames (codec rule): the dialer's hello with a fresh
 acceptor's answer, sent only after checking the hello, with its own fresh nonce and its tag
 bound to the dialer's nonce; and the dialer's proof, its tag bound to the acceptor's nonce. The
 acceptor delivers nothing before the proof checks out, so a replayed hello gets nowhere, and
-both sides authenticated each other (cluster id, HMAC with a secret, node id). After it, the dialer sends batch frames; the acceptor sends nothing but
+both sides authenticated each other (cluster id, HMAC with a secret, node id). Each side also
+checks the other's **incarnation** (protocol version 2, `PeerIdentity`): a node whose data
+directory was wiped comes back as a new incarnation, and is refused, with the reason sent in
+the refusing side's next handshake frame, so it is logged on both sides (the refused side
+learns it through `PeerIdentity.refused_by`). A dialer whose version-2 hello is closed without
+an answer (an older peer) says its next hello in version 1, and back. After it, the dialer sends batch frames; the acceptor sends nothing but
 keepalives (empty batch frames). Both sides send a keepalive after `keepalive_interval_s` of
 silence and drop a connection that stayed silent for `idle_timeout_s`, so a half-open
 connection (peer frozen or partitioned away) is noticed without waiting for TCP.
@@ -62,7 +67,7 @@ import os
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from phalanx.errors import ConfigError, PeerProtocolError
 from phalanx.raft.messages import Message
@@ -71,6 +76,7 @@ from phalanx.transport.codec import (
     DEFAULT_MAX_FRAME_BYTES,
     MAX_HANDSHAKE_BYTES,
     NEED_DATA,
+    PROTOCOL_VERSION,
     FrameDecoder,
     Handshake,
     encode_batch,
@@ -79,12 +85,37 @@ from phalanx.transport.codec import (
 )
 from phalanx.transport.faults import FaultRules
 
-__all__ = ["KEEPALIVE_FRAME", "OnMessages", "OnPeerLost", "TcpTransport"]
+__all__ = ["KEEPALIVE_FRAME", "OnMessages", "OnPeerLost", "PeerIdentity", "TcpTransport"]
 
 logger = logging.getLogger(__name__)
 
 OnMessages = Callable[[str, list[tuple[GroupId, Message]]], None]
 OnPeerLost = Callable[[str], None]
+
+
+class PeerIdentity(Protocol):
+    """Which incarnation of each peer this node accepts (see `phalanx.server.identity`)."""
+
+    def check(self, peer_id: str, incarnation: str, version: int) -> str | None:
+        """None to accept `peer_id` presenting `incarnation` in a handshake of protocol
+        `version` (1 carries none: ""), else the reason it is refused. No side effect."""
+        ...
+
+    def seen(self, peer_id: str, incarnation: str) -> None:
+        """A connection with `peer_id` as `incarnation` was established (after `check`)."""
+        ...
+
+    def refused_by(self, peer_id: str, reason: str) -> None:
+        """`peer_id` refused OUR identity, for `reason`."""
+        ...
+
+
+class _Refused(PeerProtocolError):
+    """A handshake ended by an identity refusal (ours or the peer's)."""
+
+
+#: A refusal of the same peer for the same reason is logged at most once per this many s.
+REFUSAL_LOG_INTERVAL_S: Final = 30.0
 
 KEEPALIVE_FRAME: Final = encode_batch([])
 """An empty batch frame: keeps an idle connection alive; the receiver ignores it."""
@@ -155,9 +186,11 @@ class _Peer:
         "established_once",
         "failing",
         "frames_sent",
+        "hello_version",
         "host",
         "id",
         "inbound",
+        "incarnation",
         "last_due",
         "last_error",
         "messages_received",
@@ -167,6 +200,7 @@ class _Peer:
         "queue",
         "reconnects",
         "redial",
+        "refusal",
         "task",
         "wakeup",
     )
@@ -200,6 +234,12 @@ class _Peer:
         self.protocol_errors = 0
         self.reconnects = 0
         self.last_error: str | None = None
+        #: The protocol version of our next hello (1 after a version-2 hello went unanswered).
+        self.hello_version = PROTOCOL_VERSION
+        #: The incarnation the peer presented in the last established connection.
+        self.incarnation = ""
+        #: The last identity refusal between us and the peer (either way), "" = none.
+        self.refusal = ""
 
     @property
     def address(self) -> str:
@@ -236,6 +276,8 @@ class TcpTransport:
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 1.0,
         rng: random.Random | None = None,
+        incarnation: str = "",
+        identity: PeerIdentity | None = None,
     ) -> None:
         if not node_id:
             raise ConfigError("node_id: must not be empty")
@@ -279,6 +321,9 @@ class TcpTransport:
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
         self._rng = rng if rng is not None else random.Random()
+        self.incarnation = incarnation
+        self._identity = identity
+        self._refusal_logged: dict[tuple[str, str], float] = {}
         self._peers: dict[str, _Peer] = {
             peer_id: _Peer(peer_id, host, port)
             for peer_id, (host, port) in peers.items()
@@ -537,24 +582,44 @@ class TcpTransport:
             reader, writer = await asyncio.open_connection(
                 peer.host, peer.port, local_addr=local_addr, limit=_STREAM_LIMIT
             )
+        version = peer.hello_version
+        ours = self.incarnation if version >= 2 else ""
         try:
             writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
             challenge = os.urandom(NONCE_BYTES)
             writer.write(encode_handshake(NodeId(self.node_id), self._cluster_id,
-                                          secret=self._secret, nonce=challenge))
+                                          secret=self._secret, nonce=challenge,
+                                          version=version, incarnation=ours))
             decoder = FrameDecoder(max_frame_bytes=self._max_frame_bytes)
-            async with asyncio.timeout(self._handshake_timeout):
-                await writer.drain()
-                handshake = await _read_handshake(reader, decoder)
+            try:
+                async with asyncio.timeout(self._handshake_timeout):
+                    await writer.drain()
+                    handshake = await _read_handshake(reader, decoder)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                # Closed without an answer: an older peer refusing our version, perhaps;
+                # alternate between the versions we speak (an answer settles it).
+                peer.hello_version = 1 if version >= 2 else PROTOCOL_VERSION
+                raise
             if handshake.node_id != peer.id:
                 raise PeerProtocolError(
                     f"{peer.address} answered as node {handshake.node_id!r}, expected {peer.id!r}"
                 )
             verify_handshake(handshake, cluster_id=self._cluster_id, secret=self._secret,
                              bind=challenge)
-            # The proof: our tag over the acceptor's fresh nonce.
+            if handshake.refusal:
+                self._identity_refused(peer, handshake.refusal)
+            reason = self._check_identity(peer.id, handshake.incarnation, handshake.version)
+            # The proof: our tag over the acceptor's fresh nonce (and our refusal, if any).
             writer.write(encode_handshake(NodeId(self.node_id), self._cluster_id,
-                                          secret=self._secret, bind=handshake.nonce))
+                                          secret=self._secret, bind=handshake.nonce,
+                                          version=handshake.version, incarnation=ours,
+                                          refusal=reason if handshake.version >= 2 else ""))
+            if reason:
+                with contextlib.suppress(OSError, TimeoutError):
+                    async with asyncio.timeout(self._handshake_timeout):
+                        await writer.drain()
+                self._refuse(peer, handshake.incarnation, reason, "")
+            self._identified(peer, handshake.incarnation)
         except BaseException:
             writer.transport.abort()
             raise
@@ -707,11 +772,20 @@ class TcpTransport:
                 )
             writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
             challenge = os.urandom(NONCE_BYTES)
+            # Answer in the dialer's version (an older peer speaks version 1).
+            version = handshake.version
+            reason = self._check_identity(peer.id, handshake.incarnation, version)
+            if reason and version < 2:  # version 1 cannot carry the reason: no answer at all
+                self._refuse(peer, handshake.incarnation, reason, address)
             writer.write(encode_handshake(NodeId(self.node_id), self._cluster_id,
                                           secret=self._secret, nonce=challenge,
-                                          bind=handshake.nonce))
+                                          bind=handshake.nonce, version=version,
+                                          incarnation=self.incarnation if version >= 2 else "",
+                                          refusal=reason if version >= 2 else ""))
             async with asyncio.timeout(self._handshake_timeout):
                 await writer.drain()
+                if reason:
+                    self._refuse(peer, handshake.incarnation, reason, address)
                 proof = await _read_handshake(reader, decoder)
             if proof.node_id != handshake.node_id:
                 raise PeerProtocolError(f"the proof came from {proof.node_id!r}, not "
@@ -722,6 +796,13 @@ class TcpTransport:
             except PeerProtocolError as error:
                 raise PeerProtocolError(f"{error} (challenge not answered: a replayed "
                                         f"handshake?)") from error
+            if proof.refusal:
+                self._identity_refused(peer, proof.refusal)
+            self._identified(peer, handshake.incarnation)
+        except _Refused:
+            self._refused_connections += 1
+            writer.transport.abort()
+            return
         except (OSError, TimeoutError, PeerProtocolError) as error:
             reason = (f"no handshake within {self._handshake_timeout:g} s"
                       if isinstance(error, TimeoutError) else str(error) or _describe(error))
@@ -823,12 +904,55 @@ class TcpTransport:
             if handle is not None:
                 handle.cancel()
 
+    # ---- identity (incarnations) ---------------------------------------------------------
+
+    def _check_identity(self, peer_id: str, incarnation: str, version: int) -> str:
+        """The reason to refuse `peer_id` presenting `incarnation`, or "" to accept it."""
+        if self._identity is None:
+            return ""
+        return self._identity.check(peer_id, incarnation, version) or ""
+
+    def _identified(self, peer: _Peer, incarnation: str) -> None:
+        peer.incarnation = incarnation
+        peer.refusal = ""
+        if self._identity is not None:
+            self._identity.seen(peer.id, incarnation)
+
+    def _log_refusal(self, peer_id: str, text: str) -> None:
+        """Log an identity refusal, at most once per REFUSAL_LOG_INTERVAL_S per peer and text
+        (a refused peer redials every second)."""
+        now = asyncio.get_running_loop().time()
+        key = (peer_id, text)
+        if now - self._refusal_logged.get(key, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
+            self._refusal_logged[key] = now
+            logger.error("%s", text)
+
+    def _refuse(self, peer: _Peer, incarnation: str, reason: str, address: str) -> None:
+        """We refuse `peer`'s identity: record, log (rate-limited) and raise `_Refused`."""
+        peer.refusal = f"we refused {peer.id} (incarnation {incarnation or 'none'}): {reason}"
+        peer.last_error = peer.refusal
+        where = f" from {address}" if address else ""
+        self._log_refusal(peer.id, f"{self.node_id} refused peer {peer.id}{where} "
+                                   f"(incarnation {incarnation or 'none'}): {reason}")
+        raise _Refused(peer.refusal)
+
+    def _identity_refused(self, peer: _Peer, reason: str) -> None:
+        """`peer` refused OUR identity: record, log (rate-limited), tell the owner, raise."""
+        peer.refusal = f"{peer.id} refused us: {reason}"
+        peer.last_error = peer.refusal
+        self._log_refusal(peer.id, f"{self.node_id} (incarnation {self.incarnation or 'none'}) "
+                                   f"was refused by peer {peer.id}: {reason}")
+        if self._identity is not None:
+            self._identity.refused_by(peer.id, reason)
+        raise _Refused(peer.refusal)
+
     # ---- observability ------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         """Counters for metrics: per peer, plus connections refused and unknown targets."""
         return {
             "node_id": self.node_id,
+            "incarnation": self.incarnation,
             "refused_connections": self._refused_connections,
             "dropped_unknown_peer": self._dropped_unknown_peer,
             "peers": {
@@ -848,6 +972,8 @@ class TcpTransport:
                     "protocol_errors": peer.protocol_errors,
                     "reconnects": peer.reconnects,
                     "last_error": peer.last_error,
+                    "incarnation": peer.incarnation,
+                    "refusal": peer.refusal,
                 }
                 for peer in self._peers.values()
             },

@@ -71,6 +71,11 @@ def _copy_outcome(out: asyncio.Future[object], task: asyncio.Future[object]) -> 
         out.set_result(task.result())
 
 
+def _leader_of(group: RaftGroup) -> Callable[[], str]:
+    """Who `group` (a local replica) knows as its leader, asked at each call."""
+    return lambda: group.leader
+
+
 class DataRouter:
     """Routes data commands to their shard's replica: locally, or over a peer link."""
 
@@ -223,12 +228,18 @@ class DataRouter:
                 # EVAL): this shard only, over there too (else the leader fans out again).
                 forwarded = [b"PHALANX.SHARD", str(shard_id).encode(), *arguments]
             try:
-                reply = await self._forward(state, leader, forwarded, deadline, group)
-            except LeaderUnreachable:
+                reply = await self._forward(state, leader, forwarded, deadline,
+                                            _leader_of(group))
+            except LeaderUnreachable as error:
                 # Nothing was sent: retrying is safe until the deadline.
+                if isinstance(error.__cause__, ConnectionRefusedError):
+                    # Nobody listens where the leader was: its process is gone. Tell the
+                    # replica now (a PreVote soon, as when the peer connection resets; PreVote
+                    # keeps a live leader safe) rather than after an election timeout.
+                    group.leader_lost(leader)
                 if time.monotonic() >= deadline:
                     raise
-                await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
+                await asyncio.sleep(_LEADER_WAIT_STEP_S * (1 if group.leader != leader else 5))
                 continue
             if wire_code(reply) == TRYAGAIN:
                 # The node we asked was not (or no longer) the leader: nothing was applied.
@@ -389,8 +400,10 @@ class DataRouter:
             for target in candidates:
                 if target == self.config.id:
                     continue
+                hinted = functools.partial(self.replicas.shard_leader, shard) \
+                    if target == shard.leader else None
                 try:
-                    reply = await self._forward(state, target, arguments, deadline, None)
+                    reply = await self._forward(state, target, arguments, deadline, hinted)
                 except LeaderUnreachable:
                     continue
                 if wire_code(reply) == TRYAGAIN:
@@ -403,8 +416,16 @@ class DataRouter:
             await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
 
     async def _forward(self, state: ClientState, leader: str, arguments: list[bytes],
-                       deadline: float, group: RaftGroup | None) -> object:
-        """Send the command to `leader` over this client's peer link and return its reply."""
+                       deadline: float, current_leader: Callable[[], str] | None) -> object:
+        """Send the command to `leader` over this client's peer link and return its reply.
+
+        Fails fast (never waits for a dead leader): when the link breaks, when
+        `current_leader()` names another node (a new leader exists: the old one is dead or
+        paused), and at the deadline. If the command had not left yet (still connecting, or
+        queued behind another command on the link: `sent` unset) it was certainly not
+        applied: `LeaderUnreachable`, and the caller retries on the new leader; once it has
+        left, a write's outcome is unknown (`OutcomeUnknown`: the old leader may have
+        replicated it before it died, and the new leader may commit it)."""
         address = self.replicas.resp_address(leader)
         if address is None:
             raise ClusterDown(f"node {leader} is not in this node's cluster map")
@@ -415,23 +436,31 @@ class DataRouter:
                               self.config.requirepass, self.client_tls)
             state.links[leader] = link
         link.timeout = max(0.05, deadline - time.monotonic())
-        call = asyncio.get_running_loop().create_task(link.call(arguments))
+        sent = asyncio.Event()
+        call = asyncio.get_running_loop().create_task(link.call(arguments, sent))
         try:
             while True:
                 done, _ = await asyncio.wait({call}, timeout=0.02)
                 if done:
                     return call.result()
-                current = group.leader if group is not None else ""
+                current = current_leader() if current_leader is not None else ""
                 if current and current != leader:
                     # A new leader exists (the old one is dead or paused): stop waiting for the
                     # old one. The write may still commit through the new leader's log.
+                    if not sent.is_set():
+                        raise LeaderUnreachable(f"leadership moved from {leader} to {current} "
+                                                f"before the command was sent")
                     raise OutcomeUnknown(
                         f"leadership moved from {leader} to {current} while the command was "
                         f"forwarded; a write may or may not have been applied")
                 if time.monotonic() >= deadline:
+                    if not sent.is_set():
+                        raise LeaderUnreachable(f"node {leader} could not be reached in time")
                     raise OutcomeUnknown(f"node {leader} did not answer in time; a write "
                                          f"may or may not have been applied")
         except LeaderUnreachable:
+            # The link may be half-connected (a cancelled handshake): never reuse it.
+            link.close()
             state.links.pop(leader, None)
             raise
         except (OSError, TimeoutError, PeerProtocolError) as error:
