@@ -19,7 +19,10 @@ checks the other's **incarnation** (protocol version 2, `PeerIdentity`): a node 
 directory was wiped comes back as a new incarnation, and is refused, with the reason sent in
 the refusing side's next handshake frame, so it is logged on both sides (the refused side
 learns it through `PeerIdentity.refused_by`). A dialer whose version-2 hello is closed without
-an answer (an older peer) says its next hello in version 1, and back. After it, the dialer sends batch frames; the acceptor sends nothing but
+an answer (an older peer) says its next hello in version 1, and back. With peer TLS
+(`phalanx.transport.tls.PeerTls`), every connection is mutual TLS first (both sides present a
+certificate of the cluster's CA naming their node id, both verify), the handshake above runs
+inside it; without it, the HMAC handshake alone authenticates. After it, the dialer sends batch frames; the acceptor sends nothing but
 keepalives (empty batch frames). Both sides send a keepalive after `keepalive_interval_s` of
 silence and drop a connection that stayed silent for `idle_timeout_s`, so a half-open
 connection (peer frozen or partitioned away) is noticed without waiting for TCP.
@@ -44,7 +47,10 @@ Rules of this file:
   (an `asyncio.timeout` costs ~10 us, more than encoding a batch).
 - Untrusted input: an inbound connection is refused (one log line "refused peer connection from
   ADDR: reason", counted) unless its handshake arrives within `handshake_timeout_s` and names a
-  configured peer of this cluster with the right HMAC. A peer that later speaks garbage is
+  configured peer of this cluster with the right HMAC (and, with TLS, completes the TLS
+  handshake with a certificate of the CA that names that peer). An accepted socket stops
+  reading at once (inside the accept callback) until TLS starts, so no byte of the peer's TLS
+  hello is consumed by the plaintext stream. A peer that later speaks garbage is
   disconnected, logged and counted; the transport and the other peers are unaffected.
 - `on_peer_lost(X)` is called once per lost connection to or from X that had been established
   (EOF, reset, idle timeout, protocol error), never for a connection replaced by a newer one from
@@ -65,9 +71,8 @@ import contextlib
 import logging
 import os
 import random
-from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Protocol
+from typing import Any, Final, cast
 
 from phalanx.errors import ConfigError, PeerProtocolError
 from phalanx.raft.messages import Message
@@ -84,6 +89,14 @@ from phalanx.transport.codec import (
     verify_handshake,
 )
 from phalanx.transport.faults import FaultRules
+from phalanx.transport.peers import Inbound as _Inbound
+from phalanx.transport.peers import Outbound as _Outbound
+from phalanx.transport.peers import Peer as _Peer
+from phalanx.transport.peers import PeerIdentity
+from phalanx.transport.peers import Refused as _Refused
+from phalanx.transport.peers import describe as _describe
+from phalanx.transport.peers import format_address as _format_address
+from phalanx.transport.tls import PeerTls, check_peer_name
 
 __all__ = ["KEEPALIVE_FRAME", "OnMessages", "OnPeerLost", "PeerIdentity", "TcpTransport"]
 
@@ -91,27 +104,6 @@ logger = logging.getLogger(__name__)
 
 OnMessages = Callable[[str, list[tuple[GroupId, Message]]], None]
 OnPeerLost = Callable[[str], None]
-
-
-class PeerIdentity(Protocol):
-    """Which incarnation of each peer this node accepts (see `phalanx.server.identity`)."""
-
-    def check(self, peer_id: str, incarnation: str, version: int) -> str | None:
-        """None to accept `peer_id` presenting `incarnation` in a handshake of protocol
-        `version` (1 carries none: ""), else the reason it is refused. No side effect."""
-        ...
-
-    def seen(self, peer_id: str, incarnation: str) -> None:
-        """A connection with `peer_id` as `incarnation` was established (after `check`)."""
-        ...
-
-    def refused_by(self, peer_id: str, reason: str) -> None:
-        """`peer_id` refused OUR identity, for `reason`."""
-        ...
-
-
-class _Refused(PeerProtocolError):
-    """A handshake ended by an identity refusal (ours or the peer's)."""
 
 
 #: A refusal of the same peer for the same reason is logged at most once per this many s.
@@ -127,123 +119,6 @@ _STREAM_LIMIT: Final = 1024 * 1024
 _WRITE_HIGH_WATER: Final = 1024 * 1024
 _MAX_UNREAD_KEEPALIVE_BYTES: Final = 64 * 1024
 _TIMER_SLACK_S: Final = 0.002
-
-
-def _format_address(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = str(address[0])
-        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-    return str(address)
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-class _Outbound:
-    """One established outbound connection and the task watching its read side."""
-
-    __slots__ = ("decoder", "failure", "keepalive_due", "last_sent", "reader", "watcher",
-                 "writer")
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.decoder = decoder
-        self.failure: BaseException | None = None
-        self.watcher: asyncio.Task[None] | None = None
-        # Loop time of the last frame written, and whether the keepalive timer found the
-        # connection silent for a whole `keepalive_interval_s` (the sender then writes one).
-        self.last_sent = 0.0
-        self.keepalive_due = False
-
-
-class _Inbound:
-    """One accepted, authenticated inbound connection."""
-
-    __slots__ = ("replaced", "writer")
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.replaced = False
-
-
-class _Peer:
-    """Everything the transport keeps about one peer: queues, connections, counters."""
-
-    __slots__ = (
-        "bytes_received",
-        "bytes_sent",
-        "connected",
-        "delay_handle",
-        "delayed",
-        "dropped_fault",
-        "dropped_oversize",
-        "dropped_queue_full",
-        "established_once",
-        "failing",
-        "frames_sent",
-        "hello_version",
-        "host",
-        "id",
-        "inbound",
-        "incarnation",
-        "last_due",
-        "last_error",
-        "messages_received",
-        "messages_sent",
-        "port",
-        "protocol_errors",
-        "queue",
-        "reconnects",
-        "redial",
-        "refusal",
-        "task",
-        "wakeup",
-    )
-
-    def __init__(self, peer_id: str, host: str, port: int) -> None:
-        self.id = peer_id
-        self.host = host
-        self.port = port
-        self.queue: deque[tuple[GroupId, Message]] = deque()
-        # (release time, group id, message), release times non-decreasing (keeps order).
-        self.delayed: deque[tuple[float, GroupId, Message]] = deque()
-        self.delay_handle: asyncio.TimerHandle | None = None
-        self.last_due = 0.0
-        self.wakeup = asyncio.Event()
-        #: Set when the peer connected to us while our connection to it is down: it is back,
-        #: so the sender stops backing off and dials at once.
-        self.redial = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self.inbound: _Inbound | None = None
-        self.connected = False
-        self.established_once = False
-        self.failing = False
-        self.messages_sent = 0
-        self.frames_sent = 0
-        self.messages_received = 0
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.dropped_queue_full = 0
-        self.dropped_fault = 0
-        self.dropped_oversize = 0
-        self.protocol_errors = 0
-        self.reconnects = 0
-        self.last_error: str | None = None
-        #: The protocol version of our next hello (1 after a version-2 hello went unanswered).
-        self.hello_version = PROTOCOL_VERSION
-        #: The incarnation the peer presented in the last established connection.
-        self.incarnation = ""
-        #: The last identity refusal between us and the peer (either way), "" = none.
-        self.refusal = ""
-
-    @property
-    def address(self) -> str:
-        return _format_address((self.host, self.port))
 
 
 class TcpTransport:
@@ -278,6 +153,7 @@ class TcpTransport:
         rng: random.Random | None = None,
         incarnation: str = "",
         identity: PeerIdentity | None = None,
+        tls: PeerTls | None = None,
     ) -> None:
         if not node_id:
             raise ConfigError("node_id: must not be empty")
@@ -323,6 +199,7 @@ class TcpTransport:
         self._rng = rng if rng is not None else random.Random()
         self.incarnation = incarnation
         self._identity = identity
+        self.tls = tls
         self._refusal_logged: dict[tuple[str, str], float] = {}
         self._peers: dict[str, _Peer] = {
             peer_id: _Peer(peer_id, host, port)
@@ -579,9 +456,16 @@ class TcpTransport:
     async def _connect(self, peer: _Peer) -> _Outbound:
         local_addr = (self._source_host, 0) if self._source_host else None
         async with asyncio.timeout(self._connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                peer.host, peer.port, local_addr=local_addr, limit=_STREAM_LIMIT
-            )
+            if self.tls is None:
+                reader, writer = await asyncio.open_connection(
+                    peer.host, peer.port, local_addr=local_addr, limit=_STREAM_LIMIT
+                )
+            else:
+                # Mutual TLS: the acceptor's certificate must name the peer id we dial.
+                reader, writer = await asyncio.open_connection(
+                    peer.host, peer.port, local_addr=local_addr, limit=_STREAM_LIMIT,
+                    ssl=self.tls.client_context(), server_hostname=peer.id,
+                    ssl_handshake_timeout=self._handshake_timeout)
         version = peer.hello_version
         ours = self.incarnation if version >= 2 else ""
         try:
@@ -753,6 +637,9 @@ class TcpTransport:
         if self._stopping:
             writer.transport.abort()
             return
+        if self.tls is not None:
+            # Nothing may be read as plaintext before TLS starts (see the rules).
+            cast(asyncio.Transport, writer.transport).pause_reading()
         address = _format_address(writer.get_extra_info("peername"))
         self._spawn(self._accept(reader, writer, address),
                     f"phalanx-accept-{self.node_id}-{address}")
@@ -762,6 +649,12 @@ class TcpTransport:
         decoder = FrameDecoder(max_frame_bytes=self._max_frame_bytes)
         try:
             async with asyncio.timeout(self._handshake_timeout):
+                if self.tls is not None:
+                    try:
+                        await writer.start_tls(self.tls.server_context())
+                    except (OSError, TimeoutError) as error:
+                        raise PeerProtocolError(f"TLS handshake failed: "
+                                                f"{_describe(error)}") from error
                 handshake = await _read_handshake(reader, decoder)
             verify_handshake(handshake, cluster_id=self._cluster_id, secret=self._secret)
             peer = self._peers.get(handshake.node_id)
@@ -770,6 +663,8 @@ class TcpTransport:
                     f"unknown node id {handshake.node_id!r} (not a configured peer of "
                     f"{self.node_id})"
                 )
+            if self.tls is not None:
+                check_peer_name(writer.get_extra_info("peercert"), handshake.node_id)
             writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
             challenge = os.urandom(NONCE_BYTES)
             # Answer in the dialer's version (an older peer speaks version 1).
@@ -953,6 +848,8 @@ class TcpTransport:
         return {
             "node_id": self.node_id,
             "incarnation": self.incarnation,
+            "tls": self.tls is not None,
+            "tls_reloads": self.tls.reloads if self.tls is not None else 0,
             "refused_connections": self._refused_connections,
             "dropped_unknown_peer": self._dropped_unknown_peer,
             "peers": {
