@@ -48,11 +48,13 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import resp_bench as rb  # noqa: E402  (same directory; shares the process and parsing helpers)
+from bench_queue import QueueSettings  # noqa: E402  (the queue section's settings, issue 17)
 
 SECTIONS = ("writes", "reads", "commands", "failover", "sigstop", "etcd", "pysyncobj", "latency",
-            "scale", "recovery", "memory", "soak")
-#: Sections that start their own clusters (benchmarks/bench_sections.py), run before the rest.
-ISOLATED = ("scale", "recovery", "memory", "soak")
+            "scale", "recovery", "memory", "soak", "queue")
+#: Sections that start their own clusters (benchmarks/bench_sections.py, bench_queue.py), run
+#: before the rest.
+ISOLATED = ("scale", "recovery", "memory", "soak", "queue")
 
 #: Peers this suite knows about: name -> (how to detect it, how to install it, measured here?).
 PEERS: dict[str, dict[str, Any]] = {
@@ -120,6 +122,8 @@ class Settings:
     soak_rate: float = 500.0
     soak_keys: int = 10000
     soak_sample_s: float = 10.0
+    #: queue (issue 17): phalanx streams vs RabbitMQ quorum queues vs redis-server streams.
+    queue: QueueSettings = field(default_factory=QueueSettings)
 
     @classmethod
     def quick_settings(cls) -> Settings:
@@ -131,7 +135,8 @@ class Settings:
                    scale_configs=((3, 3),), scale_requests=3000,
                    recovery_sizes=(10_000,), recovery_set_requests=3000, memory_keys=10_000,
                    snapshot_every_entries=500, snapshot_keep_entries=50, wipe_timeout_s=10.0,
-                   soak_seconds=10.0, soak_sample_s=2.0, soak_keys=2000)
+                   soak_seconds=10.0, soak_sample_s=2.0, soak_keys=2000,
+                   queue=QueueSettings.quick())
 
     def sections(self) -> set[str]:
         return set(self.only)
@@ -1056,6 +1061,10 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                 skipped["recovery/memory"] = "skipped: redis-server/redis-benchmark not installed"
         if "soak" in sections:
             more_out["soak"] = more.soak_section(processes, settings)
+        if "queue" in sections:
+            import bench_queue
+
+            more_out["queue"] = bench_queue.queue_section(processes, settings)
         cluster = None
         if {"writes", "reads", "commands", "failover", "sigstop", "latency"} & sections:
             cluster = rb.Phalanx(root / "phalanx")
@@ -1244,7 +1253,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         "latency": more_out.get("latency", []), "scale": more_out.get("scale", []),
         "data": more_out.get("data"), "recovery_measured": "recovery" in sections,
         "memory_measured": "memory" in sections, "soak": more_out.get("soak"),
-        "commands": more_out.get("commands"),
+        "commands": more_out.get("commands"), "queue": more_out.get("queue"),
     }
     document["failover_ratio"] = _failover_ratio(document["failover"])
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -1429,6 +1438,9 @@ def markdown(doc: dict[str, Any]) -> str:
     import bench_sections as more
 
     lines += more.markdown(doc)
+    import bench_queue
+
+    lines += bench_queue.markdown(doc)
     lines += ["", "## Peers not measured", ""]
     if doc["skipped"]:
         lines += [f"- {peer}: {note}" for peer, note in doc["skipped"].items()]

@@ -23,18 +23,20 @@ from phalanx.cli.common import fail
 @click.option("--output", "output", type=click.Path(file_okay=False), default=None,
               help="Where RESULTS.md and results.json go (default: the benchmarks/ directory).")
 @click.option("--only", default="writes,reads,commands,failover,sigstop,etcd,pysyncobj,latency,"
-                              "scale,recovery,memory,soak",
+                              "scale,recovery,memory,soak,queue",
               show_default=True,
               help="Comma-separated sections to run: writes, reads, commands (LPUSH, LPOP, "
                    "ZADD, EVALSHA), failover, sigstop, etcd, pysyncobj, latency, scale, "
-                   "recovery, memory, soak.")
+                   "recovery, memory, soak, queue (Redis Streams on phalanx vs RabbitMQ "
+                   "quorum queues vs redis-server streams).")
 @click.option("--soak-seconds", type=float, default=None,
               help="Length of the soak section's steady workload (default 120; 10 with "
                    "--quick; 3600 for the issue's one-hour check).")
 def bench(quick: bool, repeats: int | None, output: str | None, only: str,
           soak_seconds: float | None) -> None:
-    """phalanx vs every installed peer (redis-server AOF, Redis Sentinel, etcd, PySyncObj),
-    plus latency at a fixed rate, scale, recovery, memory and a soak (benchmarks/README.md).
+    """phalanx vs every installed peer (redis-server AOF, Redis Sentinel, etcd, PySyncObj,
+    RabbitMQ quorum queues), plus latency at a fixed rate, scale, recovery, memory, a soak and
+    a message queue (benchmarks/README.md).
 
     Needs a source checkout (the suite lives in benchmarks/phalanx_bench.py) and redis-tools.
     """
