@@ -33,14 +33,21 @@ SECRET = b"s3cret"
 VALUE = b"known-written-value-0123456789"
 
 
-def run(test: Callable[[], Coroutine[Any, Any, None]], timeout_s: float = 60.0) -> None:
+def run(test: Callable[[], Coroutine[Any, Any, None]], timeout_s: float = 60.0,
+        loop: str = "asyncio") -> None:
     async def main() -> None:
         async with asyncio.timeout(timeout_s):
             await test()
         leftover = asyncio.all_tasks() - {asyncio.current_task()}
         assert not leftover, f"tasks left behind: {leftover}"
 
-    asyncio.run(main())
+    if loop == "uvloop":  # what a node runs
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    else:
+        asyncio.run(main())
 
 
 def free_port() -> int:
@@ -140,8 +147,9 @@ class RecordingProxy:
         await self.server.wait_closed()
 
 
-@pytest.mark.parametrize("tls_on", [True, False])
-def test_a_captured_peer_stream_is_not_plaintext(pki: Path, tls_on: bool) -> None:
+@pytest.mark.parametrize(("tls_on", "loop"), [(True, "asyncio"), (True, "uvloop"),
+                                              (False, "asyncio")])
+def test_a_captured_peer_stream_is_not_plaintext(pki: Path, tls_on: bool, loop: str) -> None:
     """Proves: a recording proxy sits between a and b (a dials the proxy as b's address);
     a sends an AppendEntries carrying a known value; b receives it. With peer TLS the recorded
     bytes contain neither the value nor the phalanx handshake magic; without TLS (the control
@@ -173,7 +181,7 @@ def test_a_captured_peer_stream_is_not_plaintext(pki: Path, tls_on: bool) -> Non
             await b.stop()
             await proxy.stop()
 
-    run(test)
+    run(test, loop=loop)
 
 
 def test_peers_without_a_valid_certificate_are_refused(
@@ -240,7 +248,7 @@ def test_peers_without_a_valid_certificate_are_refused(
             await a.stop()
             await b.stop()
 
-    run(test)
+    run(test, loop="uvloop")
 
 
 def test_a_rotated_certificate_is_used_without_a_restart(pki: Path) -> None:

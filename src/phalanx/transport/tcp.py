@@ -48,9 +48,12 @@ Rules of this file:
 - Untrusted input: an inbound connection is refused (one log line "refused peer connection from
   ADDR: reason", counted) unless its handshake arrives within `handshake_timeout_s` and names a
   configured peer of this cluster with the right HMAC (and, with TLS, completes the TLS
-  handshake with a certificate of the CA that names that peer). An accepted socket stops
-  reading at once (inside the accept callback) until TLS starts, so no byte of the peer's TLS
-  hello is consumed by the plaintext stream. A peer that later speaks garbage is
+  handshake with a certificate of the CA that names that peer). With TLS the transport
+  accepts sockets itself (`_accept_tls_loop`) and wraps each with the CURRENT server context
+  (`loop.connect_accepted_socket`), so a reloaded certificate serves new connections and a
+  failed TLS handshake is logged here like any refusal. (Upgrading an accepted plaintext
+  stream with `start_tls` is not used: uvloop reads the peer's TLS hello into the stream
+  before it can be paused.) A peer that later speaks garbage is
   disconnected, logged and counted; the transport and the other peers are unaffected.
 - `on_peer_lost(X)` is called once per lost connection to or from X that had been established
   (EOF, reset, idle timeout, protocol error), never for a connection replaced by a newer one from
@@ -71,8 +74,9 @@ import contextlib
 import logging
 import os
 import random
+import socket
 from collections.abc import Callable, Iterable
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from phalanx.errors import ConfigError, PeerProtocolError
 from phalanx.raft.messages import Message
@@ -208,6 +212,8 @@ class TcpTransport:
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
+        #: With TLS: the listening socket, accepted by our own loop (`_accept_tls_loop`).
+        self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._stopping = False
@@ -223,9 +229,13 @@ class TcpTransport:
         self._started = True
         self._loop = asyncio.get_running_loop()
         host, port = self._listen
-        self._server = await asyncio.start_server(
-            self._on_connection, host, port, limit=_STREAM_LIMIT, reuse_address=True
-        )
+        if self.tls is None:
+            self._server = await asyncio.start_server(
+                self._on_connection, host, port, limit=_STREAM_LIMIT, reuse_address=True
+            )
+        else:
+            self._listener = _listen_socket(host, port)
+            self._spawn(self._accept_tls_loop(self._listener), f"phalanx-listen-{self.node_id}")
         for peer in self._peers.values():
             peer.task = self._spawn(self._run_sender(peer), f"phalanx-send-{self.node_id}-{peer.id}")
         logger.info("%s peer transport listening on %s", self.node_id,
@@ -238,6 +248,8 @@ class TcpTransport:
         self._stopping = True
         if self._server is not None:
             self._server.close()
+        if self._listener is not None:
+            self._listener.close()
         for peer in self._peers.values():
             if peer.delay_handle is not None:
                 peer.delay_handle.cancel()
@@ -268,6 +280,9 @@ class TcpTransport:
     @property
     def listen_address(self) -> tuple[str, int]:
         """The address the listener is bound to (the real port when `listen` asked for 0)."""
+        if self._listener is not None and self._listener.fileno() != -1:
+            bound = self._listener.getsockname()
+            return str(bound[0]), int(bound[1])
         if self._server is None or not self._server.sockets:
             return self._listen
         address = self._server.sockets[0].getsockname()
@@ -637,24 +652,55 @@ class TcpTransport:
         if self._stopping:
             writer.transport.abort()
             return
-        if self.tls is not None:
-            # Nothing may be read as plaintext before TLS starts (see the rules).
-            cast(asyncio.Transport, writer.transport).pause_reading()
         address = _format_address(writer.get_extra_info("peername"))
         self._spawn(self._accept(reader, writer, address),
                     f"phalanx-accept-{self.node_id}-{address}")
+
+    async def _accept_tls_loop(self, listener: socket.socket) -> None:
+        """Accept TLS peer connections: each socket gets the CURRENT server context (so a
+        reloaded certificate serves new connections) and its TLS handshake is awaited here,
+        so a failed one is logged and counted like any refused connection."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except OSError as error:
+                if self._stopping or listener.fileno() == -1:
+                    return
+                logger.warning("%s peer listener: accept failed: %s", self.node_id, error)
+                await asyncio.sleep(0.05)
+                continue
+            text = _format_address(address)
+            self._spawn(self._accept_tls(sock, text), f"phalanx-accept-{self.node_id}-{text}")
+
+    async def _accept_tls(self, sock: socket.socket, address: str) -> None:
+        assert self.tls is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_STREAM_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            async with asyncio.timeout(self._handshake_timeout):
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol, sock, ssl=self.tls.server_context(),
+                    ssl_handshake_timeout=self._handshake_timeout)
+        except (OSError, TimeoutError) as error:
+            sock.close()
+            self._refused_connections += 1
+            logger.warning("refused peer connection from %s: TLS handshake failed: %s", address,
+                           _describe(error) if str(error) else "no TLS handshake within "
+                           f"{self._handshake_timeout:g} s")
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        if self._stopping:
+            transport.abort()
+            return
+        await self._accept(reader, writer, address)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       address: str) -> None:
         decoder = FrameDecoder(max_frame_bytes=self._max_frame_bytes)
         try:
             async with asyncio.timeout(self._handshake_timeout):
-                if self.tls is not None:
-                    try:
-                        await writer.start_tls(self.tls.server_context())
-                    except (OSError, TimeoutError) as error:
-                        raise PeerProtocolError(f"TLS handshake failed: "
-                                                f"{_describe(error)}") from error
                 handshake = await _read_handshake(reader, decoder)
             verify_handshake(handshake, cluster_id=self._cluster_id, secret=self._secret)
             peer = self._peers.get(handshake.node_id)
@@ -875,6 +921,21 @@ class TcpTransport:
                 for peer in self._peers.values()
             },
         }
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket on (host, port) (SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+        listener.setblocking(False)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 async def _read_handshake(reader: asyncio.StreamReader, decoder: FrameDecoder) -> Handshake:
