@@ -21,6 +21,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from phalanx.errors import require
 from phalanx.kv import KVStateMachine
 from phalanx.raft import (
     ConfState,
@@ -39,6 +40,7 @@ from phalanx.raft import (
     Role,
     decode_conf_change,
 )
+from phalanx.raft.mutants import MUTANTS
 from phalanx.sim.faults import FaultPlan
 
 TICK_MS = 10
@@ -81,6 +83,8 @@ class SimNode:
     #: With the planted bug "ack-before-fsync": when the last late write lands.
     late_done: float = 0.0
     generation: int = 0
+    #: The time-varying part of this node's clock rate (`FaultPlan.clock_drift`).
+    wander: float = 0.0
     checked_commit: int = 0
     was_leader_term: int = -1
     proposals: dict[int, ClientOp] = field(default_factory=dict)
@@ -105,6 +109,8 @@ class SimCluster:
         bug: str | None = None,
     ) -> None:
         self.seed = seed
+        require(plan.lease_drift_ok(), f"the plan drifts clocks beyond the lease reads' bound "
+                f"(skew {plan.clock_skew} + drift {plan.clock_drift})")
         self.plan = plan
         self.trace = trace
         self.bug = bug
@@ -112,6 +118,8 @@ class SimCluster:
         self.nemesis_rng = random.Random(f"{seed}/nemesis")
         self.client_rng = random.Random(f"{seed}/clients")
         self.disk_rng = random.Random(f"{seed}/disk")
+        self.drift_rng = random.Random(f"{seed}/drift")
+        self.mutants = frozenset({bug}) if bug in MUTANTS else frozenset()
         self.now = 0.0
         self.events: list[tuple[float, int, int, object]] = []
         self.sequence = 0
@@ -156,6 +164,7 @@ class SimCluster:
             election_ticks=ELECTION_TICKS,
             heartbeat_ticks=HEARTBEAT_TICKS,
             lease_reads=self.plan.lease_reads,
+            mutants=self.mutants,
             max_inflight_messages=self.plan.max_inflight_messages,
             max_message_bytes=self.plan.max_message_bytes,
             applied=snapshot.meta.index,
@@ -181,7 +190,21 @@ class SimCluster:
         node.raw.tick()
         self._check_node(node)
         self._process(node)
-        self._schedule(self.now + node.tick_ms, EV_TICK, payload)
+        self._schedule(self.now + node.tick_ms * (1 + self._wander(node)), EV_TICK, payload)
+
+    def _wander(self, node: SimNode) -> float:
+        """Real clock drift (on top of the fixed rate skew): each node's clock rate wanders
+        within +/- `clock_drift` as a random walk, with occasional steps (an NTP slew change, a
+        VM migrated to another host), so two nodes' clocks drift apart and back during a run."""
+        bound = self.plan.clock_drift
+        if not bound:
+            return 0.0
+        rng = self.drift_rng
+        if rng.random() < 0.01:
+            node.wander = rng.uniform(-bound, bound)
+        else:
+            node.wander = max(-bound, min(bound, node.wander + rng.uniform(-bound, bound) / 8))
+        return node.wander
 
     def _crash(self, node: SimNode) -> None:
         if not node.alive:
@@ -349,6 +372,7 @@ class SimCluster:
             return
         if self.trace is not None:
             self._log(f"{source}->{target} {_describe(message)}")
+        self._before_step(node, message)
         node.raw.step(message)
         # Check right away: a commit decided now was decided under the current configuration.
         self._check_node(node)
@@ -365,6 +389,9 @@ class SimCluster:
         self._process(node)
 
     # -- hooks: the layers above fill these in ------------------------------------------------
+    def _before_step(self, node: SimNode, message: Message) -> None:
+        """`message` is about to reach `node` (the nemesis may act on it: simulator.py)."""
+
     def _check_node(self, node: SimNode) -> None:
         """Check the invariants on `node` after an event (checks.py)."""
 
