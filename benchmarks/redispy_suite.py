@@ -213,6 +213,8 @@ def run_suite(target: str, url: str, sdist: Path, files: list[str], raw: Path,
                "--tb=native"]
     if args.protocol:
         command.append(f"--protocol={args.protocol}")
+    if args.keyword:
+        command += ["-k", args.keyword]
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     if shim:
@@ -268,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", nargs="+", default=DEFAULT_FILES,
                         help="redis-py test files (default: %(default)s)")
+    parser.add_argument("-k", "--keyword", default=None,
+                        help="pytest -k expression: run only the matching tests (to iterate "
+                             "on a subset; never for the committed RESULTS.md)")
     parser.add_argument("--output", type=Path, default=HERE / "redispy")
     parser.add_argument("--cache", type=Path, default=default_cache())
     parser.add_argument("--protocol", choices=["2", "3"], default=None,
@@ -325,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     header = [f"# redis-py {version}'s own tests: phalanx vs redis-server", "",
               f"Measured {today} on phalanx commit `{git_head()}`, by "
               "`benchmarks/redispy_suite.py` (see benchmarks/README.md).", "",
-              f"- files: {', '.join(files)}; protocol: {protocol}; per-test timeout "
+              f"- files: {', '.join(files)}"
+              + (f" (only tests matching `-k {args.keyword}`)" if args.keyword else "")
+              + f"; protocol: {protocol}; per-test timeout "
               f"{args.timeout} s; pytest with redis-py's own config (its sdist's pyproject)",
               "- redis-server: `/usr/bin/redis-server` (7.0), in memory, one process",
               "- phalanx: 3 nodes on one host through `phalanx.ops.launcher`, node defaults, "
@@ -342,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     (output / "RESULTS.md").write_text(report + "\n")
     payload = {
         "date": today, "commit": git_head(), "redis_py": version, "files": files,
+        "keyword": args.keyword,
         "protocol": args.protocol, "timeout": args.timeout,
         "aborts": {t: r.aborted for t, r in aborts.items()},
         "runs": {t: {"returncode": r.returncode, "seconds": r.seconds,

@@ -35,6 +35,7 @@ def assert_both_views(result: dict[str, object], artifacts: object, client: str)
     assert result["lost_acknowledged_writes"] == 0, result["rpo"]
     assert result["linearizable"], result["linearizability"]
     assert result["client"] == {"mode": client, "deadline_s": 5.0}
+    assert result["register_key_epoch_s"] is None  # a short run keeps its keys
     app = result["application"]
     ops = result["ops"]
     assert isinstance(app, dict) and isinstance(ops, dict)

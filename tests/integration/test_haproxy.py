@@ -11,6 +11,10 @@ follower, is killed. The test shows:
   to it afterwards (its `stot` stops growing);
 - in the leader variant, the writer frontend (`/primary`) ends up on the new leader alone.
 
+Per-shard readiness (6 nodes, 2 shards): when one shard loses its quorum, HAProxy keeps every
+surviving node in rotation, including that shard's surviving replica, because `/ready` answers
+200 while a node can serve some shard; the lost shard's keys fail alike on every node.
+
 It MEASURES and prints (asserts no bound: the machine is shared) the time from the kill to the
 dead server's status DOWN in `show stat`, to the first acknowledged write after the kill, and
 whether the survivors were taken out meanwhile (their /ready fails while no leader is known).
@@ -37,8 +41,22 @@ from typing import Any
 
 import pytest
 import redis
-from integration_harness import LocalCluster, NodeRef, no_retry, retry_command, run_cli, wait_until
+from integration_harness import (
+    LocalCluster,
+    NodeRef,
+    describe_map,
+    keys_of_shard,
+    kill_together,
+    no_retry,
+    retry_command,
+    run_cli,
+    settled,
+    shards_of,
+    wait_map,
+    wait_until,
+)
 
+from phalanx.ops import admin
 from phalanx.ops.haproxy import RESP_BACKEND, WRITER_BACKEND, parse_show_stat, stats_command
 
 HAPROXY = shutil.which("haproxy")
@@ -349,3 +367,103 @@ def test_clients_through_haproxy_survive_a_killed_node(
           f"{_fmt(down_at - killed_at)}; kill -> first acknowledged write through HAProxy: "
           f"{_fmt(None if first_ack is None else first_ack - killed_at)}; "
           f"{len(errors_after)} client errors after the kill\n{json.dumps(measurement)}")
+
+
+def _ready(node: NodeRef, query: str = "") -> tuple[int, dict[str, Any]]:
+    code, body = admin.admin_request(node.admin, f"/ready{query}", timeout=2.0)
+    return code, body if isinstance(body, dict) else {}
+
+
+def test_a_shard_without_quorum_takes_no_healthy_node_out_of_rotation(
+        cluster: Callable[..., LocalCluster], haproxy: Callable[[LocalCluster], HAProxy]) -> None:
+    """Per-shard readiness (issue 14): 6 nodes, 2 shards; kill -9 two of the three replicas of
+    shard S (the placement driver and the other shard keep their quorum). HAProxy marks the
+    two dead nodes DOWN and keeps the four survivors UP, including S's surviving replica,
+    whose own shard has no leader: through it the other shard's keys still work, while S's
+    keys answer -CLUSTERDOWN on every node alike. That survivor's /ready lists S as degraded;
+    /ready?shard=S and /ready?strict=1 give the strict answers (503)."""
+    c = cluster(6, shards=2)
+    status = wait_map(c, lambda s: settled(s) and all(
+        sh["leader"] == sh["preferred_leader"] for sh in shards_of(s).values()),
+        60.0, "every shard led by its preferred leader")
+    shards = shards_of(status)
+    driver_voters = set((status.get("meta") or {}).get("voters") or [])
+    choices = []
+    for shard_id, shard in sorted(shards.items()):
+        others = [s for sid, s in shards.items() if sid != shard_id]
+        for keep_id in sorted(shard["replicas"]):
+            doomed = sorted(set(shard["replicas"]) - {keep_id})
+            if all(len(set(o["replicas"]) - set(doomed)) >= 2 for o in others) and \
+                    len(driver_voters - set(doomed)) * 2 > len(driver_voters):
+                choices.append((keep_id == shard["leader"], shard_id, keep_id, doomed))
+    assert choices, f"no shard can lose 2 replicas alone: {describe_map(status)}"
+    _, lost_shard, keep_id, doomed = min(choices)
+    healthy_shard = next(sid for sid in shards if sid != lost_shard)
+    keep = c.node(keep_id)
+    survivors = [n.id for n in c.nodes if n.id not in doomed]
+    lost_keys = keys_of_shard(status, lost_shard, 5, prefix="lost")
+    healthy_keys = keys_of_shard(status, healthy_shard, 40, prefix="healthy")
+
+    proxy = haproxy(c)
+    poller = StatPoller(proxy)
+    thread = threading.Thread(target=poller.run, daemon=True)
+    thread.start()
+    client = redis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=5.0,
+                         retry=no_retry(), protocol=2, decode_responses=True)
+    try:
+        killed_at = time.monotonic()
+        kill_together(c, doomed)
+        for node_id in doomed:
+            wait_until(lambda node_id=node_id: poller.last.get(node_id, "").startswith("DOWN"),
+                       15.0, f"HAProxy to mark {node_id} DOWN")
+        # The lost shard answers CLUSTERDOWN through its survivor: it has seen no leader for
+        # several election timeouts, so the quorum is gone.
+        direct = c.client(keep, timeout=10.0)
+        answers: list[str] = []
+
+        def lost_shard_refused() -> bool:
+            try:
+                direct.set(lost_keys[0], "x")
+            except redis.RedisError as error:
+                answers.append(f"{type(error).__name__}: {error}")
+                # (redis-py strips the CLUSTERDOWN code into its own exception class.)
+                return isinstance(error, redis.exceptions.ClusterDownError) and \
+                    "no quorum" in str(error)
+            raise AssertionError(f"a write to shard {lost_shard} without quorum was "
+                                 f"acknowledged")
+
+        try:
+            wait_until(lost_shard_refused, 30.0,
+                       f"{keep.id} to answer CLUSTERDOWN for shard {lost_shard}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; it answered {answers[-3:]}") from None
+        code, body = _ready(keep)
+        assert code == 200 and str(lost_shard) in body["degraded"], (code, body)
+        assert _ready(keep, f"?shard={lost_shard}")[0] == 503
+        assert _ready(keep, "?strict=1")[0] == 503
+        assert _ready(keep, f"?shard={healthy_shard}")[0] == 200
+        # Several check rounds (inter 100 ms, fall 2) with the shard lost: no survivor leaves.
+        observed_from = time.monotonic()
+        time.sleep(2.0)
+        statuses = proxy.statuses()
+        assert all(statuses[n] == "UP" for n in survivors), statuses
+        # Through HAProxy (leastconn over the four survivors, each of them in turn): the
+        # healthy shard's keys are written and read; the lost shard's keys are refused.
+        for key in healthy_keys:
+            assert retry_command(client, "SET", key, f"v-{key}") in (True, "OK")
+            assert retry_command(client, "GET", key) == f"v-{key}"
+            client.connection_pool.disconnect()  # a new connection: another survivor
+        for key in lost_keys:
+            with pytest.raises(redis.exceptions.ClusterDownError, match="no quorum"):
+                client.set(key, "x")
+            client.connection_pool.disconnect()
+    finally:
+        poller.stop.set()
+        thread.join(timeout=10)
+        client.close()
+    downs = [(round((t - killed_at) * 1000), n, s) for t, n, s in poller.changes
+             if n in survivors and t >= killed_at and s.startswith("DOWN")]
+    print(f"\nlost shard {lost_shard} (killed {', '.join(doomed)}; survivor {keep.id}); "
+          f"survivor statuses observed for {time.monotonic() - observed_from:.1f} s after "
+          f"CLUSTERDOWN; survivors marked DOWN: {downs or 'none'}")
+    assert not downs, f"HAProxy took healthy survivors out of rotation: {downs}"

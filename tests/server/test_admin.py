@@ -29,6 +29,8 @@ class FakeView:
         self.role = "leader"
         self.leader: str | None = "n1"
         self.ready = (True, "serving")
+        self.degraded: dict[int, str] = {}
+        self.readiness_asked: list[tuple[int | None, bool]] = []
         self.replica = False
         self.rules: dict[str, object] = {}
         self.transfer_result: str | BaseException = "n2"
@@ -48,8 +50,10 @@ class FakeView:
                            "lag_entries": 0, "recent_active": True, "connected": True}],
                 "uptime_s": 1.5, "version": "0.1.0"}
 
-    def readiness(self) -> tuple[bool, str]:
-        return self.ready
+    def readiness(self, shard: int | None = None, *,
+                  strict: bool = False) -> tuple[bool, str, dict[int, str]]:
+        self.readiness_asked.append((shard, strict))
+        return (*self.ready, self.degraded)
 
     def is_primary(self, shard: int | None = None, key: bytes | None = None) -> bool:
         if shard is not None and shard > 9:
@@ -151,6 +155,27 @@ def test_ready_reports_reason_both_ways() -> None:
         status, body = await get_json(session, "GET", "/ready")
         assert status == 503 and body["ready"] is False
         assert "catching up: 40 entries behind" in body["error"]
+
+    run(check)
+
+
+def test_ready_lists_degraded_shards_and_passes_shard_and_strict() -> None:
+    async def check(server: AdminServer, view: FakeView, session: aiohttp.ClientSession) -> None:
+        view.ready = (True, "serving; degraded: shard 2 (no leader known)")
+        view.degraded = {2: "no leader known"}
+        status, body = await get_json(session, "GET", "/ready")
+        assert status == 200 and body["degraded"] == {"2": "no leader known"}
+        view.ready = (False, "shard 2: no leader known")
+        status, body = await get_json(session, "GET", "/ready?shard=2")
+        assert status == 503 and body["degraded"] == {"2": "no leader known"}
+        status, body = await get_json(session, "GET", "/ready?strict=1")
+        assert status == 503 and "shard 2: no leader known" in body["error"]
+        status, _ = await get_json(session, "GET", "/ready?strict=0")
+        assert view.readiness_asked == [(None, False), (2, False), (None, True), (None, False)]
+        for bad in ("/ready?shard=two", "/ready?shard=-1", "/ready?strict=maybe"):
+            status, body = await get_json(session, "GET", bad)
+            assert status == 400, (bad, body)
+        assert len(view.readiness_asked) == 4  # a bad request never reaches the view
 
     run(check)
 

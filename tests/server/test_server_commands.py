@@ -13,6 +13,7 @@ from phalanx.errors import CommandError
 from phalanx.kv import COMMAND_SPECS
 from phalanx.resp import SimpleString
 from phalanx.server.front.clients import ClientCommand
+from phalanx.server.front.introspection import Introspection, IntrospectionCommands
 from phalanx.server.front.server_commands import ServerCommands
 from phalanx.server.front.session import ClientState, Sessions
 
@@ -34,7 +35,11 @@ def _replicas(redirect: str = "proxy", shards: int = 1) -> Any:
 
 def _server(redirect: str = "proxy", shards: int = 1) -> ServerCommands:
     stats = SimpleNamespace(port=7000, total_commands=5, total_connections=2, clients={})
-    return ServerCommands(_replicas(redirect, shards), stats)  # type: ignore[arg-type]
+    replicas = _replicas(redirect, shards)
+    intro = Introspection(100)
+    commands = IntrospectionCommands(replicas, intro, lambda client_id: None, lambda: 1,
+                                     "7.0.15")
+    return ServerCommands(replicas, stats, intro, commands)  # type: ignore[arg-type]
 
 
 def _error(call: Any, *args: Any) -> str:
@@ -77,8 +82,27 @@ def test_config_get_set_resetstat() -> None:
         SimpleString("OK")
     assert _error(server.config_command, STATE, [b"CONFIG", b"SET", b"x", b"1"]) == \
         "ERR Unknown option or number of arguments for CONFIG SET - 'x'"
-    assert _error(server.config_command, STATE, [b"CONFIG", b"SET", b"maxmemory", b"1gb"]) \
-        .startswith("ERR CONFIG SET failed (possibly related to argument 'maxmemory')")
+    # Live parameters change; fixed ones accept only their value; all or nothing.
+    assert server.config_command(STATE, [b"CONFIG", b"SET", b"maxmemory", b"1gb",
+                                         b"timeout", b"70"]) == SimpleString("OK")
+    assert server.config_command(STATE, [b"CONFIG", b"GET", b"maxmemory", b"timeout"]) == \
+        [b"timeout", b"70", b"maxmemory", b"1073741824"]
+    assert _error(server.config_command, STATE, [b"CONFIG", b"SET", b"timeout", b"0",
+                                                 b"databases", b"16"]) == (
+        "ERR CONFIG SET failed (possibly related to argument 'databases') - phalanx sets it "
+        "in the node's config file")
+    assert server.config_command(STATE, [b"CONFIG", b"GET", b"timeout"]) == [b"timeout", b"70"]
+    assert _error(server.config_command, STATE, [b"CONFIG", b"SET", b"timeout", b"x"]) == (
+        "ERR CONFIG SET failed (possibly related to argument 'timeout') - argument couldn't "
+        "be parsed into an integer")
+    assert _error(server.config_command, STATE, [b"CONFIG", b"SET", b"timeout", b"-1"]) \
+        .endswith("argument must be between 0 and 2147483647 inclusive")
+    assert "only noeviction" in _error(server.config_command, STATE, [
+        b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lru"])
+    assert "shared secret" in _error(server.config_command, STATE, [
+        b"CONFIG", b"SET", b"requirepass", b"x"])
+    assert server.config_command(STATE, [b"CONFIG", b"GET", b"hash-max-listpack-entries"]) \
+        == [b"hash-max-listpack-entries", b"512"]
     assert server.config_command(STATE, [b"CONFIG", b"RESETSTAT"]) == SimpleString("OK")
     assert server.stats.total_commands == 0
 
@@ -125,12 +149,17 @@ def test_client_subcommands_and_kill_filters() -> None:
     me, other, third = (sessions.open(f"10.0.0.{i}:{i}") for i in range(1, 4))
     other.user = "app"
     killed: list[tuple[int, bool]] = []
+    paused: list[tuple[int, bool]] = []
 
     def close(client_id: int, after_reply: bool) -> bool:
         killed.append((client_id, after_reply))
         return True
 
-    client = ClientCommand(sessions.clients, close).client
+    control = SimpleNamespace(kill_client=close,
+                              pause_clients=lambda ms, writes: paused.append((ms, writes)),
+                              unpause_clients=lambda: paused.append((0, False)),
+                              unblock_client=lambda client_id, error: client_id == 2)
+    client = ClientCommand(sessions.clients, control).client  # type: ignore[arg-type]
     assert client(me, [b"CLIENT", b"ID"]) == me.id
     assert client(me, [b"CLIENT", b"GETNAME"]) is None
     assert client(me, [b"CLIENT", b"SETNAME", b"worker"]) == SimpleString("OK")
@@ -155,6 +184,18 @@ def test_client_subcommands_and_kill_filters() -> None:
     assert client(me, [b"CLIENT", b"KILL", b"10.0.0.3:3"]) == SimpleString("OK")
     assert _error(client, me, [b"CLIENT", b"KILL", b"9.9.9.9:9"]) == "ERR No such client"
     assert client(me, [b"CLIENT", b"NO-EVICT", b"on"]) == SimpleString("OK")
-    assert _error(client, me, [b"CLIENT", b"PAUSE", b"10"]).startswith(
-        "ERR unknown subcommand or wrong number of arguments for 'PAUSE'")
+    assert client(me, [b"CLIENT", b"PAUSE", b"10"]) == SimpleString("OK")
+    assert client(me, [b"CLIENT", b"PAUSE", b"20", b"write"]) == SimpleString("OK")
+    assert client(me, [b"CLIENT", b"UNPAUSE"]) == SimpleString("OK")
+    assert paused == [(10, False), (20, True), (0, False)]
+    assert _error(client, me, [b"CLIENT", b"PAUSE", b"x"]) == \
+        "ERR timeout is not an integer or out of range"
+    assert _error(client, me, [b"CLIENT", b"PAUSE", b"1", b"some"]) == "ERR syntax error"
+    assert client(me, [b"CLIENT", b"UNBLOCK", b"2"]) == 1
+    assert client(me, [b"CLIENT", b"UNBLOCK", b"3", b"ERROR"]) == 0
+    assert _error(client, me, [b"CLIENT", b"UNBLOCK", b"3", b"x"]) == \
+        "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"
+    assert client(me, [b"CLIENT", b"REPLY", b"SKIP"]) == SimpleString("OK")
+    assert me.reply_mode == 2
+    assert _error(client, me, [b"CLIENT", b"REPLY", b"MAYBE"]) == "ERR syntax error"
     assert third.id == 3

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from phalanx.chaos.control import NodeInfo
@@ -87,7 +87,8 @@ class LabHAProxy:
         except OSError:
             return ""
 
-    def start(self, timeout_s: float = READY_TIMEOUT_S) -> LabHAProxy:
+    def start(self, timeout_s: float = READY_TIMEOUT_S,
+              on_spawn: Callable[[int], None] | None = None) -> LabHAProxy:
         config = render_config(backend_nodes(self.nodes), frontend_port=self.port,
                                bind_address=self.host, stats_socket=self.socket_path)
         self.config_path.write_text(config)
@@ -101,6 +102,8 @@ class LabHAProxy:
             self.process = subprocess.Popen([self.binary, "-f", str(self.config_path), "-db"],
                                             stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
+        if on_spawn is not None:
+            on_spawn(self.process.pid)
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process.poll() is not None:

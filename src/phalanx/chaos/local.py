@@ -11,6 +11,8 @@ Rules of this file:
   control keeps the whole rule set of every node and always sends it whole (a PUT replaces the
   rules); a node that was down gets its rules again when it restarts. These rules cut Raft
   (peer) traffic only: a node's RESP forwarding to the leader is not cut (netns mode cuts all).
+- Every process it starts (the nodes, every restart) is written to the run's pid file
+  (`phalanx.chaos.pidfile.RunRecord`) when given one, with its data directory as the marker.
 - `lose(node)` kills the node and deletes its data directory (its log is kept beside it as
   `DIR/<id>.lost.log` for a post-mortem); a lost node is never restarted, not even by `repair`.
 """
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from phalanx.chaos.control import NodeInfo
+from phalanx.chaos.pidfile import RunRecord
 from phalanx.errors import ChaosError, ClusterError
 from phalanx.ops import admin, cluster_file, launcher
 
@@ -60,6 +63,8 @@ class LocalControl:
         self._drop_from: dict[str, set[str]] = {}
         self._delay: dict[str, dict[str, dict[str, float]]] = {}
         self._closed = False
+        #: The run's pid file (`phalanx.chaos.pidfile`), when the run keeps one.
+        self.record: RunRecord | None = None
         #: Nodes lost for good (`lose`): never restarted.
         self.lost: set[str] = set()
         self._ids = [entry.id for entry in cluster_file.read_cluster_file(self.data_dir).nodes]
@@ -68,16 +73,22 @@ class LocalControl:
     @classmethod
     def start(cls, *, nodes: int = 5, zones: int = 3, data_dir: str | Path | None = None,
               seed: int | None = None, overrides: dict[str, Any] | None = None,
-              timeout: float = 60.0, regions: int = 1) -> LocalControl:
+              timeout: float = 60.0, regions: int = 1,
+              record: RunRecord | None = None) -> LocalControl:
         """Start a fresh local cluster (fault injection on) and control it; stops it on close.
 
         Zone zK is in region r((K-1) % regions + 1) when `regions` > 1 (see
-        `phalanx.ops.launcher.plan_local_cluster`)."""
+        `phalanx.ops.launcher.plan_local_cluster`). `record` (the run's pid file) gets the
+        directories before anything starts and every node's pid once it runs."""
         temporary: Path | None = None
         if data_dir is None:
             temporary = Path(tempfile.mkdtemp(prefix="phalanx-chaos-"))
             data_dir = temporary / "cluster"
-        data_dir = Path(data_dir)
+        data_dir = Path(data_dir).absolute()
+        if record is not None:
+            if temporary is not None:
+                record.add_temporary(temporary)
+            record.add_cluster(data_dir)
         options: dict[str, Any] = {"enable_fault_injection": True, **(overrides or {})}
         # Ports are not part of the experiment: they come from the OS's randomness, not the seed,
         # so that two runs with one seed can run side by side.
@@ -92,7 +103,12 @@ class LocalControl:
                                                                         timeout=timeout)
         except ClusterError as error:
             raise ChaosError(f"the local cluster did not start: {error}") from error
-        return cls(data_dir, owned=True, processes=processes, temporary_root=temporary)
+        control = cls(data_dir, owned=True, processes=processes, temporary_root=temporary)
+        control.record = record
+        if record is not None:
+            for entry in control._entries():
+                record.add_process(entry.pid, entry.data_dir, f"node {entry.id}")
+        return control
 
     @classmethod
     def attach(cls, cluster_json: str | Path) -> LocalControl:
@@ -183,6 +199,8 @@ class LocalControl:
             raise ChaosError(f"cannot restart {node}: {error}") from error
         if entry.pid is not None:
             self._started_pids.add(entry.pid)
+            if self.record is not None:
+                self.record.add_process(entry.pid, entry.data_dir, f"node {node} (restarted)")
         if launcher.wait_until_answering(entry, RESTART_TIMEOUT_S, poll=0.05):
             self._push(node)
             return

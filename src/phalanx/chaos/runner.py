@@ -44,10 +44,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from phalanx.chaos import metrics, redundancy
+from phalanx.chaos import metrics, redundancy, resources
 from phalanx.chaos.clients import CLIENT_MODES, DEFAULT_CLIENT, DEFAULT_DEADLINE_S
 from phalanx.chaos.control import ClusterControl, agreed_leader, fetch_statuses
 from phalanx.chaos.nemesis import PERMANENT, SCENARIOS, Fault, Nemesis, Slot, plan
+from phalanx.chaos.pidfile import RunRecord, reap_stale
 from phalanx.chaos.workload import Workload, WorkloadConfig
 from phalanx.chaos.workloads import DEFAULT_WORKLOAD, WORKLOADS, make_workload
 from phalanx.checker import check
@@ -56,7 +57,7 @@ RESULT_KEYS = ("scenario", "seed", "mode", "duration_s", "started_at", "cluster"
                "availability", "nines", "rto_ms", "lost_acknowledged_writes", "rpo",
                "linearizable", "linearizability", "faults", "timeline", "latency_ms",
                "throughput_ops_s", "events", "redundancy", "workload", "workload_check",
-               "client", "application", "per_kind")
+               "client", "application", "per_kind", "resources")
 
 #: Node settings of a cluster the lab starts: the server gives up on a request before the
 #: client's socket timeout, so the client hears a clear error rather than a timeout.
@@ -104,6 +105,21 @@ class RunConfig:
     #: one application call in the retrying modes.
     client: str = DEFAULT_CLIENT
     deadline_s: float = DEFAULT_DEADLINE_S
+    #: Register keys renamed every this many seconds (None: `key_epoch_for(duration)`).
+    key_epoch_s: float | None = None
+
+
+#: Runs longer than this rename their register keys every `LONG_RUN_KEY_EPOCH_S`.
+LONG_RUN_S = 300.0
+LONG_RUN_KEY_EPOCH_S = 60.0
+
+
+def key_epoch_for(config: RunConfig) -> float | None:
+    """The register keys' epoch of a run: given, else 60 s for a run over 5 minutes (its history
+    is then many short ones, which the checker handles in time), else none."""
+    if config.key_epoch_s is not None:
+        return config.key_epoch_s if config.key_epoch_s > 0 else None
+    return LONG_RUN_KEY_EPOCH_S if config.duration_s > LONG_RUN_S else None
 
 
 def replicas_for(survival_goal: str | None) -> int:
@@ -308,7 +324,8 @@ class _Monitor:
         self.pool.shutdown(wait=False)
 
 
-def make_control(config: RunConfig) -> tuple[ClusterControl, bool]:
+def make_control(config: RunConfig, record: RunRecord | None = None
+                 ) -> tuple[ClusterControl, bool]:
     """The control of the run's cluster, and whether the run started it (and must stop it)."""
     if config.target is not None:
         from phalanx.chaos.local import LocalControl
@@ -334,7 +351,7 @@ def make_control(config: RunConfig) -> tuple[ClusterControl, bool]:
 
     return LocalControl.start(nodes=config.nodes, zones=config.zones, data_dir=config.data_dir,
                               seed=config.seed, overrides=node_overrides(config),
-                              regions=config.regions or 1), True
+                              regions=config.regions or 1, record=record), True
 
 
 def _wait_for_leader(control: ClusterControl, timeout_s: float) -> str | None:
@@ -448,18 +465,29 @@ def run_chaos(config: RunConfig, *, control: ClusterControl | None = None,
         slots = plan(config.scenario, config.duration_s, config.seed,
                      warmup_s=config.warmup_s, recovery_s=config.recovery_s)
     owned = False
-    if control is None:
-        control, owned = make_control(config)
+    record: RunRecord | None = None
+    reaped: list[str] = []
+    if control is None and config.target is None and config.mode == "local":
+        reaped = reap_stale()
+        record = RunRecord()
     try:
-        return _run(config, control, slots, on_progress, on_started)
+        if control is None:
+            control, owned = make_control(config, record)
+        try:
+            return _run(config, control, slots, on_progress, on_started, reaped, record)
+        finally:
+            if owned:
+                control.close()
     finally:
-        if owned:
-            control.close()
+        if record is not None:
+            record.close()
 
 
 def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
          on_progress: Callable[[Progress], None] | None,
-         on_started: Callable[[str, int | None], None] | None = None) -> RunArtifacts:
+         on_started: Callable[[str, int | None], None] | None = None,
+         reaped: list[str] | None = None,
+         record: RunRecord | None = None) -> RunArtifacts:
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if _wait_for_leader(control, 60.0) is None:
         raise RuntimeError("the cluster has no leader; nothing to measure")
@@ -480,11 +508,17 @@ def _run(config: RunConfig, control: ClusterControl, slots: list[Slot],
 
     if not before.full:
         on_event(0.0, f"before the run: the cluster was not fully redundant ({before.reason})")
+    for text in reaped or []:
+        on_event(0.0, f"before the run: {text}")
     proxy = None
     if config.client == "haproxy":
         from phalanx.chaos.haproxy_lab import LabHAProxy
 
-        proxy = LabHAProxy(nodes).start()
+        proxy = LabHAProxy(nodes)
+        if record is not None:
+            record.add_temporary(proxy.directory)
+        proxy.start(on_spawn=None if record is None else
+                    lambda pid: record.add_process(pid, str(proxy.directory), "haproxy"))
         if on_started is not None:
             on_started("haproxy", proxy.pid)
     try:
@@ -501,12 +535,16 @@ def _measure(config: RunConfig, control: ClusterControl, slots: list[Slot],
              on_event: Callable[[float, str], None], started_at: str,
              proxy: Any) -> RunArtifacts:
     monitor = _Monitor(control, clock).start()
+    sampler = resources.ResourceSampler(lambda: _node_resources(control), clock,
+                                        min(resources.DEFAULT_INTERVAL_S,
+                                            max(1.0, config.duration_s / 30))).start()
     prefix = f"chaos:{config.seed}:{os.urandom(3).hex()}"
     workload = make_workload(config.workload, nodes,
                              WorkloadConfig(clients=config.clients, rate_ops_s=config.rate_ops_s,
                                             prefix=prefix, client=config.client,
                                             deadline_s=config.deadline_s,
-                                            haproxy=None if proxy is None else proxy.address),
+                                            haproxy=None if proxy is None else proxy.address,
+                                            key_epoch_s=key_epoch_for(config)),
                              seed=config.seed, t0=t0, until_s=config.duration_s).start()
     nemesis = Nemesis(control, slots, clock, on_event,
                       until_s=config.duration_s - config.recovery_s).start()
@@ -533,6 +571,7 @@ def _measure(config: RunConfig, control: ClusterControl, slots: list[Slot],
     finally:
         nemesis.stop()
         workload.stop()
+        used = sampler.stop()
     if on_progress is not None:
         on_progress(Progress(clock(), config.duration_s, 0, 0, 0, 0.0, None, monitor.current,
                              len(nemesis.faults), phase="healing and checking"))
@@ -563,10 +602,22 @@ def _measure(config: RunConfig, control: ClusterControl, slots: list[Slot],
                           monitor.changes, final, verdict, events,
                           observations=list(monitor.observations), cluster=monitor.cluster,
                           workload_check=workload_check)
+    result["resources"] = used
     if nemesis.error:
         result["events"].append({"at_s": config.duration_s, "text": f"nemesis error: {nemesis.error}"})
     return RunArtifacts(result, history, list(workload.state.ops), list(nemesis.faults),
                         list(monitor.changes), pid_changes, workload)
+
+
+def _node_resources(control: ClusterControl) -> list[tuple[str, int | None, str | None]]:
+    """(id, pid, data_dir) of every node, from the cluster file of a control that has one."""
+    directory = getattr(control, "data_dir", None)
+    if directory is None:
+        return [(node.id, node.pid or None, None) for node in control.nodes()]
+    from phalanx.ops import cluster_file
+
+    return [(entry.id, entry.pid, entry.data_dir or None)
+            for entry in cluster_file.read_cluster_file(directory).nodes]
 
 
 def _dead_after_ms(config: RunConfig) -> int | None:
@@ -754,6 +805,8 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
         "redundancy": redundant,
         "workload": getattr(workload, "name", config.workload),
         "workload_check": None if workload_check is None else dict(workload_check),
+        "resources": None,
+        "register_key_epoch_s": key_epoch_for(config),
         "client": {"mode": config.client,
                    "deadline_s": None if config.client == "raw" else config.deadline_s},
         "application": metrics.application_summary(calls),

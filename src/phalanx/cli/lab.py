@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,6 +34,7 @@ def demo(report_dir: str | None, seed: int | None, client: str) -> None:
 
     from phalanx.chaos import console as view
     from phalanx.chaos.nemesis import demo_plan
+    from phalanx.chaos.pidfile import Interrupted, stop_on_signals
     from phalanx.chaos.runner import RunConfig, run_chaos, write_result
 
     console = Console(stderr=True)
@@ -50,8 +52,10 @@ def demo(report_dir: str | None, seed: int | None, client: str) -> None:
     config = RunConfig(scenario="demo", duration_s=36.0, seed=seed, nodes=5, zones=3,
                        clients=4, rate_ops_s=150.0, client=client)
     try:
-        with view.LiveView("phalanx demo", console) as live:
+        with stop_on_signals(), view.LiveView("phalanx demo", console) as live:
             artifacts = run_chaos(config, on_progress=live, slots=demo_plan())
+    except Interrupted as interrupted:
+        fail(f"{interrupted}; the cluster was stopped", 128 + interrupted.signum)
     except KeyboardInterrupt:
         fail("interrupted; the cluster was stopped", 130)
     except Exception as error:  # the demo explains any failure in one line
@@ -71,6 +75,26 @@ def demo(report_dir: str | None, seed: int | None, client: str) -> None:
                         border_style="green" if good else "red"))
     sys.exit(0 if good else 1)
 
+
+
+def _progress_lines(every_s: float) -> Any:
+    """An `on_progress` that prints one plain line every `every_s` seconds (and each phase)."""
+    last = [-every_s]
+    phase = ["running"]
+
+    def show(progress: Any) -> None:
+        if progress.elapsed_s - last[0] < every_s and progress.phase == phase[0]:
+            return
+        last[0], phase[0] = progress.elapsed_s, progress.phase
+        load = os.getloadavg()[0]
+        click.echo(f"[{time.strftime('%H:%M:%S')}] {progress.elapsed_s:7.1f}/"
+                   f"{progress.duration_s:g} s {progress.phase}: attempts {progress.ok} ok, "
+                   f"{progress.fail} failed, {progress.info} unknown, "
+                   f"{progress.ops_per_s:.0f}/s, {progress.faults} faults, fault now: "
+                   f"{progress.current_fault or 'none'}, leader {progress.leader}, "
+                   f"load {load:.2f}", err=True)
+
+    return show
 
 
 def _client_sentence(client: str) -> str:
@@ -173,11 +197,15 @@ def workload_names() -> list[str]:
                    "under the same rules. Every attempt is recorded and checked.")
 @click.option("--deadline", "deadline", type=float, default=5.0, show_default=True,
               help="Seconds an application call may take, retries included (smart, haproxy).")
+@click.option("--progress-every", "progress_every", type=float, default=0.0,
+              help="Instead of the live view, one plain progress line on stderr every this "
+                   "many seconds (for long runs in the background; with --json too).")
 def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | None,
               zones: int | None, regions: int | None, shards: int | None,
               survival_goal: str | None, dead_after_ms: int | None, target: str | None,
               report_dir: str | None, as_json: bool, mode: str, clients: int,
-              rate: float, workload: str, client: str, deadline: float) -> None:
+              rate: float, workload: str, client: str, deadline: float,
+              progress_every: float) -> None:
     """Run one scenario and measure availability, RTO, RPO, linearizability and the time to
     full redundancy after each fault."""
     import json
@@ -185,6 +213,7 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
     from rich.console import Console
 
     from phalanx.chaos import console as view
+    from phalanx.chaos.pidfile import Interrupted, stop_on_signals
     from phalanx.chaos.runner import run_chaos, scenario_config, write_result
     from phalanx.chaos.workloads import passed
 
@@ -202,13 +231,18 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
         fail(str(error), 2)
     console = Console(stderr=True)
     try:
-        if as_json:
-            artifacts = run_chaos(config)
-        else:
-            console.print(f"chaos run: {scenario}, {workload} workload, {client} client, "
-                          f"{duration:g} s, seed {seed} (replay: --seed {seed})")
-            with view.LiveView(f"phalanx chaos: {scenario}", console) as live:
-                artifacts = run_chaos(config, on_progress=live)
+        with stop_on_signals():
+            if progress_every > 0:
+                artifacts = run_chaos(config, on_progress=_progress_lines(progress_every))
+            elif as_json:
+                artifacts = run_chaos(config)
+            else:
+                console.print(f"chaos run: {scenario}, {workload} workload, {client} client, "
+                              f"{duration:g} s, seed {seed} (replay: --seed {seed})")
+                with view.LiveView(f"phalanx chaos: {scenario}", console) as live:
+                    artifacts = run_chaos(config, on_progress=live)
+    except Interrupted as interrupted:
+        fail(f"{interrupted}; what the run started was stopped", 128 + interrupted.signum)
     except KeyboardInterrupt:
         fail("interrupted; what the run started was stopped", 130)
     except Exception as error:  # one clear line, no traceback

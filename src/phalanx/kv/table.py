@@ -31,6 +31,9 @@ from phalanx.kv.commands import (
     lists,
     scripts,
     sets,
+    streamgroups,
+    streaminfo,
+    streams,
     strings,
     zsetops,
     zsets,
@@ -47,12 +50,15 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
     *bitmaps.COMMANDS,
     *hyperloglog.COMMANDS,
     *scripts.COMMANDS,
+    *streams.COMMANDS, *streamgroups.COMMANDS, *streaminfo.COMMANDS,
     *keys.INTERNAL_COMMANDS,
+    *streams.INTERNAL_COMMANDS, *streamgroups.INTERNAL_COMMANDS,
     *transaction.INTERNAL_COMMANDS,
 )
 """Every command the state machine runs, in the order `COMMAND` lists them."""
 
 _CONNECTION = ("@fast", "@connection")
+_ADMIN_SLOW = ("@admin", "@slow", "@dangerous")
 _ANYTIME = ("noscript", "loading", "stale", "fast", "no_auth", "allow_busy")
 _STALE_FAST = ("loading", "stale", "fast")
 _PUBSUB_SLOW = ("@pubsub", "@slow")
@@ -86,6 +92,16 @@ SERVER_COMMANDS: tuple[CommandSpec, ...] = (
             ("@admin", "@slow", "@dangerous")),
     _server("failover", -1, ("admin", "noscript", "stale"), ("@admin", "@slow", "@dangerous")),
     _server("quit", -1, _ANYTIME, _CONNECTION),
+    # Introspection (server/front/introspection.py); MEMORY is a keyed row in commands/keys.
+    _server("slowlog", -2, (), ("@slow",)),
+    _server("latency", -2, (), ("@slow",)),
+    _server("monitor", 1, ("admin", "noscript", "loading", "stale"), _ADMIN_SLOW),
+    _server("lastsave", 1, ("loading", "stale", "fast"), ("@admin", "@fast", "@dangerous")),
+    _server("bgsave", -1, ("admin", "noscript"), _ADMIN_SLOW),
+    _server("lolwut", -1, ("readonly", "fast"), ("@read", "@fast")),
+    _server("module", -2, (), ("@slow",)),
+    _server("replicaof", 3, ("admin", "noscript", "stale"), _ADMIN_SLOW),
+    _server("slaveof", 3, ("admin", "noscript", "stale"), _ADMIN_SLOW),
     _server("cluster", -2, (), ("@slow",)),
     _server("asking", 1, ("fast",), _CONNECTION),
     *transaction.COMMANDS,

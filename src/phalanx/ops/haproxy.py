@@ -5,8 +5,9 @@ reader of HAProxy's stats socket.
 
 - a RESP frontend balanced (`leastconn`) over every node. Any node serves any key (it forwards
   to the shard's leader), so the health check is `GET /ready` on each node's ADMIN port (not its
-  RESP port): 200 when the node knows the map, a leader for each of its shards, and has applied
-  what is committed;
+  RESP port): 200 while the node can serve some shard (a degraded shard, e.g. one that lost its
+  quorum, fails on every node alike and does not take a node out of rotation); not the strict
+  `/ready?strict=1` (every local replica has a leader and is caught up);
 - optionally a writer frontend whose backend checks `GET /primary`: only the leader of the first
   shard (or of `writer_shard`) passes. That saves the forwarding hop only in a single-shard
   cluster; with several shards the other shards' keys are forwarded anyway, so use the
@@ -166,10 +167,12 @@ _CHECK_COMMENT = """\
 #   check then fails after `timeout check`, so it is DOWN in about fall x (inter + timeout)
 #   = {hung_ms} ms, comparable to the cluster's election timeout (500-1000 ms by default).
 # - /ready is cheap (in-memory state), so {rate} checks per second per HAProxy is negligible.
-# - /ready answers 503 on a node while one of its local shards has no leader (an election or a
-#   lost quorum); nothing can be written there meanwhile, so such a node is taken out too. With
-#   several shards that also removes a node that could still serve the other shards: raise
-#   `fall` if elections are slow on your network.
+# - /ready (not /ready?strict=1) answers 200 while the node can serve SOME shard and lists
+#   the degraded ones: a shard without a leader (an election, a lost quorum) fails the same on
+#   every node, so a node is not taken out for it while its other shards still work through
+#   it. It answers 503 when the node can serve no shard at all (in a single-shard cluster:
+#   while its shard has no leader or it is catching up after a restart), refuses to serve, or
+#   has no map yet. /ready?shard=N is the strict answer for one shard.
 # - on-marked-down shutdown-sessions: the sessions of a node marked DOWN are closed, so clients
 #   reconnect (to a healthy node) instead of waiting on a hung node until a timeout.
 # - option redispatch 1 + retries: a new connection refused by a node not yet marked DOWN is
@@ -292,7 +295,8 @@ def render_config(nodes: Iterable[object], *, frontend_port: int,
         f"    default_backend {RESP_BACKEND}",
         "",
         *backend_section(RESP_BACKEND, "/ready",
-                         "any ready node serves any key (it forwards to the shard's leader)"),
+                         "any node serves any key (it forwards to the shard's leader); /ready: "
+                         "it can serve some shard"),
     ]
     if writer_port is not None:
         path = "/primary" if writer_shard is None else f"/primary?shard={writer_shard}"

@@ -3,10 +3,13 @@
 Endpoints (HAProxy's `option httpchk` uses the first four, as with Patroni):
 
     GET  /health    200 while the event loop answers (that is the whole check)
-    GET  /ready     200 if the node is ready to serve, else 503 with the reason: the map is
-                    known and every local replica knows a leader and is caught up (a
-                    replica placed here that has not received its snapshot yet, new or
-                    wiped, is catching up: 503)
+    GET  /ready     200 while the node can serve SOME shard (its local replica knows a
+                    leader and is caught up, or a live leader is known to forward to),
+                    with the shards it cannot serve listed in "degraded"; else 503 with
+                    the reason (also 503 before the map is known). `?shard=N`: 200 only if
+                    shard N is served from here now; `?strict=1`: 200 only if EVERY local
+                    replica knows a leader and is caught up (a replica placed here that
+                    has not received its snapshot yet, new or wiped, is catching up)
     GET  /primary   200 only on the leader, else 503 (the body names role and leader);
                     `?key=K` or `?shard=N` asks about that key's / shard's leader
     GET  /replica   200 only on a healthy follower (knows a leader, caught up), else 503
@@ -71,6 +74,8 @@ MAX_EVENT_STREAMS = 32
 MAX_BODY_BYTES = 64 * 1024
 
 _NO_STORE = {"Cache-Control": "no-store"}
+#: How a boolean query parameter (`?strict=1`) may be spelled.
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 class NodeView(Protocol):
@@ -88,8 +93,11 @@ class NodeView(Protocol):
         uptime_s, version, and anything else worth showing."""
         ...
 
-    def readiness(self) -> tuple[bool, str]:
-        """(ready to serve clients?, the reason why or why not)."""
+    def readiness(self, shard: int | None = None, *,
+                  strict: bool = False) -> tuple[bool, str, dict[int, str]]:
+        """(ready to serve clients?, the reason why or why not, the degraded shards with
+        why). Default: can the node serve SOME shard; `shard`: that shard; `strict`: every
+        local replica healthy."""
         ...
 
     def is_primary(self, shard: int | None = None, key: bytes | None = None) -> bool:
@@ -308,10 +316,22 @@ class AdminServer:
                             headers=_NO_STORE)
 
     async def _ready(self, request: web.Request) -> web.Response:
-        ready, reason = self.view.readiness()
+        shard_text = request.query.get("shard")
+        shard: int | None = None
+        if shard_text is not None:
+            if not shard_text.isdigit():
+                return _error(400, f"shard must be a shard number, not {shard_text!r}")
+            shard = int(shard_text)
+        strict_text = request.query.get("strict", "0").lower()
+        if strict_text not in _FLAGS:
+            return _error(400, f"strict must be 1 or 0, not {strict_text!r}")
+        ready, reason, degraded = self.view.readiness(shard, strict=_FLAGS[strict_text])
+        shards = {str(shard_id): why for shard_id, why in sorted(degraded.items())}
         if ready:
-            return _json({"ready": True, "node": self.view.node_id, "reason": reason})
-        return _error(503, f"not ready: {reason}", ready=False, node=self.view.node_id)
+            return _json({"ready": True, "node": self.view.node_id, "reason": reason,
+                          "degraded": shards})
+        return _error(503, f"not ready: {reason}", ready=False, node=self.view.node_id,
+                      degraded=shards)
 
     def _role_and_leader(self) -> tuple[str, object]:
         status = self.view.status()

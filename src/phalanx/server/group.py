@@ -601,6 +601,12 @@ class RaftGroup:
         finally:
             self.compacting = False
 
+    async def save_snapshot(self) -> None:
+        """A snapshot at the applied index now (BGSAVE), taken and compacted as the snapshot
+        policy takes one; nothing when the last snapshot is already at the applied index."""
+        if not self.stopped:
+            await self._maybe_snapshot(force=True)
+
     async def _maybe_snapshot(self, force: bool = False) -> None:
         applied = self.raw.applied
         snapshot_index = self.store.snapshot_meta().index

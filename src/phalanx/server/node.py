@@ -114,8 +114,9 @@ class _AdminView:
     def status(self) -> dict[str, object]:
         return self._status.status()
 
-    def readiness(self) -> tuple[bool, str]:
-        return self._status.readiness()
+    def readiness(self, shard: int | None = None, *,
+                  strict: bool = False) -> tuple[bool, str, dict[int, str]]:
+        return self._status.readiness(shard, strict=strict)
 
     def is_primary(self, shard: int | None = None, key: bytes | None = None) -> bool:
         return self._status.is_primary(shard, key)

@@ -231,55 +231,118 @@ class NodeStatus:
         """The peers that refuse this node's incarnation (`phalanx.server.identity`), with why."""
         return dict(self.identity.refused_by_peers) if self.identity is not None else {}
 
-    def readiness(self) -> tuple[bool, str]:
-        """Ready = the map is known and every local replica knows a leader and is caught up.
+    def readiness(self, shard: int | None = None, *,
+                  strict: bool = False) -> tuple[bool, str, dict[int, str]]:
+        """(ready?, why, the degraded shards {shard id: why it cannot be served from here}).
 
-        A replica the map gives this node but whose configuration does not list it yet has
-        received nothing from its leader (no snapshot: the configuration comes with it): a new
-        replica, or one whose data was wiped. It has applied nothing, and its applied and
-        commit indexes (both 0) cannot say how far behind it is, so it is catching up and the
-        node is not ready until the snapshot is installed. (Its clients are served meanwhile
-        by forwarding: `local_group` does not count it.) A replica that is being removed
-        (its configuration no longer lists this node, nor does the map) does not count.
+        Three questions, one answer each (issue 14, per-shard readiness):
+        - default: can this node serve SOME shard? Ready while at least one shard of the map is
+          served from here (its local replica knows a leader and is caught up, or, for a shard
+          without a local replica, a live leader is known to forward to); the shards that
+          cannot be served are listed. So in a multi-shard cluster a load balancer keeps a
+          node that lost one shard's quorum: its other shards' keys still work through it, and
+          the lost shard's keys fail the same on every node.
+        - `shard=N`: can this node serve shard N now?
+        - `strict`: is every LOCAL replica healthy (the old all-or-nothing answer)?
+        Never ready, whatever is asked, while the node itself cannot serve: refused by its
+        peers, the placement driver's replica stopped, removed from the cluster, or no map yet.
         """
+        blocked = self._node_blocked()
+        if blocked is not None:
+            return False, blocked, {}
+        states = self._shard_states()
+        degraded = {shard_id: why for shard_id, why in states.items() if why is not None}
+        if shard is not None:
+            if shard not in states:
+                return False, f"shard {shard} is not in the cluster map", degraded
+            why = states[shard]
+            if why is not None:
+                return False, f"shard {shard}: {why}", degraded
+            return True, f"serving shard {shard}", degraded
+        local = self.replicas.data_groups()
+        if strict:
+            for shard_id in sorted(degraded):
+                if shard_id in local:
+                    return False, f"shard {shard_id}: {degraded[shard_id]}", degraded
+        elif states and len(degraded) == len(states):
+            return False, "no shard can be served from this node: " + "; ".join(
+                f"shard {shard_id}: {why}" for shard_id, why in sorted(degraded.items())), \
+                degraded
+        try:
+            group = self.replicas.default_group
+        except ConfigError:
+            reason = "serving (no local shard replica; forwarding)"
+        else:
+            reason = f"serving ({group.raw.role.value}, leader {group.leader or 'none'})"
+        if degraded:
+            reason += "; degraded: " + ", ".join(f"shard {shard_id} ({why})"
+                                                 for shard_id, why in sorted(degraded.items()))
+        return True, reason, degraded
+
+    def _node_blocked(self) -> str | None:
+        """Why this node can serve nothing at all, or None."""
         replicas = self.replicas
         refused = self.refused_by()
         if refused:
-            return False, (f"refused by peer(s) {', '.join(sorted(refused))}: this data directory "
-                           f"is not the incarnation the cluster knows (run `phalanx replace "
-                           f"{self.node_id}`)")
+            return (f"refused by peer(s) {', '.join(sorted(refused))}: this data directory "
+                    f"is not the incarnation the cluster knows (run `phalanx replace "
+                    f"{self.node_id}`)")
         meta = replicas.meta
         if meta.stopped:
-            return False, f"placement driver replica stopped: {meta.fatal_error}"
+            return f"placement driver replica stopped: {meta.fatal_error}"
         if replicas.removed_from_cluster():
-            return False, "this node was removed from the cluster (decommissioned); stop it"
+            return "this node was removed from the cluster (decommissioned); stop it"
         if replicas.cluster_map.version == 0:
-            return False, "waiting for the cluster map (joining)"
+            return "waiting for the cluster map (joining)"
+        return None
+
+    def _shard_states(self) -> dict[int, str | None]:
+        """Every shard of the map and of this node: None when it is served from here now,
+        else why not.
+
+        A local replica serves when it knows a leader and is caught up. A replica the map
+        gives this node but whose configuration does not list it yet has received nothing
+        from its leader (no snapshot: the configuration comes with it): a new replica, or one
+        whose data was wiped. It has applied nothing, and its applied and commit indexes
+        (both 0) cannot say how far behind it is, so it is catching up until the snapshot is
+        installed. (Its clients are served meanwhile by forwarding: `local_group` does not
+        count it.) A replica that is being removed (its configuration no longer lists this
+        node, nor does the map) does not count: the shard is served as a remote one, by
+        forwarding to a leader that is known and connected (`Replicas.shard_leader`).
+        """
+        replicas = self.replicas
+        cluster_map = replicas.cluster_map
         me = NodeId(self.node_id)
+        states: dict[int, str | None] = {}
         for group_id, group in sorted(replicas.data_groups().items()):
             if group.stopped:
-                return False, f"shard {group_id} replica stopped: {group.fatal_error}"
+                states[group_id] = f"replica stopped: {group.fatal_error}"
+                continue
             raw = group.raw
             conf = raw.conf
             if me not in conf.voters and me not in conf.learners:
-                shard = replicas.cluster_map.shards.get(group_id)
+                shard = cluster_map.shards.get(group_id)
                 wanted = shard is not None and (self.node_id in shard.replicas
                                                 or self.node_id in shard.voters
                                                 or self.node_id in shard.learners)
                 if wanted and not conf.voters:
-                    return False, (f"shard {group_id}: catching up (waiting for a snapshot "
-                                   f"from the leader; {raw.applied} entries applied)")
-                continue  # a replica being removed
+                    states[group_id] = (f"catching up (waiting for a snapshot from the "
+                                        f"leader; {raw.applied} entries applied)")
+                continue  # a replica being removed: served as a remote shard below
             if not raw.lead:
-                return False, f"shard {group_id}: no leader known (election or no quorum)"
+                leaderless = group.leaderless_for()
+                states[group_id] = ("no leader known (election or no quorum" +
+                                    (f"; none for {leaderless:.1f} s)" if leaderless else ")"))
+                continue
             lag = raw.committed - raw.applied
-            if lag > READY_LAG_ENTRIES:
-                return False, f"shard {group_id}: catching up ({lag} entries not applied)"
-        try:
-            group = replicas.default_group
-        except ConfigError:
-            return True, "serving (no local shard replica; forwarding)"
-        return True, f"serving ({group.raw.role.value}, leader {group.leader})"
+            states[group_id] = (f"catching up ({lag} entries not applied)"
+                                if lag > READY_LAG_ENTRIES else None)
+        for shard_id, shard in sorted(cluster_map.shards.items()):
+            if shard_id in states:
+                continue
+            states[shard_id] = None if replicas.shard_leader(shard) else \
+                "no reachable leader known to forward to"
+        return states
 
     def is_primary(self, shard: int | None = None, key: bytes | None = None) -> bool:
         """True only on the leader of the shard (HAProxy's writer check)."""
@@ -291,7 +354,7 @@ class NodeStatus:
 
     def is_replica(self) -> bool:
         """True on a healthy follower: knows a leader and is caught up."""
-        ready, _ = self.readiness()
+        ready, _, _ = self.readiness(strict=True)
         try:
             group = self.replicas.local_group(self.replicas.shard_for())
         except ConfigError:

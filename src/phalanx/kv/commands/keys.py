@@ -42,6 +42,7 @@ from phalanx.kv.replies import (
     invalid_expire,
 )
 from phalanx.kv.spec import Args, CommandSpec
+from phalanx.kv.stream import Stream
 from phalanx.kv.zset import ZSet
 
 EXPIRE_COMMAND = b"PHALANX.EXPIRE"
@@ -50,7 +51,7 @@ EXPIRE_COMMAND = b"PHALANX.EXPIRE"
 _SCAN_DEFAULT_COUNT = 10
 
 _TYPE_NAMES: dict[type, str] = {bytes: "string", dict: "hash", set: "set", deque: "list",
-                               ZSet: "zset"}
+                               ZSet: "zset", Stream: "stream"}
 
 
 def expire_command_args(key: bytes, expire_at_ms: int) -> tuple[bytes, tuple[bytes, ...]]:
@@ -192,6 +193,8 @@ def _encoding(value: object) -> str:
         return "intset" if small else "hashtable"
     if type(value) is deque:
         return "quicklist"
+    if type(value) is Stream:
+        return "stream"
     scores = getattr(value, "scores", None)  # the sorted set (kv.zset.ZSet): member -> score
     if isinstance(scores, dict):
         small = len(scores) <= 128 and all(len(member) <= 64 for member in scores)
@@ -222,6 +225,55 @@ def _object(db: Keyspace, args: Args, now: int) -> Reply:
     if type(value) is bytes and parse_int(value) is not None and 0 <= int(value) < 10000:
         return _SHARED_REFCOUNT
     return 1
+
+
+def _value_bytes(value: object) -> int:
+    """An estimate of the bytes a value takes in Redis 7.0 (object.c objectComputeSize's
+    shapes: listpack / intset for small values, a dict entry per element otherwise), summed
+    over every element (Redis samples 5 by default; phalanx counts them all)."""
+    if type(value) is bytes:
+        if len(value) <= 20 and parse_int(value) is not None:
+            return 0  # an integer lives in the object itself
+        return len(value) + (3 if len(value) <= 44 else 9)
+    encoding = _encoding(value)
+    if type(value) is dict:
+        per = 2 if encoding == "listpack" else 56
+        return 24 + sum(len(field) + len(item) + per for field, item in value.items())
+    if type(value) is set:
+        if encoding == "intset":
+            return 8 + 8 * len(value)
+        return 40 + sum(len(member) + 40 for member in value)
+    if type(value) is deque:
+        return 40 + sum(len(element) + 11 for element in value)
+    scores = getattr(value, "scores", None)
+    if isinstance(scores, dict):
+        per = 11 if encoding == "listpack" else 72
+        return 24 + sum(len(member) + per for member in scores)
+    return 16
+
+
+def _memory(db: Keyspace, args: Args, now: int) -> Reply:
+    """MEMORY USAGE key [SAMPLES count] (https://redis.io/commands/memory-usage/): the bytes
+    the key and its value take, estimated as Redis 7.0 lays them out; nil for a missing key.
+    The other MEMORY subcommands are the node's (server/front/introspection.py)."""
+    if args[0].upper() != b"USAGE":
+        return Error(f"ERR unknown subcommand '{error_text(args[0][:128])}'. "
+                     "Try MEMORY HELP.")
+    if len(args) < 2:
+        return Error("ERR wrong number of arguments for 'memory|usage' command")
+    if len(args) != 2:
+        if len(args) != 4 or args[2].upper() != b"SAMPLES":
+            return SYNTAX_ERROR
+        samples = parse_int(args[3])
+        if samples is None:
+            return NOT_INTEGER
+        if samples < 0:
+            return SYNTAX_ERROR
+    value = db.live(args[1], now)
+    if value is None:
+        return None
+    # The dict entry (24), the value's object (16), the key's sds (header + bytes + NUL).
+    return 24 + 16 + len(args[1]) + 4 + _value_bytes(value)
 
 
 # ---------------------------------------------------------------------------- expiry
@@ -458,6 +510,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     # by the key of OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT <key> (position 2), a local read.
     CommandSpec("object", -2, ("readonly",), 2, 2, 1, ("@keyspace", "@read", "@slow"),
                 _object),
+    # MEMORY USAGE key: the only keyed MEMORY subcommand (the front end runs the others).
+    CommandSpec("memory", -2, ("readonly",), 2, 2, 1, ("@read", "@slow"), _memory),
     *dump.COMMANDS,
     *sort.COMMANDS,
     CommandSpec("dbsize", 1, ("readonly", "fast"), 0, 0, 0, _READ, _dbsize),

@@ -196,6 +196,8 @@ class _Waiter:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: The local replica whose `watched_keys` count this waiter's keys (None: none held).
     group: RaftGroup | None = None
+    #: CLIENT UNBLOCK: "timeout" (answer nil now) or "error" (-UNBLOCKED), else None.
+    unblocked: str | None = None
 
 
 _EMPTY = object()
@@ -284,6 +286,10 @@ class BlockingPops:
             waiter.wake.clear()
             if self.clients.get(waiter.state.id) is not waiter.state:
                 return request.null  # the client is gone: it must pop nothing
+            if waiter.unblocked is not None:  # CLIENT UNBLOCK (clients.py)
+                if waiter.unblocked == "error":
+                    raise CommandError("UNBLOCKED client unblocked via CLIENT UNBLOCK")
+                return request.null
             self._watch(waiter)
             if not woken and waiter.group is not None and not self._is_head(waiter):
                 continue
@@ -397,6 +403,18 @@ class BlockingPops:
                 queue.popleft()
             if queue is not None and not queue:
                 del self.queues[key]
+
+    def unblock(self, client_id: int, error: bool) -> bool:
+        """CLIENT UNBLOCK: wake client `client_id`'s waiter to answer nil (or -UNBLOCKED);
+        False if that client waits in no blocking pop here. A pop it already proposed
+        still answers with what it popped."""
+        for queue in self.queues.values():
+            for waiter in queue:
+                if waiter.state.id == client_id and waiter.unblocked is None:
+                    waiter.unblocked = "error" if error else "timeout"
+                    waiter.wake.set()
+                    return True
+        return False
 
     def waiting(self) -> int:
         """How many clients wait in a blocking pop on this node."""

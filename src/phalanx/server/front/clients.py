@@ -1,7 +1,8 @@
 """CLIENT: the connection introspection and control command (Redis 7.0's subcommands).
 
 What lives here: `ClientCommand` (CLIENT ID|GETNAME|SETNAME|SETINFO|INFO|LIST|KILL|NO-EVICT|
-NO-TOUCH|HELP) and the `id=... addr=...` line CLIENT INFO and CLIENT LIST print.
+NO-TOUCH|PAUSE|UNPAUSE|REPLY|UNBLOCK|HELP) and the `id=... addr=...` line CLIENT INFO and
+CLIENT LIST print.
 
 Rules of this file:
 - Every subcommand sees only THIS node's connections: CLIENT LIST lists the clients connected
@@ -9,9 +10,14 @@ Rules of this file:
   a cluster-wide kill is one CLIENT KILL per node, as with Redis Cluster).
 - Killing a connection goes through the listener (`close`), which owns the transports; the
   killer's own connection (SKIPME no) is closed after its reply is written, as Redis does.
-- CLIENT REPLY, PAUSE, UNPAUSE, TRACKING, CACHING, UNBLOCK, NO-EVICT OFF... that would need
-  the data path's cooperation are refused with Redis's unknown-subcommand line, except NO-EVICT
-  and NO-TOUCH, which are accepted: phalanx never evicts, and does not track LRU.
+- PAUSE, UNPAUSE, UNBLOCK act through the listener (`ClientControl`): a pause holds THIS
+  node's clients' commands (all, or only writes) until it ends, in each connection's order
+  (https://redis.io/commands/client-pause/); the internal PHALANX.* commands of other nodes
+  and CLIENT itself (so UNPAUSE can be sent) are never held. UNBLOCK wakes a client waiting in
+  a blocking pop on this node (blocking.py) with a nil reply or Redis's -UNBLOCKED error.
+- REPLY ON|OFF|SKIP sets the session's mode; the listener drops the replies it silences (the
+  commands still run, in order).
+- NO-EVICT and NO-TOUCH are accepted: phalanx never evicts, and does not track LRU.
 See docs/architecture.md.
 """
 
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from phalanx.errors import CommandError
 from phalanx.resp import SimpleString
@@ -28,11 +34,31 @@ from phalanx.server.peer_link import FORWARD_CLIENT_NAME
 if TYPE_CHECKING:
     from phalanx.server.front.session import ClientState
 
+#: CLIENT REPLY's modes (session.py's REPLY_*; no import: session imports nothing of this).
+_REPLY_MODES = {b"ON": 0, b"OFF": 1, b"SKIP": 2}
+
+
+class ClientControl(Protocol):
+    """What CLIENT needs from the listener besides the sessions."""
+
+    def kill_client(self, client_id: int, after_reply: bool) -> bool:
+        """Close client `client_id`'s connection (after its replies if `after_reply`)."""
+
+    def pause_clients(self, milliseconds: int, writes_only: bool) -> None:
+        """Hold this node's clients' commands (or writes) for `milliseconds` from now."""
+
+    def unpause_clients(self) -> None:
+        """End a pause now."""
+
+    def unblock_client(self, client_id: int, error: bool) -> bool:
+        """Wake client `client_id` out of a blocking command; False if it is not blocked."""
+
 _HELP = (
     "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "GETNAME", "ID", "INFO", "KILL <ip:port>", "KILL <option> <value> [<option> <value> [...]]",
     "LIST [TYPE (NORMAL|MASTER|REPLICA|PUBSUB)] [ID id ...]", "NO-EVICT (ON|OFF)",
-    "NO-TOUCH (ON|OFF)", "SETINFO <option> <value>", "SETNAME <name>", "HELP",
+    "NO-TOUCH (ON|OFF)", "PAUSE <timeout> [WRITE|ALL]", "UNPAUSE", "REPLY (ON|OFF|SKIP)",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]", "SETINFO <option> <value>", "SETNAME <name>", "HELP",
 )
 
 
@@ -44,22 +70,25 @@ def _name_ok(name: bytes) -> bool:
 def client_line(state: ClientState) -> str:
     """One client as CLIENT INFO / CLIENT LIST print it (the fields clients parse)."""
     age = int(time.monotonic() - state.created)
-    lib_name = getattr(state, "lib_name", b"").decode(errors="replace")
-    lib_ver = getattr(state, "lib_ver", b"").decode(errors="replace")
-    return (f"id={state.id} addr={state.address} laddr= fd=-1 "
-            f"name={state.name.decode(errors='replace')} age={age} idle=0 "
-            f"flags={'r' if state.readonly else 'N'} db=0 sub=0 psub=0 ssub=0 multi=-1 "
-            f"user={state.user} lib-name={lib_name} lib-ver={lib_ver} resp={state.protocol} "
-            f"readonly={int(state.readonly)}")
+    idle = max(0, (time.perf_counter_ns() - state.last_active) // 1_000_000_000)
+    lib_name = state.lib_name.decode(errors="replace")
+    lib_ver = state.lib_ver.decode(errors="replace")
+    command = state.last_command.decode(errors="replace").lower() or "NULL"
+    multi = -1 if state.multi is None else len(state.multi)
+    return (f"id={state.id} addr={state.address} laddr={state.local_address} fd=-1 "
+            f"name={state.name.decode(errors='replace')} age={age} idle={idle} "
+            f"flags={'r' if state.readonly else 'N'} db=0 sub=0 psub=0 ssub=0 multi={multi} "
+            f"cmd={command} user={state.user} lib-name={lib_name} lib-ver={lib_ver} "
+            f"resp={state.protocol} readonly={int(state.readonly)}")
 
 
 class ClientCommand:
     """CLIENT on this node's sessions. `close(client_id, after_reply)` closes a connection."""
 
-    def __init__(self, clients: dict[int, ClientState],
-                 close: Callable[[int, bool], bool]) -> None:
+    def __init__(self, clients: dict[int, ClientState], control: ClientControl) -> None:
         self.clients = clients
-        self.close = close
+        self.control = control
+        self.close: Callable[[int, bool], bool] = control.kill_client
 
     def client(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) < 2:
@@ -89,10 +118,55 @@ class ClientCommand:
             if arguments[2].upper() not in (b"ON", b"OFF"):
                 raise CommandError("ERR syntax error")
             return SimpleString("OK")
+        if sub == b"PAUSE" and count in (3, 4):
+            return self._pause(arguments[2:])
+        if sub == b"UNPAUSE" and count == 2:
+            self.control.unpause_clients()
+            return SimpleString("OK")
+        if sub == b"REPLY" and count == 3:
+            mode = _REPLY_MODES.get(arguments[2].upper())
+            if mode is None:
+                raise CommandError("ERR syntax error")
+            state.reply_mode = mode
+            return SimpleString("OK")
+        if sub == b"UNBLOCK" and count in (3, 4):
+            return self._unblock(arguments[2:])
         if sub == b"HELP" and count == 2:
             return [SimpleString(line) for line in _HELP]
         raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
                            f"'{arguments[1].decode(errors='replace')}'. Try CLIENT HELP.")
+
+    def _pause(self, options: list[bytes]) -> object:
+        """CLIENT PAUSE timeout [WRITE|ALL] (https://redis.io/commands/client-pause/)."""
+        try:
+            milliseconds = int(options[0])
+        except ValueError:
+            raise CommandError("ERR timeout is not an integer or out of range") from None
+        if milliseconds < 0:
+            raise CommandError("ERR timeout is negative")
+        writes_only = False
+        if len(options) == 2:
+            mode = options[1].upper()
+            if mode not in (b"WRITE", b"ALL"):
+                raise CommandError("ERR syntax error")
+            writes_only = mode == b"WRITE"
+        self.control.pause_clients(milliseconds, writes_only)
+        return SimpleString("OK")
+
+    def _unblock(self, options: list[bytes]) -> object:
+        """CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if the client was blocked (and is now
+        answered), else 0 (https://redis.io/commands/client-unblock/)."""
+        try:
+            client_id = int(options[0])
+        except ValueError:
+            raise CommandError("ERR value is not an integer or out of range") from None
+        error = False
+        if len(options) == 2:
+            how = options[1].upper()
+            if how not in (b"TIMEOUT", b"ERROR"):
+                raise CommandError("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+            error = how == b"ERROR"
+        return int(self.control.unblock_client(client_id, error))
 
     @staticmethod
     def _setinfo(state: ClientState, option: bytes, value: bytes) -> object:
@@ -162,7 +236,7 @@ class ClientCommand:
             elif option == b"ADDR":
                 chosen = [c for c in chosen if c.address == text]
             elif option == b"LADDR":
-                chosen = []  # phalanx does not record the local address
+                chosen = [c for c in chosen if c.local_address == text]
             elif option == b"USER":
                 chosen = [c for c in chosen if c.user == text]
             elif option == b"TYPE":

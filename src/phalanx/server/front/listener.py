@@ -25,12 +25,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from phalanx.errors import CrossSlotError, PhalanxError
-from phalanx.kv import is_known, is_write
+from phalanx.kv import command_spec, is_known, is_write
 from phalanx.kv.table import BLOCKING_COMMANDS
 from phalanx.placement import command_slot
 from phalanx.resp import ErrorReply, RespLimits, encode
@@ -39,11 +40,22 @@ from phalanx.server.front.clients import ClientCommand
 from phalanx.server.front.cluster_commands import ClusterCommands
 from phalanx.server.front.connection import RespConnection
 from phalanx.server.front.fanout import FAN_OUT_READS, FanOut
+from phalanx.server.front.introspection import (
+    NOT_MONITORED,
+    Introspection,
+    IntrospectionCommands,
+)
 from phalanx.server.front.pubsub import PUBLISH_COMMAND, PubSub
 from phalanx.server.front.replies import error_text, failure_text, resp3_reply, to_resp
 from phalanx.server.front.router import DataRouter
-from phalanx.server.front.server_commands import ServerCommands
-from phalanx.server.front.session import ClientState, Sessions
+from phalanx.server.front.server_commands import REDIS_VERSION, ServerCommands, used_memory
+from phalanx.server.front.session import (
+    REPLY_ON,
+    REPLY_SKIP_NEXT,
+    REPLY_SKIP_THIS,
+    ClientState,
+    Sessions,
+)
 from phalanx.server.front.transactions import CONTROL, Transactions, unknown_command_text
 from phalanx.server.peer_link import client_tls_context, server_tls_context
 
@@ -62,6 +74,31 @@ class _Encoded(bytes):
     """A reply already encoded (a command started after a barrier): sent as it is."""
 
 
+_NOTHING = _Encoded(b"")
+#: Commands a CLIENT PAUSE WRITE holds besides the data writes (Redis's "may-replicate").
+_PAUSED_WRITES = frozenset({b"EVAL", b"EVALSHA", b"FCALL", b"PUBLISH", b"SPUBLISH", b"PFCOUNT",
+                            b"EXEC", b"BLPOP", b"BRPOP", b"BLMOVE", b"BRPOPLPUSH", b"BLMPOP",
+                            b"BZPOPMIN", b"BZPOPMAX", b"BZMPOP", b"SCRIPT"})
+
+
+def _silenced(result: object) -> object:
+    """A command's result whose reply is not sent (CLIENT REPLY OFF|SKIP): the command still
+    runs, in order; its reply becomes no bytes."""
+    if isinstance(result, asyncio.Future):
+        loop = asyncio.get_running_loop()
+        silent: asyncio.Future[object] = loop.create_future()
+
+        def done(finished: asyncio.Future[object]) -> None:
+            if not finished.cancelled():
+                finished.exception()  # retrieved: a silenced error is not "never retrieved"
+            if not silent.done():
+                silent.set_result(_NOTHING)
+
+        result.add_done_callback(done)
+        return silent
+    return b""
+
+
 @dataclass(frozen=True, slots=True)
 class Handler:
     """A front-end command: `run(session, arguments)` returns the reply value (or raises
@@ -75,6 +112,9 @@ class Handler:
 
 class RespServer:
     """Accepts Redis clients and serves them from this node's replicas."""
+
+    #: CLIENT PAUSE: done when the pause ends (None: no pause running).
+    pause: asyncio.Future[object] | None = None
 
     def __init__(self, replicas: ReplicaRegistry, host: str, port: int) -> None:
         self.replicas = replicas
@@ -95,10 +135,20 @@ class RespServer:
         self.pubsub = PubSub(replicas, self.connection_of.get, self.client_tls)
         self.total_commands = 0
         self.total_connections = 0
+        #: CLIENT PAUSE: its end (monotonic), its timer, and whether only writes are held.
+        self.pause_end = 0.0
+        self.pause_timer: asyncio.TimerHandle | None = None
+        self.pause_writes_only = False
+        #: The task closing idle clients (CONFIG SET timeout).
+        self.reaper: asyncio.Task[None] | None = None
         self.router = DataRouter(replicas, self.client_tls, self.encode_reply)
         self.fan_out = FanOut(replicas, self.router)
         self.no_quorum_after_s = self.router.no_quorum_after_s
-        server = ServerCommands(replicas, self)
+        #: CONFIG SET's live parameters, SLOWLOG, LATENCY, MONITOR (introspection.py).
+        self.introspection = intro = Introspection(self.config.max_clients)
+        self.intro_commands = intro_commands = IntrospectionCommands(
+            replicas, intro, self._pusher, used_memory, REDIS_VERSION)
+        server = ServerCommands(replicas, self, intro, intro_commands)
         cluster = ClusterCommands(replicas)
         sessions = self.sessions
         self.transactions = transactions = Transactions(replicas, self.router)
@@ -108,7 +158,7 @@ class RespServer:
             # Session (session.py).
             b"AUTH": Handler(sessions.auth), b"HELLO": Handler(sessions.hello),
             b"ACL": Handler(sessions.acl), b"SELECT": Handler(sessions.select),
-            b"CLIENT": Handler(ClientCommand(self.clients, self.kill_client).client),
+            b"CLIENT": Handler(ClientCommand(self.clients, self).client),
             # Server (server_commands.py).
             b"PING": Handler(server.ping), b"ECHO": Handler(server.echo),
             b"TIME": Handler(server.time_command),
@@ -116,6 +166,17 @@ class RespServer:
             b"ROLE": Handler(server.role), b"WAIT": Handler(server.wait),
             b"CONFIG": Handler(server.config_command), b"DEBUG": Handler(server.debug),
             b"FAILOVER": Handler(server.failover, awaits=True),
+            # Introspection (introspection.py).
+            b"SLOWLOG": Handler(intro_commands.slowlog),
+            b"LATENCY": Handler(intro_commands.latency),
+            b"MEMORY": Handler(self._memory, raw=True),
+            b"MONITOR": Handler(intro_commands.monitor),
+            b"LASTSAVE": Handler(intro_commands.lastsave),
+            b"BGSAVE": Handler(intro_commands.bgsave),
+            b"LOLWUT": Handler(intro_commands.lolwut),
+            b"MODULE": Handler(intro_commands.module),
+            b"REPLICAOF": Handler(intro_commands.replicaof),
+            b"SLAVEOF": Handler(intro_commands.replicaof),
             # Cluster (cluster_commands.py, fanout.py).
             b"CLUSTER": Handler(cluster.cluster), b"ASKING": Handler(cluster.asking),
             b"READONLY": Handler(cluster.readonly), b"READWRITE": Handler(cluster.readwrite),
@@ -145,6 +206,7 @@ class RespServer:
             self.commands[blocking_name] = Handler(self.blocking.run, awaits=True)
 
     async def start(self) -> None:
+        self.reaper = asyncio.get_running_loop().create_task(self._close_idle_clients())
         self.server = await asyncio.get_running_loop().create_server(
             lambda: RespConnection(self), self.host, self.port, reuse_address=True,
             ssl=self.tls, ssl_handshake_timeout=self.config.request_timeout_ms / 1000
@@ -152,6 +214,8 @@ class RespServer:
         )
 
     async def stop(self) -> None:
+        if self.reaper is not None:
+            self.reaper.cancel()
         if self.server is not None:
             self.server.close()
             self.pubsub.close()
@@ -164,14 +228,39 @@ class RespServer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
 
+    async def _close_idle_clients(self) -> None:
+        """CONFIG SET timeout N: close a client idle for N seconds or more, checked every
+        second (Redis's clientsCron). Never a subscriber, a monitor, a client waiting for a
+        reply (a blocking pop, a write in flight) or another node's forwarding link."""
+        while True:
+            await asyncio.sleep(1.0)
+            timeout = self.introspection.config.timeout
+            if not timeout:
+                continue
+            oldest = time.perf_counter_ns() - timeout * 1_000_000_000
+            for state in list(self.clients.values()):
+                if state.last_active > oldest or state.forwarded \
+                        or state.id in self.pubsub.subscribers \
+                        or state.id in self.introspection.monitors:
+                    continue
+                connection = self.connection_of.get(state.id)
+                if connection is None or connection.queue or connection.held is not None:
+                    continue
+                logger.debug("closing client %s: idle for %s s or more", state.address,
+                             timeout)
+                self.kill_client(state.id, False)
+
     # -- connections (ConnectionOwner) -----------------------------------------------------
     def open_client(self, connection: RespConnection, address: str) -> ClientState | None:
-        if len(self.clients) >= self.config.max_clients:
+        if len(self.clients) >= self.introspection.config.max_clients:
             assert connection.transport is not None
             connection.transport.write(b"-ERR max number of clients reached\r\n")
             connection.transport.close()
             return None
         state = self.sessions.open(address)
+        local = connection.transport.get_extra_info("sockname") if connection.transport else None
+        if local:
+            state.local_address = f"{local[0]}:{local[1]}"
         self.connections.add(connection)
         self.connection_of[state.id] = connection
         self.total_connections += 1
@@ -183,6 +272,7 @@ class RespServer:
         if state is not None:
             self.connection_of.pop(state.id, None)
             self.pubsub.drop(state.id)
+            self.introspection.drop(state.id)
         if state is not None and self.sessions.close(state):
             self.metrics.connection_closed()
 
@@ -200,6 +290,44 @@ class RespServer:
             connection.transport.close()
         return True
 
+    # -- CLIENT PAUSE / UNBLOCK (ClientControl, clients.py) -----------------------------------
+    def pause_clients(self, milliseconds: int, writes_only: bool) -> None:
+        """Hold this node's clients' commands (all, or writes) for `milliseconds`; a pause
+        already running is extended, and ALL wins over WRITE, as in Redis."""
+        loop = asyncio.get_running_loop()
+        end = time.monotonic() + milliseconds / 1000
+        if self.pause is None or self.pause.done():
+            self.pause = loop.create_future()
+            self.pause_writes_only = writes_only
+            self.pause_end = end
+        else:
+            self.pause_writes_only = self.pause_writes_only and writes_only
+            self.pause_end = max(self.pause_end, end)
+        if self.pause_timer is not None:
+            self.pause_timer.cancel()
+        delay = max(0.0, self.pause_end - time.monotonic())
+        self.pause_timer = loop.call_later(delay, self.unpause_clients)
+
+    def unpause_clients(self) -> None:
+        pause, self.pause = self.pause, None
+        if self.pause_timer is not None:
+            self.pause_timer.cancel()
+            self.pause_timer = None
+        if pause is not None and not pause.done():
+            pause.set_result(None)
+
+    def _held_by_pause(self, name: bytes) -> bool:
+        """Does the running CLIENT PAUSE hold this command? Never CLIENT (UNPAUSE must get
+        through) nor another node's internal PHALANX.* commands."""
+        if name == b"CLIENT" or name.startswith(b"PHALANX."):
+            return False
+        if not self.pause_writes_only:
+            return True
+        return (is_known(name) and is_write(name)) or name in _PAUSED_WRITES
+
+    def unblock_client(self, client_id: int, error: bool) -> bool:
+        return self.blocking.unblock(client_id, error)
+
     # -- commands --------------------------------------------------------------------------
     def start_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
         """Start one command; returns encoded bytes (done) or a future of the reply.
@@ -209,6 +337,10 @@ class RespServer:
         after the other in their order (`state.barrier` is the tail of that chain).
         """
         barrier = state.barrier
+        pause = self.pause
+        if pause is not None and not pause.done() and self._held_by_pause(name) and (
+                barrier is None or barrier.done()):
+            barrier = state.barrier = pause  # it starts when the pause ends, in its order
         if barrier is not None:
             if not barrier.done():
                 loop = asyncio.get_running_loop()
@@ -243,8 +375,32 @@ class RespServer:
         return result
 
     def _start(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
+        """Start one command in its turn: counters, the per-command hook (SLOWLOG, LATENCY:
+        introspection.py) and CLIENT REPLY's silencing around `_dispatch`."""
+        started = time.perf_counter_ns()
         self.total_commands += 1
         state.commands += 1
+        state.last_command = name
+        state.last_active = started
+        mode = state.reply_mode
+        if mode == REPLY_SKIP_NEXT:
+            state.reply_mode = REPLY_SKIP_THIS
+        result = self._dispatch(state, name, arguments)
+        intro = self.introspection
+        if intro.timing:
+            if isinstance(result, asyncio.Future):
+                result.add_done_callback(functools.partial(
+                    intro.command_done, state, name, arguments, started))
+            else:
+                intro.command_done(state, name, arguments, started)
+        mode = state.reply_mode
+        if mode:  # CLIENT REPLY OFF / SKIP (clients.py): the reply is not sent
+            if mode == REPLY_SKIP_THIS:
+                state.reply_mode = REPLY_ON
+            result = _silenced(result)
+        return result
+
+    def _dispatch(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
         self.metrics.command(name.decode(errors="replace"))
         handler = self.commands.get(name)
         refused = self.sessions.admit(state, name, handler is None)
@@ -252,6 +408,9 @@ class RespServer:
             if state.multi is not None:
                 state.multi_failed = True  # a refusal after MULTI marks the transaction
             return refused if isinstance(refused, bytes) else self.encode_reply(state, refused)
+        monitors = self.introspection.monitors
+        if monitors and name not in NOT_MONITORED:
+            self.introspection.feed(state, arguments)
         if state.protocol == 2 and self.pubsub.subscribers and (handler is not None
                                                                  or is_known(name)):
             answer = self.pubsub.subscribed_mode_refusal(state, name, arguments)
@@ -285,6 +444,10 @@ class RespServer:
         args = tuple(arguments[1:])
         write = is_write(name)
         if write:
+            if self.introspection.config.maxmemory:
+                over = self._over_maxmemory(name)
+                if over is not None:
+                    return encode(over, state.protocol)
             too_big = next((a for a in args if len(a) > self.config.max_value_bytes), None)
             if too_big is not None:
                 return encode(ErrorReply(
@@ -306,6 +469,32 @@ class RespServer:
         if slot is None:
             return loop.create_task(self.fan_out.keyless(state, name, arguments, write))
         return self.router.command(state, name, arguments, slot, write)
+
+    def _over_maxmemory(self, name: bytes) -> ErrorReply | None:
+        """Redis's -OOM for a `denyoom` command while this process uses more than maxmemory
+        (phalanx never evicts: introspection.py)."""
+        spec = command_spec(name)
+        if spec is None or "denyoom" not in spec.flags:
+            return None
+        if used_memory() <= self.introspection.config.maxmemory:
+            return None
+        return ErrorReply("OOM command not allowed when used memory > 'maxmemory'.")
+
+    def _memory(self, state: ClientState, arguments: list[bytes]) -> object:
+        """MEMORY: USAGE reads a key (a data command, kv/commands/keys.py); the others
+        describe this process (introspection.py)."""
+        if len(arguments) >= 3 and arguments[1].upper() == b"USAGE":
+            return self._data_command(state, b"MEMORY", arguments)
+        try:
+            reply = self.intro_commands.memory(state, arguments)
+        except PhalanxError as error:
+            return self.encode_reply(state, ErrorReply(error_text(error)))
+        return self.encode_reply(state, reply, b"MEMORY", arguments)
+
+    def _pusher(self, client_id: int) -> Callable[[bytes], bool] | None:
+        """A function writing pushes to client `client_id`'s connection (MONITOR)."""
+        connection = self.connection_of.get(client_id)
+        return None if connection is None else connection.push
 
     # -- replies ---------------------------------------------------------------------------
     def reply_bytes(self, state: ClientState, name: bytes, item: asyncio.Future[object],

@@ -13,10 +13,16 @@ Rules of this file:
   single-shard cluster serves a plain client exactly as one redis-server would).
 - TIME is this node's wall clock (`time.time_ns`), not a replicated clock: two nodes' TIME may
   differ by their clock skew; the state machine's expiry uses the replicated clock instead.
-- CONFIG: the configuration lives in the node's config file; CONFIG GET answers the parameters
-  clients read (`_config_values`), CONFIG SET accepts only a parameter's current value (an
-  idempotent "make sure" from a deployment tool) and refuses a change as Redis refuses a
-  parameter it cannot set; an unknown parameter gets Redis's "Unknown option" line.
+- CONFIG: per node, as in Redis Cluster. The parameters that change at run time
+  (`introspection.RuntimeConfig`: slowlog-*, latency-*, timeout, maxmemory, maxclients)
+  take effect at once on this node and are not written back (CONFIG REWRITE is refused: the
+  node's config file is the operator's). Every other parameter CONFIG GET answers
+  (`_config_values`: what clients read, with this node's real value, and the encoding
+  thresholds phalanx's OBJECT ENCODING follows) is fixed: CONFIG SET accepts only its current
+  value (an idempotent "make sure" from a deployment tool) and refuses a change as Redis
+  refuses a parameter it cannot set; an unknown parameter gets Redis's "Unknown option" line.
+  `requirepass` is fixed: it is the cluster's shared secret (peer links authenticate with
+  it); run-time users are ACL SETUSER's.
 See docs/architecture.md.
 """
 
@@ -40,6 +46,7 @@ from phalanx.resp import SimpleString
 REDIS_VERSION = "7.0.15"
 
 if TYPE_CHECKING:
+    from phalanx.server.front.introspection import Introspection, IntrospectionCommands
     from phalanx.server.front.replicas import ReplicaRegistry
     from phalanx.server.front.session import ClientState
     from phalanx.server.group import RaftGroup
@@ -64,14 +71,23 @@ def redis_mode(replicas: ReplicaRegistry) -> str:
     return "standalone"
 
 
-def _used_memory() -> int:
+_memory_read: list[float] = [0.0, 0.0]  # (monotonic time of the last read, bytes)
+
+
+def used_memory() -> int:
     """The process's resident set size in bytes (Redis reports its allocator's bytes; the RSS
-    is the nearest honest number a Python process has), 0 where /proc is missing."""
+    is the nearest honest number a Python process has), 0 where /proc is missing. Read at
+    most every 100 ms (maxmemory checks it on writes)."""
+    now = time.monotonic()
+    if now - _memory_read[0] < 0.1:
+        return int(_memory_read[1])
     try:
         with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            value = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        return 0
+        value = 0
+    _memory_read[0], _memory_read[1] = now, value
+    return value
 
 
 def _key_flags(spec: CommandSpec) -> list[SimpleString]:
@@ -91,10 +107,13 @@ def default_group(replicas: ReplicaRegistry) -> RaftGroup | None:
 class ServerCommands:
     """The server command group."""
 
-    def __init__(self, replicas: ReplicaRegistry, stats: ListenerStats) -> None:
+    def __init__(self, replicas: ReplicaRegistry, stats: ListenerStats,
+                 introspection: Introspection, intro_commands: IntrospectionCommands) -> None:
         self.replicas = replicas
         self.config = replicas.config
         self.stats = stats
+        self.intro = introspection
+        self.intro_commands = intro_commands
 
     def ping(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) > 2:
@@ -198,17 +217,23 @@ class ServerCommands:
         """The parameters CONFIG GET answers: what clients and tools read, with this node's
         real values where it has one."""
         config = self.config
-        return {
+        values = {
             b"save": b"", b"appendonly": b"yes", b"appendfsync": b"always",
-            b"maxmemory": b"0", b"maxmemory-policy": b"noeviction", b"databases": b"1",
-            b"maxclients": str(config.max_clients).encode(),
-            b"port": str(self.stats.port).encode(), b"timeout": b"0",
+            b"databases": b"1", b"port": str(self.stats.port).encode(),
             b"proto-max-bulk-len": str(config.max_bulk_bytes).encode(),
             b"cluster-enabled": b"yes" if redis_mode(self.replicas) == "cluster" else b"no",
-            b"notify-keyspace-events": b"", b"slowlog-log-slower-than": b"10000",
-            b"slowlog-max-len": b"128", b"lua-time-limit": b"5000",
+            b"notify-keyspace-events": b"", b"lua-time-limit": b"5000",
             b"busy-reply-threshold": b"5000",
+            # The thresholds OBJECT ENCODING follows (kv/commands/keys.py `_encoding`).
+            b"hash-max-listpack-entries": b"512", b"hash-max-listpack-value": b"64",
+            b"hash-max-ziplist-entries": b"512", b"hash-max-ziplist-value": b"64",
+            b"set-max-intset-entries": b"512", b"zset-max-listpack-entries": b"128",
+            b"zset-max-listpack-value": b"64", b"zset-max-ziplist-entries": b"128",
+            b"zset-max-ziplist-value": b"64", b"list-max-listpack-size": b"-2",
+            b"list-max-ziplist-size": b"-2", b"list-compress-depth": b"0",
         }
+        values.update(self.intro.config.values())
+        return values
 
     def config_command(self, state: ClientState, arguments: list[bytes]) -> object:
         """CONFIG GET (glob patterns, several allowed, as 7.0), CONFIG SET (only a parameter's
@@ -223,20 +248,42 @@ class ServerCommands:
                     result += [key, value]
             return result
         if sub == b"SET" and len(arguments) >= 4 and len(arguments) % 2 == 0:
+            # All or nothing, as Redis 7: every pair is checked before any is applied.
             values = self._config_values()
+            runtime = self.intro.config
+            changes: list[tuple[bytes, object]] = []
+            seen: set[bytes] = set()
             for position in range(2, len(arguments), 2):
                 key, value = arguments[position].lower(), arguments[position + 1]
+                if key == b"requirepass":
+                    raise CommandError("ERR CONFIG SET failed (possibly related to argument "
+                                       "'requirepass') - phalanx: requirepass is the cluster's "
+                                       "shared secret (peer links authenticate with it), set "
+                                       "in every node's config file; run-time users are ACL "
+                                       "SETUSER's")
                 if key not in values:
                     raise CommandError(f"ERR Unknown option or number of arguments for CONFIG "
                                        f"SET - '{arguments[position].decode(errors='replace')}'")
-                if values[key] != value:
+                if key in seen:
+                    raise CommandError(f"ERR CONFIG SET failed (possibly related to argument "
+                                       f"'{key.decode()}') - duplicate parameter")
+                seen.add(key)
+                if runtime.is_live(key):
+                    changes.append((key, runtime.parse(key, value)))
+                elif values[key] != value:
                     raise CommandError(
                         f"ERR CONFIG SET failed (possibly related to argument "
                         f"'{key.decode()}') - phalanx sets it in the node's config file")
+            for key, parsed in changes:
+                runtime.set(key, parsed)
+            self.intro.slowlog.trim(runtime.slowlog_max_len)
+            self.intro.update_timing()
             return SimpleString("OK")
         if sub == b"RESETSTAT" and len(arguments) == 2:
+            # INFO's counters and LATENCY HISTOGRAM's (https://redis.io/commands/config-resetstat/)
             self.stats.total_commands = 0
             self.stats.total_connections = 0
+            self.intro.histograms.clear()
             return SimpleString("OK")
         if sub == b"REWRITE" and len(arguments) == 2:
             raise CommandError("ERR The server is running without a config file")
@@ -324,12 +371,15 @@ class ServerCommands:
                       f"phalanx_region:{self.config.me.region}", ""]
         if everything or "clients" in sections:
             lines += ["# Clients", f"connected_clients:{len(self.stats.clients)}",
-                      f"maxclients:{self.config.max_clients}", ""]
+                      f"maxclients:{self.intro.config.max_clients}", ""]
         if everything or "memory" in sections:
-            used = _used_memory()
+            used = used_memory()
             lines += ["# Memory", f"used_memory:{used}",
                       f"used_memory_human:{used / (1 << 20):.2f}M", f"used_memory_rss:{used}",
-                      "maxmemory:0", "maxmemory_policy:noeviction", ""]
+                      f"maxmemory:{self.intro.config.maxmemory}",
+                      "maxmemory_policy:noeviction", ""]
+        if everything or "persistence" in sections:
+            lines += self.intro_commands.persistence_info()
         if everything or "stats" in sections:
             lines += ["# Stats", f"total_connections_received:{self.stats.total_connections}",
                       f"total_commands_processed:{self.stats.total_commands}", ""]

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 #: PHALANX.* command needs "all" as well).
 _NEEDS_ALL = frozenset({b"FAILOVER", b"PHALANX.META", b"PHALANX.JOIN", b"PHALANX.SHARD"})
 _NOAUTH = b"-NOAUTH Authentication required.\r\n"
+#: CLIENT REPLY (clients.py): replies sent (ON), none (OFF), the next command's not sent
+#: (SKIP, then "skip this" while that command runs).
+REPLY_ON, REPLY_OFF, REPLY_SKIP_NEXT, REPLY_SKIP_THIS = 0, 1, 2, 3
 
 
 @dataclass(slots=True)
@@ -61,6 +64,13 @@ class ClientState:
     last_write: asyncio.Future[object] | None = None
     created: float = field(default_factory=time.monotonic)
     commands: int = 0
+    #: The last command started (CLIENT LIST's cmd=) and when (`time.perf_counter_ns`).
+    last_command: bytes = b""
+    last_active: int = field(default_factory=time.perf_counter_ns)
+    #: CLIENT REPLY's mode (REPLY_ON, ...).
+    reply_mode: int = 0
+    #: The local address the client connected to (CLIENT LIST's laddr=).
+    local_address: str = ""
     #: CLIENT SETINFO LIB-NAME / LIB-VER (shown by CLIENT LIST).
     lib_name: bytes = b""
     lib_ver: bytes = b""
