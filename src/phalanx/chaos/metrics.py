@@ -95,7 +95,11 @@ def application_summary(calls: Sequence[CallRecord]) -> dict[str, float | int]:
     attempts = sum(call.attempts for call in calls)
     late = sum(1 for call in calls if call.outcome == OK and not call.succeeded)
     value = succeeded / total if total else 0.0
-    return {"calls": total, "succeeded": succeeded,
+    missed: dict[str, int] = {}
+    for call in calls:
+        if not call.succeeded:
+            missed[call.kind] = missed.get(call.kind, 0) + 1
+    return {"calls": total, "succeeded": succeeded, "not_succeeded_by_kind": missed,
             "failed": sum(1 for call in calls if call.outcome == FAIL),
             "unknown": sum(1 for call in calls if call.outcome == INFO),
             "late": late, "attempts": attempts, "retries": attempts - total,
