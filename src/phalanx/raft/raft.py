@@ -16,7 +16,14 @@ from __future__ import annotations
 import enum
 import logging
 
-from phalanx.errors import ConfigError, NotLeader, ProposalDropped, StorageError, require
+from phalanx.errors import (
+    Compacted,
+    ConfigError,
+    NotLeader,
+    ProposalDropped,
+    Unavailable,
+    require,
+)
 from phalanx.raft.confchange import apply_conf_change, encode_conf_change
 from phalanx.raft.config import RaftConfig
 from phalanx.raft.log import RaftLog
@@ -290,8 +297,8 @@ class Raft:
             return False
         try:
             entries = self.log.slice(self.log.applied + 1, self.log.committed + 1, None)
-        except StorageError:
-            return False
+        except (Compacted, Unavailable):
+            return False  # (a Corrupt read propagates: the replica must stop, not guess)
         return any(entry.type is EntryType.CONF_CHANGE for entry in entries)
 
     def _poll(self, node: NodeId, *, granted: bool) -> VoteResult:
@@ -660,7 +667,10 @@ class Raft:
         if not compacted:
             try:
                 entries = self.log.entries_from(progress.next, self.config.max_message_bytes)
-            except StorageError:
+            except Compacted:
+                # Only compaction means "send the snapshot": a Corrupt read (a checksum
+                # mismatch, an I/O error) propagates, so the replica stops instead of
+                # treating its damaged log as compacted.
                 compacted = True
         if compacted:
             self._send_snapshot(node, progress)

@@ -69,6 +69,13 @@ class FaultPlan:
     #: Real clock drift: each node's rate also wanders within +/- this bound during the run
     #: (model.py `_wander`). With lease reads, skew + drift stays within `LEASE_SAFE_DRIFT`.
     clock_drift: float = 0.0
+    #: Disks that fail or lie (disk.py): how many nodes get one (at most a minority: 0 or 1),
+    #: and per-operation probabilities of a read error (EIO), a corrupted read and a
+    #: misdirected write (per batch of entries).
+    faulty_disks: int = 0
+    disk_read_error_probability: float = 0.0
+    disk_corrupt_read_probability: float = 0.0
+    disk_misdirect_probability: float = 0.0
     #: Snapshot after this many applied entries (0 = never).
     snapshot_every_entries: int = 0
     #: Client workload.
@@ -142,6 +149,8 @@ def swarm(rng: random.Random) -> FaultPlan:
     isolation = rng.choice([0, 0, 1, 2])
     drift = rng.choice([0.0, 0.01, 0.02, 0.04])
     old_tail_cut = rng.choice([0.0, 0.0, 0.3, 0.8])
+    faulty_disks = 1 if rng.random() < 0.25 else 0
+    disk_faults = [round(rng.uniform(0.0, high), 4) for high in (0.01, 0.01, 0.1)]
     skew = plan.clock_skew
     if plan.lease_reads:
         # Leases are safe only within the drift bound they assume: clamp, and favour the
@@ -149,4 +158,7 @@ def swarm(rng: random.Random) -> FaultPlan:
         skew = min(skew, round(LEASE_SAFE_DRIFT - drift, 3))
         isolation = max(isolation, 1)
     return replace(plan, leader_isolation_weight=isolation, clock_drift=drift, clock_skew=skew,
-                   old_tail_cut_probability=old_tail_cut)
+                   old_tail_cut_probability=old_tail_cut, faulty_disks=faulty_disks,
+                   disk_read_error_probability=disk_faults[0],
+                   disk_corrupt_read_probability=disk_faults[1],
+                   disk_misdirect_probability=disk_faults[2])

@@ -41,6 +41,7 @@ from phalanx.raft import (
     decode_conf_change,
 )
 from phalanx.raft.mutants import MUTANTS
+from phalanx.sim.disk import DiskFault, SimDisk
 from phalanx.sim.faults import FaultPlan
 
 TICK_MS = 10
@@ -71,9 +72,11 @@ class SimNode:
     """One simulated server: durable storage that survives crashes, and volatile everything else."""
 
     id: NodeId
-    storage: MemoryStorage
+    storage: SimDisk
     tick_ms: float
     alive: bool = True
+    #: Stopped for good: its disk failed a read (disk.py); it refuses to start again.
+    disk_failed: bool = False
     raw: RawNode | None = None
     machine: KVStateMachine = field(default_factory=KVStateMachine)
     #: The production Ready pipeline (`phalanx.raft.pipeline`), rebuilt at every restart.
@@ -134,8 +137,17 @@ class SimCluster:
             # Every node is bootstrapped with the cluster's initial configuration; nodes outside
             # it are not promotable until a configuration change adds them.
             self.nodes[node_id] = SimNode(
-                id=node_id, storage=MemoryStorage(self.initial_conf), tick_ms=TICK_MS * (1 + skew)
+                id=node_id, storage=SimDisk(node_id, self.initial_conf),
+                tick_ms=TICK_MS * (1 + skew)
             )
+        if plan.faulty_disks:
+            # At most a minority of disks fail (TigerBeetle's fault atlas): one node's.
+            faulty = self.nodes[random.Random(f"{seed}/disk-atlas").choice(self.node_ids)]
+            faulty.storage.fail(random.Random(f"{seed}/disk-faults"),
+                                read_error=plan.disk_read_error_probability,
+                                corrupt_read=plan.disk_corrupt_read_probability,
+                                misdirect=plan.disk_misdirect_probability)
+            faulty.storage.verify = bug != "no-checksum"
         self.blocked: set[tuple[NodeId, NodeId]] = set()
         self.clogged: set[NodeId] = set()
         self.drop_probability = plan.drop_probability
@@ -143,7 +155,7 @@ class SimCluster:
         self.delay_ms_max = plan.delay_ms_max
         self.stats: dict[str, int] = {
             "messages": 0, "dropped": 0, "crashes": 0, "partitions": 0, "transfers": 0,
-            "conf_changes": 0, "snapshots": 0, "elections": 0,
+            "conf_changes": 0, "snapshots": 0, "elections": 0, "disk_stops": 0,
         }
         self.liveness = False
 
@@ -234,10 +246,18 @@ class SimCluster:
         self._on_crashed(node)
 
     def _restart(self, node: SimNode) -> None:
-        if node.alive:
-            return
+        if node.alive or node.disk_failed:
+            return  # (a node whose disk failed its checks refuses to start: disk.py)
         self._log(f"restart {node.id}")
         self._start_node(node)
+
+    def _disk_stop(self, fault: DiskFault) -> None:
+        """`fault.node` read bad data: it stops before using it, for good (disk.py)."""
+        node = self.nodes[NodeId(fault.node)]
+        self._log(f"disk fault: {fault}; {node.id} stops and stays down")
+        self.stats["disk_stops"] += 1
+        node.disk_failed = True
+        self._crash(node)
 
     def _leader(self) -> SimNode | None:
         best: SimNode | None = None

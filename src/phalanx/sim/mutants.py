@@ -28,6 +28,9 @@ SIM_BUGS: dict[str, str] = {
     "read-without-confirm":
         "a leader answers reads from its state without confirming it still leads (no "
         "ReadIndex round, no lease; diss. §6.4)",
+    "no-checksum":
+        "the faulty disk's reads are not verified: a corrupted read or a misdirected write "
+        "reaches the core (TigerBeetle: every read is checked against its checksum)",
     "tx-without-watch":
         "the bank's transactional transfer runs without its WATCH: it SETs balances read from "
         "a possibly stale replica (checks the bank invariant; Redis: WATCH is the CAS of MULTI)",
@@ -42,6 +45,8 @@ FAST_KNOBS: dict[str, dict[str, Any]] = {
     "ack-before-fsync": {"crash_weight": 3, "fsync_ms_max": 20},
     "read-without-confirm": {"leader_isolation_weight": 3, "lease_reads": False},
     "tx-without-watch": {"delay_ms_max": 40, "client_count": 5},
+    "no-checksum": {"faulty_disks": 1, "disk_corrupt_read_probability": 0.02,
+                    "disk_misdirect_probability": 0.2, "disk_read_error_probability": 0.0},
     "lease-no-expiry": {"lease_reads": True, "leader_isolation_weight": 4, "heal_weight": 1,
                         "clock_skew": 0.0, "clock_drift": 0.02, "drop_probability": 0.0},
     "figure8-commit": {"leader_flap_probability": 0.6, "max_message_bytes": 1,

@@ -32,6 +32,7 @@ from phalanx.raft import (
     Role,
 )
 from phalanx.sim.bank import BankWorkload
+from phalanx.sim.disk import DiskFault
 from phalanx.sim.faults import FaultPlan
 from phalanx.sim.model import (
     EV_CLIENT,
@@ -84,7 +85,10 @@ class Simulator(BankWorkload):
             if not self.liveness and at >= self.plan.safety_ms:
                 self._start_liveness()
             self.event_count += 1
-            self._dispatch(kind, payload)
+            try:
+                self._dispatch(kind, payload)
+            except DiskFault as fault:
+                self._disk_stop(fault)
         if not self.done:
             raise SimulationFailure(
                 f"liveness: after healing every fault at {self.plan.safety_ms} ms, the cluster did"
@@ -376,6 +380,8 @@ class Simulator(BankWorkload):
         members = sorted(set(conf.voters) | set(conf.learners))
         for member in members:
             node = self.nodes[member]
+            if node.disk_failed:
+                continue  # out of service until rebuilt from its peers (disk.py)
             if node.raw is None or node.raw.applied < raw.committed:
                 return
         if raw.committed < marker_index:
