@@ -29,6 +29,7 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 OK = "ok"
 FAIL = "fail"
@@ -87,7 +88,7 @@ def calls_from_ops(ops: Iterable[OpRecord]) -> list[CallRecord]:
     return [CallRecord(op.start_s, op.end_s, op.kind, op.outcome) for op in ops]
 
 
-def application_summary(calls: Sequence[CallRecord]) -> dict[str, float | int]:
+def application_summary(calls: Sequence[CallRecord]) -> dict[str, Any]:
     """Calls, how many succeeded within their deadline, how many attempts they took, the
     retries (attempts beyond the first), the calls that needed one, and the availability."""
     total = len(calls)
