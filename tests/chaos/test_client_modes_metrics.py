@@ -222,3 +222,41 @@ def test_an_idempotent_write_that_runs_out_of_retries_may_have_been_applied() ->
     with pytest.raises(OutcomeUnknownError):
         caller.call(Quiet(), "SADD", "s", "m")
     assert len(connection.sent) >= 2
+
+
+def test_the_report_shows_both_views_per_fault_and_per_kind(tmp_path: Any) -> None:
+    import json
+
+    from tests.chaos.test_report import healthy_result  # the report tests' sample result
+
+    from phalanx.chaos.report import write_html_report
+    from phalanx.chaos.report_availability import client_sentence
+
+    result = healthy_result(10)
+    result["client"] = {"mode": "smart", "deadline_s": 5.0}
+    result["application"] = metrics.application_summary(
+        [CallRecord(0, 0.1, "write", OK, 1, 5.0)] * 998 + [CallRecord(0, 0.1, "write", OK, 3,
+                                                                      5.0),
+                                                           CallRecord(0, 5.5, "read", FAIL, 9,
+                                                                      5.0)])
+    result["rto_ms"]["faults"] = [{"kind": "leader-kill", "targets": ["n1"], "at_s": 3.0,
+                                   "rto_ms": 120.0, "new_leader": "n2", "window_s": [3.0, 8.0],
+                                   "attempts": 500, "attempts_ok": 490,
+                                   "raw_availability": 0.98, "calls": 492,
+                                   "calls_succeeded": 492, "retries": 8,
+                                   "app_availability": 1.0}]
+    result["per_kind"] = metrics.per_kind(result["rto_ms"]["faults"])
+    result["resources"] = {"interval_s": 10.0, "summary": {
+        "samples": 2, "nodes": {"n1<script>": {"rss_mb_first": 50.0, "rss_mb_last": 60.0,
+                                               "rss_mb_max": 61.0, "disk_mb_first": 1.0,
+                                               "disk_mb_last": 2.0, "disk_mb_max": 2.0}},
+        "lab_rss_mb": {"first": 40.0, "last": 41.0, "max": 41.0},
+        "load_1m": {"mean": 3.0, "max": 4.0}}, "samples": []}
+    page = write_html_report(result, tmp_path / "r.html").read_text()
+    assert "Application availability" in page
+    assert "99.900 %" in page  # 999 of 1000 calls
+    assert "Per fault kind" in page and "leader-kill" in page
+    assert "98.000 % of 500" in page and "100.000 % of 492" in page
+    assert "n1&lt;script&gt;" in page and "n1<script>" not in page
+    assert "smart client" in client_sentence(result)
+    json.dumps(result, allow_nan=False)

@@ -136,7 +136,8 @@ def test_a_stream_check_in_the_verdict_the_summary_and_the_page() -> None:
     acks = [Ack(("1-0", "2-0"), "c1", "ok", 1.5, 1.6, 2)]
     from phalanx.checker.stream_check import stream_timeline
 
-    good = {**check_stream(produces, deliveries, acks).to_json(), "consumer_deaths": 0,
+    good = {**check_stream(produces, deliveries, acks).to_json(), "consumer_deaths": 1,
+            "consumer_deaths_at_s": [1.5],
             "timeline": stream_timeline(produces, deliveries, acks, 3.0)}
     result = _result(good)
     assert workloads.passed(result)

@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 from matplotlib.transforms import blended_transform_factory
 
+from phalanx.chaos.report_availability import availability_section
 from phalanx.chaos.report_workload import workload_reasons, workload_section
 
 Result = Mapping[str, Any]
@@ -704,9 +705,17 @@ def _cards(result: Result) -> str:
         rpo_note += f" over {_format_seconds(rpo.get('span_s'))}"
 
     availability = _number(result.get("availability"))
-    cards = [
+    client = str(_mapping(result.get("client")).get("mode") or "raw")
+    app = _mapping(result.get("application"))
+    cards = [] if client == "raw" else [_card(
+        "Application availability",
+        _format_percent(app.get("availability")),
+        f"{client} client · {_format_count(app.get('succeeded'))} of "
+        f"{_format_count(app.get('calls'))} calls · {_format_count(app.get('retries'))} retries",
+        bad=(_number(app.get("availability")) or 0.0) < 0.999)]
+    cards += [
         _card(
-            "Availability",
+            "Availability" if client == "raw" else "Raw availability (attempts)",
             _format_percent(result.get("availability")),
             availability_note,
             bad=availability is not None and availability < 0.99,
@@ -884,6 +893,7 @@ def render_html(result: Result) -> str:
 <h2>Faults</h2>
 {_faults_table(result)}
 </section>
+{availability_section(result)}
 <section>
 <h2>What happened</h2>
 {_story(result)}

@@ -76,12 +76,15 @@ def render_stream_png(result: Mapping[str, Any]) -> bytes | None:
     """The stream workload's chart as PNG bytes (None without a timeline): XADDs
     acknowledged, entries consumed (first delivery) and acked per second; below, the group's
     lag (acknowledged entries not acked yet) and pending entries (delivered, not acked) at
-    each second's end; fault windows shaded on both."""
+    each second's end, a cross where the lab killed a consumer; fault windows shaded."""
     check = result.get("workload_check")
-    rows = check.get("timeline") if isinstance(check, Mapping) else None
+    if not isinstance(check, Mapping):
+        return None
+    rows = check.get("timeline")
     if not isinstance(rows, list) or not rows:
         return None
-    points = [row for row in rows if isinstance(row, Mapping) and _number(row.get("t_s")) is not None]
+    points = [row for row in rows
+              if isinstance(row, Mapping) and _number(row.get("t_s")) is not None]
     if not points:
         return None
     seconds = [float(row["t_s"]) + 0.5 for row in points]
@@ -117,6 +120,11 @@ def render_stream_png(result: Mapping[str, Any]) -> bytes | None:
         for axes in (rates, lag):
             axes.axvspan(start, stop if stop is not None and stop > start else end_s,
                          color=_FAULT, alpha=0.18, linewidth=0, zorder=0)
+    deaths = [at for at in (_number(v) for v in check.get("consumer_deaths_at_s") or [])
+              if at is not None]
+    if deaths:
+        lag.plot(deaths, [0.0] * len(deaths), linestyle="none", marker="x", markersize=6,
+                 color=_INK, clip_on=False, zorder=5, label="consumer killed")
     rates.set_xlim(0, end_s)
     rates.set_ylim(bottom=0)
     lag.set_ylim(bottom=0)
@@ -145,8 +153,8 @@ def stream_chart_html(result: Mapping[str, Any]) -> str:
     data = base64.b64encode(png).decode("ascii")
     caption = ("Top: XADDs acknowledged, entries consumed (first delivery) and acked per "
                "second. Bottom: the consumer group's lag (acknowledged entries not acked yet) "
-               "and pending entries (delivered, not acked) at each second's end. Shaded: "
-               "node faults.")
+               "and pending entries (delivered, not acked) at each second's end; crosses: "
+               "consumers killed by the lab. Shaded: node faults.")
     return ('<figure><img alt="Stream produce and consume rates and consumer lag over time" '
             f'src="data:image/png;base64,{data}"><figcaption>{_e(caption)}</figcaption>'
             "</figure>")

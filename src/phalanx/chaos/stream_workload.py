@@ -461,6 +461,7 @@ class StreamWorkload(Workload):
                   for node, final in sorted(finals.items()) if final is not None}
         unanswered = sorted(node for node, final in finals.items() if final is None)
         extra = {"drained": drained, "consumer_deaths": len(deaths),
+                 "consumer_deaths_at_s": [round(at, 3) for _c, at, _held in deaths],
                  "held_by_the_dead": sum(len(held) for _c, _t, held in deaths),
                  "consumers": len(self.consumer_indexes), "producers": self.producer_count,
                  "min_idle_ms": MIN_IDLE_MS,

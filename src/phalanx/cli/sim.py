@@ -30,13 +30,30 @@ def _run_seed_quiet(args: tuple[int, str | None]) -> object:
 @click.option("--jobs", type=int, default=0, help="Worker processes (default: CPU count).")
 @click.option("--trace/--no-trace", default=False, help="Print the event trace of a --seed run.")
 @click.option("--trace-lines", type=int, default=400, help="How many trace lines to keep.")
-@click.option("--bug", type=click.Choice(["ack-before-fsync", "read-without-confirm"]),
-              default=None, help="Plant a known bug in the simulated node (to show it is caught).")
+@click.option("--bug", type=str, default=None,
+              help="Plant a known bug (see --mutants for the list) to show it is caught.")
 @click.option("--stop-on-failure/--keep-going", default=False)
+@click.option("--mutants", "mutants", is_flag=True, default=False,
+              help="Mutation testing: plant each known bug in turn and report the first seed "
+                   "that catches it (--seeds: budget per bug, default 5000; --start: first "
+                   "seed, default 1). Any bug that survives is a failure (exit 1).")
+@click.option("--fast", is_flag=True, default=False,
+              help="With --mutants: narrow each seed's plan to the faults that expose the bug "
+                   "(the quick version `make test` runs).")
+@click.option("--only", multiple=True, help="With --mutants: only these bugs (repeatable).")
 def sim(seed: int | None, seeds: int | None, start: int | None, jobs: int, trace: bool,
-        trace_lines: int, bug: str | None, stop_on_failure: bool) -> None:
+        trace_lines: int, bug: str | None, stop_on_failure: bool, mutants: bool, fast: bool,
+        only: tuple[str, ...]) -> None:
     """Run the deterministic simulator: the real Raft core under seeded faults."""
     from phalanx.sim import SeedResult, run_seed
+    from phalanx.sim.mutants import PLANTED
+
+    if bug is not None and bug not in PLANTED:
+        raise click.BadParameter(f"unknown bug {bug!r}; known: {', '.join(PLANTED)}",
+                                 param_hint="--bug")
+    if mutants:
+        _run_mutants(seeds or 5000, 1 if start is None else start, jobs, fast, only)
+        return
 
     if seed is not None:
         result = run_seed(seed, trace=trace, bug=bug, trace_lines=trace_lines)
@@ -75,6 +92,45 @@ def sim(seed: int | None, seeds: int | None, start: int | None, jobs: int, trace
                f"operations checked, in {elapsed:.1f} s")
     if failures:
         click.echo("failing seeds: " + " ".join(str(f.seed) for f in failures))
+        sys.exit(1)
+
+
+def _hunt_one(args: tuple[str, int, int, bool]) -> object:
+    from phalanx.sim.mutants import hunt
+
+    bug, first, count, fast = args
+    return hunt(bug, range(first, first + count), fast=fast)
+
+
+def _run_mutants(count: int, first: int, jobs: int, fast: bool, only: tuple[str, ...]) -> None:
+    from phalanx.sim.mutants import PLANTED, HuntResult
+
+    names = list(only) or list(PLANTED)
+    unknown = [name for name in names if name not in PLANTED]
+    if unknown:
+        raise click.BadParameter(f"unknown bugs {unknown}; known: {', '.join(PLANTED)}",
+                                 param_hint="--only")
+    mode = "fast knobs" if fast else "swarm plans"
+    click.echo(f"mutation testing: {len(names)} planted bugs, seeds {first}..{first + count - 1} "
+               f"each ({mode}); stop at the first seed that catches each")
+    began = time.monotonic()
+    survivors: list[str] = []
+    work = [(name, first, count, fast) for name in names]
+    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        for outcome in pool.map(_hunt_one, work):
+            assert isinstance(outcome, HuntResult)
+            if outcome.caught:
+                click.echo(f"  caught   {outcome.bug:26} first seed {outcome.first_seed} "
+                           f"({outcome.seeds_run} seeds, {outcome.seconds:.1f} s): "
+                           f"{outcome.error[:110]}")
+            else:
+                survivors.append(outcome.bug)
+                click.echo(f"  SURVIVED {outcome.bug:26} {outcome.seeds_run} seeds "
+                           f"({outcome.seconds:.1f} s): {PLANTED[outcome.bug]}")
+    click.echo(f"{len(names) - len(survivors)} of {len(names)} planted bugs caught in "
+               f"{time.monotonic() - began:.1f} s")
+    if survivors:
+        click.echo("surviving mutants: " + " ".join(survivors))
         sys.exit(1)
 
 

@@ -21,6 +21,10 @@ Rules of this file:
 - Snapshots are deterministic: the same state gives byte-identical snapshots on every replica
   (dicts keep insertion order, set members are sorted).
 - Format 2 added sorted sets; format 1 snapshots (no sorted sets) still load.
+- Format 4 adds streams: a stream value is the 2-tuple `(None, Stream.to_plain())` (a set is
+  a tuple of bytes, so the leading None tells them apart; see kv/stream.py for the plain
+  form: the entries as two parallel lists, ids and field tuples, which marshal writes and
+  reads at C speed). Format 1-3 snapshots (no streams) still load.
 - Format 3 appends a seventh element, the script cache `[sha1_hex, body, ...]` (bytes, in the
   cache's insertion order), after the WATCH versions; format 1 and 2 snapshots (5 or 6
   elements) load with an empty cache.
@@ -41,16 +45,18 @@ from typing import Any
 
 from phalanx.errors import Corrupt
 from phalanx.kv.replies import Error, Reply
+from phalanx.kv.stream import Stream
 from phalanx.kv.zset import ZSet
 
 MAGIC = b"PXKV"
-FORMAT_VERSION = 3
-_READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+_READABLE_VERSIONS = (1, 2, 3, 4)
 MARSHAL_VERSION = 2
 _HEADER = struct.Struct("<4sBBI")
 
-Value = bytes | dict[bytes, bytes] | set[bytes] | deque[bytes] | ZSet
-"""A stored value: string, hash, set, list or sorted set. Empty containers are never stored."""
+Value = bytes | dict[bytes, bytes] | set[bytes] | deque[bytes] | ZSet | Stream
+"""A stored value: string, hash, set, list, sorted set or stream. Empty containers are never
+stored, except streams (Redis keeps an empty stream)."""
 
 
 @dataclass(slots=True)
@@ -118,6 +124,8 @@ def encode_snapshot(
             append(tuple(sorted(value)))
         elif type(value) is ZSet:
             append({member: score for score, member in value.order})
+        elif isinstance(value, Stream):
+            append((None, value.to_plain()))
         else:
             append(list(value))
     flat_expires: list[object] = []
@@ -200,6 +208,11 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
             if not raw or not _all_bytes(raw):
                 raise Corrupt("snapshot: bad list")
             value = deque(raw)
+        elif kind is tuple and len(raw) == 2 and raw[0] is None:
+            try:
+                value = Stream.from_plain(raw[1])
+            except ValueError as exc:
+                raise Corrupt(f"snapshot: bad stream ({exc})") from exc
         elif kind is tuple:
             if (not raw or not _all_bytes(raw)
                     or any(raw[i] >= raw[i + 1] for i in range(len(raw) - 1))):

@@ -31,6 +31,9 @@ from phalanx.kv.commands import (
     lists,
     scripts,
     sets,
+    streamgroups,
+    streaminfo,
+    streams,
     strings,
     zsetops,
     zsets,
@@ -47,7 +50,9 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
     *bitmaps.COMMANDS,
     *hyperloglog.COMMANDS,
     *scripts.COMMANDS,
+    *streams.COMMANDS, *streamgroups.COMMANDS, *streaminfo.COMMANDS,
     *keys.INTERNAL_COMMANDS,
+    *streams.INTERNAL_COMMANDS, *streamgroups.INTERNAL_COMMANDS,
     *transaction.INTERNAL_COMMANDS,
 )
 """Every command the state machine runs, in the order `COMMAND` lists them."""

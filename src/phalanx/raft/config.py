@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from phalanx.errors import ConfigError
+from phalanx.raft.mutants import check_mutants
 from phalanx.raft.types import NodeId
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ class RaftConfig:
     log_name: str = ""
     #: The source of all randomness of this replica (election jitter).
     random: random.Random = field(default_factory=_fixed_random)
+    #: Planted bugs (`phalanx.raft.mutants.MUTANTS`) for mutation testing of the simulator;
+    #: empty (no bug) everywhere but `phalanx sim --mutants` and its tests.
+    mutants: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -85,3 +89,6 @@ class RaftConfig:
             raise ConfigError("max_applying_bytes must be > 0")
         if self.applied < 0:
             raise ConfigError("applied must be >= 0")
+        problem = check_mutants(self.mutants)
+        if problem is not None:
+            raise ConfigError(problem)

@@ -16,7 +16,14 @@ from __future__ import annotations
 import enum
 import logging
 
-from phalanx.errors import ConfigError, NotLeader, ProposalDropped, StorageError, require
+from phalanx.errors import (
+    Compacted,
+    ConfigError,
+    NotLeader,
+    ProposalDropped,
+    Unavailable,
+    require,
+)
 from phalanx.raft.confchange import apply_conf_change, encode_conf_change
 from phalanx.raft.config import RaftConfig
 from phalanx.raft.log import RaftLog
@@ -33,6 +40,7 @@ from phalanx.raft.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
+from phalanx.raft.mutants import append_without_truncating
 from phalanx.raft.progress import Progress, ProgressState
 from phalanx.raft.quorum import VoteResult, joint_index, joint_vote, quorum_active
 from phalanx.raft.read_only import ReadOnly, ReadState
@@ -99,6 +107,17 @@ class Raft:
                                   local_answer=lambda state: self.read_states.append(state),
                                   broadcast=self._broadcast_heartbeat)
         self.append_pending = False
+        # Planted bugs for the simulator's mutation testing (raft/mutants.py); all False in
+        # production, so each mutation point costs one attribute test.
+        mutants = config.mutants
+        self._mutant_figure8 = "figure8-commit" in mutants
+        self._mutant_apply_before_commit = "apply-before-commit" in mutants
+        self._mutant_stale_snapshot = "stale-snapshot" in mutants
+        self._mutant_vote_not_persisted = "vote-not-persisted" in mutants
+        self._mutant_prevote_as_vote = "prevote-as-vote" in mutants
+        self._mutant_vote_ignores_log = "vote-ignores-log" in mutants
+        self._mutant_stale_term_append = "stale-term-append" in mutants
+        self._mutant_no_truncate = "no-truncate" in mutants
         self._set_conf(conf_state)
         if hard_state.commit:
             # The commit index is volatile state (Figure 2): the application may persist a stale
@@ -148,6 +167,8 @@ class Raft:
             message, (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow, ReadIndexResponse)
         ) or (isinstance(message, (RequestVote, RequestVoteResponse)) and message.pre_vote):
             self.messages.append(message)
+        elif self._mutant_vote_not_persisted and isinstance(message, RequestVoteResponse):
+            self.messages.append(message)  # MUTANT vote-not-persisted
         else:
             self.messages_after_persist.append(message)
 
@@ -276,8 +297,8 @@ class Raft:
             return False
         try:
             entries = self.log.slice(self.log.applied + 1, self.log.committed + 1, None)
-        except StorageError:
-            return False
+        except (Compacted, Unavailable):
+            return False  # (a Corrupt read propagates: the replica must stop, not guess)
         return any(entry.type is EntryType.CONF_CHANGE for entry in entries)
 
     def _poll(self, node: NodeId, *, granted: bool) -> VoteResult:
@@ -367,6 +388,11 @@ class Raft:
             else:
                 self.become_follower(message.term, NO_NODE)
         elif message.term < self.term:
+            if self._mutant_stale_term_append and isinstance(message, AppendEntries) and \
+                    self.role is not Role.LEADER:
+                # MUTANT stale-term-append: the deposed leader's entries are taken.
+                self._handle_append_entries(message)
+                return
             if isinstance(message, (AppendEntries, Heartbeat)) and (
                 self.config.check_quorum or self.config.pre_vote
             ):
@@ -403,7 +429,8 @@ class Raft:
             or (self.vote == NO_NODE and self.lead == NO_NODE)
             or (message.pre_vote and message.term > self.term)
         )
-        up_to_date = self.log.is_up_to_date(message.last_log_index, message.last_log_term)
+        up_to_date = self._mutant_vote_ignores_log or self.log.is_up_to_date(
+            message.last_log_index, message.last_log_term)  # (MUTANT vote-ignores-log)
         if can_vote and up_to_date:
             response_term = message.term if message.pre_vote else self.term
             self._send(
@@ -455,7 +482,11 @@ class Raft:
                 return
             result = self._poll(message.source, granted=message.granted)
             if result is VoteResult.WON:
-                if pre_vote_round:
+                if pre_vote_round and self._mutant_prevote_as_vote:
+                    # MUTANT prevote-as-vote: the pre-votes are taken for real votes.
+                    self.become_candidate()
+                    self.become_leader()
+                elif pre_vote_round:
                     self._campaign_after_pre_vote()
                 else:
                     self.become_leader()
@@ -491,9 +522,17 @@ class Raft:
                 )
             )
             return
+        if self._mutant_no_truncate and self.log.match_term(message.prev_log_index,
+                                                            message.prev_log_term):
+            last = append_without_truncating(self.log, message)  # MUTANT no-truncate
+            self._send(AppendEntriesResponse(source=self.id, target=message.source,
+                                             term=self.term, success=True, index=Index(last)))
+            return
         last_new = self.log.maybe_append(
             message.prev_log_index, message.prev_log_term, message.commit, message.entries
         )
+        if last_new is not None and self._mutant_apply_before_commit:
+            self.log.commit_to(last_new)  # MUTANT apply-before-commit
         if last_new is not None:
             self._send(
                 AppendEntriesResponse(
@@ -551,6 +590,13 @@ class Raft:
     def _restore(self, snapshot: Snapshot) -> bool:
         """Install a snapshot from the leader (§7); False if our log already covers it."""
         meta = snapshot.meta
+        if self._mutant_stale_snapshot and meta.index < self.log.committed:
+            # MUTANT stale-snapshot: an older snapshot replaces a longer committed log.
+            self.log.restore(snapshot)
+            self.log.applied = min(self.log.applied, int(meta.index))
+            self._set_conf(meta.conf_state)
+            self.conf_index = int(meta.index)
+            return True
         if meta.index <= self.log.committed:
             return False
         if self.log.match_term(meta.index, meta.term):
@@ -600,8 +646,8 @@ class Raft:
         if index <= self.log.committed:
             return False
         # §5.4.2: a leader commits by counting replicas only entries of its own term.
-        if self.log.term_or_none(index) != self.term:
-            return False
+        if self.log.term_or_none(index) != self.term and not self._mutant_figure8:
+            return False  # (MUTANT figure8-commit skips this test)
         self.log.commit_to(index)
         self.read_only.on_commit(self.term)
         return True
@@ -621,7 +667,10 @@ class Raft:
         if not compacted:
             try:
                 entries = self.log.entries_from(progress.next, self.config.max_message_bytes)
-            except StorageError:
+            except Compacted:
+                # Only compaction means "send the snapshot": a Corrupt read (a checksum
+                # mismatch, an I/O error) propagates, so the replica stops instead of
+                # treating its damaged log as compacted.
                 compacted = True
         if compacted:
             self._send_snapshot(node, progress)
@@ -801,20 +850,15 @@ class Raft:
 
     # -- membership (diss. §4) ---------------------------------------------------------------
     def apply_conf_change(self, change: ConfChange, index: int) -> ConfState:
-        """Switch to the configuration of the committed change entry at `index`, as it is
-        applied. A change at or below `conf_index` is already part of the configuration and
-        changes nothing.
+        """Switch to the configuration of the committed change entry at `index` as it is
+        applied; one at or below `conf_index` is already in the configuration: a no-op.
 
-        Dissertation §5.1 (and the Raft paper §7, Figure 12): a snapshot carries "the latest
-        configuration as of the last included index", and §4.1: a configuration is a log entry
-        like any other, so each one takes effect once. A replica that installs a snapshot
-        (`_restore` switches to the snapshot's configuration at once) may still hold a Ready,
-        handed out before, whose committed entries include configuration entries at or below
-        the snapshot's index (with synchronous writes a Ready waits for its fsync before it is
-        applied, and messages are stepped meanwhile). Applying such an entry again would apply
-        it twice: a change on top of the joint configuration it created (`ConfigError`: "the
-        joint configuration to be left first", simulator seed 5004616), or worse, a leave-joint
-        that silently leaves a later joint configuration.
+        Diss. §5.1 (paper §7, Figure 12): a snapshot carries "the latest configuration as of the
+        last included index"; §4.1: each configuration entry takes effect once. `_restore`
+        switches to the snapshot's configuration at once, while a Ready handed out before (held
+        for its fsync with synchronous writes) may still carry configuration entries at or below
+        the snapshot's index. Applied again, one would change the joint configuration it made
+        (ConfigError, sim seed 5004616) or, a leave-joint, silently leave a later one.
         """
         if index <= self.conf_index:
             logger.info("%s skips configuration entry %s: the configuration at %s includes it",

@@ -76,6 +76,10 @@ class ReadOnly:
         self.lease_disabled = False
         #: The term in which this replica has seen an entry of its own term committed.
         self._committed_term = -1
+        # Planted bugs (raft/mutants.py), off unless the simulator's mutation testing asks.
+        self._mutant_lease_no_expiry = "lease-no-expiry" in config.mutants
+        self._mutant_read_before_term_commit = "read-before-term-commit" in config.mutants
+        self._mutant_stale_read_index = "stale-read-index" in config.mutants
 
     # -- term and role changes ---------------------------------------------------------------
     def fail_pending(self, term: int) -> None:
@@ -103,6 +107,10 @@ class ReadOnly:
     def lease_held(self, tick: int) -> bool:
         """True while the lease of the last confirmed round lasts (only with `lease_reads`;
         the caller checks that it leads and transfers no leadership)."""
+        if self._mutant_lease_no_expiry:
+            # MUTANT lease-no-expiry: once granted, the lease is never checked against time.
+            return (self.config.lease_reads and not self.lease_disabled
+                    and self.lease_until_tick >= 0)
         return (self.config.lease_reads and not self.lease_disabled
                 and tick < self.lease_until_tick)
 
@@ -127,8 +135,8 @@ class ReadOnly:
         # Once true it stays true for the term (the commit index never decreases and a later
         # entry of the log has a term at least as high), so remember the term it held for: the
         # lease read path asks on every read.
-        if self._committed_term == term:
-            return True
+        if self._committed_term == term or self._mutant_read_before_term_commit:
+            return True  # (MUTANT read-before-term-commit: §6.4 step 1 skipped)
         if self.log.term_or_none(self.log.committed) == term:
             self._committed_term = term
             return True
@@ -179,7 +187,10 @@ class ReadOnly:
         """A read message reached a replica that does not lead: take a leader's answer, or
         tell a requester to retry elsewhere."""
         if isinstance(message, ReadIndexResponse):
-            self._local_answer(ReadState(message.index, message.context, ok=message.index > 0))
+            index = message.index
+            if self._mutant_stale_read_index and index > 0:
+                index = Index(self.log.committed)  # MUTANT stale-read-index: our own commit
+            self._local_answer(ReadState(index, message.context, ok=message.index > 0))
         elif isinstance(message, ReadIndexRequest):
             self._send(
                 ReadIndexResponse(

@@ -12,7 +12,15 @@ Rules of this file:
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+#: The most any node's clock rate may deviate (skew plus drift) in a plan with lease reads.
+#: The simulated replicas use election_ticks=20 and lease_margin_ticks=2: a leader's lease
+#: ends 18 of its ticks after it sent the heartbeat a quorum acknowledged, and a follower
+#: votes no sooner than 20 of its ticks after it received that heartbeat. That is safe while
+#: 18 * slow_period <= 20 * fast_period, i.e. (1 + b) / (1 - b) <= 20 / 18, b <= 2 / 38 = 0.0526
+#: (diss. §6.4.1: leases assume bounded clock drift; the margin is that bound).
+LEASE_SAFE_DRIFT = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +52,13 @@ class FaultPlan:
     #: Probability that a newly elected leader is crashed or isolated within a few ms of winning
     #: (leader flapping: many terms with uncommitted tails, the histories of Figure 8).
     leader_flap_probability: float = 0.0
+    #: Probability that a leader is cut off from every peer the moment a follower acknowledges
+    #: an entry of an earlier term that the leader has not committed yet (the moment of Figure
+    #: 8 (c): the old entry sits on a majority, the leader's own entry on none).
+    old_tail_cut_probability: float = 0.0
+    #: Weight of the nemesis that cuts the current leader off from every peer while clients
+    #: keep reading from it (and write through the others): a deposed leader must stop serving.
+    leader_isolation_weight: int = 0
     #: Probability that a node which just voted crashes before (or while) its vote is fsynced:
     #: targets the window in which a vote must not be visible yet.
     vote_crash_probability: float = 0.0
@@ -51,6 +66,16 @@ class FaultPlan:
     torn_writes: bool = True
     #: Per-node clock rate skew bound (a node's tick period is 10 ms * (1 +/- skew)).
     clock_skew: float = 0.0
+    #: Real clock drift: each node's rate also wanders within +/- this bound during the run
+    #: (model.py `_wander`). With lease reads, skew + drift stays within `LEASE_SAFE_DRIFT`.
+    clock_drift: float = 0.0
+    #: Disks that fail or lie (disk.py): how many nodes get one (at most a minority: 0 or 1),
+    #: and per-operation probabilities of a read error (EIO), a corrupted read and a
+    #: misdirected write (per batch of entries).
+    faulty_disks: int = 0
+    disk_read_error_probability: float = 0.0
+    disk_corrupt_read_probability: float = 0.0
+    disk_misdirect_probability: float = 0.0
     #: Snapshot after this many applied entries (0 = never).
     snapshot_every_entries: int = 0
     #: Client workload.
@@ -70,6 +95,11 @@ class FaultPlan:
     safety_ms: int = 4000
     liveness_ms_max: int = 4000
 
+    def lease_drift_ok(self) -> bool:
+        """False if the plan drifts clocks further than lease reads assume (then a stale
+        lease read is the plan's fault, not the code's)."""
+        return not self.lease_reads or self.clock_skew + self.clock_drift <= LEASE_SAFE_DRIFT + 1e-9
+
     def describe(self) -> str:
         """One line listing every knob."""
         return " ".join(f"{key}={value}" for key, value in asdict(self).items())
@@ -83,7 +113,7 @@ def swarm(rng: random.Random) -> FaultPlan:
 
     node_count = rng.choice([3, 3, 5, 5, 5])
     delay_max = rng.choice([5, 10, 20, 40, 80])
-    return FaultPlan(
+    plan = FaultPlan(
         node_count=node_count,
         initial_voters=node_count if rng.random() < 0.7 else 3,
         drop_probability=maybe(0.6, 0.01, 0.25),
@@ -115,3 +145,20 @@ def swarm(rng: random.Random) -> FaultPlan:
         # Drawn last, so the plans of earlier seeds keep every other knob they had.
         async_writes=rng.random() < 0.5,
     )
+    # Session 6 knobs, drawn after the older ones (which keep their values).
+    isolation = rng.choice([0, 0, 1, 2])
+    drift = rng.choice([0.0, 0.01, 0.02, 0.04])
+    old_tail_cut = rng.choice([0.0, 0.0, 0.3, 0.8])
+    faulty_disks = 1 if rng.random() < 0.25 else 0
+    disk_faults = [round(rng.uniform(0.0, high), 4) for high in (0.01, 0.01, 0.1)]
+    skew = plan.clock_skew
+    if plan.lease_reads:
+        # Leases are safe only within the drift bound they assume: clamp, and favour the
+        # nemesis that deposes a leader while clients read from it.
+        skew = min(skew, round(LEASE_SAFE_DRIFT - drift, 3))
+        isolation = max(isolation, 1)
+    return replace(plan, leader_isolation_weight=isolation, clock_drift=drift, clock_skew=skew,
+                   old_tail_cut_probability=old_tail_cut, faulty_disks=faulty_disks,
+                   disk_read_error_probability=disk_faults[0],
+                   disk_corrupt_read_probability=disk_faults[1],
+                   disk_misdirect_probability=disk_faults[2])

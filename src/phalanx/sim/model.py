@@ -21,6 +21,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from phalanx.errors import require
 from phalanx.kv import KVStateMachine
 from phalanx.raft import (
     ConfState,
@@ -39,6 +40,8 @@ from phalanx.raft import (
     Role,
     decode_conf_change,
 )
+from phalanx.raft.mutants import MUTANTS
+from phalanx.sim.disk import DiskFault, SimDisk
 from phalanx.sim.faults import FaultPlan
 
 TICK_MS = 10
@@ -69,9 +72,11 @@ class SimNode:
     """One simulated server: durable storage that survives crashes, and volatile everything else."""
 
     id: NodeId
-    storage: MemoryStorage
+    storage: SimDisk
     tick_ms: float
     alive: bool = True
+    #: Stopped for good: its disk failed a read (disk.py); it refuses to start again.
+    disk_failed: bool = False
     raw: RawNode | None = None
     machine: KVStateMachine = field(default_factory=KVStateMachine)
     #: The production Ready pipeline (`phalanx.raft.pipeline`), rebuilt at every restart.
@@ -81,6 +86,8 @@ class SimNode:
     #: With the planted bug "ack-before-fsync": when the last late write lands.
     late_done: float = 0.0
     generation: int = 0
+    #: The time-varying part of this node's clock rate (`FaultPlan.clock_drift`).
+    wander: float = 0.0
     checked_commit: int = 0
     was_leader_term: int = -1
     proposals: dict[int, ClientOp] = field(default_factory=dict)
@@ -105,6 +112,8 @@ class SimCluster:
         bug: str | None = None,
     ) -> None:
         self.seed = seed
+        require(plan.lease_drift_ok(), f"the plan drifts clocks beyond the lease reads' bound "
+                f"(skew {plan.clock_skew} + drift {plan.clock_drift})")
         self.plan = plan
         self.trace = trace
         self.bug = bug
@@ -112,6 +121,8 @@ class SimCluster:
         self.nemesis_rng = random.Random(f"{seed}/nemesis")
         self.client_rng = random.Random(f"{seed}/clients")
         self.disk_rng = random.Random(f"{seed}/disk")
+        self.drift_rng = random.Random(f"{seed}/drift")
+        self.mutants = frozenset({bug}) if bug in MUTANTS else frozenset()
         self.now = 0.0
         self.events: list[tuple[float, int, int, object]] = []
         self.sequence = 0
@@ -126,8 +137,17 @@ class SimCluster:
             # Every node is bootstrapped with the cluster's initial configuration; nodes outside
             # it are not promotable until a configuration change adds them.
             self.nodes[node_id] = SimNode(
-                id=node_id, storage=MemoryStorage(self.initial_conf), tick_ms=TICK_MS * (1 + skew)
+                id=node_id, storage=SimDisk(node_id, self.initial_conf),
+                tick_ms=TICK_MS * (1 + skew)
             )
+        if plan.faulty_disks:
+            # At most a minority of disks fail (TigerBeetle's fault atlas): one node's.
+            faulty = self.nodes[random.Random(f"{seed}/disk-atlas").choice(self.node_ids)]
+            faulty.storage.fail(random.Random(f"{seed}/disk-faults"),
+                                read_error=plan.disk_read_error_probability,
+                                corrupt_read=plan.disk_corrupt_read_probability,
+                                misdirect=plan.disk_misdirect_probability)
+            faulty.storage.verify = bug != "no-checksum"
         self.blocked: set[tuple[NodeId, NodeId]] = set()
         self.clogged: set[NodeId] = set()
         self.drop_probability = plan.drop_probability
@@ -135,7 +155,7 @@ class SimCluster:
         self.delay_ms_max = plan.delay_ms_max
         self.stats: dict[str, int] = {
             "messages": 0, "dropped": 0, "crashes": 0, "partitions": 0, "transfers": 0,
-            "conf_changes": 0, "snapshots": 0, "elections": 0,
+            "conf_changes": 0, "snapshots": 0, "elections": 0, "disk_stops": 0,
         }
         self.liveness = False
 
@@ -156,6 +176,7 @@ class SimCluster:
             election_ticks=ELECTION_TICKS,
             heartbeat_ticks=HEARTBEAT_TICKS,
             lease_reads=self.plan.lease_reads,
+            mutants=self.mutants,
             max_inflight_messages=self.plan.max_inflight_messages,
             max_message_bytes=self.plan.max_message_bytes,
             applied=snapshot.meta.index,
@@ -181,7 +202,21 @@ class SimCluster:
         node.raw.tick()
         self._check_node(node)
         self._process(node)
-        self._schedule(self.now + node.tick_ms, EV_TICK, payload)
+        self._schedule(self.now + node.tick_ms * (1 + self._wander(node)), EV_TICK, payload)
+
+    def _wander(self, node: SimNode) -> float:
+        """Real clock drift (on top of the fixed rate skew): each node's clock rate wanders
+        within +/- `clock_drift` as a random walk, with occasional steps (an NTP slew change, a
+        VM migrated to another host), so two nodes' clocks drift apart and back during a run."""
+        bound = self.plan.clock_drift
+        if not bound:
+            return 0.0
+        rng = self.drift_rng
+        if rng.random() < 0.01:
+            node.wander = rng.uniform(-bound, bound)
+        else:
+            node.wander = max(-bound, min(bound, node.wander + rng.uniform(-bound, bound) / 8))
+        return node.wander
 
     def _crash(self, node: SimNode) -> None:
         if not node.alive:
@@ -211,10 +246,18 @@ class SimCluster:
         self._on_crashed(node)
 
     def _restart(self, node: SimNode) -> None:
-        if node.alive:
-            return
+        if node.alive or node.disk_failed:
+            return  # (a node whose disk failed its checks refuses to start: disk.py)
         self._log(f"restart {node.id}")
         self._start_node(node)
+
+    def _disk_stop(self, fault: DiskFault) -> None:
+        """`fault.node` read bad data: it stops before using it, for good (disk.py)."""
+        node = self.nodes[NodeId(fault.node)]
+        self._log(f"disk fault: {fault}; {node.id} stops and stays down")
+        self.stats["disk_stops"] += 1
+        node.disk_failed = True
+        self._crash(node)
 
     def _leader(self) -> SimNode | None:
         best: SimNode | None = None
@@ -349,6 +392,7 @@ class SimCluster:
             return
         if self.trace is not None:
             self._log(f"{source}->{target} {_describe(message)}")
+        self._before_step(node, message)
         node.raw.step(message)
         # Check right away: a commit decided now was decided under the current configuration.
         self._check_node(node)
@@ -365,6 +409,9 @@ class SimCluster:
         self._process(node)
 
     # -- hooks: the layers above fill these in ------------------------------------------------
+    def _before_step(self, node: SimNode, message: Message) -> None:
+        """`message` is about to reach `node` (the nemesis may act on it: simulator.py)."""
+
     def _check_node(self, node: SimNode) -> None:
         """Check the invariants on `node` after an event (checks.py)."""
 

@@ -9,9 +9,12 @@ Rules of this file:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from phalanx.errors import PhalanxError, SimulationFailure
 from phalanx.sim.faults import FaultPlan, swarm
@@ -45,9 +48,13 @@ class SeedResult:
 
 
 def run_seed(seed: int, *, trace: bool = False, bug: str | None = None,
-             trace_lines: int = 400) -> SeedResult:
-    """Run one seed; with `trace`, keep the last `trace_lines` lines of the event trace."""
+             trace_lines: int = 400, overrides: Mapping[str, Any] | None = None) -> SeedResult:
+    """Run one seed; with `trace`, keep the last `trace_lines` lines of the event trace.
+    `bug` plants a bug (`phalanx.sim.mutants.PLANTED`); `overrides` replaces knobs of the
+    seed's plan (the mutants' quick knobs)."""
     plan = plan_for_seed(seed)
+    if overrides:
+        plan = dataclasses.replace(plan, **overrides)
     lines: deque[str] = deque(maxlen=trace_lines)
     simulator = Simulator(seed, plan, trace=lines.append if trace else None, bug=bug)
     detach = attach_raft_log(simulator, lines.append) if trace else None

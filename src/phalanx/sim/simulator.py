@@ -22,7 +22,17 @@ from collections.abc import Callable
 from phalanx.checker import check
 from phalanx.errors import NotLeader, PhalanxError, ProposalDropped, SimulationFailure
 from phalanx.kv import Command, encode_command
-from phalanx.raft import ConfChange, ConfChangeSingle, ConfChangeType, NodeId, Role
+from phalanx.raft import (
+    AppendEntriesResponse,
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeType,
+    Message,
+    NodeId,
+    Role,
+)
+from phalanx.sim.bank import BankWorkload
+from phalanx.sim.disk import DiskFault
 from phalanx.sim.faults import FaultPlan
 from phalanx.sim.model import (
     EV_CLIENT,
@@ -40,10 +50,9 @@ from phalanx.sim.model import (
     EV_UNCLOG,
     SimNode,
 )
-from phalanx.sim.workload import Workload
 
 
-class Simulator(Workload):
+class Simulator(BankWorkload):
     """One seeded run of a cluster under faults."""
 
     def __init__(
@@ -76,7 +85,10 @@ class Simulator(Workload):
             if not self.liveness and at >= self.plan.safety_ms:
                 self._start_liveness()
             self.event_count += 1
-            self._dispatch(kind, payload)
+            try:
+                self._dispatch(kind, payload)
+            except DiskFault as fault:
+                self._disk_stop(fault)
         if not self.done:
             raise SimulationFailure(
                 f"liveness: after healing every fault at {self.plan.safety_ms} ms, the cluster did"
@@ -116,6 +128,7 @@ class Simulator(Workload):
 
     def _final_checks(self) -> None:
         self._check_replicas()
+        self._check_bank_replicas()
         for op in list(self.ops.values()):
             self._complete_info(op)
         result = check(self.history)
@@ -157,6 +170,25 @@ class Simulator(Workload):
             self.stats["partitions"] += 1
             self._log(f"flap: isolate new leader {node.id} of term {payload[2]}")
 
+    def _before_step(self, node: SimNode, message: Message) -> None:
+        # Figure 8 (c): a follower acknowledges an entry of an earlier term that the leader
+        # has not committed; cut the leader off now, before its own term's entry follows, so
+        # the old entry sits on a majority while no entry of the leader's term does.
+        raw = node.raw
+        probability = self.plan.old_tail_cut_probability
+        if (not probability or self.liveness or raw is None or raw.role is not Role.LEADER
+                or not isinstance(message, AppendEntriesResponse) or not message.success
+                or message.term != raw.term or message.index <= raw.committed):
+            return
+        term = raw.term_at(message.index)
+        if term is None or term >= raw.term or self.nemesis_rng.random() >= probability:
+            return
+        others = [n for n in self.node_ids if n != node.id]
+        self.blocked = {(node.id, o) for o in others} | {(o, node.id) for o in others}
+        self.stats["partitions"] += 1
+        self._log(f"cut off leader {node.id} of term {raw.term}: {message.source} acknowledged "
+                  f"entry {message.index} of term {term}, uncommitted")
+
     def _on_vote_crash(self, payload: tuple[NodeId, int]) -> None:
         victim, generation = payload
         node = self.nodes[victim]
@@ -178,6 +210,7 @@ class Simulator(Workload):
             ("heal", plan.heal_weight),
             ("transfer", plan.transfer_weight),
             ("membership", plan.membership_weight),
+            ("isolate_leader", plan.leader_isolation_weight),
         ]
         total = sum(weight for _, weight in actions)
         if total:
@@ -225,7 +258,21 @@ class Simulator(Workload):
 
     def _nemesis_heal(self, rng: random.Random) -> None:
         self.blocked = set()
+        self.isolated_leader = None
         self._log("heal partitions")
+
+    def _nemesis_isolate_leader(self, rng: random.Random) -> None:
+        """Cut the leader off from every peer (clients still reach it, and keep reading from
+        it: workload.py): the others elect a new leader and commit writes, and the deposed one
+        must not serve a read from then on (its lease must have run out first, diss. §6.4.1)."""
+        leader = self._leader()
+        if leader is None:
+            return
+        others = [n for n in self.node_ids if n != leader.id]
+        self.blocked |= {(leader.id, o) for o in others} | {(o, leader.id) for o in others}
+        self.isolated_leader = leader.id
+        self.stats["partitions"] += 1
+        self._log(f"isolate leader {leader.id}; clients keep reading from it")
 
     def _nemesis_transfer(self, rng: random.Random) -> None:
         leader = self._leader()
@@ -298,6 +345,7 @@ class Simulator(Workload):
         self.liveness = True
         self._log("liveness phase: heal everything")
         self.blocked = set()
+        self.isolated_leader = None
         self.clogged = set()
         self.drop_probability = 0.0
         self.duplicate_probability = 0.0
@@ -332,6 +380,8 @@ class Simulator(Workload):
         members = sorted(set(conf.voters) | set(conf.learners))
         for member in members:
             node = self.nodes[member]
+            if node.disk_failed:
+                continue  # out of service until rebuilt from its peers (disk.py)
             if node.raw is None or node.raw.applied < raw.committed:
                 return
         if raw.committed < marker_index:

@@ -6,6 +6,9 @@ Rules of this file:
   result, fail when it certainly did not happen, info when it may or may not have (timeouts,
   crashes, snapshots that replaced it).
 - Clients draw only from the client stream (`random.Random(f"{seed}/clients")`).
+- Operations with a negative id are the bank's (bank.py): they stay out of the history and
+  reach bank.py through the `_client_bank`, `_on_bank_applied`, `_on_entry_applied` and
+  `_serve_bank_read` hooks.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from phalanx.sim.faults import FaultPlan
 from phalanx.sim.model import EV_CLIENT, EV_TIMEOUT, ClientOp, SimNode
 
 CLIENT_TIMEOUT_MS = 600
+#: The share of client operations that are bank operations (bank.py).
+BANK_SHARE = 0.25
 
 
 class Workload(CheckedCluster):
@@ -44,6 +49,9 @@ class Workload(CheckedCluster):
         self.write_counter = 0
         self.keys = [f"k{i}".encode() for i in range(plan.key_count)]
         self.last_written: dict[bytes, bytes] = {}
+        #: A leader the nemesis cut off from its peers (simulator.py); clients keep reading
+        #: from it and write through the others.
+        self.isolated_leader: NodeId | None = None
 
     def _on_client(self, client: int) -> None:
         if self.liveness:
@@ -54,12 +62,22 @@ class Workload(CheckedCluster):
         rng = self.client_rng
         hint = self.client_leader_hint.get(client)
         target = hint if hint is not None and rng.random() < 0.8 else rng.choice(self.node_ids)
+        key = rng.choice(self.keys)
+        roll = rng.random()
+        isolated = self.isolated_leader
+        if isolated is not None:
+            # Reads go to the isolated (soon deposed) leader; writes go around it.
+            if roll < 0.4:
+                target = isolated
+            elif target == isolated:
+                target = rng.choice([n for n in self.node_ids if n != isolated])
         node = self.nodes[target]
         if not node.alive or node.raw is None:
             self.client_leader_hint.pop(client, None)
             return
-        key = rng.choice(self.keys)
-        roll = rng.random()
+        if rng.random() < BANK_SHARE:
+            self._client_bank(client, node)
+            return
         if roll < 0.4:
             self._client_read(client, node, key)
         elif roll < 0.8 or key not in self.last_written:
@@ -144,7 +162,10 @@ class Workload(CheckedCluster):
         applied = raw.applied
         still: list[ClientOp] = []
         for op in node.waiting_reads:
-            if op.read_index <= applied:
+            if op.read_index <= applied and op.op_id < 0:
+                self._serve_bank_read(node, op)
+                self._finish(op)
+            elif op.read_index <= applied:
                 reply = node.machine.read(b"GET", (op.key,), int(self.now))
                 if op.op_id in self.ops:
                     self._complete_read(op, reply)
@@ -160,6 +181,9 @@ class Workload(CheckedCluster):
         return True
 
     def _complete_write(self, op: ClientOp, reply: object) -> None:
+        if op.op_id < 0:
+            self._finish(op)  # a bank operation: not in the history
+            return
         if not self._finish(op):
             return
         self.client_leader_hint[op.client] = op.node
@@ -174,16 +198,25 @@ class Workload(CheckedCluster):
             self.history.ok(op.op_id, time=self.now)
 
     def _complete_read(self, op: ClientOp, reply: object) -> None:
+        if op.op_id < 0:
+            self._finish(op)  # a bank operation: not in the history
+            return
         if not self._finish(op):
             return
         value = reply if isinstance(reply, bytes) else None
         self.history.ok(op.op_id, value, time=self.now)
 
     def _complete_fail(self, op: ClientOp) -> None:
+        if op.op_id < 0:
+            self._finish(op)  # a bank operation: not in the history
+            return
         if self._finish(op):
             self.history.fail(op.op_id, time=self.now)
 
     def _complete_info(self, op: ClientOp) -> None:
+        if op.op_id < 0:
+            self._finish(op)  # a bank operation: not in the history
+            return
         if self._finish(op):
             self.history.info(op.op_id, time=self.now)
 
@@ -200,7 +233,10 @@ class Workload(CheckedCluster):
 
     # -- what the cluster reports ------------------------------------------------------------
     def _on_applied(self, node: SimNode, entry: Entry, reply: object) -> None:
+        self._on_entry_applied(node, entry, reply)
         op = node.proposals.pop(entry.index, None)
+        if op is not None and op.op_id < 0 and op.term == entry.term:
+            self._on_bank_applied(node, op, reply)
         if op is not None:
             if op.term == entry.term:
                 self._complete_write(op, reply)
@@ -222,6 +258,19 @@ class Workload(CheckedCluster):
             if proposed <= index:
                 del node.proposals[proposed]
                 self._complete_info(op)
+
+    # -- hooks for the bank (bank.py) ---------------------------------------------------------
+    def _client_bank(self, client: int, node: SimNode) -> None:
+        """Issue one bank operation (bank.py)."""
+
+    def _on_bank_applied(self, node: SimNode, op: ClientOp, reply: object) -> None:
+        """The proposer of bank operation `op` applied it with `reply` (bank.py)."""
+
+    def _on_entry_applied(self, node: SimNode, entry: Entry, reply: object) -> None:
+        """`node` applied `entry` with `reply` (bank.py checks the script cache)."""
+
+    def _serve_bank_read(self, node: SimNode, op: ClientOp) -> None:
+        """Serve a whole-bank read whose index `node` applied (bank.py)."""
 
     def _on_crashed(self, node: SimNode) -> None:
         for op in list(node.proposals.values()) + list(node.reads.values()) + node.waiting_reads:

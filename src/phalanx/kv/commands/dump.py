@@ -5,7 +5,8 @@ opaque; a payload from redis-server is refused with Redis's own checksum error):
 
     body | b"PX" | u16 format version (little endian) | u32 CRC-32 of everything before it
 
-where body is a type tag (0 string, 1 list, 2 set, 3 hash, 4 sorted set) then, for a string,
+where body is a type tag (0 string, 1 list, 2 set, 3 hash, 4 sorted set, 5 stream) then, for a
+stream, `marshal.dumps(Stream.to_plain(), 2)` (kv/stream.py; validated by `from_plain`), for a string,
 one item, and for a container a varint count and that many items (a hash: field, value, ...;
 a sorted set: member, score as `float.hex` ASCII, ...), each item a varint length and its
 bytes. Set members are written sorted, so DUMP of equal values
@@ -20,21 +21,24 @@ accepts IDLETIME and FREQ (validated, then ignored: phalanx tracks no access tim
 from __future__ import annotations
 
 import importlib
+import marshal
 import struct
 import zlib
 from collections import deque
-from typing import cast
+from typing import Any, cast
 
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.numbers import INT64_MAX, parse_int
 from phalanx.kv.replies import NOT_INTEGER, OK, SYNTAX_ERROR, Error, Reply
 from phalanx.kv.snapshot import Value
 from phalanx.kv.spec import Args, CommandSpec
+from phalanx.kv.stream import Stream
 
 DUMP_VERSION = 1
 _TRAILER = struct.Struct("<2sHI")
 _MARK = b"PX"
-_STRING, _LIST, _SET, _HASH, _ZSET = 0, 1, 2, 3, 4
+_STRING, _LIST, _SET, _HASH, _ZSET, _STREAM = 0, 1, 2, 3, 4, 5
+_MARSHAL_VERSION = 2  # deterministic for plain values (see kv/snapshot.py)
 
 _BAD_TRAILER = Error("ERR DUMP payload version or checksum are wrong")
 _BAD_FORMAT = Error("ERR Bad data format")
@@ -65,7 +69,10 @@ def _items(parts: list[bytes], items: list[bytes]) -> None:
 def encode_value(value: Value) -> bytes | None:
     """The DUMP payload of a value, or None for a type this format does not know."""
     parts: list[bytes] = []
-    if type(value) is bytes:
+    if type(value) is Stream:
+        plain: Any = value.to_plain()
+        parts += [bytes([_STREAM]), marshal.dumps(plain, _MARSHAL_VERSION)]
+    elif type(value) is bytes:
         parts.append(bytes([_STRING]))
         _items(parts, [value])
     elif type(value) is deque:
@@ -152,7 +159,13 @@ def decode_value(payload: bytes) -> Value | Error:
         tag = reader.data[0]
         reader.position = 1
         value: Value
-        if tag == _STRING:
+        if tag == _STREAM:
+            try:
+                value = Stream.from_plain(marshal.loads(reader.data[1:]))
+            except (ValueError, EOFError, TypeError) as exc:
+                raise _Malformed from exc
+            reader.position = len(reader.data)
+        elif tag == _STRING:
             value = reader.item()
         else:
             count = reader.varint()

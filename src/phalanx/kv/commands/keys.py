@@ -42,6 +42,7 @@ from phalanx.kv.replies import (
     invalid_expire,
 )
 from phalanx.kv.spec import Args, CommandSpec
+from phalanx.kv.stream import Stream
 from phalanx.kv.zset import ZSet
 
 EXPIRE_COMMAND = b"PHALANX.EXPIRE"
@@ -50,7 +51,7 @@ EXPIRE_COMMAND = b"PHALANX.EXPIRE"
 _SCAN_DEFAULT_COUNT = 10
 
 _TYPE_NAMES: dict[type, str] = {bytes: "string", dict: "hash", set: "set", deque: "list",
-                               ZSet: "zset"}
+                               ZSet: "zset", Stream: "stream"}
 
 
 def expire_command_args(key: bytes, expire_at_ms: int) -> tuple[bytes, tuple[bytes, ...]]:
@@ -192,6 +193,8 @@ def _encoding(value: object) -> str:
         return "intset" if small else "hashtable"
     if type(value) is deque:
         return "quicklist"
+    if type(value) is Stream:
+        return "stream"
     scores = getattr(value, "scores", None)  # the sorted set (kv.zset.ZSet): member -> score
     if isinstance(scores, dict):
         small = len(scores) <= 128 and all(len(member) <= 64 for member in scores)
