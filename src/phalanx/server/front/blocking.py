@@ -215,6 +215,9 @@ class BlockingPops:
         self.clients = clients
         #: Per key, its waiters in arrival order (the head is the one woken).
         self.queues: dict[bytes, deque[_Waiter]] = {}
+        #: The apply hook installed on replicas (the listener's, which calls `written` and
+        #: CLIENT TRACKING's invalidations: tracking.py).
+        self.hook: Callable[[int, list[bytes]], None] = self.written
 
     # -- the command -----------------------------------------------------------------------
     async def run(self, state: ClientState, arguments: list[bytes],
@@ -372,7 +375,7 @@ class BlockingPops:
         watched = group.watched_keys
         for key in dict.fromkeys(waiter.request.keys):
             watched[key] = watched.get(key, 0) + 1
-        group.on_watched_write = self.written
+        group.on_watched_write = self.hook
         waiter.group = group
 
     @staticmethod
