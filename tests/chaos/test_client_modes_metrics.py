@@ -35,6 +35,7 @@ def test_application_availability_counts_calls_within_their_deadline() -> None:
     assert found["attempts"] == 6 + 3 + 4 + 9 + 1
     assert found["retries"] == found["attempts"] - 10
     assert found["retried_calls"] == 3
+    assert found["not_succeeded_by_kind"] == {"read": 2, "cas": 1}
     assert found["availability"] == pytest.approx(0.7)
     assert metrics.application_summary([])["availability"] == 0.0
 

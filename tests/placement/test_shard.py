@@ -146,3 +146,30 @@ def test_merge_freeze_then_absorb_moves_every_key_and_slot() -> None:
     # Absorbing slots already owned is refused.
     bad = left_log.apply(ABSORB_COMMAND, b"3", b"[[0, 10]]", image)
     assert isinstance(bad, Error) and "already owned" in bad.message
+
+
+def test_sort_patterns_may_form_keys_the_shard_owns_checked_at_apply_time() -> None:
+    """SORT BY/GET: any key this shard owns, whatever its slot; a key of another shard gets
+    Redis Cluster's refusal and nothing is stored (kv/commands/sort.py)."""
+    machine = ShardMachine()
+    log = Log(machine)
+    assert log.apply(b"RPUSH", b"list", b"1", b"2", b"3") == 3
+    for element in (b"1", b"2", b"3"):
+        assert log.apply(b"SET", b"weight_" + element, b"%d" % (10 - int(element))) == "OK"
+        assert log.apply(b"SET", b"name_" + element, b"n" + element) == "OK"
+    assert len({key_slot(b"weight_%d" % i) for i in (1, 2, 3)} | {key_slot(b"list")}) > 1
+    assert log.apply(b"SORT", b"list", b"BY", b"weight_*", b"GET", b"name_*") == [
+        b"n3", b"n2", b"n1"]
+    # Split away the half of the slots holding one of the formed keys.
+    foreign = next(i for i in (1, 2, 3) if (key_slot(b"name_%d" % i) >= 8192)
+                   != (key_slot(b"list") >= 8192))
+    first, last = (8192, SLOT_COUNT - 1) if key_slot(b"list") < 8192 else (0, 8191)
+    assert log.apply(SPLIT_COMMAND, *split_command(first, last, 2)) == "OK"
+    denied = "option of SORT denied in Cluster mode when keys formed by the pattern may be " \
+             "in different slots."
+    assert first <= key_slot(b"name_%d" % foreign) <= last
+    assert log.apply(b"SORT", b"list", b"GET", b"name_*", b"STORE", b"list") == Error(
+        f"ERR GET {denied}")
+    assert log.apply(b"LRANGE", b"list", b"0", b"-1") == [b"1", b"2", b"3"]  # not stored
+    assert machine.read(b"SORT_RO", (b"list", b"BY", b"{list}w*"), 1_000) == [
+        b"1", b"2", b"3"]  # a pattern pinned to the key's slot always works

@@ -32,7 +32,10 @@ def _registry(node_id: str, ports: dict[str, int], secret: str) -> Any:
     nodes = {n: SimpleNamespace(id=n, state="alive") for n in ports}
     return SimpleNamespace(
         config=config, metrics=NodeMetrics(node_id, process_metrics=False),
-        cluster_map=SimpleNamespace(nodes=nodes, shards={}, version=1),
+        # two shards: slots 0-8191 and 8192-16383
+        cluster_map=SimpleNamespace(nodes=nodes, shards={}, version=1,
+                                    shard_for_slot=lambda slot: SimpleNamespace(
+                                        id=1 if slot < 8192 else 2)),
         resp_address=lambda n: ("127.0.0.1", ports[n]) if n in ports else None,
         data_groups=lambda: {}, started=0.0)
 
@@ -111,9 +114,14 @@ async def _subscribe_replies_are_redis_byte_for_byte(nodes: list[RespServer]) ->
     await c.expect((
         b"*3\r\n$10\r\nssubscribe\r\n$4\r\n{x}1\r\n:1\r\n"
         b"*3\r\n$10\r\nssubscribe\r\n$4\r\n{x}2\r\n:2\r\n"), "SSUBSCRIBE", "{x}1", "{x}2")
-    # Redis Cluster: shard channels of one command must share a slot.
+    # Shard channels of one command must live in one shard ({x}: slot 16287, {b}: 3300).
     await c.expect((
-        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"), "SSUBSCRIBE", "{x}1", "{y}2")
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"), "SSUBSCRIBE", "{x}1", "{b}2")
+    # Different slots ({x}, {y}: 12222) of one shard are one shard's channels: accepted.
+    await c.expect((
+        b"*3\r\n$10\r\nssubscribe\r\n$4\r\n{y}1\r\n:3\r\n"
+        b"*3\r\n$10\r\nssubscribe\r\n$4\r\n{x}1\r\n:3\r\n"), "SSUBSCRIBE", "{y}1", "{x}1")
+    await c.expect(b"*3\r\n$12\r\nsunsubscribe\r\n$4\r\n{y}1\r\n:2\r\n", "SUNSUBSCRIBE", "{y}1")
     p = await Client.open(port)
     assert await p.call("PUBLISH", "a", "m") == 1
     assert await p.call("PUBLISH", "hello", "m") == 1

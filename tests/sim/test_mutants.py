@@ -54,3 +54,21 @@ if LONG:  # defined only when asked for (CI counts a skipped test as a failure)
     def test_planted_bug_is_caught_on_swarm_plans(bug: str) -> None:
         result = hunt(bug, range(1, LONG_SEEDS + 1))
         assert result.caught, f"planted bug {bug!r} survived {result.seeds_run} swarm seeds"
+
+
+def test_the_mutants_command_reports_catches_and_fails_on_a_survivor() -> None:
+    from click.testing import CliRunner
+
+    from phalanx.cli import main
+
+    runner = CliRunner()
+    caught = runner.invoke(main, ["sim", "--mutants", "--fast", "--only", "no-truncate",
+                                  "--seeds", "5", "--jobs", "1"])
+    assert caught.exit_code == 0, caught.output
+    assert "caught   no-truncate" in caught.output
+    assert "1 of 1 planted bugs caught" in caught.output
+    # One plain seed is too few for this bug: it survives, and that is a failing result.
+    survived = runner.invoke(main, ["sim", "--mutants", "--only", "vote-not-persisted",
+                                    "--seeds", "1", "--start", "1", "--jobs", "1"])
+    assert survived.exit_code == 1, survived.output
+    assert "SURVIVED vote-not-persisted" in survived.output

@@ -49,7 +49,7 @@ def demo(report_dir: str | None, seed: int | None, client: str) -> None:
         "zone is cut off from the others. Every request is recorded; at the end the history is "
         "checked for linearizability and every acknowledged write is looked for on every node.")
     console.print(_client_sentence(client) + "\n")
-    config = RunConfig(scenario="demo", duration_s=36.0, seed=seed, nodes=5, zones=3,
+    config = RunConfig(scenario="demo", duration_s=48.0, seed=seed, nodes=5, zones=3,
                        clients=4, rate_ops_s=150.0, client=client)
     try:
         with stop_on_signals(), view.LiveView("phalanx demo", console) as live:

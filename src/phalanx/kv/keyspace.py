@@ -46,7 +46,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from hashlib import blake2b
 
 from phalanx.kv.snapshot import Value
@@ -84,7 +84,8 @@ class _ScanIndex:
 class Keyspace:
     """The values and expiries of every key, and the lazily built indexes over them."""
 
-    __slots__ = ("_expiry_heap", "_scan", "data", "expires", "floor", "touched", "version")
+    __slots__ = ("_expiry_heap", "_scan", "data", "expires", "floor", "key_owned", "touched",
+                 "version")
 
     def __init__(
         self,
@@ -107,6 +108,9 @@ class Keyspace:
         """The version of every key not in `touched` (the newest evicted entry's)."""
         self._expiry_heap: list[tuple[int, bytes]] | None = None
         self._scan: _ScanIndex | None = None
+        self.key_owned: Callable[[bytes], bool] | None = None
+        """Whether this shard owns a key a command did not declare (SORT's BY/GET patterns),
+        checked at apply time; None (a bare state machine): every key is local."""
 
     # ------------------------------------------------------------------ reading
 

@@ -85,8 +85,8 @@ def _static_keys(name: bytes, args: Sequence[bytes]) -> list[bytes]:
 class KVStateMachine:
     """The Redis data model as a deterministic Raft state machine (see the module rules)."""
 
-    __slots__ = ("_applied_index", "_clock_ms", "_keyspace", "_max_sessions", "_sessions",
-                 "scripts")
+    __slots__ = ("_applied_index", "_clock_ms", "_key_owned", "_keyspace", "_max_sessions",
+                 "_sessions", "scripts")
 
     def __init__(self, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
         require(max_sessions >= 1, "max_sessions must be at least 1")
@@ -97,6 +97,18 @@ class KVStateMachine:
         self._clock_ms = 0
         #: Scripting (commands/scripts.py): the replicated script cache and the Lua engine.
         self.scripts = Scripts()
+        self._key_owned: Callable[[bytes], bool] | None = None
+
+    @property
+    def key_owned(self) -> Callable[[bytes], bool] | None:
+        """Slot ownership of keys a command forms itself (SORT's BY/GET patterns), set by the
+        shard (placement/shard.py); kept across snapshot restores."""
+        return self._key_owned
+
+    @key_owned.setter
+    def key_owned(self, check: Callable[[bytes], bool] | None) -> None:
+        self._key_owned = check
+        self._keyspace.key_owned = check
 
     # ------------------------------------------------------------------ public API
 
@@ -240,6 +252,7 @@ class KVStateMachine:
         else:
             self._keyspace = Keyspace(state.data, state.expires, watch.version, watch.touched,
                                       watch.floor)
+        self._keyspace.key_owned = self._key_owned
         self._sessions = state.sessions
         self.scripts.cache = state.scripts
 

@@ -79,6 +79,8 @@ class ShardMachine:
         # A script's undeclared keys are checked against the owned slots at apply time too
         # (kv/commands/scripts.py): they work here, or get a clear error if in another shard.
         self.kv.scripts.key_owned = self._owns_key
+        # So are the keys SORT's BY/GET patterns form (kv/commands/sort.py).
+        self.kv.key_owned = self._owns_key
         self._owned: tuple[tuple[int, int], ...] = ()
         #: (first, last) -> new shard id, for the slots moved out by splits.
         self.moved: dict[tuple[int, int], int] = {}

@@ -10,11 +10,15 @@ Rules of this module:
 - Distances use Redis's haversine with its earth radius (6372797.560856 m) and its float
   operations in the same order, so replies match redis-server 7.0 byte for byte: coordinates
   as `%.17Lf` with trailing zeros removed, distances as `%.4f`.
-- Searches find every member within the radius or box: candidates come from the score ranges
-  of the geohash cells covering the search area (the whole set for a small set or an area
-  near a pole), then the exact Redis test keeps or drops each. Results are sorted by
-  distance (then score, member) unless DESC; where Redis leaves the order unspecified (no
-  ASC/DESC and no COUNT, or COUNT ... ANY) we answer the nearest first, deterministically.
+- Searches follow Redis 7.0's georadius.c and geohash_helper.c step by step, so the same
+  members come back IN THE SAME ORDER: the geohash step estimated from the radius
+  (geohashEstimateStepsByRadius), decreased once when a neighbour cell does not reach the
+  bounding box, the neighbours the box does not touch dropped (geohashCalculateAreasByShape
+  WGS84); then the centre cell and its neighbours in Redis's order (centre, N, S, E, W, NE,
+  NW, SE, SW; a cell equal to the previous one skipped), each cell's members in score order,
+  each kept or dropped by Redis's exact distance test. ANY stops at COUNT members found; ASC
+  / DESC (and COUNT without ANY, which implies ASC) sort by distance, ties in found order
+  (glibc's qsort is a stable merge sort); no ASC/DESC leaves the found order, as Redis.
 - Each command is a `Handler` (keyspace, args, now) -> Reply, registered in `COMMANDS`.
 """
 
@@ -40,8 +44,9 @@ _ALPHABET = b"0123456789bcdefghjkmnpqrstuvwxyz"
 _UNITS: dict[bytes, float] = {b"M": 1.0, b"KM": 1000.0, b"FT": 0.3048, b"MI": 1609.34}
 _BAD_UNIT = Error("ERR unsupported unit provided. please use M, KM, FT, MI")
 _NO_MEMBER = Error("ERR could not decode requested zset member")
-_FULL_SCAN_BELOW = 256  # members: below this a search just tests every member
-_MAX_CELLS = 36
+_MERCATOR_MAX = 20037726.37
+_EVEN = 0x5555555555555555  # latitude bits
+_ODD = 0xAAAAAAAAAAAAAAAA  # longitude bits
 
 _SPREAD = [0] * 256
 for _byte in range(256):
@@ -218,6 +223,9 @@ class _Search:
     withhash: bool = False
     withcoord: bool = False
     descending: bool = False
+    #: ASC or DESC given (COUNT without ANY implies ASC); ANY: stop at COUNT found.
+    sort: bool = False
+    any: bool = False
     count: int = 0
     store: bytes | None = None
     storedist: bool = False
@@ -282,9 +290,9 @@ def _parse_search(zset: ZSet | None, args: Args, kind: str, store: bool) -> _Sea
         elif option == b"ANY":
             anything = True
         elif option == b"ASC":
-            search.descending = False
+            search.descending, search.sort = False, True
         elif option == b"DESC":
-            search.descending = True
+            search.descending, search.sort = True, True
         elif option == b"COUNT" and left >= 1:
             count = parse_int(args[position + 1])
             if count is None:
@@ -351,74 +359,146 @@ def _parse_search(zset: ZSet | None, args: Args, kind: str, store: bool) -> _Sea
                      f"{'geosearchstore' if store else 'geosearch'}")
     if anything and not search.count:
         return Error("ERR the ANY argument requires COUNT argument")
+    search.any = anything
+    if search.count and not anything:
+        search.sort = True  # COUNT needs the nearest N: ASC unless DESC (georadiusGeneric)
     return search
 
 
-def _cell_ranges(search: _Search, lat_delta: float, lon_delta: float
-                 ) -> list[tuple[float, float]] | None:
-    """Score ranges [low, high) of the geohash cells covering the search area (None: test
-    every member). The area is the centre +/- the deltas in degrees, plus one cell around."""
-    low_lat, high_lat = search.latitude - lat_delta, search.latitude + lat_delta
-    if low_lat < -80 or high_lat > 80 or lon_delta >= 90:
-        return None
-    for step in range(STEP, 0, -1):
-        lat_size = (LAT_MAX - LAT_MIN) / (1 << step)
-        lon_size = 360.0 / (1 << step)
-        lat_first = int((low_lat - LAT_MIN) / lat_size) - 1
-        lat_last = int((high_lat - LAT_MIN) / lat_size) + 1
-        lon_first = math.floor((search.longitude - lon_delta - LON_MIN) / lon_size) - 1
-        lon_last = math.floor((search.longitude + lon_delta - LON_MIN) / lon_size) + 1
-        if (lat_last - lat_first + 1) * (lon_last - lon_first + 1) > _MAX_CELLS:
-            continue
-        cells = 1 << step
-        shift = 2 * (STEP - step)
-        ranges = []
-        for lat_cell in range(max(lat_first, 0), min(lat_last, cells - 1) + 1):
-            for lon_index in sorted({index % cells for index in range(lon_first, lon_last + 1)}):
-                prefix = _spread(lat_cell) | _spread(lon_index) << 1
-                ranges.append((float(prefix << shift), float((prefix + 1) << shift)))
-        return ranges
-    return None
+def _steps_for(radius_m: float, latitude: float) -> int:
+    """geohashEstimateStepsByRadius (geohash_helper.c)."""
+    if radius_m == 0:
+        return STEP
+    step = 1
+    while radius_m < _MERCATOR_MAX:
+        radius_m *= 2
+        step += 1
+    step -= 2  # make sure the range is included in most of the base cases
+    if latitude > 66 or latitude < -66:
+        step -= 1
+        if latitude > 80 or latitude < -80:
+            step -= 1
+    return min(max(step, 1), STEP)
+
+
+def _cell(longitude: float, latitude: float, step: int) -> int:
+    """geohashEncode at `step` bits per coordinate."""
+    lat_offset = (latitude - LAT_MIN) / (LAT_MAX - LAT_MIN) * float(1 << step)
+    lon_offset = (longitude - LON_MIN) / (LON_MAX - LON_MIN) * float(1 << step)
+    return _spread(int(lat_offset) & 0xFFFFFFFF) | _spread(int(lon_offset) & 0xFFFFFFFF) << 1
+
+
+def _area(bits: int, step: int) -> tuple[float, float, float, float]:
+    """geohashDecode: (lon min, lon max, lat min, lat max) of a cell."""
+    lat_cell, lon_cell = _squash(bits), _squash(bits >> 1)
+    scale = float(1 << step)
+    return (LON_MIN + (lon_cell * 1.0 / scale) * (LON_MAX - LON_MIN),
+            LON_MIN + ((lon_cell + 1) * 1.0 / scale) * (LON_MAX - LON_MIN),
+            LAT_MIN + (lat_cell * 1.0 / scale) * (LAT_MAX - LAT_MIN),
+            LAT_MIN + ((lat_cell + 1) * 1.0 / scale) * (LAT_MAX - LAT_MIN))
+
+
+def _move(bits: int, step: int, dx: int, dy: int) -> int:
+    """geohash_move_x / geohash_move_y (geohash.c): the neighbouring cell, wrapping."""
+    mask = 64 - step * 2
+    if dx:
+        x, y = bits & _ODD, bits & _EVEN
+        zz = _EVEN >> mask
+        x = x + (zz + 1) if dx > 0 else (x | zz) - (zz + 1)
+        bits = (x & (_ODD >> mask) & 0xFFFFFFFFFFFFFFFF) | y
+    if dy:
+        x, y = bits & _ODD, bits & _EVEN
+        zz = _ODD >> mask
+        y = y + (zz + 1) if dy > 0 else (y | zz) - (zz + 1)
+        bits = x | (y & (_EVEN >> mask) & 0xFFFFFFFFFFFFFFFF)
+    return bits
+
+
+def _boxes(search: _Search) -> list[tuple[int, int] | None]:
+    """geohashCalculateAreasByShapeWGS84: the centre cell and its 8 neighbours (N, S, E, W,
+    NE, NW, SE, SW) as (bits, step), None for a neighbour the search cannot reach."""
+    x, y = search.longitude, search.latitude
+    if search.radius is not None:
+        height = width = search.radius * search.unit
+        radius_m = search.radius * search.unit
+    else:
+        height, width = search.height * search.unit / 2, search.width * search.unit / 2
+        radius_m = math.sqrt((search.width / 2) ** 2 + (search.height / 2) ** 2) * search.unit
+    lat_delta = height / EARTH_RADIUS_M / _DEG_TO_RAD
+    lon_delta_top = width / EARTH_RADIUS_M / math.cos((y + lat_delta) * _DEG_TO_RAD) \
+        / _DEG_TO_RAD
+    lon_delta_bottom = width / EARTH_RADIUS_M / math.cos((y - lat_delta) * _DEG_TO_RAD) \
+        / _DEG_TO_RAD
+    southern = y < 0
+    min_lon = x - (lon_delta_bottom if southern else lon_delta_top)
+    max_lon = x + (lon_delta_bottom if southern else lon_delta_top)
+    min_lat, max_lat = y - lat_delta, y + lat_delta
+    step = _steps_for(radius_m, y)
+
+    def around(step: int) -> tuple[int, list[int]]:
+        centre = _cell(x, y, step)
+        return centre, [_move(centre, step, dx, dy) for dx, dy in (
+            (0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, 1), (1, -1), (-1, -1))]
+
+    centre, (north, south, east, west, *_) = around(step)
+    if step > 1 and (_area(north, step)[3] < max_lat or _area(south, step)[2] > min_lat
+                     or _area(east, step)[1] < max_lon or _area(west, step)[0] > min_lon):
+        step -= 1
+    centre, neighbours = around(step)
+    keep = [True] * 8  # N, S, E, W, NE, NW, SE, SW
+    if step >= 2:
+        lon_low, lon_high, lat_low, lat_high = _area(centre, step)
+        if lat_low < min_lat:
+            keep[1] = keep[7] = keep[6] = False  # south, south-west, south-east
+        if lat_high > max_lat:
+            keep[0] = keep[4] = keep[5] = False  # north, north-east, north-west
+        if lon_low < min_lon:
+            keep[3] = keep[7] = keep[5] = False  # west, south-west, north-west
+        if lon_high > max_lon:
+            keep[2] = keep[6] = keep[4] = False  # east, south-east, north-east
+    return [(centre, step)] + [(bits, step) if kept else None
+                               for bits, kept in zip(neighbours, keep, strict=True)]
 
 
 def _matches(zset: ZSet, search: _Search) -> list[tuple[float, float, bytes]]:
-    """(distance in metres, score, member) of every member inside the search area."""
+    """(distance in metres, score, member) of the members inside the search area, in the
+    order Redis finds them (membersOfAllNeighbors); with ANY, the first COUNT found."""
     x, y = search.longitude, search.latitude
     if search.radius is not None:
         radius_m = search.radius * search.unit
-        half_width = radius_m
-        lat_reach = radius_m
+        half_width = lat_reach = 0.0
     else:
         half_width = search.width * search.unit / 2
         lat_reach = search.height * search.unit / 2
         radius_m = 0.0
-    lat_delta = lat_reach / EARTH_RADIUS_M / _DEG_TO_RAD
-    far = max(abs(y - lat_delta), abs(y + lat_delta)) * _DEG_TO_RAD
-    reach = math.sin(half_width / (2 * EARTH_RADIUS_M)) / max(math.cos(far), 1e-12)
-    lon_delta = 180.0 if reach >= 1 else 2 * math.asin(reach) / _DEG_TO_RAD
-    ranges = None if len(zset) < _FULL_SCAN_BELOW else _cell_ranges(
-        search, lat_delta * 1.001 + 1e-9, lon_delta * 1.001 + 1e-9)
-    if ranges is None:
-        candidates = list(zset.order)
-    else:
-        candidates = []
-        for low, high in ranges:
-            first, last = zset.score_span(low, False, high, True)
-            candidates.extend(zset.order.islice(first, last))
+    limit = search.count if search.any else 0
     found: list[tuple[float, float, bytes]] = []
-    for score, member in candidates:
-        lon, lat = decode(score)
-        if search.radius is not None:
-            meters = distance(x, y, lon, lat)
-            if meters > radius_m:
-                continue
-        else:
-            if lat_distance(lat, y) > lat_reach:
-                continue
-            if distance(lon, lat, x, lat) > half_width:
-                continue
-            meters = distance(x, y, lon, lat)
-        found.append((meters, score, member))
+    last: tuple[int, int] | None = None
+    for box in _boxes(search):
+        if box is None or box == last:  # a zero neighbour; the same range as the last one
+            continue
+        if limit and len(found) >= limit:
+            break
+        bits, step = box
+        shift = 2 * (STEP - step)
+        low, high = float(bits << shift), float((bits + 1) << shift)
+        first, end = zset.score_span(low, False, high, True)
+        for score, member in zset.order.islice(first, end):
+            lon, lat = decode(score)
+            if search.radius is not None:
+                meters = distance(x, y, lon, lat)
+                if meters > radius_m:
+                    continue
+            else:
+                if lat_distance(lat, y) > lat_reach:
+                    continue
+                if distance(lon, lat, x, lat) > half_width:
+                    continue
+                meters = distance(x, y, lon, lat)
+            found.append((meters, score, member))
+            if limit and len(found) >= limit:
+                break
+        last = box
     return found
 
 
@@ -441,7 +521,8 @@ def _search(db: Keyspace, args: Args, now: int, kind: str, store: bool) -> Reply
             return 0
         return []
     found = _matches(zset, search)
-    found.sort(reverse=search.descending)
+    if search.sort:  # by distance only; equal distances keep the found order (stable)
+        found.sort(key=lambda item: item[0], reverse=search.descending)
     if search.count:
         found = found[:search.count]
     if search.store is not None:

@@ -7,13 +7,17 @@ Rules of this module:
   is not a whole number gets "ERR One or more scores can't be converted into double"; equal
   scores fall back to byte order), ALPHA by bytes, a missing BY weight counts as 0 (numeric)
   or sorts first (ALPHA), a missing GET value is nil (an empty string when stored).
-- Patterns that name other keys (BY with a `*`, GET other than `#`) must stay in the sorted
-  key's hash slot, as every key a shard touches must: a pattern is accepted only when the
-  keys it forms all carry a `{hashtag}` (before the `*`) hashing to the key's own slot, the
-  rule Redis 7.2+ applies in cluster mode (7.0 Redis Cluster refuses every such pattern).
-  Otherwise: "ERR BY|GET option of SORT denied in Cluster mode when keys formed by the
-  pattern may be in different slots." The STORE destination is a key of the request
-  (`movable_keys`), so routing checks its slot like any other key.
+- Patterns that name other keys (BY with a `*`, GET other than `#`) may form any key this
+  SHARD owns, checked key by key at apply time (`Keyspace.key_owned`, set by
+  placement/shard.py; in log order, on every replica), phalanx's rule for every multi-key
+  command and for scripts' undeclared keys: one shard serves them atomically. So in a
+  single-shard cluster every pattern works, as on one redis-server; a `{hashtag}` pattern
+  pinned to the key's own slot always works (Redis 7.2+ Cluster's rule); a formed key that
+  lives in another shard gets "ERR BY|GET option of SORT denied in Cluster mode when keys
+  formed by the pattern may be in different slots." before anything is written (Redis
+  Cluster refuses every pattern that is not pinned, whatever the data). A bare state machine
+  (no shard) owns every key. The STORE destination is a key of the request (`movable_keys`),
+  so routing checks its slot like any other key.
 - A set is sorted from its members in byte order (phalanx's reply order for sets), so `BY
   nosort` on a set answers in byte order where Redis answers in its hash-table order.
 - A sorted set (`kv.zset.ZSet`, recognised by its `scores` dict so this module does not
@@ -104,20 +108,25 @@ def _pattern_slot(pattern: bytes) -> int | None:
     return None
 
 
-def _lookup(db: Keyspace, pattern: bytes, element: bytes, now: int) -> bytes | None:
-    """The value a BY / GET pattern names for `element` (`#` is the element itself)."""
-    if pattern == b"#":
-        return element
+def _formed_key(pattern: bytes, element: bytes) -> tuple[bytes, bytes | None] | None:
+    """(key, hash field or None) a BY / GET pattern forms for `element`; None without `*`."""
     star = pattern.find(b"*")
     if star == -1:
         return None
     arrow = pattern.find(b"->", star + 1)
-    field: bytes | None = None
     if arrow != -1 and arrow + 2 < len(pattern):
-        field = pattern[arrow + 2:]
-        key = pattern[:star] + element + pattern[star + 1:arrow]
-    else:
-        key = pattern[:star] + element + pattern[star + 1:]
+        return pattern[:star] + element + pattern[star + 1:arrow], pattern[arrow + 2:]
+    return pattern[:star] + element + pattern[star + 1:], None
+
+
+def _lookup(db: Keyspace, pattern: bytes, element: bytes, now: int) -> bytes | None:
+    """The value a BY / GET pattern names for `element` (`#` is the element itself)."""
+    if pattern == b"#":
+        return element
+    formed = _formed_key(pattern, element)
+    if formed is None:
+        return None
+    key, field = formed
     value = db.live(key, now)
     if field is not None:
         return value.get(field) if type(value) is dict else None
@@ -127,6 +136,8 @@ def _lookup(db: Keyspace, pattern: bytes, element: bytes, now: int) -> bytes | N
 def _sort_generic(db: Keyspace, args: Args, now: int, readonly: bool) -> Reply:
     key = args[0]
     key_slot: int | None = None
+    #: Options whose patterns may form keys of another shard (checked at lookup).
+    foreign: list[tuple[bytes, bytes]] = []
     desc = alpha = dont_sort = False
     by: bytes | None = None
     gets: list[bytes] = []
@@ -159,13 +170,11 @@ def _sort_generic(db: Keyspace, args: Args, now: int, readonly: bool) -> Reply:
                 dont_sort = True
                 by = pattern
             else:
-                if pattern != b"#":
+                if pattern != b"#" and db.key_owned is not None:
                     if key_slot is None:
                         key_slot = _key_slot(key)
                     if _pattern_slot(pattern) != key_slot:
-                        return Error(f"ERR {option.decode()} option of SORT denied in Cluster "
-                                     "mode when keys formed by the pattern may be in "
-                                     "different slots.")
+                        foreign.append((option, pattern))  # its keys: checked below
                 if option == b"BY":
                     by = pattern  # an earlier constant BY still means "don't sort", as in Redis
                 else:
@@ -190,6 +199,15 @@ def _sort_generic(db: Keyspace, args: Args, now: int, readonly: bool) -> Reply:
             elements.reverse()
     else:
         return WRONGTYPE
+    owned = db.key_owned
+    if foreign and owned is not None:  # before anything is read or written
+        for option, pattern in foreign:
+            for element in elements:
+                formed = _formed_key(pattern, element)
+                if formed is not None and not owned(formed[0]):
+                    return Error(f"ERR {option.decode()} option of SORT denied in Cluster "
+                                 "mode when keys formed by the pattern may be in different "
+                                 "slots.")
     if not dont_sort:
         sorted_elements = _sorted(db, elements, by, alpha, desc, now)
         if isinstance(sorted_elements, Error):

@@ -23,7 +23,9 @@ Rules of this file:
   client are included in the count"); PUBSUB CHANNELS / NUMSUB / NUMPAT / SHARD* describe
   this node's subscriptions only, as in Redis Cluster.
 - Sharded Pub/Sub (https://redis.io/commands/spublish/): a shard channel hashes to a slot like
-  a key, and SSUBSCRIBE / SUNSUBSCRIBE of channels of different slots answer -CROSSSLOT. Redis
+  a key, and SSUBSCRIBE / SUNSUBSCRIBE of channels of different SHARDS answer -CROSSSLOT
+  (phalanx's rule for every multi-key command: one shard, whatever the slots; so a
+  single-shard cluster takes any channels, as one redis-server does). Redis
   delivers a shard message on the nodes of the slot's shard; phalanx delivers it on EVERY
   node like PUBLISH (simplest, and a client subscribed on any node receives it, so clients
   that connect to the slot's node work unchanged; no MOVED is ever needed).
@@ -229,6 +231,15 @@ class PubSub:
             self.subscribers.pop(subscriber.client_id, None)
 
     # -- SUBSCRIBE and friends -------------------------------------------------------------
+    def _one_shard(self, channels: list[bytes]) -> None:
+        """Shard channels of one command must live in one shard (-CROSSSLOT otherwise)."""
+        shard_for_slot = self.replicas.cluster_map.shard_for_slot
+        first = key_slot(channels[0])
+        if any(key_slot(channel) != first for channel in channels[1:]):
+            shards = {getattr(shard_for_slot(key_slot(c)), "id", None) for c in channels}
+            if len(shards) > 1:
+                raise CommandError(str(CrossSlotError()))
+
     def subscribe(self, state: ClientState, arguments: list[bytes]) -> bytes:
         return self._subscribe(state, arguments, "subscribe")
 
@@ -237,7 +248,7 @@ class PubSub:
 
     def ssubscribe(self, state: ClientState, arguments: list[bytes]) -> bytes:
         if len(arguments) >= 2:
-            _one_slot(arguments[1:])
+            self._one_shard(arguments[1:])
         return self._subscribe(state, arguments, "ssubscribe")
 
     def _subscribe(self, state: ClientState, arguments: list[bytes], kind: str) -> bytes:
@@ -264,7 +275,7 @@ class PubSub:
 
     def sunsubscribe(self, state: ClientState, arguments: list[bytes]) -> bytes:
         if len(arguments) >= 2:
-            _one_slot(arguments[1:])
+            self._one_shard(arguments[1:])
         return self._unsubscribe(state, arguments, "sunsubscribe")
 
     def _unsubscribe(self, state: ClientState, arguments: list[bytes], kind: str) -> bytes:
@@ -397,13 +408,6 @@ def _forget(registry: dict[bytes, dict[int, Subscriber]], name: bytes, client_id
         subscribers.pop(client_id, None)
         if not subscribers:
             del registry[name]
-
-
-def _one_slot(channels: list[bytes]) -> None:
-    """Shard channels of one command must hash to one slot (Redis Cluster's -CROSSSLOT)."""
-    slot = key_slot(channels[0])
-    if any(key_slot(channel) != slot for channel in channels[1:]):
-        raise CommandError(str(CrossSlotError()))
 
 
 def _signed_payload(kind: bytes, channel: bytes, message: bytes) -> bytes:
