@@ -218,6 +218,9 @@ class BlockingPops:
         #: Told of every watched write too: the blocking stream reads (blocking_streams.py),
         #: which share this apply hook.
         self.also_written: Callable[[list[bytes]], None] | None = None
+        #: The apply hook installed on replicas (the listener's, which calls `written` and
+        #: CLIENT TRACKING's invalidations: tracking.py).
+        self.hook: Callable[[int, list[bytes]], None] = self.written
 
     # -- the command -----------------------------------------------------------------------
     async def run(self, state: ClientState, arguments: list[bytes],
@@ -375,7 +378,7 @@ class BlockingPops:
         watched = group.watched_keys
         for key in dict.fromkeys(waiter.request.keys):
             watched[key] = watched.get(key, 0) + 1
-        group.on_watched_write = self.written
+        group.on_watched_write = self.hook
         waiter.group = group
 
     @staticmethod

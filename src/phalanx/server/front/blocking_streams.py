@@ -353,7 +353,7 @@ class BlockingStreams:
         watched = group.watched_keys
         for key in dict.fromkeys(waiter.request.keys):
             watched[key] = watched.get(key, 0) + 1
-        group.on_watched_write = self.pops.written
+        group.on_watched_write = self.pops.hook
         waiter.group = group
 
     @staticmethod
