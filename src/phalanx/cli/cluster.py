@@ -45,15 +45,19 @@ def _cluster_error_types() -> tuple[type[Exception], ...]:
 @click.option("--admin-token", default=None, help="Token for mutating admin endpoints.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
                                                case_sensitive=False), default=None)
+@click.option("--peer-tls-dir", type=click.Path(file_okay=False), default=None,
+              help="Mutual TLS between the nodes: a test CA and one certificate per node in "
+                   "this directory (made when missing, kept otherwise).")
 @timing_options
 @placement_options
 def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_port: int,
        loopback_base: int, detach: bool, timeout: float, admin_token: str | None,
-       log_level: str | None, **timing: Any) -> None:
+       log_level: str | None, peer_tls_dir: str | None, **timing: Any) -> None:
     """Start a local cluster of N node processes and wait for a leader."""
     from phalanx.ops import cluster_file, launcher
 
-    overrides = {"admin_token": admin_token, "log_level": log_level, **timing}
+    overrides = {"admin_token": admin_token, "log_level": log_level,
+                 "peer_tls_dir": peer_tls_dir, **timing}
     try:
         plan = launcher.plan_local_cluster(data_dir, nodes=nodes, zones=zones, region=region,
                                            base_port=base_port, loopback_base=loopback_base,

@@ -100,9 +100,11 @@ def plan_cluster(data_dir: str | Path, listeners: Sequence[Listeners], *, zones:
 
     Node i sits in zone z((i-1) % zones + 1); with `regions` > 1, zone zK belongs to region
     r((K-1) % regions + 1) (otherwise every zone is in `region`). `overrides` are NodeConfig
-    fields applied to every node (None values are ignored). `argv(node_id, config_path)` is the
-    command that runs a node (default: `node_argv`). Raises ConfigError naming the option when
-    the plan is impossible.
+    fields applied to every node (None values are ignored), plus one that is not a field:
+    `peer_tls_dir` turns peer mutual TLS on with a test CA and one certificate per node in that
+    directory (made with `phalanx.ops.peer_tls` when missing, kept otherwise).
+    `argv(node_id, config_path)` is the command that runs a node (default: `node_argv`). Raises
+    ConfigError naming the option when the plan is impossible.
     """
     _check_layout(len(listeners), zones, regions)
     root = Path(data_dir).absolute()
@@ -113,13 +115,22 @@ def plan_cluster(data_dir: str | Path, listeners: Sequence[Listeners], *, zones:
                                 admin=listening.admin, zone=f"z{zone}",
                                 region=region if regions == 1 else f"r{(zone - 1) % regions + 1}"))
     changes = {key: value for key, value in (overrides or {}).items() if value is not None}
+    peer_tls_dir = changes.pop("peer_tls_dir", None)
     unknown = set(changes) - set(NodeConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"overrides: unknown field(s) {', '.join(sorted(unknown))}")
     planned = []
     for peer in peers:
         node_dir = root / peer.id
-        config = NodeConfig(id=peer.id, data_dir=str(node_dir), peers=tuple(peers), **changes)
+        node_changes = dict(changes)
+        if peer_tls_dir:
+            from phalanx.ops.peer_tls import issue
+
+            host = peer.peer.rpartition(":")[0]
+            node_changes.update(issue(Path(peer_tls_dir).absolute(), peer.id, [host])
+                                .overrides())
+        config = NodeConfig(id=peer.id, data_dir=str(node_dir), peers=tuple(peers),
+                            **node_changes)
         config_path = node_dir / NODE_CONFIG_FILE
         command = argv(peer.id, config_path) if argv is not None else node_argv(config_path)
         planned.append(PlannedNode(config=config, config_path=config_path,

@@ -12,8 +12,13 @@ Rules of this file:
   permissions. Nodes forward client commands to each other over RESP authenticating as the
   default user, so `users` needs `requirepass` (one rule instead of an "internal user" knob).
   `tls_cert_file` + `tls_key_file` turn on TLS for the RESP port (clients and forwarding);
-  `tls_ca_file` adds mutual TLS. The admin HTTP port and the peer (Raft) port are not
-  TLS: the peer port is authenticated by `cluster_secret` (HMAC handshake).
+  `tls_ca_file` adds mutual TLS. The admin HTTP port is not TLS. The peer (Raft) port is
+  authenticated by `cluster_secret` (HMAC handshake), and with `peer_tls_cert_file` +
+  `peer_tls_key_file` + `peer_tls_ca_file` (all three or none) it is mutual TLS too: every
+  node presents a certificate of that CA naming its node id (DNS subjectAltName or common
+  name) and verifies its peer's; the files are loaded at validation (a mismatched key or an
+  unreadable CA is a ConfigError naming the field) and reloaded when they change (or on
+  SIGHUP): new peer connections use the new certificate.
 """
 
 from __future__ import annotations
@@ -142,6 +147,11 @@ class NodeConfig:
     #: CA certificate (PEM); when set, clients must present a certificate signed by it
     #: (mutual TLS) and nodes present their own certificate when forwarding.
     tls_ca_file: str = ""
+    #: Mutual TLS on the peer (Raft) port: this node's certificate (PEM, naming its node id),
+    #: its private key, and the CA that signed every node's certificate. All three or none.
+    peer_tls_cert_file: str = ""
+    peer_tls_key_file: str = ""
+    peer_tls_ca_file: str = ""
     #: Largest bulk string a client may send (Redis's proto-max-bulk-len).
     max_bulk_bytes: int = 512 * 1024 * 1024
     #: Largest value stored (a SET of a bigger value is refused).
@@ -227,6 +237,20 @@ class NodeConfig:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{name}: {path!r} is not a readable file")
+        peer_tls = ("peer_tls_cert_file", "peer_tls_key_file", "peer_tls_ca_file")
+        given = [field for field in peer_tls if getattr(self, field)]
+        if given and len(given) != len(peer_tls):
+            absent = [field for field in peer_tls if field not in given]
+            raise ConfigError(f"{absent[0]}: peer TLS needs peer_tls_cert_file, "
+                              f"peer_tls_key_file and peer_tls_ca_file together")
+        for field in given:
+            if not Path(getattr(self, field)).is_file():
+                raise ConfigError(f"{field}: {getattr(self, field)!r} is not a readable file")
+        if given:
+            from phalanx.transport.tls import load_contexts
+
+            load_contexts(self.peer_tls_cert_file, self.peer_tls_key_file,
+                          self.peer_tls_ca_file)
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
 

@@ -56,6 +56,7 @@ from phalanx.server.replicas import Replicas
 from phalanx.server.resharding import Resharding
 from phalanx.transport.faults import FaultRules
 from phalanx.transport.tcp import TcpTransport
+from phalanx.transport.tls import PeerTls
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,8 @@ class Node:
             source_host=peer_host,
             incarnation=self.incarnation,
             identity=self.identity,
+            tls=PeerTls(config.peer_tls_cert_file, config.peer_tls_key_file,
+                        config.peer_tls_ca_file) if config.peer_tls_cert_file else None,
         )
         self.tick_count = 0
         self.replicas = Replicas(config, self.metrics, self.transport, self.events,
@@ -265,6 +268,11 @@ class Node:
         self.meta_client.close()
         await self.replicas.close_all()
         await self.transport.stop()
+
+    def reload_tls(self) -> None:
+        """SIGHUP: load the peer TLS certificate files again (new connections use them)."""
+        if self.transport.tls is not None:
+            self.transport.tls.reload()
 
     # -- background tasks --------------------------------------------------------------------
     async def _ticker(self) -> None:

@@ -143,6 +143,7 @@ class NodeStatus:
             "region": me.region,
             "version": __version__,
             "incarnation": transport_stats.get("incarnation"),
+            "peer_tls": bool(transport_stats.get("tls")),
             "refused_by": self.refused_by(),
             "peers": peers,
             "resp": me.resp,

@@ -6,7 +6,8 @@ See docs/architecture.md ("the node runtime").
   is replacing the node by this directory's incarnation (`phalanx replace`). When no peer is
   running (a whole-cluster restart), the peers refuse the wiped node at the peer handshake
   instead (`phalanx.server.identity`).
-- `serve` / `run_node`: run one `Node` (uvloop when available) until SIGTERM or SIGINT.
+- `serve` / `run_node`: run one `Node` (uvloop when available) until SIGTERM or SIGINT;
+  SIGHUP reloads the peer TLS certificate files.
 
 Rules of this file:
 - Process concerns only (signals, the event loop, the pre-start check); what a node is and
@@ -101,6 +102,8 @@ async def serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, node.stopping.set)
+    # SIGHUP reloads the peer TLS certificate (they are also reloaded when the files change).
+    loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     await node.start()
     try:
         await node.stopping.wait()

@@ -19,7 +19,10 @@ checks the other's **incarnation** (protocol version 2, `PeerIdentity`): a node 
 directory was wiped comes back as a new incarnation, and is refused, with the reason sent in
 the refusing side's next handshake frame, so it is logged on both sides (the refused side
 learns it through `PeerIdentity.refused_by`). A dialer whose version-2 hello is closed without
-an answer (an older peer) says its next hello in version 1, and back. After it, the dialer sends batch frames; the acceptor sends nothing but
+an answer (an older peer) says its next hello in version 1, and back. With peer TLS
+(`phalanx.transport.tls.PeerTls`), every connection is mutual TLS first (both sides present a
+certificate of the cluster's CA naming their node id, both verify), the handshake above runs
+inside it; without it, the HMAC handshake alone authenticates. After it, the dialer sends batch frames; the acceptor sends nothing but
 keepalives (empty batch frames). Both sides send a keepalive after `keepalive_interval_s` of
 silence and drop a connection that stayed silent for `idle_timeout_s`, so a half-open
 connection (peer frozen or partitioned away) is noticed without waiting for TCP.
@@ -44,7 +47,13 @@ Rules of this file:
   (an `asyncio.timeout` costs ~10 us, more than encoding a batch).
 - Untrusted input: an inbound connection is refused (one log line "refused peer connection from
   ADDR: reason", counted) unless its handshake arrives within `handshake_timeout_s` and names a
-  configured peer of this cluster with the right HMAC. A peer that later speaks garbage is
+  configured peer of this cluster with the right HMAC (and, with TLS, completes the TLS
+  handshake with a certificate of the CA that names that peer). With TLS the transport
+  accepts sockets itself (`_accept_tls_loop`) and wraps each with the CURRENT server context
+  (`loop.connect_accepted_socket`), so a reloaded certificate serves new connections and a
+  failed TLS handshake is logged here like any refusal. (Upgrading an accepted plaintext
+  stream with `start_tls` is not used: uvloop reads the peer's TLS hello into the stream
+  before it can be paused.) A peer that later speaks garbage is
   disconnected, logged and counted; the transport and the other peers are unaffected.
 - `on_peer_lost(X)` is called once per lost connection to or from X that had been established
   (EOF, reset, idle timeout, protocol error), never for a connection replaced by a newer one from
@@ -65,9 +74,9 @@ import contextlib
 import logging
 import os
 import random
-from collections import deque
+import socket
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from phalanx.errors import ConfigError, PeerProtocolError
 from phalanx.raft.messages import Message
@@ -84,6 +93,14 @@ from phalanx.transport.codec import (
     verify_handshake,
 )
 from phalanx.transport.faults import FaultRules
+from phalanx.transport.peers import Inbound as _Inbound
+from phalanx.transport.peers import Outbound as _Outbound
+from phalanx.transport.peers import Peer as _Peer
+from phalanx.transport.peers import PeerIdentity
+from phalanx.transport.peers import Refused as _Refused
+from phalanx.transport.peers import describe as _describe
+from phalanx.transport.peers import format_address as _format_address
+from phalanx.transport.tls import PeerTls, check_peer_name
 
 __all__ = ["KEEPALIVE_FRAME", "OnMessages", "OnPeerLost", "PeerIdentity", "TcpTransport"]
 
@@ -91,27 +108,6 @@ logger = logging.getLogger(__name__)
 
 OnMessages = Callable[[str, list[tuple[GroupId, Message]]], None]
 OnPeerLost = Callable[[str], None]
-
-
-class PeerIdentity(Protocol):
-    """Which incarnation of each peer this node accepts (see `phalanx.server.identity`)."""
-
-    def check(self, peer_id: str, incarnation: str, version: int) -> str | None:
-        """None to accept `peer_id` presenting `incarnation` in a handshake of protocol
-        `version` (1 carries none: ""), else the reason it is refused. No side effect."""
-        ...
-
-    def seen(self, peer_id: str, incarnation: str) -> None:
-        """A connection with `peer_id` as `incarnation` was established (after `check`)."""
-        ...
-
-    def refused_by(self, peer_id: str, reason: str) -> None:
-        """`peer_id` refused OUR identity, for `reason`."""
-        ...
-
-
-class _Refused(PeerProtocolError):
-    """A handshake ended by an identity refusal (ours or the peer's)."""
 
 
 #: A refusal of the same peer for the same reason is logged at most once per this many s.
@@ -127,123 +123,6 @@ _STREAM_LIMIT: Final = 1024 * 1024
 _WRITE_HIGH_WATER: Final = 1024 * 1024
 _MAX_UNREAD_KEEPALIVE_BYTES: Final = 64 * 1024
 _TIMER_SLACK_S: Final = 0.002
-
-
-def _format_address(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = str(address[0])
-        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-    return str(address)
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-class _Outbound:
-    """One established outbound connection and the task watching its read side."""
-
-    __slots__ = ("decoder", "failure", "keepalive_due", "last_sent", "reader", "watcher",
-                 "writer")
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.decoder = decoder
-        self.failure: BaseException | None = None
-        self.watcher: asyncio.Task[None] | None = None
-        # Loop time of the last frame written, and whether the keepalive timer found the
-        # connection silent for a whole `keepalive_interval_s` (the sender then writes one).
-        self.last_sent = 0.0
-        self.keepalive_due = False
-
-
-class _Inbound:
-    """One accepted, authenticated inbound connection."""
-
-    __slots__ = ("replaced", "writer")
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.replaced = False
-
-
-class _Peer:
-    """Everything the transport keeps about one peer: queues, connections, counters."""
-
-    __slots__ = (
-        "bytes_received",
-        "bytes_sent",
-        "connected",
-        "delay_handle",
-        "delayed",
-        "dropped_fault",
-        "dropped_oversize",
-        "dropped_queue_full",
-        "established_once",
-        "failing",
-        "frames_sent",
-        "hello_version",
-        "host",
-        "id",
-        "inbound",
-        "incarnation",
-        "last_due",
-        "last_error",
-        "messages_received",
-        "messages_sent",
-        "port",
-        "protocol_errors",
-        "queue",
-        "reconnects",
-        "redial",
-        "refusal",
-        "task",
-        "wakeup",
-    )
-
-    def __init__(self, peer_id: str, host: str, port: int) -> None:
-        self.id = peer_id
-        self.host = host
-        self.port = port
-        self.queue: deque[tuple[GroupId, Message]] = deque()
-        # (release time, group id, message), release times non-decreasing (keeps order).
-        self.delayed: deque[tuple[float, GroupId, Message]] = deque()
-        self.delay_handle: asyncio.TimerHandle | None = None
-        self.last_due = 0.0
-        self.wakeup = asyncio.Event()
-        #: Set when the peer connected to us while our connection to it is down: it is back,
-        #: so the sender stops backing off and dials at once.
-        self.redial = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self.inbound: _Inbound | None = None
-        self.connected = False
-        self.established_once = False
-        self.failing = False
-        self.messages_sent = 0
-        self.frames_sent = 0
-        self.messages_received = 0
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.dropped_queue_full = 0
-        self.dropped_fault = 0
-        self.dropped_oversize = 0
-        self.protocol_errors = 0
-        self.reconnects = 0
-        self.last_error: str | None = None
-        #: The protocol version of our next hello (1 after a version-2 hello went unanswered).
-        self.hello_version = PROTOCOL_VERSION
-        #: The incarnation the peer presented in the last established connection.
-        self.incarnation = ""
-        #: The last identity refusal between us and the peer (either way), "" = none.
-        self.refusal = ""
-
-    @property
-    def address(self) -> str:
-        return _format_address((self.host, self.port))
 
 
 class TcpTransport:
@@ -278,6 +157,7 @@ class TcpTransport:
         rng: random.Random | None = None,
         incarnation: str = "",
         identity: PeerIdentity | None = None,
+        tls: PeerTls | None = None,
     ) -> None:
         if not node_id:
             raise ConfigError("node_id: must not be empty")
@@ -323,6 +203,7 @@ class TcpTransport:
         self._rng = rng if rng is not None else random.Random()
         self.incarnation = incarnation
         self._identity = identity
+        self.tls = tls
         self._refusal_logged: dict[tuple[str, str], float] = {}
         self._peers: dict[str, _Peer] = {
             peer_id: _Peer(peer_id, host, port)
@@ -331,6 +212,8 @@ class TcpTransport:
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
+        #: With TLS: the listening socket, accepted by our own loop (`_accept_tls_loop`).
+        self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._stopping = False
@@ -346,9 +229,13 @@ class TcpTransport:
         self._started = True
         self._loop = asyncio.get_running_loop()
         host, port = self._listen
-        self._server = await asyncio.start_server(
-            self._on_connection, host, port, limit=_STREAM_LIMIT, reuse_address=True
-        )
+        if self.tls is None:
+            self._server = await asyncio.start_server(
+                self._on_connection, host, port, limit=_STREAM_LIMIT, reuse_address=True
+            )
+        else:
+            self._listener = _listen_socket(host, port)
+            self._spawn(self._accept_tls_loop(self._listener), f"phalanx-listen-{self.node_id}")
         for peer in self._peers.values():
             peer.task = self._spawn(self._run_sender(peer), f"phalanx-send-{self.node_id}-{peer.id}")
         logger.info("%s peer transport listening on %s", self.node_id,
@@ -361,6 +248,8 @@ class TcpTransport:
         self._stopping = True
         if self._server is not None:
             self._server.close()
+        if self._listener is not None:
+            self._listener.close()
         for peer in self._peers.values():
             if peer.delay_handle is not None:
                 peer.delay_handle.cancel()
@@ -391,6 +280,9 @@ class TcpTransport:
     @property
     def listen_address(self) -> tuple[str, int]:
         """The address the listener is bound to (the real port when `listen` asked for 0)."""
+        if self._listener is not None and self._listener.fileno() != -1:
+            bound = self._listener.getsockname()
+            return str(bound[0]), int(bound[1])
         if self._server is None or not self._server.sockets:
             return self._listen
         address = self._server.sockets[0].getsockname()
@@ -579,9 +471,16 @@ class TcpTransport:
     async def _connect(self, peer: _Peer) -> _Outbound:
         local_addr = (self._source_host, 0) if self._source_host else None
         async with asyncio.timeout(self._connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                peer.host, peer.port, local_addr=local_addr, limit=_STREAM_LIMIT
-            )
+            if self.tls is None:
+                reader, writer = await asyncio.open_connection(
+                    peer.host, peer.port, local_addr=local_addr, limit=_STREAM_LIMIT
+                )
+            else:
+                # Mutual TLS: the acceptor's certificate must name the peer id we dial.
+                reader, writer = await asyncio.open_connection(
+                    peer.host, peer.port, local_addr=local_addr, limit=_STREAM_LIMIT,
+                    ssl=self.tls.client_context(), server_hostname=peer.id,
+                    ssl_handshake_timeout=self._handshake_timeout)
         version = peer.hello_version
         ours = self.incarnation if version >= 2 else ""
         try:
@@ -757,6 +656,46 @@ class TcpTransport:
         self._spawn(self._accept(reader, writer, address),
                     f"phalanx-accept-{self.node_id}-{address}")
 
+    async def _accept_tls_loop(self, listener: socket.socket) -> None:
+        """Accept TLS peer connections: each socket gets the CURRENT server context (so a
+        reloaded certificate serves new connections) and its TLS handshake is awaited here,
+        so a failed one is logged and counted like any refused connection."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except OSError as error:
+                if self._stopping or listener.fileno() == -1:
+                    return
+                logger.warning("%s peer listener: accept failed: %s", self.node_id, error)
+                await asyncio.sleep(0.05)
+                continue
+            text = _format_address(address)
+            self._spawn(self._accept_tls(sock, text), f"phalanx-accept-{self.node_id}-{text}")
+
+    async def _accept_tls(self, sock: socket.socket, address: str) -> None:
+        assert self.tls is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_STREAM_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            async with asyncio.timeout(self._handshake_timeout):
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol, sock, ssl=self.tls.server_context(),
+                    ssl_handshake_timeout=self._handshake_timeout)
+        except (OSError, TimeoutError) as error:
+            sock.close()
+            self._refused_connections += 1
+            logger.warning("refused peer connection from %s: TLS handshake failed: %s", address,
+                           _describe(error) if str(error) else "no TLS handshake within "
+                           f"{self._handshake_timeout:g} s")
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        if self._stopping:
+            transport.abort()
+            return
+        await self._accept(reader, writer, address)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       address: str) -> None:
         decoder = FrameDecoder(max_frame_bytes=self._max_frame_bytes)
@@ -770,6 +709,8 @@ class TcpTransport:
                     f"unknown node id {handshake.node_id!r} (not a configured peer of "
                     f"{self.node_id})"
                 )
+            if self.tls is not None:
+                check_peer_name(writer.get_extra_info("peercert"), handshake.node_id)
             writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
             challenge = os.urandom(NONCE_BYTES)
             # Answer in the dialer's version (an older peer speaks version 1).
@@ -953,6 +894,8 @@ class TcpTransport:
         return {
             "node_id": self.node_id,
             "incarnation": self.incarnation,
+            "tls": self.tls is not None,
+            "tls_reloads": self.tls.reloads if self.tls is not None else 0,
             "refused_connections": self._refused_connections,
             "dropped_unknown_peer": self._dropped_unknown_peer,
             "peers": {
@@ -978,6 +921,21 @@ class TcpTransport:
                 for peer in self._peers.values()
             },
         }
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket on (host, port) (SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+        listener.setblocking(False)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 async def _read_handshake(reader: asyncio.StreamReader, decoder: FrameDecoder) -> Handshake:
