@@ -151,6 +151,34 @@ def _client_reply(arguments: Sequence[bytes], reply: object) -> object:
     return reply
 
 
+def _streams_map(arguments: Sequence[bytes], reply: object) -> object:
+    """XREAD / XREADGROUP: [[key, entries], ...] as Redis 7's RESP3 map {key: entries}."""
+    if not isinstance(reply, list):
+        return reply
+    return {item[0]: item[1] for item in reply if isinstance(item, list) and len(item) == 2}
+
+
+def _xinfo_reply(arguments: Sequence[bytes], reply: object) -> object:
+    """XINFO STREAM (a map; FULL: its groups and their consumers maps too), GROUPS and
+    CONSUMERS (arrays of maps), as Redis 7.0 answers a RESP3 client."""
+    sub = arguments[1].upper() if len(arguments) > 1 else b""
+    if not isinstance(reply, list) or sub == b"HELP":
+        return reply
+    if sub in (b"GROUPS", b"CONSUMERS"):
+        return [_pairs_to_map(item) for item in reply]
+    shaped = _pairs_to_map(reply)
+    if isinstance(shaped, dict) and isinstance(shaped.get(b"entries"), list):  # FULL
+        groups = shaped.get(b"groups")
+        if isinstance(groups, list):
+            maps = [_pairs_to_map(group) for group in groups]
+            for group in maps:
+                if isinstance(group, dict) and isinstance(group.get(b"consumers"), list):
+                    group[b"consumers"] = [_pairs_to_map(consumer)
+                                           for consumer in group[b"consumers"]]
+            shaped[b"groups"] = maps
+    return shaped
+
+
 #: Command name -> its RESP3 shaping (arguments, RESP2 reply) -> RESP3 reply. Checked against
 #: redis-server 7.0 under HELLO 3 (tests/server/test_resp3.py).
 _SHAPES: dict[bytes, Callable[[Sequence[bytes], object], object]] = {
@@ -173,6 +201,9 @@ _SHAPES: dict[bytes, Callable[[Sequence[bytes], object], object]] = {
     b"COMMAND": _command_reply,
     b"INFO": lambda arguments, reply: _text(reply),
     b"CLIENT": _client_reply,
+    b"XREAD": _streams_map,
+    b"XREADGROUP": _streams_map,
+    b"XINFO": _xinfo_reply,
     b"BZPOPMIN": lambda arguments, reply: [*reply[:2], _double(reply[2])]
     if isinstance(reply, list) and len(reply) == 3 else reply,
     b"BZPOPMAX": lambda arguments, reply: [*reply[:2], _double(reply[2])]
