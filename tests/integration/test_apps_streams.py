@@ -26,8 +26,9 @@ runs against a real redis-server (the control test).
 Found by these tests: redis-py 8's asyncio client speaks RESP3 (HELLO 3), and Redis 7 answers
 XREAD/XREADGROUP with a MAP under RESP3 (stream -> entries); phalanx answered the RESP2 array,
 so redis-py failed parsing it ('list' object has no attribute 'items') and every taskiq worker
-died at its first read. Fixed in server/front/replies.py (XREAD/XREADGROUP maps, XINFO maps),
-checked on the wire against redis-server in tests/server/test_resp3.py.
+died at its first read. Fixed in server/front/replies.py (XREAD/XREADGROUP maps, XINFO maps;
+the queue benchmark hit it at the same time), checked on the wire against redis-server in
+tests/server/test_resp3.py.
 """
 
 from __future__ import annotations

@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
+from phalanx.resp import ErrorReply, SimpleString
 from phalanx.server.config import NodeConfig, PeerConfig
 from phalanx.server.node import Node
 
 redis = pytest.importorskip("redis")
+OK, PONG = SimpleString("OK"), SimpleString("PONG")
 
 
 def _free_port() -> int:
@@ -311,3 +313,101 @@ def test_odds_and_ends(r: Any) -> None:
     assert r.replicaof("NO", "ONE")
     with pytest.raises(redis.ResponseError, match="Raft"):
         r.replicaof("127.0.0.1", "6379")
+
+
+class _Raw:
+    """A raw RESP connection (RESP3 pushes are read as they come)."""
+
+    def __init__(self, port: int, protocol: int = 3) -> None:
+        from phalanx.resp import RespReplyParser
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.parser = RespReplyParser()
+        if protocol == 3:
+            assert isinstance(self.call("HELLO", "3"), dict)
+
+    def send(self, *parts: object) -> None:
+        from phalanx.resp import encode_command
+
+        self.sock.sendall(encode_command(*[str(p) if isinstance(p, int) else p
+                                           for p in parts]))
+
+    def next(self) -> object:
+        from phalanx.resp import NEED_DATA
+
+        while True:
+            reply = self.parser.next_reply()
+            if reply is not NEED_DATA:
+                return reply
+            data = self.sock.recv(65536)
+            assert data, "connection closed"
+            self.parser.feed(data)
+
+    def call(self, *parts: object) -> object:
+        self.send(*parts)
+        return self.next()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_client_tracking_invalidates_keys_a_client_read(r: Any, port: int) -> None:
+    from phalanx.resp import Push
+
+    cache = _Raw(port)
+    assert cache.call("CLIENT", "TRACKINGINFO") == {
+        b"flags": [SimpleString("off")], b"redirect": -1, b"prefixes": []}
+    assert cache.call("CLIENT", "GETREDIR") == -1
+    assert cache.call("CLIENT", "TRACKING", "ON") == OK
+    assert cache.call("CLIENT", "GETREDIR") == 0
+    r.set("track:a", "1")
+    assert cache.call("GET", "track:a") == b"1"
+    assert cache.call("GET", "track:b") is None
+    r.set("track:a", "2")  # a write by another client, through the log
+    assert cache.next() == Push([b"invalidate", [b"track:a"]])
+    r.set("track:a", "3")  # one shot: not read again, no second message
+    r.delete("track:b")
+    assert cache.next() == Push([b"invalidate", [b"track:b"]])
+    assert cache.call("PING") == PONG  # nothing else was queued
+    assert cache.call("CLIENT", "TRACKINGINFO") == {
+        b"flags": [SimpleString("on")], b"redirect": 0, b"prefixes": []}
+    assert cache.call("CLIENT", "TRACKING", "OFF") == OK
+    assert cache.call("GET", "track:a") == b"3"
+    r.set("track:a", "4")
+    assert cache.call("PING") == PONG  # tracking off: no message
+    cache.close()
+
+
+def test_client_tracking_optin_redirect_and_errors(r: Any, port: int) -> None:
+    from phalanx.resp import Push
+
+    listener = _Raw(port, protocol=2)
+    listener_id = listener.call("CLIENT", "ID")
+    assert listener.call("SUBSCRIBE", "__redis__:invalidate") == [
+        b"subscribe", b"__redis__:invalidate", 1]
+    cache = _Raw(port)
+    assert cache.call("CLIENT", "TRACKING", "ON", "REDIRECT", listener_id, "OPTIN") == OK
+    assert cache.call("CLIENT", "GETREDIR") == listener_id
+    assert cache.call("GET", "optin:untracked") is None  # OPTIN: not tracked
+    assert cache.call("CLIENT", "CACHING", "YES") == OK
+    assert cache.call("GET", "optin:tracked") is None
+    r.set("optin:untracked", "1")
+    r.set("optin:tracked", "1")
+    assert listener.next() == [b"message", b"__redis__:invalidate", [b"optin:tracked"]]
+    # The redirect target leaves: the client hears its redirection broke.
+    listener.close()
+    assert cache.next() == Push([b"tracking-redir-broken", listener_id])
+    for options, text in (
+            (("ON", "BCAST"), "ERR phalanx: BCAST tracking is not supported"),
+            (("ON", "PREFIX", "a"), "ERR PREFIX option requires BCAST mode to be enabled"),
+            (("ON", "REDIRECT", "999999"), "ERR The client ID you want redirect to does not "
+                                           "exist"),
+            (("MAYBE",), "ERR syntax error")):
+        error = cache.call("CLIENT", "TRACKING", *options)
+        assert isinstance(error, ErrorReply) and error.text.startswith(text), (options, error)
+    other = _Raw(port)
+    error = other.call("CLIENT", "CACHING", "YES")
+    assert isinstance(error, ErrorReply) and error.text.startswith(
+        "ERR CLIENT CACHING can be called only when the client is in tracking mode")
+    other.close()
+    cache.close()

@@ -29,6 +29,7 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 OK = "ok"
 FAIL = "fail"
@@ -87,7 +88,7 @@ def calls_from_ops(ops: Iterable[OpRecord]) -> list[CallRecord]:
     return [CallRecord(op.start_s, op.end_s, op.kind, op.outcome) for op in ops]
 
 
-def application_summary(calls: Sequence[CallRecord]) -> dict[str, float | int]:
+def application_summary(calls: Sequence[CallRecord]) -> dict[str, Any]:
     """Calls, how many succeeded within their deadline, how many attempts they took, the
     retries (attempts beyond the first), the calls that needed one, and the availability."""
     total = len(calls)
@@ -95,7 +96,11 @@ def application_summary(calls: Sequence[CallRecord]) -> dict[str, float | int]:
     attempts = sum(call.attempts for call in calls)
     late = sum(1 for call in calls if call.outcome == OK and not call.succeeded)
     value = succeeded / total if total else 0.0
-    return {"calls": total, "succeeded": succeeded,
+    missed: dict[str, int] = {}
+    for call in calls:
+        if not call.succeeded:
+            missed[call.kind] = missed.get(call.kind, 0) + 1
+    return {"calls": total, "succeeded": succeeded, "not_succeeded_by_kind": missed,
             "failed": sum(1 for call in calls if call.outcome == FAIL),
             "unknown": sum(1 for call in calls if call.outcome == INFO),
             "late": late, "attempts": attempts, "retries": attempts - total,

@@ -4,7 +4,7 @@
   the logic is `phalanx.ops.launcher` and `phalanx.ops.admin`.
 - `phalanx.cli.node`: run one node (`phalanx.server` is the node runtime).
 - `phalanx.cli.ops`: operating a running cluster through its admin API (drain, decommission,
-  readmit, replace, split, merge, analyze, haproxy-config).
+  readmit, replace, split, merge, analyze, lb-config, haproxy-config).
 - `phalanx.cli.lab`: the chaos lab (demo, chaos run; `phalanx.chaos`).
 - `phalanx.cli.sim`: the deterministic simulator (`phalanx.sim`).
 - `phalanx.cli.bench`: the benchmark suite of a source checkout (benchmarks/).
@@ -32,6 +32,7 @@ from phalanx.cli.ops import (
     decommission,
     drain,
     haproxy_config,
+    lb_config,
     merge,
     readmit,
     replace,
@@ -49,5 +50,5 @@ def main() -> None:
 
 
 for _command in (demo, chaos, sim, node, up, down, status, failover, drain, decommission,
-                 readmit, replace, split, merge, analyze, haproxy_config, restart, bench):
+                 readmit, replace, split, merge, analyze, haproxy_config, lb_config, restart, bench):
     main.add_command(_command)

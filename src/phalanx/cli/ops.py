@@ -1,8 +1,8 @@
 """Operating a running cluster through its admin API: `phalanx drain / decommission / readmit /
-replace / split / merge / analyze / haproxy-config`.
+replace / split / merge / analyze / lb-config (alias haproxy-config)`.
 
 Rules of this file: the commands parse flags and print; they reach the nodes only through
-`phalanx.ops` (admin HTTP, cluster.json, the HAProxy renderer). See docs/architecture.md.
+`phalanx.ops` (admin HTTP, cluster.json, the HAProxy and nginx renderers). See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -255,48 +255,114 @@ def analyze(data_dir: str, node_availability: float, zone_availability: float,
         click.echo(format_analysis(report))
 
 
-@click.command("haproxy-config")
-@data_dir_option
-@click.option("--port", type=int, default=6400, show_default=True,
-              help="RESP frontend, balanced over every node that passes GET /ready.")
-@click.option("--writer-port", type=int, default=None,
-              help="Also a frontend reaching only the first shard's leader (GET /primary). "
-                   "Meaningful for SINGLE-SHARD clusters only: with several shards most keys "
-                   "are forwarded anyway; use --port there.")
-@click.option("--bind", "bind_address", default="127.0.0.1", show_default=True,
-              help="Address the frontends listen on ('*' for every address).")
-@click.option("--stats-port", type=int, default=None, help="Also an HTTP stats page.")
-@click.option("--stats-socket", default=None, help="Also a stats socket (for `show stat`).")
-@click.option("--check-inter-ms", type=int, default=100, show_default=True,
-              help="Health-check interval.")
-@click.option("--fall", type=int, default=2, show_default=True,
-              help="Failed checks before a node is marked DOWN.")
-@click.option("--rise", type=int, default=2, show_default=True,
-              help="Passed checks before a node is marked UP again.")
-@click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
-              help="Write the config to this file (default: print it).")
-def haproxy_config(data_dir: str, port: int, writer_port: int | None, bind_address: str,
-                   stats_port: int | None, stats_socket: str | None, check_inter_ms: int,
-                   fall: int, rise: int, output: str | None) -> None:
-    """Write an HAProxy config (TCP) for the cluster: health checks on each node's admin port.
+_HAPROXY_DEFAULTS = {"writer_port": None, "stats_port": None, "stats_socket": None,
+                     "check_inter_ms": 100, "fall": 2, "rise": 2}
+_NGINX_DEFAULTS = {"max_fails": 1, "fail_timeout_s": 2, "stream_module": None,
+                   "pid_file": "/run/nginx-phalanx.pid", "access_log": None}
 
-    The nodes come from /status of a running node (the cluster map), else from cluster.json.
-    """
+
+def _lb_options(function: Any) -> Any:
+    """The options of `lb-config` and its alias `haproxy-config` (one set, one meaning)."""
+    options = [
+        data_dir_option,
+        click.option("--port", type=int, default=6400, show_default=True,
+                     help="RESP frontend, balanced over every node (HAProxy: those passing "
+                          "GET /ready)."),
+        click.option("--bind", "bind_address", default="127.0.0.1", show_default=True,
+                     help="Address the frontends listen on ('*' for every address)."),
+        click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
+                     help="Write the config to this file (default: print it)."),
+        click.option("--writer-port", type=int, default=None,
+                     help="haproxy: also a frontend reaching only the first shard's leader "
+                          "(GET /primary). Meaningful for SINGLE-SHARD clusters only: with "
+                          "several shards most keys are forwarded anyway; use --port there."),
+        click.option("--stats-port", type=int, default=None,
+                     help="haproxy: also an HTTP stats page."),
+        click.option("--stats-socket", default=None,
+                     help="haproxy: also a stats socket (for `show stat`)."),
+        click.option("--check-inter-ms", type=int, default=100, show_default=True,
+                     help="haproxy: health-check interval."),
+        click.option("--fall", type=int, default=2, show_default=True,
+                     help="haproxy: failed checks before a node is marked DOWN."),
+        click.option("--rise", type=int, default=2, show_default=True,
+                     help="haproxy: passed checks before a node is marked UP again."),
+        click.option("--max-fails", type=int, default=1, show_default=True,
+                     help="nginx: failed connection attempts within --fail-timeout-s before "
+                          "a node is skipped."),
+        click.option("--fail-timeout-s", type=int, default=2, show_default=True,
+                     help="nginx: the window of --max-fails, and how long a node is skipped."),
+        click.option("--stream-module", default=None,
+                     help="nginx: path of ngx_stream_module.so to load (default: the "
+                          "installed one, if any; 'none': built into nginx)."),
+        click.option("--pid-file", default="/run/nginx-phalanx.pid", show_default=True,
+                     help="nginx: its pid file."),
+        click.option("--access-log", default=None,
+                     help="nginx: a file for one line per proxied session (default: off)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _lb_config(kind: str, data_dir: str, output: str | None, **options: Any) -> None:
     from phalanx.errors import PhalanxError
-    from phalanx.ops.haproxy import discover_nodes, render_config
+    from phalanx.ops import haproxy, nginx
 
+    own, other = ((_HAPROXY_DEFAULTS, _NGINX_DEFAULTS) if kind == "haproxy"
+                  else (_NGINX_DEFAULTS, _HAPROXY_DEFAULTS))
+    misplaced = [name for name, default in other.items() if options.get(name) != default]
+    if misplaced:
+        fail(f"--kind {kind} does not take "
+             + ", ".join("--" + name.replace("_", "-") for name in misplaced), 2)
+    common = {name: options[name] for name in ("bind_address",)}
     try:
-        nodes, source = discover_nodes(data_dir)
-        text = render_config(nodes, frontend_port=port, writer_port=writer_port,
-                             bind_address=bind_address, stats_port=stats_port,
-                             stats_socket=stats_socket, check_inter_ms=check_inter_ms,
-                             fall=fall, rise=rise)
+        nodes, source = haproxy.discover_nodes(data_dir)
+        if kind == "haproxy":
+            text = haproxy.render_config(nodes, frontend_port=options["port"], **common,
+                                         **{name: options[name] for name in own})
+            check = f"`haproxy -c -f {output}`, run it with `haproxy -W -db -f {output}`"
+        else:
+            module = options["stream_module"]
+            module = (None if module == "none"
+                      else module if module is not None else nginx.find_stream_module())
+            text = nginx.render_config(
+                nodes, frontend_port=options["port"], **common,
+                max_fails=options["max_fails"], fail_timeout_s=options["fail_timeout_s"],
+                stream_module=module, pid_file=options["pid_file"],
+                access_log=options["access_log"])
+            check = f"`nginx -t -c {output}`, run it with `nginx -c {output} -g 'daemon off;'`"
     except PhalanxError as error:
         fail(str(error), 2)
     if output is None:
         click.echo(text, nl=False)
         return
     Path(output).write_text(text)
-    click.echo(f"wrote {output}: {len(nodes)} nodes from {source}; check it with "
-               f"`haproxy -c -f {output}`, run it with `haproxy -W -db -f {output}`", err=True)
+    click.echo(f"wrote {output}: {len(nodes)} nodes from {source}; check it with {check}",
+               err=True)
+
+
+@click.command("lb-config")
+@click.option("--kind", type=click.Choice(["haproxy", "nginx"]), default="haproxy",
+              show_default=True, help="Which load balancer to configure.")
+@_lb_options
+def lb_config(kind: str, data_dir: str, output: str | None, **options: Any) -> None:
+    """Write a load balancer's config (TCP) for the cluster.
+
+    haproxy: active health checks (GET /ready on each node's admin port). nginx (open source,
+    stream module): passive checks only (failed connections: max_fails, fail_timeout,
+    proxy_next_upstream); it cannot see a node that accepts connections but cannot serve
+    (docs/load-balancers.md). The nodes come from /status of a running node (the cluster
+    map), else from cluster.json.
+    """
+    _lb_config(kind, data_dir, output, **options)
+
+
+@click.command("haproxy-config")
+@_lb_options
+def haproxy_config(data_dir: str, output: str | None, **options: Any) -> None:
+    """Write an HAProxy config (TCP) for the cluster: `lb-config --kind haproxy`.
+
+    The nodes come from /status of a running node (the cluster map), else from cluster.json.
+    """
+    _lb_config("haproxy", data_dir, output, **options)
 

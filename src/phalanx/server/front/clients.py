@@ -17,6 +17,7 @@ Rules of this file:
   a blocking pop on this node (blocking.py) with a nil reply or Redis's -UNBLOCKED error.
 - REPLY ON|OFF|SKIP sets the session's mode; the listener drops the replies it silences (the
   commands still run, in order).
+- TRACKING, CACHING, GETREDIR, TRACKINGINFO: client-side caching (tracking.py).
 - NO-EVICT and NO-TOUCH are accepted: phalanx never evicts, and does not track LRU.
 See docs/architecture.md.
 """
@@ -33,6 +34,7 @@ from phalanx.server.peer_link import FORWARD_CLIENT_NAME
 
 if TYPE_CHECKING:
     from phalanx.server.front.session import ClientState
+    from phalanx.server.front.tracking import Tracking
 
 #: CLIENT REPLY's modes (session.py's REPLY_*; no import: session imports nothing of this).
 _REPLY_MODES = {b"ON": 0, b"OFF": 1, b"SKIP": 2}
@@ -40,6 +42,8 @@ _REPLY_MODES = {b"ON": 0, b"OFF": 1, b"SKIP": 2}
 
 class ClientControl(Protocol):
     """What CLIENT needs from the listener besides the sessions."""
+
+    tracking: Tracking
 
     def kill_client(self, client_id: int, after_reply: bool) -> bool:
         """Close client `client_id`'s connection (after its replies if `after_reply`)."""
@@ -58,7 +62,9 @@ _HELP = (
     "GETNAME", "ID", "INFO", "KILL <ip:port>", "KILL <option> <value> [<option> <value> [...]]",
     "LIST [TYPE (NORMAL|MASTER|REPLICA|PUBSUB)] [ID id ...]", "NO-EVICT (ON|OFF)",
     "NO-TOUCH (ON|OFF)", "PAUSE <timeout> [WRITE|ALL]", "UNPAUSE", "REPLY (ON|OFF|SKIP)",
-    "UNBLOCK <clientid> [TIMEOUT|ERROR]", "SETINFO <option> <value>", "SETNAME <name>", "HELP",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [OPTIN] [OPTOUT] [NOLOOP]", "CACHING (YES|NO)",
+    "GETREDIR", "TRACKINGINFO", "SETINFO <option> <value>", "SETNAME <name>", "HELP",
 )
 
 
@@ -129,6 +135,14 @@ class ClientCommand:
                 raise CommandError("ERR syntax error")
             state.reply_mode = mode
             return SimpleString("OK")
+        if sub == b"TRACKING" and count >= 3:
+            return self.control.tracking.tracking(state, arguments[2:])
+        if sub == b"CACHING" and count == 3:
+            return self.control.tracking.caching(state, arguments[2])
+        if sub == b"GETREDIR" and count == 2:
+            return self.control.tracking.getredir(state)
+        if sub == b"TRACKINGINFO" and count == 2:
+            return self.control.tracking.info(state)
         if sub == b"UNBLOCK" and count in (3, 4):
             return self._unblock(arguments[2:])
         if sub == b"HELP" and count == 2:

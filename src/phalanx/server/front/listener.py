@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING
 from phalanx.errors import CrossSlotError, PhalanxError
 from phalanx.kv import command_spec, is_known, is_write
 from phalanx.kv.table import BLOCKING_COMMANDS
-from phalanx.placement import command_slot
+from phalanx.placement import command_keys, command_slot, key_slot
 from phalanx.resp import ErrorReply, RespLimits, encode
 from phalanx.server.front.blocking import BlockingPops
+from phalanx.server.front.blocking_streams import STREAM_READS, BlockingStreams, blocks
 from phalanx.server.front.clients import ClientCommand
 from phalanx.server.front.cluster_commands import ClusterCommands
 from phalanx.server.front.connection import RespConnection
@@ -56,11 +57,13 @@ from phalanx.server.front.session import (
     ClientState,
     Sessions,
 )
+from phalanx.server.front.tracking import Tracking
 from phalanx.server.front.transactions import CONTROL, Transactions, unknown_command_text
 from phalanx.server.peer_link import client_tls_context, server_tls_context
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
+    from phalanx.server.group import RaftGroup
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +205,15 @@ class RespServer:
         transactions.commands = self.commands
         # The blocking pops (blocking.py): BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOP*.
         self.blocking = BlockingPops(replicas, self.router, self.clients)
+        # XREAD / XREADGROUP with BLOCK (blocking_streams.py), started by _data_command.
+        self.blocking_streams = BlockingStreams(replicas, self.router, self.clients,
+                                                self.blocking)
+        self.blocking.hook = self._keys_written
+        #: CLIENT TRACKING (tracking.py): the keys this node's tracking clients read, and the
+        #: local replica whose watched keys count each.
+        self.tracking = Tracking(self.clients, self._pusher, self._subscribed,
+                                 self._watch_key)
+        self.tracked_in: dict[bytes, RaftGroup] = {}
         for blocking_name in BLOCKING_COMMANDS:
             self.commands[blocking_name] = Handler(self.blocking.run, awaits=True)
 
@@ -273,6 +285,8 @@ class RespServer:
             self.connection_of.pop(state.id, None)
             self.pubsub.drop(state.id)
             self.introspection.drop(state.id)
+            if self.tracking.states:
+                self.tracking.stop(state.id)
         if state is not None and self.sessions.close(state):
             self.metrics.connection_closed()
 
@@ -411,6 +425,9 @@ class RespServer:
         monitors = self.introspection.monitors
         if monitors and name not in NOT_MONITORED:
             self.introspection.feed(state, arguments)
+        if self.tracking.states and state.id in self.tracking.states and handler is None \
+                and is_known(name) and not is_write(name):
+            self.tracking.read(state, command_keys(name, arguments[1:]))
         if state.protocol == 2 and self.pubsub.subscribers and (handler is not None
                                                                  or is_known(name)):
             answer = self.pubsub.subscribed_mode_refusal(state, name, arguments)
@@ -441,6 +458,15 @@ class RespServer:
         fan-out (keys of several shards, or keyless)."""
         if not is_known(name):
             return encode(ErrorReply(unknown_command_text(arguments)), state.protocol)
+        if name in STREAM_READS and blocks(name, arguments):
+            try:
+                started = self.blocking_streams.start(state, name, arguments)
+            except PhalanxError as error:
+                return self.encode_reply(state, ErrorReply(error_text(error)))
+            if isinstance(started, ErrorReply):
+                return self.encode_reply(state, started)
+            if started is not None:
+                return started
         args = tuple(arguments[1:])
         write = is_write(name)
         if write:
@@ -490,6 +516,38 @@ class RespServer:
         except PhalanxError as error:
             return self.encode_reply(state, ErrorReply(error_text(error)))
         return self.encode_reply(state, reply, b"MEMORY", arguments)
+
+    # -- the apply hook and CLIENT TRACKING (tracking.py) ------------------------------------
+    def _keys_written(self, group_id: int, keys: list[bytes]) -> None:
+        """`RaftGroup.on_watched_write`: a local replica applied writes of watched keys."""
+        self.blocking.written(group_id, keys)
+        if self.tracking.table:
+            self.tracking.written(keys)
+
+    def _watch_key(self, key: bytes, delta: int) -> bool:
+        """Count a tracked key (+1 / -1) in the watched keys of the local replica of its
+        shard; False (+1) when this node holds none."""
+        if delta < 0:
+            group = self.tracked_in.pop(key, None)
+            if group is not None:
+                left = group.watched_keys.get(key, 0) - 1
+                if left > 0:
+                    group.watched_keys[key] = left
+                else:
+                    group.watched_keys.pop(key, None)
+            return True
+        shard = self.replicas.cluster_map.shard_for_slot(key_slot(key))
+        found = self.replicas.local_group(shard.id) if shard is not None else None
+        if found is None:
+            return False
+        found.watched_keys[key] = found.watched_keys.get(key, 0) + 1
+        found.on_watched_write = self._keys_written
+        self.tracked_in[key] = found
+        return True
+
+    def _subscribed(self, client_id: int, channel: bytes) -> bool:
+        subscriber = self.pubsub.subscribers.get(client_id)
+        return subscriber is not None and channel in subscriber.channels
 
     def _pusher(self, client_id: int) -> Callable[[bytes], bool] | None:
         """A function writing pushes to client `client_id`'s connection (MONITOR)."""

@@ -48,8 +48,7 @@ _PAIRS_WITH_WITHSCORES = frozenset((
 
 
 def resp3_reply(arguments: Sequence[bytes], reply: object) -> object:
-    """The RESP3 shape of a reply (sorted sets, geo, sets, hashes, LCS, CONFIG, COMMAND, INFO,
-    XREAD/XREADGROUP, XINFO), from its RESP2 shape (what the state machine and
+    """The RESP3 shape of a reply (sorted sets, geo, sets, hashes, LCS, CONFIG, COMMAND, INFO), from its RESP2 shape (what the state machine and
     a forwarding peer link produce): scores and coordinates become doubles and WITHSCORES
     arrays become [member, double] pairs, as Redis 7 answers a RESP3 client. `arguments` is the whole
     request (name first); any other reply is returned unchanged.
@@ -152,6 +151,52 @@ def _client_reply(arguments: Sequence[bytes], reply: object) -> object:
     return reply
 
 
+def _streams_map(reply: object) -> object:
+    """XREAD / XREADGROUP: [[key, entries], ...] as RESP3's {key: entries} (entries stay
+    arrays of [id, [field, value, ...]]), as redis-server 7.0 answers under HELLO 3
+    (https://redis.io/docs/latest/commands/xread/, "Return": a map in RESP3)."""
+    if isinstance(reply, list) and all(isinstance(item, list) and len(item) == 2
+                                       for item in reply):
+        return {item[0]: item[1] for item in reply}
+    return reply
+
+
+def _field(mapping: dict[object, object], name: bytes) -> object:
+    """The key of `mapping` spelled `name` (a bulk or a simple string), or None."""
+    return next((key for key in mapping
+                 if (key.text.encode() if isinstance(key, SimpleString) else key) == name),
+                None)
+
+
+def _xinfo_reply(arguments: Sequence[bytes], reply: object) -> object:
+    """XINFO GROUPS / CONSUMERS: an array of maps; XINFO STREAM: a map, with FULL its `groups`
+    a list of maps whose `consumers` are maps too (the PEL arrays stay arrays)."""
+    sub = arguments[1].upper() if len(arguments) > 1 else b""
+    if not isinstance(reply, list):
+        return reply
+    if sub in (b"GROUPS", b"CONSUMERS"):
+        return [_pairs_to_map(item) for item in reply]
+    if sub != b"STREAM":
+        return reply
+    shaped = _pairs_to_map(reply)
+    if isinstance(shaped, dict) and _option(arguments, b"FULL", 3):
+        groups_key = _field(shaped, b"groups")
+        groups = shaped.get(groups_key) if groups_key is not None else None
+        if isinstance(groups, list):
+            maps = []
+            for group in groups:
+                group_map = _pairs_to_map(group)
+                if isinstance(group_map, dict):
+                    consumers_key = _field(group_map, b"consumers")
+                    consumers = group_map.get(consumers_key) if consumers_key is not None \
+                        else None
+                    if isinstance(consumers, list):
+                        group_map[consumers_key] = [_pairs_to_map(c) for c in consumers]
+                maps.append(group_map)
+            shaped[groups_key] = maps
+    return shaped
+
+
 #: Command name -> its RESP3 shaping (arguments, RESP2 reply) -> RESP3 reply. Checked against
 #: redis-server 7.0 under HELLO 3 (tests/server/test_resp3.py).
 _SHAPES: dict[bytes, Callable[[Sequence[bytes], object], object]] = {
@@ -174,47 +219,14 @@ _SHAPES: dict[bytes, Callable[[Sequence[bytes], object], object]] = {
     b"COMMAND": _command_reply,
     b"INFO": lambda arguments, reply: _text(reply),
     b"CLIENT": _client_reply,
-    # Streams (https://redis.io/docs/latest/commands/xread/, /xinfo-stream/): XREAD and
-    # XREADGROUP answer a map of stream name -> entries; XINFO answers maps.
     b"XREAD": lambda arguments, reply: _streams_map(reply),
     b"XREADGROUP": lambda arguments, reply: _streams_map(reply),
-    b"XINFO": lambda arguments, reply: _xinfo_reply(arguments, reply),
+    b"XINFO": _xinfo_reply,
     b"BZPOPMIN": lambda arguments, reply: [*reply[:2], _double(reply[2])]
     if isinstance(reply, list) and len(reply) == 3 else reply,
     b"BZPOPMAX": lambda arguments, reply: [*reply[:2], _double(reply[2])]
     if isinstance(reply, list) and len(reply) == 3 else reply,
 }
-
-
-def _streams_map(reply: object) -> object:
-    """XREAD / XREADGROUP's [[stream, entries], ...] as a map stream -> entries."""
-    if not isinstance(reply, list) or not all(
-            isinstance(item, list) and len(item) == 2 for item in reply):
-        return reply
-    return {item[0]: item[1] for item in reply}
-
-
-def _xinfo_reply(arguments: Sequence[bytes], reply: object) -> object:
-    """XINFO GROUPS / CONSUMERS: an array of maps; XINFO STREAM: a map (with FULL, its groups
-    and their consumers are maps too), as redis-server 7.0 sends them under HELLO 3."""
-    sub = arguments[1].upper() if len(arguments) > 1 else b""
-    if not isinstance(reply, list):
-        return reply
-    if sub in (b"GROUPS", b"CONSUMERS"):
-        return [_pairs_to_map(item) for item in reply]
-    if sub != b"STREAM":
-        return reply
-    shaped = _pairs_to_map(reply)
-    if not isinstance(shaped, dict) or not isinstance(shaped.get(b"groups"), list):
-        return shaped
-    groups = []
-    for group in shaped[b"groups"]:
-        group_map = _pairs_to_map(group)
-        if isinstance(group_map, dict) and isinstance(group_map.get(b"consumers"), list):
-            group_map[b"consumers"] = [_pairs_to_map(c) for c in group_map[b"consumers"]]
-        groups.append(group_map)
-    shaped[b"groups"] = groups
-    return shaped
 
 
 def to_resp(reply: object) -> object:
