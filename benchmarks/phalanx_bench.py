@@ -96,6 +96,8 @@ class Settings:
     #: Peers to treat as not installed (the smoke test uses this to see the "skipped" path).
     assume_missing: frozenset[str] = frozenset()
     quick: bool = False
+    #: Peer mutual TLS on every phalanx cluster (a test CA and certificates in this directory).
+    peer_tls_dir: str | None = None
     #: reads: also GET through a follower (ReadIndex via the leader) and on a --lease-reads
     #: cluster; the keyspace is loaded first everywhere, so every GET hits.
     read_variants: bool = True
@@ -1001,6 +1003,8 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
     """Run the selected sections; write RESULTS.md and results.json into `output_dir`."""
     began = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="phalanx-bench-"))
+    if settings.peer_tls_dir:
+        rb.NODE_OVERRIDES["peer_tls_dir"] = str(Path(settings.peer_tls_dir).absolute())
     machine = rb.machine_description(root)
     machine["kernel"] = os.uname().release
     log(f"machine: {machine['cpu_count']} CPUs, kernel {machine['kernel']}, python "

@@ -206,7 +206,8 @@ class Phalanx:
         from phalanx.errors import ClusterError
         from phalanx.ops import launcher
 
-        options = {"log_level": "info", **(overrides or {})}
+        overrides = {**NODE_OVERRIDES, **(overrides or {})}
+        options = {"log_level": "info", **overrides}
         plan = launcher.pick_free_plan(self.data_dir, random.Random(), nodes=nodes,
                                        overrides=options, tries=200)
         first = plan[0].config.me.resp
@@ -255,6 +256,11 @@ class Phalanx:
                 os.kill(pid, signal.SIGKILL)
                 notes.append(f"killed leftover pid {pid}")
         return notes
+
+
+#: Node config overrides of every phalanx cluster the benchmarks start (`phalanx bench
+#: --peer-tls-dir` sets "peer_tls_dir": the launcher then turns peer mutual TLS on).
+NODE_OVERRIDES: dict[str, Any] = {}
 
 
 def as_flags(overrides: dict[str, Any]) -> list[str]:

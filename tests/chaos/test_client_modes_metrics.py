@@ -261,3 +261,24 @@ def test_the_report_shows_both_views_per_fault_and_per_kind(tmp_path: Any) -> No
     assert "n1&lt;script&gt;" in page and "n1<script>" not in page
     assert "smart client" in client_sentence(result)
     json.dumps(result, allow_nan=False)
+
+
+def test_the_markdown_summary_never_rounds_a_percentage_up() -> None:
+    from phalanx.chaos.markdown import render_markdown
+
+    result = {"scenario": "mixed", "availability": 0.9999996, "ops": {"ok": 1, "total": 1},
+              "application": {"availability": 0.99899999, "calls": 10},
+              "per_kind": {"leader-kill": {"faults": 2, "median": 10.0, "max": 20.0,
+                                           "raw_availability": None,
+                                           "app_availability": 0.5}},
+              "resources": {"interval_s": 10.0, "samples": [
+                  {"t_s": 0.0, "nodes": {"n1": {"rss_mb": 50.0, "disk_mb": 1.0}},
+                   "lab_rss_mb": 40.0, "load": [3.0, 2.0, 1.0]},
+                  {"t_s": 10.0, "nodes": {"n1": {"rss_mb": None, "disk_mb": 1.5}},
+                   "lab_rss_mb": 41.0, "load": [3.5, 2.0, 1.0]}], "summary": {}}}
+    text = render_markdown(result, every_s=5.0)
+    assert "99.999 %" in text and "100.000 %" not in text
+    assert "application availability: 99.899 %" in text
+    assert "| leader-kill | 2 | 10 ms | 20 ms | - | - | 50.000 % | - |" in text
+    assert "| 10 | - / 1.5 | 41.0 | 3.5 |" in text
+    assert render_markdown({})  # every value may be missing

@@ -97,3 +97,39 @@ def test_a_cluster_over_peer_tls_refuses_strangers_and_reloads_its_certificate(
     c.wait_converged()
     print(f"a write after the rotation took {(time.monotonic() - started) * 1000:.0f} ms "
           f"(incl. convergence)")
+
+
+def test_everything_encrypted_and_the_smart_client_speaks_tls(cluster: Any,
+                                                             tmp_path: Path) -> None:
+    """Proves: a cluster with peer mTLS AND TLS on the RESP port (client certificates
+    required), all certificates from one test CA (`phalanx.ops.peer_tls`), serves phalanx's
+    smart client over TLS (`PhalanxClient(ssl=True, ...)`): writes through every shard leader
+    and reads back; the same client without TLS, or without a client certificate, gets
+    nothing."""
+    import redis
+
+    from phalanx.client import PhalanxClient
+
+    pki = tmp_path / "pki"
+    resp = issue(pki, "resp", [f"127.0.0.{i}" for i in range(1, 255)])
+    client_cert = issue(pki, "app")
+    c: LocalCluster = cluster(3, shards=2, peer_tls_dir=str(pki), tls_cert_file=resp.cert_file,
+                              tls_key_file=resp.key_file, tls_ca_file=resp.ca_file)
+    c.leader()
+    seeds = [n.resp for n in c.nodes]
+    with PhalanxClient(seeds, ssl=True, ssl_ca_certs=resp.ca_file,
+                       ssl_certfile=client_cert.cert_file, ssl_keyfile=client_cert.key_file,
+                       request_timeout_s=30) as client:
+        for i in range(40):
+            assert client.set(f"enc:{i}", str(i)) is True
+        assert [client.get(f"enc:{i}") for i in range(40)] == [str(i).encode()
+                                                               for i in range(40)]
+        assert client.stats["attempts"] >= 80
+    for options in ({}, {"ssl": True, "ssl_ca_certs": resp.ca_file}):
+        try:
+            with PhalanxClient(seeds, max_attempts=2, request_timeout_s=5, connect_timeout=2,
+                               socket_timeout=2, **options) as stranger:  # type: ignore[arg-type]
+                stranger.get("enc:1")
+        except (redis.exceptions.RedisError, OSError):
+            continue  # no seed answered the map query: refused
+        raise AssertionError(f"a client with {options or 'no TLS'} was served")

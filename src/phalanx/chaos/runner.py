@@ -105,6 +105,8 @@ class RunConfig:
     #: one application call in the retrying modes.
     client: str = DEFAULT_CLIENT
     deadline_s: float = DEFAULT_DEADLINE_S
+    #: Peer mutual TLS for a cluster the lab starts: a test CA and certificates here.
+    peer_tls_dir: str | None = None
     #: Register keys renamed every this many seconds (None: `key_epoch_for(duration)`).
     key_epoch_s: float | None = None
 
@@ -232,7 +234,7 @@ def check_config(config: RunConfig) -> None:
 def node_overrides(config: RunConfig) -> dict[str, Any]:
     """NodeConfig fields for every node of a cluster the lab starts."""
     settings = {"shards": config.shards, "survival_goal": config.survival_goal,
-                "dead_after_ms": config.dead_after_ms}
+                "dead_after_ms": config.dead_after_ms, "peer_tls_dir": config.peer_tls_dir}
     return {**LOCAL_OVERRIDES, **{k: v for k, v in settings.items() if v is not None}}
 
 

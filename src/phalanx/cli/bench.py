@@ -32,8 +32,11 @@ from phalanx.cli.common import fail
 @click.option("--soak-seconds", type=float, default=None,
               help="Length of the soak section's steady workload (default 120; 10 with "
                    "--quick; 3600 for the issue's one-hour check).")
+@click.option("--peer-tls-dir", type=click.Path(file_okay=False), default=None,
+              help="Run every phalanx cluster with peer mutual TLS (a test CA and node "
+                   "certificates in this directory, made when missing).")
 def bench(quick: bool, repeats: int | None, output: str | None, only: str,
-          soak_seconds: float | None) -> None:
+          soak_seconds: float | None, peer_tls_dir: str | None) -> None:
     """phalanx vs every installed peer (redis-server AOF, Redis Sentinel, etcd, PySyncObj,
     RabbitMQ quorum queues), plus latency at a fixed rate, scale, recovery, memory, a soak and
     a message queue (benchmarks/README.md).
@@ -55,6 +58,7 @@ def bench(quick: bool, repeats: int | None, output: str | None, only: str,
               f"(choose from {', '.join(suite.SECTIONS)})", 2)
     settings = suite.Settings.quick_settings() if quick else suite.Settings()
     settings.only = sections
+    settings.peer_tls_dir = peer_tls_dir
     if repeats is not None:
         if repeats < 1:
             fail("--repeats: must be >= 1", 2)

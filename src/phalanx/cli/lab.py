@@ -200,12 +200,15 @@ def workload_names() -> list[str]:
 @click.option("--progress-every", "progress_every", type=float, default=0.0,
               help="Instead of the live view, one plain progress line on stderr every this "
                    "many seconds (for long runs in the background; with --json too).")
+@click.option("--peer-tls-dir", type=click.Path(file_okay=False), default=None,
+              help="Start the cluster with peer mutual TLS (a test CA and node certificates "
+                   "in this directory, made when missing).")
 def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | None,
               zones: int | None, regions: int | None, shards: int | None,
               survival_goal: str | None, dead_after_ms: int | None, target: str | None,
               report_dir: str | None, as_json: bool, mode: str, clients: int,
               rate: float, workload: str, client: str, deadline: float,
-              progress_every: float) -> None:
+              progress_every: float, peer_tls_dir: str | None) -> None:
     """Run one scenario and measure availability, RTO, RPO, linearizability and the time to
     full redundancy after each fault."""
     import json
@@ -226,7 +229,8 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
                                  zones=zones, regions=regions, shards=shards,
                                  survival_goal=survival_goal, dead_after_ms=dead_after_ms,
                                  mode=mode, target=target, clients=clients, rate_ops_s=rate,
-                                 workload=workload, client=client, deadline_s=deadline)
+                                 workload=workload, client=client, deadline_s=deadline,
+                                 peer_tls_dir=peer_tls_dir)
     except ValueError as error:
         fail(str(error), 2)
     console = Console(stderr=True)

@@ -96,6 +96,11 @@ class PhalanxClient:
     attempts of one call; backoff before attempt n is uniform in
     [0, min(backoff_max_s, backoff_base_s * 2**n)] ("full jitter"). The map is refreshed after
     MOVED, connection errors, TRYAGAIN/CLUSTERDOWN, and every `refresh_interval_s`.
+
+    TLS (nodes with `tls_cert_file`): `ssl=True` and `ssl_ca_certs` (the CA that signed the
+    nodes' certificates; they must name each node's RESP host or IP, as the nodes answer them
+    in the map); `ssl_certfile` + `ssl_keyfile` when the nodes require client certificates
+    (`tls_ca_file`). Every connection to every node then uses TLS and verifies the node.
     """
 
     def __init__(self, seeds: Iterable[str], *, password: str | None = None,
@@ -105,7 +110,9 @@ class PhalanxClient:
                  request_timeout_s: float = 15.0, refresh_interval_s: float = 10.0,
                  decode_responses: bool = False, protocol: int = 2,
                  max_connections_per_node: int | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, ssl: bool = False,
+                 ssl_ca_certs: str | None = None, ssl_certfile: str | None = None,
+                 ssl_keyfile: str | None = None) -> None:
         self.seeds = [seed.strip() for seed in seeds if seed.strip()]
         if not self.seeds:
             raise ValueError("PhalanxClient needs at least one seed address (host:port)")
@@ -125,6 +132,15 @@ class PhalanxClient:
         }
         if max_connections_per_node is not None:
             self._pool_options["max_connections"] = max_connections_per_node
+        if bool(ssl_certfile) != bool(ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        if (ssl_ca_certs or ssl_certfile) and not ssl:
+            raise ValueError("ssl_ca_certs / ssl_certfile need ssl=True")
+        if ssl:
+            self._pool_options.update(
+                connection_class=redis.SSLConnection, ssl_cert_reqs="required",
+                ssl_ca_certs=ssl_ca_certs, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                ssl_check_hostname=True)
         self._rng = rng or random.Random()
         self._nodes: dict[str, _Node] = {}
         self._nodes_lock = threading.Lock()

@@ -52,7 +52,7 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
     *scripts.COMMANDS,
     *streams.COMMANDS, *streamgroups.COMMANDS, *streaminfo.COMMANDS,
     *keys.INTERNAL_COMMANDS,
-    *streams.INTERNAL_COMMANDS, *streamgroups.INTERNAL_COMMANDS,
+    *streamgroups.INTERNAL_COMMANDS,
     *transaction.INTERNAL_COMMANDS,
 )
 """Every command the state machine runs, in the order `COMMAND` lists them."""
