@@ -693,6 +693,13 @@ def markdown(doc: dict[str, Any]) -> list[str]:
                   "gaps: below 1 = phalanx better), not rounded up:", ""]
         lines += [f"- {name}: {down(value) if 'msg/s' in name else up(value)}"
                   for name, value in out["ratios"].items()]
+    polled = {r["target"]: 0 for r in out["latency"] + out["failover"]}
+    for r in out["latency"] + out["failover"]:
+        polled[r["target"]] += r.get("early_empty_reads") or 0
+    notes = [f"- {target}: answered `XREADGROUP ... BLOCK 1000` with nothing at once {n} "
+             "time(s) (it did not block): the consumer then polled every 2 ms"
+             for target, n in polled.items() if n]
+    lines += ["", *notes] if notes else []
     if out["skipped"]:
         lines += ["", *[f"- {name}: {note}" for name, note in out["skipped"].items()]]
     if out["error"]:

@@ -1,5 +1,5 @@
-"""Smoke test of `phalanx bench --only queue` (issue 17) on a tiny workload: streams on a
-redis-server (AOF always) and, with PHALANX_BENCH_RABBITMQ=1, a 3-node RabbitMQ
+"""Smoke test of `phalanx bench --only queue` (issue 17) on a tiny workload: streams on a 3-node
+phalanx and on a redis-server (AOF always) and, with PHALANX_BENCH_RABBITMQ=1, a 3-node RabbitMQ
 quorum queue (its cluster takes ~30 s to form and ~20 s to heal after the kill, so it stays out
 of the default suite; benchmarks/README.md says how to run it).
 
@@ -85,20 +85,28 @@ def check_target(queue: dict, target: str) -> None:
     assert fault["delivered"] >= fault["confirmed"]
 
 
-def test_queue_bench_streams_on_redis(tmp_path: Path) -> None:
-    saved = run_tiny(tmp_path, ("redis-aof-always",))
+def test_queue_bench_streams_on_phalanx_and_redis(tmp_path: Path) -> None:
+    saved = run_tiny(tmp_path, ("phalanx", "redis-aof-always"))
     queue = saved["queue"]
     assert queue["error"] == "", queue["error"]
-    assert queue["measured"] == ["redis-aof-always"], queue["skipped"]
-    check_target(queue, "redis-aof-always")
+    assert queue["measured"] == ["phalanx", "redis-aof-always"], queue["skipped"]
+    for target in ("phalanx", "redis-aof-always"):
+        check_target(queue, target)
+    [fault] = [r for r in queue["failover"] if r["target"] == "phalanx"]
+    # The leader was killed; the clients were connected to the two other nodes.
+    assert fault["killed"] in ("n1", "n2", "n3") and len(fault["via"]) == 2
+    for name in ("publish c=1 msg/s vs redis-aof-always", "publish c=64 msg/s vs redis-aof-always",
+                 "consume c=1 msg/s vs redis-aof-always", "latency p50 at 100/s vs redis-aof-always",
+                 "publish gap vs redis-aof-always"):
+        assert isinstance(queue["ratios"].get(name), float), (name, queue["ratios"])
     assert saved["settings"]["only"] == ["queue"]
     assert len(queue["load_average_start"]) == 3 and len(queue["load_average_end"]) == 3
 
     report = (tmp_path / "RESULTS.md").read_text()
-    for needle in ("## Queue: Redis Streams on phalanx vs RabbitMQ",
-                   "| publish | 64 | redis-aof-always |",
+    for needle in ("## Queue: Redis Streams on phalanx vs RabbitMQ", "| publish | 64 | phalanx |",
                    "| consume | 1 | redis-aof-always |", "### End-to-end latency",
-                   "| 100 | redis-aof-always |", "### kill -9 of the queue's leader node"):
+                   "| 100 | phalanx |", "### kill -9 of the queue's leader node",
+                   "- publish c=1 msg/s vs redis-aof-always: "):
         assert needle in report, needle
 
 

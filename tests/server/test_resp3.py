@@ -147,6 +147,20 @@ geodist g Palermo Catania km
 geosearch g fromlonlat 15 37 byradius 200 km asc withcoord withdist withhash
 sort s alpha
 type h
+xadd st 1-1 a 1
+xadd st 2-1 b 2 c 3
+xrange st - +
+xread count 1 streams st 0
+xread streams st 2-1
+xread streams missing 0
+xgroup create st g 0
+xreadgroup group g c streams st >
+xreadgroup group g c streams st 0
+xreadgroup group g c streams st >
+xpending st g
+xinfo groups st
+xautoclaim st g c2 0 0 justid
+xinfo stream missing
 """
 
 
@@ -244,3 +258,77 @@ def test_random_commands_have_redis_resp3_types(wire: Wire, family: str) -> None
             assert _skeleton(ours) == _skeleton(theirs), (command, ours, theirs)
             continue
         assert ours == theirs and type(ours) is type(theirs), (command, ours, theirs)
+
+
+STREAM_COMMANDS = """\
+xadd s 1-1 a 1
+xadd s 2-1 b 2
+xadd t 1-5 c 3
+xgroup create s g 0
+xread streams s 0
+xread count 1 streams s t 0 0
+xread streams nokey 0
+xreadgroup group g c count 1 streams s >
+xreadgroup group g c streams s 0
+xreadgroup group g c streams s >
+xreadgroup group g c streams s >
+xrange s - +
+xpending s g
+xinfo groups s
+"""
+
+
+def _keys(reply: Any) -> Any:
+    """A map's keys (as bytes) and its values' types, recursively into lists of maps: the
+    shape of a reply whose values hold times (XINFO CONSUMERS idle, XINFO STREAM FULL)."""
+    if isinstance(reply, dict):
+        return {(k.text.encode() if isinstance(k, SimpleString) else k): _keys(v)
+                for k, v in reply.items()}
+    if isinstance(reply, list) and reply and all(isinstance(item, dict) for item in reply):
+        return [_keys(item) for item in reply]
+    return type(reply).__name__
+
+
+@needs_redis
+def test_stream_replies_are_redis_resp3_maps(wire: Wire) -> None:
+    """XREAD / XREADGROUP answer a map {key: entries}, XINFO GROUPS / CONSUMERS arrays of maps,
+    XINFO STREAM [FULL] a map (its groups and their consumers maps): what redis-server 7.0
+    sends under HELLO 3, and what redis-py 8 (RESP3 by default) parses (a RESP2 array there
+    broke redis-py's XREADGROUP parser: 'list' object has no attribute 'items')."""
+    wire([b"FLUSHALL"])
+    machine = KVStateMachine()
+    index = 0
+
+    def both(line: str) -> tuple[Any, Any]:
+        nonlocal index
+        index += 1
+        command = line.encode().split(b" ")
+        reply = machine.apply(index, encode_command(Command(command[0], tuple(command[1:]),
+                                                            1_000)))
+        ours = _parse(encode(resp3_reply(command, to_resp(reply)), 3))  # type: ignore[arg-type]
+        return ours, wire(command)
+
+    for line in STREAM_COMMANDS.strip().splitlines():
+        ours, theirs = both(line)
+        assert ours == theirs, line
+        assert type(ours) is type(theirs), line
+    ours, theirs = both("xreadgroup group g c2 streams s 0")
+    assert ours == theirs == {b"s": []}
+    for line in ("xinfo consumers s g", "xinfo stream s", "xinfo stream s full"):
+        ours, theirs = both(line)
+        assert isinstance(ours, type(theirs)), line
+        # The same fields and value types as redis-server (not the values: they hold times).
+        assert _keys(ours) == _keys(theirs), line
+        if line.endswith("full"):
+            [group] = ours[b"groups"]
+            assert isinstance(group, dict) and b"consumers" in group, group
+            assert all(isinstance(c, dict) for c in group[b"consumers"]), group
+        if line == "xinfo consumers s g":
+            assert [c[b"name"] for c in ours] == [c[b"name"] for c in theirs] == [b"c", b"c2"]
+
+
+def test_stream_shapes_leave_other_replies_alone() -> None:
+    assert resp3_reply([b"XREAD", b"STREAMS", b"s", b"0"], None) is None
+    assert resp3_reply([b"XINFO", b"HELP"], [b"line"]) == [b"line"]
+    assert resp3_reply([b"XREADGROUP", b"GROUP", b"g", b"c", b"STREAMS", b"s", b">"],
+                       [[b"s", [[b"1-1", [b"f", b"v"]]]]]) == {b"s": [[b"1-1", [b"f", b"v"]]]}

@@ -93,3 +93,22 @@ def test_the_swarm_draws_faulty_disks() -> None:
     plans = [plan_for_seed(seed) for seed in range(200)]
     assert 20 < sum(plan.faulty_disks for plan in plans) < 100
     assert all(plan.faulty_disks <= 1 for plan in plans)
+
+
+def test_lease_plans_keep_clock_drift_within_the_lease_bound() -> None:
+    """Leases assume bounded drift (diss. §6.4.1): the swarm never draws more for a lease plan,
+    and the simulator refuses a plan that does (a stale lease read would be the plan's fault)."""
+    import dataclasses
+
+    from phalanx.errors import InvariantViolation
+    from phalanx.sim import Simulator, plan_for_seed
+    from phalanx.sim.faults import LEASE_SAFE_DRIFT
+
+    plans = [plan_for_seed(seed) for seed in range(300)]
+    lease_plans = [plan for plan in plans if plan.lease_reads]
+    assert lease_plans and all(plan.lease_drift_ok() for plan in lease_plans)
+    assert any(plan.clock_drift for plan in lease_plans)
+    assert all(plan.leader_isolation_weight for plan in lease_plans)
+    too_far = dataclasses.replace(lease_plans[0], clock_skew=LEASE_SAFE_DRIFT, clock_drift=0.02)
+    with pytest.raises(InvariantViolation, match="drifts clocks"):
+        Simulator(1, too_far)

@@ -52,7 +52,7 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
     *scripts.COMMANDS,
     *streams.COMMANDS, *streamgroups.COMMANDS, *streaminfo.COMMANDS,
     *keys.INTERNAL_COMMANDS,
-    *streams.INTERNAL_COMMANDS, *streamgroups.INTERNAL_COMMANDS,
+    *streamgroups.INTERNAL_COMMANDS,
     *transaction.INTERNAL_COMMANDS,
 )
 """Every command the state machine runs, in the order `COMMAND` lists them."""
@@ -78,6 +78,7 @@ SERVER_COMMANDS: tuple[CommandSpec, ...] = (
     _server("time", 1, _STALE_FAST, ("@fast",)),
     _server("hello", -1, _ANYTIME, _CONNECTION),
     _server("auth", -2, _ANYTIME, _CONNECTION),
+    _server("acl", -2, (), ("@slow",)),
     _server("select", 2, _STALE_FAST, _CONNECTION),
     _server("client", -2, (), ("@slow",)),
     _server("command", -1, ("loading", "stale"), ("@slow", "@connection")),

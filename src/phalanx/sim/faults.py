@@ -56,6 +56,10 @@ class FaultPlan:
     #: an entry of an earlier term that the leader has not committed yet (the moment of Figure
     #: 8 (c): the old entry sits on a majority, the leader's own entry on none).
     old_tail_cut_probability: float = 0.0
+    #: A partitioned link holds its messages (as TCP buffers and retransmits) and delivers them
+    #: once the partition heals, instead of losing them: stale messages from deposed leaders
+    #: and old terms arrive late, in a burst.
+    partition_buffering: bool = False
     #: Weight of the nemesis that cuts the current leader off from every peer while clients
     #: keep reading from it (and write through the others): a deposed leader must stop serving.
     leader_isolation_weight: int = 0
@@ -151,6 +155,7 @@ def swarm(rng: random.Random) -> FaultPlan:
     old_tail_cut = rng.choice([0.0, 0.0, 0.3, 0.8])
     faulty_disks = 1 if rng.random() < 0.25 else 0
     disk_faults = [round(rng.uniform(0.0, high), 4) for high in (0.01, 0.01, 0.1)]
+    buffering = rng.random() < 0.5
     skew = plan.clock_skew
     if plan.lease_reads:
         # Leases are safe only within the drift bound they assume: clamp, and favour the
@@ -161,4 +166,4 @@ def swarm(rng: random.Random) -> FaultPlan:
                    old_tail_cut_probability=old_tail_cut, faulty_disks=faulty_disks,
                    disk_read_error_probability=disk_faults[0],
                    disk_corrupt_read_probability=disk_faults[1],
-                   disk_misdirect_probability=disk_faults[2])
+                   disk_misdirect_probability=disk_faults[2], partition_buffering=buffering)

@@ -45,6 +45,8 @@ from phalanx.sim.disk import DiskFault, SimDisk
 from phalanx.sim.faults import FaultPlan
 
 TICK_MS = 10
+#: The most messages partitioned links hold at once (the rest are lost).
+HELD_LIMIT = 400
 ELECTION_TICKS = 20
 HEARTBEAT_TICKS = 3
 
@@ -149,6 +151,8 @@ class SimCluster:
                                 misdirect=plan.disk_misdirect_probability)
             faulty.storage.verify = bug != "no-checksum"
         self.blocked: set[tuple[NodeId, NodeId]] = set()
+        #: Messages a partitioned link holds until it heals (`FaultPlan.partition_buffering`).
+        self.held: list[Message] = []
         self.clogged: set[NodeId] = set()
         self.drop_probability = plan.drop_probability
         self.duplicate_probability = plan.duplicate_probability
@@ -382,7 +386,10 @@ class SimCluster:
     def _on_deliver(self, message: Message) -> None:
         source, target = message.source, message.target
         if (source, target) in self.blocked:
-            self.stats["dropped"] += 1
+            if self.plan.partition_buffering and len(self.held) < HELD_LIMIT:
+                self.held.append(message)
+            else:
+                self.stats["dropped"] += 1
             return
         if source in self.clogged or target in self.clogged:
             self._schedule(self.now + 20 + self.network_rng.uniform(0, 20), EV_DELIVER, message)
@@ -397,6 +404,19 @@ class SimCluster:
         # Check right away: a commit decided now was decided under the current configuration.
         self._check_node(node)
         self._process(node)
+
+    def _release_held(self) -> None:
+        """Deliver, late and in a burst, the held messages whose link is open again."""
+        if not self.held:
+            return
+        still: list[Message] = []
+        for message in self.held:
+            if (message.source, message.target) in self.blocked:
+                still.append(message)
+            else:
+                delay = self.network_rng.uniform(self.plan.delay_ms_min, self.delay_ms_max)
+                self._schedule(self.now + delay, EV_DELIVER, message)
+        self.held = still
 
     def _on_connection_reset(self, payload: tuple[NodeId, NodeId]) -> None:
         observer, lost = payload

@@ -169,6 +169,7 @@ class Simulator(BankWorkload):
             self.blocked = {(node.id, o) for o in others} | {(o, node.id) for o in others}
             self.stats["partitions"] += 1
             self._log(f"flap: isolate new leader {node.id} of term {payload[2]}")
+            self._release_held()
 
     def _before_step(self, node: SimNode, message: Message) -> None:
         # Figure 8 (c): a follower acknowledges an entry of an earlier term that the leader
@@ -220,6 +221,7 @@ class Simulator(BankWorkload):
                     getattr(self, f"_nemesis_{name}")(rng)
                     break
                 pick -= weight
+        self._release_held()
         self._schedule(self.now + rng.expovariate(1 / plan.nemesis_interval_ms), EV_NEMESIS, None)
 
     def _nemesis_partition(self, rng: random.Random) -> None:
@@ -346,6 +348,7 @@ class Simulator(BankWorkload):
         self._log("liveness phase: heal everything")
         self.blocked = set()
         self.isolated_leader = None
+        self._release_held()
         self.clogged = set()
         self.drop_probability = 0.0
         self.duplicate_probability = 0.0

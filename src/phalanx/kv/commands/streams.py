@@ -1,6 +1,5 @@
 """The stream commands without consumer groups: XADD, XLEN, XRANGE, XREVRANGE, XDEL, XTRIM,
-XREAD, XSETID, and the internal PHALANX.XLASTID (the front end resolves XREAD's `$` with it
-before it blocks).
+XREAD, XSETID.
 
 Semantics and error texts are Redis 7.0's (t_stream.c; https://redis.io/commands/xadd/,
 /xrange/, /xrevrange/, /xdel/, /xtrim/, /xread/, /xsetid/, /xlen/), checked against
@@ -476,18 +475,6 @@ def _xread(db: Keyspace, args: Args, now: int) -> Reply:
     return served or None
 
 
-def _last_ids(db: Keyspace, args: Args, now: int) -> Reply:
-    """PHALANX.XLASTID key...: each stream's last generated id (nil for no stream), what
-    XREAD's `$` means at this point of the log."""
-    found: list[Reply] = []
-    for key in args:
-        stream = stream_for_read(db, key, now)
-        if isinstance(stream, Error):
-            return stream
-        found.append(None if stream is None else format_id(stream.last_id))
-    return found
-
-
 _WRITE_FAST = ("@write", "@stream", "@fast")
 
 COMMANDS: tuple[CommandSpec, ...] = (
@@ -504,11 +491,3 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("xsetid", -3, ("write", "denyoom", "fast"), 1, 1, 1, _WRITE_FAST, _xsetid),
 )
 """This family's rows of the command table."""
-
-LAST_ID_COMMAND = b"PHALANX.XLASTID"
-
-INTERNAL_COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec("phalanx.xlastid", -2, ("readonly", "fast"), 1, -1, 1,
-                ("@read", "@stream", "@fast"), _last_ids),
-)
-"""Internal: the front end's `$` resolution for a blocking XREAD."""

@@ -215,6 +215,9 @@ class BlockingPops:
         self.clients = clients
         #: Per key, its waiters in arrival order (the head is the one woken).
         self.queues: dict[bytes, deque[_Waiter]] = {}
+        #: Told of every watched write too: the blocking stream reads (blocking_streams.py),
+        #: which share this apply hook.
+        self.also_written: Callable[[list[bytes]], None] | None = None
         #: The apply hook installed on replicas (the listener's, which calls `written` and
         #: CLIENT TRACKING's invalidations: tracking.py).
         self.hook: Callable[[int, list[bytes]], None] = self.written
@@ -395,6 +398,8 @@ class BlockingPops:
     def written(self, group_id: int, keys: list[bytes]) -> None:
         """The apply hook (`RaftGroup.on_watched_write`): entries applied on a local replica
         wrote `keys`; wake the head waiter of each (dropping heads whose client is gone)."""
+        if self.also_written is not None:
+            self.also_written(keys)
         for key in keys:
             queue = self.queues.get(key)
             while queue:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 from phalanx.errors import ClientProtocolError
 from phalanx.kv.table import BLOCKING_COMMANDS
 from phalanx.resp import NEED_DATA, RespLimits, create_parser
+from phalanx.server.front.blocking_streams import blocks
 
 if TYPE_CHECKING:
     from phalanx.server.front.session import ClientState
@@ -143,7 +144,7 @@ class RespConnection(asyncio.Protocol):
                 self.held.append(arguments)
                 continue
             queue.append((name, start(state, name, arguments), arguments))
-            if name in BLOCKING_COMMANDS:
+            if name in BLOCKING_COMMANDS or blocks(name, arguments):
                 self._hold_after(queue[-1][1])
         self._flush()
 
@@ -168,7 +169,7 @@ class RespConnection(asyncio.Protocol):
             arguments = held.popleft()
             name = arguments[0].upper()
             self.queue.append((name, self.owner.start_command(state, name, arguments), arguments))
-            if name in BLOCKING_COMMANDS:
+            if name in BLOCKING_COMMANDS or blocks(name, arguments):
                 self._hold_after(self.queue[-1][1])
         self._flush()
 

@@ -36,6 +36,7 @@ from phalanx.kv.table import BLOCKING_COMMANDS
 from phalanx.placement import command_keys, command_slot, key_slot
 from phalanx.resp import ErrorReply, RespLimits, encode
 from phalanx.server.front.blocking import BlockingPops
+from phalanx.server.front.blocking_streams import STREAM_READS, BlockingStreams, blocks
 from phalanx.server.front.clients import ClientCommand
 from phalanx.server.front.cluster_commands import ClusterCommands
 from phalanx.server.front.connection import RespConnection
@@ -204,6 +205,9 @@ class RespServer:
         transactions.commands = self.commands
         # The blocking pops (blocking.py): BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOP*.
         self.blocking = BlockingPops(replicas, self.router, self.clients)
+        # XREAD / XREADGROUP with BLOCK (blocking_streams.py), started by _data_command.
+        self.blocking_streams = BlockingStreams(replicas, self.router, self.clients,
+                                                self.blocking)
         self.blocking.hook = self._keys_written
         #: CLIENT TRACKING (tracking.py): the keys this node's tracking clients read, and the
         #: local replica whose watched keys count each.
@@ -336,7 +340,8 @@ class RespServer:
         return (is_known(name) and is_write(name)) or name in _PAUSED_WRITES
 
     def unblock_client(self, client_id: int, error: bool) -> bool:
-        return self.blocking.unblock(client_id, error)
+        return (self.blocking.unblock(client_id, error)
+                or self.blocking_streams.unblock(client_id, error))
 
     # -- commands --------------------------------------------------------------------------
     def start_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
@@ -454,6 +459,15 @@ class RespServer:
         fan-out (keys of several shards, or keyless)."""
         if not is_known(name):
             return encode(ErrorReply(unknown_command_text(arguments)), state.protocol)
+        if name in STREAM_READS and blocks(name, arguments):
+            try:
+                started = self.blocking_streams.start(state, name, arguments)
+            except PhalanxError as error:
+                return self.encode_reply(state, ErrorReply(error_text(error)))
+            if isinstance(started, ErrorReply):
+                return self.encode_reply(state, started)
+            if started is not None:
+                return started
         args = tuple(arguments[1:])
         write = is_write(name)
         if write:

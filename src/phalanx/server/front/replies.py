@@ -151,6 +151,52 @@ def _client_reply(arguments: Sequence[bytes], reply: object) -> object:
     return reply
 
 
+def _streams_map(reply: object) -> object:
+    """XREAD / XREADGROUP: [[key, entries], ...] as RESP3's {key: entries} (entries stay
+    arrays of [id, [field, value, ...]]), as redis-server 7.0 answers under HELLO 3
+    (https://redis.io/docs/latest/commands/xread/, "Return": a map in RESP3)."""
+    if isinstance(reply, list) and all(isinstance(item, list) and len(item) == 2
+                                       for item in reply):
+        return {item[0]: item[1] for item in reply}
+    return reply
+
+
+def _field(mapping: dict[object, object], name: bytes) -> object:
+    """The key of `mapping` spelled `name` (a bulk or a simple string), or None."""
+    return next((key for key in mapping
+                 if (key.text.encode() if isinstance(key, SimpleString) else key) == name),
+                None)
+
+
+def _xinfo_reply(arguments: Sequence[bytes], reply: object) -> object:
+    """XINFO GROUPS / CONSUMERS: an array of maps; XINFO STREAM: a map, with FULL its `groups`
+    a list of maps whose `consumers` are maps too (the PEL arrays stay arrays)."""
+    sub = arguments[1].upper() if len(arguments) > 1 else b""
+    if not isinstance(reply, list):
+        return reply
+    if sub in (b"GROUPS", b"CONSUMERS"):
+        return [_pairs_to_map(item) for item in reply]
+    if sub != b"STREAM":
+        return reply
+    shaped = _pairs_to_map(reply)
+    if isinstance(shaped, dict) and _option(arguments, b"FULL", 3):
+        groups_key = _field(shaped, b"groups")
+        groups = shaped.get(groups_key) if groups_key is not None else None
+        if isinstance(groups, list):
+            maps = []
+            for group in groups:
+                group_map = _pairs_to_map(group)
+                if isinstance(group_map, dict):
+                    consumers_key = _field(group_map, b"consumers")
+                    consumers = group_map.get(consumers_key) if consumers_key is not None \
+                        else None
+                    if isinstance(consumers, list):
+                        group_map[consumers_key] = [_pairs_to_map(c) for c in consumers]
+                maps.append(group_map)
+            shaped[groups_key] = maps
+    return shaped
+
+
 #: Command name -> its RESP3 shaping (arguments, RESP2 reply) -> RESP3 reply. Checked against
 #: redis-server 7.0 under HELLO 3 (tests/server/test_resp3.py).
 _SHAPES: dict[bytes, Callable[[Sequence[bytes], object], object]] = {
@@ -173,6 +219,9 @@ _SHAPES: dict[bytes, Callable[[Sequence[bytes], object], object]] = {
     b"COMMAND": _command_reply,
     b"INFO": lambda arguments, reply: _text(reply),
     b"CLIENT": _client_reply,
+    b"XREAD": lambda arguments, reply: _streams_map(reply),
+    b"XREADGROUP": lambda arguments, reply: _streams_map(reply),
+    b"XINFO": _xinfo_reply,
     b"BZPOPMIN": lambda arguments, reply: [*reply[:2], _double(reply[2])]
     if isinstance(reply, list) and len(reply) == 3 else reply,
     b"BZPOPMAX": lambda arguments, reply: [*reply[:2], _double(reply[2])]

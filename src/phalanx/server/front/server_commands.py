@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 from phalanx import __version__
 from phalanx.errors import CommandError
 from phalanx.kv import COMMAND_SPECS, command_info
+from phalanx.kv.keyspecs import KEY_SPECS
 from phalanx.kv.spec import CommandSpec
 from phalanx.placement import command_keys
 from phalanx.resp import SimpleString
@@ -91,17 +92,117 @@ def used_memory() -> int:
 
 
 def _key_flags(spec: CommandSpec) -> list[SimpleString]:
-    """COMMAND GETKEYSANDFLAGS's flags of every key of a command: from its read/write flag
-    (phalanx keeps no per-key specs: a write's keys are read-write, a read's read-only)."""
+    """The flags of a key of a command without complete Redis key specs: from its read/write
+    flag (a write's keys are read-write, a read's read-only)."""
     if "write" in spec.flags:
         return [SimpleString("RW"), SimpleString("access"), SimpleString("update")]
     return [SimpleString("RO"), SimpleString("access")]
+
+
+def _variable_flags(name: str, argv: list[bytes], flags: tuple[str, ...]) -> tuple[str, ...]:
+    """Redis's getkeys procs for the specs flagged `variable_flags` (SET: OW update unless
+    GET; BITFIELD: RO access unless SET / INCRBY)."""
+    if "variable_flags" not in flags:
+        return flags
+    words = {word.upper() for word in argv[3 if name == "set" else 2:]}
+    if name == "set":
+        return ("RW", "access", "update") if b"GET" in words else ("OW", "update")
+    if name == "bitfield":
+        return ("RW", "access", "update") if words & {b"SET", b"INCRBY"} else ("RO", "access")
+    return tuple(flag for flag in flags if flag != "variable_flags")
+
+
+def keys_and_flags(spec: CommandSpec, argv: list[bytes]) -> list[list[object]]:
+    """COMMAND GETKEYSANDFLAGS: every key of `argv` (the command and its arguments) with its
+    key spec's flags, found as Redis 7.0's getKeysUsingKeySpecs finds them from the command's
+    key specs (`kv/keyspecs.py`, https://redis.io/docs/reference/key-specs/); a command whose
+    specs are incomplete (SORT's STORE, ...) takes its keys from phalanx's own table: the
+    first with the first spec's flags, the others with the last spec's."""
+    specs = KEY_SPECS.get(spec.name)
+    if specs is None or any(begin[0] == "unknown" or find[0] == "unknown"
+                            for _, begin, find in specs):
+        keys = command_keys(argv[0], argv[1:])
+        if not specs:
+            return [[key, _key_flags(spec)] for key in keys]
+        first_flags = [SimpleString(f) for f in specs[0][0]]
+        other_flags = [SimpleString(f) for f in specs[-1][0]]
+        return [[key, first_flags if position == 0 else other_flags]
+                for position, key in enumerate(keys)]
+    argc = len(argv)
+    found: list[list[object]] = []
+    for flags, begin, find in specs:
+        first = 0
+        if begin[0] == "index":
+            first = int(begin[1])  # type: ignore[call-overload]
+        else:
+            keyword, start = str(begin[1]).encode(), int(begin[2])  # type: ignore[call-overload]
+            start_index = start if start > 0 else argc + start
+            end_index = argc - 1 if start > 0 else 0
+            index = start_index
+            while index != end_index:
+                if index >= argc or index < 1:
+                    break
+                if argv[index].upper() == keyword.upper():
+                    first = index + 1
+                    break
+                index = index + 1 if start_index <= end_index else index - 1
+            if not first:
+                continue
+        if first >= argc:
+            continue
+        if find[0] == "range":
+            lastkey, step, limit = (int(v) for v in find[1:])  # type: ignore[call-overload]
+            if lastkey >= 0:
+                last = first + lastkey
+            elif not limit:
+                last = argc + lastkey
+            else:
+                last = first + ((argc - first) // limit + lastkey)
+        else:
+            keynumidx, firstkey, step = (int(v) for v in find[1:])  # type: ignore[call-overload]
+            if first + keynumidx >= argc:
+                continue
+            try:
+                numkeys = int(argv[first + keynumidx])
+            except ValueError:
+                continue
+            if numkeys < 0:
+                continue
+            first += firstkey
+            last = first + numkeys - 1
+        shown = [SimpleString(f) for f in _variable_flags(spec.name, argv, flags)]
+        for position in range(first, last + 1, max(step, 1)):
+            if position >= argc:
+                break
+            found.append([argv[position], shown])
+    return found
 
 
 def default_group(replicas: ReplicaRegistry) -> RaftGroup | None:
     """This node's lowest-numbered data replica, or None."""
     groups = replicas.data_groups()
     return groups[min(groups)] if groups else None
+
+
+#: The subcommands phalanx answers, per container command: COMMAND LIST lists them as
+#: "container|sub", as Redis 7 does (COMMAND COUNT counts the containers only).
+SUBCOMMANDS: dict[str, tuple[str, ...]] = {
+    "acl": ("cat", "deluser", "genpass", "getuser", "help", "list", "setuser", "users",
+            "whoami"),
+    "client": ("caching", "getname", "getredir", "help", "id", "info", "kill", "list",
+               "no-evict", "no-touch", "pause", "reply", "setinfo", "setname", "tracking",
+               "trackinginfo", "unblock", "unpause"),
+    "cluster": ("info", "keyslot", "myid", "nodes", "shards", "slots"),
+    "command": ("count", "docs", "getkeys", "getkeysandflags", "help", "info", "list"),
+    "config": ("get", "resetstat", "set"),
+    "latency": ("doctor", "graph", "help", "histogram", "history", "latest", "reset"),
+    "memory": ("doctor", "help", "malloc-stats", "purge", "stats", "usage"),
+    "module": ("help", "list"),
+    "object": ("encoding", "freq", "help", "idletime", "refcount"),
+    "pubsub": ("channels", "help", "numpat", "numsub", "shardchannels", "shardnumsub"),
+    "script": ("exists", "flush", "help", "kill", "load"),
+    "slowlog": ("get", "help", "len", "reset"),
+}
 
 
 class ServerCommands:
@@ -183,7 +284,7 @@ class ServerCommands:
                 raise CommandError("ERR The command has no key arguments")
             if sub == b"GETKEYS":
                 return keys
-            return [[key, _key_flags(spec)] for key in keys]
+            return keys_and_flags(spec, arguments[2:])
         if sub == b"HELP":
             return [SimpleString(line) for line in (
                 "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -197,6 +298,8 @@ class ServerCommands:
     @staticmethod
     def _command_list(options: list[bytes]) -> list[bytes]:
         names = [spec.name.encode() for spec in COMMAND_SPECS.values()]
+        for spec in COMMAND_SPECS.values():
+            names += [f"{spec.name}|{sub}".encode() for sub in SUBCOMMANDS.get(spec.name, ())]
         if not options:
             return names
         if len(options) != 3 or options[0].upper() != b"FILTERBY":
@@ -207,7 +310,7 @@ class ServerCommands:
         if kind == b"ACLCAT":
             category = "@" + value.decode(errors="replace").lower()
             return [spec.name.encode() for spec in COMMAND_SPECS.values()
-                    if category in spec.acl_categories]
+                    if category in spec.acl_categories]  # (subcommands: not listed)
         if kind == b"PATTERN":
             pattern = value.decode(errors="replace").lower()
             return [name for name in names if fnmatch.fnmatchcase(name.decode(), pattern)]
