@@ -154,6 +154,20 @@ geodist g Palermo Catania km
 geosearch g fromlonlat 15 37 byradius 200 km asc withcoord withdist withhash
 sort s alpha
 type h
+xadd st 1-1 a 1
+xadd st 2-1 b 2 c 3
+xrange st - +
+xread count 1 streams st 0
+xread streams st 2-1
+xread streams missing 0
+xgroup create st g 0
+xreadgroup group g c streams st >
+xreadgroup group g c streams st 0
+xreadgroup group g c streams st >
+xpending st g
+xinfo groups st
+xautoclaim st g c2 0 0 justid
+xinfo stream missing
 """
 
 
