@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from phalanx.kv import Command, KVStateMachine, encode_command
-from phalanx.resp import NEED_DATA, RespReplyParser, SimpleString, VerbatimString, encode
+from phalanx.resp import (
+    NEED_DATA,
+    OrderedSet,
+    RespReplyParser,
+    SimpleString,
+    VerbatimString,
+    encode,
+)
 from phalanx.server.front.replies import resp3_reply, to_resp
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -203,8 +210,12 @@ def test_server_command_shapes() -> None:
     shaped = resp3_reply([b"COMMAND", b"INFO", b"get"], [entry])
     assert shaped == [[b"get", 2, {SimpleString("readonly")}, 1, 1, 1,
                        {SimpleString("@read")}, set(), set(), set()]]
-    assert resp3_reply([b"COMMAND", b"GETKEYSANDFLAGS", b"set", b"a", b"b"],
-                       [[b"a", [SimpleString("OW")]]]) == [[b"a", {SimpleString("OW")}]]
+    # GETKEYSANDFLAGS: a set in Redis's order (RW access delete), as redis-server 7.0 sends.
+    flags = [SimpleString("RW"), SimpleString("access"), SimpleString("delete")]
+    shaped_flags = resp3_reply([b"COMMAND", b"GETKEYSANDFLAGS", b"lmove", b"a", b"b", b"left",
+                                b"left"], [[b"a", flags]])
+    assert shaped_flags == [[b"a", OrderedSet(tuple(flags))]]
+    assert encode(shaped_flags, 3) == b"*1\r\n*2\r\n$1\r\na\r\n~3\r\n+RW\r\n+access\r\n+delete\r\n"
     # Errors and nulls pass through unchanged.
     assert resp3_reply([b"SMEMBERS", b"s"], None) is None
 
