@@ -72,6 +72,22 @@ def test_blocked_stream_readers_on_a_follower_are_served(cluster: Any) -> None:
     pipe.xadd("{events}p", {"a": "b"}, id="5-1")
     pipe.xread({"{events}p": "0"})
     assert pipe.execute() == [[], "5-1", [["{events}p", [("5-1", {"a": "b"})]]]]
+    # CLIENT UNBLOCK ... ERROR stops a blocked XREADGROUP with -UNBLOCKED (Redis's reply).
+    blocked = c.client(follower, timeout=60)
+    blocked_id = blocked.client_id()
+    outcome: list[Any] = []
+
+    def wait_blocked() -> None:
+        try:
+            outcome.append(blocked.xreadgroup("workers", "carol", {key: ">"}, block=30_000))
+        except redis.ResponseError as error:
+            outcome.append(str(error))
+
+    thread = threading.Thread(target=wait_blocked)
+    thread.start()
+    wait_until(lambda: r.client_unblock(blocked_id, error=True), 10, "a blocked client")
+    thread.join(30)
+    assert outcome == ["UNBLOCKED client unblocked via CLIENT UNBLOCK"], outcome
     try:
         r.execute_command("XREAD", "BLOCK", "-1", "STREAMS", key, "$")
         raise AssertionError("a negative BLOCK was accepted")
