@@ -598,8 +598,11 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     load_end = " / ".join(f"{x:.2f}" for x in out.get("load_average_end", []))
     lines = ["", "## Queue: Redis Streams on phalanx vs RabbitMQ quorum queues vs redis-server "
              "(issue 17)", "",
-             f"Measured: {', '.join(out['measured']) or 'nothing'}. Load average (1/5/15 min) at "
-             f"the start of the section: {load}; at its end: {load_end}.", "",
+             f"Measured: {', '.join(out['measured']) or 'nothing'}, {doc['settings']['repeats']} "
+             f"repeat(s). Load average (1/5/15 min) at the start of the section: {load}; at its "
+             f"end: {load_end} (on {doc['machine']['cpu_count']} CPUs, "
+             f"{doc['machine']['cpu_model']}; phalanx git {doc['machine']['git_commit']}; "
+             f"results written {doc['started_utc']}).", "",
              "- phalanx: 3 nodes (node defaults: fsync per Raft batch, quorum commit), one "
              "stream, `XADD` (auto id; the reply is the confirm), one consumer group, "
              f"`XREADGROUP COUNT {s['prefetch']} BLOCK 1000` and one `XACK` per delivered "
