@@ -650,9 +650,10 @@ def markdown(doc: dict[str, Any]) -> list[str]:
               for r in out["rows"] for e in r["failures"]]
     lines += ["", f"### End-to-end latency at a fixed rate (open loop, "
               f"{s['latency_seconds']:g} s per run)", "",
-              "Message *i* is published at start + i/rate whatever the confirms do (4 "
-              "publisher connections, one consumer); latency = delivery at the consumer - the "
-              "scheduled publish time, so a stall shows in the percentiles.", "",
+              "Message *i* is published at start + i/rate whatever the confirms do (rabbitmq: "
+              "4 connections, each pipelining publishes on its confirm channel; streams: a "
+              "pool of up to 64 connections), one consumer; latency = delivery at the consumer "
+              "- the scheduled publish time, so a stall shows in the percentiles.", "",
               "| rate/s | target | achieved/s | p50 ms | p90 ms | p99 ms | max ms "
               "| confirm p50 / p99 ms | lost | error |", "|---:|---|---:|---:|---:|---:|---:|---|---:|---|"]
     for row in out["latency"]:
@@ -693,7 +694,8 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         lines.append("| (not measured) | | | | | | | | |")
     if out["ratios"]:
         lines += ["", "Ratios phalanx / peer (msg/s: above 1 = phalanx faster; latency and "
-                  "gaps: below 1 = phalanx better), not rounded up:", ""]
+                  "gaps: below 1 = phalanx better); msg/s ratios truncated, latency and gap "
+                  "ratios rounded up, so none is rounded in phalanx's favour:", ""]
         lines += [f"- {name}: {down(value) if 'msg/s' in name else up(value)}"
                   for name, value in out["ratios"].items()]
     polled = {r["target"]: 0 for r in out["latency"] + out["failover"]}
