@@ -59,8 +59,8 @@ QUEUE = "bench-queue"
 @dataclass
 class QueueSettings:
     #: publishers -> messages per publish run (each run also stops after `run_seconds`).
-    publish_messages: dict[int, int] = field(default_factory=lambda: {1: 2000, 64: 20000})
-    run_seconds: float = 60.0
+    publish_messages: dict[int, int] = field(default_factory=lambda: {1: 1000, 64: 10000})
+    run_seconds: float = 30.0
     size: int = 128
     prefetch: int = 100
     latency_rates: tuple[float, ...] = (200.0, 500.0)
