@@ -59,8 +59,8 @@ QUEUE = "bench-queue"
 @dataclass
 class QueueSettings:
     #: publishers -> messages per publish run (each run also stops after `run_seconds`).
-    publish_messages: dict[int, int] = field(default_factory=lambda: {1: 2000, 64: 20000})
-    run_seconds: float = 60.0
+    publish_messages: dict[int, int] = field(default_factory=lambda: {1: 1000, 64: 10000})
+    run_seconds: float = 30.0
     size: int = 128
     prefetch: int = 100
     latency_rates: tuple[float, ...] = (200.0, 500.0)
@@ -598,8 +598,11 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     load_end = " / ".join(f"{x:.2f}" for x in out.get("load_average_end", []))
     lines = ["", "## Queue: Redis Streams on phalanx vs RabbitMQ quorum queues vs redis-server "
              "(issue 17)", "",
-             f"Measured: {', '.join(out['measured']) or 'nothing'}. Load average (1/5/15 min) at "
-             f"the start of the section: {load}; at its end: {load_end}.", "",
+             f"Measured: {', '.join(out['measured']) or 'nothing'}, {doc['settings']['repeats']} "
+             f"repeat(s). Load average (1/5/15 min) at the start of the section: {load}; at its "
+             f"end: {load_end} (on {doc['machine']['cpu_count']} CPUs, "
+             f"{doc['machine']['cpu_model']}; phalanx git {doc['machine']['git_commit']}; "
+             f"results written {doc['started_utc']}).", "",
              "- phalanx: 3 nodes (node defaults: fsync per Raft batch, quorum commit), one "
              "stream, `XADD` (auto id; the reply is the confirm), one consumer group, "
              f"`XREADGROUP COUNT {s['prefetch']} BLOCK 1000` and one `XACK` per delivered "
@@ -647,9 +650,10 @@ def markdown(doc: dict[str, Any]) -> list[str]:
               for r in out["rows"] for e in r["failures"]]
     lines += ["", f"### End-to-end latency at a fixed rate (open loop, "
               f"{s['latency_seconds']:g} s per run)", "",
-              "Message *i* is published at start + i/rate whatever the confirms do (4 "
-              "publisher connections, one consumer); latency = delivery at the consumer - the "
-              "scheduled publish time, so a stall shows in the percentiles.", "",
+              "Message *i* is published at start + i/rate whatever the confirms do (rabbitmq: "
+              "4 connections, each pipelining publishes on its confirm channel; streams: a "
+              "pool of up to 64 connections), one consumer; latency = delivery at the consumer "
+              "- the scheduled publish time, so a stall shows in the percentiles.", "",
               "| rate/s | target | achieved/s | p50 ms | p90 ms | p99 ms | max ms "
               "| confirm p50 / p99 ms | lost | error |", "|---:|---|---:|---:|---:|---:|---:|---|---:|---|"]
     for row in out["latency"]:
@@ -690,7 +694,8 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         lines.append("| (not measured) | | | | | | | | |")
     if out["ratios"]:
         lines += ["", "Ratios phalanx / peer (msg/s: above 1 = phalanx faster; latency and "
-                  "gaps: below 1 = phalanx better), not rounded up:", ""]
+                  "gaps: below 1 = phalanx better); msg/s ratios truncated, latency and gap "
+                  "ratios rounded up, so none is rounded in phalanx's favour:", ""]
         lines += [f"- {name}: {down(value) if 'msg/s' in name else up(value)}"
                   for name, value in out["ratios"].items()]
     polled = {r["target"]: 0 for r in out["latency"] + out["failover"]}

@@ -60,6 +60,7 @@ from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.replies import NOT_INTEGER, OK, Error, Reply, arity_error, error_text
 from phalanx.kv.scripting import DEFAULT_MAX_INSTRUCTIONS, LuaEngine, sha1hex
 from phalanx.kv.spec import Args, CommandSpec, numkeys_keys
+from phalanx.kv.stream import Stream
 from phalanx.kv.zset import ZSet
 
 Dispatch = Callable[[bytes, Args, int], Reply]
@@ -110,7 +111,7 @@ def _copy_value(value: object) -> object:
         return value.copy()
     if type(value) is deque:
         return deque(value)
-    if type(value) is ZSet:
+    if type(value) is ZSet or type(value) is Stream:
         return value.copy()
     return copy.deepcopy(value)
 
