@@ -156,13 +156,24 @@ def no_retry() -> Any:
 
 
 class RedisPublisher(Target):
+    """One connection (a publisher that waits for each confirm), or with `pool` > 1 up to that
+    many connections used concurrently (the open loops: redis-py sends one command at a time
+    on a connection, so many messages in flight need many connections, where AMQP pipelines
+    them on one channel)."""
+
+    pool = 1
+
     async def connect(self) -> None:
         import redis.asyncio as redis
 
         host, _, port = self.next_address().rpartition(":")
-        self.client = redis.Redis(host=host, port=int(port), socket_timeout=self.timeout,
-                                  socket_connect_timeout=self.timeout,
-                                  single_connection_client=True, retry=no_retry())
+        options = {"host": host, "port": int(port), "socket_timeout": self.timeout,
+                   "socket_connect_timeout": self.timeout, "retry": no_retry()}
+        if self.pool > 1:
+            self.client = redis.Redis(connection_pool=redis.BlockingConnectionPool(
+                max_connections=self.pool, timeout=None, **options))
+        else:
+            self.client = redis.Redis(single_connection_client=True, **options)
         await self.client.ping()
 
     async def publish(self, body: bytes) -> None:
@@ -172,6 +183,8 @@ class RedisPublisher(Target):
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.client.aclose(), 5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.connection_pool.disconnect(), 5)
 
 
 class RedisConsumer(Target):
@@ -225,8 +238,13 @@ class RedisConsumer(Target):
             await asyncio.wait_for(self.client.aclose(), 5)
 
 
-def publisher(kind: str, addresses: list[str], queue: str, timeout: float) -> Any:
-    return (AmqpPublisher if kind == "amqp" else RedisPublisher)(addresses, queue, timeout)
+def publisher(kind: str, addresses: list[str], queue: str, timeout: float,
+              pool: int = 1) -> Any:
+    if kind == "amqp":
+        return AmqpPublisher(addresses, queue, timeout)
+    client = RedisPublisher(addresses, queue, timeout)
+    client.pool = pool
+    return client
 
 
 def consumer(kind: str, addresses: list[str], queue: str, timeout: float) -> Any:
@@ -308,8 +326,10 @@ async def mode_latency(args: argparse.Namespace) -> dict[str, Any]:
             delivered[ident] = time.monotonic()
             ends.append(delivered[ident] - scheduled)
 
-    pool = [publisher(args.kind, args.addresses, args.queue, args.timeout)
-            for _ in range(args.connections)]
+    # AMQP: `--connections` channels, each pipelining its publishes; redis: one client with
+    # up to `--redis-pool` connections (one command in flight on each).
+    pool = [publisher(args.kind, args.addresses, args.queue, args.timeout, args.redis_pool)
+            for _ in range(args.connections if args.kind == "amqp" else 1)]
     await asyncio.gather(*(p.connect() for p in pool))
     reader = consumer(args.kind, args.addresses, args.queue, args.timeout)
     await reader.connect(args.prefetch, handle)
@@ -400,7 +420,7 @@ async def mode_gap(args: argparse.Namespace) -> dict[str, Any]:
             emit("recovered")
 
     # The publisher: one connection, reconnected (next address) after an error.
-    pub = publisher(args.kind, args.addresses, args.queue, args.timeout)
+    pub = publisher(args.kind, args.addresses, args.queue, args.timeout, args.redis_pool)
     pub_state = {"healthy": False, "connecting": False}
     background: set[asyncio.Future[None]] = set()
 
@@ -568,7 +588,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128, help="payload bytes")
     parser.add_argument("--prefetch", type=int, default=100)
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--connections", type=int, default=4, help="latency: publishers")
+    parser.add_argument("--connections", type=int, default=4,
+                        help="latency: AMQP publisher connections (each pipelines)")
+    parser.add_argument("--redis-pool", type=int, default=64,
+                        help="latency, gap: redis connections in the publisher's pool")
     parser.add_argument("--max-in-flight", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=2.0, help="per publish / connect")
     parser.add_argument("--drain", type=float, default=20.0)

@@ -97,3 +97,36 @@ def test_scripts_match_redis(redis_server: Any) -> None:
         raw = [part if isinstance(part, bytes) else part.encode() for part in command]
         expected, actual = _normalise(pair.theirs(raw)), _normalise(pair.ours(raw))
         assert actual == expected, f"{command!r}: ours {actual!r}, redis {expected!r}"
+
+
+MSGPACK_SCRIPTS = [
+    "return cmsgpack.pack(1, -1, 127, 128, 255, 256, 65535, 65536, 4294967295, 4294967296, "
+    "-32, -33, -128, -129, -32768, -32769, -2147483648, -2147483649)",
+    "return cmsgpack.pack(0.5, 1.1, -2.25, 1e300, 3.4e38, true, false, nil, 'abc')",
+    "return cmsgpack.pack(string.rep('x', 31), string.rep('y', 32), string.rep('z', 300), "
+    "string.rep('w', 70000))",
+    "return cmsgpack.pack({1,2,3}, {}, {a=1}, {[1]=1,[3]=3}, {x={y={z={1,{2}}}}})",
+    "local t = {} for i=1,20 do t[i]=i end return cmsgpack.pack(t)",
+    "local t = {} local c = t for i=1,20 do c[1] = {} c = c[1] end return cmsgpack.pack(t)",
+    "local a,b,c = cmsgpack.unpack(cmsgpack.pack(1, 'two', {3, 4})) return {a, b, c[1], c[2]}",
+    "local t = cmsgpack.unpack(ARGV[1]) return 'hello ' .. t['name']",
+    "return {cmsgpack.unpack_one(cmsgpack.pack(1, 2, 3), 0)}",
+    "return {cmsgpack.unpack_one(cmsgpack.pack(1, 2, 3), 2)}",
+    "return {cmsgpack.unpack_limit(cmsgpack.pack(1, 2, 3), 2, 0)}",
+    "local x = cmsgpack.unpack('\\xc1') return x",
+    "local x = cmsgpack.unpack('\\xcd\\x01') return x",
+    "local x = cmsgpack.pack() return x",
+    "local x = cmsgpack.unpack(5) return x",
+    "return {cmsgpack.unpack(cmsgpack.pack(1.5, -0.25, 4294967296))}",
+    "return cmsgpack.unpack(cmsgpack.pack({1, nil, 3}))",
+    "return type(cmsgpack.unpack('\\x90'))",
+]
+
+
+def test_cmsgpack_matches_redis(redis_server: Any) -> None:
+    """cmsgpack (kv/luamsgpack.py) byte for byte as Redis 7.0's lua_cmsgpack."""
+    pair = Pair(redis_server)
+    for script in MSGPACK_SCRIPTS:
+        raw = [b"EVAL", script.encode(), b"0", b"\x81\xa4name\xa3Joe"]
+        expected, actual = _normalise(pair.theirs(raw)), _normalise(pair.ours(raw))
+        assert actual == expected, f"{script!r}: ours {actual!r}, redis {expected!r}"

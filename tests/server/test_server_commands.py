@@ -255,3 +255,22 @@ def test_getkeysandflags_match_redis() -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_every_command_the_listener_answers_is_described_by_command() -> None:
+    """COMMAND (and COMMAND LIST / COUNT / INFO, which cluster clients route by) knows every
+    command of the dispatch table but the internal PHALANX.* ones."""
+    from phalanx.server.config import NodeConfig, PeerConfig
+    from phalanx.server.front.listener import RespServer
+    from phalanx.server.metrics import NodeMetrics
+
+    config = NodeConfig(id="n1", data_dir="/nonexistent",
+                        peers=(PeerConfig(id="n1", peer="127.0.0.1:1", resp="127.0.0.1:2"),))
+    registry: Any = SimpleNamespace(
+        config=config, metrics=NodeMetrics("n1", process_metrics=False),
+        cluster_map=SimpleNamespace(nodes={}, shards={}, version=1),
+        resp_address=lambda n: None, data_groups=lambda: {}, started=0.0)
+    server = RespServer(registry, "127.0.0.1", 0)
+    missing = [name for name in server.commands
+               if name not in COMMAND_SPECS and not name.startswith(b"PHALANX.")]
+    assert missing == []

@@ -116,7 +116,9 @@ def test_a_wiped_peer_is_refused_both_ways_then_accepted_once_replaced(
     it); a comes back as "a-new". b refuses a's connections (as acceptor) AND a's answers (as
     dialer); each side logs the reason; a learns it is refused (`refused_by_peers`); nothing a
     sends is delivered to b and nothing b sends is delivered to a. Once b's map records
-    "a-new" (what `finish_replace` does), the same transports connect and deliver."""
+    "a-new" (what `finish_replace` does), the same transports connect and deliver; when the
+    map moves on to yet another incarnation, b closes its established connections with a
+    (`recheck_identities`)."""
     caplog.set_level(logging.ERROR)
 
     async def test() -> None:
@@ -156,6 +158,12 @@ def test_a_wiped_peer_is_refused_both_ways_then_accepted_once_replaced(
             await eventually(lambda: "b" not in identity_a.refused_by_peers)
             assert identity_b.remembered()["a"] == "a-new"
             assert b.stats()["peers"]["a"]["incarnation"] == "a-new"
+            assert b.recheck_identities() == []
+            # Replaced again while "a-new" still runs: b closes its established connections.
+            holder.record("a", port_a, "a-newer")
+            assert set(b.recheck_identities()) == {"a"}
+            await eventually(lambda: not b.is_connected("a")
+                             and b.stats()["peers"]["a"]["inbound_connected"] is False)
         finally:
             await a.stop()
             await b.stop()

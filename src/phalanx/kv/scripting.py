@@ -10,7 +10,7 @@ Design decisions (docs/architecture.md copies them):
 - The sandbox. Scripts run in a fresh read-only global table (Redis 7's "Script attempted to
   access nonexistent global variable" / "Attempt to modify a readonly table") holding only
   Lua's base functions that are safe, `string` (without `dump`), `table`, `math`, `coroutine`,
-  `cjson`, `bit`, `redis` and per-run `KEYS`/`ARGV`; every library table is a read-only proxy
+  `cjson`, `cmsgpack` (kv/luamsgpack.py), `bit`, `redis` and per-run `KEYS`/`ARGV`; every library table is a read-only proxy
   and the string metatable is protected, so no script can leave state behind for the next one
   (state left in the Lua VM would make a replica that restarted from a snapshot diverge). No
   `io`, `os`, `require`, `package`, `debug`, `load`, `loadfile`, `dofile`, `string.dump`,
@@ -59,6 +59,7 @@ from typing import Any, Protocol
 
 from lupa import lua51
 
+from phalanx.kv import luamsgpack
 from phalanx.kv.replies import Error, Reply
 
 HOOK_EVERY = 10_000
@@ -286,6 +287,31 @@ function cjson.decode(s)
   return value
 end
 
+-- cmsgpack (kv/luamsgpack.py): lua_cmsgpack's pack / unpack / unpack_one / unpack_limit.
+local cmsgpack = {}
+function cmsgpack.pack(...)
+  local n = _select("#", ...)
+  if n == 0 then _error("bad argument #0 to 'pack' (MessagePack pack needs input.)", 2) end
+  local ok, data = bridge("msgpack_pack", n, ...)
+  if not ok then _error(data, 2) end
+  return data
+end
+local function msgpack_unpack(s, limit, offset, with_offset)
+  if _type(s) == "number" then s = _tostring(s) end  -- luaL_checklstring takes numbers
+  if _type(s) ~= "string" then _error("bad argument #1 to 'unpack' (string expected)", 3) end
+  local ok, values, count, next_offset = bridge("msgpack_unpack", s, limit, offset)
+  if not ok then _error(values, 3) end
+  if with_offset then return next_offset, _unpack(values, 1, count) end
+  return _unpack(values, 1, count)
+end
+function cmsgpack.unpack(s) return msgpack_unpack(s, 0, 0, false) end
+function cmsgpack.unpack_one(s, offset)
+  return msgpack_unpack(s, 1, _tonumber(offset) or 0, true)
+end
+function cmsgpack.unpack_limit(s, limit, offset)
+  return msgpack_unpack(s, _tonumber(limit) or 0, _tonumber(offset) or 0, true)
+end
+
 local function bitop(name)
   return function(...)
     local n = _select("#", ...)
@@ -339,6 +365,7 @@ local base = {
   string = readonly(copy_of(string)), table = readonly(copy_of(table)),
   math = readonly(math_copy), coroutine = readonly(copy_of(coroutine)),
   redis = readonly(redis), cjson = readonly(cjson), bit = readonly(bit),
+  cmsgpack = readonly(cmsgpack),
 }
 env = _setmetatable({}, {
   __index = function(_, name)
@@ -458,6 +485,18 @@ class _Bridge:
                 return self.json_decode(args[0])
             if op == b"bit":
                 return _bit(args[0].decode(), args[1:])
+            if op == b"msgpack_pack":
+                return True, b"".join(luamsgpack.pack_value(value, _is_table)
+                                      for value in args[1:1 + int(args[0])])
+            if op == b"msgpack_unpack":
+                try:
+                    values, next_offset = luamsgpack.unpack(
+                        args[0], int(args[1]), int(args[2]), self.lua.table_from)
+                except luamsgpack.MsgpackError as error:
+                    return False, str(error).encode()
+                table = self.lua.table_from({i + 1: v for i, v in enumerate(values)
+                                             if v is not None})
+                return True, table, len(values), next_offset
         except Exception as exc:  # never raise into Lua: the script sees a plain error
             return False, f"ERR script engine error: {type(exc).__name__}".encode()
         return None
@@ -531,6 +570,10 @@ class _Bridge:
             return {(k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)):
                     self._to_json(v, depth + 1) for k, v in items}
         raise TypeError(f"{lua51.lua_type(value)}: type not supported")
+
+
+def _is_table(value: Any) -> bool:
+    return bool(lua51.lua_type(value) == "table")
 
 
 def _bit(name: str, args: Sequence[Any]) -> Any:

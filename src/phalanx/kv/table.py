@@ -78,6 +78,7 @@ SERVER_COMMANDS: tuple[CommandSpec, ...] = (
     _server("time", 1, _STALE_FAST, ("@fast",)),
     _server("hello", -1, _ANYTIME, _CONNECTION),
     _server("auth", -2, _ANYTIME, _CONNECTION),
+    _server("acl", -2, (), ("@slow",)),
     _server("select", 2, _STALE_FAST, _CONNECTION),
     _server("client", -2, (), ("@slow",)),
     _server("command", -1, ("loading", "stale"), ("@slow", "@connection")),

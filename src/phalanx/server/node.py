@@ -315,6 +315,7 @@ class Node:
             await asyncio.sleep(CONTROL_INTERVAL_S)
             try:
                 self.controllers.sync_peers()
+                self.transport.recheck_identities()
                 await self.controllers.control_groups()
                 if self.replicas.meta.is_leader():
                     await self.driver.drive()

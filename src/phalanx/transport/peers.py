@@ -102,11 +102,13 @@ class Peer:
         "host",
         "id",
         "inbound",
+        "inbound_incarnation",
         "incarnation",
         "last_due",
         "last_error",
         "messages_received",
         "messages_sent",
+        "outbound",
         "port",
         "protocol_errors",
         "queue",
@@ -132,6 +134,10 @@ class Peer:
         self.redial = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.inbound: Inbound | None = None
+        #: The established outbound connection (None while there is none).
+        self.outbound: Outbound | None = None
+        #: The incarnation the established inbound connection presented.
+        self.inbound_incarnation = ""
         self.connected = False
         self.established_once = False
         self.failing = False

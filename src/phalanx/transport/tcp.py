@@ -436,6 +436,7 @@ class TcpTransport:
                 continue
             backoff = self._backoff_initial
             peer.failing = False
+            peer.outbound = connection
             if peer.established_once:
                 peer.reconnects += 1
             peer.established_once = True
@@ -455,6 +456,7 @@ class TcpTransport:
                     peer.protocol_errors += 1
             finally:
                 peer.connected = False
+                peer.outbound = None
                 if connection.watcher is not None:
                     connection.watcher.cancel()
                 if self._stopping:
@@ -752,6 +754,7 @@ class TcpTransport:
             writer.transport.abort()
             return
         inbound = _Inbound(writer)
+        peer.inbound_incarnation = handshake.incarnation
         previous, peer.inbound = peer.inbound, inbound
         if previous is not None:  # the peer reconnected: its old connection is stale
             previous.replaced = True
@@ -886,6 +889,32 @@ class TcpTransport:
         if self._identity is not None:
             self._identity.refused_by(peer.id, reason)
         raise _Refused(peer.refusal)
+
+    def recheck_identities(self) -> list[str]:
+        """Close the established connections of peers whose incarnation is no longer the one
+        on record (a replacement finished while the old incarnation still ran); returns their
+        ids. The node calls it every control round."""
+        dropped = []
+        for peer in self._peers.values():
+            for incarnation, writer, outbound in (
+                    (peer.incarnation, peer.outbound.writer if peer.outbound else None,
+                     peer.outbound),
+                    (peer.inbound_incarnation, peer.inbound.writer if peer.inbound else None,
+                     None)):
+                if writer is None:
+                    continue
+                reason = self._check_identity(peer.id, incarnation, PROTOCOL_VERSION) \
+                    if incarnation else ""
+                if not reason:
+                    continue
+                peer.refusal = f"we dropped {peer.id} (incarnation {incarnation}): {reason}"
+                self._log_refusal(peer.id, f"{self.node_id} closes its connection with "
+                                           f"{peer.id} (incarnation {incarnation}): {reason}")
+                if outbound is not None:
+                    outbound.failure = PeerProtocolError(peer.refusal)
+                writer.transport.abort()
+                dropped.append(peer.id)
+        return dropped
 
     # ---- observability ------------------------------------------------------------------
 

@@ -340,7 +340,8 @@ class RespServer:
         return (is_known(name) and is_write(name)) or name in _PAUSED_WRITES
 
     def unblock_client(self, client_id: int, error: bool) -> bool:
-        return self.blocking.unblock(client_id, error)
+        return (self.blocking.unblock(client_id, error)
+                or self.blocking_streams.unblock(client_id, error))
 
     # -- commands --------------------------------------------------------------------------
     def start_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
