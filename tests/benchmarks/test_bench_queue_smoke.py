@@ -44,7 +44,7 @@ def run_tiny(tmp_path: Path, targets: tuple[str, ...]) -> dict:
     queue = bench_queue.QueueSettings(
         publish_messages={1: 40, 64: 640}, run_seconds=40.0, latency_rates=(100.0,),
         latency_seconds=1.0, failover_tries=1, gap_rate=100.0, after_recovery_s=0.5,
-        recover_timeout_s=60.0, drain_s=20.0, targets=targets)
+        recover_timeout_s=60.0, drain_s=20.0, timeout_s=10.0, targets=targets)
     settings = phalanx_bench.Settings(repeats=1, only=("queue",), quick=True, queue=queue)
     document: dict = {}
     try:
