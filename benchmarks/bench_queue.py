@@ -717,3 +717,36 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     if out["error"]:
         lines += ["", f"**queue: {out['error']}**"]
     return lines
+
+
+# --------------------------------------------------------------------------- committing a run
+
+
+def splice(run_dir: Path, results_md: Path, json_out: Path) -> None:
+    """Put the queue section of a `phalanx bench --only queue --output RUN_DIR` run into
+    `results_md` (replacing an earlier queue section, else before "## Peers not measured", else
+    at the end) and copy that run's results.json to `json_out`: the full bench's RESULTS.md
+    keeps its other sections, which came from another run."""
+    document = json.loads((run_dir / "results.json").read_text())
+    section = "\n".join(markdown(document)).strip("\n") + "\n"
+    text = results_md.read_text()
+    start = text.find("\n## Queue: ")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start + 1] + section + ("\n" + text[end + 1:] if end >= 0 else "")
+    elif "\n## Peers not measured" in text:
+        at = text.index("\n## Peers not measured")
+        text = text[:at + 1] + section + "\n" + text[at + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    results_md.write_text(text)
+    json_out.write_text(json.dumps(document, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "splice":
+        sys.exit("usage: python benchmarks/bench_queue.py splice RUN_DIR  (the --output of a "
+                 "`phalanx bench --only queue` run; writes benchmarks/RESULTS.md's queue "
+                 "section and benchmarks/results_queue.json)")
+    here = Path(__file__).resolve().parent
+    splice(Path(sys.argv[2]), here / "RESULTS.md", here / "results_queue.json")

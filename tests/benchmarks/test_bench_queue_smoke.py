@@ -109,6 +109,17 @@ def test_queue_bench_streams_on_phalanx_and_redis(tmp_path: Path) -> None:
                    "- publish c=1 msg/s vs redis-aof-always: "):
         assert needle in report, needle
 
+    # Committing a run: its section goes into the full bench's RESULTS.md (replacing an older
+    # queue section, keeping the others) and its JSON beside it.
+    results = tmp_path / "full.md"
+    results.write_text("# phalanx bench\n\n## Soak\n\nsoak\n\n## Peers not measured\n\n- x\n")
+    bench_queue.splice(tmp_path, results, tmp_path / "queue.json")
+    bench_queue.splice(tmp_path, results, tmp_path / "queue.json")
+    spliced = results.read_text()
+    assert spliced.count("## Queue: ") == 1 and spliced.count("### kill -9") == 1
+    assert spliced.index("## Soak") < spliced.index("## Queue: ") < spliced.index("## Peers")
+    assert json.loads((tmp_path / "queue.json").read_text())["queue"]["rows"] == queue["rows"]
+
 
 if os.environ.get("PHALANX_BENCH_RABBITMQ") == "1":
     # Opt-in (see the module docstring): defined only when asked for, so the default suite
