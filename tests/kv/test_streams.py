@@ -227,3 +227,18 @@ def test_a_million_entries_snapshot_and_restore() -> None:
     assert other("XRANGE", "big", "777777", "777777") == [[b"777777-0", [b"f", b"777777"]]]
     assert other("XPENDING", "big", "g") == [1, b"6-0", b"6-0", [[b"c", b"1"]]]
     assert other("XADD", "big", "*", "f", "next") == kv("XADD", "big", "*", "f", "next")
+
+
+def test_xread_plus_reads_the_last_entry() -> None:
+    """XREAD's `+` (Redis 7.4): the last entry of each stream, nothing for an empty one."""
+    kv = Driver()
+    kv("XADD", "s", "1-1", "a", "1")
+    kv("XADD", "s", "2-1", "b", "2")
+    kv("XADD", "e", "MAXLEN", "0", "1-1", "a", "1")
+    assert kv.read("XREAD", "STREAMS", "s", "+") == [[b"s", [[b"2-1", [b"b", b"2"]]]]]
+    assert kv.read("XREAD", "COUNT", "5", "STREAMS", "s", "e", "+", "+") == [
+        [b"s", [[b"2-1", [b"b", b"2"]]]]]
+    assert kv.read("XREAD", "STREAMS", "e", "nosuch", "+", "+") is None
+    kv("XGROUP", "CREATE", "s", "g", "0")
+    reply = kv("XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", "+")
+    assert isinstance(reply, Error) and "Invalid stream ID" in reply.message
