@@ -116,6 +116,18 @@ def _copy_value(value: object) -> object:
     return copy.deepcopy(value)
 
 
+def _blocks(args: Sequence[bytes]) -> bool:
+    """XREAD / XREADGROUP with a BLOCK option (before STREAMS), which Redis refuses in scripts
+    (https://redis.io/commands/xread/; t_stream.c xreadCommand)."""
+    for position in range(1, len(args) - 1):
+        option = args[position].upper()
+        if option == b"STREAMS":
+            return False
+        if option == b"BLOCK":
+            return True
+    return False
+
+
 def _keys_of(spec: CommandSpec, args: Sequence[bytes]) -> list[bytes]:
     """The keys of a command named by `spec`, `args` including the name."""
     keys: list[bytes] = []
@@ -163,6 +175,9 @@ class _Run:
             return Error("ERR Wrong number of args calling Redis command from script")
         if spec.write and self.read_only:
             return Error("ERR Write commands are not allowed from read-only scripts.")
+        if upper in (b"XREAD", b"XREADGROUP") and _blocks(args):
+            return Error(f"ERR {error_text(args[0])} command is not allowed with BLOCK option "
+                         "from scripts")
         keys = _keys_of(spec, args)
         if self.key_owned is not None:
             for key in keys:
