@@ -59,14 +59,17 @@ QUEUE = "bench-queue"
 @dataclass
 class QueueSettings:
     #: publishers -> messages per publish run (each run also stops after `run_seconds`).
-    publish_messages: dict[int, int] = field(default_factory=lambda: {1: 2000, 64: 20000})
-    run_seconds: float = 60.0
+    publish_messages: dict[int, int] = field(default_factory=lambda: {1: 1000, 64: 10000})
+    run_seconds: float = 30.0
     size: int = 128
     prefetch: int = 100
     latency_rates: tuple[float, ...] = (200.0, 500.0)
     latency_seconds: float = 10.0
     failover_tries: int = 3
     gap_rate: float = 200.0
+    #: A publish not confirmed within this many seconds counts as failed; also the clients'
+    #: connect and socket timeouts.
+    timeout_s: float = 2.0
     #: seconds of steady publishing after the fault's recovery, before the drain.
     after_recovery_s: float = 1.0
     recover_timeout_s: float = 60.0
@@ -271,7 +274,8 @@ def publish_run(target: QueueTarget, publishers: int, messages: int, repeat: int
     result = run_client(target.kind, target.leader_addresses(), "publish",
                         ["--publishers", str(publishers), "--messages", str(messages),
                          "--seconds", f"{qs.run_seconds:g}", "--size", str(qs.size),
-                         "--tag", f"r{repeat}p{publishers}"], qs.run_seconds + 90)
+                         "--tag", f"r{repeat}p{publishers}", "--timeout", f"{qs.timeout_s:g}"],
+                        qs.run_seconds + 90)
     ok = "error" not in result and not result.get("errors") and result.get("confirmed", 0) > 0
     error = result.get("error") or (f"{result['errors']} failed publishes, first: "
                                     f"{result.get('first_error')}" if result.get("errors")
@@ -289,7 +293,8 @@ def consume_run(target: QueueTarget, messages: int, repeat: int,
     load = os.getloadavg()[0]
     result = run_client(target.kind, target.leader_addresses(), "consume",
                         ["--messages", str(messages), "--prefetch", str(qs.prefetch),
-                         "--seconds", f"{qs.run_seconds:g}"], qs.run_seconds + 90)
+                         "--seconds", f"{qs.run_seconds:g}", "--timeout", f"{qs.timeout_s:g}"],
+                        qs.run_seconds + 90)
     ok = "error" not in result and bool(result.get("complete")) and not result.get("duplicates")
     error = result.get("error", "")
     if not error and not result.get("complete"):
@@ -308,7 +313,8 @@ def latency_run(target: QueueTarget, rate: float, qs: QueueSettings) -> dict[str
     result = run_client(target.kind, target.leader_addresses(), "latency",
                         ["--rate", f"{rate:g}", "--seconds", f"{qs.latency_seconds:g}",
                          "--size", str(qs.size), "--prefetch", str(qs.prefetch),
-                         "--drain", f"{qs.drain_s:g}", "--tag", f"lat{rate:g}"],
+                         "--drain", f"{qs.drain_s:g}", "--tag", f"lat{rate:g}",
+                         "--timeout", f"{qs.timeout_s:g}"],
                         qs.latency_seconds + qs.drain_s + 90)
     error = result.get("error") or (result.get("first_error") if result.get("errors") else "")
     log(f"queue latency {target.name:<16} {rate:g}/s: achieved {result.get('achieved_rate')} "
@@ -352,12 +358,15 @@ def failover_try(target: QueueTarget, attempt: int, processes: Processes,
     survivors, fault, killed = target.prepare_fault()
     argv = client_argv(target.kind, survivors, "gap", "--rate", f"{qs.gap_rate:g}",
                        "--seconds", "600", "--size", str(qs.size), "--prefetch",
-                       str(qs.prefetch), "--drain", f"{qs.drain_s:g}", "--tag", f"f{attempt}")
-    with open(processes.root / f"queue-gap-{target.name}-{attempt}.log", "ab") as errors:
+                       str(qs.prefetch), "--drain", f"{qs.drain_s:g}", "--tag", f"f{attempt}",
+                       "--timeout", f"{qs.timeout_s:g}")
+    client_log = processes.root / f"queue-gap-{target.name}-{attempt}.log"
+    with open(client_log, "ab") as errors:
         process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=errors, text=True, start_new_session=True)
     processes.children.append(process)  # type: ignore[arg-type]
     lines = LineReader(process)
+    at: float | None = None
     row: dict[str, Any] = {"target": target.name, "try": attempt, "killed": killed,
                            "via": survivors, "load_1m": round(load, 2), "ok": False, "error": ""}
     try:
@@ -388,6 +397,14 @@ def failover_try(target: QueueTarget, attempt: int, processes: Processes,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        # The client's own timeline (faults, reconnects, pauses), relative to the kill.
+        with contextlib.suppress(OSError, ValueError):
+            lines_out = []
+            for line in client_log.read_text(errors="replace").splitlines()[-30:]:
+                stamp, _, rest = line.partition(" ")
+                lines_out.append(f"{(float(stamp) - at) * 1000:+.0f} ms {rest}"
+                                 if at is not None else line)
+            row["client_log"] = lines_out
     log(f"queue failover {target.name:<16} try {attempt}: kill -9 {killed}: publish gap "
         f"{row.get('publish_gap_ms')} ms, consume gap {row.get('consume_gap_ms')} ms, "
         f"confirmed {row.get('confirmed')}, lost {row.get('lost')}, duplicates "
@@ -598,8 +615,11 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     load_end = " / ".join(f"{x:.2f}" for x in out.get("load_average_end", []))
     lines = ["", "## Queue: Redis Streams on phalanx vs RabbitMQ quorum queues vs redis-server "
              "(issue 17)", "",
-             f"Measured: {', '.join(out['measured']) or 'nothing'}. Load average (1/5/15 min) at "
-             f"the start of the section: {load}; at its end: {load_end}.", "",
+             f"Measured: {', '.join(out['measured']) or 'nothing'}, {doc['settings']['repeats']} "
+             f"repeat(s). Load average (1/5/15 min) at the start of the section: {load}; at its "
+             f"end: {load_end} (on {doc['machine']['cpu_count']} CPUs, "
+             f"{doc['machine']['cpu_model']}; phalanx git {doc['machine']['git_commit']}; "
+             f"results written {doc['started_utc']}).", "",
              "- phalanx: 3 nodes (node defaults: fsync per Raft batch, quorum commit), one "
              "stream, `XADD` (auto id; the reply is the confirm), one consumer group, "
              f"`XREADGROUP COUNT {s['prefetch']} BLOCK 1000` and one `XACK` per delivered "
@@ -647,9 +667,10 @@ def markdown(doc: dict[str, Any]) -> list[str]:
               for r in out["rows"] for e in r["failures"]]
     lines += ["", f"### End-to-end latency at a fixed rate (open loop, "
               f"{s['latency_seconds']:g} s per run)", "",
-              "Message *i* is published at start + i/rate whatever the confirms do (4 "
-              "publisher connections, one consumer); latency = delivery at the consumer - the "
-              "scheduled publish time, so a stall shows in the percentiles.", "",
+              "Message *i* is published at start + i/rate whatever the confirms do (rabbitmq: "
+              "4 connections, each pipelining publishes on its confirm channel; streams: a "
+              "pool of up to 64 connections), one consumer; latency = delivery at the consumer "
+              "- the scheduled publish time, so a stall shows in the percentiles.", "",
               "| rate/s | target | achieved/s | p50 ms | p90 ms | p99 ms | max ms "
               "| confirm p50 / p99 ms | lost | error |", "|---:|---|---:|---:|---:|---:|---:|---|---:|---|"]
     for row in out["latency"]:
@@ -664,13 +685,13 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     lines += ["", "### kill -9 of the queue's leader node: gaps, lost and duplicated messages",
               "",
               f"An open loop publishes {s['gap_rate']:g} messages/s (unique ids, confirms on, "
-              "2 s timeout each) and one consumer acks them, both connected to surviving "
+              f"{s.get('timeout_s', 2.0):g} s timeout each) and one consumer acks them, both connected to surviving "
               "nodes; then kill -9 of the leader (phalanx: the shard leader; rabbitmq: the "
               "node leading the quorum queue; redis-aof-always: the one server, restarted in "
               "place at once, so its gap is a restart, not a failover). Publish gap: last "
               "confirm before the kill to the first confirm of a message sent after it. "
               "Consume gap: the longest pause between two deliveries from the last delivery "
-              "before the kill on. After recovery + "
+              "before the kill until publishing stops. After recovery + "
               f"{s['after_recovery_s']:g} s publishing stops and the consumer drains (up to "
               f"{s['drain_s']:g} s): lost = confirmed ids never delivered; duplicates = "
               "deliveries of an id already delivered (redeliveries of unacked messages). "
@@ -690,7 +711,8 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         lines.append("| (not measured) | | | | | | | | |")
     if out["ratios"]:
         lines += ["", "Ratios phalanx / peer (msg/s: above 1 = phalanx faster; latency and "
-                  "gaps: below 1 = phalanx better), not rounded up:", ""]
+                  "gaps: below 1 = phalanx better); msg/s ratios truncated, latency and gap "
+                  "ratios rounded up, so none is rounded in phalanx's favour:", ""]
         lines += [f"- {name}: {down(value) if 'msg/s' in name else up(value)}"
                   for name, value in out["ratios"].items()]
     polled = {r["target"]: 0 for r in out["latency"] + out["failover"]}
@@ -705,3 +727,36 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     if out["error"]:
         lines += ["", f"**queue: {out['error']}**"]
     return lines
+
+
+# --------------------------------------------------------------------------- committing a run
+
+
+def splice(run_dir: Path, results_md: Path, json_out: Path) -> None:
+    """Put the queue section of a `phalanx bench --only queue --output RUN_DIR` run into
+    `results_md` (replacing an earlier queue section, else before "## Peers not measured", else
+    at the end) and copy that run's results.json to `json_out`: the full bench's RESULTS.md
+    keeps its other sections, which came from another run."""
+    document = json.loads((run_dir / "results.json").read_text())
+    section = "\n".join(markdown(document)).strip("\n") + "\n"
+    text = results_md.read_text()
+    start = text.find("\n## Queue: ")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start + 1] + section + ("\n" + text[end + 1:] if end >= 0 else "")
+    elif "\n## Peers not measured" in text:
+        at = text.index("\n## Peers not measured")
+        text = text[:at + 1] + section + "\n" + text[at + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    results_md.write_text(text)
+    json_out.write_text(json.dumps(document, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "splice":
+        sys.exit("usage: python benchmarks/bench_queue.py splice RUN_DIR  (the --output of a "
+                 "`phalanx bench --only queue` run; writes benchmarks/RESULTS.md's queue "
+                 "section and benchmarks/results_queue.json)")
+    here = Path(__file__).resolve().parent
+    splice(Path(sys.argv[2]), here / "RESULTS.md", here / "results_queue.json")

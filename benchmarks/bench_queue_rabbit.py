@@ -8,6 +8,9 @@ Debian's `rabbitmq-server` (3.10, Erlang/OTP 25), each node its own Erlang VM:
   `HOME/.erlang.cookie` (the nodes and `rabbitmqctl` read the cookie from `$HOME`);
 - nodes 2 and 3 join node 1 with `rabbitmqctl stop_app`, `join_cluster`, `start_app`
   (https://www.rabbitmq.com/clustering.html, "Creating a cluster");
+- Erlang schedulers do not busy-wait (`+sbwt none +sbwtdcpu none +sbwtdio none`,
+  https://www.rabbitmq.com/runtime.html "Scheduler busy waiting": advised where cores are
+  shared), so idle nodes leave the cores to whatever is being measured;
 - no plugins, no system config (`RABBITMQ_CONF_ENV_FILE`, `RABBITMQ_ENABLED_PLUGINS_FILE` and
   `RABBITMQ_CONFIG_FILE` point into the temporary directory), guest may log in over loopback.
 
@@ -105,7 +108,10 @@ class RabbitCluster:
                 RABBITMQ_PID_FILE=str(node["pid_file"]),
                 RABBITMQ_PLUGINS_EXPAND_DIR=str(directory / "plugins-expand"),
                 RABBITMQ_FEATURE_FLAGS_FILE=str(directory / "feature_flags"),
-                RABBITMQ_QUORUM_DIR=str(directory / "quorum"))
+                RABBITMQ_QUORUM_DIR=str(directory / "quorum"),
+                # No scheduler busy-waiting (RabbitMQ's advice for shared hosts): otherwise the
+                # three idle VMs spin on the 2 cores while the other targets are measured.
+                RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none")
             self.nodes.append(node)
         for node in self.nodes:  # boot in parallel
             self.spawn(node)

@@ -44,7 +44,7 @@ def run_tiny(tmp_path: Path, targets: tuple[str, ...]) -> dict:
     queue = bench_queue.QueueSettings(
         publish_messages={1: 40, 64: 640}, run_seconds=40.0, latency_rates=(100.0,),
         latency_seconds=1.0, failover_tries=1, gap_rate=100.0, after_recovery_s=0.5,
-        recover_timeout_s=60.0, drain_s=20.0, targets=targets)
+        recover_timeout_s=60.0, drain_s=20.0, timeout_s=10.0, targets=targets)
     settings = phalanx_bench.Settings(repeats=1, only=("queue",), quick=True, queue=queue)
     document: dict = {}
     try:
@@ -108,6 +108,17 @@ def test_queue_bench_streams_on_phalanx_and_redis(tmp_path: Path) -> None:
                    "| 100 | phalanx |", "### kill -9 of the queue's leader node",
                    "- publish c=1 msg/s vs redis-aof-always: "):
         assert needle in report, needle
+
+    # Committing a run: its section goes into the full bench's RESULTS.md (replacing an older
+    # queue section, keeping the others) and its JSON beside it.
+    results = tmp_path / "full.md"
+    results.write_text("# phalanx bench\n\n## Soak\n\nsoak\n\n## Peers not measured\n\n- x\n")
+    bench_queue.splice(tmp_path, results, tmp_path / "queue.json")
+    bench_queue.splice(tmp_path, results, tmp_path / "queue.json")
+    spliced = results.read_text()
+    assert spliced.count("## Queue: ") == 1 and spliced.count("### kill -9") == 1
+    assert spliced.index("## Soak") < spliced.index("## Queue: ") < spliced.index("## Peers")
+    assert json.loads((tmp_path / "queue.json").read_text())["queue"]["rows"] == queue["rows"]
 
 
 if os.environ.get("PHALANX_BENCH_RABBITMQ") == "1":

@@ -71,3 +71,21 @@ def test_haproxy_client_run() -> None:
     assert what == "haproxy" and pid is not None
     # The lab stopped its HAProxy.
     assert not os.path.exists(f"/proc/{pid}"), f"haproxy (pid {pid}) outlived the run"
+
+
+def test_queue_workload_through_the_smart_client() -> None:
+    config = RunConfig(scenario="leader-kill", duration_s=14.0, seed=23, nodes=3, zones=3,
+                       clients=3, rate_ops_s=120.0, warmup_s=3.0, recovery_s=4.0,
+                       client="smart", workload="queue")
+    result = run_chaos(config).result
+    assert result["faults"], "no fault was injected"
+    assert result["client"]["mode"] == "smart"
+    check = result["workload_check"]
+    assert check is not None and check["ok"] is True, check
+    assert check["acknowledged_pushes"] > 20, check
+    assert result["lost_acknowledged_writes"] == 0, result["rpo"]
+
+
+def test_the_bank_workload_is_refused_with_the_smart_client() -> None:
+    with pytest.raises(ValueError, match="WATCH / MULTI"):
+        run_chaos(RunConfig(scenario="leader-kill", client="smart", workload="bank"))

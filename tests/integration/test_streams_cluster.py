@@ -12,8 +12,10 @@ import time
 from typing import Any
 
 import redis
-from integration_harness import LocalCluster, NodeRef, retry_write, wait_until
+from integration_harness import LocalCluster, NodeRef, retry_write, shards_of, wait_until
 from test_blocking_cluster import _slot_leader
+
+from phalanx.placement import key_slot
 
 
 def _follower(c: LocalCluster, key: str) -> tuple[NodeRef, NodeRef]:
@@ -72,6 +74,22 @@ def test_blocked_stream_readers_on_a_follower_are_served(cluster: Any) -> None:
     pipe.xadd("{events}p", {"a": "b"}, id="5-1")
     pipe.xread({"{events}p": "0"})
     assert pipe.execute() == [[], "5-1", [["{events}p", [("5-1", {"a": "b"})]]]]
+    # CLIENT UNBLOCK ... ERROR stops a blocked XREADGROUP with -UNBLOCKED (Redis's reply).
+    blocked = c.client(follower, timeout=60)
+    blocked_id = blocked.client_id()
+    outcome: list[Any] = []
+
+    def wait_blocked() -> None:
+        try:
+            outcome.append(blocked.xreadgroup("workers", "carol", {key: ">"}, block=30_000))
+        except redis.ResponseError as error:
+            outcome.append(str(error))
+
+    thread = threading.Thread(target=wait_blocked)
+    thread.start()
+    wait_until(lambda: r.client_unblock(blocked_id, error=True), 10, "a blocked client")
+    thread.join(30)
+    assert outcome == ["UNBLOCKED client unblocked via CLIENT UNBLOCK"], outcome
     try:
         r.execute_command("XREAD", "BLOCK", "-1", "STREAMS", key, "$")
         raise AssertionError("a negative BLOCK was accepted")
@@ -171,3 +189,55 @@ def test_leader_killed_while_a_consumer_waits_on_a_follower(cluster: Any) -> Non
     rows = c.client(follower).xpending_range(key, "g", "-", "+", 100, consumername="c2")
     assert [(row["message_id"], row["times_delivered"]) for row in rows] == [(after, 1)]
     assert retry_write(r, "XACK", key, "g", *before, after) == 21
+
+
+def test_redis_cluster_client_routes_stream_commands(cluster: Any) -> None:
+    """Proves: with 3 shards and MOVED redirection, redis-py's RedisCluster finds the key of
+    every stream command from COMMAND / COMMAND GETKEYS (XGROUP and XINFO by their
+    subcommand's key, XREAD / XREADGROUP after STREAMS): the node it picks serves the command
+    without a MOVED, and a consumer-group round trip works through it."""
+    c: LocalCluster = cluster(3, shards=3, redirect="moved")
+    wait_until(lambda: all(len(shards_of(c.status(node) or {})) >= 3 for node in c.nodes),
+               60, "3 shards in every node's map")
+    first = c.nodes[0]
+    client = redis.cluster.RedisCluster(host=first.host, port=first.port, protocol=2,
+                                        decode_responses=True, socket_timeout=10)
+    try:
+        for key in ("orders", "payments", "emails", "audit"):
+            wait_until(lambda key=key: _try(lambda: client.xgroup_create(
+                key, "g", "$", mkstream=True)), 60, f"XGROUP CREATE {key}")
+            added = client.xadd(key, {"k": key})
+            commands = [
+                ("XLEN", key), ("XRANGE", key, "-", "+"), ("XINFO", "STREAM", key),
+                ("XINFO", "GROUPS", key), ("XREAD", "COUNT", "1", "STREAMS", key, "0"),
+                ("XREADGROUP", "GROUP", "g", "c", "STREAMS", key, ">"),
+                ("XPENDING", key, "g"), ("XACK", key, "g", added),
+                ("XGROUP", "CREATECONSUMER", key, "g", "c2"),
+                ("XAUTOCLAIM", key, "g", "c2", "0", "0"), ("XTRIM", key, "MAXLEN", "10"),
+            ]
+            for command in commands:
+                slot = client.determine_slot(*command)  # from COMMAND / COMMAND GETKEYS
+                assert slot == key_slot(key.encode()), command
+                node = client.nodes_manager.get_node_from_slot(slot)
+                plain = redis.Redis(host=node.host, port=node.port, decode_responses=True,
+                                    socket_timeout=10)
+                try:
+                    plain.execute_command(*command)  # a MOVED would raise here
+                finally:
+                    plain.close()
+            assert client.xreadgroup("g", "c", {key: ">"}) == []
+            assert client.xpending(key, "g")["pending"] == 0
+    finally:
+        client.close()
+
+
+def _try(action: Any) -> bool:
+    try:
+        action()
+    except redis.ResponseError as error:
+        if "BUSYGROUP" in str(error):
+            return True
+        raise
+    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError):
+        return False
+    return True

@@ -452,6 +452,10 @@ DEL d3
 EXISTS d3
 TYPE d
 """)
+    pair.check([b"EVAL", b"return redis.call('XREAD', 'BLOCK', '0', 'STREAMS', KEYS[1], '0')",
+                b"1", b"d"], "script")
+    pair.check([b"EVAL", b"return redis.call('XREAD', 'COUNT', '1', 'STREAMS', KEYS[1], '0')",
+                b"1", b"d"], "script")
     # DUMP payloads differ (phalanx's own format); a round trip keeps everything.
     payload = pair.ours([b"DUMP", b"d"])
     assert isinstance(payload, bytes)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from phalanx.errors import ClusterDown
+from phalanx.errors import ClusterDown, NotLeader
 from phalanx.raft import ConfState, NodeId
 from phalanx.raft.messages import Heartbeat
 from phalanx.raft.types import Index, Term
@@ -217,3 +217,36 @@ def test_every_raft_log_line_names_its_group(tmp_path: Path, clock: FakeClock,
     assert any("pre-candidate" in line for line in lines), lines
     assert any("lost its connection to leader n2" in line for line in lines), lines
     assert lines and all(line.startswith("n1 [shard 1] ") for line in lines), lines
+
+
+def test_a_read_request_sent_to_a_leader_that_is_gone_fails_at_once(
+        tmp_path: Path, clock: FakeClock) -> None:
+    """A follower's ReadIndex request to a killed leader is never answered: the read is told
+    to retry (NotLeader: nothing was read) the moment the leader is lost, not after the request
+    timeout (a GET on a follower hung until the client's timeout through HAProxy)."""
+    async def body() -> None:
+        group = _group(tmp_path)
+        task = await _with_running(group)
+        try:
+            _heartbeat(group, "n2", 1)
+            await asyncio.sleep(0.05)
+            read = group.read_index_future()
+            await asyncio.sleep(0.05)  # the request left for n2; no answer comes
+            assert not read.done()
+            _heartbeat(group, "n2", 1)  # the same leader again: the read keeps waiting
+            assert not read.done()
+            group.leader_lost("n2")
+            assert read.done()
+            with pytest.raises(NotLeader, match="went to n2"):
+                read.result()
+            assert not group.pending_reads and not group.read_target
+            # A read to the new leader waits for its answer.
+            _heartbeat(group, "n3", 2)
+            second = group.read_index_future()
+            await asyncio.sleep(0.05)
+            assert not second.done()
+            assert group.read_target == {next(iter(group.pending_reads)): "n3"}
+        finally:
+            await _stop(group, task)
+
+    asyncio.run(body())

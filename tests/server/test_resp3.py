@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from phalanx.kv import Command, KVStateMachine, encode_command
-from phalanx.resp import NEED_DATA, RespReplyParser, SimpleString, VerbatimString, encode
+from phalanx.resp import (
+    NEED_DATA,
+    OrderedSet,
+    RespReplyParser,
+    SimpleString,
+    VerbatimString,
+    encode,
+)
 from phalanx.server.front.replies import resp3_reply, to_resp
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -147,6 +154,20 @@ geodist g Palermo Catania km
 geosearch g fromlonlat 15 37 byradius 200 km asc withcoord withdist withhash
 sort s alpha
 type h
+xadd st 1-1 a 1
+xadd st 2-1 b 2 c 3
+xrange st - +
+xread count 1 streams st 0
+xread streams st 2-1
+xread streams missing 0
+xgroup create st g 0
+xreadgroup group g c streams st >
+xreadgroup group g c streams st 0
+xreadgroup group g c streams st >
+xpending st g
+xinfo groups st
+xautoclaim st g c2 0 0 justid
+xinfo stream missing
 """
 
 
@@ -189,8 +210,12 @@ def test_server_command_shapes() -> None:
     shaped = resp3_reply([b"COMMAND", b"INFO", b"get"], [entry])
     assert shaped == [[b"get", 2, {SimpleString("readonly")}, 1, 1, 1,
                        {SimpleString("@read")}, set(), set(), set()]]
-    assert resp3_reply([b"COMMAND", b"GETKEYSANDFLAGS", b"set", b"a", b"b"],
-                       [[b"a", [SimpleString("OW")]]]) == [[b"a", {SimpleString("OW")}]]
+    # GETKEYSANDFLAGS: a set in Redis's order (RW access delete), as redis-server 7.0 sends.
+    flags = [SimpleString("RW"), SimpleString("access"), SimpleString("delete")]
+    shaped_flags = resp3_reply([b"COMMAND", b"GETKEYSANDFLAGS", b"lmove", b"a", b"b", b"left",
+                                b"left"], [[b"a", flags]])
+    assert shaped_flags == [[b"a", OrderedSet(tuple(flags))]]
+    assert encode(shaped_flags, 3) == b"*1\r\n*2\r\n$1\r\na\r\n~3\r\n+RW\r\n+access\r\n+delete\r\n"
     # Errors and nulls pass through unchanged.
     assert resp3_reply([b"SMEMBERS", b"s"], None) is None
 

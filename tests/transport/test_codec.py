@@ -499,7 +499,8 @@ def test_mutated_frames_raise_only_peer_protocol_errors(data: bytes, chunk: int)
     drain(data, chunk, handshake_first=False)
 
 
-@settings(max_examples=300)
+# No deadline: a shared, loaded machine made one example take 472 ms (a timing check).
+@settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=80), position=st.integers(0, 80), value=st.integers(0, 255))
 def test_mutated_handshakes_raise_only_peer_protocol_errors(
     data: bytes, position: int, value: int

@@ -177,10 +177,11 @@ def check_config(config: RunConfig) -> None:
     if config.client not in CLIENT_MODES:
         raise ValueError(f"unknown client mode {config.client!r} "
                          f"(known: {', '.join(CLIENT_MODES)})")
-    if config.client == "smart" and config.workload != "register":
-        raise ValueError(f"--client smart runs the register workload only: the {config.workload}"
-                         " workload needs connection state (WATCH, MULTI, blocking moves) that a"
-                         " routing client does not keep; use --client raw or haproxy")
+    if config.client == "smart" and config.workload not in ("register", "queue"):
+        raise ValueError(f"--client smart runs the register and queue workloads: the "
+                         f"{config.workload} workload needs connection state (WATCH / MULTI, a "
+                         "consumer's connection) that a routing client does not keep; use "
+                         "--client raw or haproxy")
     if config.deadline_s <= 0:
         raise ValueError(f"--deadline must be > 0; got {config.deadline_s:g}")
     node_settings = {"--regions": config.regions, "--shards": config.shards,

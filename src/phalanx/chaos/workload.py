@@ -20,8 +20,11 @@ Rules of this file:
   unknown outcome is a second write of the SAME unique value by a new process: the first stays
   open (`info`) in the history, so the checker sees both and may apply the value at either
   time (or twice): nothing the cluster did is hidden from it. A set member re-sent is the same
-  member, acknowledged once, when an attempt is acknowledged. The queue and bank workloads have
-  no retrying call (raw and haproxy modes only).
+  member, acknowledged once, when an attempt is acknowledged. Other workloads record calls,
+  not attempts: through HAProxy they are not retried; in the smart mode (the queue only: the
+  bank needs WATCH/MULTI, which a routing client refuses) their commands go through the smart
+  client, which re-sends a non-idempotent one (LPUSH, BLMOVE, LREM) only when it was certainly
+  not applied, so every push is still applied at most once.
 - Outcomes (what the client may conclude): a reply is `ok` (a nil reply of `SET ... IFEQ` is an ok
   CAS that did not match, output False); `-TRYAGAIN`, `-CLUSTERDOWN` and a refused connection are
   `fail` (certainly not applied); a timeout, a broken connection, `-ERR phalanx: outcome unknown`
@@ -236,6 +239,11 @@ class Workload:
             caller = self._make_caller(index, rng)
             if caller is not None:
                 self._callers[index] = caller
+            if isinstance(caller, SmartCaller):
+                # Workloads that send their own commands (the queue) go through the smart
+                # client too, whichever node the loop draws.
+                smart: Any = caller.client
+                clients = dict.fromkeys(clients, smart)
             while not self.stop_event.is_set():
                 now = state.now()
                 if now >= self.until_s:
@@ -263,7 +271,7 @@ class Workload:
                     # connect fails at once, so do not spin on it.
                     self.stop_event.wait(0.01)
         finally:
-            for client in clients.values():
+            for client in set(clients.values()):
                 with contextlib.suppress(Exception):
                     client.close()
             own = self._callers.pop(index, None)

@@ -1,7 +1,7 @@
 """The keyspace: every key's value and expiry, plus the read-side indexes built from them.
 
 What this module holds:
-- `Keyspace`: one dict of key -> value (bytes, dict, set, deque or ZSet) and a second dict of
+- `Keyspace`: one dict of key -> value (bytes, dict, set, deque, ZSet or Stream) and a second dict of
   key -> expire-at (ms) only for keys with a TTL. Those two dicts are the replicated state (the
   snapshot writes them); `KVStateMachine` owns one `Keyspace` and hands it to every command.
 - The helpers every command family uses: `live` (read: an expired key is absent, never

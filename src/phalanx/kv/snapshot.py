@@ -210,7 +210,7 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
             value = deque(raw)
         elif kind is tuple and len(raw) == 2 and raw[0] is None:
             try:
-                value = Stream.from_plain(raw[1])
+                value = Stream.from_plain(raw[1], check_fields=False)
             except ValueError as exc:
                 raise Corrupt(f"snapshot: bad stream ({exc})") from exc
         elif kind is tuple:

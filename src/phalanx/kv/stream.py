@@ -3,7 +3,8 @@
 What this module holds:
 - Stream ids as ONE integer, `ms << 64 | seq` (`make_id`, `id_ms`, `id_seq`, `format_id`,
   `parse_id`): integers compare in id order, are compact in memory and marshal fast.
-- `Stream`: the entries (a `sortedcontainers.SortedDict` id -> fields tuple), the last
+- `Stream`: the entries (a `sortedcontainers.SortedDict` id -> the entry's fields packed in
+  ONE bytes object, `pack_fields` / `unpack_fields`: compact in memory and in snapshots), the last
   generated id, the max deleted id, entries-added, and the consumer groups (`Group`), as Redis
   7.0's `stream` struct (t_stream.c). An empty stream is a value like any other (Redis keeps
   it: XDEL of every entry, MAXLEN 0, XGROUP CREATE ... MKSTREAM).
@@ -11,7 +12,7 @@ What this module holds:
   the group's pending entries list (PEL: id -> `Nack`) and its consumers (`Consumer`, each
   with its own PEL as a sorted list of ids; a `Nack` names its consumer).
 - `Stream.to_plain` / `Stream.from_plain`: the snapshot and DUMP form (plain marshal-able
-  values, entries as two parallel lists: ids and field tuples), validated on the way in.
+  values, entries as two parallel lists: ids and packed fields), validated on the way in.
 
 Rules of this module:
 - Pure and deterministic (standard library and sortedcontainers only). Times (delivery times,
@@ -34,8 +35,8 @@ Rules of this module:
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator
-from itertools import chain, islice
+from collections.abc import Iterator, Sequence
+from itertools import islice
 
 from sortedcontainers import SortedDict, SortedList
 
@@ -53,6 +54,35 @@ INVALID_ENTRIES_READ = -1
 """Redis's SCG_INVALID_ENTRIES_READ: a group whose read counter is unknown."""
 
 _SPACE = b" \t\n\v\f\r"
+
+
+def pack_fields(items: Sequence[bytes]) -> bytes:
+    """An entry's field, value, ... as one bytes object: each item is its length (one byte
+    below 255, else 255 and four bytes little endian) then its bytes."""
+    parts: list[bytes] = []
+    for item in items:
+        size = len(item)
+        parts.append(bytes((size,)) if size < 255 else b"\xff" + size.to_bytes(4, "little"))
+        parts.append(item)
+    return b"".join(parts)
+
+
+def unpack_fields(blob: bytes) -> list[bytes]:
+    """The items `pack_fields` packed; raises ValueError for a blob it cannot have written."""
+    items: list[bytes] = []
+    position = 0
+    end = len(blob)
+    while position < end:
+        size = blob[position]
+        position += 1
+        if size == 255:
+            size = int.from_bytes(blob[position:position + 4], "little")
+            position += 4
+        if position + size > end:
+            raise ValueError("truncated stream entry")
+        items.append(blob[position:position + size])
+        position += size
+    return items
 
 
 def make_id(ms: int, seq: int) -> int:
@@ -211,8 +241,8 @@ class Stream:
     __slots__ = ("entries", "entries_added", "groups", "last_id", "max_deleted_id")
 
     def __init__(self) -> None:
-        self.entries: SortedDict[int, tuple[bytes, ...]] = SortedDict()
-        """id -> (field, value, field, value, ...), in id order."""
+        self.entries: SortedDict[int, bytes] = SortedDict()
+        """id -> the entry's packed field, value, ... (`pack_fields`), in id order."""
         self.last_id = 0
         self.max_deleted_id = 0
         self.entries_added = 0
@@ -232,8 +262,8 @@ class Stream:
         return self.entries.keys()[-1] if self.entries else 0
 
     def range(self, start: int, end: int, reverse: bool = False,
-              count: int = 0) -> Iterator[tuple[int, tuple[bytes, ...]]]:
-        """(id, fields) for ids in [start, end], ascending (or descending), at most `count`
+              count: int = 0) -> Iterator[tuple[int, bytes]]:
+        """(id, packed fields) for ids in [start, end], ascending (or descending), at most `count`
         (0 = all)."""
         if start > end:
             return iter(())
@@ -292,9 +322,9 @@ class Stream:
             return (((last >> SEQ_BITS) + 1) << SEQ_BITS)
         return last + 1
 
-    def append(self, stream_id: int, fields: tuple[bytes, ...]) -> None:
+    def append(self, stream_id: int, fields: Sequence[bytes]) -> None:
         """Add an entry whose id is above the last id (checked by the caller)."""
-        self.entries[stream_id] = fields
+        self.entries[stream_id] = pack_fields(fields)
         self.last_id = stream_id
         self.entries_added += 1
 
@@ -357,7 +387,7 @@ class Stream:
     def to_plain(self) -> tuple[object, ...]:
         """The stream as plain marshal-able values (deterministic):
         (ids, fields, last_id, max_deleted_id, entries_added, groups), ids a list of ints in
-        order, fields a list of tuples of bytes, groups [(name, last_id, entries_read,
+        order, fields a list of packed fields (bytes; `pack_fields`), groups [(name, last_id, entries_read,
         [id, consumer, delivery_time, delivery_count, ...], [consumer, seen_time, ...]), ...]
         in name order."""
         entries = self.entries
@@ -378,10 +408,12 @@ class Stream:
                 self.max_deleted_id, self.entries_added, groups)
 
     @classmethod
-    def from_plain(cls, plain: object) -> Stream:
+    def from_plain(cls, plain: object, check_fields: bool = True) -> Stream:
         """The inverse of `to_plain`; raises ValueError unless `to_plain` could have written
-        it (ids strictly increasing and at most the last id, fields non-empty pairs of bytes,
-        every pending entry's consumer known, ...)."""
+        it (ids strictly increasing and at most the last id, fields packed bytes (or, as
+        written before packing, tuples of bytes: packed here),
+        every pending entry's consumer known, ...). `check_fields` False skips unpacking every
+        entry (for snapshots: checksummed, and written by `to_plain`)."""
         if type(plain) is not tuple or len(plain) != 6:
             raise ValueError("bad stream")
         ids, fields, last_id, max_deleted_id, entries_added, groups = plain
@@ -396,10 +428,22 @@ class Stream:
         if ids and (ids[0] <= 0 or ids[-1] > last_id
                     or not all(map(operator.lt, ids, islice(ids, 1, None)))):
             raise ValueError("stream ids out of order")
-        if (not set(map(type, fields)) <= {tuple}
-                or any(length == 0 or length % 2 for length in set(map(len, fields)))
-                or not set(map(type, chain.from_iterable(fields))) <= {bytes}):
+        kinds = set(map(type, fields))
+        if kinds == {tuple}:  # the first format 4 snapshots: one tuple of items per entry
+            for item in fields:
+                if not item or len(item) % 2 or not all(type(part) is bytes for part in item):
+                    raise ValueError("bad stream fields")
+            fields = [pack_fields(item) for item in fields]
+        elif not kinds <= {bytes} or not all(fields):
             raise ValueError("bad stream fields")
+        elif check_fields:
+            # Every entry unpacks into field, value pairs (a client's RESTORE payload must not
+            # plant an entry XRANGE cannot read). A snapshot (checksummed, written by a
+            # replica) skips this per-entry pass: a million entries restore faster.
+            for blob in fields:
+                items = unpack_fields(blob)
+                if not items or len(items) % 2:
+                    raise ValueError("bad stream fields")
         if entries_added < len(ids) or type(groups) is not list:
             raise ValueError("bad stream counters")
         stream = cls()

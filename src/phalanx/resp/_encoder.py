@@ -26,6 +26,7 @@ from phalanx.resp._types import (
     NULL_ARRAY,
     BigNumber,
     ErrorReply,
+    OrderedSet,
     Push,
     Reply,
     SimpleString,
@@ -135,6 +136,9 @@ def _encode_into(parts: list[bytes], reply: Reply, resp3: bool) -> None:
             if all(type(member) is bytes for member in members):
                 members.sort(key=_bytes_key)  # deterministic order, as SMEMBERS is
             stack.extend(reversed(members))
+        elif type(item) is OrderedSet:
+            append(b"~%d\r\n" % len(item.items) if resp3 else b"*%d\r\n" % len(item.items))
+            stack.extend(reversed(item.items))
         elif type(item) is float:
             digits = _format_double(item)
             append(b",%b\r\n" % digits if resp3 else _bulk(digits))

@@ -28,6 +28,7 @@ __all__ = [
     "ErrorReply",
     "NeedData",
     "NullArray",
+    "OrderedSet",
     "Push",
     "Reply",
     "RespLimits",
@@ -117,9 +118,17 @@ class Push:
     items: list[Reply]
 
 
+@dataclass(frozen=True, slots=True)
+class OrderedSet:
+    """A RESP3 set sent in this order (Redis sends some sets in its own order: COMMAND
+    GETKEYSANDFLAGS's key flags); RESP2 sends it as an array."""
+
+    items: tuple[Reply, ...]
+
+
 Reply: TypeAlias = (
     "SimpleString | ErrorReply | int | bytes | str | NullArray | float | bool | BigNumber"
-    " | VerbatimString | Push | list[Reply] | tuple[Reply, ...] | dict[Reply, Reply]"
+    " | VerbatimString | Push | OrderedSet | list[Reply] | tuple[Reply, ...] | dict[Reply, Reply]"
     " | set[Reply] | frozenset[Reply] | None"
 )
 """Any value `encode()` accepts and `RespReplyParser.next_reply()` returns."""

@@ -92,6 +92,10 @@ def _retrieve(future: asyncio.Future[int]) -> None:
         future.exception()
 
 
+#: Entries that may write keys their arguments do not name (Lua scripts' undeclared keys).
+_UNDECLARED_WRITERS = frozenset({b"EVAL", b"EVALSHA", b"FCALL"})
+
+
 class RaftGroup:
     """A Raft replica of one shard, driven by asyncio."""
 
@@ -142,6 +146,10 @@ class RaftGroup:
         self.pending_reads: dict[bytes, asyncio.Future[int]] = {}
         #: When each pending read request was made (perf_counter), for `expire_pending`.
         self.read_started: dict[bytes, float] = {}
+        #: Which leader each pending read request went to (this node itself on the leader):
+        #: when that leader is gone, the request will never be answered, so it is failed at
+        #: once (`_track_leader`), not after the request timeout.
+        self.read_target: dict[bytes, str] = {}
         #: The read request new reads may still join (see `read_index_future`).
         self._open_read: asyncio.Future[int] | None = None
         self.apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -154,6 +162,8 @@ class RaftGroup:
         #: after every input that can change the core's leader, not by the Ready loop: a
         #: router asking between the loss and the loop's next pass must read the truth.
         self.leader_lost_at: float | None = None
+        #: The leader `_track_leader` saw last.
+        self.tracked_leader = self.raw.lead
         #: True once this replica has known a leader (a replica that just started and has
         #: heard nobody yet says nothing about the shard's quorum).
         self.knew_leader = False
@@ -229,12 +239,36 @@ class RaftGroup:
 
     def _track_leader(self) -> None:
         """Start the leaderless clock when the core has just stopped knowing a leader, stop it
-        when it knows one (cheap: called after every step and tick)."""
-        if self.raw.lead:
+        when it knows one; fail the read requests that went to a leader that is gone (cheap:
+        called after every step and tick)."""
+        lead = self.raw.lead
+        if lead:
             self.knew_leader = True
             self.leader_lost_at = None
         elif self.knew_leader and self.leader_lost_at is None:
             self.leader_lost_at = time.monotonic()
+        if lead != self.tracked_leader:
+            gone = self.tracked_leader
+            self.tracked_leader = lead
+            if self.read_target:
+                self._fail_reads_sent_to(gone, lead)
+
+    def _fail_reads_sent_to(self, gone: str, lead: str) -> None:
+        """The leader changed from `gone` to `lead` (or none): a ReadIndex request sent to
+        another node than `lead` will never be answered (a dead leader answers nothing; a
+        deposed one answers only its own term's reads, diss. §6.4). Nothing was read, so the
+        reader is told at once to retry (`NotLeader`) instead of waiting for the request
+        timeout (a GET on a follower used to hang until the client's timeout after a leader
+        was killed)."""
+        for context, target in list(self.read_target.items()):
+            if target == lead:
+                continue
+            del self.read_target[context]
+            self.read_started.pop(context, None)
+            future = self.pending_reads.pop(context, None)
+            if future is not None and not future.done():
+                future.set_exception(NotLeader(lead or None, f"the read went to {target}, "
+                                               f"which no longer leads (was {gone or 'none'})"))
 
     # -- client operations -----------------------------------------------------------------
     def propose_command(self, name: bytes, args: tuple[bytes, ...],
@@ -297,6 +331,7 @@ class RaftGroup:
                        if started < horizon]
         for context in stale_reads:
             del self.read_started[context]
+            self.read_target.pop(context, None)
             read_future = self.pending_reads.pop(context, None)
             if read_future is not None and not read_future.done():
                 # A follower's request to a leader that died, or a round that never
@@ -333,6 +368,7 @@ class RaftGroup:
         self.raw.read_index(context)  # NotLeader: nothing registered
         self.pending_reads[context] = future
         self.read_started[context] = time.perf_counter()
+        self.read_target[context] = self.raw.lead
         self._open_read = future
         future.add_done_callback(_retrieve)
         self.wake.set()
@@ -452,6 +488,7 @@ class RaftGroup:
                                              time.perf_counter() - apply_started)
         for state in rd.read_states:
             self.read_started.pop(state.context, None)
+            self.read_target.pop(state.context, None)
             read_future = self.pending_reads.pop(state.context, None)
             if read_future is None or read_future.done():
                 continue
@@ -488,7 +525,8 @@ class RaftGroup:
         except PhalanxError:
             return list(watched)
         keys = command_keys(name, args)
-        if not keys:
+        if not keys or name.upper() in _UNDECLARED_WRITERS:
+            # (a script may write keys it did not declare: every watched key may have changed)
             return list(watched)
         return [key for key in keys if key in watched]
 
@@ -570,6 +608,7 @@ class RaftGroup:
                 future.set_exception(StorageError(str(error)))
         self.pending_reads.clear()
         self.read_started.clear()
+        self.read_target.clear()
         for _, waiter in self.apply_waiters:
             if not waiter.done():
                 waiter.set_exception(StorageError(str(error)))

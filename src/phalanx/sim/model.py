@@ -21,7 +21,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from phalanx.errors import require
+from phalanx.errors import SimulationFailure, require
 from phalanx.kv import KVStateMachine
 from phalanx.raft import (
     ConfState,
@@ -47,6 +47,8 @@ from phalanx.sim.faults import FaultPlan
 TICK_MS = 10
 #: The most messages partitioned links hold at once (the rest are lost).
 HELD_LIMIT = 400
+#: The most Readys one node may hand out in one event before the run counts as a livelock.
+READY_LIMIT = 2000
 ELECTION_TICKS = 20
 HEARTBEAT_TICKS = 3
 
@@ -277,7 +279,16 @@ class SimCluster:
     def _process(self, node: SimNode) -> None:
         """Apply every Ready the node's pipeline hands out now (`phalanx.raft.pipeline`)."""
         pipeline = node.pipeline
+        handed = 0
         while node.raw is not None and pipeline is not None and node.pipeline is pipeline:
+            handed += 1
+            if handed > READY_LIMIT:
+                # A node that never runs out of Readys within one event spins forever: a
+                # livelock (a real node would hang there), not a run that ends.
+                raise SimulationFailure(
+                    f"at {self.now:.1f} ms: livelock: {node.id} handed out {READY_LIMIT} Readys "
+                    f"in one event without waiting for anything (applied {node.raw.applied}, "
+                    f"committed {node.raw.committed})")
             # Check before applying: the configuration that decided the latest commits is the
             # current one until the new entries are applied.
             self._check_node(node)

@@ -60,6 +60,7 @@ from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.replies import NOT_INTEGER, OK, Error, Reply, arity_error, error_text
 from phalanx.kv.scripting import DEFAULT_MAX_INSTRUCTIONS, LuaEngine, sha1hex
 from phalanx.kv.spec import Args, CommandSpec, numkeys_keys
+from phalanx.kv.stream import Stream
 from phalanx.kv.zset import ZSet
 
 Dispatch = Callable[[bytes, Args, int], Reply]
@@ -110,9 +111,21 @@ def _copy_value(value: object) -> object:
         return value.copy()
     if type(value) is deque:
         return deque(value)
-    if type(value) is ZSet:
+    if type(value) is ZSet or type(value) is Stream:
         return value.copy()
     return copy.deepcopy(value)
+
+
+def _blocks(args: Sequence[bytes]) -> bool:
+    """XREAD / XREADGROUP with a BLOCK option (before STREAMS), which Redis refuses in scripts
+    (https://redis.io/commands/xread/; t_stream.c xreadCommand)."""
+    for position in range(1, len(args) - 1):
+        option = args[position].upper()
+        if option == b"STREAMS":
+            return False
+        if option == b"BLOCK":
+            return True
+    return False
 
 
 def _keys_of(spec: CommandSpec, args: Sequence[bytes]) -> list[bytes]:
@@ -162,6 +175,9 @@ class _Run:
             return Error("ERR Wrong number of args calling Redis command from script")
         if spec.write and self.read_only:
             return Error("ERR Write commands are not allowed from read-only scripts.")
+        if upper in (b"XREAD", b"XREADGROUP") and _blocks(args):
+            return Error(f"ERR {error_text(args[0])} command is not allowed with BLOCK option "
+                         "from scripts")
         keys = _keys_of(spec, args)
         if self.key_owned is not None:
             for key in keys:

@@ -32,6 +32,7 @@ from phalanx.kv.stream import (
     Stream,
     format_id,
     parse_id,
+    unpack_fields,
 )
 
 INVALID_ID = Error("ERR Invalid stream ID specified as stream command argument")
@@ -58,9 +59,9 @@ def stream_for_write(db: Keyspace, key: bytes, now: int) -> Stream | Error | Non
     return WRONGTYPE
 
 
-def entry_reply(stream_id: int, fields: tuple[bytes, ...]) -> Reply:
-    """One entry as Redis replies it: [id, [field, value, ...]]."""
-    return [format_id(stream_id), list(fields)]
+def entry_reply(stream_id: int, fields: bytes) -> Reply:
+    """One entry (its packed fields) as Redis replies it: [id, [field, value, ...]]."""
+    return [format_id(stream_id), list(unpack_fields(fields))]
 
 
 def parse_strict(text: bytes) -> int | None:
@@ -226,7 +227,7 @@ def _xadd(db: Keyspace, args: Args, now: int) -> Reply:
         new_id = parsed.stream_id
     if new_id <= last:
         return _TOO_SMALL
-    stream.append(new_id, tuple(args[parsed.position + 1:]))
+    stream.append(new_id, args[parsed.position + 1:])
     if parsed.trims:
         _trim(stream, parsed)
     return format_id(new_id)

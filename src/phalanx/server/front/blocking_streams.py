@@ -124,6 +124,8 @@ class _Waiter:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: The local replica whose `watched_keys` count this waiter's keys (None: none held).
     group: RaftGroup | None = None
+    #: CLIENT UNBLOCK asked it to stop: "timeout" (nil) or "error" (-UNBLOCKED).
+    unblocked: str | None = None
 
 
 _EMPTY = object()
@@ -252,6 +254,10 @@ class BlockingStreams:
             waiter.wake.clear()
             if self.clients.get(waiter.state.id) is not waiter.state:
                 return NULL_ARRAY  # the client is gone: it must take nothing
+            if waiter.unblocked is not None:  # CLIENT UNBLOCK (clients.py)
+                if waiter.unblocked == "error":
+                    raise CommandError("UNBLOCKED client unblocked via CLIENT UNBLOCK")
+                return NULL_ARRAY
             self._watch(waiter)
             if not woken and waiter.group is not None and not self._is_head(waiter):
                 continue
@@ -383,6 +389,19 @@ class BlockingStreams:
                     if self.clients.get(head.state.id) is head.state:
                         break
                     queue.popleft()  # gone: it leaves the other queues itself
+
+    def unblock(self, client_id: int, error: bool) -> bool:
+        """CLIENT UNBLOCK: wake client `client_id`'s waiter to answer nil (or -UNBLOCKED);
+        False if that client waits in no blocking stream read here."""
+        everyone = [w for readers in self.readers.values() for w in readers]
+        everyone += [w for groups in self.consumers.values() for queue in groups.values()
+                     for w in queue]
+        for waiter in everyone:
+            if waiter.state.id == client_id and waiter.unblocked is None:
+                waiter.unblocked = "error" if error else "timeout"
+                waiter.wake.set()
+                return True
+        return False
 
     def waiting(self) -> int:
         """How many clients wait in a blocking stream read on this node."""

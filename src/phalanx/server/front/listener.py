@@ -340,7 +340,8 @@ class RespServer:
         return (is_known(name) and is_write(name)) or name in _PAUSED_WRITES
 
     def unblock_client(self, client_id: int, error: bool) -> bool:
-        return self.blocking.unblock(client_id, error)
+        return (self.blocking.unblock(client_id, error)
+                or self.blocking_streams.unblock(client_id, error))
 
     # -- commands --------------------------------------------------------------------------
     def start_command(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
@@ -417,7 +418,7 @@ class RespServer:
     def _dispatch(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
         self.metrics.command(name.decode(errors="replace"))
         handler = self.commands.get(name)
-        refused = self.sessions.admit(state, name, handler is None)
+        refused = self.sessions.admit(state, name, handler is None, arguments)
         if refused is not None:
             if state.multi is not None:
                 state.multi_failed = True  # a refusal after MULTI marks the transaction

@@ -23,7 +23,7 @@ from phalanx.errors import (
 )
 from phalanx.kv import Error as KVError
 from phalanx.placement.shard import SlotMoved
-from phalanx.resp import ErrorReply, SimpleString, VerbatimString
+from phalanx.resp import ErrorReply, OrderedSet, SimpleString, VerbatimString
 
 #: The code of a retry-safe refusal (certainly not applied), ours or a peer's.
 TRYAGAIN = "TRYAGAIN"
@@ -133,8 +133,9 @@ def _command_reply(arguments: Sequence[bytes], reply: object) -> object:
     if sub in (b"", b"INFO"):
         return [_command_entry(entry) for entry in reply]
     if sub == b"GETKEYSANDFLAGS":
-        return [[item[0], set(item[1])] if isinstance(item, list) and len(item) == 2
-                and isinstance(item[1], list) else item for item in reply]
+        # Redis sends each key's flags as a set in its own order (RW access delete).
+        return [[item[0], OrderedSet(tuple(item[1]))] if isinstance(item, list)
+                and len(item) == 2 and isinstance(item[1], list) else item for item in reply]
     return reply
 
 
