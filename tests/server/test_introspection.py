@@ -369,6 +369,10 @@ def test_client_tracking_invalidates_keys_a_client_read(r: Any, port: int) -> No
     r.delete("track:b")
     assert cache.next() == Push([b"invalidate", [b"track:b"]])
     assert cache.call("PING") == PONG  # nothing else was queued
+    # A script writing a key it did not declare still invalidates it.
+    assert cache.call("GET", "track:u") is None
+    r.eval("redis.call('SET', KEYS[1], 1) redis.call('SET', 'track:u', 2)", 1, "track:d")
+    assert cache.next() == Push([b"invalidate", [b"track:u"]])
     assert cache.call("CLIENT", "TRACKINGINFO") == {
         b"flags": [SimpleString("on")], b"redirect": 0, b"prefixes": []}
     assert cache.call("CLIENT", "TRACKING", "OFF") == OK

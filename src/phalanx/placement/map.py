@@ -291,10 +291,20 @@ class UserInfo:
     enabled: bool = False
     nopass: bool = False
     """Any password (or none) authenticates this user."""
+    commands: tuple[str, ...] = ()
+    """ACL command rules in order ("-@all", "+get", "+client|id", ...); empty: `permissions`
+    alone decides (server/front/acl_rules.py)."""
+    keys: tuple[str, ...] = ()
+    """Key patterns ("~p", "%R~p", ...), used with `commands` (no pattern: no key)."""
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "password_sha256": list(self.password_sha256),
-                "permissions": self.permissions, "enabled": self.enabled, "nopass": self.nopass}
+        data: dict[str, object] = {
+            "name": self.name, "password_sha256": list(self.password_sha256),
+            "permissions": self.permissions, "enabled": self.enabled, "nopass": self.nopass}
+        if self.commands:  # (absent: a map written before command rules encodes as before)
+            data["commands"] = list(self.commands)
+            data["keys"] = list(self.keys)
+        return data
 
     @classmethod
     def from_json(cls, raw: object) -> UserInfo:
@@ -319,8 +329,13 @@ class UserInfo:
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}: field '{flag}' must be true or false")
             flags[flag] = value
+        commands = _strings(data, "commands", where, required=False, unique=False)
+        keys = _strings(data, "keys", where, required=False, unique=False)
+        if any(not rule or rule[0] not in "+-" for rule in commands):
+            raise ConfigError(f"{where}: field 'commands' must hold +/- rules")
         return cls(name=name, password_sha256=tuple(sorted(set(digests))),
-                   permissions=permissions, **flags)
+                   permissions=permissions, commands=tuple(commands), keys=tuple(keys),
+                   **flags)
 
 
 def _check_no_overlap(shards: Iterable[ShardInfo]) -> None:

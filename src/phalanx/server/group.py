@@ -99,6 +99,10 @@ def _retrieve(future: asyncio.Future[int]) -> None:
         future.exception()
 
 
+#: Entries that may write keys their arguments do not name (Lua scripts' undeclared keys).
+_UNDECLARED_WRITERS = frozenset({b"EVAL", b"EVALSHA", b"FCALL"})
+
+
 class RaftGroup:
     """A Raft replica of one shard, driven by asyncio."""
 
@@ -533,7 +537,8 @@ class RaftGroup:
         except PhalanxError:
             return list(watched)
         keys = command_keys(name, args)
-        if not keys:
+        if not keys or name.upper() in _UNDECLARED_WRITERS:
+            # (a script may write keys it did not declare: every watched key may have changed)
             return list(watched)
         return [key for key in keys if key in watched]
 

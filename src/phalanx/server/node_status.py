@@ -383,6 +383,9 @@ class NodeStatus:
         stats = self.transport.stats()
         peers = stats.get("peers", {})
         if isinstance(peers, dict):
+            self.metrics.set_peer_identity(self.refused_by(), list(peers),
+                                           int(stats.get("refused_connections") or 0),
+                                           int(stats.get("tls_reloads") or 0))
             for peer_id, peer_stats in peers.items():
                 if isinstance(peer_stats, dict):
                     self.metrics.set_peer_connected(peer_id, bool(peer_stats.get("connected")))

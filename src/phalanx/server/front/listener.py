@@ -418,7 +418,7 @@ class RespServer:
     def _dispatch(self, state: ClientState, name: bytes, arguments: list[bytes]) -> object:
         self.metrics.command(name.decode(errors="replace"))
         handler = self.commands.get(name)
-        refused = self.sessions.admit(state, name, handler is None)
+        refused = self.sessions.admit(state, name, handler is None, arguments)
         if refused is not None:
             if state.multi is not None:
                 state.multi_failed = True  # a refusal after MULTI marks the transaction
