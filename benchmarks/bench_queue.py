@@ -360,11 +360,13 @@ def failover_try(target: QueueTarget, attempt: int, processes: Processes,
                        "--seconds", "600", "--size", str(qs.size), "--prefetch",
                        str(qs.prefetch), "--drain", f"{qs.drain_s:g}", "--tag", f"f{attempt}",
                        "--timeout", f"{qs.timeout_s:g}")
-    with open(processes.root / f"queue-gap-{target.name}-{attempt}.log", "ab") as errors:
+    client_log = processes.root / f"queue-gap-{target.name}-{attempt}.log"
+    with open(client_log, "ab") as errors:
         process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=errors, text=True, start_new_session=True)
     processes.children.append(process)  # type: ignore[arg-type]
     lines = LineReader(process)
+    at: float | None = None
     row: dict[str, Any] = {"target": target.name, "try": attempt, "killed": killed,
                            "via": survivors, "load_1m": round(load, 2), "ok": False, "error": ""}
     try:
@@ -395,6 +397,14 @@ def failover_try(target: QueueTarget, attempt: int, processes: Processes,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        # The client's own timeline (faults, reconnects, pauses), relative to the kill.
+        with contextlib.suppress(OSError, ValueError):
+            lines_out = []
+            for line in client_log.read_text(errors="replace").splitlines()[-30:]:
+                stamp, _, rest = line.partition(" ")
+                lines_out.append(f"{(float(stamp) - at) * 1000:+.0f} ms {rest}"
+                                 if at is not None else line)
+            row["client_log"] = lines_out
     log(f"queue failover {target.name:<16} try {attempt}: kill -9 {killed}: publish gap "
         f"{row.get('publish_gap_ms')} ms, consume gap {row.get('consume_gap_ms')} ms, "
         f"confirmed {row.get('confirmed')}, lost {row.get('lost')}, duplicates "
@@ -681,7 +691,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
               "place at once, so its gap is a restart, not a failover). Publish gap: last "
               "confirm before the kill to the first confirm of a message sent after it. "
               "Consume gap: the longest pause between two deliveries from the last delivery "
-              "before the kill on. After recovery + "
+              "before the kill until publishing stops. After recovery + "
               f"{s['after_recovery_s']:g} s publishing stops and the consumer drains (up to "
               f"{s['drain_s']:g} s): lost = confirmed ids never delivered; duplicates = "
               "deliveries of an id already delivered (redeliveries of unacked messages). "

@@ -57,6 +57,11 @@ CONSUMER = "c1"
 EARLY_EMPTY = [0]
 
 
+def note(message: str) -> None:
+    """A timestamped line on stderr (the bench keeps it in its work directory's logs)."""
+    print(f"{time.monotonic():.3f} {message}", file=sys.stderr, flush=True)
+
+
 def percentile(values: list[float], fraction: float) -> float | None:
     if not values:
         return None
@@ -407,6 +412,9 @@ async def mode_gap(args: argparse.Namespace) -> dict[str, Any]:
     def handle(body: bytes) -> None:
         now = time.monotonic()
         deliveries.append((now, parse_payload(body)[0]))
+        if state["fault"] is not None and len(deliveries) > 1 and \
+                now - deliveries[-2][0] > 0.2:
+            note(f"consumer: delivery after a {now - deliveries[-2][0]:.3f} s pause")
         check()
 
     def check() -> None:
@@ -449,6 +457,7 @@ async def mode_gap(args: argparse.Namespace) -> dict[str, Any]:
             # is fine. A closed connection, or any error on redis, means reconnecting.
             broken = args.kind == "redis" or pub.connection.is_closed
             if pub_state["healthy"] and broken:
+                note(f"publisher: {sequence} failed; reconnecting")
                 pub_state["healthy"] = False
                 if not pub_state["connecting"]:
                     pub.rotate()
@@ -466,6 +475,8 @@ async def mode_gap(args: argparse.Namespace) -> dict[str, Any]:
         while not stopping.is_set():
             try:
                 await reader.connect(args.prefetch, handle)
+                if state["fault"] is not None:
+                    note("consumer: connected")
                 if args.kind == "redis":
                     # Not `await reader.task`: a cancel of this loop would cancel that task,
                     # which redis-py may swallow mid-read (close() stops it by its flag).
@@ -476,9 +487,11 @@ async def mode_gap(args: argparse.Namespace) -> dict[str, Any]:
                     raise ConnectionError("the AMQP connection closed")
             except asyncio.CancelledError:
                 return
-            except Exception:
+            except Exception as error:
+                note(f"consumer: {type(error).__name__}: {error}; reconnecting")
                 with contextlib.suppress(Exception):
                     await reader.close()
+                note("consumer: closed")
                 reader.rotate()
                 await asyncio.sleep(0.05)
 
@@ -506,10 +519,12 @@ async def mode_gap(args: argparse.Namespace) -> dict[str, Any]:
         while True:
             line = (await reader_stream.readline()).decode().split()
             if not line or line[0] == "stop":
+                state["stopped_at"] = time.monotonic()
                 stop_publishing.set()
                 return
             if line[0] == "fault":
                 state["fault"] = float(line[1])
+                note("fault")
 
     producing = asyncio.ensure_future(produce())
     await control()
@@ -539,7 +554,10 @@ async def mode_gap(args: argparse.Namespace) -> dict[str, Any]:
         after = [end for sent, end, ok in events if ok and sent > fault]
         if after:
             result["publish_gap_ms"] = ms(min(after) - (max(before) if before else fault))
-        times = sorted(t for t, _i in deliveries)
+        # Up to the end of publishing: the drain after it delivers the stragglers, whose
+        # spacing is not a pause of the queue.
+        end = state.get("stopped_at", float("inf"))
+        times = sorted(t for t, _i in deliveries if t <= end)
         start = max((t for t in times if t <= fault), default=fault)
         later = [t for t in times if t >= start]
         if len(later) >= 2 and later[-1] > fault:

@@ -15,6 +15,7 @@ import pytest
 from phalanx.errors import CommandError
 from phalanx.placement.map import UserInfo
 from phalanx.server.front.acl import describe, rules_to_user
+from phalanx.server.front.acl_rules import refusal
 from phalanx.server.node import Node
 
 # The in-process node helpers of tests/server/test_security.py, loaded by path: a plain
@@ -41,27 +42,58 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_rules_translate_to_two_permission_levels() -> None:
-    user = rules_to_user(UserInfo(name="u"), [b"on", b">pw", b"~*", b"+@all"])
+def test_rules_translate_to_levels_and_redis_rules() -> None:
+    # A config user (a level, no rules) keeps its level until a command rule arrives.
+    legacy = UserInfo(name="u", password_sha256=(_sha("pw"),), permissions="all",
+                      enabled=True)
+    assert rules_to_user(legacy, [b"nopass", b"resetpass"]) == UserInfo(
+        name="u", permissions="all", enabled=True)
+    assert describe(legacy) == f"user u on #{_sha('pw')} ~* &* +@all"
+    assert rules_to_user(legacy, [b"-@write"]).commands == ("+@all", "-@write")
+    assert rules_to_user(legacy, [b"-@write"]).permissions == "read"
+    # A new user starts as Redis's: off, -@all, no key.
+    user = rules_to_user(UserInfo(name="u"), [b"on", b">pw", b"~*", b"+@all"], new=True)
     assert user == UserInfo(name="u", password_sha256=(_sha("pw"),), permissions="all",
-                            enabled=True)
-    assert rules_to_user(user, [b"-@write"]).permissions == "read"
+                            enabled=True, commands=("+@all",), keys=("~*",))
+    assert rules_to_user(user, [b"-@all", b"+@read"]).commands == ("-@all", "+@read")
     assert rules_to_user(user, [b"-@all", b"+@read"]).permissions == "read"
     assert rules_to_user(user, [b"<pw"]).password_sha256 == ()
     assert rules_to_user(user, [b"nopass"]).nopass
-    assert rules_to_user(user, [b"nopass", b"resetpass"]) == UserInfo(
-        name="u", permissions="all", enabled=True)
     assert rules_to_user(user, [b"off", b"#" + _sha("x").encode()]).password_sha256 == tuple(
         sorted((_sha("pw"), _sha("x"))))
-    assert rules_to_user(user, [b"reset"]) == UserInfo(name="u")
+    assert rules_to_user(user, [b"reset"]) == UserInfo(name="u", commands=("-@all",))
     assert describe(user) == f"user u on #{_sha('pw')} ~* &* +@all"
-    for rule in (b"+get", b"~app:*", b"+@admin", b"-@dangerous"):
-        with pytest.raises(CommandError, match=r"phalanx: ACL rule .* is not supported"):
+    limited = rules_to_user(UserInfo(name="c"), [b"on", b"nopass", b"~cache:*", b"%R~ro:*",
+                                                  b"+get", b"+set", b"+client|id"], new=True)
+    assert limited.commands == ("-@all", "+get", "+set", "+client|id")
+    assert describe(limited) == "user c on nopass ~cache:* %R~ro:* &* -@all +get +set +client|id"
+    assert rules_to_user(limited, [b"resetkeys"]).keys == ()
+    for rule, text in ((b"+nosuch", "Unknown command or category name in ACL"),
+                       (b"+@nosuch", "Unknown command or category name in ACL"),
+                       (b"&chan:*", r"phalanx: ACL rule '&chan:\*' is not supported"),
+                       (b"%X~k", "Syntax error")):
+        with pytest.raises(CommandError, match=text):
             rules_to_user(user, [rule])
     with pytest.raises(CommandError, match="password you are trying to remove"):
         rules_to_user(user, [b"<nope"])
     with pytest.raises(CommandError, match="64 characters"):
         rules_to_user(user, [b"#abc"])
+
+
+def test_command_and_key_rules_are_redis_s() -> None:
+    rules, keys = ("-@all", "+@read", "+set", "-get", "+client|id"), ("~cache:*", "%R~ro:*")
+    assert refusal("u", rules, keys, b"MGET", [b"MGET", b"cache:1", b"ro:2"]) is None
+    assert refusal("u", rules, keys, b"GET", [b"GET", b"cache:1"]) == (
+        "NOPERM User u has no permissions to run the 'get' command")
+    assert refusal("u", rules, keys, b"SET", [b"SET", b"ro:1", b"v"]) == (
+        "NOPERM No permissions to access a key")
+    assert refusal("u", rules, keys, b"SET", [b"SET", b"cache:1", b"v"]) is None
+    assert refusal("u", rules, keys, b"CLIENT", [b"CLIENT", b"ID"]) is None
+    assert refusal("u", rules, keys, b"CLIENT", [b"CLIENT", b"KILL", b"x"]) is not None
+    assert refusal("u", rules, keys, b"DEL", [b"DEL", b"cache:1"], dry_run=True) == (
+        "This user has no permissions to run the 'del' command")
+    assert refusal("u", rules, keys, b"SET", [b"SET", b"x", b"v"], dry_run=True) == (
+        "This user has no permissions to access the 'x' key")
 
 
 def test_setuser_auth_getuser_list_deluser(tmp_path: Path) -> None:
@@ -119,9 +151,19 @@ def test_setuser_auth_getuser_list_deluser(tmp_path: Path) -> None:
         app = await Client.open(node)
         assert _text(await app.call("AUTH", "app", "new-pw")) == "OK"
         assert _text(await app.call("AUTH", "app", "app-pass")) == "OK"  # the map extends it
-        assert _text(await admin.call("ACL", "SETUSER", "x", "+get")) == (
-            "ERR phalanx: ACL rule '+get' is not supported: phalanx users have all or read "
-            "permissions")
+        # Redis's command and key rules (acl_rules.py): +get on cache:* only.
+        assert _text(await admin.call("ACL", "SETUSER", "x", "on", ">x-pw", "~cache:*",
+                                      "+get")) == "OK"
+        x = await Client.open(node)
+        assert _text(await x.call("AUTH", "x", "x-pw")) == "OK"
+        assert await x.call("GET", "cache:1") is None
+        assert _text(await x.call("GET", "other")) == "NOPERM No permissions to access a key"
+        assert _text(await x.call("SET", "cache:1", "v")) == (
+            "NOPERM User x has no permissions to run the 'set' command")
+        assert _text(await admin.call("ACL", "DRYRUN", "x", "get", "cache:2")) == "OK"
+        assert await admin.call("ACL", "DRYRUN", "x", "set", "cache:2", "v") == (
+            b"This user has no permissions to run the 'set' command")
+        x.close()
         assert _text(await admin.call("ACL", "SETUSER", "default", "off")).startswith(
             "ERR phalanx: the default user")
         for client in (admin, bob, ro, app):

@@ -40,8 +40,9 @@ def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None
     driver's leader shows that it had acknowledged log entries, the node must not start as
     itself. Raises ConfigError saying what to do. A brand-new cluster is unaffected (no peer
     has heard from this node yet), and so is a node with its data (it is not fresh) or one
-    that joins as a new node. Not covered here: every peer restarted since this node last
-    ran (the peer handshake's incarnation check refuses it then). A node the cluster is
+    that joins as a new node. A peer's map that records another incarnation for this id is
+    evidence too. Not covered here: no peer running (the peer handshake's incarnation check
+    refuses the node then). A node the cluster is
     replacing by this directory's incarnation (the map's `replacing` or `incarnation` names
     it: `phalanx replace` ran) passes. The incarnation is created first, so that the message
     and `phalanx replace` can name it.
@@ -64,9 +65,11 @@ def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None
         if not isinstance(status, dict):
             return 0
         for node in status.get("nodes") or []:
-            if isinstance(node, dict) and node.get("id") == config.id and incarnation in (
-                    node.get("incarnation"), node.get("replacing")):
-                return -1  # the cluster accepts (or is replacing the node by) this directory
+            if isinstance(node, dict) and node.get("id") == config.id:
+                if incarnation in (node.get("incarnation"), node.get("replacing")):
+                    return -1  # the cluster accepts (or is replacing the node by) this one
+                if node.get("incarnation"):
+                    return 1  # the map records another incarnation: this one was wiped
         # Evidence that this node ran before: the peer received Raft messages from it (since
         # the peer started), or, on the driver's leader, it had acknowledged log entries.
         heard = 0
@@ -88,7 +91,8 @@ def check_not_a_wiped_member(config: NodeConfig, timeout_s: float = 1.0) -> None
     if min(matches) >= 0 and max(matches) > 0:
         raise ConfigError(
             f"the data directory {config.data_dir} is empty, but the running cluster knows "
-            f"node {config.id} (it received its Raft messages): its disk was lost or wiped. "
+            f"node {config.id} (it received its Raft messages, or its map records another "
+            f"incarnation of it): its disk was lost or wiped. "
             f"Starting it as {config.id} could break Raft's safety (a forgotten vote). Run "
             f"`phalanx replace {config.id} --incarnation {incarnation}` (the old member is "
             f"removed, this directory comes back as a new member), then start it again; or "

@@ -14,11 +14,13 @@ Design (issue 13):
   wins (SETUSER on a config user starts from the config user's state and then overrides it).
   A config user cannot be deleted at run time (`ACL SETUSER name off` disables it); the
   `default` user is `requirepass` and cannot be changed or deleted here.
-- phalanx has two permission levels, "all" and "read": `+@all`/`allcommands` give "all",
-  `-@all`/`nocommands`/`-@write`/`+@read` give "read" (a new user starts "read", off, no
-  password: the least phalanx can express). Keys and channels are always all (`~*`, `&*`
-  are accepted, `resetkeys`/`resetchannels` are no-ops). Any other rule is refused with
-  "ERR phalanx: ACL rule '...' is not supported: ...".
+- Command and key rules are Redis's (acl_rules.py): a user created by ACL SETUSER starts as
+  Redis's does (off, no password, `-@all`, no key) and keeps its command rules in order
+  ("+@read", "-set", "+client|id", ...) and its key patterns ("~p", "%R~p", "%W~p",
+  `allkeys`, `resetkeys`); ACL DRYRUN checks them. A config-file user keeps its "all" /
+  "read" level until a SETUSER gives it command rules. Channels are always all (`&*`,
+  `allchannels`, `resetchannels` accepted; other channel rules refused with
+  "ERR phalanx: ACL rule '...' is not supported: ..."); selectors are refused the same way.
 - Sessions of a user that is deleted or disabled: their next command answers -NOAUTH and the
   connection is back to unauthenticated (session.py `Sessions.admit` re-checks named users on
   every command); a permissions change applies to live sessions at their next command.
@@ -34,9 +36,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from phalanx.errors import CommandError
-from phalanx.kv import COMMAND_SPECS
+from phalanx.kv import COMMAND_SPECS, is_write
 from phalanx.placement.map import UserInfo
 from phalanx.resp import SimpleString
+from phalanx.server.front import acl_rules
 
 if TYPE_CHECKING:
     from phalanx.server.config import NodeConfig
@@ -50,21 +53,23 @@ class ClientState(Protocol):
 
 
 _SUBCOMMANDS = frozenset({b"WHOAMI", b"HELP", b"GENPASS", b"CAT", b"USERS", b"LIST",
-                          b"GETUSER", b"SETUSER", b"DELUSER"})
+                          b"GETUSER", b"SETUSER", b"DELUSER", b"DRYRUN"})
 _NO_SUCH = "The password you are trying to remove from the user does not exist"
-_UNSUPPORTED = "is not supported: phalanx users have all or read permissions"
+_UNSUPPORTED = "is not supported: phalanx users have every channel (&*) and no selectors"
 _HELP = [
     "ACL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "CAT [<category>]", "    List all commands that belong to <category>, or all command "
     "categories when no category is specified.",
     "DELUSER <username> [<username> ...]", "    Delete a list of users.",
+    "DRYRUN <username> <command> [<arg> ...]", "    Returns whether the user can execute the "
+    "given command without executing the command.",
     "GETUSER <username>", "    Get the user's details.",
     "GENPASS [<bits>]", "    Generate a secure 256-bit user password. The optional `bits` "
     "argument can be used to specify a different size.",
     "LIST", "    Show users details in config file format.",
     "SETUSER <username> <attribute> [<attribute> ...]", "    Create or modify a user with "
-    "the specified attributes (phalanx: on/off, passwords, nopass, ~*, +@all, -@all, "
-    "+@read, -@write).",
+    "the specified attributes (phalanx: on/off, passwords, nopass, command rules, key "
+    "patterns; channels are always &*).",
     "USERS", "    List all the registered usernames.",
     "WHOAMI", "    Return the current connection username.",
     "HELP", "    Print this help.",
@@ -90,11 +95,27 @@ def lookup_user(replicas: ReplicaRegistry, name: str) -> UserInfo | None:
     return user if user is not None else config_user(replicas.config, name)
 
 
-def rules_to_user(user: UserInfo, rules: list[bytes]) -> UserInfo:
+def rules_to_user(user: UserInfo, rules: list[bytes], new: bool = False) -> UserInfo:
     """`user` with ACL SETUSER `rules` applied, in order; CommandError for a rule phalanx
-    cannot express (or a malformed one)."""
+    cannot express (or a malformed one). `new`: the user does not exist yet (it starts as
+    Redis's: off, no password, `-@all`, no key)."""
     digests = set(user.password_sha256)
     enabled, nopass, permissions = user.enabled, user.nopass, user.permissions
+    commands: list[str] | None = list(user.commands) if user.commands else None
+    keys = list(user.keys)
+    if new:
+        commands, keys = ["-@all"], []
+
+    def command_rule(rule: str) -> None:
+        nonlocal commands
+        if commands is None:  # a legacy level becomes rules
+            commands = ["+@all"] if permissions == "all" else ["-@all", "+@read"]
+            keys[:] = ["~*"]
+        if rule in ("+@all", "-@all"):
+            commands = [rule]
+        else:
+            commands.append(rule)
+
     for raw in rules:
         rule = raw.decode(errors="replace")
         lower = rule.lower()
@@ -131,22 +152,41 @@ def rules_to_user(user: UserInfo, rules: list[bytes]) -> UserInfo:
             nopass = False
         elif lower == "reset":
             digests.clear()
-            enabled, nopass, permissions = False, False, "read"
-        elif lower in ("~*", "allkeys", "%rw~*", "&*", "allchannels", "resetkeys",
-                       "resetchannels"):
+            enabled, nopass, commands, keys = False, False, ["-@all"], []
+        elif lower == "resetkeys":
+            keys.clear()
+            if commands is None:
+                command_rule("+@all" if permissions == "all" else "+@read")
+                keys.clear()
+        elif lower in ("&*", "allchannels", "resetchannels"):
             pass
-        elif lower in ("+@all", "allcommands"):
-            permissions = "all"
-        elif lower in ("-@all", "nocommands", "-@write", "+@read"):
-            permissions = "read"
+        elif (key_rule := acl_rules.parse_key_rule(rule)) is not None:
+            if commands is None:
+                command_rule("+@all" if permissions == "all" else "+@read")
+            if key_rule not in keys:
+                keys.append(key_rule)
+        elif (stored := acl_rules.parse_command_rule(rule)) is not None:
+            command_rule(stored)
         else:
             raise CommandError(f"ERR phalanx: ACL rule '{rule}' {_UNSUPPORTED}")
+    if commands is not None:
+        permissions = acl_rules.summary(tuple(commands))
     return replace(user, password_sha256=tuple(sorted(digests)), enabled=enabled,
-                   nopass=nopass, permissions=permissions)
+                   nopass=nopass, permissions=permissions,
+                   commands=tuple(commands) if commands is not None else (),
+                   keys=tuple(keys) if commands is not None else ())
 
 
 def _commands_rule(user: UserInfo) -> str:
+    if user.commands:
+        return " ".join(user.commands)
     return "+@all" if user.permissions == "all" else "-@all +@read"
+
+
+def _keys_rule(user: UserInfo) -> str:
+    if user.commands:
+        return " ".join(user.keys)
+    return "~*"
 
 
 def describe(user: UserInfo) -> str:
@@ -155,7 +195,10 @@ def describe(user: UserInfo) -> str:
     if user.nopass:
         parts.append("nopass")
     parts += [f"#{digest}" for digest in user.password_sha256]
-    parts += ["~*", "&*", _commands_rule(user)]
+    keys = _keys_rule(user)
+    if keys:
+        parts.append(keys)
+    parts += ["&*", _commands_rule(user)]
     return " ".join(parts)
 
 
@@ -244,7 +287,8 @@ class AclCommand:
                 flags.append(b"nopass")
             return {b"flags": flags,
                     b"passwords": [d.encode() for d in user.password_sha256],
-                    b"commands": _commands_rule(user).encode(), b"keys": b"~*",
+                    b"commands": _commands_rule(user).encode(),
+                    b"keys": _keys_rule(user).encode(),
                     b"channels": b"&*", b"selectors": []}
         if sub == b"SETUSER" and count >= 3:
             self._need_all(state, "setuser")
@@ -254,8 +298,9 @@ class AclCommand:
                                    "configuration and cannot be changed with ACL SETUSER")
             if not name or any(c.isspace() for c in name) or not name.isprintable():
                 raise CommandError("ERR Usernames can't contain spaces or null characters")
-            base = lookup_user(self.replicas, name) or UserInfo(name=name)
-            user = rules_to_user(base, arguments[3:])
+            existing = lookup_user(self.replicas, name)
+            user = rules_to_user(existing or UserInfo(name=name), arguments[3:],
+                                 new=existing is None)
             return asyncio.get_running_loop().create_task(
                 self._propose({"op": "set_user", **user.to_json()}, SimpleString("OK")))
         if sub == b"DELUSER" and count >= 3:
@@ -273,6 +318,8 @@ class AclCommand:
                 return 0
             return asyncio.get_running_loop().create_task(
                 self._propose({"op": "del_user", "names": sorted(set(names))}, deleted))
+        if sub == b"DRYRUN" and count >= 4:
+            return self._dry_run(state, arguments[2], arguments[3:])
         if count < 2:
             raise CommandError("ERR wrong number of arguments for 'acl' command")
         if sub in _SUBCOMMANDS:
@@ -280,6 +327,27 @@ class AclCommand:
                                f"'acl|{sub.decode().lower()}' command")
         shown = arguments[1].decode(errors="replace")
         raise CommandError(f"ERR unknown subcommand '{shown}'. Try ACL HELP.")
+
+    def _dry_run(self, state: ClientState, name: bytes, command: list[bytes]) -> object:
+        """ACL DRYRUN user command [arg ...] (Redis 7): OK, or why the user may not run it
+        (a reply, not an error), as the session would check it."""
+        self._need_all(state, "dryrun")
+        user = self.users().get(name.decode(errors="replace"))
+        if user is None:
+            raise CommandError(f"ERR User '{name.decode(errors='replace')}' not found")
+        command_name = command[0].upper()
+        if command_name not in COMMAND_SPECS:
+            raise CommandError(f"ERR Command '{command[0].decode(errors='replace').lower()}' "
+                               f"not found")
+        if user.commands:
+            why = acl_rules.refusal(user.name, user.commands, user.keys, command_name, command,
+                                    dry_run=True)
+        elif user.permissions == "all" or not is_write(command_name):
+            why = None
+        else:
+            why = (f"This user has no permissions to run the "
+                   f"'{command[0].decode(errors='replace').lower()}' command")
+        return SimpleString("OK") if why is None else why.encode()
 
     async def _propose(self, op: dict[str, object], answer: object) -> object:
         reply = await self.replicas.propose_meta(op)

@@ -231,7 +231,7 @@ class BlockingPops:
         assert spec is not None
         if (spec.arity >= 0 and len(arguments) != spec.arity) or len(arguments) < -spec.arity:
             raise CommandError(f"ERR wrong number of arguments for '{spec.name}' command")
-        if state.permissions != "all":
+        if state.permissions == "read":  # (a user with ACL rules was admitted by them)
             raise CommandError(f"NOPERM User {state.user} has no permissions to run the "
                                f"'{spec.name}' command")
         request = pop_request(name, arguments, int(time.time() * 1000))

@@ -5,7 +5,9 @@ HELLO, ACL, SELECT, CLIENT).
 
 Rules of this file:
 - Until a connection authenticates, only AUTH and HELLO run (`-NOAUTH` otherwise). A user with
-  "read" permissions runs no data write, no FAILOVER and no internal PHALANX.* command.
+  "read" permissions runs no data write, no FAILOVER and no internal PHALANX.* command; a
+  user with ACL command rules runs what they allow, on the keys its patterns allow
+  (acl_rules.py).
 - Passwords are compared in constant time (`hmac.compare_digest`).
 - Named users come from the config file and from the replicated cluster map (ACL SETUSER:
   acl.py, where the design is). A session of a named user is re-checked on every command: if
@@ -31,7 +33,9 @@ from typing import TYPE_CHECKING
 from phalanx import __version__
 from phalanx.errors import CommandError
 from phalanx.kv import is_known, is_write
+from phalanx.placement.map import UserInfo
 from phalanx.resp import ErrorReply, SimpleString
+from phalanx.server.front import acl_rules
 from phalanx.server.front.acl import AclCommand, lookup_user, sha256_hex
 from phalanx.server.peer_link import LeaderLink
 
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
 #: PHALANX.* command needs "all" as well).
 _NEEDS_ALL = frozenset({b"FAILOVER", b"PHALANX.META", b"PHALANX.JOIN", b"PHALANX.SHARD"})
 _NOAUTH = b"-NOAUTH Authentication required.\r\n"
+#: Commands every authenticated user may run, whatever its ACL rules (Redis's no-auth ones).
+_ALWAYS = frozenset({b"AUTH", b"HELLO", b"QUIT", b"RESET"})
 #: CLIENT REPLY (clients.py): replies sent (ON), none (OFF), the next command's not sent
 #: (SKIP, then "skip this" while that command runs).
 REPLY_ON, REPLY_OFF, REPLY_SKIP_NEXT, REPLY_SKIP_THIS = 0, 1, 2, 3
@@ -117,10 +123,12 @@ class Sessions:
             link.close()
         return self.clients.pop(state.id, None) is not None
 
-    def admit(self, state: ClientState, name: bytes,
-              data_command: bool) -> bytes | ErrorReply | None:
+    def admit(self, state: ClientState, name: bytes, data_command: bool,
+              arguments: list[bytes] | None = None) -> bytes | ErrorReply | None:
         """None if this session may run `name` now, else the refusal (-NOAUTH, encoded, or a
-        -NOPERM error reply). `data_command`: `name` is not a front-end command."""
+        -NOPERM error reply). `data_command`: `name` is not a front-end command. A user with
+        ACL command rules is checked against them and its key patterns (acl_rules.py)."""
+        ruled: UserInfo | None = None
         if state.user != "default" and state.authenticated:
             user = self.replicas.cluster_map.users.get(state.user)
             permissions = (self.config_permissions.get(state.user) if user is None
@@ -129,8 +137,16 @@ class Sessions:
                 state.authenticated, state.user, state.permissions = False, "default", "all"
             else:
                 state.permissions = permissions
+                if user is not None and user.commands:
+                    ruled = user
         if not state.authenticated and name not in (b"AUTH", b"HELLO"):
             return _NOAUTH
+        if ruled is not None:
+            if name in _ALWAYS:
+                return None
+            why = acl_rules.refusal(state.user, ruled.commands, ruled.keys, name,
+                                    arguments if arguments is not None else [name])
+            return None if why is None else ErrorReply(why)
         if state.permissions != "all" and (
                 name in _NEEDS_ALL or name.startswith(b"PHALANX.")
                 or (data_command and is_known(name) and is_write(name))):
