@@ -79,3 +79,20 @@ def test_compare_counts_n_of_m_and_groups_by_count() -> None:
                     ["# title"], {})
     assert "| test_x.py | 5 / 0 / 1 / 0 | 2 / 2 / 0 / 1 |" in text
     assert "1 of 5" in text
+
+
+def test_every_remaining_failure_is_listed_with_its_documented_reason() -> None:
+    reference = _run("redis-server", {
+        "test_commands.py::TestRedisCommands::test_select": ("passed", ""),
+        "test_x.py::T::t1": ("passed", "")})
+    candidate = _run("phalanx", {
+        "test_commands.py::TestRedisCommands::test_select": (
+            "failed", "ResponseError: SELECT is not allowed in cluster mode"),
+        "test_x.py::T::t1": ("failed", "unknown command 'TIME'")})
+    text = markdown(["test_commands.py", "test_x.py"],
+                    {"redis-server": reference, "phalanx": candidate},
+                    compare(reference, candidate), ["# title"], {})
+    section = text.split("## Every remaining failure, and why", 1)[1]
+    assert "| test_commands.py::TestRedisCommands::test_select | deliberate: one database" \
+        in section
+    assert "| test_x.py::T::t1 | **NOT DOCUMENTED** (`TIME`) |" in section

@@ -121,7 +121,11 @@ def test_whole_cluster_restart_with_a_wiped_node_refuses_it_then_replace_brings_
 
     kill_together(c, c.nodes)
     shutil.rmtree(Path(victim.data_dir) / "groups")
-    for node in c.nodes:
+    # The wiped node starts first: no peer runs, so its pre-start check sees nothing (with
+    # its peers up it would refuse to start, as in the test above); then the others.
+    c.restart(victim, wait=False)
+    wait_until(lambda: c.status(victim) is not None, 60, f"{victim.id} to answer")
+    for node in survivors:
         c.restart(node, wait=False)
     c.wait_converged(survivors)
 
@@ -144,6 +148,13 @@ def test_whole_cluster_restart_with_a_wiped_node_refuses_it_then_replace_brings_
     from phalanx.ops import admin
     code, body = admin.admin_request(victim.admin, "/ready")
     assert code == 503 and "phalanx replace" in str(body), (code, body)
+
+    def metric_says_refused() -> bool:
+        _, text = admin.admin_request(victim.admin, "/metrics", timeout=5)
+        return all(f'phalanx_peer_refuses_this_node{{peer="{n.id}"}} 1.0' in str(text)
+                   for n in survivors)
+
+    wait_until(metric_says_refused, 30, "the refusal in the victim's metrics")
     # The two others serve meanwhile.
     survivor_client = c.client(survivors[0])
     for i in range(50):

@@ -227,3 +227,56 @@ def test_a_million_entries_snapshot_and_restore() -> None:
     assert other("XRANGE", "big", "777777", "777777") == [[b"777777-0", [b"f", b"777777"]]]
     assert other("XPENDING", "big", "g") == [1, b"6-0", b"6-0", [[b"c", b"1"]]]
     assert other("XADD", "big", "*", "f", "next") == kv("XADD", "big", "*", "f", "next")
+
+
+def test_xread_plus_reads_the_last_entry() -> None:
+    """XREAD's `+` (Redis 7.4): the last entry of each stream, nothing for an empty one."""
+    kv = Driver()
+    kv("XADD", "s", "1-1", "a", "1")
+    kv("XADD", "s", "2-1", "b", "2")
+    kv("XADD", "e", "MAXLEN", "0", "1-1", "a", "1")
+    assert kv.read("XREAD", "STREAMS", "s", "+") == [[b"s", [[b"2-1", [b"b", b"2"]]]]]
+    assert kv.read("XREAD", "COUNT", "5", "STREAMS", "s", "e", "+", "+") == [
+        [b"s", [[b"2-1", [b"b", b"2"]]]]]
+    assert kv.read("XREAD", "STREAMS", "e", "nosuch", "+", "+") is None
+    kv("XGROUP", "CREATE", "s", "g", "0")
+    reply = kv("XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", "+")
+    assert isinstance(reply, Error) and "Invalid stream ID" in reply.message
+
+
+def test_restore_of_a_forged_stream_payload_never_breaks_the_machine() -> None:
+    """A client may send any RESTORE payload with a valid checksum: every mutation of a
+    stream's DUMP either restores a readable stream or gets "Bad data format"."""
+    import random
+    import struct
+    import zlib
+
+    kv = Driver()
+    kv("XADD", "s", "1-1", "a", "1", "b", "22")
+    kv("XADD", "s", "2-1", "c", "3")
+    kv("XGROUP", "CREATE", "s", "g", "0")
+    kv("XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", "s", ">")
+    kv("XDEL", "s", "2-1")
+    payload = kv("DUMP", "s")
+    assert isinstance(payload, bytes)
+    body = payload[:-8]
+    rng = random.Random(17)
+    restored = 0
+    for attempt in range(400):
+        forged = bytearray(body)
+        for _ in range(rng.randint(1, 3)):
+            forged[rng.randrange(1, len(forged))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            forged = forged[:rng.randrange(1, len(forged))]
+        sealed = bytes(forged) + payload[-8:-4]
+        sealed += struct.pack("<I", zlib.crc32(sealed))
+        reply = kv("RESTORE", f"k{attempt}", "0", sealed)
+        if reply == "OK":
+            restored += 1
+            for command in (("XRANGE", f"k{attempt}", "-", "+"),
+                            ("XINFO", "STREAM", f"k{attempt}", "FULL"),
+                            ("XPENDING", f"k{attempt}", "g", "-", "+", "10")):
+                kv(*command)  # must answer, whatever it answers
+        else:
+            assert reply == Error("ERR Bad data format"), reply
+    assert restored < 400

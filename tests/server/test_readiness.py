@@ -48,7 +48,7 @@ def _status(groups: dict[int, Group], shards: dict[int, str], *, version: int = 
             return groups[min(groups)]
 
     replicas: Any = Replicas(
-        meta=SimpleNamespace(stopped=False, fatal_error=None),
+        meta=SimpleNamespace(stopped=False, fatal_error=None), damaged={},
         removed_from_cluster=lambda: removed, cluster_map=cluster_map,
         data_groups=lambda: dict(groups),
         shard_leader=lambda shard: (groups[shard.id].leader if shard.id in groups

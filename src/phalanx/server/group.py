@@ -30,7 +30,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from phalanx.errors import NotLeader, OutcomeUnknown, PhalanxError, ProposalDropped, StorageError
+from phalanx.errors import (
+    Corrupt,
+    NotLeader,
+    OutcomeUnknown,
+    PhalanxError,
+    ProposalDropped,
+    StorageError,
+)
 from phalanx.kv import Command, KVStateMachine, encode_command, expire_command_args
 from phalanx.kv.codec import decode_fields
 from phalanx.placement import command_keys
@@ -90,6 +97,10 @@ def _retrieve(future: asyncio.Future[int]) -> None:
     """Mark a shared read future's exception as seen (its waiters may all have gone)."""
     if not future.cancelled():
         future.exception()
+
+
+#: Entries that may write keys their arguments do not name (Lua scripts' undeclared keys).
+_UNDECLARED_WRITERS = frozenset({b"EVAL", b"EVALSHA", b"FCALL"})
 
 
 class RaftGroup:
@@ -462,6 +473,11 @@ class RaftGroup:
                             ",".join(conf.voters), ",".join(conf.learners))
             elif entry.data:
                 reply = self.machine.apply(entry.index, entry.data)
+                if self.shard is not None and self.shard.divergence is not None:
+                    # The consistency checker found this replica's data differs from the
+                    # leader's at the same index: never serve or acknowledge from it again
+                    # (server/consistency.py; it is rebuilt from its healthy peers).
+                    raise Corrupt(f"replica diverged: {self.shard.divergence}")
                 if touched is not None:
                     touched.extend(self._watched_in(entry.data))
                 if self.shard is not None and self.shard.split_offs:
@@ -521,7 +537,8 @@ class RaftGroup:
         except PhalanxError:
             return list(watched)
         keys = command_keys(name, args)
-        if not keys:
+        if not keys or name.upper() in _UNDECLARED_WRITERS:
+            # (a script may write keys it did not declare: every watched key may have changed)
             return list(watched)
         return [key for key in keys if key in watched]
 

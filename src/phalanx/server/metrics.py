@@ -324,6 +324,18 @@ class _Families:
         self.peer_connected = _Gauge("phalanx_peer_connected",
                                     "1 if the connection to the peer is up.", ("peer",),
                                     registry=registry)
+        self.peer_refuses_us = _Gauge(
+            "phalanx_peer_refuses_this_node",
+            "1 while the peer refuses this node's incarnation (its data directory is not the "
+            "one the cluster knows: run `phalanx replace`).", ("peer",), registry=registry)
+        self.peer_connections_refused = _Gauge(
+            "phalanx_peer_connections_refused",
+            "Inbound peer connections refused since start (bad handshake, TLS, identity).",
+            registry=registry)
+        self.peer_tls_reloads = _Gauge(
+            "phalanx_peer_tls_reloads",
+            "Times the peer TLS certificate files were loaded again since start.",
+            registry=registry)
 
 
 class _BoundedCounter:
@@ -515,6 +527,7 @@ class NodeMetrics:
         self._sent: dict[str, _CounterChild] = {}
         self._dropped: dict[tuple[str, str], _CounterChild] = {}
         self._connected: dict[str, _GaugeChild] = {}
+        self._refuses_us: dict[str, _GaugeChild] = {}
         self._render_hooks: list[Callable[[], None]] = []
         families = self._families
         self._connections = families.resp_connections.unlabelled()
@@ -573,6 +586,19 @@ class NodeMetrics:
         if child is None:
             child = self._connected[peer] = self._families.peer_connected.labels(peer)
         child.set(1 if connected else 0)
+
+    def set_peer_identity(self, refusing: Iterable[str], peers: Iterable[str],
+                          refused_connections: int, tls_reloads: int) -> None:
+        """Which `peers` refuse this node's incarnation; the transport's refusal and TLS
+        reload totals (`phalanx.server.identity`, `phalanx.transport.tls`)."""
+        refusing = set(refusing)
+        for peer in peers:
+            child = self._refuses_us.get(peer)
+            if child is None:
+                child = self._refuses_us[peer] = self._families.peer_refuses_us.labels(peer)
+            child.set(1 if peer in refusing else 0)
+        self._families.peer_connections_refused.unlabelled().set(refused_connections)
+        self._families.peer_tls_reloads.unlabelled().set(tls_reloads)
 
     # Exposition.
     def add_render_hook(self, hook: Callable[[], None]) -> None:

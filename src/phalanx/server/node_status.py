@@ -13,7 +13,7 @@ Rules of this file:
 from __future__ import annotations
 
 import time
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from typing import Protocol
 
 from phalanx import __version__
@@ -62,6 +62,8 @@ class NodeStatus:
         self.node_id = config.id
         self.spof_cache: tuple[int, list[object]] = (-1, [])
         self.peer_totals: dict[tuple[str, str], int] = {}
+        #: The consistency checker's section of `/status` (set by the node).
+        self.consistency: Callable[[], dict[str, object]] | None = None
 
     # -- /status -----------------------------------------------------------------------------
     def _group_status(self, group_id: int, group: RaftGroup) -> dict[str, object]:
@@ -166,6 +168,8 @@ class NodeStatus:
             "commit_latency_ms": self._recent_latency_ms(),
             "events": self.events.recent(50),
         }
+        if self.consistency is not None:
+            status["consistency"] = self.consistency()
         # The top-level role/term/leader/... describe the FIRST shard of the map (the only one
         # in a single-shard cluster), as every node sees it: its own replica's view, else the
         # map's leader hint with role "none". Tools that speak of "the leader" mean this one.
@@ -315,6 +319,8 @@ class NodeStatus:
         cluster_map = replicas.cluster_map
         me = NodeId(self.node_id)
         states: dict[int, str | None] = {}
+        for group_id, why in replicas.damaged.items():
+            states[group_id] = f"replica damaged (not opened): {why}"
         for group_id, group in sorted(replicas.data_groups().items()):
             if group.stopped:
                 states[group_id] = f"replica stopped: {group.fatal_error}"
@@ -377,6 +383,9 @@ class NodeStatus:
         stats = self.transport.stats()
         peers = stats.get("peers", {})
         if isinstance(peers, dict):
+            self.metrics.set_peer_identity(self.refused_by(), list(peers),
+                                           int(stats.get("refused_connections") or 0),
+                                           int(stats.get("tls_reloads") or 0))
             for peer_id, peer_stats in peers.items():
                 if isinstance(peer_stats, dict):
                     self.metrics.set_peer_connected(peer_id, bool(peer_stats.get("connected")))

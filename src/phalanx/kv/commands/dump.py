@@ -6,7 +6,10 @@ opaque; a payload from redis-server is refused with Redis's own checksum error):
     body | b"PX" | u16 format version (little endian) | u32 CRC-32 of everything before it
 
 where body is a type tag (0 string, 1 list, 2 set, 3 hash, 4 sorted set, 5 stream) then, for a
-stream, `marshal.dumps(Stream.to_plain(), 2)` (kv/stream.py; validated by `from_plain`), for a string,
+stream, its entries (a varint count; each: id as two varints, packed fields as one item), ids,
+counters, groups, PELs and consumers in the same items and varints (zigzag for signed numbers;
+see `_stream_items`; no marshal: a client's payload is parsed by this code only, and
+validated by `Stream.from_plain`), for a string,
 one item, and for a container a varint count and that many items (a hash: field, value, ...;
 a sorted set: member, score as `float.hex` ASCII, ...), each item a varint length and its
 bytes. Set members are written sorted, so DUMP of equal values
@@ -21,11 +24,10 @@ accepts IDLETIME and FREQ (validated, then ignored: phalanx tracks no access tim
 from __future__ import annotations
 
 import importlib
-import marshal
 import struct
 import zlib
 from collections import deque
-from typing import Any, cast
+from typing import cast
 
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.numbers import INT64_MAX, parse_int
@@ -38,7 +40,7 @@ DUMP_VERSION = 1
 _TRAILER = struct.Struct("<2sHI")
 _MARK = b"PX"
 _STRING, _LIST, _SET, _HASH, _ZSET, _STREAM = 0, 1, 2, 3, 4, 5
-_MARSHAL_VERSION = 2  # deterministic for plain values (see kv/snapshot.py)
+_SEQ_MASK = (1 << 64) - 1
 
 _BAD_TRAILER = Error("ERR DUMP payload version or checksum are wrong")
 _BAD_FORMAT = Error("ERR Bad data format")
@@ -70,8 +72,8 @@ def encode_value(value: Value) -> bytes | None:
     """The DUMP payload of a value, or None for a type this format does not know."""
     parts: list[bytes] = []
     if type(value) is Stream:
-        plain: Any = value.to_plain()
-        parts += [bytes([_STREAM]), marshal.dumps(plain, _MARSHAL_VERSION)]
+        parts.append(bytes([_STREAM]))
+        _stream_items(parts, value)
     elif type(value) is bytes:
         parts.append(bytes([_STRING]))
         _items(parts, [value])
@@ -94,6 +96,42 @@ def encode_value(value: Value) -> bytes | None:
         return None
     body = b"".join(parts) + _MARK + struct.pack("<H", DUMP_VERSION)
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _signed(value: int) -> bytes:
+    """A signed integer as a zigzag varint."""
+    return _varint(value * 2 if value >= 0 else -value * 2 - 1)
+
+
+def _stream_id(value: int) -> bytes:
+    return _varint(value >> 64) + _varint(value & _SEQ_MASK)
+
+
+def _stream_items(parts: list[bytes], stream: Stream) -> None:
+    """A stream's body: entries (count, then id and packed fields each), last id, max
+    deleted id, entries added, groups (count; name, last id, entries read, PEL count and
+    entries (id, consumer, delivery time, count), consumer count and consumers (name, seen
+    time)). Groups and consumers in name order: equal streams give equal bytes."""
+    ids, fields, last_id, max_deleted, added, groups = stream.to_plain()
+    assert isinstance(ids, list) and isinstance(fields, list) and isinstance(groups, list)
+    parts.append(_varint(len(ids)))
+    for stream_id, packed in zip(ids, fields, strict=True):
+        parts.append(_stream_id(stream_id))
+        _items(parts, [packed])
+    parts += [_stream_id(cast(int, last_id)), _stream_id(cast(int, max_deleted)),
+              _varint(cast(int, added)), _varint(len(groups))]
+    for name, group_last, entries_read, pel, consumers in groups:
+        _items(parts, [name])
+        parts += [_stream_id(group_last), _signed(entries_read), _varint(len(pel) // 4)]
+        for position in range(0, len(pel), 4):
+            pending_id, consumer, delivered_at, deliveries = pel[position:position + 4]
+            parts.append(_stream_id(pending_id))
+            _items(parts, [consumer])
+            parts += [_signed(delivered_at), _signed(deliveries)]
+        parts.append(_varint(len(consumers) // 2))
+        for position in range(0, len(consumers), 2):
+            _items(parts, [consumers[position]])
+            parts.append(_signed(consumers[position + 1]))
 
 
 class _Reader:
@@ -123,6 +161,46 @@ class _Reader:
         item = self.data[self.position:end]
         self.position = end
         return item
+
+
+def _read_stream(reader: _Reader) -> Value:
+    """The inverse of `_stream_items`, validated by `Stream.from_plain`."""
+
+    def stream_id() -> int:
+        ms, seq = reader.varint(), reader.varint()
+        if ms > _SEQ_MASK or seq > _SEQ_MASK:
+            raise _Malformed
+        return ms << 64 | seq
+
+    def signed() -> int:
+        raw = reader.varint()
+        return raw >> 1 if not raw & 1 else -(raw >> 1) - 1
+
+    def bounded(count: int) -> int:
+        if count > len(reader.data):
+            raise _Malformed
+        return count
+
+    ids: list[int] = []
+    fields: list[bytes] = []
+    for _ in range(bounded(reader.varint())):
+        ids.append(stream_id())
+        fields.append(reader.item())
+    last_id, max_deleted, added = stream_id(), stream_id(), reader.varint()
+    groups: list[tuple[object, ...]] = []
+    for _ in range(bounded(reader.varint())):
+        name, group_last, entries_read = reader.item(), stream_id(), signed()
+        pel: list[object] = []
+        for _ in range(bounded(reader.varint())):
+            pel += [stream_id(), reader.item(), signed(), signed()]
+        consumers: list[object] = []
+        for _ in range(bounded(reader.varint())):
+            consumers += [reader.item(), signed()]
+        groups.append((name, group_last, entries_read, pel, consumers))
+    try:
+        return Stream.from_plain((ids, fields, last_id, max_deleted, added, groups))
+    except ValueError as exc:
+        raise _Malformed from exc
 
 
 def _sorted_set(reader: _Reader, count: int) -> Value:
@@ -160,11 +238,7 @@ def decode_value(payload: bytes) -> Value | Error:
         reader.position = 1
         value: Value
         if tag == _STREAM:
-            try:
-                value = Stream.from_plain(marshal.loads(reader.data[1:]))
-            except (ValueError, EOFError, TypeError) as exc:
-                raise _Malformed from exc
-            reader.position = len(reader.data)
+            value = _read_stream(reader)
         elif tag == _STRING:
             value = reader.item()
         else:

@@ -20,9 +20,10 @@ Rules of this file (the design):
   (pushes queue behind pending replies).
 - A key of a shard this node holds no replica of cannot be watched here: its read is followed
   at once by an invalidation (the client does not keep it), never a silent stale cache.
-- A script's writes to keys it did not declare are not seen by the hook (it knows an entry's
-  keys from the command): a client that caches keys written that way may miss their
-  invalidation. (phalanx's scripts declare their keys or touch keys of one shard only.)
+- The hook knows an entry's keys from its command; an EVAL / EVALSHA entry may write keys it
+  did not declare, so it counts as writing every watched key (server/group.py: spurious
+  invalidations, never a missed one). A script queued inside MULTI is the exception: its
+  transaction's entry names the declared keys only.
 - Messages: a RESP3 client (or REDIRECT target) gets the push `>2 invalidate [keys]`; a RESP2
   REDIRECT target subscribed to `__redis__:invalidate` gets the Pub/Sub message; a RESP2
   client without one gets nothing (as Redis). When the REDIRECT target disconnects, the
