@@ -224,6 +224,14 @@ def test_consistency_checker_catches_a_lying_snapshot_and_rebuilds(cluster: Any)
     c.wait_converged()  # (a READONLY read is stale until the rebuilt replica caught up)
     local = c.readonly_client(victim)
     assert local.get("disk:7") == "v7"
+
+    # Afterwards every replica records the same digest at the same check index (/status).
+    def agreeing_digests() -> bool:
+        seen = [((c.status(n) or {}).get("consistency") or {}).get("digests", {}).get(SHARD)
+                for n in c.nodes]
+        return all(seen) and len({(d["index"], d["digest"]) for d in seen}) == 1
+
+    wait_until(agreeing_digests, 30, "every replica's digest at one check index to agree")
     assert all(local.get(k) == v for k, v in list(acknowledged.items())[:50])
     print(f"lie planted ({what}); divergence detected {detected:.2f} s after the restart "
           f"began (check interval 1 s), full redundancy after {rebuilt:.2f} s")
