@@ -38,7 +38,7 @@ import logging
 import shutil
 import time
 
-from phalanx.errors import PhalanxError
+from phalanx.errors import PhalanxError, StorageError
 from phalanx.kv import Command, encode_command
 from phalanx.placement.shard import CHECK_COMMAND, VERIFY_COMMAND
 from phalanx.server.config import NodeConfig
@@ -68,7 +68,15 @@ class ConsistencyChecker:
         self.reported: dict[int, str] = {}
         #: The last verified check per shard led here: (index, digest, result).
         self.results: dict[int, tuple[int, str, str]] = {}
+        self.scrubbing = False
+        self.last_scrub_at = time.monotonic()  # the first scrub one interval after the start
+        #: When each replica was last scrubbed (monotonic).
+        self.scrubbed: dict[int, float] = {}
         registry = metrics.registry
+        self._scrubs = _Counter("phalanx_scrubs", "Background scrubs of a replica's files, by "
+                                "result.", ("result",), registry=registry)
+        self._scrub_bytes = _Counter("phalanx_scrub_bytes", "Bytes read back and verified by "
+                                     "the background scrub.", registry=registry)
         self._checks = _Counter("phalanx_consistency_checks",
                                 "Consistency checks this node proposed as a shard's leader, by "
                                 "result.", ("result",), registry=registry)
@@ -203,13 +211,62 @@ class ConsistencyChecker:
         finally:
             self.running.discard(group_id)
 
+    # -- the background scrub (every node) -------------------------------------------------
+    def start_due_scrub(self) -> None:
+        """Every `scrub_interval_ms`, scrub the replica of this node scrubbed longest ago: its
+        files read back and verified on its store's writer thread (`WalLogStore.scrub`). One
+        replica at a time, so the disk reads stay bounded."""
+        interval = self.config.scrub_interval_ms / 1000
+        now = time.monotonic()
+        if interval <= 0 or self.scrubbing or now - self.last_scrub_at < interval:
+            return
+        candidates = [(self.scrubbed.get(gid, 0.0), gid) for gid, group
+                      in self.replicas.data_groups().items() if not group.stopped]
+        if not candidates:
+            return
+        _, group_id = min(candidates)
+        self.last_scrub_at = now
+        self.scrubbed[group_id] = now
+        self.scrubbing = True
+        asyncio.get_running_loop().create_task(self._scrub(group_id),
+                                               name=f"scrub-{group_id}")
+
+    async def _scrub(self, group_id: int) -> None:
+        try:
+            group = self.replicas.groups.get(group_id)
+            store = self.replicas.stores.get(group_id)
+            if group is None or store is None or group.stopped:
+                return
+            started = time.perf_counter()
+            try:
+                verified = await store.scrub()
+            except StorageError as error:
+                if self.replicas.groups.get(group_id) is group and not group.stopped:
+                    group.stop_on_storage_failure(error)
+                    self._scrubs.labels("failed").inc()
+                return
+            self._scrubs.labels("ok").inc()
+            self._scrub_bytes.unlabelled().inc(verified)
+            logger.debug("%s: scrubbed shard %s: %d bytes in %.0f ms", self.config.id,
+                         group_id, verified, (time.perf_counter() - started) * 1e3)
+        finally:
+            self.scrubbing = False
+
     def status(self) -> dict[str, object]:
         """For `/status`: the damaged replicas and the last check of each shard led here."""
         return {
             "interval_ms": self.config.consistency_check_ms,
+            "scrub_interval_ms": self.config.scrub_interval_ms,
             "damaged": {str(g): why for g, why in sorted(self.damaged().items())},
             "last_checks": {str(g): {"index": index, "digest": digest, "result": result}
                             for g, (index, digest, result) in sorted(self.results.items())},
+            # Every local replica's latest check digest (leader or not), so that the digests
+            # of one index can be compared across the nodes' /status.
+            "digests": {str(g): {"index": max(group.shard.check_digests),
+                                 "digest": group.shard.check_digests[
+                                     max(group.shard.check_digests)]}
+                        for g, group in sorted(self.replicas.data_groups().items())
+                        if group.shard is not None and group.shard.check_digests},
         }
 
 

@@ -575,6 +575,11 @@ class RaftGroup:
         self.pipeline.write_done()
         self.wake.set()
 
+    def stop_on_storage_failure(self, error: Exception) -> None:
+        """Stop this replica: its disk failed or lied (the background scrub found it)."""
+        if not self.stopped:
+            self._stop_on_storage_failure(error)
+
     def _stop_on_storage_failure(self, error: Exception) -> None:
         self.fatal_error = f"storage failure: {error}"
         logger.error("group %s stopped: %s", self.group_id, self.fatal_error)

@@ -324,6 +324,7 @@ class Node:
                 # Disks that fail or lie: checks on the shards led here, damaged replicas
                 # reported and rebuilt (server/consistency.py).
                 self.consistency.start_due_checks()
+                self.consistency.start_due_scrub()
                 self.consistency.finish_rebuilds()
                 await self.consistency.rebuild_damaged()
                 if self.replicas.meta.is_leader():

@@ -267,7 +267,7 @@ class NodeStatus:
         local = self.replicas.data_groups()
         if strict:
             for shard_id in sorted(degraded):
-                if shard_id in local:
+                if shard_id in local or shard_id in self.replicas.damaged:
                     return False, f"shard {shard_id}: {degraded[shard_id]}", degraded
         elif states and len(degraded) == len(states):
             return False, "no shard can be served from this node: " + "; ".join(
