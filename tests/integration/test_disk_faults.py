@@ -18,6 +18,7 @@ import shutil
 import struct
 import subprocess
 import time
+import urllib.request
 import zlib
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,17 @@ def test_corrupt_follower_store_is_refused_reported_and_rebuilt(cluster: Any, wh
     check_all_present(c, load)
     events = [e["text"] for e in (c.status(victim) or {}).get("events", [])]
     assert any("damaged" in text for text in events), events
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://{victim.admin}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    text = metrics()
+    assert 'phalanx_replicas_damaged_total{cause="storage"} 1.0' in text, [
+        line for line in text.splitlines() if "damaged" in line]
+    # (the gauge follows the control loop's next round after the rebuild)
+    wait_until(lambda: "phalanx_replicas_damaged_now 0.0" in metrics(), 10,
+               "the damaged-replicas gauge back to 0")
     print(f"{where}: flipped {what}; damage reported {detected:.2f} s after the restart "
           f"began, full redundancy after {rebuilt:.2f} s; {load.acked_count()} writes "
           f"acknowledged during the fault, 0 lost")
@@ -212,6 +224,14 @@ def test_consistency_checker_catches_a_lying_snapshot_and_rebuilds(cluster: Any)
     c.wait_converged()  # (a READONLY read is stale until the rebuilt replica caught up)
     local = c.readonly_client(victim)
     assert local.get("disk:7") == "v7"
+
+    # Afterwards every replica records the same digest at the same check index (/status).
+    def agreeing_digests() -> bool:
+        seen = [((c.status(n) or {}).get("consistency") or {}).get("digests", {}).get(SHARD)
+                for n in c.nodes]
+        return all(seen) and len({(d["index"], d["digest"]) for d in seen}) == 1
+
+    wait_until(agreeing_digests, 30, "every replica's digest at one check index to agree")
     assert all(local.get(k) == v for k, v in list(acknowledged.items())[:50])
     print(f"lie planted ({what}); divergence detected {detected:.2f} s after the restart "
           f"began (check interval 1 s), full redundancy after {rebuilt:.2f} s")

@@ -260,6 +260,13 @@ class ConsistencyChecker:
             "damaged": {str(g): why for g, why in sorted(self.damaged().items())},
             "last_checks": {str(g): {"index": index, "digest": digest, "result": result}
                             for g, (index, digest, result) in sorted(self.results.items())},
+            # Every local replica's latest check digest (leader or not), so that the digests
+            # of one index can be compared across the nodes' /status.
+            "digests": {str(g): {"index": max(group.shard.check_digests),
+                                 "digest": group.shard.check_digests[
+                                     max(group.shard.check_digests)]}
+                        for g, group in sorted(self.replicas.data_groups().items())
+                        if group.shard is not None and group.shard.check_digests},
         }
 
 
