@@ -88,13 +88,18 @@ def parse_payload(body: bytes) -> tuple[str, float]:
 
 
 class Target:
-    """publish(body) -> None (raises when not confirmed); consume(handler); close()."""
+    """publish(body) -> None (raises when not confirmed); consume(handler); close().
+
+    A consumer calls `handler(body)` when a message arrives and counts it in `acked` (then
+    calls `on_ack()`) once its ack was sent."""
 
     def __init__(self, addresses: list[str], queue: str, timeout: float) -> None:
         self.addresses = addresses
         self.queue = queue
         self.timeout = timeout
         self.index = 0
+        self.acked = 0
+        self.on_ack: Callable[[], None] = lambda: None
 
     def next_address(self) -> str:
         address = self.addresses[self.index % len(self.addresses)]
@@ -140,6 +145,8 @@ class AmqpConsumer(Target):
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             handler(message.body)
             await message.ack()
+            self.acked += 1
+            self.on_ack()
 
         await queue.consume(on_message, no_ack=False)
 
@@ -231,6 +238,8 @@ class RedisConsumer(Target):
                     self.handler(fields[b"p"])
             if entries:
                 await self.client.xack(self.queue, GROUP, *[i for i, _ in entries])
+                self.acked += len(entries)
+                self.on_ack()
 
     async def close(self) -> None:
         if hasattr(self, "task"):
@@ -300,10 +309,15 @@ async def mode_consume(args: argparse.Namespace) -> dict[str, Any]:
     def handle(body: bytes) -> None:
         seen[parse_payload(body)[0]] += 1
         state["count"] += 1
-        if state["count"] >= args.messages:
-            done.set()
 
     client = consumer(args.kind, args.addresses, args.queue, args.timeout)
+
+    def acked() -> None:
+        # Done once `messages` acks were sent (closing before would requeue the unacked).
+        if client.acked >= args.messages:
+            done.set()
+
+    client.on_ack = acked
     began, cpu = time.monotonic(), time.process_time()
     await client.connect(args.prefetch, handle)
     with contextlib.suppress(TimeoutError):
@@ -314,7 +328,7 @@ async def mode_consume(args: argparse.Namespace) -> dict[str, Any]:
             "duplicates": sum(n - 1 for n in seen.values()), "seconds": round(elapsed, 3),
             "client_cpu_s": round(cpu, 3),
             "rate": state["count"] / elapsed if elapsed > 0 else 0.0,
-            "complete": state["count"] >= args.messages}
+            "acked": client.acked, "complete": client.acked >= args.messages}
 
 
 async def mode_latency(args: argparse.Namespace) -> dict[str, Any]:
@@ -323,10 +337,13 @@ async def mode_latency(args: argparse.Namespace) -> dict[str, Any]:
     errors: list[str] = []
     delivered: dict[str, float] = {}
     confirmed: set[str] = set()
-    state = {"in_flight": 0, "dropped": 0}
+    state = {"in_flight": 0, "dropped": 0, "foreign": 0}
 
     def handle(body: bytes) -> None:
         ident, scheduled = parse_payload(body)
+        if not ident.startswith(args.tag + ":"):
+            state["foreign"] += 1  # left in the queue by an earlier run
+            return
         if ident not in delivered:
             delivered[ident] = time.monotonic()
             ends.append(delivered[ident] - scheduled)
@@ -375,7 +392,7 @@ async def mode_latency(args: argparse.Namespace) -> dict[str, Any]:
     return {"target_rate": args.rate, "sent": total - state["dropped"],
             "dropped": state["dropped"], "confirmed": len(confirmed), "errors": len(errors),
             "first_error": errors[0] if errors else "", "delivered": len(delivered),
-            "lost": len(confirmed - set(delivered)),
+            "lost": len(confirmed - set(delivered)), "foreign": state["foreign"],
             "achieved_rate": len(confirmed) / sent_for if sent_for > 0 else 0.0,
             "p50_ms": ms(percentile(ends, 0.5)), "p90_ms": ms(percentile(ends, 0.9)),
             "p99_ms": ms(percentile(ends, 0.99)), "max_ms": ms(max(ends) if ends else None),
@@ -403,7 +420,7 @@ async def mode_gap(args: argparse.Namespace) -> dict[str, Any]:
     deliveries: list[tuple[float, str]] = []
     stop_publishing = asyncio.Event()
     stopping = asyncio.Event()
-    state: dict[str, Any] = {"fault": None, "recovered": False, "ready": False}
+    state: dict[str, Any] = {"fault": None, "recovered": False, "ready": False, "foreign": 0}
 
     def emit(line: str) -> None:
         sys.stdout.write(line + "\n")
@@ -411,7 +428,11 @@ async def mode_gap(args: argparse.Namespace) -> dict[str, Any]:
 
     def handle(body: bytes) -> None:
         now = time.monotonic()
-        deliveries.append((now, parse_payload(body)[0]))
+        ident = parse_payload(body)[0]
+        if not ident.startswith(args.tag + ":"):
+            state["foreign"] += 1  # left in the queue by an earlier run
+            return
+        deliveries.append((now, ident))
         if state["fault"] is not None and len(deliveries) > 1 and \
                 now - deliveries[-2][0] > 0.2:
             note(f"consumer: delivery after a {now - deliveries[-2][0]:.3f} s pause")
@@ -547,7 +568,7 @@ async def mode_gap(args: argparse.Namespace) -> dict[str, Any]:
         "failed": sum(1 for e in events if not e[2]), "delivered": len(counts),
         "lost": len(confirmed - set(counts)), "lost_ids": sorted(confirmed - set(counts))[:20],
         "duplicates": sum(n - 1 for n in counts.values()),
-        "unconfirmed_delivered": len(set(counts) - confirmed),
+        "unconfirmed_delivered": len(set(counts) - confirmed), "foreign": state["foreign"],
         "publish_gap_ms": None, "consume_gap_ms": None, "recovered": state["recovered"]}
     if fault is not None:
         before = [end for _s, end, ok in events if ok and end <= fault]

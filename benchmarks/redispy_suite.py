@@ -213,8 +213,9 @@ def run_suite(target: str, url: str, sdist: Path, files: list[str], raw: Path,
                "--tb=native"]
     if args.protocol:
         command.append(f"--protocol={args.protocol}")
-    if args.keyword:
-        command += ["-k", args.keyword]
+    keyword = getattr(args, "keyword", None)  # (callers may pass their own namespace)
+    if keyword:
+        command += ["-k", keyword]
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     if shim:

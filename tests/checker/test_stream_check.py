@@ -100,6 +100,13 @@ def test_an_xadd_never_acked_or_still_pending_is_caught() -> None:
     # An XACK that failed covers nothing.
     failed = [*acks, Ack(("2-0",), "c2", FAIL, 4.2, 4.3)]
     assert _only(_check(acks=failed), "unacked") == ("p2",)
+    # One with an unknown outcome may have applied: not pending at the end, that is fine (and
+    # counted); still pending at the end, it did not.
+    unknown = [*acks, Ack(("2-0",), "c2", INFO, 4.2, 5.2)]
+    result = _check(acks=unknown)
+    assert result.ok and result.acked_unknown == 1 and result.acked == 4
+    assert _only(_check(acks=unknown, final=FinalState(FINAL.entries, ["2-0"])),
+                 "unacked") == ("p2",)
     # Acked, but the group still lists it pending after the drain.
     pending = FinalState(FINAL.entries, ["2-0"])
     assert _only(_check(final=pending), "unacked") == ("p2",)

@@ -42,7 +42,7 @@ def test_users_are_replicated_to_every_node(cluster: Any) -> None:
     assert _retry(lambda: admin.acl_setuser("ro", enabled=True, passwords=["+ro-pw"],
                                             keys=["*"], categories=["-@all", "+@read"]))
     with pytest.raises(redis.exceptions.ResponseError, match="is not supported"):
-        admin.acl_setuser("bad", enabled=True, commands=["+get"])
+        admin.acl_setuser("bad", enabled=True, channels=["chan:*"])  # channels are all
 
     remote = c.client(third, password=PASSWORD)
     wait_until(lambda: _auth_works(remote, "alice", "alice-pw"), 10, "alice on the 3rd node")

@@ -55,6 +55,7 @@ import redis
 from integration_harness import LocalCluster, shard_primary, wait_until
 
 pytest.importorskip("taskiq_redis")
+from taskiq.exceptions import SendTaskError
 
 APPS = Path(__file__).parent / "apps"
 STREAM = "apps:taskiq:stream"
@@ -144,10 +145,10 @@ async def _send(app: ModuleType, numbers: range, errors: list[str],
                 try:
                     await app.record.kiq(number)
                     break
-                except redis.RedisError as error:
-                    if "unknown command" in str(error):
-                        raise
-                    errors.append(f"{number}: {type(error).__name__}: {str(error)[:80]}")
+                except (redis.RedisError, SendTaskError) as error:
+                    # taskiq wraps the broker's error: SendTaskError from the RedisError.
+                    cause = error.__cause__ or error
+                    errors.append(f"{number}: {type(cause).__name__}: {str(cause)[:80]}")
                     if attempt == 119:
                         raise
                     await asyncio.sleep(0.25)
@@ -216,7 +217,7 @@ async def _trickle(app: ModuleType, finished: Callable[[], bool], timeout_s: flo
             try:
                 await app.record.kiq(-1)
                 sent += 1
-            except redis.RedisError as error:
+            except (redis.RedisError, SendTaskError) as error:
                 errors.append(f"trickle: {type(error).__name__}: {str(error)[:80]}")
             await asyncio.sleep(0.5)
     finally:

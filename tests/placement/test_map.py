@@ -418,3 +418,25 @@ def test_set_merge_and_merge_shards() -> None:
     assert ok(merged, {"op": "merge_shards", "shard": 1, "source": 2}) is merged
     assert ClusterMap.decode(merged.encode()) == merged
     assert ClusterMap.decode(merging.encode()).shards[2].merge_into == 1
+
+
+# ---------------------------------------------------------------------------- damaged replicas
+
+
+def test_rebuild_replica_marks_then_finish_clears_and_old_maps_encode_unchanged() -> None:
+    cmap = small_map()
+    assert b"rebuilding" not in cmap.encode()
+    marked, reply = apply_op(cmap, {"op": "rebuild_replica", "shard": 1, "node": "n2"})
+    assert reply == "OK" and marked.shards[1].rebuilding == ("n2",)
+    assert marked.shards[1].replicas == ("n1", "n2", "n3")  # still desired: comes back
+    assert ClusterMap.decode(marked.encode()) == marked
+    again, _ = apply_op(marked, {"op": "rebuild_replica", "shard": 1, "node": "n2"})
+    assert again is marked
+    refused, reply = apply_op(cmap, {"op": "rebuild_replica", "shard": 1, "node": "n4"})
+    assert refused is cmap and "not a replica" in str(reply)
+    done, reply = apply_op(marked, {"op": "finish_rebuild", "shard": 1, "node": "n2"})
+    assert reply == "OK" and done.shards[1].rebuilding == ()
+    assert done.shards == cmap.shards and b"rebuilding" not in done.encode()
+    moved, _ = apply_op(marked, {"op": "set_replicas", "shard": 1,
+                                 "replicas": ["n1", "n3", "n4"], "preferred_leader": "n1"})
+    assert moved.shards[1].rebuilding == ()

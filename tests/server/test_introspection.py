@@ -415,3 +415,19 @@ def test_client_tracking_optin_redirect_and_errors(r: Any, port: int) -> None:
         "ERR CLIENT CACHING can be called only when the client is in tracking mode")
     other.close()
     cache.close()
+
+
+def test_reset_ends_tracking_and_client_reply(port: int) -> None:
+    raw = _Raw(port)
+    assert raw.call("CLIENT", "TRACKING", "ON") == OK
+    assert raw.call("GET", "reset:k") is None
+    raw.send("CLIENT", "REPLY", "OFF")
+    assert raw.call("RESET") == SimpleString("RESET")  # replies again
+    assert isinstance(raw.call("HELLO", "3"), dict)  # (RESET went back to RESP2)
+    assert raw.call("CLIENT", "TRACKINGINFO") == {
+        b"flags": [SimpleString("off")], b"redirect": -1, b"prefixes": []}
+    writer = _Raw(port, protocol=2)
+    assert writer.call("SET", "reset:k", "1") == OK
+    assert raw.call("PING") == PONG  # no invalidation: tracking ended with RESET
+    writer.close()
+    raw.close()

@@ -48,7 +48,7 @@ def _status(groups: dict[int, Group], shards: dict[int, str], *, version: int = 
             return groups[min(groups)]
 
     replicas: Any = Replicas(
-        meta=SimpleNamespace(stopped=False, fatal_error=None),
+        meta=SimpleNamespace(stopped=False, fatal_error=None), damaged={},
         removed_from_cluster=lambda: removed, cluster_map=cluster_map,
         data_groups=lambda: dict(groups),
         shard_leader=lambda shard: (groups[shard.id].leader if shard.id in groups
@@ -126,3 +126,17 @@ def test_an_unknown_shard_is_not_ready() -> None:
     status = _status({1: Group()}, {1: "n2"})
     ready, reason, _ = status.readiness(7)
     assert not ready and "shard 7 is not in the cluster map" in reason
+
+
+def test_a_replica_damaged_at_open_degrades_its_shard_and_fails_strict() -> None:
+    """A replica whose store failed its checksums at open (docs/disk-faults.md) is not
+    running: its shard is not served from here (not ready for `shard=1`, degraded by
+    default: the other shard still works) and `strict` fails."""
+    status = _status({2: Group()}, {1: "n2", 2: "n2"})
+    status.replicas.damaged[1] = "storage failure at open: CRC mismatch"
+    ready, reason, degraded = status.readiness()
+    assert ready and set(degraded) == {1} and "damaged" in degraded[1], reason
+    ready, reason, _ = status.readiness(1)
+    assert not ready and "CRC mismatch" in reason
+    assert status.readiness(2)[0]
+    assert not status.readiness(strict=True)[0]

@@ -62,6 +62,11 @@ class ClusterControl(Protocol):
         """SIGKILL the node and delete its data directory; it is never started again."""
         ...
 
+    def corrupt(self, node: str, seed: int) -> str:
+        """Flip a byte of one data replica's WAL segment or snapshot file of the STOPPED
+        node (`chaos/disk.py`); returns what was done."""
+        ...
+
     def partition(self, groups: list[list[str]]) -> None:
         """Cut all traffic between nodes of different groups (nodes in no group are isolated)."""
         ...

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from phalanx.chaos.control import NodeInfo
+from phalanx.chaos.disk import corrupt_store
 from phalanx.chaos.pidfile import RunRecord
 from phalanx.errors import ChaosError, ClusterError
 from phalanx.ops import admin, cluster_file, launcher
@@ -221,6 +222,13 @@ class LocalControl:
         shutil.rmtree(data_dir, ignore_errors=True)
         if data_dir.exists():
             raise ChaosError(f"{node}: could not delete {data_dir}")
+
+    def corrupt(self, node: str, seed: int) -> str:
+        """Flip a byte in a data replica's WAL or snapshot of the STOPPED `node` (chaos/disk.py)."""
+        entry = self._entry(node)
+        if not entry.data_dir:
+            raise ChaosError(f"{node} has no data_dir in cluster.json; cannot corrupt its disk")
+        return corrupt_store(entry.data_dir, random.Random(seed))
 
     # ---- network fault rules ----------------------------------------------------------------
     def _rules(self, node: str) -> dict[str, Any]:

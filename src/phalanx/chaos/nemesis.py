@@ -49,12 +49,16 @@ SCENARIOS: dict[str, str] = {
                  "re-creates its replicas on the other nodes",
     "partition-zone": "cut every node of one zone off from the other zones",
     "rolling-restart": "restart each node in turn (kill -9, start, wait until it answers)",
+    "disk-corrupt": "kill -9 a follower (or, one time in three, the leader), flip a byte in one "
+                    "of its shard replicas' WAL segment or snapshot file, restart it: the "
+                    "checksum must catch it and the replica be rebuilt from its peers",
     "mixed": "a random mix of all of the above",
 }
 
 #: Kinds `mixed` draws from: not the roll, not a permanent loss, not what needs >= 3 regions.
 _MIXABLE = [name for name in SCENARIOS
-            if name not in {"mixed", "rolling-restart", "node-lost", "region-outage"}]
+            if name not in {"mixed", "rolling-restart", "node-lost", "region-outage",
+                            "disk-corrupt"}]
 #: Faults that are never healed during the run.
 PERMANENT = frozenset({"node-lost"})
 #: The time the plan leaves a rolling restart.
@@ -218,6 +222,26 @@ class Nemesis:
                 self.current = None
             expected = ROLL_ALLOWANCE_S if slot.kind == "rolling-restart" else slot.hold_s
             overrun += max(0.0, self.clock() - (start + expected))
+
+    def _watch_detection(self, target: str, since_s: float, limit_s: float = 20.0) -> None:
+        """Tell when `target` reports its damaged replica (time to detection), or that it did
+        not within `limit_s` (it may have been rebuilt between two polls)."""
+        deadline = since_s + limit_s
+        while not self.stop_event.is_set() and self.clock() < deadline:
+            try:
+                status = fetch_statuses(self.control).get(target)
+            except Exception:
+                status = None
+            damaged = damaged_replicas(status)
+            if damaged:
+                shard, why = sorted(damaged.items())[0]
+                self.on_event(self.clock(), f"{target} reported its replica of shard {shard} "
+                              f"damaged {self.clock() - since_s:.2f} s after its restart "
+                              f"({why[:120]})")
+                return
+            self.stop_event.wait(0.1)
+        self.on_event(self.clock(), f"{target} reported no damaged replica within "
+                      f"{limit_s:.0f} s of its restart")
 
     # ---- the faults -------------------------------------------------------------------------
     def _begin(self, kind: str, targets: list[str], description: str,
@@ -388,6 +412,21 @@ class Nemesis:
             control.lose(target)
             self._in_force(fault)
             # Never healed: the cluster must re-create its replicas on the other nodes.
+        elif kind == "disk-corrupt":
+            target = (leader or rng.choice(ids)) if rng.random() < 1 / 3 or not followers \
+                else rng.choice(followers)
+            role = "leader" if target == leader else "follower"
+            fault = self._begin(kind, [target], f"{role} {target} killed (kill -9) to corrupt "
+                                "its disk", leader)
+            control.kill(target)
+            what = control.corrupt(target, slot.seed)
+            fault.description = f"{role} {target}'s disk corrupted ({what})"
+            self._in_force(fault)
+            self._hold(slot.hold_s)
+            control.restart(target)
+            restarted = self.clock()
+            self._end(fault, f"{target} restarted on its corrupted disk")
+            self._watch_detection(target, restarted)
         elif kind == "rolling-restart":
             for target in ids:
                 if self.stop_event.is_set():
@@ -406,6 +445,15 @@ class Nemesis:
                 self._hold(2.0)
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def damaged_replicas(status: Mapping[str, Any] | None) -> dict[str, str]:
+    """The damaged replicas a node's /status reports (shard id -> why); {} when none."""
+    if not status:
+        return {}
+    consistency = status.get("consistency")
+    damaged = consistency.get("damaged") if isinstance(consistency, dict) else None
+    return dict(damaged) if isinstance(damaged, dict) else {}
 
 
 def demo_plan() -> list[Slot]:

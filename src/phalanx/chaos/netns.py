@@ -31,6 +31,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import random
 import secrets
 import shlex
 import shutil
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from phalanx.chaos.control import NodeInfo
+from phalanx.chaos.disk import corrupt_store
 from phalanx.errors import ClusterError, ConfigError, NetnsError
 from phalanx.ops.admin import admin_request, agreed_leader, query_status
 from phalanx.ops.cluster_file import ClusterFile, NodeEntry, write_cluster_file
@@ -488,6 +490,10 @@ class NetnsControl:
                 raise NetnsError(f"{node} did not answer /health within {timeout:g} s\n"
                                  f"--- tail of {entry.log_path} ---\n{tail(entry.log_path)}")
             time.sleep(0.05)
+
+    def corrupt(self, node: str, seed: int) -> str:
+        """Flip a byte in a data replica's WAL or snapshot of the STOPPED `node` (chaos/disk.py)."""
+        return corrupt_store(self._node(node).data_dir, random.Random(seed))
 
     def lose(self, node: str) -> None:
         """Kill `node` and delete its data directory (its log is kept as DIR/<id>.lost.log);

@@ -143,7 +143,8 @@ class _ConsumerKiller:
                 workload.stop_event.wait(min(0.1, next_kill - now))
                 continue
             next_kill = now + self.rng.uniform(*KILL_EVERY_S)
-            alive = [i for i in workload.consumer_indexes if not workload._dying.get(i)]
+            alive = [i for i in workload.consumer_indexes if not workload._dying.get(i)
+                     and now >= workload._down_until.get(i, 0.0)]
             if alive:
                 workload.kill(self.rng.choice(alive))
 

@@ -13,8 +13,10 @@ Rules of this file:
     drains the group after healing, so everything acknowledged must have been delivered).
   - MISSING: an acknowledged XADD whose id is absent from the final stream (XRANGE - +; the
     workload never trims or deletes), or present with another payload.
-  - UNACKED: an acknowledged XADD that no successful XACK covered, or still in the group's
-    final pending entries list (PEL) after the drain.
+  - UNACKED: an acknowledged XADD still in the group's final pending entries list (PEL)
+    after the drain, or that no XACK covered: none answered ok, and none with an unknown
+    outcome either (one that timed out may have applied: the entry then left the PEL with no
+    ok seen, which is fine; an XACK answered `fail` was certainly not applied).
   - PHANTOM: a delivered or final entry whose payload nobody tried to XADD, whose payload came
     back without its fields, or whose id is not the one its acknowledged XADD returned; or one
     id seen with two payloads.
@@ -121,6 +123,7 @@ class StreamCheck:
     delivered: int  # distinct ids delivered at least once
     deliveries: Mapping[str, int]  # kind -> count
     acked: int  # distinct ids a successful XACK covered
+    acked_unknown: int  # distinct ids only XACKs with an unknown outcome covered
     final_entries: int | None  # entries in the final stream (None: not read)
     final_pending: int | None
     never_delivered: tuple[str, ...] = ()
@@ -159,7 +162,8 @@ class StreamCheck:
         return {"workload": "stream", "ok": self.ok, "acknowledged_xadds": self.acknowledged,
                 "unknown_xadds": self.unknown, "failed_xadds": self.failed,
                 "delivered": self.delivered, "deliveries": dict(self.deliveries),
-                "acked": self.acked, "final_entries": self.final_entries,
+                "acked": self.acked, "acked_unknown": self.acked_unknown,
+                "final_entries": self.final_entries,
                 "final_pending": self.final_pending,
                 "never_delivered": len(self.never_delivered), "missing": len(self.missing),
                 "unacked": len(self.unacked), "phantoms": len(self.phantoms),
@@ -228,8 +232,9 @@ def check_stream(produces: Iterable[Produce], deliveries: Iterable[Delivery],
                         if p.entry_id not in in_stream or in_stream[p.entry_id] != p.payload)
         final_pending = set(final.pending)
     covered = {entry_id for ack in acks if ack.outcome == OK for entry_id in ack.entry_ids}
-    unacked = tuple(p.payload for p in acknowledged
-                    if p.entry_id not in covered or p.entry_id in final_pending)
+    maybe = {entry_id for ack in acks if ack.outcome == INFO for entry_id in ack.entry_ids}
+    unacked = tuple(p.payload for p in acknowledged if p.entry_id in final_pending
+                    or (p.entry_id not in covered and p.entry_id not in maybe))
 
     new_counts = Counter(d.entry_id for d in delivered if d.kind == NEW)
     new_twice = tuple(sorted((i for i, n in new_counts.items() if n > 1), key=parse_id))
@@ -242,6 +247,7 @@ def check_stream(produces: Iterable[Produce], deliveries: Iterable[Delivery],
         acknowledged=len(acknowledged), unknown=sum(1 for p in produced if p.outcome == INFO),
         failed=sum(1 for p in produced if p.outcome == FAIL), delivered=len(times),
         deliveries=dict(sorted(kinds.items())), acked=len(covered & set(times)),
+        acked_unknown=len((maybe - covered) & set(times)),
         final_entries=None if final is None else len(final.entries),
         final_pending=None if final is None else len(final.pending),
         never_delivered=never, missing=missing, unacked=unacked,

@@ -144,7 +144,8 @@ def scenario_names() -> list[str]:
     # `phalanx --help` does not import the lab.
     return ["leader-kill", "follower-kill", "random-kill", "leader-pause", "follower-pause",
             "partition-leader", "partition-split", "partition-bridge", "latency", "zone-outage",
-            "region-outage", "node-lost", "partition-zone", "rolling-restart", "mixed"]
+            "region-outage", "node-lost", "partition-zone", "rolling-restart", "disk-corrupt",
+            "mixed"]
 
 
 def workload_names() -> list[str]:

@@ -40,6 +40,7 @@ from typing import NamedTuple
 from phalanx.errors import Corrupt, require
 from phalanx.kv.codec import decode_fields
 from phalanx.kv.commands.scripts import Scripts, script_handler
+from phalanx.kv.digest import state_digest
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.replies import Error, Reply, arity_error, error_text
 from phalanx.kv.snapshot import WatchVersions, decode_snapshot, encode_snapshot
@@ -192,6 +193,11 @@ class KVStateMachine:
         Reading only: the same keys are reported again until their deletion is applied.
         """
         return self._keyspace.expired(now_ms, limit)
+
+    def digest(self) -> str:
+        """A digest of the data and expiry times, equal on replicas with equal data (see
+        digest.py; the consistency checker compares it across replicas)."""
+        return state_digest(self._keyspace.data, self._keyspace.expires)
 
     def snapshot(self) -> bytes:
         """The whole state as deterministic bytes (see snapshot.py)."""

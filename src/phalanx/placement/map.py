@@ -31,6 +31,12 @@ Rules of this module:
   the node from every group as its old self, then the driver's `finish_replace` makes the new
   incarnation THE incarnation, and the node is added back as a new member (learner, snapshot,
   voter). Empty fields are not encoded, so old maps load and encode unchanged.
+- Damaged replicas (`ShardInfo.rebuilding`; ops `rebuild_replica`, `finish_rebuild`): a node
+  whose replica of a shard is damaged (corrupt disk, divergence) asks for it to be rebuilt;
+  while listed there, the shard's leader removes that replica from the configuration (the
+  node stays one of the desired `replicas`), the node deletes its data, and once the removal
+  is done `finish_rebuild` lets it come back as a new member (learner, snapshot, voter): a
+  replica never rejoins having forgotten what it acknowledged.
 """
 
 from __future__ import annotations
@@ -224,6 +230,8 @@ class ShardInfo:
     merge_into: int = 0
     """DESIRED: this shard is to be merged into that shard (0 = no merge); the planner keeps
     its replicas on the target's and moves neither while the merge is pending."""
+    rebuilding: tuple[str, ...] = ()
+    """Replicas (node ids, sorted) being rebuilt: out of the configuration until removed."""
 
     def slot_count(self) -> int:
         """How many slots the shard owns."""
@@ -245,7 +253,7 @@ class ShardInfo:
             "replicas": list(self.replicas), "preferred_leader": self.preferred_leader,
             "leader": self.leader, "term": self.term, "voters": list(self.voters),
             "learners": list(self.learners), "merge_into": self.merge_into,
-        }
+        } | ({"rebuilding": list(self.rebuilding)} if self.rebuilding else {})
 
     @classmethod
     def from_json(cls, raw: object) -> ShardInfo:
@@ -268,6 +276,7 @@ class ShardInfo:
             voters=tuple(sorted(_strings(data, "voters", where, required=False))),
             learners=tuple(sorted(_strings(data, "learners", where, required=False))),
             merge_into=_integer(data, "merge_into", where, minimum=0, default=0),
+            rebuilding=tuple(sorted(_strings(data, "rebuilding", where, required=False))),
         )
 
 
@@ -620,7 +629,31 @@ def _op_set_replicas(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
         return OpError(f"ERR set_replicas: unknown node(s) {', '.join(unknown)}")
     if preferred and preferred not in replicas:
         return OpError(f"ERR set_replicas: preferred leader {preferred} is not a replica")
-    return _with_shard(cmap, replace(shard, replicas=replicas, preferred_leader=preferred))
+    return _with_shard(cmap, replace(shard, replicas=replicas, preferred_leader=preferred,
+                                     rebuilding=tuple(n for n in shard.rebuilding
+                                                      if n in replicas)))
+
+
+def _op_rebuild_replica(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """A node's replica of a shard is damaged: rebuild it (see the module rules)."""
+    shard = _shard_of(cmap, op, "rebuild_replica")
+    if isinstance(shard, OpError):
+        return shard
+    node = _string(op, "node", "rebuild_replica", nonempty=True)
+    if node not in shard.replicas:
+        return OpError(f"ERR rebuild_replica: {node} is not a replica of shard {shard.id}")
+    return _with_shard(cmap, replace(shard, rebuilding=tuple(sorted({*shard.rebuilding,
+                                                                       node}))))
+
+
+def _op_finish_rebuild(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """The damaged replica left the configuration: it may come back as a new member."""
+    shard = _shard_of(cmap, op, "finish_rebuild")
+    if isinstance(shard, OpError):
+        return shard
+    node = _string(op, "node", "finish_rebuild", nonempty=True)
+    return _with_shard(cmap, replace(shard, rebuilding=tuple(n for n in shard.rebuilding
+                                                             if n != node)))
 
 
 def _op_report_shard(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
@@ -791,6 +824,8 @@ _OPS: dict[str, Callable[[ClusterMap, Mapping[str, Any]], _Result]] = {
     "set_incarnation": _op_set_incarnation,
     "replace_node": _op_replace_node,
     "finish_replace": _op_finish_replace,
+    "rebuild_replica": _op_rebuild_replica,
+    "finish_rebuild": _op_finish_rebuild,
 }
 
 

@@ -19,6 +19,13 @@ image` carrying that image (keys and slot ranges join L; applied at most once pe
 server drives both steps idempotently from the leaders' control loop, so a crash between them
 only delays the merge.
 
+The consistency checker (`phalanx.server.consistency`) is two log entries too: the leader
+proposes `PHALANX.CHECK`; every replica applying it at index i records the digest of its data
+at i (`kv/digest.py`: same applied index and same data, same digest). The leader then proposes
+`PHALANX.VERIFY i digest` with its own digest at i; a replica whose recorded digest at i
+differs sets `divergence` (the server stops that replica and has it rebuilt). A replica that
+has no digest at i (it installed a snapshot past i) has nothing to compare and skips.
+
 Rules of this file: pure (stdlib, `phalanx.kv`, this package); deterministic; snapshots are the
 KV snapshot behind a small JSON header that carries the owned and moved-out slot ranges.
 """
@@ -40,6 +47,12 @@ SPLIT_COMMAND = b"PHALANX.SPLIT"
 FREEZE_COMMAND = b"PHALANX.FREEZE"
 #: Merge, step 2, in the target: take the frozen shard's slots and keys (carried in the entry).
 ABSORB_COMMAND = b"PHALANX.ABSORB"
+#: The consistency checker: record the digest of the data at this entry's index.
+CHECK_COMMAND = b"PHALANX.CHECK"
+#: The consistency checker: `PHALANX.VERIFY index digest`, the leader's digest at `index`.
+VERIFY_COMMAND = b"PHALANX.VERIFY"
+#: How many recorded check digests a replica keeps (the latest ones).
+CHECK_DIGESTS_KEPT = 8
 #: The Raft index (and term) of a shard's initial snapshot after a split.
 SPLIT_SNAPSHOT_INDEX = 1
 _MAGIC = b"PXSHARD1"
@@ -90,6 +103,10 @@ class ShardMachine:
         self.split_offs: list[SplitOff] = []
         #: Merge: the shard this one was frozen into (it serves nothing any more), or None.
         self.frozen_into: int | None = None
+        #: The consistency checker: check index -> this replica's digest there (the latest
+        #: CHECK_DIGESTS_KEPT), and why this replica diverged (None while it agrees).
+        self.check_digests: dict[int, str] = {}
+        self.divergence: str | None = None
         #: Merge: the shards absorbed into this one (an ABSORB is applied once).
         self.absorbed: set[int] = set()
 
@@ -132,6 +149,9 @@ class ShardMachine:
             except Corrupt:
                 return self.kv.apply(index, data)  # the KV machine answers a corrupt entry
             upper = name.upper()
+            if upper in (CHECK_COMMAND, VERIFY_COMMAND):
+                self.kv.apply(index, b"")
+                return self._check(index) if upper == CHECK_COMMAND else self._verify(args)
             if upper == SPLIT_COMMAND:
                 self.kv.apply(index, b"")
                 return self._split(index, args)
@@ -150,6 +170,30 @@ class ShardMachine:
                 self.kv.apply(index, b"")
                 return refused
         return self.kv.apply(index, data)
+
+    def _check(self, index: int) -> bytes:
+        """Record the digest of the data at `index`; reply `index digest`."""
+        digest = self.kv.digest()
+        self.check_digests[index] = digest
+        while len(self.check_digests) > CHECK_DIGESTS_KEPT:
+            del self.check_digests[min(self.check_digests)]
+        return b"%d %s" % (index, digest.encode())
+
+    def _verify(self, args: tuple[bytes, ...]) -> bytes:
+        """Compare the leader's digest at a check index with ours (see the module docstring).
+        Replies OK, SKIPPED (no digest of ours at that index) or MISMATCH."""
+        if len(args) != 2 or not args[0].isdigit():
+            return b"SKIPPED"
+        index, theirs = int(args[0]), args[1].decode("ascii", "replace")
+        mine = self.check_digests.get(index)
+        if mine is None:
+            return b"SKIPPED"
+        if mine != theirs:
+            if self.divergence is None:
+                self.divergence = (f"state digest at index {index} is {mine}, the leader's "
+                                   f"is {theirs}")
+            return b"MISMATCH"
+        return b"OK"
 
     def read(self, name: bytes, args: tuple[bytes, ...], now_ms: int) -> object:
         refused = self.refusal(name, args)
@@ -271,4 +315,4 @@ def _decode(data: bytes) -> tuple[tuple[tuple[int, int], ...], dict[tuple[int, i
     return owned, moved, data[start + length:], frozen_into, absorbed
 
 
-__all__ = ["ABSORB_COMMAND", "FREEZE_COMMAND", "SPLIT_COMMAND", "SPLIT_SNAPSHOT_INDEX", "ShardMachine", "SplitOff", "split_command"]
+__all__ = ["ABSORB_COMMAND", "CHECK_COMMAND", "FREEZE_COMMAND", "SPLIT_COMMAND", "SPLIT_SNAPSHOT_INDEX", "VERIFY_COMMAND", "ShardMachine", "SplitOff", "split_command"]

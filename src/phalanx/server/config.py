@@ -168,6 +168,12 @@ class NodeConfig:
     expire_interval_ms: int = 100
     expire_batch_keys: int = 200
     log_level: str = "info"
+    #: The consistency checker: each shard's leader has its replicas compare a digest of
+    #: their data at the same index this often (milliseconds; 0 = off; server/consistency.py).
+    consistency_check_ms: int = 60_000
+    #: The background scrub: every this many ms one replica of this node has its files read
+    #: back and their checksums verified (0 = off; server/consistency.py).
+    scrub_interval_ms: int = 600_000
     #: Data shards created at bootstrap (16384 slots split evenly); each is one Raft group.
     shards: int = 1
     #: What the placement must survive: "zone" (3 replicas, one per zone) or "region" (5
@@ -205,6 +211,10 @@ class NodeConfig:
                 raise ConfigError(f"{name}: must be > 0 (got {getattr(self, name)})")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks: must be > heartbeat_ticks")
+        if self.scrub_interval_ms < 0:
+            raise ConfigError("scrub_interval_ms: must be >= 0 (0 = off)")
+        if self.consistency_check_ms < 0:
+            raise ConfigError("consistency_check_ms: must be >= 0 (0 = off)")
         if self.snapshot_keep_entries < 0:
             raise ConfigError("snapshot_keep_entries: must be >= 0")
         if self.lease_reads and not self.check_quorum:

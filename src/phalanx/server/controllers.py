@@ -119,7 +119,8 @@ class Controllers:
         shard = cmap.shards.get(group_id)
         if shard is None or not shard.replicas:
             return None
-        return set(shard.replicas) - replaced, set()
+        # A damaged replica being rebuilt leaves the configuration first (server/consistency.py).
+        return set(shard.replicas) - replaced - set(shard.rebuilding), set()
 
     def reconcile_membership(self, group_id: int, group: RaftGroup) -> None:
         """Make one single-server membership change toward the map's wish, if one is due."""
@@ -263,7 +264,8 @@ class Controllers:
         cmap = replicas.cluster_map
         me = self.node_id
         for shard in cmap.shards.values():
-            if shard.id not in replicas.groups and (me in shard.replicas or me in shard.voters
+            if shard.id not in replicas.groups and shard.id not in replicas.damaged and \
+                    me not in shard.rebuilding and (me in shard.replicas or me in shard.voters
                                                     or me in shard.learners):
                 # A new, empty member: it waits for the shard's leader to send a snapshot.
                 replicas.open_group(GroupId(shard.id), ConfState())

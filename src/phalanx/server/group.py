@@ -30,7 +30,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from phalanx.errors import NotLeader, OutcomeUnknown, PhalanxError, ProposalDropped, StorageError
+from phalanx.errors import (
+    Corrupt,
+    NotLeader,
+    OutcomeUnknown,
+    PhalanxError,
+    ProposalDropped,
+    StorageError,
+)
 from phalanx.kv import Command, KVStateMachine, encode_command, expire_command_args
 from phalanx.kv.codec import decode_fields
 from phalanx.placement import command_keys
@@ -466,6 +473,11 @@ class RaftGroup:
                             ",".join(conf.voters), ",".join(conf.learners))
             elif entry.data:
                 reply = self.machine.apply(entry.index, entry.data)
+                if self.shard is not None and self.shard.divergence is not None:
+                    # The consistency checker found this replica's data differs from the
+                    # leader's at the same index: never serve or acknowledge from it again
+                    # (server/consistency.py; it is rebuilt from its healthy peers).
+                    raise Corrupt(f"replica diverged: {self.shard.divergence}")
                 if touched is not None:
                     touched.extend(self._watched_in(entry.data))
                 if self.shard is not None and self.shard.split_offs:
@@ -562,6 +574,11 @@ class RaftGroup:
         self.metrics.observe_fsync(time.perf_counter() - started, entries)
         self.pipeline.write_done()
         self.wake.set()
+
+    def stop_on_storage_failure(self, error: Exception) -> None:
+        """Stop this replica: its disk failed or lied (the background scrub found it)."""
+        if not self.stopped:
+            self._stop_on_storage_failure(error)
 
     def _stop_on_storage_failure(self, error: Exception) -> None:
         self.fatal_error = f"storage failure: {error}"

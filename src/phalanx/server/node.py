@@ -41,6 +41,7 @@ from phalanx.placement import ClusterMap
 from phalanx.raft import GroupId, Message
 from phalanx.server.admin import AdminServer, NodeView
 from phalanx.server.config import NodeConfig, parse_address
+from phalanx.server.consistency import ConsistencyChecker
 from phalanx.server.controllers import Controllers
 from phalanx.server.driver import PlacementDriver
 from phalanx.server.events import EventLog
@@ -199,6 +200,8 @@ class Node:
         self.resharding = Resharding(self.replicas, config, self.meta_client, self.events)
         self.controllers = Controllers(self.replicas, config, self.transport, self.meta_client,
                                        self.resharding, self.events)
+        self.consistency = ConsistencyChecker(self.replicas, config, self.metrics, self.events,
+                                              self.meta_client)
         self.driver = PlacementDriver(self.replicas, config, self.events, self.identity,
                                       self.transport)
         self.replicas.on_split = self.resharding.on_split
@@ -211,6 +214,7 @@ class Node:
         self.resp = RespServer(front_end, resp_host, resp_port)
         self.status = NodeStatus(self.replicas, config, self.metrics, self.transport,
                                  self.events, self.resp, self.started, self.identity)
+        self.status.consistency = self.consistency.status
         view: NodeView = _AdminView(config, self.status, self.controllers, self.resharding,
                                     self.meta_client, self.fault_rules)
         self.admin: AdminServer | None = None
@@ -317,6 +321,12 @@ class Node:
                 self.controllers.sync_peers()
                 self.transport.recheck_identities()
                 await self.controllers.control_groups()
+                # Disks that fail or lie: checks on the shards led here, damaged replicas
+                # reported and rebuilt (server/consistency.py).
+                self.consistency.start_due_checks()
+                self.consistency.start_due_scrub()
+                self.consistency.finish_rebuilds()
+                await self.consistency.rebuild_damaged()
                 if self.replicas.meta.is_leader():
                     await self.driver.drive()
                 else:

@@ -13,7 +13,7 @@ Rules of this file:
 from __future__ import annotations
 
 import time
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from typing import Protocol
 
 from phalanx import __version__
@@ -62,6 +62,8 @@ class NodeStatus:
         self.node_id = config.id
         self.spof_cache: tuple[int, list[object]] = (-1, [])
         self.peer_totals: dict[tuple[str, str], int] = {}
+        #: The consistency checker's section of `/status` (set by the node).
+        self.consistency: Callable[[], dict[str, object]] | None = None
 
     # -- /status -----------------------------------------------------------------------------
     def _group_status(self, group_id: int, group: RaftGroup) -> dict[str, object]:
@@ -166,6 +168,8 @@ class NodeStatus:
             "commit_latency_ms": self._recent_latency_ms(),
             "events": self.events.recent(50),
         }
+        if self.consistency is not None:
+            status["consistency"] = self.consistency()
         # The top-level role/term/leader/... describe the FIRST shard of the map (the only one
         # in a single-shard cluster), as every node sees it: its own replica's view, else the
         # map's leader hint with role "none". Tools that speak of "the leader" mean this one.
@@ -263,7 +267,7 @@ class NodeStatus:
         local = self.replicas.data_groups()
         if strict:
             for shard_id in sorted(degraded):
-                if shard_id in local:
+                if shard_id in local or shard_id in self.replicas.damaged:
                     return False, f"shard {shard_id}: {degraded[shard_id]}", degraded
         elif states and len(degraded) == len(states):
             return False, "no shard can be served from this node: " + "; ".join(
@@ -315,6 +319,8 @@ class NodeStatus:
         cluster_map = replicas.cluster_map
         me = NodeId(self.node_id)
         states: dict[int, str | None] = {}
+        for group_id, why in replicas.damaged.items():
+            states[group_id] = f"replica damaged (not opened): {why}"
         for group_id, group in sorted(replicas.data_groups().items()):
             if group.stopped:
                 states[group_id] = f"replica stopped: {group.fatal_error}"

@@ -31,7 +31,7 @@ import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from phalanx.errors import ConfigError
+from phalanx.errors import ConfigError, StorageError
 from phalanx.placement import ClusterMap, MapMachine, NodeInfo, ShardInfo
 from phalanx.placement.planner import initial_map
 from phalanx.placement.shard import ShardMachine, SplitOff
@@ -70,6 +70,9 @@ class Replicas:
         self.groups: dict[int, RaftGroup] = {}
         self.group_tasks: dict[int, asyncio.Task[None]] = {}
         self.stores: dict[int, AsyncLogStore] = {}
+        #: Data replicas whose store failed to open (group id -> why): not running, waiting
+        #: to be rebuilt (`Controllers.rebuild_damaged`).
+        self.damaged: dict[int, str] = {}
         # The placement driver's group. A bootstrap node computes the initial map from the
         # config (every bootstrap node computes the same one); a joining node starts empty
         # and receives the map from the driver's leader (a snapshot).
@@ -99,7 +102,16 @@ class Replicas:
         self.open_group(META_GROUP, self.meta_conf, self.map_machine)
         for path in sorted((self.data_dir / "groups").glob("*")) if not self.fresh else []:
             if path.name.isdigit() and int(path.name) != 0:
-                self.open_group(GroupId(int(path.name)), ConfState())
+                try:
+                    self.open_group(GroupId(int(path.name)), ConfState())
+                except StorageError as error:
+                    # A corrupt or unreadable store (checksum mismatch, EIO): this replica
+                    # does not start, the node serves the rest; it is rebuilt from its peers
+                    # (server/consistency.py). Never recreated empty under the same
+                    # membership (that would be a wiped voter).
+                    self.damaged[int(path.name)] = f"storage failure at open: {error}"
+                    logger.error("%s: replica of shard %s not opened: %s", self.node_id,
+                                 path.name, error)
         first_campaigns: list[int] = []
         if self.fresh and not self.config.join:
             for shard in self.initial.shards.values():
@@ -117,7 +129,11 @@ class Replicas:
         start it."""
         store = AsyncLogStore(open_log_store(self.data_dir / "groups" / str(group_id), bootstrap,
                                              self.config.storage_engine))
-        return self.start_group(group_id, store, machine)
+        try:
+            return self.start_group(group_id, store, machine)
+        except StorageError:
+            store.store.close()  # its snapshot did not load: release the store's lock
+            raise
 
     def start_group(self, group_id: GroupId, store: AsyncLogStore,
                     machine: MapMachine | None = None) -> RaftGroup:

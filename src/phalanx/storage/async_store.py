@@ -100,6 +100,15 @@ class AsyncLogStore:
         """Discard entries up to and including `index` (covered by a snapshot)."""
         await self._run(functools.partial(self._store.compact, index))
 
+    async def scrub(self) -> int:
+        """Verify what the store holds on disk (`WalLogStore.scrub`), on the writer thread so
+        that no write runs meanwhile; 0 for a store that cannot scrub (SQLite)."""
+        scrub = getattr(self._store, "scrub", None)
+        if scrub is None:
+            return 0
+        verified: int = await self._run(functools.partial(scrub))
+        return verified
+
     async def close(self) -> None:
         """Finish queued writes, close the store and stop the writer thread; idempotent."""
         if self._closed:

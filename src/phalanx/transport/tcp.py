@@ -692,6 +692,9 @@ class TcpTransport:
                            _describe(error) if str(error) else "no TLS handshake within "
                            f"{self._handshake_timeout:g} s")
             return
+        except BaseException:  # cancelled by stop(): the socket is ours to close
+            sock.close()
+            raise
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         if self._stopping:
             transport.abort()

@@ -285,8 +285,9 @@ class Introspection:
         self.config = RuntimeConfig(max_clients)
         self.slowlog = SlowLog()
         self.latency = LatencyMonitor()
-        #: LATENCY HISTOGRAM: command name -> [calls, {bucket (power of 2 of µs): count}].
-        self.histograms: dict[str, list[object]] = {}
+        #: LATENCY HISTOGRAM: command name (upper case) -> calls per bit length of their
+        #: duration in microseconds (see `_histogram`).
+        self.histograms: dict[bytes, list[int]] = {}
         #: MONITOR clients: client id -> a function writing a push to its connection.
         self.monitors: dict[int, Callable[[bytes], bool]] = {}
         self.timing = True
@@ -316,16 +317,15 @@ class Introspection:
             self.latency.add("fast-command" if fast else "command", duration_us // 1000)
 
     def _histogram(self, name: bytes, duration_us: int) -> None:
-        entry = self.histograms.get(name.decode(errors="replace").lower())
-        if entry is None:
+        """Count one call in its command's power-of-two microsecond bucket (keyed by the
+        upper-case name as it arrived: no decoding on the hot path); index b counts calls
+        of less than 2**b microseconds (at least 2**(b-1))."""
+        buckets = self.histograms.get(name)
+        if buckets is None:
             if command_spec(name) is None:
                 return
-            entry = self.histograms[name.decode(errors="replace").lower()] = [0, {}]
-        entry[0] = int(entry[0]) + 1  # type: ignore[call-overload]
-        buckets = entry[1]
-        assert isinstance(buckets, dict)
-        bucket = 1 << max(duration_us, 1).bit_length()
-        buckets[bucket] = buckets.get(bucket, 0) + 1
+            buckets = self.histograms[name] = [0] * 65
+        buckets[duration_us.bit_length()] += 1
 
     # -- MONITOR ----------------------------------------------------------------------------
     def feed(self, state: ClientState, arguments: list[bytes]) -> None:
@@ -454,21 +454,20 @@ class IntrospectionCommands:
         return "\n".join(lines) + "\n"
 
     def _histogram(self, names: list[bytes]) -> object:
-        wanted = [n.decode(errors="replace").lower() for n in names] or \
-            list(self.intro.histograms)
+        wanted = [n.upper() for n in names] or list(self.intro.histograms)
         reply: dict[bytes, object] = {}
         for name in wanted:
-            entry = self.intro.histograms.get(name)
-            if entry is None:
+            buckets = self.intro.histograms.get(name)
+            if buckets is None:
                 continue
-            calls, buckets = entry
-            assert isinstance(buckets, dict)
+            calls = sum(buckets)
             cumulative: dict[int, int] = {}
             running = 0
-            for bucket in sorted(buckets):
-                running += buckets[bucket]
-                cumulative[bucket] = running
-            reply[name.encode()] = {b"calls": calls, b"histogram_usec": cumulative}
+            for bits, count in enumerate(buckets):
+                if count:
+                    running += count
+                    cumulative[1 << max(bits, 1)] = running
+            reply[name.lower()] = {b"calls": calls, b"histogram_usec": cumulative}
         return reply
 
     # -- MEMORY (USAGE is a data command: kv/commands/keys.py) -----------------------------

@@ -200,7 +200,7 @@ class RespServer:
             b"SUNSUBSCRIBE": Handler(pubsub.sunsubscribe, raw=True),
             b"PUBLISH": Handler(pubsub.publish), b"SPUBLISH": Handler(pubsub.spublish),
             b"PUBSUB": Handler(pubsub.pubsub), PUBLISH_COMMAND: Handler(pubsub.peer_publish),
-            b"RESET": Handler(pubsub.reset),
+            b"RESET": Handler(self._reset),
         }
         transactions.commands = self.commands
         # The blocking pops (blocking.py): BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOP*.
@@ -496,6 +496,16 @@ class RespServer:
         if slot is None:
             return loop.create_task(self.fan_out.keyless(state, name, arguments, write))
         return self.router.command(state, name, arguments, slot, write)
+
+    def _reset(self, state: ClientState, arguments: list[bytes]) -> object:
+        """RESET: Pub/Sub's part (pubsub.py), then MONITOR, CLIENT TRACKING and CLIENT REPLY
+        off, as Redis's RESET does (https://redis.io/commands/reset/)."""
+        reply = self.pubsub.reset(state, arguments)
+        self.introspection.drop(state.id)
+        if state.id in self.tracking.states:
+            self.tracking.stop(state.id)
+        state.reply_mode = REPLY_ON
+        return reply
 
     def _over_maxmemory(self, name: bytes) -> ErrorReply | None:
         """Redis's -OOM for a `denyoom` command while this process uses more than maxmemory
