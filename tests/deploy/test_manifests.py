@@ -719,7 +719,9 @@ def test_the_three_machine_guide_configs_load(tmp_path: Path) -> None:
     from phalanx.server.config import load_config
 
     guide = (ROOT / "docs" / "three-machines.md").read_text()
-    blocks = re.findall(r"```toml\n(.*?)```", guide, re.DOTALL)
+    # Whole node configs open with their id; other toml blocks are snippets (the peer TLS keys).
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", guide, re.DOTALL)
+              if b.startswith("id = ")]
     assert len(blocks) == 2, "the guide shows n1.toml and n4.toml"
     bootstrap, joining = blocks
     configs = []
@@ -738,3 +740,12 @@ def test_the_three_machine_guide_configs_load(tmp_path: Path) -> None:
     assert n4.cluster == configs[0].cluster and n4.cluster_secret == configs[0].cluster_secret
     for port in ("6379", "7000", "8080"):
         assert port in guide
+    # The snippets name real NodeConfig keys (the peer TLS ones are loaded by the TLS tests).
+    import dataclasses
+
+    from phalanx.server.config import NodeConfig
+
+    fields = {f.name for f in dataclasses.fields(NodeConfig)}
+    for snippet in re.findall(r"```toml\n(.*?)```", guide, re.DOTALL):
+        keys = re.findall(r"^(\w+) =", snippet, re.MULTILINE)
+        assert keys and set(keys) <= fields | {"id", "peer", "resp", "admin", "zone", "region"}, keys
