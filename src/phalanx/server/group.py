@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from phalanx.errors import (
     Corrupt,
@@ -93,8 +93,9 @@ class _PendingWrite:
     started: float
 
 
-def _retrieve(future: asyncio.Future[int]) -> None:
-    """Mark a shared read future's exception as seen (its waiters may all have gone)."""
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (a shared read's waiters, or a write's caller, may
+    all have gone)."""
     if not future.cancelled():
         future.exception()
 
@@ -294,6 +295,11 @@ class RaftGroup:
         """Propose one opaque entry; like `propose_command` for any state machine."""
         index, term = self.raw.propose(data)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        # A write whose caller has gone (its client timed out or disconnected) may still be
+        # failed later (OutcomeUnknown at a step-down): mark the exception retrieved so asyncio
+        # does not log "Future exception was never retrieved" as an ERROR. A caller that awaits
+        # still gets it.
+        future.add_done_callback(_retrieve)
         self.pending_writes[index] = _PendingWrite(term, future, time.perf_counter())
         self.metrics.proposed()
         self.wake.set()
