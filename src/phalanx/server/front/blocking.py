@@ -57,7 +57,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -78,6 +78,25 @@ logger = logging.getLogger(__name__)
 
 RECHECK_S = 1.0
 """How often a waiter looks again without a wake-up (missed wake-ups, leader changes)."""
+
+
+def move_watch(old: RaftGroup | None, new: RaftGroup | None, keys: Sequence[bytes],
+               hook: Callable[[int, list[bytes]], None] | None) -> None:
+    """Move a waiter's count of `keys` from replica `old`'s watched keys to `new`'s (either
+    may be None) and point `new`'s write hook at `hook` (blocking pops and stream readers)."""
+    if old is not None:
+        watched = old.watched_keys
+        for key in dict.fromkeys(keys):
+            left = watched.get(key, 0) - 1
+            if left > 0:
+                watched[key] = left
+            else:
+                watched.pop(key, None)
+    if new is not None:
+        watched = new.watched_keys
+        for key in dict.fromkeys(keys):
+            watched[key] = watched.get(key, 0) + 1
+        new.on_watched_write = hook
 
 _LLONG_MAX = 2**63 - 1
 _NOT_A_FLOAT = "ERR timeout is not a float or out of range"
@@ -372,27 +391,12 @@ class BlockingPops:
         group = self.replicas.local_group(shard.id) if shard is not None else None
         if group is waiter.group:
             return
-        self._unwatch(waiter)
-        if group is None:
-            return
-        watched = group.watched_keys
-        for key in dict.fromkeys(waiter.request.keys):
-            watched[key] = watched.get(key, 0) + 1
-        group.on_watched_write = self.hook
+        move_watch(waiter.group, group, waiter.request.keys, self.hook)
         waiter.group = group
 
     @staticmethod
     def _unwatch(waiter: _Waiter) -> None:
-        group = waiter.group
-        if group is None:
-            return
-        watched = group.watched_keys
-        for key in dict.fromkeys(waiter.request.keys):
-            left = watched.get(key, 0) - 1
-            if left > 0:
-                watched[key] = left
-            else:
-                watched.pop(key, None)
+        move_watch(waiter.group, None, waiter.request.keys, None)
         waiter.group = None
 
     def written(self, group_id: int, keys: list[bytes]) -> None:

@@ -50,7 +50,7 @@ from phalanx.kv.commands.streamgroups import PEEK_GROUP_COMMAND
 from phalanx.kv.commands.streams import parse_read
 from phalanx.placement import command_slot
 from phalanx.resp import NULL_ARRAY, ErrorReply
-from phalanx.server.front.blocking import RECHECK_S
+from phalanx.server.front.blocking import RECHECK_S, move_watch
 
 if TYPE_CHECKING:
     from phalanx.server.front.blocking import BlockingPops
@@ -353,27 +353,12 @@ class BlockingStreams:
         group = self.replicas.local_group(shard.id) if shard is not None else None
         if group is waiter.group:
             return
-        self._unwatch(waiter)
-        if group is None:
-            return
-        watched = group.watched_keys
-        for key in dict.fromkeys(waiter.request.keys):
-            watched[key] = watched.get(key, 0) + 1
-        group.on_watched_write = self.pops.hook
+        move_watch(waiter.group, group, waiter.request.keys, self.pops.hook)
         waiter.group = group
 
     @staticmethod
     def _unwatch(waiter: _Waiter) -> None:
-        group = waiter.group
-        if group is None:
-            return
-        watched = group.watched_keys
-        for key in dict.fromkeys(waiter.request.keys):
-            left = watched.get(key, 0) - 1
-            if left > 0:
-                watched[key] = left
-            else:
-                watched.pop(key, None)
+        move_watch(waiter.group, None, waiter.request.keys, None)
         waiter.group = None
 
     def written(self, keys: list[bytes]) -> None:
