@@ -1,4 +1,4 @@
-"""Snapshot format 5 (kv/snapshot_stream.py): written frame by frame while entries keep being
+"""Snapshot format 6 (kv/snapshot_stream.py): written frame by frame while entries keep being
 applied, it holds exactly the state at the moment it started; read frame by frame, the state
 changes only at the end; every frame is checked."""
 
@@ -61,7 +61,7 @@ def test_a_snapshot_written_while_writes_go_on_holds_the_state_at_its_start(seed
     driver = _Driver(machine, seed)
     for _ in range(3000):
         driver.random_write(400)
-    expected = machine.snapshot()  # format 4, in one go, at the start
+    expected = machine.snapshot()  # format 5, in one go, at the start
     frames = machine.snapshot_writer(frame_keys=7).frames()
     parts = [next(frames)]
     for part in frames:
@@ -71,7 +71,7 @@ def test_a_snapshot_written_while_writes_go_on_holds_the_state_at_its_start(seed
         if driver.rng.random() < 0.01:
             driver.apply(b"FLUSHALL")
     blob = b"".join(parts)
-    assert snapshot_version(blob) == 5
+    assert snapshot_version(blob) == 6
     restored = KVStateMachine()
     restored.restore(blob)
     assert restored.snapshot() == expected

@@ -1,11 +1,11 @@
-"""Snapshot format 5: a snapshot written and read in bounded frames, so that neither taking
+"""Snapshot format 6: a snapshot written and read in bounded frames, so that neither taking
 one nor installing one holds the event loop for long (issue 15 lever 4, issue 16 §3).
 
 Rules of this file:
-- Layout: the 10-byte header of `kv/snapshot.py` (`b"PXKV" | u8 5 | u8 marshal 2 | u32 0`),
+- Layout: the 10-byte header of `kv/snapshot.py` (`b"PXKV" | u8 6 | u8 marshal 2 | u32 0`),
   then frames `u32 length | u32 crc32(body) | body`, each body a `marshal.dumps(_, 2)` of:
   first the meta tuple `(applied_index, clock_ms, key_count, expire_count, flat_sessions,
-  watch_section, flat_scripts)` (the sections as in format 4), then `(1, [key, plain, ...])`
+  watch_section, flat_scripts)` (the sections as in format 5), then `(1, [key, plain, ...])`
   data frames in the keyspace's insertion order, then `(2, [key, expire_at, ...])` expiry
   frames. Plain values are `kv/snapshot.py`'s (`plain_value`). A frame holds at most
   `frame_keys` keys and stops growing past about `frame_bytes`: both are fixed by the writer's
@@ -33,21 +33,21 @@ from typing import Any
 
 from phalanx.errors import Corrupt
 from phalanx.kv.keyspace import Keyspace
-from phalanx.kv.replies import Reply
 from phalanx.kv.snapshot import (
     _HEADER,
     MAGIC,
     MARSHAL_VERSION,
+    ClientSession,
     SnapshotState,
     Value,
     decode_data_into,
     decode_sections,
     decode_snapshot,
+    flat_sessions_of,
     plain_value,
-    reply_to_plain,
 )
 
-STREAM_FORMAT_VERSION = 5
+STREAM_FORMAT_VERSION = 6
 _FRAME = struct.Struct("<II")
 _DATA, _EXPIRES = 1, 2
 _ABSENT = object()
@@ -71,12 +71,12 @@ def _size_of(plain: object) -> int:
 
 
 class SnapshotWriter:
-    """A format 5 snapshot of a keyspace at the moment this object is made, written frame by
+    """A format 6 snapshot of a keyspace at the moment this object is made, written frame by
     frame while the keyspace keeps changing (see the module rules). Iterate `frames()` to the
     end (or `close()` it): the hook stays installed until then."""
 
     def __init__(self, keyspace: Keyspace, applied_index: int, clock_ms: int,
-                 sessions: dict[int, tuple[int, Reply]], scripts: dict[bytes, bytes], *,
+                 sessions: dict[int, ClientSession], scripts: dict[bytes, bytes], *,
                  frame_keys: int = DEFAULT_FRAME_KEYS,
                  frame_bytes: int = DEFAULT_FRAME_BYTES) -> None:
         if keyspace.before_change is not None:
@@ -88,9 +88,7 @@ class SnapshotWriter:
         self._saved: dict[bytes, object] = {}
         self._frame_keys = max(1, frame_keys)
         self._frame_bytes = max(1, frame_bytes)
-        flat_sessions: list[object] = []
-        for client_id, (sequence, reply) in sessions.items():
-            flat_sessions.extend((client_id, sequence, reply_to_plain(reply)))
+        flat_sessions = flat_sessions_of(sessions)
         flat_touched: list[object] = []
         for key, version in keyspace.touched.items():
             flat_touched.extend((key, version))
@@ -156,7 +154,7 @@ class SnapshotWriter:
 
 
 class SnapshotReader:
-    """A format 5 snapshot read frame by frame (`step`), then `state()`."""
+    """A format 6 snapshot read frame by frame (`step`), then `state()`."""
 
     def __init__(self, blob: bytes | memoryview) -> None:
         view = memoryview(blob)
@@ -165,7 +163,7 @@ class SnapshotReader:
         magic, version, marshal_version, _ = _HEADER.unpack_from(view, 0)
         if magic != MAGIC or version != STREAM_FORMAT_VERSION \
                 or marshal_version != MARSHAL_VERSION:
-            raise Corrupt("snapshot: not a format 5 snapshot")
+            raise Corrupt("snapshot: not a format 6 snapshot")
         self._view = view
         self._offset = _HEADER.size
         meta = self._next()
@@ -241,7 +239,7 @@ def snapshot_version(blob: bytes | memoryview) -> int:
 
 
 def decode_any(blob: bytes | memoryview) -> SnapshotState:
-    """The state in a snapshot of any readable format (1-5); raises Corrupt if bad."""
+    """The state in a snapshot of any readable format (1-6); raises Corrupt if bad."""
     if snapshot_version(blob) == STREAM_FORMAT_VERSION:
         return SnapshotReader(blob).state()
     return decode_snapshot(bytes(blob))

@@ -146,7 +146,7 @@ class ShardMachine:
     def apply(self, index: int, data: bytes) -> object:
         if data:
             try:
-                name, args, _now, _client, _sequence = decode_fields(data)
+                name, args = decode_fields(data)[:2]
             except Corrupt:
                 return self.kv.apply(index, data)  # the KV machine answers a corrupt entry
             upper = name.upper()
@@ -278,7 +278,7 @@ class ShardMachine:
 
     def snapshot_frames(self, frame_keys: int = 4096) -> Iterator[bytes]:
         """`snapshot`'s bytes as the state is now, a part per step, while entries keep being
-        applied (the KV part in format 5, kv/snapshot_stream.py). Close the iterator to give
+        applied (the KV part in format 6, kv/snapshot_stream.py). Close the iterator to give
         up early."""
         prefix = _encode(self._owned, self.moved, b"", self.frozen_into, self.absorbed)
         writer = self.kv.snapshot_writer(frame_keys)
