@@ -195,6 +195,11 @@ class RaftGroup:
             return
         try:
             self.raw.step(message)
+        except StorageError as error:
+            # A log read failed while answering a peer (EIO, a bad checksum): stop as the
+            # run loop does for a failed write; the rest of the cluster keeps the data.
+            self._stop_on_storage_failure(error)
+            return
         except PhalanxError:
             logger.exception("group %s: message %s from %s failed", self.group_id,
                              type(message).__name__, message.source)

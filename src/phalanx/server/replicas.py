@@ -37,6 +37,7 @@ from phalanx.placement.planner import initial_map
 from phalanx.placement.shard import ShardMachine, SplitOff
 from phalanx.raft import ConfState, GroupId, NodeId
 from phalanx.server.config import NodeConfig, parse_address
+from phalanx.server.disk_faults import DiskFaults, FaultyLogStore
 from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
 from phalanx.server.metrics import NodeMetrics
@@ -70,6 +71,8 @@ class Replicas:
         self.groups: dict[int, RaftGroup] = {}
         self.group_tasks: dict[int, asyncio.Task[None]] = {}
         self.stores: dict[int, AsyncLogStore] = {}
+        #: The chaos lab's disk faults (server/disk_faults.py): only with fault injection on.
+        self.disk_faults = DiskFaults()
         #: Data replicas whose store failed to open (group id -> why): not running, waiting
         #: to be rebuilt (`Controllers.rebuild_damaged`).
         self.damaged: dict[int, str] = {}
@@ -127,8 +130,12 @@ class Replicas:
                    machine: MapMachine | None = None) -> RaftGroup:
         """Open (or create, with `bootstrap` as its configuration) a replica's store, and
         start it."""
-        store = AsyncLogStore(open_log_store(self.data_dir / "groups" / str(group_id), bootstrap,
-                                             self.config.storage_engine))
+        durable = open_log_store(self.data_dir / "groups" / str(group_id), bootstrap,
+                                 self.config.storage_engine)
+        if self.config.enable_fault_injection and group_id != META_GROUP:
+            store = AsyncLogStore(FaultyLogStore(durable, self.disk_faults, group_id))
+        else:
+            store = AsyncLogStore(durable)
         try:
             return self.start_group(group_id, store, machine)
         except StorageError:
