@@ -544,7 +544,7 @@ class RaftGroup:
         waiter one local look, a missed one would cost it the periodic re-check."""
         watched = self.watched_keys
         try:
-            name, args, _now, _client, _sequence = decode_fields(data)
+            name, args = decode_fields(data)[:2]
         except PhalanxError:
             return list(watched)
         keys = command_keys(name, args)
