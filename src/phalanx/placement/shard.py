@@ -145,7 +145,7 @@ class ShardMachine:
     def apply(self, index: int, data: bytes) -> object:
         if data:
             try:
-                name, args, _now, _client, _sequence = decode_fields(data)
+                name, args = decode_fields(data)[:2]
             except Corrupt:
                 return self.kv.apply(index, data)  # the KV machine answers a corrupt entry
             upper = name.upper()
