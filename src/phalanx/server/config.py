@@ -125,9 +125,10 @@ class NodeConfig:
     lease_reads: bool = False
     #: Start a PreVote at once when the connection to the leader resets (not with lease_reads).
     fast_failover: bool = True
-    #: The Raft log's on-disk format for groups created from now on: "wal" (segmented
-    #: append-only log, one write + one fdatasync per batch) or "sqlite". A group directory
-    #: that already holds a store keeps its format.
+    #: The Raft log's on-disk format for groups created from now on: "node" (one segmented
+    #: append-only log for all the node's groups in `data_dir/log/`, one write + one fdatasync
+    #: per turn for all of them), "wal" (one such log per group) or "sqlite". A group
+    #: directory that already holds a store keeps its format (docs/disk-faults.md).
     storage_engine: str = "wal"
     #: Take a snapshot after this many applied entries; keep this many entries after it.
     snapshot_every_entries: int = 20_000
@@ -223,8 +224,9 @@ class NodeConfig:
             raise ConfigError(f"survival_goal: {self.survival_goal!r} is not zone or region")
         if self.replication_factor < 0:
             raise ConfigError("replication_factor: must be >= 0 (0 = from the survival goal)")
-        if self.storage_engine not in ("wal", "sqlite"):
-            raise ConfigError(f"storage_engine: {self.storage_engine!r} is not wal or sqlite")
+        if self.storage_engine not in ("node", "wal", "sqlite"):
+            raise ConfigError(f"storage_engine: {self.storage_engine!r} is not node, wal or "
+                              f"sqlite")
         if self.redirect not in ("proxy", "moved"):
             raise ConfigError(f"redirect: {self.redirect!r} is not proxy or moved")
         if self.join:

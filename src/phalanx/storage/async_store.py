@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -26,6 +27,8 @@ from phalanx.errors import StorageError
 from phalanx.raft.types import ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term
 
 _Result = TypeVar("_Result")
+
+logger = logging.getLogger(__name__)
 
 
 class DurableLogStore(Protocol):
@@ -108,6 +111,19 @@ class AsyncLogStore:
             return 0
         verified: int = await self._run(functools.partial(scrub))
         return verified
+
+    async def drop(self) -> None:
+        """The replica is deleted for good: a store inside the node log forgets it (a DROP
+        op, so its entries stop holding segments); then as `close`. The caller deletes the
+        directory."""
+        drop = getattr(self._store, "drop", None)
+        if drop is not None and not self._closed:
+            try:
+                await self._run(functools.partial(drop))
+            except StorageError as error:  # the directory goes anyway: the key is garbage
+                logger.warning("store %s: cannot record the drop: %s", self._store.directory,
+                               error)
+        await self.close()
 
     async def close(self) -> None:
         """Finish queued writes, close the store and stop the writer thread; idempotent."""
