@@ -25,11 +25,13 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
+import os
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from phalanx.errors import (
@@ -61,8 +63,10 @@ from phalanx.raft import (
     Role,
     decode_conf_change,
 )
+from phalanx.raft.progress import ProgressState
 from phalanx.server.config import NodeConfig
 from phalanx.server.metrics import GroupMetrics
+from phalanx.server.snapshot_transfer import MetaOnlySnapshots
 from phalanx.storage import AsyncLogStore
 
 logger = logging.getLogger(__name__)
@@ -149,7 +153,9 @@ class RaftGroup:
             log_name=f"{config.id} [{group_label(group_id)}]",
             random=random.Random(),
         )
-        self.raw = RawNode(raft_config, store.store)
+        # The core reads the snapshot's metadata only: followers pull the data in chunks
+        # (server/snapshot_transfer.py), so no snapshot is ever read whole on the loop.
+        self.raw = RawNode(raft_config, MetaOnlySnapshots(store.store))
         self.wake = asyncio.Event()
         self.wake.set()
         self.pending_writes: dict[int, _PendingWrite] = {}
@@ -195,6 +201,12 @@ class RaftGroup:
         #: The size of the last snapshot taken or installed (the policy's ratio).
         self._last_snapshot_bytes = len(snapshot.data)
         self.compacting = False
+        #: Told when the leader offers this replica its snapshot (metadata only): the node's
+        #: `SnapshotFetcher.offer` pulls it, then steps it in with its data.
+        self.on_snapshot_offer: Callable[[RaftGroup, InstallSnapshot], None] | None = None
+        #: Told (group id, message) when this replica offers its snapshot to a follower: the
+        #: node's `SnapshotSource.pin` keeps the file readable while it is fetched.
+        self.on_snapshot_sent: Callable[[int, InstallSnapshot], None] | None = None
         #: The Ready order with asynchronous, batched log writes (this object is its IO).
         self.pipeline = ReadyPipeline(self.raw, self)
 
@@ -202,6 +214,9 @@ class RaftGroup:
     def step(self, message: Message) -> None:
         """Hand a peer message to the core."""
         if self.stopped:
+            return
+        if isinstance(message, InstallSnapshot) and not message.snapshot.data \
+                and self._snapshot_offered(message):
             return
         try:
             self.raw.step(message)
@@ -217,6 +232,22 @@ class RaftGroup:
         finally:
             self._track_leader()
         self.wake.set()
+
+    def _snapshot_offered(self, message: InstallSnapshot) -> bool:
+        """The leader offers its snapshot without its data (see server/snapshot_transfer.py):
+        True when it is being fetched (the core sees it later, with its data); False when the
+        core can take it as it is (it only acknowledges a snapshot its log already covers)."""
+        meta = message.snapshot.meta
+        if message.term < self.raw.term or meta.index == 0:
+            return False  # stale or empty: the core ignores or refuses it as ever
+        if meta.index <= self.raw.committed or self.raw.term_at(meta.index) == meta.term:
+            return False
+        if self.on_snapshot_offer is None:
+            logger.warning("group %s: a snapshot offered without its data and no fetcher",
+                           self.group_id)
+            return True
+        self.on_snapshot_offer(self, message)
+        return True
 
     def tick(self) -> None:
         """Advance logical time by one tick."""
@@ -243,6 +274,11 @@ class RaftGroup:
     @property
     def leader(self) -> str:
         return self.raw.lead
+
+    @property
+    def directory(self) -> Path:
+        """The replica's directory (its store's, snapshot files included)."""
+        return self.store.store.directory
 
     def is_leader(self) -> bool:
         return self.raw.is_leader
@@ -575,6 +611,8 @@ class RaftGroup:
         for message in messages:
             if isinstance(message, InstallSnapshot):
                 self.metrics.snapshot_sent()
+                if self.on_snapshot_sent is not None:
+                    self.on_snapshot_sent(group, message)
 
     def start_write(self, write: LogWrite) -> None:
         """Run one log write on the store's writer thread; the pipeline hears when it is
@@ -786,7 +824,8 @@ class RaftGroup:
         del parts
         encoded = time.perf_counter()
         await self.store.create_snapshot(Index(applied), conf, data)
-        compact_to = applied - self.config.snapshot_keep_entries
+        compact_to = min(applied - self.config.snapshot_keep_entries,
+                         self._snapshot_floor())
         if compact_to > self.store.first_index() - 1:
             await self.store.compact(Index(compact_to))
         self._log_bytes_at_snapshot = log_bytes
@@ -799,6 +838,18 @@ class RaftGroup:
         logger.info("group %s took a snapshot at index %s (%d bytes) in %.0f ms (%.0f ms "
                     "encoding in %d slices)", self.group_id, applied, size, elapsed * 1e3,
                     (encoded - started) * 1e3, slices + 1)
+
+    def _snapshot_floor(self) -> int:
+        """The lowest snapshot index a follower is installing (fetching) from this leader:
+        the log after it is kept, else the follower would need yet another snapshot once it
+        installed that one (under steady writes, a big snapshot's fetch could never catch
+        up). Unbounded when none is."""
+        floor = 1 << 62
+        if self.raw.is_leader:
+            for progress in self.raw.raft.progress.values():
+                if progress.state is ProgressState.SNAPSHOT and progress.pending_snapshot:
+                    floor = min(floor, int(progress.pending_snapshot))
+        return floor
 
     async def _restore(self, data: bytes) -> None:
         """Restore a snapshot, a frame per slice of `snapshot_slice_ms` of the loop (the
@@ -857,7 +908,7 @@ def malloc_trim() -> None:
             _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
         except (OSError, AttributeError):
             _LIBC = False
-    if _LIBC:
+    if _LIBC and not os.environ.get("PHALANX_NO_TRIM"):
         _LIBC.malloc_trim(0)
 
 

@@ -51,11 +51,6 @@ from phalanx.server.peer_link import LeaderLink, internal_signature
 from phalanx.storage.sqlite import read_snapshot_file, snapshot_file_name
 
 
-class _Store(Protocol):
-    @property
-    def directory(self) -> Path: ...
-
-
 class FetchingGroup(Protocol):
     """What the fetcher needs of a replica (`server/group.py:RaftGroup`)."""
 
@@ -65,7 +60,7 @@ class FetchingGroup(Protocol):
     def group_id(self) -> int: ...
 
     @property
-    def store(self) -> _Store: ...
+    def directory(self) -> Path: ...
 
     @property
     def leader(self) -> str: ...
@@ -254,7 +249,7 @@ class SnapshotFetcher:
     async def _fetch(self, group: FetchingGroup, message: InstallSnapshot) -> None:
         meta: SnapshotMeta = message.snapshot.meta
         label = f"group {group.group_id}"
-        directory = group.store.directory
+        directory = group.directory
         path = directory / f"{_SPILL_PREFIX}{meta.term}-{meta.index}.part"
         for stale in directory.glob(f"{_SPILL_PREFIX}*"):
             if stale != path:

@@ -185,6 +185,7 @@ class RespServer:
             b"READONLY": Handler(cluster.readonly), b"READWRITE": Handler(cluster.readwrite),
             b"PHALANX.META": Handler(cluster.meta, awaits=True),
             b"PHALANX.JOIN": Handler(cluster.join, awaits=True),
+            b"PHALANX.SNAPSHOT": Handler(cluster.snapshot_chunk, awaits=True),
             b"PHALANX.SHARD": Handler(self.fan_out.shard_scoped, awaits=True),
             b"PHALANX.FWD": Handler(self.router.forwarded_write),
             # Transactions (transactions.py).
