@@ -234,6 +234,12 @@ class KVStateMachine:
         """
         return self._keyspace.expired(now_ms, limit)
 
+    def plant_lie(self, key: bytes, value: bytes) -> None:
+        """Set a string value WITHOUT a log entry: what a disk that lies does to a replica
+        (the chaos lab's fault injection, `POST /faults/lie`, server/disk_faults.py; nothing
+        else may call it: only the consistency checker can see the difference)."""
+        self._keyspace.store(key, value)
+
     def digest(self) -> str:
         """A digest of the data and expiry times, equal on replicas with equal data (see
         digest.py; the consistency checker compares it across replicas)."""

@@ -195,6 +195,11 @@ class RaftGroup:
             return
         try:
             self.raw.step(message)
+        except StorageError as error:
+            # A log read failed while answering a peer (EIO, a bad checksum): stop as the
+            # run loop does for a failed write; the rest of the cluster keeps the data.
+            self._stop_on_storage_failure(error)
+            return
         except PhalanxError:
             logger.exception("group %s: message %s from %s failed", self.group_id,
                              type(message).__name__, message.source)
@@ -280,14 +285,17 @@ class RaftGroup:
 
     # -- client operations -----------------------------------------------------------------
     def propose_command(self, name: bytes, args: tuple[bytes, ...],
-                        client: tuple[int, int] | None = None) -> asyncio.Future[Reply]:
+                        client: tuple[int, int, int] | None = None) -> asyncio.Future[Reply]:
         """Propose a write; the future resolves with the state machine's reply once applied.
+        `client`: (client id, sequence, first unacknowledged sequence) of a client session
+        (Raft dissertation §6.3: the state machine runs it once however often it is sent).
 
         Raises `NotLeader` or `ProposalDropped` at once (the write was certainly not made).
         """
         command = Command(
             name=name, args=args, now_ms=int(time.time() * 1000),
             client_id=client[0] if client else None, sequence=client[1] if client else None,
+            first_unacked=client[2] if client else None,
         )
         return self.propose_data(encode_command(command))
 
