@@ -154,6 +154,20 @@ class FaultyLogStore:
     def snapshot_meta(self) -> SnapshotMeta:
         return self._inner.snapshot_meta()
 
+    def confirm(self) -> bool:
+        """The inner WAL's CONFIRM record (storage/wal.py); a write like any other."""
+        confirm = getattr(self._inner, "confirm", None)
+        if confirm is None:
+            return False
+        self._fail_if_armed("confirm the last record", write=True)
+        return bool(confirm())
+
+    def drop(self) -> None:
+        """The replica is deleted: a node-log group forgets it (storage/nodelog.py)."""
+        drop = getattr(self._inner, "drop", None)
+        if drop is not None:
+            drop()
+
     def scrub(self) -> int:
         self._fail_if_armed("read back the files", write=False)
         scrub = getattr(self._inner, "scrub", None)
