@@ -65,8 +65,11 @@ def test_a_wiped_replica_gets_a_snapshot_bigger_than_a_frame_back(cluster: Any) 
     and its term throughout (no heartbeat missed long enough for an election), writes go on
     meanwhile and every acknowledged one is on every replica; the big values are intact on the
     rebuilt replica."""
+    # No snapshot during the load (its 1 MiB entries stall the loops on their own on a loaded
+    # machine, a separate matter): the snapshots under test are taken after it, watched.
     c: LocalCluster = cluster(3, snapshot_chunk_bytes=CHUNK_BYTES, snapshot_keep_entries=10,
-                              snapshot_every_entries=1_000_000)
+                              snapshot_every_entries=1_000_000,
+                              snapshot_every_bytes=1 << 40)
     c.leader()
     leader = wait_until(lambda: shard_leader(c), 30, "a leader of shard 1")
     writer = c.client(leader, timeout=60.0)
@@ -80,13 +83,15 @@ def test_a_wiped_replica_gets_a_snapshot_bigger_than_a_frame_back(cluster: Any) 
         assert time.monotonic() - started < LOAD_TIMEOUT_S, "loading took too long"
     loaded = time.monotonic() - started
     c.wait_converged()
-    for node in c.nodes:  # a snapshot at the end of the load everywhere; the log compacted
-        assert c.client(node).bgsave()
-    wait_until(lambda: all((shard_status(c, n) or {}).get("snapshot_index", 0)
-                           >= (shard_status(c, leader) or {})["applied_index"] - 5
-                           for n in c.nodes), 120, "snapshots at the end of the load")
+    leader = wait_until(lambda: shard_leader(c), 30, "a leader of shard 1 after the load")
     before = {n.id: shard_status(c, n) for n in c.nodes}
     term = before[leader.id]["term"]  # type: ignore[index]
+    stall_mark = {n.id: len(c.grep_logs(n, "event loop stalled")) for n in c.nodes}
+    for node in c.nodes:  # a snapshot of everything on every replica; the log compacted
+        assert c.client(node, timeout=60.0).bgsave()
+    wait_until(lambda: all((shard_status(c, n) or {}).get("snapshot_index", 0)
+                           >= before[leader.id]["applied_index"]  # type: ignore[index]
+                           for n in c.nodes), 120, "snapshots at the end of the load")
     victim = c.others(leader)[-1]
     c.kill(victim)
     shard_dir = Path(victim.data_dir) / "groups" / "1"
@@ -103,7 +108,7 @@ def test_a_wiped_replica_gets_a_snapshot_bigger_than_a_frame_back(cluster: Any) 
         c.restart(victim)
 
         def spilling() -> bool:
-            parts = list(shard_dir.glob("snapshot-fetch-*.part"))
+            parts = list(shard_dir.glob("fetching-snapshot-*.part"))
             return bool(parts) and parts[0].stat().st_size > 4 * CHUNK_BYTES
 
         wait_until(spilling, CATCH_UP_TIMEOUT_S, f"{victim.id} to start fetching the snapshot",
@@ -120,7 +125,7 @@ def test_a_wiped_replica_gets_a_snapshot_bigger_than_a_frame_back(cluster: Any) 
         load.wait_acked(load.acked_count() + 20)
     finally:
         load.stop()
-    assert c.grep_logs(victim, "broke at byte"), "the dropped connection was not noticed"
+    assert c.grep_logs(victim, "the connection broke at byte"), "no resumption seen"
     fetched = c.grep_logs(victim, "fetched snapshot at index")
     assert fetched and "(0 resumes)" not in fetched[-1], fetched
     # No election anywhere while the snapshot was built, pulled and installed.
@@ -130,12 +135,13 @@ def test_a_wiped_replica_gets_a_snapshot_bigger_than_a_frame_back(cluster: Any) 
         assert mine["leader"] == leader.id, (node.id, mine)
     check_all_present(c, load)
     reader = c.readonly_client(victim, decode_responses=False)
-    for first in range(0, KEYS, 256):
-        numbers = range(first, min(KEYS, first + 256))
+    for first in range(0, KEYS, 16):  # 1 MiB replies
+        numbers = range(first, min(KEYS, first + 16))
         values = reader.mget([f"big:{n}" for n in numbers])
         bad = [n for n, v in zip(numbers, values, strict=True) if v != value_of(n)]
         assert not bad, f"{len(bad)} big values wrong on {victim.id}, e.g. {bad[:5]}"
-    stalls = [line for node in c.nodes for line in c.grep_logs(node, "event loop stalled")]
+    stalls = [line.split(" WARNING ")[-1] for node in c.nodes
+              for line in c.grep_logs(node, "event loop stalled")[stall_mark.get(node.id, 0):]]
     print(f"{SIZE_MB} MB loaded in {loaded:.1f} s; {victim.id} rebuilt in {caught:.1f} s "
           f"(restart included); {fetched[-1].split(': ', 1)[-1]}; sockets destroyed: "
-          f"{killed.count('ESTAB')}; loop stalls logged: {len(stalls)} {stalls[-3:]}")
+          f"{killed.count('ESTAB')}; loop stalls logged: {len(stalls)} {stalls}")

@@ -48,7 +48,7 @@ from phalanx.server.driver import PlacementDriver
 from phalanx.server.events import EventLog
 from phalanx.server.front.listener import RespServer
 from phalanx.server.front.replicas import ReplicaRegistry
-from phalanx.server.group import RaftGroup
+from phalanx.server.group import RaftGroup, limit_allocator_retention
 from phalanx.server.identity import PeerIncarnations, load_or_create_incarnation
 from phalanx.server.meta_client import MetaClient
 from phalanx.server.metrics import NodeMetrics
@@ -223,6 +223,7 @@ class Node:
                         config.peer_tls_ca_file) if config.peer_tls_cert_file else None,
         )
         self.tick_count = 0
+        limit_allocator_retention()
         self.replicas = Replicas(config, self.metrics, self.transport, self.events,
                                  lambda: self.tick_count)
         # Snapshots of any size: followers pull them in chunks (server/snapshot_transfer.py).
