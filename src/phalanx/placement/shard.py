@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from phalanx.errors import Corrupt
@@ -333,9 +334,30 @@ class ShardMachine:
         return _encode(self._owned, self.moved, self.kv.snapshot(), self.frozen_into,
                        self.absorbed)
 
+    def snapshot_frames(self, frame_keys: int = 4096) -> Iterator[bytes]:
+        """`snapshot`'s bytes as the state is now, a part per step, while entries keep being
+        applied (the KV part in format 6, kv/snapshot_stream.py). Close the iterator to give
+        up early."""
+        prefix = _encode(self._owned, self.moved, b"", self.frozen_into, self.absorbed)
+        writer = self.kv.snapshot_writer(frame_keys)
+
+        def parts() -> Iterator[bytes]:
+            try:
+                yield prefix
+                yield from writer.frames()
+            finally:
+                writer.close()
+
+        return parts()
+
     def restore(self, data: bytes) -> None:
+        for _ in self.restore_steps(data):
+            pass
+
+    def restore_steps(self, data: bytes | memoryview) -> Iterator[None]:
+        """`restore`, a frame per step; the state changes only at the last step."""
         owned, moved, kv_blob, frozen_into, absorbed = _decode(data)
-        self.kv.restore(kv_blob)
+        yield from self.kv.restore_steps(kv_blob)
         self._set_owned(owned)
         self.moved = moved
         self.frozen_into = frozen_into
@@ -352,14 +374,16 @@ def _encode(owned: tuple[tuple[int, int], ...], moved: dict[tuple[int, int], int
     return _MAGIC + _LENGTH.pack(len(header)) + header + kv_blob
 
 
-def _decode(data: bytes) -> tuple[tuple[tuple[int, int], ...], dict[tuple[int, int], int],
-                                  bytes, int | None, set[int]]:
-    if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + _LENGTH.size:
+def _decode(data: bytes | memoryview) -> tuple[tuple[tuple[int, int], ...],
+                                               dict[tuple[int, int], int],
+                                               memoryview, int | None, set[int]]:
+    data = memoryview(data)
+    if data[:len(_MAGIC)] != _MAGIC or len(data) < len(_MAGIC) + _LENGTH.size:
         raise Corrupt("shard snapshot: bad magic (not a phalanx shard snapshot)")
     start = len(_MAGIC) + _LENGTH.size
     (length,) = _LENGTH.unpack_from(data, len(_MAGIC))
     try:
-        header = json.loads(data[start:start + length])
+        header = json.loads(bytes(data[start:start + length]))
         owned = tuple((int(a), int(b)) for a, b in header["owned"])
         moved = {(int(a), int(b)): int(shard) for a, b, shard in header["moved"]}
         frozen_raw = header.get("frozen_into")
