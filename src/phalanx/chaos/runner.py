@@ -99,6 +99,10 @@ class RunConfig:
     shards: int | None = None
     survival_goal: str | None = None
     dead_after_ms: int | None = None
+    #: Raft timing of a cluster the lab starts, in 10 ms ticks (None: the node's defaults;
+    #: issue 15 lever 8 compares timings with these).
+    election_ticks: int | None = None
+    heartbeat_ticks: int | None = None
     #: What the clients do (`phalanx.chaos.workloads.WORKLOADS`).
     workload: str = DEFAULT_WORKLOAD
     #: How they reach the cluster (`phalanx.chaos.clients.CLIENT_MODES`), and the deadline of
@@ -186,7 +190,9 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"--deadline must be > 0; got {config.deadline_s:g}")
     node_settings = {"--regions": config.regions, "--shards": config.shards,
                      "--survival-goal": config.survival_goal,
-                     "--dead-after-ms": config.dead_after_ms}
+                     "--dead-after-ms": config.dead_after_ms,
+                     "--election-ticks": config.election_ticks,
+                     "--heartbeat-ticks": config.heartbeat_ticks}
     if config.target is not None:
         given = [name for name, value in node_settings.items() if value is not None]
         if given:
@@ -205,6 +211,10 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"--survival-goal must be zone or region; got {config.survival_goal}")
     if config.dead_after_ms is not None and config.dead_after_ms <= 0:
         raise ValueError(f"--dead-after-ms must be > 0; got {config.dead_after_ms}")
+    for name, ticks in (("--election-ticks", config.election_ticks),
+                        ("--heartbeat-ticks", config.heartbeat_ticks)):
+        if ticks is not None and ticks < 1:
+            raise ValueError(f"{name} must be >= 1; got {ticks}")
     if config.scenario == "region-outage":
         if regions < 3 or config.survival_goal != "region":
             raise ValueError("region-outage needs at least 3 regions and the region survival "
@@ -235,7 +245,9 @@ def check_config(config: RunConfig) -> None:
 def node_overrides(config: RunConfig) -> dict[str, Any]:
     """NodeConfig fields for every node of a cluster the lab starts."""
     settings = {"shards": config.shards, "survival_goal": config.survival_goal,
-                "dead_after_ms": config.dead_after_ms, "peer_tls_dir": config.peer_tls_dir}
+                "dead_after_ms": config.dead_after_ms, "peer_tls_dir": config.peer_tls_dir,
+                "election_ticks": config.election_ticks,
+                "heartbeat_ticks": config.heartbeat_ticks}
     return {**LOCAL_OVERRIDES, **{k: v for k, v in settings.items() if v is not None}}
 
 

@@ -43,7 +43,7 @@ Rules of this module:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from phalanx.errors import Corrupt, require
@@ -52,7 +52,14 @@ from phalanx.kv.commands.scripts import Scripts, script_handler
 from phalanx.kv.digest import state_digest
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.replies import Error, Reply, arity_error, error_text
-from phalanx.kv.snapshot import ClientSession, WatchVersions, decode_snapshot, encode_snapshot
+from phalanx.kv.snapshot import ClientSession, SnapshotState, WatchVersions, encode_snapshot
+from phalanx.kv.snapshot_stream import (
+    STREAM_FORMAT_VERSION,
+    SnapshotReader,
+    SnapshotWriter,
+    decode_any,
+    snapshot_version,
+)
 from phalanx.kv.spec import Args, Handler
 from phalanx.kv.table import STATE_MACHINE_COMMANDS, command_spec, is_known, is_write
 from phalanx.kv.transaction import exec_placeholder, run_transaction
@@ -238,6 +245,12 @@ class KVStateMachine:
         """
         return self._keyspace.expired(now_ms, limit)
 
+    def plant_lie(self, key: bytes, value: bytes) -> None:
+        """Set a string value WITHOUT a log entry: what a disk that lies does to a replica
+        (the chaos lab's fault injection, `POST /faults/lie`, server/disk_faults.py; nothing
+        else may call it: only the consistency checker can see the difference)."""
+        self._keyspace.store(key, value)
+
     def digest(self) -> str:
         """A digest of the data and expiry times, equal on replicas with equal data (see
         digest.py; the consistency checker compares it across replicas)."""
@@ -251,6 +264,23 @@ class KVStateMachine:
             self._sessions, WatchVersions(keyspace.version, keyspace.floor, keyspace.touched),
             self.scripts.cache,
         )
+
+    def snapshot_writer(self, frame_keys: int = 4096) -> SnapshotWriter:
+        """A format 6 snapshot of the state now, written frame by frame while entries keep
+        being applied (kv/snapshot_stream.py); the same bytes on every replica."""
+        return SnapshotWriter(self._keyspace, self._applied_index, self._clock_ms,
+                              self._sessions, self.scripts.cache, frame_keys=frame_keys)
+
+    def restore_steps(self, data: bytes | memoryview) -> Iterator[None]:
+        """`restore`, one frame per step (format 6; older formats in one step): the state is
+        replaced only at the last step, once everything checked; raises Corrupt if bad."""
+        if snapshot_version(data) == STREAM_FORMAT_VERSION:
+            reader = SnapshotReader(data)
+            while not reader.step():
+                yield
+            self._install(reader.state())
+        else:
+            self._install(decode_any(data))
 
     def extract(self, predicate: Callable[[bytes], bool], applied_index: int) -> bytes:
         """Remove every key for which `predicate(key)` is true and return them as a snapshot
@@ -273,7 +303,7 @@ class KVStateMachine:
     def absorb(self, data: bytes) -> int:
         """Add every key of snapshot `data` (another shard's, merged into this one); keys
         already here are replaced. Returns how many keys came in; raises Corrupt if bad."""
-        state = decode_snapshot(data)
+        state = decode_any(data)
         keyspace = self._keyspace
         for key, value in state.data.items():
             if key in keyspace.data:
@@ -292,7 +322,9 @@ class KVStateMachine:
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; raises Corrupt (state unchanged) if bad."""
-        state = decode_snapshot(data)
+        self._install(decode_any(data))
+
+    def _install(self, state: SnapshotState) -> None:
         self._applied_index = state.applied_index
         self._clock_ms = state.clock_ms
         watch = state.watch

@@ -84,26 +84,37 @@ def internal_signature(secret: str, payload: bytes) -> bytes:
 class _Connection:
     """One TCP (or TLS) connection of a link: its stream, its parser, and the calls written on
     it still waiting for their replies, in order (RESP answers in order: the n-th reply read
-    is the reply of the n-th command written)."""
+    is the reply of the n-th command written), each with when it was written."""
 
-    __slots__ = ("failed", "parser", "pending", "reader", "reader_task", "writer")
+    __slots__ = ("failed", "outgoing", "parser", "pending", "reader", "reader_task", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.parser = RespReplyParser()
-        self.pending: deque[asyncio.Future[object]] = deque()
+        self.pending: deque[tuple[asyncio.Future[object], float]] = deque()
+        #: Commands written in this loop turn, sent together at its end (one system call for
+        #: a pipeline's worth of commands).
+        self.outgoing: list[bytes] = []
         self.reader_task: asyncio.Task[None] | None = None
         #: Set when the connection broke or was closed: every call written on it that had no
         #: reply yet has failed (its outcome is the caller's to decide).
         self.failed = False
 
+    def flush(self) -> None:
+        """Send the commands written in this loop turn."""
+        outgoing = self.outgoing
+        if outgoing and not self.failed:
+            self.writer.write(b"".join(outgoing) if len(outgoing) > 1 else outgoing[0])
+        outgoing.clear()
+
     def fail(self, error: BaseException) -> None:
         """Mark the connection broken and fail every call still waiting on it."""
         self.failed = True
+        self.outgoing.clear()
         pending = self.pending
         while pending:
-            future = pending.popleft()
+            future = pending.popleft()[0]
             if not future.done():
                 future.set_exception(error)
                 future.exception()  # retrieved: a caller that gave up is not "never retrieved"
@@ -118,6 +129,10 @@ class LeaderLink:
     task matches to the calls in the order they were written. It authenticates as the default
     user (`requirepass`) and connects with `ssl_context` (None: plaintext); the caller passes
     the node's client TLS context explicitly.
+
+    With `watch(current_leader, stall_s)`, a watchdog closes the connection (failing every
+    call on it) as soon as `current_leader()` names another node, or when the oldest call has
+    waited `stall_s`: callers then learn at once that their leader is gone.
     """
 
     def __init__(self, leader_id: str, host: str, port: int, timeout: float,
@@ -134,6 +149,15 @@ class LeaderLink:
         self.ssl_context = ssl_context
         self.connection: _Connection | None = None
         self.lock = asyncio.Lock()
+        self.current_leader: Callable[[], str] | None = None
+        self.stall_s = 0.0
+        self.watchdog: asyncio.Task[None] | None = None
+
+    def watch(self, current_leader: Callable[[], str] | None, stall_s: float) -> None:
+        """Close the connection when `current_leader()` names another node or a call waits
+        longer than `stall_s` (see the class docstring)."""
+        self.current_leader = current_leader
+        self.stall_s = stall_s
 
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.wait_for(
@@ -187,7 +211,7 @@ class LeaderLink:
                     if not pending:
                         raise PeerProtocolError(f"node {self.leader_id} sent a reply nobody "
                                                 f"asked for")
-                    future = pending.popleft()
+                    future = pending.popleft()[0]
                     if not future.done():  # (a caller that gave up has cancelled it)
                         future.set_result(reply)
         except asyncio.CancelledError:
@@ -201,15 +225,57 @@ class LeaderLink:
             self.connection = None
         connection.writer.close()
 
-    def _usable(self) -> bool:
-        """True if the open connection may carry a command: not broken or closing, and the
-        peer has not closed its side (a RESP server never half-closes: an EOF means it is
+    async def _watch(self) -> None:
+        """The watchdog (see the class docstring); ends when no call is waiting."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.02)
+            connection = self.connection
+            if connection is None or not connection.pending:
+                return
+            current = self.current_leader() if self.current_leader is not None else ""
+            if current and current != self.leader_id:
+                self._break(f"leadership moved from {self.leader_id} to {current}")
+                return
+            if self.stall_s and loop.time() - connection.pending[0][1] > self.stall_s:
+                self._break(f"node {self.leader_id} did not answer in {self.stall_s:.1f} s")
+                return
+
+    def _break(self, why: str) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.fail(ConnectionResetError(why))
+            if connection.reader_task is not None:
+                connection.reader_task.cancel()
+            connection.writer.close()
+
+    def usable(self) -> bool:
+        """True if the open connection may carry a command now: not broken or closing, and
+        the peer has not closed its side (a RESP server never half-closes: an EOF means it is
         gone)."""
         connection = self.connection
         if connection is None or connection.failed or connection.writer.is_closing():
             return False
         reader = connection.reader
         return not reader.at_eof() and reader.exception() is None
+
+    def send(self, arguments: list[bytes]) -> asyncio.Future[object]:
+        """Write one command on the open connection now (the caller checked `usable()`): a
+        future of its reply, failed with OSError if the connection breaks first. It leaves
+        with the other commands written in this loop turn."""
+        connection = self.connection
+        if connection is None or connection.failed:
+            raise LeaderUnreachable(f"the link to leader {self.leader_id} is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        connection.pending.append((future, loop.time()))
+        if not connection.outgoing:
+            loop.call_soon(connection.flush)
+        connection.outgoing.append(encode_command(*arguments))
+        if (self.current_leader is not None or self.stall_s) and \
+                (self.watchdog is None or self.watchdog.done()):
+            self.watchdog = loop.create_task(self._watch())
+        return future
 
     async def call(self, arguments: list[bytes], sent: asyncio.Event | None = None,
                    on_sent: Callable[[_Connection], None] | None = None) -> object:
@@ -219,9 +285,9 @@ class LeaderLink:
         `sent` is set (and `on_sent` called with the connection) the moment the command is
         written: the caller's proof, if it gives up before, that nothing left (a
         `LeaderUnreachable` is raised whenever that is so)."""
-        if not self._usable():
+        if not self.usable():
             async with self.lock:
-                if not self._usable():
+                if not self.usable():
                     self.close()
                     try:
                         self.connection = await self._connect()
@@ -230,25 +296,13 @@ class LeaderLink:
                         self.close()
                         raise LeaderUnreachable(
                             f"cannot reach leader {self.leader_id}: {error}") from error
-        connection = self.connection
-        if connection is None or connection.failed:
-            raise LeaderUnreachable(f"the link to leader {self.leader_id} closed before the "
-                                    f"command was sent")
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        connection.pending.append(future)
+        future = self.send(arguments)
         if sent is not None:
             sent.set()
-        if on_sent is not None:
-            on_sent(connection)
-        connection.writer.write(encode_command(*arguments))
+        if on_sent is not None and self.connection is not None:
+            on_sent(self.connection)
         return await asyncio.wait_for(future, self.timeout)
 
     def close(self) -> None:
         """Close the connection (if any): the calls still waiting on it fail."""
-        connection, self.connection = self.connection, None
-        if connection is None:
-            return
-        connection.fail(ConnectionResetError(f"the link to {self.leader_id} was closed"))
-        if connection.reader_task is not None:
-            connection.reader_task.cancel()
-        connection.writer.close()
+        self._break(f"the link to {self.leader_id} was closed")

@@ -37,6 +37,7 @@ from phalanx.placement.planner import initial_map
 from phalanx.placement.shard import ShardMachine, SplitOff
 from phalanx.raft import ConfState, GroupId, NodeId
 from phalanx.server.config import NodeConfig, parse_address
+from phalanx.server.disk_faults import DiskFaults, FaultyLogStore
 from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
 from phalanx.server.metrics import NodeMetrics
@@ -70,6 +71,8 @@ class Replicas:
         self.groups: dict[int, RaftGroup] = {}
         self.group_tasks: dict[int, asyncio.Task[None]] = {}
         self.stores: dict[int, AsyncLogStore] = {}
+        #: The chaos lab's disk faults (server/disk_faults.py): only with fault injection on.
+        self.disk_faults = DiskFaults()
         #: The node's one log (`storage_engine = "node"`, and any group that lives in it),
         #: opened on first use, closed by `close_all`.
         self._node_log: NodeLog | None = None
@@ -140,8 +143,13 @@ class Replicas:
     def open_store(self, directory: Path, bootstrap: ConfState) -> AsyncLogStore:
         """Open (or create) one replica's log store: in the node log or its own directory's,
         whichever it already has, else the configured engine's (`phalanx.storage`)."""
-        return AsyncLogStore(open_log_store(directory, bootstrap, self.config.storage_engine,
-                                            self.node_log))
+        durable = open_log_store(directory, bootstrap, self.config.storage_engine,
+                                 self.node_log)
+        if self.config.enable_fault_injection and directory.name.isdigit() and \
+                int(directory.name) != META_GROUP:
+            # The chaos lab's disk faults (server/disk_faults.py), data replicas only.
+            return AsyncLogStore(FaultyLogStore(durable, self.disk_faults, int(directory.name)))
+        return AsyncLogStore(durable)
 
     def node_log(self) -> NodeLog:
         """The node's one log (opened on first use)."""

@@ -721,10 +721,11 @@ class NodeLog:
                 request.error = exc
             request.done = True
             reclaim = reclaim or request.reclaim
-        with self._confirm:
-            self._unconfirmed = True
-            self._last_write = time.monotonic()
-            self._confirm.notify()
+        self._last_write = time.monotonic()
+        if not self._unconfirmed:  # the confirmer sleeps until told (else it has a deadline)
+            with self._confirm:
+                self._unconfirmed = True
+                self._confirm.notify()
         if reclaim or len(self._segments) > self._rewrite_after:
             self._reclaim()
 

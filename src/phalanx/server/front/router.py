@@ -68,6 +68,9 @@ if TYPE_CHECKING:
     from phalanx.server.group import RaftGroup
 
 _LEADER_WAIT_STEP_S = 0.01
+#: The shortest time a leaderless shard waits before refusing with -CLUSTERDOWN (see
+#: `Router.no_quorum_after_s`).
+NO_QUORUM_FLOOR_S = 2.0
 #: How often a re-sent write looks again whether the lower writes of its connection went.
 _ORDER_WAIT_S = 0.001
 #: The internal command a node forwards a write with: `PHALANX.FWD client_id sequence
@@ -116,12 +119,15 @@ class DataRouter:
         self.client_tls = client_tls
         self.encode_reply = encode_reply
         #: A shard without a leader for this long answers -CLUSTERDOWN at once: 4 minimum
-        #: election timeouts (2 s by default). The clock (`RaftGroup.leaderless_for`) starts
-        #: the instant a replica stops knowing a leader; an election with a quorum then takes
-        #: milliseconds (PreVote, then one vote round), and a split vote costs one randomised
-        #: timeout in [1, 2) election timeouts (§5.2), so two full rounds fit: only a shard
-        #: that cannot elect gets there. Before, writes wait for the election.
-        self.no_quorum_after_s = 4 * self.config.election_ticks * self.config.tick_ms / 1000
+        #: election timeouts, and never less than 2 s (2 s with a 500 ms timeout or shorter).
+        #: The clock (`RaftGroup.leaderless_for`) starts the instant a replica stops knowing a
+        #: leader; an election with a quorum then takes milliseconds (PreVote, then one vote
+        #: round), and a split vote costs one randomised timeout in [1, 2) election timeouts
+        #: (§5.2), so two full rounds fit: only a shard that cannot elect gets there. The 2 s
+        #: floor keeps a short election timeout from turning a slow election on a loaded
+        #: machine into refusals. Before, writes wait for the election.
+        self.no_quorum_after_s = max(
+            NO_QUORUM_FLOOR_S, 4 * self.config.election_ticks * self.config.tick_ms / 1000)
         #: Active-active key prefixes (front/active_active.py); empty: every key is strong.
         self.aa_prefixes = prefixes_of(self.config)
 
@@ -218,9 +224,66 @@ class DataRouter:
                 proposal.add_done_callback(functools.partial(
                     self._proposed, out, state, name, arguments, shard_id, slot, tag))
                 return self._ends(out, tag)
+        elif group is not None and tag is not None and slot is not None:
+            forwarded = self._forward_now(state, group, name, arguments, shard_id, slot, tag)
+            if forwarded is not None:
+                return self._ends(forwarded, tag)
         out = loop.create_task(self._write_attempts(state, name, arguments, shard_id, slot,
                                                     tag))
         return self._ends(out, tag)
+
+    def _forward_now(self, state: ClientState, group: RaftGroup, name: bytes,
+                     arguments: list[bytes], shard_id: int, slot: int,
+                     tag: WriteTag) -> asyncio.Future[object] | None:
+        """The forwarding fast case (a pipeline forwarded as a pipeline, issue 15): this
+        node's replica follows a known leader and the connection's link to it is open, so
+        the write goes on the link at once, without a task: a future of its reply. None when
+        the case does not apply (the attempts forward it). A write whose link breaks, or that
+        the leader answers "not the leader" / "outcome unknown", continues in the attempts
+        (with its session: re-sent with the same identity)."""
+        leader = group.leader
+        if not leader or leader == self.config.id or group.stopped or not group.owns(slot) \
+                or tag.raw_forward or tag.held():
+            return None
+        link = state.links.get(leader)
+        if link is None or not link.usable():
+            return None
+        timeout = self.config.request_timeout_ms / 1000
+        link.watch(_leader_of(group), timeout)
+        reply = link.send(self._tagged(tag, arguments))
+        tag.mark(link.connection)
+        out: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        reply.add_done_callback(functools.partial(
+            self._forwarded, out, state, name, arguments, shard_id, slot, tag,
+            time.monotonic() + timeout))
+        return out
+
+    def _forwarded(self, out: asyncio.Future[object], state: ClientState, name: bytes,
+                   arguments: list[bytes], shard_id: int, slot: int, tag: WriteTag,
+                   deadline: float, reply: asyncio.Future[object]) -> None:
+        """The fast forward's reply came (or its link broke): pass it on, or continue in
+        the attempts until the same deadline."""
+        if out.done():
+            return
+        if reply.cancelled():
+            out.cancel()
+            return
+        if reply.exception() is not None:
+            # The link broke (or its watchdog saw a new leader) after the write left.
+            tag.uncertain = True
+            tag.mark(WAITING)
+        else:
+            result = reply.result()
+            if outcome_unknown(result):
+                tag.uncertain = True
+            elif unknown_forward(result):
+                tag.raw_forward = True
+            elif wire_code(result) != TRYAGAIN:
+                out.set_result(result)
+                return
+        task = asyncio.get_running_loop().create_task(self._write_attempts(
+            state, name, arguments, shard_id, slot, tag, deadline))
+        task.add_done_callback(functools.partial(_copy_outcome, out))
 
     @staticmethod
     def _ends(out: asyncio.Future[object], tag: WriteTag | None) -> asyncio.Future[object]:
@@ -256,11 +319,16 @@ class DataRouter:
         task.add_done_callback(functools.partial(_copy_outcome, out))
 
     async def _write_attempts(self, state: ClientState, name: bytes, arguments: list[bytes],
-                              shard_id: int, slot: int | None, tag: WriteTag | None) -> object:
-        """The write's attempts until its deadline. A write that may have been applied by an
-        earlier attempt never ends with a "certainly not applied" answer."""
+                              shard_id: int, slot: int | None, tag: WriteTag | None,
+                              deadline: float | None = None) -> object:
+        """The write's attempts until its deadline (one request timeout from now unless
+        given). A write that may have been applied by an earlier attempt never ends with a
+        "certainly not applied" answer."""
+        if deadline is None:
+            deadline = time.monotonic() + self.config.request_timeout_ms / 1000
         try:
-            reply = await self._write_loop(state, name, arguments, shard_id, slot, tag)
+            reply = await self._write_loop(state, name, arguments, shard_id, slot, tag,
+                                           deadline)
         except (RetrySafe, ClusterDown) as error:
             if tag is not None and tag.uncertain:
                 raise OutcomeUnknown(f"the write may have been applied by an earlier attempt, "
@@ -272,9 +340,8 @@ class DataRouter:
         return reply
 
     async def _write_loop(self, state: ClientState, name: bytes, arguments: list[bytes],
-                          shard_id: int, slot: int | None, tag: WriteTag | None) -> object:
-        timeout = self.config.request_timeout_ms / 1000
-        deadline = time.monotonic() + timeout
+                          shard_id: int, slot: int | None, tag: WriteTag | None,
+                          deadline: float) -> object:
         while True:
             shard_id, group = await self._route(shard_id, slot, deadline)
             if group is None:
@@ -628,6 +695,7 @@ class DataRouter:
                               self.config.requirepass, self.client_tls)
             state.links[leader] = link
         link.timeout = max(0.05, deadline - time.monotonic())
+        link.watch(current_leader, self.config.request_timeout_ms / 1000)
         if tag is not None:
             tag.mark(WAITING)
             while tag.held():  # a lower write of this connection goes first
