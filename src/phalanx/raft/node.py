@@ -18,7 +18,7 @@ from phalanx.errors import require
 from phalanx.raft.config import RaftConfig
 from phalanx.raft.messages import Message
 from phalanx.raft.progress import Progress, ProgressState
-from phalanx.raft.raft import Raft, Role
+from phalanx.raft.raft import Raft
 from phalanx.raft.read_only import ReadState
 from phalanx.raft.storage import LogReader
 from phalanx.raft.types import (
@@ -28,6 +28,7 @@ from phalanx.raft.types import (
     HardState,
     Index,
     NodeId,
+    Role,
     Snapshot,
     Term,
 )

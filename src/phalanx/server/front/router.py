@@ -66,6 +66,9 @@ if TYPE_CHECKING:
     from phalanx.server.group import RaftGroup
 
 _LEADER_WAIT_STEP_S = 0.01
+#: The shortest time a leaderless shard waits before refusing with -CLUSTERDOWN (see
+#: `Router.no_quorum_after_s`).
+NO_QUORUM_FLOOR_S = 2.0
 #: How often a re-sent write looks again whether the lower writes of its connection went.
 _ORDER_WAIT_S = 0.001
 #: The internal command a node forwards a write with: `PHALANX.FWD client_id sequence
@@ -114,12 +117,15 @@ class DataRouter:
         self.client_tls = client_tls
         self.encode_reply = encode_reply
         #: A shard without a leader for this long answers -CLUSTERDOWN at once: 4 minimum
-        #: election timeouts (2 s by default). The clock (`RaftGroup.leaderless_for`) starts
-        #: the instant a replica stops knowing a leader; an election with a quorum then takes
-        #: milliseconds (PreVote, then one vote round), and a split vote costs one randomised
-        #: timeout in [1, 2) election timeouts (§5.2), so two full rounds fit: only a shard
-        #: that cannot elect gets there. Before, writes wait for the election.
-        self.no_quorum_after_s = 4 * self.config.election_ticks * self.config.tick_ms / 1000
+        #: election timeouts, and never less than 2 s (2 s with a 500 ms timeout or shorter).
+        #: The clock (`RaftGroup.leaderless_for`) starts the instant a replica stops knowing a
+        #: leader; an election with a quorum then takes milliseconds (PreVote, then one vote
+        #: round), and a split vote costs one randomised timeout in [1, 2) election timeouts
+        #: (§5.2), so two full rounds fit: only a shard that cannot elect gets there. The 2 s
+        #: floor keeps a short election timeout from turning a slow election on a loaded
+        #: machine into refusals. Before, writes wait for the election.
+        self.no_quorum_after_s = max(
+            NO_QUORUM_FLOOR_S, 4 * self.config.election_ticks * self.config.tick_ms / 1000)
 
     # -- entry -----------------------------------------------------------------------------
     def command(self, state: ClientState, name: bytes, arguments: list[bytes], slot: int,
