@@ -31,10 +31,12 @@ CONVERGE_S = 60.0
 
 @pytest.fixture
 def regions(request: pytest.FixtureRequest) -> Iterator[dict[str, LocalCluster]]:
+    count = getattr(request, "param", 2)
     root = Path(tempfile.mkdtemp(prefix="phalanx-it-aa-"))
     started: dict[str, LocalCluster] = {}
     try:
-        plans = plan_regions(root, random.Random(), regions=2, prefixes="aa:",
+        plans = plan_regions(root, random.Random(), regions=count, prefixes="aa:",
+                             strong_home="dc1",
                              overrides={"enable_fault_injection": True, "aa_poll_ms": 50},
                              base_ports=(20000, 40000 - 300))
         for name, plan in plans.items():
@@ -60,9 +62,11 @@ def _converged(clients: list[redis.Redis], expected: tuple[Any, ...] | None = No
         expected is None or states[0] == expected)
 
 
-def _cut(regions: dict[str, LocalCluster], cut: bool) -> None:
+def _cut(regions: dict[str, LocalCluster], cut: bool, alone: str | None = None) -> None:
+    """Cut every region link (or only those of region `alone`), or heal them all."""
     for name, cluster in regions.items():
-        others = [other for other in regions if other != name]
+        others = [other for other in regions if other != name
+                  and (alone is None or alone in (name, other))]
         for node in cluster.nodes:
             if cut:
                 cluster.set_faults(node, {"drop_to": others})
@@ -87,9 +91,10 @@ def test_two_regions_write_through_a_cut_and_converge(
     wait_until(lambda: two.get("aa:register") == "first", CONVERGE_S, "dc2 sees dc1's SET")
     # A SET made after seeing another wins everywhere (its clock is greater).
     two.set("aa:register", "second")
-    # Strong keys stay in their region (this cluster's Raft only).
-    one.set("strong:key", "dc1 only")
-    assert two.get("strong:key") is None
+    # Strong keys live in dc1 (the home region): dc2 forwards them there.
+    assert two.set("strong:key", "written from dc2") is True
+    assert one.get("strong:key") == "written from dc2"
+    assert two.incr("strong:counter") == 1 and one.incr("strong:counter") == 2
     # Refusals are clear.
     with pytest.raises(redis.ResponseError, match="not supported on active-active"):
         one.lpush("aa:list", "x")
@@ -115,6 +120,12 @@ def test_two_regions_write_through_a_cut_and_converge(
     assert one.hset("aa:hash", mapping={"a": "1", "b": "1"}) == 2
     assert two.hset("aa:hash", mapping={"c": "2"}) == 1
     fields.update({"a": "1", "b": "1", "c": "2"})
+    # Strong keys: the home region keeps serving them, the cut-off region refuses them.
+    assert one.incr("strong:counter") == 3
+    with pytest.raises(redis.ResponseError, match="strong keys live in region dc1"):
+        two.incr("strong:counter")
+    with pytest.raises(redis.ResponseError, match="cannot reach"):
+        two.get("strong:key")
     # During the cut each side sees only its own writes.
     assert one.sismember("aa:set", "cut-dc2") == 0
     assert two.sismember("aa:set", "cut-dc1") == 0
@@ -124,6 +135,7 @@ def test_two_regions_write_through_a_cut_and_converge(
     clients = [dc1.client(node) for node in dc1.nodes] + [dc2.client(node) for node in dc2.nodes]
     wait_until(lambda: _converged(clients, expected), CONVERGE_S,
                f"every node of both regions to hold {expected}")
+    assert two.incr("strong:counter") == 4     # the refused INCR was certainly not applied
 
 
 def test_leader_kills_during_replication_lose_nothing_and_apply_nothing_twice(
@@ -163,3 +175,33 @@ def test_leader_kills_during_replication_lose_nothing_and_apply_nothing_twice(
     total += 1001
     wait_until(lambda: _converged(clients, (str(total), *expected[1:])), CONVERGE_S,
                "the last writes to be counted once in both regions")
+
+
+@pytest.mark.parametrize("regions", [3], indirect=True)
+def test_three_regions_one_cut_off_converge_after_the_heal(
+        regions: dict[str, LocalCluster]) -> None:
+    clients = {name: cluster.client(cluster.nodes[index % 3])
+               for index, (name, cluster) in enumerate(regions.items())}
+    everyone = [cluster.client(node) for cluster in regions.values() for node in cluster.nodes]
+    clients["dc1"].sadd("aa:set", "seen-by-all")
+    wait_until(lambda: all(c.sismember("aa:set", "seen-by-all") for c in everyone),
+               CONVERGE_S, "the first add to reach every region")
+    _cut(regions, True, alone="dc3")
+    total = 0
+    for number in range(30):
+        for name, client in clients.items():
+            client.incrby("aa:counter", number + len(name))
+            total += number + len(name)
+    clients["dc3"].srem("aa:set", "seen-by-all")     # observed: removed everywhere later
+    clients["dc1"].sadd("aa:set", "dc1-during-cut")
+    clients["dc3"].sadd("aa:set", "dc3-during-cut")
+    clients["dc2"].hset("aa:hash", "k", "dc2")
+    # dc1 and dc2 still replicate to each other; dc3 sees only itself.
+    wait_until(lambda: clients["dc2"].sismember("aa:set", "dc1-during-cut"), CONVERGE_S,
+               "dc2 to see dc1's add during dc3's cut")
+    assert clients["dc3"].sismember("aa:set", "dc1-during-cut") == 0
+    assert clients["dc1"].sismember("aa:set", "dc3-during-cut") == 0
+    _cut(regions, False)
+    expected = (str(total), ["dc1-during-cut", "dc3-during-cut"], [("k", "dc2")], None)
+    wait_until(lambda: _converged(everyone, expected), CONVERGE_S,
+               f"all nine nodes of the three regions to hold {expected}")

@@ -39,6 +39,10 @@ def _cluster_error_types() -> tuple[type[Exception], ...]:
               help="Key prefixes (comma-separated) of active-active keys: with --regions R, "
                    "start R clusters (dc1..dcR, --nodes each) linked by the region link "
                    "(docs/active-active.md).")
+@click.option("--strong-home", default="dc1", show_default=True, metavar="REGION",
+              help="With --active-active: the region holding the strong keys (the others "
+                   "forward them there, and refuse them when cut off); '' = each region "
+                   "keeps its own.")
 @data_dir_option
 @click.option("--base-port", type=int, default=7000, show_default=True,
               help="Node i listens on RESP base+i, admin base+100+i, peer base+200+i.")
@@ -58,14 +62,15 @@ def _cluster_error_types() -> tuple[type[Exception], ...]:
 def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_port: int,
        loopback_base: int, detach: bool, timeout: float, admin_token: str | None,
        log_level: str | None, peer_tls_dir: str | None, active_active: str | None,
-       **timing: Any) -> None:
+       strong_home: str, **timing: Any) -> None:
     """Start a local cluster of N node processes and wait for a leader."""
     from phalanx.ops import cluster_file, launcher
 
     overrides = {"admin_token": admin_token, "log_level": log_level,
                  "peer_tls_dir": peer_tls_dir, **timing}
     if active_active is not None:
-        _up_regions(regions, active_active, nodes, data_dir, overrides, detach, timeout)
+        _up_regions(regions, active_active, strong_home, nodes, data_dir, overrides, detach,
+                    timeout)
         return
     try:
         plan = launcher.plan_local_cluster(data_dir, nodes=nodes, zones=zones, region=region,
@@ -117,7 +122,7 @@ def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_po
     click.echo("stopped")
 
 
-def _up_regions(regions: int, prefixes: str, nodes: int, data_dir: str,
+def _up_regions(regions: int, prefixes: str, strong_home: str, nodes: int, data_dir: str,
                 overrides: dict[str, Any], detach: bool, timeout: float) -> None:
     """`phalanx up --regions R --active-active PREFIXES`: R linked local clusters."""
     import random
@@ -127,7 +132,7 @@ def _up_regions(regions: int, prefixes: str, nodes: int, data_dir: str,
 
     try:
         plans = plan_regions(data_dir, random.Random(), regions=regions, prefixes=prefixes,
-                             nodes=nodes, overrides=overrides)
+                             nodes=nodes, overrides=overrides, strong_home=strong_home)
     except _cluster_error_types() as error:
         fail(str(error), 2)
     stop_requested = threading.Event()

@@ -25,17 +25,21 @@ REGION_NAMES = ("dc1", "dc2", "dc3", "dc4", "dc5")
 
 
 def plan_regions(data_dir: str | Path, rng: random.Random, *, regions: int, prefixes: str,
-                 nodes: int = 3, secret: str | None = None,
+                 nodes: int = 3, secret: str | None = None, strong_home: str = "",
                  overrides: dict[str, Any] | None = None,
                  base_ports: tuple[int, int] = (20000, 60000 - 300),
                  tries: int = 60) -> dict[str, list[PlannedNode]]:
     """Plans of `regions` linked local clusters of `nodes` nodes each (see the module
-    docstring): region name -> its plan. ClusterError when no free addresses were found."""
+    docstring): region name -> its plan. `strong_home` (a region name, e.g. "dc1") makes that
+    region the home of the strong keys (the others forward them there); empty: strong keys
+    stay in each region. ClusterError when no free addresses were found."""
     if not 2 <= regions <= len(REGION_NAMES):
         raise ConfigError(f"regions: between 2 and {len(REGION_NAMES)} (got {regions})")
     if not prefixes.strip():
         raise ConfigError("active-active prefixes: at least one key prefix")
     names = REGION_NAMES[:regions]
+    if strong_home and strong_home not in names:
+        raise ConfigError(f"strong home: {strong_home!r} is not one of {', '.join(names)}")
     root = Path(data_dir).absolute()
     # 1) Free addresses for every region, on separate loopback ranges.
     layout: dict[str, tuple[int, int]] = {}
@@ -62,7 +66,8 @@ def plan_regions(data_dir: str | Path, rng: random.Random, *, regions: int, pref
     for name in names:
         peers = ";".join(f"{other}={addresses[other]}" for other in names if other != name)
         options = {**(overrides or {}), "cluster": f"phalanx-{name}", "aa_region": name,
-                   "aa_prefixes": prefixes, "aa_peers": peers, "aa_secret": shared}
+                   "aa_prefixes": prefixes, "aa_peers": peers, "aa_secret": shared,
+                   "aa_strong_home": strong_home}
         plans[name] = plan_local_cluster(root / name, nodes=nodes, zones=min(3, nodes),
                                          region=name, base_port=layout[name][0],
                                          loopback_base=layout[name][1], overrides=options)

@@ -217,6 +217,10 @@ class NodeConfig:
     #: Shared secret signing the cross-region pull commands (HMAC); empty = none (then
     #: the RESP password alone guards them). The same in every region.
     aa_secret: str = ""
+    #: The region whose cluster holds the strong keys (every key outside `aa_prefixes`);
+    #: the other regions forward them there and refuse them when cut off from it. Empty:
+    #: strong keys are local to each region's cluster (not replicated across regions).
+    aa_strong_home: str = ""
     #: The RESP password of the other regions' default user (empty: `requirepass`).
     aa_peer_password: str = ""
     #: How often each shard leader pulls every other region, and the most deltas per pull.
@@ -273,6 +277,10 @@ class NodeConfig:
                 raise ConfigError(f"aa_peers: bad region name {region!r} (not this region's)")
             for address in addresses:
                 parse_address(address, "aa_peers")
+        if self.aa_strong_home and self.aa_strong_home != self.aa_region and \
+                self.aa_strong_home not in self.aa_peer_map():
+            raise ConfigError(f"aa_strong_home: {self.aa_strong_home!r} is neither this "
+                              f"region nor one of aa_peers")
         if (self.aa_peers or self.aa_prefixes) and not self.aa_region:
             raise ConfigError("aa_region: must be set with aa_peers or aa_prefixes")
         names: set[str] = set()

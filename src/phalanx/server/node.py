@@ -39,6 +39,7 @@ import time
 from phalanx.errors import ConfigError, PhalanxError
 from phalanx.placement import ClusterMap
 from phalanx.raft import GroupId, Message
+from phalanx.server.aa_home import StrongHome
 from phalanx.server.aa_link import RegionLink
 from phalanx.server.admin import AdminServer, NodeView
 from phalanx.server.config import NodeConfig, parse_address
@@ -255,6 +256,10 @@ class Node:
                                       self.fault_rules) if config.aa_peers else None
         if self.region_link is not None:
             self.status.region_links = self.region_link.status
+        #: Strong keys' home region, when it is another one (aa_home.py).
+        self.strong_home = StrongHome(config, client_tls_context(config), self.fault_rules) \
+            if config.aa_strong_home and config.aa_strong_home != config.aa_region else None
+        self.resp.router.strong_home = self.strong_home
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         # The transport callbacks run for every batch of peer messages: direct references.
@@ -306,6 +311,8 @@ class Node:
         self.meta_client.close()
         if self.region_link is not None:
             self.region_link.close()
+        if self.strong_home is not None:
+            self.strong_home.close()
         await self.replicas.close_all()
         await self.transport.stop()
 

@@ -80,13 +80,20 @@ def rewrite(prefixes: tuple[bytes, ...], name: bytes,
     return ErrorReply(unsupported(name).message)
 
 
-def guard(prefixes: tuple[bytes, ...], name: bytes, arguments: list[bytes]) -> Error | None:
+def guard(prefixes: tuple[bytes, ...], name: bytes, arguments: list[bytes],
+          strong_elsewhere: bool = False) -> Error | None:
     """The refusal of a command that reaches the router any other way with an active-active
-    key (MULTI/EXEC, scripts, blocking pops, fan-out shares); None when it has none."""
+    key (MULTI/EXEC, scripts, blocking pops, fan-out shares), or with a strong key when strong
+    keys live in another region (`strong_elsewhere`); None when it may run here."""
     upper = name.upper()
     if upper in (AA_WRITE, AA_READ, AA_PULL_COMMAND):
         return None
-    if any(key.startswith(prefixes) for key in command_keys(upper, tuple(arguments[1:]))):
+    keys = command_keys(upper, tuple(arguments[1:]))
+    if strong_elsewhere and any(not key.startswith(prefixes) for key in keys):
+        return Error(f"ERR phalanx active-active: {upper.decode('ascii', 'replace')} on strong "
+                     f"keys must be sent to their home region (aa_strong_home): only "
+                     f"single-shard commands are forwarded there")
+    if any(key.startswith(prefixes) for key in keys):
         return Error(f"ERR phalanx active-active: {upper.decode('ascii', 'replace')} cannot "
                      f"touch an active-active key here (transactions, scripts, blocking "
                      f"commands and multi-key commands are not supported on them)")

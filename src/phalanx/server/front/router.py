@@ -32,7 +32,7 @@ import hmac
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from phalanx.errors import (
     ClusterDown,
@@ -104,6 +104,12 @@ def _signed_part(arguments: list[bytes]) -> bytes:
     return encode_command(*arguments[1:4], *arguments[5:])
 
 
+class StrongHomeLink(Protocol):
+    """Where strong keys go when their home is another region (server/aa_home.py)."""
+
+    async def call(self, arguments: list[bytes]) -> object: ...
+
+
 def _leader_of(group: RaftGroup) -> Callable[[], str]:
     """Who `group` (a local replica) knows as its leader, asked at each call."""
     return lambda: group.leader
@@ -130,6 +136,9 @@ class DataRouter:
             NO_QUORUM_FLOOR_S, 4 * self.config.election_ticks * self.config.tick_ms / 1000)
         #: Active-active key prefixes (front/active_active.py); empty: every key is strong.
         self.aa_prefixes = prefixes_of(self.config)
+        #: Strong keys' home region when it is another region (server/aa_home.py; set by the
+        #: node): every command on a strong key is run there.
+        self.strong_home: StrongHomeLink | None = None
 
     # -- entry -----------------------------------------------------------------------------
     def command(self, state: ClientState, name: bytes, arguments: list[bytes], slot: int,
@@ -142,6 +151,11 @@ class DataRouter:
                 return encode(routed, state.protocol)
             if routed is not None:
                 name, arguments, write = routed
+            elif self.strong_home is not None:
+                task = asyncio.get_running_loop().create_task(self.strong_home.call(arguments))
+                if write:
+                    state.last_write = task
+                return task
         shard = self.replicas.cluster_map.shard_for_slot(slot)
         if shard is None:
             return encode(ErrorReply(f"CLUSTERDOWN Hash slot {slot} is not served"),
@@ -201,7 +215,7 @@ class DataRouter:
         given for a write another node forwarded (PHALANX.FWD): it keeps that node's."""
         loop = asyncio.get_running_loop()
         if self.aa_prefixes:
-            refused = guard(self.aa_prefixes, name, arguments)
+            refused = guard(self.aa_prefixes, name, arguments, self.strong_home is not None)
             if refused is not None:
                 done: asyncio.Future[object] = loop.create_future()
                 done.set_result(refused)
@@ -489,7 +503,8 @@ class DataRouter:
         write when the read arrived): the reply (served now, under the lease) or a future of
         it (see the module rules)."""
         if self.aa_prefixes:
-            refused: Error | None = guard(self.aa_prefixes, name, arguments)
+            refused: Error | None = guard(self.aa_prefixes, name, arguments,
+                                          self.strong_home is not None)
             if refused is not None:
                 return refused
         if slot is not None and not state.readonly and (
