@@ -78,6 +78,17 @@ SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
     "node-lost": {"dead_after_ms": 3000},
 }
 
+#: Node settings a scenario needs of a cluster the lab starts. disk-full: a snapshot every
+#: 100 entries (20 kept), so a replica on a full disk meets it within seconds at the lab's
+#: rates (a snapshot is a new file; the log's 4 MiB preallocated chunk would take minutes to
+#: use up) and a rebuilt replica gets a small snapshot and a short log; and per-replica logs
+#: (`storage_engine = "wal"`): a replica in the node's one log has no directory of its own to
+#: put on a small disk (a full node log stops every replica of the node, docs/disk-faults.md).
+SCENARIO_NODE_SETTINGS: dict[str, dict[str, Any]] = {
+    "disk-full": {"snapshot_every_entries": 100, "snapshot_keep_entries": 20,
+                  "storage_engine": "wal"},
+}
+
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
@@ -194,6 +205,9 @@ def check_config(config: RunConfig) -> None:
                      "--election-ticks": config.election_ticks,
                      "--heartbeat-ticks": config.heartbeat_ticks}
     if config.target is not None:
+        if config.scenario == "disk-full":
+            raise ValueError("disk-full mounts file systems under the nodes' data: only on a "
+                             "cluster the lab starts itself (no --target)")
         given = [name for name, value in node_settings.items() if value is not None]
         if given:
             raise ValueError(f"{', '.join(given)} configure a cluster the lab starts; with "
@@ -227,6 +241,8 @@ def check_config(config: RunConfig) -> None:
         if all(2 * size >= config.nodes for size in sizes.values()):
             raise ValueError("region-outage: every region holds half of the nodes or more; "
                              "use more nodes or regions")
+    if config.scenario == "disk-full" and os.geteuid() != 0:
+        raise ValueError("disk-full mounts a small tmpfs for one replica: run it as root")
     if config.scenario == "node-lost":
         needed = replicas_for(config.survival_goal) + 1
         if config.nodes < needed:
@@ -248,7 +264,8 @@ def node_overrides(config: RunConfig) -> dict[str, Any]:
                 "dead_after_ms": config.dead_after_ms, "peer_tls_dir": config.peer_tls_dir,
                 "election_ticks": config.election_ticks,
                 "heartbeat_ticks": config.heartbeat_ticks}
-    return {**LOCAL_OVERRIDES, **{k: v for k, v in settings.items() if v is not None}}
+    return {**LOCAL_OVERRIDES, **SCENARIO_NODE_SETTINGS.get(config.scenario, {}),
+            **{k: v for k, v in settings.items() if v is not None}}
 
 
 @dataclass

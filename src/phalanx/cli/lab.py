@@ -145,7 +145,7 @@ def scenario_names() -> list[str]:
     return ["leader-kill", "follower-kill", "random-kill", "leader-pause", "follower-pause",
             "partition-leader", "partition-split", "partition-bridge", "latency", "zone-outage",
             "region-outage", "node-lost", "partition-zone", "rolling-restart", "disk-corrupt",
-            "mixed"]
+            "disk-full", "disk-error", "mixed"]
 
 
 def workload_names() -> list[str]:
