@@ -261,6 +261,7 @@ class SnapshotFetcher:
         resumes = 0
         bad_chunks = 0
         link: LeaderLink | None = None
+        connection: object = None  # the link's connection the last chunk came on
         backoff = 0.05
         logger.info("%s: fetching snapshot at index %s (term %s) from %s%s", label,
                     meta.index, meta.term, message.source,
@@ -280,18 +281,20 @@ class SnapshotFetcher:
                         link = LeaderLink(message.source, address[0], address[1],
                                           self._config.request_timeout_ms / 1000,
                                           self._config.requirepass, self._tls)
-                    connection = link.connection
                     reply = await link.call(chunk_request(
                         self._config.cluster_secret, group.group_id, meta.term, meta.index,
                         offset, chunk_bytes))
-                    if connection is not None and link.connection is not connection:
+                    current = link.connection
+                    if connection is not None and current is not connection:
                         # The link found its connection dead (closed while idle between
                         # chunks) and dialled again before asking: resumed at `offset`.
                         resumes += 1
                         logger.warning("%s: snapshot fetch from %s: the connection broke at "
                                        "byte %d; resumed there on a new one", label,
                                        message.source, offset)
+                    connection = current
                 except (OSError, TimeoutError, LeaderUnreachable, PeerProtocolError) as error:
+                    connection = None
                     if link is not None:
                         link.close()
                         link = None
