@@ -450,6 +450,7 @@ class NodeLog:
         self._allocated = 0
         self._segment_start = 0
         self._segments: list[_Segment] = []
+        self._rotated = False  # a segment was started since the last `_reclaim`
         self._groups: dict[int, GroupStore] = {}
         #: Groups whose records did not check out at open (key -> why).
         self.damaged: dict[int, str] = {}
@@ -726,7 +727,10 @@ class NodeLog:
             with self._confirm:
                 self._unconfirmed = True
                 self._confirm.notify()
-        if reclaim or len(self._segments) > self._rewrite_after:
+        if reclaim or self._rotated:
+            # (after a compaction, a drop, a snapshot install or a new segment: not after
+            # every write, the holders' count walks their entries)
+            self._rotated = False
             self._reclaim()
 
     def _append(self, record: bytes, action: str) -> int:
@@ -811,6 +815,7 @@ class NodeLog:
         self._fd, self._position, self._allocated = fd, len(head), allocated
         self._segment_start = len(head)
         self._segments.append(_Segment(seq, path))
+        self._rotated = True
 
     def _reclaim(self) -> None:
         """Delete the oldest segments no live group needs; rewrite the few live entries that
