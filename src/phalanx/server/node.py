@@ -41,6 +41,8 @@ import time
 from phalanx.errors import ConfigError, PhalanxError
 from phalanx.placement import ClusterMap
 from phalanx.raft import GroupId, Message
+from phalanx.server.aa_home import StrongHome
+from phalanx.server.aa_link import RegionLink
 from phalanx.server.admin import AdminServer, NodeView
 from phalanx.server.config import NodeConfig, parse_address
 from phalanx.server.consistency import ConsistencyChecker
@@ -255,6 +257,15 @@ class Node:
             self.admin = AdminServer(view, self.metrics, admin_host, admin_port,
                                      token=config.admin_token,
                                      enable_fault_injection=config.enable_fault_injection)
+        #: Active-active regions: the link pulling the other regions (aa_link.py).
+        self.region_link = RegionLink(config, self.replicas, client_tls_context(config),
+                                      self.fault_rules) if config.aa_peers else None
+        if self.region_link is not None:
+            self.status.region_links = self.region_link.status
+        #: Strong keys' home region, when it is another one (aa_home.py).
+        self.strong_home = StrongHome(config, client_tls_context(config), self.fault_rules) \
+            if config.aa_strong_home and config.aa_strong_home != config.aa_region else None
+        self.resp.router.strong_home = self.strong_home
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         # The transport callbacks run for every batch of peer messages: direct references.
@@ -273,6 +284,8 @@ class Node:
             self.tasks.append(asyncio.create_task(self.meta_client.join(), name="join"))
         if self.first_campaigns:
             self.tasks.append(asyncio.create_task(self._first_campaign(), name="first-campaign"))
+        if self.region_link is not None:
+            self.tasks.append(asyncio.create_task(self.region_link.run(), name="region-link"))
         await self.resp.start()
         if self.admin is not None:
             await self.admin.start()
@@ -302,6 +315,10 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.meta_client.close()
+        if self.region_link is not None:
+            self.region_link.close()
+        if self.strong_home is not None:
+            self.strong_home.close()
         await self.replicas.close_all()
         await self.transport.stop()
 

@@ -18,9 +18,9 @@ Files:
 
 Rules of this file:
 - Group commit: a group's write (`persist`, `create_snapshot`, `compact`, `drop`) queues an op
-  and waits; the first waiting thread to take `_io_lock` writes EVERY queued op, of every
-  group, as one WRITE frame: one `pwrite`, one `fdatasync`, then applies each op to its group's
-  in-memory view and wakes the waiters. Each group's writes stay serialised by its own
+  and waits; one thread at a time is the writer (`submit`: leader hand-off) and writes EVERY
+  queued op, of every group, as one WRITE frame: one `pwrite`, one `fdatasync`, then applies
+  each op to its group's in-memory view and wakes the waiters. Each group's writes stay serialised by its own
   `_write_lock` (and its one writer thread, `async_store`), so a frame holds at most one op per
   group and ops of one group are in the log in the order they were made.
 - Every group's view changes only under `_io_lock`, right after the frame that holds the change
@@ -67,7 +67,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -170,6 +170,8 @@ class _Request:
     reclaim: bool = False
     done: bool = False
     error: BaseException | None = None
+    lead: bool = False  # woken to write the next frame (see `NodeLog.submit`)
+    event: threading.Event = field(default_factory=threading.Event)
 
 
 class GroupStore(StoreView):
@@ -443,6 +445,7 @@ class NodeLog:
         self._io_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Request] = []
+        self._writing = False  # a thread is the writer (see `submit`)
         self._closed = False
         self._lock_fd = -1
         self._fd = -1
@@ -450,6 +453,7 @@ class NodeLog:
         self._allocated = 0
         self._segment_start = 0
         self._segments: list[_Segment] = []
+        self._rotated = False  # a segment was started since the last `_reclaim`
         self._groups: dict[int, GroupStore] = {}
         #: Groups whose records did not check out at open (key -> why).
         self.damaged: dict[int, str] = {}
@@ -689,14 +693,42 @@ class NodeLog:
     # -- the group commit ----------------------------------------------------------------------
     def submit(self, request: _Request) -> None:
         """Queue one op and return once it is durable and applied (raises `StorageError` if
-        its frame could not be written)."""
+        its frame could not be written).
+
+        Leader hand-off: the first op queued while no frame is being written makes its thread
+        the writer; every other thread waits on its own request's event. The writer writes
+        everything queued by the time it holds `_io_lock` as one frame, wakes the waiters of
+        that frame, and hands the writer's role to the oldest op queued meanwhile (its
+        thread wakes as the next writer): nobody waits in line for a lock to learn that its
+        op was written by someone else."""
         with self._queue_lock:
             self._queue.append(request)
-        with self._io_lock:
-            if not request.done:
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            request.event.wait()
+            if not request.lead:
+                if request.error is not None:
+                    raise request.error
+                return
+        batch: list[_Request] = []
+        try:
+            with self._io_lock:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
                 self._write_batch(batch)
+        finally:
+            with self._queue_lock:
+                successor = self._queue[0] if self._queue else None
+                if successor is None:
+                    self._writing = False
+                else:
+                    successor.lead = True
+            for written in batch:
+                if written is not request:
+                    written.event.set()
+            if successor is not None:
+                successor.event.set()
         if request.error is not None:
             raise request.error
 
@@ -726,7 +758,10 @@ class NodeLog:
             with self._confirm:
                 self._unconfirmed = True
                 self._confirm.notify()
-        if reclaim or len(self._segments) > self._rewrite_after:
+        if reclaim or self._rotated:
+            # (after a compaction, a drop, a snapshot install or a new segment: not after
+            # every write, the holders' count walks their entries)
+            self._rotated = False
             self._reclaim()
 
     def _append(self, record: bytes, action: str) -> int:
@@ -811,6 +846,7 @@ class NodeLog:
         self._fd, self._position, self._allocated = fd, len(head), allocated
         self._segment_start = len(head)
         self._segments.append(_Segment(seq, path))
+        self._rotated = True
 
     def _reclaim(self) -> None:
         """Delete the oldest segments no live group needs; rewrite the few live entries that

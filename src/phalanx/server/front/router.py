@@ -32,7 +32,7 @@ import hmac
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from phalanx.errors import (
     ClusterDown,
@@ -48,8 +48,10 @@ from phalanx.errors import (
     TryAgain,
 )
 from phalanx.kv import is_known, is_write
+from phalanx.kv.replies import Error
 from phalanx.placement import ShardInfo, command_keys, command_slot, key_slot
 from phalanx.resp import ErrorReply, encode, encode_command
+from phalanx.server.front.active_active import guard, prefixes_of, rewrite
 from phalanx.server.front.replies import (
     TRYAGAIN,
     outcome_unknown,
@@ -103,6 +105,12 @@ def _signed_part(arguments: list[bytes]) -> bytes:
     return encode_command(*arguments[1:4], *arguments[5:])
 
 
+class StrongHomeLink(Protocol):
+    """Where strong keys go when their home is another region (server/aa_home.py)."""
+
+    async def call(self, arguments: list[bytes]) -> object: ...
+
+
 def _leader_of(group: RaftGroup) -> Callable[[], str]:
     """Who `group` (a local replica) knows as its leader, asked at each call."""
     return lambda: group.leader
@@ -129,12 +137,28 @@ class DataRouter:
         #: machine into refusals. Before, writes wait for the election.
         self.no_quorum_after_s = max(
             NO_QUORUM_FLOOR_S, 4 * self.config.election_ticks * self.config.tick_ms / 1000)
+        #: Active-active key prefixes (front/active_active.py); empty: every key is strong.
+        self.aa_prefixes = prefixes_of(self.config)
+        #: Strong keys' home region when it is another region (server/aa_home.py; set by the
+        #: node): every command on a strong key is run there.
+        self.strong_home: StrongHomeLink | None = None
 
     # -- entry -----------------------------------------------------------------------------
     def command(self, state: ClientState, name: bytes, arguments: list[bytes], slot: int,
                 write: bool) -> object:
         """Start a command whose keys live in one shard (`slot`: of its first key): its
         encoded reply (bytes) or a future of its reply."""
+        if self.aa_prefixes:
+            routed = rewrite(self.aa_prefixes, name.upper(), arguments)
+            if isinstance(routed, ErrorReply):
+                return encode(routed, state.protocol)
+            if routed is not None:
+                name, arguments, write = routed
+            elif self.strong_home is not None:
+                task = asyncio.get_running_loop().create_task(self.strong_home.call(arguments))
+                if write:
+                    state.last_write = task
+                return task
         shard = self.replicas.cluster_map.shard_for_slot(slot)
         if shard is None:
             return encode(ErrorReply(f"CLUSTERDOWN Hash slot {slot} is not served"),
@@ -193,6 +217,12 @@ class DataRouter:
         its deadline, and the state machine answers the first application's reply. `tag` is
         given for a write another node forwarded (PHALANX.FWD): it keeps that node's."""
         loop = self.loops.get()
+        if self.aa_prefixes:
+            refused = guard(self.aa_prefixes, name, arguments, self.strong_home is not None)
+            if refused is not None:
+                done: asyncio.Future[object] = loop.create_future()
+                done.set_result(refused)
+                return done
         if tag is None and not state.forwarded:
             session = state.write_session
             if session is None:
@@ -475,6 +505,11 @@ class DataRouter:
         """Serve a read on shard `shard_id` after `previous_write` (the connection's last
         write when the read arrived): the reply (served now, under the lease) or a future of
         it (see the module rules)."""
+        if self.aa_prefixes:
+            refused: Error | None = guard(self.aa_prefixes, name, arguments,
+                                          self.strong_home is not None)
+            if refused is not None:
+                return refused
         if slot is not None and not state.readonly and (
                 previous_write is None or previous_write.done()):
             group = self.replicas.local_group(shard_id)
