@@ -6,9 +6,10 @@
 For each round and shard count, each engine back to back (the order alternating: wal node,
 node wal, ...): a fresh 3-node cluster (`storage_engine`, `shards`), then SET with
 `redis-benchmark --cluster` (slot-routed: each key goes straight to its shard's leader), 50
-clients, random keys. Then, with the same load running again, `strace -c -f -e
-trace=fdatasync,fsync` on every node for a fixed time: fdatasync calls per second on each node
-and per SET (strace slows the node, so the rate under strace is only used for the ratio).
+clients, random keys. Then, with the same load running again, `strace -c -e
+trace=fdatasync,fsync` on every thread of every node but the event loop's, for a fixed time:
+fdatasync calls per second on each node and per committed entry (strace slows the traced
+threads, so the rate under strace is only used for the ratio).
 
 Rules of this file:
 - A measurement, not a test: no threshold. Prints one JSON line per run and a summary of
@@ -136,9 +137,14 @@ def _strace_syncs(cluster: rb.Phalanx, target: tuple[str, int], shards: int, sec
     for node_id, process in cluster.processes.items():
         handle, name = tempfile.mkstemp(prefix=f"strace-{node_id}-", suffix=".txt")
         os.close(handle)
+        # Every thread but the main one (the event loop): the fsyncs happen on the stores'
+        # writer threads, and tracing the loop's thousands of syscalls would slow the node
+        # until nothing commits.
+        threads = [f"-p{tid}" for tid in os.listdir(f"/proc/{process.pid}/task")
+                   if int(tid) != process.pid]
         tracers.append((node_id, name, subprocess.Popen(
-            ["strace", "-c", "-f", "-e", "trace=fdatasync,fsync", "-o", name, "-p",
-             str(process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+            ["strace", "-c", "-e", "trace=fdatasync,fsync", "-o", name, *threads],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     time.sleep(1.0)  # strace attached to every thread
     committed = _committed(cluster)
     load = subprocess.Popen(_load_argv(target, shards, clients, 100_000_000, keyspace),

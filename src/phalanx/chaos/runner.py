@@ -81,9 +81,12 @@ SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
 #: Node settings a scenario needs of a cluster the lab starts. disk-full: a snapshot every
 #: 100 entries (20 kept), so a replica on a full disk meets it within seconds at the lab's
 #: rates (a snapshot is a new file; the log's 4 MiB preallocated chunk would take minutes to
-#: use up) and a rebuilt replica gets a small snapshot and a short log.
+#: use up) and a rebuilt replica gets a small snapshot and a short log; and per-replica logs
+#: (`storage_engine = "wal"`): a replica in the node's one log has no directory of its own to
+#: put on a small disk (a full node log stops every replica of the node, docs/disk-faults.md).
 SCENARIO_NODE_SETTINGS: dict[str, dict[str, Any]] = {
-    "disk-full": {"snapshot_every_entries": 100, "snapshot_keep_entries": 20},
+    "disk-full": {"snapshot_every_entries": 100, "snapshot_keep_entries": 20,
+                  "storage_engine": "wal"},
 }
 
 

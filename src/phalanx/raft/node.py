@@ -118,9 +118,10 @@ class RawNode:
         self._outstanding = False
 
     # -- inputs ------------------------------------------------------------------------------
-    def tick(self) -> None:
-        """Advance logical time by one tick."""
-        self.raft.tick()
+    def tick(self, *, missed: bool = False) -> None:
+        """Advance logical time by one tick (`missed`: a late tick of a stalled process, which
+        counts time but decides nothing, see `Raft.tick`)."""
+        self.raft.tick(missed=missed)
 
     def step(self, message: Message) -> None:
         """Handle a message from a peer."""
