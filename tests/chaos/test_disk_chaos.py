@@ -18,7 +18,7 @@ from phalanx.raft import ConfState, Entry, EntryType, HardState, Index, NodeId, 
 from phalanx.storage.nodelog import NodeLog
 from phalanx.storage.wal import WalLogStore
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(240 + 2 * float(os.environ.get("PHALANX_DISK_CHAOS_S", "30")))
 
 
 def _store_with_records(directory: Path) -> None:
@@ -96,8 +96,14 @@ def test_disk_corrupt_scenario_detects_and_rebuilds() -> None:
     print(json.dumps(result["redundancy"]["faults"]))
 
 
+#: The disk scenarios' run length: 30 s (one fault) by default; PHALANX_DISK_CHAOS_S=120 (say)
+#: for the long variant (several faults, each healed before the next).
+DISK_CHAOS_S = float(os.environ.get("PHALANX_DISK_CHAOS_S", "30"))
+
+
 def _run_disk_scenario(scenario: str, nodes: int, seed: int) -> dict[str, Any]:
-    config = RunConfig(scenario=scenario, duration_s=30.0, seed=seed, nodes=nodes, zones=3,
+    config = RunConfig(scenario=scenario, duration_s=DISK_CHAOS_S, seed=seed, nodes=nodes,
+                       zones=3,
                        clients=3, rate_ops_s=100.0, warmup_s=3.0, recovery_s=12.0)
     result = run_chaos(config).result
     json.dumps(result, allow_nan=False)
