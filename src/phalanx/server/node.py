@@ -52,7 +52,8 @@ from phalanx.server.driver import PlacementDriver
 from phalanx.server.events import EventLog
 from phalanx.server.front.listener import RespServer
 from phalanx.server.front.replicas import ReplicaRegistry
-from phalanx.server.group import RaftGroup, limit_allocator_retention
+from phalanx.server.group import RaftGroup
+from phalanx.server.group_snapshots import limit_allocator_retention
 from phalanx.server.identity import PeerIncarnations, load_or_create_incarnation
 from phalanx.server.meta_client import MetaClient
 from phalanx.server.metrics import NodeMetrics
