@@ -297,8 +297,12 @@ def scale_section(processes: Processes, settings: Settings) -> list[dict[str, An
                            p99_ms=max(m["p99_latency_ms"] for m in good), error="")
             else:
                 row.update(ok=False, error="; ".join(errors)[:300])
+            routed = routed_set(cluster, settings.read_clients, settings.scale_requests,
+                                settings.keyspace, settings.run_timeout_s)
+            row.update(routed)
             log(f"scale {nodes} nodes {shards} shards: {row.get('rps', '-')} SET/s "
-                f"{row['error']} [load {load:.1f}]")
+                f"{row['error']}; slot-routed {row.get('routed_rps', '-')} SET/s "
+                f"{row.get('routed_error', '')} [load {load:.1f}]")
         except Exception as error:  # a row's failure is reported, the suite goes on
             row.update(ok=False, error=f"{type(error).__name__}: {error}"[:300])
             log(f"scale {nodes} nodes {shards} shards: FAILED {row['error']}")
@@ -310,7 +314,40 @@ def scale_section(processes: Processes, settings: Settings) -> list[dict[str, An
     for row in rows:
         if base and row.get("ok"):
             row["vs_3n_1s"] = row["rps"] / base["rps"]
+        if base and base.get("routed_rps") and row.get("routed_rps"):
+            row["routed_vs_3n_1s"] = row["routed_rps"] / base["routed_rps"]
     return rows
+
+
+def routed_set(cluster: rb.Phalanx, clients: int, requests: int, keyspace: int,
+               timeout: float) -> dict[str, Any]:
+    """SET with slot-routed clients (issue 15): `redis-benchmark --cluster` sends each key to
+    its shard's leader (from CLUSTER SLOTS). redis-benchmark refuses a cluster with one
+    master, so when every shard's leader is on one node (one shard) it is driven directly at
+    that node: the same routing."""
+    import redis
+
+    try:
+        host, port = hostport(entries(cluster)[0].resp)
+        slots = redis.Redis(host=host, port=port, socket_timeout=5).execute_command(
+            "CLUSTER", "SLOTS")
+        leaders = sorted({(item[2][0].decode() if isinstance(item[2][0], bytes)
+                           else str(item[2][0]), int(item[2][1])) for item in slots})
+        target_host, target_port = leaders[0]
+        argv = ["redis-benchmark", *(["--cluster"] if len(leaders) > 1 else []), "-h",
+                target_host, "-p", str(target_port), "-t", "set", "-c", str(clients), "-n",
+                str(requests), "-r", str(keyspace), "--csv"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+        metrics = rb.parse_csv(done.stdout, "SET")
+        bad = [line for line in (done.stdout + done.stderr).splitlines()
+               if "error" in line.lower()]
+        if done.returncode != 0 or metrics is None or bad:
+            return {"routed_error": (bad or [done.stderr.strip()[-200:]])[0][:200]}
+        return {"routed_rps": round(metrics["rps"], 1),
+                "routed_p50_ms": metrics["p50_latency_ms"], "routed_leader_nodes": len(leaders)}
+    except Exception as error:  # a row's failure is reported, the suite goes on
+        return {"routed_error": f"{type(error).__name__}: {error}"[:200]}
 
 
 # --------------------------------------------------------------------------- recovery, memory
@@ -676,18 +713,25 @@ def markdown(doc: dict[str, Any]) -> list[str]:
                   "every shard is written; a node forwards a write to its shard's leader). "
                   "Throughput = all requests / the slowest node's run time. On one 2-core host "
                   "more nodes mean more processes on the same cores: this shows the cost of "
-                  "sharding machinery, not the gain of more machines.", "",
+                  "sharding machinery, not the gain of more machines. Then, on the same "
+                  "cluster, slot-routed clients (issue 15): `redis-benchmark --cluster` sends "
+                  "each key to its shard's leader (one shard: straight at its leader), "
+                  f"{s.get('read_clients')} clients, {s.get('scale_requests')} requests.", "",
                   "| nodes | shards | SET/s | p50 ms | p99 ms (worst node) | vs 3 nodes, 1 shard "
-                  "| startup s |", "|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| slot-routed SET/s | slot-routed vs 3 nodes, 1 shard | startup s |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in doc["scale"]:
+            routed = f"{r['routed_rps']:,.0f}" if r.get("routed_rps") else \
+                f"failed: {r.get('routed_error', '')[:60]}"
+            routed_vs = f"{r['routed_vs_3n_1s']:.2f}x" if "routed_vs_3n_1s" in r else ""
             if r.get("ok"):
                 vs = f"{r['vs_3n_1s']:.2f}x" if "vs_3n_1s" in r else ""
                 lines.append(f"| {r['nodes']} | {r['shards']} | {r['rps']:,.0f} | "
-                             f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {vs} | "
-                             f"{r.get('startup_s', '')} |")
+                             f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {vs} | {routed} | "
+                             f"{routed_vs} | {r.get('startup_s', '')} |")
             else:
                 lines.append(f"| {r['nodes']} | {r['shards']} | failed: {r['error'][:100]} "
-                             "| | | | |")
+                             f"| | | | {routed} | {routed_vs} | |")
     data = doc.get("data")
     if data and doc.get("recovery_measured"):
         lines += ["", "## Recovery and throughput as the data grows", "",

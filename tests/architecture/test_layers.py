@@ -1,6 +1,6 @@
 """The layer rules of docs/architecture.md ("Layers and rooms"), checked on the source tree.
 
-- Pure layers (raft, kv, resp, placement, checker) never import asyncio, socket, sqlite3,
+- Pure layers (raft, kv, resp, placement, checker, crdt) never import asyncio, socket, sqlite3,
   threading, time, or random at module level (randomness arrives as an injected
   `random.Random`; its type is named under TYPE_CHECKING).
 - Nothing but tests and the CLI package (`phalanx.cli`) imports sim, chaos or testing.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parents[2] / "src" / "phalanx"
-PURE_LAYERS = ["raft", "kv", "resp", "placement", "checker"]
+PURE_LAYERS = ["raft", "kv", "resp", "placement", "checker", "crdt"]
 BANNED = {"asyncio", "socket", "sqlite3", "threading", "time", "random"}
 ALLOWED_IMPORTS: set[tuple[str, str]] = set()
 

@@ -125,6 +125,7 @@ def test_sections_with_their_own_clusters(tmp_path: Path) -> None:
     [scale] = saved["scale"]
     assert (scale["nodes"], scale["shards"]) == (3, 1) and scale["ok"], scale
     assert scale["rps"] > 0 and scale["vs_3n_1s"] == 1.0
+    assert scale["routed_rps"] > 0 and scale["routed_vs_3n_1s"] == 1.0, scale
 
     data = saved["data"]
     assert data["error"] == "", data["error"]

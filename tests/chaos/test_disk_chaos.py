@@ -12,6 +12,7 @@ from phalanx.chaos.disk import DiskFaultError, corrupt_store
 from phalanx.chaos.runner import RESULT_KEYS, RunConfig, run_chaos
 from phalanx.errors import Corrupt
 from phalanx.raft import ConfState, Entry, EntryType, HardState, Index, NodeId, Term
+from phalanx.storage.nodelog import NodeLog
 from phalanx.storage.wal import WalLogStore
 
 pytestmark = pytest.mark.timeout(240)
@@ -38,6 +39,28 @@ def test_a_flipped_wal_byte_is_caught_when_the_store_is_opened(tmp_path: Path) -
     assert "flipped" in what
     with pytest.raises(Corrupt):
         WalLogStore(group, ConfState())
+
+
+def test_a_flipped_node_log_byte_damages_that_replica_only(tmp_path: Path) -> None:
+    """Proves: for a replica whose log lives in the node log, `corrupt_store` flips a byte of a
+    frame that holds that replica's ops only; at reopen that replica is damaged (Corrupt) and
+    the other one opens."""
+    log = NodeLog(tmp_path / "log", tmp_path / "groups", confirm_delay=0)
+    stores = [log.open_group(tmp_path / "groups" / name, ConfState()) for name in ("0", "1")]
+    for index in range(1, 30):
+        for store in stores:  # one after the other: each frame holds one group's ops
+            store.persist([Entry(Term(1), Index(index), EntryType.NORMAL, b"v" * 40)],
+                          HardState(Term(1), NodeId("n1"), Index(index)))
+    log.close()
+    what = corrupt_store(tmp_path, random.Random(1), kind="wal")
+    assert "node log" in what
+    log = NodeLog(tmp_path / "log", tmp_path / "groups")
+    try:
+        with pytest.raises(Corrupt, match="payload CRC mismatch"):
+            log.open_group(tmp_path / "groups" / "1")
+        assert log.open_group(tmp_path / "groups" / "0").last_index() == 29
+    finally:
+        log.close()
 
 
 def test_nothing_to_corrupt_is_an_error(tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ A worker process that exits with an error is started again, as a supervisor (sys
 would; how often that happened is reported. `PHALANX_APP_JOBS=N` runs longer versions.
 
 RQ 3 needs Redis streams (see STREAMS); phalanx has them since issue 17, so both phalanx tests
-run for real. The leader-kill test xfails for ONE precise, known cause (see LOST_IN_FLIGHT): a
-worker's forwarded BLMOVE answered "outcome unknown" by the kill, the job left in RQ's
-intermediate queue; any other loss fails it.
+run for real. The leader-kill test used to lose the job in flight at the kill (a worker's
+forwarded BLMOVE answered "outcome unknown", the job left in RQ's intermediate queue); forwarded
+writes now carry a client session (Raft dissertation §6.3) and are re-sent to the new leader,
+so any loss fails it.
 """
 
 from __future__ import annotations
@@ -49,20 +50,6 @@ JOBS = int(os.environ.get("PHALANX_APP_JOBS", "0"))
 #: same flow passes against a real redis-server (`test_rq_control_against_redis_server`).
 STREAMS = ("RQ 3 stores job results with XADD (Redis streams: rq/results.py Result.create, "
            "inside the MULTI that marks a job finished); phalanx has no streams (issue 17)")
-#: A known gap (found by the leader-kill test once streams made RQ run): RQ dequeues with
-#: `BLMOVE queue -> queue:intermediate`. When the kill breaks the follower's forwarding link after
-#: the BLMOVE left, the worker gets "outcome unknown" (correct: the move may have been applied),
-#: RQ's worker quits on that ResponseError, and when the move WAS applied the job sits in RQ's
-#: intermediate queue, which RQ itself later marks failed ("stuck in intermediate queue"), never
-#: re-run. Seen in 2 of 4 runs here (job 37 each time). The fix is exactly-once retries: forwarded
-#: writes carry a (client id, sequence) the state machine already de-duplicates on
-#: (kv/machine.py sessions), so the follower can re-send to the new leader instead of answering
-#: "outcome unknown". Until then the test xfails ONLY when every lost job is in that queue and a
-#: worker's log shows the outcome-unknown dequeue.
-LOST_IN_FLIGHT = ("a forwarded BLMOVE answered 'outcome unknown' at the leader kill; the job is in "
-                  "RQ's intermediate queue (needs de-duplicated retries of forwarded writes)")
-
-
 def _rq_bin() -> str:
     return str(Path(sys.executable).parent / "rq")
 
@@ -182,7 +169,8 @@ class _Supervisor:
 
 def _lost_in_flight(t: _Target, lost_ids: list[str]) -> bool:
     """True when every lost job is in RQ's intermediate queue and a worker quit on an
-    "outcome unknown" reply (LOST_IN_FLIGHT), the one known cause; False for anything else."""
+    "outcome unknown" reply (the loss seen before forwarded writes were re-sent with their
+    session): a diagnostic for the failure message."""
     from rq import Queue
 
     parked = {x.decode() for x in t.r.lrange(Queue(QUEUE, connection=t.r).key + ":intermediate",
@@ -263,7 +251,8 @@ def test_rq_jobs_complete(cluster: Any) -> None:
 def test_rq_jobs_survive_a_leader_kill(cluster: Any) -> None:
     """Proves: jobs enqueued before a kill -9 of the shard's leader (mid-run, RQ workers
     connected through a surviving node) all complete; duplicates are counted (at-least-once),
-    none is lost. The killed node is restarted. (Known gap: LOST_IN_FLIGHT.)"""
+    none is lost. The killed node is restarted. The job in flight at the kill (a BLMOVE a
+    follower forwarded) is re-sent to the new leader with its session and moved once."""
     c: LocalCluster = cluster(3)
     t, leader = _phalanx_target(c)
     _xfail_without_streams(t)
@@ -293,6 +282,7 @@ def test_rq_jobs_survive_a_leader_kill(cluster: Any) -> None:
     print(f"RQ through a leader kill: {s}, killed after {killed.get('at_done')} done, "
           f"worker crashes {sup.crashes}, worker processes {sup.started}")
     assert killed.get("restarted") == 1, "the nemesis did not run"
-    if s["lost"] and _lost_in_flight(t, [ids[n] for n in s["lost"]]):
-        pytest.xfail(f"{LOST_IN_FLIGHT}: {s}")
-    assert s["lost"] == [] and s["completed"] == count, (s, sup.log_tail())
+    in_flight = bool(s["lost"]) and _lost_in_flight(t, [ids[n] for n in s["lost"]])
+    assert s["lost"] == [] and s["completed"] == count, (
+        s, f"lost in flight (outcome unknown, parked in the intermediate queue): {in_flight}",
+        sup.log_tail())

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import struct
 import subprocess
@@ -27,6 +28,7 @@ import pytest
 import redis
 from integration_harness import LocalCluster, WriteLoad, check_all_present, wait_until
 
+from phalanx.chaos.disk import corrupt_store
 from phalanx.kv.snapshot import decode_snapshot, encode_snapshot
 from phalanx.placement.shard import ShardMachine
 from phalanx.storage.sqlite import SNAPSHOT_HEADER, SNAPSHOT_MAGIC
@@ -40,7 +42,10 @@ def _group_dir(node: Any) -> Path:
 
 def _flip_wal(node: Any) -> str:
     """Flip one byte in the middle of the records of the group's oldest WAL segment (not in
-    its torn-tail region: valid records follow it), as a disk returning bad data would."""
+    its torn-tail region: valid records follow it), as a disk returning bad data would; for
+    a group in the node log (storage/nodelog.py), in a frame that holds only its ops."""
+    if (_group_dir(node) / "NODELOG").exists():
+        return corrupt_store(node.data_dir, random.Random(1), kind="wal")
     segment = sorted(_group_dir(node).glob("*.wal"))[0]
     data = bytearray(segment.read_bytes())
     end = len(data.rstrip(b"\0"))
@@ -246,7 +251,9 @@ def _mount_tmpfs(path: Path, size_bytes: int) -> bool:
 
 def test_a_full_disk_stops_the_replica_and_it_is_rebuilt(cluster: Any, tmp_path: Path) -> None:
     """Proves, on a real full file system: a follower's shard replica lives on a tmpfs with
-    1 MiB to spare; writes of 8 KiB values (one key) fill its log until a write fails with ENOSPC; that
+    1 MiB to spare (its own per-group WAL: with the node log one full disk stops every
+    replica of the node, docs/disk-faults.md); writes of 8 KiB values (one key) fill its log
+    until a write fails with ENOSPC; that
     replica stops (reported as a storage failure, "disk full"), its data is deleted (which
     frees the file system) and it is rebuilt from its peers; no acknowledged write is lost.
     Needs root and a kernel that lets it mount a tmpfs (else skipped: a failure in CI)."""
@@ -255,7 +262,8 @@ def test_a_full_disk_stops_the_replica_and_it_is_rebuilt(cluster: Any, tmp_path:
     # Frequent snapshots (every 100 entries, 10 kept) keep the leader's log short: the
     # rebuilt replica gets a small snapshot and a short log, which fit where the old log
     # did not (with the default 20,000 entries it would refill the disk while catching up).
-    c: LocalCluster = cluster(3, snapshot_every_entries=100, snapshot_keep_entries=10)
+    c: LocalCluster = cluster(3, snapshot_every_entries=100, snapshot_keep_entries=10,
+                              storage_engine="wal")
     leader, victim, acknowledged = _prepare(c, 50)
     c.kill(victim)
     group = _group_dir(victim)
@@ -303,31 +311,39 @@ def test_a_full_disk_stops_the_replica_and_it_is_rebuilt(cluster: Any, tmp_path:
                        check=False)
 
 
-def test_the_background_scrub_finds_bytes_that_rot_at_rest(cluster: Any) -> None:
+@pytest.mark.parametrize("engine", ["node", "wal"])
+def test_the_background_scrub_finds_bytes_that_rot_at_rest(cluster: Any, engine: str) -> None:
     """Proves: a byte flipped in a RUNNING follower's WAL segment (the disk rots at rest; the
     data is not needed until the next restart) is found by the background scrub (every 0.5 s
     here): the replica stops, is reported and rebuilt; no acknowledged write is lost."""
-    c: LocalCluster = cluster(3, scrub_interval_ms=500)
+    c: LocalCluster = cluster(3, scrub_interval_ms=500, storage_engine=engine)
     _leader, victim, acknowledged = _prepare(c, 200)
-    segment = sorted(_group_dir(victim).glob("*.wal"))[0]
-    end = len(segment.read_bytes().rstrip(b"\0"))
-    position = 16 + (end - 16) // 3
-    with open(segment, "r+b") as file:
-        file.seek(position)
-        byte = file.read(1)
-        file.seek(position)
-        file.write(bytes([byte[0] ^ 0xFF]))
+    if engine == "node":
+        # A frame of the node log that holds only this shard's ops (the running node keeps
+        # appending to the active segment: the flipped frame has valid ones after it).
+        what = _flip_wal(victim)
+        found = "payload CRC mismatch"
+    else:
+        segment = sorted(_group_dir(victim).glob("*.wal"))[0]
+        end = len(segment.read_bytes().rstrip(b"\0"))
+        position = 16 + (end - 16) // 3
+        with open(segment, "r+b") as file:
+            file.seek(position)
+            byte = file.read(1)
+            file.seek(position)
+            file.write(bytes([byte[0] ^ 0xFF]))
+        what, found = f"byte {position} of {segment.name} flipped", "bad record"
     started = time.monotonic()
     reason = wait_until(lambda: _damaged_reason(c, victim) or (
-        "rebuilt" if _rebuilt(c, victim) and c.grep_logs(victim, "bad record") else None),
+        "rebuilt" if _rebuilt(c, victim) and c.grep_logs(victim, found) else None),
         60, "the scrub to find the flipped byte")
     detected = time.monotonic() - started
     if reason != "rebuilt":
-        assert "bad record" in reason, reason
+        assert found in reason, reason
     wait_until(lambda: _rebuilt(c, victim), 120, f"{victim.id}'s replica to be rebuilt")
     rebuilt = time.monotonic() - started
     c.wait_converged()
     local = c.readonly_client(victim)
     assert all(local.get(k) == v for k, v in acknowledged.items())
-    print(f"scrub: byte {position} of {segment.name} flipped at rest; found {detected:.2f} s "
+    print(f"scrub ({engine}): {what} at rest; found {detected:.2f} s "
           f"later, full redundancy after {rebuilt:.2f} s")

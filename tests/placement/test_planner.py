@@ -17,6 +17,7 @@ from phalanx.placement.planner import (
     initial_map,
     meta_voter_target,
     plan,
+    relocation_target,
     replication_factor_for,
     slot_ranges,
     violations,
@@ -494,3 +495,19 @@ def test_a_pending_merge_keeps_the_source_on_the_targets_replicas_and_freezes_ba
                      [{"op": "merge_shards", "shard": 1, "source": 2}])
     final, _ = converge(cmap)
     assert set(final.shards) == {1, 3}
+
+
+def test_relocation_target_for_a_replica_on_a_failed_disk() -> None:
+    """A replica whose disk failed goes to a node that holds no replica of its shard, chosen
+    as a dead node's repair would be (spread, then load, then id); none when every alive node
+    already holds one (it is then rebuilt in place); never for a node that holds none."""
+    four = initial_map([*nodes_in(3, 1), NodeInfo("n4", "h4:7200", "h4:7000", zone="z0",
+                                                  region="r0")], 1)
+    shard = four.shards[1]
+    holders = list(shard.replicas)
+    spare = next(n for n in ("n1", "n2", "n3", "n4") if n not in holders)
+    assert relocation_target(four, 1, holders[0]) == spare
+    assert relocation_target(four, 1, spare) is None
+    assert relocation_target(four, 99, holders[0]) is None
+    three = initial_map(nodes_in(3, 1), 1)
+    assert relocation_target(three, 1, "n1") is None

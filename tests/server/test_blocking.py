@@ -59,14 +59,16 @@ class ApplyingGroup:
     def leaderless_for(self) -> float:
         return 0.0
 
-    def propose_command(self, name: bytes, args: tuple[bytes, ...]) -> asyncio.Future[object]:
+    def propose_command(self, name: bytes, args: tuple[bytes, ...],
+                        client: tuple[int, int, int] | None = None) -> asyncio.Future[object]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
         if self.failures and name.upper() in (b"LMPOP", b"ZMPOP", b"LMOVE", b"RPOPLPUSH"):
             loop.call_soon(future.set_exception, self.failures.pop(0))
             return future
         self.proposed.append((name.upper(), args))
-        data = encode_command(Command(name=name, args=args, now_ms=int(time.time() * 1000)))
+        data = encode_command(Command(name, args, int(time.time() * 1000),
+                                      *(client or (None, None, None))))
 
         def commit() -> None:
             self.index += 1

@@ -9,7 +9,7 @@ from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
-from phalanx.errors import NotLeader, ProposalDropped
+from phalanx.errors import NotLeader, OutcomeUnknown, ProposalDropped
 from phalanx.placement.shard import SlotMoved
 from phalanx.server.front.router import DataRouter
 from phalanx.server.front.session import ClientState
@@ -23,6 +23,7 @@ class FakeGroup:
     def __init__(self, outcomes: list[object], lease: bool = True) -> None:
         self.outcomes = deque(outcomes)
         self.proposed = 0
+        self.clients: list[tuple[int, int, int] | None] = []
         self.group_id = 1
         self.leader = "n1"
         self.stopped = False
@@ -41,8 +42,10 @@ class FakeGroup:
     def leaderless_for(self) -> float:
         return 0.0
 
-    def propose_command(self, name: bytes, args: tuple[bytes, ...]) -> asyncio.Future[object]:
+    def propose_command(self, name: bytes, args: tuple[bytes, ...],
+                        client: tuple[int, int, int] | None = None) -> asyncio.Future[object]:
         self.proposed += 1
+        self.clients.append(client)
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         outcome = self.outcomes.popleft()
         loop = asyncio.get_running_loop()
@@ -90,6 +93,44 @@ def test_a_write_on_the_local_leader_is_proposed_inline() -> None:
     asyncio.run(body())
 
 
+def test_a_write_whose_outcome_became_unknown_is_sent_again_with_its_session() -> None:
+    """A step-down fails the pending write with OutcomeUnknown: it may have been applied. The
+    write carries its connection's session (§6.3), so it is proposed again with the SAME
+    (client id, sequence): the state machine answers the first application's reply."""
+    async def body() -> None:
+        group = FakeGroup([OutcomeUnknown("stepped down"), "OK", "OK"])
+        state = ClientState(id=1, address="?")
+        router = _router(group)
+        assert await router.write(state, b"INCR", [b"INCR", b"k"], 1, SLOT) == "OK"
+        assert group.proposed == 2
+        first, again = group.clients
+        assert first is not None and first == again and first[1] == first[2] == 1
+        # The next write has the next sequence, and its first unacknowledged is itself.
+        assert await router.write(state, b"INCR", [b"INCR", b"k"], 1, SLOT) == "OK"
+        last = group.clients[-1]
+        assert last is not None and last[0] == first[0] and last[1:] == (2, 2)
+        assert state.write_session is not None and not state.write_session.in_flight
+
+    asyncio.run(body())
+
+
+def test_a_write_without_session_whose_outcome_became_unknown_fails() -> None:
+    """A write that arrived without a session (a node forwarding the bare command) cannot be
+    sent again safely: its client hears "outcome unknown"."""
+    async def body() -> None:
+        group = FakeGroup([OutcomeUnknown("stepped down"), "OK"])
+        state = ClientState(id=1, address="?", forwarded=True)
+        try:
+            await _router(group).write(state, b"INCR", [b"INCR", b"k"], 1, SLOT)
+        except OutcomeUnknown:
+            pass
+        else:
+            raise AssertionError("expected OutcomeUnknown")
+        assert group.proposed == 1 and group.clients == [None]
+
+    asyncio.run(body())
+
+
 def test_a_dropped_or_moved_fast_write_continues_in_the_attempts() -> None:
     async def body() -> None:
         for first in (ProposalDropped("replaced by another leader's entry"),
@@ -109,16 +150,17 @@ def test_a_leadership_change_at_propose_time_goes_to_the_attempts() -> None:
         calls = {"n": 0}
         propose = group.propose_command
 
-        def first_refused(name: bytes, args: tuple[bytes, ...]) -> asyncio.Future[object]:
+        def first_refused(name: bytes, args: tuple[bytes, ...],
+                          client: tuple[int, int, int] | None = None) -> asyncio.Future[object]:
             calls["n"] += 1
             if calls["n"] == 1:
                 raise NotLeader("n1")
-            return propose(name, args)
+            return propose(name, args, client)
 
         group.propose_command = first_refused  # type: ignore[method-assign]
         state = ClientState(id=1, address="?")
         future = _router(group).write(state, b"SET", [b"SET", b"k", b"v"], 1, SLOT)
-        assert isinstance(future, asyncio.Task)
+        assert isinstance(future, asyncio.Future)
         assert await future == "OK"
 
     asyncio.run(body())

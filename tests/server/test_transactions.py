@@ -60,10 +60,11 @@ class Group:
             raise ClusterDown("no quorum (test)")
         return True
 
-    def propose_command(self, name: bytes, args: tuple[bytes, ...]) -> asyncio.Future[object]:
+    def propose_command(self, name: bytes, args: tuple[bytes, ...],
+                        client: tuple[int, int, int] | None = None) -> asyncio.Future[object]:
         self.index += 1
         reply = self.machine.apply(self.index, encode_command(
-            Command(name, args, int(time.time() * 1000))))
+            Command(name, args, int(time.time() * 1000), *(client or (None, None, None)))))
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         future.set_result(reply)
         return future

@@ -31,7 +31,7 @@ from phalanx.raft.types import (
     Term,
 )
 from phalanx.storage import AsyncLogStore, SqliteLogStore, WalLogStore
-from phalanx.storage.wal import BATCH, RECORD_HEADER, frame
+from phalanx.storage.wal import BATCH, CONFIRM, RECORD_HEADER, frame
 from phalanx.testing.storage_contract import make_entries
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -269,6 +269,53 @@ def test_torn_tail_is_cut_off(
     ):
         assert _state(store) == state
     assert "torn tail" not in caplog.text, "the cut was not durable"
+
+
+def _records(path: Path) -> list[tuple[int, int, int]]:
+    """(offset, type, end) of every record of a segment."""
+    found = []
+    data = path.read_bytes()
+    position = 16
+    while position + RECORD_HEADER.size <= len(data):
+        marker, kind, length, _ = RECORD_HEADER.unpack_from(data, position)
+        if marker == 0:
+            break
+        end = position + RECORD_HEADER.size + length
+        found.append((position, kind, end))
+        position = end
+    return found
+
+
+def test_a_corrupt_last_record_is_not_taken_for_a_torn_one(directory: Path) -> None:
+    """s6 closing note item 2: the last BATCH (acknowledged) rots after the CONFIRM behind it
+    was written: opening raises Corrupt (the replica is rebuilt from its peers) instead of
+    cutting acknowledged entries off as a torn tail."""
+    _filled_store(directory)  # closing writes the CONFIRM
+    (path,) = directory.glob("*.wal")
+    records = _records(path)
+    assert records[-1][1] == CONFIRM
+    last_batch = [r for r in records if r[1] == BATCH][-1]
+    _write_at(path, last_batch[2] - 2, b"\xff")
+    with pytest.raises(Corrupt, match=r"CRC mismatch.*a valid record follows"):
+        WalLogStore(directory)
+
+
+def test_the_async_store_confirms_the_last_record_once_idle(directory: Path) -> None:
+    import asyncio
+
+    async def scenario() -> None:
+        store = AsyncLogStore(WalLogStore(directory), confirm_delay=0.01)  # type: ignore[arg-type]
+        await store.persist(make_entries(1, 4, term=1), HardState(term=Term(1)))
+        path = WalLogStore.segment_paths(store.store)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 30
+        while _records(path[-1])[-1][1] != CONFIRM and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert [kind for _, kind, _ in _records(path[-1])][-2:] == [BATCH, CONFIRM]
+        store.store.close()  # no second CONFIRM at close: nothing was written since
+        assert [kind for _, kind, _ in _records(path[-1])][-2:] == [BATCH, CONFIRM]
+        await store.close()
+
+    asyncio.run(scenario())
 
 
 def test_bad_record_in_the_middle_is_corrupt(directory: Path) -> None:

@@ -7,8 +7,12 @@ Rules of this file:
   (`groups/<id>/`, never the placement driver's group 0) and flips one byte either in the
   middle of the records of a WAL segment (valid records follow it, so the store cannot take it
   for the torn tail of a crash: `storage/wal.py` must call it `Corrupt`) or in the middle of
-  the payload of the newest snapshot file (its CRC32 must catch it). It returns what it did.
-- Standard library only; no import of `server` (the lab sees the system from outside).
+  the payload of the newest snapshot file (its CRC32 must catch it). A replica whose log lives
+  in the node log (`storage/nodelog.py`) has a byte flipped in the payload of a frame of the
+  node log that holds that replica's ops only (never the last frame: valid frames follow it).
+  It returns what it did.
+- Standard library and the node log's format module only; no import of `server` (the lab
+  sees the system from outside).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import random
 import struct
 from pathlib import Path
+
+from phalanx.storage import nodelog_format
 
 #: The WAL segment header (magic + seq), before the first record (storage/wal.py).
 _WAL_HEADER_BYTES = 16
@@ -39,7 +45,9 @@ def corrupt_store(data_dir: str | Path, rng: random.Random, *, kind: str = "any"
     `kind` is "wal", "snapshot" or "any" (snapshot when one exists, half of the time)."""
     groups = Path(data_dir) / "groups"
     candidates = sorted((p for p in groups.glob("*") if p.is_dir() and p.name.isdigit()
-                         and p.name != "0" and any(p.glob("*.wal"))), key=lambda p: int(p.name))
+                         and p.name != "0" and (any(p.glob("*.wal"))
+                                                or (p / "NODELOG").exists())),
+                        key=lambda p: int(p.name))
     if not candidates:
         raise DiskFaultError(f"no data shard replica under {groups}")
     group = rng.choice(candidates)
@@ -52,6 +60,8 @@ def corrupt_store(data_dir: str | Path, rng: random.Random, *, kind: str = "any"
         data = bytearray(path.read_bytes())
         start = _SNAPSHOT_HEADER.size
         end = len(data)
+    elif (group / "NODELOG").exists():
+        return _corrupt_node_log(Path(data_dir), group)
     else:
         path = sorted(group.glob("*.wal"))[0]
         data = bytearray(path.read_bytes())
@@ -63,6 +73,29 @@ def corrupt_store(data_dir: str | Path, rng: random.Random, *, kind: str = "any"
     data[position] ^= 0xFF
     path.write_bytes(bytes(data))
     return f"shard {group.name}: byte {position} of {path.name} flipped"
+
+
+def _corrupt_node_log(data_dir: Path, group: Path) -> str:
+    """Flip a byte in the middle of the payload of the middle frame that holds only this
+    group's ops (and is not the log's last frame)."""
+    key = int((group / "NODELOG").read_text().strip(), 16)
+    found: list[tuple[Path, int, int]] = []  # (segment, payload start, payload end)
+    for path in sorted((data_dir / "log").glob("*.log")):
+        data = path.read_bytes()
+        scan = nodelog_format.scan_segment(str(path), data, int(path.stem, 16), last=False)
+        for frame in scan.frames:
+            if not frame.problem and frame.keys == (key,) and frame.payload:
+                found.append((path, frame.end - len(frame.payload), frame.end))
+    if len(found) < 2:
+        raise DiskFaultError(f"no frame of the node log holds only shard {group.name}'s ops")
+    path, start, end = found[(len(found) - 1) // 2]
+    position = start + (end - start) // 2
+    with open(path, "r+b") as file:  # in place: a running node may be appending
+        file.seek(position)
+        byte = file.read(1)
+        file.seek(position)
+        file.write(bytes([byte[0] ^ 0xFF]))
+    return f"shard {group.name}: byte {position} of node log segment {path.name} flipped"
 
 
 __all__ = ["DiskFaultError", "corrupt_store"]

@@ -3,8 +3,11 @@
 Rules of this file:
 - Format (little endian), version 1:
   `u8 version | u8 flags | i64 now_ms | [u64 client_id | u64 sequence] if flags & 1 |
-  u8 name_len | name | u32 argc | argc x (u32 len | bytes)`.
-  No trailing bytes. Any other flag bit, an unknown version, a short buffer or trailing bytes
+  [u64 first_unacked] if flags & 2 | u8 name_len | name | u32 argc | argc x (u32 len | bytes)`.
+  Flag 2 (only with flag 1) carries the client's lowest sequence not yet acknowledged (Raft
+  dissertation §6.3: the state machine may discard the replies below it); an entry without it
+  (written before it existed, or by a client with one request at a time) has
+  `first_unacked = sequence`. No trailing bytes. Any other flag bit, an unknown version, a short buffer or trailing bytes
   raise `phalanx.errors.Corrupt`; decoding never raises anything else.
 - `now_ms` is the leader's wall clock when it proposed the command: expiry runs on this
   replicated time, never on a replica's own clock.
@@ -26,6 +29,8 @@ from phalanx.errors import Corrupt, InvariantViolation
 
 FORMAT_VERSION = 1
 _FLAG_SESSION = 1
+_FLAG_FIRST_UNACKED = 2
+_U64 = struct.Struct("<Q")
 
 _HEADER = struct.Struct("<BBq")
 _SESSION = struct.Struct("<QQ")
@@ -33,6 +38,7 @@ _U32 = struct.Struct("<I")
 # The header (and session) with the name's length byte: what encode_command packs at once.
 _HEADER_NAME = struct.Struct("<BBqB")
 _HEADER_SESSION_NAME = struct.Struct("<BBqQQB")
+_HEADER_SESSION = struct.Struct("<BBqQQ")
 _HEADER_SIZE = _HEADER.size
 _SESSION_SIZE = _SESSION.size
 
@@ -50,7 +56,9 @@ class Command:
     """A Redis command (name and arguments, all bytes) as replicated through the log.
 
     `name` is kept as the client sent it; the state machine compares it case-insensitively.
-    `client_id` and `sequence` are both set or both None.
+    `client_id` and `sequence` are both set or both None. `first_unacked` (only with them)
+    is the client's lowest sequence still waiting for its reply (§6.3); None means
+    `sequence` itself (one request at a time).
     """
 
     name: bytes
@@ -58,6 +66,7 @@ class Command:
     now_ms: int
     client_id: int | None = None
     sequence: int | None = None
+    first_unacked: int | None = None
 
 
 def encode_command(cmd: Command) -> bytes:
@@ -75,7 +84,7 @@ def encode_command(cmd: Command) -> bytes:
     if not _INT64_MIN <= now_ms <= _INT64_MAX:
         raise InvariantViolation("now_ms must fit in a signed 64-bit int")
     if client_id is None:
-        if cmd.sequence is not None:
+        if cmd.sequence is not None or cmd.first_unacked is not None:
             raise InvariantViolation("sequence without client_id")
         parts = [_HEADER_NAME.pack(FORMAT_VERSION, 0, now_ms, len(name)), name,
                  _U32.pack(len(args))]
@@ -85,9 +94,17 @@ def encode_command(cmd: Command) -> bytes:
             raise InvariantViolation("client_id without sequence")
         if not (0 <= client_id <= _UINT64_MAX and 0 <= sequence <= _UINT64_MAX):
             raise InvariantViolation("client_id and sequence must fit in an unsigned 64-bit int")
-        parts = [_HEADER_SESSION_NAME.pack(FORMAT_VERSION, _FLAG_SESSION, now_ms, client_id,
-                                           sequence, len(name)),
-                 name, _U32.pack(len(args))]
+        first_unacked = cmd.first_unacked
+        if first_unacked is None:
+            parts = [_HEADER_SESSION_NAME.pack(FORMAT_VERSION, _FLAG_SESSION, now_ms, client_id,
+                                               sequence, len(name)),
+                     name, _U32.pack(len(args))]
+        else:
+            if not 0 <= first_unacked <= sequence:
+                raise InvariantViolation("first_unacked must be in 0..sequence")
+            parts = [_HEADER_SESSION.pack(FORMAT_VERSION, _FLAG_SESSION | _FLAG_FIRST_UNACKED,
+                                          now_ms, client_id, sequence),
+                     _U64.pack(first_unacked), bytes((len(name),)), name, _U32.pack(len(args))]
     pack = _U32.pack
     append = parts.append
     for arg in args:
@@ -106,8 +123,9 @@ def decode_command(data: bytes) -> Command:
 
 def decode_fields(
     data: bytes,
-) -> tuple[bytes, tuple[bytes, ...], int, int | None, int | None]:
-    """`decode_command` without building a `Command`: (name, args, now_ms, client_id, sequence).
+) -> tuple[bytes, tuple[bytes, ...], int, int | None, int | None, int | None]:
+    """`decode_command` without building a `Command`: (name, args, now_ms, client_id, sequence,
+    first_unacked).
 
     The state machine's apply path uses this directly; it is the hot loop of every replica.
     """
@@ -120,13 +138,21 @@ def decode_fields(
     offset = _HEADER_SIZE
     client_id: int | None = None
     sequence: int | None = None
+    first_unacked: int | None = None
     if flags:
-        if flags != _FLAG_SESSION:
+        if flags != _FLAG_SESSION and flags != _FLAG_SESSION | _FLAG_FIRST_UNACKED:
             raise Corrupt(f"command: unknown flags {flags:#x}")
         if size < offset + _SESSION_SIZE:
             raise Corrupt("command: truncated session")
         client_id, sequence = _SESSION.unpack_from(data, offset)
         offset += _SESSION_SIZE
+        if flags & _FLAG_FIRST_UNACKED:
+            if size < offset + 8:
+                raise Corrupt("command: truncated session")
+            (first_unacked,) = _U64.unpack_from(data, offset)
+            offset += 8
+            if first_unacked > sequence:
+                raise Corrupt("command: first unacknowledged sequence after the sequence")
     if size <= offset:
         raise Corrupt("command: truncated name")
     name_end = offset + 1 + data[offset]
@@ -147,7 +173,7 @@ def decode_fields(
         args.append(data[start:offset])
     if offset != size:
         raise Corrupt("command: truncated argument or trailing bytes")
-    return name, tuple(args), now_ms, client_id, sequence
+    return name, tuple(args), now_ms, client_id, sequence, first_unacked
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,9 @@ Rules of this module:
 - Deterministic and pure (standard library only). A key is logically absent once
   `now >= expire_at`; `now` is always the replicated clock the state machine passes in.
 - Commands change `data` / `expires` only through these helpers (or, for a key already
-  present, by assigning `data[key]` / popping `expires[key]`), so the indexes stay consistent.
+  present, by assigning `data[key]` / popping `expires[key]` after `live_for_write`), so the
+  indexes stay consistent and a snapshot being written sees every change coming
+  (`before_change`, see kv/snapshot_stream.py).
 - SCAN order is by a 64-bit BLAKE2b hash of the key, and the cursor is a hash value: it is
   valid on every replica (the order depends only on the key set) and keys present for the whole
   iteration are returned at least once, whatever is added or deleted meanwhile.
@@ -84,8 +86,8 @@ class _ScanIndex:
 class Keyspace:
     """The values and expiries of every key, and the lazily built indexes over them."""
 
-    __slots__ = ("_expiry_heap", "_scan", "data", "expires", "floor", "key_owned", "touched",
-                 "version")
+    __slots__ = ("_expiry_heap", "_scan", "before_change", "data", "expires", "floor",
+                 "key_owned", "touched", "version")
 
     def __init__(
         self,
@@ -111,6 +113,9 @@ class Keyspace:
         self.key_owned: Callable[[bytes], bool] | None = None
         """Whether this shard owns a key a command did not declare (SORT's BY/GET patterns),
         checked at apply time; None (a bare state machine): every key is local."""
+        self.before_change: Callable[[bytes], None] | None = None
+        """Called with a key just before `store`, `delete` or `touch` changes it, while a
+        snapshot is being written (`kv/snapshot_stream.py`: copy on write); None otherwise."""
 
     # ------------------------------------------------------------------ reading
 
@@ -131,6 +136,8 @@ class Keyspace:
 
     def touch(self, key: bytes) -> None:
         """Record that `key` changes at the current version (see the module rules)."""
+        if self.before_change is not None:
+            self.before_change(key)
         touched = self.touched
         touched.pop(key, None)  # re-inserted last: `touched` stays in version order
         touched[key] = self.version
@@ -167,6 +174,8 @@ class Keyspace:
     def store(self, key: bytes, value: Value) -> None:
         """Put `value` at `key` (keeping any TTL)."""
         data = self.data
+        if self.before_change is not None:
+            self.before_change(key)
         if self._scan is not None and key not in data:
             self._scan.added.append(key)
         data[key] = value
@@ -178,6 +187,8 @@ class Keyspace:
 
     def delete(self, key: bytes) -> None:
         """Remove `key` (present) and its TTL."""
+        if self.before_change is not None:
+            self.before_change(key)
         del self.data[key]
         if self.expires:
             self.expires.pop(key, None)

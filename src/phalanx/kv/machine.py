@@ -20,10 +20,19 @@ Rules of this module:
 - `apply` never raises for a bad command: garbage, unknown commands, wrong arity, wrong types
   all come back as `Error` replies with Redis's exact text. It raises `InvariantViolation` only
   for a broken caller contract (an index that does not advance).
-- Idempotent retries: a command carrying (client_id, sequence) whose sequence equals the last
-  one applied for that client gets the cached reply instead of running again; an older sequence
-  gets an error. One outstanding write per client session (or retries of only the latest).
-  The session table is bounded (least recently used client evicted) and part of the snapshot.
+- Client sessions (Raft dissertation §6.3, "Implementing linearizable semantics"): a command
+  carrying (client_id, sequence, first_unacked) runs at most once. The session keeps the reply
+  of every sequence at or after `first_unacked` (the client's lowest request still waiting for
+  its reply: many requests may be in flight, and their entries may even be applied out of
+  order); a request seen before gets the cached reply instead of running again, a request
+  below `first_unacked` (its reply was acknowledged and discarded) gets an error. An entry
+  without `first_unacked` counts as `first_unacked = sequence` (one request at a time).
+  Sessions expire deterministically: on the replicated clock (the same on every replica), a
+  session unused for `SESSION_EXPIRY_MS` is dropped when a later session command is applied,
+  and the table is bounded (least recently used client evicted). Both are part of the
+  snapshot. A client's session starts with its first request (there is no RegisterClient
+  entry): its retries must end well within the expiry (a forwarding node retries for one
+  request timeout, seconds).
 - Transactions: a `PHALANX.EXEC` entry runs a whole MULTI ... EXEC (`transaction.py`). Every
   applied entry advances the keyspace's version clock by one, and the WATCH versions (see
   keyspace.py) are part of the snapshot; a split's new shard keeps counting from its parent's
@@ -34,7 +43,7 @@ Rules of this module:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from phalanx.errors import Corrupt, require
@@ -43,12 +52,23 @@ from phalanx.kv.commands.scripts import Scripts, script_handler
 from phalanx.kv.digest import state_digest
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.replies import Error, Reply, arity_error, error_text
-from phalanx.kv.snapshot import WatchVersions, decode_snapshot, encode_snapshot
+from phalanx.kv.snapshot import ClientSession, SnapshotState, WatchVersions, encode_snapshot
+from phalanx.kv.snapshot_stream import (
+    STREAM_FORMAT_VERSION,
+    SnapshotReader,
+    SnapshotWriter,
+    decode_any,
+    snapshot_version,
+)
 from phalanx.kv.spec import Args, Handler
 from phalanx.kv.table import STATE_MACHINE_COMMANDS, command_spec, is_known, is_write
 from phalanx.kv.transaction import exec_placeholder, run_transaction
 
 DEFAULT_MAX_SESSIONS = 100_000
+#: A client session unused for this long on the replicated clock is forgotten (§6.3). A
+#: forwarding node retries a request for one request timeout (seconds), far below this.
+SESSION_EXPIRY_MS = 15 * 60 * 1000
+_MISSING = object()
 
 
 class _Dispatch(NamedTuple):
@@ -93,7 +113,8 @@ class KVStateMachine:
         require(max_sessions >= 1, "max_sessions must be at least 1")
         self._max_sessions = max_sessions
         self._keyspace = Keyspace()
-        self._sessions: dict[int, tuple[int, Reply]] = {}
+        #: client id -> its session (§6.3), least recently used first.
+        self._sessions: dict[int, ClientSession] = {}
         self._applied_index = 0
         self._clock_ms = 0
         #: Scripting (commands/scripts.py): the replicated script cache and the Lua engine.
@@ -145,7 +166,7 @@ class KVStateMachine:
         if not data:
             return None
         try:
-            name, args, now, client_id, sequence = decode_fields(data)
+            name, args, now, client_id, sequence, first_unacked = decode_fields(data)
         except Corrupt as exc:
             return Error(f"ERR corrupt command in log entry {index}: {exc}")
         if now > self._clock_ms:
@@ -154,20 +175,46 @@ class KVStateMachine:
             now = self._clock_ms
         if client_id is None or sequence is None:
             return self._execute(name, args, now)
-        session = self._sessions.get(client_id)
-        if session is not None:
-            if sequence == session[0]:
-                return session[1]
-            if sequence < session[0]:
-                return Error(
-                    f"ERR request {sequence} of client {client_id} was superseded by "
-                    f"request {session[0]}; its reply is no longer cached"
-                )
-            del self._sessions[client_id]  # re-inserted below: most recently used last
+        return self._session_apply(client_id, sequence,
+                                   sequence if first_unacked is None else first_unacked,
+                                   name, args, now)
+
+    def _session_apply(self, client_id: int, sequence: int, first_unacked: int, name: bytes,
+                       args: Args, now: int) -> Reply:
+        """Apply a command of a client session at most once (Raft dissertation §6.3)."""
+        sessions = self._sessions
+        # Expiry first, on the replicated clock: deterministic on every replica. The table is
+        # in order of last use and the clock never goes back, so the oldest are at the front.
+        while sessions:
+            oldest_id = next(iter(sessions))
+            if now - sessions[oldest_id].last_active_ms < SESSION_EXPIRY_MS:
+                break
+            del sessions[oldest_id]
+        session = sessions.pop(client_id, None)
+        if session is None:
+            session = ClientSession(first_unacked, now, {})
+        else:
+            session.last_active_ms = now
+            if first_unacked > session.first_unacked:
+                # The client has the replies below `first_unacked`: discard them (§6.3).
+                session.first_unacked = first_unacked
+                replies = session.replies
+                for acknowledged in [seq for seq in replies if seq < first_unacked]:
+                    del replies[acknowledged]
+        sessions[client_id] = session  # most recently used last
+        if len(sessions) > self._max_sessions:
+            del sessions[next(iter(sessions))]
+        cached = session.replies.get(sequence, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        if sequence < session.first_unacked:
+            return Error(
+                f"ERR request {sequence} of client {client_id} was already acknowledged "
+                f"(superseded: the first unacknowledged request is {session.first_unacked}); "
+                f"its reply is no longer cached"
+            )
         reply = self._execute(name, args, now)
-        self._sessions[client_id] = (sequence, reply)
-        if len(self._sessions) > self._max_sessions:
-            del self._sessions[next(iter(self._sessions))]
+        session.replies[sequence] = reply
         return reply
 
     def read(self, command_name: bytes | str, args: Sequence[bytes], now_ms: int) -> Reply:
@@ -194,6 +241,12 @@ class KVStateMachine:
         """
         return self._keyspace.expired(now_ms, limit)
 
+    def plant_lie(self, key: bytes, value: bytes) -> None:
+        """Set a string value WITHOUT a log entry: what a disk that lies does to a replica
+        (the chaos lab's fault injection, `POST /faults/lie`, server/disk_faults.py; nothing
+        else may call it: only the consistency checker can see the difference)."""
+        self._keyspace.store(key, value)
+
     def digest(self) -> str:
         """A digest of the data and expiry times, equal on replicas with equal data (see
         digest.py; the consistency checker compares it across replicas)."""
@@ -207,6 +260,23 @@ class KVStateMachine:
             self._sessions, WatchVersions(keyspace.version, keyspace.floor, keyspace.touched),
             self.scripts.cache,
         )
+
+    def snapshot_writer(self, frame_keys: int = 4096) -> SnapshotWriter:
+        """A format 6 snapshot of the state now, written frame by frame while entries keep
+        being applied (kv/snapshot_stream.py); the same bytes on every replica."""
+        return SnapshotWriter(self._keyspace, self._applied_index, self._clock_ms,
+                              self._sessions, self.scripts.cache, frame_keys=frame_keys)
+
+    def restore_steps(self, data: bytes | memoryview) -> Iterator[None]:
+        """`restore`, one frame per step (format 6; older formats in one step): the state is
+        replaced only at the last step, once everything checked; raises Corrupt if bad."""
+        if snapshot_version(data) == STREAM_FORMAT_VERSION:
+            reader = SnapshotReader(data)
+            while not reader.step():
+                yield
+            self._install(reader.state())
+        else:
+            self._install(decode_any(data))
 
     def extract(self, predicate: Callable[[bytes], bool], applied_index: int) -> bytes:
         """Remove every key for which `predicate(key)` is true and return them as a snapshot
@@ -229,7 +299,7 @@ class KVStateMachine:
     def absorb(self, data: bytes) -> int:
         """Add every key of snapshot `data` (another shard's, merged into this one); keys
         already here are replaced. Returns how many keys came in; raises Corrupt if bad."""
-        state = decode_snapshot(data)
+        state = decode_any(data)
         keyspace = self._keyspace
         for key, value in state.data.items():
             if key in keyspace.data:
@@ -248,7 +318,9 @@ class KVStateMachine:
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; raises Corrupt (state unchanged) if bad."""
-        state = decode_snapshot(data)
+        self._install(decode_any(data))
+
+    def _install(self, state: SnapshotState) -> None:
         self._applied_index = state.applied_index
         self._clock_ms = state.clock_ms
         watch = state.watch

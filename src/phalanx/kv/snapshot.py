@@ -25,6 +25,12 @@ Rules of this file:
   a tuple of bytes, so the leading None tells them apart; see kv/stream.py for the plain
   form: the entries as two parallel lists, ids and field tuples, which marshal writes and
   reads at C speed). Format 1-3 snapshots (no streams) still load.
+- Format 5 changes the sessions section (Raft dissertation §6.3, client sessions with many
+  requests in flight): `[client_id, first_unacked, last_active_ms, [sequence, reply, ...],
+  ...]`, four items per session in least-recently-used-first order, each session's replies
+  in the order they were applied. Format 1-4 sessions (`client_id, sequence, reply`: one
+  cached reply) load as a session whose first unacknowledged sequence is that sequence, last
+  active at the snapshot's clock.
 - Format 3 appends a seventh element, the script cache `[sha1_hex, body, ...]` (bytes, in the
   cache's insertion order), after the WATCH versions; format 1 and 2 snapshots (5 or 6
   elements) load with an empty cache.
@@ -49,14 +55,26 @@ from phalanx.kv.stream import Stream
 from phalanx.kv.zset import ZSet
 
 MAGIC = b"PXKV"
-FORMAT_VERSION = 4
-_READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+_READABLE_VERSIONS = (1, 2, 3, 4, 5)
 MARSHAL_VERSION = 2
 _HEADER = struct.Struct("<4sBBI")
 
 Value = bytes | dict[bytes, bytes] | set[bytes] | deque[bytes] | ZSet | Stream
 """A stored value: string, hash, set, list, sorted set or stream. Empty containers are never
 stored, except streams (Redis keeps an empty stream)."""
+
+
+@dataclass(slots=True)
+class ClientSession:
+    """One client's session in the state machine (Raft dissertation §6.3): the replies of
+    every request at or after `first_unacked` (the lowest sequence the client has not yet
+    acknowledged), and when it was last used, on the replicated clock (sessions expire by it,
+    the same way on every replica)."""
+
+    first_unacked: int
+    last_active_ms: int
+    replies: dict[int, Reply]
 
 
 @dataclass(slots=True)
@@ -67,7 +85,7 @@ class SnapshotState:
     clock_ms: int
     data: dict[bytes, Value]
     expires: dict[bytes, int]
-    sessions: dict[int, tuple[int, Reply]]
+    sessions: dict[int, ClientSession]
     watch: WatchVersions | None = None
     """The WATCH versions; None for a snapshot written before they existed."""
     scripts: dict[bytes, bytes] = field(default_factory=dict)
@@ -104,12 +122,41 @@ def plain_to_reply(plain: object) -> Reply:
     raise Corrupt(f"snapshot: bad cached reply of type {type(plain).__name__}")
 
 
+def plain_value(value: Value) -> object:
+    """A stored value in its snapshot form (see the module rules): a hash as a copy of its
+    dict, a set as its sorted members, a sorted set as member -> score in (score, member)
+    order, a list as a list, a stream as `(None, plain)`."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, set):
+        return tuple(sorted(value))
+    if isinstance(value, ZSet):
+        return {member: score for score, member in value.order}
+    if isinstance(value, Stream):
+        return (None, value.to_plain())
+    return list(value)
+
+
+def flat_sessions_of(sessions: dict[int, ClientSession]) -> list[object]:
+    """The sessions section (format 5 and later)."""
+    flat_sessions: list[object] = []
+    for client_id, session in sessions.items():
+        flat_replies: list[object] = []
+        for sequence, reply in session.replies.items():
+            flat_replies.extend((sequence, reply_to_plain(reply)))
+        flat_sessions.extend((client_id, session.first_unacked, session.last_active_ms,
+                              flat_replies))
+    return flat_sessions
+
+
 def encode_snapshot(
     applied_index: int,
     clock_ms: int,
     data: dict[bytes, Value],
     expires: dict[bytes, int],
-    sessions: dict[int, tuple[int, Reply]],
+    sessions: dict[int, ClientSession],
     watch: WatchVersions | None = None,
     scripts: dict[bytes, bytes] | None = None,
 ) -> bytes:
@@ -118,23 +165,12 @@ def encode_snapshot(
     append = flat_data.append
     for key, value in data.items():
         append(key)
-        if type(value) is bytes or type(value) is dict:
-            append(value)
-        elif type(value) is set:
-            append(tuple(sorted(value)))
-        elif type(value) is ZSet:
-            append({member: score for score, member in value.order})
-        elif isinstance(value, Stream):
-            append((None, value.to_plain()))
-        else:
-            append(list(value))
+        append(value if type(value) is bytes or type(value) is dict else plain_value(value))
     flat_expires: list[object] = []
     for key, when in expires.items():
         flat_expires.append(key)
         flat_expires.append(when)
-    flat_sessions: list[object] = []
-    for client_id, (sequence, reply) in sessions.items():
-        flat_sessions.extend((client_id, sequence, reply_to_plain(reply)))
+    flat_sessions = flat_sessions_of(sessions)
     flat_touched: list[object] = []
     watch_section: object = None
     if watch is not None:
@@ -184,43 +220,25 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
         raise Corrupt("snapshot: bad applied index or clock")
     if not (type(flat_data) is type(flat_expires) is type(flat_sessions) is list):
         raise Corrupt("snapshot: bad section types")
-    if len(flat_data) % 2 or len(flat_expires) % 2 or len(flat_sessions) % 3:
+    if len(flat_data) % 2 or len(flat_expires) % 2 or len(flat_sessions) % (
+            4 if version >= 5 else 3):
         raise Corrupt("snapshot: bad section lengths")
     data: dict[bytes, Value] = {}
-    for position in range(0, len(flat_data), 2):
-        key = flat_data[position]
-        raw = flat_data[position + 1]
-        if type(key) is not bytes or key in data:
-            raise Corrupt("snapshot: bad or repeated key")
-        kind = type(raw)
-        value: Value
-        if kind is bytes:
-            value = raw
-        elif kind is dict and raw and all(type(score) is float for score in raw.values()):
-            if not _all_bytes(raw.keys()) or any(score != score for score in raw.values()):
-                raise Corrupt("snapshot: bad sorted set")
-            value = ZSet.from_items(raw.items())
-        elif kind is dict:
-            if not raw or not _all_bytes(raw.keys()) or not _all_bytes(raw.values()):
-                raise Corrupt("snapshot: bad hash")
-            value = raw
-        elif kind is list:
-            if not raw or not _all_bytes(raw):
-                raise Corrupt("snapshot: bad list")
-            value = deque(raw)
-        elif kind is tuple and len(raw) == 2 and raw[0] is None:
-            try:
-                value = Stream.from_plain(raw[1], check_fields=False)
-            except ValueError as exc:
-                raise Corrupt(f"snapshot: bad stream ({exc})") from exc
-        elif kind is tuple:
-            if (not raw or not _all_bytes(raw)
-                    or any(raw[i] >= raw[i + 1] for i in range(len(raw) - 1))):
-                raise Corrupt("snapshot: bad set")
-            value = set(raw)
-        else:
-            raise Corrupt(f"snapshot: bad value type {kind.__name__}")
-        data[key] = value
+    decode_data_into(flat_data, data)
+    return decode_sections(applied_index, clock_ms, data, flat_expires, flat_sessions,
+                           state[5] if len(state) >= 6 else None, scripts,
+                           old_sessions=version < 5)
+
+
+def decode_sections(applied_index: int, clock_ms: int, data: dict[bytes, Value],
+                    flat_expires: list[Any], flat_sessions: list[Any], watch_section: object,
+                    scripts: dict[bytes, bytes], *, old_sessions: bool = False
+                    ) -> SnapshotState:
+    """The state from its decoded data and its flat expiry, session and WATCH sections
+    (shared by every format; `old_sessions`: formats 1-4's sessions); raises Corrupt on a
+    bad entry."""
+    if len(flat_expires) % 2 or len(flat_sessions) % (3 if old_sessions else 4):
+        raise Corrupt("snapshot: bad section lengths")
     expires: dict[bytes, int] = {}
     for position in range(0, len(flat_expires), 2):
         key = flat_expires[position]
@@ -228,15 +246,90 @@ def decode_snapshot(blob: bytes) -> SnapshotState:
         if type(key) is not bytes or key not in data or key in expires or type(when) is not int:
             raise Corrupt("snapshot: bad expiry entry")
         expires[key] = when
-    sessions: dict[int, tuple[int, Reply]] = {}
-    for position in range(0, len(flat_sessions), 3):
-        client_id, sequence, plain = flat_sessions[position : position + 3]
-        if type(client_id) is not int or type(sequence) is not int or client_id in sessions:
-            raise Corrupt("snapshot: bad session entry")
-        sessions[client_id] = (sequence, plain_to_reply(plain))
-    watch_section = state[5] if len(state) >= 6 else None
+    sessions = (_decode_old_sessions(flat_sessions, clock_ms) if old_sessions
+                else _decode_sessions(flat_sessions))
     watch = _decode_watch(watch_section) if watch_section is not None else None
     return SnapshotState(applied_index, clock_ms, data, expires, sessions, watch, scripts)
+
+
+def value_from_plain(raw: Any) -> Value:
+    """The live value of a snapshot's plain form; raises Corrupt for anything
+    `plain_value` cannot write."""
+    kind = type(raw)
+    value: Value
+    if kind is bytes:
+        value = raw
+    elif kind is dict and raw and all(type(score) is float for score in raw.values()):
+        if not _all_bytes(raw.keys()) or any(score != score for score in raw.values()):
+            raise Corrupt("snapshot: bad sorted set")
+        value = ZSet.from_items(raw.items())
+    elif kind is dict:
+        if not raw or not _all_bytes(raw.keys()) or not _all_bytes(raw.values()):
+            raise Corrupt("snapshot: bad hash")
+        value = raw
+    elif kind is list:
+        if not raw or not _all_bytes(raw):
+            raise Corrupt("snapshot: bad list")
+        value = deque(raw)
+    elif kind is tuple and len(raw) == 2 and raw[0] is None:
+        try:
+            value = Stream.from_plain(raw[1], check_fields=False)
+        except ValueError as exc:
+            raise Corrupt(f"snapshot: bad stream ({exc})") from exc
+    elif kind is tuple:
+        if (not raw or not _all_bytes(raw)
+                or any(raw[i] >= raw[i + 1] for i in range(len(raw) - 1))):
+            raise Corrupt("snapshot: bad set")
+        value = set(raw)
+    else:
+        raise Corrupt(f"snapshot: bad value type {kind.__name__}")
+    return value
+
+
+def decode_data_into(flat_data: list[Any], data: dict[bytes, Value]) -> None:
+    """Add the keys of a flat `[key, plain, ...]` data section to `data`; raises Corrupt on
+    a bad or repeated key or a bad value."""
+    if len(flat_data) % 2:
+        raise Corrupt("snapshot: bad section lengths")
+    for position in range(0, len(flat_data), 2):
+        key = flat_data[position]
+        if type(key) is not bytes or key in data:
+            raise Corrupt("snapshot: bad or repeated key")
+        raw = flat_data[position + 1]
+        data[key] = raw if type(raw) is bytes else value_from_plain(raw)
+
+
+def _decode_sessions(flat: list[object]) -> dict[int, ClientSession]:
+    """The sessions section of format 5; raises Corrupt unless `encode_snapshot` wrote it."""
+    sessions: dict[int, ClientSession] = {}
+    previous_active: int | None = None
+    for position in range(0, len(flat), 4):
+        client_id, first_unacked, last_active, flat_replies = flat[position : position + 4]
+        if type(client_id) is not int or client_id in sessions or type(first_unacked) is not int \
+                or type(last_active) is not int or type(flat_replies) is not list \
+                or len(flat_replies) % 2 or (previous_active is not None
+                                             and last_active < previous_active):
+            raise Corrupt("snapshot: bad session entry")
+        previous_active = last_active
+        replies: dict[int, Reply] = {}
+        for at in range(0, len(flat_replies), 2):
+            sequence = flat_replies[at]
+            if type(sequence) is not int or sequence < first_unacked or sequence in replies:
+                raise Corrupt("snapshot: bad session reply")
+            replies[sequence] = plain_to_reply(flat_replies[at + 1])
+        sessions[client_id] = ClientSession(first_unacked, last_active, replies)
+    return sessions
+
+
+def _decode_old_sessions(flat: list[object], clock_ms: int) -> dict[int, ClientSession]:
+    """The sessions section of formats 1-4 (one cached reply per client), as format 5's."""
+    sessions: dict[int, ClientSession] = {}
+    for position in range(0, len(flat), 3):
+        client_id, sequence, plain = flat[position : position + 3]
+        if type(client_id) is not int or type(sequence) is not int or client_id in sessions:
+            raise Corrupt("snapshot: bad session entry")
+        sessions[client_id] = ClientSession(sequence, clock_ms, {sequence: plain_to_reply(plain)})
+    return sessions
 
 
 def _decode_watch(section: object) -> WatchVersions:

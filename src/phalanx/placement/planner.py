@@ -7,6 +7,7 @@ What this module owns:
 - `plan`: the next `set_replicas` / `set_meta_voters` ops that move a map toward health
   (repair, re-replication, one rebalance move at a time, leader spreading, driver voters).
 - `drain_done`: whether a draining node holds nothing any more.
+- `relocation_target`: where a replica on a failed disk is rebuilt instead.
 
 Rules of this module:
 - Pure and deterministic: the same map gives the same ops on every node; every tie is broken
@@ -511,6 +512,19 @@ def plan(cmap: ClusterMap) -> list[dict[str, object]]:
     if meta != cmap.meta_voters:
         ops.append({"op": "set_meta_voters", "voters": list(meta)})
     return ops
+
+
+def relocation_target(cmap: ClusterMap, shard_id: int, node_id: str) -> str | None:
+    """Where a replica whose disk failed (EIO, full: docs/disk-faults.md) is rebuilt instead
+    of on `node_id`: the alive node the repair of a dead node would choose (spread first,
+    then load, then id), never one already holding the shard; None when there is none (the
+    replica is then rebuilt in place)."""
+    shard = cmap.shards.get(shard_id)
+    if shard is None or node_id not in shard.replicas:
+        return None
+    working = _Working.of(cmap)
+    others = [m for m in shard.replicas if m != node_id]
+    return working.choose(others, exclude=[node_id, *shard.voters, *shard.learners])
 
 
 def drain_done(cmap: ClusterMap, node_id: str) -> bool:

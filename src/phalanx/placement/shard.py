@@ -19,12 +19,22 @@ image` carrying that image (keys and slot ranges join L; applied at most once pe
 server drives both steps idempotently from the leaders' control loop, so a crash between them
 only delays the merge.
 
-The consistency checker (`phalanx.server.consistency`) is two log entries too: the leader
-proposes `PHALANX.CHECK`; every replica applying it at index i records the digest of its data
-at i (`kv/digest.py`: same applied index and same data, same digest). The leader then proposes
-`PHALANX.VERIFY i digest` with its own digest at i; a replica whose recorded digest at i
-differs sets `divergence` (the server stops that replica and has it rebuilt). A replica that
-has no digest at i (it installed a snapshot past i) has nothing to compare and skips.
+The consistency checker (`phalanx.server.consistency`) is log entries too, and decides by a
+MAJORITY VOTE over digests, as etcd's corruption check does (a leader whose hash differs from
+a quorum's is the corrupt one; CockroachDB's consistency checker compares at one applied index
+the same way). The leader proposes `PHALANX.CHECK voter...` naming the configuration's voters;
+every replica applying it at index i records the digest of its data at i (`kv/digest.py`: same
+applied index and same data, same digest). Each replica then commits its vote,
+`PHALANX.DIGEST i node digest`, through the shard's leader. When the votes for one digest
+reach a majority of the voters named in the check, that digest is the verdict, at the same
+log position on every replica: a replica whose own digest at i differs sets `divergence` (the
+server stops that replica and has it rebuilt), WHETHER OR NOT IT LEADS: a divergent leader
+stops and the healthy majority elects another one. No majority for any digest (every
+replica different) is no verdict: nobody can tell which is right, nothing is stopped. A
+replica with no digest at i (it installed a snapshot past i) has nothing to compare and skips.
+The older two-entry form (`PHALANX.CHECK` with no voters, then `PHALANX.VERIFY i digest`
+with the leader's digest as the reference) is still applied as it was, for logs written by
+earlier versions.
 
 Rules of this file: pure (stdlib, `phalanx.kv`, this package); deterministic; snapshots are the
 KV snapshot behind a small JSON header that carries the owned and moved-out slot ranges.
@@ -34,6 +44,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from phalanx.errors import Corrupt
@@ -47,9 +58,12 @@ SPLIT_COMMAND = b"PHALANX.SPLIT"
 FREEZE_COMMAND = b"PHALANX.FREEZE"
 #: Merge, step 2, in the target: take the frozen shard's slots and keys (carried in the entry).
 ABSORB_COMMAND = b"PHALANX.ABSORB"
-#: The consistency checker: record the digest of the data at this entry's index.
+#: The consistency checker: `PHALANX.CHECK voter...`: record the digest of the data at this
+#: entry's index; the voters named are the electorate of the vote on it.
 CHECK_COMMAND = b"PHALANX.CHECK"
-#: The consistency checker: `PHALANX.VERIFY index digest`, the leader's digest at `index`.
+#: The consistency checker: `PHALANX.DIGEST index node digest`, one replica's vote.
+DIGEST_COMMAND = b"PHALANX.DIGEST"
+#: The consistency checker's older form: `PHALANX.VERIFY index digest`, the leader's digest.
 VERIFY_COMMAND = b"PHALANX.VERIFY"
 #: How many recorded check digests a replica keeps (the latest ones).
 CHECK_DIGESTS_KEPT = 8
@@ -107,6 +121,11 @@ class ShardMachine:
         #: CHECK_DIGESTS_KEPT), and why this replica diverged (None while it agrees).
         self.check_digests: dict[int, str] = {}
         self.divergence: str | None = None
+        #: The vote on each check (the same kept ones): its voters, the votes so far (node ->
+        #: digest), and the verdict once a majority agrees: (digest, dissenting nodes).
+        self.check_voters: dict[int, tuple[str, ...]] = {}
+        self.check_votes: dict[int, dict[str, str]] = {}
+        self.check_verdicts: dict[int, tuple[str, list[str]]] = {}
         #: Merge: the shards absorbed into this one (an ABSORB is applied once).
         self.absorbed: set[int] = set()
 
@@ -145,13 +164,15 @@ class ShardMachine:
     def apply(self, index: int, data: bytes) -> object:
         if data:
             try:
-                name, args, _now, _client, _sequence = decode_fields(data)
+                name, args = decode_fields(data)[:2]
             except Corrupt:
                 return self.kv.apply(index, data)  # the KV machine answers a corrupt entry
             upper = name.upper()
-            if upper in (CHECK_COMMAND, VERIFY_COMMAND):
+            if upper in (CHECK_COMMAND, VERIFY_COMMAND, DIGEST_COMMAND):
                 self.kv.apply(index, b"")
-                return self._check(index) if upper == CHECK_COMMAND else self._verify(args)
+                if upper == CHECK_COMMAND:
+                    return self._check(index, args)
+                return self._verify(args) if upper == VERIFY_COMMAND else self._vote(args)
             if upper == SPLIT_COMMAND:
                 self.kv.apply(index, b"")
                 return self._split(index, args)
@@ -171,13 +192,51 @@ class ShardMachine:
                 return refused
         return self.kv.apply(index, data)
 
-    def _check(self, index: int) -> bytes:
-        """Record the digest of the data at `index`; reply `index digest`."""
+    def _check(self, index: int, args: tuple[bytes, ...] = ()) -> bytes:
+        """Record the digest of the data at `index` (and the check's voters); reply
+        `index digest`."""
         digest = self.kv.digest()
         self.check_digests[index] = digest
+        if args:
+            self.check_voters[index] = tuple(a.decode("utf-8", "replace") for a in args)
+            self.check_votes[index] = {}
         while len(self.check_digests) > CHECK_DIGESTS_KEPT:
             del self.check_digests[min(self.check_digests)]
+        # The vote state follows the kept digests (a verdict needs its check's voters).
+        for kept in (self.check_voters, self.check_votes, self.check_verdicts):
+            for old in [i for i in kept if i not in self.check_digests]:
+                del kept[old]
         return b"%d %s" % (index, digest.encode())
+
+    def _vote(self, args: tuple[bytes, ...]) -> object:
+        """One replica's digest at a check index (see the module docstring). Always replies
+        OK (a vote for an unknown or decided check, or from a non-voter, changes nothing; the
+        voter's own retry must not fail); the verdict is taken when a digest's votes reach a
+        majority of the check's voters, and every replica compares its own digest with it."""
+        if len(args) != 3 or not args[0].isdigit():
+            return Error("ERR PHALANX.DIGEST needs: index node digest")
+        index = int(args[0])
+        node, digest = args[1].decode("utf-8", "replace"), args[2].decode("ascii", "replace")
+        voters = self.check_voters.get(index)
+        votes = self.check_votes.get(index)
+        if voters is None or votes is None or node not in voters or node in votes:
+            return b"OK"
+        votes[node] = digest
+        verdict = self.check_verdicts.get(index)
+        if verdict is not None:
+            if digest != verdict[0]:
+                verdict[1].append(node)
+            return b"OK"
+        agreeing = sum(1 for vote in votes.values() if vote == digest)
+        if agreeing < len(voters) // 2 + 1:
+            return b"OK"
+        self.check_verdicts[index] = (digest, sorted(n for n, v in votes.items()
+                                                     if v != digest))
+        mine = self.check_digests.get(index)
+        if mine is not None and mine != digest and self.divergence is None:
+            self.divergence = (f"state digest at index {index} is {mine}; a majority of the "
+                               f"replicas ({agreeing} of {len(voters)}) has {digest}")
+        return b"OK"
 
     def _verify(self, args: tuple[bytes, ...]) -> bytes:
         """Compare the leader's digest at a check index with ours (see the module docstring).
@@ -275,9 +334,30 @@ class ShardMachine:
         return _encode(self._owned, self.moved, self.kv.snapshot(), self.frozen_into,
                        self.absorbed)
 
+    def snapshot_frames(self, frame_keys: int = 4096) -> Iterator[bytes]:
+        """`snapshot`'s bytes as the state is now, a part per step, while entries keep being
+        applied (the KV part in format 6, kv/snapshot_stream.py). Close the iterator to give
+        up early."""
+        prefix = _encode(self._owned, self.moved, b"", self.frozen_into, self.absorbed)
+        writer = self.kv.snapshot_writer(frame_keys)
+
+        def parts() -> Iterator[bytes]:
+            try:
+                yield prefix
+                yield from writer.frames()
+            finally:
+                writer.close()
+
+        return parts()
+
     def restore(self, data: bytes) -> None:
+        for _ in self.restore_steps(data):
+            pass
+
+    def restore_steps(self, data: bytes | memoryview) -> Iterator[None]:
+        """`restore`, a frame per step; the state changes only at the last step."""
         owned, moved, kv_blob, frozen_into, absorbed = _decode(data)
-        self.kv.restore(kv_blob)
+        yield from self.kv.restore_steps(kv_blob)
         self._set_owned(owned)
         self.moved = moved
         self.frozen_into = frozen_into
@@ -294,14 +374,16 @@ def _encode(owned: tuple[tuple[int, int], ...], moved: dict[tuple[int, int], int
     return _MAGIC + _LENGTH.pack(len(header)) + header + kv_blob
 
 
-def _decode(data: bytes) -> tuple[tuple[tuple[int, int], ...], dict[tuple[int, int], int],
-                                  bytes, int | None, set[int]]:
-    if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + _LENGTH.size:
+def _decode(data: bytes | memoryview) -> tuple[tuple[tuple[int, int], ...],
+                                               dict[tuple[int, int], int],
+                                               memoryview, int | None, set[int]]:
+    data = memoryview(data)
+    if data[:len(_MAGIC)] != _MAGIC or len(data) < len(_MAGIC) + _LENGTH.size:
         raise Corrupt("shard snapshot: bad magic (not a phalanx shard snapshot)")
     start = len(_MAGIC) + _LENGTH.size
     (length,) = _LENGTH.unpack_from(data, len(_MAGIC))
     try:
-        header = json.loads(data[start:start + length])
+        header = json.loads(bytes(data[start:start + length]))
         owned = tuple((int(a), int(b)) for a, b in header["owned"])
         moved = {(int(a), int(b)): int(shard) for a, b, shard in header["moved"]}
         frozen_raw = header.get("frozen_into")
@@ -315,4 +397,4 @@ def _decode(data: bytes) -> tuple[tuple[tuple[int, int], ...], dict[tuple[int, i
     return owned, moved, data[start + length:], frozen_into, absorbed
 
 
-__all__ = ["ABSORB_COMMAND", "CHECK_COMMAND", "FREEZE_COMMAND", "SPLIT_COMMAND", "SPLIT_SNAPSHOT_INDEX", "VERIFY_COMMAND", "ShardMachine", "SplitOff", "split_command"]
+__all__ = ["ABSORB_COMMAND", "CHECK_COMMAND", "DIGEST_COMMAND", "FREEZE_COMMAND", "SPLIT_COMMAND", "SPLIT_SNAPSHOT_INDEX", "VERIFY_COMMAND", "ShardMachine", "SplitOff", "split_command"]

@@ -27,6 +27,12 @@ Endpoints (HAProxy's `option httpchk` uses the first four, as with Patroni):
     GET  /analyze   single points of failure and estimated nines (`?node=0.99&zone=0.999
                     &region=0.9999`: availability figures of one node, zone, region)
     GET|PUT|DELETE /faults   the network fault rules of the chaos lab
+    GET|PUT|DELETE /faults/disk  the chaos lab's disk faults (server/disk_faults.py): PUT
+                    {"shard": 1, "error": "EIO"|"ENOSPC", "reads": true, "writes": true}
+                    arms one on the local replica's store; DELETE disarms every one
+    POST /faults/lie  {"shard": 1, "key": "k", "value": "v"}: change one value of the local
+                    replica without a log entry (a disk that lies; the consistency checker
+                    must find it)
     GET  /          the live dashboard (phalanx.server.dashboard), fed by /events
     GET  /events    server-sent events: the /status JSON every 0.5 s (the dashboard's feed)
 
@@ -145,6 +151,20 @@ class NodeView(Protocol):
     def clear_fault_rules(self) -> None:
         ...
 
+    def set_disk_fault(self, rules: dict[str, object]) -> dict[str, object]:
+        """Arm a disk fault (server/disk_faults.py); every armed fault. ConfigError if bad."""
+        ...
+
+    def get_disk_faults(self) -> dict[str, object]:
+        ...
+
+    def clear_disk_faults(self) -> None:
+        ...
+
+    def plant_lie(self, shard: int, key: bytes, value: bytes) -> dict[str, object]:
+        """Change one value of a local replica without a log entry; ConfigError if none."""
+        ...
+
 
 def is_loopback(remote: str | None) -> bool:
     """True for a caller on this machine (127.0.0.0/8, ::1); False when unknown."""
@@ -227,6 +247,10 @@ class AdminServer:
         router.add_get("/faults", self._get_faults)
         router.add_put("/faults", self._put_faults)
         router.add_delete("/faults", self._delete_faults)
+        router.add_get("/faults/disk", self._get_disk_faults)
+        router.add_put("/faults/disk", self._put_disk_fault)
+        router.add_delete("/faults/disk", self._delete_disk_faults)
+        router.add_post("/faults/lie", self._post_lie)
         # No access log: load balancers check every 100-200 ms. A short shutdown timeout: a
         # pending failover must not hold the node's stop for a minute.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -539,6 +563,45 @@ class AdminServer:
         self.view.clear_fault_rules()
         logger.warning("%s admin: fault rules cleared", self.view.node_id)
         return _json(self.view.get_fault_rules())
+
+
+    async def _get_disk_faults(self, request: web.Request) -> web.Response:
+        return self._faults_disabled() or _json(self.view.get_disk_faults())
+
+    async def _put_disk_fault(self, request: web.Request) -> web.Response:
+        refused = self._faults_disabled()
+        if refused is not None:
+            return refused
+        rules = await _read_json_object(request, allow_empty=False)
+        if isinstance(rules, web.Response):
+            return rules
+        try:
+            return _json(self.view.set_disk_fault(rules))
+        except ConfigError as error:
+            return _error(400, str(error))
+
+    async def _delete_disk_faults(self, request: web.Request) -> web.Response:
+        refused = self._faults_disabled()
+        if refused is not None:
+            return refused
+        self.view.clear_disk_faults()
+        return _json(self.view.get_disk_faults())
+
+    async def _post_lie(self, request: web.Request) -> web.Response:
+        refused = self._faults_disabled()
+        if refused is not None:
+            return refused
+        body = await _read_json_object(request, allow_empty=False)
+        if isinstance(body, web.Response):
+            return body
+        shard, key, value = body.get("shard"), body.get("key"), body.get("value")
+        if not isinstance(shard, int) or isinstance(shard, bool) or \
+                not isinstance(key, str) or not isinstance(value, str):
+            return _error(400, "the body needs {\"shard\": N, \"key\": str, \"value\": str}")
+        try:
+            return _json(self.view.plant_lie(shard, key.encode(), value.encode()))
+        except ConfigError as error:
+            return _error(400, str(error))
 
 
 async def _read_json_object(request: web.Request, *,

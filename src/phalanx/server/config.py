@@ -125,13 +125,28 @@ class NodeConfig:
     lease_reads: bool = False
     #: Start a PreVote at once when the connection to the leader resets (not with lease_reads).
     fast_failover: bool = True
-    #: The Raft log's on-disk format for groups created from now on: "wal" (segmented
-    #: append-only log, one write + one fdatasync per batch) or "sqlite". A group directory
-    #: that already holds a store keeps its format.
+    #: The Raft log's on-disk format for groups created from now on: "node" (one segmented
+    #: append-only log for all the node's groups in `data_dir/log/`, one write + one fdatasync
+    #: per turn for all of them), "wal" (one such log per group) or "sqlite". A group
+    #: directory that already holds a store keeps its format (docs/disk-faults.md).
     storage_engine: str = "wal"
-    #: Take a snapshot after this many applied entries; keep this many entries after it.
+    #: Take a snapshot after this many applied entries, or this many bytes of applied
+    #: entries, since the last one; keep this many entries after it. Past
+    #: `snapshot_ratio_floor_bytes`, a snapshot also waits until the log since the last one
+    #: holds `snapshot_log_percent` % of that snapshot's size (so the cost of snapshots per
+    #: byte written stays bounded however big the shard is, as Redis's
+    #: auto-aof-rewrite-percentage).
     snapshot_every_entries: int = 20_000
+    snapshot_every_bytes: int = 64 * 1024 * 1024
+    snapshot_log_percent: int = 50
+    snapshot_ratio_floor_bytes: int = 4 * 1024 * 1024
     snapshot_keep_entries: int = 2_000
+    #: A snapshot is written (and installed) in slices of about this many ms of the event
+    #: loop, so heartbeats keep flowing (issue 15 lever 4).
+    snapshot_slice_ms: int = 4
+    #: Snapshots travel to followers in chunks of this many bytes, pulled by the follower
+    #: (resumable; server/snapshot_transfer.py).
+    snapshot_chunk_bytes: int = 4 * 1024 * 1024
     #: RESP password (AUTH) of the "default" user, full permissions; empty = no password.
     #: Nodes authenticate with it when they forward commands to each other, so it must be set
     #: (the same on every node) whenever `users` is not empty.
@@ -204,6 +219,7 @@ class NodeConfig:
         if not self.data_dir:
             raise ConfigError("data_dir: must not be empty")
         positive = ("tick_ms", "heartbeat_ticks", "election_ticks", "snapshot_every_entries",
+                    "snapshot_every_bytes", "snapshot_slice_ms", "snapshot_chunk_bytes",
                     "max_bulk_bytes", "max_value_bytes", "max_clients", "request_timeout_ms",
                     "expire_interval_ms", "expire_batch_keys", "shards", "dead_after_ms")
         for name in positive:
@@ -217,14 +233,17 @@ class NodeConfig:
             raise ConfigError("consistency_check_ms: must be >= 0 (0 = off)")
         if self.snapshot_keep_entries < 0:
             raise ConfigError("snapshot_keep_entries: must be >= 0")
+        if self.snapshot_log_percent < 0 or self.snapshot_ratio_floor_bytes < 0:
+            raise ConfigError("snapshot_log_percent, snapshot_ratio_floor_bytes: must be >= 0")
         if self.lease_reads and not self.check_quorum:
             raise ConfigError("lease_reads: needs check_quorum = true")
         if self.survival_goal not in ("zone", "region"):
             raise ConfigError(f"survival_goal: {self.survival_goal!r} is not zone or region")
         if self.replication_factor < 0:
             raise ConfigError("replication_factor: must be >= 0 (0 = from the survival goal)")
-        if self.storage_engine not in ("wal", "sqlite"):
-            raise ConfigError(f"storage_engine: {self.storage_engine!r} is not wal or sqlite")
+        if self.storage_engine not in ("node", "wal", "sqlite"):
+            raise ConfigError(f"storage_engine: {self.storage_engine!r} is not node, wal or "
+                              f"sqlite")
         if self.redirect not in ("proxy", "moved"):
             raise ConfigError(f"redirect: {self.redirect!r} is not proxy or moved")
         if self.join:

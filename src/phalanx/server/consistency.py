@@ -2,19 +2,22 @@
 
 A disk can lie: return bytes that pass every checksum but are not what was written (a
 misdirected write, a bug, a hand-edited file). Checksums cannot see that; comparing replicas
-can. As CockroachDB's consistency checker and etcd's corruption check do, the replicas of a
-shard compare a digest of their state at the same applied index:
+can. The replicas of a shard compare a digest of their state at the same applied index and
+decide by a MAJORITY VOTE, as etcd's corruption check does (etcd `server/etcdserver/
+corrupt.go`: a leader whose hash differs from a quorum of its followers' is the corrupt
+member) and CockroachDB's consistency checker compares replicas at one applied index:
 
-1. every `consistency_check_ms` the leader of each data shard proposes `PHALANX.CHECK`; every
-   replica that applies it at index i records the digest of its data at i
-   (`placement/shard.py`, `kv/digest.py`; same index and same data give the same digest);
-2. the leader then proposes `PHALANX.VERIFY i digest` with its own digest; a replica whose
-   digest at i differs stops that replica (`RaftGroup` raises `Corrupt` from the apply loop:
-   it never serves or acknowledges anything from that state again) and reports it.
-
-The leader is the reference: a follower that disagrees with it stops. (A divergent LEADER would
-make its followers stop instead: the shard then stops serving, which is safe but unavailable;
-a majority vote over the digests is left for later, see docs/disk-faults.md.)
+1. every `consistency_check_ms` the leader of each data shard proposes `PHALANX.CHECK
+   voter...` (its configuration's voters); every replica that applies it at index i records
+   the digest of its data at i (`placement/shard.py`, `kv/digest.py`; same index and same
+   data give the same digest);
+2. every replica (the leader too) commits its vote `PHALANX.DIGEST i node digest` through the
+   shard's leader (`vote_on_checks`, `MetaClient.propose_on_shard`);
+3. when one digest has the votes of a majority of the voters, every replica compares its own
+   digest at i with it, at the same log position: one that differs stops (`RaftGroup` raises
+   `Corrupt` from the apply loop: it never serves or acknowledges anything from that state
+   again), is reported and rebuilt. A divergent LEADER stops the same way: it sends nothing
+   more, the healthy majority elects a new leader (Raft §5.2) and keeps serving.
 
 Every node also watches its own replicas: one that stopped on a storage failure (checksum
 mismatch, EIO, full disk) or a divergence, at run time or when its store was opened, is a
@@ -27,8 +30,10 @@ Rules of this file:
 - The checks are rate-bounded: at most one per shard per `consistency_check_ms` (0 = off), and
   one check at a time per shard. The digest costs the apply loop about 3.5 µs per key
   (measured, docs/disk-faults.md).
-- Nothing here decides alone that data is bad: the digest comparison happens in the log, at
-  the same index on every replica.
+- Nothing here decides alone that data is bad: the votes and the verdict are in the log, the
+  same on every replica; no majority for any digest is no verdict (nothing is stopped).
+- A replica votes once per check (retried at most once a second until its vote is in the
+  log), only on checks it recorded a digest for and that have no verdict yet.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ import time
 
 from phalanx.errors import PhalanxError, StorageError
 from phalanx.kv import Command, encode_command
-from phalanx.placement.shard import CHECK_COMMAND, VERIFY_COMMAND
+from phalanx.placement.planner import relocation_target
+from phalanx.placement.shard import CHECK_COMMAND, DIGEST_COMMAND
 from phalanx.server.config import NodeConfig
 from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
@@ -51,6 +57,18 @@ from phalanx.server.replicas import META_GROUP, Replicas
 logger = logging.getLogger(__name__)
 
 
+#: What a failed disk (not a lie, not one bad record) says in a replica's stop reason: EIO,
+#: ENOSPC (storage/ and server/disk_faults.py word them as the OS does).
+_DISK_FAILURES = ("Errno 5]", "Errno 28]", "Input/output error", "No space left",
+                  "disk full")
+
+
+def disk_failed(why: str) -> bool:
+    """True when a damaged replica stopped because its disk failed (EIO, full), rather than
+    because its bytes were bad or its state diverged: such a replica is rebuilt elsewhere."""
+    return any(sign in why for sign in _DISK_FAILURES)
+
+
 class ConsistencyChecker:
     """Proposes the checks on the shards this node leads; watches this node's replicas."""
 
@@ -58,6 +76,8 @@ class ConsistencyChecker:
                  events: EventLog, meta_client: MetaClient) -> None:
         self.replicas = replicas
         self.meta_client = meta_client
+        #: Damaged replicas being rebuilt on another node: group id -> the target node.
+        self.relocating: dict[int, str] = {}
         #: When a map op was last sent, per (op, shard, node): one a second at most.
         self.sent_at: dict[tuple[str, int, str], float] = {}
         self.config = config
@@ -68,6 +88,9 @@ class ConsistencyChecker:
         self.reported: dict[int, str] = {}
         #: The last verified check per shard led here: (index, digest, result).
         self.results: dict[int, tuple[int, str, str]] = {}
+        #: Votes committed: (group id, check index); when each vote was last sent.
+        self.voted: set[tuple[int, int]] = set()
+        self.vote_sent_at: dict[tuple[int, int], float] = {}
         self.scrubbing = False
         self.last_scrub_at = time.monotonic()  # the first scrub one interval after the start
         #: When each replica was last scrubbed (monotonic).
@@ -117,29 +140,53 @@ class ConsistencyChecker:
 
     # -- the rebuild (the damaged node, then the shard's leader) ---------------------------
     async def rebuild_damaged(self) -> None:
-        """On every node: ask the map to rebuild each damaged replica; once the map lists it
-        as rebuilding, delete its data (it is stopped, so it votes and acknowledges nothing;
-        it comes back empty only after the leader removed it: a new member)."""
+        """On every node: have each damaged replica rebuilt. A replica whose DISK failed (EIO,
+        disk full: `disk_failed`) is rebuilt on another node when the planner has one
+        (`relocation_target`; a `set_replicas` moving it there); this node deletes its copy
+        once the shard's configuration no longer holds it (which frees the disk). Otherwise
+        (bad bytes, a divergence, or no other node) it is rebuilt in place: ask the map to
+        rebuild it; once the map lists it as rebuilding, delete its data (it is stopped, so it
+        votes and acknowledges nothing; it comes back empty only after the leader removed it:
+        a new member)."""
         replicas = self.replicas
         if not replicas.meta_caught_up():
             return
         me = self.config.id
+        cmap = replicas.cluster_map
         for group_id, why in self.watch().items():
-            shard = replicas.cluster_map.shards.get(group_id)
+            shard = cmap.shards.get(group_id)
             if shard is None:
                 continue
             if me in shard.rebuilding:
-                if group_id in replicas.groups:
-                    await replicas.close_group(group_id, delete=True)
-                else:
-                    shutil.rmtree(replicas.data_dir / "groups" / str(group_id),
-                                  ignore_errors=True)
-                replicas.damaged.pop(group_id, None)
-                self.events.record("replica-rebuild", f"{me} deleted its damaged replica of "
-                                                      f"shard {group_id} ({why}); it comes "
-                                                      f"back as a new member")
+                await self._delete_damaged(group_id, why, "it comes back as a new member")
             elif me in shard.replicas:
-                self._send_once({"op": "rebuild_replica", "shard": group_id, "node": me})
+                target = relocation_target(cmap, group_id, me) if disk_failed(why) else None
+                if target is None:
+                    self._send_once({"op": "rebuild_replica", "shard": group_id, "node": me})
+                    continue
+                self._send_once({"op": "set_replicas", "shard": group_id,
+                                 "replicas": [target if n == me else n for n in shard.replicas],
+                                 "preferred_leader": "" if shard.preferred_leader == me
+                                 else shard.preferred_leader}, node=me)
+                if self.relocating.get(group_id) != target:
+                    self.relocating[group_id] = target
+                    self.events.record("replica-relocate", f"{me}: the disk of its replica of "
+                                                           f"shard {group_id} failed; rebuilding "
+                                                           f"it on {target}")
+            elif me not in shard.voters and me not in shard.learners:
+                # Relocated and out of the configuration: nobody needs these bytes any more.
+                self.relocating.pop(group_id, None)
+                await self._delete_damaged(group_id, why, "it was rebuilt on another node")
+
+    async def _delete_damaged(self, group_id: int, why: str, then: str) -> None:
+        replicas = self.replicas
+        if group_id in replicas.groups:
+            await replicas.close_group(group_id, delete=True)
+        else:
+            shutil.rmtree(replicas.data_dir / "groups" / str(group_id), ignore_errors=True)
+        replicas.damaged.pop(group_id, None)
+        self.events.record("replica-rebuild", f"{self.config.id} deleted its damaged replica "
+                                              f"of shard {group_id} ({why}); {then}")
 
     def finish_rebuilds(self) -> None:
         """On each shard's leader: a replica being rebuilt that has left the configuration
@@ -159,14 +206,13 @@ class ConsistencyChecker:
                     self._send_once({"op": "finish_rebuild", "shard": group_id,
                                      "node": node})
 
-    def _send_once(self, op: dict[str, object]) -> None:
-        key = (str(op["op"]), int(str(op["shard"])), str(op["node"]))
+    def _send_once(self, op: dict[str, object], *, node: str | None = None) -> None:
+        key = (str(op["op"]), int(str(op["shard"])), str(op.get("node", node)))
         now = time.monotonic()
         if now - self.sent_at.get(key, 0.0) < 1.0:
             return
         self.sent_at[key] = now
-        logger.info("%s: %s shard %s node %s", self.config.id, op["op"], op["shard"],
-                    op["node"])
+        logger.info("%s: %s shard %s node %s", self.config.id, op["op"], op["shard"], key[2])
         asyncio.get_running_loop().create_task(self.meta_client.propose_quietly(op))
 
     # -- the checks (on each shard's leader) ----------------------------------------------
@@ -191,25 +237,78 @@ class ConsistencyChecker:
     async def _check(self, group_id: int, group: RaftGroup) -> None:
         timeout = self.config.request_timeout_ms / 1000
         now_ms = int(time.time() * 1000)
+        conf = group.raw.conf
+        if conf.voters_outgoing or group.shard is None:
+            self.running.discard(group_id)  # a joint configuration: check after it is left
+            return
+        voters = tuple(str(v).encode() for v in sorted(conf.voters))
         try:
             reply = await asyncio.wait_for(group.propose_data(encode_command(
-                Command(name=CHECK_COMMAND, args=(), now_ms=now_ms))), timeout)
+                Command(name=CHECK_COMMAND, args=voters, now_ms=now_ms))), timeout)
             if not isinstance(reply, bytes) or b" " not in reply:
                 self._checks.labels("failed").inc()
                 return
-            index_text, digest = reply.split(b" ", 1)
-            verdict = await asyncio.wait_for(group.propose_data(encode_command(
-                Command(name=VERIFY_COMMAND, args=(index_text, digest), now_ms=now_ms))),
-                timeout)
-            result = verdict.decode() if isinstance(verdict, bytes) else "failed"
+            index = int(reply.split(b" ", 1)[0])
+            shard = group.shard
+            # The votes come in through the log (vote_on_checks on every replica, this one
+            # too): wait, bounded, for the verdict.
+            deadline = time.monotonic() + 3 * timeout
+            while index not in shard.check_verdicts and time.monotonic() < deadline \
+                    and not group.stopped and index in shard.check_voters:
+                await asyncio.sleep(0.05)
+            verdict = shard.check_verdicts.get(index)
+            if verdict is None:
+                result = "stopped" if group.stopped else "no-majority"
+                self._checks.labels(result).inc()
+                self.results[group_id] = (index, shard.check_digests.get(index, ""), result)
+                return
+            digest, dissenters = verdict
+            result = "MISMATCH" if dissenters or shard.check_digests.get(index) != digest \
+                else "OK"
             self._checks.labels(result.lower()).inc()
-            self.results[group_id] = (int(index_text), digest.decode(), result)
+            self.results[group_id] = (index, digest, result)
         except (PhalanxError, TimeoutError) as error:
             self._checks.labels("failed").inc()
             logger.info("%s: consistency check of shard %s did not complete: %s",
                         self.config.id, group_id, error)
         finally:
             self.running.discard(group_id)
+
+    def vote_on_checks(self) -> None:
+        """On every node: commit this replica's digest at each check it recorded that has no
+        verdict yet (`PHALANX.DIGEST`, through the shard's leader; see the module docstring)."""
+        me = self.config.id
+        now = time.monotonic()
+        pending: set[tuple[int, int]] = set()
+        for group_id, group in self.replicas.data_groups().items():
+            shard = group.shard
+            if shard is None or group.stopped:
+                continue
+            for index, voters in list(shard.check_voters.items()):
+                key = (group_id, index)
+                votes = shard.check_votes.get(index, {})
+                if me not in voters or me in votes or index in shard.check_verdicts or \
+                        index not in shard.check_digests:
+                    continue
+                pending.add(key)
+                if key in self.voted or now - self.vote_sent_at.get(key, 0.0) < 1.0:
+                    continue
+                self.vote_sent_at[key] = now
+                asyncio.get_running_loop().create_task(
+                    self._vote(group_id, index, shard.check_digests[index]),
+                    name=f"consistency-vote-{group_id}-{index}")
+        for key in [k for k in self.vote_sent_at if k not in pending]:
+            del self.vote_sent_at[key]
+        self.voted &= pending
+
+    async def _vote(self, group_id: int, index: int, digest: str) -> None:
+        try:
+            await self.meta_client.propose_on_shard(group_id, DIGEST_COMMAND, (
+                str(index).encode(), self.config.id.encode(), digest.encode()))
+            self.voted.add((group_id, index))
+        except (PhalanxError, OSError, TimeoutError) as error:
+            logger.info("%s: vote on check %s of shard %s not committed yet: %s",
+                        self.config.id, index, group_id, error)
 
     # -- the background scrub (every node) -------------------------------------------------
     def start_due_scrub(self) -> None:
@@ -260,6 +359,12 @@ class ConsistencyChecker:
             "damaged": {str(g): why for g, why in sorted(self.damaged().items())},
             "last_checks": {str(g): {"index": index, "digest": digest, "result": result}
                             for g, (index, digest, result) in sorted(self.results.items())},
+            # The latest verdict each local replica applied (the majority's digest, the
+            # replicas that voted otherwise), and the latest one with a dissent among those
+            # kept (a dissenter stops; later checks no longer count it).
+            "verdicts": {str(g): _verdicts(group.shard.check_verdicts)
+                         for g, group in sorted(self.replicas.data_groups().items())
+                         if group.shard is not None and group.shard.check_verdicts},
             # Every local replica's latest check digest (leader or not), so that the digests
             # of one index can be compared across the nodes' /status.
             "digests": {str(g): {"index": max(group.shard.check_digests),
@@ -270,4 +375,16 @@ class ConsistencyChecker:
         }
 
 
-__all__ = ["ConsistencyChecker"]
+def _verdicts(verdicts: dict[int, tuple[str, list[str]]]) -> dict[str, object]:
+    latest = max(verdicts)
+    shown: dict[str, object] = {"index": latest, "digest": verdicts[latest][0],
+                                "dissenters": list(verdicts[latest][1])}
+    dissents = [index for index, (_, dissenters) in verdicts.items() if dissenters]
+    if dissents:
+        index = max(dissents)
+        shown["last_dissent"] = {"index": index, "digest": verdicts[index][0],
+                                 "dissenters": list(verdicts[index][1])}
+    return shown
+
+
+__all__ = ["ConsistencyChecker", "disk_failed"]

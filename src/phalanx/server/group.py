@@ -22,11 +22,13 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -184,6 +186,14 @@ class RaftGroup:
         self.stopped = False
         self.fatal_error: str | None = None
         self._snapshotting = False
+        #: The snapshot being written in slices (`_take_snapshot`), if any.
+        self._snapshot_task: asyncio.Task[None] | None = None
+        #: Bytes of entries applied (all time), and that count when the last snapshot was
+        #: taken or installed: the byte trigger of the snapshot policy.
+        self._log_bytes = 0
+        self._log_bytes_at_snapshot = 0
+        #: The size of the last snapshot taken or installed (the policy's ratio).
+        self._last_snapshot_bytes = len(snapshot.data)
         self.compacting = False
         #: The Ready order with asynchronous, batched log writes (this object is its IO).
         self.pipeline = ReadyPipeline(self.raw, self)
@@ -195,6 +205,11 @@ class RaftGroup:
             return
         try:
             self.raw.step(message)
+        except StorageError as error:
+            # A log read failed while answering a peer (EIO, a bad checksum): stop as the
+            # run loop does for a failed write; the rest of the cluster keeps the data.
+            self._stop_on_storage_failure(error)
+            return
         except PhalanxError:
             logger.exception("group %s: message %s from %s failed", self.group_id,
                              type(message).__name__, message.source)
@@ -280,14 +295,17 @@ class RaftGroup:
 
     # -- client operations -----------------------------------------------------------------
     def propose_command(self, name: bytes, args: tuple[bytes, ...],
-                        client: tuple[int, int] | None = None) -> asyncio.Future[Reply]:
+                        client: tuple[int, int, int] | None = None) -> asyncio.Future[Reply]:
         """Propose a write; the future resolves with the state machine's reply once applied.
+        `client`: (client id, sequence, first unacknowledged sequence) of a client session
+        (Raft dissertation §6.3: the state machine runs it once however often it is sent).
 
         Raises `NotLeader` or `ProposalDropped` at once (the write was certainly not made).
         """
         command = Command(
             name=name, args=args, now_ms=int(time.time() * 1000),
             client_id=client[0] if client else None, sequence=client[1] if client else None,
+            first_unacked=client[2] if client else None,
         )
         return self.propose_data(encode_command(command))
 
@@ -436,7 +454,7 @@ class RaftGroup:
                         await asyncio.sleep(0)
                 self._observe_role()
                 if not self.pipeline.holding:
-                    await self._maybe_snapshot()
+                    self._maybe_start_snapshot()
         except StorageError as error:
             # The disk failed (full, IO error): stop this replica rather than guess; the rest
             # of the cluster keeps the data.
@@ -457,7 +475,7 @@ class RaftGroup:
         answer its read states, then tell the pipeline."""
         group = self.group_id
         if rd.snapshot is not None:
-            self.machine.restore(rd.snapshot.data)
+            await self._restore(rd.snapshot.data)
             logger.info("group %s restored snapshot at index %s", group, rd.snapshot.meta.index)
             for index in [i for i in self.pending_writes if i <= rd.snapshot.meta.index]:
                 replaced = self.pending_writes.pop(index)
@@ -478,6 +496,7 @@ class RaftGroup:
                 logger.info("group %s configuration: voters=%s learners=%s", group,
                             ",".join(conf.voters), ",".join(conf.learners))
             elif entry.data:
+                self._log_bytes += len(entry.data)
                 reply = self.machine.apply(entry.index, entry.data)
                 if self.shard is not None and self.shard.divergence is not None:
                     # The consistency checker found this replica's data differs from the
@@ -539,7 +558,7 @@ class RaftGroup:
         waiter one local look, a missed one would cost it the periodic re-check."""
         watched = self.watched_keys
         try:
-            name, args, _now, _client, _sequence = decode_fields(data)
+            name, args = decode_fields(data)[:2]
         except PhalanxError:
             return list(watched)
         keys = command_keys(name, args)
@@ -652,9 +671,9 @@ class RaftGroup:
     async def compact_for_new_member(self) -> None:
         """Snapshot at the applied index and compact entry 1 away (see above)."""
         try:
-            if self._snapshotting or self.raw.applied < 1 or self.stopped:
+            if self.raw.applied < 1 or self.stopped:
                 return
-            await self._maybe_snapshot(force=True)
+            await self._snapshot_now()
             if self.store.first_index() <= 1 and self.store.snapshot_meta().index >= 1:
                 await self.store.compact(Index(1))
         except StorageError as error:
@@ -667,14 +686,49 @@ class RaftGroup:
         """A snapshot at the applied index now (BGSAVE), taken and compacted as the snapshot
         policy takes one; nothing when the last snapshot is already at the applied index."""
         if not self.stopped:
-            await self._maybe_snapshot(force=True)
+            await self._snapshot_now()
 
-    async def _maybe_snapshot(self, force: bool = False) -> None:
-        applied = self.raw.applied
-        snapshot_index = self.store.snapshot_meta().index
-        if self._snapshotting or (applied - snapshot_index < self.config.snapshot_every_entries
-                                  and not (force and applied > snapshot_index)):
+    async def _snapshot_now(self) -> None:
+        """Wait for the snapshot being written, then take one at the applied index unless
+        the last one is already there."""
+        running = self._snapshot_task
+        if running is not None:
+            await asyncio.shield(running)
+        if self.raw.applied > self.store.snapshot_meta().index and not self.pipeline.holding:
+            self._start_snapshot()
+            task = self._snapshot_task
+            if task is not None:
+                await asyncio.shield(task)
+
+    def snapshot_due(self) -> bool:
+        """The snapshot policy (see `NodeConfig.snapshot_every_entries`): enough entries or
+        bytes of log since the last snapshot, and, past a floor, log in proportion to its
+        size."""
+        config = self.config
+        entries = self.raw.applied - self.store.snapshot_meta().index
+        if entries <= 0:
+            return False
+        log_bytes = self._log_bytes - self._log_bytes_at_snapshot
+        last = self._last_snapshot_bytes
+        proportion = (last * config.snapshot_log_percent // 100
+                      if last >= config.snapshot_ratio_floor_bytes else 0)
+        if log_bytes >= max(config.snapshot_every_bytes, proportion):
+            return True
+        return entries >= config.snapshot_every_entries and log_bytes >= proportion
+
+    def _maybe_start_snapshot(self) -> None:
+        if self._snapshot_task is None and not self.stopped and self.snapshot_due():
+            self._start_snapshot()
+
+    def _start_snapshot(self) -> None:
+        """Start writing a snapshot of the state at the applied index (in slices of the
+        event loop, while entries keep being applied), unless one is being written or the
+        store is not ready for it."""
+        if self._snapshot_task is not None:
             return
+        applied = self.raw.applied
+        if applied <= self.store.snapshot_meta().index:
+            return  # nothing new (or a newer snapshot was just installed)
         if applied > self.store.last_index():
             return  # entries applied before our own write of them completed: next time
         if self.store.term(Index(applied)) != self.raw.term_at(applied):
@@ -682,20 +736,86 @@ class RaftGroup:
             # snapshot now would take the old entry's term, and compacting would then drop
             # the overwrite. Next time.
             return
+        # The state is captured now, at `applied` (the writer follows later changes: copy
+        # on write, kv/snapshot_stream.py); the configuration is the one applied with it.
+        frames = (self.shard.snapshot_frames() if self.shard is not None
+                  else iter((self.machine.snapshot(),)))
+        conf = self.raw.conf
+        log_bytes = self._log_bytes
         self._snapshotting = True
+        task = asyncio.ensure_future(self._take_snapshot(applied, conf, frames, log_bytes))
+        self._snapshot_task = task
+        task.add_done_callback(self._snapshot_done)
+
+    def _snapshot_done(self, task: asyncio.Task[None]) -> None:
+        self._snapshot_task = None
+        self._snapshotting = False
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, StorageError):
+            self.stop_on_storage_failure(error)
+        elif error is not None:
+            logger.error("group %s: snapshot failed: %s: %s", self.group_id,
+                         type(error).__name__, error)
+        self.wake.set()
+
+    async def _take_snapshot(self, applied: int, conf: ConfState, frames: Iterator[bytes],
+                             log_bytes: int) -> None:
+        """Write the snapshot's frames in slices of `snapshot_slice_ms` of the loop, then
+        store it (on the store's writer thread), compact, and give freed memory back."""
+        started = time.perf_counter()
+        budget = self.config.snapshot_slice_ms / 1000
+        parts: list[bytes] = []
+        slices = 0
         try:
-            started = time.perf_counter()
-            data = self.machine.snapshot()
-            conf = self.raw.conf
-            await self.store.create_snapshot(Index(applied), conf, data)
-            compact_to = applied - self.config.snapshot_keep_entries
-            if compact_to > self.store.first_index() - 1:
-                await self.store.compact(Index(compact_to))
-            self.metrics.snapshot_taken(time.perf_counter() - started)
-            logger.info("group %s took a snapshot at index %s (%d bytes) in %.0f ms",
-                        self.group_id, applied, len(data), (time.perf_counter() - started) * 1e3)
+            deadline = time.perf_counter() + budget
+            for part in frames:
+                parts.append(part)
+                if time.perf_counter() >= deadline:
+                    slices += 1
+                    await asyncio.sleep(0)
+                    if self.stopped:
+                        return
+                    deadline = time.perf_counter() + budget
         finally:
-            self._snapshotting = False
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+        data = b"".join(parts)
+        del parts
+        encoded = time.perf_counter()
+        await self.store.create_snapshot(Index(applied), conf, data)
+        compact_to = applied - self.config.snapshot_keep_entries
+        if compact_to > self.store.first_index() - 1:
+            await self.store.compact(Index(compact_to))
+        self._log_bytes_at_snapshot = log_bytes
+        self._last_snapshot_bytes = len(data)
+        size = len(data)
+        del data
+        await asyncio.to_thread(malloc_trim)
+        elapsed = time.perf_counter() - started
+        self.metrics.snapshot_taken(elapsed)
+        logger.info("group %s took a snapshot at index %s (%d bytes) in %.0f ms (%.0f ms "
+                    "encoding in %d slices)", self.group_id, applied, size, elapsed * 1e3,
+                    (encoded - started) * 1e3, slices + 1)
+
+    async def _restore(self, data: bytes) -> None:
+        """Restore a snapshot, a frame per slice of `snapshot_slice_ms` of the loop (the
+        state changes only at the end, once everything checked), then give memory back."""
+        steps = getattr(self.machine, "restore_steps", None)
+        if steps is None:
+            self.machine.restore(data)
+        else:
+            budget = self.config.snapshot_slice_ms / 1000
+            deadline = time.perf_counter() + budget
+            for _ in steps(data):
+                if time.perf_counter() >= deadline:
+                    await asyncio.sleep(0)
+                    deadline = time.perf_counter() + budget
+        self._log_bytes_at_snapshot = self._log_bytes
+        self._last_snapshot_bytes = len(data)
+        await asyncio.to_thread(malloc_trim)
 
     # -- expiry (the leader proposes deletions on replicated time; docs/architecture.md) -----
     def propose_expirations(self) -> int:
@@ -724,4 +844,21 @@ class RaftGroup:
         self._fail_everything(OutcomeUnknown("the node is shutting down"))
 
 
-__all__ = ["RaftGroup"]
+_LIBC: Any = None
+
+
+def malloc_trim() -> None:
+    """Give the allocator's free memory back to the system (glibc's `malloc_trim(0)`), after
+    a snapshot freed its buffers; nothing where there is no glibc."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+__all__ = ["RaftGroup", "malloc_trim"]

@@ -36,7 +36,7 @@ import contextlib
 import logging
 import time
 
-from phalanx.errors import PhalanxError
+from phalanx.errors import ConfigError, PhalanxError
 from phalanx.placement import ClusterMap
 from phalanx.raft import GroupId, Message
 from phalanx.server.admin import AdminServer, NodeView
@@ -103,7 +103,7 @@ class _AdminView:
 
     def __init__(self, config: NodeConfig, status: NodeStatus, controllers: Controllers,
                  resharding: Resharding, meta_client: MetaClient,
-                 fault_rules: FaultRules) -> None:
+                 fault_rules: FaultRules, replicas: Replicas) -> None:
         self.node_id = config.id
         self.zone = config.me.zone
         self.region = config.me.region
@@ -112,6 +112,7 @@ class _AdminView:
         self._resharding = resharding
         self._meta_client = meta_client
         self._fault_rules = fault_rules
+        self._replicas = replicas
 
     def status(self) -> dict[str, object]:
         return self._status.status()
@@ -159,6 +160,31 @@ class _AdminView:
         """Remove every fault rule."""
         self._fault_rules.clear()
         logger.warning("fault rules cleared")
+
+    def set_disk_fault(self, rules: dict[str, object]) -> dict[str, object]:
+        """Arm a disk fault on one local replica's store (server/disk_faults.py)."""
+        armed = self._replicas.disk_faults.arm(rules)
+        logger.warning("disk faults armed: %s", armed)
+        return armed
+
+    def get_disk_faults(self) -> dict[str, object]:
+        return self._replicas.disk_faults.to_json()
+
+    def clear_disk_faults(self) -> None:
+        self._replicas.disk_faults.clear()
+        logger.warning("disk faults cleared")
+
+    def plant_lie(self, shard: int, key: bytes, value: bytes) -> dict[str, object]:
+        """Change one value of the local replica of `shard` without a log entry (a disk that
+        lies at run time); ConfigError when no running replica of it is here."""
+        group = self._replicas.groups.get(shard)
+        if group is None or group.shard is None or group.stopped:
+            raise ConfigError(f"no running replica of shard {shard} on this node")
+        group.shard.kv.plant_lie(key, value)
+        logger.warning("a lie planted in the replica of shard %s at applied index %s",
+                       shard, group.raw.applied)
+        return {"shard": shard, "applied_index": int(group.raw.applied),
+                "role": "leader" if group.is_leader() else "follower"}
 
 
 class Node:
@@ -216,7 +242,7 @@ class Node:
                                  self.events, self.resp, self.started, self.identity)
         self.status.consistency = self.consistency.status
         view: NodeView = _AdminView(config, self.status, self.controllers, self.resharding,
-                                    self.meta_client, self.fault_rules)
+                                    self.meta_client, self.fault_rules, self.replicas)
         self.admin: AdminServer | None = None
         if me.admin:
             admin_host, admin_port = parse_address(me.admin, "admin")
@@ -324,6 +350,7 @@ class Node:
                 # Disks that fail or lie: checks on the shards led here, damaged replicas
                 # reported and rebuilt (server/consistency.py).
                 self.consistency.start_due_checks()
+                self.consistency.vote_on_checks()
                 self.consistency.start_due_scrub()
                 self.consistency.finish_rebuilds()
                 await self.consistency.rebuild_damaged()

@@ -16,6 +16,10 @@ Rules of this file:
 - A link whose peer already closed it (EOF seen while idle: the peer restarted or died) is
   reconnected before the command is written, never written to: writing first would turn a
   certain "not applied" into an unknown outcome.
+- Many calls may be in flight on one link (a pipeline forwarded as a pipeline): each call's
+  reply is the next one read after the replies of the calls written before it. A broken
+  connection fails every call waiting on it at once (and is marked `failed`, which the
+  router's write sessions read to keep re-sent writes in order).
 - No import of the node or the front end: both use this module, it uses neither.
 See docs/architecture.md.
 """
@@ -26,6 +30,8 @@ import asyncio
 import hashlib
 import hmac
 import ssl
+from collections import deque
+from collections.abc import Callable
 
 from phalanx.errors import LeaderUnreachable, PeerProtocolError
 from phalanx.resp import NEED_DATA, ErrorReply, RespReplyParser, encode_command
@@ -70,16 +76,63 @@ def client_tls_context(config: NodeConfig) -> ssl.SSLContext | None:
 
 
 def internal_signature(secret: str, payload: bytes) -> bytes:
-    """HMAC of an internal RESP command (PHALANX.META / PHALANX.JOIN) under the cluster secret."""
+    """HMAC of an internal RESP command (PHALANX.META / PHALANX.JOIN / PHALANX.FWD) under the
+    cluster secret."""
     return hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest().encode()
+
+
+class _Connection:
+    """One TCP (or TLS) connection of a link: its stream, its parser, and the calls written on
+    it still waiting for their replies, in order (RESP answers in order: the n-th reply read
+    is the reply of the n-th command written), each with when it was written."""
+
+    __slots__ = ("failed", "outgoing", "parser", "pending", "reader", "reader_task", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.parser = RespReplyParser()
+        self.pending: deque[tuple[asyncio.Future[object], float]] = deque()
+        #: Commands written in this loop turn, sent together at its end (one system call for
+        #: a pipeline's worth of commands).
+        self.outgoing: list[bytes] = []
+        self.reader_task: asyncio.Task[None] | None = None
+        #: Set when the connection broke or was closed: every call written on it that had no
+        #: reply yet has failed (its outcome is the caller's to decide).
+        self.failed = False
+
+    def flush(self) -> None:
+        """Send the commands written in this loop turn."""
+        outgoing = self.outgoing
+        if outgoing and not self.failed:
+            self.writer.write(b"".join(outgoing) if len(outgoing) > 1 else outgoing[0])
+        outgoing.clear()
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the connection broken and fail every call still waiting on it."""
+        self.failed = True
+        self.outgoing.clear()
+        pending = self.pending
+        while pending:
+            future = pending.popleft()[0]
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: a caller that gave up is not "never retrieved"
 
 
 class LeaderLink:
     """A RESP connection from this node to another node (usually a shard's leader), used to
     forward one client's commands or to carry one control-plane call.
 
-    It authenticates as the default user (`requirepass`) and connects with `ssl_context`
-    (None: plaintext); the caller passes the node's client TLS context explicitly.
+    Many calls may be in flight at once (a client's pipeline is forwarded as a pipeline,
+    issue 15): each call writes its command at once and waits for its reply, which a reader
+    task matches to the calls in the order they were written. It authenticates as the default
+    user (`requirepass`) and connects with `ssl_context` (None: plaintext); the caller passes
+    the node's client TLS context explicitly.
+
+    With `watch(current_leader, stall_s)`, a watchdog closes the connection (failing every
+    call on it) as soon as `current_leader()` names another node, or when the oldest call has
+    waited `stall_s`: callers then learn at once that their leader is gone.
     """
 
     def __init__(self, leader_id: str, host: str, port: int, timeout: float,
@@ -90,70 +143,162 @@ class LeaderLink:
         self.timeout = timeout
         self.password = password
         self.ssl_context = ssl_context
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.parser = RespReplyParser()
+        self.connection: _Connection | None = None
         self.lock = asyncio.Lock()
+        self.current_leader: Callable[[], str] | None = None
+        self.stall_s = 0.0
+        self.watchdog: asyncio.Task[None] | None = None
 
-    async def _connect(self) -> None:
-        self.reader, self.writer = await asyncio.wait_for(
+    def watch(self, current_leader: Callable[[], str] | None, stall_s: float) -> None:
+        """Close the connection when `current_leader()` names another node or a call waits
+        longer than `stall_s` (see the class docstring)."""
+        self.current_leader = current_leader
+        self.stall_s = stall_s
+
+    async def _connect(self) -> _Connection:
+        reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, ssl=self.ssl_context), self.timeout
         )
-        self.parser = RespReplyParser()
-        hello = b""
-        if self.password:
-            hello += encode_command(b"AUTH", self.password.encode())
-        hello += encode_command(b"CLIENT", b"SETNAME", FORWARD_CLIENT_NAME)
-        assert self.writer is not None
-        self.writer.write(hello)
-        expected = 2 if self.password else 1
-        for _ in range(expected):
-            reply = await self._read_reply()
-            if isinstance(reply, ErrorReply):
-                raise PeerProtocolError(f"leader {self.leader_id} refused: {reply.text}")
+        connection = _Connection(reader, writer)
+        try:
+            hello = b""
+            if self.password:
+                hello += encode_command(b"AUTH", self.password.encode())
+            hello += encode_command(b"CLIENT", b"SETNAME", FORWARD_CLIENT_NAME)
+            writer.write(hello)
+            for _ in range(2 if self.password else 1):
+                reply = await asyncio.wait_for(self._read_reply(connection), self.timeout)
+                if isinstance(reply, ErrorReply):
+                    raise PeerProtocolError(f"leader {self.leader_id} refused: {reply.text}")
+        except BaseException:
+            writer.close()
+            raise
+        connection.reader_task = asyncio.get_running_loop().create_task(
+            self._read_replies(connection))
+        return connection
 
-    async def _read_reply(self) -> object:
-        reader, parser = self.reader, self.parser
-        assert reader is not None
+    @staticmethod
+    async def _read_reply(connection: _Connection) -> object:
+        """One reply, read before the reader task starts (the handshake's)."""
+        parser = connection.parser
         while True:
             reply = parser.next_reply()
             if reply is not NEED_DATA:
                 return reply
-            data = await asyncio.wait_for(reader.read(65536), self.timeout)
+            data = await connection.reader.read(65536)
             if not data:
                 raise ConnectionResetError("leader closed the connection")
             parser.feed(data)
 
-    def _usable(self) -> bool:
-        """True if the open connection may carry a command: not closing, and the peer has not
-        closed its side (a RESP server never half-closes: an EOF means it is gone)."""
-        if self.writer is None or self.writer.is_closing() or self.reader is None:
+    async def _read_replies(self, connection: _Connection) -> None:
+        """The reader task: each reply to the oldest call waiting on `connection`. Any failure
+        (EOF, reset, a reply nobody asked for, a reply that does not parse) breaks the
+        connection and fails every waiting call; it never escapes the task."""
+        parser, pending = connection.parser, connection.pending
+        error: BaseException
+        try:
+            while True:
+                data = await connection.reader.read(65536)
+                if not data:
+                    error = ConnectionResetError(f"node {self.leader_id} closed the connection")
+                    break
+                parser.feed(data)
+                while (reply := parser.next_reply()) is not NEED_DATA:
+                    if not pending:
+                        raise PeerProtocolError(f"node {self.leader_id} sent a reply nobody "
+                                                f"asked for")
+                    future = pending.popleft()[0]
+                    if not future.done():  # (a caller that gave up has cancelled it)
+                        future.set_result(reply)
+        except asyncio.CancelledError:
+            connection.fail(ConnectionResetError(f"the link to {self.leader_id} was closed"))
+            raise
+        except Exception as failure:  # any failure breaks this connection, never the task
+            error = failure if isinstance(failure, OSError | PeerProtocolError) else \
+                PeerProtocolError(f"bad reply from node {self.leader_id}: {failure!r}")
+        connection.fail(error)
+        if self.connection is connection:
+            self.connection = None
+        connection.writer.close()
+
+    async def _watch(self) -> None:
+        """The watchdog (see the class docstring); ends when no call is waiting."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.02)
+            connection = self.connection
+            if connection is None or not connection.pending:
+                return
+            current = self.current_leader() if self.current_leader is not None else ""
+            if current and current != self.leader_id:
+                self._break(f"leadership moved from {self.leader_id} to {current}")
+                return
+            if self.stall_s and loop.time() - connection.pending[0][1] > self.stall_s:
+                self._break(f"node {self.leader_id} did not answer in {self.stall_s:.1f} s")
+                return
+
+    def _break(self, why: str) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.fail(ConnectionResetError(why))
+            if connection.reader_task is not None:
+                connection.reader_task.cancel()
+            connection.writer.close()
+
+    def usable(self) -> bool:
+        """True if the open connection may carry a command now: not broken or closing, and
+        the peer has not closed its side (a RESP server never half-closes: an EOF means it is
+        gone)."""
+        connection = self.connection
+        if connection is None or connection.failed or connection.writer.is_closing():
             return False
-        return not self.reader.at_eof() and self.reader.exception() is None
+        reader = connection.reader
+        return not reader.at_eof() and reader.exception() is None
 
-    async def call(self, arguments: list[bytes], sent: asyncio.Event | None = None) -> object:
+    def send(self, arguments: list[bytes]) -> asyncio.Future[object]:
+        """Write one command on the open connection now (the caller checked `usable()`): a
+        future of its reply, failed with OSError if the connection breaks first. It leaves
+        with the other commands written in this loop turn."""
+        connection = self.connection
+        if connection is None or connection.failed:
+            raise LeaderUnreachable(f"the link to leader {self.leader_id} is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        connection.pending.append((future, loop.time()))
+        if not connection.outgoing:
+            loop.call_soon(connection.flush)
+        connection.outgoing.append(encode_command(*arguments))
+        if (self.current_leader is not None or self.stall_s) and \
+                (self.watchdog is None or self.watchdog.done()):
+            self.watchdog = loop.create_task(self._watch())
+        return future
+
+    async def call(self, arguments: list[bytes], sent: asyncio.Event | None = None,
+                   on_sent: Callable[[_Connection], None] | None = None) -> object:
         """Send one command and return its reply (raises OSError/timeouts on link failure).
+        Other calls may be in flight on the link at the same time; replies come in order.
 
-        `sent` is set the moment the command is written (the caller's proof, if it gives up
-        before, that nothing left: a `LeaderUnreachable` is raised whenever that is so)."""
-        async with self.lock:
-            if not self._usable():
-                self.close()
-                try:
-                    await self._connect()
-                except (OSError, TimeoutError, PeerProtocolError) as error:
-                    # (ssl.SSLError is an OSError: a TLS failure means certainly not sent.)
+        `sent` is set (and `on_sent` called with the connection) the moment the command is
+        written: the caller's proof, if it gives up before, that nothing left (a
+        `LeaderUnreachable` is raised whenever that is so)."""
+        if not self.usable():
+            async with self.lock:
+                if not self.usable():
                     self.close()
-                    raise LeaderUnreachable(f"cannot reach leader {self.leader_id}: {error}") \
-                        from error
-            assert self.writer is not None
-            if sent is not None:
-                sent.set()
-            self.writer.write(encode_command(*arguments))
-            return await self._read_reply()
+                    try:
+                        self.connection = await self._connect()
+                    except (OSError, TimeoutError, PeerProtocolError) as error:
+                        # (ssl.SSLError is an OSError: a TLS failure means certainly not sent.)
+                        self.close()
+                        raise LeaderUnreachable(
+                            f"cannot reach leader {self.leader_id}: {error}") from error
+        future = self.send(arguments)
+        if sent is not None:
+            sent.set()
+        if on_sent is not None and self.connection is not None:
+            on_sent(self.connection)
+        return await asyncio.wait_for(future, self.timeout)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        self.reader = None
+        """Close the connection (if any): the calls still waiting on it fail."""
+        self._break(f"the link to {self.leader_id} was closed")

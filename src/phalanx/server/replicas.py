@@ -37,10 +37,11 @@ from phalanx.placement.planner import initial_map
 from phalanx.placement.shard import ShardMachine, SplitOff
 from phalanx.raft import ConfState, GroupId, NodeId
 from phalanx.server.config import NodeConfig, parse_address
+from phalanx.server.disk_faults import DiskFaults, FaultyLogStore
 from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
 from phalanx.server.metrics import NodeMetrics
-from phalanx.storage import AsyncLogStore, open_log_store
+from phalanx.storage import AsyncLogStore, NodeLog, open_log_store
 from phalanx.transport.tcp import TcpTransport
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ class Replicas:
         self.groups: dict[int, RaftGroup] = {}
         self.group_tasks: dict[int, asyncio.Task[None]] = {}
         self.stores: dict[int, AsyncLogStore] = {}
+        #: The chaos lab's disk faults (server/disk_faults.py): only with fault injection on.
+        self.disk_faults = DiskFaults()
+        #: The node's one log (`storage_engine = "node"`, and any group that lives in it),
+        #: opened on first use, closed by `close_all`.
+        self._node_log: NodeLog | None = None
         #: Data replicas whose store failed to open (group id -> why): not running, waiting
         #: to be rebuilt (`Controllers.rebuild_damaged`).
         self.damaged: dict[int, str] = {}
@@ -127,13 +133,29 @@ class Replicas:
                    machine: MapMachine | None = None) -> RaftGroup:
         """Open (or create, with `bootstrap` as its configuration) a replica's store, and
         start it."""
-        store = AsyncLogStore(open_log_store(self.data_dir / "groups" / str(group_id), bootstrap,
-                                             self.config.storage_engine))
+        store = self.open_store(self.data_dir / "groups" / str(group_id), bootstrap)
         try:
             return self.start_group(group_id, store, machine)
         except StorageError:
             store.store.close()  # its snapshot did not load: release the store's lock
             raise
+
+    def open_store(self, directory: Path, bootstrap: ConfState) -> AsyncLogStore:
+        """Open (or create) one replica's log store: in the node log or its own directory's,
+        whichever it already has, else the configured engine's (`phalanx.storage`)."""
+        durable = open_log_store(directory, bootstrap, self.config.storage_engine,
+                                 self.node_log)
+        if self.config.enable_fault_injection and directory.name.isdigit() and \
+                int(directory.name) != META_GROUP:
+            # The chaos lab's disk faults (server/disk_faults.py), data replicas only.
+            return AsyncLogStore(FaultyLogStore(durable, self.disk_faults, int(directory.name)))
+        return AsyncLogStore(durable)
+
+    def node_log(self) -> NodeLog:
+        """The node's one log (opened on first use)."""
+        if self._node_log is None:
+            self._node_log = NodeLog(self.data_dir / "log", self.data_dir / "groups")
+        return self._node_log
 
     def start_group(self, group_id: GroupId, store: AsyncLogStore,
                     machine: MapMachine | None = None) -> RaftGroup:
@@ -180,7 +202,10 @@ class Replicas:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if store is not None:
-            await store.close()
+            if delete:
+                await store.drop()
+            else:
+                await store.close()
         if delete:
             shutil.rmtree(self.data_dir / "groups" / str(group_id), ignore_errors=True)
             self.metrics.remove_group(str(group_id))
@@ -191,6 +216,9 @@ class Replicas:
         """Stop every replica (keeping its data)."""
         for group_id in list(self.groups):
             await self.close_group(group_id, delete=False)
+        if self._node_log is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._node_log.close)
+            self._node_log = None
 
     # -- what routing asks -------------------------------------------------------------------
     @property

@@ -39,7 +39,6 @@ from phalanx.server.events import EventLog
 from phalanx.server.group import RaftGroup
 from phalanx.server.meta_client import MetaClient, describe_reply
 from phalanx.server.replicas import Replicas
-from phalanx.storage import AsyncLogStore, open_log_store
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ class Resharding:
         if new_id in self.replicas.groups or directory.exists():
             return  # replaying the old shard's log after a restart: the new shard exists
         members = ConfState(voters=conf.voters, learners=conf.learners)
-        store = AsyncLogStore(open_log_store(directory, ConfState(), self.config.storage_engine))
+        store = self.replicas.open_store(directory, ConfState())
         snapshot = Snapshot(meta=SnapshotMeta(index=Index(SPLIT_SNAPSHOT_INDEX),
                                               term=Term(SPLIT_SNAPSHOT_INDEX),
                                               conf_state=members),

@@ -11,6 +11,9 @@ Rules of this file:
 - A write that fails raises `StorageError` from the `await`; the store is unchanged by it.
 - Cancelling the awaiting task does not cancel a write already running on the thread: the write
   either commits or fails as a whole, and the view follows the database.
+- A store with a `confirm()` (the WAL) gets one `confirm_delay` seconds after its last write,
+  on the writer thread, if nothing was written meanwhile: the CONFIRM record that lets a
+  corrupt last record be told from a torn one (`storage/wal.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -26,6 +30,8 @@ from phalanx.errors import StorageError
 from phalanx.raft.types import ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term
 
 _Result = TypeVar("_Result")
+
+logger = logging.getLogger(__name__)
 
 
 class DurableLogStore(Protocol):
@@ -59,15 +65,23 @@ class DurableLogStore(Protocol):
     def snapshot_meta(self) -> SnapshotMeta: ...
 
 
+def _log_confirm_failure(future: asyncio.Future[object]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("cannot confirm the last log record: %s", future.exception())
+
+
 class AsyncLogStore:
     """Wraps a durable store: `await persist(...)` off the loop, `LogReader` calls inline."""
 
-    def __init__(self, store: DurableLogStore) -> None:
+    def __init__(self, store: DurableLogStore, confirm_delay: float = 0.02) -> None:
         self._store = store
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"phalanx-store-{store.directory.name}"
         )
         self._closed = False
+        self._confirm_delay = confirm_delay
+        self._writes = 0  # writes started (the idle check of `_confirm_later`)
+        self._confirm_timer: asyncio.TimerHandle | None = None
 
     @property
     def store(self) -> DurableLogStore:
@@ -88,7 +102,30 @@ class AsyncLogStore:
         snapshot: Snapshot | None = None,
     ) -> None:
         """Persist one Ready (snapshot, entries, hard state) in one transaction, one fsync."""
-        await self._run(functools.partial(self._store.persist, entries, hard_state, snapshot))
+        self._writes += 1
+        try:
+            await self._run(functools.partial(self._store.persist, entries, hard_state,
+                                              snapshot))
+        finally:
+            self._confirm_later()
+
+    def _confirm_later(self) -> None:
+        confirm = getattr(self._store, "confirm", None)
+        if confirm is None or self._closed or self._confirm_delay <= 0:
+            return
+        if self._confirm_timer is not None:
+            self._confirm_timer.cancel()
+        writes = self._writes
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._confirm_timer = None
+            if self._closed or self._writes != writes:
+                return  # closed, or written since: that write's own timer confirms it
+            future = loop.run_in_executor(self._executor, confirm)
+            future.add_done_callback(_log_confirm_failure)
+
+        self._confirm_timer = loop.call_later(self._confirm_delay, fire)
 
     async def create_snapshot(self, index: Index, conf_state: ConfState, data: bytes) -> Snapshot:
         """Record a state-machine snapshot taken at applied index `index`."""
@@ -109,10 +146,26 @@ class AsyncLogStore:
         verified: int = await self._run(functools.partial(scrub))
         return verified
 
+    async def drop(self) -> None:
+        """The replica is deleted for good: a store inside the node log forgets it (a DROP
+        op, so its entries stop holding segments); then as `close`. The caller deletes the
+        directory."""
+        drop = getattr(self._store, "drop", None)
+        if drop is not None and not self._closed:
+            try:
+                await self._run(functools.partial(drop))
+            except StorageError as error:  # the directory goes anyway: the key is garbage
+                logger.warning("store %s: cannot record the drop: %s", self._store.directory,
+                               error)
+        await self.close()
+
     async def close(self) -> None:
         """Finish queued writes, close the store and stop the writer thread; idempotent."""
         if self._closed:
             return
+        if self._confirm_timer is not None:
+            self._confirm_timer.cancel()
+            self._confirm_timer = None
         await self._run(functools.partial(self._store.close))
         self._closed = True
         self._executor.shutdown(wait=False)

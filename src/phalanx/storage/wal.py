@@ -19,7 +19,8 @@ Files (one directory per Raft group, e.g. `data_dir/groups/<group_id>/`):
     log), then the entries (indices `first, first+1, ...`; the suffix from `first` on is truncated
     first, §5.3), then the hard state;
   - SNAPSHOT (`create_snapshot`): `[index, term, conf]`, the new latest snapshot's metadata;
-  - COMPACT (`compact`): `[index, term]`, the new log offset (dummy entry).
+  - COMPACT (`compact`): `[index, term]`, the new log offset (dummy entry);
+  - CONFIRM (`confirm`, `close`): empty: "every record before me was durable" (below).
 - `snapshot-<term>-<index>.snap`: the latest snapshot's payload, in the format and with the
   helpers of `phalanx.storage.sqlite` (`write_snapshot_file` / `read_snapshot_file`).
 - `LOCK`: an exclusive `flock` so two processes never open the same store.
@@ -45,7 +46,11 @@ Rules of this file:
   (partial header, bad marker/type, length past the end, CRC mismatch, or zeros followed by data):
   if no valid record follows it anywhere in that segment, it is the torn tail of a crash (only the
   last write can be torn, every earlier one was fdatasynced before the next began): it is cut off
-  with a warning. Anything else -- a bad record in an older segment, a bad record with valid ones
+  with a warning. So that an acknowledged record does not stay the last one (where rot would
+  pass for a torn write and cut acknowledged entries silently: s6 closing note, item 2), a
+  CONFIRM record follows it once the store is idle (`confirm`, called by `AsyncLogStore`
+  `confirm_delay` after its last write, and by `close`); the window left is a crash within that
+  delay + one fdatasync AND the rot of that very record (docs/disk-faults.md). Anything else -- a bad record in an older segment, a bad record with valid ones
   after it, a missing segment, a bad header, an impossible record -- raises `Corrupt` naming the
   file and the offset. Temp files are deleted on open.
 - Segment deletion: segment `k+1`'s CHECKPOINT records the last index `L` at its start; every entry
@@ -124,7 +129,8 @@ CHECKPOINT: Final = 1
 BATCH: Final = 2
 SNAPSHOT: Final = 3
 COMPACT: Final = 4
-_RECORD_TYPES: Final = frozenset({CHECKPOINT, BATCH, SNAPSHOT, COMPACT})
+CONFIRM: Final = 5
+_RECORD_TYPES: Final = frozenset({CHECKPOINT, BATCH, SNAPSHOT, COMPACT, CONFIRM})
 
 DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 DEFAULT_PREALLOCATE_BYTES: Final = 4 << 20
@@ -401,6 +407,7 @@ class WalLogStore(StoreView):
         self._position = 0  # where its next record goes
         self._allocated = 0  # its file size (preallocated zeros beyond _position)
         self._segment_start = 0  # where its first record after the CHECKPOINT goes
+        self._unconfirmed = False  # a record was written since the last CONFIRM
         self._segments: list[_Segment] = []
         # The in-memory view (see the module rules); set by _load().
         self._entries: list[Entry] = []
@@ -498,6 +505,8 @@ class WalLogStore(StoreView):
                 where = f"segment {path}, record at offset {position}"
                 if (position == FILE_HEADER.size) != (record_type == CHECKPOINT):
                     raise Corrupt(f"{where}: a segment must start with exactly one checkpoint")
+                if record_type == CONFIRM:
+                    continue
                 try:
                     fields = msgpack.unpackb(payload, raw=False, use_list=True)
                     if not isinstance(fields, list):
@@ -669,6 +678,7 @@ class WalLogStore(StoreView):
                 self._allocated = position
                 raise
         self._position = end
+        self._unconfirmed = True
 
     def _delete_old_segments(self) -> None:
         """Delete the segments no reader can need any more (see the module rules)."""
@@ -869,11 +879,27 @@ class WalLogStore(StoreView):
             self._delete_old_segments()
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def confirm(self) -> bool:
+        """Write a CONFIRM record if a record was written since the last one (see the module
+        rules); True if one was written."""
+        with self._write_lock:
+            if self._closed or self._fd < 0 or not self._unconfirmed:
+                return False
+            self._write(frame(CONFIRM, b""), "confirm the last record")
+            self._unconfirmed = False
+            return True
+
     def close(self) -> None:
-        """Close the active segment and release the directory lock; idempotent."""
+        """Confirm the last record, close the active segment and release the directory lock;
+        idempotent."""
         with self._write_lock:
             if self._closed:
                 return
+            if self._unconfirmed and self._fd >= 0:
+                try:
+                    self._write(frame(CONFIRM, b""), "confirm the last record")
+                except StorageError as exc:
+                    logger.warning("%s", exc)
             self._closed = True
             self._release()
 

@@ -24,7 +24,7 @@ from phalanx.errors import ClusterDown, CommandError, PhalanxError
 from phalanx.kv import Error as KVError
 from phalanx.kv import is_known, is_write
 from phalanx.placement import command_keys, key_slot
-from phalanx.placement.shard import FREEZE_COMMAND
+from phalanx.placement.shard import DIGEST_COMMAND, FREEZE_COMMAND
 from phalanx.resp import ErrorReply
 from phalanx.server.front.replies import error_reply
 from phalanx.server.peer_link import internal_signature
@@ -165,14 +165,15 @@ class FanOut:
             raise CommandError(f"ERR no shard {shard_id}")
         inner = arguments[2:]
         name = inner[0].upper()
-        if name == FREEZE_COMMAND:
-            # Merge step 1 (internal): signed under the cluster secret when there is one.
+        if name in (FREEZE_COMMAND, DIGEST_COMMAND):
+            # Internal (merge step 1; a replica's consistency-check vote): signed under the
+            # cluster secret when there is one (the last argument, over shard, name, args).
             if self.config.cluster_secret:
-                if len(inner) != 3 or not hmac.compare_digest(inner[2], internal_signature(
-                        self.config.cluster_secret, b"\0".join([arguments[1], *inner[:2]]))):
+                if len(inner) < 2 or not hmac.compare_digest(inner[-1], internal_signature(
+                        self.config.cluster_secret, b"\0".join([arguments[1], *inner[:-1]]))):
                     raise CommandError("NOPERM internal cluster command without a valid "
                                        "cluster secret signature")
-                inner = inner[:2]
+                inner = inner[:-1]
             return await self.router.write(state, name, inner, shard_id)
         if not is_known(name) or command_keys(name, tuple(inner[1:])):
             raise CommandError("ERR PHALANX.SHARD takes a keyless data command")

@@ -186,6 +186,7 @@ class RespServer:
             b"PHALANX.META": Handler(cluster.meta, awaits=True),
             b"PHALANX.JOIN": Handler(cluster.join, awaits=True),
             b"PHALANX.SHARD": Handler(self.fan_out.shard_scoped, awaits=True),
+            b"PHALANX.FWD": Handler(self.router.forwarded_write),
             # Transactions (transactions.py).
             b"MULTI": Handler(transactions.multi), b"EXEC": Handler(transactions.exec),
             b"DISCARD": Handler(transactions.discard), b"WATCH": Handler(transactions.watch),

@@ -278,6 +278,18 @@ def slot_moved(reply: object) -> bool:
     return isinstance(reply, SlotMoved)
 
 
+def outcome_unknown(reply: object) -> bool:
+    """True for a reply another node sent that says a write's outcome is unknown (the text
+    `failure_text` writes for `OutcomeUnknown`)."""
+    return isinstance(reply, ErrorReply) and reply.text.startswith("ERR phalanx: outcome unknown")
+
+
+def unknown_forward(reply: object) -> bool:
+    """True when a node answered PHALANX.FWD as an unknown command (an older version)."""
+    return isinstance(reply, ErrorReply) and reply.text.lower().startswith(
+        "err unknown command 'phalanx.fwd'")
+
+
 def wire_code(reply: object) -> str:
     """The code (first word) of an error reply received from another node, else ""."""
     if isinstance(reply, ErrorReply):

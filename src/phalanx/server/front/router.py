@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import ssl
 import time
 from collections.abc import Callable
@@ -36,18 +37,28 @@ from typing import TYPE_CHECKING
 from phalanx.errors import (
     ClusterDown,
     CommandError,
+    CrossSlotError,
     LeaderUnreachable,
     NotLeader,
     OutcomeUnknown,
     PeerProtocolError,
     PhalanxError,
     ProposalDropped,
+    RetrySafe,
     TryAgain,
 )
-from phalanx.placement import ShardInfo, command_keys, key_slot
-from phalanx.resp import ErrorReply, encode
-from phalanx.server.front.replies import TRYAGAIN, slot_moved, wire_code
-from phalanx.server.peer_link import LeaderLink
+from phalanx.kv import is_known, is_write
+from phalanx.placement import ShardInfo, command_keys, command_slot, key_slot
+from phalanx.resp import ErrorReply, encode, encode_command
+from phalanx.server.front.replies import (
+    TRYAGAIN,
+    outcome_unknown,
+    slot_moved,
+    unknown_forward,
+    wire_code,
+)
+from phalanx.server.front.write_session import LOCAL, WAITING, WriteSession, WriteTag
+from phalanx.server.peer_link import LeaderLink, internal_signature
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
@@ -55,6 +66,11 @@ if TYPE_CHECKING:
     from phalanx.server.group import RaftGroup
 
 _LEADER_WAIT_STEP_S = 0.01
+#: How often a re-sent write looks again whether the lower writes of its connection went.
+_ORDER_WAIT_S = 0.001
+#: The internal command a node forwards a write with: `PHALANX.FWD client_id sequence
+#: first_unacked signature command...` (§6.3: the leader's state machine runs it once).
+FORWARD_COMMAND = b"PHALANX.FWD"
 #: `read`'s fast case could not serve the read now (take the attempts).
 _NOT_NOW = object()
 
@@ -69,6 +85,18 @@ def _copy_outcome(out: asyncio.Future[object], task: asyncio.Future[object]) -> 
         out.set_exception(error)
     else:
         out.set_result(task.result())
+
+
+def _retrieved(task: asyncio.Future[object]) -> None:
+    """Mark a finished task's exception retrieved (its caller may have stopped waiting)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _signed_part(arguments: list[bytes]) -> bytes:
+    """What a PHALANX.FWD signature covers: the session fields and the whole command, framed
+    (RESP) so that no two different commands sign alike."""
+    return encode_command(*arguments[1:4], *arguments[5:])
 
 
 def _leader_of(group: RaftGroup) -> Callable[[], str]:
@@ -146,28 +174,110 @@ class DataRouter:
 
     # -- the write path --------------------------------------------------------------------
     def write(self, state: ClientState, name: bytes, arguments: list[bytes], shard_id: int,
-              slot: int | None = None) -> asyncio.Future[object]:
-        """Serve a write on shard `shard_id`: a future of its reply (see the module rules)."""
+              slot: int | None = None,
+              tag: WriteTag | None = None) -> asyncio.Future[object]:
+        """Serve a write on shard `shard_id`: a future of its reply (see the module rules).
+
+        Every write of a client connected here carries its connection's session and a new
+        sequence (`write_session.py`, Raft dissertation §6.3): when its outcome becomes
+        unknown (a broken link, a step-down) it is sent again with the same identity until
+        its deadline, and the state machine answers the first application's reply. `tag` is
+        given for a write another node forwarded (PHALANX.FWD): it keeps that node's."""
         loop = asyncio.get_running_loop()
+        if tag is None and not state.forwarded:
+            session = state.write_session
+            if session is None:
+                session = state.write_session = WriteSession()
+            tag = WriteTag(session, session.begin())
+        out: asyncio.Future[object]
         group = self.replicas.local_group(shard_id)
         if group is not None and group.is_leader() and (slot is None or group.owns(slot)):
             try:
-                proposal = group.propose_command(name, tuple(arguments[1:]))
+                proposal = group.propose_command(
+                    name, tuple(arguments[1:]), None if tag is None else tag.current())
             except (NotLeader, ProposalDropped):
                 pass  # leadership is moving: the attempts wait for the new leader
             else:
-                out: asyncio.Future[object] = loop.create_future()
+                out = loop.create_future()
                 proposal.add_done_callback(functools.partial(
-                    self._proposed, out, state, name, arguments, shard_id, slot))
-                return out
-        return loop.create_task(self._write_attempts(state, name, arguments, shard_id, slot))
+                    self._proposed, out, state, name, arguments, shard_id, slot, tag))
+                return self._ends(out, tag)
+        elif group is not None and tag is not None and slot is not None:
+            forwarded = self._forward_now(state, group, name, arguments, shard_id, slot, tag)
+            if forwarded is not None:
+                return self._ends(forwarded, tag)
+        out = loop.create_task(self._write_attempts(state, name, arguments, shard_id, slot,
+                                                    tag))
+        return self._ends(out, tag)
+
+    def _forward_now(self, state: ClientState, group: RaftGroup, name: bytes,
+                     arguments: list[bytes], shard_id: int, slot: int,
+                     tag: WriteTag) -> asyncio.Future[object] | None:
+        """The forwarding fast case (a pipeline forwarded as a pipeline, issue 15): this
+        node's replica follows a known leader and the connection's link to it is open, so
+        the write goes on the link at once, without a task: a future of its reply. None when
+        the case does not apply (the attempts forward it). A write whose link breaks, or that
+        the leader answers "not the leader" / "outcome unknown", continues in the attempts
+        (with its session: re-sent with the same identity)."""
+        leader = group.leader
+        if not leader or leader == self.config.id or group.stopped or not group.owns(slot) \
+                or tag.raw_forward or tag.held():
+            return None
+        link = state.links.get(leader)
+        if link is None or not link.usable():
+            return None
+        timeout = self.config.request_timeout_ms / 1000
+        link.watch(_leader_of(group), timeout)
+        reply = link.send(self._tagged(tag, arguments))
+        tag.mark(link.connection)
+        out: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        reply.add_done_callback(functools.partial(
+            self._forwarded, out, state, name, arguments, shard_id, slot, tag,
+            time.monotonic() + timeout))
+        return out
+
+    def _forwarded(self, out: asyncio.Future[object], state: ClientState, name: bytes,
+                   arguments: list[bytes], shard_id: int, slot: int, tag: WriteTag,
+                   deadline: float, reply: asyncio.Future[object]) -> None:
+        """The fast forward's reply came (or its link broke): pass it on, or continue in
+        the attempts until the same deadline."""
+        if out.done():
+            return
+        if reply.cancelled():
+            out.cancel()
+            return
+        if reply.exception() is not None:
+            # The link broke (or its watchdog saw a new leader) after the write left.
+            tag.uncertain = True
+            tag.mark(WAITING)
+        else:
+            result = reply.result()
+            if outcome_unknown(result):
+                tag.uncertain = True
+            elif unknown_forward(result):
+                tag.raw_forward = True
+            elif wire_code(result) != TRYAGAIN:
+                out.set_result(result)
+                return
+        task = asyncio.get_running_loop().create_task(self._write_attempts(
+            state, name, arguments, shard_id, slot, tag, deadline))
+        task.add_done_callback(functools.partial(_copy_outcome, out))
+
+    @staticmethod
+    def _ends(out: asyncio.Future[object], tag: WriteTag | None) -> asyncio.Future[object]:
+        """`out`, its write leaving its session's flight when it ends (§6.3: acknowledged)."""
+        if tag is not None and tag.session is not None:
+            out.add_done_callback(lambda _: tag.session.end(tag.sequence)  # type: ignore[union-attr]
+                                  )
+        return out
 
     def _proposed(self, out: asyncio.Future[object], state: ClientState, name: bytes,
                   arguments: list[bytes], shard_id: int, slot: int | None,
-                  proposal: asyncio.Future[object]) -> None:
+                  tag: WriteTag | None, proposal: asyncio.Future[object]) -> None:
         """The fast case's proposal ended: pass its outcome on, unless it was certainly not
         applied (replaced by another leader's entry, or refused at apply because the slot
-        moved): then the write continues in the attempts instead of failing the client."""
+        moved), or its outcome is unknown (a step-down) and it carries a session: then the
+        write continues in the attempts instead of failing the client."""
         if out.done():
             return
         if proposal.cancelled():
@@ -176,25 +286,51 @@ class DataRouter:
         error = proposal.exception()
         if error is None and not slot_moved(proposal.result()):
             out.set_result(proposal.result())
-        elif error is None or isinstance(error, ProposalDropped):
-            task = asyncio.get_running_loop().create_task(self._write_attempts(
-                state, name, arguments, shard_id, slot))
-            task.add_done_callback(functools.partial(_copy_outcome, out))
-        else:
+            return
+        if isinstance(error, OutcomeUnknown) and tag is not None:
+            tag.uncertain = True  # it may have been applied: sent again with its identity
+        elif not (error is None or isinstance(error, ProposalDropped)):
             out.set_exception(error)
+            return
+        task = asyncio.get_running_loop().create_task(self._write_attempts(
+            state, name, arguments, shard_id, slot, tag))
+        task.add_done_callback(functools.partial(_copy_outcome, out))
 
     async def _write_attempts(self, state: ClientState, name: bytes, arguments: list[bytes],
-                              shard_id: int, slot: int | None) -> object:
-        timeout = self.config.request_timeout_ms / 1000
-        deadline = time.monotonic() + timeout
+                              shard_id: int, slot: int | None, tag: WriteTag | None,
+                              deadline: float | None = None) -> object:
+        """The write's attempts until its deadline (one request timeout from now unless
+        given). A write that may have been applied by an earlier attempt never ends with a
+        "certainly not applied" answer."""
+        if deadline is None:
+            deadline = time.monotonic() + self.config.request_timeout_ms / 1000
+        try:
+            reply = await self._write_loop(state, name, arguments, shard_id, slot, tag,
+                                           deadline)
+        except (RetrySafe, ClusterDown) as error:
+            if tag is not None and tag.uncertain:
+                raise OutcomeUnknown(f"the write may have been applied by an earlier attempt, "
+                                     f"then: {error}") from error
+            raise
+        if tag is not None and tag.uncertain and wire_code(reply) in (TRYAGAIN, "CLUSTERDOWN"):
+            raise OutcomeUnknown(f"the write may have been applied by an earlier attempt, "
+                                 f"then: {getattr(reply, 'text', reply)}")
+        return reply
+
+    async def _write_loop(self, state: ClientState, name: bytes, arguments: list[bytes],
+                          shard_id: int, slot: int | None, tag: WriteTag | None,
+                          deadline: float) -> object:
         while True:
             shard_id, group = await self._route(shard_id, slot, deadline)
             if group is None:
-                return await self._remote(state, shard_id, arguments, deadline)
+                return await self._remote(state, shard_id, arguments, deadline, tag)
             leader = await self._leader_or_wait(group, deadline)
             if leader == self.config.id:
+                if tag is not None:
+                    tag.mark(LOCAL)
                 try:
-                    future = group.propose_command(name, tuple(arguments[1:]))
+                    future = group.propose_command(name, tuple(arguments[1:]),
+                                                   None if tag is None else tag.current())
                 except (NotLeader, ProposalDropped):
                     # Certainly not applied; wait for the new leader and try again.
                     if time.monotonic() >= deadline:
@@ -213,6 +349,14 @@ class DataRouter:
                         raise
                     await asyncio.sleep(_LEADER_WAIT_STEP_S)
                     continue
+                except OutcomeUnknown:
+                    # A step-down: the entry may still commit. With its session the write is
+                    # proposed again (or forwarded to the new leader): it runs once (§6.3).
+                    if tag is None or time.monotonic() >= deadline:
+                        raise
+                    tag.uncertain = True
+                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    continue
                 if slot_moved(reply) and time.monotonic() < deadline:
                     # Refused at apply (the slot moved by a split): certainly not applied.
                     await asyncio.sleep(_LEADER_WAIT_STEP_S)
@@ -229,7 +373,7 @@ class DataRouter:
                 forwarded = [b"PHALANX.SHARD", str(shard_id).encode(), *arguments]
             try:
                 reply = await self._forward(state, leader, forwarded, deadline,
-                                            _leader_of(group))
+                                            _leader_of(group), tag)
             except LeaderUnreachable as error:
                 # Nothing was sent: retrying is safe until the deadline.
                 if isinstance(error.__cause__, ConnectionRefusedError):
@@ -241,6 +385,23 @@ class DataRouter:
                     raise
                 await asyncio.sleep(_LEADER_WAIT_STEP_S * (1 if group.leader != leader else 5))
                 continue
+            except OutcomeUnknown:
+                # The link broke (or a new leader took over) after the write left. With its
+                # session it is sent again, with the same identity, to whoever leads now.
+                if tag is None or time.monotonic() >= deadline:
+                    raise
+                tag.uncertain = True
+                await asyncio.sleep(_LEADER_WAIT_STEP_S * (1 if group.leader != leader else 5))
+                continue
+            if tag is not None and time.monotonic() < deadline:
+                if outcome_unknown(reply):
+                    # The leader stepped down with it: send it again (same identity).
+                    tag.uncertain = True
+                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    continue
+                if not tag.raw_forward and unknown_forward(reply):
+                    tag.raw_forward = True  # an older leader: the bare command, as before
+                    continue
             if wire_code(reply) == TRYAGAIN:
                 # The node we asked was not (or no longer) the leader: nothing was applied.
                 if time.monotonic() >= deadline:
@@ -248,6 +409,56 @@ class DataRouter:
                 await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
                 continue
             return reply
+
+    def forwarded_write(self, state: ClientState, arguments: list[bytes]) -> object:
+        """PHALANX.FWD client_id sequence first_unacked signature command...: a write another
+        node forwards to this leader with its client's session (internal; signed under the
+        cluster secret when there is one). It runs once however often it is sent (§6.3)."""
+        if len(arguments) < 6:
+            raise CommandError("ERR wrong number of arguments for 'phalanx.fwd' command")
+        if self.config.cluster_secret and not hmac.compare_digest(
+                arguments[4], internal_signature(self.config.cluster_secret,
+                                                 _signed_part(arguments))):
+            raise CommandError("NOPERM internal cluster command without a valid cluster "
+                               "secret signature")
+        try:
+            client_id, sequence, first_unacked = (int(arguments[i]) for i in (1, 2, 3))
+        except ValueError as error:
+            raise CommandError("ERR PHALANX.FWD: client id, sequence and first "
+                               "unacknowledged sequence must be integers") from error
+        if not (0 <= client_id < 2**64 and 0 <= first_unacked <= sequence < 2**64):
+            raise CommandError("ERR PHALANX.FWD: bad client id or sequences")
+        tag = WriteTag(None, sequence, (client_id, sequence, first_unacked))
+        command = arguments[5:]
+        name = command[0].upper()
+        if name == b"PHALANX.SHARD":
+            # A keyless write's share of a fan-out, for one shard.
+            if len(command) < 3 or not command[1].isdigit():
+                raise CommandError("ERR usage: PHALANX.SHARD <shard id> <command> [args...]")
+            shard_id = int(command[1])
+            inner = command[2:]
+            if shard_id not in self.replicas.cluster_map.shards or not is_known(inner[0]) \
+                    or not is_write(inner[0]) or command_keys(inner[0], tuple(inner[1:])):
+                raise CommandError("ERR PHALANX.FWD: PHALANX.SHARD takes a keyless write of "
+                                   "a shard")
+            future = self.write(state, inner[0], inner, shard_id, None, tag)
+            state.last_write = future
+            return future
+        args = tuple(command[1:])
+        if name != b"PHALANX.EXEC" and not (is_known(name) and is_write(name)):
+            raise CommandError("ERR PHALANX.FWD takes a write command")
+        try:
+            slot = command_slot(name, args)
+        except CrossSlotError:
+            slot = self.one_shard_slot(name, args)
+        if slot is None:
+            raise CommandError("ERR PHALANX.FWD takes a write of keys of one shard")
+        shard = self.replicas.cluster_map.shard_for_slot(slot)
+        if shard is None:
+            raise CommandError(f"CLUSTERDOWN Hash slot {slot} is not served")
+        future = self.write(state, command[0], command, shard.id, slot, tag)
+        state.last_write = future
+        return future
 
     # -- the read path ---------------------------------------------------------------------
     def read(self, state: ClientState, name: bytes, arguments: list[bytes], shard_id: int,
@@ -325,7 +536,7 @@ class DataRouter:
         while True:
             shard_id, group = await self._route(shard_id, slot, deadline)
             if group is None:
-                return await self._remote(state, shard_id, arguments, deadline)
+                return await self._remote(state, shard_id, arguments, deadline, read=True)
             if not state.readonly:
                 while True:
                     await self._leader_or_wait(group, deadline)
@@ -381,9 +592,12 @@ class DataRouter:
             await asyncio.sleep(_LEADER_WAIT_STEP_S)
 
     async def _remote(self, state: ClientState, shard_id: int, arguments: list[bytes],
-                      deadline: float) -> object:
+                      deadline: float, tag: WriteTag | None = None,
+                      read: bool = False) -> object:
         """Serve a command for a shard this node holds no replica of: forward it to the
-        shard's leader (the map's hint), else to another replica, which never forwards again."""
+        shard's leader (the map's hint), else to another replica, which never forwards again.
+        A read whose link broke is asked again (a read is safe to repeat), and so is a write
+        with its session (it runs once, §6.3)."""
         if state.forwarded:
             raise TryAgain(f"this node holds no replica of shard {shard_id}")
         while True:
@@ -403,11 +617,26 @@ class DataRouter:
                 hinted = functools.partial(self.replicas.shard_leader, shard) \
                     if target == shard.leader else None
                 try:
-                    reply = await self._forward(state, target, arguments, deadline, hinted)
+                    reply = await self._forward(state, target, arguments, deadline, hinted, tag)
                 except LeaderUnreachable:
+                    continue
+                except OutcomeUnknown:
+                    if not read and tag is None:
+                        raise
+                    if tag is not None:
+                        tag.uncertain = True
+                    if time.monotonic() >= deadline:
+                        raise
                     continue
                 if wire_code(reply) == TRYAGAIN:
                     continue
+                if tag is not None and time.monotonic() < deadline:
+                    if outcome_unknown(reply):
+                        tag.uncertain = True
+                        continue
+                    if not tag.raw_forward and unknown_forward(reply):
+                        tag.raw_forward = True  # an older node: the bare command, as before
+                        continue
                 return reply
             if time.monotonic() >= deadline:
                 if isinstance(reply, ErrorReply):
@@ -416,16 +645,20 @@ class DataRouter:
             await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
 
     async def _forward(self, state: ClientState, leader: str, arguments: list[bytes],
-                       deadline: float, current_leader: Callable[[], str] | None) -> object:
+                       deadline: float, current_leader: Callable[[], str] | None,
+                       tag: WriteTag | None = None) -> object:
         """Send the command to `leader` over this client's peer link and return its reply.
+        With `tag` (a write with its session) it goes as PHALANX.FWD, after every lower
+        write of the connection that waits to be re-sent (the connection's order).
 
         Fails fast (never waits for a dead leader): when the link breaks, when
         `current_leader()` names another node (a new leader exists: the old one is dead or
         paused), and at the deadline. If the command had not left yet (still connecting, or
-        queued behind another command on the link: `sent` unset) it was certainly not
-        applied: `LeaderUnreachable`, and the caller retries on the new leader; once it has
-        left, a write's outcome is unknown (`OutcomeUnknown`: the old leader may have
-        replicated it before it died, and the new leader may commit it)."""
+        waiting for its turn: `sent` unset) it was certainly not applied:
+        `LeaderUnreachable`, and the caller retries on the new leader; once it has left, a
+        write's outcome is unknown (`OutcomeUnknown`: the old leader may have replicated it
+        before it died, and the new leader may commit it; with its session the caller sends
+        it again)."""
         address = self.replicas.resp_address(leader)
         if address is None:
             raise ClusterDown(f"node {leader} is not in this node's cluster map")
@@ -436,8 +669,21 @@ class DataRouter:
                               self.config.requirepass, self.client_tls)
             state.links[leader] = link
         link.timeout = max(0.05, deadline - time.monotonic())
+        link.watch(current_leader, self.config.request_timeout_ms / 1000)
+        if tag is not None:
+            tag.mark(WAITING)
+            while tag.held():  # a lower write of this connection goes first
+                if time.monotonic() >= deadline:
+                    raise LeaderUnreachable("the connection's earlier writes were not re-sent "
+                                            "in time")
+                await asyncio.sleep(_ORDER_WAIT_S)
+            if not tag.raw_forward:
+                arguments = self._tagged(tag, arguments)
+            tag.mark(link)  # handed to the link: written in this order
         sent = asyncio.Event()
-        call = asyncio.get_running_loop().create_task(link.call(arguments, sent))
+        call = asyncio.get_running_loop().create_task(link.call(
+            arguments, sent, None if tag is None else tag.mark))
+        call.add_done_callback(_retrieved)  # a call given up on may still fail later
         try:
             while True:
                 done, _ = await asyncio.wait({call}, timeout=0.02)
@@ -460,20 +706,38 @@ class DataRouter:
                                          f"may or may not have been applied")
         except LeaderUnreachable:
             # The link may be half-connected (a cancelled handshake): never reuse it.
-            link.close()
-            state.links.pop(leader, None)
+            self._drop_link(state, leader, link, tag)
             raise
         except (OSError, TimeoutError, PeerProtocolError) as error:
-            link.close()
-            state.links.pop(leader, None)
+            self._drop_link(state, leader, link, tag)
             raise OutcomeUnknown(
                 f"the connection to {leader} failed while forwarding ({error}); a "
                 f"write may or may not have been applied"
             ) from error
         except OutcomeUnknown:
-            link.close()
-            state.links.pop(leader, None)
+            self._drop_link(state, leader, link, tag)
             raise
         finally:
             if not call.done():
                 call.cancel()
+
+    def _tagged(self, tag: WriteTag, arguments: list[bytes]) -> list[bytes]:
+        """`arguments` as PHALANX.FWD with the write's session (signed when the cluster has a
+        secret)."""
+        client_id, sequence, first_unacked = tag.current()
+        tagged = [FORWARD_COMMAND, str(client_id).encode(), str(sequence).encode(),
+                  str(first_unacked).encode(), b"", *arguments]
+        if self.config.cluster_secret:
+            tagged[4] = internal_signature(self.config.cluster_secret, _signed_part(tagged))
+        return tagged
+
+    @staticmethod
+    def _drop_link(state: ClientState, leader: str, link: LeaderLink,
+                   tag: WriteTag | None) -> None:
+        """Close a link that failed (every call still on it fails: those writes are sent
+        again, in order), and never reuse it."""
+        if tag is not None:
+            tag.mark(WAITING)
+        link.close()
+        if state.links.get(leader) is link:
+            del state.links[leader]

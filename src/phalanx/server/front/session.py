@@ -37,6 +37,7 @@ from phalanx.placement.map import UserInfo
 from phalanx.resp import ErrorReply, SimpleString
 from phalanx.server.front import acl_rules
 from phalanx.server.front.acl import AclCommand, lookup_user, sha256_hex
+from phalanx.server.front.write_session import WriteSession
 from phalanx.server.peer_link import LeaderLink
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
 
 #: Commands a "read" user may not run although they are not data writes (every internal
 #: PHALANX.* command needs "all" as well).
-_NEEDS_ALL = frozenset({b"FAILOVER", b"PHALANX.META", b"PHALANX.JOIN", b"PHALANX.SHARD"})
+_NEEDS_ALL = frozenset({b"FAILOVER", b"PHALANX.META", b"PHALANX.JOIN", b"PHALANX.SHARD",
+                        b"PHALANX.FWD"})
 _NOAUTH = b"-NOAUTH Authentication required.\r\n"
 #: Commands every authenticated user may run, whatever its ACL rules (Redis's no-auth ones).
 _ALWAYS = frozenset({b"AUTH", b"HELLO", b"QUIT", b"RESET"})
@@ -82,6 +84,8 @@ class ClientState:
     lib_ver: bytes = b""
     #: This client's links to leaders it forwarded to (closed with the connection).
     links: dict[str, LeaderLink] = field(default_factory=dict)
+    #: The session its writes carry (front/write_session.py, §6.3), made at its first write.
+    write_session: WriteSession | None = None
     #: MULTI: the commands queued (None outside MULTI), whether one was refused (EXEC then
     #: answers EXECABORT), and their size in bytes (see transactions.py).
     multi: list[list[bytes]] | None = None

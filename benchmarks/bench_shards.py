@@ -1,0 +1,232 @@
+"""Shard scaling and the log engine, A/B in one run (issue 15 lever 1).
+
+    .venv/bin/python benchmarks/bench_shards.py --rounds 2 --shards 1,3,9 \
+        --engines wal,node --requests 20000 --output /tmp/shards.json
+
+For each round, engine and shard count (interleaved: round 1 wal 1,3,9 shards, node 1,3,9;
+round 2 node first, ...): a fresh 3-node cluster (`storage_engine`, `shards`), then SET with
+`redis-benchmark --cluster` (slot-routed: each key goes straight to its shard's leader), 50
+clients, random keys. Then, with the same load running again, `strace -c -f -e
+trace=fdatasync,fsync` on every node for a fixed time: fdatasync calls per second on each node
+and per SET (strace slows the node, so the rate under strace is only used for the ratio).
+
+Rules of this file:
+- A measurement, not a test: no threshold. Prints one JSON line per run and a summary of
+  medians and ratios; the load average is recorded with every run.
+- Every cluster is stopped (and its directory deleted) even when a run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+import resp_bench as rb
+
+
+def _resp(cluster: rb.Phalanx) -> list[tuple[str, int]]:
+    return [cluster.address(node["id"]) for node in cluster.nodes]
+
+
+def _wait_leaders(cluster: rb.Phalanx, shards: int, timeout: float = 60) -> tuple[str, int]:
+    """Until CLUSTER SLOTS on the first node covers all 16384 slots with known leaders;
+    returns the RESP address of the first range's leader."""
+    import redis
+
+    host, port = _resp(cluster)[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            slots = redis.Redis(host=host, port=port, socket_timeout=2).execute_command(
+                "CLUSTER", "SLOTS")
+            covered = sum(int(item[1]) - int(item[0]) + 1 for item in slots)
+            leaders = {(item[2][0], int(item[2][1])) for item in slots}
+            spread = len(leaders) >= min(shards, len(cluster.nodes)) or \
+                time.monotonic() > deadline - timeout / 2
+            if covered == 16384 and len(slots) >= shards and spread:
+                # (leaders spread over the nodes, as the preferred leaders place them; after
+                # half the timeout, whatever the placement is)
+                leader = slots[0][2]
+                name = leader[0].decode() if isinstance(leader[0], bytes) else str(leader[0])
+                return name, int(leader[1])
+        except Exception:  # not ready yet
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{shards} shards not all led after {timeout} s")
+
+
+def _leader_nodes(cluster: rb.Phalanx) -> int:
+    """On how many nodes the data shards' leaders are."""
+    import redis
+
+    host, port = _resp(cluster)[0]
+    slots = redis.Redis(host=host, port=port, socket_timeout=2).execute_command("CLUSTER", "SLOTS")
+    return len({(item[2][0], int(item[2][1])) for item in slots})
+
+
+def _load_argv(target: tuple[str, int], shards: int, clients: int, requests: int,
+               keyspace: int) -> list[str]:
+    """redis-benchmark SET, slot-routed: `--cluster` (it refuses a one-master cluster, so
+    one shard is driven at its leader directly: the same routing)."""
+    host, port = target
+    return ["redis-benchmark", *(["--cluster"] if shards > 1 else []), "-h", host, "-p",
+            str(port), "-t", "set", "-c", str(clients), "-n", str(requests), "-r",
+            str(keyspace)]
+
+
+def _set_load(target: tuple[str, int], shards: int, clients: int, requests: int,
+              keyspace: int, timeout: float) -> dict[str, float]:
+    argv = [*_load_argv(target, shards, clients, requests, keyspace), "--csv"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    metrics = rb.parse_csv(done.stdout, "SET")
+    errors = [line for line in (done.stdout + done.stderr).splitlines()
+              if "error" in line.lower()]
+    if done.returncode != 0 or metrics is None or errors:
+        raise RuntimeError(f"redis-benchmark failed: {(errors or [done.stderr[-300:]])[0]}")
+    return metrics
+
+
+def _committed(cluster: rb.Phalanx) -> int:
+    """Sum over the data shards of the highest commit index any node reports."""
+    import urllib.request
+
+    best: dict[str, int] = {}
+    for node in cluster.nodes:
+        with urllib.request.urlopen(f"http://{node['admin']}/status", timeout=5) as reply:
+            local = json.loads(reply.read()).get("local", {})
+        for shard, state in local.items():
+            if shard != "0":
+                best[shard] = max(best.get(shard, 0), int(state.get("commit_index", 0)))
+    return sum(best.values())
+
+
+def _strace_syncs(cluster: rb.Phalanx, target: tuple[str, int], shards: int, seconds: float,
+                  clients: int, keyspace: int) -> dict[str, Any]:
+    """fdatasync+fsync calls per second on each node while SET load runs (strace -c -f)."""
+    tracers = []
+    for node_id, process in cluster.processes.items():
+        handle, name = tempfile.mkstemp(prefix=f"strace-{node_id}-", suffix=".txt")
+        os.close(handle)
+        tracers.append((node_id, name, subprocess.Popen(
+            ["strace", "-c", "-f", "-e", "trace=fdatasync,fsync", "-o", name, "-p",
+             str(process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    time.sleep(1.0)  # strace attached to every thread
+    committed = _committed(cluster)
+    load = subprocess.Popen(_load_argv(target, shards, clients, 100_000_000, keyspace),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    began = time.monotonic()
+    time.sleep(seconds)
+    load.kill()
+    elapsed = time.monotonic() - began
+    load.wait()
+    entries = _committed(cluster) - committed
+    per_node: dict[str, float] = {}
+    for node_id, path, tracer in tracers:
+        tracer.send_signal(signal.SIGINT)
+        try:
+            tracer.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            tracer.kill()
+            tracer.wait()
+        text = Path(path).read_text()
+        os.unlink(path)
+        calls = sum(int(match.group(1)) for match in re.finditer(
+            r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(?:fdatasync|fsync)\s*$", text,
+            re.MULTILINE))
+        per_node[node_id] = round(calls / elapsed, 1)
+    return {"syncs_per_s": per_node, "seconds": round(elapsed, 1),
+            "entries_under_strace": entries,
+            "syncs_per_entry": {node: round(rate * elapsed / max(entries, 1), 3)
+                                for node, rate in per_node.items()}}
+
+
+def run_one(root: Path, engine: str, shards: int, args: argparse.Namespace) -> dict[str, Any]:
+    row: dict[str, Any] = {"engine": engine, "shards": shards, "clients": args.clients,
+                           "requests": args.requests}
+    cluster = rb.Phalanx(root / f"{engine}-{shards}")
+    cluster.data_dir.mkdir(parents=True)
+    try:
+        cluster.start(3, timeout=120, overrides={"shards": shards, "storage_engine": engine})
+        target = _wait_leaders(cluster, shards)
+        row["leader_nodes"] = _leader_nodes(cluster)
+        _set_load(target, shards, args.clients, 2000, args.keyspace, 120)  # warm up
+        row["load_1m"] = round(os.getloadavg()[0], 2)
+        metrics = _set_load(target, shards, args.clients, args.requests, args.keyspace, 600)
+        row.update(rps=metrics["rps"], p50_ms=metrics["p50_latency_ms"],
+                   p99_ms=metrics["p99_latency_ms"])
+        if args.strace_seconds > 0:
+            row.update(_strace_syncs(cluster, target, shards, args.strace_seconds,
+                                     args.clients, args.keyspace))
+    except Exception as error:  # a failed run is reported, the others go on
+        row["error"] = f"{type(error).__name__}: {error}"[:300]
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--shards", default="1,3,9")
+    parser.add_argument("--engines", default="wal,node")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--keyspace", type=int, default=100000)
+    parser.add_argument("--strace-seconds", type=float, default=5.0)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    shard_counts = [int(s) for s in args.shards.split(",")]
+    engines = args.engines.split(",")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="phalanx-shards-") as root:
+        for round_number in range(args.rounds):
+            order = engines if round_number % 2 == 0 else list(reversed(engines))
+            for engine in order:
+                for shards in shard_counts:
+                    row = run_one(Path(root), engine, shards, args)
+                    row["round"] = round_number + 1
+                    rows.append(row)
+    summary: dict[str, Any] = {}
+    for engine in engines:
+        for shards in shard_counts:
+            good = [r for r in rows if r["engine"] == engine and r["shards"] == shards
+                    and "rps" in r]
+            if good:
+                summary[f"{engine} {shards} shards"] = {
+                    "rps_median": statistics.median(r["rps"] for r in good),
+                    "runs": [r["rps"] for r in good],
+                    "loads": [r["load_1m"] for r in good],
+                    "syncs_per_s": [r.get("syncs_per_s") for r in good]}
+    for engine in engines:
+        base = summary.get(f"{engine} 1 shards")
+        for shards in shard_counts:
+            row = summary.get(f"{engine} {shards} shards")
+            if base and row:
+                row["vs_1_shard"] = round(row["rps_median"] / base["rps_median"], 3)
+    if len(engines) == 2:
+        for shards in shard_counts:
+            a, b = (summary.get(f"{engine} {shards} shards") for engine in engines)
+            if a and b:
+                summary[f"{engines[1]}/{engines[0]} {shards} shards"] = round(
+                    b["rps_median"] / a["rps_median"], 3)
+    print(json.dumps(summary, indent=1))
+    if args.output:
+        args.output.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,993 @@
+"""One write-ahead log for every Raft group of a node (issue 15, lever 1).
+
+TiKV's raft-engine and CockroachDB keep one log per node, not one per Raft group: N groups on
+a node then cost one stream of `fdatasync`s, not N. `NodeLog` is that log; `GroupStore` is one
+group's face of it, with the interface and the semantics of `WalLogStore` (the storage contract
+in `phalanx.testing.storage_contract` holds per group).
+
+Files:
+- `data_dir/log/<seq as 16 hex digits>.log`: segments, `seq` = 1, 2, 3, ... without gaps, each
+  a 16-byte header (magic `PHXNLOG1`, seq) then frames (`phalanx.storage.nodelog_format`); the
+  first frame of a segment is a CHECKPOINT of every live group's state. `LOCK`: an exclusive
+  `flock`, one process per log.
+- `data_dir/groups/<id>/NODELOG`: the group's key in the log (a random 64-bit number, written
+  durably before the group's CREATE op), so a group directory deleted and made again (a replica
+  rebuilt, a shard removed and re-added) never meets the old records: they belong to a key no
+  directory names, and are garbage. The group's snapshot files stay in its directory
+  (`snapshot-<term>-<index>.snap`, as the WAL store's), with its own `LOCK`.
+
+Rules of this file:
+- Group commit: a group's write (`persist`, `create_snapshot`, `compact`, `drop`) queues an op
+  and waits; the first waiting thread to take `_io_lock` writes EVERY queued op, of every
+  group, as one WRITE frame: one `pwrite`, one `fdatasync`, then applies each op to its group's
+  in-memory view and wakes the waiters. Each group's writes stay serialised by its own
+  `_write_lock` (and its one writer thread, `async_store`), so a frame holds at most one op per
+  group and ops of one group are in the log in the order they were made.
+- Every group's view changes only under `_io_lock`, right after the frame that holds the change
+  is durable: so a CHECKPOINT (written under `_io_lock` when a segment is started) and a rewrite
+  always see views that match the log up to that point. Readers take the group's `_view_lock`.
+- A failed `pwrite`/`fdatasync` fails every op of that frame with `StorageError`, changes no
+  view, and cuts the frame's bytes off (`ftruncate`) so the next frame goes in their place.
+- Torn write versus corruption (s6 closing note, item 2): only the last frame can be torn by a
+  crash (every earlier one was fdatasynced before the next was written). A bad frame followed
+  by a valid one is corruption. So that an acknowledged frame is never the last one for long,
+  the confirmer thread writes a CONFIRM frame (no payload, fdatasynced) once the log has been
+  idle for `confirm_delay` seconds after a WRITE, and `close()` writes one too: a bad last WRITE
+  frame with nothing valid after it is then a torn write (cut with a warning) and anything
+  else is corruption. The one window left: a crash within `confirm_delay` + one fdatasync
+  after the last acknowledged write AND that frame's bytes rotting; documented in
+  docs/disk-faults.md.
+- What a checksum failure damages: a frame whose header (and key table) is valid but whose
+  payload fails its CRC damages the groups its key table names; a frame whose header is bad
+  damages every group (it is unknown whose ops it held). A damaged group's later ops are
+  ignored, `open_group` raises `Corrupt` for it (the node reports the replica damaged and
+  rebuilds it from its peers) and the log forgets it; every other group opens. A segment that
+  is missing or has a bad segment header makes the whole log unreadable: `NodeLog()` raises.
+- Compaction is per group: a group's entries at or below its compaction point are garbage.
+  Each group knows which segments hold the latest copy of its live entries (`runs`). The
+  oldest segment is deleted once no live group has a run in it; if only groups holding less
+  than half a segment of live entries there keep it, and at least `rewrite_after` segments
+  exist, those entries are copied to the active segment (REWRITE ops, as raft-engine's
+  rewrite of cold groups) and the segment deleted. Segments are deleted oldest first only, so
+  the survivors are a suffix, and replay starts from the oldest one's CHECKPOINT.
+- Snapshot files: written (temp, fsync, rename, directory fsync) BEFORE the op that references
+  them; older ones deleted once that op is durable; unreferenced ones on open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import itertools
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgpack  # type: ignore[import-untyped]
+
+from phalanx.errors import Corrupt, InvariantViolation, StorageError, require
+from phalanx.raft.types import ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term
+from phalanx.storage import nodelog_format as fmt
+from phalanx.storage.sqlite import (
+    DATABASE_NAME,
+    LOCK_NAME,
+    StoreView,
+    encode_conf_state,
+    read_snapshot_file,
+    snapshot_file_name,
+    write_snapshot_file,
+)
+
+logger = logging.getLogger(__name__)
+
+KEY_FILE: Final = "NODELOG"
+DEFAULT_SEGMENT_BYTES: Final = 64 << 20
+DEFAULT_PREALLOCATE_BYTES: Final = 4 << 20
+DEFAULT_CONFIRM_DELAY: Final = 0.02
+_SEGMENT_PATTERN: Final = re.compile(r"^([0-9a-f]{16})\.log$")
+_DECODE_ERRORS: Final = (ValueError, TypeError, IndexError, KeyError, Corrupt,
+                         msgpack.UnpackException)
+
+
+def segment_file_name(seq: int) -> str:
+    """The file name of segment number `seq`."""
+    return f"{seq:016x}.log"
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_directory(directory: Path) -> None:
+    missing: list[Path] = []
+    path = directory.absolute()
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+        _fsync_directory(created.parent)
+
+
+def _lock(directory: Path) -> int:
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot lock store {directory}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise StorageError(f"store {directory} is already open elsewhere") from exc
+    except OSError as exc:
+        os.close(fd)
+        raise StorageError(f"cannot lock store {directory}: {exc}") from exc
+    return fd
+
+
+def read_group_key(directory: Path) -> int | None:
+    """The key of the group whose directory this is, None if it has none (yet)."""
+    try:
+        text = (directory / KEY_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot read {directory / KEY_FILE}: {exc}") from exc
+    try:
+        return int(text, 16)
+    except ValueError as exc:
+        raise Corrupt(f"{directory / KEY_FILE} holds {text!r}, not a group key") from exc
+
+
+def holds_group(directory: Path) -> bool:
+    """True if `directory` is a group whose log lives in a node log."""
+    return (directory / KEY_FILE).exists()
+
+
+@dataclass(slots=True)
+class _Segment:
+    seq: int
+    path: Path
+
+
+@dataclass(slots=True)
+class _Request:
+    key: int
+    op: tuple[object, ...]
+    apply: Callable[[int], None]  # called with the segment seq once the frame is durable
+    reclaim: bool = False
+    done: bool = False
+    error: BaseException | None = None
+
+
+class GroupStore(StoreView):
+    """One group's log store inside a `NodeLog` (made by `NodeLog.open_group`). Same interface
+    and semantics as `WalLogStore`; its writes go through the node log's group commit."""
+
+    def __init__(self, log: NodeLog, key: int, entries: list[Entry], hard_state: HardState,
+                 snapshot_meta: SnapshotMeta, runs: list[fmt.Run]) -> None:
+        self._log = log
+        self._key = key
+        self._view_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._entries = entries
+        self._hard_state = hard_state
+        self._snapshot = Snapshot(meta=snapshot_meta)
+        self._runs = runs  # changed under the log's _io_lock only
+        self._directory = Path()
+        self._lock_fd = -1
+        self._closed = True  # until `NodeLog.open_group` attaches it to its directory
+        self._dropped = False
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def directory(self) -> Path:
+        """The directory that holds this group's snapshot files and key."""
+        return self._directory
+
+    @property
+    def key(self) -> int:
+        """This group's key in the node log."""
+        return self._key
+
+    @property
+    def node_log(self) -> NodeLog:
+        return self._log
+
+    def _snapshot_path(self, term: Term, index: Index) -> Path:
+        return self._directory / snapshot_file_name(term, index)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"store {self._directory} is closed")
+
+    @contextlib.contextmanager
+    def _io_errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
+            raise StorageError(f"store {self._directory}: cannot {action}: {exc}{hint}") from exc
+
+    def _remove_stray_files(self) -> None:
+        """Delete snapshot files the log does not reference (crash leftovers)."""
+        keep = self._snapshot_path(self._snapshot.meta.term, self._snapshot.meta.index)
+        for path in self._directory.glob("snapshot-*"):
+            if path != keep and path.suffix in (".snap", ".tmp"):
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:  # harmless: retried on the next open
+                    logger.warning("cannot delete stale snapshot file %s: %s", path, exc)
+
+    def live_bytes_in(self, seq: int) -> tuple[int, int, int]:
+        """(first, last, payload bytes) of this group's live entries in segment `seq`
+        ((0, -1, 0) if none). Called under the log's `_io_lock`."""
+        first, last = 0, -1
+        for _, low, high in (run for run in self._runs if run[0] == seq):
+            first = low if last < 0 else min(first, low)
+            last = max(last, high)
+        if last < 0:
+            return 0, -1, 0
+        offset = self._entries[0].index
+        first = max(first, offset + 1)
+        size = sum(len(entry.data) + 16 for entry in self._entries[first - offset:
+                                                                    last - offset + 1])
+        return first, last, size
+
+    # -- writes --------------------------------------------------------------------------------
+    def persist(
+        self,
+        entries: Sequence[Entry] = (),
+        hard_state: HardState | None = None,
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        """Durably write one Raft `Ready` (as `WalLogStore.persist`): `snapshot` (if newer)
+        replaces the log (§7), `entries` overwrite any suffix they conflict with (§5.3),
+        `hard_state` replaces the persisted one. One op in the node log's next frame."""
+        with self._write_lock:
+            self._check_open()
+            install = snapshot is not None and snapshot.meta.index > self._snapshot.meta.index
+            if install and snapshot is not None:
+                offset, last = snapshot.meta.index, snapshot.meta.index
+            else:
+                offset, last = self._entries[0].index, self._entries[-1].index
+            new_entries: Sequence[Entry] = entries
+            if entries and entries[0].index <= offset:
+                new_entries = [entry for entry in entries if entry.index > offset]
+            if new_entries:
+                first = new_entries[0].index
+                require(first <= last + 1,
+                        f"missing log entries before {first} (last index {last})")
+                if [e.index for e in new_entries] != list(range(first,
+                                                                first + len(new_entries))):
+                    for previous, entry in itertools.pairwise(new_entries):
+                        if entry.index != previous.index + 1:
+                            raise InvariantViolation(
+                                f"appended entries jump from {previous.index} to {entry.index}")
+            if not (install or new_entries or hard_state is not None):
+                return
+            installed: tuple[int, int, str] | None = None
+            snapshot_path: Path | None = None
+            if install and snapshot is not None:
+                meta = snapshot.meta
+                installed = (meta.index, meta.term, encode_conf_state(meta.conf_state))
+                with self._io_errors("write the snapshot file"):
+                    snapshot_path = write_snapshot_file(self._directory, snapshot)
+            op = (self._key, fmt.BATCH,
+                  None if hard_state is None else (hard_state.term, hard_state.vote,
+                                                   hard_state.commit),
+                  installed, new_entries[0].index if new_entries else 0,
+                  fmt.rows(new_entries))
+
+            def apply(seq: int) -> None:
+                with self._view_lock:
+                    if install and snapshot is not None:
+                        self._snapshot = Snapshot(meta=snapshot.meta)  # data stays on disk
+                        self._entries = [Entry(term=snapshot.meta.term,
+                                               index=snapshot.meta.index)]
+                        self._runs.clear()
+                    if new_entries:
+                        start = new_entries[0].index
+                        del self._entries[start - self._entries[0].index:]
+                        self._entries.extend(new_entries)
+                    if hard_state is not None:
+                        self._hard_state = hard_state
+                if new_entries:
+                    fmt.runs_truncate(self._runs, new_entries[0].index)
+                    fmt.runs_append(self._runs, seq, new_entries[0].index,
+                                    new_entries[-1].index)
+
+            try:
+                self._log.submit(_Request(self._key, op, apply, reclaim=install))
+            except BaseException:
+                if snapshot_path is not None:
+                    with contextlib.suppress(OSError):
+                        snapshot_path.unlink(missing_ok=True)
+                raise
+            if install:
+                self._remove_stray_files()
+
+    def create_snapshot(self, index: Index, conf_state: ConfState, data: bytes) -> Snapshot:
+        with self._write_lock:
+            self._check_open()
+            require(index <= self._entries[-1].index, f"snapshot index {index} beyond last index")
+            if index <= self._snapshot.meta.index:
+                return self.snapshot()
+            snapshot = Snapshot(
+                meta=SnapshotMeta(index=index, term=self.term(index), conf_state=conf_state),
+                data=data,
+            )
+            with self._io_errors("write the snapshot file"):
+                path = write_snapshot_file(self._directory, snapshot)
+
+            def apply(seq: int) -> None:
+                with self._view_lock:
+                    self._snapshot = Snapshot(meta=snapshot.meta)  # data stays on disk
+
+            op = (self._key, fmt.SNAPSHOT, index, snapshot.meta.term,
+                  encode_conf_state(conf_state))
+            try:
+                self._log.submit(_Request(self._key, op, apply))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+                raise
+            self._remove_stray_files()
+            return snapshot
+
+    def compact(self, index: Index) -> None:
+        with self._write_lock:
+            self._check_open()
+            offset = self._entries[0].index
+            if index <= offset:
+                return
+            require(index <= self._entries[-1].index, f"compact index {index} beyond last index")
+            require(index <= self._snapshot.meta.index, "compacting past the latest snapshot")
+            term = self._entries[index - offset].term
+
+            def apply(seq: int) -> None:
+                with self._view_lock:
+                    self._entries = self._entries[index - self._entries[0].index:]
+                fmt.runs_compact(self._runs, index)
+
+            self._log.submit(_Request(self._key, (self._key, fmt.COMPACT, index, term), apply,
+                                      reclaim=True))
+
+    def drop(self) -> None:
+        """Forget this group for good (its replica is deleted): a DROP op, then close. The
+        caller deletes the directory afterwards."""
+        with self._write_lock:
+            if self._dropped:
+                return
+            self._check_open()
+
+            def apply(seq: int) -> None:
+                self._dropped = True
+                self._log.forget(self._key)
+
+            self._log.submit(_Request(self._key, (self._key, fmt.DROP), apply, reclaim=True))
+        self.close()
+
+    def scrub(self) -> int:
+        """Read back and verify the node log's frames (every segment; `Corrupt` at a bad frame
+        that concerns this group or that names no group) and this group's snapshot file;
+        returns the bytes verified. Other groups' bad frames are theirs to report."""
+        self._check_open()
+        verified = self._log.scrub(self._key)
+        if self.snapshot_meta().index > 0:
+            verified += len(self.snapshot().data)
+        return verified
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def attach(self, directory: Path, lock_fd: int) -> None:
+        self._directory, self._lock_fd, self._closed = directory, lock_fd, False
+
+    def close(self) -> None:
+        """Release the directory (the group stays in the node log); idempotent."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._lock_fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(self._lock_fd)
+                self._lock_fd = -1
+
+    def __enter__(self) -> GroupStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GroupStore({str(self._directory)!r}, key={self._key:016x})"
+
+
+class NodeLog:
+    """The one write-ahead log of a node's Raft groups (see the module rules).
+
+    `groups_root` (the node's `data_dir/groups`), when given, tells live keys from garbage at
+    open: a key that no `groups_root/*/NODELOG` names belongs to a deleted replica.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        groups_root: str | os.PathLike[str] | None = None,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        preallocate_bytes: int = DEFAULT_PREALLOCATE_BYTES,
+        confirm_delay: float = DEFAULT_CONFIRM_DELAY,
+        rewrite_after: int = 3,
+    ) -> None:
+        require(segment_bytes > 0, "segment_bytes must be positive")
+        require(preallocate_bytes >= 0, "preallocate_bytes must not be negative")
+        require(rewrite_after >= 2, "rewrite_after must be at least 2")
+        self._directory = Path(directory)
+        self._segment_bytes = segment_bytes
+        self._preallocate_bytes = preallocate_bytes
+        self._confirm_delay = confirm_delay
+        self._rewrite_after = rewrite_after
+        self._io_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Request] = []
+        self._closed = False
+        self._lock_fd = -1
+        self._fd = -1
+        self._position = 0
+        self._allocated = 0
+        self._segment_start = 0
+        self._segments: list[_Segment] = []
+        self._groups: dict[int, GroupStore] = {}
+        #: Groups whose records did not check out at open (key -> why).
+        self.damaged: dict[int, str] = {}
+        #: `fdatasync` calls and WRITE frames since open (for tests and the bench).
+        self.syncs = 0
+        self.frames = 0
+        self.rewritten_entries = 0
+        self._unconfirmed = False
+        self._last_write = 0.0
+        self._confirm = threading.Condition()
+        self._confirmer: threading.Thread | None = None
+        try:
+            with self._io_errors("create the log directory"):
+                _make_directory(self._directory)
+            self._lock_fd = _lock(self._directory)
+            self._load(Path(groups_root) if groups_root is not None else None)
+        except BaseException:
+            self._release()
+            raise
+        if confirm_delay > 0:
+            self._confirmer = threading.Thread(target=self._confirm_loop, daemon=True,
+                                               name=f"phalanx-nodelog-confirm-{id(self):x}")
+            self._confirmer.start()
+
+    # -- opening -------------------------------------------------------------------------------
+    def _list_segments(self) -> list[tuple[int, Path]]:
+        found: list[tuple[int, Path]] = []
+        with self._io_errors("list the log directory"):
+            for path in self._directory.iterdir():
+                if path.name.endswith(".log.tmp"):
+                    path.unlink(missing_ok=True)  # a segment whose creation did not finish
+                elif match := _SEGMENT_PATTERN.match(path.name):
+                    found.append((int(match.group(1), 16), path))
+        found.sort()
+        for (previous, _), (seq, path) in itertools.pairwise(found):
+            if seq != previous + 1:
+                raise Corrupt(f"node log {self._directory}: segments {previous + 1}..{seq - 1} "
+                              f"are missing (before {path.name})")
+        return found
+
+    def _load(self, groups_root: Path | None) -> None:
+        found = self._list_segments()
+        if not found:
+            self._start_segment(1)
+        else:
+            self._replay(found)
+        if groups_root is not None:
+            live: set[int] = set()
+            for path in groups_root.glob(f"*/{KEY_FILE}"):
+                with contextlib.suppress(StorageError):
+                    key = read_group_key(path.parent)
+                    if key is not None:
+                        live.add(key)
+            for key in [k for k in self._groups if k not in live]:
+                del self._groups[key]  # a deleted replica's records: garbage
+            for key in [k for k in self.damaged if k not in live]:
+                del self.damaged[key]
+        logger.info("opened node log %s: %d group(s), %d damaged, %d segment(s)",
+                    self._directory, len(self._groups), len(self.damaged), len(self._segments))
+
+    def _replay(self, found: list[tuple[int, Path]]) -> None:
+        states: dict[int, fmt.ReplayedGroup] = {}
+        damaged: dict[int, str] = {}
+        unknown_damaged = ""  # set once a frame naming no group was bad
+
+        def damage(key: int, why: str) -> None:
+            states.pop(key, None)
+            damaged.setdefault(key, why)
+
+        scan = fmt.Scan([], 0)
+        for number, (seq, path) in enumerate(found):
+            with self._io_errors(f"read segment {path.name}"):
+                data = path.read_bytes()
+            scan = fmt.scan_segment(str(path), data, seq, last=number == len(found) - 1)
+            for found_frame in scan.frames:
+                where = f"segment {path}, frame at offset {found_frame.position}"
+                if found_frame.problem:
+                    why = f"{where}: {found_frame.problem}"
+                    if found_frame.header_ok:
+                        for key in found_frame.keys:
+                            damage(key, why)
+                    else:
+                        unknown_damaged = why
+                        for key in list(states):
+                            damage(key, why)
+                    continue
+                first = found_frame.position == fmt.FILE_HEADER.size
+                if first != (found_frame.frame_type == fmt.CHECKPOINT):
+                    raise Corrupt(f"{where}: a segment must start with exactly one checkpoint")
+                if found_frame.frame_type == fmt.CONFIRM:
+                    continue
+                try:
+                    fields = msgpack.unpackb(found_frame.payload, raw=False, use_list=True)
+                    if not isinstance(fields, list):
+                        raise TypeError("the payload is not a list")
+                except _DECODE_ERRORS as exc:
+                    for key in found_frame.keys:
+                        damage(key, f"{where}: malformed frame: {exc}")
+                    continue
+                if found_frame.frame_type == fmt.CHECKPOINT:
+                    self._replay_checkpoint(fields, number == 0, states, damaged, damage, where)
+                else:
+                    self._replay_write(seq, fields, states, damaged, damage, where,
+                                       unknown_damaged)
+            self._segments.append(_Segment(seq, path))
+        if scan.torn is not None:
+            logger.warning("node log %s: cutting the torn tail of segment %s (%s): the crash "
+                           "interrupted a write", self._directory, found[-1][1].name, scan.torn)
+        for key, state in states.items():
+            try:
+                log = state.finish()
+            except Corrupt as exc:
+                damaged.setdefault(key, f"node log {self._directory}: {exc}")
+                continue
+            self._groups[key] = GroupStore(self, key, log, state.hard_state,
+                                           state.snapshot_meta, state.runs)
+        self.damaged = damaged
+        for key, why in damaged.items():
+            logger.error("node log %s: group %016x is damaged: %s", self._directory, key, why)
+        frames = scan.frames
+        self._segment_start = frames[0].end if frames else fmt.FILE_HEADER.size
+        path = self._segments[-1].path
+        with self._io_errors(f"open segment {path.name}"):
+            self._fd = os.open(path, os.O_RDWR)
+            size = os.fstat(self._fd).st_size
+            if scan.torn is not None:
+                os.ftruncate(self._fd, scan.end)  # the zeros are re-allocated on demand
+                os.fsync(self._fd)
+                size = scan.end
+        self._position, self._allocated = scan.end, size
+
+    @staticmethod
+    def _replay_checkpoint(fields: list[object], oldest: bool,
+                           states: dict[int, fmt.ReplayedGroup], damaged: dict[int, str],
+                           damage: Callable[[int, str], None], where: str) -> None:
+        if len(fields) != 2 or fields[0] != fmt.FORMAT_VERSION or \
+                not isinstance(fields[1], list):
+            raise Corrupt(f"{where}: unsupported checkpoint (format {fields[:1]!r})")
+        for row in fields[1]:
+            try:
+                key, group = fmt.ReplayedGroup.from_checkpoint(row)
+            except _DECODE_ERRORS as exc:
+                raise Corrupt(f"{where}: malformed checkpoint row: {exc}") from exc
+            if key in damaged:
+                continue
+            if oldest:
+                states[key] = group
+            elif key not in states or states[key].summary() != group.summary():
+                damage(key, f"{where}: the checkpoint disagrees with the log before it")
+
+    @staticmethod
+    def _replay_write(seq: int, ops: list[object], states: dict[int, fmt.ReplayedGroup],
+                      damaged: dict[int, str], damage: Callable[[int, str], None], where: str,
+                      unknown_damaged: str) -> None:
+        for op in ops:
+            if not isinstance(op, list) or len(op) < 2 or not isinstance(op[0], int):
+                raise Corrupt(f"{where}: malformed op {op!r:.80}")
+            key, kind, fields = op[0], op[1], op[2:]
+            if key in damaged:
+                continue
+            try:
+                if kind == fmt.CREATE:
+                    if key in states:
+                        raise Corrupt(f"group {key:016x} created twice")
+                    states[key] = fmt.created_group(fields)
+                elif kind == fmt.DROP:
+                    states.pop(key, None)
+                elif key not in states:
+                    damage(key, f"{where}: an op for a group the log does not hold"
+                                + (f" (after {unknown_damaged})" if unknown_damaged else ""))
+                else:
+                    states[key].apply(seq, kind, fields)
+            except _DECODE_ERRORS as exc:
+                damage(key, f"{where}: {exc}")
+
+    # -- groups --------------------------------------------------------------------------------
+    def open_group(self, directory: str | os.PathLike[str],
+                   conf_state: ConfState | None = None) -> GroupStore:
+        """Open (or create, bootstrapped with `conf_state`) the group whose directory this
+        is. Raises `Corrupt` for a group the log found damaged at open."""
+        path = Path(directory)
+        with self._io_errors_at(path, "create the group directory"):
+            _make_directory(path)
+        lock_fd = _lock(path)
+        try:
+            if (path / DATABASE_NAME).exists() or any(path.glob("*.wal")):
+                raise StorageError(f"store {path} holds a per-group log, not a node log group")
+            key = read_group_key(path)
+            with self._io_lock:
+                self._check_open()
+                if key is not None and key in self.damaged:
+                    raise Corrupt(f"store {path}: {self.damaged[key]}")
+                store = self._groups.get(key) if key is not None else None
+            if store is None:
+                store = self._create_group(path, key, conf_state or ConfState())
+            meta = store.snapshot_meta()
+            if meta.index > 0:
+                read_snapshot_file(path / snapshot_file_name(meta.term, meta.index),
+                                   meta.term, meta.index)
+            store.attach(path, lock_fd)
+            store._remove_stray_files()
+            return store
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    def _create_group(self, path: Path, key: int | None, conf_state: ConfState) -> GroupStore:
+        if key is None:
+            key = secrets.randbits(64) or 1
+            temporary = path / (KEY_FILE + ".tmp")
+            with self._io_errors_at(path, "write the group key"):
+                with open(temporary, "w") as file:
+                    file.write(f"{key:016x}\n")
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temporary, path / KEY_FILE)
+                _fsync_directory(path)
+        meta = SnapshotMeta(conf_state=conf_state)
+        store = GroupStore(self, key, [Entry(term=Term(0), index=Index(0))], HardState(), meta,
+                           [])
+
+        def apply(seq: int) -> None:
+            self._groups[key] = store
+
+        self.submit(_Request(key, (key, fmt.CREATE, *fmt.create_fields(conf_state)), apply))
+        return store
+
+    def forget(self, key: int) -> None:
+        """Called under `_io_lock` by a DROP once durable."""
+        self._groups.pop(key, None)
+
+    def group_keys(self) -> list[int]:
+        """The live groups' keys (for tests and tools)."""
+        with self._io_lock:
+            return sorted(self._groups)
+
+    # -- the group commit ----------------------------------------------------------------------
+    def submit(self, request: _Request) -> None:
+        """Queue one op and return once it is durable and applied (raises `StorageError` if
+        its frame could not be written)."""
+        with self._queue_lock:
+            self._queue.append(request)
+        with self._io_lock:
+            if not request.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._write_batch(batch)
+        if request.error is not None:
+            raise request.error
+
+    def _write_batch(self, batch: list[_Request]) -> None:
+        try:
+            self._check_open()
+            keys = sorted({request.key for request in batch})
+            seq = self._append(fmt.frame(fmt.WRITE, keys,
+                                         msgpack.packb([request.op for request in batch])),
+                               "write a frame")
+        except BaseException as exc:
+            for request in batch:
+                request.error, request.done = exc, True
+            return
+        self.frames += 1
+        reclaim = False
+        for request in batch:
+            try:
+                request.apply(seq)
+            except BaseException as exc:  # never expected: the op was checked before
+                logger.exception("node log %s: applying an op failed", self._directory)
+                request.error = exc
+            request.done = True
+            reclaim = reclaim or request.reclaim
+        self._last_write = time.monotonic()
+        if not self._unconfirmed:  # the confirmer sleeps until told (else it has a deadline)
+            with self._confirm:
+                self._unconfirmed = True
+                self._confirm.notify()
+        if reclaim or len(self._segments) > self._rewrite_after:
+            self._reclaim()
+
+    def _append(self, record: bytes, action: str) -> int:
+        """Append one frame durably (rotating first if it does not fit); returns the seq of
+        the segment it went to."""
+        position = self._position
+        if position + len(record) > self._segment_bytes and position > self._segment_start:
+            self._start_segment(self._segments[-1].seq + 1)
+            position = self._position
+        end = position + len(record)
+        fd = self._fd
+        with self._io_errors(action):
+            try:
+                if end > self._allocated:
+                    chunk = max(end - self._allocated, self._preallocate_bytes)
+                    if self._preallocate(fd, self._allocated, chunk):
+                        self._allocated += chunk
+                    else:
+                        self._allocated = end
+                written = os.pwrite(fd, record, position)
+                while written < len(record):  # short writes are rare on regular files
+                    written += os.pwrite(fd, memoryview(record)[written:], position + written)
+                self.syncs += 1
+                os.fdatasync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, position)  # the next frame goes in their place
+                self._allocated = position
+                raise
+        self._position = end
+        return self._segments[-1].seq
+
+    def _preallocate(self, fd: int, offset: int, length: int) -> bool:
+        if not self._preallocate_bytes:
+            return False
+        try:
+            os.posix_fallocate(fd, offset, length)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            logger.info("node log %s: no preallocation on this file system: %s",
+                        self._directory, exc)
+            self._preallocate_bytes = 0
+            return False
+        return True
+
+    def _start_segment(self, seq: int) -> None:
+        """Create segment `seq` (header + CHECKPOINT of every live group) and make it active."""
+        path = self._directory / segment_file_name(seq)
+        temporary = path.with_name(path.name + ".tmp")
+        groups = sorted(self._groups.items())
+        rows = []
+        for key, group in groups:
+            with group._view_lock:
+                rows.append(fmt.checkpoint_row(key, group._hard_state, group._snapshot.meta,
+                                               group._entries[0], group._entries[-1].index))
+        head = fmt.FILE_HEADER.pack(fmt.SEGMENT_MAGIC, seq) + fmt.frame(
+            fmt.CHECKPOINT, [key for key, _ in groups],
+            msgpack.packb((fmt.FORMAT_VERSION, rows)))
+        allocated = max(len(head), min(self._preallocate_bytes, self._segment_bytes))
+        fd = -1
+        renamed = False
+        with self._io_errors(f"create segment {path.name}"):
+            try:
+                fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                if not self._preallocate(fd, 0, allocated):
+                    allocated = len(head)
+                os.pwrite(fd, head, 0)
+                os.fsync(fd)
+                os.rename(temporary, path)
+                renamed = True
+                _fsync_directory(self._directory)
+            except BaseException:
+                if fd >= 0:
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    (path if renamed else temporary).unlink(missing_ok=True)
+                raise
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd, self._position, self._allocated = fd, len(head), allocated
+        self._segment_start = len(head)
+        self._segments.append(_Segment(seq, path))
+
+    def _reclaim(self) -> None:
+        """Delete the oldest segments no live group needs; rewrite the few live entries that
+        keep an old segment (see the module rules). Under `_io_lock`."""
+        deleted = False
+        for _ in range(len(self._segments)):
+            if len(self._segments) <= 1:
+                break
+            oldest = self._segments[0]
+            holders = [(group, *group.live_bytes_in(oldest.seq))
+                       for group in self._groups.values()]
+            holders = [holder for holder in holders if holder[2] >= 0]
+            if holders:
+                if len(self._segments) < self._rewrite_after or \
+                        sum(size for *_, size in holders) > self._segment_bytes // 2:
+                    break
+                if not self._rewrite(holders):
+                    break
+            try:
+                oldest.path.unlink(missing_ok=True)
+            except OSError as exc:  # harmless: retried after the next compaction
+                logger.warning("cannot delete old segment %s: %s", oldest.path, exc)
+                break
+            del self._segments[0]
+            deleted = True
+        if deleted:
+            try:
+                _fsync_directory(self._directory)
+            except OSError as exc:
+                logger.warning("cannot fsync %s after deleting segments: %s", self._directory,
+                               exc)
+
+    def _rewrite(self, holders: list[tuple[GroupStore, int, int, int]]) -> bool:
+        ops = []
+        for group, first, last, _ in holders:
+            offset = group._entries[0].index
+            ops.append((group.key, fmt.REWRITE, first,
+                        fmt.rows(group._entries[first - offset:last - offset + 1])))
+        try:
+            seq = self._append(fmt.frame(fmt.WRITE, sorted(group.key for group, *_ in holders),
+                                         msgpack.packb(ops)), "rewrite live entries")
+        except StorageError as exc:
+            logger.warning("node log %s: cannot rewrite live entries: %s", self._directory, exc)
+            return False
+        for group, first, last, _ in holders:
+            fmt.runs_replace(group._runs, seq, first, last)
+            self.rewritten_entries += last - first + 1
+        self._unconfirmed, self._last_write = True, time.monotonic()
+        return True
+
+    # -- confirm frames (torn write versus corruption) ----------------------------------------
+    def _confirm_loop(self) -> None:
+        while True:
+            with self._confirm:
+                while not self._closed:
+                    if not self._unconfirmed:
+                        self._confirm.wait()
+                        continue
+                    remaining = self._last_write + self._confirm_delay - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._confirm.wait(remaining)
+                if self._closed:
+                    return
+                seen = self._last_write
+            with self._io_lock:
+                if self._closed or not self._unconfirmed or self._last_write != seen:
+                    continue
+                self._write_confirm()
+
+    def _write_confirm(self) -> None:
+        """Under `_io_lock`: a CONFIRM frame after the last WRITE (see the module rules)."""
+        try:
+            self._append(fmt.frame(fmt.CONFIRM, (), b""), "confirm the last frame")
+        except StorageError as exc:
+            logger.warning("node log %s: %s", self._directory, exc)
+            return
+        self._unconfirmed = False
+
+    # -- the scrub -----------------------------------------------------------------------------
+    def scrub(self, key: int) -> int:
+        """Verify every frame of every segment (the active one up to its write position);
+        `Corrupt` at the first bad frame that concerns `key` or names no group."""
+        with self._io_lock:
+            self._check_open()
+            segments = [(segment.seq, segment.path) for segment in self._segments]
+            active_end = self._position
+        verified = 0
+        for number, (seq, path) in enumerate(segments):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue  # deleted meanwhile (compacted away)
+            except OSError as exc:
+                raise StorageError(f"node log {self._directory}: cannot read {path.name}: "
+                                   f"{exc}") from exc
+            if number == len(segments) - 1:
+                data = data[:active_end]
+            for found in fmt.scan_segment(str(path), data, seq, last=False).frames:
+                if found.problem and (not found.header_ok or key in found.keys):
+                    raise Corrupt(f"segment {path}, frame at offset {found.position}: "
+                                  f"{found.problem}")
+            verified += len(data)
+        return verified
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    def segment_paths(self) -> list[Path]:
+        """The segment files in use, oldest first (for tests and tools)."""
+        with self._io_lock:
+            return [segment.path for segment in self._segments]
+
+    def _check_open(self) -> None:
+        if self._closed or self._fd < 0:
+            raise StorageError(f"node log {self._directory} is closed")
+
+    @contextlib.contextmanager
+    def _io_errors(self, action: str) -> Iterator[None]:
+        with self._io_errors_at(self._directory, action):
+            yield
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _io_errors_at(directory: Path, action: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
+            raise StorageError(f"store {directory}: cannot {action}: {exc}{hint}") from exc
+
+    def close(self) -> None:
+        """Confirm the last frame, close the log and every group store of it, and release
+        the locks; idempotent."""
+        with self._io_lock:
+            if self._closed:
+                return
+            if self._unconfirmed and self._fd >= 0:
+                self._write_confirm()
+            with self._confirm:
+                self._closed = True
+                self._confirm.notify_all()
+            self._release()
+            groups = list(self._groups.values())
+        for group in groups:  # their writes would fail now: release their directories
+            group.close()
+        if self._confirmer is not None and self._confirmer is not threading.current_thread():
+            self._confirmer.join(timeout=5)
+
+    def _release(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> NodeLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"NodeLog({str(self._directory)!r})"
+
+
+__all__ = [
+    "DEFAULT_CONFIRM_DELAY",
+    "KEY_FILE",
+    "GroupStore",
+    "NodeLog",
+    "holds_group",
+    "read_group_key",
+    "segment_file_name",
+]
