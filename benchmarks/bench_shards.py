@@ -3,12 +3,13 @@
     .venv/bin/python benchmarks/bench_shards.py --rounds 2 --shards 1,3,9 \
         --engines wal,node --requests 20000 --output /tmp/shards.json
 
-For each round, engine and shard count (interleaved: round 1 wal 1,3,9 shards, node 1,3,9;
-round 2 node first, ...): a fresh 3-node cluster (`storage_engine`, `shards`), then SET with
+For each round and shard count, each engine back to back (the order alternating: wal node,
+node wal, ...): a fresh 3-node cluster (`storage_engine`, `shards`), then SET with
 `redis-benchmark --cluster` (slot-routed: each key goes straight to its shard's leader), 50
-clients, random keys. Then, with the same load running again, `strace -c -f -e
-trace=fdatasync,fsync` on every node for a fixed time: fdatasync calls per second on each node
-and per SET (strace slows the node, so the rate under strace is only used for the ratio).
+clients, random keys. Then, with the same load running again, `strace -c -e
+trace=fdatasync,fsync` on every thread of every node but the event loop's, for a fixed time:
+fdatasync calls per second on each node and per committed entry (strace slows the traced
+threads, so the rate under strace is only used for the ratio).
 
 Rules of this file:
 - A measurement, not a test: no threshold. Prints one JSON line per run and a summary of
@@ -76,6 +77,23 @@ def _leader_nodes(cluster: rb.Phalanx) -> int:
     return len({(item[2][0], int(item[2][1])) for item in slots})
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _idle_cpu(cluster: rb.Phalanx, seconds: float) -> float:
+    """CPU used by all the nodes together while no client writes, in % of one core (the cost
+    of idle groups: heartbeats, ticks, the map's liveness)."""
+    pids = [process.pid for process in cluster.processes.values()]
+    before, began = _cpu_seconds(pids), time.monotonic()
+    time.sleep(seconds)
+    return round(100 * (_cpu_seconds(pids) - before) / (time.monotonic() - began), 1)
+
+
 def _load_argv(target: tuple[str, int], shards: int, clients: int, requests: int,
                keyspace: int) -> list[str]:
     """redis-benchmark SET, slot-routed: `--cluster` (it refuses a one-master cluster, so
@@ -119,9 +137,14 @@ def _strace_syncs(cluster: rb.Phalanx, target: tuple[str, int], shards: int, sec
     for node_id, process in cluster.processes.items():
         handle, name = tempfile.mkstemp(prefix=f"strace-{node_id}-", suffix=".txt")
         os.close(handle)
+        # Every thread but the main one (the event loop): the fsyncs happen on the stores'
+        # writer threads, and tracing the loop's thousands of syscalls would slow the node
+        # until nothing commits.
+        threads = [f"-p{tid}" for tid in os.listdir(f"/proc/{process.pid}/task")
+                   if int(tid) != process.pid]
         tracers.append((node_id, name, subprocess.Popen(
-            ["strace", "-c", "-f", "-e", "trace=fdatasync,fsync", "-o", name, "-p",
-             str(process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+            ["strace", "-c", "-e", "trace=fdatasync,fsync", "-o", name, *threads],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     time.sleep(1.0)  # strace attached to every thread
     committed = _committed(cluster)
     load = subprocess.Popen(_load_argv(target, shards, clients, 100_000_000, keyspace),
@@ -152,7 +175,8 @@ def _strace_syncs(cluster: rb.Phalanx, target: tuple[str, int], shards: int, sec
                                 for node, rate in per_node.items()}}
 
 
-def run_one(root: Path, engine: str, shards: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_one(root: Path, engine: str, shards: int, args: argparse.Namespace,
+            trace: bool = True) -> dict[str, Any]:
     row: dict[str, Any] = {"engine": engine, "shards": shards, "clients": args.clients,
                            "requests": args.requests}
     cluster = rb.Phalanx(root / f"{engine}-{shards}")
@@ -161,12 +185,14 @@ def run_one(root: Path, engine: str, shards: int, args: argparse.Namespace) -> d
         cluster.start(3, timeout=120, overrides={"shards": shards, "storage_engine": engine})
         target = _wait_leaders(cluster, shards)
         row["leader_nodes"] = _leader_nodes(cluster)
+        if args.idle_seconds > 0:
+            row["idle_cpu_percent"] = _idle_cpu(cluster, args.idle_seconds)
         _set_load(target, shards, args.clients, 2000, args.keyspace, 120)  # warm up
         row["load_1m"] = round(os.getloadavg()[0], 2)
         metrics = _set_load(target, shards, args.clients, args.requests, args.keyspace, 600)
         row.update(rps=metrics["rps"], p50_ms=metrics["p50_latency_ms"],
                    p99_ms=metrics["p99_latency_ms"])
-        if args.strace_seconds > 0:
+        if args.strace_seconds > 0 and trace:
             row.update(_strace_syncs(cluster, target, shards, args.strace_seconds,
                                      args.clients, args.keyspace))
     except Exception as error:  # a failed run is reported, the others go on
@@ -187,17 +213,24 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--keyspace", type=int, default=100000)
     parser.add_argument("--strace-seconds", type=float, default=5.0)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--strace-first-round-only", action="store_true")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     shard_counts = [int(s) for s in args.shards.split(",")]
     engines = args.engines.split(",")
     rows = []
     with tempfile.TemporaryDirectory(prefix="phalanx-shards-") as root:
+        turn = 0
         for round_number in range(args.rounds):
-            order = engines if round_number % 2 == 0 else list(reversed(engines))
-            for engine in order:
-                for shards in shard_counts:
-                    row = run_one(Path(root), engine, shards, args)
+            for shards in shard_counts:
+                # engines back to back per shard count, the order alternating (ABBA...): the
+                # machine's load drifts over minutes
+                order = engines if turn % 2 == 0 else list(reversed(engines))
+                turn += 1
+                for engine in order:
+                    row = run_one(Path(root), engine, shards, args,
+                                  trace=round_number == 0 or not args.strace_first_round_only)
                     row["round"] = round_number + 1
                     rows.append(row)
     summary: dict[str, Any] = {}
@@ -210,7 +243,9 @@ def main() -> None:
                     "rps_median": statistics.median(r["rps"] for r in good),
                     "runs": [r["rps"] for r in good],
                     "loads": [r["load_1m"] for r in good],
-                    "syncs_per_s": [r.get("syncs_per_s") for r in good]}
+                    "syncs_per_s": [r.get("syncs_per_s") for r in good],
+                    "syncs_per_entry": [r.get("syncs_per_entry") for r in good],
+                    "idle_cpu_percent": [r.get("idle_cpu_percent") for r in good]}
     for engine in engines:
         base = summary.get(f"{engine} 1 shards")
         for shards in shard_counts:

@@ -50,8 +50,8 @@ if str(HERE) not in sys.path:
 import resp_bench as rb  # noqa: E402  (same directory; shares the process and parsing helpers)
 from bench_queue import QueueSettings  # noqa: E402  (the queue section's settings, issue 17)
 
-SECTIONS = ("writes", "reads", "commands", "failover", "sigstop", "etcd", "pysyncobj", "latency",
-            "scale", "recovery", "memory", "soak", "queue")
+SECTIONS = ("writes", "reads", "commands", "pipelines", "failover", "sigstop", "etcd",
+            "pysyncobj", "latency", "scale", "recovery", "memory", "soak", "queue")
 #: Sections that start their own clusters (benchmarks/bench_sections.py, bench_queue.py), run
 #: before the rest.
 ISOLATED = ("scale", "recovery", "memory", "soak", "queue")
@@ -89,6 +89,9 @@ class Settings:
     writer_interval_s: float = 0.005
     writer_timeout_s: float = 0.5
     run_timeout_s: float = 90.0
+    #: pipelines (issue 15, lever 5): SET requests per run, 100 per pipeline, through the
+    #: leader and through a follower (benchmarks/bench_pipelines.py).
+    pipeline_requests: int = 40000
     #: commands (issue 13): LPUSH/LPOP/ZADD/EVALSHA, requests per run and clients.
     command_requests: int = 10000
     command_clients: int = 50
@@ -133,6 +136,7 @@ class Settings:
                    failover_tries=1, sigstop_tries=1, etcd_requests={1: 300, 50: 3000},
                    pysyncobj_requests={1: 50, 16: 300},
                    run_timeout_s=30.0, quick=True, keyspace=20000, command_requests=2000,
+                   pipeline_requests=3000,
                    latency_rates=(500.0,), latency_seconds=2.0,
                    scale_configs=((3, 3),), scale_requests=3000,
                    recovery_sizes=(10_000,), recovery_set_requests=3000, memory_keys=10_000,
@@ -1070,7 +1074,8 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
 
             more_out["queue"] = bench_queue.queue_section(processes, settings)
         cluster = None
-        if {"writes", "reads", "commands", "failover", "sigstop", "latency"} & sections:
+        if {"writes", "reads", "commands", "pipelines", "failover", "sigstop",
+                "latency"} & sections:
             cluster = rb.Phalanx(root / "phalanx")
             processes.cluster = cluster
             cluster.data_dir.mkdir()
@@ -1188,6 +1193,16 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                 more_out["commands"] = commands_section(cluster, redis_aof, settings)
             else:
                 skipped["commands"] = "skipped: redis-benchmark not installed"
+        if "pipelines" in sections:
+            if have_benchmark and cluster is not None:
+                import bench_pipelines
+
+                phalanx = cluster
+                more_out["pipelines"] = bench_pipelines.pipelines_section(
+                    lambda: bench_pipelines.addresses(phalanx), settings.repeats,
+                    settings.pipeline_requests, settings.run_timeout_s)
+            else:
+                skipped["pipelines"] = "skipped: redis-benchmark not installed"
         if "latency" in sections:
             more_out["latency"] = more.latency_section(
                 latency_targets(cluster, redis_aof, etcd_binary, etcds, settings), settings)
@@ -1258,6 +1273,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         "data": more_out.get("data"), "recovery_measured": "recovery" in sections,
         "memory_measured": "memory" in sections, "soak": more_out.get("soak"),
         "commands": more_out.get("commands"), "queue": more_out.get("queue"),
+        "pipelines": more_out.get("pipelines"),
     }
     document["failover_ratio"] = _failover_ratio(document["failover"])
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -1442,6 +1458,10 @@ def markdown(doc: dict[str, Any]) -> str:
     import bench_sections as more
 
     lines += more.markdown(doc)
+    if doc.get("pipelines"):
+        import bench_pipelines
+
+        lines += ["", *bench_pipelines.markdown(doc["pipelines"])]
     import bench_queue
 
     lines += bench_queue.markdown(doc)

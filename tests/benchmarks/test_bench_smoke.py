@@ -187,14 +187,39 @@ def test_commands_section_lpush_lpop_zadd_evalsha(tmp_path: Path) -> None:
         assert needle in report, needle
 
 
+def test_pipelines_section_through_the_leader_and_a_follower(tmp_path: Path) -> None:
+    """`--only pipelines` (issue 15, lever 5): pipelined SET through the leader and through a
+    follower, interleaved, both runs ok, the ratio and the table in RESULTS.md."""
+    settings = phalanx_bench.Settings(
+        repeats=1, run_timeout_s=60.0, keyspace=2000, pipeline_requests=2000,
+        only=("pipelines",), assume_missing=frozenset({"redis-sentinel", "etcd", "pysyncobj"}),
+        quick=True)
+    document: dict = {}
+    try:
+        document = phalanx_bench.run_suite(settings, tmp_path)
+    finally:
+        leftovers = _kill_leftovers(document.get("work_dir", ""))
+    assert leftovers == [], f"processes left running: {leftovers}"
+    assert document["incomplete"] == ""
+    section = json.loads((tmp_path / "results.json").read_text())["pipelines"]
+    assert sorted(r["target"] for r in section["runs"]) == ["follower", "leader"]
+    assert all(r["ok"] for r in section["runs"]), section["runs"]
+    assert section["pipeline"] == 100 and section["requests"] == 2000
+    assert isinstance(section["follower_vs_leader"], float)
+    report = (tmp_path / "RESULTS.md").read_text()
+    for needle in ("## Pipelined SET through a follower", "| leader |", "| follower |",
+                   "Follower / leader:"):
+        assert needle in report, needle
+
+
 def test_the_cli_default_runs_every_section_and_only_selects_exactly() -> None:
 
     from phalanx.cli import main
 
     command = main.commands["bench"]  # type: ignore[attr-defined]
     default = next(p.default for p in command.params if p.name == "only")
-    assert default == ("writes,reads,commands,failover,sigstop,etcd,pysyncobj,latency,scale,"
-                       "recovery,memory,soak,queue")
+    assert default == ("writes,reads,commands,pipelines,failover,sigstop,etcd,pysyncobj,latency,"
+                       "scale,recovery,memory,soak,queue")
     assert set(default.split(",")) == set(phalanx_bench.SECTIONS)
     assert phalanx_bench.Settings(only=("writes", "etcd")).sections() == {"writes", "etcd"}
     assert phalanx_bench.Settings(only=("writes", "reads", "failover")).sections() == {

@@ -153,6 +153,9 @@ def test_node_lost_defaults_to_a_short_dead_after_and_a_spare_node() -> None:
     ("leader-kill", {"target": "x/cluster.json", "shards": 2}, "--shards configure a cluster"),
     ("leader-kill", {"regions": 4, "zones": 3}, "--regions must be between 1 and --zones"),
     ("leader-kill", {"shards": 0}, "--shards must be >= 1"),
+    ("leader-pause", {"election_ticks": 0}, "--election-ticks must be >= 1"),
+    ("leader-pause", {"target": "x/cluster.json", "election_ticks": 50},
+     "--election-ticks configure a cluster"),
 ])
 def test_impossible_runs_are_refused_in_one_line(scenario: str, given: dict[str, object],
                                                   message: str) -> None:
@@ -165,3 +168,12 @@ def test_check_config_accepts_the_ordinary_runs() -> None:
         check_config(apply_scenario_defaults(RunConfig(scenario=scenario, duration_s=30.0)))
     check_config(RunConfig(scenario="zone-outage", regions=3, shards=4, dead_after_ms=5000))
     check_config(RunConfig(scenario="leader-kill", target="x/cluster.json"))
+
+
+def test_raft_timing_reaches_the_nodes_the_lab_starts() -> None:
+    """Issue 15 lever 8: the lab compares election timings (`--election-ticks`,
+    `--heartbeat-ticks`); unset, the nodes keep their own defaults."""
+    config = scenario_config("leader-pause", election_ticks=50, heartbeat_ticks=5)
+    assert node_overrides(config) == {"request_timeout_ms": 800, "election_ticks": 50,
+                                      "heartbeat_ticks": 5}
+    assert "election_ticks" not in node_overrides(scenario_config("leader-pause"))

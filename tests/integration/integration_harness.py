@@ -73,9 +73,14 @@ class LocalCluster:
     """A running local cluster; see the module docstring."""
 
     def __init__(self, nodes: int = 3, *, overrides: dict[str, Any] | None = None,
-                 name: str = "cluster", seed: int | None = None, regions: int = 1) -> None:
+                 name: str = "cluster", seed: int | None = None, regions: int = 1,
+                 plan: list[launcher.PlannedNode] | None = None,
+                 root: Path | None = None) -> None:
+        """`plan` (with the `root` directory it lives in, removed at close): start that
+        plan instead of picking one (a region of an active-active setup, ops/regions.py)."""
         self.rng = random.Random(seed)
-        self.root = Path(tempfile.mkdtemp(prefix=f"phalanx-it-{name}-"))
+        self.root = root if root is not None else Path(
+            tempfile.mkdtemp(prefix=f"phalanx-it-{name}-"))
         self.data_dir = self.root / "cluster"
         options = {"enable_fault_injection": True, **(overrides or {})}
         self.overrides = options
@@ -83,10 +88,13 @@ class LocalCluster:
         self._stopped: set[int] = set()
         self._clients: list[redis.Redis] = []
         self.closed = False
-        plan = launcher.pick_free_plan(self.data_dir, self.rng, nodes=nodes,
-                                       zones=min(3, nodes), regions=regions, overrides=options,
-                                       base_ports=(20000, 40000 - 300),
-                                       loopback_bases=(30, 200), tries=50)
+        if plan is not None:
+            self.data_dir = Path(plan[0].config.data_dir).parent
+        else:
+            plan = launcher.pick_free_plan(self.data_dir, self.rng, nodes=nodes,
+                                           zones=min(3, nodes), regions=regions,
+                                           overrides=options, base_ports=(20000, 40000 - 300),
+                                           loopback_bases=(30, 200), tries=50)
         try:
             entries, _leader, processes = launcher.start_local_cluster(
                 self.data_dir, plan, timeout=LEADER_TIMEOUT_S)

@@ -298,3 +298,66 @@ def test_campaign_on_leader_is_ignored() -> None:
     net.elect("n1")
     net.nodes["n1"].campaign()
     assert net.nodes["n1"].raft.role is Role.LEADER and net.nodes["n1"].raft.term == 1
+
+
+def _pre_vote_from_n2(net: Network) -> RequestVote:
+    leader = net.nodes["n1"].raft
+    return RequestVote(source="n2", target="n3", term=leader.term + 1,
+                       last_log_index=leader.log.last_index(), last_log_term=leader.term,
+                       pre_vote=True)
+
+
+@pytest.mark.parametrize("mutant", [False, True])
+def test_restarted_follower_grants_no_pre_vote_within_an_election_timeout(mutant: bool) -> None:
+    """diss. §9.6: a pre-vote is granted only by a voter that has "not received heartbeats from
+    a valid leader for at least a baseline election timeout". A restarted replica cannot know
+    what it heard just before it stopped, so it waits one election timeout after the restart
+    (etcd grants at once: its leader is unknown after a restart; the planted bug
+    `prevote-after-restart` restores that). Afterwards, with no news from a leader, it grants."""
+    mutants = frozenset({"prevote-after-restart"}) if mutant else frozenset()
+    net = Network.create(3, mutants=mutants)
+    net.elect("n1")
+    net.propose("n1", b"x")
+    net.isolate("n1")
+    net.restart("n3", mutants=mutants)
+    net.delivered.clear()
+    net.send(_pre_vote_from_n2(net))
+    net.stabilize()
+    granted = [(m.source, m.granted) for m in net.delivered if isinstance(m, RequestVoteResponse)]
+    if mutant:
+        assert granted == [("n3", True)]
+        return
+    assert granted == []
+    net.tick("n3", ELECTION - 1)
+    net.send(_pre_vote_from_n2(net))
+    net.stabilize()
+    assert [m for m in net.delivered if isinstance(m, RequestVoteResponse)] == []
+    net.tick("n3", 1)  # one election timeout since the restart, no leader heard
+    net.delivered.clear()
+    net.send(_pre_vote_from_n2(net))
+    net.stabilize()
+    assert [(m.source, m.granted) for m in net.delivered
+            if isinstance(m, RequestVoteResponse)] == [("n3", True)]
+
+
+def test_brand_new_replicas_grant_pre_votes_at_once() -> None:
+    """A replica with no term yet never heard a leader (nothing to wait for): a new cluster, or
+    a shard's new group, elects on the first campaign, as etcd does."""
+    net = Network.create(3)
+    assert {raw.raft.term for raw in net.nodes.values()} == {0}
+    net.elect("n2")
+    assert net.leaders() == ["n2"]
+
+
+def test_restarted_cluster_elects_after_an_election_timeout() -> None:
+    """Every replica restarted (terms > 0): the first campaign within the election timeout gets
+    no pre-votes; the cluster still elects once the timeouts run (liveness)."""
+    net = Network.create(3)
+    net.elect("n1")
+    net.propose("n1", b"x")
+    for node in ("n1", "n2", "n3"):
+        net.restart(node)
+    net.campaign("n2")
+    assert net.leaders() == []
+    net.tick_all(3 * ELECTION)
+    assert len(net.leaders()) == 1

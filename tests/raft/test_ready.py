@@ -17,7 +17,7 @@ from phalanx.raft import (
     RequestVoteResponse,
     SoftState,
 )
-from phalanx.raft.raft import Role
+from phalanx.raft.types import Role
 from phalanx.testing.raft_harness import drive, log_storage, make_node, persist
 
 

@@ -10,7 +10,9 @@ from phalanx.raft import (
     AppendEntriesResponse,
     Entry,
     EntryType,
+    InstallSnapshot,
     Message,
+    RequestVote,
     RequestVoteResponse,
     Role,
 )
@@ -108,8 +110,11 @@ def test_figure8_entry_of_old_term_on_majority_is_not_committed() -> None:
     net.isolate("n5")
     s1 = net.restart("n1")
     net.campaign("n1")  # term 2: S3 and S4 already voted for S5 in term 2
+    # (S1's first probe carries its no-op after index 2, §5.3: it may reach S3, which rejects
+    # it, lacking index 2; an append that would land index 3 anywhere is lost.)
     net.msg_hook = lambda m: not (
         isinstance(m, AppendEntries) and any(e.index >= 3 for e in m.entries)
+        and net.nodes[m.target].raft.log.match_term(m.prev_log_index, m.prev_log_term)
     )
     net.campaign("n1")
     assert s1.raft.role is Role.LEADER and s1.raft.term == 3
@@ -277,3 +282,35 @@ def test_leader_brings_figure7_followers_into_line(follower: list[int]) -> None:
     net.tick_all(2)
     assert net.log_terms("n2") == net.log_terms("n1")
     assert [term for _index, term in net.log_terms("n1")] == [*FIGURE7_LEADER, 9, 9]
+
+
+@pytest.mark.parametrize("mutant", [False, True])
+def test_new_leader_probes_from_just_after_its_last_entry(mutant: bool) -> None:
+    """§5.3: "When a leader first comes to power, it initializes all nextIndex values to the
+    index just after the last one in its log": its first append to each follower carries only
+    its no-op, after its last entry, never the whole log nor a snapshot (as etcd). The planted
+    bug `probe-from-start` probes from match + 1 = 1 instead: with a compacted log every
+    follower, up to date or not, is sent a snapshot."""
+    mutants = frozenset({"probe-from-start"}) if mutant else frozenset()
+    net = Network.create(3, check_quorum=False, mutants=mutants)
+    net.elect("n1")
+    for number in range(5):
+        net.propose("n1", b"v%d" % number)
+    net.tick_all(2)
+    last = net.nodes["n2"].raft.log.last_index()
+    assert {raw.raft.log.last_index() for raw in net.nodes.values()} == {last}
+    net.compact("n2")
+    net.isolate("n1")
+    net.delivered.clear()
+    net.elect("n2")
+    first: dict[str, Message] = {}
+    for message in net.delivered:
+        if message.source == "n2" and not isinstance(message, RequestVote):
+            first.setdefault(message.target, message)
+    if mutant:
+        assert {type(m).__name__ for m in first.values()} == {"InstallSnapshot"}
+        return
+    assert {target: (type(m).__name__, m.prev_log_index, [e.index for e in m.entries])
+            for target, m in first.items()
+            if isinstance(m, AppendEntries)} == {"n3": ("AppendEntries", last, [last + 1])}
+    assert not [m for m in net.delivered if isinstance(m, InstallSnapshot)]

@@ -11,10 +11,12 @@ import pytest
 
 from phalanx.errors import Corrupt
 from phalanx.raft import (
+    AppendEntriesResponse,
     Entry,
     Index,
     MemoryStorage,
     RequestVoteResponse,
+    Role,
 )
 from phalanx.testing.raft_harness import drive, log_storage, make_node
 
@@ -41,7 +43,13 @@ def test_a_corrupt_read_while_replicating_propagates() -> None:
     raw.step(RequestVoteResponse(source="n2", target="n1", term=raw.term, granted=True,
                                  pre_vote=True))
     drive(raw, storage)
+    # Elected: the first probe carries only the new no-op (§5.3: next starts after our last
+    # entry), which is not read back from storage.
+    raw.step(RequestVoteResponse(source="n2", target="n1", term=raw.term, granted=True))
+    assert raw.role is Role.LEADER
+    drive(raw, storage)
     storage.broken = True
     with pytest.raises(Corrupt):
-        # Elected: the leader reads its log to replicate it.
-        raw.step(RequestVoteResponse(source="n2", target="n1", term=raw.term, granted=True))
+        # n2 holds none of it: the leader reads its log from index 1 to replicate it.
+        raw.step(AppendEntriesResponse(source="n2", target="n1", term=raw.term, success=False,
+                                       index=Index(3), reject_hint=Index(0)))

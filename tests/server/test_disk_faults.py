@@ -59,3 +59,24 @@ def test_only_a_failed_disk_is_relocated() -> None:
     assert disk_failed("storage failure: store x: cannot write: [Errno 28] No space left")
     assert not disk_failed("replica diverged: state digest at index 7 is a; a majority ...")
     assert not disk_failed("storage failure at open: Corrupt: bad record CRC in 1.wal")
+
+
+def test_optional_methods_of_the_inner_store_pass_through(tmp_path: Path) -> None:
+    """AsyncLogStore looks a store's optional methods up by name (the WAL's `confirm`): the
+    wrapper has them exactly when the inner store does; `confirm` fails as a write does."""
+    faults = DiskFaults()
+    inner = WalLogStore(tmp_path / "1", ConfState(voters=(NodeId("n1"),)))
+    store = FaultyLogStore(inner, faults, 1)
+    try:
+        assert (getattr(store, "confirm", None) is None) == (getattr(inner, "confirm", None)
+                                                             is None)
+        assert getattr(store, "no_such_method", None) is None
+        confirm = getattr(store, "confirm", None)
+        if confirm is not None:
+            store.persist([_entry(1)], HardState(Term(1), NodeId("n1"), Index(1)))
+            confirm()
+            faults.arm({"shard": 1, "reads": False})
+            with pytest.raises(StorageError):
+                confirm()
+    finally:
+        store.close()

@@ -250,3 +250,15 @@ def test_a_read_request_sent_to_a_leader_that_is_gone_fails_at_once(
             await _stop(group, task)
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize(("election_ticks", "expected_s"), [(5, 2.0), (25, 2.0), (100, 4.0)])
+def test_no_quorum_threshold_is_four_election_timeouts_but_never_under_two_seconds(
+        election_ticks: int, expected_s: float) -> None:
+    """A short election timeout (issue 15 lever 8) detects a silent
+    leader sooner, but a slow election on a loaded machine must not turn into refusals: the
+    -CLUSTERDOWN threshold keeps a 2 s floor; long timeouts still get 4 of them."""
+    config = SimpleNamespace(election_ticks=election_ticks, tick_ms=10)
+    router = DataRouter(SimpleNamespace(config=config), None,  # type: ignore[arg-type]
+                        lambda state, reply, name, arguments: b"")
+    assert router.no_quorum_after_s == pytest.approx(expected_s)

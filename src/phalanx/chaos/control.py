@@ -67,6 +67,28 @@ class ClusterControl(Protocol):
         node (`chaos/disk.py`); returns what was done."""
         ...
 
+    def mount_small_disk(self, node: str, seed: int) -> str:
+        """Put one data replica of the STOPPED node on its own small real file system (a
+        tmpfs with size=, `chaos/disk.py:SmallDisks`); returns what was done."""
+        ...
+
+    def fill_disk(self, node: str) -> str:
+        """Fill the node's small disk until the kernel says ENOSPC."""
+        ...
+
+    def free_disk(self, node: str) -> str:
+        """Delete what `fill_disk` wrote: space returns."""
+        ...
+
+    def disk_error(self, node: str, shard: int) -> str:
+        """Make every read and write of the RUNNING node's replica of `shard` fail with EIO
+        (the store's own fault injection, `chaos/disk.py:DISK_ERROR_NOTE`)."""
+        ...
+
+    def clear_disk_errors(self, node: str) -> None:
+        """Disarm the node's injected disk faults (its disk was replaced)."""
+        ...
+
     def partition(self, groups: list[list[str]]) -> None:
         """Cut all traffic between nodes of different groups (nodes in no group are isolated)."""
         ...

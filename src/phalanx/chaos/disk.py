@@ -1,4 +1,6 @@
-"""Disk faults for the chaos lab: flip bytes in a stopped node's files, for real.
+"""Disk faults for the chaos lab, for real: bytes flipped in a stopped node's files
+(`disk-corrupt`), a small real file system filled up under one replica (`disk-full`), and the
+store's own injected EIO (`disk-error`, through the node's admin API: see `DISK_ERROR_NOTE`).
 
 Rules of this file:
 - Only a STOPPED node's files are touched (the nemesis kills it first): a disk that returned
@@ -11,14 +13,25 @@ Rules of this file:
   in the node log (`storage/nodelog.py`) has a byte flipped in the payload of a frame of the
   node log that holds that replica's ops only (never the last frame: valid frames follow it).
   It returns what it did.
+- `SmallDisks` mounts a tmpfs with `size=` (a real file system with a real limit: writes past
+  it fail with ENOSPC in the kernel) over ONE data replica's directory `groups/<id>/` of a
+  STOPPED node, its files copied onto it; `fill` then writes a ballast file until the kernel
+  says ENOSPC, `free` deletes the ballast (space returns), `unmount_all` undoes every mount
+  (after the nodes were stopped). Mounting needs root (CI runs as root); without it,
+  `DiskFaultError` says so. A store in the node's one log (`storage_engine = "node"`) has no
+  directory of its own: refused with `DiskFaultError`.
 - Standard library and the node log's format module only; no import of `server` (the lab
   sees the system from outside).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 from phalanx.storage import nodelog_format
@@ -98,4 +111,122 @@ def _corrupt_node_log(data_dir: Path, group: Path) -> str:
     return f"shard {group.name}: byte {position} of node log segment {path.name} flipped"
 
 
-__all__ = ["DiskFaultError", "corrupt_store"]
+#: What `disk-error` runs, in words (the report and the docs say which kind of fault ran).
+DISK_ERROR_NOTE = ("the store's own fault injection (PUT /faults/disk: every read and write of "
+                   "the replica's store fails with EIO); this kernel has no device-mapper "
+                   "error/flakey target and no make-it-fail on its block devices")
+#: Room on a small disk beyond the replica's files: a WAL preallocation chunk (4 MiB) and a
+#: few snapshots; the ballast takes it all.
+SMALL_DISK_SPARE_BYTES = 8 << 20
+_BALLAST = "ballast.fill"
+
+
+def arm_disk_error(admin_address: str, shard: int, error: str = "EIO", *,
+                   token: str = "") -> str:
+    """Arm the store's own disk fault on a RUNNING node's replica of `shard` (admin `PUT
+    /faults/disk`, fault injection on): its reads and writes fail with `error`."""
+    from phalanx.ops.admin import admin_request
+
+    code, body = admin_request(admin_address, "/faults/disk", method="PUT",
+                               body={"shard": shard, "error": error}, token=token,
+                               timeout=5.0)
+    if code != 200:
+        raise DiskFaultError(f"PUT /faults/disk on {admin_address}: {code} {body}")
+    return f"every read and write of its replica of shard {shard} fails with {error} (injected)"
+
+
+def clear_disk_errors(admin_address: str, *, token: str = "") -> None:
+    """Disarm every injected disk fault of a node (the disk was replaced)."""
+    from phalanx.ops.admin import admin_request
+
+    code, body = admin_request(admin_address, "/faults/disk", method="DELETE", token=token,
+                               timeout=5.0)
+    if code != 200:
+        raise DiskFaultError(f"DELETE /faults/disk on {admin_address}: {code} {body}")
+
+
+def _replica_dirs(data_dir: str | Path) -> list[Path]:
+    groups = Path(data_dir) / "groups"
+    return sorted((p for p in groups.glob("*") if p.is_dir() and p.name.isdigit()
+                   and p.name != "0"), key=lambda p: int(p.name))
+
+
+class SmallDisks:
+    """The small file systems the lab mounted (see the rules): mount point -> its size."""
+
+    def __init__(self) -> None:
+        self.mounted: dict[Path, int] = {}
+
+    def mount(self, data_dir: str | Path, rng: random.Random,
+              spare_bytes: int = SMALL_DISK_SPARE_BYTES) -> str:
+        """Put one data replica of the STOPPED node at `data_dir` on its own small tmpfs."""
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            raise DiskFaultError("disk-full mounts a small tmpfs: it needs root and mount(8)")
+        candidates = [p for p in _replica_dirs(data_dir) if p not in self.mounted
+                      and (any(p.glob("*.wal")) or any(p.glob("*.db")))]
+        if not candidates:
+            raise DiskFaultError(f"no data shard replica with its own files under {data_dir} "
+                                 "(a store in the node's one log has no directory to mount)")
+        group = rng.choice(candidates)
+        stash = group.with_name(f"{group.name}.stash")
+        shutil.rmtree(stash, ignore_errors=True)
+        shutil.copytree(group, stash)
+        used = sum(p.stat().st_blocks * 512 for p in stash.rglob("*") if p.is_file())
+        size = used + spare_bytes
+        completed = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                    str(group)], capture_output=True, text=True, timeout=30,
+                                   check=False)
+        if completed.returncode != 0:
+            shutil.rmtree(stash, ignore_errors=True)
+            raise DiskFaultError(f"cannot mount a tmpfs on {group}: "
+                                 f"{completed.stderr.strip() or completed.returncode}")
+        self.mounted[group] = size
+        for child in stash.iterdir():
+            if child.is_file():
+                shutil.copy2(child, group / child.name)
+        shutil.rmtree(stash, ignore_errors=True)
+        return f"shard {group.name}'s replica on a {size >> 10} KiB tmpfs"
+
+    def fill(self, data_dir: str | Path) -> str:
+        """Write a ballast file on the node's small disk until the kernel refuses (ENOSPC)."""
+        mounts = [m for m in self.mounted if Path(data_dir) in m.parents]
+        if not mounts:
+            raise DiskFaultError(f"no small disk mounted under {data_dir}")
+        written = 0
+        block = b"\xa5" * (64 << 10)
+        with open(mounts[0] / _BALLAST, "ab") as ballast:
+            try:
+                while written < self.mounted[mounts[0]]:
+                    ballast.write(block)
+                    ballast.flush()
+                    written += len(block)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+        free = shutil.disk_usage(mounts[0]).free
+        return f"shard {mounts[0].name}'s disk filled ({written >> 10} KiB of ballast, " \
+               f"{free} bytes free)"
+
+    def free(self, data_dir: str | Path) -> str:
+        """Delete the ballast: space returns."""
+        freed = 0
+        for mount in [m for m in self.mounted if Path(data_dir) in m.parents]:
+            ballast = mount / _BALLAST
+            if ballast.exists():
+                freed += ballast.stat().st_size
+                ballast.unlink()
+        return f"{freed >> 10} KiB freed"
+
+    def unmount_all(self) -> list[str]:
+        """Unmount every small disk (lazily: call it once the nodes are stopped)."""
+        done = []
+        for mount in list(self.mounted):
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30,
+                           check=False)
+            del self.mounted[mount]
+            done.append(f"{mount} unmounted")
+        return done
+
+
+__all__ = ["DISK_ERROR_NOTE", "DiskFaultError", "SmallDisks", "arm_disk_error", "clear_disk_errors",
+           "corrupt_store"]

@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from phalanx.chaos.control import NodeInfo
-from phalanx.chaos.disk import corrupt_store
+from phalanx.chaos.disk import (
+    DiskFaultError,
+    SmallDisks,
+    arm_disk_error,
+    clear_disk_errors,
+    corrupt_store,
+)
 from phalanx.chaos.pidfile import RunRecord
 from phalanx.errors import ChaosError, ClusterError
 from phalanx.ops import admin, cluster_file, launcher
@@ -68,6 +74,8 @@ class LocalControl:
         self.record: RunRecord | None = None
         #: Nodes lost for good (`lose`): never restarted.
         self.lost: set[str] = set()
+        #: The small file systems of `disk-full` (unmounted at close, after the nodes).
+        self.small_disks = SmallDisks()
         self._ids = [entry.id for entry in cluster_file.read_cluster_file(self.data_dir).nodes]
 
     # ---- construction -----------------------------------------------------------------------
@@ -230,6 +238,28 @@ class LocalControl:
             raise ChaosError(f"{node} has no data_dir in cluster.json; cannot corrupt its disk")
         return corrupt_store(entry.data_dir, random.Random(seed))
 
+    def mount_small_disk(self, node: str, seed: int) -> str:
+        """Put one data replica of the STOPPED node on a small tmpfs (chaos/disk.py)."""
+        if not self.owned:
+            raise ChaosError("disk-full mounts file systems under the nodes' data: only on a "
+                         "cluster the lab started itself")
+        try:
+            return self.small_disks.mount(self._entry(node).data_dir, random.Random(seed))
+        except DiskFaultError as error:
+            raise ChaosError(str(error)) from error
+
+    def fill_disk(self, node: str) -> str:
+        return self.small_disks.fill(self._entry(node).data_dir)
+
+    def free_disk(self, node: str) -> str:
+        return self.small_disks.free(self._entry(node).data_dir)
+
+    def disk_error(self, node: str, shard: int) -> str:
+        return arm_disk_error(self._entry(node).admin, shard)
+
+    def clear_disk_errors(self, node: str) -> None:
+        clear_disk_errors(self._entry(node).admin)
+
     # ---- network fault rules ----------------------------------------------------------------
     def _rules(self, node: str) -> dict[str, Any]:
         return {"drop_to": sorted(self._drop_to.get(node, ())),
@@ -310,6 +340,16 @@ class LocalControl:
             self._delay.clear()
             self._push_all()
         for node in self._ids:
+            if node in self.lost:
+                continue
+            with contextlib.suppress(ChaosError, DiskFaultError, OSError, ClusterError):
+                freed = self.free_disk(node) if self.small_disks.mounted else ""
+                if freed and not freed.startswith("0 KiB"):
+                    done.append(f"{node}: {freed}")
+            with contextlib.suppress(ChaosError, DiskFaultError, OSError, ClusterError):
+                if self.alive(node):
+                    self.clear_disk_errors(node)
+        for node in self._ids:
             if node not in self.lost and not self.alive(node):
                 try:
                     self.restart(node)
@@ -345,6 +385,7 @@ class LocalControl:
         for process in self._processes:
             with contextlib.suppress(Exception):
                 process.wait(timeout=1)
+        self.small_disks.unmount_all()
         if self._temporary_root is not None and not os.environ.get("PHALANX_CHAOS_KEEP"):
             shutil.rmtree(self._temporary_root, ignore_errors=True)
 

@@ -52,13 +52,21 @@ SCENARIOS: dict[str, str] = {
     "disk-corrupt": "kill -9 a follower (or, one time in three, the leader), flip a byte in one "
                     "of its shard replicas' WAL segment or snapshot file, restart it: the "
                     "checksum must catch it and the replica be rebuilt from its peers",
+    "disk-full": "kill -9 a follower (or, one time in three, the leader), put one of its "
+                 "shard replicas on its own small tmpfs, restart it and fill that file "
+                 "system (ENOSPC) while clients write: the replica must stop, be rebuilt on "
+                 "another node (or in place once space returns), and nothing acknowledged "
+                 "be lost",
+    "disk-error": "every read and write of one shard replica of a follower (or, one time in "
+                  "three, the leader) fails with EIO (the store's own fault injection: no "
+                  "device-mapper here): the replica must stop and be rebuilt elsewhere",
     "mixed": "a random mix of all of the above",
 }
 
 #: Kinds `mixed` draws from: not the roll, not a permanent loss, not what needs >= 3 regions.
 _MIXABLE = [name for name in SCENARIOS
             if name not in {"mixed", "rolling-restart", "node-lost", "region-outage",
-                            "disk-corrupt"}]
+                            "disk-corrupt", "disk-full", "disk-error"}]
 #: Faults that are never healed during the run.
 PERMANENT = frozenset({"node-lost"})
 #: The time the plan leaves a rolling restart.
@@ -223,9 +231,10 @@ class Nemesis:
             expected = ROLL_ALLOWANCE_S if slot.kind == "rolling-restart" else slot.hold_s
             overrun += max(0.0, self.clock() - (start + expected))
 
-    def _watch_detection(self, target: str, since_s: float, limit_s: float = 20.0) -> None:
+    def _watch_detection(self, target: str, since_s: float, limit_s: float = 20.0,
+                         since: str = "its restart") -> bool:
         """Tell when `target` reports its damaged replica (time to detection), or that it did
-        not within `limit_s` (it may have been rebuilt between two polls)."""
+        not within `limit_s` (it may have been rebuilt between two polls); True if seen."""
         deadline = since_s + limit_s
         while not self.stop_event.is_set() and self.clock() < deadline:
             try:
@@ -236,12 +245,22 @@ class Nemesis:
             if damaged:
                 shard, why = sorted(damaged.items())[0]
                 self.on_event(self.clock(), f"{target} reported its replica of shard {shard} "
-                              f"damaged {self.clock() - since_s:.2f} s after its restart "
+                              f"damaged {self.clock() - since_s:.2f} s after {since} "
                               f"({why[:120]})")
-                return
+                return True
             self.stop_event.wait(0.1)
         self.on_event(self.clock(), f"{target} reported no damaged replica within "
-                      f"{limit_s:.0f} s of its restart")
+                      f"{limit_s:.0f} s of {since}")
+        return False
+
+    def _local_shards(self, target: str) -> list[int]:
+        """The data shards `target` holds a running replica of (its /status)."""
+        try:
+            status = fetch_statuses(self.control).get(target) or {}
+        except Exception:
+            status = {}
+        local = status.get("local")
+        return sorted(int(s) for s in (local or {}) if str(s).isdigit() and int(s) > 0) or [1]
 
     # ---- the faults -------------------------------------------------------------------------
     def _begin(self, kind: str, targets: list[str], description: str,
@@ -427,6 +446,37 @@ class Nemesis:
             restarted = self.clock()
             self._end(fault, f"{target} restarted on its corrupted disk")
             self._watch_detection(target, restarted)
+        elif kind == "disk-full":
+            target = (leader or rng.choice(ids)) if rng.random() < 1 / 3 or not followers \
+                else rng.choice(followers)
+            role = "leader" if target == leader else "follower"
+            fault = self._begin(kind, [target], f"{role} {target} killed (kill -9) to put a "
+                                "replica on a small disk", leader)
+            control.kill(target)
+            where = control.mount_small_disk(target, slot.seed)
+            control.restart(target)
+            filled = control.fill_disk(target)
+            fault.description = f"{role} {target}'s disk full ({where}; {filled})"
+            self._in_force(fault)
+            # The disk stays full until the replica saw it (its next write that needs space:
+            # a new log chunk or a snapshot; bounded), then for the hold.
+            self._watch_detection(target, fault.at_s, 30.0, since="its disk filled")
+            self._hold(slot.hold_s)
+            freed = control.free_disk(target)
+            self._end(fault, f"{target}'s disk has room again ({freed})")
+        elif kind == "disk-error":
+            target = (leader or rng.choice(ids)) if rng.random() < 1 / 3 or not followers \
+                else rng.choice(followers)
+            role = "leader" if target == leader else "follower"
+            shard = rng.choice(self._local_shards(target))
+            fault = self._begin(kind, [target], f"{role} {target}'s disk fails", leader)
+            what = control.disk_error(target, shard)
+            fault.description = f"{role} {target}'s disk fails: {what}"
+            self._in_force(fault)
+            self._watch_detection(target, fault.at_s, 20.0, since="its disk began to fail")
+            self._hold(slot.hold_s)
+            control.clear_disk_errors(target)
+            self._end(fault, f"{target}'s failed disk replaced (injected faults cleared)")
         elif kind == "rolling-restart":
             for target in ids:
                 if self.stop_event.is_set():

@@ -45,7 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from phalanx.chaos.control import NodeInfo
-from phalanx.chaos.disk import corrupt_store
+from phalanx.chaos.disk import (
+    DiskFaultError,
+    SmallDisks,
+    arm_disk_error,
+    clear_disk_errors,
+    corrupt_store,
+)
 from phalanx.errors import ClusterError, ConfigError, NetnsError
 from phalanx.ops.admin import admin_request, agreed_leader, query_status
 from phalanx.ops.cluster_file import ClusterFile, NodeEntry, write_cluster_file
@@ -218,6 +224,8 @@ class NetnsControl:
     _admin_token: str = ""
     #: Nodes lost for good (`lose`): never restarted.
     lost: set[str] = field(default_factory=set)
+    #: The small file systems of `disk-full` (unmounted at close, after the nodes).
+    small_disks: SmallDisks = field(default_factory=SmallDisks)
 
     # -- availability -----------------------------------------------------------------------
 
@@ -495,6 +503,25 @@ class NetnsControl:
         """Flip a byte in a data replica's WAL or snapshot of the STOPPED `node` (chaos/disk.py)."""
         return corrupt_store(self._node(node).data_dir, random.Random(seed))
 
+    def mount_small_disk(self, node: str, seed: int) -> str:
+        """Put one data replica of the STOPPED node on a small tmpfs (chaos/disk.py)."""
+        try:
+            return self.small_disks.mount(self._node(node).data_dir, random.Random(seed))
+        except DiskFaultError as error:
+            raise NetnsError(str(error)) from error
+
+    def fill_disk(self, node: str) -> str:
+        return self.small_disks.fill(self._node(node).data_dir)
+
+    def free_disk(self, node: str) -> str:
+        return self.small_disks.free(self._node(node).data_dir)
+
+    def disk_error(self, node: str, shard: int) -> str:
+        return arm_disk_error(self._node(node).admin, shard, token=self._admin_token)
+
+    def clear_disk_errors(self, node: str) -> None:
+        clear_disk_errors(self._node(node).admin, token=self._admin_token)
+
     def lose(self, node: str) -> None:
         """Kill `node` and delete its data directory (its log is kept as DIR/<id>.lost.log);
         it is never restarted."""
@@ -641,6 +668,7 @@ class NetnsControl:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 failures.append(f"{node.id} (pid {process.pid}) survived SIGKILL")
+        self.small_disks.unmount_all()
         for namespace in self._created_namespaces:
             try:
                 pids = run(["ip", "netns", "pids", namespace], timeout=5).split()

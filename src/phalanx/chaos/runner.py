@@ -78,6 +78,17 @@ SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
     "node-lost": {"dead_after_ms": 3000},
 }
 
+#: Node settings a scenario needs of a cluster the lab starts. disk-full: a snapshot every
+#: 100 entries (20 kept), so a replica on a full disk meets it within seconds at the lab's
+#: rates (a snapshot is a new file; the log's 4 MiB preallocated chunk would take minutes to
+#: use up) and a rebuilt replica gets a small snapshot and a short log; and per-replica logs
+#: (`storage_engine = "wal"`): a replica in the node's one log has no directory of its own to
+#: put on a small disk (a full node log stops every replica of the node, docs/disk-faults.md).
+SCENARIO_NODE_SETTINGS: dict[str, dict[str, Any]] = {
+    "disk-full": {"snapshot_every_entries": 100, "snapshot_keep_entries": 20,
+                  "storage_engine": "wal"},
+}
+
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
@@ -99,6 +110,10 @@ class RunConfig:
     shards: int | None = None
     survival_goal: str | None = None
     dead_after_ms: int | None = None
+    #: Raft timing of a cluster the lab starts, in 10 ms ticks (None: the node's defaults;
+    #: issue 15 lever 8 compares timings with these).
+    election_ticks: int | None = None
+    heartbeat_ticks: int | None = None
     #: What the clients do (`phalanx.chaos.workloads.WORKLOADS`).
     workload: str = DEFAULT_WORKLOAD
     #: How they reach the cluster (`phalanx.chaos.clients.CLIENT_MODES`), and the deadline of
@@ -186,8 +201,13 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"--deadline must be > 0; got {config.deadline_s:g}")
     node_settings = {"--regions": config.regions, "--shards": config.shards,
                      "--survival-goal": config.survival_goal,
-                     "--dead-after-ms": config.dead_after_ms}
+                     "--dead-after-ms": config.dead_after_ms,
+                     "--election-ticks": config.election_ticks,
+                     "--heartbeat-ticks": config.heartbeat_ticks}
     if config.target is not None:
+        if config.scenario == "disk-full":
+            raise ValueError("disk-full mounts file systems under the nodes' data: only on a "
+                             "cluster the lab starts itself (no --target)")
         given = [name for name, value in node_settings.items() if value is not None]
         if given:
             raise ValueError(f"{', '.join(given)} configure a cluster the lab starts; with "
@@ -205,6 +225,10 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"--survival-goal must be zone or region; got {config.survival_goal}")
     if config.dead_after_ms is not None and config.dead_after_ms <= 0:
         raise ValueError(f"--dead-after-ms must be > 0; got {config.dead_after_ms}")
+    for name, ticks in (("--election-ticks", config.election_ticks),
+                        ("--heartbeat-ticks", config.heartbeat_ticks)):
+        if ticks is not None and ticks < 1:
+            raise ValueError(f"{name} must be >= 1; got {ticks}")
     if config.scenario == "region-outage":
         if regions < 3 or config.survival_goal != "region":
             raise ValueError("region-outage needs at least 3 regions and the region survival "
@@ -217,6 +241,8 @@ def check_config(config: RunConfig) -> None:
         if all(2 * size >= config.nodes for size in sizes.values()):
             raise ValueError("region-outage: every region holds half of the nodes or more; "
                              "use more nodes or regions")
+    if config.scenario == "disk-full" and os.geteuid() != 0:
+        raise ValueError("disk-full mounts a small tmpfs for one replica: run it as root")
     if config.scenario == "node-lost":
         needed = replicas_for(config.survival_goal) + 1
         if config.nodes < needed:
@@ -235,8 +261,11 @@ def check_config(config: RunConfig) -> None:
 def node_overrides(config: RunConfig) -> dict[str, Any]:
     """NodeConfig fields for every node of a cluster the lab starts."""
     settings = {"shards": config.shards, "survival_goal": config.survival_goal,
-                "dead_after_ms": config.dead_after_ms, "peer_tls_dir": config.peer_tls_dir}
-    return {**LOCAL_OVERRIDES, **{k: v for k, v in settings.items() if v is not None}}
+                "dead_after_ms": config.dead_after_ms, "peer_tls_dir": config.peer_tls_dir,
+                "election_ticks": config.election_ticks,
+                "heartbeat_ticks": config.heartbeat_ticks}
+    return {**LOCAL_OVERRIDES, **SCENARIO_NODE_SETTINGS.get(config.scenario, {}),
+            **{k: v for k, v in settings.items() if v is not None}}
 
 
 @dataclass

@@ -22,11 +22,12 @@ from phalanx.cli.common import fail
               help="Rounds over every target (default 3; 1 with --quick).")
 @click.option("--output", "output", type=click.Path(file_okay=False), default=None,
               help="Where RESULTS.md and results.json go (default: the benchmarks/ directory).")
-@click.option("--only", default="writes,reads,commands,failover,sigstop,etcd,pysyncobj,latency,"
-                              "scale,recovery,memory,soak,queue",
+@click.option("--only", default="writes,reads,commands,pipelines,failover,sigstop,etcd,pysyncobj,"
+                              "latency,scale,recovery,memory,soak,queue",
               show_default=True,
               help="Comma-separated sections to run: writes, reads, commands (LPUSH, LPOP, "
-                   "ZADD, EVALSHA), failover, sigstop, etcd, pysyncobj, latency, scale, "
+                   "ZADD, EVALSHA), pipelines (SET, 100 per pipeline, through a follower vs "
+                   "through the leader), failover, sigstop, etcd, pysyncobj, latency, scale, "
                    "recovery, memory, soak, queue (Redis Streams on phalanx vs RabbitMQ "
                    "quorum queues vs redis-server streams).")
 @click.option("--soak-seconds", type=float, default=None,

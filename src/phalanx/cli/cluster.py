@@ -18,7 +18,7 @@ import click
 
 from phalanx.cli.common import data_dir_option, fail
 from phalanx.cli.node import placement_options, timing_options
-from phalanx.errors import ClusterError, StartupInterrupted
+from phalanx.errors import ClusterError, ConfigError, StartupInterrupted
 
 
 def _cluster_error_types() -> tuple[type[Exception], ...]:
@@ -33,7 +33,16 @@ def _cluster_error_types() -> tuple[type[Exception], ...]:
               help="Zones z1..zZ, assigned round robin.")
 @click.option("--region", default="r1", show_default=True)
 @click.option("--regions", type=int, default=1, show_default=True,
-              help="Spread the zones over this many regions (r1, r2, ...).")
+              help="Spread the zones over this many regions (r1, r2, ...); with "
+                   "--active-active: start this many linked clusters, one per region.")
+@click.option("--active-active", "active_active", default=None, metavar="PREFIXES",
+              help="Key prefixes (comma-separated) of active-active keys: with --regions R, "
+                   "start R clusters (dc1..dcR, --nodes each) linked by the region link "
+                   "(docs/active-active.md).")
+@click.option("--strong-home", default="dc1", show_default=True, metavar="REGION",
+              help="With --active-active: the region holding the strong keys (the others "
+                   "forward them there, and refuse them when cut off); '' = each region "
+                   "keeps its own.")
 @data_dir_option
 @click.option("--base-port", type=int, default=7000, show_default=True,
               help="Node i listens on RESP base+i, admin base+100+i, peer base+200+i.")
@@ -52,12 +61,17 @@ def _cluster_error_types() -> tuple[type[Exception], ...]:
 @placement_options
 def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_port: int,
        loopback_base: int, detach: bool, timeout: float, admin_token: str | None,
-       log_level: str | None, peer_tls_dir: str | None, **timing: Any) -> None:
+       log_level: str | None, peer_tls_dir: str | None, active_active: str | None,
+       strong_home: str, **timing: Any) -> None:
     """Start a local cluster of N node processes and wait for a leader."""
     from phalanx.ops import cluster_file, launcher
 
     overrides = {"admin_token": admin_token, "log_level": log_level,
                  "peer_tls_dir": peer_tls_dir, **timing}
+    if active_active is not None:
+        _up_regions(regions, active_active, strong_home, nodes, data_dir, overrides, detach,
+                    timeout)
+        return
     try:
         plan = launcher.plan_local_cluster(data_dir, nodes=nodes, zones=zones, region=region,
                                            base_port=base_port, loopback_base=loopback_base,
@@ -105,6 +119,52 @@ def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_po
     with contextlib.suppress(ClusterError):
         launcher.stop_cluster(data_dir)
     launcher.stop_processes(processes.values())
+    click.echo("stopped")
+
+
+def _up_regions(regions: int, prefixes: str, strong_home: str, nodes: int, data_dir: str,
+                overrides: dict[str, Any], detach: bool, timeout: float) -> None:
+    """`phalanx up --regions R --active-active PREFIXES`: R linked local clusters."""
+    import random
+
+    from phalanx.ops import launcher
+    from phalanx.ops.regions import plan_regions
+
+    try:
+        plans = plan_regions(data_dir, random.Random(), regions=regions, prefixes=prefixes,
+                             nodes=nodes, overrides=overrides, strong_home=strong_home)
+    except _cluster_error_types() as error:
+        fail(str(error), 2)
+    stop_requested = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop_requested.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    started: list[Any] = []
+    for name, plan in plans.items():
+        region_dir = Path(data_dir) / name
+        click.echo(f"starting region {name}: {nodes} node(s) in {region_dir.absolute()} ...")
+        try:
+            cluster, leader, processes = launcher.start_local_cluster(
+                region_dir, plan, timeout=timeout, cancelled=stop_requested.is_set)
+        except (StartupInterrupted, ClusterError, ConfigError) as error:
+            for _, _, running in started:
+                launcher.stop_processes(running.values())
+            fail(f"region {name}: {error}; the regions started so far were stopped")
+        started.append((region_dir, cluster, processes))
+        click.echo(f"region {name} (active-active prefixes: {prefixes})")
+        _print_cluster(cluster, leader)
+    if detach:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        dirs = " ".join(str(region_dir) for region_dir, _, _ in started)
+        click.echo(f"stop them with: for d in {dirs}; do phalanx down --data-dir $d; done")
+        return
+    click.echo("running in the foreground; Ctrl-C stops every region")
+    stop_requested.wait()
+    click.echo("stopping the regions ...")
+    for region_dir, _, processes in started:
+        with contextlib.suppress(ClusterError):
+            launcher.stop_cluster(region_dir)
+        launcher.stop_processes(processes.values())
     click.echo("stopped")
 
 

@@ -145,7 +145,7 @@ def scenario_names() -> list[str]:
     return ["leader-kill", "follower-kill", "random-kill", "leader-pause", "follower-pause",
             "partition-leader", "partition-split", "partition-bridge", "latency", "zone-outage",
             "region-outage", "node-lost", "partition-zone", "rolling-restart", "disk-corrupt",
-            "mixed"]
+            "disk-full", "disk-error", "mixed"]
 
 
 def workload_names() -> list[str]:
@@ -175,6 +175,12 @@ def workload_names() -> list[str]:
               help="Silence after which the cluster declares a node dead and re-creates its "
                    "replicas elsewhere [default: the node's, 60000; node-lost: 3000, so the "
                    "healing happens within the run].")
+@click.option("--election-ticks", "election_ticks", type=int, default=None,
+              help="Minimum election timeout of the nodes the lab starts, in 10 ms ticks "
+                   "[default: the node's, 25].")
+@click.option("--heartbeat-ticks", "heartbeat_ticks", type=int, default=None,
+              help="Heartbeat interval of the nodes the lab starts, in 10 ms ticks "
+                   "[default: the node's, 5].")
 @click.option("--target", type=click.Path(), default=None,
               help="Run against this running cluster (DIR/cluster.json) instead of starting one.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
@@ -206,7 +212,8 @@ def workload_names() -> list[str]:
                    "in this directory, made when missing).")
 def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | None,
               zones: int | None, regions: int | None, shards: int | None,
-              survival_goal: str | None, dead_after_ms: int | None, target: str | None,
+              survival_goal: str | None, dead_after_ms: int | None,
+              election_ticks: int | None, heartbeat_ticks: int | None, target: str | None,
               report_dir: str | None, as_json: bool, mode: str, clients: int,
               rate: float, workload: str, client: str, deadline: float,
               progress_every: float, peer_tls_dir: str | None) -> None:
@@ -229,7 +236,8 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
         config = scenario_config(scenario, duration_s=duration, seed=seed, nodes=nodes,
                                  zones=zones, regions=regions, shards=shards,
                                  survival_goal=survival_goal, dead_after_ms=dead_after_ms,
-                                 mode=mode, target=target, clients=clients, rate_ops_s=rate,
+                                 election_ticks=election_ticks,
+                                 heartbeat_ticks=heartbeat_ticks, mode=mode, target=target, clients=clients, rate_ops_s=rate,
                                  workload=workload, client=client, deadline_s=deadline,
                                  peer_tls_dir=peer_tls_dir)
     except ValueError as error:

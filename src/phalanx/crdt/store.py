@@ -47,23 +47,26 @@ class PullReply:
     next_seq: int
     #: (key, KeyState plain encoding).
     items: list[tuple[bytes, Plain]]
-    #: This shard's latest clock (the lag in seconds of the puller is measured against it).
+    #: This shard's latest clock.
     latest_hlc: int
+    #: The sequence the sender's next delta will get (the puller's lag is head - position).
+    head_seq: int
 
     def encode(self) -> list[object]:
         payload = msgpack.packb([[key, plain] for key, plain in self.items], use_bin_type=True)
-        return [b"full" if self.full else b"delta", self.next_seq, payload, self.latest_hlc]
+        return [b"full" if self.full else b"delta", self.next_seq, payload, self.latest_hlc,
+                self.head_seq]
 
     @staticmethod
     def decode(reply: object) -> PullReply:
-        if not isinstance(reply, list) or len(reply) != 4 or reply[0] not in (b"full",
+        if not isinstance(reply, list) or len(reply) != 5 or reply[0] not in (b"full",
                                                                                b"delta"):
             raise Corrupt(f"active-active pull: bad reply {reply!r:.200}")
-        next_seq, payload, latest = reply[1], reply[2], reply[3]
-        if not isinstance(next_seq, int) or not isinstance(payload, bytes) or not isinstance(
-                latest, int):
+        next_seq, payload, latest, head = reply[1], reply[2], reply[3], reply[4]
+        if not all(isinstance(n, int) for n in (next_seq, latest, head)) or not isinstance(
+                payload, bytes):
             raise Corrupt("active-active pull: bad reply fields")
-        return PullReply(reply[0] == b"full", next_seq, decode_items(payload), latest)
+        return PullReply(reply[0] == b"full", next_seq, decode_items(payload), latest, head)
 
 
 def decode_items(payload: bytes) -> list[tuple[bytes, Plain]]:
@@ -187,11 +190,11 @@ class ActiveActiveStore:
         if not self.first_seq <= from_seq <= next_seq:
             items = [(key, state.encode()) for key, state in sorted(self.keys.items())
                      if owns(key)]
-            return PullReply(True, next_seq, items, self.hlc)
+            return PullReply(True, next_seq, items, self.hlc, next_seq)
         chosen = list(islice(self.outbox, from_seq - self.first_seq,
                              from_seq - self.first_seq + max_items))
         items = [(key, plain) for key, plain in chosen if owns(key)]
-        return PullReply(False, from_seq + len(chosen), items, self.hlc)
+        return PullReply(False, from_seq + len(chosen), items, self.hlc, next_seq)
 
     # -- snapshots -------------------------------------------------------------------------
     def snapshot(self) -> bytes:

@@ -107,7 +107,7 @@ class KVStateMachine:
     """The Redis data model as a deterministic Raft state machine (see the module rules)."""
 
     __slots__ = ("_applied_index", "_clock_ms", "_key_owned", "_keyspace", "_max_sessions",
-                 "_sessions", "scripts")
+                 "_sessions", "external", "scripts")
 
     def __init__(self, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
         require(max_sessions >= 1, "max_sessions must be at least 1")
@@ -120,6 +120,10 @@ class KVStateMachine:
         #: Scripting (commands/scripts.py): the replicated script cache and the Lua engine.
         self.scripts = Scripts()
         self._key_owned: Callable[[bytes], bool] | None = None
+        #: Commands run by the owner of this machine instead of the keyspace (upper-case name
+        #: -> handler(args, now)), after the log-entry bookkeeping (clock, client de-duplication):
+        #: the shard's active-active store (placement/shard.py).
+        self.external: dict[bytes, Callable[[Args, int], Reply]] = {}
 
     @property
     def key_owned(self) -> Callable[[bytes], bool] | None:
@@ -337,6 +341,10 @@ class KVStateMachine:
     # ------------------------------------------------------------------ dispatch
 
     def _execute(self, name: bytes, args: Args, now: int) -> Reply:
+        if self.external:
+            hook = self.external.get(name.upper())
+            if hook is not None:
+                return hook(args, now)
         entry = _DISPATCH.get(name) or _DISPATCH.get(name.upper())
         if entry is None:
             shown = "".join(f"'{error_text(arg[:128])}' " for arg in args[:16])

@@ -23,6 +23,7 @@ from __future__ import annotations
 from phalanx.errors import require
 from phalanx.kv import transaction
 from phalanx.kv.commands import (
+    activeactive,
     bitmaps,
     geo,
     hashes,
@@ -54,6 +55,7 @@ STATE_MACHINE_COMMANDS: tuple[CommandSpec, ...] = (
     *keys.INTERNAL_COMMANDS,
     *streamgroups.INTERNAL_COMMANDS,
     *transaction.INTERNAL_COMMANDS,
+    *activeactive.INTERNAL_COMMANDS,
 )
 """Every command the state machine runs, in the order `COMMAND` lists them."""
 

@@ -36,20 +36,32 @@ The older two-entry form (`PHALANX.CHECK` with no voters, then `PHALANX.VERIFY i
 with the leader's digest as the reference) is still applied as it was, for logs written by
 earlier versions.
 
-Rules of this file: pure (stdlib, `phalanx.kv`, this package); deterministic; snapshots are the
-KV snapshot behind a small JSON header that carries the owned and moved-out slot ranges.
+Active-active keys (docs/active-active.md) live beside the KV data, in `aa`
+(`crdt.ActiveActiveStore`): `PHALANX.AA cmd key ...` (a local write: its delta goes to the
+shard's outbox) and `PHALANX.AAR cmd key ...` (a read) run there, with the same ownership check;
+`PHALANX.AA.MERGE region shard to_seq full items` joins another region's deltas for the keys
+this shard owns and records the position pulled to; `PHALANX.AA.PULL shard from max ranges` (a
+read) hands out this shard's outbox. Splits and merges of shards carry the store along.
+
+Rules of this file: pure (stdlib, `phalanx.kv`, `phalanx.crdt`, this package); deterministic;
+snapshots are the KV snapshot behind a small JSON header that carries the owned and moved-out
+slot ranges (and the length of the active-active store's snapshot, which comes first).
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from phalanx.crdt import ActiveActiveStore
+from phalanx.crdt.store import decode_items
 from phalanx.errors import Corrupt
 from phalanx.kv import Error, KVStateMachine
 from phalanx.kv.codec import decode_fields
+from phalanx.kv.commands.activeactive import AA_READ, AA_WRITE
+from phalanx.kv.replies import Reply
 from phalanx.placement.map import coalesce, subtract_range
 from phalanx.placement.slots import SLOT_COUNT, command_keys, key_slot
 
@@ -69,7 +81,13 @@ VERIFY_COMMAND = b"PHALANX.VERIFY"
 CHECK_DIGESTS_KEPT = 8
 #: The Raft index (and term) of a shard's initial snapshot after a split.
 SPLIT_SNAPSHOT_INDEX = 1
+#: Active-active: join another region's deltas (see the module docstring).
+AA_MERGE_COMMAND = b"PHALANX.AA.MERGE"
+#: Active-active: read this shard's outbox from a sequence number.
+AA_PULL_COMMAND = b"PHALANX.AA.PULL"
 _MAGIC = b"PXSHARD1"
+#: A frozen image that carries an active-active store too (see `frozen_image`).
+_AA_IMAGE = b"PXAAIMG1"
 _LENGTH = struct.Struct(">I")
 
 
@@ -128,6 +146,10 @@ class ShardMachine:
         self.check_verdicts: dict[int, tuple[str, list[str]]] = {}
         #: Merge: the shards absorbed into this one (an ABSORB is applied once).
         self.absorbed: set[int] = set()
+        #: Active-active keys (crdt/); its `region` is set by the server from configuration.
+        #: Local writes go through the KV machine's entry bookkeeping (clock, de-duplication).
+        self.aa = ActiveActiveStore()
+        self.kv.external[AA_WRITE] = self._aa_write
 
     def _set_owned(self, owned: tuple[tuple[int, int], ...]) -> None:
         self._owned = tuple(sorted(owned))
@@ -186,11 +208,48 @@ class ShardMachine:
                 self.kv.apply(index, b"")
                 return SlotMoved(f"TRYAGAIN slot moved to shard {self.frozen_into} (this "
                                  f"shard was merged into it); retry")
+            if upper == AA_MERGE_COMMAND:
+                self.kv.apply(index, b"")
+                return self._aa_merge(args)
             refused = self.refusal(upper, args)
             if refused is not None:
                 self.kv.apply(index, b"")
                 return refused
         return self.kv.apply(index, data)
+
+    def _aa_write(self, args: Sequence[bytes], now_ms: int) -> Reply:
+        if len(args) < 2:
+            return Error("ERR wrong number of arguments for 'phalanx.aa' command")
+        return self.aa.execute(args[0], list(args[1:]), now_ms)
+
+    def _aa_merge(self, args: tuple[bytes, ...]) -> object:
+        if len(args) != 5 or not args[1].isdigit() or not args[2].isdigit():
+            return Error("ERR PHALANX.AA.MERGE takes region shard to_seq full items")
+        try:
+            items = decode_items(args[4])
+            return self.aa.merge(args[0].decode(), int(args[1]), int(args[2]), args[3] == b"1",
+                                 items, self._owns_key)
+        except (Corrupt, UnicodeDecodeError) as error:
+            return Error(f"ERR PHALANX.AA.MERGE: {error}")
+
+    def _aa_pull(self, args: tuple[bytes, ...]) -> object:
+        """`shard from max ranges`: this shard's outbox from `from` (keys of `ranges`,
+        "first-last,..." or empty for all), encoded as `crdt.PullReply.encode`."""
+        if len(args) not in (4, 5) or not all(arg.lstrip(b"-").isdigit() for arg in args[:3]):
+            return Error("ERR PHALANX.AA.PULL takes shard from max ranges [signature]")
+        try:
+            ranges = [tuple(int(n) for n in part.split(b"-", 1))
+                      for part in args[3].split(b",") if part]
+        except ValueError:
+            return Error("ERR PHALANX.AA.PULL: bad slot ranges")
+        owner = self._owner
+
+        def wanted(key: bytes) -> bool:
+            slot = key_slot(key)
+            return bool(owner[slot]) and (not ranges or any(
+                r[0] <= slot <= r[-1] for r in ranges))
+
+        return self.aa.pull(int(args[1]), max(1, int(args[2])), wanted).encode()
 
     def _check(self, index: int, args: tuple[bytes, ...] = ()) -> bytes:
         """Record the digest of the data at `index` (and the check's voters); reply
@@ -255,9 +314,13 @@ class ShardMachine:
         return b"OK"
 
     def read(self, name: bytes, args: tuple[bytes, ...], now_ms: int) -> object:
+        if name == AA_PULL_COMMAND:
+            return self._aa_pull(args)
         refused = self.refusal(name, args)
         if refused is not None:
             return refused
+        if name == AA_READ:
+            return self.aa.read(args[0], list(args[1:]))
         return self.kv.read(name, args, now_ms)
 
     def _split(self, index: int, args: tuple[bytes, ...]) -> object:
@@ -274,9 +337,10 @@ class ShardMachine:
             return Error("ERR PHALANX.SPLIT: the shard would keep no slot")
         kv_blob = self.kv.extract(lambda key: first <= key_slot(key) <= last,
                                   SPLIT_SNAPSHOT_INDEX)
+        aa_blob = self.aa.extract(lambda key: first <= key_slot(key) <= last)
         self._set_owned(remaining)
         self.moved[(first, last)] = new_shard
-        child = _encode(((first, last),), {}, kv_blob)
+        child = _encode(((first, last),), {}, kv_blob, aa_blob=aa_blob)
         self.split_offs.append(SplitOff(new_shard, first, last, child, index))
         return "OK"
 
@@ -300,7 +364,10 @@ class ShardMachine:
         state no longer changes once frozen, so every replica gives the same bytes."""
         ranges = tuple(r for r, target in sorted(self.moved.items())
                        if target == self.frozen_into)
-        return ranges, self.kv.snapshot()
+        aa_blob = self.aa.snapshot()
+        if not aa_blob:
+            return ranges, self.kv.snapshot()
+        return ranges, _AA_IMAGE + _LENGTH.pack(len(aa_blob)) + aa_blob + self.kv.snapshot()
 
     def _absorb(self, args: tuple[bytes, ...]) -> object:
         if len(args) != 3 or not args[0].isdigit():
@@ -316,8 +383,15 @@ class ShardMachine:
             if not 0 <= first <= last < SLOT_COUNT or any(
                     self._owner[first:last + 1]):
                 return Error(f"ERR PHALANX.ABSORB: bad or already owned range {first}-{last}")
+        image, aa_blob = args[2], b""
+        if image.startswith(_AA_IMAGE):
+            start = len(_AA_IMAGE) + _LENGTH.size
+            (length,) = _LENGTH.unpack_from(image, len(_AA_IMAGE))
+            aa_blob, image = image[start:start + length], image[start + length:]
         try:
-            self.kv.absorb(args[2])
+            self.kv.absorb(image)
+            if aa_blob:
+                self.aa.absorb(aa_blob)
         except Corrupt as error:
             return Error(f"ERR PHALANX.ABSORB: {error}")
         self._set_owned(coalesce(self._owned + ranges))
@@ -332,13 +406,14 @@ class ShardMachine:
 
     def snapshot(self) -> bytes:
         return _encode(self._owned, self.moved, self.kv.snapshot(), self.frozen_into,
-                       self.absorbed)
+                       self.absorbed, self.aa.snapshot())
 
     def snapshot_frames(self, frame_keys: int = 4096) -> Iterator[bytes]:
         """`snapshot`'s bytes as the state is now, a part per step, while entries keep being
         applied (the KV part in format 6, kv/snapshot_stream.py). Close the iterator to give
         up early."""
-        prefix = _encode(self._owned, self.moved, b"", self.frozen_into, self.absorbed)
+        prefix = _encode(self._owned, self.moved, b"", self.frozen_into, self.absorbed,
+                         self.aa.snapshot())
         writer = self.kv.snapshot_writer(frame_keys)
 
         def parts() -> Iterator[bytes]:
@@ -356,8 +431,9 @@ class ShardMachine:
 
     def restore_steps(self, data: bytes | memoryview) -> Iterator[None]:
         """`restore`, a frame per step; the state changes only at the last step."""
-        owned, moved, kv_blob, frozen_into, absorbed = _decode(data)
+        owned, moved, kv_blob, frozen_into, absorbed, aa_blob = _decode(data)
         yield from self.kv.restore_steps(kv_blob)
+        self.aa.restore(bytes(aa_blob))
         self._set_owned(owned)
         self.moved = moved
         self.frozen_into = frozen_into
@@ -366,17 +442,20 @@ class ShardMachine:
 
 def _encode(owned: tuple[tuple[int, int], ...], moved: dict[tuple[int, int], int],
             kv_blob: bytes, frozen_into: int | None = None,
-            absorbed: set[int] | None = None) -> bytes:
-    header = json.dumps({"owned": [list(r) for r in owned],
-                         "moved": [[a, b, shard] for (a, b), shard in sorted(moved.items())],
-                         "frozen_into": frozen_into, "absorbed": sorted(absorbed or ())},
-                        separators=(",", ":")).encode()
-    return _MAGIC + _LENGTH.pack(len(header)) + header + kv_blob
+            absorbed: set[int] | None = None, aa_blob: bytes = b"") -> bytes:
+    fields: dict[str, object] = {
+        "owned": [list(r) for r in owned],
+        "moved": [[a, b, shard] for (a, b), shard in sorted(moved.items())],
+        "frozen_into": frozen_into, "absorbed": sorted(absorbed or ())}
+    if aa_blob:
+        fields["aa"] = len(aa_blob)
+    header = json.dumps(fields, separators=(",", ":")).encode()
+    return _MAGIC + _LENGTH.pack(len(header)) + header + aa_blob + kv_blob
 
 
 def _decode(data: bytes | memoryview) -> tuple[tuple[tuple[int, int], ...],
                                                dict[tuple[int, int], int],
-                                               memoryview, int | None, set[int]]:
+                                               memoryview, int | None, set[int], memoryview]:
     data = memoryview(data)
     if data[:len(_MAGIC)] != _MAGIC or len(data) < len(_MAGIC) + _LENGTH.size:
         raise Corrupt("shard snapshot: bad magic (not a phalanx shard snapshot)")
@@ -389,12 +468,15 @@ def _decode(data: bytes | memoryview) -> tuple[tuple[tuple[int, int], ...],
         frozen_raw = header.get("frozen_into")
         frozen_into = None if frozen_raw is None else int(frozen_raw)
         absorbed = {int(shard) for shard in header.get("absorbed", [])}
+        aa_length = int(header.get("aa", 0))
     except (ValueError, KeyError, TypeError) as error:
         raise Corrupt(f"shard snapshot: bad header: {error}") from error
     for first, last in owned:
         if not 0 <= first <= last < SLOT_COUNT:
             raise Corrupt(f"shard snapshot: bad slot range {first}-{last}")
-    return owned, moved, data[start + length:], frozen_into, absorbed
+    body = start + length
+    return (owned, moved, data[body + aa_length:], frozen_into, absorbed,
+            data[body:body + aa_length])
 
 
-__all__ = ["ABSORB_COMMAND", "CHECK_COMMAND", "DIGEST_COMMAND", "FREEZE_COMMAND", "SPLIT_COMMAND", "SPLIT_SNAPSHOT_INDEX", "VERIFY_COMMAND", "ShardMachine", "SplitOff", "split_command"]
+__all__ = ["AA_MERGE_COMMAND", "AA_PULL_COMMAND", "ABSORB_COMMAND", "CHECK_COMMAND", "DIGEST_COMMAND", "FREEZE_COMMAND", "SPLIT_COMMAND", "SPLIT_SNAPSHOT_INDEX", "VERIFY_COMMAND", "ShardMachine", "SplitOff", "split_command"]

@@ -22,7 +22,6 @@ from phalanx.raft.messages import (
 )
 from phalanx.raft.node import PeerStatus, RawNode, Ready, SoftState, Status
 from phalanx.raft.pipeline import LogWrite, ReadyIO, ReadyPipeline
-from phalanx.raft.raft import Role
 from phalanx.raft.read_only import ReadState
 from phalanx.raft.storage import LogReader, LogWriter, MemoryStorage
 from phalanx.raft.types import (
@@ -37,6 +36,7 @@ from phalanx.raft.types import (
     HardState,
     Index,
     NodeId,
+    Role,
     Snapshot,
     SnapshotMeta,
     Term,

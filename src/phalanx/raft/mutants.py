@@ -52,6 +52,15 @@ MUTANTS: dict[str, str] = {
     "no-truncate":
         "a follower keeps its conflicting entries instead of truncating them, and acknowledges "
         "the leader's (§5.3, AppendEntries receiver rule 3)",
+    "probe-from-start":
+        "a new leader probes every follower from index 1 (next = match + 1 after its reset) "
+        "instead of just after its last entry: it re-sends the whole log, or a snapshot once "
+        "compacted, to followers that hold it (§5.3: nextIndex starts just after the leader's "
+        "last entry)",
+    "prevote-after-restart":
+        "a freshly restarted replica grants pre-votes at once, though it may have heard from a "
+        "live leader just before it stopped (diss. §9.6: only a voter that has not heard from a "
+        "leader for an election timeout grants one)",
 }
 
 

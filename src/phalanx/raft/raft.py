@@ -1,4 +1,6 @@
-"""The Raft state machine of one replica: roles, elections, replication, reads, transfers.
+"""The Raft state machine of one replica: roles, elections, reads, transfers, membership; its
+log replication (both sides of AppendEntries and InstallSnapshot, commitment, heartbeats) is the
+`Replication` mixin in replication.py.
 
 Rules of this file:
 - Pure: no IO, no clocks, no threads. Time enters only through `tick()`; randomness only through
@@ -13,7 +15,6 @@ Rules of this file:
 
 from __future__ import annotations
 
-import enum
 import logging
 
 from phalanx.errors import (
@@ -40,10 +41,10 @@ from phalanx.raft.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from phalanx.raft.mutants import append_without_truncating
 from phalanx.raft.progress import Progress, ProgressState
-from phalanx.raft.quorum import VoteResult, joint_index, joint_vote, quorum_active
+from phalanx.raft.quorum import VoteResult, joint_vote, quorum_active
 from phalanx.raft.read_only import ReadOnly, ReadState
+from phalanx.raft.replication import Replication
 from phalanx.raft.storage import LogReader
 from phalanx.raft.types import (
     NO_NODE,
@@ -54,23 +55,14 @@ from phalanx.raft.types import (
     HardState,
     Index,
     NodeId,
-    Snapshot,
+    Role,
     Term,
 )
 
 logger = logging.getLogger(__name__)
 
 
-class Role(enum.Enum):
-    """The role a replica plays (§5.1), plus the pre-candidate of PreVote (diss. §9.6)."""
-
-    FOLLOWER = "follower"
-    PRE_CANDIDATE = "pre-candidate"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
-
-
-class Raft:
+class Raft(Replication):
     """One replica's Raft state machine (driven by `RawNode`)."""
 
     def __init__(self, config: RaftConfig, storage: LogReader) -> None:
@@ -84,6 +76,8 @@ class Raft:
         self.log = RaftLog(storage, config.max_applying_bytes)
         hard_state, conf_state = storage.initial_state()
         self.term = hard_state.term
+        #: Started from a persisted term: it took part in elections before it stopped.
+        self.restarted = hard_state.term > 0
         self.vote = hard_state.vote
         self.lead: NodeId = NO_NODE
         self.role = Role.FOLLOWER
@@ -118,6 +112,8 @@ class Raft:
         self._mutant_vote_ignores_log = "vote-ignores-log" in mutants
         self._mutant_stale_term_append = "stale-term-append" in mutants
         self._mutant_no_truncate = "no-truncate" in mutants
+        self._mutant_probe_from_start = "probe-from-start" in mutants
+        self._mutant_prevote_after_restart = "prevote-after-restart" in mutants
         self._set_conf(conf_state)
         if hard_state.commit:
             # The commit index is volatile state (Figure 2): the application may persist a stale
@@ -231,14 +227,22 @@ class Raft:
         logger.info("%s became candidate at term %s", self.name, self.term)
 
     def become_leader(self) -> None:
-        """Take over: reset follower progress and append a no-op of our term (§5.4.2, §8)."""
+        """Take over: reset follower progress and append a no-op of our term (§5.4.2, §8).
+
+        §5.3: "When a leader first comes to power, it initializes all nextIndex values to the
+        index just after the last one in its log"; `_reset` did that, and every follower starts
+        in PROBE there (as etcd's `becomeLeader`): one append with our last entry as prev, and a
+        follower whose log differs rejects it with a hint. (Probing from match + 1 = 1 instead
+        re-sent the whole log, or a snapshot once it was compacted, to every follower.)
+        """
         require(self.role is not Role.FOLLOWER, "invalid transition [follower -> leader]")
         self._reset(self.term)
         self.lead = self.id
         self.role = Role.LEADER
         for node, progress in self.progress.items():
             if node != self.id:
-                progress.become_probe()
+                if self._mutant_probe_from_start:
+                    progress.become_probe()  # MUTANT probe-from-start: next = match + 1 = 1
                 progress.recent_active = True
         # No conf change may be proposed until the no-op of this term is applied: a new leader
         # commits an entry of its own term before changing membership (the single-server
@@ -310,21 +314,38 @@ class Raft:
         return sorted(set(self.conf.voters) | set(self.conf.voters_outgoing))
 
     # -- ticking -----------------------------------------------------------------------------
-    def tick(self) -> None:
-        """Advance logical time by one tick."""
+    def tick(self, *, missed: bool = False) -> None:
+        """Advance logical time by one tick.
+
+        `missed=True`: a tick the runtime delivers late because its own process was stalled
+        (a GC pause, CPU starvation, SIGSTOP), in a burst, before it has read what its peers
+        sent meanwhile. It counts time like any tick (a leader's lease and CheckQuorum window
+        keep measuring real time) but takes no timeout decision: a leader neither heartbeats
+        nor steps down, and a follower's or candidate's election timer stops two heartbeat
+        intervals short of its timeout, so silence this replica caused by not running never
+        starts an election by itself; the next live tick decides, after the messages are read.
+        Counting less on a follower is safe: it only refuses votes for longer (diss. §4.2.3),
+        and a dead leader is still noticed, two heartbeat intervals of live ticks later.
+        """
         self.ticks_total += 1
         if self.role is Role.LEADER:
-            self._tick_leader()
+            self._tick_leader(missed)
         else:
-            self._tick_election()
+            self._tick_election(missed)
 
-    def _tick_election(self) -> None:
+    def _tick_election(self, missed: bool = False) -> None:
+        if missed:
+            # Stop short of the timeout (see `tick`); never count backwards.
+            ceiling = self.randomized_election_timeout - 2 * self.config.heartbeat_ticks
+            if self.election_elapsed < ceiling:
+                self.election_elapsed += 1
+            return
         self.election_elapsed += 1
         if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.campaign()
 
-    def _tick_leader(self) -> None:
+    def _tick_leader(self, missed: bool = False) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         for node, progress in self.progress.items():
@@ -333,6 +354,8 @@ class Raft:
                 if progress.snapshot_elapsed_ticks > 4 * self.config.election_ticks:
                     # The snapshot was probably lost on the way; probe again.
                     progress.become_probe()
+        if missed:
+            return  # decisions wait for the next live tick (see `tick`)
         if self.election_elapsed >= self.config.election_ticks:
             self.election_elapsed = 0
             if self.config.check_quorum:
@@ -361,11 +384,20 @@ class Raft:
         """Handle a message from a peer (§5.1: terms first, then the role's rules)."""
         if message.term > self.term:
             if isinstance(message, RequestVote):
-                # With leases, a freshly (re)started replica also waits one election timeout
-                # before voting: it may have acknowledged a lease before it crashed.
-                heard_recently = self.lead != NO_NODE or (
+                # A restarted replica cannot know whether it heard from a leader just before it
+                # stopped, so for its first election timeout it counts as having heard one:
+                # diss. §9.6 grants a pre-vote only if the voter has "not received heartbeats
+                # from a valid leader for at least a baseline election timeout". (etcd grants at
+                # once, its `lead` being None after a restart: a restart under load then lets a
+                # follower that merely missed heartbeats win a pre-vote and depose a live
+                # leader.) A brand-new replica (no term yet) never heard a leader: it grants, so
+                # a new cluster or shard elects at once. With leases a (re)started replica also
+                # withholds real votes: it may have acknowledged a lease before it crashed
+                # (diss. §6.4.1).
+                fresh = (
                     self.config.lease_reads and self.ticks_total < self.config.election_ticks
-                )
+                ) or (message.pre_vote and self._just_restarted())
+                heard_recently = self.lead != NO_NODE or fresh
                 in_lease = (
                     self.config.check_quorum
                     and heard_recently
@@ -422,6 +454,15 @@ class Raft:
         else:
             self._step_candidate(message)
 
+    def _just_restarted(self) -> bool:
+        """True during the first election timeout after a restart (see `step`): no pre-votes.
+        (MUTANT prevote-after-restart: etcd's behaviour, pre-votes granted at once.)"""
+        return (
+            self.restarted
+            and self.ticks_total < self.config.election_ticks
+            and not self._mutant_prevote_after_restart
+        )
+
     def _handle_request_vote(self, message: RequestVote) -> None:
         # §5.2: one vote per term, first come first served; §5.4.1: only for an up-to-date log.
         can_vote = (
@@ -429,6 +470,10 @@ class Raft:
             or (self.vote == NO_NODE and self.lead == NO_NODE)
             or (message.pre_vote and message.term > self.term)
         )
+        if message.pre_vote and self.config.check_quorum and self._just_restarted():
+            # A pre-vote of our own term (the candidate is a term behind): the same wait as in
+            # `step` for a later term, diss. §9.6.
+            can_vote = False
         up_to_date = self._mutant_vote_ignores_log or self.log.is_up_to_date(
             message.last_log_index, message.last_log_term)  # (MUTANT vote-ignores-log)
         if can_vote and up_to_date:
@@ -512,257 +557,6 @@ class Raft:
         elif isinstance(message, ReadIndexRequest):
             self._register_read(message.context, message.source)
 
-    # -- follower side of replication --------------------------------------------------------
-    def _handle_append_entries(self, message: AppendEntries) -> None:
-        if message.prev_log_index < self.log.committed:
-            self._send(
-                AppendEntriesResponse(
-                    source=self.id, target=message.source, term=self.term, success=True,
-                    index=Index(self.log.committed),
-                )
-            )
-            return
-        if self._mutant_no_truncate and self.log.match_term(message.prev_log_index,
-                                                            message.prev_log_term):
-            last = append_without_truncating(self.log, message)  # MUTANT no-truncate
-            self._send(AppendEntriesResponse(source=self.id, target=message.source,
-                                             term=self.term, success=True, index=Index(last)))
-            return
-        last_new = self.log.maybe_append(
-            message.prev_log_index, message.prev_log_term, message.commit, message.entries
-        )
-        if last_new is not None and self._mutant_apply_before_commit:
-            self.log.commit_to(last_new)  # MUTANT apply-before-commit
-        if last_new is not None:
-            self._send(
-                AppendEntriesResponse(
-                    source=self.id, target=message.source, term=self.term, success=True,
-                    index=Index(last_new),
-                )
-            )
-        else:
-            # §5.3: reject; the hint (our last index) lets the leader skip back in one step.
-            self._send(
-                AppendEntriesResponse(
-                    source=self.id, target=message.source, term=self.term, success=False,
-                    index=message.prev_log_index,
-                    reject_hint=Index(min(message.prev_log_index, self.log.last_index())),
-                )
-            )
-
-    def _handle_heartbeat(self, message: Heartbeat) -> None:
-        # The leader caps `commit` at our known match index, so this never commits past it.
-        last = self.log.last_index()
-        self.log.commit_to(min(message.commit, last))
-        self._send(
-            HeartbeatResponse(
-                source=self.id, target=message.source, term=self.term, round=message.round
-            )
-        )
-        if message.commit > last:
-            # The leader believes we hold entries up to at least `commit` (our match), but our
-            # log ends before: we lost entries we had acknowledged (our data was wiped). Say so
-            # the way a rejected append does, or a leader with nothing new to send would never
-            # learn it and never send us the snapshot (see `Progress.maybe_decrease_to`).
-            self._send(
-                AppendEntriesResponse(
-                    source=self.id, target=message.source, term=self.term, success=False,
-                    index=message.commit, reject_hint=Index(last),
-                )
-            )
-
-    def _handle_snapshot(self, message: InstallSnapshot) -> None:
-        snapshot = message.snapshot
-        index = snapshot.meta.index
-        if self._restore(snapshot):
-            logger.info("%s installed snapshot at index %s term %s", self.name, index,
-                        snapshot.meta.term)
-            acked = int(index)
-        else:
-            acked = self.log.committed
-        self._send(
-            AppendEntriesResponse(
-                source=self.id, target=message.source, term=self.term, success=True,
-                index=Index(acked),
-            )
-        )
-
-    def _restore(self, snapshot: Snapshot) -> bool:
-        """Install a snapshot from the leader (§7); False if our log already covers it."""
-        meta = snapshot.meta
-        if self._mutant_stale_snapshot and meta.index < self.log.committed:
-            # MUTANT stale-snapshot: an older snapshot replaces a longer committed log.
-            self.log.restore(snapshot)
-            self.log.applied = min(self.log.applied, int(meta.index))
-            self._set_conf(meta.conf_state)
-            self.conf_index = int(meta.index)
-            return True
-        if meta.index <= self.log.committed:
-            return False
-        if self.log.match_term(meta.index, meta.term):
-            # Our log already holds the snapshot's last entry: just fast-forward the commit.
-            self.log.commit_to(meta.index)
-            return False
-        self.log.restore(snapshot)
-        self._set_conf(meta.conf_state)
-        self.conf_index = int(meta.index)
-        return True
-
-    # -- leader side of replication ----------------------------------------------------------
-    def _append_entries(self, entries: list[Entry], *, broadcast: bool = True) -> int:
-        last = self.log.last_index()
-        stamped = [
-            Entry(term=self.term, index=Index(last + offset + 1), type=entry.type, data=entry.data)
-            for offset, entry in enumerate(entries)
-        ]
-        self.log.append(stamped)
-        # Our own progress moves only after the entries are durable (see `on_persisted`).
-        if broadcast:
-            self._broadcast_append()
-        else:
-            # Batching: proposals made before the next `ready()` share one AppendEntries per
-            # follower (see `flush`).
-            self.append_pending = True
-        return stamped[-1].index
-
-    def flush(self) -> None:
-        """Send the AppendEntries that batched proposals are waiting for (called by `ready`)."""
-        if self.append_pending:
-            self.append_pending = False
-            if self.role is Role.LEADER:
-                self._broadcast_append()
-
-    def on_persisted(self, index: int, term: int) -> None:
-        """The application made entries up to (index, term) durable; count our own copy."""
-        self.log.stable_to(index, term)
-        if self.role is Role.LEADER and term == self.term:
-            own = self.progress.get(self.id)
-            if own is not None and own.maybe_update(index) and self._maybe_commit():
-                self._broadcast_append()
-
-    def _maybe_commit(self) -> bool:
-        matches = {node: progress.match for node, progress in self.progress.items()}
-        index = joint_index(self.conf.voters, self.conf.voters_outgoing, matches)
-        if index <= self.log.committed:
-            return False
-        # §5.4.2: a leader commits by counting replicas only entries of its own term.
-        if self.log.term_or_none(index) != self.term and not self._mutant_figure8:
-            return False  # (MUTANT figure8-commit skips this test)
-        self.log.commit_to(index)
-        self.read_only.on_commit(self.term)
-        return True
-
-    def _broadcast_append(self) -> None:
-        for node in sorted(self.progress):
-            if node != self.id:
-                self._send_append(node, self.progress[node])
-
-    def _send_append(self, node: NodeId, progress: Progress, *, allow_empty: bool = True) -> None:
-        if progress.is_paused():
-            return
-        prev_index = progress.next - 1
-        prev_term = self.log.term_or_none(prev_index)
-        entries: list[Entry] = []
-        compacted = prev_term is None
-        if not compacted:
-            try:
-                entries = self.log.entries_from(progress.next, self.config.max_message_bytes)
-            except Compacted:
-                # Only compaction means "send the snapshot": a Corrupt read (a checksum
-                # mismatch, an I/O error) propagates, so the replica stops instead of
-                # treating its damaged log as compacted.
-                compacted = True
-        if compacted:
-            self._send_snapshot(node, progress)
-            return
-        if not entries and not allow_empty:
-            return
-        self._send(
-            AppendEntries(
-                source=self.id, target=node, term=self.term, prev_log_index=Index(prev_index),
-                prev_log_term=Term(prev_term or 0), entries=tuple(entries),
-                commit=Index(self.log.committed),
-            )
-        )
-        progress.sent_entries(entries[-1].index if entries else prev_index, len(entries))
-
-    def _send_snapshot(self, node: NodeId, progress: Progress) -> None:
-        # §7: the follower needs entries we compacted away; send the snapshot instead.
-        if not progress.recent_active:
-            return
-        snapshot = self.log.snapshot()
-        require(not snapshot.empty, f"need a snapshot for {node} but none exists")
-        progress.become_snapshot(snapshot.meta.index)
-        logger.info("%s sends snapshot at index %s to %s", self.name, snapshot.meta.index, node)
-        self._send(InstallSnapshot(source=self.id, target=node, term=self.term, snapshot=snapshot))
-
-    def _handle_append_response(self, message: AppendEntriesResponse, progress: Progress) -> None:
-        node = message.source
-        if not message.success:
-            if message.index == 0 and message.reject_hint == 0:
-                return  # a stale-term notice; the term check already handled it
-            match_before = progress.match
-            if progress.maybe_decrease_to(message.index, message.reject_hint):
-                if progress.match < match_before:
-                    logger.warning(
-                        "%s: %s says its log ends at %s, below the %s it had acknowledged "
-                        "(its data was lost or wiped, or a stale answer): replicating to it "
-                        "from there", self.name, node, message.reject_hint, match_before)
-                if progress.state is ProgressState.REPLICATE:
-                    progress.become_probe()
-                self._send_append(node, progress)
-            return
-        updated = progress.maybe_update(message.index)
-        if not updated and not (
-            progress.state is ProgressState.PROBE and message.index == progress.match
-        ):
-            # (A probe acknowledged right at `match`, e.g. one that checked a follower's claim
-            # of a shorter log, resumes streaming below, as in etcd.)
-            if progress.state is ProgressState.REPLICATE:
-                progress.inflights.free_le(message.index)
-            return
-        if progress.state is ProgressState.PROBE:
-            progress.become_replicate()
-        elif (
-            progress.state is ProgressState.SNAPSHOT
-            and progress.match >= progress.pending_snapshot
-        ):
-            progress.become_probe()
-            progress.become_replicate()
-        elif progress.state is ProgressState.REPLICATE:
-            progress.inflights.free_le(message.index)
-        if self._maybe_commit():
-            self._broadcast_append()
-        # Keep streaming while the window allows (flow control: bounded in-flight messages).
-        while not progress.is_paused() and progress.next <= self.log.last_index():
-            before = (progress.next, progress.probe_sent, progress.state)
-            self._send_append(node, progress, allow_empty=False)
-            if (progress.next, progress.probe_sent, progress.state) == before:
-                break
-        if node == self.lead_transferee and progress.match == self.log.last_index():
-            self._send_timeout_now(node)
-
-    def _send_timeout_now(self, node: NodeId) -> None:
-        logger.info("%s sends TimeoutNow to %s at term %s", self.name, node, self.term)
-        # The target may now win an election that ignores leases: no lease for the rest of
-        # this term, even if the transfer is aborted.
-        self.read_only.disable_lease()
-        self._send(TimeoutNow(source=self.id, target=node, term=self.term))
-
-    def _broadcast_heartbeat(self) -> None:
-        round_number = self.read_only.start_round(self.ticks_total)
-        for node in sorted(self.progress):
-            if node == self.id:
-                continue
-            progress = self.progress[node]
-            self._send(
-                Heartbeat(
-                    source=self.id, target=node, term=self.term,
-                    commit=Index(min(progress.match, self.log.committed)),
-                    round=round_number,
-                )
-            )
-        self.read_only.ack(self.id, round_number, self.conf, self.term)
 
     # -- linearizable reads (diss. §6.4; the bookkeeping is in read_only.py) -----------------
     def _register_read(self, context: bytes, requester: NodeId) -> None:

@@ -22,6 +22,15 @@ GroupId = NewType("GroupId", int)
 NO_NODE = NodeId("")
 
 
+class Role(enum.Enum):
+    """The role a replica plays (§5.1), plus the pre-candidate of PreVote (diss. §9.6)."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
 class EntryType(enum.IntEnum):
     """What an entry carries: application data or a membership change."""
 

@@ -17,7 +17,8 @@ Rules of this file:
 - Nothing here runs unless the node was started with `enable_fault_injection` (the admin API
   answers 403 otherwise; the stores are not even wrapped).
 - A fault is per shard replica of THIS node; arming one never touches a file.
-- The wrapper adds nothing on the healthy path but one dictionary lookup per call.
+- The wrapper adds nothing on the healthy path but one dictionary lookup per call, and passes
+  every optional method of the inner store through (`__getattr__`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from phalanx.errors import ConfigError, StorageError
 from phalanx.raft import ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term
@@ -100,6 +102,19 @@ class FaultyLogStore:
         self._inner = inner
         self._faults = faults
         self._shard = shard
+
+    def __getattr__(self, name: str) -> Any:
+        # The inner store's optional methods (`confirm`, `drop`, ...; AsyncLogStore looks them
+        # up with getattr): passed through; `confirm` writes a record, so it fails as writes do.
+        attribute = getattr(self._inner, name)
+        if name != "confirm":
+            return attribute
+
+        def confirm() -> Any:
+            self._fail_if_armed("confirm the log", write=True)
+            return attribute()
+
+        return confirm
 
     @property
     def inner(self) -> DurableLogStore:

@@ -64,6 +64,8 @@ class NodeStatus:
         self.peer_totals: dict[tuple[str, str], int] = {}
         #: The consistency checker's section of `/status` (set by the node).
         self.consistency: Callable[[], dict[str, object]] | None = None
+        #: The region links of an active-active setup (server/aa_link.py; set by the node).
+        self.region_links: Callable[[], list[dict[str, object]]] | None = None
 
     # -- /status -----------------------------------------------------------------------------
     def _group_status(self, group_id: int, group: RaftGroup) -> dict[str, object]:
@@ -170,6 +172,12 @@ class NodeStatus:
         }
         if self.consistency is not None:
             status["consistency"] = self.consistency()
+        if self.config.aa_region:
+            status["active_active"] = {
+                "region": self.config.aa_region,
+                "prefixes": [p.decode("utf-8", "replace")
+                             for p in self.config.aa_prefix_list()],
+                "links": self.region_links() if self.region_links is not None else []}
         # The top-level role/term/leader/... describe the FIRST shard of the map (the only one
         # in a single-shard cluster), as every node sees it: its own replica's view, else the
         # map's leader hint with role "none". Tools that speak of "the leader" mean this one.

@@ -136,8 +136,12 @@ class LeaderLink:
     """
 
     def __init__(self, leader_id: str, host: str, port: int, timeout: float,
-                 password: str, ssl_context: ssl.SSLContext | None) -> None:
+                 password: str, ssl_context: ssl.SSLContext | None,
+                 client_name: bytes = FORWARD_CLIENT_NAME) -> None:
         self.leader_id = leader_id
+        #: CLIENT SETNAME after connecting; the default marks a forwarding node (never
+        #: forwarded again); the region link (aa_link.py) names itself otherwise.
+        self.client_name = client_name
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -164,7 +168,7 @@ class LeaderLink:
             hello = b""
             if self.password:
                 hello += encode_command(b"AUTH", self.password.encode())
-            hello += encode_command(b"CLIENT", b"SETNAME", FORWARD_CLIENT_NAME)
+            hello += encode_command(b"CLIENT", b"SETNAME", self.client_name)
             writer.write(hello)
             for _ in range(2 if self.password else 1):
                 reply = await asyncio.wait_for(self._read_reply(connection), self.timeout)

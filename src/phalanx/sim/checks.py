@@ -12,9 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from phalanx.errors import PhalanxError, SimulationFailure
-from phalanx.raft import Entry, Index, LogWrite, NodeId, Role
+from phalanx.raft import (
+    AppendEntries,
+    Entry,
+    Index,
+    InstallSnapshot,
+    LogWrite,
+    Message,
+    NodeId,
+    RequestVoteResponse,
+    Role,
+)
 from phalanx.sim.faults import FaultPlan
-from phalanx.sim.model import SimCluster, SimNode
+from phalanx.sim.model import ELECTION_TICKS, SimCluster, SimNode
 
 
 class CheckedCluster(SimCluster):
@@ -50,6 +60,32 @@ class CheckedCluster(SimCluster):
                 self._fail(f"log matching: two different entries at index {entry.index} "
                            f"term {entry.term} ({node.id})")
 
+    def _check_send(self, message: Message) -> None:
+        node = self.nodes[message.source]
+        if isinstance(message, (AppendEntries, InstallSnapshot)):
+            # §5.3: "When a leader first comes to power, it initializes all nextIndex values to
+            # the index just after the last one in its log": its first append to each member
+            # starts right there (a follower whose log differs rejects it with a hint).
+            target = message.target
+            if (message.term != node.was_leader_term or target in node.lead_probed
+                    or target not in node.lead_peers):
+                return
+            node.lead_probed.add(target)
+            start = (f"a snapshot at {message.snapshot.meta.index}"
+                     if isinstance(message, InstallSnapshot)
+                     else f"prev index {message.prev_log_index}")
+            if isinstance(message, InstallSnapshot) or message.prev_log_index != node.lead_prev:
+                self._fail(f"new leader's first append: {node.id}, leader of term "
+                           f"{message.term}, first sent {target} {start}, not the entries after "
+                           f"its last one ({node.lead_prev}) (§5.3)")
+        elif (isinstance(message, RequestVoteResponse) and message.pre_vote and message.granted
+              and node.restarted and node.ticks < ELECTION_TICKS):
+            # diss. §9.6: a pre-vote only from a voter that has not heard from a leader for an
+            # election timeout; a restarted one cannot know what it heard before the restart.
+            self._fail(f"pre-vote after restart: {node.id} granted {message.target} a pre-vote "
+                       f"{node.ticks} ticks after it restarted (election timeout "
+                       f"{ELECTION_TICKS} ticks; diss. §9.6)")
+
     def _check_node(self, node: SimNode) -> None:
         raw = node.raw
         if raw is None:
@@ -63,6 +99,12 @@ class CheckedCluster(SimCluster):
                 self._fail(f"election safety: {other} and {node.id} both lead term {raw.term}")
             self.leader_of_term[raw.term] = node.id
             self._log(f"{node.id} is leader of term {raw.term}")
+            prev = raw.last_index
+            while prev >= raw.first_index and raw.term_at(prev) == raw.term:
+                prev -= 1
+            node.lead_prev = prev
+            node.lead_peers = frozenset(raw.conf.all_members()) - {node.id}
+            node.lead_probed = set()
             self._check_leader_completeness(node)
             self._on_new_leader(node)
         # Committed entries never change, and are durable on a quorum when committed.

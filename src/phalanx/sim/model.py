@@ -94,6 +94,14 @@ class SimNode:
     wander: float = 0.0
     checked_commit: int = 0
     was_leader_term: int = -1
+    #: Ticks since this incarnation started, and whether it started from a persisted term.
+    ticks: int = 0
+    restarted: bool = False
+    #: As leader of `was_leader_term`: the index just before its first entry of that term, the
+    #: members it led from the start, and those it has sent a first append to (checks.py).
+    lead_prev: int = 0
+    lead_peers: frozenset[str] = frozenset()
+    lead_probed: set[str] = field(default_factory=set)
     proposals: dict[int, ClientOp] = field(default_factory=dict)
     reads: dict[bytes, ClientOp] = field(default_factory=dict)
     waiting_reads: list[ClientOp] = field(default_factory=list)
@@ -192,6 +200,8 @@ class SimCluster:
         if not snapshot.empty:
             node.machine.restore(snapshot.data)
         node.raw = RawNode(config, node.storage)
+        node.ticks = 0
+        node.restarted = node.raw.term > 0
         node.pipeline = ReadyPipeline(node.raw, _NodeIO(self, node),
                                       async_writes=self.plan.async_writes)
         node.alive = True
@@ -206,6 +216,7 @@ class SimCluster:
         if not node.alive or node.generation != payload[1] or node.raw is None:
             return
         node.raw.tick()
+        node.ticks += 1
         self._check_node(node)
         self._process(node)
         self._schedule(self.now + node.tick_ms * (1 + self._wander(node)), EV_TICK, payload)
@@ -385,6 +396,7 @@ class SimCluster:
     # -- network -----------------------------------------------------------------------------
     def _send(self, message: Message) -> None:
         self.stats["messages"] += 1
+        self._check_send(message)
         rng = self.network_rng
         if rng.random() < self.drop_probability:
             self.stats["dropped"] += 1
@@ -448,6 +460,9 @@ class SimCluster:
 
     def _check_write(self, node: SimNode, write: LogWrite) -> None:
         """Check a log write as it starts (checks.py)."""
+
+    def _check_send(self, message: Message) -> None:
+        """Check a message as a node sends it (checks.py)."""
 
     def _check_apply(self, node: SimNode, entry: Entry) -> None:
         """Check an entry as it is applied (checks.py)."""

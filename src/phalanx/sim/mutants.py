@@ -63,6 +63,8 @@ FAST_KNOBS: dict[str, dict[str, Any]] = {
     "stale-term-append": {"clog_weight": 3, "heal_weight": 1, "leader_isolation_weight": 2,
                           "delay_ms_max": 40},
     "no-truncate": {"leader_flap_probability": 0.6, "max_message_bytes": 1, "crash_weight": 2},
+    "probe-from-start": {"crash_weight": 2},
+    "prevote-after-restart": {"crash_weight": 3, "partition_weight": 2},
 }
 
 

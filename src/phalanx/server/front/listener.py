@@ -34,7 +34,9 @@ from phalanx.errors import CrossSlotError, PhalanxError
 from phalanx.kv import command_spec, is_known, is_write
 from phalanx.kv.table import BLOCKING_COMMANDS
 from phalanx.placement import command_keys, command_slot, key_slot
+from phalanx.placement.shard import AA_PULL_COMMAND
 from phalanx.resp import ErrorReply, RespLimits, encode
+from phalanx.server.front.active_active import AA_SHARDS_COMMAND, ActiveActiveCommands
 from phalanx.server.front.blocking import BlockingPops
 from phalanx.server.front.blocking_streams import STREAM_READS, BlockingStreams, blocks
 from phalanx.server.front.clients import ClientCommand
@@ -156,6 +158,7 @@ class RespServer:
         sessions = self.sessions
         self.transactions = transactions = Transactions(replicas, self.router)
         pubsub = self.pubsub
+        active_active = ActiveActiveCommands(replicas, self.router)
         # The command table: every command that is not a data command (`phalanx.kv`).
         self.commands: dict[bytes, Handler] = {
             # Session (session.py).
@@ -186,6 +189,9 @@ class RespServer:
             b"PHALANX.META": Handler(cluster.meta, awaits=True),
             b"PHALANX.JOIN": Handler(cluster.join, awaits=True),
             b"PHALANX.SHARD": Handler(self.fan_out.shard_scoped, awaits=True),
+            # Active-active regions (active_active.py): what other regions' links send.
+            AA_SHARDS_COMMAND: Handler(active_active.shards),
+            AA_PULL_COMMAND: Handler(active_active.pull, awaits=True),
             b"PHALANX.FWD": Handler(self.router.forwarded_write),
             # Transactions (transactions.py).
             b"MULTI": Handler(transactions.multi), b"EXEC": Handler(transactions.exec),
@@ -482,7 +488,6 @@ class RespServer:
                     f"ERR value of {len(too_big)} bytes exceeds max_value_bytes "
                     f"({self.config.max_value_bytes})"), state.protocol)
         # Routing: the slot of the command's keys picks the shard (Redis Cluster's rule).
-        loop = asyncio.get_running_loop()
         try:
             slot = command_slot(name, args)
         except CrossSlotError as error:
@@ -491,11 +496,13 @@ class RespServer:
             slot = self.router.one_shard_slot(name, args)
             if slot is None:
                 if name.upper() in FAN_OUT_READS and not write:
-                    return loop.create_task(self.fan_out.multi_shard_read(
-                        state, name.upper(), args, state.last_write))
+                    return asyncio.get_running_loop().create_task(
+                        self.fan_out.multi_shard_read(state, name.upper(), args,
+                                                      state.last_write))
                 return encode(ErrorReply(str(error)), state.protocol)
         if slot is None:
-            return loop.create_task(self.fan_out.keyless(state, name, arguments, write))
+            return asyncio.get_running_loop().create_task(
+                self.fan_out.keyless(state, name, arguments, write))
         return self.router.command(state, name, arguments, slot, write)
 
     def _reset(self, state: ClientState, arguments: list[bytes]) -> object:

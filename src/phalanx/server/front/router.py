@@ -32,7 +32,7 @@ import hmac
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from phalanx.errors import (
     ClusterDown,
@@ -48,8 +48,10 @@ from phalanx.errors import (
     TryAgain,
 )
 from phalanx.kv import is_known, is_write
+from phalanx.kv.replies import Error
 from phalanx.placement import ShardInfo, command_keys, command_slot, key_slot
 from phalanx.resp import ErrorReply, encode, encode_command
+from phalanx.server.front.active_active import guard, prefixes_of, rewrite
 from phalanx.server.front.replies import (
     TRYAGAIN,
     outcome_unknown,
@@ -59,6 +61,7 @@ from phalanx.server.front.replies import (
 )
 from phalanx.server.front.write_session import LOCAL, WAITING, WriteSession, WriteTag
 from phalanx.server.peer_link import LeaderLink, internal_signature
+from phalanx.server.running_loop import LoopCache
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
@@ -66,6 +69,9 @@ if TYPE_CHECKING:
     from phalanx.server.group import RaftGroup
 
 _LEADER_WAIT_STEP_S = 0.01
+#: The shortest time a leaderless shard waits before refusing with -CLUSTERDOWN (see
+#: `Router.no_quorum_after_s`).
+NO_QUORUM_FLOOR_S = 2.0
 #: How often a re-sent write looks again whether the lower writes of its connection went.
 _ORDER_WAIT_S = 0.001
 #: The internal command a node forwards a write with: `PHALANX.FWD client_id sequence
@@ -99,6 +105,12 @@ def _signed_part(arguments: list[bytes]) -> bytes:
     return encode_command(*arguments[1:4], *arguments[5:])
 
 
+class StrongHomeLink(Protocol):
+    """Where strong keys go when their home is another region (server/aa_home.py)."""
+
+    async def call(self, arguments: list[bytes]) -> object: ...
+
+
 def _leader_of(group: RaftGroup) -> Callable[[], str]:
     """Who `group` (a local replica) knows as its leader, asked at each call."""
     return lambda: group.leader
@@ -113,19 +125,40 @@ class DataRouter:
         self.config = replicas.config
         self.client_tls = client_tls
         self.encode_reply = encode_reply
+        #: The running loop, asked once (`running_loop`: no getpid() per request).
+        self.loops = LoopCache()
         #: A shard without a leader for this long answers -CLUSTERDOWN at once: 4 minimum
-        #: election timeouts (2 s by default). The clock (`RaftGroup.leaderless_for`) starts
-        #: the instant a replica stops knowing a leader; an election with a quorum then takes
-        #: milliseconds (PreVote, then one vote round), and a split vote costs one randomised
-        #: timeout in [1, 2) election timeouts (§5.2), so two full rounds fit: only a shard
-        #: that cannot elect gets there. Before, writes wait for the election.
-        self.no_quorum_after_s = 4 * self.config.election_ticks * self.config.tick_ms / 1000
+        #: election timeouts, and never less than 2 s (2 s with a 500 ms timeout or shorter).
+        #: The clock (`RaftGroup.leaderless_for`) starts the instant a replica stops knowing a
+        #: leader; an election with a quorum then takes milliseconds (PreVote, then one vote
+        #: round), and a split vote costs one randomised timeout in [1, 2) election timeouts
+        #: (§5.2), so two full rounds fit: only a shard that cannot elect gets there. The 2 s
+        #: floor keeps a short election timeout from turning a slow election on a loaded
+        #: machine into refusals. Before, writes wait for the election.
+        self.no_quorum_after_s = max(
+            NO_QUORUM_FLOOR_S, 4 * self.config.election_ticks * self.config.tick_ms / 1000)
+        #: Active-active key prefixes (front/active_active.py); empty: every key is strong.
+        self.aa_prefixes = prefixes_of(self.config)
+        #: Strong keys' home region when it is another region (server/aa_home.py; set by the
+        #: node): every command on a strong key is run there.
+        self.strong_home: StrongHomeLink | None = None
 
     # -- entry -----------------------------------------------------------------------------
     def command(self, state: ClientState, name: bytes, arguments: list[bytes], slot: int,
                 write: bool) -> object:
         """Start a command whose keys live in one shard (`slot`: of its first key): its
         encoded reply (bytes) or a future of its reply."""
+        if self.aa_prefixes:
+            routed = rewrite(self.aa_prefixes, name.upper(), arguments)
+            if isinstance(routed, ErrorReply):
+                return encode(routed, state.protocol)
+            if routed is not None:
+                name, arguments, write = routed
+            elif self.strong_home is not None:
+                task = asyncio.get_running_loop().create_task(self.strong_home.call(arguments))
+                if write:
+                    state.last_write = task
+                return task
         shard = self.replicas.cluster_map.shard_for_slot(slot)
         if shard is None:
             return encode(ErrorReply(f"CLUSTERDOWN Hash slot {slot} is not served"),
@@ -183,7 +216,13 @@ class DataRouter:
         unknown (a broken link, a step-down) it is sent again with the same identity until
         its deadline, and the state machine answers the first application's reply. `tag` is
         given for a write another node forwarded (PHALANX.FWD): it keeps that node's."""
-        loop = asyncio.get_running_loop()
+        loop = self.loops.get()
+        if self.aa_prefixes:
+            refused = guard(self.aa_prefixes, name, arguments, self.strong_home is not None)
+            if refused is not None:
+                done: asyncio.Future[object] = loop.create_future()
+                done.set_result(refused)
+                return done
         if tag is None and not state.forwarded:
             session = state.write_session
             if session is None:
@@ -230,7 +269,7 @@ class DataRouter:
         link.watch(_leader_of(group), timeout)
         reply = link.send(self._tagged(tag, arguments))
         tag.mark(link.connection)
-        out: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        out: asyncio.Future[object] = self.loops.get().create_future()
         reply.add_done_callback(functools.partial(
             self._forwarded, out, state, name, arguments, shard_id, slot, tag,
             time.monotonic() + timeout))
@@ -466,6 +505,11 @@ class DataRouter:
         """Serve a read on shard `shard_id` after `previous_write` (the connection's last
         write when the read arrived): the reply (served now, under the lease) or a future of
         it (see the module rules)."""
+        if self.aa_prefixes:
+            refused: Error | None = guard(self.aa_prefixes, name, arguments,
+                                          self.strong_home is not None)
+            if refused is not None:
+                return refused
         if slot is not None and not state.readonly and (
                 previous_write is None or previous_write.done()):
             group = self.replicas.local_group(shard_id)
@@ -474,7 +518,7 @@ class DataRouter:
                 reply = self._read_here(state, group, name, arguments, shard_id, slot)
                 if reply is not _NOT_NOW:
                     return reply
-        return asyncio.get_running_loop().create_task(self._read_attempts(
+        return self.loops.get().create_task(self._read_attempts(
             state, name, arguments, previous_write, shard_id, slot))
 
     def _read_here(self, state: ClientState, group: RaftGroup, name: bytes,
@@ -492,7 +536,7 @@ class DataRouter:
             barrier = group.read_index_future()
         except NotLeader:
             return _NOT_NOW
-        loop = asyncio.get_running_loop()
+        loop = self.loops.get()
         out: asyncio.Future[object] = loop.create_future()
         started = time.perf_counter()
 
