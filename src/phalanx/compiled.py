@@ -49,6 +49,7 @@ COMPILED_MODULES: Final[tuple[str, ...]] = (
     "phalanx.raft.progress",
     "phalanx.raft.quorum",
     "phalanx.raft.read_only",
+    "phalanx.raft.replication",
     "phalanx.raft.raft",
     "phalanx.raft.node",
     "phalanx.raft.pipeline",
