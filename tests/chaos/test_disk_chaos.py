@@ -129,6 +129,9 @@ def test_disk_full_scenario_stops_the_replica_and_rebuilds_it_on_another_node() 
     comes back within the run (its time measured, not asserted on)."""
     result = _run_disk_scenario("disk-full", 4, 7)
     assert "disk full" in result["faults"][0]["description"], result["faults"][0]
+    target = result["faults"][0]["targets"][0]
+    texts = [event["text"] for event in result["events"]]
+    assert any(f"on {target} re-created on" in text for text in texts), texts
 
 
 def test_disk_error_scenario_stops_the_replica_and_rebuilds_it() -> None:
