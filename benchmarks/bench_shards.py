@@ -189,7 +189,12 @@ def run_one(root: Path, engine: str, shards: int, args: argparse.Namespace,
             row["idle_cpu_percent"] = _idle_cpu(cluster, args.idle_seconds)
         _set_load(target, shards, args.clients, 2000, args.keyspace, 120)  # warm up
         row["load_1m"] = round(os.getloadavg()[0], 2)
+        pids = [process.pid for process in cluster.processes.values()]
+        cpu_before = _cpu_seconds(pids)
         metrics = _set_load(target, shards, args.clients, args.requests, args.keyspace, 600)
+        # CPU the three nodes spent per SET: the work done, whatever share of the shared
+        # cores the nodes got (the throughput depends on the machine's load, this less so).
+        row["cpu_us_per_set"] = round((_cpu_seconds(pids) - cpu_before) / args.requests * 1e6)
         row.update(rps=metrics["rps"], p50_ms=metrics["p50_latency_ms"],
                    p99_ms=metrics["p99_latency_ms"])
         if args.strace_seconds > 0 and trace:
@@ -245,7 +250,10 @@ def main() -> None:
                     "loads": [r["load_1m"] for r in good],
                     "syncs_per_s": [r.get("syncs_per_s") for r in good],
                     "syncs_per_entry": [r.get("syncs_per_entry") for r in good],
-                    "idle_cpu_percent": [r.get("idle_cpu_percent") for r in good]}
+                    "idle_cpu_percent": [r.get("idle_cpu_percent") for r in good],
+                    "cpu_us_per_set_median": statistics.median(r["cpu_us_per_set"]
+                                                               for r in good),
+                    "cpu_us_per_set": [r["cpu_us_per_set"] for r in good]}
     for engine in engines:
         base = summary.get(f"{engine} 1 shards")
         for shards in shard_counts:

@@ -11,7 +11,8 @@ Files:
   first frame of a segment is a CHECKPOINT of every live group's state. `LOCK`: an exclusive
   `flock`, one process per log.
 - `data_dir/groups/<id>/NODELOG`: the group's key in the log (a random 64-bit number, written
-  durably before the group's CREATE op), so a group directory deleted and made again (a replica
+  durably AFTER the group's CREATE op is durable: a directory whose key the log does not know
+  is `Corrupt`, never recreated empty), so a group directory deleted and made again (a replica
   rebuilt, a shard removed and re-added) never meets the old records: they belong to a key no
   directory names, and are garbage. The group's snapshot files stay in its directory
   (`snapshot-<term>-<index>.snap`, as the WAL store's), with its own `LOCK`.
@@ -566,8 +567,14 @@ class NodeLog:
                 if key is not None and key in self.damaged:
                     raise Corrupt(f"store {path}: {self.damaged[key]}")
                 store = self._groups.get(key) if key is not None else None
+            if store is None and key is not None:
+                # The key is written only once the group's CREATE is durable: a log that
+                # does not know it lost the group (or its damaged frames were reclaimed).
+                # Never recreate it empty: that would be a wiped voter (§5.2).
+                raise Corrupt(f"store {path}: the node log {self._directory} holds no record "
+                              f"of group {key:016x}")
             if store is None:
-                store = self._create_group(path, key, conf_state or ConfState())
+                store = self._create_group(path, conf_state or ConfState())
             meta = store.snapshot_meta()
             if meta.index > 0:
                 read_snapshot_file(path / snapshot_file_name(meta.term, meta.index),
@@ -579,17 +586,11 @@ class NodeLog:
             os.close(lock_fd)
             raise
 
-    def _create_group(self, path: Path, key: int | None, conf_state: ConfState) -> GroupStore:
-        if key is None:
-            key = secrets.randbits(64) or 1
-            temporary = path / (KEY_FILE + ".tmp")
-            with self._io_errors_at(path, "write the group key"):
-                with open(temporary, "w") as file:
-                    file.write(f"{key:016x}\n")
-                    file.flush()
-                    os.fsync(file.fileno())
-                os.replace(temporary, path / KEY_FILE)
-                _fsync_directory(path)
+    def _create_group(self, path: Path, conf_state: ConfState) -> GroupStore:
+        """A new group: its CREATE op first (durable), THEN its key in its directory. A crash
+        between the two leaves a directory without a key (a new group next time; the CREATE
+        is garbage: no directory names its key)."""
+        key = secrets.randbits(64) or 1
         meta = SnapshotMeta(conf_state=conf_state)
         store = GroupStore(self, key, [Entry(term=Term(0), index=Index(0))], HardState(), meta,
                            [])
@@ -598,6 +599,14 @@ class NodeLog:
             self._groups[key] = store
 
         self.submit(_Request(key, (key, fmt.CREATE, *fmt.create_fields(conf_state)), apply))
+        temporary = path / (KEY_FILE + ".tmp")
+        with self._io_errors_at(path, "write the group key"):
+            with open(temporary, "w") as file:
+                file.write(f"{key:016x}\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path / KEY_FILE)
+            _fsync_directory(path)
         return store
 
     def forget(self, key: int) -> None:
