@@ -314,21 +314,38 @@ class Raft(Replication):
         return sorted(set(self.conf.voters) | set(self.conf.voters_outgoing))
 
     # -- ticking -----------------------------------------------------------------------------
-    def tick(self) -> None:
-        """Advance logical time by one tick."""
+    def tick(self, *, missed: bool = False) -> None:
+        """Advance logical time by one tick.
+
+        `missed=True`: a tick the runtime delivers late because its own process was stalled
+        (a GC pause, CPU starvation, SIGSTOP), in a burst, before it has read what its peers
+        sent meanwhile. It counts time like any tick (a leader's lease and CheckQuorum window
+        keep measuring real time) but takes no timeout decision: a leader neither heartbeats
+        nor steps down, and a follower's or candidate's election timer stops two heartbeat
+        intervals short of its timeout, so silence this replica caused by not running never
+        starts an election by itself; the next live tick decides, after the messages are read.
+        Counting less on a follower is safe: it only refuses votes for longer (diss. §4.2.3),
+        and a dead leader is still noticed, two heartbeat intervals of live ticks later.
+        """
         self.ticks_total += 1
         if self.role is Role.LEADER:
-            self._tick_leader()
+            self._tick_leader(missed)
         else:
-            self._tick_election()
+            self._tick_election(missed)
 
-    def _tick_election(self) -> None:
+    def _tick_election(self, missed: bool = False) -> None:
+        if missed:
+            # Stop short of the timeout (see `tick`); never count backwards.
+            ceiling = self.randomized_election_timeout - 2 * self.config.heartbeat_ticks
+            if self.election_elapsed < ceiling:
+                self.election_elapsed += 1
+            return
         self.election_elapsed += 1
         if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.campaign()
 
-    def _tick_leader(self) -> None:
+    def _tick_leader(self, missed: bool = False) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         for node, progress in self.progress.items():
@@ -337,6 +354,8 @@ class Raft(Replication):
                 if progress.snapshot_elapsed_ticks > 4 * self.config.election_ticks:
                     # The snapshot was probably lost on the way; probe again.
                     progress.become_probe()
+        if missed:
+            return  # decisions wait for the next live tick (see `tick`)
         if self.election_elapsed >= self.config.election_ticks:
             self.election_elapsed = 0
             if self.config.check_quorum:

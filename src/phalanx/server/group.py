@@ -63,6 +63,7 @@ from phalanx.raft import (
 )
 from phalanx.server.config import NodeConfig
 from phalanx.server.metrics import GroupMetrics
+from phalanx.server.running_loop import LoopCache, Wake
 from phalanx.storage import AsyncLogStore
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ class RaftGroup:
         self.config = config
         self.store = store
         self._send = send
+        #: The running loop, asked once (`running_loop`: no getpid() per request).
+        self.loops = LoopCache()
         self.metrics = metrics
         self.machine: StateMachine = ShardMachine() if machine is None else machine
         #: The data shard's machine (None for the placement driver's group).
@@ -152,7 +155,8 @@ class RaftGroup:
             random=random.Random(),
         )
         self.raw = RawNode(raft_config, store.store)
-        self.wake = asyncio.Event()
+        #: Wakes the Ready loop (an `asyncio.Event` without a getpid() per wait).
+        self.wake = Wake(self.loops)
         self.wake.set()
         self.pending_writes: dict[int, _PendingWrite] = {}
         self.pending_reads: dict[bytes, asyncio.Future[int]] = {}
@@ -220,11 +224,12 @@ class RaftGroup:
             self._track_leader()
         self.wake.set()
 
-    def tick(self) -> None:
-        """Advance logical time by one tick."""
+    def tick(self, *, missed: bool = False) -> None:
+        """Advance logical time by one tick (`missed`: delivered late after a stall of this
+        process; it counts time but takes no timeout decision, see `Raft.tick`)."""
         if self.stopped:
             return
-        self.raw.tick()
+        self.raw.tick(missed=missed)
         self._track_leader()
         self.wake.set()
 
@@ -314,7 +319,7 @@ class RaftGroup:
     def propose_data(self, data: bytes) -> asyncio.Future[Reply]:
         """Propose one opaque entry; like `propose_command` for any state machine."""
         index, term = self.raw.propose(data)
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Reply] = self.loops.get().create_future()
         # A write whose caller has gone (its client timed out or disconnected) may still be
         # failed later (OutcomeUnknown at a step-down): mark the exception retrieved so asyncio
         # does not log "Future exception was never retrieved" as an ERROR. A caller that awaits
@@ -397,7 +402,7 @@ class RaftGroup:
             return shared
         self.read_sequence += 1
         context = self.read_sequence.to_bytes(8, "big")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = self.loops.get().create_future()
         self.raw.read_index(context)  # NotLeader: nothing registered
         self.pending_reads[context] = future
         self.read_started[context] = time.perf_counter()
@@ -421,7 +426,7 @@ class RaftGroup:
         """Wait until the state machine has applied `index`."""
         if self.raw.applied >= index:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = self.loops.get().create_future()
         self.apply_waiters.append((index, future))
         await asyncio.wait_for(future, timeout)
 
@@ -583,7 +588,8 @@ class RaftGroup:
         durable (one write runs at a time, so the event loop never waits for the disk)."""
         started = time.perf_counter()
         future = asyncio.ensure_future(
-            self.store.persist(write.entries, write.hard_state, write.snapshot))
+            self.store.persist(write.entries, write.hard_state, write.snapshot),
+            loop=self.loops.get())
         future.add_done_callback(
             lambda done: self._write_done(done, started, len(write.entries)))
 

@@ -24,7 +24,9 @@ Rules of this file:
 - Every background task is created here (or by the registry, for the groups) and cancelled in
   `stop()`; nothing outlives the node.
 - The ticker follows the wall clock: after a stall (GC, SIGSTOP) it delivers every missed tick,
-  so timeouts and leases measure real time, never less.
+  so timeouts and leases measure real time, never less; the missed ticks decide nothing (no
+  campaign, no step-down, see `Raft.tick(missed=True)`) until the loop has read what the peers
+  sent during the stall and one live tick runs.
 - The data path never waits for the driver: routing uses the local map copy and each group's
   own leader; a driver without quorum only pauses healing.
 """
@@ -63,6 +65,10 @@ from phalanx.transport.tls import PeerTls
 
 logger = logging.getLogger(__name__)
 
+#: After a stall of this process, how long the ticker lets the loop read what the peers sent
+#: before the live tick that may time out (a few loop turns: the socket read, the frame decode,
+#: the step into the group).
+STALL_READ_S = 0.002
 #: How often the controllers (and the driver, on group 0's leader) run.
 CONTROL_INTERVAL_S = 0.1
 
@@ -256,6 +262,8 @@ class Node:
                                       self.fault_rules) if config.aa_peers else None
         if self.region_link is not None:
             self.status.region_links = self.region_link.status
+            link = self.region_link
+            self.metrics.add_render_hook(lambda: link.export(self.metrics))
         #: Strong keys' home region, when it is another one (aa_home.py).
         self.strong_home = StrongHome(config, client_tls_context(config), self.fault_rules) \
             if config.aa_strong_home and config.aa_strong_home != config.aa_region else None
@@ -331,11 +339,19 @@ class Node:
                 await asyncio.sleep(delay)
             now = time.monotonic()
             due = int((now - next_tick) / interval) + 1
-            groups = list(self.replicas.groups.values())
-            for _ in range(due):
-                self.tick_count += 1
-                for group in groups:
-                    group.tick()
+            if due > 1:
+                # This process was stalled (GC, CPU starvation, SIGSTOP): the missed ticks
+                # count time but decide nothing (`Raft.tick(missed=True)`), then the loop reads
+                # what the peers sent meanwhile, then one live tick decides. A follower must
+                # not start an election over a silence it caused by not running.
+                for _ in range(due - 1):
+                    self.tick_count += 1
+                    for group in list(self.replicas.groups.values()):
+                        group.tick(missed=True)
+                await asyncio.sleep(STALL_READ_S)
+            self.tick_count += 1
+            for group in list(self.replicas.groups.values()):
+                group.tick()
             next_tick += due * interval
 
     async def _housekeeping(self) -> None:

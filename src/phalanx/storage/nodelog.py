@@ -76,6 +76,7 @@ import msgpack  # type: ignore[import-untyped]
 from phalanx.errors import Corrupt, InvariantViolation, StorageError, require
 from phalanx.raft.types import ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term
 from phalanx.storage import nodelog_format as fmt
+from phalanx.storage.nodelog_replay import Replay
 from phalanx.storage.sqlite import (
     DATABASE_NAME,
     LOCK_NAME,
@@ -93,8 +94,6 @@ DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 DEFAULT_PREALLOCATE_BYTES: Final = 4 << 20
 DEFAULT_CONFIRM_DELAY: Final = 0.02
 _SEGMENT_PATTERN: Final = re.compile(r"^([0-9a-f]{16})\.log$")
-_DECODE_ERRORS: Final = (ValueError, TypeError, IndexError, KeyError, Corrupt,
-                         msgpack.UnpackException)
 
 
 def segment_file_name(seq: int) -> str:
@@ -515,63 +514,27 @@ class NodeLog:
                     self._directory, len(self._groups), len(self.damaged), len(self._segments))
 
     def _replay(self, found: list[tuple[int, Path]]) -> None:
-        states: dict[int, fmt.ReplayedGroup] = {}
-        damaged: dict[int, str] = {}
-        unknown_damaged = ""  # set once a frame naming no group was bad
-
-        def damage(key: int, why: str) -> None:
-            states.pop(key, None)
-            damaged.setdefault(key, why)
-
+        replay = Replay()
         scan = fmt.Scan([], 0)
         for number, (seq, path) in enumerate(found):
             with self._io_errors(f"read segment {path.name}"):
                 data = path.read_bytes()
-            scan = fmt.scan_segment(str(path), data, seq, last=number == len(found) - 1)
-            for found_frame in scan.frames:
-                where = f"segment {path}, frame at offset {found_frame.position}"
-                if found_frame.problem:
-                    why = f"{where}: {found_frame.problem}"
-                    if found_frame.header_ok:
-                        for key in found_frame.keys:
-                            damage(key, why)
-                    else:
-                        unknown_damaged = why
-                        for key in list(states):
-                            damage(key, why)
-                    continue
-                first = found_frame.position == fmt.FILE_HEADER.size
-                if first != (found_frame.frame_type == fmt.CHECKPOINT):
-                    raise Corrupt(f"{where}: a segment must start with exactly one checkpoint")
-                if found_frame.frame_type == fmt.CONFIRM:
-                    continue
-                try:
-                    fields = msgpack.unpackb(found_frame.payload, raw=False, use_list=True)
-                    if not isinstance(fields, list):
-                        raise TypeError("the payload is not a list")
-                except _DECODE_ERRORS as exc:
-                    for key in found_frame.keys:
-                        damage(key, f"{where}: malformed frame: {exc}")
-                    continue
-                if found_frame.frame_type == fmt.CHECKPOINT:
-                    self._replay_checkpoint(fields, number == 0, states, damaged, damage, where)
-                else:
-                    self._replay_write(seq, fields, states, damaged, damage, where,
-                                       unknown_damaged)
+            scan = replay.segment(seq, path, data, oldest=number == 0,
+                                  last=number == len(found) - 1)
             self._segments.append(_Segment(seq, path))
         if scan.torn is not None:
             logger.warning("node log %s: cutting the torn tail of segment %s (%s): the crash "
                            "interrupted a write", self._directory, found[-1][1].name, scan.torn)
-        for key, state in states.items():
+        for key, state in replay.states.items():
             try:
                 log = state.finish()
             except Corrupt as exc:
-                damaged.setdefault(key, f"node log {self._directory}: {exc}")
+                replay.damaged.setdefault(key, f"node log {self._directory}: {exc}")
                 continue
             self._groups[key] = GroupStore(self, key, log, state.hard_state,
                                            state.snapshot_meta, state.runs)
-        self.damaged = damaged
-        for key, why in damaged.items():
+        self.damaged = replay.damaged
+        for key, why in self.damaged.items():
             logger.error("node log %s: group %016x is damaged: %s", self._directory, key, why)
         frames = scan.frames
         self._segment_start = frames[0].end if frames else fmt.FILE_HEADER.size
@@ -584,50 +547,6 @@ class NodeLog:
                 os.fsync(self._fd)
                 size = scan.end
         self._position, self._allocated = scan.end, size
-
-    @staticmethod
-    def _replay_checkpoint(fields: list[object], oldest: bool,
-                           states: dict[int, fmt.ReplayedGroup], damaged: dict[int, str],
-                           damage: Callable[[int, str], None], where: str) -> None:
-        if len(fields) != 2 or fields[0] != fmt.FORMAT_VERSION or \
-                not isinstance(fields[1], list):
-            raise Corrupt(f"{where}: unsupported checkpoint (format {fields[:1]!r})")
-        for row in fields[1]:
-            try:
-                key, group = fmt.ReplayedGroup.from_checkpoint(row)
-            except _DECODE_ERRORS as exc:
-                raise Corrupt(f"{where}: malformed checkpoint row: {exc}") from exc
-            if key in damaged:
-                continue
-            if oldest:
-                states[key] = group
-            elif key not in states or states[key].summary() != group.summary():
-                damage(key, f"{where}: the checkpoint disagrees with the log before it")
-
-    @staticmethod
-    def _replay_write(seq: int, ops: list[object], states: dict[int, fmt.ReplayedGroup],
-                      damaged: dict[int, str], damage: Callable[[int, str], None], where: str,
-                      unknown_damaged: str) -> None:
-        for op in ops:
-            if not isinstance(op, list) or len(op) < 2 or not isinstance(op[0], int):
-                raise Corrupt(f"{where}: malformed op {op!r:.80}")
-            key, kind, fields = op[0], op[1], op[2:]
-            if key in damaged:
-                continue
-            try:
-                if kind == fmt.CREATE:
-                    if key in states:
-                        raise Corrupt(f"group {key:016x} created twice")
-                    states[key] = fmt.created_group(fields)
-                elif kind == fmt.DROP:
-                    states.pop(key, None)
-                elif key not in states:
-                    damage(key, f"{where}: an op for a group the log does not hold"
-                                + (f" (after {unknown_damaged})" if unknown_damaged else ""))
-                else:
-                    states[key].apply(seq, kind, fields)
-            except _DECODE_ERRORS as exc:
-                damage(key, f"{where}: {exc}")
 
     # -- groups --------------------------------------------------------------------------------
     def open_group(self, directory: str | os.PathLike[str],

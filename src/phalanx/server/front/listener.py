@@ -488,7 +488,6 @@ class RespServer:
                     f"ERR value of {len(too_big)} bytes exceeds max_value_bytes "
                     f"({self.config.max_value_bytes})"), state.protocol)
         # Routing: the slot of the command's keys picks the shard (Redis Cluster's rule).
-        loop = asyncio.get_running_loop()
         try:
             slot = command_slot(name, args)
         except CrossSlotError as error:
@@ -497,11 +496,13 @@ class RespServer:
             slot = self.router.one_shard_slot(name, args)
             if slot is None:
                 if name.upper() in FAN_OUT_READS and not write:
-                    return loop.create_task(self.fan_out.multi_shard_read(
-                        state, name.upper(), args, state.last_write))
+                    return asyncio.get_running_loop().create_task(
+                        self.fan_out.multi_shard_read(state, name.upper(), args,
+                                                      state.last_write))
                 return encode(ErrorReply(str(error)), state.protocol)
         if slot is None:
-            return loop.create_task(self.fan_out.keyless(state, name, arguments, write))
+            return asyncio.get_running_loop().create_task(
+                self.fan_out.keyless(state, name, arguments, write))
         return self.router.command(state, name, arguments, slot, write)
 
     def _reset(self, state: ClientState, arguments: list[bytes]) -> object:

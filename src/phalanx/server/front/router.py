@@ -61,6 +61,7 @@ from phalanx.server.front.replies import (
 )
 from phalanx.server.front.write_session import LOCAL, WAITING, WriteSession, WriteTag
 from phalanx.server.peer_link import LeaderLink, internal_signature
+from phalanx.server.running_loop import LoopCache
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
@@ -124,6 +125,8 @@ class DataRouter:
         self.config = replicas.config
         self.client_tls = client_tls
         self.encode_reply = encode_reply
+        #: The running loop, asked once (`running_loop`: no getpid() per request).
+        self.loops = LoopCache()
         #: A shard without a leader for this long answers -CLUSTERDOWN at once: 4 minimum
         #: election timeouts, and never less than 2 s (2 s with a 500 ms timeout or shorter).
         #: The clock (`RaftGroup.leaderless_for`) starts the instant a replica stops knowing a
@@ -213,7 +216,7 @@ class DataRouter:
         unknown (a broken link, a step-down) it is sent again with the same identity until
         its deadline, and the state machine answers the first application's reply. `tag` is
         given for a write another node forwarded (PHALANX.FWD): it keeps that node's."""
-        loop = asyncio.get_running_loop()
+        loop = self.loops.get()
         if self.aa_prefixes:
             refused = guard(self.aa_prefixes, name, arguments, self.strong_home is not None)
             if refused is not None:
@@ -266,7 +269,7 @@ class DataRouter:
         link.watch(_leader_of(group), timeout)
         reply = link.send(self._tagged(tag, arguments))
         tag.mark(link.connection)
-        out: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        out: asyncio.Future[object] = self.loops.get().create_future()
         reply.add_done_callback(functools.partial(
             self._forwarded, out, state, name, arguments, shard_id, slot, tag,
             time.monotonic() + timeout))
@@ -515,7 +518,7 @@ class DataRouter:
                 reply = self._read_here(state, group, name, arguments, shard_id, slot)
                 if reply is not _NOT_NOW:
                     return reply
-        return asyncio.get_running_loop().create_task(self._read_attempts(
+        return self.loops.get().create_task(self._read_attempts(
             state, name, arguments, previous_write, shard_id, slot))
 
     def _read_here(self, state: ClientState, group: RaftGroup, name: bytes,
@@ -533,7 +536,7 @@ class DataRouter:
             barrier = group.read_index_future()
         except NotLeader:
             return _NOT_NOW
-        loop = asyncio.get_running_loop()
+        loop = self.loops.get()
         out: asyncio.Future[object] = loop.create_future()
         started = time.perf_counter()
 
