@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Sequence
 from itertools import chain
 from typing import Final
 
@@ -210,7 +211,10 @@ class HiredisRespParser(RespParser):
             if len(command) > self._multibulk_count_max or data[position] != _ASTERISK:
                 return commands[:index], position - start
             cursor = position + len(str(len(command))) + 3
-            for argument in command:
+            # hiredis's items are unchecked (None for "$-1", ints, lists...): typed as objects,
+            # so the check below runs (compiled with mypyc, a `bytes` loop variable would raise).
+            arguments: Sequence[object] = command
+            for argument in arguments:
                 if (
                     type(argument) is not bytes
                     or data[cursor] != _DOLLAR
