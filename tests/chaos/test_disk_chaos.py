@@ -141,3 +141,30 @@ def test_disk_error_scenario_stops_the_replica_and_rebuilds_it() -> None:
     lost, linearizable, full redundancy again within the run."""
     result = _run_disk_scenario("disk-error", 3, 11)
     assert "EIO" in result["faults"][0]["description"], result["faults"][0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_small_disks_mount_fill_free_and_unmount(tmp_path: Path) -> None:
+    """Proves, on a real tmpfs: a replica's files are moved onto a small file system intact,
+    `fill` writes until the kernel says ENOSPC (0 bytes free, and the refused write leaves
+    nothing behind to fail later), `free` gives the space back, and `unmount_all` undoes it."""
+    from phalanx.chaos.disk import SmallDisks
+
+    group = tmp_path / "groups" / "1"
+    group.mkdir(parents=True)
+    (group / "0000.wal").write_bytes(b"x" * 5000)
+    disks = SmallDisks()
+    try:
+        what = disks.mount(tmp_path, random.Random(1), spare_bytes=1 << 20)
+        assert "shard 1" in what and group in disks.mounted
+        assert (group / "0000.wal").read_bytes() == b"x" * 5000
+        for _ in range(2):
+            assert "0 bytes free" in disks.fill(tmp_path)
+            with pytest.raises(OSError):
+                (group / "more").write_bytes(b"y" * 8192)
+            assert not disks.free(tmp_path).startswith("0 KiB")
+            (group / "more").write_bytes(b"y" * 8192)
+            (group / "more").unlink()
+    finally:
+        assert disks.unmount_all()
+    assert not disks.mounted

@@ -470,8 +470,10 @@ class Nemesis:
             fault = self._begin(kind, [target], f"{role} {target} killed (kill -9) to put a "
                                 "replica on a small disk", leader)
             control.kill(target)
-            where = control.mount_small_disk(target, slot.seed)
-            control.restart(target)
+            try:
+                where = control.mount_small_disk(target, slot.seed)
+            finally:
+                control.restart(target)  # on its small disk, or (mount failed) as it was
             filled = control.fill_disk(target)
             fault.description = f"{role} {target}'s disk full ({where}; {filled})"
             self._in_force(fault)
