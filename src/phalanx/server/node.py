@@ -262,6 +262,8 @@ class Node:
                                       self.fault_rules) if config.aa_peers else None
         if self.region_link is not None:
             self.status.region_links = self.region_link.status
+            link = self.region_link
+            self.metrics.add_render_hook(lambda: link.export(self.metrics))
         #: Strong keys' home region, when it is another one (aa_home.py).
         self.strong_home = StrongHome(config, client_tls_context(config), self.fault_rules) \
             if config.aa_strong_home and config.aa_strong_home != config.aa_region else None
