@@ -17,6 +17,7 @@ import time
 import urllib.request
 from typing import Any
 
+import pytest
 from integration_harness import (
     LocalCluster,
     WriteLoad,
@@ -65,13 +66,17 @@ def _settled_leader(c: LocalCluster, nodes: list[Any] | None = None) -> Any:
     return shard_primary(c, int(SHARD))
 
 
-def test_a_divergent_leader_is_outvoted_steps_down_and_is_rebuilt(cluster: Any) -> None:
+@pytest.mark.parametrize("secret", ["", "disk-faults-secret"])
+def test_a_divergent_leader_is_outvoted_steps_down_and_is_rebuilt(cluster: Any,
+                                                                   secret: str) -> None:
     """Proves: the leader's own state lies (`lie:7` changed in its memory, no log entry); at
     the next check (every 1 s) its followers' digests form the majority, so the verdict marks
     the LEADER diverged: it stops, another node leads and acknowledges writes, the followers are
     untouched, the old leader's replica is rebuilt, and
-    afterwards every replica holds the acknowledged value and agrees."""
-    c: LocalCluster = cluster(3, consistency_check_ms=1000)
+    afterwards every replica holds the acknowledged value and agrees. With a cluster secret
+    the votes travel signed (PHALANX.SHARD ... PHALANX.DIGEST, checked by the leader)."""
+    c: LocalCluster = cluster(3, consistency_check_ms=1000,
+                              **({"cluster_secret": secret} if secret else {}))
     acknowledged = _write_acknowledged(c, [_settled_leader(c)], 100, "lie")
     leader = _settled_leader(c)
     code, planted = admin_post(c, leader, "/faults/lie",
