@@ -45,9 +45,11 @@ HIREDIS_AVAILABLE: Final[bool] = hiredis is not None
 
 # Type bytes whose hiredis value could pass for a bulk string ('+', '(', '=', '|') or for a
 # command ('~', a set, comes back as a list). Any other non-'$' type yields a non-bytes value.
-_DOUBTFUL_TYPE_BYTES: Final = (b"+", b"(", b"=", b"|", b"~")
-_DOUBTFUL_TYPE_BYTE: Final = re.compile(rb"[+(=|~]")
-# Up to this many bytes, one `_DOUBTFUL_TYPE_BYTE` search is cheaper than five `bytes.find`.
+# '#' too: hiredis reads a boolean with a NUL ("#\x00\r\n") as nothing at all, so the probe
+# after the run would see a clean boundary and an inline "#" command would be lost.
+_DOUBTFUL_TYPE_BYTES: Final = (b"+", b"(", b"=", b"|", b"~", b"#")
+_DOUBTFUL_TYPE_BYTE: Final = re.compile(rb"[+(=|~#]")
+# Up to this many bytes, one `_DOUBTFUL_TYPE_BYTE` search is cheaper than six `bytes.find`.
 _SHORT_SPAN_BYTES: Final = 512
 _WINDOW_BYTES: Final = 8 * 1024
 # An aggregate header with a count of two or more digits (hiredis accepts only canonical counts,
