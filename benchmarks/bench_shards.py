@@ -9,7 +9,11 @@ node wal, ...): a fresh 3-node cluster (`storage_engine`, `shards`), then SET wi
 clients, random keys. Then, with the same load running again, `strace -c -e
 trace=fdatasync,fsync` on every thread of every node but the event loop's, for a fixed time:
 fdatasync calls per second on each node and per committed entry (strace slows the traced
-threads, so the rate under strace is only used for the ratio).
+threads, so the rate under strace is only used for the ratio; with many writer threads handing
+work to each other it slows them until little commits). `--perf` counts the same syscalls with
+`perf stat` (kernel tracepoints, no ptrace) DURING the measured load: fdatasync per second on
+each node and per SET. Also the CPU the nodes spent per SET (/proc), which depends less on the
+shared machine's load than the throughput does.
 
 Rules of this file:
 - A measurement, not a test: no threshold. Prints one JSON line per run and a summary of
@@ -75,6 +79,40 @@ def _leader_nodes(cluster: rb.Phalanx) -> int:
     host, port = _resp(cluster)[0]
     slots = redis.Redis(host=host, port=port, socket_timeout=2).execute_command("CLUSTER", "SLOTS")
     return len({(item[2][0], int(item[2][1])) for item in slots})
+
+
+def _perf_start(pids: list[int]) -> list[tuple[int, str, subprocess.Popen[bytes]]]:
+    """`perf stat` of the fdatasync and fsync syscalls of each node (kernel tracepoints: no
+    ptrace, so the nodes run at full speed, unlike under strace)."""
+    started = []
+    for pid in pids:
+        handle, name = tempfile.mkstemp(prefix=f"perf-{pid}-", suffix=".csv")
+        os.close(handle)
+        started.append((pid, name, subprocess.Popen(
+            ["perf", "stat", "-x,", "-o", name, "-e",
+             "syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync", "-p", str(pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    time.sleep(0.5)
+    return started
+
+
+def _perf_stop(started: list[tuple[int, str, subprocess.Popen[bytes]]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for number, (_pid, name, process) in enumerate(started, 1):
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        total = 0
+        for line in Path(name).read_text().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[0].strip().isdigit():
+                total += int(fields[0])
+        os.unlink(name)
+        counts[f"n{number}"] = total
+    return counts
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -189,7 +227,20 @@ def run_one(root: Path, engine: str, shards: int, args: argparse.Namespace,
             row["idle_cpu_percent"] = _idle_cpu(cluster, args.idle_seconds)
         _set_load(target, shards, args.clients, 2000, args.keyspace, 120)  # warm up
         row["load_1m"] = round(os.getloadavg()[0], 2)
+        pids = [process.pid for process in cluster.processes.values()]
+        counters = _perf_start(pids) if args.perf else []
+        cpu_before = _cpu_seconds(pids)
+        began = time.monotonic()
         metrics = _set_load(target, shards, args.clients, args.requests, args.keyspace, 600)
+        if counters:
+            syncs = _perf_stop(counters)
+            elapsed = time.monotonic() - began
+            row["perf_fdatasync_per_s"] = {node: round(count / elapsed, 1)
+                                           for node, count in syncs.items()}
+            row["perf_fdatasync_per_set"] = round(sum(syncs.values()) / args.requests, 4)
+        # CPU the three nodes spent per SET: the work done, whatever share of the shared
+        # cores the nodes got (the throughput depends on the machine's load, this less so).
+        row["cpu_us_per_set"] = round((_cpu_seconds(pids) - cpu_before) / args.requests * 1e6)
         row.update(rps=metrics["rps"], p50_ms=metrics["p50_latency_ms"],
                    p99_ms=metrics["p99_latency_ms"])
         if args.strace_seconds > 0 and trace:
@@ -215,6 +266,8 @@ def main() -> None:
     parser.add_argument("--strace-seconds", type=float, default=5.0)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--strace-first-round-only", action="store_true")
+    parser.add_argument("--perf", action="store_true",
+                        help="count fdatasync/fsync with perf stat during the measured load")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     shard_counts = [int(s) for s in args.shards.split(",")]
@@ -245,7 +298,12 @@ def main() -> None:
                     "loads": [r["load_1m"] for r in good],
                     "syncs_per_s": [r.get("syncs_per_s") for r in good],
                     "syncs_per_entry": [r.get("syncs_per_entry") for r in good],
-                    "idle_cpu_percent": [r.get("idle_cpu_percent") for r in good]}
+                    "idle_cpu_percent": [r.get("idle_cpu_percent") for r in good],
+                    "cpu_us_per_set_median": statistics.median(r["cpu_us_per_set"]
+                                                               for r in good),
+                    "cpu_us_per_set": [r["cpu_us_per_set"] for r in good],
+                    "perf_fdatasync_per_set": [r.get("perf_fdatasync_per_set") for r in good],
+                    "perf_fdatasync_per_s": [r.get("perf_fdatasync_per_s") for r in good]}
     for engine in engines:
         base = summary.get(f"{engine} 1 shards")
         for shards in shard_counts:

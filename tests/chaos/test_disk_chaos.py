@@ -18,7 +18,7 @@ from phalanx.raft import ConfState, Entry, EntryType, HardState, Index, NodeId, 
 from phalanx.storage.nodelog import NodeLog
 from phalanx.storage.wal import WalLogStore
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(240 + 2 * float(os.environ.get("PHALANX_DISK_CHAOS_S", "30")))
 
 
 def _store_with_records(directory: Path) -> None:
@@ -96,8 +96,14 @@ def test_disk_corrupt_scenario_detects_and_rebuilds() -> None:
     print(json.dumps(result["redundancy"]["faults"]))
 
 
+#: The disk scenarios' run length: 30 s (one fault) by default; PHALANX_DISK_CHAOS_S=120 (say)
+#: for the long variant (several faults, each healed before the next).
+DISK_CHAOS_S = float(os.environ.get("PHALANX_DISK_CHAOS_S", "30"))
+
+
 def _run_disk_scenario(scenario: str, nodes: int, seed: int) -> dict[str, Any]:
-    config = RunConfig(scenario=scenario, duration_s=30.0, seed=seed, nodes=nodes, zones=3,
+    config = RunConfig(scenario=scenario, duration_s=DISK_CHAOS_S, seed=seed, nodes=nodes,
+                       zones=3,
                        clients=3, rate_ops_s=100.0, warmup_s=3.0, recovery_s=12.0)
     result = run_chaos(config).result
     json.dumps(result, allow_nan=False)
@@ -123,6 +129,9 @@ def test_disk_full_scenario_stops_the_replica_and_rebuilds_it_on_another_node() 
     comes back within the run (its time measured, not asserted on)."""
     result = _run_disk_scenario("disk-full", 4, 7)
     assert "disk full" in result["faults"][0]["description"], result["faults"][0]
+    target = result["faults"][0]["targets"][0]
+    texts = [event["text"] for event in result["events"]]
+    assert any(f"on {target} re-created on" in text for text in texts), texts
 
 
 def test_disk_error_scenario_stops_the_replica_and_rebuilds_it() -> None:
@@ -132,3 +141,30 @@ def test_disk_error_scenario_stops_the_replica_and_rebuilds_it() -> None:
     lost, linearizable, full redundancy again within the run."""
     result = _run_disk_scenario("disk-error", 3, 11)
     assert "EIO" in result["faults"][0]["description"], result["faults"][0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_small_disks_mount_fill_free_and_unmount(tmp_path: Path) -> None:
+    """Proves, on a real tmpfs: a replica's files are moved onto a small file system intact,
+    `fill` writes until the kernel says ENOSPC (0 bytes free, and the refused write leaves
+    nothing behind to fail later), `free` gives the space back, and `unmount_all` undoes it."""
+    from phalanx.chaos.disk import SmallDisks
+
+    group = tmp_path / "groups" / "1"
+    group.mkdir(parents=True)
+    (group / "0000.wal").write_bytes(b"x" * 5000)
+    disks = SmallDisks()
+    try:
+        what = disks.mount(tmp_path, random.Random(1), spare_bytes=1 << 20)
+        assert "shard 1" in what and group in disks.mounted
+        assert (group / "0000.wal").read_bytes() == b"x" * 5000
+        for _ in range(2):
+            assert "0 bytes free" in disks.fill(tmp_path)
+            with pytest.raises(OSError):
+                (group / "more").write_bytes(b"y" * 8192)
+            assert not disks.free(tmp_path).startswith("0 KiB")
+            (group / "more").write_bytes(b"y" * 8192)
+            (group / "more").unlink()
+    finally:
+        assert disks.unmount_all()
+    assert not disks.mounted

@@ -198,3 +198,18 @@ def test_the_next_fault_bounds_the_search_from_when_its_injection_began() -> Non
     assert first["reason"] == "not restored before the next fault (why not)"
     first, _second = per_fault([(4.0, 9.0), (9.9, 12.0)], seen, until_s=20.0)
     assert first["restored_at_s"] == 9.7  # without the start of injection, only at_s bounds it
+
+
+def test_a_fault_repaired_while_in_force_counts_its_restoration_before_the_heal() -> None:
+    """A failed disk whose replica is rebuilt on another node restores redundancy while the
+    disk is still broken: with heal_needed False the restoration counts when it happens;
+    with the default it is only counted once the fault is healed."""
+    from phalanx.chaos.redundancy import Observation, per_fault
+
+    observations = [Observation(at, full) for at, full in
+                    ((1.0, True), (2.5, False), (4.0, True), (9.0, True))]
+    waiting = per_fault([(2.0, 8.0)], observations, 10.0)[0]
+    assert waiting["restored_at_s"] == 9.0 and waiting["after_heal_s"] == 1.0
+    repaired = per_fault([(2.0, 8.0)], observations, 10.0, heal_needed=[False])[0]
+    assert repaired["restored_at_s"] == 4.0 and repaired["seconds"] == 2.0
+    assert repaired["after_heal_s"] == -4.0

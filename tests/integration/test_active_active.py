@@ -16,6 +16,7 @@ import random
 import shutil
 import signal
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,11 @@ def _converged(clients: list[redis.Redis], expected: tuple[Any, ...] | None = No
         expected is None or states[0] == expected)
 
 
+def _metrics(node: Any) -> str:
+    with urllib.request.urlopen(f"{node.admin_url}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
 def _cut(regions: dict[str, LocalCluster], cut: bool, alone: str | None = None) -> None:
     """Cut every region link (or only those of region `alone`), or heal them all."""
     for name, cluster in regions.items():
@@ -91,6 +97,9 @@ def test_two_regions_write_through_a_cut_and_converge(
     wait_until(lambda: two.get("aa:register") == "first", CONVERGE_S, "dc2 sees dc1's SET")
     # A SET made after seeing another wins everywhere (its clock is greater).
     two.set("aa:register", "second")
+    # A rate limiter's window: INCR + EXPIRE in dc1, the TTL is seen in dc2.
+    assert one.incr("aa:limit") == 1 and one.expire("aa:limit", 3600) is True
+    wait_until(lambda: 0 < two.ttl("aa:limit") <= 3600, CONVERGE_S, "dc2 to see the TTL")
     # Strong keys live in dc1 (the home region): dc2 forwards them there.
     assert two.set("strong:key", "written from dc2") is True
     assert one.get("strong:key") == "written from dc2"
@@ -136,6 +145,16 @@ def test_two_regions_write_through_a_cut_and_converge(
     wait_until(lambda: _converged(clients, expected), CONVERGE_S,
                f"every node of both regions to hold {expected}")
     assert two.incr("strong:counter") == 4     # the refused INCR was certainly not applied
+    # The links are up again in the metrics (on the node that leads the shard: it pulls),
+    # with no lag left anywhere.
+    for cluster, other in ((dc1, "dc2"), (dc2, "dc1")):
+        def healed(cluster: LocalCluster = cluster, other: str = other) -> bool:
+            texts = [_metrics(node) for node in cluster.nodes]
+            return any(f'phalanx_region_link_up{{region="{other}"}} 1.0' in text
+                       for text in texts) and all(
+                f'phalanx_region_link_lag_entries{{region="{other}"}} 0.0' in text
+                for text in texts)
+        wait_until(healed, CONVERGE_S, f"{other}'s link metrics to show it up")
 
 
 def test_leader_kills_during_replication_lose_nothing_and_apply_nothing_twice(

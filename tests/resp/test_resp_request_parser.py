@@ -136,6 +136,13 @@ def test_values_that_look_like_type_bytes(parser_class: type[RespParser]) -> Non
     ]
 
 
+def test_an_inline_boolean_with_a_nul_between_commands(parser_class: type[RespParser]) -> None:
+    # hiredis reads "#\x00\r\n" (a RESP3 boolean with a NUL) as nothing at all, and its probe
+    # then saw a clean boundary: the inline command "#" was lost (found by the fuzz test below).
+    data = b"*1\r\n$0\r\n\r\n#\x00\r\n*1\r\n$0\r\n\r\n"
+    assert parse(parser_class, data) == [[b""], [b"#"], [b""]]
+
+
 def test_empty_multibulk_is_skipped(parser_class: type[RespParser]) -> None:
     data = b"*0\r\n*-1\r\n*-5\r\n" + SET_COMMAND + b"*0\r\n"
     assert parse(parser_class, data) == [[b"SET", b"key", b"value"]]

@@ -9,10 +9,13 @@ from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
-from phalanx.errors import NotLeader, OutcomeUnknown, ProposalDropped
+import pytest
+
+from phalanx.errors import CommandError, NotLeader, OutcomeUnknown, ProposalDropped
 from phalanx.placement.shard import SlotMoved
 from phalanx.server.front.router import DataRouter
 from phalanx.server.front.session import ClientState
+from phalanx.server.front.write_session import WriteSession, WriteTag
 
 SLOT = 42
 
@@ -73,7 +76,8 @@ def _router(group: FakeGroup) -> DataRouter:
     shard = SimpleNamespace(id=1, leader="n1", voters=("n1",), replicas=("n1",))
     replicas: Any = SimpleNamespace(
         config=SimpleNamespace(id="n1", election_ticks=50, tick_ms=10, request_timeout_ms=2_000,
-                               redirect="proxy", requirepass=""),
+                               redirect="proxy", requirepass="", cluster_secret="",
+                               aa_prefixes=()),
         cluster_map=SimpleNamespace(shard_for_slot=lambda slot: shard, shards={1: shard}),
         local_group=lambda shard_id: group, shard_leader=lambda shard: "n1",
         resp_address=lambda node_id: ("127.0.0.1", 1))
@@ -127,6 +131,36 @@ def test_a_write_without_session_whose_outcome_became_unknown_fails() -> None:
         else:
             raise AssertionError("expected OutcomeUnknown")
         assert group.proposed == 1 and group.clients == [None]
+
+    asyncio.run(body())
+
+
+def test_a_forwarded_write_carries_its_session_signed_and_the_leader_checks_it() -> None:
+    """PHALANX.FWD (a follower's forward): the leader proposes the command with the
+    forwarder's (client id, sequence, first unacknowledged), only under a valid signature
+    when the cluster has a secret; a forged or altered one is refused, nothing proposed."""
+    async def body() -> None:
+        group = FakeGroup(["OK", "OK"])
+        router = _router(group)
+        router.config.cluster_secret = "s3cret"
+        session = WriteSession()
+        tag = WriteTag(session, session.begin())
+        forwarded = router._tagged(tag, [b"SET", b"k", b"v"])
+        assert forwarded[0] == b"PHALANX.FWD" and forwarded[4]
+        leader_side = ClientState(id=2, address="?", forwarded=True)
+        assert await router.forwarded_write(leader_side, forwarded) == "OK"
+        assert group.clients == [(session.client_id, 1, 1)]
+        # Sent again (a broken link): the same identity, so the machine runs it once.
+        assert await router.forwarded_write(leader_side, list(forwarded)) == "OK"
+        assert group.clients[1] == group.clients[0]
+        for position, forged in ((-1, b"w"), (2, b"9"), (4, b"0" * 64)):
+            altered = list(forwarded)
+            altered[position] = forged
+            with pytest.raises(CommandError, match="NOPERM"):
+                router.forwarded_write(leader_side, altered)
+        assert group.proposed == 2
+        with pytest.raises(CommandError, match="takes a write"):
+            router.forwarded_write(leader_side, router._tagged(tag, [b"GET", b"k"]))
 
     asyncio.run(body())
 

@@ -190,3 +190,119 @@ def test_a_refused_connection_is_certainly_not_applied() -> None:
         assert isinstance(raised.value.__cause__, ConnectionRefusedError)
 
     asyncio.run(body())
+
+
+class EchoLeader:
+    """A RESP peer that answers each `ECHO x` with `$x` after reading a whole batch: the
+    replies of many commands in flight arrive together, in order. `cut_after` closes the
+    connection once that many commands arrived (a leader killed mid-pipeline)."""
+
+    def __init__(self, cut_after: int = 0) -> None:
+        self.cut_after = cut_after
+        self.received: list[bytes] = []
+        self.reads = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from phalanx.resp import NEED_DATA, RespParser, encode
+
+        parser = RespParser()
+        try:
+            await reader.readuntil(b"phalanx-forward\r\n")
+            writer.write(b"+OK\r\n")
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                self.reads += 1
+                parser.feed(data)
+                out = b""
+                while (command := parser.next_command()) is not NEED_DATA:
+                    argument = command[1]  # type: ignore[index]
+                    self.received.append(argument)
+                    if self.cut_after and len(self.received) == self.cut_after:
+                        return  # (once: the next connection is served)
+                    out += encode(argument)
+                writer.write(out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def test_many_calls_in_flight_on_one_link_get_their_own_replies_in_order() -> None:
+    """A pipeline forwarded as a pipeline (issue 15 lever 5): 200 calls written at once, in
+    few sends; each gets its own reply."""
+    async def body() -> None:
+        peer = EchoLeader()
+        port = await peer.start()
+        link = LeaderLink("n2", "127.0.0.1", port, 10.0, "", None)
+        try:
+            assert await link.call([b"ECHO", b"first"]) == b"first"  # connects
+            futures = [link.send([b"ECHO", b"%d" % i]) for i in range(200)]
+            replies = await asyncio.gather(*futures)
+            assert replies == [b"%d" % i for i in range(200)]
+            assert peer.received[1:] == [b"%d" % i for i in range(200)]
+            assert peer.reads < 50  # written together, not one round trip each
+        finally:
+            link.close()
+            await peer.stop()
+
+    asyncio.run(body())
+
+
+def test_a_connection_cut_mid_pipeline_fails_every_call_still_waiting() -> None:
+    """The leader dies after 30 of 100 calls arrived: every call without its reply fails (an
+    OSError: the caller decides what that means for its command), none hangs, no bare
+    assertion, and the connection is marked failed (re-sent writes wait for it)."""
+    async def body() -> None:
+        peer = EchoLeader(cut_after=31)
+        port = await peer.start()
+        link = LeaderLink("n2", "127.0.0.1", port, 10.0, "", None)
+        try:
+            assert await link.call([b"ECHO", b"first"]) == b"first"
+            connection = link.connection
+            futures = [link.send([b"ECHO", b"%d" % i]) for i in range(100)]
+            results = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), 10)
+            assert all(isinstance(r, OSError) for r in results), results[:3]
+            assert connection is not None and connection.failed
+            assert not link.usable()
+            # The next call connects again.
+            assert await link.call([b"ECHO", b"again"]) == b"again"
+        finally:
+            link.close()
+            await peer.stop()
+
+    asyncio.run(body())
+
+
+def test_the_watchdog_fails_calls_waiting_on_a_leader_that_was_replaced() -> None:
+    async def body() -> None:
+        peer = FakeLeader(mute=True)
+        port = await peer.start()
+        link = LeaderLink("n2", "127.0.0.1", port, 10.0, "", None)
+        leader = {"now": "n2"}
+        link.watch(lambda: leader["now"], 30.0)
+        try:
+            call = asyncio.ensure_future(link.call(SET))
+            await asyncio.sleep(0.2)
+            assert not call.done()
+            leader["now"] = "n3"
+            with pytest.raises(ConnectionResetError, match="leadership moved"):
+                await asyncio.wait_for(call, 5)
+        finally:
+            link.close()
+            await peer.stop()
+
+    asyncio.run(body())

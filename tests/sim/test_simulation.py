@@ -63,6 +63,15 @@ def test_a_seed_replays_exactly() -> None:
     assert first.trace == second.trace
 
 
+def test_digest_names_a_run() -> None:
+    """`phalanx sim --digest`: a seed's digest is the same on every replay and differs between
+    seeds and when the run differs (a planted bug changes what happens)."""
+    first = run_seed(777, digest=True)
+    assert first.digest and run_seed(777, digest=True).digest == first.digest
+    assert run_seed(778, digest=True).digest != first.digest
+    assert run_seed(777, digest=True, bug="tx-without-watch").digest != first.digest
+
+
 def test_swarm_draws_different_plans() -> None:
     plans = {plan_for_seed(seed).describe() for seed in range(50)}
     assert len(plans) > 40

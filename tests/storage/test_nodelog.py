@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,6 +157,24 @@ def test_a_deleted_group_directory_is_garbage_and_a_dropped_group_is_forgotten(
     assert log.group_keys() == [kept.key]
     again = _group(log, root, "2")  # a new replica with the same id starts empty
     assert (again.last_index(), again.initial_state()[1]) == (0, VOTERS)
+    log.close()
+
+
+def test_a_group_the_log_lost_is_corrupt_not_recreated_empty(root: Path) -> None:
+    """A directory names a key the log does not know (its log was lost, or its damaged frames
+    were reclaimed since): opening it raises Corrupt instead of starting an empty replica (a
+    wiped voter). A directory without a key (a crash between the group's CREATE and its key
+    file) is a new group."""
+    log = _open(root, confirm_delay=0)
+    _fill(_group(log, root, "1"), 1, 5)
+    _group(log, root, "2")
+    log.close()
+    shutil.rmtree(root / "log")
+    (root / "groups" / "2" / "NODELOG").unlink()
+    log = _open(root)
+    with pytest.raises(Corrupt, match="holds no record of group"):
+        _group(log, root, "1")
+    assert _group(log, root, "2").last_index() == 0
     log.close()
 
 

@@ -171,7 +171,10 @@ class SmallDisks:
         stash = group.with_name(f"{group.name}.stash")
         shutil.rmtree(stash, ignore_errors=True)
         shutil.copytree(group, stash)
-        used = sum(p.stat().st_blocks * 512 for p in stash.rglob("*") if p.is_file())
+        # The copy back writes every byte (a preallocated WAL tail included): count sizes,
+        # not the blocks a sparse copy happens to use.
+        used = sum(max(p.stat().st_size, p.stat().st_blocks * 512) + 4096
+                   for p in stash.rglob("*") if p.is_file())
         size = used + spare_bytes
         completed = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
                                     str(group)], capture_output=True, text=True, timeout=30,
@@ -180,10 +183,21 @@ class SmallDisks:
             shutil.rmtree(stash, ignore_errors=True)
             raise DiskFaultError(f"cannot mount a tmpfs on {group}: "
                                  f"{completed.stderr.strip() or completed.returncode}")
+        try:
+            for child in stash.iterdir():
+                if child.is_file():
+                    shutil.copy2(child, group / child.name)
+        except OSError as error:
+            # Never leave a replica half copied: back to its own disk, intact.
+            subprocess.run(["umount", "-l", str(group)], capture_output=True, timeout=30,
+                           check=False)
+            for child in stash.iterdir():
+                if child.is_file():
+                    shutil.copy2(child, group / child.name)
+            shutil.rmtree(stash, ignore_errors=True)
+            raise DiskFaultError(f"cannot copy {group.name}'s replica onto a {size}-byte "
+                                 f"tmpfs: {error}") from error
         self.mounted[group] = size
-        for child in stash.iterdir():
-            if child.is_file():
-                shutil.copy2(child, group / child.name)
         shutil.rmtree(stash, ignore_errors=True)
         return f"shard {group.name}'s replica on a {size >> 10} KiB tmpfs"
 
@@ -194,12 +208,14 @@ class SmallDisks:
             raise DiskFaultError(f"no small disk mounted under {data_dir}")
         written = 0
         block = b"\xa5" * (64 << 10)
-        with open(mounts[0] / _BALLAST, "ab") as ballast:
+        # Unbuffered: a write the kernel refuses leaves nothing behind for close() to retry.
+        with open(mounts[0] / _BALLAST, "ab", buffering=0) as ballast:
             try:
                 while written < self.mounted[mounts[0]]:
-                    ballast.write(block)
-                    ballast.flush()
-                    written += len(block)
+                    count = ballast.write(block)
+                    if not count:
+                        break
+                    written += count
             except OSError as error:
                 if error.errno != errno.ENOSPC:
                     raise

@@ -69,6 +69,9 @@ _MIXABLE = [name for name in SCENARIOS
                             "disk-corrupt", "disk-full", "disk-error"}]
 #: Faults that are never healed during the run.
 PERMANENT = frozenset({"node-lost"})
+#: Faults the cluster may repair while they are in force (a failed disk's replica rebuilt on
+#: another node): their redundancy counts as restored whenever it is, not only after the heal.
+REPAIRED_IN_FORCE = frozenset({"disk-full", "disk-error"})
 #: The time the plan leaves a rolling restart.
 ROLL_ALLOWANCE_S = 12.0
 
@@ -253,14 +256,32 @@ class Nemesis:
                       f"{limit_s:.0f} s of {since}")
         return False
 
-    def _local_shards(self, target: str) -> list[int]:
-        """The data shards `target` holds a running replica of (its /status)."""
+    def _holders(self) -> dict[str, list[int]]:
+        """Node -> the data shards it holds a replica of (its /status; {} when unknown)."""
         try:
-            status = fetch_statuses(self.control).get(target) or {}
+            statuses = fetch_statuses(self.control)
         except Exception:
-            status = {}
-        local = status.get("local")
-        return sorted(int(s) for s in (local or {}) if str(s).isdigit() and int(s) > 0) or [1]
+            return {}
+        held: dict[str, list[int]] = {}
+        for node, status in statuses.items():
+            local = (status or {}).get("local") or {}
+            shards = sorted(int(s) for s in local if str(s).isdigit() and int(s) > 0)
+            if shards:
+                held[node] = shards
+        return held
+
+    def _disk_target(self, rng: random.Random, ids: list[str],
+                     leader: str | None) -> tuple[str, str, list[int]]:
+        """(node, "leader"|"follower", its shards) for a disk fault: a node that holds a shard
+        replica; the leader one time in three, else a follower."""
+        held = self._holders()
+        holders = [n for n in ids if n in held] or list(ids)
+        followers = [n for n in holders if n != leader]
+        if leader in holders and (rng.random() < 1 / 3 or not followers):
+            target = str(leader)
+        else:
+            target = rng.choice(followers or holders)
+        return target, "leader" if target == leader else "follower", held.get(target, [1])
 
     # ---- the faults -------------------------------------------------------------------------
     def _begin(self, kind: str, targets: list[str], description: str,
@@ -432,9 +453,7 @@ class Nemesis:
             self._in_force(fault)
             # Never healed: the cluster must re-create its replicas on the other nodes.
         elif kind == "disk-corrupt":
-            target = (leader or rng.choice(ids)) if rng.random() < 1 / 3 or not followers \
-                else rng.choice(followers)
-            role = "leader" if target == leader else "follower"
+            target, role, _shards = self._disk_target(rng, ids, leader)
             fault = self._begin(kind, [target], f"{role} {target} killed (kill -9) to corrupt "
                                 "its disk", leader)
             control.kill(target)
@@ -447,14 +466,14 @@ class Nemesis:
             self._end(fault, f"{target} restarted on its corrupted disk")
             self._watch_detection(target, restarted)
         elif kind == "disk-full":
-            target = (leader or rng.choice(ids)) if rng.random() < 1 / 3 or not followers \
-                else rng.choice(followers)
-            role = "leader" if target == leader else "follower"
+            target, role, _shards = self._disk_target(rng, ids, leader)
             fault = self._begin(kind, [target], f"{role} {target} killed (kill -9) to put a "
                                 "replica on a small disk", leader)
             control.kill(target)
-            where = control.mount_small_disk(target, slot.seed)
-            control.restart(target)
+            try:
+                where = control.mount_small_disk(target, slot.seed)
+            finally:
+                control.restart(target)  # on its small disk, or (mount failed) as it was
             filled = control.fill_disk(target)
             fault.description = f"{role} {target}'s disk full ({where}; {filled})"
             self._in_force(fault)
@@ -465,10 +484,8 @@ class Nemesis:
             freed = control.free_disk(target)
             self._end(fault, f"{target}'s disk has room again ({freed})")
         elif kind == "disk-error":
-            target = (leader or rng.choice(ids)) if rng.random() < 1 / 3 or not followers \
-                else rng.choice(followers)
-            role = "leader" if target == leader else "follower"
-            shard = rng.choice(self._local_shards(target))
+            target, role, shards = self._disk_target(rng, ids, leader)
+            shard = rng.choice(shards)
             fault = self._begin(kind, [target], f"{role} {target}'s disk fails", leader)
             what = control.disk_error(target, shard)
             fault.description = f"{role} {target}'s disk fails: {what}"

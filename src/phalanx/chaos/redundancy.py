@@ -16,7 +16,9 @@ Rules of this file:
      log (a restarted or new replica that has not caught up adds no redundancy yet).
 - Per fault: redundancy is lost when the fault is in force (`at_s`); it is restored at the first
   full observation after a not-full one, and never before the fault was healed (`end_s`; a
-  `node-lost` fault is never healed: the cluster must re-create the replicas elsewhere). The
+  `node-lost` fault is never healed: the cluster must re-create the replicas elsewhere),
+  except for a fault the cluster repairs while it is still in force (a failed disk whose
+  replica is rebuilt on another node: `heal_needed` False), restored whenever it is. The
   search stops at the next fault or at the end of the monitoring; then the measure is None with
   the reason. A fault during which every observation was full "never lost" redundancy.
 """
@@ -151,8 +153,8 @@ def assess(statuses: Statuses, at_s: float,
 
 
 def per_fault(faults: Sequence[tuple[float, float | None]], observations: Sequence[Observation],
-              until_s: float, began: Sequence[float | None] | None = None
-              ) -> list[dict[str, Any]]:
+              until_s: float, began: Sequence[float | None] | None = None,
+              heal_needed: Sequence[bool] | None = None) -> list[dict[str, Any]]:
     """Time to full redundancy of each fault ((at_s, end_s), in order): see the module rules.
     `began` (per fault, optional) is when its injection started: the search for the previous
     fault's restoration stops there (a region's first kill comes before the fault is in force).
@@ -186,7 +188,8 @@ def per_fault(faults: Sequence[tuple[float, float | None]], observations: Sequen
             entry["reason"] = "redundancy was never seen lost"
             continue
         entry["lost"] = True
-        earliest = at_s if end_s is None else end_s
+        waits_for_heal = heal_needed is None or heal_needed[position]
+        earliest = at_s if end_s is None or not waits_for_heal else end_s
         restored = next((o for o in window[first_lost:] if o.full and o.at_s >= earliest), None)
         if restored is None:
             last = window[-1]

@@ -47,7 +47,15 @@ from typing import Any
 from phalanx.chaos import metrics, redundancy, resources
 from phalanx.chaos.clients import CLIENT_MODES, DEFAULT_CLIENT, DEFAULT_DEADLINE_S
 from phalanx.chaos.control import ClusterControl, agreed_leader, fetch_statuses
-from phalanx.chaos.nemesis import PERMANENT, SCENARIOS, Fault, Nemesis, Slot, plan
+from phalanx.chaos.nemesis import (
+    PERMANENT,
+    REPAIRED_IN_FORCE,
+    SCENARIOS,
+    Fault,
+    Nemesis,
+    Slot,
+    plan,
+)
 from phalanx.chaos.pidfile import RunRecord, reap_stale
 from phalanx.chaos.workload import Workload, WorkloadConfig
 from phalanx.chaos.workloads import DEFAULT_WORKLOAD, WORKLOADS, make_workload
@@ -685,7 +693,8 @@ def redundancy_result(faults: list[Fault], observations: list[redundancy.Observa
     run), median and worst, the state at the end of the run and every change of state."""
     measured = [o for o in observations if o.at_s <= duration_s]
     entries = redundancy.per_fault([(f.at_s, f.end_s) for f in faults], measured, duration_s,
-                                   began=[f.began_s for f in faults])
+                                   began=[f.began_s for f in faults],
+                                   heal_needed=[f.kind not in REPAIRED_IN_FORCE for f in faults])
     for fault, entry in zip(faults, entries, strict=True):
         entry.update({"kind": fault.kind, "targets": list(fault.targets),
                       "at_s": round(fault.at_s, 3)})
@@ -793,8 +802,9 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
     story.extend(_placement_story(polled, duration))
     for entry in redundant["faults"]:
         if entry["restored_at_s"] is not None:
-            after = ("" if entry["after_heal_s"] is None
-                     else f", {entry['after_heal_s']:.1f} s after it healed")
+            healed = entry["after_heal_s"]
+            after = ("" if healed is None else f", {healed:.1f} s after it healed" if healed >= 0
+                     else f", {-healed:.1f} s before it healed (rebuilt elsewhere)")
             story.append((entry["restored_at_s"], f"full redundancy again {entry['seconds']:.1f}"
                           f" s after the {entry['kind']} fault{after}"))
         elif entry["lost"]:

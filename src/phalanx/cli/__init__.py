@@ -39,12 +39,17 @@ from phalanx.cli.ops import (
     split,
 )
 from phalanx.cli.sim import sim
+from phalanx.compiled import status as compiled_status
 
 __all__ = ["main"]
 
 
 @click.group()
-@click.version_option(package_name="phalanx")
+@click.version_option(
+    package_name="phalanx",
+    # Says whether this process runs the mypyc-compiled hot path (phalanx/compiled.py).
+    message=f"%(prog)s, version %(version)s, {compiled_status().describe()}",
+)
 def main() -> None:
     """phalanx: a fault-tolerant, Redis-compatible key-value store."""
 

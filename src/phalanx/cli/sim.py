@@ -7,6 +7,7 @@ replay command of every failing seed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -15,11 +16,11 @@ from concurrent.futures import ProcessPoolExecutor
 import click
 
 
-def _run_seed_quiet(args: tuple[int, str | None]) -> object:
+def _run_seed_quiet(args: tuple[int, str | None, bool]) -> object:
     from phalanx.sim import run_seed
 
-    seed, bug = args
-    return run_seed(seed, bug=bug)
+    seed, bug, digest = args
+    return run_seed(seed, bug=bug, digest=digest)
 
 
 @click.command()
@@ -41,9 +42,13 @@ def _run_seed_quiet(args: tuple[int, str | None]) -> object:
               help="With --mutants: narrow each seed's plan to the faults that expose the bug "
                    "(the quick version `make test` runs).")
 @click.option("--only", multiple=True, help="With --mutants: only these bugs (repeatable).")
+@click.option("--digest", is_flag=True, default=False,
+              help="With --seeds: print each seed's digest (a hash of its history, statistics "
+                   "and outcome) and one over all of them, to check that a change kept every "
+                   "run the same.")
 def sim(seed: int | None, seeds: int | None, start: int | None, jobs: int, trace: bool,
         trace_lines: int, bug: str | None, stop_on_failure: bool, mutants: bool, fast: bool,
-        only: tuple[str, ...]) -> None:
+        only: tuple[str, ...], digest: bool) -> None:
     """Run the deterministic simulator: the real Raft core under seeded faults."""
     from phalanx.sim import SeedResult, run_seed
     from phalanx.sim.mutants import PLANTED
@@ -70,13 +75,17 @@ def sim(seed: int | None, seeds: int | None, start: int | None, jobs: int, trace
     failures: list[SeedResult] = []
     events = operations = 0
     workers = jobs or os.cpu_count() or 1
-    work = [(first + offset, bug) for offset in range(count)]
+    work = [(first + offset, bug, digest) for offset in range(count)]
+    overall = hashlib.sha256()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for done, outcome in enumerate(pool.map(_run_seed_quiet, work, chunksize=4), start=1):
             assert isinstance(outcome, SeedResult)
             result = outcome
             events += result.events
             operations += result.operations
+            if digest:
+                click.echo(f"seed {result.seed} digest {result.digest}")
+                overall.update(f"{result.seed} {result.digest}\n".encode())
             if not result.ok:
                 failures.append(result)
                 click.echo(f"FAIL seed {result.seed}: {result.error.splitlines()[0]}")
@@ -90,6 +99,8 @@ def sim(seed: int | None, seeds: int | None, start: int | None, jobs: int, trace
     elapsed = time.monotonic() - began
     click.echo(f"{count} seeds, {len(failures)} failed, {events} events, {operations} client "
                f"operations checked, in {elapsed:.1f} s")
+    if digest:
+        click.echo(f"digest of all {count} seeds: {overall.hexdigest()[:16]}")
     if failures:
         click.echo("failing seeds: " + " ".join(str(f.seed) for f in failures))
         sys.exit(1)

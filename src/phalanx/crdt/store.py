@@ -27,7 +27,7 @@ from itertools import islice
 
 import msgpack  # type: ignore[import-untyped]
 
-from phalanx.crdt.commands import READS, WRITES, check_arity
+from phalanx.crdt.commands import READS, WRITES, check_arity, purge_expired
 from phalanx.crdt.hlc import hlc_tick
 from phalanx.crdt.types import KeyState, Plain, Stamp, Typed
 from phalanx.errors import Corrupt
@@ -91,6 +91,7 @@ class ActiveActiveStore:
         "hlc",
         "keys",
         "merged",
+        "now",
         "outbox",
         "outbox_max",
         "positions",
@@ -112,6 +113,8 @@ class ActiveActiveStore:
         #: Keys joined from other regions (a counter for metrics; not replicated meaning).
         self.merged = 0
         self._stamp: Stamp | None = None
+        #: The time of the command being run (commands.py reads it).
+        self.now = 0
 
     @property
     def next_seq(self) -> int:
@@ -137,6 +140,7 @@ class ActiveActiveStore:
         refused = check_arity(upper, len(args))
         if refused is not None:
             return refused
+        self.now = now_ms
         write = WRITES.get(upper)
         if write is None:
             return READS[upper][0](self, args[0], args[1:])
@@ -145,12 +149,14 @@ class ActiveActiveStore:
         self._stamp = (hlc_tick(self.hlc, now_ms), self.region)
         self.hlc = self._stamp[0]
         try:
+            purge_expired(self, args[0])
             return write[0](self, args[0], args[1:])
         finally:
             self._stamp = None
 
-    def read(self, name: bytes, args: list[bytes]) -> Reply:
-        """Answer a read command on an active-active key from the merged local state."""
+    def read(self, name: bytes, args: list[bytes], now_ms: int = 0) -> Reply:
+        """Answer a read command on an active-active key from the merged local state at
+        `now_ms` (keys expired then are absent)."""
         upper = name.upper()
         refused = check_arity(upper, len(args))
         if refused is not None:
@@ -159,6 +165,7 @@ class ActiveActiveStore:
         if entry is None:
             return Error(f"ERR '{upper.decode().lower()}' is a write command; it must go "
                          "through the log")
+        self.now = now_ms
         return entry[0](self, args[0], args[1:])
 
     def merge(self, region: str, shard: int, to_seq: int, full: bool,

@@ -190,24 +190,30 @@ class KVStateMachine:
         # Expiry first, on the replicated clock: deterministic on every replica. The table is
         # in order of last use and the clock never goes back, so the oldest are at the front.
         while sessions:
-            oldest_id = next(iter(sessions))
-            if now - sessions[oldest_id].last_active_ms < SESSION_EXPIRY_MS:
+            oldest_id, oldest = next(iter(sessions.items()))
+            if now - oldest.last_active_ms < SESSION_EXPIRY_MS:
                 break
             del sessions[oldest_id]
-        session = sessions.pop(client_id, None)
+        session = sessions.get(client_id)
         if session is None:
-            session = ClientSession(first_unacked, now, {})
+            session = sessions[client_id] = ClientSession(first_unacked, now, {})
+            if len(sessions) > self._max_sessions:
+                del sessions[next(iter(sessions))]
         else:
             session.last_active_ms = now
+            if next(reversed(sessions)) != client_id:  # most recently used last
+                del sessions[client_id]
+                sessions[client_id] = session
             if first_unacked > session.first_unacked:
                 # The client has the replies below `first_unacked`: discard them (§6.3).
                 session.first_unacked = first_unacked
                 replies = session.replies
-                for acknowledged in [seq for seq in replies if seq < first_unacked]:
-                    del replies[acknowledged]
-        sessions[client_id] = session  # most recently used last
-        if len(sessions) > self._max_sessions:
-            del sessions[next(iter(sessions))]
+                if len(replies) == 1:
+                    if next(iter(replies)) < first_unacked:
+                        replies.clear()
+                else:
+                    for acknowledged in [seq for seq in replies if seq < first_unacked]:
+                        del replies[acknowledged]
         cached = session.replies.get(sequence, _MISSING)
         if cached is not _MISSING:
             return cached  # type: ignore[return-value]

@@ -320,7 +320,7 @@ class ShardMachine:
         if refused is not None:
             return refused
         if name == AA_READ:
-            return self.aa.read(args[0], list(args[1:]))
+            return self.aa.read(args[0], list(args[1:]), max(now_ms, self.kv.clock_ms))
         return self.kv.read(name, args, now_ms)
 
     def _split(self, index: int, args: tuple[bytes, ...]) -> object:

@@ -176,16 +176,25 @@ class RawNode:
     def has_ready(self) -> bool:
         """True if `ready()` would return a batch."""
         raft = self.raft
-        raft.flush()
-        return bool(
-            raft.messages
-            or raft.messages_after_persist
-            or raft.log.unstable.has_work()
-            or raft.read_states
-            or raft.log.has_next_committed()
-            or raft.hard_state() != self._previous_hard
-            or SoftState(raft.lead, raft.role) != self._previous_soft
-        )
+        if raft.append_pending:
+            raft.flush()
+        if raft.messages or raft.messages_after_persist or raft.read_states:
+            return True
+        log = raft.log
+        if log.unstable.has_work() or log.has_next_committed():
+            return True
+        # (Field by field rather than building a HardState and a SoftState to compare: this
+        # runs after every event, and nearly always finds nothing to do.)
+        return self._hard_changed() or self._soft_changed()
+
+    def _hard_changed(self) -> bool:
+        raft, previous = self.raft, self._previous_hard
+        return (raft.term != previous.term or raft.vote != previous.vote
+                or raft.log.committed != previous.commit)
+
+    def _soft_changed(self) -> bool:
+        raft, previous = self.raft, self._previous_soft
+        return raft.lead != previous.lead or raft.role is not previous.role
 
     def ready(self) -> Ready | None:
         """The next batch of work, or None if there is nothing to do."""
@@ -193,14 +202,14 @@ class RawNode:
         if not self.has_ready():
             return None
         raft = self.raft
-        soft = SoftState(raft.lead, raft.role)
-        hard = raft.hard_state()
+        soft = SoftState(raft.lead, raft.role) if self._soft_changed() else None
+        hard_changed = self._hard_changed()
+        hard = raft.hard_state() if hard_changed else self._previous_hard
         unstable = raft.log.unstable
         entries = tuple(unstable.entries_to_persist())
         snapshot = unstable.snapshot if not unstable.snapshot_in_progress else None
-        hard_changed = hard != self._previous_hard
         rd = Ready(
-            soft_state=soft if soft != self._previous_soft else None,
+            soft_state=soft,
             hard_state=hard if hard_changed else None,
             entries=entries,
             snapshot=snapshot,
@@ -217,7 +226,7 @@ class RawNode:
         raft.messages_after_persist = []
         raft.read_states = []
         unstable.accept_in_progress()
-        if rd.soft_state is not None:
+        if soft is not None:
             self._previous_soft = soft
         if rd.hard_state is not None:
             self._previous_hard = hard

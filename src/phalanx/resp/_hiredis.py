@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Sequence
 from itertools import chain
 from typing import Final
 
@@ -44,9 +45,11 @@ HIREDIS_AVAILABLE: Final[bool] = hiredis is not None
 
 # Type bytes whose hiredis value could pass for a bulk string ('+', '(', '=', '|') or for a
 # command ('~', a set, comes back as a list). Any other non-'$' type yields a non-bytes value.
-_DOUBTFUL_TYPE_BYTES: Final = (b"+", b"(", b"=", b"|", b"~")
-_DOUBTFUL_TYPE_BYTE: Final = re.compile(rb"[+(=|~]")
-# Up to this many bytes, one `_DOUBTFUL_TYPE_BYTE` search is cheaper than five `bytes.find`.
+# '#' too: hiredis reads a boolean with a NUL ("#\x00\r\n") as nothing at all, so the probe
+# after the run would see a clean boundary and an inline "#" command would be lost.
+_DOUBTFUL_TYPE_BYTES: Final = (b"+", b"(", b"=", b"|", b"~", b"#")
+_DOUBTFUL_TYPE_BYTE: Final = re.compile(rb"[+(=|~#]")
+# Up to this many bytes, one `_DOUBTFUL_TYPE_BYTE` search is cheaper than six `bytes.find`.
 _SHORT_SPAN_BYTES: Final = 512
 _WINDOW_BYTES: Final = 8 * 1024
 # An aggregate header with a count of two or more digits (hiredis accepts only canonical counts,
@@ -210,7 +213,10 @@ class HiredisRespParser(RespParser):
             if len(command) > self._multibulk_count_max or data[position] != _ASTERISK:
                 return commands[:index], position - start
             cursor = position + len(str(len(command))) + 3
-            for argument in command:
+            # hiredis's items are unchecked (None for "$-1", ints, lists...): typed as objects,
+            # so the check below runs (compiled with mypyc, a `bytes` loop variable would raise).
+            arguments: Sequence[object] = command
+            for argument in arguments:
                 if (
                     type(argument) is not bytes
                     or data[cursor] != _DOLLAR

@@ -35,6 +35,7 @@ from phalanx.resp import ErrorReply
 from phalanx.server.config import NodeConfig, parse_address
 from phalanx.server.front.active_active import AA_SHARDS_COMMAND, pull_signature
 from phalanx.server.group import RaftGroup
+from phalanx.server.metrics import NodeMetrics
 from phalanx.server.peer_link import LeaderLink
 from phalanx.server.replicas import Replicas
 from phalanx.transport.faults import FaultRules
@@ -87,6 +88,16 @@ class RegionLink:
         self.regions = {name: RegionState(name) for name in self.peers}
         self._links: dict[str, LeaderLink] = {}
         self._next_address: dict[str, int] = dict.fromkeys(self.peers, 0)
+
+    def export(self, metrics: NodeMetrics) -> None:
+        """Refresh the region link gauges (a metrics render hook)."""
+        for view in self.status():
+            lag_entries, lag_seconds = view["lag_entries"], view["lag_seconds"]
+            assert isinstance(lag_entries, int) and isinstance(lag_seconds, float)
+            merged = view["merged_keys"]
+            assert isinstance(merged, int)
+            metrics.region_link(str(view["region"]), view["state"] == "up", lag_entries,
+                                lag_seconds, merged)
 
     def status(self) -> list[dict[str, object]]:
         now = time.monotonic()

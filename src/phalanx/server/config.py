@@ -135,9 +135,10 @@ class NodeConfig:
     fast_failover: bool = True
     #: The Raft log's on-disk format for groups created from now on: "node" (one segmented
     #: append-only log for all the node's groups in `data_dir/log/`, one write + one fdatasync
-    #: per turn for all of them; the default: measured 1.90x "wal" with 9 shards on 3
-    #: nodes), "wal" (one such log per group) or "sqlite". A group directory that already
-    #: holds a store keeps its format (docs/disk-faults.md, "One log per node").
+    #: per turn for all of them; the default: ~40 % fewer fdatasyncs per SET than "wal" with
+    #: 3 or 9 shards, benchmarks/README.md), "wal" (one such log per group) or "sqlite". A
+    #: group directory that already holds a store keeps its format (docs/disk-faults.md,
+    #: "One log per node").
     storage_engine: str = "node"
     #: Take a snapshot after this many applied entries, or this many bytes of applied
     #: entries, since the last one; keep this many entries after it. Past

@@ -336,6 +336,23 @@ class _Families:
             "phalanx_peer_tls_reloads",
             "Times the peer TLS certificate files were loaded again since start.",
             registry=registry)
+        # Active-active region links (server/aa_link.py), per other region.
+        region = ("region",)
+        self.region_link_up = _Gauge("phalanx_region_link_up",
+                                     "1 if the last pull round from the region succeeded.",
+                                     region, registry=registry)
+        self.region_link_lag_entries = _Gauge(
+            "phalanx_region_link_lag_entries",
+            "Deltas the region's shards hold past this node's merged positions.", region,
+            registry=registry)
+        self.region_link_lag_seconds = _Gauge(
+            "phalanx_region_link_lag_seconds",
+            "Seconds since this node's shards were last caught up with the region.", region,
+            registry=registry)
+        self.region_link_merged_keys = _Gauge(
+            "phalanx_region_link_merged_keys",
+            "Keys merged from the region since start (this node's leaderships).", region,
+            registry=registry)
 
 
 class _BoundedCounter:
@@ -601,6 +618,15 @@ class NodeMetrics:
         self._families.peer_tls_reloads.unlabelled().set(tls_reloads)
 
     # Exposition.
+    def region_link(self, region: str, up: bool, lag_entries: int, lag_seconds: float,
+                    merged_keys: int) -> None:
+        """The gauges of one active-active region link (server/aa_link.py)."""
+        families = self._families
+        families.region_link_up.labels(region).set(1 if up else 0)
+        families.region_link_lag_entries.labels(region).set(lag_entries)
+        families.region_link_lag_seconds.labels(region).set(lag_seconds)
+        families.region_link_merged_keys.labels(region).set(merged_keys)
+
     def add_render_hook(self, hook: Callable[[], None]) -> None:
         """Call `hook` before each render: a place to refresh gauges that are cheaper to read
         at scrape time than to keep current on the hot path (keys, replication lag)."""

@@ -10,6 +10,7 @@ Rules of this file:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from collections import deque
 from collections.abc import Mapping
@@ -40,6 +41,8 @@ class SeedResult:
     plan: str = ""
     trace: list[str] = field(default_factory=list)
     bug: str | None = None
+    #: With `run_seed(digest=True)`: a hash of everything the run produced (see `run_digest`).
+    digest: str = ""
 
     def replay_command(self) -> str:
         """The one-line command that replays this seed with a readable trace."""
@@ -47,11 +50,27 @@ class SeedResult:
         return f"phalanx sim --seed {self.seed}{bug} --trace"
 
 
+def run_digest(result: SeedResult, simulator: Simulator) -> str:
+    """A hash of a finished run: its outcome, event count, simulated time, statistics, the
+    whole client history and the trace lines kept. Two versions of the simulator (or of the
+    core) that give a seed the same digest ran it the same way: a change meant to keep
+    behaviour (a refactoring, a speed-up) is checked by comparing digests over many seeds."""
+    hasher = hashlib.sha256()
+    hasher.update(repr((result.ok, result.error, simulator.event_count, simulator.now,
+                        sorted(simulator.stats.items()))).encode())
+    for operation in simulator.history:
+        hasher.update(repr(operation).encode())
+    for line in result.trace:
+        hasher.update(line.encode() + b"\n")
+    return hasher.hexdigest()[:16]
+
+
 def run_seed(seed: int, *, trace: bool = False, bug: str | None = None,
-             trace_lines: int = 400, overrides: Mapping[str, Any] | None = None) -> SeedResult:
+             trace_lines: int = 400, overrides: Mapping[str, Any] | None = None,
+             digest: bool = False) -> SeedResult:
     """Run one seed; with `trace`, keep the last `trace_lines` lines of the event trace.
     `bug` plants a bug (`phalanx.sim.mutants.PLANTED`); `overrides` replaces knobs of the
-    seed's plan (the mutants' quick knobs)."""
+    seed's plan (the mutants' quick knobs); `digest` fills `SeedResult.digest`."""
     plan = plan_for_seed(seed)
     if overrides:
         plan = dataclasses.replace(plan, **overrides)
@@ -76,4 +95,6 @@ def run_seed(seed: int, *, trace: bool = False, bug: str | None = None,
     result.operations = len(simulator.history)
     result.stats = dict(simulator.stats)
     result.trace = list(lines)
+    if digest:
+        result.digest = run_digest(result, simulator)
     return result

@@ -188,6 +188,7 @@ class RespServer:
             b"READONLY": Handler(cluster.readonly), b"READWRITE": Handler(cluster.readwrite),
             b"PHALANX.META": Handler(cluster.meta, awaits=True),
             b"PHALANX.JOIN": Handler(cluster.join, awaits=True),
+            b"PHALANX.SNAPSHOT": Handler(cluster.snapshot_chunk, awaits=True),
             b"PHALANX.SHARD": Handler(self.fan_out.shard_scoped, awaits=True),
             # Active-active regions (active_active.py): what other regions' links send.
             AA_SHARDS_COMMAND: Handler(active_active.shards),

@@ -36,6 +36,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from phalanx import __version__
+from phalanx.compiled import status as compiled_status
 from phalanx.errors import CommandError
 from phalanx.kv import COMMAND_SPECS, command_info
 from phalanx.kv.keyspecs import KEY_SPECS
@@ -463,7 +464,9 @@ class ServerCommands:
             uptime = int(time.monotonic() - replicas.started)
             uname = platform.uname()
             lines += ["# Server", f"redis_version:{REDIS_VERSION}",
-                      f"phalanx_version:{__version__}", f"redis_mode:{redis_mode(replicas)}",
+                      f"phalanx_version:{__version__}",
+                      f"phalanx_compiled:{'yes' if compiled_status().compiled else 'no'}",
+                      f"redis_mode:{redis_mode(replicas)}",
                       f"os:{uname.system} {uname.release} {uname.machine}",
                       f"arch_bits:{struct.calcsize('P') * 8}",
                       f"process_id:{os.getpid()}",
