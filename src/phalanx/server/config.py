@@ -235,6 +235,9 @@ class NodeConfig:
     #: How often each shard leader pulls every other region, and the most deltas per pull.
     aa_poll_ms: int = 100
     aa_batch: int = 1_000
+    #: Local deltas each shard keeps for the other regions (past it, a region that has not
+    #: pulled them takes the shard's full state, page by page).
+    aa_outbox_max: int = 100_000
 
     def __post_init__(self) -> None:
         if not self.peers:
@@ -279,8 +282,8 @@ class NodeConfig:
             raise ConfigError(f"redirect: {self.redirect!r} is not proxy or moved")
         if self.join:
             parse_address(self.join, "join")
-        if self.aa_poll_ms <= 0 or self.aa_batch <= 0:
-            raise ConfigError("aa_poll_ms, aa_batch: must be > 0")
+        if self.aa_poll_ms <= 0 or self.aa_batch <= 0 or self.aa_outbox_max <= 0:
+            raise ConfigError("aa_poll_ms, aa_batch, aa_outbox_max: must be > 0")
         for region, addresses in self.aa_peer_map().items():
             if region == self.aa_region or not region:
                 raise ConfigError(f"aa_peers: bad region name {region!r} (not this region's)")

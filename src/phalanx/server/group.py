@@ -133,6 +133,7 @@ class RaftGroup(GroupSnapshots):
         self.kv: KVStateMachine | None = self.shard.kv if self.shard is not None else None
         if self.shard is not None:  # active-active keys: this cluster's region name
             self.shard.aa.region = config.aa_region
+            self.shard.aa.outbox_max = config.aa_outbox_max
         #: Called (awaited) when a split entry is applied: (group, split-off, configuration).
         self.on_split: Callable[[RaftGroup, SplitOff, ConfState], Awaitable[None]] | None = None
         #: The keys clients on this node wait on (blocking pops, `front/blocking.py`), with
