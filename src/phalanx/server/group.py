@@ -133,6 +133,7 @@ class RaftGroup(GroupSnapshots):
         self.kv: KVStateMachine | None = self.shard.kv if self.shard is not None else None
         if self.shard is not None:  # active-active keys: this cluster's region name
             self.shard.aa.region = config.aa_region
+            self.shard.aa.outbox_max = config.aa_outbox_max
         #: Called (awaited) when a split entry is applied: (group, split-off, configuration).
         self.on_split: Callable[[RaftGroup, SplitOff, ConfState], Awaitable[None]] | None = None
         #: The keys clients on this node wait on (blocking pops, `front/blocking.py`), with
@@ -150,6 +151,7 @@ class RaftGroup(GroupSnapshots):
             pre_vote=config.pre_vote,
             check_quorum=config.check_quorum,
             lease_reads=config.lease_reads,
+            adaptive_election_timeout=config.adaptive_election_timeout,
             applied=snapshot.meta.index,
             log_name=f"{config.id} [{group_label(group_id)}]",
             random=random.Random(),
