@@ -116,9 +116,17 @@ class NodeConfig:
     cluster_secret: str = ""
     #: Length of one Raft tick.
     tick_ms: int = 10
-    #: Heartbeat interval and minimum election timeout, in ticks (50 ms and 500 ms by default).
+    #: Heartbeat interval and minimum election timeout, in ticks (50 ms and 500 ms by default;
+    #: the timeout is drawn from [500, 1000) ms, Raft §5.2). A silent (SIGSTOPped, partitioned)
+    #: leader is noticed only by this timeout. 25 (250 ms) halves that client gap but elected new
+    #: leaders under load on a starved 2-core machine; docs/failure-detection.md has the figures
+    #: (benchmarks/detection_lab.py measures both).
     heartbeat_ticks: int = 5
     election_ticks: int = 50
+    #: A follower whose leader's heartbeats came irregularly of late (a busy leader) waits up
+    #: to one more election timeout before it campaigns (docs/failure-detection.md). Off: not
+    #: shown to pay yet.
+    adaptive_election_timeout: bool = False
     pre_vote: bool = True
     check_quorum: bool = True
     #: Serve linearizable reads from a leader lease (no quorum round per read batch).

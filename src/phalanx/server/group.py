@@ -151,6 +151,7 @@ class RaftGroup(GroupSnapshots):
             pre_vote=config.pre_vote,
             check_quorum=config.check_quorum,
             lease_reads=config.lease_reads,
+            adaptive_election_timeout=config.adaptive_election_timeout,
             applied=snapshot.meta.index,
             log_name=f"{config.id} [{group_label(group_id)}]",
             random=random.Random(),

@@ -21,7 +21,7 @@ import ctypes.util
 import logging
 import mmap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -57,6 +57,9 @@ class GroupSnapshots:
     _log_bytes: int
     _log_bytes_at_snapshot: int
     _last_snapshot_bytes: int
+    #: The lowest index of this replica's snapshots a follower is fetching (the node's
+    #: `SnapshotSource.fetched_floor`), or None when nothing tells.
+    fetched_floor: Callable[[int], int | None] | None = None
 
     @property
     def directory(self) -> Path:
@@ -202,6 +205,9 @@ class GroupSnapshots:
         installed that one (under steady writes, a big snapshot's fetch could never catch
         up). Unbounded when none is."""
         floor = 1 << 62
+        hint = self.fetched_floor(self.group_id) if self.fetched_floor is not None else None
+        if hint is not None:
+            floor = hint
         if self.raw.is_leader:
             for progress in self.raw.raft.progress.values():
                 if progress.state is ProgressState.SNAPSHOT and progress.pending_snapshot:

@@ -241,6 +241,7 @@ class Node:
                                                 client_tls_context(config))
         self.replicas.snapshot_offer = self.snapshot_fetcher.offer
         self.replicas.snapshot_sent = self._snapshot_sent
+        self.replicas.fetched_floor = self.snapshot_source.fetched_floor
         self.meta_client = MetaClient(self.replicas, config, self.transport,
                                       client_tls_context(config))
         self.resharding = Resharding(self.replicas, config, self.meta_client, self.events)

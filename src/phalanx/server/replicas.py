@@ -71,6 +71,7 @@ class Replicas:
         #: (`RaftGroup.on_snapshot_offer` / `on_snapshot_sent`, server/snapshot_transfer.py).
         self.snapshot_offer: Callable[[RaftGroup, InstallSnapshot], None] | None = None
         self.snapshot_sent: Callable[[int, InstallSnapshot], None] | None = None
+        self.fetched_floor: Callable[[int], int | None] | None = None
         self.running = False
         self.groups: dict[int, RaftGroup] = {}
         self.group_tasks: dict[int, asyncio.Task[None]] = {}
@@ -178,6 +179,7 @@ class Replicas:
         group.on_split = self.on_split
         group.on_snapshot_offer = self.snapshot_offer
         group.on_snapshot_sent = self.snapshot_sent
+        group.fetched_floor = self.fetched_floor
         group.tick_source = self.tick_source
         group.on_event = self.events.record
         self.groups[group_id] = group

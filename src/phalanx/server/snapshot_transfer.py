@@ -120,6 +120,8 @@ class _Pinned:
     size: int
     used: float
     readers: int = 0
+    #: When a follower last read a chunk of it (0: never).
+    read_at: float = 0.0
 
 
 class SnapshotSource:
@@ -165,8 +167,17 @@ class SnapshotSource:
             chunk = await asyncio.to_thread(os.pread, pinned.fd, length, offset)
         finally:
             pinned.readers -= 1
-            pinned.used = time.monotonic()
+            pinned.used = pinned.read_at = time.monotonic()
         return pinned.size, chunk
+
+    def fetched_floor(self, group_id: int, within: float = 30.0) -> int | None:
+        """The lowest index of this group's snapshots a follower read a chunk of in the last
+        `within` seconds (its leader keeps the log after it: the follower needs it once the
+        snapshot is in), or None."""
+        horizon = time.monotonic() - within
+        indexes = [index for (group, _term, index), pinned in self._pinned.items()
+                   if group == group_id and pinned.read_at >= horizon]
+        return min(indexes) if indexes else None
 
     def sweep(self, idle: float = _PIN_SECONDS) -> None:
         """Close the files nobody read for `idle` seconds."""
@@ -224,12 +235,14 @@ class SnapshotFetcher:
     def offer(self, group: FetchingGroup, message: InstallSnapshot) -> None:
         """The leader offers its snapshot (metadata only): fetch it unless already doing so
         (the leader re-offers while the fetch runs: ignored)."""
-        meta = message.snapshot.meta
         current = self._fetches.get(group.group_id)
         if current is not None and not current.task.done():
-            if current.index >= meta.index:
-                return
-            current.task.cancel()
+            # Even a newer snapshot does not interrupt a fetch: the leader keeps the log
+            # after the one being fetched (`SnapshotSource.fetched_floor`), and a big fetch
+            # restarted at every newer snapshot might never end. A fetch whose leader changed
+            # gives up by itself.
+            return
+        meta = message.snapshot.meta
         task = asyncio.ensure_future(self._fetch(group, message))
         self._fetches[group.group_id] = _Fetch(message.source, meta.term, meta.index, task)
         task.add_done_callback(_log_failure)
