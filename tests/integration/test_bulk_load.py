@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from integration_harness import LocalCluster, NodeRef, wait_until
 
@@ -24,6 +25,8 @@ PIPELINE = 1_000
 VALUE = b"x" * 16
 LOAD_TIMEOUT_S = 120.0 + KEYS / 2_000
 ELECTION_TICKS = int(os.environ.get("PHALANX_BULK_ELECTION_TICKS", "150"))
+#: The long variant (1M keys: 12+ min here) outlives the suite's 600 s per-test timeout.
+pytestmark = pytest.mark.timeout(max(600, int(3 * LOAD_TIMEOUT_S)))
 
 
 def groups_of(cluster: LocalCluster, node: NodeRef) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,8 @@ PER_COMMAND = 16  # one MSET of 1 MiB
 #: Generous bounds for a loaded machine; they only stop a hung test.
 LOAD_TIMEOUT_S = 60.0 + SIZE_MB * 1.0
 CATCH_UP_TIMEOUT_S = 60.0 + SIZE_MB * 0.5
+#: The 1 GB variant outlives the suite's 600 s per-test timeout.
+pytestmark = pytest.mark.timeout(max(600, int(2 * (LOAD_TIMEOUT_S + 2 * CATCH_UP_TIMEOUT_S))))
 
 
 def value_of(number: int) -> bytes:
