@@ -108,9 +108,19 @@ class World:
                 full: bool) -> None:
         store = source.store
         if full:
-            reply = store.pull(-1, 0, everything)
-            assert reply.full
+            # Page by page (`length + 1` keys a page), as the link pulls a full state; the
+            # position becomes the first page's head with the last page.
+            first = store.pull(-1, length + 1, everything)
+            assert first.full
             target.seen |= source.seen
+            reply = first
+            while reply.more:
+                wire = PullReply.decode(reply.encode())
+                target.store.merge(source.name, 1, first.next_seq, True, wire.items,
+                                   everything, page=True)
+                reply = store.pull(-1, length + 1, everything, reply.cursor)
+            reply = PullReply(True, first.next_seq, reply.items, reply.latest_hlc,
+                              reply.head_seq)
         else:
             start = min(start, store.next_seq)
             reply = store.pull(start, length, everything)

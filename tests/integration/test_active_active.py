@@ -38,7 +38,10 @@ def regions(request: pytest.FixtureRequest) -> Iterator[dict[str, LocalCluster]]
     try:
         plans = plan_regions(root, random.Random(), regions=count, prefixes="aa:",
                              strong_home="dc1",
-                             overrides={"enable_fault_injection": True, "aa_poll_ms": 50},
+                             # Small pulls and a short outbox: the leader-kill test's
+                             # backlog overflows it, so full states come in pages.
+                             overrides={"enable_fault_injection": True, "aa_poll_ms": 50,
+                                        "aa_batch": 50, "aa_outbox_max": 200},
                              base_ports=(20000, 40000 - 300))
         for name, plan in plans.items():
             started[name] = LocalCluster(plan=plan, root=root / name, name=name)

@@ -116,9 +116,17 @@ class NodeConfig:
     cluster_secret: str = ""
     #: Length of one Raft tick.
     tick_ms: int = 10
-    #: Heartbeat interval and minimum election timeout, in ticks (50 ms and 500 ms by default).
+    #: Heartbeat interval and minimum election timeout, in ticks (50 ms and 500 ms by default;
+    #: the timeout is drawn from [500, 1000) ms, Raft §5.2). A silent (SIGSTOPped, partitioned)
+    #: leader is noticed only by this timeout. 25 (250 ms) halves that client gap but elected new
+    #: leaders under load on a starved 2-core machine; docs/failure-detection.md has the figures
+    #: (benchmarks/detection_lab.py measures both).
     heartbeat_ticks: int = 5
     election_ticks: int = 50
+    #: A follower whose leader's heartbeats came irregularly of late (a busy leader) waits up
+    #: to one more election timeout before it campaigns (docs/failure-detection.md). Off: not
+    #: shown to pay yet.
+    adaptive_election_timeout: bool = False
     pre_vote: bool = True
     check_quorum: bool = True
     #: Serve linearizable reads from a leader lease (no quorum round per read batch).
@@ -227,6 +235,9 @@ class NodeConfig:
     #: How often each shard leader pulls every other region, and the most deltas per pull.
     aa_poll_ms: int = 100
     aa_batch: int = 1_000
+    #: Local deltas each shard keeps for the other regions (past it, a region that has not
+    #: pulled them takes the shard's full state, page by page).
+    aa_outbox_max: int = 100_000
 
     def __post_init__(self) -> None:
         if not self.peers:
@@ -271,8 +282,8 @@ class NodeConfig:
             raise ConfigError(f"redirect: {self.redirect!r} is not proxy or moved")
         if self.join:
             parse_address(self.join, "join")
-        if self.aa_poll_ms <= 0 or self.aa_batch <= 0:
-            raise ConfigError("aa_poll_ms, aa_batch: must be > 0")
+        if self.aa_poll_ms <= 0 or self.aa_batch <= 0 or self.aa_outbox_max <= 0:
+            raise ConfigError("aa_poll_ms, aa_batch, aa_outbox_max: must be > 0")
         for region, addresses in self.aa_peer_map().items():
             if region == self.aa_region or not region:
                 raise ConfigError(f"aa_peers: bad region name {region!r} (not this region's)")
