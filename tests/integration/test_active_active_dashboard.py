@@ -1,6 +1,7 @@
-"""The dashboard shows each region link (issue 18 item 6) in a real headless Chromium: two
-linked regions of real node processes; a dc2 node's page lists its link to dc1 as up, then
-down with the cut's error while the link is cut, then up again after the heal."""
+"""The dashboard and `phalanx status` show each region link (issue 18 item 6): two linked
+regions of real node processes; in a real headless Chromium a dc2 node's page lists its link
+to dc1 as up, then down with the cut's error while the link is cut (`phalanx status` says so
+too), then up again after the heal."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
 from integration_harness import LocalCluster, wait_until
 from test_dashboard import _browser, _js
 
+from phalanx.cli import main
 from phalanx.ops.regions import plan_regions
 
 
@@ -45,6 +48,9 @@ def test_dashboard_shows_the_region_link_cut_and_healed() -> None:
             dc2.set_faults(node, {"drop_to": ["dc1"]})
         wait_until(lambda: _link(driver)[0] == "down", 30, "the page to show the link down")
         assert "drop_to" in _link(driver)[1]
+        shown = CliRunner().invoke(main, ["status", "--data-dir", str(root / "dc2")])
+        assert shown.exit_code == 0, shown.output
+        assert "region links" in shown.output and "drop_to" in shown.output, shown.output
         for node in dc2.nodes:
             dc2.clear_faults(node)
         wait_until(lambda: _link(driver)[0] == "up", 30, "the page to show the link up again")
