@@ -51,10 +51,10 @@ import resp_bench as rb  # noqa: E402  (same directory; shares the process and p
 from bench_queue import QueueSettings  # noqa: E402  (the queue section's settings, issue 17)
 
 SECTIONS = ("writes", "reads", "commands", "pipelines", "failover", "sigstop", "etcd",
-            "pysyncobj", "latency", "scale", "recovery", "memory", "soak", "queue")
+            "pysyncobj", "latency", "scale", "recovery", "memory", "soak", "queue", "partition")
 #: Sections that start their own clusters (benchmarks/bench_sections.py, bench_queue.py), run
 #: before the rest.
-ISOLATED = ("scale", "recovery", "memory", "soak", "queue")
+ISOLATED = ("scale", "recovery", "memory", "soak", "queue", "partition")
 
 #: Peers this suite knows about: name -> (how to detect it, how to install it, measured here?).
 PEERS: dict[str, dict[str, Any]] = {
@@ -1073,6 +1073,10 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
             import bench_queue
 
             more_out["queue"] = bench_queue.queue_section(processes, settings)
+        if "partition" in sections:
+            import bench_partition
+
+            more_out["partition"] = bench_partition.partition_section(settings)
         cluster = None
         if {"writes", "reads", "commands", "pipelines", "failover", "sigstop",
                 "latency"} & sections:
@@ -1273,7 +1277,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         "data": more_out.get("data"), "recovery_measured": "recovery" in sections,
         "memory_measured": "memory" in sections, "soak": more_out.get("soak"),
         "commands": more_out.get("commands"), "queue": more_out.get("queue"),
-        "pipelines": more_out.get("pipelines"),
+        "pipelines": more_out.get("pipelines"), "partition": more_out.get("partition"),
     }
     document["failover_ratio"] = _failover_ratio(document["failover"])
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -1465,6 +1469,9 @@ def markdown(doc: dict[str, Any]) -> str:
     import bench_queue
 
     lines += bench_queue.markdown(doc)
+    import bench_partition
+
+    lines += bench_partition.markdown(doc.get("partition"))
     lines += ["", "## Peers not measured", ""]
     if doc["skipped"]:
         lines += [f"- {peer}: {note}" for peer, note in doc["skipped"].items()]

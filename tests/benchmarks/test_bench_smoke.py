@@ -131,6 +131,8 @@ def test_sections_with_their_own_clusters(tmp_path: Path) -> None:
     assert data["error"] == "", data["error"]
     [size] = data["sizes"]
     assert size["keys"] == 1000 and size["set"]["ok"], size
+    # the bulk load's row: leader changes and retries during the load are counted
+    assert size["load_leader_changes"] >= 0 and size["load_retries"] >= 0, size
     assert set(size["rss"]) == {"n1", "n2", "n3"} and min(size["rss"].values()) > 0
     assert size["redis"]["used_memory"] > 0 and size["rss_vs_redis_used"] > 0
     restart = size["restart"]
@@ -146,6 +148,7 @@ def test_sections_with_their_own_clusters(tmp_path: Path) -> None:
     report = (tmp_path / "RESULTS.md").read_text()
     for needle in ("## Scale: SET throughput", "| 3 | 1 |",
                    "## Recovery and throughput as the data grows", "| 1,000 |",
+                   "load: leader changes / retries",
                    "## Memory per key", "## Steady workload (soak)", "| n1 |"):
         assert needle in report, needle
 
@@ -219,7 +222,7 @@ def test_the_cli_default_runs_every_section_and_only_selects_exactly() -> None:
     command = main.commands["bench"]  # type: ignore[attr-defined]
     default = next(p.default for p in command.params if p.name == "only")
     assert default == ("writes,reads,commands,pipelines,failover,sigstop,etcd,pysyncobj,latency,"
-                       "scale,recovery,memory,soak,queue")
+                       "scale,recovery,memory,soak,queue,partition")
     assert set(default.split(",")) == set(phalanx_bench.SECTIONS)
     assert phalanx_bench.Settings(only=("writes", "etcd")).sections() == {"writes", "etcd"}
     assert phalanx_bench.Settings(only=("writes", "reads", "failover")).sections() == {

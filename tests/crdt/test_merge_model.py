@@ -85,6 +85,12 @@ class World:
             store.execute(b"SREM", [key, member], self.now)
         elif kind == "hset":
             assert store.execute(b"HSET", [key, member, value], self.now) in (0, 1)
+        elif kind == "expire":  # the "expiring" family: convergence only (see the test)
+            store.execute(b"PEXPIRE", [key, str(amount * 3).encode()], self.now)
+        elif kind == "persist":
+            store.execute(b"PERSIST", [key], self.now)
+        elif kind == "sadd_e":
+            store.execute(b"SADD", [key, member], self.now)
         elif kind == "hdel":
             event.observed = frozenset(e.id for e in self.events if e.key == key
                                        and e.member == member and e.kind == "hset"
@@ -102,9 +108,19 @@ class World:
                 full: bool) -> None:
         store = source.store
         if full:
-            reply = store.pull(-1, 0, everything)
-            assert reply.full
+            # Page by page (`length + 1` keys a page), as the link pulls a full state; the
+            # position becomes the first page's head with the last page.
+            first = store.pull(-1, length + 1, everything)
+            assert first.full
             target.seen |= source.seen
+            reply = first
+            while reply.more:
+                wire = PullReply.decode(reply.encode())
+                target.store.merge(source.name, 1, first.next_seq, True, wire.items,
+                                   everything, page=True)
+                reply = store.pull(-1, length + 1, everything, reply.cursor)
+            reply = PullReply(True, first.next_seq, reply.items, reply.latest_hlc,
+                              reply.head_seq)
         else:
             start = min(start, store.next_seq)
             reply = store.pull(start, length, everything)
@@ -170,8 +186,9 @@ def check_model(world: World) -> None:
 
 
 _KINDS = {"counter": ["incr"], "register": ["set", "del"], "set": ["sadd", "srem", "del"],
-          "hash": ["hset", "hdel", "del"]}
-_KEYS = {"counter": COUNTERS, "register": REGISTERS, "set": SETS, "hash": HASHES}
+          "hash": ["hset", "hdel", "del"], "expiring": ["sadd_e", "expire", "persist"]}
+_KEYS = {"counter": COUNTERS, "register": REGISTERS, "set": SETS, "hash": HASHES,
+         "expiring": [b"e1"]}
 
 
 @settings(max_examples=200, deadline=None)
@@ -193,6 +210,10 @@ def test_convergence_to_the_model_under_any_delivery(count: int, data: st.DataOb
                           data.draw(st.integers(0, 10)), data.draw(st.booleans()))
     world.settle()
     check_model(world)
+    # Keys with expiry converge too, and read alike at any one time.
+    for at in (world.now, world.now + 20):
+        assert len({str(r.store.read(b"SMEMBERS", [b"e1"], at)) for r in world.regions}) == 1
+        assert len({str(r.store.read(b"PTTL", [b"e1"], at)) for r in world.regions}) == 1
     # Delivering everything again (duplicates) changes nothing.
     before = [r.store.snapshot() for r in world.regions]
     world.settle()
@@ -259,3 +280,43 @@ def test_refusals_are_clear() -> None:
     assert "WRONGTYPE" in str(store.execute(b"SADD", [b"k", b"m"], 2))
     assert "wrong number of arguments" in str(store.execute(b"GET", [b"k", b"x"], 2))
     assert "no region name" in str(ActiveActiveStore("").execute(b"SET", [b"k", b"v"], 1))
+
+
+def test_expiry_semantics() -> None:
+    world = World(2)
+    eu, us = world.regions
+    store = eu.store
+    store.execute(b"SADD", [b"s", b"a"], 1_000)
+    assert store.execute(b"PEXPIRE", [b"s", b"100"], 1_000) == 1
+    assert store.read(b"PTTL", [b"s"], 1_040) == 60
+    assert store.read(b"TTL", [b"s"], 1_040) == 0
+    assert store.read(b"SMEMBERS", [b"s"], 1_099) == [b"a"]
+    assert store.read(b"SMEMBERS", [b"s"], 1_100) == []
+    assert store.read(b"TTL", [b"s"], 1_100) == -2
+    # A write after the expiry starts from nothing, without a TTL.
+    assert store.execute(b"SADD", [b"s", b"b"], 2_000) == 1
+    assert store.read(b"SMEMBERS", [b"s"], 2_000) == [b"b"]
+    assert store.read(b"TTL", [b"s"], 2_000) == -1
+    # SET clears a TTL; EXPIRE on a missing key does nothing; a past time deletes.
+    store.execute(b"SET", [b"r", b"v"], 3_000)
+    store.execute(b"EXPIRE", [b"r", b"10"], 3_000)
+    store.execute(b"SET", [b"r", b"w"], 3_001)
+    assert store.read(b"TTL", [b"r"], 3_002) == -1
+    assert store.execute(b"EXPIRE", [b"missing", b"10"], 3_002) == 0
+    assert store.execute(b"EXPIRE", [b"r", b"-1"], 3_003) == 1
+    assert store.read(b"EXISTS", [b"r"], 3_003) == 0
+    assert "NX/XX/GT/LT" in str(store.execute(b"EXPIRE", [b"s", b"5", b"NX"], 3_004))
+    # Across regions: EXPIRE and a later PERSIST (greater clock) -> no expiry anywhere.
+    us.store.execute(b"INCR", [b"c"], 4_000)
+    us_pos = us.store.pull(0, 100, everything)
+    eu.store.merge("us", 1, us_pos.next_seq, us_pos.full, us_pos.items, everything)
+    eu.store.execute(b"EXPIRE", [b"c", b"5"], 4_001)
+    us.store.execute(b"PERSIST", [b"c"], 4_002)   # did not see the EXPIRE: nothing to undo
+    eu_pull = eu.store.pull(0, 1000, everything)
+    us.store.merge("eu", 1, eu_pull.next_seq, eu_pull.full, eu_pull.items, everything)
+    assert us.store.read(b"TTL", [b"c"], 4_003) == 5
+    us.store.execute(b"PERSIST", [b"c"], 4_004)   # now it saw it: a later write wins
+    us_pull = us.store.pull(0, 1000, everything)
+    eu.store.merge("us", 1, us_pull.next_seq, us_pull.full, us_pull.items, everything)
+    assert eu.store.read(b"TTL", [b"c"], 9_000) == -1 == us.store.read(b"TTL", [b"c"], 9_000)
+    assert eu.store.read(b"GET", [b"c"], 9_000) == b"1"

@@ -42,7 +42,7 @@ def test_merge_entry_joins_and_records_the_position_once() -> None:
     eu, eu_log = _region("eu")
     us, us_log = _region("us")
     eu_log.apply(b"PHALANX.AA", b"SADD", b"aa:s", b"x", b"y")
-    reply = PullReply.decode(eu.read(AA_PULL_COMMAND, (b"1", b"0", b"100", b""), 0))
+    reply = PullReply.decode(eu.read(AA_PULL_COMMAND, (b"1", b"0", b"100", b"", b""), 0))
     payload = reply.encode()[2]
     assert isinstance(payload, bytes)
     merge = (AA_MERGE_COMMAND, b"eu", b"1", str(reply.next_seq).encode(), b"0", payload)
@@ -83,4 +83,38 @@ def test_split_moves_active_active_keys_with_their_slots() -> None:
         assert owner.read(b"PHALANX.AAR", (b"GET", key), 0) == b"1"
         assert "TRYAGAIN" in str(other.read(b"PHALANX.AAR", (b"GET", key), 0))
     # The child's outbox starts past 0: a region that never pulled it takes the full state.
-    assert PullReply.decode(child.read(AA_PULL_COMMAND, (b"2", b"0", b"10", b""), 0)).full
+    assert PullReply.decode(child.read(AA_PULL_COMMAND, (b"2", b"0", b"10", b"", b""), 0)).full
+
+
+def test_a_full_state_comes_in_pages_and_the_position_is_the_first_pages_head() -> None:
+    eu, eu_log = _region("eu")
+    us, us_log = _region("us")
+    eu.aa.outbox_max = 5   # a short outbox: a region that pulls late gets the full state
+    for number in range(23):
+        eu_log.apply(b"PHALANX.AA", b"SADD", b"aa:%d" % number, b"m")
+    first = PullReply.decode(eu.read(AA_PULL_COMMAND, (b"1", b"0", b"10", b"", b""), 0))
+    assert first.full and first.more and len(first.items) == 10 and first.next_seq == 23
+    eu_log.apply(b"PHALANX.AA", b"SADD", b"aa:0", b"late")   # changed after its page
+    reply, pages = first, 1
+    while True:
+        payload = reply.encode()[2]
+        assert isinstance(payload, bytes)
+        mode = b"2" if reply.more else b"1"
+        us_log.apply(AA_MERGE_COMMAND, b"eu", b"1", str(first.next_seq).encode(), mode, payload)
+        if not reply.more:
+            break
+        reply = PullReply.decode(eu.read(AA_PULL_COMMAND, (b"1", b"0", b"10", b"",
+                                                           reply.cursor), 0))
+        pages += 1
+    assert pages == 3 and us.aa.positions == {("eu", 1): 23}
+    # The change made during the pages comes as a delta from the first page's head.
+    rest = PullReply.decode(eu.read(AA_PULL_COMMAND, (b"1", b"23", b"10", b"", b""), 0))
+    assert not rest.full and [key for key, _ in rest.items] == [b"aa:0"]
+    payload = rest.encode()[2]
+    assert isinstance(payload, bytes)
+    us_log.apply(AA_MERGE_COMMAND, b"eu", b"1", str(rest.next_seq).encode(), b"0", payload)
+    for number in range(23):
+        key = b"aa:%d" % number
+        assert us.read(b"PHALANX.AAR", (b"SMEMBERS", key), 0) == \
+            eu.read(b"PHALANX.AAR", (b"SMEMBERS", key), 0)
+    assert us.read(b"PHALANX.AAR", (b"SMEMBERS", b"aa:0"), 0) == [b"late", b"m"]

@@ -38,7 +38,10 @@ def regions(request: pytest.FixtureRequest) -> Iterator[dict[str, LocalCluster]]
     try:
         plans = plan_regions(root, random.Random(), regions=count, prefixes="aa:",
                              strong_home="dc1",
-                             overrides={"enable_fault_injection": True, "aa_poll_ms": 50},
+                             # Small pulls and a short outbox: the leader-kill test's
+                             # backlog overflows it, so full states come in pages.
+                             overrides={"enable_fault_injection": True, "aa_poll_ms": 50,
+                                        "aa_batch": 50, "aa_outbox_max": 200},
                              base_ports=(20000, 40000 - 300))
         for name, plan in plans.items():
             started[name] = LocalCluster(plan=plan, root=root / name, name=name)
@@ -97,6 +100,9 @@ def test_two_regions_write_through_a_cut_and_converge(
     wait_until(lambda: two.get("aa:register") == "first", CONVERGE_S, "dc2 sees dc1's SET")
     # A SET made after seeing another wins everywhere (its clock is greater).
     two.set("aa:register", "second")
+    # A rate limiter's window: INCR + EXPIRE in dc1, the TTL is seen in dc2.
+    assert one.incr("aa:limit") == 1 and one.expire("aa:limit", 3600) is True
+    wait_until(lambda: 0 < two.ttl("aa:limit") <= 3600, CONVERGE_S, "dc2 to see the TTL")
     # Strong keys live in dc1 (the home region): dc2 forwards them there.
     assert two.set("strong:key", "written from dc2") is True
     assert one.get("strong:key") == "written from dc2"

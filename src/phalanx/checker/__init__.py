@@ -1,6 +1,7 @@
 """phalanx.checker: a linearizability checker for per-key register histories, and a lost-write
 counter for set workloads,
-and the accounting of the chaos lab's queue, bank and stream workloads. Used by the deterministic simulator and by the chaos lab.
+and the accounting of the chaos lab's queue, bank and stream workloads, and the model of the
+active-active merge rules (`aa_check`). Used by the deterministic simulator and by the chaos lab.
 
 Rules of this package:
 - Pure: standard library only; never imports asyncio, socket, time, threading, sqlite3, or

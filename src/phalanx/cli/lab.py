@@ -177,7 +177,7 @@ def workload_names() -> list[str]:
                    "healing happens within the run].")
 @click.option("--election-ticks", "election_ticks", type=int, default=None,
               help="Minimum election timeout of the nodes the lab starts, in 10 ms ticks "
-                   "[default: the node's, 25].")
+                   "[default: the node's, 50].")
 @click.option("--heartbeat-ticks", "heartbeat_ticks", type=int, default=None,
               help="Heartbeat interval of the nodes the lab starts, in 10 ms ticks "
                    "[default: the node's, 5].")

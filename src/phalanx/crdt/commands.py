@@ -13,8 +13,9 @@ local state. Replies are Redis's (redis.io/commands/<name>), the merge rule is t
 | SADD, SREM, SMEMBERS, SISMEMBER, SCARD | set | add wins over a concurrent remove (observed remove) |
 | HSET, HDEL, HGET, HGETALL, HLEN, HEXISTS | hash | fields add-wins; a field's value last writer wins |
 | DEL, EXISTS, TYPE | any | DEL removes what it observed of every type |
+| EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, TTL, PTTL | any | the expiry time is a last-writer-wins register; a key is absent from its expiry time on (every region agrees: absolute time); a write to an expired key first deletes what it observed |
 
-Everything else (lists, sorted sets, streams, EXPIRE and TTLs, SET's options, multi-key
+Everything else (lists, sorted sets, streams, SET's options, EXPIRE's NX/XX/GT/LT, multi-key
 commands) is refused on an active-active key with a clear error: no sound merge rule here yet.
 A SET over a counter, set or hash replaces it, as in Redis (it removes what it observed); an
 INCR on a string written by SET is refused (two regions converting one string concurrently
@@ -28,8 +29,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from phalanx.crdt.types import Counter, DotMap, KeyState, Register, Stamp, Typed
-from phalanx.kv.replies import NOT_INTEGER, OVERFLOW, WRONGTYPE, Error, Reply, arity_error
+from phalanx.crdt.types import EXPIRE, Counter, DotMap, KeyState, Register, Stamp, Typed
+from phalanx.kv.replies import (
+    NOT_INTEGER,
+    OVERFLOW,
+    WRONGTYPE,
+    Error,
+    Reply,
+    arity_error,
+    invalid_expire,
+)
 
 
 class ActiveActiveStore(Protocol):
@@ -37,6 +46,8 @@ class ActiveActiveStore(Protocol):
 
     region: str
     keys: dict[bytes, KeyState]
+    #: The time of the command (the entry's replicated clock, or the read's time).
+    now: int
 
     def stamp(self) -> Stamp: ...
 
@@ -52,7 +63,7 @@ _COUNTER_FROM_STRING = Error(
 
 def _visible(store: ActiveActiveStore, key: bytes) -> tuple[str, object] | None:
     state = store.keys.get(key)
-    return None if state is None else state.visible()
+    return None if state is None else state.visible(store.now)
 
 
 def _typed(store: ActiveActiveStore, key: bytes, name: str) -> KeyState:
@@ -150,7 +161,7 @@ def _delete_observed(store: ActiveActiveStore, key: bytes, stamp: tuple[int, str
     state = store.keys.get(key)
     if state is None:
         return False
-    existed = state.visible() is not None
+    existed = state.visible(store.now) is not None
     for name, typed in sorted(state.typed.items()):
         if name == keep or not typed.exists:
             continue
@@ -316,6 +327,86 @@ def _hexists(store: ActiveActiveStore, key: bytes, args: list[bytes]) -> Reply:
     return int(target is not None and args[0] in target.entries)
 
 
+# -- expiry ---------------------------------------------------------------------------------
+def purge_expired(store: ActiveActiveStore, key: bytes) -> None:
+    """Before a write: a key expired at `store.now` is deleted (what this replica observed of
+    it) so the write starts from nothing, as in Redis (a write never revives old content)."""
+    state = store.keys.get(key)
+    if state is not None and state.expired(store.now):
+        _delete_observed(store, key, store.stamp())
+
+
+def _set_expiry(store: ActiveActiveStore, key: bytes, name: str, raw: bytes, unit_ms: int,
+                absolute: bool, extra: list[bytes]) -> Reply:
+    if extra:
+        return Error(f"ERR phalanx active-active: {name.upper()} takes no NX/XX/GT/LT option "
+                     f"on an active-active key")
+    amount = _integer(raw)
+    if amount is None:
+        return NOT_INTEGER
+    if abs(amount) > (2 ** 62) // unit_ms:
+        return invalid_expire(name)
+    at = amount * unit_ms if absolute else store.now + amount * unit_ms
+    if _visible(store, key) is None:
+        return 0
+    stamp = store.stamp()
+    if at <= store.now:  # Redis: a time in the past deletes the key
+        _delete_observed(store, key, stamp)
+        return 1
+    state = _typed(store, key, EXPIRE)
+    register = state.typed.setdefault(EXPIRE, Register())
+    assert isinstance(register, Register)
+    delta = Register(stamp, str(at).encode())
+    register.join(delta)
+    store.emit(key, EXPIRE, delta)
+    return 1
+
+
+def _expire(store: ActiveActiveStore, key: bytes, args: list[bytes]) -> Reply:
+    return _set_expiry(store, key, "expire", args[0], 1000, False, args[1:])
+
+
+def _pexpire(store: ActiveActiveStore, key: bytes, args: list[bytes]) -> Reply:
+    return _set_expiry(store, key, "pexpire", args[0], 1, False, args[1:])
+
+
+def _expireat(store: ActiveActiveStore, key: bytes, args: list[bytes]) -> Reply:
+    return _set_expiry(store, key, "expireat", args[0], 1000, True, args[1:])
+
+
+def _pexpireat(store: ActiveActiveStore, key: bytes, args: list[bytes]) -> Reply:
+    return _set_expiry(store, key, "pexpireat", args[0], 1, True, args[1:])
+
+
+def _persist(store: ActiveActiveStore, key: bytes, args: list[bytes]) -> Reply:
+    state = store.keys.get(key)
+    if state is None or state.visible(store.now) is None or state.expire_at() is None:
+        return 0
+    register = state.typed[EXPIRE]
+    assert isinstance(register, Register)
+    delta = Register(store.stamp(), None)
+    register.join(delta)
+    store.emit(key, EXPIRE, delta)
+    return 1
+
+
+def _remaining_ms(store: ActiveActiveStore, key: bytes) -> int:
+    state = store.keys.get(key)
+    if state is None or state.visible(store.now) is None:
+        return -2
+    at = state.expire_at()
+    return -1 if at is None else at - store.now
+
+
+def _ttl(store: ActiveActiveStore, key: bytes, args: list[bytes]) -> Reply:
+    remaining = _remaining_ms(store, key)
+    return remaining if remaining < 0 else (remaining + 500) // 1000
+
+
+def _pttl(store: ActiveActiveStore, key: bytes, args: list[bytes]) -> Reply:
+    return _remaining_ms(store, key)
+
+
 #: name -> (handler, Redis arity counting the name and the key: negative = at least).
 WRITES: dict[bytes, tuple[Handler, int]] = {
     b"SET": (_set, -3), b"DEL": (_del, -2),
@@ -323,12 +414,14 @@ WRITES: dict[bytes, tuple[Handler, int]] = {
     b"DECRBY": (_decrby, 3),
     b"SADD": (_sadd, -3), b"SREM": (_srem, -3),
     b"HSET": (_hset, -4), b"HDEL": (_hdel, -3),
+    b"EXPIRE": (_expire, -3), b"PEXPIRE": (_pexpire, -3), b"EXPIREAT": (_expireat, -3),
+    b"PEXPIREAT": (_pexpireat, -3), b"PERSIST": (_persist, 2),
 }
 READS: dict[bytes, tuple[Handler, int]] = {
     b"GET": (_get, 2), b"EXISTS": (_exists, -2), b"TYPE": (_type, 2),
     b"SMEMBERS": (_smembers, 2), b"SISMEMBER": (_sismember, 3), b"SCARD": (_scard, 2),
     b"HGET": (_hget, 3), b"HGETALL": (_hgetall, 2), b"HLEN": (_hlen, 2),
-    b"HEXISTS": (_hexists, 3),
+    b"HEXISTS": (_hexists, 3), b"TTL": (_ttl, 2), b"PTTL": (_pttl, 2),
 }
 
 

@@ -20,6 +20,7 @@ snapshots are sorted msgpack.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from itertools import islice
 
 import msgpack  # type: ignore[import-untyped]
 
-from phalanx.crdt.commands import READS, WRITES, check_arity
+from phalanx.crdt.commands import READS, WRITES, check_arity, purge_expired
 from phalanx.crdt.hlc import hlc_tick
 from phalanx.crdt.types import KeyState, Plain, Stamp, Typed
 from phalanx.errors import Corrupt
@@ -51,22 +52,26 @@ class PullReply:
     latest_hlc: int
     #: The sequence the sender's next delta will get (the puller's lag is head - position).
     head_seq: int
+    #: A full state comes in pages: more keys after `cursor` (the last key of this page).
+    more: bool = False
+    cursor: bytes = b""
 
     def encode(self) -> list[object]:
         payload = msgpack.packb([[key, plain] for key, plain in self.items], use_bin_type=True)
         return [b"full" if self.full else b"delta", self.next_seq, payload, self.latest_hlc,
-                self.head_seq]
+                self.head_seq, int(self.more), self.cursor]
 
     @staticmethod
     def decode(reply: object) -> PullReply:
-        if not isinstance(reply, list) or len(reply) != 5 or reply[0] not in (b"full",
+        if not isinstance(reply, list) or len(reply) != 7 or reply[0] not in (b"full",
                                                                                b"delta"):
             raise Corrupt(f"active-active pull: bad reply {reply!r:.200}")
-        next_seq, payload, latest, head = reply[1], reply[2], reply[3], reply[4]
-        if not all(isinstance(n, int) for n in (next_seq, latest, head)) or not isinstance(
-                payload, bytes):
+        next_seq, payload, latest, head, more, cursor = reply[1:]
+        if not all(isinstance(n, int) for n in (next_seq, latest, head, more)) or not \
+                isinstance(payload, bytes) or not isinstance(cursor, bytes):
             raise Corrupt("active-active pull: bad reply fields")
-        return PullReply(reply[0] == b"full", next_seq, decode_items(payload), latest, head)
+        return PullReply(reply[0] == b"full", next_seq, decode_items(payload), latest, head,
+                         bool(more), cursor)
 
 
 def decode_items(payload: bytes) -> list[tuple[bytes, Plain]]:
@@ -86,11 +91,13 @@ class ActiveActiveStore:
     """A shard's active-active keys (see the module docstring)."""
 
     __slots__ = (
+        "_key_order",
         "_stamp",
         "first_seq",
         "hlc",
         "keys",
         "merged",
+        "now",
         "outbox",
         "outbox_max",
         "positions",
@@ -112,6 +119,9 @@ class ActiveActiveStore:
         #: Keys joined from other regions (a counter for metrics; not replicated meaning).
         self.merged = 0
         self._stamp: Stamp | None = None
+        #: The time of the command being run (commands.py reads it).
+        self.now = 0
+        self._key_order: list[bytes] | None = None
 
     @property
     def next_seq(self) -> int:
@@ -137,6 +147,7 @@ class ActiveActiveStore:
         refused = check_arity(upper, len(args))
         if refused is not None:
             return refused
+        self.now = now_ms
         write = WRITES.get(upper)
         if write is None:
             return READS[upper][0](self, args[0], args[1:])
@@ -145,12 +156,14 @@ class ActiveActiveStore:
         self._stamp = (hlc_tick(self.hlc, now_ms), self.region)
         self.hlc = self._stamp[0]
         try:
+            purge_expired(self, args[0])
             return write[0](self, args[0], args[1:])
         finally:
             self._stamp = None
 
-    def read(self, name: bytes, args: list[bytes]) -> Reply:
-        """Answer a read command on an active-active key from the merged local state."""
+    def read(self, name: bytes, args: list[bytes], now_ms: int = 0) -> Reply:
+        """Answer a read command on an active-active key from the merged local state at
+        `now_ms` (keys expired then are absent)."""
         upper = name.upper()
         refused = check_arity(upper, len(args))
         if refused is not None:
@@ -159,12 +172,15 @@ class ActiveActiveStore:
         if entry is None:
             return Error(f"ERR '{upper.decode().lower()}' is a write command; it must go "
                          "through the log")
+        self.now = now_ms
         return entry[0](self, args[0], args[1:])
 
     def merge(self, region: str, shard: int, to_seq: int, full: bool,
-              items: list[tuple[bytes, Plain]], owns: Callable[[bytes], bool]) -> Reply:
+              items: list[tuple[bytes, Plain]], owns: Callable[[bytes], bool],
+              page: bool = False) -> Reply:
         """Join another region's deltas (or full state) for the keys this shard owns and record
-        the position pulled to. Returns how many keys were joined."""
+        the position pulled to (not for a `page` of a full state that has more pages: the
+        last page records the head the first page had). Returns how many keys were joined."""
         states = []
         for key, plain in items:
             if owns(key):
@@ -177,24 +193,47 @@ class ActiveActiveStore:
             self.hlc = max(self.hlc, state.max_stamp()[0])  # HLC receive rule
         self.merged += len(states)
         where = (region, shard)
-        if full:
+        if page:
+            pass
+        elif full:
             self.positions[where] = to_seq
         else:
             self.positions[where] = max(self.positions.get(where, 0), to_seq)
         return len(states)
 
-    def pull(self, from_seq: int, max_items: int, owns: Callable[[bytes], bool]) -> PullReply:
-        """Deltas from `from_seq` (at most `max_items`, only keys `owns` accepts), or the full
-        state when `from_seq` was dropped from the outbox (or is unknown here)."""
+    def pull(self, from_seq: int, max_items: int, owns: Callable[[bytes], bool],
+             cursor: bytes = b"") -> PullReply:
+        """Deltas from `from_seq` (at most `max_items`, only keys `owns` accepts), or a page of
+        the full state when `from_seq` was dropped from the outbox (or is unknown here), or
+        when `cursor` (the last key of the previous page) continues one: at most `max_items`
+        keys after it, in key order. A full state merged page by page, then the deltas from
+        the head the FIRST page reported, misses nothing: a key sent early and changed later
+        has that change in a delta at or past that head."""
         next_seq = self.next_seq
-        if not self.first_seq <= from_seq <= next_seq:
-            items = [(key, state.encode()) for key, state in sorted(self.keys.items())
-                     if owns(key)]
-            return PullReply(True, next_seq, items, self.hlc, next_seq)
+        if cursor or not self.first_seq <= from_seq <= next_seq:
+            keys = self._sorted_keys()
+            start = bisect_right(keys, cursor) if cursor else 0
+            index = start
+            items: list[tuple[bytes, Plain]] = []
+            while index < len(keys) and len(items) < max_items:
+                key = keys[index]
+                index += 1
+                if owns(key):
+                    items.append((key, self.keys[key].encode()))
+            last = keys[index - 1] if index > start else cursor
+            return PullReply(True, next_seq, items, self.hlc, next_seq, index < len(keys), last)
         chosen = list(islice(self.outbox, from_seq - self.first_seq,
                              from_seq - self.first_seq + max_items))
-        items = [(key, plain) for key, plain in chosen if owns(key)]
-        return PullReply(False, from_seq + len(chosen), items, self.hlc, next_seq)
+        delta_items = [(key, plain) for key, plain in chosen if owns(key)]
+        return PullReply(False, from_seq + len(chosen), delta_items, self.hlc, next_seq)
+
+    def _sorted_keys(self) -> list[bytes]:
+        """The keys in order, sorted again only when keys came or went (pages of a full state
+        in a row cost one sort)."""
+        cached = self._key_order
+        if cached is None or len(cached) != len(self.keys):
+            cached = self._key_order = sorted(self.keys)
+        return cached
 
     # -- snapshots -------------------------------------------------------------------------
     def snapshot(self) -> bytes:
@@ -212,6 +251,7 @@ class ActiveActiveStore:
         """Replace the state with a snapshot's (empty bytes: an empty store); raises Corrupt."""
         if not data:
             self.keys, self.outbox, self.positions = {}, deque(), {}
+            self._key_order = None
             self.hlc = self.first_seq = 0
             return
         try:
@@ -226,6 +266,7 @@ class ActiveActiveStore:
         except (ValueError, TypeError, msgpack.UnpackException) as error:
             raise Corrupt(f"active-active snapshot: {error}") from error
         self.keys, self.outbox, self.positions = restored, queue, where
+        self._key_order = None
         self.hlc, self.first_seq = int(hlc), int(first_seq)
 
     def extract(self, predicate: Callable[[bytes], bool]) -> bytes:
@@ -236,6 +277,7 @@ class ActiveActiveStore:
         child = ActiveActiveStore(self.region, self.outbox_max)
         for key in [key for key in self.keys if predicate(key)]:
             child.keys[key] = self.keys.pop(key)
+        self._key_order = None
         child.hlc = self.hlc
         child.first_seq = 1
         child.positions = dict(self.positions)

@@ -282,8 +282,11 @@ class DotMap:
 
 Typed: TypeAlias = Register | Counter | DotMap
 #: The type names (as TYPE answers) and their classes.
+#: The key's expiry: not a type but a last-writer-wins register of the expiry time (ms as
+#: decimal bytes; None = no expiry: PERSIST, SET, DEL).
+EXPIRE = "expire"
 TYPES: dict[str, type[Register] | type[Counter] | type[DotMap]] = {
-    "string": Register, "counter": Counter, "set": DotMap, "hash": DotMap,
+    "string": Register, "counter": Counter, "set": DotMap, "hash": DotMap, EXPIRE: Register,
 }
 
 
@@ -293,13 +296,27 @@ class KeyState:
 
     typed: dict[str, Typed] = field(default_factory=dict)
 
-    def visible(self) -> tuple[str, Typed] | None:
-        """(type name, state) of the existing state written last, or None (no such key)."""
+    def visible(self, now_ms: int | None = None) -> tuple[str, Typed] | None:
+        """(type name, state) of the existing state written last, or None (no such key, or
+        expired at `now_ms`)."""
+        if now_ms is not None and self.expired(now_ms):
+            return None
         best: tuple[Stamp, str] | None = None
         for name, state in self.typed.items():
-            if state.exists and (best is None or (state.stamp, name) > best):
+            if name != EXPIRE and state.exists and (best is None or (state.stamp, name) > best):
                 best = (state.stamp, name)
         return None if best is None else (best[1], self.typed[best[1]])
+
+    def expire_at(self) -> int | None:
+        """The key's expiry time in ms, or None."""
+        register = self.typed.get(EXPIRE)
+        if not isinstance(register, Register) or register.value is None:
+            return None
+        return int(register.value)
+
+    def expired(self, now_ms: int) -> bool:
+        at = self.expire_at()
+        return at is not None and now_ms >= at
 
     def max_stamp(self) -> Stamp:
         return max((state.stamp for state in self.typed.values()), default=ZERO_STAMP)
@@ -337,7 +354,7 @@ class KeyState:
 def decode_typed(name: str, plain: Plain) -> Typed:
     """The typed state `name` from its plain encoding; raises Corrupt."""
     try:
-        if name == "string":
+        if name in ("string", EXPIRE):
             return Register.decode(plain)
         if name == "counter":
             return Counter.decode(plain)

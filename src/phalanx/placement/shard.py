@@ -223,20 +223,23 @@ class ShardMachine:
         return self.aa.execute(args[0], list(args[1:]), now_ms)
 
     def _aa_merge(self, args: tuple[bytes, ...]) -> object:
-        if len(args) != 5 or not args[1].isdigit() or not args[2].isdigit():
-            return Error("ERR PHALANX.AA.MERGE takes region shard to_seq full items")
+        if len(args) != 5 or not args[1].isdigit() or not args[2].isdigit() or \
+                args[3] not in (b"0", b"1", b"2"):
+            return Error("ERR PHALANX.AA.MERGE takes region shard to_seq full(0|1|2) items")
         try:
             items = decode_items(args[4])
-            return self.aa.merge(args[0].decode(), int(args[1]), int(args[2]), args[3] == b"1",
-                                 items, self._owns_key)
+            # full: 0 = deltas, 1 = a full state's last page, 2 = one of its earlier pages.
+            return self.aa.merge(args[0].decode(), int(args[1]), int(args[2]),
+                                 args[3] == b"1", items, self._owns_key, page=args[3] == b"2")
         except (Corrupt, UnicodeDecodeError) as error:
             return Error(f"ERR PHALANX.AA.MERGE: {error}")
 
     def _aa_pull(self, args: tuple[bytes, ...]) -> object:
-        """`shard from max ranges`: this shard's outbox from `from` (keys of `ranges`,
-        "first-last,..." or empty for all), encoded as `crdt.PullReply.encode`."""
-        if len(args) not in (4, 5) or not all(arg.lstrip(b"-").isdigit() for arg in args[:3]):
-            return Error("ERR PHALANX.AA.PULL takes shard from max ranges [signature]")
+        """`shard from max ranges cursor`: this shard's outbox from `from` (keys of `ranges`,
+        "first-last,..." or empty for all; a full state's page after `cursor`), encoded as
+        `crdt.PullReply.encode`."""
+        if len(args) not in (5, 6) or not all(arg.lstrip(b"-").isdigit() for arg in args[:3]):
+            return Error("ERR PHALANX.AA.PULL takes shard from max ranges cursor [signature]")
         try:
             ranges = [tuple(int(n) for n in part.split(b"-", 1))
                       for part in args[3].split(b",") if part]
@@ -249,7 +252,7 @@ class ShardMachine:
             return bool(owner[slot]) and (not ranges or any(
                 r[0] <= slot <= r[-1] for r in ranges))
 
-        return self.aa.pull(int(args[1]), max(1, int(args[2])), wanted).encode()
+        return self.aa.pull(int(args[1]), max(1, int(args[2])), wanted, args[4]).encode()
 
     def _check(self, index: int, args: tuple[bytes, ...] = ()) -> bytes:
         """Record the digest of the data at `index` (and the check's voters); reply
@@ -320,7 +323,7 @@ class ShardMachine:
         if refused is not None:
             return refused
         if name == AA_READ:
-            return self.aa.read(args[0], list(args[1:]))
+            return self.aa.read(args[0], list(args[1:]), max(now_ms, self.kv.clock_ms))
         return self.kv.read(name, args, now_ms)
 
     def _split(self, index: int, args: tuple[bytes, ...]) -> object:

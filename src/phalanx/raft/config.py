@@ -50,6 +50,11 @@ class RaftConfig:
     lease_reads: bool = False
     #: How many ticks shorter than election_ticks the lease is, to absorb clock drift.
     lease_margin_ticks: int = 2
+    #: A follower whose leader's messages came irregularly of late waits up to one more
+    #: election_ticks before it campaigns (`Raft.election_timeout_now`; issue 15 lever 8).
+    #: Off by default (the simulator's schedules and mutation tests assume the plain §5.2
+    #: timer); a node sets it from `NodeConfig.adaptive_election_timeout`.
+    adaptive_election_timeout: bool = False
     #: The most bytes of entries one AppendEntries carries (at least one entry is always sent).
     max_message_bytes: int = 1 << 20
     #: The most AppendEntries in flight to one follower in REPLICATE state.

@@ -90,6 +90,10 @@ class Raft(Replication):
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = 0
+        #: Adaptive failure detection (issue 15 lever 8): how far apart, in ticks, this
+        #: follower's leader's messages came lately (a slowly decaying maximum); a leader whose
+        #: loop is busy sends irregularly, and a silence of a few such gaps is not yet a death.
+        self.leader_gap_ticks = 0
         self.lead_transferee: NodeId = NO_NODE
         self.pending_conf_index = 0
         #: The index of the entry whose configuration `conf` is: the snapshot's last included
@@ -180,6 +184,7 @@ class Raft(Replication):
         self.lead = NO_NODE
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.leader_gap_ticks = 0
         self._reset_randomized_election_timeout()
         self._abort_leader_transfer()
         self.votes = {}
@@ -333,15 +338,35 @@ class Raft(Replication):
         else:
             self._tick_election(missed)
 
+    def election_timeout_now(self) -> int:
+        """This follower's election timeout in ticks: the randomised one (§5.2), plus an
+        allowance when its leader's messages came irregularly of late (`leader_gap_ticks`):
+        nothing while they come every few heartbeats, up to one more minimum election timeout
+        when they came an election timeout apart or more. A longer wait is always safe (only
+        liveness); it keeps a busy leader from being deposed by the followers it serves."""
+        if not self.config.adaptive_election_timeout:
+            return self.randomized_election_timeout
+        election = self.config.election_ticks
+        allowance = min(election, max(0, 3 * self.leader_gap_ticks - election))
+        return self.randomized_election_timeout + allowance
+
+    def _heard_from_leader(self, leader: NodeId) -> None:
+        gap, recent = self.election_elapsed, self.leader_gap_ticks
+        # A new gap as long as the recent ones counts at once; shorter ones pull the estimate
+        # down by 1/16 of the difference per message (about a second of regular heartbeats).
+        self.leader_gap_ticks = gap if gap >= recent else recent - (recent - gap + 15) // 16
+        self.election_elapsed = 0
+        self.lead = leader
+
     def _tick_election(self, missed: bool = False) -> None:
         if missed:
             # Stop short of the timeout (see `tick`); never count backwards.
-            ceiling = self.randomized_election_timeout - 2 * self.config.heartbeat_ticks
+            ceiling = self.election_timeout_now() - 2 * self.config.heartbeat_ticks
             if self.election_elapsed < ceiling:
                 self.election_elapsed += 1
             return
         self.election_elapsed += 1
-        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+        if self.promotable() and self.election_elapsed >= self.election_timeout_now():
             self.election_elapsed = 0
             self.campaign()
 
@@ -497,16 +522,13 @@ class Raft(Replication):
 
     def _step_follower(self, message: Message) -> None:
         if isinstance(message, AppendEntries):
-            self.election_elapsed = 0
-            self.lead = message.source
+            self._heard_from_leader(message.source)
             self._handle_append_entries(message)
         elif isinstance(message, Heartbeat):
-            self.election_elapsed = 0
-            self.lead = message.source
+            self._heard_from_leader(message.source)
             self._handle_heartbeat(message)
         elif isinstance(message, InstallSnapshot):
-            self.election_elapsed = 0
-            self.lead = message.source
+            self._heard_from_leader(message.source)
             self._handle_snapshot(message)
         elif isinstance(message, TimeoutNow):
             # diss. §3.10: the leader picked us; start an election at once, skipping PreVote.
@@ -757,6 +779,7 @@ class Raft(Replication):
         ):
             return False
         self.lead = NO_NODE
+        self.leader_gap_ticks = 0  # the leader is gone: its rhythm no longer matters
         self.election_elapsed = max(
             self.election_elapsed,
             self.randomized_election_timeout - max(1, campaign_within_ticks),

@@ -88,6 +88,10 @@ class RegionLink:
         self.regions = {name: RegionState(name) for name in self.peers}
         self._links: dict[str, LeaderLink] = {}
         self._next_address: dict[str, int] = dict.fromkeys(self.peers, 0)
+        #: Full states being pulled page by page: (region, local shard, remote shard) ->
+        #: (the head seq of the first page, the last key received). Forgotten on a failure
+        #: or a lost leadership (the next leader starts over: pages are joins).
+        self._full_sync: dict[tuple[str, int, int], tuple[int, bytes]] = {}
 
     def export(self, metrics: NodeMetrics) -> None:
         """Refresh the region link gauges (a metrics render hook)."""
@@ -124,6 +128,8 @@ class RegionLink:
                     await self._sync(region, leaders, state)
                 except (OSError, TimeoutError, PhalanxError, Corrupt) as error:
                     self._drop(region)
+                    for paging in [p for p in self._full_sync if p[0] == region]:
+                        del self._full_sync[paging]
                     state.state = "down"
                     state.last_error = f"{type(error).__name__}: {error}"[:300]
                     logger.debug("region link to %s: %s", region, state.last_error)
@@ -171,12 +177,17 @@ class RegionLink:
         assert group.shard is not None
         ranges = b",".join(b"%d-%d" % r for r in group.shard.owned)
         pair = (local_id, remote_shard)
+        paging = (region, local_id, remote_shard)
         for _ in range(_MAX_PULLS_PER_ROUND):
             if not group.is_leader() or group.stopped:
+                self._full_sync.pop(paging, None)
                 return
             position = group.shard.aa.positions.get((region, remote_shard), 0)
+            # A full state in progress: (the head its first page reported, the last key).
+            sync = self._full_sync.get(paging)
             arguments = [str(remote_shard).encode(), str(position).encode(),
-                         str(self.config.aa_batch).encode(), ranges]
+                         str(self.config.aa_batch).encode(), ranges,
+                         sync[1] if sync is not None else b""]
             signature = [pull_signature(self.config.aa_secret, arguments)] \
                 if self.config.aa_secret else []
             raw = await self._call(region, [AA_PULL_COMMAND, *arguments, *signature])
@@ -189,16 +200,27 @@ class RegionLink:
                 return
             payload = reply.encode()[2]
             assert isinstance(payload, bytes)
+            to_seq, mode = reply.next_seq, b"0"
+            if reply.full:
+                # Pages: the position becomes the FIRST page's head, with the last page.
+                to_seq = sync[0] if sync is not None else reply.next_seq
+                mode = b"2" if reply.more else b"1"
+                if reply.more:
+                    self._full_sync[paging] = (to_seq, reply.cursor)
+                else:
+                    self._full_sync.pop(paging, None)
             proposal = group.propose_command(AA_MERGE_COMMAND, (
-                region.encode(), str(remote_shard).encode(), str(reply.next_seq).encode(),
-                b"1" if reply.full else b"0", payload))
+                region.encode(), str(remote_shard).encode(), str(to_seq).encode(), mode,
+                payload))
             merged = await asyncio.wait_for(proposal, self.config.request_timeout_ms / 1000)
             if isinstance(merged, int):
                 state.merged_keys += merged
             else:
                 raise PhalanxError(f"merge into shard {local_id} refused: {merged!r:.200}")
-            state.lag_entries[pair] = max(0, reply.head_seq - reply.next_seq)
-            if reply.next_seq >= reply.head_seq:
+            if reply.full and reply.more:
+                continue
+            state.lag_entries[pair] = max(0, reply.head_seq - to_seq)
+            if to_seq >= reply.head_seq:
                 state.caught_up_at[pair] = now
                 return
 

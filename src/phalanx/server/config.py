@@ -116,9 +116,17 @@ class NodeConfig:
     cluster_secret: str = ""
     #: Length of one Raft tick.
     tick_ms: int = 10
-    #: Heartbeat interval and minimum election timeout, in ticks (50 ms and 500 ms by default).
+    #: Heartbeat interval and minimum election timeout, in ticks (50 ms and 500 ms by default;
+    #: the timeout is drawn from [500, 1000) ms, Raft §5.2). A silent (SIGSTOPped, partitioned)
+    #: leader is noticed only by this timeout. 25 (250 ms) halves that client gap but elected new
+    #: leaders under load on a starved 2-core machine; docs/failure-detection.md has the figures
+    #: (benchmarks/detection_lab.py measures both).
     heartbeat_ticks: int = 5
     election_ticks: int = 50
+    #: A follower whose leader's heartbeats came irregularly of late (a busy leader) waits up
+    #: to one more election timeout before it campaigns (docs/failure-detection.md). Off: not
+    #: shown to pay yet.
+    adaptive_election_timeout: bool = False
     pre_vote: bool = True
     check_quorum: bool = True
     #: Serve linearizable reads from a leader lease (no quorum round per read batch).
@@ -127,9 +135,10 @@ class NodeConfig:
     fast_failover: bool = True
     #: The Raft log's on-disk format for groups created from now on: "node" (one segmented
     #: append-only log for all the node's groups in `data_dir/log/`, one write + one fdatasync
-    #: per turn for all of them; the default: measured 1.90x "wal" with 9 shards on 3
-    #: nodes), "wal" (one such log per group) or "sqlite". A group directory that already
-    #: holds a store keeps its format (docs/disk-faults.md, "One log per node").
+    #: per turn for all of them; the default: ~40 % fewer fdatasyncs per SET than "wal" with
+    #: 3 or 9 shards, benchmarks/README.md), "wal" (one such log per group) or "sqlite". A
+    #: group directory that already holds a store keeps its format (docs/disk-faults.md,
+    #: "One log per node").
     storage_engine: str = "node"
     #: Take a snapshot after this many applied entries, or this many bytes of applied
     #: entries, since the last one; keep this many entries after it. Past
@@ -226,6 +235,9 @@ class NodeConfig:
     #: How often each shard leader pulls every other region, and the most deltas per pull.
     aa_poll_ms: int = 100
     aa_batch: int = 1_000
+    #: Local deltas each shard keeps for the other regions (past it, a region that has not
+    #: pulled them takes the shard's full state, page by page).
+    aa_outbox_max: int = 100_000
 
     def __post_init__(self) -> None:
         if not self.peers:
@@ -270,8 +282,8 @@ class NodeConfig:
             raise ConfigError(f"redirect: {self.redirect!r} is not proxy or moved")
         if self.join:
             parse_address(self.join, "join")
-        if self.aa_poll_ms <= 0 or self.aa_batch <= 0:
-            raise ConfigError("aa_poll_ms, aa_batch: must be > 0")
+        if self.aa_poll_ms <= 0 or self.aa_batch <= 0 or self.aa_outbox_max <= 0:
+            raise ConfigError("aa_poll_ms, aa_batch, aa_outbox_max: must be > 0")
         for region, addresses in self.aa_peer_map().items():
             if region == self.aa_region or not region:
                 raise ConfigError(f"aa_peers: bad region name {region!r} (not this region's)")

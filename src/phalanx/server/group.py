@@ -22,13 +22,11 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,8 +60,10 @@ from phalanx.raft import (
     decode_conf_change,
 )
 from phalanx.server.config import NodeConfig
+from phalanx.server.group_snapshots import GroupSnapshots
 from phalanx.server.metrics import GroupMetrics
 from phalanx.server.running_loop import LoopCache, Wake
+from phalanx.server.snapshot_transfer import MetaOnlySnapshots
 from phalanx.storage import AsyncLogStore
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 _UNDECLARED_WRITERS = frozenset({b"EVAL", b"EVALSHA", b"FCALL"})
 
 
-class RaftGroup:
+class RaftGroup(GroupSnapshots):
     """A Raft replica of one shard, driven by asyncio."""
 
     def __init__(
@@ -133,6 +133,7 @@ class RaftGroup:
         self.kv: KVStateMachine | None = self.shard.kv if self.shard is not None else None
         if self.shard is not None:  # active-active keys: this cluster's region name
             self.shard.aa.region = config.aa_region
+            self.shard.aa.outbox_max = config.aa_outbox_max
         #: Called (awaited) when a split entry is applied: (group, split-off, configuration).
         self.on_split: Callable[[RaftGroup, SplitOff, ConfState], Awaitable[None]] | None = None
         #: The keys clients on this node wait on (blocking pops, `front/blocking.py`), with
@@ -150,11 +151,14 @@ class RaftGroup:
             pre_vote=config.pre_vote,
             check_quorum=config.check_quorum,
             lease_reads=config.lease_reads,
+            adaptive_election_timeout=config.adaptive_election_timeout,
             applied=snapshot.meta.index,
             log_name=f"{config.id} [{group_label(group_id)}]",
             random=random.Random(),
         )
-        self.raw = RawNode(raft_config, store.store)
+        # The core reads the snapshot's metadata only: followers pull the data in chunks
+        # (server/snapshot_transfer.py), so no snapshot is ever read whole on the loop.
+        self.raw = RawNode(raft_config, MetaOnlySnapshots(store.store))
         #: Wakes the Ready loop (an `asyncio.Event` without a getpid() per wait).
         self.wake = Wake(self.loops)
         self.wake.set()
@@ -201,6 +205,12 @@ class RaftGroup:
         #: The size of the last snapshot taken or installed (the policy's ratio).
         self._last_snapshot_bytes = len(snapshot.data)
         self.compacting = False
+        #: Told when the leader offers this replica its snapshot (metadata only): the node's
+        #: `SnapshotFetcher.offer` pulls it, then steps it in with its data.
+        self.on_snapshot_offer: Callable[[RaftGroup, InstallSnapshot], None] | None = None
+        #: Told (group id, message) when this replica offers its snapshot to a follower: the
+        #: node's `SnapshotSource.pin` keeps the file readable while it is fetched.
+        self.on_snapshot_sent: Callable[[int, InstallSnapshot], None] | None = None
         #: The Ready order with asynchronous, batched log writes (this object is its IO).
         self.pipeline = ReadyPipeline(self.raw, self)
 
@@ -208,6 +218,9 @@ class RaftGroup:
     def step(self, message: Message) -> None:
         """Hand a peer message to the core."""
         if self.stopped:
+            return
+        if isinstance(message, InstallSnapshot) and not message.snapshot.data \
+                and self._snapshot_offered(message):
             return
         try:
             self.raw.step(message)
@@ -223,6 +236,22 @@ class RaftGroup:
         finally:
             self._track_leader()
         self.wake.set()
+
+    def _snapshot_offered(self, message: InstallSnapshot) -> bool:
+        """The leader offers its snapshot without its data (see server/snapshot_transfer.py):
+        True when it is being fetched (the core sees it later, with its data); False when the
+        core can take it as it is (it only acknowledges a snapshot its log already covers)."""
+        meta = message.snapshot.meta
+        if message.term < self.raw.term or meta.index == 0:
+            return False  # stale or empty: the core ignores or refuses it as ever
+        if meta.index <= self.raw.committed or self.raw.term_at(meta.index) == meta.term:
+            return False
+        if self.on_snapshot_offer is None:
+            logger.warning("group %s: a snapshot offered without its data and no fetcher",
+                           self.group_id)
+            return True
+        self.on_snapshot_offer(self, message)
+        return True
 
     def tick(self, *, missed: bool = False) -> None:
         """Advance logical time by one tick (`missed`: delivered late after a stall of this
@@ -582,6 +611,8 @@ class RaftGroup:
         for message in messages:
             if isinstance(message, InstallSnapshot):
                 self.metrics.snapshot_sent()
+                if self.on_snapshot_sent is not None:
+                    self.on_snapshot_sent(group, message)
 
     def start_write(self, write: LogWrite) -> None:
         """Run one log write on the store's writer thread; the pipeline hears when it is
@@ -696,135 +727,6 @@ class RaftGroup:
         if not self.stopped:
             await self._snapshot_now()
 
-    async def _snapshot_now(self) -> None:
-        """Wait for the snapshot being written, then take one at the applied index unless
-        the last one is already there."""
-        running = self._snapshot_task
-        if running is not None:
-            await asyncio.shield(running)
-        if self.raw.applied > self.store.snapshot_meta().index and not self.pipeline.holding:
-            self._start_snapshot()
-            task = self._snapshot_task
-            if task is not None:
-                await asyncio.shield(task)
-
-    def snapshot_due(self) -> bool:
-        """The snapshot policy (see `NodeConfig.snapshot_every_entries`): enough entries or
-        bytes of log since the last snapshot, and, past a floor, log in proportion to its
-        size."""
-        config = self.config
-        entries = self.raw.applied - self.store.snapshot_meta().index
-        if entries <= 0:
-            return False
-        log_bytes = self._log_bytes - self._log_bytes_at_snapshot
-        last = self._last_snapshot_bytes
-        proportion = (last * config.snapshot_log_percent // 100
-                      if last >= config.snapshot_ratio_floor_bytes else 0)
-        if log_bytes >= max(config.snapshot_every_bytes, proportion):
-            return True
-        return entries >= config.snapshot_every_entries and log_bytes >= proportion
-
-    def _maybe_start_snapshot(self) -> None:
-        if self._snapshot_task is None and not self.stopped and self.snapshot_due():
-            self._start_snapshot()
-
-    def _start_snapshot(self) -> None:
-        """Start writing a snapshot of the state at the applied index (in slices of the
-        event loop, while entries keep being applied), unless one is being written or the
-        store is not ready for it."""
-        if self._snapshot_task is not None:
-            return
-        applied = self.raw.applied
-        if applied <= self.store.snapshot_meta().index:
-            return  # nothing new (or a newer snapshot was just installed)
-        if applied > self.store.last_index():
-            return  # entries applied before our own write of them completed: next time
-        if self.store.term(Index(applied)) != self.raw.term_at(applied):
-            # The applied entry overwrote a stored one (§5.3) whose write has not run yet: a
-            # snapshot now would take the old entry's term, and compacting would then drop
-            # the overwrite. Next time.
-            return
-        # The state is captured now, at `applied` (the writer follows later changes: copy
-        # on write, kv/snapshot_stream.py); the configuration is the one applied with it.
-        frames = (self.shard.snapshot_frames() if self.shard is not None
-                  else iter((self.machine.snapshot(),)))
-        conf = self.raw.conf
-        log_bytes = self._log_bytes
-        self._snapshotting = True
-        task = asyncio.ensure_future(self._take_snapshot(applied, conf, frames, log_bytes))
-        self._snapshot_task = task
-        task.add_done_callback(self._snapshot_done)
-
-    def _snapshot_done(self, task: asyncio.Task[None]) -> None:
-        self._snapshot_task = None
-        self._snapshotting = False
-        if task.cancelled():
-            return
-        error = task.exception()
-        if isinstance(error, StorageError):
-            self.stop_on_storage_failure(error)
-        elif error is not None:
-            logger.error("group %s: snapshot failed: %s: %s", self.group_id,
-                         type(error).__name__, error)
-        self.wake.set()
-
-    async def _take_snapshot(self, applied: int, conf: ConfState, frames: Iterator[bytes],
-                             log_bytes: int) -> None:
-        """Write the snapshot's frames in slices of `snapshot_slice_ms` of the loop, then
-        store it (on the store's writer thread), compact, and give freed memory back."""
-        started = time.perf_counter()
-        budget = self.config.snapshot_slice_ms / 1000
-        parts: list[bytes] = []
-        slices = 0
-        try:
-            deadline = time.perf_counter() + budget
-            for part in frames:
-                parts.append(part)
-                if time.perf_counter() >= deadline:
-                    slices += 1
-                    await asyncio.sleep(0)
-                    if self.stopped:
-                        return
-                    deadline = time.perf_counter() + budget
-        finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
-        data = b"".join(parts)
-        del parts
-        encoded = time.perf_counter()
-        await self.store.create_snapshot(Index(applied), conf, data)
-        compact_to = applied - self.config.snapshot_keep_entries
-        if compact_to > self.store.first_index() - 1:
-            await self.store.compact(Index(compact_to))
-        self._log_bytes_at_snapshot = log_bytes
-        self._last_snapshot_bytes = len(data)
-        size = len(data)
-        del data
-        await asyncio.to_thread(malloc_trim)
-        elapsed = time.perf_counter() - started
-        self.metrics.snapshot_taken(elapsed)
-        logger.info("group %s took a snapshot at index %s (%d bytes) in %.0f ms (%.0f ms "
-                    "encoding in %d slices)", self.group_id, applied, size, elapsed * 1e3,
-                    (encoded - started) * 1e3, slices + 1)
-
-    async def _restore(self, data: bytes) -> None:
-        """Restore a snapshot, a frame per slice of `snapshot_slice_ms` of the loop (the
-        state changes only at the end, once everything checked), then give memory back."""
-        steps = getattr(self.machine, "restore_steps", None)
-        if steps is None:
-            self.machine.restore(data)
-        else:
-            budget = self.config.snapshot_slice_ms / 1000
-            deadline = time.perf_counter() + budget
-            for _ in steps(data):
-                if time.perf_counter() >= deadline:
-                    await asyncio.sleep(0)
-                    deadline = time.perf_counter() + budget
-        self._log_bytes_at_snapshot = self._log_bytes
-        self._last_snapshot_bytes = len(data)
-        await asyncio.to_thread(malloc_trim)
-
     # -- expiry (the leader proposes deletions on replicated time; docs/architecture.md) -----
     def propose_expirations(self) -> int:
         """On the leader, propose deletion of keys whose TTL passed; returns how many."""
@@ -852,21 +754,5 @@ class RaftGroup:
         self._fail_everything(OutcomeUnknown("the node is shutting down"))
 
 
-_LIBC: Any = None
 
-
-def malloc_trim() -> None:
-    """Give the allocator's free memory back to the system (glibc's `malloc_trim(0)`), after
-    a snapshot freed its buffers; nothing where there is no glibc."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-__all__ = ["RaftGroup", "malloc_trim"]
+__all__ = ["RaftGroup"]

@@ -37,10 +37,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 
 from phalanx.errors import ConfigError, PhalanxError
 from phalanx.placement import ClusterMap
-from phalanx.raft import GroupId, Message
+from phalanx.raft import GroupId, InstallSnapshot, Message
 from phalanx.server.aa_home import StrongHome
 from phalanx.server.aa_link import RegionLink
 from phalanx.server.admin import AdminServer, NodeView
@@ -52,6 +53,7 @@ from phalanx.server.events import EventLog
 from phalanx.server.front.listener import RespServer
 from phalanx.server.front.replicas import ReplicaRegistry
 from phalanx.server.group import RaftGroup
+from phalanx.server.group_snapshots import limit_allocator_retention
 from phalanx.server.identity import PeerIncarnations, load_or_create_incarnation
 from phalanx.server.meta_client import MetaClient
 from phalanx.server.metrics import NodeMetrics
@@ -59,6 +61,7 @@ from phalanx.server.node_status import NodeStatus
 from phalanx.server.peer_link import client_tls_context
 from phalanx.server.replicas import Replicas
 from phalanx.server.resharding import Resharding
+from phalanx.server.snapshot_transfer import SnapshotFetcher, SnapshotSource
 from phalanx.transport.faults import FaultRules
 from phalanx.transport.tcp import TcpTransport
 from phalanx.transport.tls import PeerTls
@@ -81,7 +84,8 @@ class _FrontEndView:
     path."""
 
     def __init__(self, replicas: Replicas, config: NodeConfig, metrics: NodeMetrics,
-                 started: float, meta_client: MetaClient, controllers: Controllers) -> None:
+                 started: float, meta_client: MetaClient, controllers: Controllers,
+                 snapshot_source: SnapshotSource) -> None:
         self._replicas = replicas
         self.config = config
         self.metrics = metrics
@@ -94,6 +98,7 @@ class _FrontEndView:
         self.data_groups = replicas.data_groups
         self.propose_meta = meta_client.propose_meta
         self.transfer_leadership = controllers.transfer_leadership
+        self.snapshot_chunk = snapshot_source.read
 
     @property
     def cluster_map(self) -> ClusterMap:
@@ -227,8 +232,16 @@ class Node:
                         config.peer_tls_ca_file) if config.peer_tls_cert_file else None,
         )
         self.tick_count = 0
+        limit_allocator_retention()
         self.replicas = Replicas(config, self.metrics, self.transport, self.events,
                                  lambda: self.tick_count)
+        # Snapshots of any size: followers pull them in chunks (server/snapshot_transfer.py).
+        self.snapshot_source = SnapshotSource(self._group_directory)
+        self.snapshot_fetcher = SnapshotFetcher(config, self.replicas.resp_address,
+                                                client_tls_context(config))
+        self.replicas.snapshot_offer = self.snapshot_fetcher.offer
+        self.replicas.snapshot_sent = self._snapshot_sent
+        self.replicas.fetched_floor = self.snapshot_source.fetched_floor
         self.meta_client = MetaClient(self.replicas, config, self.transport,
                                       client_tls_context(config))
         self.resharding = Resharding(self.replicas, config, self.meta_client, self.events)
@@ -244,7 +257,7 @@ class Node:
         resp_host, resp_port = parse_address(me.resp, "resp")
         front_end: ReplicaRegistry = _FrontEndView(self.replicas, config, self.metrics,
                                                    self.started, self.meta_client,
-                                                   self.controllers)
+                                                   self.controllers, self.snapshot_source)
         self.resp = RespServer(front_end, resp_host, resp_port)
         self.status = NodeStatus(self.replicas, config, self.metrics, self.transport,
                                  self.events, self.resp, self.started, self.identity)
@@ -317,12 +330,22 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.meta_client.close()
+        await self.snapshot_fetcher.close()
+        self.snapshot_source.close()
         if self.region_link is not None:
             self.region_link.close()
         if self.strong_home is not None:
             self.strong_home.close()
         await self.replicas.close_all()
         await self.transport.stop()
+
+    def _group_directory(self, group_id: int) -> Path | None:
+        group = self.replicas.groups.get(group_id)
+        return group.directory if group is not None else None
+
+    def _snapshot_sent(self, group_id: int, message: InstallSnapshot) -> None:
+        meta = message.snapshot.meta
+        self.snapshot_source.pin(group_id, int(meta.term), int(meta.index))
 
     def reload_tls(self) -> None:
         """SIGHUP: load the peer TLS certificate files again (new connections use them)."""
@@ -333,12 +356,18 @@ class Node:
     async def _ticker(self) -> None:
         interval = self.config.tick_ms / 1000
         next_tick = time.monotonic() + interval
+        stall_ticks = 2 * self.config.heartbeat_ticks
         while True:
             delay = next_tick - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             now = time.monotonic()
             due = int((now - next_tick) / interval) + 1
+            if due > stall_ticks:
+                # The loop ran nothing for longer than two heartbeat intervals: heartbeats
+                # went out late (issue 15: nothing may stall the loop). Said, never hidden.
+                logger.warning("event loop stalled: the ticker ran %.0f ms late",
+                               (now - next_tick) * 1000)
             if due > 1:
                 # This process was stalled (GC, CPU starvation, SIGSTOP): the missed ticks
                 # count time but decide nothing (`Raft.tick(missed=True)`), then the loop reads
@@ -368,6 +397,7 @@ class Node:
                         group.fail_pending("the shard lost its quorum (no leader for "
                                            f"{group.leaderless_for():.1f} s)")
                 self.status.update_gauges()
+                self.snapshot_source.sweep()
             except PhalanxError:
                 logger.exception("housekeeping failed")
 

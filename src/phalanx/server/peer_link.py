@@ -152,12 +152,28 @@ class LeaderLink:
         self.current_leader: Callable[[], str] | None = None
         self.stall_s = 0.0
         self.watchdog: asyncio.Task[None] | None = None
+        #: Calls between their start and their send (connecting, or waiting for the link).
+        self.callers = 0
+        #: Resolved with the new leader's id when the watchdog sees one (see `moved`).
+        self._moved: asyncio.Future[str] | None = None
 
     def watch(self, current_leader: Callable[[], str] | None, stall_s: float) -> None:
         """Close the connection when `current_leader()` names another node or a call waits
         longer than `stall_s` (see the class docstring)."""
         self.current_leader = current_leader
         self.stall_s = stall_s
+
+    def moved(self) -> asyncio.Future[str]:
+        """A future resolved with the new leader's id once the watchdog sees `current_leader()`
+        name another node (one shared watch for every call on the link, not a poll each)."""
+        if self._moved is None:
+            self._moved = asyncio.get_running_loop().create_future()
+        return self._moved
+
+    def _start_watchdog(self) -> None:
+        if (self.current_leader is not None or self.stall_s) and \
+                (self.watchdog is None or self.watchdog.done()):
+            self.watchdog = asyncio.get_running_loop().create_task(self._watch())
 
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.wait_for(
@@ -226,18 +242,23 @@ class LeaderLink:
         connection.writer.close()
 
     async def _watch(self) -> None:
-        """The watchdog (see the class docstring); ends when no call is waiting."""
+        """The watchdog (see the class docstring); ends when no call is waiting (sent, or
+        still connecting)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0.02)
             connection = self.connection
-            if connection is None or not connection.pending:
+            waiting = connection is not None and bool(connection.pending)
+            if not waiting and not self.callers:
                 return
             current = self.current_leader() if self.current_leader is not None else ""
             if current and current != self.leader_id:
+                if self._moved is not None and not self._moved.done():
+                    self._moved.set_result(current)
                 self._break(f"leadership moved from {self.leader_id} to {current}")
                 return
-            if self.stall_s and loop.time() - connection.pending[0][1] > self.stall_s:
+            if waiting and connection is not None and self.stall_s and \
+                    loop.time() - connection.pending[0][1] > self.stall_s:
                 self._break(f"node {self.leader_id} did not answer in {self.stall_s:.1f} s")
                 return
 
@@ -272,9 +293,7 @@ class LeaderLink:
         if not connection.outgoing:
             loop.call_soon(connection.flush)
         connection.outgoing.append(encode_command(*arguments))
-        if (self.current_leader is not None or self.stall_s) and \
-                (self.watchdog is None or self.watchdog.done()):
-            self.watchdog = loop.create_task(self._watch())
+        self._start_watchdog()
         return future
 
     async def call(self, arguments: list[bytes], sent: asyncio.Event | None = None,
@@ -286,16 +305,21 @@ class LeaderLink:
         written: the caller's proof, if it gives up before, that nothing left (a
         `LeaderUnreachable` is raised whenever that is so)."""
         if not self.usable():
-            async with self.lock:
-                if not self.usable():
-                    self.close()
-                    try:
-                        self.connection = await self._connect()
-                    except (OSError, TimeoutError, PeerProtocolError) as error:
-                        # (ssl.SSLError is an OSError: a TLS failure means certainly not sent.)
+            self.callers += 1
+            self._start_watchdog()
+            try:
+                async with self.lock:
+                    if not self.usable():
                         self.close()
-                        raise LeaderUnreachable(
-                            f"cannot reach leader {self.leader_id}: {error}") from error
+                        try:
+                            self.connection = await self._connect()
+                        except (OSError, TimeoutError, PeerProtocolError) as error:
+                            # (ssl.SSLError is an OSError: a TLS failure: certainly not sent.)
+                            self.close()
+                            raise LeaderUnreachable(
+                                f"cannot reach leader {self.leader_id}: {error}") from error
+            finally:
+                self.callers -= 1
         future = self.send(arguments)
         if sent is not None:
             sent.set()

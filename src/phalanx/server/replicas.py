@@ -35,7 +35,7 @@ from phalanx.errors import ConfigError, StorageError
 from phalanx.placement import ClusterMap, MapMachine, NodeInfo, ShardInfo
 from phalanx.placement.planner import initial_map
 from phalanx.placement.shard import ShardMachine, SplitOff
-from phalanx.raft import ConfState, GroupId, NodeId
+from phalanx.raft import ConfState, GroupId, InstallSnapshot, NodeId
 from phalanx.server.config import NodeConfig, parse_address
 from phalanx.server.disk_faults import DiskFaults, FaultyLogStore
 from phalanx.server.events import EventLog
@@ -67,6 +67,11 @@ class Replicas:
         self.data_dir = Path(config.data_dir)
         #: Set by the node before `open_at_boot`: resharding's handler of split entries.
         self.on_split: SplitHandler | None = None
+        #: Set by the node before `open_at_boot`: every replica's snapshot transfer hooks
+        #: (`RaftGroup.on_snapshot_offer` / `on_snapshot_sent`, server/snapshot_transfer.py).
+        self.snapshot_offer: Callable[[RaftGroup, InstallSnapshot], None] | None = None
+        self.snapshot_sent: Callable[[int, InstallSnapshot], None] | None = None
+        self.fetched_floor: Callable[[int], int | None] | None = None
         self.running = False
         self.groups: dict[int, RaftGroup] = {}
         self.group_tasks: dict[int, asyncio.Task[None]] = {}
@@ -172,6 +177,9 @@ class Replicas:
         group = RaftGroup(group_id, self.config, store, self.transport.send_many,
                           self.metrics.group(name), machine=state_machine)
         group.on_split = self.on_split
+        group.on_snapshot_offer = self.snapshot_offer
+        group.on_snapshot_sent = self.snapshot_sent
+        group.fetched_floor = self.fetched_floor
         group.tick_source = self.tick_source
         group.on_event = self.events.record
         self.groups[group_id] = group

@@ -14,7 +14,7 @@ How it goes:
   is on disk), each chunk with its CRC32, appended to a spill file next to the group's store
   (memory: one chunk). A dropped connection (or a restart of the fetch) resumes at the bytes
   already on disk. The whole file is then checked (its header's term, index, length and
-  CRC32, `storage.sqlite.read_snapshot_file`) and only then does the follower's core see the
+  CRC32, as `storage.sqlite.read_snapshot_file` does) and only then does the follower's core see the
   snapshot: the same InstallSnapshot, now with its data, as if the leader had sent it whole.
 - The leader's core waits for the follower's answer to the snapshot as before; if the fetch
   fails (the leader changed, the file is gone), the core probes again after its snapshot
@@ -41,19 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from phalanx.errors import LeaderUnreachable, PeerProtocolError, PhalanxError
+from phalanx.errors import Corrupt, LeaderUnreachable, PeerProtocolError, PhalanxError
 from phalanx.raft import Index, InstallSnapshot, Snapshot
 from phalanx.raft.storage import LogReader
 from phalanx.raft.types import ConfState, Entry, HardState, SnapshotMeta, Term
 from phalanx.resp import ErrorReply
 from phalanx.server.config import NodeConfig
 from phalanx.server.peer_link import LeaderLink, internal_signature
-from phalanx.storage.sqlite import read_snapshot_file, snapshot_file_name
-
-
-class _Store(Protocol):
-    @property
-    def directory(self) -> Path: ...
+from phalanx.storage.sqlite import SNAPSHOT_HEADER, SNAPSHOT_MAGIC, snapshot_file_name
 
 
 class FetchingGroup(Protocol):
@@ -65,7 +60,7 @@ class FetchingGroup(Protocol):
     def group_id(self) -> int: ...
 
     @property
-    def store(self) -> _Store: ...
+    def directory(self) -> Path: ...
 
     @property
     def leader(self) -> str: ...
@@ -81,7 +76,7 @@ MAX_CHUNK_BYTES = 16 * 1024 * 1024
 #: How long a pinned snapshot file stays open after its last read.
 _PIN_SECONDS = 120.0
 _MAX_BAD_CHUNKS = 5
-_SPILL_PREFIX = "snapshot-fetch-"
+_SPILL_PREFIX = "fetching-snapshot-"  # never "snapshot-*": the stores sweep those
 
 
 class NoSuchSnapshot(PhalanxError):
@@ -125,6 +120,8 @@ class _Pinned:
     size: int
     used: float
     readers: int = 0
+    #: When a follower last read a chunk of it (0: never).
+    read_at: float = 0.0
 
 
 class SnapshotSource:
@@ -170,8 +167,17 @@ class SnapshotSource:
             chunk = await asyncio.to_thread(os.pread, pinned.fd, length, offset)
         finally:
             pinned.readers -= 1
-            pinned.used = time.monotonic()
+            pinned.used = pinned.read_at = time.monotonic()
         return pinned.size, chunk
+
+    def fetched_floor(self, group_id: int, within: float = 30.0) -> int | None:
+        """The lowest index of this group's snapshots a follower read a chunk of in the last
+        `within` seconds (its leader keeps the log after it: the follower needs it once the
+        snapshot is in), or None."""
+        horizon = time.monotonic() - within
+        indexes = [index for (group, _term, index), pinned in self._pinned.items()
+                   if group == group_id and pinned.read_at >= horizon]
+        return min(indexes) if indexes else None
 
     def sweep(self, idle: float = _PIN_SECONDS) -> None:
         """Close the files nobody read for `idle` seconds."""
@@ -229,12 +235,14 @@ class SnapshotFetcher:
     def offer(self, group: FetchingGroup, message: InstallSnapshot) -> None:
         """The leader offers its snapshot (metadata only): fetch it unless already doing so
         (the leader re-offers while the fetch runs: ignored)."""
-        meta = message.snapshot.meta
         current = self._fetches.get(group.group_id)
         if current is not None and not current.task.done():
-            if current.index >= meta.index:
-                return
-            current.task.cancel()
+            # Even a newer snapshot does not interrupt a fetch: the leader keeps the log
+            # after the one being fetched (`SnapshotSource.fetched_floor`), and a big fetch
+            # restarted at every newer snapshot might never end. A fetch whose leader changed
+            # gives up by itself.
+            return
+        meta = message.snapshot.meta
         task = asyncio.ensure_future(self._fetch(group, message))
         self._fetches[group.group_id] = _Fetch(message.source, meta.term, meta.index, task)
         task.add_done_callback(_log_failure)
@@ -254,7 +262,7 @@ class SnapshotFetcher:
     async def _fetch(self, group: FetchingGroup, message: InstallSnapshot) -> None:
         meta: SnapshotMeta = message.snapshot.meta
         label = f"group {group.group_id}"
-        directory = group.store.directory
+        directory = group.directory
         path = directory / f"{_SPILL_PREFIX}{meta.term}-{meta.index}.part"
         for stale in directory.glob(f"{_SPILL_PREFIX}*"):
             if stale != path:
@@ -266,6 +274,7 @@ class SnapshotFetcher:
         resumes = 0
         bad_chunks = 0
         link: LeaderLink | None = None
+        connection: object = None  # the link's connection the last chunk came on
         backoff = 0.05
         logger.info("%s: fetching snapshot at index %s (term %s) from %s%s", label,
                     meta.index, meta.term, message.source,
@@ -288,13 +297,24 @@ class SnapshotFetcher:
                     reply = await link.call(chunk_request(
                         self._config.cluster_secret, group.group_id, meta.term, meta.index,
                         offset, chunk_bytes))
+                    current = link.connection
+                    if connection is not None and current is not connection:
+                        # The link found its connection dead (closed while idle between
+                        # chunks) and dialled again before asking: resumed at `offset`.
+                        resumes += 1
+                        logger.warning("%s: snapshot fetch from %s: the connection broke at "
+                                       "byte %d; resumed there on a new one", label,
+                                       message.source, offset)
+                    connection = current
                 except (OSError, TimeoutError, LeaderUnreachable, PeerProtocolError) as error:
+                    connection = None
                     if link is not None:
                         link.close()
                         link = None
                     resumes += 1
-                    logger.warning("%s: snapshot fetch from %s broke at byte %d (%s); "
-                                   "resuming there", label, message.source, offset, error)
+                    logger.warning("%s: snapshot fetch from %s: the connection broke at byte "
+                                   "%d (%s); resuming there", label, message.source, offset,
+                                   error)
                     await asyncio.sleep(backoff)
                     backoff = min(2.0, backoff * 2)
                     continue
@@ -323,8 +343,7 @@ class SnapshotFetcher:
                 await asyncio.to_thread(file.write, chunk)
                 offset += len(chunk)
             await asyncio.to_thread(_flush_and_close, file)
-            data = await asyncio.to_thread(read_snapshot_file, path, Term(meta.term),
-                                           Index(meta.index))
+            data = await asyncio.to_thread(_read_whole, path, meta)
         finally:
             if link is not None:
                 link.close()
@@ -352,6 +371,23 @@ def _check_chunk(reply: object) -> tuple[int | None, bytes]:
             or not isinstance(chunk, bytes) or zlib.crc32(chunk) != checksum:
         return None, b""
     return size, chunk
+
+
+def _read_whole(path: Path, meta: SnapshotMeta) -> bytes:
+    """The payload of a fetched snapshot file, checked as the store checks its own
+    (`storage.sqlite.read_snapshot_file`: magic, term, index, length, CRC32), read straight
+    into one bytes object (no copy of the payload while holding the GIL)."""
+    with open(path, "rb") as file:
+        header = file.read(SNAPSHOT_HEADER.size)
+        if len(header) != SNAPSHOT_HEADER.size:
+            raise Corrupt(f"fetched snapshot {path} is truncated")
+        magic, term, index, length, checksum = SNAPSHOT_HEADER.unpack(header)
+        if magic != SNAPSHOT_MAGIC or (term, index) != (meta.term, meta.index):
+            raise Corrupt(f"fetched snapshot {path} is not snapshot {meta.term}/{meta.index}")
+        payload = file.read(length + 1)
+    if len(payload) != length or zlib.crc32(payload) != checksum:
+        raise Corrupt(f"fetched snapshot {path} fails its length or CRC32 check")
+    return payload
 
 
 def _flush_and_close(file: object) -> None:

@@ -217,8 +217,7 @@ class SimCluster:
             return
         node.raw.tick()
         node.ticks += 1
-        self._check_node(node)
-        self._process(node)
+        self._process(node)  # (it checks the node first)
         self._schedule(self.now + node.tick_ms * (1 + self._wander(node)), EV_TICK, payload)
 
     def _wander(self, node: SimNode) -> float:
@@ -291,6 +290,7 @@ class SimCluster:
         """Apply every Ready the node's pipeline hands out now (`phalanx.raft.pipeline`)."""
         pipeline = node.pipeline
         handed = 0
+        # (The first pass checks the node at once: callers rely on it after a tick or a step.)
         while node.raw is not None and pipeline is not None and node.pipeline is pipeline:
             handed += 1
             if handed > READY_LIMIT:
@@ -424,8 +424,8 @@ class SimCluster:
             self._log(f"{source}->{target} {_describe(message)}")
         self._before_step(node, message)
         node.raw.step(message)
-        # Check right away: a commit decided now was decided under the current configuration.
-        self._check_node(node)
+        # `_process` checks right away, before anything is applied: a commit decided now was
+        # decided under the current configuration.
         self._process(node)
 
     def _release_held(self) -> None:
@@ -448,8 +448,7 @@ class SimCluster:
             return
         if node.raw.leader_lost(lost, 1 + self.network_rng.randrange(10)):
             self._log(f"{observer} saw its connection to leader {lost} reset")
-        self._check_node(node)
-        self._process(node)
+        self._process(node)  # (it checks the node first)
 
     # -- hooks: the layers above fill these in ------------------------------------------------
     def _before_step(self, node: SimNode, message: Message) -> None:

@@ -54,7 +54,7 @@ def prefixes_of(config: object) -> tuple[bytes, ...]:
 
 
 def pull_signature(secret: str, arguments: list[bytes]) -> bytes:
-    """The HMAC a pull carries: over `shard from max ranges`."""
+    """The HMAC a pull carries: over `shard from max ranges cursor`."""
     return internal_signature(secret, b"\0".join(arguments))
 
 
@@ -113,12 +113,14 @@ class ActiveActiveCommands:
         return sorted(self.replicas.cluster_map.shards)
 
     async def pull(self, state: ClientState, arguments: list[bytes]) -> object:
-        """PHALANX.AA.PULL shard from max ranges [signature]: read a shard's outbox."""
-        if len(arguments) not in (5, 6) or not arguments[1].isdigit():
-            raise CommandError("ERR usage: PHALANX.AA.PULL shard from max ranges [signature]")
+        """PHALANX.AA.PULL shard from max ranges cursor [signature]: read a shard's outbox
+        (or a page of its full state)."""
+        if len(arguments) not in (6, 7) or not arguments[1].isdigit():
+            raise CommandError("ERR usage: PHALANX.AA.PULL shard from max ranges cursor "
+                               "[signature]")
         secret = self.config.aa_secret
-        if secret and (len(arguments) != 6 or not hmac.compare_digest(
-                arguments[5], pull_signature(secret, arguments[1:5]))):
+        if secret and (len(arguments) != 7 or not hmac.compare_digest(
+                arguments[6], pull_signature(secret, arguments[1:6]))):
             raise CommandError("NOPERM PHALANX.AA.PULL without a valid region link signature "
                                "(aa_secret)")
         shard_id = int(arguments[1])

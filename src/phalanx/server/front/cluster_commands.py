@@ -6,7 +6,8 @@ Rules of this file:
   RedisCluster) work unchanged: a shard's "master" is its Raft leader, its "replicas" the
   other voters.
 - PHALANX.META / PHALANX.JOIN change the cluster map: with a cluster secret, they must carry
-  its signature (`internal_signature`, compared in constant time). PHALANX.SHARD (one shard's
+  its signature (`internal_signature`, compared in constant time); so must PHALANX.SNAPSHOT
+  (a chunk of a snapshot file, for a follower's fetch: server/snapshot_transfer.py). PHALANX.SHARD (one shard's
   share of a fan-out) lives with the fan-out (`fanout.py`).
 - A handler takes (session, arguments) and returns a reply value, or raises `CommandError`.
 See docs/architecture.md.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import zlib
 from typing import TYPE_CHECKING
 
 from phalanx.errors import CommandError, TryAgain
@@ -23,6 +25,7 @@ from phalanx.placement import SLOT_COUNT, ShardInfo, key_slot
 from phalanx.resp import SimpleString
 from phalanx.server.config import parse_address
 from phalanx.server.peer_link import internal_signature
+from phalanx.server.snapshot_transfer import NoSuchSnapshot, parse_chunk_request
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
@@ -200,3 +203,17 @@ class ClusterCommands:
         if message is not None:
             raise CommandError(f"ERR {message}")
         return self.replicas.cluster_map.encode()
+
+    async def snapshot_chunk(self, state: ClientState, arguments: list[bytes]) -> object:
+        """PHALANX.SNAPSHOT <group term index offset length> [signature]: a chunk of one of
+        this node's snapshot files, as `[file size, crc32, bytes]` (internal: a follower
+        pulls a snapshot, server/snapshot_transfer.py)."""
+        try:
+            request = parse_chunk_request(self._check_internal(arguments))
+        except ValueError as error:
+            raise CommandError(f"ERR {error}") from error
+        try:
+            size, chunk = await self.replicas.snapshot_chunk(*request)
+        except NoSuchSnapshot as error:
+            raise CommandError(f"ERR {error}") from error
+        return [size, zlib.crc32(chunk), chunk]

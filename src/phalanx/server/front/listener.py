@@ -188,6 +188,7 @@ class RespServer:
             b"READONLY": Handler(cluster.readonly), b"READWRITE": Handler(cluster.readwrite),
             b"PHALANX.META": Handler(cluster.meta, awaits=True),
             b"PHALANX.JOIN": Handler(cluster.join, awaits=True),
+            b"PHALANX.SNAPSHOT": Handler(cluster.snapshot_chunk, awaits=True),
             b"PHALANX.SHARD": Handler(self.fan_out.shard_scoped, awaits=True),
             # Active-active regions (active_active.py): what other regions' links send.
             AA_SHARDS_COMMAND: Handler(active_active.shards),
@@ -432,7 +433,10 @@ class RespServer:
             return refused if isinstance(refused, bytes) else self.encode_reply(state, refused)
         monitors = self.introspection.monitors
         if monitors and name not in NOT_MONITORED:
-            self.introspection.feed(state, arguments)
+            # A write another node forwarded (PHALANX.FWD id seq first sig command...) shows
+            # as its command, as before it carried a session.
+            self.introspection.feed(state, arguments[5:] if name == b"PHALANX.FWD"
+                                    and len(arguments) > 5 else arguments)
         if self.tracking.states and state.id in self.tracking.states and handler is None \
                 and is_known(name) and not is_write(name):
             self.tracking.read(state, command_keys(name, arguments[1:]))

@@ -60,3 +60,8 @@ class ReplicaRegistry(Protocol):
 
     async def transfer_leadership(self, target: str | None, shard: int | None = None) -> str:
         """Hand this node's leaderships away (to `target` when given); the new leader."""
+
+    async def snapshot_chunk(self, group_id: int, term: int, index: int, offset: int,
+                             length: int) -> tuple[int, bytes]:
+        """(file size, bytes) of a chunk of a local replica's snapshot file
+        (`server/snapshot_transfer.py:SnapshotSource.read`); raises NoSuchSnapshot."""

@@ -304,7 +304,9 @@ class DataRouter:
 
     @staticmethod
     def _ends(out: asyncio.Future[object], tag: WriteTag | None) -> asyncio.Future[object]:
-        """`out`, its write leaving its session's flight when it ends (§6.3: acknowledged)."""
+        """`out`, its write leaving its session's flight when it ends (§6.3: acknowledged).
+        Its failure counts as retrieved: a client that left does not await it."""
+        out.add_done_callback(_retrieved)
         if tag is not None and tag.session is not None:
             out.add_done_callback(lambda _: tag.session.end(tag.sequence)  # type: ignore[union-attr]
                                   )
@@ -725,29 +727,34 @@ class DataRouter:
                 arguments = self._tagged(tag, arguments)
             tag.mark(link)  # handed to the link: written in this order
         sent = asyncio.Event()
+        moved = link.moved()
         call = asyncio.get_running_loop().create_task(link.call(
             arguments, sent, None if tag is None else tag.mark))
         call.add_done_callback(_retrieved)  # a call given up on may still fail later
         try:
-            while True:
-                done, _ = await asyncio.wait({call}, timeout=0.02)
-                if done:
-                    return call.result()
-                current = current_leader() if current_leader is not None else ""
-                if current and current != leader:
-                    # A new leader exists (the old one is dead or paused): stop waiting for the
-                    # old one. The write may still commit through the new leader's log.
-                    if not sent.is_set():
-                        raise LeaderUnreachable(f"leadership moved from {leader} to {current} "
-                                                f"before the command was sent")
-                    raise OutcomeUnknown(
-                        f"leadership moved from {leader} to {current} while the command was "
-                        f"forwarded; a write may or may not have been applied")
-                if time.monotonic() >= deadline:
-                    if not sent.is_set():
-                        raise LeaderUnreachable(f"node {leader} could not be reached in time")
-                    raise OutcomeUnknown(f"node {leader} did not answer in time; a write "
-                                         f"may or may not have been applied")
+            # One wait per call, no poll: the link's watchdog resolves `moved` when a new
+            # leader is known (the old one is dead or paused), for every call on the link.
+            waited: set[asyncio.Future[object]] = {call, moved}  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(waited, timeout=max(
+                0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
+            if call in done and not call.cancelled() and call.exception() is None:
+                return call.result()
+            if moved in done:
+                # The write may still commit through the new leader's log.
+                if not sent.is_set():
+                    raise LeaderUnreachable(f"leadership moved from {leader} to "
+                                            f"{moved.result()} before the command was sent")
+                raise OutcomeUnknown(
+                    f"leadership moved from {leader} to {moved.result()} while the command "
+                    f"was forwarded; a write may or may not have been applied")
+            if call in done:
+                error = call.exception() if not call.cancelled() else None
+                raise error if error is not None else ConnectionResetError(
+                    f"the call to {leader} was cancelled")  # (handled below)
+            if not sent.is_set():
+                raise LeaderUnreachable(f"node {leader} could not be reached in time")
+            raise OutcomeUnknown(f"node {leader} did not answer in time; a write "
+                                 f"may or may not have been applied")
         except LeaderUnreachable:
             # The link may be half-connected (a cancelled handshake): never reuse it.
             self._drop_link(state, leader, link, tag)
