@@ -272,3 +272,32 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
         for line in view.story_lines(result):
             console.print(f"  • {line}")
     sys.exit(0 if passed(result) else 1)
+
+
+@chaos.command("regions")
+@click.option("--regions", type=int, default=2, show_default=True,
+              help="Linked regions (3-node clusters on loopback), strong keys at home in dc1.")
+@click.option("--cut", "cut_text", default="6s", show_default=True,
+              help="How long every region link is cut while clients write on every side.")
+@click.option("--rate", type=float, default=40.0, show_default=True,
+              help="Operations per second per region (at most).")
+@click.option("--no-region-loss", is_flag=True,
+              help="Skip the last step (the last region SIGKILLed while it writes: the RPO).")
+@click.option("--seed", type=int, default=None)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the whole result (lag samples included) to this JSON file.")
+def chaos_regions(regions: int, cut_text: str, rate: float, no_region_loss: bool,
+                  seed: int | None, json_path: str | None) -> None:
+    """Active-active keys through a region cut, a heal and a region loss (issue 18)."""
+    import json
+
+    from phalanx.chaos.regions_lab import RegionLabConfig, run_region_lab, summary
+
+    config = RegionLabConfig(regions=regions, cut_s=_duration(cut_text), rate=rate,
+                             region_loss=not no_region_loss, seed=seed)
+    result = run_region_lab(config)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1, default=sorted))
+    click.echo(summary(result))
+    if not result["passed"]:
+        raise SystemExit(1)
