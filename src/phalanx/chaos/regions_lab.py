@@ -318,6 +318,13 @@ def _scenario(config: RegionLabConfig, rng: random.Random,
         "strong_check": {"acknowledged": strong_acked, "unknown": strong_unknown,
                          "final": strong_final, "ok": strong_ok},
     }
+    # What `phalanx analyze` says of this topology (CAP per keyspace), from every region.
+    result["analysis"] = {}
+    for region, entries in nodes.items():
+        with contextlib.suppress(OSError):
+            code, body = admin.admin_request(entries[0].admin, "/analyze", timeout=5.0)
+            if code == 200 and isinstance(body, dict):
+                result["analysis"][region] = body.get("cap")
     if config.region_loss:
         result["region_loss"] = _region_loss(config, run, nodes, clients)
     stop_sampler.set()

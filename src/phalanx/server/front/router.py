@@ -148,6 +148,8 @@ class DataRouter:
                 write: bool) -> object:
         """Start a command whose keys live in one shard (`slot`: of its first key): its
         encoded reply (bytes) or a future of its reply."""
+        # A reply is shaped (RESP3) as the client's command's, not as a wrapper's.
+        client_name, client_arguments = name, arguments
         if self.aa_prefixes:
             routed = rewrite(self.aa_prefixes, name.upper(), arguments)
             if isinstance(routed, ErrorReply):
@@ -174,7 +176,7 @@ class DataRouter:
         reply = self.read(state, name, arguments, shard.id, slot, state.last_write)
         if isinstance(reply, asyncio.Future):
             return reply
-        return self.encode_reply(state, reply, name, arguments)
+        return self.encode_reply(state, reply, client_name, client_arguments)
 
     def one_shard_slot(self, name: bytes, args: tuple[bytes, ...]) -> int | None:
         """The slot of the first key when every key lives in the same shard, else None."""
