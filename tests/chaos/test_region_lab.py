@@ -27,4 +27,8 @@ def test_region_scenario_converges_to_the_model_and_measures_the_rpo() -> None:
     loss = result["region_loss"]
     assert loss["strong"]["lost_writes"] == 0 and loss["active_active"]["acknowledged"] > 0
     assert any(row["lag_entries"] > 0 or not row["up"] for row in result["lag"])
+    # `phalanx analyze` on each region speaks CAP: strong keys refused away from the home.
+    assert result["analysis"]["dc1"]["strong"]["available_here_during_partition"] is True
+    assert result["analysis"]["dc2"]["strong"]["available_here_during_partition"] is False
+    assert result["analysis"]["dc2"]["active_active"]["prefixes"] == ["aa:"]
     assert result["passed"]

@@ -192,8 +192,8 @@ def test_corrupt_follower_store_is_refused_reported_and_rebuilt(cluster: Any, wh
         return None if value is None else str(value)
 
     for key in ("disk:0", "disk:150", "disk:299"):
-        wait_until(lambda key=key: read(key) is not None, 30, f"a read of {key}")
-        assert read(key) == acknowledged[key]
+        value = wait_until(lambda key=key: read(key), 30, f"a read of {key}")
+        assert value == acknowledged[key]
     wait_until(lambda: _rebuilt(c, victim), 120, f"{victim.id}'s replica to be rebuilt")
     rebuilt = time.monotonic() - started
     load.wait_acked(100, timeout=60)

@@ -63,6 +63,8 @@ class RegionLabConfig:
     seed: int | None = None
     data_dir: str | None = None
     region_loss: bool = True
+    #: Lose the region while its links are cut (the RPO is then everything since the cut).
+    loss_during_cut: bool = False
 
 
 @dataclass
@@ -318,6 +320,13 @@ def _scenario(config: RegionLabConfig, rng: random.Random,
         "strong_check": {"acknowledged": strong_acked, "unknown": strong_unknown,
                          "final": strong_final, "ok": strong_ok},
     }
+    # What `phalanx analyze` says of this topology (CAP per keyspace), from every region.
+    result["analysis"] = {}
+    for region, entries in nodes.items():
+        with contextlib.suppress(OSError):
+            code, body = admin.admin_request(entries[0].admin, "/analyze", timeout=5.0)
+            if code == 200 and isinstance(body, dict):
+                result["analysis"][region] = body.get("cap")
     if config.region_loss:
         result["region_loss"] = _region_loss(config, run, nodes, clients)
     stop_sampler.set()
@@ -344,6 +353,9 @@ def _region_loss(config: RegionLabConfig, run: _Run, nodes: dict[str, list[Any]]
     names = list(nodes)
     victim, survivor = names[-1], names[0]
     client = clients[victim]
+    if config.loss_during_cut:
+        _set_cut(nodes, True)
+        _wait_links(nodes, up=False, timeout_s=config.converge_timeout_s)
     acked_aa: list[tuple[str | int | None, float]] = []
     acked_strong: list[tuple[str | int | None, float]] = []
     deadline = time.monotonic() + config.loss_s
@@ -375,7 +387,7 @@ def _region_loss(config: RegionLabConfig, run: _Run, nodes: dict[str, list[Any]]
         time.sleep(0.1)
     outcome, strong_members = _call(survivor_client, "SMEMBERS", "strong:rpo")
     strong_held = set(strong_members) if outcome == OK else set()
-    return {"victim": victim, "survivor": survivor,
+    return {"victim": victim, "survivor": survivor, "during_cut": config.loss_during_cut,
             "writes_per_s": round(len(acked_aa) / config.loss_s, 1),
             "active_active": region_loss_rpo(acked_aa, held, lost_at),
             "strong": region_loss_rpo(acked_strong, strong_held, lost_at)}
@@ -398,7 +410,9 @@ def summary(result: dict[str, Any]) -> str:
     loss = result.get("region_loss")
     if loss:
         aa, strong = loss["active_active"], loss["strong"]
-        lines.append(f"  loss of {loss['victim']} ({loss['writes_per_s']} writes/s): active-active "
+        cut = " while cut off" if loss.get("during_cut") else ""
+        lines.append(f"  loss of {loss['victim']}{cut} ({loss['writes_per_s']} writes/s): "
+                     "active-active "
                      f"RPO {aa['lost_writes']} of {aa['acknowledged']} writes, "
                      f"{aa['rpo_seconds']} s; strong RPO {strong['lost_writes']} of "
                      f"{strong['acknowledged']}")

@@ -258,10 +258,33 @@ def status(data_dir: str, as_json: bool, timeout: float) -> None:
                 ",".join(shard.get("learners", [])) or "-",
                 "full" if healthy else "REPAIRING", style="" if healthy else "yellow")
         _console().print(shard_table)
+    _print_region_links(statuses)
     states = {n.get("id"): n.get("state") for n in newest.get("nodes") or []}
     unusual = {node: state for node, state in states.items() if state != "alive"}
     if unusual:
         click.echo("node states: " + ", ".join(f"{n}={st}" for n, st in sorted(unusual.items())))
+
+
+def _print_region_links(statuses: Any) -> None:
+    """Active-active regions (docs/active-active.md): each node's link to each other region
+    (a node pulls for the shards it leads; the others show `idle (leads no shard)`)."""
+    from rich.table import Table
+
+    rows = [(s.entry.id, link) for s in statuses
+            for link in ((s.status or {}).get("active_active") or {}).get("links") or []]
+    if not rows:
+        return
+    table = Table(title="region links (active-active)")
+    for column in ("node", "from region", "state", "lag entries", "lag s", "last pull s ago",
+                   "last error"):
+        table.add_column(column)
+    for node_id, link in rows:
+        state = str(link.get("state"))
+        table.add_row(node_id, _cell(link.get("region")), state, _cell(link.get("lag_entries")),
+                      _cell(link.get("lag_seconds")), _cell(link.get("last_ok_seconds_ago")),
+                      str(link.get("last_error") or "-"),
+                      style={"up": "green", "down": "red"}.get(state, ""))
+    _console().print(table)
 
 
 def _console() -> Any:

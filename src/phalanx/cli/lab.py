@@ -283,18 +283,21 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
               help="Operations per second per region (at most).")
 @click.option("--no-region-loss", is_flag=True,
               help="Skip the last step (the last region SIGKILLed while it writes: the RPO).")
+@click.option("--loss-during-cut", is_flag=True,
+              help="Lose the last region while its links are cut (RPO: all since the cut).")
 @click.option("--seed", type=int, default=None)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the whole result (lag samples included) to this JSON file.")
 def chaos_regions(regions: int, cut_text: str, rate: float, no_region_loss: bool,
-                  seed: int | None, json_path: str | None) -> None:
+                  loss_during_cut: bool, seed: int | None, json_path: str | None) -> None:
     """Active-active keys through a region cut, a heal and a region loss (issue 18)."""
     import json
 
     from phalanx.chaos.regions_lab import RegionLabConfig, run_region_lab, summary
 
     config = RegionLabConfig(regions=regions, cut_s=_duration(cut_text), rate=rate,
-                             region_loss=not no_region_loss, seed=seed)
+                             region_loss=not no_region_loss, seed=seed,
+                             loss_during_cut=loss_during_cut)
     result = run_region_lab(config)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=1, default=sorted))

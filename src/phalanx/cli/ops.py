@@ -242,7 +242,9 @@ def merge(data_dir: str, shard: int, source: int, timeout: float,
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
 def analyze(data_dir: str, node_availability: float, zone_availability: float,
             region_availability: float, as_json: bool) -> None:
-    """Single points of failure and estimated nines of the running cluster's placement."""
+    """Single points of failure and estimated nines of the running cluster's placement; on an
+    active-active region, what a region partition or loss does to strong and active-active keys
+    (CAP: availability, RPO, cost in replicas and cross-region traffic)."""
     import json
 
     from phalanx.placement import format_analysis
@@ -253,6 +255,10 @@ def analyze(data_dir: str, node_availability: float, zone_availability: float,
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(format_analysis(report))
+        if isinstance(report, dict) and isinstance(report.get("cap"), dict):
+            from phalanx.placement.cap import format_cap
+
+            click.echo(format_cap(report["cap"]))
 
 
 _HAPROXY_DEFAULTS = {"writer_port": None, "stats_port": None, "stats_socket": None,

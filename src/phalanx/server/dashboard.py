@@ -84,6 +84,11 @@ button { font-size:.75rem; padding:.1rem .45rem; cursor:pointer; }
     <section><h2>This node: ops/s <b id="ops">-</b></h2><svg id="ops_spark" class="spark"></svg>
       <h2>commit latency p99 <b id="lat">-</b> ms</h2><svg id="lat_spark" class="spark"></svg>
     </section>
+    <section id="links_section" hidden><h2>Region links <span class="muted">(active-active:
+      what this node pulls from each other region)</span></h2>
+      <table><thead><tr><th>region</th><th>state</th><th>lag entries</th><th>lag s</th>
+        <th>last pull s ago</th><th>last error</th></tr></thead><tbody id="links"></tbody>
+      </table></section>
     <section><h2>Recent events</h2><ul id="events" class="events"></ul></section>
     <section><h2>API</h2><div class="muted">
       <a href="/health">/health</a> <a href="/ready">/ready</a> <a href="/primary">/primary</a>
@@ -206,6 +211,21 @@ function render(s) {
     const cell = el("td"); const b = el("button", null, "switchover");
     b.onclick = () => act("/failover", { shard: sh.id }, "switchover shard " + sh.id);
     cell.appendChild(b); tr.appendChild(cell); body.appendChild(tr);
+  }
+  const links = ((s.active_active || {}).links) || [];
+  document.getElementById("links_section").hidden = !s.active_active;
+  const lbody = document.getElementById("links");
+  while (lbody.firstChild) lbody.removeChild(lbody.firstChild);
+  for (const l of links) {
+    const tr = el("tr"); tr.id = "link-" + l.region; tr.dataset.state = l.state;
+    tr.appendChild(el("td", null, l.region));
+    tr.appendChild(el("td", l.state === "up" ? "full" : "repairing", l.state));
+    tr.appendChild(el("td", null, l.lag_entries));
+    tr.appendChild(el("td", null, l.lag_seconds));
+    tr.appendChild(el("td", null, l.last_ok_seconds_ago === null ? "never" :
+                                  l.last_ok_seconds_ago));
+    tr.appendChild(el("td", "muted", l.last_error || ""));
+    lbody.appendChild(tr);
   }
   const now = performance.now() / 1000;
   if (last && s.commands_total >= last.commands) {

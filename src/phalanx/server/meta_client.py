@@ -55,6 +55,10 @@ class MetaClient:
         self.transport = transport
         self.tls = tls
         self.node_id = config.id
+        #: The members a join reply listed (id -> NodeInfo): a joining node's map arrives
+        #: with group 0's snapshot, which it must first fetch from a member whose address
+        #: only this reply tells it (`resp_address`).
+        self.joined_nodes: dict[str, NodeInfo] = {}
         #: The link to the driver's current leader (reused while it leads).
         self.meta_link: LeaderLink | None = None
 
@@ -156,6 +160,7 @@ class MetaClient:
                 reply = await link.call(arguments)
                 if isinstance(reply, bytes):
                     known = ClusterMap.decode(reply)
+                    self.joined_nodes.update(known.nodes)
                     for node in known.nodes.values():
                         if node.id != self.node_id:
                             peer_host, peer_port = parse_address(node.peer, "peer")
@@ -172,6 +177,16 @@ class MetaClient:
                 link.close()
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
+
+    def resp_address(self, node_id: str) -> tuple[str, int] | None:
+        """(host, port) of a node's RESP listener: from the map, else from the join reply (a
+        joining node fetches group 0's snapshot, and with it the map, from a member its own
+        empty map does not list yet), or None."""
+        address = self.replicas.resp_address(node_id)
+        info = self.joined_nodes.get(node_id) if address is None else None
+        if info is not None and info.resp:
+            address = parse_address(info.resp, f"nodes.{node_id}.resp")
+        return address
 
     async def propose_on_shard(self, shard: int, name: bytes, args: tuple[bytes, ...]) -> None:
         """Commit one internal command in `shard`'s log: here if we lead it, else through its

@@ -237,8 +237,11 @@ class Node:
                                  lambda: self.tick_count)
         # Snapshots of any size: followers pull them in chunks (server/snapshot_transfer.py).
         self.snapshot_source = SnapshotSource(self._group_directory)
-        self.snapshot_fetcher = SnapshotFetcher(config, self.replicas.resp_address,
-                                                client_tls_context(config))
+        # The sender's address: from the map, else from the join reply (`MetaClient.
+        # resp_address`: a joining node's map arrives with the very snapshot it fetches).
+        self.snapshot_fetcher = SnapshotFetcher(
+            config, lambda node_id: self.meta_client.resp_address(node_id),
+            client_tls_context(config))
         self.replicas.snapshot_offer = self.snapshot_fetcher.offer
         self.replicas.snapshot_sent = self._snapshot_sent
         self.replicas.fetched_floor = self.snapshot_source.fetched_floor

@@ -237,7 +237,26 @@ class NodeStatus:
                                             node_availability=node_availability,
                                             zone_availability=zone_availability,
                                             region_availability=region_availability)
+        if self.config.aa_region:
+            report["cap"] = self._cap(report, region_availability)
         return report
+
+    def _cap(self, report: dict[str, object], region_availability: float) -> dict[str, object]:
+        """The CAP section of an active-active node's analysis (placement/cap.py)."""
+        from phalanx.placement.cap import cap_analysis
+
+        cost = report.get("cost")
+        per_shard = cost.get("replicas_per_shard", 0.0) if isinstance(cost, dict) else 0.0
+        config = self.config
+        return cap_analysis(
+            region=config.aa_region,
+            regions=sorted([config.aa_region, *config.aa_peer_map()]),
+            strong_home=config.aa_strong_home,
+            prefixes=[prefix.decode(errors="replace") for prefix in config.aa_prefix_list()],
+            shards=len(self.replicas.cluster_map.shards),
+            replicas_per_shard=float(per_shard) if isinstance(per_shard, int | float) else 0.0,
+            home_survival_goal=self.replicas.cluster_map.survival_goal,
+            poll_ms=config.aa_poll_ms, region_availability=region_availability)
 
     # -- readiness and health checks ---------------------------------------------------------
     def refused_by(self) -> dict[str, str]:
