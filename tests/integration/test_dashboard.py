@@ -46,9 +46,23 @@ def test_dashboard_shows_topology_and_a_leader_kill(cluster: Any, tmp_path: Path
     same open page shows (within a bounded wait) a new leader for shard 1 and the killed node's
     card as unreachable. Saves a screenshot (PHALANX_DASHBOARD_SCREENSHOT=path keeps one)."""
     c: LocalCluster = cluster(3, shards=2)
-    status = c.status(c.nodes[0]) or {}
-    shard_one = next(s for s in status["shards"] if s["id"] == 1)
-    leader_id = shard_one["leader"]
+
+    def shard_one_leader() -> str:
+        status = c.status(c.nodes[0]) or {}
+        return str(next(s for s in status["shards"] if s["id"] == 1)["leader"] or "")
+
+    # The leadership balancer may move shard 1 right after startup (a TimeoutNow a second or two
+    # in): wait until one leader has held it for 3 s before choosing the viewer and the victim.
+    held: dict[str, Any] = {"leader": "", "since": 0.0}
+
+    def settled() -> str:
+        leader = shard_one_leader()
+        if not leader or held["leader"] != leader:
+            held.update(leader=leader, since=time.monotonic())
+            return ""
+        return leader if time.monotonic() - held["since"] >= 3.0 else ""
+
+    leader_id = wait_until(settled, 30, "one leader to hold shard 1 for 3 s")
     viewer = next(n for n in c.nodes if n.id != leader_id)
     writer = c.client(viewer)
     for i in range(50):
