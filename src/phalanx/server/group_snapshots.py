@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import logging
 import mmap
 import time
@@ -134,6 +135,13 @@ class GroupSnapshots:
         if task.cancelled():
             return
         error = task.exception()
+        if isinstance(error, OSError):
+            # The snapshot file is written here, not through the store: a full or failing disk
+            # (ENOSPC, EIO) is a storage failure of this replica (docs/disk-faults.md), never a
+            # snapshot to retry for ever.
+            hint = " (disk full)" if error.errno == errno.ENOSPC else ""
+            error = StorageError(f"group {self.group_id}: cannot write a snapshot: "
+                                 f"{error}{hint}")
         if isinstance(error, StorageError):
             self.stop_on_storage_failure(error)
         elif error is not None:
