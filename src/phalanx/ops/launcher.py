@@ -240,7 +240,16 @@ def pid_alive(pid: int | None) -> bool:
     except OSError:
         return True  # no procfs: trust kill(0)
     state = stat.rpartition(")")[2].split()
-    return not (state and state[0] in {"Z", "X"})
+    if not (state and state[0] in {"Z", "X"}):
+        return True
+    # A multi-threaded process's leader is a zombie as soon as its own thread exits, while
+    # other threads may still be exiting and holding its files (its listening sockets still
+    # accept connections, then reset them): dead only once no other thread is left.
+    try:
+        threads = [t for t in os.listdir(f"/proc/{pid}/task") if t != str(pid)]
+    except OSError:
+        return False
+    return bool(threads)
 
 
 def process_cmdline(pid: int) -> list[str] | None:

@@ -102,10 +102,16 @@ class _Connection:
         self.failed = False
 
     def flush(self) -> None:
-        """Send the commands written in this loop turn."""
+        """Send the commands written in this loop turn. A transport the peer already reset
+        (uvloop raises RuntimeError on a closed handle, asyncio only logs) fails the
+        connection: every call on it learns at once, never a bare RuntimeError."""
         outgoing = self.outgoing
         if outgoing and not self.failed:
-            self.writer.write(b"".join(outgoing) if len(outgoing) > 1 else outgoing[0])
+            try:
+                self.writer.write(b"".join(outgoing) if len(outgoing) > 1 else outgoing[0])
+            except (OSError, RuntimeError) as error:
+                self.fail(ConnectionResetError(f"connection lost while sending: {error}"))
+                self.writer.close()
         outgoing.clear()
 
     def fail(self, error: BaseException) -> None:
@@ -185,7 +191,11 @@ class LeaderLink:
             if self.password:
                 hello += encode_command(b"AUTH", self.password.encode())
             hello += encode_command(b"CLIENT", b"SETNAME", self.client_name)
-            writer.write(hello)
+            try:
+                writer.write(hello)
+            except RuntimeError as error:  # uvloop: the peer reset the new connection already
+                raise ConnectionResetError(f"connection lost while connecting: {error}") \
+                    from error
             for _ in range(2 if self.password else 1):
                 reply = await asyncio.wait_for(self._read_reply(connection), self.timeout)
                 if isinstance(reply, ErrorReply):

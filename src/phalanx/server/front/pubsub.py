@@ -491,7 +491,8 @@ class PeerLink:
             if self.writer is None or self.writer.is_closing():
                 try:
                     await self._connect()
-                except (OSError, TimeoutError, ssl.SSLError) as error:
+                except (OSError, TimeoutError, ssl.SSLError, RuntimeError) as error:
+                    # (RuntimeError: uvloop's write() on a connection already reset.)
                     logger.debug("pubsub link to %s: cannot connect: %s", self.node_id, error)
                     self._fail()
                     continue
@@ -503,7 +504,8 @@ class PeerLink:
             try:
                 self.writer.write(batch)
                 await asyncio.wait_for(self.writer.drain(), self._timeout())
-            except (OSError, TimeoutError, ssl.SSLError) as error:
+            except (OSError, TimeoutError, ssl.SSLError, RuntimeError) as error:
+                # RuntimeError: uvloop's write() on a handle the peer's reset already closed.
                 logger.debug("pubsub link to %s: write failed: %s", self.node_id, error)
                 self.dropped += count
                 self._fail()
