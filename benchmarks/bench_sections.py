@@ -55,14 +55,14 @@ def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.05) -> A
 
 
 def start_cluster(processes: Processes, name: str, nodes: int, overrides: dict[str, Any],
-                  timeout: float = 120.0) -> rb.Phalanx:
+                  timeout: float = 120.0, nodes_per_host: int = 1) -> rb.Phalanx:
     """An N-node cluster (node config `overrides`, as `phalanx up` flags set them) in
     processes.root/name, started through the launcher; returns once every node is ready
     (admin /ready: every local replica knows its leader and has applied its log)."""
     cluster = rb.Phalanx(processes.root / name)
     processes.extra_clusters.append(cluster)
     cluster.data_dir.mkdir(parents=True)
-    cluster.start(nodes, timeout=timeout, overrides=overrides)
+    cluster.start(nodes, timeout=timeout, overrides=overrides, nodes_per_host=nodes_per_host)
     wait_for(lambda: all(ready(e) for e in entries(cluster)), 90,
              f"{name}: every node ready", poll=0.2)
     return cluster

@@ -52,10 +52,10 @@ from bench_queue import QueueSettings  # noqa: E402  (the queue section's settin
 
 SECTIONS = ("writes", "reads", "commands", "pipelines", "failover", "sigstop", "etcd",
             "pysyncobj", "latency", "scale", "recovery", "memory", "bulk", "soak", "queue",
-            "partition")
+            "partition", "hosts")
 #: Sections that start their own clusters (benchmarks/bench_sections.py, bench_queue.py, and
 #: the modules of SECTION_MODULES), run before the rest.
-ISOLATED = ("scale", "recovery", "memory", "bulk", "soak", "queue", "partition")
+ISOLATED = ("scale", "recovery", "memory", "bulk", "soak", "queue", "partition", "hosts")
 #: Sections in a module of their own, each on clusters of its own: name -> (module, function).
 #: `function(processes, settings)` returns the section's dict, stored as `doc[name]`;
 #: `module.markdown(doc[name])` gives its lines in RESULTS.md. A new section registers here
@@ -63,6 +63,7 @@ ISOLATED = ("scale", "recovery", "memory", "bulk", "soak", "queue", "partition")
 #: bench_goals.ROWS.
 SECTION_MODULES: dict[str, tuple[str, str]] = {
     "bulk": ("bench_bulk", "bulk_section"),
+    "hosts": ("bench_hosts", "hosts_section"),
 }
 
 #: Peers this suite knows about: name -> (how to detect it, how to install it, measured here?).
@@ -140,6 +141,11 @@ class Settings:
     #: on the load's time (the row then says how far it got).
     bulk_keys: int = 1_000_000
     bulk_timeout_s: float = 900.0
+    #: hosts (issue 15 lever 9, benchmarks/bench_hosts.py): 3 hosts x K=1 vs x K=2 node
+    #: processes, alternating rounds, SET requests per run, shards of both clusters.
+    hosts_rounds: int = 2
+    hosts_requests: int = 20000
+    hosts_shards: int = 6
     #: queue (issue 17): phalanx streams vs RabbitMQ quorum queues vs redis-server streams.
     queue: QueueSettings = field(default_factory=QueueSettings)
 
@@ -156,6 +162,7 @@ class Settings:
                    snapshot_every_entries=500, snapshot_keep_entries=50, wipe_timeout_s=10.0,
                    soak_seconds=10.0, soak_sample_s=2.0, soak_keys=2000,
                    bulk_keys=20_000, bulk_timeout_s=120.0,
+                   hosts_rounds=1, hosts_requests=3000,
                    queue=QueueSettings.quick())
 
     def sections(self) -> set[str]:
@@ -1317,7 +1324,10 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                      "snapshot_every_entries": settings.snapshot_every_entries,
                      "soak_seconds": settings.soak_seconds, "soak_rate": settings.soak_rate,
                      "soak_keys": settings.soak_keys, "soak_sample_s": settings.soak_sample_s,
-                     "bulk_keys": settings.bulk_keys, "bulk_timeout_s": settings.bulk_timeout_s},
+                     "bulk_keys": settings.bulk_keys, "bulk_timeout_s": settings.bulk_timeout_s,
+                     "hosts_rounds": settings.hosts_rounds,
+                     "hosts_requests": settings.hosts_requests,
+                     "hosts_shards": settings.hosts_shards},
         "wall_s": round(wall, 1), "incomplete": interrupted, "skipped": skipped,
         "work_dir": str(root),
         "throughput": throughput_rows(runs),
