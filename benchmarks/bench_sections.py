@@ -55,14 +55,14 @@ def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.05) -> A
 
 
 def start_cluster(processes: Processes, name: str, nodes: int, overrides: dict[str, Any],
-                  timeout: float = 120.0) -> rb.Phalanx:
+                  timeout: float = 120.0, nodes_per_host: int = 1) -> rb.Phalanx:
     """An N-node cluster (node config `overrides`, as `phalanx up` flags set them) in
     processes.root/name, started through the launcher; returns once every node is ready
     (admin /ready: every local replica knows its leader and has applied its log)."""
     cluster = rb.Phalanx(processes.root / name)
     processes.extra_clusters.append(cluster)
     cluster.data_dir.mkdir(parents=True)
-    cluster.start(nodes, timeout=timeout, overrides=overrides)
+    cluster.start(nodes, timeout=timeout, overrides=overrides, nodes_per_host=nodes_per_host)
     wait_for(lambda: all(ready(e) for e in entries(cluster)), 90,
              f"{name}: every node ready", poll=0.2)
     return cluster
@@ -639,6 +639,12 @@ def soak_section(processes: Processes, settings: Settings) -> dict[str, Any]:
         leader = shard_leader(cluster)
         host, port = hostport(leader.resp)
         load_keys(host, port, 0, settings.soak_keys)
+        import bench_bulk
+
+        # Spurious elections (issue 15: none in a 1 h soak): terms gained by any group, and
+        # the replicas' own leader-change counters, from the start of the workload to its end.
+        terms_before = bench_bulk.group_terms(cluster)
+        changes_before = leader_changes(cluster)
 
         def sample(at: float) -> None:
             nodes = entries(cluster)
@@ -666,6 +672,8 @@ def soak_section(processes: Processes, settings: Settings) -> dict[str, Any]:
         sample(time.monotonic() - began)
         lines = stdout.strip().splitlines()
         out["workload"] = json.loads(lines[-1]) if lines else {"error": stderr[-300:]}
+        out["elections"] = bench_bulk.elections(terms_before, bench_bulk.group_terms(cluster))
+        out["leader_changes"] = leader_changes(cluster) - changes_before
         with contextlib.suppress(OSError, RuntimeError, KeyError):
             out["leader_snapshot_index"] = status(leader)["local"]["1"]["snapshot_index"]
             out["leader_last_index"] = status(leader)["local"]["1"]["last_index"]
@@ -848,7 +856,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
                          f"p50 {w['p50_ms']:.2f} ms, p99 {w['p99_ms']:.2f} ms, p99.9 "
                          f"{w['p999_ms']:.2f} ms. Leader snapshot index at the end: "
                          f"{soak.get('leader_snapshot_index', '?')} (last log index "
-                         f"{soak.get('leader_last_index', '?')}).")
+                         f"{soak.get('leader_last_index', '?')}). Elections during the "
+                         f"workload (terms gained): {soak.get('elections', '?')}; replica "
+                         f"leader changes: {soak.get('leader_changes', '?')}.")
             lines.append("")
         lines += ["| node | RSS start MB | end | max | growth | disk start MB | end | max "
                   "| growth |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
