@@ -204,7 +204,7 @@ def test_the_cli_default_runs_every_section_and_only_selects_exactly() -> None:
     command = main.commands["bench"]  # type: ignore[attr-defined]
     default = next(p.default for p in command.params if p.name == "only")
     assert default == ("writes,reads,commands,pipelines,failover,sigstop,etcd,pysyncobj,latency,"
-                       "scale,recovery,memory,bulk,soak,queue,partition")
+                       "scale,recovery,memory,bulk,soak,queue,partition,hosts")
     assert set(default.split(",")) == set(phalanx_bench.SECTIONS)
     assert phalanx_bench.Settings(only=("writes", "etcd")).sections() == {"writes", "etcd"}
     assert phalanx_bench.Settings(only=("writes", "reads", "failover")).sections() == {
