@@ -262,14 +262,14 @@ class ConsistencyChecker:
             # The votes come in through the log (vote_on_checks on every replica, this one
             # too): wait, bounded, for the verdict.
             deadline = time.monotonic() + 3 * timeout
-            while index not in shard.check_verdicts and not group.stopped \
-                    and index in shard.check_voters:
+            while not group.stopped and index in shard.check_voters:
                 pending = shard.pending_digest
                 if pending is not None and pending[0] == index:
-                    # Our own digest is still being computed (a big shard): the votes
-                    # cannot be in before it; the bounded wait starts once it is done.
+                    # Our own digest is still being computed (a big shard; the followers'
+                    # votes may even make the verdict first): the bounded wait for the
+                    # verdict starts once it is done.
                     deadline = time.monotonic() + 3 * timeout
-                elif time.monotonic() >= deadline:
+                elif index in shard.check_verdicts or time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(0.05)
             verdict = shard.check_verdicts.get(index)
