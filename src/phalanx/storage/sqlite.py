@@ -43,7 +43,6 @@ Rules of this file:
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import itertools
 import json
@@ -77,6 +76,7 @@ from phalanx.raft.types import (
     SnapshotMeta,
     Term,
 )
+from phalanx.storage.io_errors import storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -537,8 +537,7 @@ class SqliteLogStore(StoreView):
             error = Corrupt if name in _CORRUPTION_CODES else StorageError
             raise error(f"store {self._directory}: cannot {action}: {exc} ({name})") from exc
         except OSError as exc:
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise StorageError(f"store {self._directory}: cannot {action}: {exc}{hint}") from exc
+            raise storage_error(self._directory, action, exc) from exc
 
     @contextlib.contextmanager
     def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
