@@ -223,7 +223,7 @@ def test_a_snapshot_built_on_a_full_disk_stops_the_replica(tmp_path: Path,
                 await asyncio.wait_for(group.save_snapshot(), 30)
             assert group.stopped and group.fatal_error is not None
             assert "disk full" in group.fatal_error and disk_failed(group.fatal_error)
-            assert "snapshot" in group.fatal_error, group.fatal_error
+            assert "cannot write the snapshot file" in group.fatal_error, group.fatal_error
             assert not list(directory.glob("building-snapshot-*"))
         finally:
             await group.stop()

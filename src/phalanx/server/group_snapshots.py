@@ -31,7 +31,7 @@ from phalanx.raft.progress import ProgressState
 from phalanx.server.config import NodeConfig
 from phalanx.server.metrics import GroupMetrics
 from phalanx.storage import AsyncLogStore
-from phalanx.storage.io_errors import io_errors
+from phalanx.storage.io_errors import io_errors, storage_error
 
 if TYPE_CHECKING:
     from phalanx.placement.shard import ShardMachine
@@ -162,6 +162,7 @@ class GroupSnapshots:
         pending: list[bytes] = []
         pending_bytes = 0
         slices = 0
+        written = False
         try:
             try:
                 deadline = time.perf_counter() + budget
@@ -194,14 +195,18 @@ class GroupSnapshots:
                 await self.store.create_snapshot(Index(applied), conf, cast(bytes, mapped))
             finally:
                 mapped.close()
+            written = True
         finally:
-            with io_errors(self.directory, f"close the snapshot file {path.name}"):
-                try:
-                    # (a close that flushes what a full disk refused fails again: the error
-                    # already raised, if any, is the one reported)
-                    await asyncio.to_thread(file.close)
-                finally:
-                    path.unlink(missing_ok=True)
+            try:
+                await asyncio.to_thread(file.close)
+            except OSError as error:
+                # A close that flushes what a full disk refused fails again: the first error,
+                # already on its way, is the one reported.
+                if written:
+                    raise storage_error(self.directory, f"close the snapshot file {path.name}",
+                                        error) from error
+            finally:
+                path.unlink(missing_ok=True)
         compact_to = min(applied - self.config.snapshot_keep_entries,
                          self._snapshot_floor())
         if compact_to > self.store.first_index() - 1:

@@ -375,15 +375,17 @@ class SnapshotFetcher:
         finally:
             if link is not None:
                 link.close()
-            with io_errors(directory, spill):
-                try:
-                    if not file.closed:
-                        # (a close that flushes what a full disk refused fails again)
-                        await asyncio.to_thread(file.close)
-                finally:
-                    if total is not None and offset >= total:
-                        # done: a whole file that failed its check must not be resumed from
-                        path.unlink(missing_ok=True)
+            try:
+                if not file.closed:
+                    await asyncio.to_thread(file.close)
+            except OSError:
+                # Only after a failure (else `_flush_and_close` closed it): a close that
+                # flushes what a full disk refused fails again; the first error is reported.
+                pass
+            finally:
+                if total is not None and offset >= total:
+                    # done: a whole file that failed its check must not be resumed from
+                    path.unlink(missing_ok=True)
         elapsed = time.monotonic() - started
         self.finished.append((group.group_id, meta.index, len(data), elapsed, resumes))
         logger.info("%s: fetched snapshot at index %s from %s: %d bytes in %.1f s "
