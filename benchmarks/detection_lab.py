@@ -71,15 +71,57 @@ class Load:
 
 
 def terms(cluster: rb.Phalanx) -> dict[str, tuple[int, int]]:
-    """node -> (term, leader changes) from each node's admin /status."""
+    """node -> (term, leader changes) of its default shard, from each node's admin /status."""
+    return {node: (group_terms["default"], changes)
+            for node, (group_terms, changes) in group_terms_of(cluster).items()}
+
+
+def group_terms_of(cluster: rb.Phalanx) -> dict[str, tuple[dict[str, int], int]]:
+    """node -> ({group: term, "default": the default shard's term}, leader changes of its
+    default shard), from each node's admin /status."""
     from phalanx.ops import admin, cluster_file
 
     out = {}
     for status in admin.query_status(cluster_file.read_cluster_file(cluster.data_dir).nodes,
                                      timeout=2.0):
         raw = status.status or {}
-        out[status.entry.id] = (int(raw.get("term") or 0), int(raw.get("leader_changes") or 0))
+        local = raw.get("local") or {}
+        group_terms = {str(g): int(v.get("term") or 0) for g, v in local.items()
+                       if isinstance(v, dict)}
+        group_terms["default"] = int(raw.get("term") or 0)
+        out[status.entry.id] = (group_terms, int(raw.get("leader_changes") or 0))
     return out
+
+
+def elections(before: dict[str, tuple[dict[str, int], int]],
+              after: dict[str, tuple[dict[str, int], int]]) -> dict[str, int]:
+    """group -> how many terms began between two readings (the highest term any node reports:
+    every election, even a lost one, starts a new term; with PreVote a node that only
+    pre-votes does not)."""
+    def highest(reading: dict[str, tuple[dict[str, int], int]]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for group_terms, _ in reading.values():
+            for group, term in group_terms.items():
+                if group != "default":
+                    out[group] = max(out.get(group, 0), term)
+        return out
+
+    low, high = highest(before), highest(after)
+    return {group: high[group] - low.get(group, high[group]) for group in sorted(high)}
+
+
+STALL_MARKERS = ("stall watch:", "event loop stalled")
+
+
+def stall_lines(directory: Path) -> list[str]:
+    """The nodes' log lines about loop stalls (the ticker's warning, the stall watch's report)."""
+    lines = []
+    for log_file in sorted(directory.glob("**/node.log")):
+        with contextlib.suppress(OSError):
+            for line in log_file.read_text(errors="replace").splitlines():
+                if any(marker in line for marker in STALL_MARKERS):
+                    lines.append(f"{log_file.parent.name}: {line}")
+    return lines
 
 
 def one_profile(root: Path, profile: tuple[int, int], args: argparse.Namespace,
@@ -105,25 +147,36 @@ def one_profile(root: Path, profile: tuple[int, int], args: argparse.Namespace,
             result["gaps_ms"] = [g.get("gap_ms") for g in gaps]
         if args.watch_s > 0:
             pb.wait_for(lambda: pb.phalanx_converged(cluster), 60, "converged", poll=0.2)
-            before = terms(cluster)
+            stalls_before = len(stall_lines(directory))
+            before = group_terms_of(cluster)
             time.sleep(args.watch_s / 2)
-            idle = terms(cluster)
+            idle = group_terms_of(cluster)
+            stalls_idle = len(stall_lines(directory))
             load.start()
             time.sleep(args.watch_s / 2)
             load.stop()
-            after = terms(cluster)
+            after = group_terms_of(cluster)
+            stalls = stall_lines(directory)
             result["watch"] = {
                 "seconds": args.watch_s,
-                "term_before": max(t for t, _ in before.values()),
-                "term_after_idle": max(t for t, _ in idle.values()),
-                "term_after_load": max(t for t, _ in after.values()),
+                "term_before": max(t["default"] for t, _ in before.values()),
+                "term_after_idle": max(t["default"] for t, _ in idle.values()),
+                "term_after_load": max(t["default"] for t, _ in after.values()),
+                # Every group's elections (group 0 is the placement driver): idle, under load.
+                "elections_idle": elections(before, idle),
+                "elections_load": elections(idle, after),
                 "leader_changes": {n: after[n][1] - before[n][1] for n in after if n in before},
+                "stall_lines_idle": stalls_idle - stalls_before,
+                "stall_lines_load": len(stalls) - stalls_idle,
             }
+        result["stall_lines"] = stall_lines(directory)
     finally:
         load.stop()
         cluster.stop()
     pb.log(f"round {round_} profile {label}: gaps {result['gaps_ms']} watch {result['watch']} "
            f"load {os.getloadavg()[0]:.1f}")
+    for line in result.get("stall_lines", [])[:args.show_stalls]:
+        pb.log(f"  {line[:2000]}")
     return result
 
 
@@ -135,11 +188,18 @@ def main() -> None:
     parser.add_argument("--stops", type=int, default=3)
     parser.add_argument("--load-clients", type=int, default=30)
     parser.add_argument("--watch-s", type=float, default=0.0)
+    parser.add_argument("--stall-watch", type=float, default=0.0,
+                        help="ms: every node logs what held its loop that long (the stall "
+                             "watch, PHALANX_STALL_WATCH_MS); 0 = off")
     parser.add_argument("--extra", action="append", default=[],
                         help="more node overrides, name=value (strings)")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--show-stalls", type=int, default=20,
+                        help="print at most this many stall log lines per cluster")
     args = parser.parse_args()
     profiles = [parse_profile(p) for p in args.profiles.split(",") if p]
+    if args.stall_watch > 0:
+        os.environ["PHALANX_STALL_WATCH_MS"] = str(args.stall_watch)
     root = Path(tempfile.mkdtemp(prefix="phalanx-detect-"))
     results = []
     try:

@@ -141,7 +141,7 @@ class MetaClient:
         """A joining node announces itself through any member until the map lists it."""
         me = self.config.me
         info = NodeInfo(id=me.id, peer=me.peer, resp=me.resp, admin=me.admin, zone=me.zone,
-                        region=me.region)
+                        region=me.region, host=me.host)
         payload = json.dumps({"op": "add_node", "node": info.to_json()},
                              separators=(",", ":"), sort_keys=True).encode()
         host, port = parse_address(self.config.join, "join")
