@@ -189,6 +189,8 @@ def read_snapshot_file(path: Path, term: Term, index: Index) -> bytes:
             payload = file.read(length + 1)
     except FileNotFoundError as exc:
         raise Corrupt(f"snapshot file {path} referenced by the database is missing") from exc
+    except OSError as exc:  # EIO: the disk failed (storage/io_errors.py)
+        raise storage_error(path.parent, f"read the snapshot file {path.name}", exc) from exc
     if len(payload) != length:
         raise Corrupt(f"snapshot file {path} has {len(payload)} payload bytes, expected {length}")
     if zlib.crc32(payload) != _crc_of(header):
@@ -210,6 +212,8 @@ def verify_snapshot_file(path: Path, term: Term, index: Index) -> int:
                 seen += len(chunk)
     except FileNotFoundError as exc:
         raise Corrupt(f"snapshot file {path} referenced by the database is missing") from exc
+    except OSError as exc:  # EIO: the disk failed (storage/io_errors.py)
+        raise storage_error(path.parent, f"read the snapshot file {path.name}", exc) from exc
     if seen != length:
         raise Corrupt(f"snapshot file {path} has {seen} payload bytes, expected {length}")
     if checksum != _crc_of(header):
