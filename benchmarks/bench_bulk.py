@@ -8,7 +8,9 @@ after the other, as a user's loader would. Nothing is retried: every error reply
 pipeline whose connection failed or timed out counts all its keys as errors (outcome unknown),
 then the client reconnects (to whichever node now leads) and goes on. Leader changes = groups
 whose term grew on any replica between the start and the end of the load (an election), plus
-the replicas' own `leader_changes` counters. The load is bounded in keys and in time (a
+the replicas' own `leader_changes` counters. Before the load, every group's leader and term
+must have stayed put for 3 s (right after start-up the placement driver may move a shard's
+leadership to its preferred node). The load is bounded in keys and in time (a
 deadline; the row then says how far it got). At the end: every node has applied the leader's
 commit index, and the key count of each replica.
 
@@ -49,6 +51,38 @@ def elections(before: dict[str, int], after: dict[str, int]) -> int:
     return sum(max(0, term - before.get(group, term)) for group, term in after.items())
 
 
+def term_changes(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    """'group G: term A -> B' for every group whose term grew."""
+    return [f"group {group}: term {before.get(group, term)} -> {term}"
+            for group, term in sorted(after.items()) if term > before.get(group, term)]
+
+
+def _leaders(cluster: Any) -> dict[tuple[str, str], tuple[int, Any]]:
+    found = {}
+    for node in more.entries(cluster):
+        with contextlib.suppress(OSError, RuntimeError):
+            for group, item in (more.status(node).get("local") or {}).items():
+                found[(node.id, group)] = (int(item.get("term", 0)), item.get("leader"))
+    return found
+
+
+def settle(cluster: Any, quiet_s: float = 3.0, timeout: float = 60.0) -> bool:
+    """Wait (bounded) until every replica of every group has named the same leader and term
+    for `quiet_s`: right after start-up the placement driver may still move a shard's
+    leadership to its preferred node (a term change that is no failure). False: it never
+    went quiet within `timeout` (the section goes on and says so)."""
+    deadline = time.monotonic() + timeout
+    seen, since = _leaders(cluster), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _leaders(cluster)
+        if now != seen or any(leader is None for _term, leader in now.values()):
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return True
+    return False
+
+
 def bulk_section(processes: Processes, settings: Settings) -> dict[str, Any]:
     import redis
 
@@ -63,6 +97,8 @@ def bulk_section(processes: Processes, settings: Settings) -> dict[str, Any]:
         leader = more.shard_leader(cluster)
         more.wait_for(lambda: more.caught_up(cluster, leader), 60, "the cluster to settle",
                       poll=0.2)
+        out["settled"] = settle(cluster)
+        leader = more.shard_leader(cluster)
         terms_before = group_terms(cluster)
         changes_before = more.leader_changes(cluster)
         out["load_1m_start"] = round(os.getloadavg()[0], 2)
@@ -105,7 +141,9 @@ def bulk_section(processes: Processes, settings: Settings) -> dict[str, Any]:
         out["wall_s"] = round(time.monotonic() - began, 2)
         out["keys_per_s"] = round(out["sent"] / max(out["wall_s"], 1e-9), 1)
         out["load_1m_end"] = round(os.getloadavg()[0], 2)
-        out["elections"] = elections(terms_before, group_terms(cluster))
+        terms_after = group_terms(cluster)
+        out["elections"] = elections(terms_before, terms_after)
+        out["term_changes"] = term_changes(terms_before, terms_after)
         out["leader_changes"] = more.leader_changes(cluster) - changes_before
         del out["error_samples"][5:]
         leader = more.shard_leader(cluster)
@@ -163,6 +201,11 @@ def markdown(section: dict[str, Any] | None) -> list[str]:
               f"{section['leader_changes']} | {per_node} | {section.get('load_1m_start')} -> "
               f"{section.get('load_1m_end')} |"]
     lines += [f"- {sample}" for sample in section.get("error_samples", [])]
+    if section.get("term_changes"):
+        lines += ["- terms gained during the load: " + "; ".join(section["term_changes"])]
+    if section.get("settled") is False:
+        lines += ["- the cluster's leaders did not stay put for 3 s within 60 s before the "
+                  "load (started anyway)"]
     if section.get("error"):
         lines += [f"- **{section['error']}**"]
     return lines

@@ -204,7 +204,7 @@ def test_the_cli_default_runs_every_section_and_only_selects_exactly() -> None:
     command = main.commands["bench"]  # type: ignore[attr-defined]
     default = next(p.default for p in command.params if p.name == "only")
     assert default == ("writes,reads,commands,pipelines,failover,sigstop,etcd,pysyncobj,latency,"
-                       "scale,recovery,memory,bulk,soak,queue,partition")
+                       "scale,recovery,memory,bulk,soak,queue,partition,hosts")
     assert set(default.split(",")) == set(phalanx_bench.SECTIONS)
     assert phalanx_bench.Settings(only=("writes", "etcd")).sections() == {"writes", "etcd"}
     assert phalanx_bench.Settings(only=("writes", "reads", "failover")).sections() == {
@@ -222,3 +222,34 @@ def test_cli_help_lists_the_options() -> None:
     assert result.exit_code == 0
     for option in ("--quick", "--repeats", "--output", "--only", "--soak-seconds"):
         assert option in result.output
+
+
+def test_cli_quick_runs_every_section_small(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    """`phalanx bench --quick` (the run the README promises in a few minutes): the settings
+    the suite receives are the quick ones for every section; the run itself is the smoke tests
+    above, section by section (a whole quick run takes minutes on a loaded machine)."""
+    seen: list[phalanx_bench.Settings] = []
+
+    def fake_run(settings: phalanx_bench.Settings, output: Path) -> dict[str, Any]:
+        seen.append(settings)
+        return {"output": str(output)}
+
+    monkeypatch.setattr(phalanx_bench, "run_suite", fake_run)
+    monkeypatch.setattr(phalanx_bench, "print_summary", lambda doc: None)
+    result = CliRunner().invoke(main, ["bench", "--quick", "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    [settings] = seen
+    assert settings.quick and settings.repeats == 1
+    assert settings.sections() == set(phalanx_bench.SECTIONS)
+    assert settings.bulk_keys <= 20_000 and settings.bulk_timeout_s <= 120
+    assert max(settings.recovery_sizes) <= 10_000 and settings.memory_keys <= 10_000
+    assert settings.soak_seconds <= 10 and settings.latency_seconds <= 2
+    assert settings.scale_configs == ((3, 3),) and settings.failover_tries == 1
+    assert max(settings.set_requests.values()) <= 3000
+    # --repeats still applies to a quick run
+    seen.clear()
+    result = CliRunner().invoke(main, ["bench", "--quick", "--repeats", "2", "--only", "bulk",
+                                       "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert seen[0].repeats == 2 and seen[0].sections() == {"bulk"}

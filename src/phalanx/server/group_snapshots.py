@@ -225,18 +225,31 @@ class GroupSnapshots:
     async def _restore(self, data: bytes) -> None:
         """Restore a snapshot, a frame per slice of `snapshot_slice_ms` of the loop (the
         state changes only at the end, once everything checked), then give memory back."""
+        started = time.perf_counter()
+        longest = 0.0  # the longest run of the loop without a yield, in seconds
+        slices = 1
         steps = getattr(self.machine, "restore_steps", None)
         if steps is None:
             self.machine.restore(data)
+            longest = time.perf_counter() - started
         else:
             budget = self.config.snapshot_slice_ms / 1000
-            deadline = time.perf_counter() + budget
+            resumed = time.perf_counter()
+            deadline = resumed + budget
             for _ in steps(data):
-                if time.perf_counter() >= deadline:
+                now = time.perf_counter()
+                if now >= deadline:
+                    longest = max(longest, now - resumed)
                     await asyncio.sleep(0)
-                    deadline = time.perf_counter() + budget
+                    slices += 1
+                    resumed = time.perf_counter()
+                    deadline = resumed + budget
+            longest = max(longest, time.perf_counter() - resumed)
         self._log_bytes_at_snapshot = self._log_bytes
         self._last_snapshot_bytes = len(data)
+        logger.info("group %s installed a snapshot of %d bytes in %.0f ms (%d slices, longest "
+                    "%.0f ms)", self.group_id, len(data), (time.perf_counter() - started) * 1e3,
+                    slices, longest * 1e3)
 
 
 #: How many bytes of a snapshot being built are written to its file at a time.

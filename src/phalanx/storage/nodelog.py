@@ -83,8 +83,8 @@ from phalanx.storage.nodelog_replay import Replay
 from phalanx.storage.sqlite import (
     DATABASE_NAME,
     LOCK_NAME,
-    read_snapshot_file,
     snapshot_file_name,
+    verify_snapshot_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -321,8 +321,8 @@ class NodeLog:
                 store = self._create_group(path, conf_state or ConfState())
             meta = store.snapshot_meta()
             if meta.index > 0:
-                read_snapshot_file(path / snapshot_file_name(meta.term, meta.index),
-                                   meta.term, meta.index)
+                verify_snapshot_file(path / snapshot_file_name(meta.term, meta.index),
+                                     meta.term, meta.index)
             store.attach(path, lock_fd)
             store._remove_stray_files()
             return store

@@ -275,8 +275,7 @@ class GroupStore(StoreView):
         returns the bytes verified. Other groups' bad frames are theirs to report."""
         self._check_open()
         verified = self._log.scrub(self._key)
-        if self.snapshot_meta().index > 0:
-            verified += len(self.snapshot().data)
+        verified += self.verify_snapshot()
         return verified
 
     # -- lifecycle -----------------------------------------------------------------------------

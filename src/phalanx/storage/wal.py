@@ -107,8 +107,8 @@ from phalanx.storage.sqlite import (
     StoreView,
     decode_conf_state,
     encode_conf_state,
-    read_snapshot_file,
     snapshot_file_name,
+    verify_snapshot_file,
     write_snapshot_file,
 )
 
@@ -475,7 +475,7 @@ class WalLogStore(StoreView):
             self._replay(found)
         snapshot_meta = self._snapshot.meta
         if snapshot_meta.index > 0:
-            read_snapshot_file(  # verified at open; read again when asked for
+            verify_snapshot_file(  # verified at open; read again when asked for
                 self._snapshot_path(snapshot_meta.term, snapshot_meta.index),
                 snapshot_meta.term,
                 snapshot_meta.index,
@@ -738,8 +738,7 @@ class WalLogStore(StoreView):
                 data = data[:active_end]
             _scan_segment(path, data, seq, last=False)
             verified += len(data)
-        if self.snapshot_meta().index > 0:
-            verified += len(self.snapshot().data)
+        verified += self.verify_snapshot()
         return verified
 
     def segment_paths(self) -> list[Path]:
