@@ -245,7 +245,7 @@ def test_cli_quick_runs_every_section_small(monkeypatch: pytest.MonkeyPatch,
     assert settings.bulk_keys <= 20_000 and settings.bulk_timeout_s <= 120
     assert max(settings.recovery_sizes) <= 10_000 and settings.memory_keys <= 10_000
     assert settings.soak_seconds <= 10 and settings.latency_seconds <= 2
-    assert settings.scale_configs == ((3, 3),) and settings.failover_tries == 1
+    assert settings.scale_configs == ((3, 1), (3, 9)) and settings.failover_tries == 1
     assert max(settings.set_requests.values()) <= 3000
     # --repeats still applies to a quick run
     seen.clear()
