@@ -37,9 +37,17 @@ import phalanx_bench as pb  # noqa: E402
 import resp_bench as rb  # noqa: E402
 
 
-def parse_profile(text: str) -> tuple[int, int]:
-    heartbeat, _, election = text.partition("/")
-    return int(heartbeat), int(election)
+def parse_profile(text: str) -> tuple[int, int, int]:
+    """"H/E" or "H/E+S": heartbeat ticks, minimum election ticks, and the spread of the
+    election timeout's random range (0: E, i.e. [E, 2E), Raft §5.2)."""
+    heartbeat, _, rest = text.partition("/")
+    election, _, spread = rest.partition("+")
+    return int(heartbeat), int(election), int(spread or 0)
+
+
+def label_of(profile: tuple[int, int, int]) -> str:
+    heartbeat, election, spread = profile
+    return f"{heartbeat}/{election}" + (f"+{spread}" if spread else "")
 
 
 class Load:
@@ -158,13 +166,16 @@ def stall_lines(directory: Path) -> list[str]:
     return lines
 
 
-def one_profile(root: Path, profile: tuple[int, int], args: argparse.Namespace,
+def one_profile(root: Path, profile: tuple[int, int, int], args: argparse.Namespace,
                 round_: int) -> dict[str, Any]:
-    heartbeat, election = profile
-    label = f"{heartbeat}/{election}"
-    directory = Path(tempfile.mkdtemp(prefix=f"detect-{heartbeat}-{election}-", dir=root))
+    heartbeat, election, spread = profile
+    label = label_of(profile)
+    directory = Path(tempfile.mkdtemp(prefix=f"detect-{heartbeat}-{election}-{spread}-",
+                                      dir=root))
     cluster = rb.Phalanx(directory / "cluster")
     overrides: dict[str, Any] = {"heartbeat_ticks": heartbeat, "election_ticks": election}
+    if spread:
+        overrides["election_spread_ticks"] = spread
     for item in args.extra:
         name, _, value = item.partition("=")
         overrides[name] = json.loads(value) if value[:1].isdigit() or value in (
@@ -227,13 +238,13 @@ def one_profile(root: Path, profile: tuple[int, int], args: argparse.Namespace,
     return result
 
 
-def summarise(profiles: list[tuple[int, int]],
+def summarise(profiles: list[tuple[int, int, int]],
               results: list[dict[str, Any]]) -> dict[str, Any]:
     """Per profile: SIGSTOP gaps idle and under load (medians), spurious elections idle and
     under load (every group), and those under load per 10 minutes of load."""
     summary = {}
     for profile in profiles:
-        label = f"{profile[0]}/{profile[1]}"
+        label = label_of(profile)
         mine = [r for r in results if r["profile"] == label]
         gaps = sorted(g for r in mine for g in r["gaps_ms"] if g)
         gaps_idle = sorted(g for r in mine for g in r.get("gaps_idle_ms", []) if g)
@@ -259,7 +270,8 @@ def summarise(profiles: list[tuple[int, int]],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profiles", default="5/50,5/25",
-                        help="comma-separated heartbeat/election ticks (10 ms ticks)")
+                        help="comma-separated heartbeat/election[+spread] ticks (10 ms ticks; "
+                             "spread: the election timeout's random range, default election)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--stops", type=int, default=3,
                         help="SIGSTOPs of the leader under the load")
