@@ -16,6 +16,10 @@ Rules of this module:
   to hold a majority of a shard's replicas (for an even count: not even half, so a quorum
   survives outside it) and, secondarily, distinct zones. A zone is the pair
   (region, zone), so equal zone names in two regions are two zones.
+- Hosts (docs/hosts.md): under either goal, after the zones (and regions), replicas of a shard
+  go to distinct hosts, then to distinct nodes: K node processes of one machine never hold two
+  replicas of a shard while enough hosts exist, and `violations` names any that do. A host is
+  the triple (region, zone, host); a node without a host is a host of its own.
 - Only nodes in state "alive" receive replicas. Replicas on dead, draining or decommissioned
   nodes are replaced when a replacement exists; otherwise they stay (a returning node is better
   than a missing replica).
@@ -25,8 +29,9 @@ Rules of this module:
   changes (one short chain per call) only when, besides, every shard's reported leader is its
   preferred leader. So planning again before the reports catch up yields [] (no flip-flop), and
   every move strictly lowers a balance potential, so repeated planning converges.
-- When the topology cannot satisfy the goal (one zone on a laptop), placement is best effort
-  (as many distinct domains as exist) and never raises; `violations` reports the shortfall.
+- When the topology cannot satisfy the goal (one zone on a laptop, fewer hosts than
+  replicas), placement is best effort (as many distinct domains as exist) and never raises;
+  `violations` reports the shortfall.
 """
 
 from __future__ import annotations
@@ -98,31 +103,50 @@ def _region(node: NodeInfo | None, node_id: str) -> str:
     return node.region if node is not None else f"?{node_id}"
 
 
-def _spread_cost(goal: str, nodes: Mapping[str, NodeInfo],
-                 members: Sequence[str]) -> tuple[int, int]:
-    """How badly `members` break the goal: (primary, secondary); (0, 0) is perfect.
+def _host(node: NodeInfo | None, node_id: str) -> tuple[str, str, str, str]:
+    return node.host_domain if node is not None else ("?", f"?{node_id}", "", node_id)
 
-    zone goal: (replicas sharing a zone with an earlier one, same for regions);
-    region goal: (replicas beyond the largest minority in any region, zone sharing).
+
+def _spread_cost(goal: str, nodes: Mapping[str, NodeInfo],
+                 members: Sequence[str]) -> tuple[int, int, int]:
+    """How badly `members` break the goal: (primary, secondary, tertiary); (0, 0, 0) is perfect.
+
+    zone goal: (replicas sharing a zone with an earlier one, same for hosts, same for regions);
+    region goal: (replicas beyond the largest minority in any region, zone sharing, host
+    sharing). A host lies in one zone, so host sharing only counts where zones are shared.
     """
     zones = Counter(_zone(nodes.get(m), m) for m in members)
+    hosts = Counter(_host(nodes.get(m), m) for m in members)
     regions = Counter(_region(nodes.get(m), m) for m in members)
     zone_excess = sum(count - 1 for count in zones.values())
+    host_excess = sum(count - 1 for count in hosts.values())
     if goal == "zone":
-        return (zone_excess, sum(count - 1 for count in regions.values()))
+        return (zone_excess, host_excess, sum(count - 1 for count in regions.values()))
     minority = (len(members) - 1) // 2
-    return (sum(max(0, count - minority) for count in regions.values()), zone_excess)
+    return (sum(max(0, count - minority) for count in regions.values()), zone_excess,
+            host_excess)
 
 
 def _spread_key(goal: str, nodes: Mapping[str, NodeInfo], members: Iterable[str],
-                candidate: NodeInfo) -> tuple[int, int]:
-    """Crowding `candidate` would join: (same primary domain, same secondary domain) counts."""
-    same_zone = same_region = 0
+                candidate: NodeInfo) -> tuple[int, ...]:
+    """Crowding `candidate` would join, most important first.
+
+    zone goal: a new zone, else a new host (a zone already used), then the fewest replicas in
+    its zone, its region, its host; region goal: the fewest in its region, then a new zone,
+    a new host, then the fewest in its zone and host. Without hosts (every node its own) the
+    order is the one before hosts existed: (zone, region) and (region, zone) counts. Picking a
+    new zone while one is left, else a new host while one is left, gives as many distinct
+    zones and then hosts as the topology allows.
+    """
+    same_zone = same_host = same_region = 0
     for member in members:
         node = nodes.get(member)
         same_zone += _zone(node, member) == candidate.domain
+        same_host += _host(node, member) == candidate.host_domain
         same_region += _region(node, member) == candidate.region
-    return (same_zone, same_region) if goal == "zone" else (same_region, same_zone)
+    if goal == "zone":
+        return (same_zone > 0, same_host > 0, same_zone, same_region, same_host)
+    return (same_region, same_zone > 0, same_host > 0, same_zone, same_host)
 
 
 @dataclass(slots=True)
@@ -167,19 +191,22 @@ class _Working:
             return True
         return bool(shard.learners) or set(shard.voters) != set(self.replicas[sid])
 
-    def choose(self, members: Sequence[str], exclude: Iterable[str] = ()) -> str | None:
-        """The best alive node to join `members`: spread first, then load, then id."""
+    def choose(self, members: Sequence[str], exclude: Iterable[str] = (),
+               avoid_host: tuple[str, str, str, str] | None = None) -> str | None:
+        """The best alive node to join `members`: spread first, then (if given) not on
+        `avoid_host`, then load, then id."""
         excluded = set(members) | set(exclude)
         present = [m for m in members if self.is_alive(m)]
-        best: tuple[tuple[int, int], int, str] | None = None
+        best: tuple[tuple[int, ...], bool, int, str] | None = None
         for node_id in self.alive:
             if node_id in excluded:
                 continue
-            key = (_spread_key(self.goal, self.nodes, present, self.nodes[node_id]),
-                   self.load[node_id], node_id)
+            node = self.nodes[node_id]
+            key = (_spread_key(self.goal, self.nodes, present, node),
+                   node.host_domain == avoid_host, self.load[node_id], node_id)
             if best is None or key < best:
                 best = key
-        return None if best is None else best[2]
+        return None if best is None else best[3]
 
     def set_preferred(self, sid: int, node_id: str) -> None:
         old = self.preferred[sid]
@@ -230,7 +257,7 @@ class _Working:
         if len(members) > factor and not self.in_motion(sid):
             # One replica at a time: the least useful one (not alive; leaving the best spread;
             # not the preferred leader; busiest; highest id).
-            def usefulness(m: str) -> tuple[bool, tuple[int, int], bool, int, str]:
+            def usefulness(m: str) -> tuple[bool, tuple[int, int, int], bool, int, str]:
                 cost_without = _spread_cost(self.goal, self.nodes, [x for x in members if x != m])
                 return (self.is_alive(m), cost_without, m == self.preferred[sid],
                         -self.load[m], m)
@@ -451,6 +478,15 @@ def _group_violations(label: str, noun: str, goal: str, nodes: Mapping[str, Node
                 why = "a majority" if 2 * count > len(members) else "half: its loss loses quorum"
                 found.append(f"{label}: region {region} holds {count} of {len(members)} "
                              f"{noun}s ({why})")
+    # Under either goal, two replicas on one machine die together (docs/hosts.md).
+    by_host: dict[tuple[str, str, str, str], list[str]] = {}
+    for member in members:
+        node = nodes.get(member)
+        if node is not None and node.host:
+            by_host.setdefault(node.host_domain, []).append(member)
+    for (_, _, host, _), sharing in sorted(by_host.items()):
+        if len(sharing) > 1:
+            found.append(f"{label}: {noun}s {_names(sorted(sharing))} share host {host}")
     return found
 
 
@@ -517,14 +553,16 @@ def plan(cmap: ClusterMap) -> list[dict[str, object]]:
 def relocation_target(cmap: ClusterMap, shard_id: int, node_id: str) -> str | None:
     """Where a replica whose disk failed (EIO, full: docs/disk-faults.md) is rebuilt instead
     of on `node_id`: the alive node the repair of a dead node would choose (spread first,
-    then load, then id), never one already holding the shard; None when there is none (the
+    then off `node_id`'s host, then load, then id), never one already holding the shard; None when there is none (the
     replica is then rebuilt in place)."""
     shard = cmap.shards.get(shard_id)
     if shard is None or node_id not in shard.replicas:
         return None
     working = _Working.of(cmap)
     others = [m for m in shard.replicas if m != node_id]
-    return working.choose(others, exclude=[node_id, *shard.voters, *shard.learners])
+    # Nodes of one host often share its disk: a host-mate is the last resort (docs/hosts.md).
+    return working.choose(others, exclude=[node_id, *shard.voters, *shard.learners],
+                          avoid_host=_host(cmap.nodes.get(node_id), node_id))
 
 
 def drain_done(cmap: ClusterMap, node_id: str) -> bool:

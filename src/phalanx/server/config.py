@@ -56,11 +56,18 @@ class PeerConfig:
     admin: str = ""
     zone: str = "zone-1"
     region: str = "region-1"
+    #: The machine this node runs on: a failure domain between node and zone (docs/hosts.md).
+    #: Nodes of one machine must name the same host, so that no two replicas of a shard land
+    #: on it; "" (the default) = a host of its own, as if every node had its own machine.
+    host: str = ""
 
     def validate(self, position: int) -> None:
         prefix = f"peers[{position}]"
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{prefix}.id: {self.id!r} must be a non-empty word")
+        if len(self.host) > 253 or any(ch.isspace() or not ch.isprintable() for ch in self.host):
+            raise ConfigError(f"{prefix}.host: {self.host[:40]!r} must be at most 253 printable "
+                              "characters without spaces")
         parse_address(self.peer, f"{prefix}.peer")
         parse_address(self.resp, f"{prefix}.resp")
         if self.admin:
@@ -455,6 +462,8 @@ def dump_config(config: NodeConfig) -> str:
         lines.append("[[peers]]")
         for name in ("id", "peer", "resp", "admin", "zone", "region"):
             lines.append(f"{name} = {_toml_value(getattr(peer, name))}")
+        if peer.host:
+            lines.append(f"host = {_toml_value(peer.host)}")
     for user in config.users:
         lines.append("")
         lines.append("[[users]]")
