@@ -130,6 +130,9 @@ class NodeConfig:
     #: (benchmarks/detection_lab.py measures both).
     heartbeat_ticks: int = 5
     election_ticks: int = 50
+    #: The width of the election timeout's random range in ticks (0: election_ticks, i.e.
+    #: [election_ticks, 2 * election_ticks)); `RaftConfig.election_spread_ticks`.
+    election_spread_ticks: int = 0
     #: A follower whose leader's heartbeats came irregularly of late (a busy leader) waits up
     #: to one more election timeout before it campaigns (docs/failure-detection.md). Off: not
     #: shown to pay yet.
@@ -268,6 +271,10 @@ class NodeConfig:
                 raise ConfigError(f"{name}: must be > 0 (got {getattr(self, name)})")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks: must be > heartbeat_ticks")
+        if self.election_spread_ticks < 0 or 0 < self.election_spread_ticks < \
+                self.heartbeat_ticks:
+            raise ConfigError("election_spread_ticks: must be 0 (election_ticks) or >= "
+                              "heartbeat_ticks")
         if self.scrub_interval_ms < 0:
             raise ConfigError("scrub_interval_ms: must be >= 0 (0 = off)")
         if self.consistency_check_ms < 0:
