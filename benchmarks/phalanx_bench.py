@@ -51,10 +51,20 @@ import resp_bench as rb  # noqa: E402  (same directory; shares the process and p
 from bench_queue import QueueSettings  # noqa: E402  (the queue section's settings, issue 17)
 
 SECTIONS = ("writes", "reads", "commands", "pipelines", "failover", "sigstop", "etcd",
-            "pysyncobj", "latency", "scale", "recovery", "memory", "soak", "queue", "partition")
-#: Sections that start their own clusters (benchmarks/bench_sections.py, bench_queue.py), run
-#: before the rest.
-ISOLATED = ("scale", "recovery", "memory", "soak", "queue", "partition")
+            "pysyncobj", "latency", "scale", "recovery", "memory", "bulk", "soak", "queue",
+            "partition", "hosts")
+#: Sections that start their own clusters (benchmarks/bench_sections.py, bench_queue.py, and
+#: the modules of SECTION_MODULES), run before the rest.
+ISOLATED = ("scale", "recovery", "memory", "bulk", "soak", "queue", "partition", "hosts")
+#: Sections in a module of their own, each on clusters of its own: name -> (module, function).
+#: `function(processes, settings)` returns the section's dict, stored as `doc[name]`;
+#: `module.markdown(doc[name])` gives its lines in RESULTS.md. A new section registers here
+#: (and in SECTIONS, ISOLATED and the CLI's --only default), and adds its goal row to
+#: bench_goals.ROWS.
+SECTION_MODULES: dict[str, tuple[str, str]] = {
+    "bulk": ("bench_bulk", "bulk_section"),
+    "hosts": ("bench_hosts", "hosts_section"),
+}
 
 #: Peers this suite knows about: name -> (how to detect it, how to install it, measured here?).
 PEERS: dict[str, dict[str, Any]] = {
@@ -127,6 +137,15 @@ class Settings:
     soak_rate: float = 500.0
     soak_keys: int = 10000
     soak_sample_s: float = 10.0
+    #: bulk (issue 15): keys loaded in 1,000-SET pipelines into an idle cluster, and a bound
+    #: on the load's time (the row then says how far it got).
+    bulk_keys: int = 1_000_000
+    bulk_timeout_s: float = 900.0
+    #: hosts (issue 15 lever 9, benchmarks/bench_hosts.py): 3 hosts x K=1 vs x K=2 node
+    #: processes, alternating rounds, SET requests per run, shards of both clusters.
+    hosts_rounds: int = 2
+    hosts_requests: int = 20000
+    hosts_shards: int = 6
     #: queue (issue 17): phalanx streams vs RabbitMQ quorum queues vs redis-server streams.
     queue: QueueSettings = field(default_factory=QueueSettings)
 
@@ -138,10 +157,12 @@ class Settings:
                    run_timeout_s=30.0, quick=True, keyspace=20000, command_requests=2000,
                    pipeline_requests=3000,
                    latency_rates=(500.0,), latency_seconds=2.0,
-                   scale_configs=((3, 3),), scale_requests=3000,
+                   scale_configs=((3, 1), (3, 9)), scale_requests=3000,
                    recovery_sizes=(10_000,), recovery_set_requests=3000, memory_keys=10_000,
                    snapshot_every_entries=500, snapshot_keep_entries=50, wipe_timeout_s=10.0,
                    soak_seconds=10.0, soak_sample_s=2.0, soak_keys=2000,
+                   bulk_keys=20_000, bulk_timeout_s=120.0,
+                   hosts_rounds=1, hosts_requests=3000,
                    queue=QueueSettings.quick())
 
     def sections(self) -> set[str]:
@@ -1052,31 +1073,56 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
+    walls: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(name: str) -> Any:
+        """Adds the block's wall time to walls[name] (README: what a full run costs)."""
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            walls[name] = round(walls.get(name, 0.0) + time.monotonic() - began, 1)
+
     try:
+        import importlib
+
         import bench_sections as more
 
         # The sections with their own clusters first, while nothing else runs.
         if "scale" in sections:
             if have_benchmark:
-                more_out["scale"] = more.scale_section(processes, settings)
+                with timed("scale"):
+                    more_out["scale"] = more.scale_section(processes, settings)
             else:
                 skipped["scale"] = "skipped: redis-benchmark not installed"
         if {"recovery", "memory"} & sections:
             if have_redis and have_benchmark:
-                more_out["data"] = more.data_section(processes, settings, "recovery" in sections,
-                                                  "memory" in sections)
+                with timed("recovery/memory"):
+                    more_out["data"] = more.data_section(processes, settings,
+                                                         "recovery" in sections,
+                                                         "memory" in sections)
             else:
                 skipped["recovery/memory"] = "skipped: redis-server/redis-benchmark not installed"
+        for name, (module, function) in SECTION_MODULES.items():
+            if name in sections:
+                with timed(name):
+                    more_out[name] = getattr(importlib.import_module(module), function)(
+                        processes, settings)
         if "soak" in sections:
-            more_out["soak"] = more.soak_section(processes, settings)
+            with timed("soak"):
+                more_out["soak"] = more.soak_section(processes, settings)
         if "queue" in sections:
             import bench_queue
 
-            more_out["queue"] = bench_queue.queue_section(processes, settings)
+            with timed("queue"):
+                more_out["queue"] = bench_queue.queue_section(processes, settings)
         if "partition" in sections:
             import bench_partition
 
-            more_out["partition"] = bench_partition.partition_section(settings)
+            with timed("partition"):
+                more_out["partition"] = bench_partition.partition_section(settings)
+        shared_began = time.monotonic()
         cluster = None
         if {"writes", "reads", "commands", "pipelines", "failover", "sigstop",
                 "latency"} & sections:
@@ -1129,6 +1175,9 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
             if redis_aof is not None:
                 more.load_keys(redis_aof.host, redis_aof.port, 0, settings.keyspace,
                                batch=5000)
+        if cluster is not None or redis_aof is not None or etcds or pysyncobj is not None:
+            walls["shared cluster and peers: start, load keys"] = round(
+                time.monotonic() - shared_began, 1)
         plan: list[tuple[str, int, int]] = []
         if "writes" in sections:
             set_requests = dict(settings.set_requests)
@@ -1146,6 +1195,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         if plan and not have_benchmark:
             log("writes/reads: skipped (redis-benchmark not installed)")
         elif plan:
+            shared_began = time.monotonic()
             targets = ((["phalanx"] + (["redis-aof-always"] if redis_aof else []))
                        if {"writes", "reads"} & sections else [])
             targets += ["phalanx-follower", "phalanx-lease"] if lease is not None else []
@@ -1190,11 +1240,13 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                             host, port = redis_aof.host, redis_aof.port
                         runs.append(run_load(target, host, port, test, clients, requests,
                                              repeat, settings))
+            walls["writes/reads (+ etcd, pysyncobj)"] = round(time.monotonic() - shared_began, 1)
         if lease is not None:
             more.stop_cluster(processes, lease)
         if "commands" in sections:
             if have_benchmark:
-                more_out["commands"] = commands_section(cluster, redis_aof, settings)
+                with timed("commands"):
+                    more_out["commands"] = commands_section(cluster, redis_aof, settings)
             else:
                 skipped["commands"] = "skipped: redis-benchmark not installed"
         if "pipelines" in sections:
@@ -1202,18 +1254,21 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                 import bench_pipelines
 
                 phalanx = cluster
-                more_out["pipelines"] = bench_pipelines.pipelines_section(
-                    lambda: bench_pipelines.addresses(phalanx), settings.repeats,
-                    settings.pipeline_requests, settings.run_timeout_s)
+                with timed("pipelines"):
+                    more_out["pipelines"] = bench_pipelines.pipelines_section(
+                        lambda: bench_pipelines.addresses(phalanx), settings.repeats,
+                        settings.pipeline_requests, settings.run_timeout_s)
             else:
                 skipped["pipelines"] = "skipped: redis-benchmark not installed"
         if "latency" in sections:
-            more_out["latency"] = more.latency_section(
-                latency_targets(cluster, redis_aof, etcd_binary, etcds, settings), settings)
+            with timed("latency"):
+                more_out["latency"] = more.latency_section(
+                    latency_targets(cluster, redis_aof, etcd_binary, etcds, settings), settings)
         sentinels = Sentinels(root / "sentinel", processes)
         for how, section in (("kill", "failover"), ("stop", "sigstop")):
             if section not in sections:
                 continue
+            section_began = time.monotonic()
             if cluster is not None:
                 failover[f"phalanx|{how}"] = phalanx_failover(cluster, settings, how)
             if etcd_binary is not None:
@@ -1224,6 +1279,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                 failover[f"pysyncobj|{how}"] = pysyncobj_failover(pysyncobj, settings, how)
             if have_sentinel:
                 failover[f"redis-sentinel|{how}"] = sentinel_failover(sentinels, settings, how)
+            walls[section] = round(time.monotonic() - section_began, 1)
     except KeyboardInterrupt:
         interrupted = "interrupted (Ctrl-C)"
     except rb.Stop:
@@ -1267,7 +1323,11 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                      "memory_keys": settings.memory_keys,
                      "snapshot_every_entries": settings.snapshot_every_entries,
                      "soak_seconds": settings.soak_seconds, "soak_rate": settings.soak_rate,
-                     "soak_keys": settings.soak_keys, "soak_sample_s": settings.soak_sample_s},
+                     "soak_keys": settings.soak_keys, "soak_sample_s": settings.soak_sample_s,
+                     "bulk_keys": settings.bulk_keys, "bulk_timeout_s": settings.bulk_timeout_s,
+                     "hosts_rounds": settings.hosts_rounds,
+                     "hosts_requests": settings.hosts_requests,
+                     "hosts_shards": settings.hosts_shards},
         "wall_s": round(wall, 1), "incomplete": interrupted, "skipped": skipped,
         "work_dir": str(root),
         "throughput": throughput_rows(runs),
@@ -1278,6 +1338,8 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         "memory_measured": "memory" in sections, "soak": more_out.get("soak"),
         "commands": more_out.get("commands"), "queue": more_out.get("queue"),
         "pipelines": more_out.get("pipelines"), "partition": more_out.get("partition"),
+        "section_wall_s": walls,
+        **{name: more_out.get(name) for name in SECTION_MODULES},
     }
     document["failover_ratio"] = _failover_ratio(document["failover"])
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -1347,6 +1409,10 @@ def _failover_ratio(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def markdown(doc: dict[str, Any]) -> str:
+    import importlib
+
+    import bench_goals
+
     m, s = doc["machine"], doc["settings"]
     load = " / ".join(f"{x:.2f}" for x in m["load_average_start"])
     load_end = " / ".join(f"{x:.2f}" for x in doc["load_average_end"])
@@ -1355,6 +1421,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "Generated by `phalanx bench`" + (" --quick" if s["quick"] else "")
         + f" on {doc['started_utc']}. Measurements, not thresholds: see "
         "benchmarks/README.md for how to read them.", "",
+        *bench_goals.markdown(doc),
         "## Machine", "",
         f"- CPUs: {m['cpu_count']} ({m.get('affinity_cpus')} usable), {m['cpu_model']}",
         f"- kernel: {m['kernel']} ({m['platform']})",
@@ -1363,7 +1430,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- load average at start: {load}; at end: {load_end}",
         f"- data on: {m['data_filesystem']}",
         f"- wall time: {doc['wall_s']:.0f} s; {s['repeats']} repeat(s), targets alternating "
-        "(order rotates per repeat)", "",
+        "(order rotates per repeat)"
+        + ("; per section: " + ", ".join(f"{k} {int(v)} s"
+                                          for k, v in doc["section_wall_s"].items())
+           if doc.get("section_wall_s") else ""), "",
         "Everything (3 phalanx nodes, redis, redis-benchmark, the etcd and PySyncObj clusters, "
         "the load generators, the failover writers) shares these cores, and the machine is "
         "shared with other work: expect tens of percent of noise; compare ratios, look at "
@@ -1472,6 +1542,8 @@ def markdown(doc: dict[str, Any]) -> str:
     import bench_partition
 
     lines += bench_partition.markdown(doc.get("partition"))
+    for name, (module, _function) in SECTION_MODULES.items():
+        lines += importlib.import_module(module).markdown(doc.get(name))
     lines += ["", "## Peers not measured", ""]
     if doc["skipped"]:
         lines += [f"- {peer}: {note}" for peer, note in doc["skipped"].items()]

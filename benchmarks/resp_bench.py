@@ -200,16 +200,18 @@ class Phalanx:
         return [sys.executable, "-m", "phalanx", *arguments]
 
     def start(self, nodes: int, timeout: float,
-              overrides: dict[str, Any] | None = None) -> None:
-        """Start `nodes` nodes (node config `overrides`, e.g. {"shards": 3}) and return once a
-        majority agrees on a leader; the launcher stops what it started when that fails."""
+              overrides: dict[str, Any] | None = None, nodes_per_host: int = 1) -> None:
+        """Start `nodes` nodes (node config `overrides`, e.g. {"shards": 3}; `nodes_per_host`
+        as `phalanx up --nodes-per-host`) and return once a majority agrees on a leader; the
+        launcher stops what it started when that fails."""
         from phalanx.errors import ClusterError
         from phalanx.ops import launcher
 
         overrides = {**NODE_OVERRIDES, **(overrides or {})}
         options = {"log_level": "info", **overrides}
         plan = launcher.pick_free_plan(self.data_dir, random.Random(), nodes=nodes,
-                                       overrides=options, tries=200)
+                                       nodes_per_host=nodes_per_host, overrides=options,
+                                       tries=200)
         first = plan[0].config.me.resp
         host, _, port = first.rpartition(":")
         self.base_port = int(port) - 1

@@ -6,18 +6,19 @@ of the default suite; benchmarks/README.md says how to run it).
 Structure and correctness only, no timing: every figure is there with a number, the ratios are
 computed, and the kill -9 of the leader lost no confirmed message (the issue's goal; duplicates
 are redeliveries and only counted). Everything the run starts is stopped by pid inside
-`run_suite`; the test then checks that nothing naming the run's work directory is left.
+`run_suite`; the `run_bench` fixture (conftest.py) then checks that nothing naming the run's
+work directory is left.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,28 +33,17 @@ pytestmark = pytest.mark.skipif(
     reason="needs redis-server (apt-get install redis-server)")
 
 
-def _kill_leftovers(work_dir: str) -> list[int]:
-    leftovers = phalanx_bench.rb.pids_mentioning(work_dir) if work_dir else []
-    for pid in leftovers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return leftovers
+#: conftest.py's `run_bench`: settings -> (results.json, RESULTS.md)
+Runner = Callable[[phalanx_bench.Settings], tuple[dict[str, Any], str]]
 
 
-def run_tiny(tmp_path: Path, targets: tuple[str, ...]) -> dict:
+def run_tiny(run_bench: Runner, targets: tuple[str, ...]) -> tuple[dict[str, Any], str]:
     queue = bench_queue.QueueSettings(
         publish_messages={1: 40, 64: 640}, run_seconds=40.0, latency_rates=(100.0,),
         latency_seconds=1.0, failover_tries=1, gap_rate=100.0, after_recovery_s=0.5,
         recover_timeout_s=60.0, drain_s=20.0, timeout_s=10.0, targets=targets)
     settings = phalanx_bench.Settings(repeats=1, only=("queue",), quick=True, queue=queue)
-    document: dict = {}
-    try:
-        document = phalanx_bench.run_suite(settings, tmp_path)
-    finally:
-        leftovers = _kill_leftovers(document.get("work_dir", ""))
-    assert leftovers == [], f"processes left running: {leftovers}"
-    assert document["incomplete"] == ""
-    return json.loads((tmp_path / "results.json").read_text())
+    return run_bench(settings)
 
 
 def check_target(queue: dict, target: str) -> None:
@@ -85,8 +75,8 @@ def check_target(queue: dict, target: str) -> None:
     assert fault["delivered"] >= fault["confirmed"]
 
 
-def test_queue_bench_streams_on_phalanx_and_redis(tmp_path: Path) -> None:
-    saved = run_tiny(tmp_path, ("phalanx", "redis-aof-always"))
+def test_queue_bench_streams_on_phalanx_and_redis(tmp_path: Path, run_bench: Runner) -> None:
+    saved, report = run_tiny(run_bench, ("phalanx", "redis-aof-always"))
     queue = saved["queue"]
     assert queue["error"] == "", queue["error"]
     assert queue["measured"] == ["phalanx", "redis-aof-always"], queue["skipped"]
@@ -102,7 +92,6 @@ def test_queue_bench_streams_on_phalanx_and_redis(tmp_path: Path) -> None:
     assert saved["settings"]["only"] == ["queue"]
     assert len(queue["load_average_start"]) == 3 and len(queue["load_average_end"]) == 3
 
-    report = (tmp_path / "RESULTS.md").read_text()
     for needle in ("## Queue: Redis Streams on phalanx vs RabbitMQ", "| publish | 64 | phalanx |",
                    "| consume | 1 | redis-aof-always |", "### End-to-end latency",
                    "| 100 | phalanx |", "### kill -9 of the queue's leader node",
@@ -124,16 +113,15 @@ def test_queue_bench_streams_on_phalanx_and_redis(tmp_path: Path) -> None:
 if os.environ.get("PHALANX_BENCH_RABBITMQ") == "1":
     # Opt-in (see the module docstring): defined only when asked for, so the default suite
     # neither runs nor skips it.
-    def test_queue_bench_rabbitmq_quorum_queue(tmp_path: Path) -> None:
+    def test_queue_bench_rabbitmq_quorum_queue(run_bench: Runner) -> None:
         import bench_queue_rabbit
 
         assert bench_queue_rabbit.installed(), "apt-get install rabbitmq-server"
-        saved = run_tiny(tmp_path, ("rabbitmq",))
+        saved, report = run_tiny(run_bench, ("rabbitmq",))
         queue = saved["queue"]
         assert queue["error"] == "", queue["error"]
         assert queue["measured"] == ["rabbitmq"], queue["skipped"]
         check_target(queue, "rabbitmq")
         [fault] = queue["failover"]
         assert fault["killed"].startswith("bq") and len(fault["via"]) == 2
-        report = (tmp_path / "RESULTS.md").read_text()
         assert "| publish | 1 | rabbitmq |" in report

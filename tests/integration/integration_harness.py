@@ -75,9 +75,12 @@ class LocalCluster:
     def __init__(self, nodes: int = 3, *, overrides: dict[str, Any] | None = None,
                  name: str = "cluster", seed: int | None = None, regions: int = 1,
                  plan: list[launcher.PlannedNode] | None = None,
-                 root: Path | None = None) -> None:
+                 root: Path | None = None, zones: int | None = None,
+                 nodes_per_host: int = 1) -> None:
         """`plan` (with the `root` directory it lives in, removed at close): start that
-        plan instead of picking one (a region of an active-active setup, ops/regions.py)."""
+        plan instead of picking one (a region of an active-active setup, ops/regions.py).
+        `zones` (default min(3, nodes)) and `nodes_per_host` lay the picked plan out as
+        `phalanx up --zones Z --nodes-per-host K` does (docs/hosts.md)."""
         self.rng = random.Random(seed)
         self.root = root if root is not None else Path(
             tempfile.mkdtemp(prefix=f"phalanx-it-{name}-"))
@@ -92,7 +95,8 @@ class LocalCluster:
             self.data_dir = Path(plan[0].config.data_dir).parent
         else:
             plan = launcher.pick_free_plan(self.data_dir, self.rng, nodes=nodes,
-                                           zones=min(3, nodes), regions=regions,
+                                           zones=zones or min(3, nodes), regions=regions,
+                                           nodes_per_host=nodes_per_host,
                                            overrides=options, base_ports=(20000, 40000 - 300),
                                            loopback_bases=(30, 200), tries=50)
         try:

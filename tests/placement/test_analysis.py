@@ -182,7 +182,7 @@ def test_probabilities_are_validated() -> None:
 
 def test_format_analysis() -> None:
     healthy = format_analysis(analyze(initial_map(zoned(9, 3), 12)))
-    assert "none: no single node, zone or region" in healthy
+    assert "none: no single node, host, zone or region" in healthy
     assert "whole keyspace" in healthy and "placement driver" in healthy
     assert "... 2 more shards" in healthy
     assert "Cost: 36 replicas for 12 shards (3.0 per shard); storage x3" in healthy

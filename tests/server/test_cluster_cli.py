@@ -106,9 +106,31 @@ def test_plan_applies_loopback_base_and_overrides(tmp_path: Path) -> None:
     assert config.tick_ms == 10  # None means "keep the default"
 
 
+def test_plan_puts_k_nodes_on_each_synthetic_host(tmp_path: Path) -> None:
+    """--nodes 6 --nodes-per-host 2: hosts h1..h3 of two consecutive nodes each, one zone per
+    host (docs/hosts.md); one node per host keeps the old zones, host hI for node nI."""
+    plan = launcher.plan_local_cluster(tmp_path, nodes=6, zones=3, nodes_per_host=2)
+    assert [n.config.me.host for n in plan] == ["h1", "h1", "h2", "h2", "h3", "h3"]
+    assert [n.config.me.zone for n in plan] == ["z1", "z1", "z2", "z2", "z3", "z3"]
+    assert len({n.config.me.resp for n in plan}) == 6  # still one address per node
+    one_zone = launcher.plan_local_cluster(tmp_path, nodes=5, zones=1, nodes_per_host=2)
+    assert [n.config.me.host for n in one_zone] == ["h1", "h1", "h2", "h2", "h3"]
+    single = launcher.plan_local_cluster(tmp_path, nodes=4, zones=3)
+    assert [n.config.me.host for n in single] == ["h1", "h2", "h3", "h4"]
+    assert [n.config.me.zone for n in single] == ["z1", "z2", "z3", "z1"]
+    launcher.write_node_configs(plan)
+    loaded = load_config(plan[3].config_path)
+    assert [p.host for p in loaded.peers] == ["h1", "h1", "h2", "h2", "h3", "h3"]
+    bad = plan[0].config_path.read_text().replace('host = "h1"', 'host = "two words"', 1)
+    plan[0].config_path.write_text(bad)
+    with pytest.raises(ConfigError, match=r"peers\[0\]\.host"):
+        load_config(plan[0].config_path)
+
+
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"nodes": 0}, "nodes"),
     ({"zones": 0}, "zones"),
+    ({"nodes_per_host": 0}, "nodes_per_host"),
     ({"loopback_base": 252}, "loopback_base"),
     ({"base_port": 65400}, "base_port"),
     ({"overrides": {"election_ticks": 1}}, "election_ticks"),

@@ -23,14 +23,17 @@ from phalanx.cli.common import fail
 @click.option("--output", "output", type=click.Path(file_okay=False), default=None,
               help="Where RESULTS.md and results.json go (default: the benchmarks/ directory).")
 @click.option("--only", default="writes,reads,commands,pipelines,failover,sigstop,etcd,pysyncobj,"
-                              "latency,scale,recovery,memory,soak,queue,partition",
+                              "latency,scale,recovery,memory,bulk,soak,queue,partition,hosts",
               show_default=True,
               help="Comma-separated sections to run: writes, reads, commands (LPUSH, LPOP, "
                    "ZADD, EVALSHA), pipelines (SET, 100 per pipeline, through a follower vs "
                    "through the leader), failover, sigstop, etcd, pysyncobj, latency, scale, "
-                   "recovery, memory, soak, queue (Redis Streams on phalanx vs RabbitMQ "
+                   "recovery, memory, bulk (1M keys in 1,000-SET pipelines into an idle "
+                   "cluster: errors, elections, wall time), soak, queue (Redis Streams on "
+                   "phalanx vs RabbitMQ "
                    "quorum queues vs redis-server streams), partition (the leader cut off in "
-                   "network namespaces, root only; default timing vs the old one).")
+                   "network namespaces, root only; default timing vs the old one), hosts "
+                   "(SET on 3 hosts x 1 vs x 2 node processes, slot-routed clients).")
 @click.option("--soak-seconds", type=float, default=None,
               help="Length of the soak section's steady workload (default 120; 10 with "
                    "--quick; 3600 for the issue's one-hour check).")

@@ -30,7 +30,12 @@ def _cluster_error_types() -> tuple[type[Exception], ...]:
 @click.command()
 @click.option("--nodes", type=int, default=3, show_default=True)
 @click.option("--zones", type=int, default=3, show_default=True,
-              help="Zones z1..zZ, assigned round robin.")
+              help="Zones z1..zZ, assigned to the hosts round robin.")
+@click.option("--nodes-per-host", type=int, default=1, show_default=True,
+              help="K node processes per synthetic host h1..hH (consecutive nodes): a host is "
+                   "a failure domain, so no shard gets two replicas on one host while "
+                   "enough hosts exist (docs/hosts.md). --nodes 6 --nodes-per-host 2: 3 "
+                   "hosts of 2 nodes.")
 @click.option("--region", default="r1", show_default=True)
 @click.option("--regions", type=int, default=1, show_default=True,
               help="Spread the zones over this many regions (r1, r2, ...); with "
@@ -59,10 +64,10 @@ def _cluster_error_types() -> tuple[type[Exception], ...]:
                    "this directory (made when missing, kept otherwise).")
 @timing_options
 @placement_options
-def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_port: int,
-       loopback_base: int, detach: bool, timeout: float, admin_token: str | None,
-       log_level: str | None, peer_tls_dir: str | None, active_active: str | None,
-       strong_home: str, **timing: Any) -> None:
+def up(nodes: int, zones: int, nodes_per_host: int, region: str, regions: int, data_dir: str,
+       base_port: int, loopback_base: int, detach: bool, timeout: float,
+       admin_token: str | None, log_level: str | None, peer_tls_dir: str | None,
+       active_active: str | None, strong_home: str, **timing: Any) -> None:
     """Start a local cluster of N node processes and wait for a leader."""
     from phalanx.ops import cluster_file, launcher
 
@@ -75,7 +80,8 @@ def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_po
     try:
         plan = launcher.plan_local_cluster(data_dir, nodes=nodes, zones=zones, region=region,
                                            base_port=base_port, loopback_base=loopback_base,
-                                           overrides=overrides, regions=regions)
+                                           overrides=overrides, regions=regions,
+                                           nodes_per_host=nodes_per_host)
     except _cluster_error_types() as error:
         fail(str(error), 2)
     click.echo(f"starting {nodes} node(s) in {Path(data_dir).absolute()} ...")
@@ -92,7 +98,7 @@ def up(nodes: int, zones: int, region: str, regions: int, data_dir: str, base_po
         fail("interrupted; the nodes started so far were stopped", 130)
     except _cluster_error_types() as error:
         fail(str(error))
-    _print_cluster(cluster, leader)
+    _print_cluster(cluster, leader, {p.config.id: p.config.me.host for p in plan})
     if detach:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -151,7 +157,7 @@ def _up_regions(regions: int, prefixes: str, strong_home: str, nodes: int, data_
             fail(f"region {name}: {error}; the regions started so far were stopped")
         started.append((region_dir, cluster, processes))
         click.echo(f"region {name} (active-active prefixes: {prefixes})")
-        _print_cluster(cluster, leader)
+        _print_cluster(cluster, leader, {p.config.id: p.config.me.host for p in plan})
     if detach:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -168,15 +174,16 @@ def _up_regions(regions: int, prefixes: str, strong_home: str, nodes: int, data_
     click.echo("stopped")
 
 
-def _print_cluster(cluster: Any, leader: str) -> None:
+def _print_cluster(cluster: Any, leader: str, hosts: dict[str, str] | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=f"phalanx cluster: leader {leader}")
-    for column in ("node", "zone", "region", "resp", "admin", "pid"):
+    for column in ("node", "zone", "region", "host", "resp", "admin", "pid"):
         table.add_column(column)
     for entry in cluster.nodes:
         name = f"{entry.id} *" if entry.id == leader else entry.id
-        table.add_row(name, entry.zone, entry.region, entry.resp, entry.admin, str(entry.pid))
+        table.add_row(name, entry.zone, entry.region, (hosts or {}).get(entry.id) or "-",
+                      entry.resp, entry.admin, str(entry.pid))
     _console().print(table)
     first = cluster.nodes[0]
     host, _, port = first.resp.rpartition(":")
@@ -207,7 +214,7 @@ def down(data_dir: str, grace: float) -> None:
 @click.option("--timeout", type=float, default=1.0, show_default=True,
               help="Seconds to wait for each node.")
 def status(data_dir: str, as_json: bool, timeout: float) -> None:
-    """Show each node: zone, address, role, term, leader, commit, applied, lag, health."""
+    """Show each node: zone, host, address, role, term, leader, commit, applied, lag, health."""
     import json
 
     from phalanx.ops import admin, cluster_file
@@ -224,15 +231,16 @@ def status(data_dir: str, as_json: bool, timeout: float) -> None:
 
     lags = admin.lag_by_node(statuses)
     table = Table(title=f"phalanx cluster in {data_dir}")
-    for column in ("node", "zone", "address", "role", "term", "leader", "commit", "applied",
-                   "lag", "health"):
+    for column in ("node", "zone", "host", "address", "role", "term", "leader", "commit",
+                   "applied", "lag", "health"):
         table.add_column(column)
     for s in statuses:
         raw = s.status or {}
         role = s.role or "-"
         style = {"leader": "bold green", "down": "red"}.get(role if s.reachable else "down", "")
         lag = lags.get(s.entry.id)
-        table.add_row(s.entry.id, s.entry.zone, s.entry.resp, role, _cell(raw.get("term")),
+        table.add_row(s.entry.id, s.entry.zone, _cell(raw.get("host") or None), s.entry.resp,
+                      role, _cell(raw.get("term")),
                       _cell(raw.get("leader")), _cell(raw.get("commit_index")),
                       _cell(raw.get("applied_index")), _cell(lag), s.health, style=style)
     _console().print(table)

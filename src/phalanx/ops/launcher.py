@@ -8,8 +8,9 @@ See docs/architecture.md ("Layers and rooms": `ops/`).
 
 Rules of this file:
 - Node i (1-based) of a local cluster gets its own loopback address 127.0.0.(loopback_base + i)
-  and the ports base+i (RESP), base+100+i (admin), base+200+i (peer); zones z1..zZ are assigned
-  round robin, every node is in one region. Dropping traffic between two addresses is therefore
+  and the ports base+i (RESP), base+100+i (admin), base+200+i (peer); nodes sit on synthetic
+  hosts h1..hH (`nodes_per_host` consecutive nodes each: the placement's host failure domain,
+  docs/hosts.md), hosts in zones z1..zZ round robin, every node is in one region. Dropping traffic between two addresses is therefore
   a real partition between two nodes. (`plan_cluster` takes any other addresses: the chaos
   lab's network namespaces.)
 - A pid from the cluster file is only signalled when the process is alive (not a zombie) and
@@ -82,9 +83,11 @@ class Listeners:
     peer: str
 
 
-def _check_layout(nodes: int, zones: int, regions: int) -> None:
+def _check_layout(nodes: int, zones: int, regions: int, nodes_per_host: int = 1) -> None:
     if nodes < 1:
         raise ConfigError(f"nodes: must be >= 1 (got {nodes})")
+    if nodes_per_host < 1:
+        raise ConfigError(f"nodes_per_host: must be >= 1 (got {nodes_per_host})")
     if zones < 1:
         raise ConfigError(f"zones: must be >= 1 (got {zones})")
     if regions < 1 or regions > zones:
@@ -92,28 +95,33 @@ def _check_layout(nodes: int, zones: int, regions: int) -> None:
 
 
 def plan_cluster(data_dir: str | Path, listeners: Sequence[Listeners], *, zones: int = 3,
-                 region: str = "r1", regions: int = 1,
+                 region: str = "r1", regions: int = 1, nodes_per_host: int = 1,
                  overrides: dict[str, Any] | None = None,
                  argv: Callable[[str, Path], list[str]] | None = None) -> list[PlannedNode]:
     """Configs, files and commands of a cluster whose node i (1-based, id "n<i>") listens on
     `listeners[i-1]`; its files go to `data_dir/n<i>/`.
 
-    Node i sits in zone z((i-1) % zones + 1); with `regions` > 1, zone zK belongs to region
-    r((K-1) % regions + 1) (otherwise every zone is in `region`). `overrides` are NodeConfig
+    Node i runs on the synthetic host h((i-1) // nodes_per_host + 1) (docs/hosts.md: one
+    machine modelling several, each a failure domain), and host hH sits in zone
+    z((H-1) % zones + 1) (with one node per host: node i in zone z((i-1) % zones + 1)); with
+    `regions` > 1, zone zK belongs to region r((K-1) % regions + 1) (otherwise every zone is in
+    `region`). `overrides` are NodeConfig
     fields applied to every node (None values are ignored), plus one that is not a field:
     `peer_tls_dir` turns peer mutual TLS on with a test CA and one certificate per node in that
     directory (made with `phalanx.ops.peer_tls` when missing, kept otherwise).
     `argv(node_id, config_path)` is the command that runs a node (default: `node_argv`). Raises
     ConfigError naming the option when the plan is impossible.
     """
-    _check_layout(len(listeners), zones, regions)
+    _check_layout(len(listeners), zones, regions, nodes_per_host)
     root = Path(data_dir).absolute()
     peers = []
     for i, listening in enumerate(listeners, start=1):
-        zone = (i - 1) % zones + 1
+        host_number = (i - 1) // nodes_per_host + 1
+        zone = (host_number - 1) % zones + 1
         peers.append(PeerConfig(id=f"n{i}", peer=listening.peer, resp=listening.resp,
                                 admin=listening.admin, zone=f"z{zone}",
-                                region=region if regions == 1 else f"r{(zone - 1) % regions + 1}"))
+                                region=region if regions == 1 else f"r{(zone - 1) % regions + 1}",
+                                host=f"h{host_number}"))
     changes = {key: value for key, value in (overrides or {}).items() if value is not None}
     peer_tls_dir = changes.pop("peer_tls_dir", None)
     unknown = set(changes) - set(NodeConfig.__dataclass_fields__)
@@ -141,14 +149,14 @@ def plan_cluster(data_dir: str | Path, listeners: Sequence[Listeners], *, zones:
 def plan_local_cluster(data_dir: str | Path, *, nodes: int = 3, zones: int = 3,
                        region: str = "r1", base_port: int = 7000, loopback_base: int = 10,
                        overrides: dict[str, Any] | None = None,
-                       regions: int = 1) -> list[PlannedNode]:
+                       regions: int = 1, nodes_per_host: int = 1) -> list[PlannedNode]:
     """Configs, files and commands of an `nodes`-node local cluster under `data_dir`.
 
     Node i listens on 127.0.0.(loopback_base + i), ports base+i (RESP), base+100+i (admin) and
-    base+200+i (peer); zones and regions as in `plan_cluster`. Raises ConfigError naming the
-    option when the plan is impossible.
+    base+200+i (peer); hosts, zones and regions as in `plan_cluster`. Raises ConfigError naming
+    the option when the plan is impossible.
     """
-    _check_layout(nodes, zones, regions)
+    _check_layout(nodes, zones, regions, nodes_per_host)
     if loopback_base < 1 or loopback_base + nodes > 254:
         raise ConfigError(f"loopback_base: 127.0.0.{loopback_base + 1}..{loopback_base + nodes}"
                           " is outside 127.0.0.2..127.0.0.254")
@@ -163,11 +171,12 @@ def plan_local_cluster(data_dir: str | Path, *, nodes: int = 3, zones: int = 3,
                                    admin=f"{host}:{base_port + 100 + i}",
                                    peer=f"{host}:{base_port + 200 + i}"))
     return plan_cluster(data_dir, listeners, zones=zones, region=region, regions=regions,
-                        overrides=overrides)
+                        nodes_per_host=nodes_per_host, overrides=overrides)
 
 
 def pick_free_plan(data_dir: str | Path, rng: random.Random, *, nodes: int, zones: int = 3,
-                   regions: int = 1, overrides: dict[str, Any] | None = None,
+                   regions: int = 1, nodes_per_host: int = 1,
+                   overrides: dict[str, Any] | None = None,
                    base_ports: tuple[int, int] = (20000, 60000 - 300),
                    loopback_bases: tuple[int, int] | None = None,
                    tries: int = 60) -> list[PlannedNode]:
@@ -181,7 +190,7 @@ def pick_free_plan(data_dir: str | Path, rng: random.Random, *, nodes: int, zone
         loopback_base = rng.randrange(low, high)
         plan = plan_local_cluster(data_dir, nodes=nodes, zones=zones, base_port=base_port,
                                   loopback_base=loopback_base, overrides=overrides,
-                                  regions=regions)
+                                  regions=regions, nodes_per_host=nodes_per_host)
         try:
             check_addresses_free(plan)
         except ClusterError as error:

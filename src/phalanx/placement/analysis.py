@@ -1,7 +1,7 @@
 """Failure analysis of a cluster map: single points of failure, availability in nines, cost.
 
 What this module owns:
-- `analyze`: which single node, zone or region takes a shard's (or the placement driver's)
+- `analyze`: which single node, host (several nodes on one machine), zone or region takes a shard's (or the placement driver's)
   quorum with it; the estimated availability of each shard, the driver and the whole keyspace;
   the replication cost; the placement's rule violations. A JSON-able dict.
 - `format_analysis`: the same report as text for the CLI.
@@ -166,6 +166,15 @@ def _spofs(cmap: ClusterMap, groups: Sequence[_Group]) -> list[dict[str, object]
     for node in live_nodes:
         zones.setdefault(node.domain, set()).add(node.id)
         regions.setdefault(node.region, set()).add(node.id)
+    # A host with several nodes (docs/hosts.md) is a domain of its own; a one-node host is
+    # its node, already listed.
+    hosts: dict[tuple[str, str, str, str], set[str]] = {}
+    for node in live_nodes:
+        if node.host:
+            hosts.setdefault(node.host_domain, set()).add(node.id)
+    for (region, _, host, _), members in sorted(hosts.items()):
+        if len(members) > 1:
+            domains.append(("host", host, region, members))
     for (region, zone), members in sorted(zones.items()):
         domains.append(("zone", zone, region, members))
     if cmap.survival_goal == "region" or len(regions) > 1:
@@ -183,7 +192,7 @@ def _spofs(cmap: ClusterMap, groups: Sequence[_Group]) -> list[dict[str, object]
             "kind": kind, "name": name, "affects": [g.label for g in hit],
             "why": f"losing {what} leaves {_loss_text(hit, lost)}",
         }
-        if kind == "zone":
+        if kind in ("zone", "host"):
             entry["region"] = region
         found.append(entry)
     return found
@@ -249,8 +258,10 @@ def analyze(cmap: ClusterMap, *, node_availability: float = 0.99,
             "zone_availability": zone_availability,
             "region_availability": region_availability,
             "model": "a replica is up iff its node, zone and region are up; nodes, zones and "
-                     "regions fail independently; dead, decommissioned and unknown nodes are "
-                     "down; a shard is up iff a majority of its voters is up",
+                     "regions fail independently (nodes of one host too: a host's loss shows "
+                     "as a single point of failure, not in the nines); dead, decommissioned "
+                     "and unknown nodes are down; a shard is up iff a majority of its voters "
+                     "is up",
             "voters": "reported voters where a shard has reported, else desired replicas",
             "keyspace": ("exact" if method == "exact" else
                          "lower bound (too many nodes to enumerate; Harris' inequality)"),
@@ -278,7 +289,7 @@ def format_analysis(report: Mapping[str, object]) -> str:
             if isinstance(spof, Mapping):
                 lines.append(f"  {spof.get('kind')} {spof.get('name')}: {spof.get('why')}")
     else:
-        lines.append("  none: no single node, zone or region takes a quorum with it")
+        lines.append("  none: no single node, host, zone or region takes a quorum with it")
     unavailable = report.get("unavailable")
     if isinstance(unavailable, list) and unavailable:
         lines.append(f"Already without quorum: {', '.join(str(u) for u in unavailable)}")

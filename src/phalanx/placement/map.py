@@ -31,6 +31,10 @@ Rules of this module:
   the node from every group as its old self, then the driver's `finish_replace` makes the new
   incarnation THE incarnation, and the node is added back as a new member (learner, snapshot,
   voter). Empty fields are not encoded, so old maps load and encode unchanged.
+- Hosts (`NodeInfo.host`, docs/hosts.md): the machine a node runs on, a failure domain
+  between node and zone. A host lies inside its zone: equal host names in two zones are two
+  hosts. "" (the default) makes the node a host of its own, and is not encoded, so old maps
+  load and encode unchanged.
 - Damaged replicas (`ShardInfo.rebuilding`; ops `rebuild_replica`, `finish_rebuild`): a node
   whose replica of a shard is damaged (corrupt disk, divergence) asks for it to be rebuilt;
   while listed there, the shard's leader removes that replica from the configuration (the
@@ -135,11 +139,21 @@ class NodeInfo:
     """The incarnation (data directory) peers accept for this node; "" = not recorded yet."""
     replacing: str = ""
     """A new incarnation waiting to replace the old one (`phalanx replace`); "" = none."""
+    host: str = ""
+    """The machine the node runs on (a failure domain between node and zone, docs/hosts.md);
+    "" = a host of its own (nodes of one machine must say so: `host = "..."`)."""
 
     @property
     def domain(self) -> tuple[str, str]:
         """The node's zone as a globally unique pair (region, zone)."""
         return (self.region, self.zone)
+
+    @property
+    def host_domain(self) -> tuple[str, str, str, str]:
+        """The node's host as a globally unique key (region, zone, host, ""); a node without
+        a host is a host of its own: (region, zone, "", node id)."""
+        return (self.region, self.zone, self.host, "") if self.host else \
+            (self.region, self.zone, "", self.id)
 
     def to_json(self) -> dict[str, object]:
         raw: dict[str, object] = {"id": self.id, "peer": self.peer, "resp": self.resp,
@@ -150,6 +164,8 @@ class NodeInfo:
             raw["incarnation"] = self.incarnation
         if self.replacing:
             raw["replacing"] = self.replacing
+        if self.host:
+            raw["host"] = self.host
         return raw
 
     @classmethod
@@ -172,7 +188,20 @@ class NodeInfo:
             state=state,
             incarnation=_incarnation(data, "incarnation", where),
             replacing=_incarnation(data, "replacing", where),
+            host=_host(data, where),
         )
+
+
+#: Longest host name (a DNS name is at most 253 characters).
+MAX_HOST_CHARS = 253
+
+
+def _host(raw: Mapping[str, Any], where: str) -> str:
+    host = _string(raw, "host", where, default="")
+    if len(host) > MAX_HOST_CHARS or any(ch.isspace() or not ch.isprintable() for ch in host):
+        raise ConfigError(f"{where}: field 'host' must be at most {MAX_HOST_CHARS} printable "
+                          f"characters without spaces, got {host[:40]!r}")
+    return host
 
 
 #: Longest incarnation id (ours are 32 hex digits; the peer handshake allows 64).

@@ -16,17 +16,26 @@ Rules of this module:
   to hold a majority of a shard's replicas (for an even count: not even half, so a quorum
   survives outside it) and, secondarily, distinct zones. A zone is the pair
   (region, zone), so equal zone names in two regions are two zones.
+- Hosts (docs/hosts.md): under either goal, after the zones (and regions), replicas of a shard
+  go to distinct hosts, then to distinct nodes: K node processes of one machine never hold two
+  replicas of a shard while enough hosts exist, and `violations` names any that do. A host is
+  the triple (region, zone, host); a node without a host is a host of its own.
 - Only nodes in state "alive" receive replicas. Replicas on dead, draining or decommissioned
   nodes are replaced when a replacement exists; otherwise they stay (a returning node is better
   than a missing replica).
 - Repairs are urgent and cover every shard in one call. Balance is patient: a replica move only
   while no shard is in motion (its reported configuration differs from its desired replicas),
-  at most one per call, and only if it does not weaken the survival goal; preferred-leader
+  at most one per call: first one that strictly improves a shard's spread over zones and hosts
+  (`respread`: replicas doubled up on a domain while another alive one is free, as after a
+  lost host or zone returns), else one toward even load that does not weaken the spread;
+  preferred-leader
   changes (one short chain per call) only when, besides, every shard's reported leader is its
   preferred leader. So planning again before the reports catch up yields [] (no flip-flop), and
-  every move strictly lowers a balance potential, so repeated planning converges.
-- When the topology cannot satisfy the goal (one zone on a laptop), placement is best effort
-  (as many distinct domains as exist) and never raises; `violations` reports the shortfall.
+  every move strictly lowers a potential (the spread cost, then the load spread), so repeated
+  planning converges.
+- When the topology cannot satisfy the goal (one zone on a laptop, fewer hosts than
+  replicas), placement is best effort (as many distinct domains as exist) and never raises;
+  `violations` reports the shortfall.
 """
 
 from __future__ import annotations
@@ -98,31 +107,50 @@ def _region(node: NodeInfo | None, node_id: str) -> str:
     return node.region if node is not None else f"?{node_id}"
 
 
-def _spread_cost(goal: str, nodes: Mapping[str, NodeInfo],
-                 members: Sequence[str]) -> tuple[int, int]:
-    """How badly `members` break the goal: (primary, secondary); (0, 0) is perfect.
+def _host(node: NodeInfo | None, node_id: str) -> tuple[str, str, str, str]:
+    return node.host_domain if node is not None else ("?", f"?{node_id}", "", node_id)
 
-    zone goal: (replicas sharing a zone with an earlier one, same for regions);
-    region goal: (replicas beyond the largest minority in any region, zone sharing).
+
+def _spread_cost(goal: str, nodes: Mapping[str, NodeInfo],
+                 members: Sequence[str]) -> tuple[int, int, int]:
+    """How badly `members` break the goal: (primary, secondary, tertiary); (0, 0, 0) is perfect.
+
+    zone goal: (replicas sharing a zone with an earlier one, same for hosts, same for regions);
+    region goal: (replicas beyond the largest minority in any region, zone sharing, host
+    sharing). A host lies in one zone, so host sharing only counts where zones are shared.
     """
     zones = Counter(_zone(nodes.get(m), m) for m in members)
+    hosts = Counter(_host(nodes.get(m), m) for m in members)
     regions = Counter(_region(nodes.get(m), m) for m in members)
     zone_excess = sum(count - 1 for count in zones.values())
+    host_excess = sum(count - 1 for count in hosts.values())
     if goal == "zone":
-        return (zone_excess, sum(count - 1 for count in regions.values()))
+        return (zone_excess, host_excess, sum(count - 1 for count in regions.values()))
     minority = (len(members) - 1) // 2
-    return (sum(max(0, count - minority) for count in regions.values()), zone_excess)
+    return (sum(max(0, count - minority) for count in regions.values()), zone_excess,
+            host_excess)
 
 
 def _spread_key(goal: str, nodes: Mapping[str, NodeInfo], members: Iterable[str],
-                candidate: NodeInfo) -> tuple[int, int]:
-    """Crowding `candidate` would join: (same primary domain, same secondary domain) counts."""
-    same_zone = same_region = 0
+                candidate: NodeInfo) -> tuple[int, ...]:
+    """Crowding `candidate` would join, most important first.
+
+    zone goal: a new zone, else a new host (a zone already used), then the fewest replicas in
+    its zone, its region, its host; region goal: the fewest in its region, then a new zone,
+    a new host, then the fewest in its zone and host. Without hosts (every node its own) the
+    order is the one before hosts existed: (zone, region) and (region, zone) counts. Picking a
+    new zone while one is left, else a new host while one is left, gives as many distinct
+    zones and then hosts as the topology allows.
+    """
+    same_zone = same_host = same_region = 0
     for member in members:
         node = nodes.get(member)
         same_zone += _zone(node, member) == candidate.domain
+        same_host += _host(node, member) == candidate.host_domain
         same_region += _region(node, member) == candidate.region
-    return (same_zone, same_region) if goal == "zone" else (same_region, same_zone)
+    if goal == "zone":
+        return (same_zone > 0, same_host > 0, same_zone, same_region, same_host)
+    return (same_region, same_zone > 0, same_host > 0, same_zone, same_host)
 
 
 @dataclass(slots=True)
@@ -167,19 +195,22 @@ class _Working:
             return True
         return bool(shard.learners) or set(shard.voters) != set(self.replicas[sid])
 
-    def choose(self, members: Sequence[str], exclude: Iterable[str] = ()) -> str | None:
-        """The best alive node to join `members`: spread first, then load, then id."""
+    def choose(self, members: Sequence[str], exclude: Iterable[str] = (),
+               avoid_host: tuple[str, str, str, str] | None = None) -> str | None:
+        """The best alive node to join `members`: spread first, then (if given) not on
+        `avoid_host`, then load, then id."""
         excluded = set(members) | set(exclude)
         present = [m for m in members if self.is_alive(m)]
-        best: tuple[tuple[int, int], int, str] | None = None
+        best: tuple[tuple[int, ...], bool, int, str] | None = None
         for node_id in self.alive:
             if node_id in excluded:
                 continue
-            key = (_spread_key(self.goal, self.nodes, present, self.nodes[node_id]),
-                   self.load[node_id], node_id)
+            node = self.nodes[node_id]
+            key = (_spread_key(self.goal, self.nodes, present, node),
+                   node.host_domain == avoid_host, self.load[node_id], node_id)
             if best is None or key < best:
                 best = key
-        return None if best is None else best[2]
+        return None if best is None else best[3]
 
     def set_preferred(self, sid: int, node_id: str) -> None:
         old = self.preferred[sid]
@@ -230,7 +261,7 @@ class _Working:
         if len(members) > factor and not self.in_motion(sid):
             # One replica at a time: the least useful one (not alive; leaving the best spread;
             # not the preferred leader; busiest; highest id).
-            def usefulness(m: str) -> tuple[bool, tuple[int, int], bool, int, str]:
+            def usefulness(m: str) -> tuple[bool, tuple[int, int, int], bool, int, str]:
                 cost_without = _spread_cost(self.goal, self.nodes, [x for x in members if x != m])
                 return (self.is_alive(m), cost_without, m == self.preferred[sid],
                         -self.load[m], m)
@@ -262,6 +293,45 @@ class _Working:
         if self.preferred[sid] == source:
             self.set_preferred(sid, "")
             self.set_preferred(sid, self.pick_leader(sid))
+
+    def better_spread(self, members: Sequence[str], preferred: str = ""
+                      ) -> tuple[str, str] | None:
+        """(member, alive non-member) whose swap strictly improves the failure-domain spread
+        of `members` (zone goal: zones, then hosts; region goal: regions, zones, hosts): the
+        best such swap (lowest cost, not the preferred leader, least loaded target, ids);
+        None when there is none or a member is not alive (repair's business)."""
+        if not all(self.is_alive(m) for m in members):
+            return None
+        width = 2 if self.goal == "zone" else 3
+        cost = _spread_cost(self.goal, self.nodes, members)
+        if not any(cost[:width]):
+            return None
+        best: tuple[tuple[int, ...], bool, int, str, str] | None = None
+        for source in members:
+            for target in self.alive:
+                if target in members:
+                    continue
+                after = _spread_cost(self.goal, self.nodes,
+                                     [target if m == source else m for m in members])
+                if after[:width] >= cost[:width]:
+                    continue
+                key = (after, source == preferred, self.load[target], target, source)
+                if best is None or key < best:
+                    best = key
+        return None if best is None else (best[4], best[3])
+
+    def respread(self, shard_ids: Sequence[int]) -> bool:
+        """Move one replica of the first shard whose spread `better_spread` can improve, e.g.
+        after a lost host or zone came back and left replicas doubled up. True if moved.
+
+        The full spread cost strictly drops, and `rebalance` never raises it, so the two
+        cannot undo each other (no flip-flop)."""
+        for sid in sorted(shard_ids):
+            swap = self.better_spread(self.replicas[sid], self.preferred[sid])
+            if swap is not None:
+                self.move_replica(sid, *swap)
+                return True
+        return False
 
     def rebalance(self, shard_ids: Sequence[int], max_moves: int) -> bool:
         """Shift one replica's worth of load from a busier alive node to one with >= 2 fewer.
@@ -403,7 +473,8 @@ def initial_map(nodes: Sequence[NodeInfo], shard_count: int, survival_goal: str 
 
 
 def _meta_voters(working: _Working, current: Sequence[str], target: int) -> tuple[str, ...]:
-    """Replace voters on nodes that are not alive, then grow to `target`, spreading domains."""
+    """Replace voters on nodes that are not alive, grow to `target`, spreading domains, then
+    (all alive) move one voter if that strictly improves their spread over zones and hosts."""
     voters = list(current)
     for index, voter in enumerate(list(voters)):
         if working.is_alive(voter):
@@ -416,6 +487,10 @@ def _meta_voters(working: _Working, current: Sequence[str], target: int) -> tupl
         if choice is None:
             break
         voters.append(choice)
+    # One voter at a time toward a better spread (a returned host or zone).
+    swap = working.better_spread(voters) if len(voters) == target else None
+    if swap is not None:
+        voters[voters.index(swap[0])] = swap[1]
     return tuple(voters)
 
 
@@ -451,6 +526,15 @@ def _group_violations(label: str, noun: str, goal: str, nodes: Mapping[str, Node
                 why = "a majority" if 2 * count > len(members) else "half: its loss loses quorum"
                 found.append(f"{label}: region {region} holds {count} of {len(members)} "
                              f"{noun}s ({why})")
+    # Under either goal, two replicas on one machine die together (docs/hosts.md).
+    by_host: dict[tuple[str, str, str, str], list[str]] = {}
+    for member in members:
+        node = nodes.get(member)
+        if node is not None and node.host:
+            by_host.setdefault(node.host_domain, []).append(member)
+    for (_, _, host, _), sharing in sorted(by_host.items()):
+        if len(sharing) > 1:
+            found.append(f"{label}: {noun}s {_names(sorted(sharing))} share host {host}")
     return found
 
 
@@ -494,8 +578,9 @@ def plan(cmap: ClusterMap) -> list[dict[str, object]]:
             working.preferred[sid] = working.preferred[shard.merge_into]
     balanced = [sid for sid in shard_ids if sid not in merging]
     if not merging and not any(working.in_motion(sid) for sid in shard_ids):
-        # c: one replica move, only when every shard runs its desired configuration
-        moved = working.rebalance(balanced, max_moves=1)
+        # c: one replica move, only when every shard runs its desired configuration: a
+        # better spread over failure domains first, else toward even load
+        moved = working.respread(balanced) or working.rebalance(balanced, max_moves=1)
         # d: one chain of preferred-leader changes, only when leadership has settled too
         if not moved and all(working.reported[sid].leader == working.preferred[sid]
                              for sid in balanced):
@@ -517,14 +602,16 @@ def plan(cmap: ClusterMap) -> list[dict[str, object]]:
 def relocation_target(cmap: ClusterMap, shard_id: int, node_id: str) -> str | None:
     """Where a replica whose disk failed (EIO, full: docs/disk-faults.md) is rebuilt instead
     of on `node_id`: the alive node the repair of a dead node would choose (spread first,
-    then load, then id), never one already holding the shard; None when there is none (the
+    then off `node_id`'s host, then load, then id), never one already holding the shard; None when there is none (the
     replica is then rebuilt in place)."""
     shard = cmap.shards.get(shard_id)
     if shard is None or node_id not in shard.replicas:
         return None
     working = _Working.of(cmap)
     others = [m for m in shard.replicas if m != node_id]
-    return working.choose(others, exclude=[node_id, *shard.voters, *shard.learners])
+    # Nodes of one host often share its disk: a host-mate is the last resort (docs/hosts.md).
+    return working.choose(others, exclude=[node_id, *shard.voters, *shard.learners],
+                          avoid_host=_host(cmap.nodes.get(node_id), node_id))
 
 
 def drain_done(cmap: ClusterMap, node_id: str) -> bool:

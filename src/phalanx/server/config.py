@@ -56,11 +56,18 @@ class PeerConfig:
     admin: str = ""
     zone: str = "zone-1"
     region: str = "region-1"
+    #: The machine this node runs on: a failure domain between node and zone (docs/hosts.md).
+    #: Nodes of one machine must name the same host, so that no two replicas of a shard land
+    #: on it; "" (the default) = a host of its own, as if every node had its own machine.
+    host: str = ""
 
     def validate(self, position: int) -> None:
         prefix = f"peers[{position}]"
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{prefix}.id: {self.id!r} must be a non-empty word")
+        if len(self.host) > 253 or any(ch.isspace() or not ch.isprintable() for ch in self.host):
+            raise ConfigError(f"{prefix}.host: {self.host[:40]!r} must be at most 253 printable "
+                              "characters without spaces")
         parse_address(self.peer, f"{prefix}.peer")
         parse_address(self.resp, f"{prefix}.resp")
         if self.admin:
@@ -123,6 +130,9 @@ class NodeConfig:
     #: (benchmarks/detection_lab.py measures both).
     heartbeat_ticks: int = 5
     election_ticks: int = 50
+    #: The width of the election timeout's random range in ticks (0: election_ticks, i.e.
+    #: [election_ticks, 2 * election_ticks)); `RaftConfig.election_spread_ticks`.
+    election_spread_ticks: int = 0
     #: A follower whose leader's heartbeats came irregularly of late (a busy leader) waits up
     #: to one more election timeout before it campaigns (docs/failure-detection.md). Off: not
     #: shown to pay yet.
@@ -265,6 +275,10 @@ class NodeConfig:
                 raise ConfigError(f"{name}: must be > 0 (got {getattr(self, name)})")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks: must be > heartbeat_ticks")
+        if self.election_spread_ticks < 0 or 0 < self.election_spread_ticks < \
+                self.heartbeat_ticks:
+            raise ConfigError("election_spread_ticks: must be 0 (election_ticks) or >= "
+                              "heartbeat_ticks")
         if self.scrub_interval_ms < 0:
             raise ConfigError("scrub_interval_ms: must be >= 0 (0 = off)")
         if self.consistency_check_ms < 0:
@@ -454,6 +468,8 @@ def dump_config(config: NodeConfig) -> str:
         lines.append("[[peers]]")
         for name in ("id", "peer", "resp", "admin", "zone", "region"):
             lines.append(f"{name} = {_toml_value(getattr(peer, name))}")
+        if peer.host:
+            lines.append(f"host = {_toml_value(peer.host)}")
     for user in config.users:
         lines.append("")
         lines.append("[[users]]")

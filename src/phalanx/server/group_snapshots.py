@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import errno
 import logging
 import mmap
 import time
@@ -34,6 +33,7 @@ from phalanx.raft.progress import ProgressState
 from phalanx.server.config import NodeConfig
 from phalanx.server.metrics import GroupMetrics
 from phalanx.storage import AsyncLogStore
+from phalanx.storage.io_errors import io_errors, storage_error
 
 if TYPE_CHECKING:
     from phalanx.placement.shard import ShardMachine
@@ -137,14 +137,10 @@ class GroupSnapshots:
         if task.cancelled():
             return
         error = task.exception()
-        if isinstance(error, OSError):
-            # The snapshot file is written here, not through the store: a full or failing disk
-            # (ENOSPC, EIO) is a storage failure of this replica (docs/disk-faults.md), never a
-            # snapshot to retry for ever.
-            hint = " (disk full)" if error.errno == errno.ENOSPC else ""
-            error = StorageError(f"group {self.group_id}: cannot write a snapshot: "
-                                 f"{error}{hint}")
         if isinstance(error, StorageError):
+            # A full or failing disk (ENOSPC, EIO), met by the snapshot file written here
+            # (`_take_snapshot`: through `storage.io_errors`) or by the store: a storage failure
+            # of this replica (docs/disk-faults.md), never a snapshot to retry for ever.
             self.stop_on_storage_failure(error)
         elif error is not None:
             logger.error("group %s: snapshot failed: %s: %s", self.group_id,
@@ -160,10 +156,15 @@ class GroupSnapshots:
         started = time.perf_counter()
         budget = self.config.snapshot_slice_ms / 1000
         path = self.directory / f"building-snapshot-{applied}.tmp"
-        file = await asyncio.to_thread(open, path, "w+b")
+        # Every file operation of the replica's disk goes through the store's one error
+        # mapping (`storage.io_errors`): ENOSPC or EIO here is the same storage failure of
+        # this replica as in its log (the disk-full regression of session 7).
+        with io_errors(self.directory, f"open the snapshot file {path.name}"):
+            file = await asyncio.to_thread(open, path, "w+b")
         pending: list[bytes] = []
         pending_bytes = 0
         slices = 0
+        written = False
         try:
             try:
                 deadline = time.perf_counter() + budget
@@ -171,7 +172,8 @@ class GroupSnapshots:
                     pending.append(part)
                     pending_bytes += len(part)
                     if pending_bytes >= _BUILD_WRITE_BYTES:
-                        await asyncio.to_thread(file.writelines, pending)
+                        with io_errors(self.directory, f"write the snapshot file {path.name}"):
+                            await asyncio.to_thread(file.writelines, pending)
                         pending, pending_bytes = [], 0
                         deadline = time.perf_counter() + budget
                     elif time.perf_counter() >= deadline:
@@ -184,19 +186,29 @@ class GroupSnapshots:
                 close = getattr(frames, "close", None)
                 if close is not None:
                     close()
-            await asyncio.to_thread(file.writelines, pending)
-            pending = []
-            encoded = time.perf_counter()
-            size = await asyncio.to_thread(_flush_size, file)
-            mapped = await asyncio.to_thread(_map, file, size)
+            with io_errors(self.directory, f"write the snapshot file {path.name}"):
+                await asyncio.to_thread(file.writelines, pending)
+                pending = []
+                encoded = time.perf_counter()
+                size = await asyncio.to_thread(_flush_size, file)
+                mapped = await asyncio.to_thread(_map, file, size)
             try:
                 # The store reads the data as a buffer (its length, CRC32, one write).
                 await self.store.create_snapshot(Index(applied), conf, cast(bytes, mapped))
             finally:
                 mapped.close()
+            written = True
         finally:
-            await asyncio.to_thread(file.close)
-            path.unlink(missing_ok=True)
+            try:
+                await asyncio.to_thread(file.close)
+            except OSError as error:
+                # A close that flushes what a full disk refused fails again: the first error,
+                # already on its way, is the one reported.
+                if written:
+                    raise storage_error(self.directory, f"close the snapshot file {path.name}",
+                                        error) from error
+            finally:
+                path.unlink(missing_ok=True)
         compact_to = min(self._kept_tail_start(applied), self._snapshot_floor())
         if compact_to > self.store.first_index() - 1:
             await self.store.compact(Index(compact_to))
@@ -247,18 +259,31 @@ class GroupSnapshots:
     async def _restore(self, data: bytes) -> None:
         """Restore a snapshot, a frame per slice of `snapshot_slice_ms` of the loop (the
         state changes only at the end, once everything checked), then give memory back."""
+        started = time.perf_counter()
+        longest = 0.0  # the longest run of the loop without a yield, in seconds
+        slices = 1
         steps = getattr(self.machine, "restore_steps", None)
         if steps is None:
             self.machine.restore(data)
+            longest = time.perf_counter() - started
         else:
             budget = self.config.snapshot_slice_ms / 1000
-            deadline = time.perf_counter() + budget
+            resumed = time.perf_counter()
+            deadline = resumed + budget
             for _ in steps(data):
-                if time.perf_counter() >= deadline:
+                now = time.perf_counter()
+                if now >= deadline:
+                    longest = max(longest, now - resumed)
                     await asyncio.sleep(0)
-                    deadline = time.perf_counter() + budget
+                    slices += 1
+                    resumed = time.perf_counter()
+                    deadline = resumed + budget
+            longest = max(longest, time.perf_counter() - resumed)
         self._log_bytes_at_snapshot = self._log_bytes
         self._last_snapshot_bytes = len(data)
+        logger.info("group %s installed a snapshot of %d bytes in %.0f ms (%d slices, longest "
+                    "%.0f ms)", self.group_id, len(data), (time.perf_counter() - started) * 1e3,
+                    slices, longest * 1e3)
 
 
 #: How many bytes of a snapshot being built are written to its file at a time.

@@ -38,6 +38,8 @@ def describe_reply(reply: object) -> str:
     """A reply (simple string, error, or other) as one line of text for logs and answers."""
     if isinstance(reply, str):
         return reply
+    if isinstance(reply, bytes):  # a shard machine's simple reply (PHALANX.DIGEST: b"OK")
+        return reply.decode("utf-8", "replace")
     text = getattr(reply, "text", None)
     if isinstance(text, str):
         return text
@@ -141,7 +143,7 @@ class MetaClient:
         """A joining node announces itself through any member until the map lists it."""
         me = self.config.me
         info = NodeInfo(id=me.id, peer=me.peer, resp=me.resp, admin=me.admin, zone=me.zone,
-                        region=me.region)
+                        region=me.region, host=me.host)
         payload = json.dumps({"op": "add_node", "node": info.to_json()},
                              separators=(",", ":"), sort_keys=True).encode()
         host, port = parse_address(self.config.join, "join")

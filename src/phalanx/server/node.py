@@ -62,6 +62,7 @@ from phalanx.server.peer_link import client_tls_context
 from phalanx.server.replicas import Replicas
 from phalanx.server.resharding import Resharding
 from phalanx.server.snapshot_transfer import SnapshotFetcher, SnapshotSource
+from phalanx.server.stall_watch import StallWatch
 from phalanx.transport.faults import FaultRules
 from phalanx.transport.tcp import TcpTransport
 from phalanx.transport.tls import PeerTls
@@ -285,6 +286,8 @@ class Node:
             if config.aa_strong_home and config.aa_strong_home != config.aa_region else None
         self.resp.router.strong_home = self.strong_home
         self.tasks: list[asyncio.Task[None]] = []
+        #: What held the loop when the ticker ran late (off unless PHALANX_STALL_WATCH_MS).
+        self.stall_watch = StallWatch.from_env()
         self.stopping = asyncio.Event()
         # The transport callbacks run for every batch of peer messages: direct references.
         self._groups = self.replicas.groups
@@ -295,6 +298,8 @@ class Node:
         """Bind every listener and start the background tasks."""
         await self.transport.start()
         self.replicas.start()
+        if self.stall_watch is not None:
+            self.stall_watch.start()
         self.tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
         self.tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         self.tasks.append(asyncio.create_task(self._control(), name="control"))
@@ -332,6 +337,8 @@ class Node:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.stall_watch is not None:
+            self.stall_watch.stop()
         self.meta_client.close()
         await self.snapshot_fetcher.close()
         self.snapshot_source.close()
@@ -360,11 +367,14 @@ class Node:
         interval = self.config.tick_ms / 1000
         next_tick = time.monotonic() + interval
         stall_ticks = 2 * self.config.heartbeat_ticks
+        watch = self.stall_watch
         while True:
             delay = next_tick - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             now = time.monotonic()
+            if watch is not None:
+                watch.beat()
             due = int((now - next_tick) / interval) + 1
             if due > stall_ticks:
                 # The loop ran nothing for longer than two heartbeat intervals: heartbeats

@@ -113,8 +113,8 @@ class NodeStatus:
             if info.id == self.node_id:
                 continue
             entry: dict[str, object] = {"id": info.id, "zone": info.zone, "region": info.region,
-                                        "resp": info.resp, "admin": info.admin,
-                                        "state": info.state}
+                                        "host": info.host, "resp": info.resp,
+                                        "admin": info.admin, "state": info.state}
             if isinstance(transport_peers, dict):
                 peer_stats = transport_peers.get(info.id)
                 if isinstance(peer_stats, dict):
@@ -145,6 +145,7 @@ class NodeStatus:
             "node": self.config.id,
             "zone": me.zone,
             "region": me.region,
+            "host": me.host,
             "version": __version__,
             "incarnation": transport_stats.get("incarnation"),
             "peer_tls": bool(transport_stats.get("tls")),

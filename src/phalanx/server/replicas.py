@@ -89,7 +89,8 @@ class Replicas:
         # and receives the map from the driver's leader (a snapshot).
         self.fresh = not (self.data_dir / "groups" / "0").exists()
         bootstrap_nodes = [NodeInfo(id=p.id, peer=p.peer, resp=p.resp, admin=p.admin,
-                                    zone=p.zone, region=p.region) for p in config.peers]
+                                    zone=p.zone, region=p.region, host=p.host)
+                           for p in config.peers]
         if config.join:
             initial = ClusterMap(version=0, survival_goal=config.survival_goal,
                                  replication_factor=max(config.replication_factor, 0),
@@ -272,7 +273,7 @@ class Replicas:
         if peer is None:
             return None
         return NodeInfo(id=peer.id, peer=peer.peer, resp=peer.resp, admin=peer.admin,
-                        zone=peer.zone, region=peer.region)
+                        zone=peer.zone, region=peer.region, host=peer.host)
 
     def resp_address(self, node_id: str) -> tuple[str, int] | None:
         """(host, port) of a node's RESP listener, or None if the node is unknown."""

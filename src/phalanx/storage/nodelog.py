@@ -78,13 +78,14 @@ import msgpack  # type: ignore[import-untyped]
 from phalanx.errors import Corrupt, StorageError, require
 from phalanx.raft.types import ConfState, Entry, HardState, Index, SnapshotMeta, Term
 from phalanx.storage import nodelog_format as fmt
+from phalanx.storage.io_errors import io_errors
 from phalanx.storage.nodelog_group import GroupStore, Request
 from phalanx.storage.nodelog_replay import Replay
 from phalanx.storage.sqlite import (
     DATABASE_NAME,
     LOCK_NAME,
-    read_snapshot_file,
     snapshot_file_name,
+    verify_snapshot_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -321,8 +322,8 @@ class NodeLog:
                 store = self._create_group(path, conf_state or ConfState())
             meta = store.snapshot_meta()
             if meta.index > 0:
-                read_snapshot_file(path / snapshot_file_name(meta.term, meta.index),
-                                   meta.term, meta.index)
+                verify_snapshot_file(path / snapshot_file_name(meta.term, meta.index),
+                                     meta.term, meta.index)
             store.attach(path, lock_fd)
             store._remove_stray_files()
             return store
@@ -646,11 +647,8 @@ class NodeLog:
     @staticmethod
     @contextlib.contextmanager
     def _io_errors_at(directory: Path, action: str) -> Iterator[None]:
-        try:
+        with io_errors(directory, action):
             yield
-        except OSError as exc:
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise StorageError(f"store {directory}: cannot {action}: {exc}{hint}") from exc
 
     def close(self) -> None:
         """Confirm the last frame, close the log and every group store of it, and release

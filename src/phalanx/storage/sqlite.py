@@ -43,7 +43,6 @@ Rules of this file:
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import itertools
 import json
@@ -77,6 +76,7 @@ from phalanx.raft.types import (
     SnapshotMeta,
     Term,
 )
+from phalanx.storage.io_errors import storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -178,14 +178,58 @@ def write_snapshot_file(directory: Path, snapshot: Snapshot) -> Path:
 
 
 def read_snapshot_file(path: Path, term: Term, index: Index) -> bytes:
-    """The verified payload of the snapshot file at `path`; `Corrupt` if it does not check out."""
+    """The verified payload of the snapshot file at `path`; `Corrupt` if it does not check out.
+    The payload is read straight into one bytes object after the header: never the whole file
+    then a copy of its tail (a 1 GB snapshot was 2 GB of memory and a 1 GB copy holding the
+    GIL, which stalls the event loop when a worker thread reads it)."""
     try:
-        blob = path.read_bytes()
+        with open(path, "rb") as file:
+            header = file.read(SNAPSHOT_HEADER.size)
+            length = _check_snapshot_header(path, header, term, index)
+            payload = file.read(length + 1)
     except FileNotFoundError as exc:
         raise Corrupt(f"snapshot file {path} referenced by the database is missing") from exc
-    if len(blob) < SNAPSHOT_HEADER.size:
-        raise Corrupt(f"snapshot file {path} is truncated ({len(blob)} bytes)")
-    magic, file_term, file_index, length, checksum = SNAPSHOT_HEADER.unpack_from(blob)
+    except OSError as exc:  # EIO: the disk failed (storage/io_errors.py)
+        raise storage_error(path.parent, f"read the snapshot file {path.name}", exc) from exc
+    if len(payload) != length:
+        raise Corrupt(f"snapshot file {path} has {len(payload)} payload bytes, expected {length}")
+    if zlib.crc32(payload) != _crc_of(header):
+        raise Corrupt(f"snapshot file {path} fails its CRC32 checksum")
+    return payload
+
+
+def verify_snapshot_file(path: Path, term: Term, index: Index) -> int:
+    """Check the snapshot file at `path` as `read_snapshot_file` does, reading it in chunks
+    of `_VERIFY_CHUNK` bytes (memory: one chunk, whatever the snapshot's size); its payload
+    length, or `Corrupt`."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(SNAPSHOT_HEADER.size)
+            length = _check_snapshot_header(path, header, term, index)
+            checksum, seen = 0, 0
+            while chunk := file.read(_VERIFY_CHUNK):
+                checksum = zlib.crc32(chunk, checksum)
+                seen += len(chunk)
+    except FileNotFoundError as exc:
+        raise Corrupt(f"snapshot file {path} referenced by the database is missing") from exc
+    except OSError as exc:  # EIO: the disk failed (storage/io_errors.py)
+        raise storage_error(path.parent, f"read the snapshot file {path.name}", exc) from exc
+    if seen != length:
+        raise Corrupt(f"snapshot file {path} has {seen} payload bytes, expected {length}")
+    if checksum != _crc_of(header):
+        raise Corrupt(f"snapshot file {path} fails its CRC32 checksum")
+    return length
+
+
+_VERIFY_CHUNK = 8 * 1024 * 1024
+
+
+def _check_snapshot_header(path: Path, header: bytes, term: Term, index: Index) -> int:
+    """The payload length a snapshot file's header announces; `Corrupt` if it is not the
+    header of snapshot (term, index)."""
+    if len(header) < SNAPSHOT_HEADER.size:
+        raise Corrupt(f"snapshot file {path} is truncated ({len(header)} bytes)")
+    magic, file_term, file_index, length, _checksum = SNAPSHOT_HEADER.unpack(header)
     if magic != SNAPSHOT_MAGIC:
         raise Corrupt(f"snapshot file {path} has a bad magic number {magic!r}")
     if (file_term, file_index) != (term, index):
@@ -193,12 +237,11 @@ def read_snapshot_file(path: Path, term: Term, index: Index) -> bytes:
             f"snapshot file {path} holds term {file_term} index {file_index}, "
             f"expected term {term} index {index}"
         )
-    payload = blob[SNAPSHOT_HEADER.size :]
-    if len(payload) != length:
-        raise Corrupt(f"snapshot file {path} has {len(payload)} payload bytes, expected {length}")
-    if zlib.crc32(payload) != checksum:
-        raise Corrupt(f"snapshot file {path} fails its CRC32 checksum")
-    return payload
+    return int(length)
+
+
+def _crc_of(header: bytes) -> int:
+    return int(SNAPSHOT_HEADER.unpack(header)[4])
 
 
 class StoreView:
@@ -287,6 +330,23 @@ class StoreView:
                         raise
                 continue  # a newer snapshot replaced the file meanwhile: read that one
             return Snapshot(meta=meta, data=data)
+
+    def verify_snapshot(self) -> int:
+        """Check the latest snapshot's file (CRC32, `verify_snapshot_file`) without holding its
+        data in memory; its payload length (0: no snapshot). For the background scrub."""
+        while True:
+            with self._view_lock:
+                meta = self._snapshot.meta
+            if meta.index == 0:
+                return 0
+            try:
+                return verify_snapshot_file(self._snapshot_path(meta.term, meta.index),
+                                            meta.term, meta.index)
+            except Corrupt:
+                with self._view_lock:
+                    if self._snapshot.meta == meta:
+                        raise
+                # a newer snapshot replaced the file meanwhile: check that one
 
     def snapshot_meta(self) -> SnapshotMeta:
         """The latest snapshot's metadata (cheap: no file read)."""
@@ -395,7 +455,7 @@ class SqliteLogStore(StoreView):
             raise Corrupt(f"store {self._directory}: {exc}") from exc
         self._check_log(entries, snapshot_meta)
         if snapshot_meta.index > 0:
-            read_snapshot_file(  # verified at open; read again when asked for
+            verify_snapshot_file(  # verified at open; read again when asked for
                 self._snapshot_path(snapshot_meta.term, snapshot_meta.index),
                 snapshot_meta.term,
                 snapshot_meta.index,
@@ -537,8 +597,7 @@ class SqliteLogStore(StoreView):
             error = Corrupt if name in _CORRUPTION_CODES else StorageError
             raise error(f"store {self._directory}: cannot {action}: {exc} ({name})") from exc
         except OSError as exc:
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise StorageError(f"store {self._directory}: cannot {action}: {exc}{hint}") from exc
+            raise storage_error(self._directory, action, exc) from exc
 
     @contextlib.contextmanager
     def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:

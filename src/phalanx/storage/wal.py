@@ -101,14 +101,15 @@ from phalanx.raft.types import (
     SnapshotMeta,
     Term,
 )
+from phalanx.storage.io_errors import io_errors
 from phalanx.storage.sqlite import (
     DATABASE_NAME,
     LOCK_NAME,
     StoreView,
     decode_conf_state,
     encode_conf_state,
-    read_snapshot_file,
     snapshot_file_name,
+    verify_snapshot_file,
     write_snapshot_file,
 )
 
@@ -475,7 +476,7 @@ class WalLogStore(StoreView):
             self._replay(found)
         snapshot_meta = self._snapshot.meta
         if snapshot_meta.index > 0:
-            read_snapshot_file(  # verified at open; read again when asked for
+            verify_snapshot_file(  # verified at open; read again when asked for
                 self._snapshot_path(snapshot_meta.term, snapshot_meta.index),
                 snapshot_meta.term,
                 snapshot_meta.index,
@@ -738,8 +739,7 @@ class WalLogStore(StoreView):
                 data = data[:active_end]
             _scan_segment(path, data, seq, last=False)
             verified += len(data)
-        if self.snapshot_meta().index > 0:
-            verified += len(self.snapshot().data)
+        verified += self.verify_snapshot()
         return verified
 
     def segment_paths(self) -> list[Path]:
@@ -757,11 +757,8 @@ class WalLogStore(StoreView):
     @contextlib.contextmanager
     def _io_errors(self, action: str) -> Iterator[None]:
         """Translate OS errors into `StorageError`."""
-        try:
+        with io_errors(self._directory, action):
             yield
-        except OSError as exc:
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise StorageError(f"store {self._directory}: cannot {action}: {exc}{hint}") from exc
 
     def persist(
         self,
