@@ -161,6 +161,10 @@ class NodeConfig:
     snapshot_log_percent: int = 50
     snapshot_ratio_floor_bytes: int = 4 * 1024 * 1024
     snapshot_keep_entries: int = 2_000
+    #: ... and at most this many bytes of entries (whichever keeps fewer): the kept entries
+    #: stay in memory, and 2,000 entries of 1,000-key MSETs are ~48 MB (issue 15 lever 7,
+    #: docs/memory.md). A follower further behind catches up by snapshot.
+    snapshot_keep_bytes: int = 8 * 1024 * 1024
     #: A snapshot is written (and installed) in slices of about this many ms of the event
     #: loop, so heartbeats keep flowing (issue 15 lever 4).
     snapshot_slice_ms: int = 4
@@ -281,6 +285,8 @@ class NodeConfig:
             raise ConfigError("consistency_check_ms: must be >= 0 (0 = off)")
         if self.snapshot_keep_entries < 0:
             raise ConfigError("snapshot_keep_entries: must be >= 0")
+        if self.snapshot_keep_bytes < 0:
+            raise ConfigError("snapshot_keep_bytes: must be >= 0")
         if self.snapshot_log_percent < 0 or self.snapshot_ratio_floor_bytes < 0:
             raise ConfigError("snapshot_log_percent, snapshot_ratio_floor_bytes: must be >= 0")
         if self.lease_reads and not self.check_quorum:
