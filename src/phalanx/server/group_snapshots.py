@@ -8,7 +8,9 @@ Rules of this file:
 - A snapshot is restored (installed) in slices too; the state changes only at its end.
 - The policy (`snapshot_due`): enough entries or bytes of log since the last snapshot, and,
   past a floor, log in proportion to the last snapshot's size.
-- The log after a snapshot a follower is fetching is kept (`_snapshot_floor`).
+- The log kept behind a snapshot is bounded in entries and in bytes (`_kept_tail_start`:
+  it stays in memory); the log after a snapshot a follower is fetching is kept
+  (`_snapshot_floor`).
 - Freed memory goes back to the system through `mallopt` (`limit_allocator_retention`), not
   `malloc_trim`, which holds the allocator's lock.
 """
@@ -25,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from phalanx.errors import StorageError
+from phalanx.errors import Compacted, StorageError, Unavailable
 from phalanx.raft import ConfState, GroupId, Index, RawNode, ReadyPipeline
 from phalanx.raft.progress import ProgressState
 from phalanx.server.config import NodeConfig
@@ -207,8 +209,7 @@ class GroupSnapshots:
                                         error) from error
             finally:
                 path.unlink(missing_ok=True)
-        compact_to = min(applied - self.config.snapshot_keep_entries,
-                         self._snapshot_floor())
+        compact_to = min(self._kept_tail_start(applied), self._snapshot_floor())
         if compact_to > self.store.first_index() - 1:
             await self.store.compact(Index(compact_to))
         self._log_bytes_at_snapshot = log_bytes
@@ -218,6 +219,27 @@ class GroupSnapshots:
         logger.info("group %s took a snapshot at index %s (%d bytes) in %.0f ms (%.0f ms "
                     "encoding in %d slices)", self.group_id, applied, size, elapsed * 1e3,
                     (encoded - started) * 1e3, slices + 1)
+
+    def _kept_tail_start(self, applied: int) -> int:
+        """Where to compact the log after a snapshot at `applied`: keep at most
+        `snapshot_keep_entries` entries behind it and at most `snapshot_keep_bytes` bytes of
+        them, whichever keeps fewer (issue 15 lever 7: the kept entries stay in memory; a
+        follower further behind is sent the snapshot, dissertation §5.1)."""
+        config = self.config
+        compact_to = applied - config.snapshot_keep_entries
+        low = max(int(self.store.first_index()), compact_to + 1)
+        if low > applied:
+            return compact_to
+        try:
+            kept = self.store.entries(Index(low), Index(applied + 1))
+        except (Compacted, Unavailable):
+            return compact_to  # a snapshot installed meanwhile: the entry bound only
+        size = 0
+        for entry in reversed(kept):
+            size += len(entry.data)
+            if size > config.snapshot_keep_bytes:
+                return max(compact_to, int(entry.index))
+        return compact_to
 
     def _snapshot_floor(self) -> int:
         """The lowest snapshot index a follower is installing (fetching) from this leader:
