@@ -11,6 +11,8 @@ Rules of this file:
 - The log after a snapshot a follower is fetching is kept (`_snapshot_floor`).
 - Freed memory goes back to the system through `mallopt` (`limit_allocator_retention`), not
   `malloc_trim`, which holds the allocator's lock.
+- Big files are unlinked (and unmapped) in a worker thread, never on the loop: the kernel frees
+  a file's extents in the thread that drops its last link (1.5-2.6 s for 1 GB under load).
 """
 
 from __future__ import annotations
@@ -191,10 +193,12 @@ class GroupSnapshots:
                 # The store reads the data as a buffer (its length, CRC32, one write).
                 await self.store.create_snapshot(Index(applied), conf, cast(bytes, mapped))
             finally:
-                mapped.close()
+                await asyncio.to_thread(mapped.close)
         finally:
             await asyncio.to_thread(file.close)
-            path.unlink(missing_ok=True)
+            # Never on the loop: unlinking a 1 GB file frees its extents in the caller (measured
+            # 1.5-2.6 s of a stalled loop on every node after a 1 GB snapshot, load ~30).
+            await asyncio.to_thread(path.unlink, missing_ok=True)
         compact_to = min(applied - self.config.snapshot_keep_entries,
                          self._snapshot_floor())
         if compact_to > self.store.first_index() - 1:
@@ -230,7 +234,9 @@ class GroupSnapshots:
         slices = 1
         steps = getattr(self.machine, "restore_steps", None)
         if steps is None:
-            self.machine.restore(data)
+            # A machine restored in one step (the placement driver's map: small) gets bytes;
+            # a fetched snapshot's data is a view of a mapped file (server/snapshot_transfer.py).
+            self.machine.restore(bytes(data))
             longest = time.perf_counter() - started
         else:
             budget = self.config.snapshot_slice_ms / 1000
