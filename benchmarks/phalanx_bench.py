@@ -157,7 +157,7 @@ class Settings:
                    run_timeout_s=30.0, quick=True, keyspace=20000, command_requests=2000,
                    pipeline_requests=3000,
                    latency_rates=(500.0,), latency_seconds=2.0,
-                   scale_configs=((3, 3),), scale_requests=3000,
+                   scale_configs=((3, 1), (3, 9)), scale_requests=3000,
                    recovery_sizes=(10_000,), recovery_set_requests=3000, memory_keys=10_000,
                    snapshot_every_entries=500, snapshot_keep_entries=50, wipe_timeout_s=10.0,
                    soak_seconds=10.0, soak_sample_s=2.0, soak_keys=2000,

@@ -196,3 +196,11 @@ def test_the_table_opens_results_md() -> None:
     assert text.index("## Issue 15 goals") < text.index("## Machine")
     assert "0 met, 0 not met, 16 not measured" in text
     assert "per section: bulk 12 s" in text
+
+
+def test_the_figures_at_filing_name_existing_rows_only() -> None:
+    rows = {g.row for g in bench_goals.goals(full_document())}
+    assert set(bench_goals.AT_FILING) <= rows
+    text = "\n".join(bench_goals.markdown(full_document()))
+    assert "| kill -9 of a leader, client gap | median <= 200 ms | median 108 ms | median 200 ms" \
+        in text

@@ -121,8 +121,6 @@ def _run_disk_scenario(scenario: str, nodes: int, seed: int) -> dict[str, Any]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="disk-full mounts a tmpfs: needs root")
-@pytest.mark.xfail(strict=False, reason="KNOWN REGRESSION (session 7 closing note): since snapshots "
-                   "are written outside the store, a full disk is not always seen in time")
 def test_disk_full_scenario_stops_the_replica_and_rebuilds_it_on_another_node() -> None:
     """A real run on 4 nodes (3 replicas): one replica is moved onto its own small tmpfs,
     which is filled (ENOSPC) while the clients write. The node reports the replica damaged

@@ -187,3 +187,37 @@ def test_eio_on_a_follower_stops_it_and_it_is_rebuilt_on_another_node(cluster: A
     print(f"EIO on {victim.id}: replica stopped {detected:.2f} s after the fault was armed, "
           f"rebuilt on {spare.id}: full redundancy after {redundant:.2f} s; "
           f"{load.acked_count()} writes acknowledged meanwhile, 0 lost")
+
+
+def test_a_big_shard_is_checked_in_slices_and_a_lying_follower_is_outvoted(
+        cluster: Any) -> None:
+    """Proves, on a shard over CHECK_SYNC_KEYS keys (its check digests are computed in slices
+    after the CHECK is applied, placement/shard.py): the replicas' sliced digests agree
+    while writes go on (no false divergence: the healthy replicas are never stopped), a
+    follower whose state lies is outvoted and stopped, and the nodes log the sliced digests."""
+    c: LocalCluster = cluster(3, consistency_check_ms=1000)
+    leader = _settled_leader(c)
+    writer = c.client(leader)
+    for batch in range(12):  # 6,000 keys: over CHECK_SYNC_KEYS (4,096)
+        assert writer.mset({f"big:{batch}:{i}": f"v{i}" for i in range(500)}) is True
+    load = WriteLoad(c, threads=2, max_writes=3_000, nodes=[leader]).start()
+    # At least one sliced check digest on every node, agreed on, before the lie.
+    wait_until(lambda: all(c.grep_logs(n, "check digest of shard 1:") for n in c.nodes), 90,
+               "a sliced check digest on every node")
+    follower = next(n for n in c.others(leader))
+    code, planted = admin_post(c, follower, "/faults/lie",
+                               {"shard": int(SHARD), "key": "big:3:7", "value": "lie"})
+    assert code == 200, (code, planted)  # (if leadership moved to it meanwhile, the liar
+    # leads: it is outvoted all the same, test_a_divergent_leader_... above)
+    reason = wait_until(lambda: _damaged_reason(c, follower) or (
+        "rebuilt-before-seen" if c.grep_logs(follower, "diverged") else None), 90,
+        "the lying follower to be outvoted")
+    if reason != "rebuilt-before-seen":
+        assert "diverged" in reason and "majority" in reason, reason
+    load.wait_acked(load.acked_count() + 20, timeout=60)
+    load.stop()
+    for node in c.others(follower):
+        assert not _damaged_reason(c, node), (node.id, _damaged_reason(c, node))
+        assert not c.grep_logs(node, "storage failure: replica diverged"), node.id
+    print(f"lying {planted['role']} {follower.id} outvoted; sliced check digests:",
+          c.grep_logs(leader, "check digest of shard 1:")[-1])

@@ -6,7 +6,10 @@ the leader included, is marked diverged, and only that one. The older PHALANX.VE
 
 from __future__ import annotations
 
+import pytest
+
 from phalanx.kv import Command, Error, encode_command
+from phalanx.placement import shard as shard_module
 from phalanx.placement.shard import CHECK_COMMAND, DIGEST_COMMAND, VERIFY_COMMAND, ShardMachine
 
 
@@ -138,3 +141,60 @@ def test_the_vote_state_is_bounded() -> None:
     for kept in (shard.check_digests, shard.check_voters, shard.check_votes,
                  shard.check_verdicts):
         assert len(kept) <= 8
+
+
+# -- a big shard: the digest is computed in slices after the CHECK is applied (issue 15)
+
+def _finish(replica: ShardMachine, budget: int = 3) -> None:
+    for _ in range(10_000):
+        if replica.step_digest(budget):
+            return
+    raise AssertionError("the digest never finished")
+
+
+def test_a_big_shard_digests_in_slices_the_state_at_the_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over CHECK_SYNC_KEYS keys the CHECK replies `i pending`; writes applied meanwhile do
+    not change the digest (it is the state at i); a replica that votes only once its digest
+    is known, and a verdict applied before a slow replica's digest is done is compared when
+    that digest is done: the liar is marked then, and only the liar."""
+    monkeypatch.setattr(shard_module, "CHECK_SYNC_KEYS", 2)
+    replicas = _three_with_a_liar(2)
+    at_check = [r.kv.digest() for r in replicas]
+    replies = _apply_everywhere(replicas, 7, entry(CHECK_COMMAND, b"n1", b"n2", b"n3"))
+    assert replies == [b"7 pending"] * 3
+    assert all(not r.check_digests and r.pending_digest is not None for r in replicas)
+    # Later writes, applied while the digests are computed, change every key.
+    for index in range(8, 14):
+        _apply_everywhere(replicas, index, entry(b"SET", b"k%d" % (index - 7), b"new"))
+    _finish(replicas[0])
+    _finish(replicas[1])
+    assert replicas[0].check_digests[7] == replicas[1].check_digests[7] == at_check[0]
+    digest = at_check[0].encode()
+    _apply_everywhere(replicas, 14, entry(DIGEST_COMMAND, b"7", b"n1", digest))
+    _apply_everywhere(replicas, 15, entry(DIGEST_COMMAND, b"7", b"n2", digest))
+    assert all(r.check_verdicts[7] == (at_check[0], []) for r in replicas)
+    assert replicas[2].divergence is None  # its own digest is not known yet
+    assert 7 in replicas[2].check_voters  # the vote state of a pending check is kept
+    _finish(replicas[2])
+    assert replicas[2].check_digests[7] == at_check[2] != at_check[0]
+    assert replicas[2].divergence is not None and "index 7" in replicas[2].divergence
+    assert replicas[0].divergence is None and replicas[1].divergence is None
+    assert all(r.kv._keyspace.before_change is None for r in replicas)
+
+
+def test_a_pending_digest_is_given_up_by_a_newer_check_or_a_snapshot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shard_module, "CHECK_SYNC_KEYS", 2)
+    shard = _three_with_a_liar(0)[1]
+    assert shard.apply(7, entry(CHECK_COMMAND, b"n1")) == b"7 pending"
+    assert shard.apply(8, entry(CHECK_COMMAND, b"n1")) == b"8 pending"
+    _finish(shard)
+    assert list(shard.check_digests) == [8] and 7 not in shard.check_voters
+    assert shard.apply(9, entry(CHECK_COMMAND, b"n1")) == b"9 pending"
+    shard.restore(shard.snapshot())  # installed a snapshot: no digest at 9 here
+    assert shard.pending_digest is None and shard.step_digest(3)
+    assert 9 not in shard.check_digests
+    # The older form (no voters) is computed at apply time, big or not.
+    reply = shard.apply(10, entry(CHECK_COMMAND))
+    assert reply == b"10 " + shard.kv.digest().encode()

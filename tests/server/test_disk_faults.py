@@ -11,6 +11,7 @@ from phalanx.errors import ConfigError, StorageError
 from phalanx.raft import ConfState, Entry, EntryType, HardState, Index, NodeId, Term
 from phalanx.server.consistency import disk_failed
 from phalanx.server.disk_faults import DiskFaults, FaultyLogStore
+from phalanx.server.meta_client import describe_reply
 from phalanx.storage.wal import WalLogStore
 
 
@@ -80,3 +81,11 @@ def test_optional_methods_of_the_inner_store_pass_through(tmp_path: Path) -> Non
                 confirm()
     finally:
         store.close()
+
+
+def test_a_shard_machine_s_bytes_ok_reads_as_ok() -> None:
+    """A vote (`PHALANX.DIGEST`) is answered b"OK" by the shard machine: the proposer must read
+    it as OK (it was `b'OK'`, so every committed vote was logged as refused and sent again)."""
+    assert describe_reply(b"OK") == "OK"
+    assert describe_reply("OK") == "OK"
+    assert describe_reply(b"\xff") == "\ufffd"

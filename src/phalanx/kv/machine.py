@@ -49,7 +49,7 @@ from typing import NamedTuple
 from phalanx.errors import Corrupt, require
 from phalanx.kv.codec import decode_fields
 from phalanx.kv.commands.scripts import Scripts, script_handler
-from phalanx.kv.digest import state_digest
+from phalanx.kv.digest import RUN_KEYS, DigestBuilder, state_digest
 from phalanx.kv.keyspace import Keyspace
 from phalanx.kv.replies import Error, Reply, arity_error, error_text
 from phalanx.kv.snapshot import ClientSession, SnapshotState, WatchVersions, encode_snapshot
@@ -261,6 +261,11 @@ class KVStateMachine:
         """A digest of the data and expiry times, equal on replicas with equal data (see
         digest.py; the consistency checker compares it across replicas)."""
         return state_digest(self._keyspace.data, self._keyspace.expires)
+
+    def digest_builder(self, run_keys: int = RUN_KEYS) -> DigestBuilder:
+        """`digest()` of the state now, computed a step at a time while entries keep being
+        applied (digest.py, `DigestBuilder`); the same digest on every replica."""
+        return DigestBuilder(self._keyspace, run_keys)
 
     def snapshot(self) -> bytes:
         """The whole state as deterministic bytes (see snapshot.py)."""

@@ -17,7 +17,10 @@ Rules of this file:
   the hook saves the key's value as it was at the start (its plain form) the first time the key
   changes. Frames then write the saved value, else the live one, which has not changed. This
   relies on the keyspace's rule that commands change a value only through those helpers (the
-  same rule the WATCH versions rely on).
+  same rule the WATCH versions rely on). The capture itself is `KeyCapture`: the consistency
+  checker's sliced digest (`kv/digest.py`, `DigestBuilder`) uses it too. Several captures may
+  follow one keyspace at once (one hook, `_Followers`, calls each); at most one per `purpose`
+  (one snapshot being written, one digest being computed).
 - Reading checks each frame's CRC and every value as format 4 does, and the counts at the end;
   the state is handed out only when everything checked (never a half-valid state).
 - Pure: standard library only; no clock (the caller decides how many frames a step takes).
@@ -28,7 +31,7 @@ from __future__ import annotations
 import marshal
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from phalanx.errors import Corrupt
@@ -50,7 +53,8 @@ from phalanx.kv.snapshot import (
 STREAM_FORMAT_VERSION = 6
 _FRAME = struct.Struct("<II")
 _DATA, _EXPIRES = 1, 2
-_ABSENT = object()
+#: A key that did not exist when a capture started (`KeyCapture.saved`).
+ABSENT = object()
 DEFAULT_FRAME_KEYS = 4096
 DEFAULT_FRAME_BYTES = 1 << 20
 
@@ -70,6 +74,68 @@ def _size_of(plain: object) -> int:
         return 64
 
 
+class _Followers:
+    """The keyspace's `before_change` hook while captures follow it: calls each in turn."""
+
+    __slots__ = ("captures",)
+
+    def __init__(self) -> None:
+        self.captures: list[KeyCapture] = []
+
+    def __call__(self, key: bytes) -> None:
+        for capture in self.captures:
+            capture.save(key)
+
+
+class KeyCapture:
+    """The keys of a keyspace, their expiries and their values as they were when this object
+    was made, while the keyspace keeps changing (copy on write at the key level: see the
+    module rules). `freeze` turns a value into the immutable form kept for a key changed
+    since (`plain_value` for a snapshot, `canonical_value` for a digest). `close()` it when
+    done: the hook follows the keyspace until then."""
+
+    def __init__(self, keyspace: Keyspace, purpose: str,
+                 freeze: Callable[[Any], object]) -> None:
+        hook = keyspace.before_change
+        if hook is not None and not isinstance(hook, _Followers):
+            raise RuntimeError("the keyspace's before_change hook is taken")
+        if hook is not None and any(c.purpose == purpose for c in hook.captures):
+            raise RuntimeError(f"a {purpose} of this keyspace is already being written")
+        self.keyspace = keyspace
+        self.purpose: str = purpose
+        self.data = keyspace.data
+        #: The keys at the start, in the keyspace's insertion order.
+        self.keys = list(keyspace.data)
+        self.expires = dict(keyspace.expires)
+        #: Key -> its frozen value at the start (or ABSENT), for the keys changed since.
+        self.saved: dict[bytes, object] = {}
+        self._freeze = freeze
+        self.closed = False
+        if hook is None:
+            hook = _Followers()
+            keyspace.before_change = hook
+        hook.captures.append(self)
+
+    def save(self, key: bytes) -> None:
+        """The keyspace is about to change `key`: keep its value as it was at the start."""
+        saved = self.saved
+        if key not in saved:
+            value = self.data.get(key)
+            saved[key] = ABSENT if value is None else self._freeze(value)
+
+    def close(self) -> None:
+        """Stop following the keyspace's changes (done, or abandoned)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.saved = {}
+        hook = self.keyspace.before_change
+        if isinstance(hook, _Followers) and self in hook.captures:
+            hook.captures.remove(self)
+            if not hook.captures:
+                self.keyspace.before_change = None
+
+
 class SnapshotWriter:
     """A format 6 snapshot of a keyspace at the moment this object is made, written frame by
     frame while the keyspace keeps changing (see the module rules). Iterate `frames()` to the
@@ -79,13 +145,9 @@ class SnapshotWriter:
                  sessions: dict[int, ClientSession], scripts: dict[bytes, bytes], *,
                  frame_keys: int = DEFAULT_FRAME_KEYS,
                  frame_bytes: int = DEFAULT_FRAME_BYTES) -> None:
-        if keyspace.before_change is not None:
-            raise RuntimeError("a snapshot of this keyspace is already being written")
-        self._keyspace = keyspace
-        self._data = keyspace.data
-        self._keys = list(keyspace.data)
-        self._expires = dict(keyspace.expires)
-        self._saved: dict[bytes, object] = {}
+        self._capture = capture = KeyCapture(keyspace, "snapshot", plain_value)
+        self._keys = capture.keys
+        self._expires = capture.expires
         self._frame_keys = max(1, frame_keys)
         self._frame_bytes = max(1, frame_bytes)
         flat_sessions = flat_sessions_of(sessions)
@@ -99,30 +161,21 @@ class SnapshotWriter:
                       flat_sessions, (keyspace.version, keyspace.floor, flat_touched),
                       flat_scripts)
         self.keys = len(self._keys)
-        self.closed = False
-        keyspace.before_change = self._save
 
-    def _save(self, key: bytes) -> None:
-        """The keyspace is about to change `key`: keep its value as it was at the start."""
-        saved = self._saved
-        if key not in saved:
-            value = self._data.get(key)
-            saved[key] = _ABSENT if value is None else plain_value(value)
+    @property
+    def closed(self) -> bool:
+        return self._capture.closed
 
     def close(self) -> None:
         """Stop following the keyspace's changes (done, or abandoned)."""
-        if not self.closed:
-            self.closed = True
-            if self._keyspace.before_change == self._save:
-                self._keyspace.before_change = None
-            self._saved = {}
+        self._capture.close()
 
     def frames(self) -> Iterator[bytes]:
         """The snapshot's bytes: the header, then one frame per step."""
         try:
             yield _HEADER.pack(MAGIC, STREAM_FORMAT_VERSION, MARSHAL_VERSION, 0)
             yield _frame(self._meta)
-            keys, data, saved = self._keys, self._data, self._saved
+            keys, data, saved = self._keys, self._capture.data, self._capture.saved
             frame_keys, frame_bytes = self._frame_keys, self._frame_bytes
             position, count = 0, len(keys)
             while position < count:
@@ -132,8 +185,8 @@ class SnapshotWriter:
                 while position < end and size < frame_bytes:
                     key = keys[position]
                     position += 1
-                    plain = saved.get(key, _ABSENT)
-                    if plain is _ABSENT:
+                    plain = saved.get(key, ABSENT)
+                    if plain is ABSENT:
                         if key in saved:
                             raise RuntimeError(f"snapshot: key {key!r} vanished")
                         value = data[key]
@@ -245,5 +298,5 @@ def decode_any(blob: bytes | memoryview) -> SnapshotState:
     return decode_snapshot(bytes(blob))
 
 
-__all__ = ["STREAM_FORMAT_VERSION", "SnapshotReader", "SnapshotWriter", "decode_any",
+__all__ = ["ABSENT", "STREAM_FORMAT_VERSION", "KeyCapture", "SnapshotReader", "SnapshotWriter", "decode_any",
            "snapshot_version"]

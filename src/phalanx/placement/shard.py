@@ -32,6 +32,14 @@ server stops that replica and has it rebuilt), WHETHER OR NOT IT LEADS: a diverg
 stops and the healthy majority elects another one. No majority for any digest (every
 replica different) is no verdict: nobody can tell which is right, nothing is stopped. A
 replica with no digest at i (it installed a snapshot past i) has nothing to compare and skips.
+The digest at i is computed in slices after the CHECK entry is applied, while later entries
+keep being applied (`kv/digest.py`, `DigestBuilder`: copy on write, as a snapshot is taken):
+a shard of up to `CHECK_SYNC_KEYS` keys gets it at apply time; a bigger one keeps it pending
+(`pending_digest`) and the server calls `step_digest` between loop turns
+(`ConsistencyChecker.build_digests`). A replica votes only once its digest is known; if the
+verdict was applied before its own digest was done, the comparison happens when it is done
+(`divergence` is set then, and the server stops the replica the same way). A newer check or
+a snapshot installed abandons a pending digest (no digest at i: that replica skips i).
 The older two-entry form (`PHALANX.CHECK` with no voters, then `PHALANX.VERIFY i digest`
 with the leader's digest as the reference) is still applied as it was, for logs written by
 earlier versions.
@@ -61,6 +69,7 @@ from phalanx.errors import Corrupt
 from phalanx.kv import Error, KVStateMachine
 from phalanx.kv.codec import decode_fields
 from phalanx.kv.commands.activeactive import AA_READ, AA_WRITE
+from phalanx.kv.digest import DigestBuilder
 from phalanx.kv.replies import Reply
 from phalanx.placement.map import coalesce, subtract_range
 from phalanx.placement.slots import SLOT_COUNT, command_keys, key_slot
@@ -79,6 +88,9 @@ DIGEST_COMMAND = b"PHALANX.DIGEST"
 VERIFY_COMMAND = b"PHALANX.VERIFY"
 #: How many recorded check digests a replica keeps (the latest ones).
 CHECK_DIGESTS_KEPT = 8
+#: A check's digest is computed at apply time when the shard has at most this many keys;
+#: bigger shards compute it in slices (see the module docstring).
+CHECK_SYNC_KEYS = 4096
 #: The Raft index (and term) of a shard's initial snapshot after a split.
 SPLIT_SNAPSHOT_INDEX = 1
 #: Active-active: join another region's deltas (see the module docstring).
@@ -144,6 +156,8 @@ class ShardMachine:
         self.check_voters: dict[int, tuple[str, ...]] = {}
         self.check_votes: dict[int, dict[str, str]] = {}
         self.check_verdicts: dict[int, tuple[str, list[str]]] = {}
+        #: The check whose digest is being computed in slices: (index, builder), or None.
+        self.pending_digest: tuple[int, DigestBuilder] | None = None
         #: Merge: the shards absorbed into this one (an ABSORB is applied once).
         self.absorbed: set[int] = set()
         #: Active-active keys (crdt/); its `region` is set by the server from configuration.
@@ -255,20 +269,65 @@ class ShardMachine:
         return self.aa.pull(int(args[1]), max(1, int(args[2])), wanted, args[4]).encode()
 
     def _check(self, index: int, args: tuple[bytes, ...] = ()) -> bytes:
-        """Record the digest of the data at `index` (and the check's voters); reply
-        `index digest`."""
-        digest = self.kv.digest()
-        self.check_digests[index] = digest
+        """Start the digest of the data at `index` (and record the check's voters); reply
+        `index digest`, or `index pending` while a big shard's digest is computed in slices
+        (see the module docstring). The older form (no voters) computes it here."""
+        self.abandon_digest()
         if args:
             self.check_voters[index] = tuple(a.decode("utf-8", "replace") for a in args)
             self.check_votes[index] = {}
+            builder = self.kv.digest_builder()
+            if not builder.step(CHECK_SYNC_KEYS) or builder.result is None:
+                self.pending_digest = (index, builder)
+                self._forget_old_checks()
+                return b"%d pending" % index
+            digest = builder.result
+        else:
+            digest = self.kv.digest()
+        self._record_digest(index, digest)
+        return b"%d %s" % (index, digest.encode())
+
+    def step_digest(self, budget: int) -> bool:
+        """Advance the pending digest by about `budget` keys; True when none is pending any
+        more (then `divergence` tells whether it disagrees with a verdict already taken)."""
+        pending = self.pending_digest
+        if pending is None:
+            return True
+        index, builder = pending
+        if not builder.step(budget) or builder.result is None:
+            return False
+        self.pending_digest = None
+        self._record_digest(index, builder.result)
+        return True
+
+    def abandon_digest(self) -> None:
+        """Give up the pending digest, if any (a newer check, a snapshot installed)."""
+        if self.pending_digest is not None:
+            self.pending_digest[1].close()
+            self.pending_digest = None
+
+    def _record_digest(self, index: int, digest: str) -> None:
+        self.check_digests[index] = digest
+        self._forget_old_checks()
+        verdict = self.check_verdicts.get(index)
+        if verdict is not None and verdict[0] != digest and self.divergence is None:
+            votes = self.check_votes.get(index, {})
+            agreeing = sum(1 for vote in votes.values() if vote == verdict[0])
+            self.divergence = (f"state digest at index {index} is {digest}; a majority of the "
+                               f"replicas ({agreeing} of {len(self.check_voters.get(index, ()))})"
+                               f" has {verdict[0]}")
+
+    def _forget_old_checks(self) -> None:
+        """Keep the latest CHECK_DIGESTS_KEPT digests, and the vote state of those (and of the
+        pending one): a verdict needs its check's voters."""
         while len(self.check_digests) > CHECK_DIGESTS_KEPT:
             del self.check_digests[min(self.check_digests)]
-        # The vote state follows the kept digests (a verdict needs its check's voters).
-        for kept in (self.check_voters, self.check_votes, self.check_verdicts):
-            for old in [i for i in kept if i not in self.check_digests]:
-                del kept[old]
-        return b"%d %s" % (index, digest.encode())
+        kept = set(self.check_digests)
+        if self.pending_digest is not None:
+            kept.add(self.pending_digest[0])
+        for table in (self.check_voters, self.check_votes, self.check_verdicts):
+            for old in [i for i in table if i not in kept]:
+                del table[old]
 
     def _vote(self, args: tuple[bytes, ...]) -> object:
         """One replica's digest at a check index (see the module docstring). Always replies
@@ -436,6 +495,7 @@ class ShardMachine:
         """`restore`, a frame per step; the state changes only at the last step."""
         owned, moved, kv_blob, frozen_into, absorbed, aa_blob = _decode(data)
         yield from self.kv.restore_steps(kv_blob)
+        self.abandon_digest()  # its state is gone: no digest at that check here
         self.aa.restore(bytes(aa_blob))
         self._set_owned(owned)
         self.moved = moved
@@ -482,4 +542,4 @@ def _decode(data: bytes | memoryview) -> tuple[tuple[tuple[int, int], ...],
             data[body:body + aa_length])
 
 
-__all__ = ["AA_MERGE_COMMAND", "AA_PULL_COMMAND", "ABSORB_COMMAND", "CHECK_COMMAND", "DIGEST_COMMAND", "FREEZE_COMMAND", "SPLIT_COMMAND", "SPLIT_SNAPSHOT_INDEX", "VERIFY_COMMAND", "ShardMachine", "SplitOff", "split_command"]
+__all__ = ["AA_MERGE_COMMAND", "AA_PULL_COMMAND", "ABSORB_COMMAND", "CHECK_COMMAND", "CHECK_SYNC_KEYS", "DIGEST_COMMAND", "FREEZE_COMMAND", "SPLIT_COMMAND", "SPLIT_SNAPSHOT_INDEX", "VERIFY_COMMAND", "ShardMachine", "SplitOff", "split_command"]

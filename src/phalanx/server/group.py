@@ -122,6 +122,8 @@ class RaftGroup(GroupSnapshots):
         self.group_id = group_id
         self.config = config
         self.store = store
+        # A write nobody awaits (the WAL's CONFIRM) that fails stops the replica too.
+        store.on_failure = self.stop_on_storage_failure
         self._send = send
         #: The running loop, asked once (`running_loop`: no getpid() per request).
         self.loops = LoopCache()
@@ -147,6 +149,7 @@ class RaftGroup(GroupSnapshots):
         raft_config = RaftConfig(
             node_id=NodeId(config.id),
             election_ticks=config.election_ticks,
+            election_spread_ticks=config.election_spread_ticks,
             heartbeat_ticks=config.heartbeat_ticks,
             pre_vote=config.pre_vote,
             check_quorum=config.check_quorum,
@@ -716,8 +719,9 @@ class RaftGroup(GroupSnapshots):
             if self.store.first_index() <= 1 and self.store.snapshot_meta().index >= 1:
                 await self.store.compact(Index(1))
         except StorageError as error:
-            logger.warning("group %s: cannot compact for new members: %s", self.group_id,
-                           error)
+            # The disk failed (the snapshot, or the compaction): a storage failure of this
+            # replica like any other, never a warning while it keeps running.
+            self.stop_on_storage_failure(error)
         finally:
             self.compacting = False
 

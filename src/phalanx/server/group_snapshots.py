@@ -8,7 +8,9 @@ Rules of this file:
 - A snapshot is restored (installed) in slices too; the state changes only at its end.
 - The policy (`snapshot_due`): enough entries or bytes of log since the last snapshot, and,
   past a floor, log in proportion to the last snapshot's size.
-- The log after a snapshot a follower is fetching is kept (`_snapshot_floor`).
+- The log kept behind a snapshot is bounded in entries and in bytes (`_kept_tail_start`:
+  it stays in memory); the log after a snapshot a follower is fetching is kept
+  (`_snapshot_floor`).
 - Freed memory goes back to the system through `mallopt` (`limit_allocator_retention`), not
   `malloc_trim`, which holds the allocator's lock.
 - Big files are unlinked (and unmapped) in a worker thread, never on the loop: the kernel frees
@@ -20,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import errno
 import logging
 import mmap
 import time
@@ -28,12 +29,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from phalanx.errors import StorageError
+from phalanx.errors import Compacted, StorageError, Unavailable
 from phalanx.raft import ConfState, GroupId, Index, RawNode, ReadyPipeline
 from phalanx.raft.progress import ProgressState
 from phalanx.server.config import NodeConfig
 from phalanx.server.metrics import GroupMetrics
 from phalanx.storage import AsyncLogStore
+from phalanx.storage.io_errors import io_errors, storage_error
 
 if TYPE_CHECKING:
     from phalanx.placement.shard import ShardMachine
@@ -137,14 +139,10 @@ class GroupSnapshots:
         if task.cancelled():
             return
         error = task.exception()
-        if isinstance(error, OSError):
-            # The snapshot file is written here, not through the store: a full or failing disk
-            # (ENOSPC, EIO) is a storage failure of this replica (docs/disk-faults.md), never a
-            # snapshot to retry for ever.
-            hint = " (disk full)" if error.errno == errno.ENOSPC else ""
-            error = StorageError(f"group {self.group_id}: cannot write a snapshot: "
-                                 f"{error}{hint}")
         if isinstance(error, StorageError):
+            # A full or failing disk (ENOSPC, EIO), met by the snapshot file written here
+            # (`_take_snapshot`: through `storage.io_errors`) or by the store: a storage failure
+            # of this replica (docs/disk-faults.md), never a snapshot to retry for ever.
             self.stop_on_storage_failure(error)
         elif error is not None:
             logger.error("group %s: snapshot failed: %s: %s", self.group_id,
@@ -160,10 +158,15 @@ class GroupSnapshots:
         started = time.perf_counter()
         budget = self.config.snapshot_slice_ms / 1000
         path = self.directory / f"building-snapshot-{applied}.tmp"
-        file = await asyncio.to_thread(open, path, "w+b")
+        # Every file operation of the replica's disk goes through the store's one error
+        # mapping (`storage.io_errors`): ENOSPC or EIO here is the same storage failure of
+        # this replica as in its log (the disk-full regression of session 7).
+        with io_errors(self.directory, f"open the snapshot file {path.name}"):
+            file = await asyncio.to_thread(open, path, "w+b")
         pending: list[bytes] = []
         pending_bytes = 0
         slices = 0
+        written = False
         try:
             try:
                 deadline = time.perf_counter() + budget
@@ -171,7 +174,8 @@ class GroupSnapshots:
                     pending.append(part)
                     pending_bytes += len(part)
                     if pending_bytes >= _BUILD_WRITE_BYTES:
-                        await asyncio.to_thread(file.writelines, pending)
+                        with io_errors(self.directory, f"write the snapshot file {path.name}"):
+                            await asyncio.to_thread(file.writelines, pending)
                         pending, pending_bytes = [], 0
                         deadline = time.perf_counter() + budget
                     elif time.perf_counter() >= deadline:
@@ -184,23 +188,32 @@ class GroupSnapshots:
                 close = getattr(frames, "close", None)
                 if close is not None:
                     close()
-            await asyncio.to_thread(file.writelines, pending)
-            pending = []
-            encoded = time.perf_counter()
-            size = await asyncio.to_thread(_flush_size, file)
-            mapped = await asyncio.to_thread(_map, file, size)
+            with io_errors(self.directory, f"write the snapshot file {path.name}"):
+                await asyncio.to_thread(file.writelines, pending)
+                pending = []
+                encoded = time.perf_counter()
+                size = await asyncio.to_thread(_flush_size, file)
+                mapped = await asyncio.to_thread(_map, file, size)
             try:
                 # The store reads the data as a buffer (its length, CRC32, one write).
                 await self.store.create_snapshot(Index(applied), conf, cast(bytes, mapped))
             finally:
                 await asyncio.to_thread(mapped.close)
+            written = True
         finally:
-            await asyncio.to_thread(file.close)
-            # Never on the loop: unlinking a 1 GB file frees its extents in the caller (measured
-            # 1.5-2.6 s of a stalled loop on every node after a 1 GB snapshot, load ~30).
-            await asyncio.to_thread(path.unlink, missing_ok=True)
-        compact_to = min(applied - self.config.snapshot_keep_entries,
-                         self._snapshot_floor())
+            try:
+                await asyncio.to_thread(file.close)
+            except OSError as error:
+                # A close that flushes what a full disk refused fails again: the first error,
+                # already on its way, is the one reported.
+                if written:
+                    raise storage_error(self.directory, f"close the snapshot file {path.name}",
+                                        error) from error
+            finally:
+                # Never on the loop: unlinking a 1 GB file frees its extents in the caller
+                # (measured 1.5-2.6 s of a stalled loop on every node after a 1 GB snapshot).
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+        compact_to = min(self._kept_tail_start(applied), self._snapshot_floor())
         if compact_to > self.store.first_index() - 1:
             await self.store.compact(Index(compact_to))
         self._log_bytes_at_snapshot = log_bytes
@@ -210,6 +223,27 @@ class GroupSnapshots:
         logger.info("group %s took a snapshot at index %s (%d bytes) in %.0f ms (%.0f ms "
                     "encoding in %d slices)", self.group_id, applied, size, elapsed * 1e3,
                     (encoded - started) * 1e3, slices + 1)
+
+    def _kept_tail_start(self, applied: int) -> int:
+        """Where to compact the log after a snapshot at `applied`: keep at most
+        `snapshot_keep_entries` entries behind it and at most `snapshot_keep_bytes` bytes of
+        them, whichever keeps fewer (issue 15 lever 7: the kept entries stay in memory; a
+        follower further behind is sent the snapshot, dissertation §5.1)."""
+        config = self.config
+        compact_to = applied - config.snapshot_keep_entries
+        low = max(int(self.store.first_index()), compact_to + 1)
+        if low > applied:
+            return compact_to
+        try:
+            kept = self.store.entries(Index(low), Index(applied + 1))
+        except (Compacted, Unavailable):
+            return compact_to  # a snapshot installed meanwhile: the entry bound only
+        size = 0
+        for entry in reversed(kept):
+            size += len(entry.data)
+            if size > config.snapshot_keep_bytes:
+                return max(compact_to, int(entry.index))
+        return compact_to
 
     def _snapshot_floor(self) -> int:
         """The lowest snapshot index a follower is installing (fetching) from this leader:

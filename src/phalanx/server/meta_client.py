@@ -38,6 +38,8 @@ def describe_reply(reply: object) -> str:
     """A reply (simple string, error, or other) as one line of text for logs and answers."""
     if isinstance(reply, str):
         return reply
+    if isinstance(reply, bytes):  # a shard machine's simple reply (PHALANX.DIGEST: b"OK")
+        return reply.decode("utf-8", "replace")
     text = getattr(reply, "text", None)
     if isinstance(text, str):
         return text

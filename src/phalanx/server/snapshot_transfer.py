@@ -26,6 +26,10 @@ Rules of this file:
   in the thread that drops its last link: seconds for 1 GB) run in a worker thread.
 - A chunk whose CRC32 does not match is asked for again (at most `_MAX_BAD_CHUNKS` times in a
   row), never written; the spill file is deleted once the snapshot is handed over or given up.
+- The spill file is the replica's disk: every operation on it goes through the stores' one
+  error mapping (`storage.io_errors`), and a `StorageError` (ENOSPC, EIO) stops the replica
+  (`stop_on_storage_failure`: reported, rebuilt, docs/disk-faults.md), never a fetch logged
+  and offered again for ever while the replica stays a silent, lagging voter.
 """
 
 from __future__ import annotations
@@ -42,13 +46,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from phalanx.errors import Corrupt, LeaderUnreachable, PeerProtocolError, PhalanxError
+from phalanx.errors import (
+    Corrupt,
+    LeaderUnreachable,
+    PeerProtocolError,
+    PhalanxError,
+    StorageError,
+)
 from phalanx.raft import Index, InstallSnapshot, Snapshot
 from phalanx.raft.storage import LogReader
 from phalanx.raft.types import ConfState, Entry, HardState, SnapshotMeta, Term
 from phalanx.resp import ErrorReply
 from phalanx.server.config import NodeConfig
 from phalanx.server.peer_link import LeaderLink, internal_signature
+from phalanx.storage.io_errors import io_errors
 from phalanx.storage.sqlite import SNAPSHOT_HEADER, SNAPSHOT_MAGIC, snapshot_file_name
 
 
@@ -67,6 +78,8 @@ class FetchingGroup(Protocol):
     def leader(self) -> str: ...
 
     def step(self, message: InstallSnapshot) -> None: ...
+
+    def stop_on_storage_failure(self, error: Exception) -> None: ...
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +256,7 @@ class SnapshotFetcher:
             # gives up by itself.
             return
         meta = message.snapshot.meta
-        task = asyncio.ensure_future(self._fetch(group, message))
+        task = asyncio.ensure_future(self._fetch_or_stop(group, message))
         self._fetches[group.group_id] = _Fetch(message.source, meta.term, meta.index, task)
         task.add_done_callback(_log_failure)
 
@@ -259,15 +272,29 @@ class SnapshotFetcher:
                 await fetch.task
         self._fetches.clear()
 
+    async def _fetch_or_stop(self, group: FetchingGroup, message: InstallSnapshot) -> None:
+        """Fetch; a failure of the replica's own disk (the spill file) stops the replica."""
+        try:
+            await self._fetch(group, message)
+        except StorageError as error:
+            logger.error("group %s: snapshot fetch from %s: %s", group.group_id,
+                         message.source, error)
+            group.stop_on_storage_failure(error)
+
     async def _fetch(self, group: FetchingGroup, message: InstallSnapshot) -> None:
         meta: SnapshotMeta = message.snapshot.meta
         label = f"group {group.group_id}"
         directory = group.directory
         path = directory / f"{_SPILL_PREFIX}{meta.term}-{meta.index}.part"
-        await asyncio.to_thread(_remove_stale_spills, directory, path)
+
+        def prepare() -> int:  # in a thread: unlinking a stale 1 GB spill file takes seconds
+            with io_errors(directory, f"prepare the snapshot spill file {path.name}"):
+                _remove_stale_spills(directory, path)
+                return path.stat().st_size if path.exists() else 0
+
+        offset = await asyncio.to_thread(prepare)
         started = time.monotonic()
         chunk_bytes = min(self._config.snapshot_chunk_bytes, MAX_CHUNK_BYTES)
-        offset = path.stat().st_size if path.exists() else 0
         total: int | None = None
         resumes = 0
         bad_chunks = 0
@@ -277,7 +304,9 @@ class SnapshotFetcher:
         logger.info("%s: fetching snapshot at index %s (term %s) from %s%s", label,
                     meta.index, meta.term, message.source,
                     f", resuming at byte {offset}" if offset else "")
-        file = await asyncio.to_thread(open, path, "ab")
+        spill = f"write the snapshot spill file {path.name}"
+        with io_errors(directory, spill):
+            file = await asyncio.to_thread(open, path, "ab")
         try:
             while total is None or offset < total:
                 if group.stopped or (group.leader and group.leader != message.source):
@@ -338,19 +367,28 @@ class SnapshotFetcher:
                 if not chunk and offset < total:
                     logger.warning("%s: empty chunk at byte %d of %d", label, offset, total)
                     return
-                await asyncio.to_thread(file.write, chunk)
+                with io_errors(directory, spill):
+                    await asyncio.to_thread(file.write, chunk)
                 offset += len(chunk)
-            await asyncio.to_thread(_flush_and_close, file)
-            data = await asyncio.to_thread(_read_whole, path, meta)
+            with io_errors(directory, spill):
+                await asyncio.to_thread(_flush_and_close, file)
+            with io_errors(directory, f"read the snapshot spill file {path.name}"):
+                data = await asyncio.to_thread(_read_whole, path, meta)
         finally:
             if link is not None:
                 link.close()
-            if not file.closed:
-                await asyncio.to_thread(file.close)
-            if total is not None and offset >= total:
-                # done: a whole file that failed its check must not be resumed from (in a
-                # thread: unlinking a 1 GB file frees its extents in the caller, seconds)
-                await asyncio.to_thread(path.unlink, missing_ok=True)
+            try:
+                if not file.closed:
+                    await asyncio.to_thread(file.close)
+            except OSError:
+                # Only after a failure (else `_flush_and_close` closed it): a close that
+                # flushes what a full disk refused fails again; the first error is reported.
+                pass
+            finally:
+                if total is not None and offset >= total:
+                    # done: a whole file that failed its check must not be resumed from (in a
+                    # thread: unlinking a 1 GB file frees its extents in the caller, seconds)
+                    await asyncio.to_thread(path.unlink, missing_ok=True)
         elapsed = time.monotonic() - started
         self.finished.append((group.group_id, meta.index, len(data), elapsed, resumes))
         logger.info("%s: fetched snapshot at index %s from %s: %d bytes in %.1f s "

@@ -13,7 +13,9 @@ Rules of this file:
   either commits or fails as a whole, and the view follows the database.
 - A store with a `confirm()` (the WAL) gets one `confirm_delay` seconds after its last write,
   on the writer thread, if nothing was written meanwhile: the CONFIRM record that lets a
-  corrupt last record be told from a torn one (`storage/wal.py`).
+  corrupt last record be told from a torn one (`storage/wal.py`). A CONFIRM that fails (ENOSPC,
+  EIO) has no caller to raise to: it goes to `on_failure` (the replica stops as for any failed
+  write, `server/group.py`), or is logged when nobody set one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -65,11 +67,6 @@ class DurableLogStore(Protocol):
     def snapshot_meta(self) -> SnapshotMeta: ...
 
 
-def _log_confirm_failure(future: asyncio.Future[object]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.warning("cannot confirm the last log record: %s", future.exception())
-
-
 class AsyncLogStore:
     """Wraps a durable store: `await persist(...)` off the loop, `LogReader` calls inline."""
 
@@ -82,6 +79,8 @@ class AsyncLogStore:
         self._confirm_delay = confirm_delay
         self._writes = 0  # writes started (the idle check of `_confirm_later`)
         self._confirm_timer: asyncio.TimerHandle | None = None
+        #: Told of a write that failed with nobody awaiting it (a CONFIRM): the disk failed.
+        self.on_failure: Callable[[StorageError], None] | None = None
 
     @property
     def store(self) -> DurableLogStore:
@@ -123,9 +122,21 @@ class AsyncLogStore:
             if self._closed or self._writes != writes:
                 return  # closed, or written since: that write's own timer confirms it
             future = loop.run_in_executor(self._executor, confirm)
-            future.add_done_callback(_log_confirm_failure)
+            future.add_done_callback(self._confirm_done)
 
         self._confirm_timer = loop.call_later(self._confirm_delay, fire)
+
+    def _confirm_done(self, future: asyncio.Future[object]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is None:
+            return
+        if not isinstance(error, StorageError):
+            error = StorageError(f"store {self._store.directory}: cannot confirm the last "
+                                 f"log record: {error}")
+        if self.on_failure is not None:
+            self.on_failure(error)
+        else:
+            logger.warning("cannot confirm the last log record: %s", error)
 
     async def create_snapshot(self, index: Index, conf_state: ConfState, data: bytes) -> Snapshot:
         """Record a state-machine snapshot taken at applied index `index`."""

@@ -78,6 +78,7 @@ import msgpack  # type: ignore[import-untyped]
 from phalanx.errors import Corrupt, StorageError, require
 from phalanx.raft.types import ConfState, Entry, HardState, Index, SnapshotMeta, Term
 from phalanx.storage import nodelog_format as fmt
+from phalanx.storage.io_errors import io_errors
 from phalanx.storage.nodelog_group import GroupStore, Request
 from phalanx.storage.nodelog_replay import Replay
 from phalanx.storage.sqlite import (
@@ -646,11 +647,8 @@ class NodeLog:
     @staticmethod
     @contextlib.contextmanager
     def _io_errors_at(directory: Path, action: str) -> Iterator[None]:
-        try:
+        with io_errors(directory, action):
             yield
-        except OSError as exc:
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise StorageError(f"store {directory}: cannot {action}: {exc}{hint}") from exc
 
     def close(self) -> None:
         """Confirm the last frame, close the log and every group store of it, and release

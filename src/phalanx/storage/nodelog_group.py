@@ -14,7 +14,6 @@ Rules of this file:
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import logging
 import os
@@ -27,6 +26,7 @@ from typing import Protocol
 from phalanx.errors import InvariantViolation, StorageError, require
 from phalanx.raft.types import ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term
 from phalanx.storage import nodelog_format as fmt
+from phalanx.storage.io_errors import io_errors
 from phalanx.storage.sqlite import (
     StoreView,
     encode_conf_state,
@@ -104,11 +104,8 @@ class GroupStore(StoreView):
 
     @contextlib.contextmanager
     def _io_errors(self, action: str) -> Iterator[None]:
-        try:
+        with io_errors(self._directory, action):
             yield
-        except OSError as exc:
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise StorageError(f"store {self._directory}: cannot {action}: {exc}{hint}") from exc
 
     def _remove_stray_files(self) -> None:
         """Delete snapshot files the log does not reference (crash leftovers)."""

@@ -43,7 +43,6 @@ Rules of this file:
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import itertools
 import json
@@ -77,6 +76,7 @@ from phalanx.raft.types import (
     SnapshotMeta,
     Term,
 )
+from phalanx.storage.io_errors import storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,8 @@ def read_snapshot_file(path: Path, term: Term, index: Index) -> bytes:
             payload = file.read(length + 1)
     except FileNotFoundError as exc:
         raise Corrupt(f"snapshot file {path} referenced by the database is missing") from exc
+    except OSError as exc:  # EIO: the disk failed (storage/io_errors.py)
+        raise storage_error(path.parent, f"read the snapshot file {path.name}", exc) from exc
     if len(payload) != length:
         raise Corrupt(f"snapshot file {path} has {len(payload)} payload bytes, expected {length}")
     if zlib.crc32(payload) != _crc_of(header):
@@ -210,6 +212,8 @@ def verify_snapshot_file(path: Path, term: Term, index: Index) -> int:
                 seen += len(chunk)
     except FileNotFoundError as exc:
         raise Corrupt(f"snapshot file {path} referenced by the database is missing") from exc
+    except OSError as exc:  # EIO: the disk failed (storage/io_errors.py)
+        raise storage_error(path.parent, f"read the snapshot file {path.name}", exc) from exc
     if seen != length:
         raise Corrupt(f"snapshot file {path} has {seen} payload bytes, expected {length}")
     if checksum != _crc_of(header):
@@ -593,8 +597,7 @@ class SqliteLogStore(StoreView):
             error = Corrupt if name in _CORRUPTION_CODES else StorageError
             raise error(f"store {self._directory}: cannot {action}: {exc} ({name})") from exc
         except OSError as exc:
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise StorageError(f"store {self._directory}: cannot {action}: {exc}{hint}") from exc
+            raise storage_error(self._directory, action, exc) from exc
 
     @contextlib.contextmanager
     def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:

@@ -101,6 +101,7 @@ from phalanx.raft.types import (
     SnapshotMeta,
     Term,
 )
+from phalanx.storage.io_errors import io_errors
 from phalanx.storage.sqlite import (
     DATABASE_NAME,
     LOCK_NAME,
@@ -756,11 +757,8 @@ class WalLogStore(StoreView):
     @contextlib.contextmanager
     def _io_errors(self, action: str) -> Iterator[None]:
         """Translate OS errors into `StorageError`."""
-        try:
+        with io_errors(self._directory, action):
             yield
-        except OSError as exc:
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise StorageError(f"store {self._directory}: cannot {action}: {exc}{hint}") from exc
 
     def persist(
         self,
