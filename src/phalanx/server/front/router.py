@@ -715,7 +715,11 @@ class DataRouter:
         if link is None:
             link = LeaderLink(leader, host, int(port), max(0.05, deadline - time.monotonic()),
                               self.config.requirepass, self.client_tls)
-            state.links[leader] = link
+            if not state.closed:
+                state.links[leader] = link
+            # else: the client left while this command kept trying (a failover): the link
+            # is this call's only and is closed after it (below), never left to the garbage
+            # collector with its connection open and its reader task pending.
         link.timeout = max(0.05, deadline - time.monotonic())
         link.watch(current_leader, self.config.request_timeout_ms / 1000)
         if tag is not None:
@@ -773,6 +777,8 @@ class DataRouter:
         finally:
             if not call.done():
                 call.cancel()
+            if state.closed and state.links.get(leader) is not link:
+                link.close()
 
     def _tagged(self, tag: WriteTag, arguments: list[bytes]) -> list[bytes]:
         """`arguments` as PHALANX.FWD with the write's session (signed when the cluster has a
