@@ -132,6 +132,9 @@ def bulk_section(processes: Processes, settings: Settings) -> dict[str, Any]:
                     host, port = more.hostport(more.shard_leader(cluster).resp)
                 client = redis.Redis(host=host, port=port, socket_timeout=60)
                 continue
+            if last % 100_000 == 0:
+                more.log(f"bulk: {last:,} keys, {time.monotonic() - began:.0f} s, "
+                         f"{out['errors']} errors [load {os.getloadavg()[0]:.1f}]")
             bad = [r for r in replies if isinstance(r, Exception) or r is not True]
             if bad:
                 out["errors"] += len(bad)

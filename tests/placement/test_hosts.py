@@ -47,6 +47,11 @@ def assert_host_spread(cmap: ClusterMap) -> None:
     assert not [v for v in violations(cmap) if "share host" in v]
 
 
+def crowding(cmap: ClusterMap, members: tuple[str, ...]) -> int:
+    """The most replicas of `members` on one host."""
+    return max(Counter(host_of(cmap, n) for n in members).values())
+
+
 def apply_all(cmap: ClusterMap, ops: list[dict[str, Any]]) -> ClusterMap:
     for op in ops:
         cmap, reply = apply_op(cmap, op)
@@ -188,7 +193,9 @@ def test_property_no_shard_has_two_replicas_on_one_host(topology: tuple[list[Nod
 def test_property_repairs_drains_and_joins_keep_host_spread(
         topology: tuple[list[NodeInfo], int], data: st.DataObject) -> None:
     """A host dies (all its nodes), a node drains, a new host joins: every map the planner
-    makes on the way keeps host spread among the alive hosts while >= 3 remain."""
+    makes on the way keeps host spread among the alive hosts while >= 3 remain. A host that
+    died and returns: its replicas come back one move at a time, no shard's crowding on one
+    host ever grows on the way, and the end is host spread again."""
     nodes, shard_count = topology
     cmap = converge(initial_map(nodes, shard_count))
     hosts = sorted({n.host for n in nodes})
@@ -204,11 +211,25 @@ def test_property_repairs_drains_and_joins_keep_host_spread(
                               if current.nodes[n].state == "alive")
             assert not counted or max(counted.values()) == 1, (shard.id, shard.replicas)
 
-    event = data.draw(st.sampled_from(["host dies", "node drains", "host joins"]))
-    if event == "host dies":
+    event = data.draw(st.sampled_from(["host dies", "host dies and returns", "node drains",
+                                       "host joins"]))
+    if event.startswith("host dies"):
         victim = data.draw(st.sampled_from(hosts))
         cmap = apply_all(cmap, [{"op": "set_node_state", "node": n.id, "state": "dead"}
                                 for n in nodes if n.host == victim])
+        if event == "host dies and returns":
+            cmap = apply_all(converge(cmap, check),
+                             [{"op": "set_node_state", "node": n.id, "state": "alive"}
+                              for n in nodes if n.host == victim])
+            worst = {sid: crowding(cmap, shard.replicas) for sid, shard in cmap.shards.items()}
+
+            def never_worse(current: ClusterMap) -> None:
+                for sid, shard in current.shards.items():
+                    assert crowding(current, shard.replicas) <= worst[sid], shard.replicas
+
+            final = converge(cmap, never_worse)
+            assert_host_spread(final)
+            return
     elif event == "node drains":
         node_id = data.draw(st.sampled_from([n.id for n in nodes]))
         cmap = apply_all(cmap, [{"op": "set_node_state", "node": node_id,
@@ -239,3 +260,47 @@ def test_a_rebuild_goes_to_another_host() -> None:
     used = {host_of(cmap, n) for n in shard.replicas if n != failed}
     assert host_of(cmap, target) not in used
     assert host_of(cmap, target) != host_of(cmap, failed)
+
+
+def test_a_host_that_returns_gets_the_spread_back() -> None:
+    """3 hosts x 2 nodes, one zone: h1 dies, its replicas are re-created on h2 and h3 (two
+    hosts left for three replicas: shared hosts, said by `violations`); h1 returns and the
+    planner moves replicas back until no shard has two replicas on one host, one move per
+    round, never making any shard's spread worse on the way."""
+    nodes = hosts_layout(zones=1, hosts=3, per_host=2)
+    cmap = converge(initial_map(nodes, 6))
+    assert_host_spread(cmap)
+    h1 = [n.id for n in nodes if n.host == "h1"]
+    cmap = converge(apply_all(cmap, [{"op": "set_node_state", "node": n, "state": "dead"}
+                                     for n in h1]))
+    for shard in cmap.shards.values():
+        assert not set(h1) & set(shard.replicas) and len(shard.replicas) == 3
+    assert [v for v in violations(cmap) if "share host" in v]
+
+    worst = {sid: Counter(host_of(cmap, n) for n in s.replicas).most_common(1)[0][1]
+             for sid, s in cmap.shards.items()}
+
+    def never_worse(current: ClusterMap) -> None:
+        for sid, shard in current.shards.items():
+            crowd = Counter(host_of(current, n) for n in shard.replicas).most_common(1)[0][1]
+            assert crowd <= worst[sid], (sid, shard.replicas)
+
+    back = apply_all(cmap, [{"op": "set_node_state", "node": n, "state": "alive"} for n in h1])
+    final = converge(back, never_worse)
+    assert_host_spread(final)
+    loads = Counter(n for s in final.shards.values() for n in s.replicas)
+    assert max(loads.values()) - min(loads[n.id] for n in nodes) <= 1, loads
+
+
+def test_respread_fixes_zones_too_when_a_zone_returns() -> None:
+    """The same for zones (3 zones x 2 nodes, no hosts named): a zone's return restores one
+    replica per zone."""
+    nodes = [NodeInfo(f"n{i}", "p", "r", zone=f"z{i % 3}") for i in range(1, 7)]
+    cmap = converge(initial_map(nodes, 3))
+    z0 = [n.id for n in nodes if n.zone == "z0"]
+    cmap = converge(apply_all(cmap, [{"op": "set_node_state", "node": n, "state": "dead"}
+                                     for n in z0]))
+    assert [v for v in violations(cmap) if "share zone" in v]
+    final = converge(apply_all(cmap, [{"op": "set_node_state", "node": n, "state": "alive"}
+                                      for n in z0]))
+    assert violations(final) == []

@@ -24,6 +24,8 @@ from phalanx.raft import RaftConfig
         ({"max_inflight_messages": 0}, "max_inflight_messages must be > 0"),
         ({"max_applying_bytes": 0}, "max_applying_bytes must be > 0"),
         ({"applied": -1}, "applied must be >= 0"),
+        ({"election_spread_ticks": 4, "heartbeat_ticks": 5},
+         r"election_spread_ticks must be 0 \(election_ticks\) or >= heartbeat_ticks"),
     ],
 )
 def test_invalid_config_names_the_rule(overrides: dict[str, Any], message: str) -> None:

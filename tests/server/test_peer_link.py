@@ -68,6 +68,8 @@ class FakeLeader:
         self.close_after_reply = close_after_reply
         self.commands = 0
         self.connections = 0
+        #: Connections that ended (the link closed them, or they failed).
+        self.ended = 0
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -95,6 +97,7 @@ class FakeLeader:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.ended += 1
             writer.close()
 
     async def stop(self) -> None:
@@ -154,6 +157,32 @@ def test_a_forward_sent_to_a_leader_that_goes_silent_has_an_unknown_outcome() ->
             leader["now"] = "n3"
             with pytest.raises(OutcomeUnknown, match="leadership moved from n2 to n3"):
                 await asyncio.wait_for(call, 5)
+        finally:
+            await peer.stop()
+
+    asyncio.run(body())
+
+
+def test_a_command_still_forwarding_after_its_client_left_leaves_no_link_open() -> None:
+    """A write keeps trying after its client disconnected (a failover: the client's timeout is
+    shorter than the request's). The link it opens then is closed with it: before, it stayed
+    in the closed session's dict with its connection open and its reader task pending until
+    the garbage collector destroyed it ("Task was destroyed but it is pending!", hundreds
+    per second through a follower during a SIGSTOP failover)."""
+    async def body() -> None:
+        peer = FakeLeader()
+        port = await peer.start()
+        router, state = _router(port), ClientState(id=1, address="?")
+        state.closed = True  # what Sessions.close does when the connection is lost
+        try:
+            reply = await asyncio.wait_for(router._forward(
+                state, "n2", SET, time.monotonic() + 30, None), 10)
+            assert reply == SimpleString("OK") and peer.commands == 1
+            assert state.links == {}
+            deadline = time.monotonic() + 10
+            while peer.ended < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert peer.connections == 1 and peer.ended == 1
         finally:
             await peer.stop()
 
@@ -232,6 +261,7 @@ class EchoLeader:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.ended += 1
             writer.close()
 
     async def stop(self) -> None:

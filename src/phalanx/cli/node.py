@@ -22,6 +22,9 @@ def timing_options(function: Any) -> Any:
                      help="Heartbeat interval in ticks."),
         click.option("--election-ticks", type=int, default=None,
                      help="Minimum election timeout in ticks."),
+        click.option("--election-spread-ticks", type=int, default=None,
+                     help="Width of the election timeout's random range in ticks (0: the "
+                          "election ticks, Raft's [T, 2T))."),
         click.option("--lease-reads/--no-lease-reads", default=None,
                      help="Serve linearizable reads from a leader lease."),
         click.option("--requirepass", default=None, help="RESP password (AUTH)."),

@@ -25,10 +25,14 @@ Rules of this module:
   than a missing replica).
 - Repairs are urgent and cover every shard in one call. Balance is patient: a replica move only
   while no shard is in motion (its reported configuration differs from its desired replicas),
-  at most one per call, and only if it does not weaken the survival goal; preferred-leader
+  at most one per call: first one that strictly improves a shard's spread over zones and hosts
+  (`respread`: replicas doubled up on a domain while another alive one is free, as after a
+  lost host or zone returns), else one toward even load that does not weaken the spread;
+  preferred-leader
   changes (one short chain per call) only when, besides, every shard's reported leader is its
   preferred leader. So planning again before the reports catch up yields [] (no flip-flop), and
-  every move strictly lowers a balance potential, so repeated planning converges.
+  every move strictly lowers a potential (the spread cost, then the load spread), so repeated
+  planning converges.
 - When the topology cannot satisfy the goal (one zone on a laptop, fewer hosts than
   replicas), placement is best effort (as many distinct domains as exist) and never raises;
   `violations` reports the shortfall.
@@ -290,6 +294,45 @@ class _Working:
             self.set_preferred(sid, "")
             self.set_preferred(sid, self.pick_leader(sid))
 
+    def better_spread(self, members: Sequence[str], preferred: str = ""
+                      ) -> tuple[str, str] | None:
+        """(member, alive non-member) whose swap strictly improves the failure-domain spread
+        of `members` (zone goal: zones, then hosts; region goal: regions, zones, hosts): the
+        best such swap (lowest cost, not the preferred leader, least loaded target, ids);
+        None when there is none or a member is not alive (repair's business)."""
+        if not all(self.is_alive(m) for m in members):
+            return None
+        width = 2 if self.goal == "zone" else 3
+        cost = _spread_cost(self.goal, self.nodes, members)
+        if not any(cost[:width]):
+            return None
+        best: tuple[tuple[int, ...], bool, int, str, str] | None = None
+        for source in members:
+            for target in self.alive:
+                if target in members:
+                    continue
+                after = _spread_cost(self.goal, self.nodes,
+                                     [target if m == source else m for m in members])
+                if after[:width] >= cost[:width]:
+                    continue
+                key = (after, source == preferred, self.load[target], target, source)
+                if best is None or key < best:
+                    best = key
+        return None if best is None else (best[4], best[3])
+
+    def respread(self, shard_ids: Sequence[int]) -> bool:
+        """Move one replica of the first shard whose spread `better_spread` can improve, e.g.
+        after a lost host or zone came back and left replicas doubled up. True if moved.
+
+        The full spread cost strictly drops, and `rebalance` never raises it, so the two
+        cannot undo each other (no flip-flop)."""
+        for sid in sorted(shard_ids):
+            swap = self.better_spread(self.replicas[sid], self.preferred[sid])
+            if swap is not None:
+                self.move_replica(sid, *swap)
+                return True
+        return False
+
     def rebalance(self, shard_ids: Sequence[int], max_moves: int) -> bool:
         """Shift one replica's worth of load from a busier alive node to one with >= 2 fewer.
 
@@ -430,7 +473,8 @@ def initial_map(nodes: Sequence[NodeInfo], shard_count: int, survival_goal: str 
 
 
 def _meta_voters(working: _Working, current: Sequence[str], target: int) -> tuple[str, ...]:
-    """Replace voters on nodes that are not alive, then grow to `target`, spreading domains."""
+    """Replace voters on nodes that are not alive, grow to `target`, spreading domains, then
+    (all alive) move one voter if that strictly improves their spread over zones and hosts."""
     voters = list(current)
     for index, voter in enumerate(list(voters)):
         if working.is_alive(voter):
@@ -443,6 +487,10 @@ def _meta_voters(working: _Working, current: Sequence[str], target: int) -> tupl
         if choice is None:
             break
         voters.append(choice)
+    # One voter at a time toward a better spread (a returned host or zone).
+    swap = working.better_spread(voters) if len(voters) == target else None
+    if swap is not None:
+        voters[voters.index(swap[0])] = swap[1]
     return tuple(voters)
 
 
@@ -530,8 +578,9 @@ def plan(cmap: ClusterMap) -> list[dict[str, object]]:
             working.preferred[sid] = working.preferred[shard.merge_into]
     balanced = [sid for sid in shard_ids if sid not in merging]
     if not merging and not any(working.in_motion(sid) for sid in shard_ids):
-        # c: one replica move, only when every shard runs its desired configuration
-        moved = working.rebalance(balanced, max_moves=1)
+        # c: one replica move, only when every shard runs its desired configuration: a
+        # better spread over failure domains first, else toward even load
+        moved = working.respread(balanced) or working.rebalance(balanced, max_moves=1)
         # d: one chain of preferred-leader changes, only when leadership has settled too
         if not moved and all(working.reported[sid].leader == working.preferred[sid]
                              for sid in balanced):

@@ -35,8 +35,17 @@ class RaftConfig:
     #: This replica's identity.
     node_id: NodeId
     #: Minimum election timeout in ticks; the real timeout is drawn from
-    #: [election_ticks, 2 * election_ticks) at every reset (§5.2).
+    #: [election_ticks, election_ticks + spread) at every reset (§5.2), the spread being
+    #: `election_spread_ticks`, or election_ticks when that is 0 (Raft's [T, 2T)).
     election_ticks: int = 50
+    #: The width of the random range the election timeout is drawn from (0: election_ticks).
+    #: A narrower range notices a silent leader sooner for the same minimum timeout (the first
+    #: of the followers times out, on average, closer to the minimum); it must stay well above
+    #: the broadcast time so that split votes stay rare (diss. §9.3: with 5 ms of randomness
+    #: most elections already completed without a split vote; more randomness mainly
+    #: improved the worst case); at least `heartbeat_ticks`. The minimum, which leases and
+    #: CheckQuorum rely on (§6.2, §6.4.1), does not move.
+    election_spread_ticks: int = 0
     #: A leader sends heartbeats every `heartbeat_ticks` (must be < election_ticks).
     heartbeat_ticks: int = 5
     #: PreVote (dissertation §9.6): a would-be candidate first asks whether it could win, so a
@@ -81,6 +90,9 @@ class RaftConfig:
             raise ConfigError("heartbeat_ticks must be > 0")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks must be > heartbeat_ticks")
+        if self.election_spread_ticks and self.election_spread_ticks < self.heartbeat_ticks:
+            raise ConfigError("election_spread_ticks must be 0 (election_ticks) or >= "
+                              "heartbeat_ticks")
         if self.lease_reads and not self.check_quorum:
             raise ConfigError("lease_reads needs check_quorum (a lease is only safe if a "
                               "leader that loses its quorum steps down)")

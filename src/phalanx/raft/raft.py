@@ -173,9 +173,11 @@ class Raft(Replication):
             self.messages_after_persist.append(message)
 
     def _reset_randomized_election_timeout(self) -> None:
-        # §5.2: randomised timeouts make split votes rare.
+        # §5.2: randomised timeouts make split votes rare; the range is [T, T + spread), the
+        # spread T unless configured narrower (`RaftConfig.election_spread_ticks`, §9.3).
         ticks = self.config.election_ticks
-        self.randomized_election_timeout = ticks + self.random.randrange(ticks)
+        spread = self.config.election_spread_ticks or ticks
+        self.randomized_election_timeout = ticks + self.random.randrange(spread)
 
     def _reset(self, term: int) -> None:
         if self.term != term:

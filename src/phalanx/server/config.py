@@ -130,6 +130,9 @@ class NodeConfig:
     #: (benchmarks/detection_lab.py measures both).
     heartbeat_ticks: int = 5
     election_ticks: int = 50
+    #: The width of the election timeout's random range in ticks (0: election_ticks, i.e.
+    #: [election_ticks, 2 * election_ticks)); `RaftConfig.election_spread_ticks`.
+    election_spread_ticks: int = 0
     #: A follower whose leader's heartbeats came irregularly of late (a busy leader) waits up
     #: to one more election timeout before it campaigns (docs/failure-detection.md). Off: not
     #: shown to pay yet.
@@ -158,6 +161,10 @@ class NodeConfig:
     snapshot_log_percent: int = 50
     snapshot_ratio_floor_bytes: int = 4 * 1024 * 1024
     snapshot_keep_entries: int = 2_000
+    #: ... and at most this many bytes of entries (whichever keeps fewer): the kept entries
+    #: stay in memory, and 2,000 entries of 1,000-key MSETs are ~48 MB (issue 15 lever 7,
+    #: docs/memory.md). A follower further behind catches up by snapshot.
+    snapshot_keep_bytes: int = 8 * 1024 * 1024
     #: A snapshot is written (and installed) in slices of about this many ms of the event
     #: loop, so heartbeats keep flowing (issue 15 lever 4).
     snapshot_slice_ms: int = 4
@@ -268,12 +275,18 @@ class NodeConfig:
                 raise ConfigError(f"{name}: must be > 0 (got {getattr(self, name)})")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks: must be > heartbeat_ticks")
+        if self.election_spread_ticks < 0 or 0 < self.election_spread_ticks < \
+                self.heartbeat_ticks:
+            raise ConfigError("election_spread_ticks: must be 0 (election_ticks) or >= "
+                              "heartbeat_ticks")
         if self.scrub_interval_ms < 0:
             raise ConfigError("scrub_interval_ms: must be >= 0 (0 = off)")
         if self.consistency_check_ms < 0:
             raise ConfigError("consistency_check_ms: must be >= 0 (0 = off)")
         if self.snapshot_keep_entries < 0:
             raise ConfigError("snapshot_keep_entries: must be >= 0")
+        if self.snapshot_keep_bytes < 0:
+            raise ConfigError("snapshot_keep_bytes: must be >= 0")
         if self.snapshot_log_percent < 0 or self.snapshot_ratio_floor_bytes < 0:
             raise ConfigError("snapshot_log_percent, snapshot_ratio_floor_bytes: must be >= 0")
         if self.lease_reads and not self.check_quorum:

@@ -45,7 +45,7 @@ section h2 { font-size: .95rem; margin: 0 0 .6rem 0; color:#4a5568; }
 .node.draining, .node.decommissioned { border-left-color: var(--warn); }
 .node.unreachable { border-left-color: var(--mute); }
 .node .name { font-weight:700; }
-.node .state { font-size:.72rem; color:#718096; margin-left:.3rem; }
+.node .state, .node .host { font-size:.72rem; color:#718096; margin-left:.3rem; }
 .chips { display:flex; flex-wrap:wrap; gap:.2rem; margin-top:.25rem; }
 .chip { font-size:.72rem; border:1px solid var(--line); border-radius:.25rem; padding:0 .3rem; }
 .chip.leader { background:#fefcbf; border-color:#d69e2e; font-weight:700; }
@@ -174,6 +174,7 @@ function render(s) {
         card.dataset.state = health;
         card.appendChild(el("span", "name", n.id));
         card.appendChild(el("span", "state", health));
+        if (n.host) card.appendChild(el("span", "host", "host " + n.host));
         const chips = el("div", "chips");
         for (const sid of (holds[n.id] || []).sort((a, b) => a - b)) {
           const lead = leads[n.id + "/" + sid];

@@ -149,6 +149,7 @@ class RaftGroup(GroupSnapshots):
         raft_config = RaftConfig(
             node_id=NodeId(config.id),
             election_ticks=config.election_ticks,
+            election_spread_ticks=config.election_spread_ticks,
             heartbeat_ticks=config.heartbeat_ticks,
             pre_vote=config.pre_vote,
             check_quorum=config.check_quorum,

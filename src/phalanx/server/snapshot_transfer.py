@@ -21,8 +21,9 @@ How it goes:
   timeout and offers the snapshot it then has.
 
 Rules of this file:
-- Nothing here blocks the event loop on the disk: reads and writes of chunks and the final
-  check run in a worker thread.
+- Nothing here blocks the event loop on the disk: reads and writes of chunks, the final
+  check, and every unlink or last close of a snapshot file (the kernel frees a file's extents
+  in the thread that drops its last link: seconds for 1 GB) run in a worker thread.
 - A chunk whose CRC32 does not match is asked for again (at most `_MAX_BAD_CHUNKS` times in a
   row), never written; the spill file is deleted once the snapshot is handed over or given up.
 - The spill file is the replica's disk: every operation on it goes through the stores' one
@@ -198,8 +199,7 @@ class SnapshotSource:
         for key, pinned in list(self._pinned.items()):
             if pinned.used < horizon and not pinned.readers:
                 del self._pinned[key]
-                with contextlib.suppress(OSError):
-                    os.close(pinned.fd)
+                _close_off_loop(pinned.fd)
 
     def close(self) -> None:
         self.sweep(idle=-1.0)
@@ -286,11 +286,13 @@ class SnapshotFetcher:
         label = f"group {group.group_id}"
         directory = group.directory
         path = directory / f"{_SPILL_PREFIX}{meta.term}-{meta.index}.part"
-        with io_errors(directory, f"prepare the snapshot spill file {path.name}"):
-            for stale in directory.glob(f"{_SPILL_PREFIX}*"):
-                if stale != path:
-                    stale.unlink(missing_ok=True)
-            offset = path.stat().st_size if path.exists() else 0
+
+        def prepare() -> int:  # in a thread: unlinking a stale 1 GB spill file takes seconds
+            with io_errors(directory, f"prepare the snapshot spill file {path.name}"):
+                _remove_stale_spills(directory, path)
+                return path.stat().st_size if path.exists() else 0
+
+        offset = await asyncio.to_thread(prepare)
         started = time.monotonic()
         chunk_bytes = min(self._config.snapshot_chunk_bytes, MAX_CHUNK_BYTES)
         total: int | None = None
@@ -384,8 +386,9 @@ class SnapshotFetcher:
                 pass
             finally:
                 if total is not None and offset >= total:
-                    # done: a whole file that failed its check must not be resumed from
-                    path.unlink(missing_ok=True)
+                    # done: a whole file that failed its check must not be resumed from (in a
+                    # thread: unlinking a 1 GB file frees its extents in the caller, seconds)
+                    await asyncio.to_thread(path.unlink, missing_ok=True)
         elapsed = time.monotonic() - started
         self.finished.append((group.group_id, meta.index, len(data), elapsed, resumes))
         logger.info("%s: fetched snapshot at index %s from %s: %d bytes in %.1f s "
@@ -422,6 +425,26 @@ def _read_whole(path: Path, meta: SnapshotMeta) -> bytes:
     if len(payload) != length or zlib.crc32(payload) != checksum:
         raise Corrupt(f"fetched snapshot {path} fails its length or CRC32 check")
     return payload
+
+
+def _remove_stale_spills(directory: Path, keep: Path) -> None:
+    for stale in directory.glob(f"{_SPILL_PREFIX}*"):
+        if stale != keep:
+            stale.unlink(missing_ok=True)
+
+
+def _close_off_loop(fd: int) -> None:
+    """Close a pinned snapshot file in a worker thread when a loop runs: if a newer snapshot
+    replaced (unlinked) it, this close is its last link and the kernel frees its extents in
+    the closing thread (seconds for 1 GB)."""
+    def close() -> None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    try:
+        asyncio.get_running_loop().run_in_executor(None, close)
+    except RuntimeError:  # no running loop (shutdown): close here
+        close()
 
 
 def _flush_and_close(file: object) -> None:

@@ -38,6 +38,17 @@ MAX_SAMPLES = 400
 MAX_FRAMES = 14
 
 
+def _schedstat(tid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of thread `tid` so far, from
+    Linux's /proc/self/task/TID/schedstat; zeros where there is none."""
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat", "rb") as handle:
+            fields = handle.read().split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+
+
 def _stack(frame: FrameType | None) -> tuple[str, ...]:
     """The innermost `MAX_FRAMES` frames as "file:function:line", innermost first."""
     out: list[str] = []
@@ -64,6 +75,7 @@ class StallWatch:
         #: The last stall reported: (ms, CPU ms over the sampled part, the most frequent stack).
         self.last: tuple[float, float, tuple[str, ...]] | None = None
         self._loop_thread = threading.get_ident()
+        self._loop_tid = threading.get_native_id()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -84,6 +96,7 @@ class StallWatch:
 
     def start(self) -> None:
         self._loop_thread = threading.get_ident()
+        self._loop_tid = threading.get_native_id()
         self.last_beat = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="stall-watch", daemon=True)
         self._thread.start()
@@ -102,12 +115,19 @@ class StallWatch:
         stalled_since = 0.0
         cpu_at_start = 0.0
         beat_at_start = 0.0
-        while not self._stop.wait(SAMPLE_S):
+        sched_at_start = (0.0, 0.0)
+        # Between stalls it looks every quarter threshold (each look takes the GIL), during
+        # one every SAMPLE_S.
+        idle_s = max(SAMPLE_S, self.threshold_s / 4)
+        while not self._stop.wait(SAMPLE_S if stalled_since else idle_s):
             now = time.monotonic()
             beat = self.last_beat
             if stalled_since and beat != beat_at_start:
+                sched = _schedstat(self._loop_tid)
                 self._report(now - beat_at_start, now - stalled_since,
-                             time.process_time() - cpu_at_start, samples)
+                             time.process_time() - cpu_at_start,
+                             (sched[0] - sched_at_start[0], sched[1] - sched_at_start[1]),
+                             samples)
                 samples = []
                 stalled_since = 0.0
                 self.in_stall = False
@@ -116,6 +136,7 @@ class StallWatch:
             if not stalled_since:
                 stalled_since, beat_at_start = now, beat
                 cpu_at_start = time.process_time()
+                sched_at_start = _schedstat(self._loop_tid)
                 self.in_stall = True
             if len(samples) < MAX_SAMPLES:
                 frame = sys._current_frames().get(self._loop_thread)
@@ -123,12 +144,18 @@ class StallWatch:
                 del frame
 
     def _report(self, stall_s: float, watched_s: float, cpu_s: float,
-                samples: list[tuple[str, ...]]) -> None:
+                sched: tuple[float, float], samples: list[tuple[str, ...]]) -> None:
         self.stalls += 1
         self.longest_ms = max(self.longest_ms, stall_s * 1000)
         counts = collections.Counter(samples).most_common(3)
         self.last = (stall_s * 1000, cpu_s * 1000, counts[0][0] if counts else ())
         shown = "; ".join(f"{n}x [{' < '.join(stack)}]" for stack, n in counts)
-        logger.warning("stall watch: loop held %.0f ms (over the last %.0f ms the process used "
-                       "%.0f ms of CPU; %d samples): %s", stall_s * 1000, watched_s * 1000,
-                       cpu_s * 1000, len(samples), shown)
+        on_cpu, waiting = sched
+        # The loop thread was either on a CPU (our code held the loop), runnable but waiting
+        # for a CPU (the machine starved the process), or blocked (a syscall, the GIL).
+        logger.warning("stall watch: loop held %.0f ms; over the last %.0f ms the loop thread was "
+                       "on a CPU %.0f ms, waiting for a CPU %.0f ms, blocked %.0f ms (process CPU "
+                       "%.0f ms; %d samples): %s", stall_s * 1000, watched_s * 1000,
+                       on_cpu * 1000, waiting * 1000,
+                       max(0.0, watched_s - on_cpu - waiting) * 1000, cpu_s * 1000,
+                       len(samples), shown)

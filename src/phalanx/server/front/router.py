@@ -363,7 +363,16 @@ class DataRouter:
     async def _write_loop(self, state: ClientState, name: bytes, arguments: list[bytes],
                           shard_id: int, slot: int | None, tag: WriteTag | None,
                           deadline: float) -> object:
+        attempts = 0
         while True:
+            if state.closed and (attempts or (tag is not None and tag.uncertain)):
+                # The client is gone and this write was tried at least once: nobody waits for
+                # the reply, so it is not tried again. During a failover, retrying every
+                # abandoned request until its deadline (each with its own link to the
+                # leader) turned a 0.5 s client timeout into a retry storm that kept a
+                # follower from answering anyone within it (benchmarks/detection_lab.py).
+                raise OutcomeUnknown("the client disconnected; the write was not sent again")
+            attempts += 1
             shard_id, group = await self._route(shard_id, slot, deadline)
             if group is None:
                 return await self._remote(state, shard_id, arguments, deadline, tag)
@@ -715,7 +724,11 @@ class DataRouter:
         if link is None:
             link = LeaderLink(leader, host, int(port), max(0.05, deadline - time.monotonic()),
                               self.config.requirepass, self.client_tls)
-            state.links[leader] = link
+            if not state.closed:
+                state.links[leader] = link
+            # else: the client left while this command kept trying (a failover): the link
+            # is this call's only and is closed after it (below), never left to the garbage
+            # collector with its connection open and its reader task pending.
         link.timeout = max(0.05, deadline - time.monotonic())
         link.watch(current_leader, self.config.request_timeout_ms / 1000)
         if tag is not None:
@@ -773,6 +786,8 @@ class DataRouter:
         finally:
             if not call.done():
                 call.cancel()
+            if state.closed and state.links.get(leader) is not link:
+                link.close()
 
     def _tagged(self, tag: WriteTag, arguments: list[bytes]) -> list[bytes]:
         """`arguments` as PHALANX.FWD with the write's session (signed when the cluster has a

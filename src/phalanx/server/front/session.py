@@ -84,6 +84,9 @@ class ClientState:
     lib_ver: bytes = b""
     #: This client's links to leaders it forwarded to (closed with the connection).
     links: dict[str, LeaderLink] = field(default_factory=dict)
+    #: The connection is gone (`Sessions.close`): a command still running opens no link
+    #: that would outlive it.
+    closed: bool = False
     #: The session its writes carry (front/write_session.py, §6.3), made at its first write.
     write_session: WriteSession | None = None
     #: MULTI: the commands queued (None outside MULTI), whether one was refused (EXEC then
@@ -123,8 +126,10 @@ class Sessions:
 
     def close(self, state: ClientState) -> bool:
         """Forget a session and close its links; False if it was already closed."""
+        state.closed = True
         for link in state.links.values():
             link.close()
+        state.links.clear()
         return self.clients.pop(state.id, None) is not None
 
     def admit(self, state: ClientState, name: bytes, data_command: bool,
