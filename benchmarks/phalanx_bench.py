@@ -487,6 +487,25 @@ def measure_gap(resolve: Callable[[], tuple[str, int] | None], fault: Callable[[
     return measure_gap_with(writer, fault, tag, recover_timeout_s)
 
 
+class Fault:
+    """A fault applied at most once, remembering whether it was. When no write succeeded
+    before it (a loaded machine), `measure_gap` never applies it: a kill -9 try then applies
+    it after the failed try (`ensure`), so the restart that follows finds the process gone
+    instead of aborting the whole run waiting for it to exit."""
+
+    def __init__(self, apply: Callable[[], None]) -> None:
+        self.apply, self.done = apply, False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.apply()
+
+    def ensure(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self()
+
+
 def measure_gap_with(writer: GapWriter | ExternalWriter, fault: Callable[[], None], tag: str,
                      recover_timeout_s: float = 30.0) -> dict[str, Any]:
     try:
@@ -526,9 +545,8 @@ def phalanx_failover(cluster: rb.Phalanx, settings: Settings,
         pid = cluster_file.read_cluster_file(cluster.data_dir).node(leader).pid
         assert pid is not None and launcher.is_our_node(pid), f"{leader} pid {pid} not running"
 
-        def fault(pid: int = pid) -> None:
-            os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
-
+        fault = Fault(lambda pid=pid: os.kill(pid, signal.SIGKILL if how == "kill"
+                                              else signal.SIGSTOP))
         try:
             gap = measure_gap(lambda where=survivor_address: where, fault, settings,
                               f"phalanx-{how}{attempt}")
@@ -549,6 +567,7 @@ def phalanx_failover(cluster: rb.Phalanx, settings: Settings,
             wait_for(lambda: phalanx_converged(cluster), 60, "the phalanx cluster to converge",
                      poll=0.2)
             continue
+        fault.ensure()
         wait_for(lambda pid=pid: not launcher.pid_alive(pid), 10, f"{leader} to exit")
         done = subprocess.run([sys.executable, "-m", "phalanx", "restart", leader, "--data-dir",
                                str(cluster.data_dir), "--wait", "--timeout", "60"],
@@ -678,11 +697,13 @@ def sentinel_failover(sentinels: Sentinels, settings: Settings,
         port, kill = sentinels.kill_master()
         pid = sentinels.servers[port][1].pid
 
-        def fault(kill: Callable[[], None] = kill, pid: int = pid) -> None:
+        def apply(kill: Callable[[], None] = kill, pid: int = pid) -> None:
             if how == "kill":
                 kill()
             else:
                 os.kill(pid, signal.SIGSTOP)
+
+        fault = Fault(apply)
 
         try:
             gap = measure_gap(sentinels.master, fault, settings, f"sentinel-{how}{attempt}",
@@ -699,6 +720,7 @@ def sentinel_failover(sentinels: Sentinels, settings: Settings,
             f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
         results.append(gap)
         if how == "kill":
+            fault.ensure()
             sentinels.restart(port)
     return results
 
@@ -759,6 +781,20 @@ class Etcd:
 
     def endpoint(self, member: dict[str, Any]) -> str:
         return f"127.0.0.1:{member['client']}"
+
+    def term(self) -> int:
+        """The highest Raft term a live member reports (0 when none answers)."""
+        endpoints = ",".join(self.endpoint(m) for m in self.members
+                             if m["process"].poll() is None)
+        try:
+            done = subprocess.run(["etcdctl", "--endpoints", endpoints, "--command-timeout",
+                                   "1s", "--dial-timeout", "1s", "endpoint", "status", "-w",
+                                   "json"], capture_output=True, text=True, timeout=10,
+                                  check=False, env=dict(os.environ, ETCDCTL_API="3"))
+            return max((int(st["Status"].get("raft_term", 0))
+                        for st in json.loads(done.stdout or "[]")), default=0)
+        except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+            return 0
 
     def leader(self) -> dict[str, Any] | None:
         """The member every live member names as leader, or None."""
@@ -830,6 +866,7 @@ def etcd_failover(binary: Path, etcd: Etcd, settings: Settings,
     tries = settings.failover_tries if how == "kill" else settings.sigstop_tries
     for attempt in range(1, tries + 1):
         leader = wait_for(etcd.leader, 60, f"{etcd.profile}: a leader", poll=0.2)
+        term_before = etcd.term()
         survivors = [etcd.endpoint(m) for m in etcd.members if m is not leader]
         process = leader["process"]
         writer = ExternalWriter(
@@ -838,8 +875,8 @@ def etcd_failover(binary: Path, etcd: Etcd, settings: Settings,
              f"{settings.writer_timeout_s * 1000:g}ms"],
             etcd.processes, etcd.root / "writer.log")
 
-        def fault(pid: int = process.pid) -> None:
-            os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+        fault = Fault(lambda pid=process.pid: os.kill(pid, signal.SIGKILL if how == "kill"
+                                                      else signal.SIGSTOP))
 
         tag = f"{etcd.profile}-{how}{attempt}"
         try:
@@ -852,14 +889,22 @@ def etcd_failover(binary: Path, etcd: Etcd, settings: Settings,
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGCONT)
         gap.update(try_=attempt, killed=leader["name"])
-        log(f"failover {etcd.profile} try {attempt}: {FAULTS[how]} leader {leader['name']}: "
-            f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
-        results.append(gap)
         if how == "kill":
+            fault.ensure()
             process.wait(timeout=10)
             etcd.spawn(leader)
         # Healed: all three members answer and agree on a leader.
         wait_for(etcd.leader, 60, f"{etcd.profile} to heal", poll=0.2)
+        term_after = etcd.term()
+        if gap.get("ok") and term_before and term_after and term_after <= term_before:
+            # No election followed the fault: the member hit had lost its leadership between
+            # the look-up and the fault (a loaded machine), so the gap is not a failover's.
+            gap.update(ok=False, error=f"no election followed (raft term stayed "
+                                       f"{term_before}): {leader['name']} was not the leader "
+                                       f"at the fault; its {gap.get('gap_ms')} ms not counted")
+        log(f"failover {etcd.profile} try {attempt}: {FAULTS[how]} leader {leader['name']}: "
+            f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
+        results.append(gap)
     return results
 
 
@@ -985,8 +1030,8 @@ def pysyncobj_failover(cluster: PySyncObjCluster, settings: Settings,
         survivor = next(n for n in cluster.nodes if n is not leader)
         process = leader["process"]
 
-        def fault(pid: int = process.pid) -> None:
-            os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+        fault = Fault(lambda pid=process.pid: os.kill(pid, signal.SIGKILL if how == "kill"
+                                                      else signal.SIGSTOP))
 
         try:
             writer = SocketWriter(("127.0.0.1", survivor["control"]),
@@ -1005,6 +1050,7 @@ def pysyncobj_failover(cluster: PySyncObjCluster, settings: Settings,
             f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
         results.append(gap)
         if how == "kill":
+            fault.ensure()
             process.wait(timeout=10)
             cluster.spawn(leader)
         wait_for(cluster.leader, 60, "PySyncObj to heal", poll=0.2)

@@ -204,3 +204,17 @@ def test_the_figures_at_filing_name_existing_rows_only() -> None:
     text = "\n".join(bench_goals.markdown(full_document()))
     assert "| kill -9 of a leader, client gap | median <= 200 ms | median 108 ms | median 200 ms" \
         in text
+
+
+def test_a_bulk_load_cut_short_is_not_met_with_errors_and_not_measured_without() -> None:
+    doc = full_document()
+    doc["bulk"].update(sent=312_000, errors=11_640, elections=38, leader_changes=120,
+                       error="stopped after 20 failed pipelines")
+    row = "bulk load of 1M keys in 1,000-key pipelines, idle cluster"
+    assert verdicts(doc)[row] == (
+        "312,000 keys in 130.0 s, 11,640 errors, 38 elections, 120 replica leader changes",
+        "NOT met")
+    doc["bulk"].update(errors=0, elections=0, leader_changes=0,
+                       error="stopped at the 900 s deadline after 312,000 keys")
+    assert verdicts(doc)[row][1] == \
+        "not measured: stopped at the 900 s deadline after 312,000 keys"

@@ -283,6 +283,14 @@ def test_down_and_status_on_dead_pids_are_graceful(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no leader" in result.output, result.output
 
 
+def test_up_refuses_a_bad_nodes_per_host_before_starting_anything(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["up", "--nodes", "6", "--nodes-per-host", "0",
+                                       "--data-dir", str(tmp_path / "c")])
+    assert result.exit_code == 2, result.output
+    assert "nodes_per_host: must be >= 1 (got 0)" in result.output
+    assert not (tmp_path / "c" / "cluster.json").exists()
+
+
 def test_commands_without_a_cluster_file_say_so(tmp_path: Path) -> None:
     for command in ("down", "status", "failover"):
         result = CliRunner().invoke(main, [command, "--data-dir", str(tmp_path)])

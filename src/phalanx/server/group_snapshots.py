@@ -231,7 +231,10 @@ class GroupSnapshots:
         """Where to compact the log after a snapshot at `applied`: keep at most
         `snapshot_keep_entries` entries behind it and at most `snapshot_keep_bytes` bytes of
         them, whichever keeps fewer (issue 15 lever 7: the kept entries stay in memory; a
-        follower further behind is sent the snapshot, dissertation §5.1)."""
+        follower further behind is sent the snapshot, dissertation §5.1). On a leader, the
+        byte bound never drops entries a follower that is replicating (REPLICATE, recently
+        active) still needs: a live follower a little behind gets entries, not a snapshot;
+        the entry bound still holds."""
         config = self.config
         compact_to = applied - config.snapshot_keep_entries
         low = max(int(self.store.first_index()), compact_to + 1)
@@ -241,12 +244,18 @@ class GroupSnapshots:
             kept = self.store.entries(Index(low), Index(applied + 1))
         except (Compacted, Unavailable):
             return compact_to  # a snapshot installed meanwhile: the entry bound only
+        by_bytes = compact_to
         size = 0
         for entry in reversed(kept):
             size += len(entry.data)
             if size > config.snapshot_keep_bytes:
-                return max(compact_to, int(entry.index))
-        return compact_to
+                by_bytes = int(entry.index)
+                break
+        if by_bytes > compact_to and self.raw.is_leader:
+            for progress in self.raw.raft.progress.values():
+                if progress.state is ProgressState.REPLICATE and progress.recent_active:
+                    by_bytes = min(by_bytes, progress.match)
+        return max(compact_to, by_bytes)
 
     def _snapshot_floor(self) -> int:
         """The lowest snapshot index a follower is installing (fetching) from this leader:
