@@ -1,18 +1,24 @@
 """Failure-detection lab (issue 15, lever 8): SIGSTOP gaps and spurious elections per timing.
 
-For each timing profile (heartbeat / election ticks), interleaved per round so the machine's drift
+For each timing profile (heartbeat / election ticks, optionally "+spread": the election
+timeout's random range, `election_spread_ticks`), interleaved per round so the machine's drift
 spreads over all of them: a fresh 3-node cluster, then
-- `--stops N` SIGSTOPs of the leader (the bench's open-loop writer through a survivor, the same
-  code as `phalanx bench --only sigstop`), each while a background redis-benchmark SET load at
-  `--load-clients` runs against the cluster's nodes (0: idle);
-- a quiet watch of `--watch-s` seconds (half idle, half under the same load) counting elections:
-  every node's Raft term before and after (a term moves only when a real election starts), and
-  each node's leader changes.
+- `--stops-idle N` SIGSTOPs of the leader without load, then `--stops N` under a background
+  redis-benchmark SET load of `--load-clients` against every node (the bench's open-loop
+  writer through a survivor, the same code as `phalanx bench --only sigstop`);
+- a watch of `--idle-s` seconds idle and `--load-s` under the same load (or `--watch-s`, half
+  each) counting spurious elections: every Raft term of any group that began while nothing
+  was injected (docs/failure-detection.md defines them), and each node's leader changes;
+- with `--stall-watch MS`, every node reports what held its loop longer than MS
+  (server/stall_watch.py) and the lab counts those stalls of 250/350/500 ms or more, split
+  into "starved" (the loop thread mostly waiting for a CPU) and "on_cpu" (our code).
 
-    python benchmarks/detection_lab.py --profiles 5/50,5/25,3/20 --rounds 2 --stops 3
+    python benchmarks/detection_lab.py --profiles 5/50,5/35,5/25 --stops-idle 3 --stops 3 \
+        --idle-s 20 --load-s 240 --stall-watch 100
+    python benchmarks/detection_lab.py --profiles 5/50,5/50+10 --stops 0 --load-s 3600  # 1 h
 
-Prints one line per measurement and a summary; writes JSON with `--output`. Every process it
-starts is stopped by pid, also on errors; every wait is bounded.
+Prints one line per measurement and a summary; writes JSON with `--output` (after every
+cluster). Every process it starts is stopped by pid, also on errors; every wait is bounded.
 """
 
 from __future__ import annotations

@@ -43,8 +43,8 @@ def test_a_full_node_log_disk_stops_the_nodes_replicas_and_they_are_rebuilt_else
     replica stops as a storage failure worded "disk full" and is reported damaged; it is
     rebuilt on the node that held none; the cluster acknowledges writes throughout and every
     acknowledged write is on the three healthy replicas. Prints which of the node's replicas
-    stopped (the scope: every replica with an op in a failed frame, the placement driver's
-    too). Needs root (CI runs as root)."""
+    stopped; the placement driver's replica of that node stops "disk full" too (the scope of a
+    full node log is the node). Needs root (CI runs as root)."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root and mount(8)")
     c: LocalCluster = cluster(4, snapshot_every_entries=100, snapshot_keep_entries=10)
@@ -101,6 +101,11 @@ def test_a_full_node_log_disk_stops_the_nodes_replicas_and_they_are_rebuilt_else
             return len(voters) >= 3
         wait_until(rebuilt_elsewhere, 120, "shard 1 back on 3 healthy replicas")
         rebuilt = time.monotonic() - started
+        # The scope is the node: the move changed the map, an entry every replica of the
+        # placement driver must write, and the victim's cannot (same log, same full disk).
+        driver = wait_until(lambda: (_status_local(c, victim).get("0") or {}).get(
+            "storage_error"), 60, "the placement driver's replica on the full disk to stop")
+        assert "disk full" in driver, driver
         load.stop()
         check_all_present(c, load, nodes=[n for n in c.nodes if n != victim])
         proposals = c.grep_logs(victim, f"set_replicas shard {SHARD} node {victim.id}")

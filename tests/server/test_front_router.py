@@ -118,6 +118,25 @@ def test_a_write_whose_outcome_became_unknown_is_sent_again_with_its_session() -
     asyncio.run(body())
 
 
+def test_a_write_whose_client_left_is_not_sent_again() -> None:
+    """The same step-down, but the client has disconnected meanwhile: nobody waits for the
+    reply, so the write is not proposed again (no retry storm of abandoned requests during a
+    failover); it ends as "outcome unknown"."""
+    async def body() -> None:
+        group = FakeGroup([OutcomeUnknown("stepped down"), "OK"])
+        state = ClientState(id=1, address="?")
+        state.closed = True  # what Sessions.close does when the connection is lost
+        try:
+            await _router(group).write(state, b"INCR", [b"INCR", b"k"], 1, SLOT)
+        except OutcomeUnknown as error:
+            assert "client disconnected" in str(error)
+        else:
+            raise AssertionError("expected OutcomeUnknown")
+        assert group.proposed == 1
+
+    asyncio.run(body())
+
+
 def test_a_write_without_session_whose_outcome_became_unknown_fails() -> None:
     """A write that arrived without a session (a node forwarding the bare command) cannot be
     sent again safely: its client hears "outcome unknown"."""

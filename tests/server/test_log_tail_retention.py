@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from phalanx.raft import ConfState, Entry, Index, MemoryStorage, Term
+from phalanx.raft.progress import ProgressState
 from phalanx.server.config import ConfigError, NodeConfig, PeerConfig
 from phalanx.server.group_snapshots import GroupSnapshots
 
@@ -27,7 +28,12 @@ def _replica(sizes: list[int], keep_entries: int, keep_bytes: int,
         store.create_snapshot(Index(compacted_to), ConfState(), b"")
         store.compact(Index(compacted_to))
     config = SimpleNamespace(snapshot_keep_entries=keep_entries, snapshot_keep_bytes=keep_bytes)
-    return SimpleNamespace(config=config, store=store)
+    raw = SimpleNamespace(is_leader=False, raft=SimpleNamespace(progress={}))
+    return SimpleNamespace(config=config, store=store, raw=raw)
+
+
+def _follower(match: int, state: ProgressState, active: bool = True) -> SimpleNamespace:
+    return SimpleNamespace(match=match, state=state, recent_active=active)
 
 
 def _start(replica: SimpleNamespace, applied: int) -> int:
@@ -67,6 +73,27 @@ def test_a_log_compacted_past_the_bound_keeps_the_entry_bound() -> None:
     assert _start(replica, 300) == 250  # 291..300: 1,000 bytes, at the bound: all kept
     replica = _replica([100] * 300, keep_entries=5, keep_bytes=1000, compacted_to=298)
     assert _start(replica, 300) == 295
+
+
+def test_a_leader_keeps_what_a_replicating_follower_needs() -> None:
+    """On a leader, the byte bound stops at the match index of a live follower in REPLICATE
+    (it gets entries, not a snapshot); a follower probing (down, restarting) or in SNAPSHOT,
+    or one not recently active, holds nothing; the entry bound still applies."""
+    replica = _replica([24_000] * 300, keep_entries=2000, keep_bytes=100_000)
+    replica.raw.is_leader = True
+    progress = replica.raw.raft.progress
+    progress[1] = _follower(300, ProgressState.REPLICATE)  # the leader itself
+    progress[2] = _follower(280, ProgressState.REPLICATE)
+    progress[3] = _follower(10, ProgressState.PROBE)
+    assert _start(replica, 300) == 280
+    progress[2] = _follower(280, ProgressState.REPLICATE, active=False)
+    assert _start(replica, 300) == 296
+    progress[2] = _follower(150, ProgressState.SNAPSHOT)
+    assert _start(replica, 300) == 296
+    progress[2] = _follower(5, ProgressState.REPLICATE)
+    assert _start(replica, 300) == 5
+    replica.config.snapshot_keep_entries = 100
+    assert _start(replica, 300) == 200
 
 
 def test_keep_bytes_must_not_be_negative() -> None:

@@ -261,6 +261,10 @@ class ShardInfo:
     its replicas on the target's and moves neither while the merge is pending."""
     rebuilding: tuple[str, ...] = ()
     """Replicas (node ids, sorted) being rebuilt: out of the configuration until removed."""
+    failed_disks: tuple[str, ...] = ()
+    """Nodes (sorted) this shard's replica was relocated off because their disk failed (EIO,
+    full: docs/disk-faults.md): the planner never places the shard there again (no respread or
+    rebalance back onto a failed disk) until `readmit` clears the node."""
 
     def slot_count(self) -> int:
         """How many slots the shard owns."""
@@ -282,7 +286,8 @@ class ShardInfo:
             "replicas": list(self.replicas), "preferred_leader": self.preferred_leader,
             "leader": self.leader, "term": self.term, "voters": list(self.voters),
             "learners": list(self.learners), "merge_into": self.merge_into,
-        } | ({"rebuilding": list(self.rebuilding)} if self.rebuilding else {})
+        } | ({"rebuilding": list(self.rebuilding)} if self.rebuilding else {}) \
+          | ({"failed_disks": list(self.failed_disks)} if self.failed_disks else {})
 
     @classmethod
     def from_json(cls, raw: object) -> ShardInfo:
@@ -306,6 +311,7 @@ class ShardInfo:
             learners=tuple(sorted(_strings(data, "learners", where, required=False))),
             merge_into=_integer(data, "merge_into", where, minimum=0, default=0),
             rebuilding=tuple(sorted(_strings(data, "rebuilding", where, required=False))),
+            failed_disks=tuple(sorted(_strings(data, "failed_disks", where, required=False))),
         )
 
 
@@ -617,7 +623,16 @@ def _op_set_node_state(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
     node = cmap.nodes.get(node_id)
     if node is None:
         return OpError(f"ERR set_node_state: unknown node {node_id}")
-    return _with_node(cmap, replace(node, state=state))
+    cmap = _with_node(cmap, replace(node, state=state))
+    if op.get("readmit") is True and state == "alive":
+        # An operator's readmit (`phalanx readmit`, after replacing or freeing a failed disk):
+        # the node may hold the shards it was relocated off again.
+        cmap = replace(cmap, shards={
+            sid: replace(shard, failed_disks=tuple(n for n in shard.failed_disks
+                                                   if n != node_id))
+            if node_id in shard.failed_disks else shard
+            for sid, shard in cmap.shards.items()})
+    return cmap
 
 
 def _op_remove_node(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
@@ -658,9 +673,15 @@ def _op_set_replicas(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
         return OpError(f"ERR set_replicas: unknown node(s) {', '.join(unknown)}")
     if preferred and preferred not in replicas:
         return OpError(f"ERR set_replicas: preferred leader {preferred} is not a replica")
+    failed = _string(op, "failed_disk", "set_replicas", default="")
+    if failed and failed in replicas:
+        return OpError(f"ERR set_replicas: {failed} is named as a failed disk and kept as a "
+                       f"replica")
     return _with_shard(cmap, replace(shard, replicas=replicas, preferred_leader=preferred,
                                      rebuilding=tuple(n for n in shard.rebuilding
-                                                      if n in replicas)))
+                                                      if n in replicas),
+                                     failed_disks=tuple(sorted({*shard.failed_disks, failed}
+                                                               - {""}))))
 
 
 def _op_rebuild_replica(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:

@@ -189,6 +189,12 @@ class _Working:
         node = self.nodes.get(node_id)
         return node is not None and node.state == "alive"
 
+    def barred(self, sid: int) -> tuple[str, ...]:
+        """Nodes shard `sid` was relocated off because their disk failed (`failed_disks`):
+        never a target for it again until the operator readmits them."""
+        shard = self.reported.get(sid)
+        return shard.failed_disks if shard is not None else ()
+
     def in_motion(self, sid: int) -> bool:
         shard = self.reported.get(sid)
         if shard is None:
@@ -246,14 +252,14 @@ class _Working:
             if self.is_alive(member):
                 continue
             others = [m for m in members if m != member]
-            choice = self.choose(others, exclude=[member])
+            choice = self.choose(others, exclude=[member, *self.barred(sid)])
             if choice is None:
                 continue  # nowhere to go: keep it, its node may return
             members[index] = choice
             self.load[member] -= 1
             self.load[choice] += 1
         while len(members) < factor:
-            choice = self.choose(members)
+            choice = self.choose(members, exclude=self.barred(sid))
             if choice is None:
                 break
             members.append(choice)
@@ -276,7 +282,8 @@ class _Working:
         """A shard whose replica on `source` can move to `target` without weakening the goal
         (preferring shards `source` does not lead, then the lowest id)."""
         candidates = [sid for sid in shard_ids
-                      if source in self.replicas[sid] and target not in self.replicas[sid]]
+                      if source in self.replicas[sid] and target not in self.replicas[sid]
+                      and target not in self.barred(sid)]
         candidates.sort(key=lambda sid: (self.preferred[sid] == source, sid))
         for sid in candidates:
             members = self.replicas[sid]
@@ -294,8 +301,8 @@ class _Working:
             self.set_preferred(sid, "")
             self.set_preferred(sid, self.pick_leader(sid))
 
-    def better_spread(self, members: Sequence[str], preferred: str = ""
-                      ) -> tuple[str, str] | None:
+    def better_spread(self, members: Sequence[str], preferred: str = "",
+                      barred: Sequence[str] = ()) -> tuple[str, str] | None:
         """(member, alive non-member) whose swap strictly improves the failure-domain spread
         of `members` (zone goal: zones, then hosts; region goal: regions, zones, hosts): the
         best such swap (lowest cost, not the preferred leader, least loaded target, ids);
@@ -309,7 +316,7 @@ class _Working:
         best: tuple[tuple[int, ...], bool, int, str, str] | None = None
         for source in members:
             for target in self.alive:
-                if target in members:
+                if target in members or target in barred:
                     continue
                 after = _spread_cost(self.goal, self.nodes,
                                      [target if m == source else m for m in members])
@@ -327,7 +334,8 @@ class _Working:
         The full spread cost strictly drops, and `rebalance` never raises it, so the two
         cannot undo each other (no flip-flop)."""
         for sid in sorted(shard_ids):
-            swap = self.better_spread(self.replicas[sid], self.preferred[sid])
+            swap = self.better_spread(self.replicas[sid], self.preferred[sid],
+                                      self.barred(sid))
             if swap is not None:
                 self.move_replica(sid, *swap)
                 return True
@@ -610,7 +618,8 @@ def relocation_target(cmap: ClusterMap, shard_id: int, node_id: str) -> str | No
     working = _Working.of(cmap)
     others = [m for m in shard.replicas if m != node_id]
     # Nodes of one host often share its disk: a host-mate is the last resort (docs/hosts.md).
-    return working.choose(others, exclude=[node_id, *shard.voters, *shard.learners],
+    return working.choose(others, exclude=[node_id, *shard.voters, *shard.learners,
+                                           *shard.failed_disks],
                           avoid_host=_host(cmap.nodes.get(node_id), node_id))
 
 

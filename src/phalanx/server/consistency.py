@@ -175,6 +175,7 @@ class ConsistencyChecker:
                     continue
                 self._send_once({"op": "set_replicas", "shard": group_id,
                                  "replicas": [target if n == me else n for n in shard.replicas],
+                                 "failed_disk": me,
                                  "preferred_leader": "" if shard.preferred_leader == me
                                  else shard.preferred_leader}, node=me)
                 if self.relocating.get(group_id) != target:

@@ -28,7 +28,13 @@ import asyncio
 import logging
 import time
 
-from phalanx.errors import ConfigError, NotLeader, PhalanxError, ProposalDropped
+from phalanx.errors import (
+    ConfigError,
+    NotLeader,
+    PhalanxError,
+    ProposalDropped,
+    StorageError,
+)
 from phalanx.raft import (
     ConfChange,
     ConfChangeSingle,
@@ -268,7 +274,16 @@ class Controllers:
                     me not in shard.rebuilding and (me in shard.replicas or me in shard.voters
                                                     or me in shard.learners):
                 # A new, empty member: it waits for the shard's leader to send a snapshot.
-                replicas.open_group(GroupId(shard.id), ConfState())
+                try:
+                    replicas.open_group(GroupId(shard.id), ConfState())
+                except StorageError as error:
+                    # Its disk failed (full, EIO) before it held anything: a damaged replica
+                    # like any other (reported, and moved to another node when there is one:
+                    # server/consistency.py), never an error that fails every control round.
+                    replicas.damaged[shard.id] = f"storage failure at create: {error}"
+                    logger.error("%s: cannot create a replica of shard %s: %s", me, shard.id,
+                                 error)
+                    continue
                 self.events.record("replica-added", f"{me} created a replica of shard "
                                                     f"{shard.id}")
         for group_id in list(replicas.data_groups()):

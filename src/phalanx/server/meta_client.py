@@ -118,8 +118,10 @@ class MetaClient:
         """Drain (`draining`), decommission or re-admit (`alive`) a node via the driver."""
         if node_id not in self.replicas.cluster_map.nodes:
             raise ConfigError(f"unknown node {node_id!r}")
-        reply = await self.propose_meta({"op": "set_node_state", "node": node_id,
-                                         "state": state})
+        op: dict[str, object] = {"op": "set_node_state", "node": node_id, "state": state}
+        if state == "alive":
+            op["readmit"] = True  # an operator's readmit also clears its failed-disk marks
+        reply = await self.propose_meta(op)
         return {"node": node_id, "state": state, "reply": describe_reply(reply)}
 
     async def replace_node(self, node_id: str, incarnation: str) -> dict[str, object]:

@@ -363,7 +363,16 @@ class DataRouter:
     async def _write_loop(self, state: ClientState, name: bytes, arguments: list[bytes],
                           shard_id: int, slot: int | None, tag: WriteTag | None,
                           deadline: float) -> object:
+        attempts = 0
         while True:
+            if state.closed and (attempts or (tag is not None and tag.uncertain)):
+                # The client is gone and this write was tried at least once: nobody waits for
+                # the reply, so it is not tried again. During a failover, retrying every
+                # abandoned request until its deadline (each with its own link to the
+                # leader) turned a 0.5 s client timeout into a retry storm that kept a
+                # follower from answering anyone within it (benchmarks/detection_lab.py).
+                raise OutcomeUnknown("the client disconnected; the write was not sent again")
+            attempts += 1
             shard_id, group = await self._route(shard_id, slot, deadline)
             if group is None:
                 return await self._remote(state, shard_id, arguments, deadline, tag)
