@@ -17,7 +17,7 @@ from phalanx.cli.common import fail
 @click.command()
 @click.option("--quick", is_flag=True,
               help="A tiny workload (1 repeat, a few thousand requests, 1 failover try): "
-                   "a few minutes (357 s at load 12-19 on 2 cores). Writes to "
+                   "a few minutes (357 s at load 12-19 on 2 cores, 1,058 s at load 30-39). Writes to "
                    "benchmarks/results/quick/ unless --output is given.")
 @click.option("--repeats", type=int, default=None,
               help="Rounds over every target (default 3; 1 with --quick).")
