@@ -74,6 +74,8 @@ class StallWatch:
         self.in_stall = False
         #: The last stall reported: (ms, CPU ms over the sampled part, the most frequent stack).
         self.last: tuple[float, float, tuple[str, ...]] | None = None
+        #: Every distinct stack sampled during the last stall reported.
+        self.last_stacks: frozenset[tuple[str, ...]] = frozenset()
         self._loop_thread = threading.get_ident()
         self._loop_tid = threading.get_native_id()
         self._stop = threading.Event()
@@ -137,11 +139,11 @@ class StallWatch:
                 stalled_since, beat_at_start = now, beat
                 cpu_at_start = time.process_time()
                 sched_at_start = _schedstat(self._loop_tid)
-                self.in_stall = True
             if len(samples) < MAX_SAMPLES:
                 frame = sys._current_frames().get(self._loop_thread)
                 samples.append(_stack(frame))
                 del frame
+            self.in_stall = True  # (after the first sample: a test holds the loop until then)
 
     def _report(self, stall_s: float, watched_s: float, cpu_s: float,
                 sched: tuple[float, float], samples: list[tuple[str, ...]]) -> None:
@@ -149,6 +151,7 @@ class StallWatch:
         self.longest_ms = max(self.longest_ms, stall_s * 1000)
         counts = collections.Counter(samples).most_common(3)
         self.last = (stall_s * 1000, cpu_s * 1000, counts[0][0] if counts else ())
+        self.last_stacks = frozenset(samples)
         shown = "; ".join(f"{n}x [{' < '.join(stack)}]" for stack, n in counts)
         on_cpu, waiting = sched
         # The loop thread was either on a CPU (our code held the loop), runnable but waiting
