@@ -1,22 +1,13 @@
-"""`phalanx bench`: phalanx and every installed peer, side by side, in one run (issue 7, slice 1).
+"""`phalanx bench`: phalanx and every installed peer, side by side, in one run (issues 7, 15).
 
-What it measures (see benchmarks/README.md, "phalanx bench", for how to read it):
-- writes: redis-benchmark SET against the leader of a 3-node phalanx cluster (node defaults:
-  fsync per Raft batch, quorum commit) vs one redis-server with `appendonly yes`,
-  `appendfsync always`, at 1 and 50 clients (and 256 in a full run);
-- reads: redis-benchmark GET at 50 clients, phalanx leader (linearizable ReadIndex reads) vs the
-  same redis-server;
-- commands: LPUSH, LPOP, ZADD, EVALSHA at 50 clients, the same two targets
-  (benchmarks/bench_commands.py);
-- failover: client-visible write gap after kill -9 of the phalanx leader (an open-loop writer
-  through a surviving node), and after kill -9 of a Redis Sentinel master (1 master, 2 replicas,
-  3 sentinels, down-after-milliseconds 1000; the writer asks a sentinel for the master after an
-  error), when `redis-sentinel` is installed;
-- etcd, PySyncObj: not measured yet; reported as skipped with how to install them.
-
-Runs alternate: for each repeat every target runs once, in an order that rotates per repeat, so
-slow drift of a shared machine spreads over all targets. Medians, min and max over the repeats,
-and phalanx/peer ratios, go to `RESULTS.md` and `results.json` in the output directory.
+The run (`run_suite`): the sections with clusters of their own first (scale, recovery/memory in
+bench_sections.py, the modules of SECTION_MODULES such as bench_bulk.py and bench_hosts.py,
+soak, queue, partition), then one shared 3-node cluster and the peers (bench_peers.py: Redis
+Sentinel, etcd, PySyncObj; redis-server AOF always) for writes, reads, commands, pipelines,
+latency and the failover gaps. Runs alternate: for each repeat every target runs once, in an
+order that rotates per repeat. `RESULTS.md` (bench_report.py, opening with the "Issue 15
+goals" table of bench_goals.py) and `results.json` go to the output directory; see
+benchmarks/README.md for how to read them.
 
 Rules it keeps: every process it starts is stopped by pid (phalanx through `phalanx down`, then
 any survivor naming our temporary directory), also on errors, Ctrl-C and SIGTERM; every external
@@ -41,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -49,6 +40,9 @@ if str(HERE) not in sys.path:
 
 import resp_bench as rb  # noqa: E402  (same directory; shares the process and parsing helpers)
 from bench_queue import QueueSettings  # noqa: E402  (the queue section's settings, issue 17)
+
+if TYPE_CHECKING:
+    import bench_peers as peers
 
 SECTIONS = ("writes", "reads", "commands", "pipelines", "failover", "sigstop", "etcd",
             "pysyncobj", "latency", "scale", "recovery", "memory", "bulk", "soak", "queue",
@@ -595,468 +589,6 @@ def keep_outlier_logs(cluster: rb.Phalanx, tag: str) -> None:
     log(f"  slow failover: node logs kept in {target}")
 
 
-class Sentinels:
-    """1 redis master + 2 replicas + 3 sentinels on 127.0.0.1, data under `root`."""
-
-    NAME = "mymaster"
-
-    def __init__(self, root: Path, processes: Processes) -> None:
-        self.root = root
-        self.processes = processes
-        self.servers: dict[int, tuple[list[str], subprocess.Popen[bytes]]] = {}
-        self.sentinel_ports: list[int] = []
-
-    def start(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        ports = [rb.free_port() for _ in range(3)]
-        for index, port in enumerate(ports):
-            directory = self.root / f"redis-{port}"
-            directory.mkdir()
-            argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir",
-                    str(directory), "--save", "", "--appendonly", "no", "--protected-mode", "no",
-                    "--daemonize", "no"]
-            if index > 0:
-                argv += ["--replicaof", "127.0.0.1", str(ports[0])]
-            self.servers[port] = (argv, self.processes.spawn(argv, directory / "redis.log"))
-        for port in ports:
-            wait_for(lambda port=port: rb.ping("127.0.0.1", port), 15, f"redis :{port}")
-        for _ in range(3):
-            port = rb.free_port()
-            directory = self.root / f"sentinel-{port}"
-            directory.mkdir()
-            config = directory / "sentinel.conf"
-            config.write_text(
-                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {directory}\n"
-                f"sentinel monitor {self.NAME} 127.0.0.1 {ports[0]} 2\n"
-                f"sentinel down-after-milliseconds {self.NAME} 1000\n"
-                f"sentinel failover-timeout {self.NAME} 10000\n"
-                f"sentinel parallel-syncs {self.NAME} 1\n")
-            self.processes.spawn(["redis-sentinel", str(config)], directory / "sentinel.log")
-            self.sentinel_ports.append(port)
-        wait_for(self.ready, 30, "sentinels to see 2 replicas and 2 other sentinels", poll=0.2)
-
-    def master(self) -> tuple[str, int] | None:
-        for port in self.sentinel_ports:
-            with contextlib.suppress(OSError, ValueError):
-                parts = bulk_strings(resp_command("127.0.0.1", port, "SENTINEL",
-                                                  "get-master-addr-by-name", self.NAME,
-                                                  timeout=0.3))
-                if len(parts) == 2:
-                    return parts[0], int(parts[1])
-        return None
-
-    def ready(self) -> bool:
-        """Every sentinel knows the master, both replicas (link up) and the other sentinels."""
-        for port in self.sentinel_ports:
-            try:
-                fields = bulk_strings(resp_command("127.0.0.1", port, "SENTINEL", "master",
-                                                   self.NAME))
-            except (OSError, ValueError):
-                return False
-            info = dict(zip(fields[::2], fields[1::2], strict=False))
-            if info.get("num-slaves") != "2" or info.get("num-other-sentinels") != "2" or \
-                    "down" in info.get("flags", "") or "failover" in info.get("flags", ""):
-                return False
-        master = self.master()
-        if master is None:
-            return False
-        try:
-            replication = resp_command(master[0], master[1], "INFO", "replication").decode()
-        except OSError:
-            return False
-        return "connected_slaves:2" in replication and replication.count("state=online") == 2
-
-    def kill_master(self) -> tuple[int, Callable[[], None]]:
-        master = self.master()
-        assert master is not None
-        _argv, process = self.servers[master[1]]
-        return master[1], process.kill
-
-    def restart(self, port: int) -> None:
-        argv, process = self.servers[port]
-        process.wait(timeout=10)
-        # Back as a plain server: the sentinels turn it into a replica of the new master.
-        argv = list(argv)
-        if "--replicaof" in argv:
-            at = argv.index("--replicaof")
-            del argv[at:at + 3]
-        directory = Path(argv[argv.index("--dir") + 1])
-        self.servers[port] = (argv, self.processes.spawn(argv, directory / "redis.log"))
-
-
-def sentinel_failover(sentinels: Sentinels, settings: Settings,
-                      how: str = "kill") -> list[dict[str, Any]]:
-    """kill -9 (then restart as a plain server) or SIGSTOP (then SIGCONT) of the master; the
-    sentinels turn the old master into a replica of the new one."""
-    if not sentinels.sentinel_ports:
-        sentinels.start()
-    results = []
-    tries = settings.failover_tries if how == "kill" else settings.sigstop_tries
-    for attempt in range(1, tries + 1):
-        wait_for(sentinels.ready, 60, "sentinel setup to heal", poll=0.2)
-        port, kill = sentinels.kill_master()
-        pid = sentinels.servers[port][1].pid
-
-        def apply(kill: Callable[[], None] = kill, pid: int = pid) -> None:
-            if how == "kill":
-                kill()
-            else:
-                os.kill(pid, signal.SIGSTOP)
-
-        fault = Fault(apply)
-
-        try:
-            gap = measure_gap(sentinels.master, fault, settings, f"sentinel-{how}{attempt}",
-                              recover_timeout_s=60)
-            gap.update(ok=True, error="")
-        except RuntimeError as error:
-            gap = {"ok": False, "error": str(error)}
-        finally:
-            if how == "stop":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
-        gap.update(try_=attempt, killed=f"127.0.0.1:{port}")
-        log(f"failover sentinel try {attempt}: {FAULTS[how]} master :{port}: "
-            f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
-        results.append(gap)
-        if how == "kill":
-            fault.ensure()
-            sentinels.restart(port)
-    return results
-
-
-# --------------------------------------------------------------------------- etcd
-
-#: etcd timing profiles: name -> extra flags (etcd's defaults: heartbeat 100 ms, election 1000 ms).
-ETCD_PROFILES = {"etcd": [], "etcd-fast": ["--heartbeat-interval", "50",
-                                          "--election-timeout", "250"]}
-ETCD_LOAD_SOURCE = HERE / "etcd_load" / "main.go"
-
-
-def build_etcd_load(root: Path) -> Path:
-    """Build benchmarks/etcd_load/main.go against Debian's clientv3, offline, GOPATH mode."""
-    binary = root / "etcd_load"
-    environment = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode")
-    environment.setdefault("GOCACHE", str(Path.home() / ".cache" / "go-build"))
-    done = subprocess.run(["go", "build", "-o", str(binary), str(ETCD_LOAD_SOURCE)],
-                          capture_output=True, text=True, timeout=600, check=False,
-                          env=environment, cwd=str(ETCD_LOAD_SOURCE.parent))
-    if done.returncode != 0:
-        raise RuntimeError(f"go build etcd_load failed: {(done.stdout + done.stderr)[-800:]}")
-    return binary
-
-
-class Etcd:
-    """A 3-member etcd cluster on 127.0.0.1 (free ports, data under `root`)."""
-
-    def __init__(self, root: Path, processes: Processes, profile: str) -> None:
-        self.root = root
-        self.processes = processes
-        self.profile = profile
-        self.members: list[dict[str, Any]] = []
-
-    def start(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        for index in range(3):
-            self.members.append({"name": f"m{index}", "client": rb.free_port(),
-                                 "peer": rb.free_port(), "dir": self.root / f"m{index}"})
-        initial = ",".join(f"{m['name']}=http://127.0.0.1:{m['peer']}" for m in self.members)
-        for member in self.members:
-            client, peer = f"http://127.0.0.1:{member['client']}", \
-                f"http://127.0.0.1:{member['peer']}"
-            member["argv"] = [
-                "etcd", "--name", member["name"], "--data-dir", str(member["dir"]),
-                "--listen-client-urls", client, "--advertise-client-urls", client,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", initial, "--initial-cluster-state", "new",
-                "--initial-cluster-token", f"bench-{self.profile}-{os.getpid()}",
-                "--log-level", "warn", *ETCD_PROFILES[self.profile]]
-            self.spawn(member)
-        wait_for(self.leader, 60, f"{self.profile}: a leader", poll=0.2)
-
-    def spawn(self, member: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        member["process"] = self.processes.spawn(member["argv"],
-                                                 self.root / f"{member['name']}.log")
-
-    def endpoint(self, member: dict[str, Any]) -> str:
-        return f"127.0.0.1:{member['client']}"
-
-    def term(self) -> int:
-        """The highest Raft term a live member reports (0 when none answers)."""
-        endpoints = ",".join(self.endpoint(m) for m in self.members
-                             if m["process"].poll() is None)
-        try:
-            done = subprocess.run(["etcdctl", "--endpoints", endpoints, "--command-timeout",
-                                   "1s", "--dial-timeout", "1s", "endpoint", "status", "-w",
-                                   "json"], capture_output=True, text=True, timeout=10,
-                                  check=False, env=dict(os.environ, ETCDCTL_API="3"))
-            return max((int(st["Status"].get("raft_term", 0))
-                        for st in json.loads(done.stdout or "[]")), default=0)
-        except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
-            return 0
-
-    def leader(self) -> dict[str, Any] | None:
-        """The member every live member names as leader, or None."""
-        endpoints = ",".join(self.endpoint(m) for m in self.members
-                             if m["process"].poll() is None)
-        try:
-            done = subprocess.run(["etcdctl", "--endpoints", endpoints, "--command-timeout",
-                                   "1s", "--dial-timeout", "1s", "endpoint", "status", "-w",
-                                   "json"], capture_output=True, text=True, timeout=10,
-                                  check=False, env=dict(os.environ, ETCDCTL_API="3"))
-            statuses = json.loads(done.stdout or "[]")
-        except (subprocess.TimeoutExpired, ValueError):
-            return None
-        if len(statuses) != sum(1 for m in self.members if m["process"].poll() is None):
-            return None
-        leaders = {st["Status"]["leader"] for st in statuses}
-        if len(leaders) != 1 or 0 in leaders:
-            return None
-        leader_id = leaders.pop()
-        for st in statuses:
-            if st["Status"]["header"]["member_id"] == leader_id:
-                for member in self.members:
-                    if st["Endpoint"].endswith(f":{member['client']}"):
-                        return member
-        return None
-
-
-def run_etcd_load(binary: Path, etcd: Etcd, clients: int, requests: int, repeat: int,
-                  settings: Settings) -> dict[str, Any]:
-    """etcd_load against the leader's endpoint; a run dict like run_load's."""
-    load = os.getloadavg()[0]
-    leader = wait_for(etcd.leader, 30, "an etcd leader", poll=0.2)
-    argv = [str(binary), "-mode", "load", "-endpoints", etcd.endpoint(leader), "-n",
-            str(requests), "-c", str(clients), "-keyspace", str(settings.keyspace)]
-    began = time.monotonic()
-    ok, error, metrics = False, "", {}
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True,
-                              timeout=settings.run_timeout_s, check=False)
-        result = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
-        if done.returncode != 0 or not result:
-            error = f"exit {done.returncode}: {done.stderr[-300:]}"
-        elif result.get("errors"):
-            error = f"{result['errors']} failed puts"
-        else:
-            ok = True
-        if result:
-            metrics = {"rps": float(result["rps"]), "p50_latency_ms": float(result["p50_ms"]),
-                       "p99_latency_ms": float(result["p99_ms"])}
-    except subprocess.TimeoutExpired:
-        error = f"timed out after {settings.run_timeout_s:g} s"
-    except ValueError as problem:
-        error = f"unreadable output: {problem}"
-    elapsed = time.monotonic() - began
-    shown = (f"{metrics['rps']:>9,.0f} ops/s p50 {metrics['p50_latency_ms']:.2f} ms p99 "
-             f"{metrics['p99_latency_ms']:.2f} ms" if metrics else "")
-    log(f"repeat {repeat} {'etcd':<16} SET c={clients:<3} n={requests}: {shown}"
-        f"{'' if ok else ' FAILED: ' + error} [{elapsed:.1f} s, load {load:.1f}]")
-    return {"target": "etcd", "test": "SET", "clients": clients, "requests": requests,
-            "repeat": repeat, "ok": ok, "error": error, "elapsed_s": round(elapsed, 2),
-            "load_1m": round(load, 2), "metrics": metrics}
-
-
-def etcd_failover(binary: Path, etcd: Etcd, settings: Settings,
-                  how: str = "kill") -> list[dict[str, Any]]:
-    """kill -9 (then start it again on its data dir) or SIGSTOP (then SIGCONT) of the etcd
-    leader; the Go writer puts through the two other members."""
-    results = []
-    tries = settings.failover_tries if how == "kill" else settings.sigstop_tries
-    for attempt in range(1, tries + 1):
-        leader = wait_for(etcd.leader, 60, f"{etcd.profile}: a leader", poll=0.2)
-        term_before = etcd.term()
-        survivors = [etcd.endpoint(m) for m in etcd.members if m is not leader]
-        process = leader["process"]
-        writer = ExternalWriter(
-            [str(binary), "-mode", "gap", "-endpoints", ",".join(survivors), "-interval",
-             f"{settings.writer_interval_s * 1000:g}ms", "-timeout",
-             f"{settings.writer_timeout_s * 1000:g}ms"],
-            etcd.processes, etcd.root / "writer.log")
-
-        fault = Fault(lambda pid=process.pid: os.kill(pid, signal.SIGKILL if how == "kill"
-                                                      else signal.SIGSTOP))
-
-        tag = f"{etcd.profile}-{how}{attempt}"
-        try:
-            gap = measure_gap_with(writer, fault, tag)
-            gap.update(ok=True, error="")
-        except RuntimeError as error:
-            gap = {"ok": False, "error": str(error)}
-        finally:
-            if how == "stop":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGCONT)
-        gap.update(try_=attempt, killed=leader["name"])
-        if how == "kill":
-            fault.ensure()
-            process.wait(timeout=10)
-            etcd.spawn(leader)
-        # Healed: all three members answer and agree on a leader.
-        wait_for(etcd.leader, 60, f"{etcd.profile} to heal", poll=0.2)
-        term_after = etcd.term()
-        if gap.get("ok") and term_before and term_after and term_after <= term_before:
-            # No election followed the fault: the member hit had lost its leadership between
-            # the look-up and the fault (a loaded machine), so the gap is not a failover's.
-            gap.update(ok=False, error=f"no election followed (raft term stayed "
-                                       f"{term_before}): {leader['name']} was not the leader "
-                                       f"at the fault; its {gap.get('gap_ms')} ms not counted")
-        log(f"failover {etcd.profile} try {attempt}: {FAULTS[how]} leader {leader['name']}: "
-            f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
-        results.append(gap)
-    return results
-
-
-# --------------------------------------------------------------------------- PySyncObj
-
-PYSYNCOBJ_NODE = HERE / "pysyncobj_node.py"
-
-
-class PySyncObjCluster:
-    """3 PySyncObj nodes (benchmarks/pysyncobj_node.py) on 127.0.0.1, each in its own process,
-    with a control port for commands (status, load, gap)."""
-
-    def __init__(self, root: Path, processes: Processes) -> None:
-        self.root = root
-        self.processes = processes
-        self.nodes: list[dict[str, Any]] = []
-
-    def start(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        raft = [f"127.0.0.1:{rb.free_port()}" for _ in range(3)]
-        for index, address in enumerate(raft):
-            node = {"name": f"s{index}", "raft": address, "control": rb.free_port()}
-            node["argv"] = [sys.executable, str(PYSYNCOBJ_NODE), address,
-                            ",".join(a for a in raft if a != address), str(node["control"]),
-                            str(self.root)]
-            self.nodes.append(node)
-            self.spawn(node)
-        wait_for(self.leader, 60, "a PySyncObj leader", poll=0.2)
-
-    def spawn(self, node: dict[str, Any]) -> None:
-        node["process"] = self.processes.spawn(node["argv"], self.root / f"{node['name']}.log")
-
-    def command(self, node: dict[str, Any], line: str, timeout: float) -> dict[str, Any]:
-        with socket.create_connection(("127.0.0.1", node["control"]), timeout=timeout) as c:
-            c.settimeout(timeout)
-            c.sendall(line.encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = c.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        return dict(json.loads(data))
-
-    def leader(self) -> dict[str, Any] | None:
-        """The node every live node names as leader, or None."""
-        named = set()
-        for node in self.nodes:
-            if node["process"].poll() is not None:
-                continue
-            try:
-                named.add(self.command(node, "status", 2.0).get("leader"))
-            except (OSError, ValueError):
-                return None
-        if len(named) != 1 or None in named:
-            return None
-        leader = named.pop()
-        return next((n for n in self.nodes if n["raft"] == leader), None)
-
-
-class SocketWriter(ExternalWriter):
-    """ExternalWriter reading the event lines from a connection (a PySyncObj node's `gap`)."""
-
-    def __init__(self, address: tuple[str, int], command: str) -> None:
-        self.offset = time.monotonic() - time.time()
-        self.events = []
-        self.lock = threading.Lock()
-        self.connection = socket.create_connection(address, timeout=5)
-        self.connection.settimeout(None)
-        self.connection.sendall(command.encode() + b"\n")
-        self.reader = threading.Thread(target=self._read_socket, daemon=True)
-        self.reader.start()
-
-    def _read_socket(self) -> None:
-        with contextlib.suppress(OSError), self.connection.makefile("rb") as lines:
-            for raw in lines:
-                parts = raw.split()
-                if len(parts) == 3:
-                    with contextlib.suppress(ValueError), self.lock:
-                        self.events.append((int(parts[0]) / 1e9 + self.offset,
-                                            int(parts[1]) / 1e9 + self.offset, parts[2] == b"1"))
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-        self.connection.close()
-        self.reader.join(5)
-
-
-def run_pysyncobj_load(cluster: PySyncObjCluster, threads: int, requests: int, repeat: int,
-                       settings: Settings) -> dict[str, Any]:
-    """`load` inside the leader's process (PySyncObj's clients are in-process threads)."""
-    load = os.getloadavg()[0]
-    began = time.monotonic()
-    ok, error, metrics = False, "", {}
-    try:
-        leader = wait_for(cluster.leader, 30, "a PySyncObj leader", poll=0.2)
-        result = cluster.command(leader, f"load {threads} {requests}", settings.run_timeout_s)
-        metrics = {"rps": float(result["rps"]), "p50_latency_ms": float(result["p50_ms"]),
-                   "p99_latency_ms": float(result["p99_ms"])}
-        ok = not result.get("errors")
-        error = "" if ok else f"{result['errors']} failed writes"
-    except (OSError, ValueError, KeyError, RuntimeError) as problem:
-        error = f"{type(problem).__name__}: {problem}"
-    elapsed = time.monotonic() - began
-    shown = (f"{metrics['rps']:>9,.0f} ops/s p50 {metrics['p50_latency_ms']:.2f} ms p99 "
-             f"{metrics['p99_latency_ms']:.2f} ms" if metrics else "")
-    log(f"repeat {repeat} {'pysyncobj':<16} SET c={threads:<3} n={requests}: {shown}"
-        f"{'' if ok else ' FAILED: ' + error} [{elapsed:.1f} s, load {load:.1f}]")
-    return {"target": "pysyncobj", "test": "SET", "clients": threads, "requests": requests,
-            "repeat": repeat, "ok": ok, "error": error, "elapsed_s": round(elapsed, 2),
-            "load_1m": round(load, 2), "metrics": metrics}
-
-
-def pysyncobj_failover(cluster: PySyncObjCluster, settings: Settings,
-                       how: str = "kill") -> list[dict[str, Any]]:
-    """kill -9 (then start it again: its log is in memory, it catches up from the leader) or
-    SIGSTOP (then SIGCONT) of the leader; the writer runs inside a surviving node."""
-    results = []
-    tries = settings.failover_tries if how == "kill" else settings.sigstop_tries
-    for attempt in range(1, tries + 1):
-        leader = wait_for(cluster.leader, 60, "a PySyncObj leader", poll=0.2)
-        survivor = next(n for n in cluster.nodes if n is not leader)
-        process = leader["process"]
-
-        fault = Fault(lambda pid=process.pid: os.kill(pid, signal.SIGKILL if how == "kill"
-                                                      else signal.SIGSTOP))
-
-        try:
-            writer = SocketWriter(("127.0.0.1", survivor["control"]),
-                                  f"gap {settings.writer_interval_s * 1000:g} "
-                                  f"{settings.writer_timeout_s * 1000:g}")
-            gap = measure_gap_with(writer, fault, f"pysyncobj-{how}{attempt}")
-            gap.update(ok=True, error="")
-        except (RuntimeError, OSError) as error:
-            gap = {"ok": False, "error": str(error)}
-        finally:
-            if how == "stop":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGCONT)
-        gap.update(try_=attempt, killed=leader["name"], via=survivor["name"])
-        log(f"failover pysyncobj try {attempt}: {FAULTS[how]} leader {leader['name']}: "
-            f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
-        results.append(gap)
-        if how == "kill":
-            fault.ensure()
-            process.wait(timeout=10)
-            cluster.spawn(leader)
-        wait_for(cluster.leader, 60, "PySyncObj to heal", poll=0.2)
-    return results
-
-
 def gap_summary(key: str, tries: list[dict[str, Any]]) -> dict[str, Any]:
     """`key` is "<target>|<fault>" (fault: kill, stop)."""
     target, how = key.split("|")
@@ -1133,6 +665,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
     try:
         import importlib
 
+        import bench_peers as peers
         import bench_sections as more
 
         # The sections with their own clusters first, while nothing else runs.
@@ -1184,13 +717,13 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                                         "--appendfsync", "always"])
             processes.children.append(redis_aof.process)
         etcd_binary: Path | None = None
-        etcds: dict[str, Etcd] = {}
+        etcds: dict[str, peers.Etcd] = {}
         if want_etcd:
             try:
                 log("etcd: building benchmarks/etcd_load (go, GOPATH mode, offline) ...")
-                etcd_binary = build_etcd_load(root)
-                for profile in ETCD_PROFILES:
-                    etcds[profile] = Etcd(root / profile, processes, profile)
+                etcd_binary = peers.build_etcd_load(root)
+                for profile in peers.ETCD_PROFILES:
+                    etcds[profile] = peers.Etcd(root / profile, processes, profile)
                     etcds[profile].start()
                     log(f"{profile} up: " + ", ".join(etcds[profile].endpoint(m)
                                                       for m in etcds[profile].members))
@@ -1198,10 +731,10 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                 skipped["etcd"] = f"skipped: {error}"
                 log(f"etcd: {skipped['etcd']}")
                 etcd_binary = None
-        pysyncobj: PySyncObjCluster | None = None
+        pysyncobj: peers.PySyncObjCluster | None = None
         if want_pysyncobj:
             try:
-                pysyncobj = PySyncObjCluster(root / "pysyncobj", processes)
+                pysyncobj = peers.PySyncObjCluster(root / "pysyncobj", processes)
                 pysyncobj.start()
                 log("pysyncobj up: " + ", ".join(n["raft"] for n in pysyncobj.nodes))
             except (RuntimeError, OSError) as error:
@@ -1256,7 +789,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                             if test != "SET" or clients not in settings.etcd_requests:
                                 continue
                             assert etcd_binary is not None
-                            runs.append(run_etcd_load(etcd_binary, etcds["etcd"], clients,
+                            runs.append(peers.run_etcd_load(etcd_binary, etcds["etcd"], clients,
                                                       settings.etcd_requests[clients], repeat,
                                                       settings))
                             continue
@@ -1264,7 +797,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                             if test != "SET" or clients not in settings.pysyncobj_requests:
                                 continue
                             assert pysyncobj is not None
-                            runs.append(run_pysyncobj_load(pysyncobj, clients,
+                            runs.append(peers.run_pysyncobj_load(pysyncobj, clients,
                                                            settings.pysyncobj_requests[clients],
                                                            repeat, settings))
                             continue
@@ -1310,7 +843,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
             with timed("latency"):
                 more_out["latency"] = more.latency_section(
                     latency_targets(cluster, redis_aof, etcd_binary, etcds, settings), settings)
-        sentinels = Sentinels(root / "sentinel", processes)
+        sentinels = peers.Sentinels(root / "sentinel", processes)
         for how, section in (("kill", "failover"), ("stop", "sigstop")):
             if section not in sections:
                 continue
@@ -1319,12 +852,12 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
                 failover[f"phalanx|{how}"] = phalanx_failover(cluster, settings, how)
             if etcd_binary is not None:
                 for profile, etcd in etcds.items():
-                    failover[f"{profile}|{how}"] = etcd_failover(etcd_binary, etcd, settings,
+                    failover[f"{profile}|{how}"] = peers.etcd_failover(etcd_binary, etcd, settings,
                                                                  how)
             if pysyncobj is not None:
-                failover[f"pysyncobj|{how}"] = pysyncobj_failover(pysyncobj, settings, how)
+                failover[f"pysyncobj|{how}"] = peers.pysyncobj_failover(pysyncobj, settings, how)
             if have_sentinel:
-                failover[f"redis-sentinel|{how}"] = sentinel_failover(sentinels, settings, how)
+                failover[f"redis-sentinel|{how}"] = peers.sentinel_failover(sentinels, settings, how)
             walls[section] = round(time.monotonic() - section_began, 1)
     except KeyboardInterrupt:
         interrupted = "interrupted (Ctrl-C)"
@@ -1414,7 +947,7 @@ def commands_section(cluster: rb.Phalanx | None, redis_aof: rb.RedisServer | Non
 
 
 def latency_targets(cluster: rb.Phalanx | None, redis_aof: rb.RedisServer | None,
-                    etcd_binary: Path | None, etcds: dict[str, Etcd],
+                    etcd_binary: Path | None, etcds: dict[str, peers.Etcd],
                     settings: Settings) -> dict[str, Callable[[str, float, float], Any]]:
     """name -> run(test, rate, seconds) for the latency section."""
     import bench_sections as more
@@ -1455,147 +988,10 @@ def _failover_ratio(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    import importlib
+    """RESULTS.md's text (benchmarks/bench_report.py)."""
+    import bench_report
 
-    import bench_goals
-
-    m, s = doc["machine"], doc["settings"]
-    load = " / ".join(f"{x:.2f}" for x in m["load_average_start"])
-    load_end = " / ".join(f"{x:.2f}" for x in doc["load_average_end"])
-    lines = [
-        "# phalanx bench", "",
-        "Generated by `phalanx bench`" + (" --quick" if s["quick"] else "")
-        + f" on {doc['started_utc']}. Measurements, not thresholds: see "
-        "benchmarks/README.md for how to read them.", "",
-        *bench_goals.markdown(doc),
-        "## Machine", "",
-        f"- CPUs: {m['cpu_count']} ({m.get('affinity_cpus')} usable), {m['cpu_model']}",
-        f"- kernel: {m['kernel']} ({m['platform']})",
-        f"- Python {m['python']}; {m['redis_server']}; {m['redis_benchmark']}; phalanx "
-        f"{m['phalanx']} (git {m['git_commit']})",
-        f"- load average at start: {load}; at end: {load_end}",
-        f"- data on: {m['data_filesystem']}",
-        f"- wall time: {doc['wall_s']:.0f} s; {s['repeats']} repeat(s), targets alternating "
-        "(order rotates per repeat)"
-        + ("; per section: " + ", ".join(f"{k} {int(v)} s"
-                                          for k, v in doc["section_wall_s"].items())
-           if doc.get("section_wall_s") else ""), "",
-        "Everything (3 phalanx nodes, redis, redis-benchmark, the etcd and PySyncObj clusters, "
-        "the load generators, the failover writers) shares these cores, and the machine is "
-        "shared with other work: expect tens of percent of noise; compare ratios, look at "
-        "min-max." + (f" Highest 1-minute load average seen at the start of a throughput run: "
-                      f"{max(r['load_1m'] for r in doc['runs']):.1f} on "
-                      f"{m['cpu_count']} CPUs." if doc["runs"] else ""), "",
-    ]
-    if doc["incomplete"]:
-        lines += [f"**Incomplete run: {doc['incomplete']}**", ""]
-    lines += ["## Throughput and latency (redis-benchmark, no pipelining)", "",
-              "phalanx: 3 nodes, fsync per Raft batch, quorum commit, linearizable ReadIndex "
-              "reads, redis-benchmark against the leader. redis-aof-always: one redis-server, "
-              "`appendonly yes`, `appendfsync always`, no replication.", "",
-              "etcd: 3 members (3.4, default timing), benchmarks/etcd_load (Go, etcd's clientv3 "
-              "gRPC client, one connection per client up to 64) putting 3-byte values against "
-              "the leader. pysyncobj: 3 PySyncObj nodes (each its own process, default "
-              "SyncObjConf: in-memory log, nothing fsynced; autoTick every 50 ms, so one "
-              "synchronous write waits ~2 ticks), synchronous `set` calls from that many "
-              "threads inside the leader's process (PySyncObj clients are in-process).", "",
-              "| test | clients | target | median ops/s (min-max) | p50 ms | p99 ms "
-              "| phalanx / redis-aof | phalanx / etcd (ops/s; p50) | phalanx / pysyncobj |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for row in doc["throughput"]:
-        if "rps_median" in row:
-            shown = f"{row['rps_median']:,.0f} ({row['rps_min']:,.0f}-{row['rps_max']:,.0f})"
-            p50, p99 = f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"
-        else:
-            shown, p50, p99 = "failed", "-", "-"
-        if row["ok_runs"] < row["runs"]:
-            shown += f" [{row['runs'] - row['ok_runs']}/{row['runs']} failed]"
-        ratio = f"{row['vs_redis_aof_always']:.2f}x" if "vs_redis_aof_always" in row else ""
-        vs_etcd = ""
-        if "vs_etcd" in row:
-            vs_etcd = f"{row['vs_etcd']:.2f}x"
-            if row.get("p50_vs_etcd") is not None:
-                vs_etcd += f"; p50 {row['p50_vs_etcd']:.2f}x"
-        vs_syncobj = f"{row['vs_pysyncobj']:.2f}x" if "vs_pysyncobj" in row else ""
-        lines.append(f"| {row['test']} | {row['clients']} | {row['target']} | {shown} | {p50} "
-                     f"| {p99} | {ratio} | {vs_etcd} | {vs_syncobj} |")
-    if not doc["throughput"]:
-        lines.append("| (not measured) | | | | | | | | |")
-    measured = sorted({(r["clients"], r["requests"]) for r in doc["runs"]
-                       if r["target"] == "phalanx" and r["test"] == "SET"})
-    requests = ", ".join(f"{c} clients: {n}" for c, n in (measured or s["set_requests"].items()))
-    etcd_requests = ", ".join(f"{c} clients: {n}" for c, n in s["etcd_requests"].items())
-    lines += ["", f"Requests per run: SET {requests}; GET {s['get_requests']} at "
-              f"{s['read_clients']} clients; etcd puts {etcd_requests}; PySyncObj writes "
-              + ", ".join(f"{c} threads: {n}" for c, n in s["pysyncobj_requests"].items())
-              + "; keys random over "
-              f"{s['keyspace']:,}."]
-    failures = [(r, e) for r in doc["throughput"] for e in r["failures"]]
-    lines += [f"- failed: {r['target']} {r['test']} c={r['clients']}: {e}" for r, e in failures]
-    import bench_commands
-
-    lines += bench_commands.markdown(doc)
-    lines += ["", "## Failover: kill -9 and SIGSTOP of the leader / master", "",
-              f"Client-visible write gap: an open-loop writer sends a write every "
-              f"{s['writer_interval_ms']:g} ms ({s['writer_timeout_ms']:g} ms timeout each); "
-              "the gap is from the last acknowledged write before the fault to the first "
-              "acknowledged write after it. kill -9: the process dies and its sockets close "
-              f"({s['failover_tries']} tries; then it is restarted on its data). SIGSTOP: the "
-              "process hangs with its sockets open, as a stalled or partitioned leader would "
-              f"({s['sigstop_tries']} tries; then SIGCONT and it rejoins as a follower/replica).",
-              "",
-              "- phalanx: a SET on a fresh connection through a surviving node (which forwards "
-              "to the leader); default timing (10 ms ticks, election timeout 500 ms). After a "
-              "kill -9 the followers campaign as soon as their connection to the leader resets "
-              "(`leader_lost`); after SIGSTOP they wait for the election timeout.",
-              "- etcd (3.4, 3 members): benchmarks/etcd_load in gap mode, clientv3 with the two "
-              "other members as endpoints, a put in its own goroutine each interval. `etcd`: "
-              "default timing (heartbeat 100 ms, election 1000 ms); `etcd-fast`: "
-              "--heartbeat-interval 50 --election-timeout 250.",
-              "- Redis Sentinel: 1 master + 2 replicas + 3 sentinels, down-after-milliseconds "
-              "1000; a SET on a fresh connection, after an error the writer asks a sentinel "
-              "for the master.",
-              "- pysyncobj: the same open-loop writer inside a surviving node's process, a "
-              "synchronous `set` per interval (forwarded to the leader); default timing "
-              "(election timeout 0.4-1.4 s).", "",
-              "| target | fault | tries | median gap ms | min ms | max ms | every gap ms |",
-              "|---|---|---:|---:|---:|---:|---|"]
-    for row in doc["failover"]:
-        if row["median_ms"] is not None:
-            lines.append(f"| {row['target']} | {row['fault']} | {row['ok_tries']}/{row['tries']} "
-                         f"| {row['median_ms']:.0f} | {row['min_ms']:.0f} | {row['max_ms']:.0f} "
-                         f"| {', '.join(f'{g:.0f}' for g in row['gaps_ms'])} |")
-        else:
-            lines.append(f"| {row['target']} | {row['fault']} | 0/{row['tries']} | failed "
-                         "| | | |")
-        lines += [f"- failed try: {row['target']} {row['fault']}: {e}" for e in row["failures"]]
-    if not doc["failover"]:
-        lines.append("| (not measured) | | | | | | |")
-    if doc.get("failover_ratio"):
-        lines += ["", "phalanx median gap / peer median gap, same fault (below 1 = phalanx "
-                  "recovers faster): " + "; ".join(
-                      f"vs {k}: {v:.2f}x" for k, v in doc["failover_ratio"].items()) + "."]
-    import bench_sections as more
-
-    lines += more.markdown(doc)
-    if doc.get("pipelines"):
-        import bench_pipelines
-
-        lines += ["", *bench_pipelines.markdown(doc["pipelines"])]
-    import bench_queue
-
-    lines += bench_queue.markdown(doc)
-    import bench_partition
-
-    lines += bench_partition.markdown(doc.get("partition"))
-    for name, (module, _function) in SECTION_MODULES.items():
-        lines += importlib.import_module(module).markdown(doc.get(name))
-    lines += ["", "## Peers not measured", ""]
-    if doc["skipped"]:
-        lines += [f"- {peer}: {note}" for peer, note in doc["skipped"].items()]
-    else:
-        lines.append("- none")
-    return "\n".join(lines) + "\n"
+    return bench_report.markdown(doc)
 
 
 def print_summary(doc: dict[str, Any]) -> None:

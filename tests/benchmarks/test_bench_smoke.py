@@ -36,9 +36,14 @@ Runner = Callable[[phalanx_bench.Settings], tuple[dict[str, Any], str]]
 def test_tiny_run_writes_results_and_reports_missing_peers(run_bench: Runner) -> None:
     # etcd and PySyncObj are treated as missing whether or not they are installed, so the test
     # takes the same time and path on every machine (and checks the "skipped" report).
+    # Each gap write may take 2 s (the bench's default: 0.5 s): at load 35-43 on 2 cores a SET
+    # on a fresh connection through a follower took longer than 0.5 s for 30 s on end, so no
+    # write counted and the try failed (twice in session 8). The gap itself is not checked
+    # here; that a write is acknowledged after the fault still is.
     settings = phalanx_bench.Settings(
         repeats=1, set_requests={1: 100, 50: 2000}, get_requests=2000, failover_tries=1,
-        sigstop_tries=1, run_timeout_s=40.0, keyspace=2000,
+        sigstop_tries=1, run_timeout_s=40.0, keyspace=2000, writer_timeout_s=2.0,
+        writer_interval_s=0.02,
         latency_rates=(200.0,), latency_seconds=1.0,
         only=("writes", "reads", "failover", "sigstop", "etcd", "pysyncobj", "latency"),
         assume_missing=frozenset({"redis-sentinel", "etcd", "pysyncobj"}), quick=True)
