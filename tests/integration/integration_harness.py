@@ -255,12 +255,15 @@ class LocalCluster:
             seen = self.statuses(chosen)
             if all(s is not None for s in seen.values()):
                 values = list(seen.values())
-                leaders = {s["leader"] for s in values if s}
-                terms = {s["term"] for s in values if s}
-                applied = {s["applied_index"] for s in values if s}
-                committed = {s["commit_index"] for s in values if s}
+                # (A status without these fields: the node holds no replica of the shard its
+                # status reports first yet: not converged.)
+                leaders = {s.get("leader") for s in values if s}
+                terms = {s.get("term") for s in values if s}
+                applied = {s.get("applied_index") for s in values if s}
+                committed = {s.get("commit_index") for s in values if s}
                 if (len(leaders) == 1 and None not in leaders and len(terms) == 1
-                        and len(applied) == 1 and applied == committed):
+                        and len(applied) == 1 and None not in applied
+                        and applied == committed):
                     key = (next(iter(leaders)), next(iter(terms)), next(iter(applied)))
                     if key == previous:
                         return {k: v for k, v in seen.items() if v is not None}

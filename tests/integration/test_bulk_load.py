@@ -120,6 +120,10 @@ def test_a_bulk_load_and_a_rebuild_keep_every_leader(cluster: Any) -> None:
     wait_until(lambda: reader.dbsize() >= KEYS, LOAD_TIMEOUT_S,
                f"{victim.id} to hold the {KEYS} keys again", interval=0.2)
     rebuilt = time.monotonic() - rebuilding
+    # (bounded wait: the keys can be readable a moment before the node's log line is written)
+    logged_by = time.monotonic() + 30
+    while not c.grep_logs(victim, "installed snapshot") and time.monotonic() < logged_by:
+        time.sleep(0.1)
     assert c.grep_logs(victim, "installed snapshot"), (
         "the follower did not install a snapshot: "
         f"{[line[24:] for line in c.grep_logs(victim, 'shard 1')][-12:]}")

@@ -100,6 +100,12 @@ def load_average() -> str:
         return "?"
 
 
+def index_in(line: str) -> int:
+    """The log index a "took a snapshot at index N" line names (0 if none)."""
+    found = re.search(r"at index (\d+)", line)
+    return int(found.group(1)) if found else 0
+
+
 def longest_stall_ms(lines: list[str]) -> float:
     """The longest "event loop stalled: the ticker ran N ms late" among log lines."""
     found = [float(m.group(1)) for line in lines
@@ -185,7 +191,6 @@ def _wiped_then_new_replica(c: LocalCluster, leader: NodeRef, rss: RssSampler) -
     wait_until(lambda: all((shard_status(c, n) or {}).get("snapshot_index", 0)
                            >= before[leader.id]["applied_index"]  # type: ignore[index]
                            for n in c.nodes), 120, "snapshots at the end of the load")
-    built = [line.split(": ", 1)[-1] for line in c.grep_logs(leader, "group 1 took a snapshot at")]
     victim = c.others(leader)[-1]
     c.kill(victim)
     shard_dir = Path(victim.data_dir) / "groups" / "1"
@@ -275,6 +280,9 @@ def _wiped_then_new_replica(c: LocalCluster, leader: NodeRef, rss: RssSampler) -
     check_big_values(c, newcomer)
     stalls = [f"{node.id}: " + line.split(" WARNING ")[-1] for node in c.nodes
               for line in c.grep_logs(node, "event loop stalled")[stall_mark.get(node.id, 0):]]
+    # Read at the end: the log line comes after the snapshot index in /status.
+    built = sorted((line.split(": ", 1)[-1]
+                    for line in c.grep_logs(leader, "group 1 took a snapshot at")), key=index_in)
     installs = [f"{node.id}: " + line.split(": ", 1)[-1] for node in (victim, newcomer)
                 for line in c.grep_logs(node, "installed a snapshot of")]
     return (f"{SIZE_MB} MB in {KEYS} keys loaded in {loaded:.1f} s (load average {load_during_load}); "
