@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.placement.test_planner import apply_all, report_desired
 
 from phalanx.errors import ConfigError
 from phalanx.placement.analysis import analyze
-from phalanx.placement.map import ClusterMap, NodeInfo, apply_op
+from phalanx.placement.map import ClusterMap, NodeInfo
 from phalanx.placement.planner import initial_map, plan, relocation_target, violations
 
 
@@ -50,22 +51,6 @@ def assert_host_spread(cmap: ClusterMap) -> None:
 def crowding(cmap: ClusterMap, members: tuple[str, ...]) -> int:
     """The most replicas of `members` on one host."""
     return max(Counter(host_of(cmap, n) for n in members).values())
-
-
-def apply_all(cmap: ClusterMap, ops: list[dict[str, Any]]) -> ClusterMap:
-    for op in ops:
-        cmap, reply = apply_op(cmap, op)
-        assert reply == "OK", (op, reply)
-    return cmap
-
-
-def report_desired(cmap: ClusterMap) -> ClusterMap:
-    for shard in cmap.shards.values():
-        if shard.in_motion() or shard.leader != shard.preferred_leader:
-            cmap = apply_all(cmap, [{"op": "report_shard", "shard": shard.id,
-                                     "leader": shard.preferred_leader, "term": shard.term + 1,
-                                     "voters": list(shard.replicas), "learners": []}])
-    return cmap
 
 
 def converge(cmap: ClusterMap, check: Any = None, bound: int = 200) -> ClusterMap:

@@ -5,7 +5,9 @@ lever 8: a narrower range notices a silent leader sooner without lowering that m
 
 from __future__ import annotations
 
-from phalanx.raft import Heartbeat, NodeId, RawNode, RequestVote, Role
+from tests.raft.test_adaptive_timeout import ticks_until_campaign
+
+from phalanx.raft import Heartbeat, NodeId, RawNode, RequestVote
 from phalanx.raft.types import Index, Term
 from phalanx.testing.raft_harness import make_node
 
@@ -19,14 +21,6 @@ def follower(seed: int, spread: int) -> RawNode:
     raw.step(Heartbeat(source=NodeId("n1"), target=NodeId("n2"), term=Term(1),
                        commit=Index(0), round=0))
     return raw
-
-
-def ticks_until_campaign(raw: RawNode) -> int:
-    for tick in range(1, 10 * ELECTION):
-        raw.tick()
-        if raw.raft.role is not Role.FOLLOWER:
-            return tick
-    raise AssertionError("never campaigned")
 
 
 def test_default_range_is_t_to_2t() -> None:
