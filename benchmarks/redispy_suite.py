@@ -49,6 +49,8 @@ import time
 import tomllib
 from pathlib import Path
 
+from phalanx.ops.ports import free_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE / "redispy"))
@@ -108,10 +110,6 @@ def fetch_sdist(version: str, cache: Path) -> Path:
 # --------------------------------------------------------------------------- servers
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ping(host: str, port: int, timeout: float = 15.0) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,16 +21,13 @@ import redis
 from phalanx.chaos.control import NodeInfo
 from phalanx.chaos.workload import Workload, WorkloadConfig
 from phalanx.checker import Verdict, check
+from phalanx.ops.ports import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = [pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
               pytest.mark.timeout(120)]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_ping(port: int, timeout: float = 10.0) -> redis.Redis:

@@ -31,16 +31,11 @@ from phalanx.chaos.stream_workload import StreamWorkload, producers_for
 from phalanx.chaos.workload import WorkloadConfig
 from phalanx.checker import check_stream
 from phalanx.checker.stream_check import CLAIM
+from phalanx.ops.ports import free_port as _free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

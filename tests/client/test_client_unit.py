@@ -8,7 +8,6 @@ slots 8192-16383 led by n2 (replica n3). Keys "b", "c", "counter" live in shard 
 from __future__ import annotations
 
 import random
-import socket
 import time
 
 import pytest
@@ -25,6 +24,7 @@ from phalanx.client import (
     safe_to_resend,
 )
 from phalanx.errors import OutcomeUnknown
+from phalanx.ops.ports import refused_address
 from phalanx.placement import key_slot
 
 UNKNOWN = error("ERR phalanx: outcome unknown: leadership moved while the command was forwarded")
@@ -44,10 +44,7 @@ def total(fake: FakeCluster, name: str) -> int:
 
 
 def dead_address() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    return refused_address()
 
 
 def test_the_keys_of_the_fake_map() -> None:

@@ -18,7 +18,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,8 @@ from typing import Any
 import kubernetes_validate  # the dev extra: a missing validator fails, it does not skip
 import pytest
 import yaml
+
+from phalanx.ops.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -571,11 +572,6 @@ def test_the_image_command_is_a_real_cli_invocation() -> None:
         assert needed in ignore.splitlines()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,8 @@ from typing import Any
 import pytest
 import redis
 from integration_harness import LocalCluster, shard_primary, wait_until
+
+from phalanx.ops.ports import free_port
 
 rq = pytest.importorskip("rq")
 
@@ -218,9 +219,7 @@ def test_rq_control_against_redis_server(tmp_path: Path) -> None:
     server = shutil.which("redis-server")
     if server is None:
         pytest.skip("no redis-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -38,7 +38,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -56,6 +55,8 @@ from integration_harness import LocalCluster, shard_primary, wait_until
 
 pytest.importorskip("taskiq_redis")
 from taskiq.exceptions import SendTaskError
+
+from phalanx.ops.ports import free_port
 
 APPS = Path(__file__).parent / "apps"
 STREAM = "apps:taskiq:stream"
@@ -287,9 +288,7 @@ def _redis_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     server = shutil.which("redis-server")
     if server is None:
         pytest.skip("no redis-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -29,7 +29,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -58,6 +57,7 @@ from integration_harness import (
 
 from phalanx.ops import admin
 from phalanx.ops.haproxy import RESP_BACKEND, WRITER_BACKEND, parse_show_stat, stats_command
+from phalanx.ops.ports import free_port
 
 HAPROXY = shutil.which("haproxy")
 pytestmark = [
@@ -69,10 +69,6 @@ pytestmark = [
 CLIENT_TIMEOUT_S = 1.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -27,7 +27,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -49,6 +48,7 @@ from integration_harness import (
 )
 
 from phalanx.ops.nginx import find_stream_module
+from phalanx.ops.ports import free_port
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file()
                                   else None)
@@ -63,10 +63,6 @@ CLIENT_TIMEOUT_S = 2.0
 FAIL_TIMEOUT_S = 2
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

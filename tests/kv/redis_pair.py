@@ -5,7 +5,6 @@ sent to our state machine and to redis-server, replies compared after normalisat
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,16 +14,13 @@ from typing import Any
 import pytest
 
 from phalanx.kv import Command, Error, KVStateMachine, encode_command
+from phalanx.ops.ports import free_port as _free_port
 
 redis = pytest.importorskip("redis")
 REDIS_SERVER = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module", name="redis_server")

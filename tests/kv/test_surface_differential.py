@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from phalanx.kv import Command, Error, KVStateMachine, encode_command
+from phalanx.ops.ports import free_port
 
 redis = pytest.importorskip("redis")
 
@@ -41,10 +41,6 @@ TTLS = [b"0", b"-1", b"x", b"1.5", b"9223372036854775807", b"-922337203685477580
         b"100000", b"9223372036854775"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from phalanx.ops.haproxy import (
     parse_show_stat,
     render_config,
 )
+from phalanx.ops.ports import refused_address
 
 HAPROXY = shutil.which("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None,
@@ -237,11 +238,7 @@ def _write_cluster_file(data_dir: Path, nodes: list[dict[str, Any]]) -> None:
 
 def _refused_address() -> str:
     """host:port nobody listens on (a port just released)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
+    return refused_address()
 
 
 @pytest.fixture

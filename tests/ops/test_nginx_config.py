@@ -21,6 +21,7 @@ from phalanx.errors import ConfigError
 from phalanx.ops import cluster_file
 from phalanx.ops.haproxy import BackendNode
 from phalanx.ops.nginx import UPSTREAM, find_stream_module, render_config
+from phalanx.ops.ports import refused_address
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file()
                                   else None)
@@ -125,12 +126,9 @@ def test_nginx_check_catches_a_broken_config(good: str, bad: str, tmp_path: Path
 
 
 def _cluster_file(data_dir: Path) -> None:
-    import socket
 
     def refused() -> str:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return f"127.0.0.1:{probe.getsockname()[1]}"
+        return refused_address()
 
     entries = [cluster_file.NodeEntry(id=f"n{i}", zone=f"z{i}", region="r1",
                                       resp=f"127.0.0.1:{7000 + i}", admin=refused(), peer="",

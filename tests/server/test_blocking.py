@@ -20,6 +20,7 @@ import pytest
 
 from phalanx.errors import CommandError, TryAgain
 from phalanx.kv import Command, encode_command
+from phalanx.ops.ports import free_port as _free_port
 from phalanx.placement import command_keys
 from phalanx.placement.shard import ShardMachine
 from phalanx.resp import DEFAULT_LIMITS, NEED_DATA, NULL_ARRAY, ErrorReply, RespReplyParser, encode
@@ -319,10 +320,6 @@ def test_the_apply_hook_finds_the_written_keys() -> None:
 
 # -- against a real redis-server -------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from phalanx.ops.ports import free_port as _free_port
 from phalanx.resp import ErrorReply, SimpleString
 from phalanx.server.config import NodeConfig, PeerConfig
 from phalanx.server.node import Node
@@ -22,10 +23,6 @@ redis = pytest.importorskip("redis")
 OK, PONG = SimpleString("OK"), SimpleString("PONG")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

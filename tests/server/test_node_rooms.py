@@ -6,19 +6,13 @@ See docs/architecture.md ("the node runtime")."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from phalanx.ops.ports import free_port as _free_port
 from phalanx.server.config import NodeConfig, PeerConfig
 from phalanx.server.front.replicas import ReplicaRegistry
 from phalanx.server.node import Node
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _config(tmp_path: Path) -> NodeConfig:

@@ -7,22 +7,16 @@ subscribed mode is enforced, RESP3 gets `>` pushes, and a slow subscriber is dro
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
+from phalanx.ops.ports import free_port as _free_port
 from phalanx.resp import NEED_DATA, ErrorReply, Push, RespReplyParser, encode_command
 from phalanx.server.config import NodeConfig, PeerConfig
 from phalanx.server.front import pubsub as pubsub_module
 from phalanx.server.front.listener import RespServer
 from phalanx.server.metrics import NodeMetrics
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _registry(node_id: str, ports: dict[str, int], secret: str) -> Any:

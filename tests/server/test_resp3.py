@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from phalanx.kv import Command, KVStateMachine, encode_command
+from phalanx.ops.ports import free_port as _free_port
 from phalanx.resp import (
     NEED_DATA,
     OrderedSet,
@@ -32,10 +33,6 @@ REDIS_SERVER = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Wire:

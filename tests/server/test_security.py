@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from phalanx.errors import ConfigError
+from phalanx.ops.ports import free_port as _free_port
 from phalanx.resp import NEED_DATA, ErrorReply, RespReplyParser, SimpleString, encode_command
 from phalanx.server.config import (
     NodeConfig,
@@ -111,10 +111,6 @@ def test_missing_key_and_ca_files_are_named(tmp_path: Path) -> None:
 
 
 # ---- an in-process node and a raw RESP client -------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager

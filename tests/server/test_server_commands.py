@@ -11,6 +11,7 @@ import pytest
 
 from phalanx.errors import CommandError
 from phalanx.kv import COMMAND_SPECS
+from phalanx.ops.ports import free_port
 from phalanx.resp import SimpleString
 from phalanx.server.front.clients import ClientCommand
 from phalanx.server.front.introspection import Introspection, IntrospectionCommands
@@ -219,15 +220,12 @@ def test_getkeysandflags_match_redis() -> None:
     """COMMAND GETKEYSANDFLAGS from Redis 7.0's key specs, against a real redis-server."""
     redis = pytest.importorskip("redis")
     import shutil
-    import socket
     import subprocess
 
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save",
                                 "", "--appendonly", "no"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from phalanx.ops.ports import free_port as _free_port
 from phalanx.server.config import NodeConfig, PeerConfig
 from phalanx.server.node import Node
 
@@ -33,10 +34,6 @@ REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_ping(port: int, process: subprocess.Popen[bytes] | None = None) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import struct
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from phalanx.ops.ports import free_port
 from phalanx.placement import ClusterMap, NodeInfo
 from phalanx.raft.messages import Heartbeat
 from phalanx.raft.types import GroupId, Index, NodeId, Term
@@ -47,11 +47,6 @@ def run(test: Callable[[], Coroutine[Any, Any, None]], timeout_s: float = 30.0) 
     asyncio.run(main())
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

@@ -20,6 +20,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from phalanx.errors import ConfigError
+from phalanx.ops.ports import free_port
 from phalanx.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -82,11 +83,6 @@ def run(test: Callable[[], Coroutine[Any, Any, None]], *, timeout_s: float = 30.
         asyncio.run(main())
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def loopback_aliases() -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from phalanx.errors import ConfigError
 from phalanx.ops.peer_tls import NodeCertificate, issue, make_ca
+from phalanx.ops.ports import free_port
 from phalanx.raft.messages import AppendEntries, Heartbeat
 from phalanx.raft.types import Entry, GroupId, Index, NodeId, Term
 from phalanx.server.config import NodeConfig, PeerConfig
@@ -50,11 +50,6 @@ def run(test: Callable[[], Coroutine[Any, Any, None]], timeout_s: float = 60.0,
         asyncio.run(main())
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def eventually(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from phalanx.chaos.control import NodeInfo
 from phalanx.errors import ChaosError, ConfigError
 from phalanx.ops.haproxy import BackendNode, render_config, server_statuses
+from phalanx.ops.ports import free_port as _free_port
 
 #: How long HAProxy may take to see every server UP.
 READY_TIMEOUT_S = 30.0
@@ -38,10 +38,6 @@ def haproxy_binary() -> str | None:
     return found
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def backend_nodes(nodes: Sequence[NodeInfo]) -> list[BackendNode]:
