@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import resp_bench as rb
+from bench_ratios import higher
 
 if TYPE_CHECKING:
     from phalanx_bench import Settings
@@ -152,7 +153,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
             shown, p50, p99 = "failed", "-", "-"
         if row["ok_runs"] < row["runs"]:
             shown += f" [{row['runs'] - row['ok_runs']}/{row['runs']} failed]"
-        ratio = f"{row['vs_redis_aof_always']:.2f}x" if "vs_redis_aof_always" in row else ""
+        ratio = higher(row['vs_redis_aof_always']) if "vs_redis_aof_always" in row else ""
         lines.append(f"| {row['test']} | {row['clients']} | {row['target']} | {shown} | {p50} "
                      f"| {p99} | {ratio} |")
     if not section["rows"]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import queue as queue_module
 import shutil
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import bench_queue_rabbit as rabbit
 import resp_bench as rb
+from bench_ratios import higher, lower
 
 if TYPE_CHECKING:
     from phalanx_bench import Processes, Settings
@@ -591,16 +591,6 @@ def ratios(out: dict[str, Any]) -> dict[str, float]:
     return result
 
 
-def down(value: float) -> str:
-    """A ratio where above 1 is better for phalanx, truncated (never rounded up)."""
-    return f"{math.floor(value * 1000) / 1000:.3f}x"
-
-
-def up(value: float) -> str:
-    """A ratio where below 1 is better for phalanx, rounded up (never down)."""
-    return f"{math.ceil(value * 1000) / 1000:.3f}x"
-
-
 def _num(value: Any, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -655,7 +645,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
             other = by.get((peer, row["test"], row["clients"]))
             if row["target"] == "phalanx" and other and row.get("rate_median") and \
                     other.get("rate_median"):
-                vs.append(down(row["rate_median"] / other["rate_median"]))
+                vs.append(higher(row["rate_median"] / other["rate_median"], 3))
             else:
                 vs.append("")
         lines.append(f"| {row['test']} | {row['clients']} | {row['target']} | {shown} "
@@ -713,7 +703,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         lines += ["", "Ratios phalanx / peer (msg/s: above 1 = phalanx faster; latency and "
                   "gaps: below 1 = phalanx better); msg/s ratios truncated, latency and gap "
                   "ratios rounded up, so none is rounded in phalanx's favour:", ""]
-        lines += [f"- {name}: {down(value) if 'msg/s' in name else up(value)}"
+        lines += [f"- {name}: {higher(value, 3) if 'msg/s' in name else lower(value, 3)}"
                   for name, value in out["ratios"].items()]
     polled = {r["target"]: 0 for r in out["latency"] + out["failover"]}
     for r in out["latency"] + out["failover"]:

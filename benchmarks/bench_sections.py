@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import resp_bench as rb
+from bench_ratios import higher, lower
 
 if TYPE_CHECKING:
     from phalanx_bench import Processes, Settings
@@ -576,12 +577,12 @@ def data_section(processes: Processes, settings: Settings, recovery: bool,
                 item["rss"][n] - baseline.get(n, 0) for n in item["rss"]) / size, 1)
             item["redis_delta_per_key"] = round(
                 (item["redis"]["used_memory"] - out["redis_baseline"]["used_memory"]) / size, 1)
-            item["rss_vs_redis_used"] = round(worst / item["redis"]["used_memory"], 2)
-            item["rss_vs_redis_rss"] = round(worst / item["redis"]["used_memory_rss"], 2)
+            item["rss_vs_redis_used"] = worst / item["redis"]["used_memory"]
+            item["rss_vs_redis_rss"] = worst / item["redis"]["used_memory_rss"]
             log(f"data {size:,} keys: loaded at {item['load_keys_per_s']:,.0f} keys/s; max node "
                 f"RSS {worst / 1e6:.1f} MB ({item['rss_per_key']:.0f} B/key) vs redis "
                 f"used_memory {item['redis']['used_memory'] / 1e6:.1f} MB "
-                f"({item['rss_vs_redis_used']:.2f}x)")
+                f"({lower(item['rss_vs_redis_used'])})")
             if recovery:
                 load = os.getloadavg()[0]
                 ok, metrics, error, _elapsed = rb.run_benchmark(
@@ -775,9 +776,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
             if len(r.get("routed_runs_rps") or []) > 1:
                 routed += " (" + ", ".join(f"{x:,.0f}" if x else "failed"
                                            for x in r["routed_runs_rps"]) + ")"
-            routed_vs = f"{r['routed_vs_3n_1s']:.2f}x" if "routed_vs_3n_1s" in r else ""
+            routed_vs = higher(r['routed_vs_3n_1s']) if "routed_vs_3n_1s" in r else ""
             if r.get("ok"):
-                vs = f"{r['vs_3n_1s']:.2f}x" if "vs_3n_1s" in r else ""
+                vs = higher(r['vs_3n_1s']) if "vs_3n_1s" in r else ""
                 lines.append(f"| {r['nodes']} | {r['shards']} | {r['rps']:,.0f} | "
                              f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {vs} | {routed} | "
                              f"{routed_vs} | {r.get('startup_s', '')} |")
@@ -833,7 +834,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
                              " s before it had caught up.")
         if data.get("set_largest_vs_smallest"):
             lines += ["", f"SET throughput at the largest size / at the smallest: "
-                      f"{data['set_largest_vs_smallest']:.2f}x (target: within 20 %, i.e. "
+                      f"{higher(data['set_largest_vs_smallest'])} (target: within 20 %, i.e. "
                       "≥ 0.80x)."]
     if data and doc.get("memory_measured"):
         lines += ["", "## Memory per key", "",
@@ -855,7 +856,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
                          f"{item['redis_used_per_key']:.0f} | "
                          f"{item.get('redis_delta_per_key', 0):.0f} | "
                          f"{_mb(item['redis']['used_memory_rss'])} | "
-                         f"{item['rss_vs_redis_used']:.2f}x | {item['rss_vs_redis_rss']:.2f}x |")
+                         # From the raw bytes: older documents stored these ratios rounded.
+                         f"{lower(worst / item['redis']['used_memory'])} | "
+                         f"{lower(worst / item['redis']['used_memory_rss'])} |")
         base = data.get("baseline_rss", {})
         if base:
             lines += ["", "Empty cluster RSS per node: " + ", ".join(
