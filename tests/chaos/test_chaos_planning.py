@@ -16,7 +16,7 @@ from phalanx.chaos.nemesis import (
     plan,
     region_outage_targets,
 )
-from phalanx.chaos.runner import (
+from phalanx.chaos.run_config import (
     RunConfig,
     apply_scenario_defaults,
     check_config,

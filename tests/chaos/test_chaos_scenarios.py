@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from phalanx.chaos.runner import RESULT_KEYS, RunArtifacts, RunConfig, run_chaos
+from phalanx.chaos.result import RESULT_KEYS
+from phalanx.chaos.run_config import RunConfig
+from phalanx.chaos.runner import RunArtifacts, run_chaos
 from phalanx.checker import OpKind, Outcome, check
 
 pytestmark = pytest.mark.timeout(180)

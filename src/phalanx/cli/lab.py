@@ -35,7 +35,9 @@ def demo(report_dir: str | None, seed: int | None, client: str) -> None:
     from phalanx.chaos import console as view
     from phalanx.chaos.nemesis import demo_plan
     from phalanx.chaos.pidfile import Interrupted, stop_on_signals
-    from phalanx.chaos.runner import RunConfig, run_chaos, write_result
+    from phalanx.chaos.result import write_result
+    from phalanx.chaos.run_config import RunConfig
+    from phalanx.chaos.runner import run_chaos
 
     console = Console(stderr=True)
     seed = seed if seed is not None else int.from_bytes(os.urandom(3), "big")
@@ -225,7 +227,9 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
 
     from phalanx.chaos import console as view
     from phalanx.chaos.pidfile import Interrupted, stop_on_signals
-    from phalanx.chaos.runner import run_chaos, scenario_config, write_result
+    from phalanx.chaos.result import write_result
+    from phalanx.chaos.run_config import scenario_config
+    from phalanx.chaos.runner import run_chaos
     from phalanx.chaos.workloads import passed
 
     duration = _duration(duration_text)
