@@ -184,7 +184,7 @@ def build_result(config: RunConfig, control: ClusterControl, started_at: str,
         "mode": config.mode,
         "duration_s": duration,
         "started_at": started_at,
-        "cluster": {"nodes": [{"id": n.id, "zone": n.zone, "region": n.region}
+        "cluster": {"nodes": [{"id": n.id, "zone": n.zone, "region": n.region, "host": n.host}
                               for n in control.nodes()],
                     "shards": (cluster or {}).get("shards", config.shards),
                     "survival_goal": (cluster or {}).get("survival_goal", config.survival_goal),

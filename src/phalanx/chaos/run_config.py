@@ -28,10 +28,13 @@ LOCAL_OVERRIDES: dict[str, Any] = {"request_timeout_ms": 800}
 #: What a scenario needs of a cluster the lab starts, where the caller did not say.
 #: region-outage: 9 nodes in 6 zones over 3 regions (two zones per region), 5 replicas per
 #: shard with no region holding a quorum. node-lost: the dead node is declared dead after 3 s
-#: (the node default is 60 s), so the healing happens inside the run.
+#: (the node default is 60 s), so the healing happens inside the run. host-outage: 6 nodes on
+#: 3 synthetic hosts of 2 in ONE zone (docs/hosts.md): only the host rule keeps two replicas of a
+#: shard off one machine, so the lost host must cost at most one replica of each shard.
 SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
     "region-outage": {"nodes": 9, "regions": 3, "survival_goal": "region"},
     "node-lost": {"dead_after_ms": 3000},
+    "host-outage": {"nodes": 6, "zones": 1, "nodes_per_host": 2},
 }
 
 #: Node settings a scenario needs of a cluster the lab starts. disk-full: a snapshot every
@@ -66,6 +69,8 @@ class RunConfig:
     shards: int | None = None
     survival_goal: str | None = None
     dead_after_ms: int | None = None
+    #: Node processes per synthetic host of a cluster the lab starts (None: 1; host-outage: 2).
+    nodes_per_host: int | None = None
     #: Raft timing of a cluster the lab starts, in 10 ms ticks (None: the node's defaults;
     #: issue 15 lever 8 compares timings with these).
     election_ticks: int | None = None
@@ -159,7 +164,8 @@ def check_config(config: RunConfig) -> None:
                      "--survival-goal": config.survival_goal,
                      "--dead-after-ms": config.dead_after_ms,
                      "--election-ticks": config.election_ticks,
-                     "--heartbeat-ticks": config.heartbeat_ticks}
+                     "--heartbeat-ticks": config.heartbeat_ticks,
+                     "--nodes-per-host": config.nodes_per_host}
     if config.target is not None:
         if config.scenario == "disk-full":
             raise ValueError("disk-full mounts file systems under the nodes' data: only on a "
@@ -171,6 +177,18 @@ def check_config(config: RunConfig) -> None:
         return
     if config.nodes < 1 or config.zones < 1:
         raise ValueError("--nodes and --zones must be >= 1")
+    per_host = 1 if config.nodes_per_host is None else config.nodes_per_host
+    if per_host < 1:
+        raise ValueError(f"--nodes-per-host must be >= 1; got {per_host}")
+    if per_host > 1 and config.mode != "local":
+        raise ValueError("--nodes-per-host: only the local mode puts several nodes on a "
+                         "synthetic host (in netns mode every node is a host of its own)")
+    if config.scenario == "host-outage":
+        hosts = -(-config.nodes // per_host)
+        if hosts < 3:
+            raise ValueError(f"host-outage needs at least 3 hosts (so one host holds less than "
+                             f"half of the nodes); got {hosts} (--nodes {config.nodes} "
+                             f"--nodes-per-host {per_host})")
     regions = config.regions or 1
     if not 1 <= regions <= config.zones:
         raise ValueError(f"--regions must be between 1 and --zones ({config.zones}); "

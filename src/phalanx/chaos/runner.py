@@ -115,7 +115,8 @@ def make_control(config: RunConfig, record: RunRecord | None = None
 
     return LocalControl.start(nodes=config.nodes, zones=config.zones, data_dir=config.data_dir,
                               seed=config.seed, overrides=node_overrides(config),
-                              regions=config.regions or 1, record=record), True
+                              regions=config.regions or 1, record=record,
+                              nodes_per_host=config.nodes_per_host or 1), True
 
 def run_chaos(config: RunConfig, *, control: ClusterControl | None = None,
               on_progress: Callable[[Progress], None] | None = None,
