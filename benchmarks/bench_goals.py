@@ -305,8 +305,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
              f"start {' / '.join(f'{x:.2f}' for x in start)}, at the end "
              f"{' / '.join(f'{x:.2f}' for x in end)}, on {doc['machine']['cpu_count']} CPUs; "
              f"wall time {doc['wall_s']:.0f} s, {doc['settings']['repeats']} repeat(s). "
-             "Ratios cut (never rounded up) to two decimals; the sections below have every "
-             "run.", "",
+             "Ratios cut to two decimals in the direction that does not flatter phalanx "
+             "(down where higher is better, up where lower is better; here and in every "
+             "section); the sections below have every run.", "",
              "| issue 15 row | goal | at filing (2026-11-26) | this run | verdict |",
              "|---|---|---|---|---|"]
     lines += [f"| {g.row} | {g.goal} | {AT_FILING.get(g.row, '-')} | {g.figure} | {g.verdict} |"
