@@ -15,6 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
 
+import bench_goals  # noqa: E402
 import bench_pipelines  # noqa: E402
 import bench_ratios  # noqa: E402
 import bench_report  # noqa: E402
@@ -103,3 +104,19 @@ def test_the_report_cuts_every_ratio_in_the_unflattering_direction() -> None:
     # from the document's rounded 2.41 and 2.02.
     assert "| 2.42x | 2.03x |" in text
     assert "0.17x" not in text and "0.71x" not in text and "1.45x" not in text
+
+
+def test_a_gap_in_whole_ms_is_cut_up_in_the_goals_table_and_the_failover_table() -> None:
+    row = {"target": "phalanx", "fault": "kill -9", "median_ms": 200.4, "min_ms": 150.01,
+           "max_ms": 250.0, "gaps_ms": [150.01, 200.4, 250.0], "ok_tries": 3, "tries": 3,
+           "failures": []}
+    goal = bench_goals.gap("kill -9", "kill -9 of a leader, client gap", 200.0)(
+        {"failover": [row]})
+    # Not "median 200 ms" next to a "<= 200 ms" goal it misses.
+    assert (goal.figure, goal.verdict) == ("median 201 ms (3/3 tries, worst 250 ms)", "NOT met")
+    # A peer's gaps are cut down: rounding them up would flatter phalanx too.
+    peer = row | {"target": "etcd", "median_ms": 1078.9, "min_ms": 1046.5,
+                  "gaps_ms": [1046.5, 1078.9, 2675.99], "max_ms": 2675.99}
+    text = bench_report.markdown(_document() | {"failover": [row, peer]})
+    assert "| phalanx | kill -9 | 3/3 | 201 | 151 | 250 | 151, 201, 250 |" in text
+    assert "| etcd | kill -9 | 3/3 | 1078 | 1046 | 2675 | 1046, 1078, 2675 |" in text
