@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bench_sections as more
+from bench_common import log
 from bench_ratios import higher
 
 if TYPE_CHECKING:
-    from phalanx_bench import Processes, Settings
+    from bench_common import Processes
+    from phalanx_bench import Settings
 
 HOSTS = 3
 CLIENTS = 50
@@ -106,12 +108,12 @@ def run_one(processes: Processes, settings: Settings, per_host: int, round_numbe
                                       / settings.hosts_requests * 1e6)
         row.update(rps=measured["routed_rps"], p50_ms=measured["routed_p50_ms"],
                    routed_leader_nodes=measured["routed_leader_nodes"], error="")
-        more.log(f"hosts K={per_host} ({nodes} nodes, {shards} shards, leaders on "
-                 f"{row['leader_nodes']} nodes) round {round_number}: {row['rps']:,.0f} SET/s, "
-                 f"{row['cpu_us_per_set']} us CPU/SET [load {row['load_1m']}]")
+        log(f"hosts K={per_host} ({nodes} nodes, {shards} shards, leaders on "
+            f"{row['leader_nodes']} nodes) round {round_number}: {row['rps']:,.0f} SET/s, "
+            f"{row['cpu_us_per_set']} us CPU/SET [load {row['load_1m']}]")
     except Exception as error:  # a run's failure is reported, the section goes on
         row["error"] = f"{type(error).__name__}: {error}"[:300]
-        more.log(f"hosts K={per_host} round {round_number}: FAILED {row['error']}")
+        log(f"hosts K={per_host} round {round_number}: FAILED {row['error']}")
     finally:
         if cluster is not None:
             more.stop_cluster(processes, cluster)

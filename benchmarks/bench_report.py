@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench_common import throughput_cells
 from bench_ratios import higher, lower
 
 
@@ -58,13 +59,7 @@ def markdown(doc: dict[str, Any]) -> str:
               "| phalanx / redis-aof | phalanx / etcd (ops/s; p50) | phalanx / pysyncobj |",
               "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for row in doc["throughput"]:
-        if "rps_median" in row:
-            shown = f"{row['rps_median']:,.0f} ({row['rps_min']:,.0f}-{row['rps_max']:,.0f})"
-            p50, p99 = f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"
-        else:
-            shown, p50, p99 = "failed", "-", "-"
-        if row["ok_runs"] < row["runs"]:
-            shown += f" [{row['runs'] - row['ok_runs']}/{row['runs']} failed]"
+        shown, p50, p99 = throughput_cells(row)
         ratio = higher(row['vs_redis_aof_always']) if "vs_redis_aof_always" in row else ""
         vs_etcd = ""
         if "vs_etcd" in row:
@@ -130,9 +125,12 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["", "phalanx median gap / peer median gap, same fault (below 1 = phalanx "
                   "recovers faster): " + "; ".join(
                       f"vs {k}: {lower(v)}" for k, v in doc["failover_ratio"].items()) + "."]
+    import bench_data
     import bench_sections as more
 
     lines += more.markdown(doc)
+    lines += bench_data.markdown(doc)
+    lines += more.soak_markdown(doc)
     if doc.get("pipelines"):
         import bench_pipelines
 
