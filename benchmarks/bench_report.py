@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench_common import throughput_cells
-from bench_ratios import higher, lower
+from bench_ratios import cut_down, cut_up, higher, lower
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -112,9 +112,12 @@ def markdown(doc: dict[str, Any]) -> str:
               "|---|---|---:|---:|---:|---:|---|"]
     for row in doc["failover"]:
         if row["median_ms"] is not None:
+            # Whole ms, never in phalanx's favour: its gaps cut up, a peer's cut down.
+            ms = cut_up if row["target"].startswith("phalanx") else cut_down
             lines.append(f"| {row['target']} | {row['fault']} | {row['ok_tries']}/{row['tries']} "
-                         f"| {row['median_ms']:.0f} | {row['min_ms']:.0f} | {row['max_ms']:.0f} "
-                         f"| {', '.join(f'{g:.0f}' for g in row['gaps_ms'])} |")
+                         f"| {ms(row['median_ms'], 0)} | {ms(row['min_ms'], 0)} "
+                         f"| {ms(row['max_ms'], 0)} "
+                         f"| {', '.join(ms(g, 0) for g in row['gaps_ms'])} |")
         else:
             lines.append(f"| {row['target']} | {row['fault']} | 0/{row['tries']} | failed "
                          "| | | |")
