@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from phalanx.chaos.disk import DiskFaultError, corrupt_store
+from phalanx.chaos.nemesis import damage_event
 from phalanx.chaos.result import RESULT_KEYS
 from phalanx.chaos.run_config import RunConfig
 from phalanx.chaos.runner import run_chaos
@@ -74,6 +75,19 @@ def test_nothing_to_corrupt_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "groups" / "0").mkdir(parents=True)
     with pytest.raises(DiskFaultError):
         corrupt_store(tmp_path, random.Random(1))
+
+
+def test_a_damage_found_and_rebuilt_between_two_polls_is_still_seen() -> None:
+    """The detection watch polls /status; under load a damaged replica can be found and rebuilt
+    between two polls (or while /status did not answer): its "replica-damaged" event counts,
+    but only one recorded at or after the fault (an older one belongs to an earlier fault)."""
+    old = {"time": 90.0, "kind": "replica-damaged", "text": "n1: replica of shard 1 stopped"}
+    new = {"time": 101.5, "kind": "replica-damaged", "text": "n1: replica of shard 2 stopped"}
+    other = {"time": 102.0, "kind": "replica-rebuild", "text": "n1 deleted its replica"}
+    assert damage_event({"events": [old, other, new]}, 100.0) == (101.5, new["text"])
+    assert damage_event({"events": [old, other]}, 100.0) is None
+    assert damage_event(None, 100.0) is None
+    assert damage_event({"events": "junk"}, 100.0) is None
 
 
 def test_disk_corrupt_scenario_detects_and_rebuilds() -> None:
