@@ -17,8 +17,8 @@ Rules of this file:
   a read rides the newest round if that round's heartbeats have not left yet (they are still
   in the outbox `RawNode.ready` takes: `messages_taken`), so every read of one loop turn
   shares one round; otherwise the next round, started at once while fewer than
-  `read_rounds_in_flight` rounds are unconfirmed, else when one is confirmed. A round
-  confirms only the reads registered before its heartbeats left.
+  `read_rounds_in_flight` rounds (default 1) are unconfirmed, else when one is confirmed. A
+  round confirms only the reads registered before its heartbeats left.
 """
 
 from __future__ import annotations
