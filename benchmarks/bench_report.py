@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench_common import throughput_cells
+from bench_ratios import higher, lower
+
 
 def markdown(doc: dict[str, Any]) -> str:
     import importlib
@@ -56,20 +59,14 @@ def markdown(doc: dict[str, Any]) -> str:
               "| phalanx / redis-aof | phalanx / etcd (ops/s; p50) | phalanx / pysyncobj |",
               "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for row in doc["throughput"]:
-        if "rps_median" in row:
-            shown = f"{row['rps_median']:,.0f} ({row['rps_min']:,.0f}-{row['rps_max']:,.0f})"
-            p50, p99 = f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"
-        else:
-            shown, p50, p99 = "failed", "-", "-"
-        if row["ok_runs"] < row["runs"]:
-            shown += f" [{row['runs'] - row['ok_runs']}/{row['runs']} failed]"
-        ratio = f"{row['vs_redis_aof_always']:.2f}x" if "vs_redis_aof_always" in row else ""
+        shown, p50, p99 = throughput_cells(row)
+        ratio = higher(row['vs_redis_aof_always']) if "vs_redis_aof_always" in row else ""
         vs_etcd = ""
         if "vs_etcd" in row:
-            vs_etcd = f"{row['vs_etcd']:.2f}x"
+            vs_etcd = higher(row['vs_etcd'])
             if row.get("p50_vs_etcd") is not None:
-                vs_etcd += f"; p50 {row['p50_vs_etcd']:.2f}x"
-        vs_syncobj = f"{row['vs_pysyncobj']:.2f}x" if "vs_pysyncobj" in row else ""
+                vs_etcd += f"; p50 {lower(row['p50_vs_etcd'])}"
+        vs_syncobj = higher(row['vs_pysyncobj']) if "vs_pysyncobj" in row else ""
         lines.append(f"| {row['test']} | {row['clients']} | {row['target']} | {shown} | {p50} "
                      f"| {p99} | {ratio} | {vs_etcd} | {vs_syncobj} |")
     if not doc["throughput"]:
@@ -127,10 +124,13 @@ def markdown(doc: dict[str, Any]) -> str:
     if doc.get("failover_ratio"):
         lines += ["", "phalanx median gap / peer median gap, same fault (below 1 = phalanx "
                   "recovers faster): " + "; ".join(
-                      f"vs {k}: {v:.2f}x" for k, v in doc["failover_ratio"].items()) + "."]
+                      f"vs {k}: {lower(v)}" for k, v in doc["failover_ratio"].items()) + "."]
+    import bench_data
     import bench_sections as more
 
     lines += more.markdown(doc)
+    lines += bench_data.markdown(doc)
+    lines += more.soak_markdown(doc)
     if doc.get("pipelines"):
         import bench_pipelines
 

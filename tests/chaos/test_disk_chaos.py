@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from phalanx.chaos.disk import DiskFaultError, corrupt_store
-from phalanx.chaos.runner import RESULT_KEYS, RunConfig, run_chaos
+from phalanx.chaos.result import RESULT_KEYS
+from phalanx.chaos.run_config import RunConfig
+from phalanx.chaos.runner import run_chaos
 from phalanx.errors import Corrupt
 from phalanx.raft import ConfState, Entry, EntryType, HardState, Index, NodeId, Term
 from phalanx.storage.nodelog import NodeLog

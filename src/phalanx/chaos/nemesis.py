@@ -45,6 +45,9 @@ SCENARIOS: dict[str, str] = {
     "zone-outage": "kill every node of one zone, restart them later",
     "region-outage": "kill every node of one region, restart them later (needs >= 3 regions "
                      "and the region survival goal)",
+    "host-outage": "kill -9 every node process of one host at once (a machine loses power), "
+                   "restart them together later (docs/hosts.md; the lab starts 6 nodes on 3 "
+                   "hosts of 2 in one zone)",
     "node-lost": "kill -9 one node and delete its data; it never comes back: the cluster "
                  "re-creates its replicas on the other nodes",
     "partition-zone": "cut every node of one zone off from the other zones",
@@ -66,7 +69,7 @@ SCENARIOS: dict[str, str] = {
 #: Kinds `mixed` draws from: not the roll, not a permanent loss, not what needs >= 3 regions.
 _MIXABLE = [name for name in SCENARIOS
             if name not in {"mixed", "rolling-restart", "node-lost", "region-outage",
-                            "disk-corrupt", "disk-full", "disk-error"}]
+                            "host-outage", "disk-corrupt", "disk-full", "disk-error"}]
 #: Faults that are never healed during the run.
 PERMANENT = frozenset({"node-lost"})
 #: Faults the cluster may repair while they are in force (a failed disk's replica rebuilt on
@@ -152,6 +155,27 @@ def region_outage_targets(nodes: Sequence[NodeInfo], rng: random.Random) -> tupl
                          "one would take the quorum with it")
     region = rng.choice(eligible)
     return region, list(regions[region])
+
+
+def host_outage_targets(nodes: Sequence[NodeInfo], rng: random.Random,
+                        leader: str | None = None) -> tuple[str, list[str]]:
+    """(host, its nodes) for a host outage: a host holding less than half of the nodes (its loss
+    leaves a majority running), preferring hosts of several nodes (else the outage is a node
+    kill); the leader's host half of the time when it qualifies. A host lies inside its zone
+    and an unlabelled node is a host of its own (`NodeInfo.host_domain`). ValueError when every
+    host holds half of the nodes or more."""
+    hosts: dict[tuple[str, str, str], list[str]] = {}
+    for node in nodes:
+        hosts.setdefault(node.host_domain, []).append(node.id)
+    eligible = sorted(domain for domain, ids in hosts.items() if 2 * len(ids) < len(nodes))
+    if not eligible:
+        raise ValueError(f"host-outage: every host holds half of the nodes or more "
+                         f"({len(hosts)} host(s) for {len(nodes)} nodes); losing one would take "
+                         "the quorum with it")
+    shared = [domain for domain in eligible if len(hosts[domain]) > 1] or eligible
+    leaders = [domain for domain in shared if leader in hosts[domain]]
+    domain = leaders[0] if leaders and rng.random() < 0.5 else rng.choice(shared)
+    return domain[2], sorted(hosts[domain])
 
 
 def choose_lost_node(nodes: Sequence[NodeInfo], rng: random.Random,
@@ -308,6 +332,16 @@ class Nemesis:
             for future in [pool.submit(self.control.restart, t) for t in targets]:
                 future.result()
 
+    def _kill_all(self, targets: list[str]) -> None:
+        """kill -9 `targets` side by side (a machine's processes die together, not one after
+        the other's exit); raises the first failure once every kill has finished."""
+        if len(targets) == 1:
+            self.control.kill(targets[0])
+            return
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            for future in [pool.submit(self.control.kill, t) for t in targets]:
+                future.result()
+
     def _end(self, fault: Fault, text: str) -> None:
         fault.end_s = self.clock()
         self.on_event(fault.end_s, text)
@@ -438,6 +472,17 @@ class Nemesis:
             self._hold(slot.hold_s)
             self._restart_all(targets)
             self._end(fault, f"region {region} back: {', '.join(targets)} restarted")
+        elif kind == "host-outage":
+            host, targets = host_outage_targets(nodes, rng, leader)
+            where = ("" if leader is None else
+                     f" (the leader {leader} {'was' if leader in targets else 'was not'} on it)")
+            fault = self._begin(kind, targets, f"host {host} lost: {', '.join(targets)} killed "
+                                f"at once (kill -9){where}", leader)
+            self._kill_all(targets)
+            self._in_force(fault)
+            self._hold(slot.hold_s)
+            self._restart_all(targets)
+            self._end(fault, f"host {host} back: {', '.join(targets)} restarted")
         elif kind == "node-lost":
             try:
                 replicas = replica_counts(newest_status(fetch_statuses(control)))

@@ -12,7 +12,8 @@ Rules of this file:
   it stays in memory); the log after a snapshot a follower is fetching is kept
   (`_snapshot_floor`).
 - Freed memory goes back to the system through `mallopt` (`limit_allocator_retention`), not
-  `malloc_trim`, which holds the allocator's lock.
+  `malloc_trim`, which holds the allocator's lock; `trim_heap` only at start-up, before the
+  node serves and once its restart's committed entries are applied (`server/node.py`).
 - Big files are unlinked (and unmapped) in a worker thread, never on the loop: the kernel frees
   a file's extents in the thread that drops its last link (1.5-2.6 s for 1 GB under load).
 - Big files are written and fdatasync-ed in pieces (`_BUILD_WRITE_BYTES`), never left as 1 GB
@@ -338,16 +339,39 @@ def limit_allocator_retention() -> None:
     raising that threshold after a big free: the dynamic threshold is what keeps a snapshot's
     freed buffers in the heap) and the heap's free top is trimmed past 1 MiB
     (`M_TRIM_THRESHOLD`). Nothing where there is no glibc."""
+    libc = _glibc()
+    if libc:
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1024 * 1024)
+
+
+def trim_heap() -> bool:
+    """Give the heap's free pages back to the system now (`malloc_trim(0)`: glibc releases
+    every free page inside the heap, not only its top). For the few moments when a node has
+    just freed a lot and is not serving yet: after opening its stores (the node log's replay,
+    snapshot restores) and once the entries committed before a restart are applied (issue 15
+    lever 7: a node restored from a snapshot kept ~46 MB of freed heap, docs/memory.md). Not
+    while serving under load: the call holds the allocator's lock (36-228 ms measured).
+    False where there is no glibc (nothing done)."""
+    libc = _glibc()
+    if not libc:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def _glibc() -> Any:
+    """glibc through ctypes, or False where it cannot be loaded (another libc: no mallopt)."""
     global _LIBC
     if _LIBC is None:
         try:
             _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             _LIBC.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+            _LIBC.malloc_trim.restype = ctypes.c_int
         except (OSError, AttributeError):
             _LIBC = False
-    if _LIBC:
-        _LIBC.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-        _LIBC.mallopt(_M_TRIM_THRESHOLD, 1024 * 1024)
+    return _LIBC
 
 
 _M_TRIM_THRESHOLD = -1
@@ -355,4 +379,4 @@ _M_MMAP_THRESHOLD = -3
 
 
 
-__all__ = ["GroupSnapshots", "limit_allocator_retention"]
+__all__ = ["GroupSnapshots", "limit_allocator_retention", "trim_heap"]
