@@ -1,13 +1,17 @@
 """RESULTS.md of `phalanx bench` (benchmarks/phalanx_bench.py): the "Issue 15 goals" table
 first (benchmarks/bench_goals.py), the machine and its load, then every section's tables, from
-the run's document (results.json) alone."""
+the run's document (results.json) alone. `python benchmarks/bench_report.py [DIR]` writes
+DIR/RESULTS.md again from DIR/results.json (a change to the report, no new measurement)."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from bench_common import throughput_cells
-from bench_ratios import higher, lower
+from bench_ratios import cut_down, cut_up, higher, lower
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -112,9 +116,12 @@ def markdown(doc: dict[str, Any]) -> str:
               "|---|---|---:|---:|---:|---:|---|"]
     for row in doc["failover"]:
         if row["median_ms"] is not None:
+            # Whole ms, never in phalanx's favour: its gaps cut up, a peer's cut down.
+            ms = cut_up if row["target"].startswith("phalanx") else cut_down
             lines.append(f"| {row['target']} | {row['fault']} | {row['ok_tries']}/{row['tries']} "
-                         f"| {row['median_ms']:.0f} | {row['min_ms']:.0f} | {row['max_ms']:.0f} "
-                         f"| {', '.join(f'{g:.0f}' for g in row['gaps_ms'])} |")
+                         f"| {ms(row['median_ms'], 0)} | {ms(row['min_ms'], 0)} "
+                         f"| {ms(row['max_ms'], 0)} "
+                         f"| {', '.join(ms(g, 0) for g in row['gaps_ms'])} |")
         else:
             lines.append(f"| {row['target']} | {row['fault']} | 0/{row['tries']} | failed "
                          "| | | |")
@@ -151,3 +158,20 @@ def markdown(doc: dict[str, Any]) -> str:
     else:
         lines.append("- none")
     return "\n".join(lines) + "\n"
+
+
+def rerender(directory: Path) -> Path:
+    """RESULTS.md again from `directory`/results.json, e.g. after a change to how the report
+    shows its figures; nothing is measured. Returns the path written."""
+    doc = json.loads((directory / "results.json").read_text())
+    target = directory / "RESULTS.md"
+    target.write_text(markdown(doc))
+    return target
+
+
+if __name__ == "__main__":
+    # python benchmarks/bench_report.py [DIR]   (default: benchmarks/, the committed run)
+    if len(sys.argv) > 2:
+        sys.exit("usage: python benchmarks/bench_report.py [DIR with results.json]")
+    written = rerender(Path(sys.argv[1]) if len(sys.argv) == 2 else Path(__file__).parent)
+    print(f"wrote {written}", file=sys.stderr)

@@ -184,21 +184,28 @@ def redis_memory(host: str, port: int) -> dict[str, int]:
 # --------------------------------------------------------------------------- open loop
 
 
+def _rate_run(argv: list[str], timeout: float, what: str) -> tuple[bool, dict[str, Any]]:
+    """Run an open-loop load generator: (True, its result: the JSON of its last stdout line),
+    or (False, a failed row {"ok": 0, "error": ...})."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return False, {"ok": 0, "error": f"{what} timed out after {timeout:g} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return False, {"ok": 0, "error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
+    return True, dict(json.loads(lines[-1]))
+
+
 def openloop(host: str, port: int, test: str, rate: float, seconds: float, keyspace: int,
              extra: list[str] | None = None) -> dict[str, Any]:
     argv = [sys.executable, str(OPENLOOP), "--host", host, "--port", str(port), "--test", test,
             "--rate", f"{rate:g}", "--seconds", f"{seconds:g}", "--keyspace", str(keyspace),
             *(extra or [])]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        return {"ok": 0, "error": f"openloop timed out after {seconds + 60:g} s"}
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        return {"ok": 0, "error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
-    result: dict[str, Any] = json.loads(lines[-1])
-    result["error"] = result.get("first_error", "") if result.get("errors") else ""
+    ran, result = _rate_run(argv, seconds + 60, "openloop")
+    if ran:
+        result["error"] = result.get("first_error", "") if result.get("errors") else ""
     return result
 
 
@@ -206,16 +213,9 @@ def etcd_rate(binary: Path, endpoint: str, op: str, rate: float, seconds: float,
               keyspace: int) -> dict[str, Any]:
     argv = [str(binary), "-mode", "rate", "-endpoints", endpoint, "-op", op, "-rate",
             f"{rate:g}", "-duration", f"{seconds:g}s", "-keyspace", str(keyspace)]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 90,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        return {"ok": 0, "error": f"etcd_load timed out after {seconds + 90:g} s"}
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        return {"ok": 0, "error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
-    result: dict[str, Any] = json.loads(lines[-1])
-    result["error"] = f"{result['errors']} failed" if result.get("errors") else ""
+    ran, result = _rate_run(argv, seconds + 90, "etcd_load")
+    if ran:
+        result["error"] = f"{result['errors']} failed" if result.get("errors") else ""
     return result
 
 

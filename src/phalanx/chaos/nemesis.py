@@ -261,8 +261,12 @@ class Nemesis:
     def _watch_detection(self, target: str, since_s: float, limit_s: float = 20.0,
                          since: str = "its restart") -> bool:
         """Tell when `target` reports its damaged replica (time to detection), or that it did
-        not within `limit_s` (it may have been rebuilt between two polls); True if seen."""
+        not within `limit_s`; True if seen. A replica rebuilt between two polls (or while a
+        loaded node's /status did not answer within the poll's timeout) is still seen: its
+        "replica-damaged" event, recorded when the node found the damage, stays in the
+        /status events (the time to detection is then the event's)."""
         deadline = since_s + limit_s
+        since_wall = time.time() - (self.clock() - since_s)
         while not self.stop_event.is_set() and self.clock() < deadline:
             try:
                 status = fetch_statuses(self.control).get(target)
@@ -274,6 +278,13 @@ class Nemesis:
                 self.on_event(self.clock(), f"{target} reported its replica of shard {shard} "
                               f"damaged {self.clock() - since_s:.2f} s after {since} "
                               f"({why[:120]})")
+                return True
+            found = damage_event(status, since_wall)
+            if found is not None:
+                at_wall, text = found
+                self.on_event(self.clock(), f"{target} reported a replica damaged "
+                              f"{at_wall - since_wall:.2f} s after {since}, rebuilt before "
+                              f"this poll ({text[:160]})")
                 return True
             self.stop_event.wait(0.1)
         self.on_event(self.clock(), f"{target} reported no damaged replica within "
@@ -566,6 +577,20 @@ def damaged_replicas(status: Mapping[str, Any] | None) -> dict[str, str]:
     consistency = status.get("consistency")
     damaged = consistency.get("damaged") if isinstance(consistency, dict) else None
     return dict(damaged) if isinstance(damaged, dict) else {}
+
+
+def damage_event(status: Mapping[str, Any] | None,
+                 since_wall: float) -> tuple[float, str] | None:
+    """The first "replica-damaged" event a node's /status lists at or after `since_wall`
+    (wall-clock seconds): (its time, its text); None when there is none."""
+    events = (status or {}).get("events")
+    for event in events if isinstance(events, list) else []:
+        if not isinstance(event, dict) or event.get("kind") != "replica-damaged":
+            continue
+        at = event.get("time")
+        if isinstance(at, int | float) and at >= since_wall:
+            return float(at), str(event.get("text", ""))
+    return None
 
 
 def demo_plan() -> list[Slot]:

@@ -169,6 +169,11 @@ class NodeConfig:
     #: stay in memory, and 2,000 entries of 1,000-key MSETs are ~48 MB (issue 15 lever 7,
     #: docs/memory.md). A follower further behind catches up by snapshot.
     snapshot_keep_bytes: int = 8 * 1024 * 1024
+    #: Entries this replica applied and every live follower holds leave memory: their data
+    #: stays only in the node log's file, read back for a lagging follower or a segment
+    #: rewrite (storage/nodelog_group.py `release`; issue 15 lever 7, docs/memory.md). The
+    #: per-group logs (`storage_engine = "wal"`/"sqlite") always keep them.
+    release_applied_log: bool = True
     #: A snapshot is written (and installed) in slices of about this many ms of the event
     #: loop, so heartbeats keep flowing (issue 15 lever 4).
     snapshot_slice_ms: int = 4

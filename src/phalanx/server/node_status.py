@@ -86,6 +86,11 @@ class NodeStatus:
             "leader_changes": group.leader_changes,
             "storage_error": group.fatal_error,
         }
+        released = group.store.released()
+        if released is not None:
+            # Entries whose data is only in the node log's file, and how many were read back
+            # (a lagging follower's catch-up, a segment rewrite): issue 15 lever 7.
+            entry["log_released_index"], entry["log_read_back_entries"] = released
         if raw.role is not Role.LEADER:
             # How stale a READONLY read here may be: time since the leader was last heard.
             entry["staleness_ms"] = group.staleness_ms()
