@@ -154,6 +154,7 @@ class RaftGroup(GroupSnapshots):
             pre_vote=config.pre_vote,
             check_quorum=config.check_quorum,
             lease_reads=config.lease_reads,
+            read_rounds_in_flight=config.read_rounds_in_flight,
             adaptive_election_timeout=config.adaptive_election_timeout,
             applied=snapshot.meta.index,
             log_name=f"{config.id} [{group_label(group_id)}]",
