@@ -1,9 +1,13 @@
 """RESULTS.md of `phalanx bench` (benchmarks/phalanx_bench.py): the "Issue 15 goals" table
 first (benchmarks/bench_goals.py), the machine and its load, then every section's tables, from
-the run's document (results.json) alone."""
+the run's document (results.json) alone. `python benchmarks/bench_report.py [DIR]` writes
+DIR/RESULTS.md again from DIR/results.json (a change to the report, no new measurement)."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from bench_common import throughput_cells
@@ -154,3 +158,20 @@ def markdown(doc: dict[str, Any]) -> str:
     else:
         lines.append("- none")
     return "\n".join(lines) + "\n"
+
+
+def rerender(directory: Path) -> Path:
+    """RESULTS.md again from `directory`/results.json, e.g. after a change to how the report
+    shows its figures; nothing is measured. Returns the path written."""
+    doc = json.loads((directory / "results.json").read_text())
+    target = directory / "RESULTS.md"
+    target.write_text(markdown(doc))
+    return target
+
+
+if __name__ == "__main__":
+    # python benchmarks/bench_report.py [DIR]   (default: benchmarks/, the committed run)
+    if len(sys.argv) > 2:
+        sys.exit("usage: python benchmarks/bench_report.py [DIR with results.json]")
+    written = rerender(Path(sys.argv[1]) if len(sys.argv) == 2 else Path(__file__).parent)
+    print(f"wrote {written}", file=sys.stderr)

@@ -5,6 +5,7 @@ documents, no processes."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ def test_not_a_figure_and_no_negative_zero() -> None:
         assert higher(value) == lower(value) == bench_ratios.NOT_A_FIGURE
     assert cut_up(-0.001) == "0.00"
     assert cut_down(-0.001) == "-0.01"
+    # Huge values keep every digit of their repr (no decimal precision error).
+    assert cut_up(1e30, 0) == "1" + "0" * 30
+    assert higher(1.5e300) == "15" + "0" * 299 + ".00x"
 
 
 def test_a_detailed_section_shows_the_cut_ratio_not_the_nearest() -> None:
@@ -120,3 +124,11 @@ def test_a_gap_in_whole_ms_is_cut_up_in_the_goals_table_and_the_failover_table()
     text = bench_report.markdown(_document() | {"failover": [row, peer]})
     assert "| phalanx | kill -9 | 3/3 | 201 | 151 | 250 | 151, 201, 250 |" in text
     assert "| etcd | kill -9 | 3/3 | 1078 | 1046 | 2675 | 1046, 1078, 2675 |" in text
+
+
+def test_the_report_is_rendered_again_from_a_saved_document(tmp_path: Path) -> None:
+    doc = _document()
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    (tmp_path / "RESULTS.md").write_text("stale: 0.71x\n")
+    assert bench_report.rerender(tmp_path) == tmp_path / "RESULTS.md"
+    assert (tmp_path / "RESULTS.md").read_text() == bench_report.markdown(doc)

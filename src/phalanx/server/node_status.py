@@ -86,6 +86,11 @@ class NodeStatus:
             "leader_changes": group.leader_changes,
             "storage_error": group.fatal_error,
         }
+        released = group.store.released()
+        if released is not None:
+            # Entries whose data is only in the node log's file, and how many were read back
+            # (a lagging follower's catch-up, a segment rewrite): issue 15 lever 7.
+            entry["log_released_index"], entry["log_read_back_entries"] = released
         if raw.role is not Role.LEADER:
             # How stale a READONLY read here may be: time since the leader was last heard.
             entry["staleness_ms"] = group.staleness_ms()
@@ -234,14 +239,16 @@ class NodeStatus:
         return self.spof_cache[1]
 
     def analysis(self, node_availability: float, zone_availability: float,
-                 region_availability: float) -> dict[str, object]:
+                 region_availability: float,
+                 host_availability: float = 0.999) -> dict[str, object]:
         """Single points of failure and estimated nines of the live topology."""
         from phalanx.placement.analysis import analyze
 
         report: dict[str, object] = analyze(self.replicas.cluster_map,
                                             node_availability=node_availability,
                                             zone_availability=zone_availability,
-                                            region_availability=region_availability)
+                                            region_availability=region_availability,
+                                            host_availability=host_availability)
         if self.config.aa_region:
             report["cap"] = self._cap(report, region_availability)
         return report
