@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_ratios import cut_down, cut_up
+
 
 def run_bench(checkout: Path, only: str, output: Path) -> dict[str, object]:
     command = [str(checkout / ".venv" / "bin" / "phalanx"), "bench", "--quick", "--only", only,
@@ -83,7 +85,9 @@ def main() -> None:
         new = figures["new"].get(name, [])
         base_median = statistics.median(base) if base else None
         new_median = statistics.median(new) if new else None
-        ratio = (f"{new_median / base_median:.2f}"
+        # new/base: ops/s rows are better higher (cut down), gap rows better lower (cut up).
+        cut = cut_down if name.endswith("ops/s") else cut_up
+        ratio = (cut(new_median / base_median)
                  if base_median and new_median is not None else "-")
         print(f"| {name} | {base_median if base_median is not None else '-'} | "
               f"{new_median if new_median is not None else '-'} | {ratio} | "

@@ -25,9 +25,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import bench_sections as more
+from bench_common import log, wait_for
 
 if TYPE_CHECKING:
-    from phalanx_bench import Processes, Settings
+    from bench_common import Processes
+    from phalanx_bench import Settings
 
 PIPELINE = 1_000
 VALUE = b"x" * 16
@@ -95,8 +97,8 @@ def bulk_section(processes: Processes, settings: Settings) -> dict[str, Any]:
     try:
         cluster = more.start_cluster(processes, "bulk", 3, {})
         leader = more.shard_leader(cluster)
-        more.wait_for(lambda: more.caught_up(cluster, leader), 60, "the cluster to settle",
-                      poll=0.2)
+        wait_for(lambda: more.caught_up(cluster, leader), 60, "the cluster to settle",
+                 poll=0.2)
         out["settled"] = settle(cluster)
         leader = more.shard_leader(cluster)
         terms_before = group_terms(cluster)
@@ -133,8 +135,8 @@ def bulk_section(processes: Processes, settings: Settings) -> dict[str, Any]:
                 client = redis.Redis(host=host, port=port, socket_timeout=60)
                 continue
             if last % 100_000 == 0:
-                more.log(f"bulk: {last:,} keys, {time.monotonic() - began:.0f} s, "
-                         f"{out['errors']} errors [load {os.getloadavg()[0]:.1f}]")
+                log(f"bulk: {last:,} keys, {time.monotonic() - began:.0f} s, "
+                    f"{out['errors']} errors [load {os.getloadavg()[0]:.1f}]")
             bad = [r for r in replies if isinstance(r, Exception) or r is not True]
             if bad:
                 out["errors"] += len(bad)
@@ -150,19 +152,19 @@ def bulk_section(processes: Processes, settings: Settings) -> dict[str, Any]:
         out["leader_changes"] = more.leader_changes(cluster) - changes_before
         del out["error_samples"][5:]
         leader = more.shard_leader(cluster)
-        more.wait_for(lambda: more.caught_up(cluster, leader), 300,
-                      "every node to apply the load", poll=0.5)
+        wait_for(lambda: more.caught_up(cluster, leader), 300,
+                 "every node to apply the load", poll=0.5)
         out["node_keys"] = {}
         for node in more.entries(cluster):
             with contextlib.suppress(OSError, RuntimeError, KeyError):
                 out["node_keys"][node.id] = int(more.status(node)["local"]["1"]["keys"])
-        more.log(f"bulk: {out['sent']:,} keys in {out['wall_s']} s ({out['keys_per_s']:,.0f} "
-                 f"keys/s), {out['errors']} errors, {out['elections']} elections, "
-                 f"{out['leader_changes']} replica leader changes; keys per node "
-                 f"{out['node_keys']} [load {out['load_1m_start']} -> {out['load_1m_end']}]")
+        log(f"bulk: {out['sent']:,} keys in {out['wall_s']} s ({out['keys_per_s']:,.0f} "
+            f"keys/s), {out['errors']} errors, {out['elections']} elections, "
+            f"{out['leader_changes']} replica leader changes; keys per node "
+            f"{out['node_keys']} [load {out['load_1m_start']} -> {out['load_1m_end']}]")
     except Exception as error:  # a section's failure is reported, the suite goes on
         out["error"] = f"{type(error).__name__}: {error}"[:400]
-        more.log(f"bulk: FAILED {out['error']}")
+        log(f"bulk: FAILED {out['error']}")
     finally:
         if client is not None:
             client.close()

@@ -18,6 +18,7 @@ import sys
 import timeit
 
 import msgpack  # type: ignore[import-untyped]
+from bench_ratios import higher
 
 import phalanx.transport.codec as codec
 from phalanx.raft.messages import AppendEntries, AppendEntriesResponse, Heartbeat, Message
@@ -89,7 +90,7 @@ def main() -> int:
         for what in ("encode", "decode"):
             before = statistics.median(results[(f"{name} {what}", "before")])
             after = statistics.median(results[(f"{name} {what}", "after")])
-            print(f"| {name} {what} | {before:.2f} | {after:.2f} | {before / after:.2f}x |")
+            print(f"| {name} {what} | {before:.2f} | {after:.2f} | {higher(before / after)} |")
     return 0
 
 

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import resp_bench as rb
+from bench_common import load_record, throughput_cells
+from bench_ratios import higher
 
 if TYPE_CHECKING:
     from phalanx_bench import Settings
@@ -39,7 +41,7 @@ TARGETS = ("phalanx", "redis-aof-always")
 
 def script_load(host: str, port: int) -> str:
     """SCRIPT LOAD of `SCRIPT` on host:port; the SHA1 it answers (raises on an error reply)."""
-    from phalanx_bench import resp_command
+    from bench_common import resp_command
 
     reply = resp_command(host, port, "SCRIPT", "LOAD", SCRIPT, timeout=10.0)
     lines = reply.split(b"\r\n")
@@ -82,13 +84,8 @@ def run_one(target: str, host: str, port: int, test: str, clients: int, requests
     except subprocess.TimeoutExpired:
         error = f"timed out after {settings.run_timeout_s:g} s"
     elapsed = time.monotonic() - began
-    shown = (f"{metrics['rps']:>9,.0f} ops/s p50 {metrics['p50_latency_ms']:.2f} ms p99 "
-             f"{metrics['p99_latency_ms']:.2f} ms" if metrics else "")
-    rb.log(f"repeat {repeat} {target:<16} {test} c={clients:<3} n={requests}: {shown}"
-           f"{'' if ok else ' FAILED: ' + error} [{elapsed:.1f} s, load {load:.1f}]")
-    return {"target": target, "test": test, "clients": clients, "requests": requests,
-            "repeat": repeat, "ok": ok, "error": error, "elapsed_s": round(elapsed, 2),
-            "load_1m": round(load, 2), "metrics": metrics}
+    return load_record(target, test, clients, requests, repeat, ok, error, metrics, elapsed,
+                       load)
 
 
 def commands_section(addresses: dict[str, Callable[[], tuple[str, int]]],
@@ -145,14 +142,8 @@ def markdown(doc: dict[str, Any]) -> list[str]:
              "| test | clients | target | median ops/s (min-max) | p50 ms | p99 ms "
              "| phalanx / redis-aof |", "|---|---:|---|---:|---:|---:|---:|"]
     for row in section["rows"]:
-        if "rps_median" in row:
-            shown = f"{row['rps_median']:,.0f} ({row['rps_min']:,.0f}-{row['rps_max']:,.0f})"
-            p50, p99 = f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"
-        else:
-            shown, p50, p99 = "failed", "-", "-"
-        if row["ok_runs"] < row["runs"]:
-            shown += f" [{row['runs'] - row['ok_runs']}/{row['runs']} failed]"
-        ratio = f"{row['vs_redis_aof_always']:.2f}x" if "vs_redis_aof_always" in row else ""
+        shown, p50, p99 = throughput_cells(row)
+        ratio = higher(row['vs_redis_aof_always']) if "vs_redis_aof_always" in row else ""
         lines.append(f"| {row['test']} | {row['clients']} | {row['target']} | {shown} | {p50} "
                      f"| {p99} | {ratio} |")
     if not section["rows"]:

@@ -22,6 +22,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from bench_ratios import higher
+
 Bench = Callable[[], tuple[Callable[[], None], int]]  # setup -> (run once, operations per run)
 
 
@@ -213,7 +215,7 @@ def main() -> int:
     for name in names:
         pure = statistics.median(samples["pure"][name])
         compiled = statistics.median(samples["compiled"][name])
-        print(f"| {name} | {pure:.3f} | {compiled:.3f} | {pure / compiled:.2f}x |")
+        print(f"| {name} | {pure:.3f} | {compiled:.3f} | {higher(pure / compiled)} |")
     return 0
 
 

@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import resp_bench as rb  # noqa: E402
+from bench_ratios import cut_up  # noqa: E402
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -101,7 +102,7 @@ def main() -> int:
     for name in samples["pure"]:
         pure = statistics.median(samples["pure"][name])
         compiled = statistics.median(samples["compiled"][name])
-        print(f"| {name} | {pure:.1f} | {compiled:.1f} | {compiled / pure:.3f} |")
+        print(f"| {name} | {pure:.1f} | {compiled:.1f} | {cut_up(compiled / pure, 3)} |")
     return 0
 
 

@@ -4,8 +4,9 @@ never written by hand.
 
 Verdicts: `met`, `NOT met`, or `not measured: <why>` (the section did not run, failed, or ran
 at a size other than the goal's: `--quick` loads 20,000 keys, not 1M, so those rows say so
-instead of claiming the goal). Ratios are shown cut (never rounded up) to two decimals; the
-verdict compares the exact value.
+instead of claiming the goal). Ratios are shown cut in the unflattering direction to two
+decimals (benchmarks/bench_ratios.py: down where higher is better, up where lower is better,
+e.g. the p50 and memory rows); the verdict compares the exact value.
 
 A section that adds a row (e.g. the nodes-per-host section, issue 15 lever 9) adds a function
 to ROWS taking the document and returning a Goal. The nodes-per-host row reads
@@ -16,11 +17,12 @@ Tests: tests/benchmarks/test_bench_goals.py (synthetic documents, no processes).
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from bench_ratios import cut_up, higher, lower
 
 #: The sizes the issue's rows are stated at.
 MILLION = 1_000_000
@@ -34,12 +36,6 @@ class Goal:
     goal: str
     figure: str
     verdict: str
-
-
-def cut(value: float, places: int = 2) -> str:
-    """`value` to `places` decimals, cut toward zero (never rounded up)."""
-    scale = 10 ** places
-    return f"{math.trunc(value * scale) / scale:.{places}f}"
 
 
 def judged(ok: bool) -> str:
@@ -63,7 +59,9 @@ def _ratio_row(row: str, goal: str, value: float | None, at_least: float | None,
     if value is None:
         return Goal(row, goal, "-", missing(why))
     ok = (at_least is None or value >= at_least) and (at_most is None or value <= at_most)
-    return Goal(row, goal, f"{cut(value)}x{detail}", judged(ok))
+    # A goal with only an upper bound is a ratio where lower is better: cut up, else down.
+    shown = lower(value) if at_least is None and at_most is not None else higher(value)
+    return Goal(row, goal, f"{shown}{detail}", judged(ok))
 
 
 def set_vs_etcd(clients: int) -> Callable[[dict[str, Any]], Goal]:
@@ -123,7 +121,7 @@ def shards(nodes: int) -> Callable[[dict[str, Any]], Goal]:
                 "a slot-routed run failed: " + (one.get("routed_error") or
                                                 nine.get("routed_error") or "?")[:80]))
         three = by.get((nodes, 3)) or {}
-        extra = (f"; 3 shards {cut(three['routed_rps'] / one['routed_rps'])}x"
+        extra = (f"; 3 shards {higher(three['routed_rps'] / one['routed_rps'])}"
                  if three.get("routed_rps") else "")
         value = nine["routed_rps"] / one["routed_rps"]
         return _ratio_row(label, ">= 1.0x", value, 1.0, None,
@@ -146,7 +144,7 @@ def set_at_size(doc: dict[str, Any]) -> Goal:
     small, large = sets[0], sets[-1]
     value = large["set"]["rps"] / small["set"]["rps"]
     changes = sum(int(s.get("load_leader_changes", 0)) for s in _sizes(doc))
-    figure = (f"{cut(value)}x ({large['set']['rps']:,.0f} at {large['keys']:,} vs "
+    figure = (f"{higher(value)} ({large['set']['rps']:,.0f} at {large['keys']:,} vs "
               f"{small['set']['rps']:,.0f} at {small['keys']:,} keys); {changes} leader "
               "changes while loading")
     if small["keys"] > SMALL or large["keys"] < MILLION:
@@ -162,7 +160,7 @@ def memory(doc: dict[str, Any]) -> Goal:
         return Goal(label, "<= 2x", "-", missing("needs the memory section"))
     item = sizes[-1]
     worst = max(item["rss"].values())
-    figure = (f"{cut(item['rss_vs_redis_used'])}x ({worst / 1e6:.1f} vs "
+    figure = (f"{lower(worst / item['redis']['used_memory'])} ({worst / 1e6:.1f} vs "
               f"{item['redis']['used_memory'] / 1e6:.1f} MB at {item['keys']:,} keys)")
     if item["keys"] < MILLION:
         return Goal(label, "<= 2x", figure, missing(f"at {item['keys']:,} keys, not 1M"))
@@ -208,8 +206,9 @@ def gap(fault: str, label: str, limit_ms: float) -> Callable[[dict[str, Any]], G
         if not found or found.get("median_ms") is None:
             return Goal(label, goal, "-", missing(
                 "needs the failover/sigstop section" if not found else "every try failed"))
-        figure = (f"median {found['median_ms']:.0f} ms ({found['ok_tries']}/{found['tries']} "
-                  f"tries, worst {found['max_ms']:.0f} ms)")
+        # Gaps: lower is better, so whole ms cut up (200.4 shows 201, never 200).
+        figure = (f"median {cut_up(found['median_ms'], 0)} ms ({found['ok_tries']}/"
+                  f"{found['tries']} tries, worst {cut_up(found['max_ms'], 0)} ms)")
         return Goal(label, goal, figure, judged(found["median_ms"] <= limit_ms))
     return row
 
@@ -226,8 +225,8 @@ def partition(doc: dict[str, Any]) -> Goal:
     if not rtos:
         return Goal(label, goal, "-", missing("no fault recovered in any run"))
     median = statistics.median(rtos)
-    return Goal(label, goal, f"median {median:.0f} ms ({len(rtos)} faults, worst "
-                f"{max(rtos):.0f} ms)", judged(median <= 500.0))
+    return Goal(label, goal, f"median {cut_up(median, 0)} ms ({len(rtos)} faults, worst "
+                f"{cut_up(max(rtos), 0)} ms)", judged(median <= 500.0))
 
 
 def soak(doc: dict[str, Any]) -> Goal:
@@ -251,7 +250,7 @@ def hosts(doc: dict[str, Any]) -> Goal:
     if value is None:
         return Goal(label, "a measured row", "-", missing(
             section.get("error") or section.get("skipped") or "needs the hosts section"))
-    return Goal(label, "a measured row", f"{cut(float(value))}x", "met")
+    return Goal(label, "a measured row", higher(float(value)), "met")
 
 
 ROWS: list[Callable[[dict[str, Any]], Goal]] = [
@@ -307,8 +306,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
              f"start {' / '.join(f'{x:.2f}' for x in start)}, at the end "
              f"{' / '.join(f'{x:.2f}' for x in end)}, on {doc['machine']['cpu_count']} CPUs; "
              f"wall time {doc['wall_s']:.0f} s, {doc['settings']['repeats']} repeat(s). "
-             "Ratios cut (never rounded up) to two decimals; the sections below have every "
-             "run.", "",
+             "Ratios cut to two decimals in the direction that does not flatter phalanx "
+             "(down where higher is better, up where lower is better; here and in every "
+             "section); the sections below have every run.", "",
              "| issue 15 row | goal | at filing (2026-11-26) | this run | verdict |",
              "|---|---|---|---|---|"]
     lines += [f"| {g.row} | {g.goal} | {AT_FILING.get(g.row, '-')} | {g.figure} | {g.verdict} |"

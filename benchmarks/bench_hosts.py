@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bench_sections as more
+from bench_common import log
+from bench_ratios import higher
 
 if TYPE_CHECKING:
-    from phalanx_bench import Processes, Settings
+    from bench_common import Processes
+    from phalanx_bench import Settings
 
 HOSTS = 3
 CLIENTS = 50
@@ -105,12 +108,12 @@ def run_one(processes: Processes, settings: Settings, per_host: int, round_numbe
                                       / settings.hosts_requests * 1e6)
         row.update(rps=measured["routed_rps"], p50_ms=measured["routed_p50_ms"],
                    routed_leader_nodes=measured["routed_leader_nodes"], error="")
-        more.log(f"hosts K={per_host} ({nodes} nodes, {shards} shards, leaders on "
-                 f"{row['leader_nodes']} nodes) round {round_number}: {row['rps']:,.0f} SET/s, "
-                 f"{row['cpu_us_per_set']} us CPU/SET [load {row['load_1m']}]")
+        log(f"hosts K={per_host} ({nodes} nodes, {shards} shards, leaders on "
+            f"{row['leader_nodes']} nodes) round {round_number}: {row['rps']:,.0f} SET/s, "
+            f"{row['cpu_us_per_set']} us CPU/SET [load {row['load_1m']}]")
     except Exception as error:  # a run's failure is reported, the section goes on
         row["error"] = f"{type(error).__name__}: {error}"[:300]
-        more.log(f"hosts K={per_host} round {round_number}: FAILED {row['error']}")
+        log(f"hosts K={per_host} round {round_number}: FAILED {row['error']}")
     finally:
         if cluster is not None:
             more.stop_cluster(processes, cluster)
@@ -139,7 +142,7 @@ def hosts_section(processes: Processes, settings: Settings) -> dict[str, Any]:
         out["k2_vs_k1"] = medians[2] / medians[1]
         # Each round's own ratio (its two runs were back to back).
         out["round_ratios"] = [
-            round(k2["rps"] / k1["rps"], 3)
+            k2["rps"] / k1["rps"]
             for number in range(1, settings.hosts_rounds + 1)
             for k1 in [r for r in runs if r["round"] == number and r["k"] == 1 and not r["error"]]
             for k2 in [r for r in runs if r["round"] == number and r["k"] == 2 and not r["error"]]]
@@ -171,9 +174,9 @@ def markdown(section: dict[str, Any] | None) -> list[str]:
                      f"| {run['round']} | {run['k']} | {run['nodes']} | - | - | - | - | "
                      f"{run.get('load_1m', '-')} | {run['error']} |")
     if "k2_vs_k1" in section:
-        lines += ["", f"K = 2 / K = 1: **{section['k2_vs_k1']:.3f}x** (medians "
+        lines += ["", f"K = 2 / K = 1: **{higher(section['k2_vs_k1'], 3)}** (medians "
                   f"{section['k2_rps_median']:,.0f} vs {section['k1_rps_median']:,.0f} SET/s; "
-                  f"per round {', '.join(f'{r:.3f}x' for r in section['round_ratios'])}); "
+                  f"per round {', '.join(higher(r, 3) for r in section['round_ratios'])}); "
                   f"CPU per SET {section['k2_cpu_us_per_set_median']:g} vs "
                   f"{section['k1_cpu_us_per_set_median']:g} us."]
     else:

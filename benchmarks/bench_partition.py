@@ -19,6 +19,8 @@ import subprocess
 import sys
 from typing import Any
 
+from bench_ratios import cut_up
+
 #: name -> extra `phalanx chaos run` flags.
 TIMINGS: dict[str, list[str]] = {"default": [], "election-ticks-25": ["--election-ticks", "25"]}
 
@@ -87,9 +89,9 @@ def markdown(section: dict[str, Any] | None) -> list[str]:
             continue
         linear = all(r["linearizable"] for r in chosen if not r["error"])
         lost = sum(int(r["lost"] or 0) for r in chosen)
-        lines.append(f"| {name} | {len(rtos)} | {statistics.median(rtos):.0f} | "
-                     f"{min(rtos):.0f} | {max(rtos):.0f} | {'yes' if linear else 'NO'} | "
-                     f"{lost} |")
+        lines.append(f"| {name} | {len(rtos)} | {cut_up(statistics.median(rtos), 0)} | "
+                     f"{cut_up(min(rtos), 0)} | {cut_up(max(rtos), 0)} | "
+                     f"{'yes' if linear else 'NO'} | {lost} |")
     lines += [f"- failed run: {r['timing']} repeat {r['repeat']}: {r['error']}"
               for r in section["runs"] if r["error"]]
     return lines

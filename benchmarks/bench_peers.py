@@ -3,8 +3,8 @@ etcd (its own Go client, benchmarks/etcd_load) and PySyncObj: how each is starte
 ports under the run's directory, loaded, and faulted (kill -9, SIGSTOP of its leader/master)
 with the same gap writers as phalanx.
 
-Imported by `phalanx_bench.run_suite` once the suite module is loaded (it uses the suite's
-Processes registry, writers and helpers); every process is started through
+Imported by `phalanx_bench.run_suite` (it uses the suite's Processes registry and helpers,
+bench_common.py, and the failover writers, bench_failover.py); every process is started through
 `Processes.spawn`, so `Processes.close()` stops it by pid whatever happens.
 """
 
@@ -24,21 +24,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import resp_bench as rb
-from phalanx_bench import (
+from bench_common import bulk_strings, load_record, log, resp_command, wait_for
+from bench_failover import (
     FAULTS,
-    HERE,
     ExternalWriter,
     Fault,
-    bulk_strings,
-    log,
+    gap_try,
     measure_gap,
     measure_gap_with,
-    resp_command,
-    wait_for,
+    pid_fault,
 )
 
 if TYPE_CHECKING:
-    from phalanx_bench import Processes, Settings
+    from bench_common import Processes
+    from phalanx_bench import Settings
+
+HERE = Path(__file__).resolve().parent
 
 
 class Sentinels:
@@ -151,16 +152,8 @@ def sentinel_failover(sentinels: Sentinels, settings: Settings,
 
         fault = Fault(apply)
 
-        try:
-            gap = measure_gap(sentinels.master, fault, settings, f"sentinel-{how}{attempt}",
-                              recover_timeout_s=60)
-            gap.update(ok=True, error="")
-        except RuntimeError as error:
-            gap = {"ok": False, "error": str(error)}
-        finally:
-            if how == "stop":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
+        gap = gap_try(pid, how, measure_gap, sentinels.master, fault, settings,
+                      f"sentinel-{how}{attempt}", recover_timeout_s=60)
         gap.update(try_=attempt, killed=f"127.0.0.1:{port}")
         log(f"failover sentinel try {attempt}: {FAULTS[how]} master :{port}: "
             f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
@@ -228,30 +221,29 @@ class Etcd:
     def endpoint(self, member: dict[str, Any]) -> str:
         return f"127.0.0.1:{member['client']}"
 
-    def term(self) -> int:
-        """The highest Raft term a live member reports (0 when none answers)."""
+    def _statuses(self) -> Any:
+        """`etcdctl endpoint status` of every live member, as parsed JSON (raises
+        subprocess.TimeoutExpired, or ValueError on output that is not JSON)."""
         endpoints = ",".join(self.endpoint(m) for m in self.members
                              if m["process"].poll() is None)
+        done = subprocess.run(["etcdctl", "--endpoints", endpoints, "--command-timeout",
+                               "1s", "--dial-timeout", "1s", "endpoint", "status", "-w",
+                               "json"], capture_output=True, text=True, timeout=10,
+                              check=False, env=dict(os.environ, ETCDCTL_API="3"))
+        return json.loads(done.stdout or "[]")
+
+    def term(self) -> int:
+        """The highest Raft term a live member reports (0 when none answers)."""
         try:
-            done = subprocess.run(["etcdctl", "--endpoints", endpoints, "--command-timeout",
-                                   "1s", "--dial-timeout", "1s", "endpoint", "status", "-w",
-                                   "json"], capture_output=True, text=True, timeout=10,
-                                  check=False, env=dict(os.environ, ETCDCTL_API="3"))
-            return max((int(st["Status"].get("raft_term", 0))
-                        for st in json.loads(done.stdout or "[]")), default=0)
+            return max((int(st["Status"].get("raft_term", 0)) for st in self._statuses()),
+                       default=0)
         except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
             return 0
 
     def leader(self) -> dict[str, Any] | None:
         """The member every live member names as leader, or None."""
-        endpoints = ",".join(self.endpoint(m) for m in self.members
-                             if m["process"].poll() is None)
         try:
-            done = subprocess.run(["etcdctl", "--endpoints", endpoints, "--command-timeout",
-                                   "1s", "--dial-timeout", "1s", "endpoint", "status", "-w",
-                                   "json"], capture_output=True, text=True, timeout=10,
-                                  check=False, env=dict(os.environ, ETCDCTL_API="3"))
-            statuses = json.loads(done.stdout or "[]")
+            statuses = self._statuses()
         except (subprocess.TimeoutExpired, ValueError):
             return None
         if len(statuses) != sum(1 for m in self.members if m["process"].poll() is None):
@@ -294,14 +286,8 @@ def run_etcd_load(binary: Path, etcd: Etcd, clients: int, requests: int, repeat:
         error = f"timed out after {settings.run_timeout_s:g} s"
     except ValueError as problem:
         error = f"unreadable output: {problem}"
-    elapsed = time.monotonic() - began
-    shown = (f"{metrics['rps']:>9,.0f} ops/s p50 {metrics['p50_latency_ms']:.2f} ms p99 "
-             f"{metrics['p99_latency_ms']:.2f} ms" if metrics else "")
-    log(f"repeat {repeat} {'etcd':<16} SET c={clients:<3} n={requests}: {shown}"
-        f"{'' if ok else ' FAILED: ' + error} [{elapsed:.1f} s, load {load:.1f}]")
-    return {"target": "etcd", "test": "SET", "clients": clients, "requests": requests,
-            "repeat": repeat, "ok": ok, "error": error, "elapsed_s": round(elapsed, 2),
-            "load_1m": round(load, 2), "metrics": metrics}
+    return load_record("etcd", "SET", clients, requests, repeat, ok, error, metrics,
+                       time.monotonic() - began, load)
 
 
 def etcd_failover(binary: Path, etcd: Etcd, settings: Settings,
@@ -321,19 +307,9 @@ def etcd_failover(binary: Path, etcd: Etcd, settings: Settings,
              f"{settings.writer_timeout_s * 1000:g}ms"],
             etcd.processes, etcd.root / "writer.log")
 
-        fault = Fault(lambda pid=process.pid: os.kill(pid, signal.SIGKILL if how == "kill"
-                                                      else signal.SIGSTOP))
-
+        fault = pid_fault(process.pid, how)
         tag = f"{etcd.profile}-{how}{attempt}"
-        try:
-            gap = measure_gap_with(writer, fault, tag)
-            gap.update(ok=True, error="")
-        except RuntimeError as error:
-            gap = {"ok": False, "error": str(error)}
-        finally:
-            if how == "stop":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGCONT)
+        gap = gap_try(process.pid, how, measure_gap_with, writer, fault, tag)
         gap.update(try_=attempt, killed=leader["name"])
         if how == "kill":
             fault.ensure()
@@ -455,14 +431,8 @@ def run_pysyncobj_load(cluster: PySyncObjCluster, threads: int, requests: int, r
         error = "" if ok else f"{result['errors']} failed writes"
     except (OSError, ValueError, KeyError, RuntimeError) as problem:
         error = f"{type(problem).__name__}: {problem}"
-    elapsed = time.monotonic() - began
-    shown = (f"{metrics['rps']:>9,.0f} ops/s p50 {metrics['p50_latency_ms']:.2f} ms p99 "
-             f"{metrics['p99_latency_ms']:.2f} ms" if metrics else "")
-    log(f"repeat {repeat} {'pysyncobj':<16} SET c={threads:<3} n={requests}: {shown}"
-        f"{'' if ok else ' FAILED: ' + error} [{elapsed:.1f} s, load {load:.1f}]")
-    return {"target": "pysyncobj", "test": "SET", "clients": threads, "requests": requests,
-            "repeat": repeat, "ok": ok, "error": error, "elapsed_s": round(elapsed, 2),
-            "load_1m": round(load, 2), "metrics": metrics}
+    return load_record("pysyncobj", "SET", threads, requests, repeat, ok, error, metrics,
+                       time.monotonic() - began, load)
 
 
 def pysyncobj_failover(cluster: PySyncObjCluster, settings: Settings,
@@ -476,21 +446,16 @@ def pysyncobj_failover(cluster: PySyncObjCluster, settings: Settings,
         survivor = next(n for n in cluster.nodes if n is not leader)
         process = leader["process"]
 
-        fault = Fault(lambda pid=process.pid: os.kill(pid, signal.SIGKILL if how == "kill"
-                                                      else signal.SIGSTOP))
+        fault = pid_fault(process.pid, how)
 
-        try:
+        def measure(survivor: dict[str, Any] = survivor, fault: Fault = fault,
+                    tag: str = f"pysyncobj-{how}{attempt}") -> dict[str, Any]:
             writer = SocketWriter(("127.0.0.1", survivor["control"]),
                                   f"gap {settings.writer_interval_s * 1000:g} "
                                   f"{settings.writer_timeout_s * 1000:g}")
-            gap = measure_gap_with(writer, fault, f"pysyncobj-{how}{attempt}")
-            gap.update(ok=True, error="")
-        except (RuntimeError, OSError) as error:
-            gap = {"ok": False, "error": str(error)}
-        finally:
-            if how == "stop":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGCONT)
+            return measure_gap_with(writer, fault, tag)
+
+        gap = gap_try(process.pid, how, measure, errors=(RuntimeError, OSError))
         gap.update(try_=attempt, killed=leader["name"], via=survivor["name"])
         log(f"failover pysyncobj try {attempt}: {FAULTS[how]} leader {leader['name']}: "
             f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")

@@ -21,6 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import resp_bench as rb  # (same directory)
+from bench_ratios import higher
 
 PIPELINE = 100
 CLIENTS = 4
@@ -80,7 +81,7 @@ def markdown(section: dict[str, Any]) -> list[str]:
         rps = [r["rps"] for r in section["runs"] if r["target"] == target and r["rps"]]
         shown = f"{section[f'{target}_rps_median']:,.0f}" if rps else "failed"
         lines.append(f"| {target} | {shown} | {', '.join(f'{x:,.0f}' for x in rps)} |")
-    lines += ["", f"Follower / leader: **{ratio:.2f}x** (goal >= 0.8x; 0.06x before "
+    lines += ["", f"Follower / leader: **{higher(ratio)}** (goal >= 0.8x; 0.06x before "
                   f"pipelined forwarding)." if ratio is not None else "Follower / leader: n/a."]
     if failures:
         lines.append(f"Failed runs: {failures}")

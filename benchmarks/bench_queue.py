@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import queue as queue_module
 import shutil
@@ -47,9 +46,12 @@ from typing import TYPE_CHECKING, Any
 
 import bench_queue_rabbit as rabbit
 import resp_bench as rb
+from bench_common import log, wait_for
+from bench_ratios import higher, lower
 
 if TYPE_CHECKING:
-    from phalanx_bench import Processes, Settings
+    from bench_common import Processes
+    from phalanx_bench import Settings
 
 CLIENT = Path(__file__).resolve().parent / "bench_queue_client.py"
 TARGETS = ("phalanx", "rabbitmq", "redis-aof-always")
@@ -81,21 +83,6 @@ class QueueSettings:
         return cls(publish_messages={1: 300, 64: 3000}, run_seconds=30.0,
                    latency_rates=(200.0,), latency_seconds=2.0, failover_tries=1,
                    drain_s=15.0)
-
-
-def log(message: str) -> None:
-    rb.log(message)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
 
 
 # --------------------------------------------------------------------------- client runs
@@ -152,7 +139,7 @@ class RabbitTarget(QueueTarget):
 
     def leader(self) -> dict[str, Any]:
         return wait_for(lambda: self.cluster.queue_leader(QUEUE), 60,
-                        "the quorum queue's leader")
+                        "the quorum queue's leader", poll=0.2)
 
     def leader_addresses(self) -> list[str]:
         return [self.cluster.url(self.leader())]
@@ -198,7 +185,8 @@ class RedisTarget(QueueTarget):
         return self.leader_addresses(), fault, f"redis-server :{self.server.port}"
 
     def heal(self) -> None:
-        wait_for(lambda: rb.ping(self.server.host, self.server.port), 60, "redis-server back")
+        wait_for(lambda: rb.ping(self.server.host, self.server.port), 60, "redis-server back",
+                 poll=0.2)
 
 
 class PhalanxTarget(QueueTarget):
@@ -209,7 +197,7 @@ class PhalanxTarget(QueueTarget):
         self.killed: tuple[str, int] | None = None
 
     def leader_addresses(self) -> list[str]:
-        from phalanx_bench import phalanx_leader
+        from bench_common import phalanx_leader
 
         _node, host, port = phalanx_leader(self.cluster)
         return [f"{host}:{port}"]
@@ -217,7 +205,7 @@ class PhalanxTarget(QueueTarget):
     setup_addresses = leader_addresses
 
     def prepare_fault(self) -> tuple[list[str], Callable[[], None], str]:
-        from phalanx_bench import phalanx_leader
+        from bench_common import phalanx_leader
 
         from phalanx.ops import cluster_file, launcher
 
@@ -230,13 +218,13 @@ class PhalanxTarget(QueueTarget):
         return survivors, lambda: os.kill(pid, signal.SIGKILL), leader
 
     def heal(self) -> None:
-        from phalanx_bench import phalanx_converged
+        from bench_common import phalanx_converged
 
         from phalanx.ops import launcher
 
         if self.killed is not None:
             leader, pid = self.killed
-            wait_for(lambda: not launcher.pid_alive(pid), 10, f"{leader} to exit")
+            wait_for(lambda: not launcher.pid_alive(pid), 10, f"{leader} to exit", poll=0.2)
             done = subprocess.run([sys.executable, "-m", "phalanx", "restart", leader,
                                    "--data-dir", str(self.cluster.data_dir), "--wait",
                                    "--timeout", "60"], capture_output=True, text=True,
@@ -245,12 +233,13 @@ class PhalanxTarget(QueueTarget):
                 raise RuntimeError(f"phalanx restart {leader} failed: {done.stdout} "
                                    f"{done.stderr}")
             self.killed = None
-        wait_for(lambda: phalanx_converged(self.cluster), 60, "the phalanx cluster to converge")
+        wait_for(lambda: phalanx_converged(self.cluster), 60, "the phalanx cluster to converge",
+                 poll=0.2)
 
 
 def phalanx_streams(host: str, port: int) -> str:
     """'' when this phalanx answers XADD/XGROUP/XREADGROUP/XACK, else why not."""
-    from phalanx_bench import resp_command
+    from bench_common import resp_command
 
     key = "bench-queue-probe"
     for args in (("XADD", key, "*", "p", "x"), ("XGROUP", "CREATE", key, "g", "0"),
@@ -591,16 +580,6 @@ def ratios(out: dict[str, Any]) -> dict[str, float]:
     return result
 
 
-def down(value: float) -> str:
-    """A ratio where above 1 is better for phalanx, truncated (never rounded up)."""
-    return f"{math.floor(value * 1000) / 1000:.3f}x"
-
-
-def up(value: float) -> str:
-    """A ratio where below 1 is better for phalanx, rounded up (never down)."""
-    return f"{math.ceil(value * 1000) / 1000:.3f}x"
-
-
 def _num(value: Any, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -655,7 +634,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
             other = by.get((peer, row["test"], row["clients"]))
             if row["target"] == "phalanx" and other and row.get("rate_median") and \
                     other.get("rate_median"):
-                vs.append(down(row["rate_median"] / other["rate_median"]))
+                vs.append(higher(row["rate_median"] / other["rate_median"], 3))
             else:
                 vs.append("")
         lines.append(f"| {row['test']} | {row['clients']} | {row['target']} | {shown} "
@@ -713,7 +692,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         lines += ["", "Ratios phalanx / peer (msg/s: above 1 = phalanx faster; latency and "
                   "gaps: below 1 = phalanx better); msg/s ratios truncated, latency and gap "
                   "ratios rounded up, so none is rounded in phalanx's favour:", ""]
-        lines += [f"- {name}: {down(value) if 'msg/s' in name else up(value)}"
+        lines += [f"- {name}: {higher(value, 3) if 'msg/s' in name else lower(value, 3)}"
                   for name, value in out["ratios"].items()]
     polled = {r["target"]: 0 for r in out["latency"] + out["failover"]}
     for r in out["latency"] + out["failover"]:

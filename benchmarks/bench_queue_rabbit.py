@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import resp_bench as rb
 
 if TYPE_CHECKING:
-    from phalanx_bench import Processes
+    from bench_common import Processes
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"

@@ -1,10 +1,17 @@
 """RESULTS.md of `phalanx bench` (benchmarks/phalanx_bench.py): the "Issue 15 goals" table
 first (benchmarks/bench_goals.py), the machine and its load, then every section's tables, from
-the run's document (results.json) alone."""
+the run's document (results.json) alone. `python benchmarks/bench_report.py [DIR]` writes
+DIR/RESULTS.md again from DIR/results.json (a change to the report, no new measurement)."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
+
+from bench_common import throughput_cells
+from bench_ratios import cut_down, cut_up, higher, lower
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -56,20 +63,14 @@ def markdown(doc: dict[str, Any]) -> str:
               "| phalanx / redis-aof | phalanx / etcd (ops/s; p50) | phalanx / pysyncobj |",
               "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for row in doc["throughput"]:
-        if "rps_median" in row:
-            shown = f"{row['rps_median']:,.0f} ({row['rps_min']:,.0f}-{row['rps_max']:,.0f})"
-            p50, p99 = f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"
-        else:
-            shown, p50, p99 = "failed", "-", "-"
-        if row["ok_runs"] < row["runs"]:
-            shown += f" [{row['runs'] - row['ok_runs']}/{row['runs']} failed]"
-        ratio = f"{row['vs_redis_aof_always']:.2f}x" if "vs_redis_aof_always" in row else ""
+        shown, p50, p99 = throughput_cells(row)
+        ratio = higher(row['vs_redis_aof_always']) if "vs_redis_aof_always" in row else ""
         vs_etcd = ""
         if "vs_etcd" in row:
-            vs_etcd = f"{row['vs_etcd']:.2f}x"
+            vs_etcd = higher(row['vs_etcd'])
             if row.get("p50_vs_etcd") is not None:
-                vs_etcd += f"; p50 {row['p50_vs_etcd']:.2f}x"
-        vs_syncobj = f"{row['vs_pysyncobj']:.2f}x" if "vs_pysyncobj" in row else ""
+                vs_etcd += f"; p50 {lower(row['p50_vs_etcd'])}"
+        vs_syncobj = higher(row['vs_pysyncobj']) if "vs_pysyncobj" in row else ""
         lines.append(f"| {row['test']} | {row['clients']} | {row['target']} | {shown} | {p50} "
                      f"| {p99} | {ratio} | {vs_etcd} | {vs_syncobj} |")
     if not doc["throughput"]:
@@ -115,9 +116,12 @@ def markdown(doc: dict[str, Any]) -> str:
               "|---|---|---:|---:|---:|---:|---|"]
     for row in doc["failover"]:
         if row["median_ms"] is not None:
+            # Whole ms, never in phalanx's favour: its gaps cut up, a peer's cut down.
+            ms = cut_up if row["target"].startswith("phalanx") else cut_down
             lines.append(f"| {row['target']} | {row['fault']} | {row['ok_tries']}/{row['tries']} "
-                         f"| {row['median_ms']:.0f} | {row['min_ms']:.0f} | {row['max_ms']:.0f} "
-                         f"| {', '.join(f'{g:.0f}' for g in row['gaps_ms'])} |")
+                         f"| {ms(row['median_ms'], 0)} | {ms(row['min_ms'], 0)} "
+                         f"| {ms(row['max_ms'], 0)} "
+                         f"| {', '.join(ms(g, 0) for g in row['gaps_ms'])} |")
         else:
             lines.append(f"| {row['target']} | {row['fault']} | 0/{row['tries']} | failed "
                          "| | | |")
@@ -127,10 +131,13 @@ def markdown(doc: dict[str, Any]) -> str:
     if doc.get("failover_ratio"):
         lines += ["", "phalanx median gap / peer median gap, same fault (below 1 = phalanx "
                   "recovers faster): " + "; ".join(
-                      f"vs {k}: {v:.2f}x" for k, v in doc["failover_ratio"].items()) + "."]
+                      f"vs {k}: {lower(v)}" for k, v in doc["failover_ratio"].items()) + "."]
+    import bench_data
     import bench_sections as more
 
     lines += more.markdown(doc)
+    lines += bench_data.markdown(doc)
+    lines += more.soak_markdown(doc)
     if doc.get("pipelines"):
         import bench_pipelines
 
@@ -151,3 +158,20 @@ def markdown(doc: dict[str, Any]) -> str:
     else:
         lines.append("- none")
     return "\n".join(lines) + "\n"
+
+
+def rerender(directory: Path) -> Path:
+    """RESULTS.md again from `directory`/results.json, e.g. after a change to how the report
+    shows its figures; nothing is measured. Returns the path written."""
+    doc = json.loads((directory / "results.json").read_text())
+    target = directory / "RESULTS.md"
+    target.write_text(markdown(doc))
+    return target
+
+
+if __name__ == "__main__":
+    # python benchmarks/bench_report.py [DIR]   (default: benchmarks/, the committed run)
+    if len(sys.argv) > 2:
+        sys.exit("usage: python benchmarks/bench_report.py [DIR with results.json]")
+    written = rerender(Path(sys.argv[1]) if len(sys.argv) == 2 else Path(__file__).parent)
+    print(f"wrote {written}", file=sys.stderr)

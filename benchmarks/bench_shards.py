@@ -309,7 +309,7 @@ def main() -> None:
         for shards in shard_counts:
             row = summary.get(f"{engine} {shards} shards")
             if base and row:
-                row["vs_1_shard"] = round(row["rps_median"] / base["rps_median"], 3)
+                row["vs_1_shard"] = row["rps_median"] / base["rps_median"]
     if len(engines) == 2:
         for shards in shard_counts:
             a, b = (summary.get(f"{engine} {shards} shards") for engine in engines)

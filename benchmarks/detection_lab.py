@@ -39,8 +39,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_common as common  # noqa: E402
 import phalanx_bench as pb  # noqa: E402
 import resp_bench as rb  # noqa: E402
+from bench_failover import phalanx_failover  # noqa: E402
 
 
 def parse_profile(text: str) -> tuple[int, int, int]:
@@ -194,18 +196,18 @@ def one_profile(root: Path, profile: tuple[int, int, int], args: argparse.Namesp
         cluster.start(3, timeout=60, overrides=overrides)
         time.sleep(1.0)
         if args.stops_idle:
-            gaps = pb.phalanx_failover(cluster, pb.Settings(sigstop_tries=args.stops_idle),
+            gaps = phalanx_failover(cluster, pb.Settings(sigstop_tries=args.stops_idle),
                                        how="stop")
             result["gaps_idle_ms"] = [g.get("gap_ms") for g in gaps]
         if args.stops:
             load.start()
             time.sleep(1.0)
-            gaps = pb.phalanx_failover(cluster, pb.Settings(sigstop_tries=args.stops),
+            gaps = phalanx_failover(cluster, pb.Settings(sigstop_tries=args.stops),
                                        how="stop")
             load.stop()
             result["gaps_ms"] = [g.get("gap_ms") for g in gaps]
         if idle_s + load_s > 0:
-            pb.wait_for(lambda: pb.phalanx_converged(cluster), 60, "converged", poll=0.2)
+            common.wait_for(lambda: common.phalanx_converged(cluster), 60, "converged", poll=0.2)
             stalls_before = len(stall_lines(directory))
             before = group_terms_of(cluster)
             time.sleep(idle_s)
@@ -235,12 +237,12 @@ def one_profile(root: Path, profile: tuple[int, int, int], args: argparse.Namesp
     finally:
         load.stop()
         cluster.stop()
-    pb.log(f"round {round_} profile {label}: gaps {result['gaps_ms']} watch {result['watch']} "
+    common.log(f"round {round_} profile {label}: gaps {result['gaps_ms']} watch {result['watch']} "
            f"load {os.getloadavg()[0]:.1f}")
     long_ones = [line for line in result.get("stall_lines", [])
                  if (m := _HELD.search(line)) is not None and int(m.group(1)) >= 250]
     for line in long_ones[:args.show_stalls]:
-        pb.log(f"  {line[:1200]}")
+        common.log(f"  {line[:1200]}")
     return result
 
 

@@ -4,7 +4,8 @@ The run (`run_suite`): the sections with clusters of their own first (scale, rec
 bench_sections.py, the modules of SECTION_MODULES such as bench_bulk.py and bench_hosts.py,
 soak, queue, partition), then one shared 3-node cluster and the peers (bench_peers.py: Redis
 Sentinel, etcd, PySyncObj; redis-server AOF always) for writes, reads, commands, pipelines,
-latency and the failover gaps. Runs alternate: for each repeat every target runs once, in an
+latency and the failover gaps (bench_failover.py). The helpers every part shares (the Processes
+registry, wait_for, resp_command, the shared cluster's leader) are in bench_common.py. Runs alternate: for each repeat every target runs once, in an
 order that rotates per repeat. `RESULTS.md` (bench_report.py, opening with the "Issue 15
 goals" table of bench_goals.py) and `results.json` go to the output directory; see
 benchmarks/README.md for how to read them.
@@ -21,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +39,18 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import resp_bench as rb  # noqa: E402  (same directory; shares the process and parsing helpers)
+from bench_common import (  # noqa: E402  (the processes registry and helpers every section uses)
+    Processes,
+    load_record,
+    log,
+    phalanx_leader,
+    wait_for,
+)
+from bench_failover import (  # noqa: E402  (the failover/sigstop sections)
+    failover_ratio,
+    gap_summary,
+    phalanx_failover,
+)
 from bench_queue import QueueSettings  # noqa: E402  (the queue section's settings, issue 17)
 
 if TYPE_CHECKING:
@@ -163,10 +175,6 @@ class Settings:
         return set(self.only)
 
 
-def log(message: str) -> None:
-    rb.log(message)
-
-
 def installed(peer: str, settings: Settings) -> bool:
     if peer in settings.assume_missing:
         return False
@@ -185,110 +193,6 @@ def skip_note(peer: str, settings: Settings) -> str:
     return "skipped: installed, but not measured by this version of the suite"
 
 
-# --------------------------------------------------------------------------- processes
-
-
-class Processes:
-    """Everything started for one run; `close()` stops it all by pid."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.children: list[subprocess.Popen[bytes]] = []
-        self.cluster: rb.Phalanx | None = None
-        #: Clusters of the isolated sections and the lease-reads cluster (stopped by close()).
-        self.extra_clusters: list[rb.Phalanx] = []
-        self.notes: list[str] = []
-
-    def spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-        with open(log_path, "ab") as handle:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=handle,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        self.children.append(process)
-        return process
-
-    def close(self) -> None:
-        if self.cluster is not None:
-            self.notes += self.cluster.stop()
-        for cluster in list(self.extra_clusters):
-            self.notes += cluster.stop()
-        self.extra_clusters.clear()
-        for process in self.children:
-            rb.stop_process(process, grace=3.0)
-        self.notes.append(f"stopped {len(self.children)} child process(es) by pid")
-        # Anything left that names our directory (e.g. a node restarted by `phalanx restart`).
-        for pid in rb.pids_mentioning(str(self.root)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                self.notes.append(f"killed leftover pid {pid}")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             poll: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
-
-
-def resp_command(host: str, port: int, *args: str, timeout: float = 1.0) -> bytes:
-    """One RESP command on a fresh connection; the raw first reply (enough for our checks)."""
-    payload = f"*{len(args)}\r\n".encode() + b"".join(
-        f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args)
-    with socket.create_connection((host, port), timeout=timeout) as connection:
-        connection.settimeout(timeout)
-        connection.sendall(payload)
-        data = b""
-        while True:
-            chunk = connection.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-            if _complete(data):
-                return data
-
-
-def _complete(data: bytes) -> bool:
-    """Whether `data` holds one whole RESP2 reply (simple types, bulk, flat/nested arrays)."""
-    def parse(position: int) -> int | None:
-        end = data.find(b"\r\n", position)
-        if end < 0:
-            return None
-        kind, head = data[position:position + 1], data[position + 1:end]
-        if kind in (b"+", b"-", b":"):
-            return end + 2
-        if kind == b"$":
-            size = int(head)
-            if size < 0:
-                return end + 2
-            stop = end + 2 + size + 2
-            return stop if len(data) >= stop else None
-        if kind == b"*":
-            count = int(head)
-            cursor: int | None = end + 2
-            for _ in range(max(count, 0)):
-                assert cursor is not None
-                cursor = parse(cursor)
-                if cursor is None:
-                    return None
-            return cursor
-        return end + 2
-    try:
-        return parse(0) is not None
-    except (ValueError, AssertionError):
-        return False
-
-
-def bulk_strings(reply: bytes) -> list[str]:
-    """The bulk strings of a flat array reply (e.g. get-master-addr-by-name)."""
-    lines = reply.split(b"\r\n")
-    return [lines[i + 1].decode() for i, line in enumerate(lines[:-1])
-            if line.startswith(b"$") and line != b"$-1"]
-
-
 # --------------------------------------------------------------------------- throughput
 
 
@@ -297,22 +201,8 @@ def run_load(target: str, host: str, port: int, test: str, clients: int, request
     load = os.getloadavg()[0]
     ok, metrics, error, elapsed = rb.run_benchmark(host, port, test, 1, clients, requests,
                                                    settings.keyspace, settings.run_timeout_s)
-    shown = (f"{metrics['rps']:>9,.0f} ops/s p50 {metrics['p50_latency_ms']:.2f} ms p99 "
-             f"{metrics['p99_latency_ms']:.2f} ms" if metrics else "")
-    log(f"repeat {repeat} {target:<16} {test} c={clients:<3} n={requests}: {shown}"
-        f"{'' if ok else ' FAILED: ' + error} [{elapsed:.1f} s, load {load:.1f}]")
-    return {"target": target, "test": test, "clients": clients, "requests": requests,
-            "repeat": repeat, "ok": ok, "error": error, "elapsed_s": round(elapsed, 2),
-            "load_1m": round(load, 2), "metrics": metrics}
-
-
-def phalanx_leader(cluster: rb.Phalanx) -> tuple[str, str, int]:
-    def find() -> str | None:
-        leaders = [n for n, role in cluster.roles().items() if role == "leader"]
-        return sorted(leaders)[0] if leaders else None
-    node = wait_for(find, 30, "a phalanx leader", poll=0.2)
-    host, port = cluster.address(node)
-    return node, host, port
+    return load_record(target, test, clients, requests, repeat, ok, error, metrics, elapsed,
+                       load)
 
 
 def throughput_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -352,251 +242,6 @@ def throughput_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 syncobj.get("rps_median"):
             row["vs_pysyncobj"] = row["rps_median"] / syncobj["rps_median"]
     return rows
-
-
-# --------------------------------------------------------------------------- failover
-
-
-class GapWriter:
-    """Open-loop writer: every `interval_s` one SET in its own thread on a fresh connection
-    (socket timeout `timeout_s`) to the address `resolve()` returns; records (start, end, ok).
-
-    Open loop, because a closed-loop writer is in phase with the fault: its request in flight at
-    the fault hangs a whole socket timeout, so it would measure the timeout, not the failover.
-    `resolve()` is asked again after every error (a Sentinel client asks a sentinel).
-    """
-
-    def __init__(self, resolve: Callable[[], tuple[str, int] | None], interval_s: float,
-                 timeout_s: float, tag: str) -> None:
-        self.resolve = resolve
-        self.interval_s = interval_s
-        self.timeout_s = timeout_s
-        self.tag = tag
-        self.address: tuple[str, int] | None = None
-        self.stale = True
-        self.events: list[tuple[float, float, bool]] = []
-        self.lock = threading.Lock()
-        self.stop_event = threading.Event()
-        self.sender = threading.Thread(target=self._loop, daemon=True)
-        self.workers: list[threading.Thread] = []
-
-    def start(self) -> GapWriter:
-        self.sender.start()
-        return self
-
-    def _loop(self) -> None:
-        sequence = 0
-        while not self.stop_event.wait(self.interval_s):
-            sequence += 1
-            worker = threading.Thread(target=self._one, args=(sequence,), daemon=True)
-            worker.start()
-            self.workers = [w for w in self.workers if w.is_alive()] + [worker]
-
-    def _one(self, sequence: int) -> None:
-        began = time.monotonic()
-        ok = False
-        try:
-            if self.stale or self.address is None:
-                address = self.resolve()
-                if address is not None:
-                    self.address, self.stale = address, False
-            if self.address is not None:
-                reply = resp_command(self.address[0], self.address[1], "SET",
-                                     f"gap:{self.tag}:{sequence}", "x", timeout=self.timeout_s)
-                ok = reply.startswith(b"+OK")
-        except (OSError, ValueError):
-            ok = False
-        if not ok:
-            self.stale = True
-        ended = time.monotonic()
-        with self.lock:
-            self.events.append((began, ended, ok))
-
-    def successes(self) -> int:
-        with self.lock:
-            return sum(1 for *_, ok in self.events if ok)
-
-    def first_success_after(self, moment: float) -> float | None:
-        with self.lock:
-            ends = [end for began, end, ok in self.events if ok and began > moment]
-        return min(ends) if ends else None
-
-    def last_success_before(self, moment: float) -> float | None:
-        with self.lock:
-            ends = [end for _b, end, ok in self.events if ok and end <= moment]
-        return max(ends) if ends else None
-
-    def close(self) -> None:
-        self.stop_event.set()
-        self.sender.join(10)
-        for worker in list(self.workers):
-            worker.join(self.timeout_s + 5)
-
-
-class ExternalWriter:
-    """The same open-loop writer, run by another program (the Go etcd client, a PySyncObj node):
-    it prints one line per write, "<start unix ns> <end unix ns> <0|1>", until its stdin closes.
-    Same interface as GapWriter."""
-
-    def __init__(self, argv: list[str], processes: Processes, log_path: Path) -> None:
-        self.offset = time.monotonic() - time.time()
-        self.events: list[tuple[float, float, bool]] = []
-        self.lock = threading.Lock()
-        with open(log_path, "ab") as handle:
-            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=handle, start_new_session=True)
-        processes.children.append(self.process)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            parts = raw.split()
-            if len(parts) != 3:
-                continue
-            with contextlib.suppress(ValueError), self.lock:
-                self.events.append((int(parts[0]) / 1e9 + self.offset,
-                                    int(parts[1]) / 1e9 + self.offset, parts[2] == b"1"))
-
-    successes = GapWriter.successes
-    first_success_after = GapWriter.first_success_after
-    last_success_before = GapWriter.last_success_before
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.reader.join(5)
-
-
-def measure_gap(resolve: Callable[[], tuple[str, int] | None], fault: Callable[[], None],
-                settings: Settings, tag: str, recover_timeout_s: float = 30.0) -> dict[str, Any]:
-    writer = GapWriter(resolve, settings.writer_interval_s, settings.writer_timeout_s, tag).start()
-    return measure_gap_with(writer, fault, tag, recover_timeout_s)
-
-
-class Fault:
-    """A fault applied at most once, remembering whether it was. When no write succeeded
-    before it (a loaded machine), `measure_gap` never applies it: a kill -9 try then applies
-    it after the failed try (`ensure`), so the restart that follows finds the process gone
-    instead of aborting the whole run waiting for it to exit."""
-
-    def __init__(self, apply: Callable[[], None]) -> None:
-        self.apply, self.done = apply, False
-
-    def __call__(self) -> None:
-        if not self.done:
-            self.done = True
-            self.apply()
-
-    def ensure(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self()
-
-
-def measure_gap_with(writer: GapWriter | ExternalWriter, fault: Callable[[], None], tag: str,
-                     recover_timeout_s: float = 30.0) -> dict[str, Any]:
-    try:
-        wait_for(lambda: writer.successes() >= 20, 30, f"{tag}: writes before the fault")
-        faulted_at = time.monotonic()
-        fault()
-        first = wait_for(lambda: writer.first_success_after(faulted_at), recover_timeout_s,
-                         f"{tag}: a write after the fault")
-        last = writer.last_success_before(faulted_at)
-    finally:
-        writer.close()
-    return {"gap_ms": round((first - (last if last is not None else faulted_at)) * 1000, 1),
-            "after_fault_ms": round((first - faulted_at) * 1000, 1)}
-
-
-def phalanx_converged(cluster: rb.Phalanx) -> bool:
-    """Every node answers and they all name the same leader."""
-    from phalanx.ops import admin, cluster_file
-
-    states = admin.query_status(cluster_file.read_cluster_file(cluster.data_dir).nodes)
-    return all(s.reachable for s in states) and len(
-        {s.leader if s.role != "leader" else s.entry.id for s in states}) == 1
-
-
-def phalanx_failover(cluster: rb.Phalanx, settings: Settings,
-                     how: str = "kill") -> list[dict[str, Any]]:
-    """kill -9 (`how="kill"`: then `phalanx restart`) or SIGSTOP (`how="stop"`: then SIGCONT,
-    and the old leader rejoins as a follower) of the leader, writes through a surviving node."""
-    from phalanx.ops import cluster_file, launcher
-
-    results = []
-    tries = settings.failover_tries if how == "kill" else settings.sigstop_tries
-    for attempt in range(1, tries + 1):
-        leader, _host, _port = phalanx_leader(cluster)
-        survivor = sorted(n["id"] for n in cluster.nodes if n["id"] != leader)[0]
-        survivor_address = cluster.address(survivor)
-        pid = cluster_file.read_cluster_file(cluster.data_dir).node(leader).pid
-        assert pid is not None and launcher.is_our_node(pid), f"{leader} pid {pid} not running"
-
-        fault = Fault(lambda pid=pid: os.kill(pid, signal.SIGKILL if how == "kill"
-                                              else signal.SIGSTOP))
-        try:
-            gap = measure_gap(lambda where=survivor_address: where, fault, settings,
-                              f"phalanx-{how}{attempt}")
-            gap.update(ok=True, error="")
-        except RuntimeError as error:
-            gap = {"ok": False, "error": str(error)}
-        finally:
-            if how == "stop":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
-        gap.update(try_=attempt, killed=leader, via=survivor)
-        log(f"failover phalanx try {attempt}: {FAULTS[how]} {leader}, writes via {survivor}: "
-            f"{gap.get('gap_ms', '-')} ms gap {gap['error']}")
-        if how == "kill" and float(gap.get("gap_ms") or 0) > OUTLIER_GAP_MS:
-            keep_outlier_logs(cluster, f"kill{attempt}-{leader}")
-        results.append(gap)
-        if how == "stop":
-            wait_for(lambda: phalanx_converged(cluster), 60, "the phalanx cluster to converge",
-                     poll=0.2)
-            continue
-        fault.ensure()
-        wait_for(lambda pid=pid: not launcher.pid_alive(pid), 10, f"{leader} to exit")
-        done = subprocess.run([sys.executable, "-m", "phalanx", "restart", leader, "--data-dir",
-                               str(cluster.data_dir), "--wait", "--timeout", "60"],
-                              capture_output=True, text=True, timeout=90, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"phalanx restart {leader} failed: {done.stdout} {done.stderr}")
-        wait_for(lambda: phalanx_converged(cluster), 60, "the phalanx cluster to converge",
-                 poll=0.2)
-    return results
-
-
-FAULTS = {"kill": "kill -9", "stop": "SIGSTOP"}
-OUTLIER_GAP_MS = 500.0
-"""A kill -9 gap above this (the fast failover usually takes ~50-200 ms) keeps the node logs."""
-
-
-def keep_outlier_logs(cluster: rb.Phalanx, tag: str) -> None:
-    """Copy every node's log of a slow kill -9 failover to /tmp for diagnosis (the bench's work
-    directory is removed at the end)."""
-    target = Path(tempfile.gettempdir()) / "phalanx-failover-outliers" / (
-        time.strftime("%Y%m%dT%H%M%S") + "-" + tag)
-    target.mkdir(parents=True, exist_ok=True)
-    for node_log in Path(cluster.data_dir).glob("*/node.log"):
-        shutil.copy(node_log, target / f"{node_log.parent.name}.log")
-    log(f"  slow failover: node logs kept in {target}")
-
-
-def gap_summary(key: str, tries: list[dict[str, Any]]) -> dict[str, Any]:
-    """`key` is "<target>|<fault>" (fault: kill, stop)."""
-    target, how = key.split("|")
-    gaps = [t["gap_ms"] for t in tries if t.get("ok")]
-    return {"target": target, "fault": FAULTS[how], "tries": len(tries), "ok_tries": len(gaps),
-            "median_ms": statistics.median(gaps) if gaps else None,
-            "min_ms": min(gaps) if gaps else None, "max_ms": max(gaps) if gaps else None,
-            "gaps_ms": gaps, "failures": [t["error"] for t in tries if not t.get("ok")]}
 
 
 # --------------------------------------------------------------------------- the run
@@ -665,6 +310,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
     try:
         import importlib
 
+        import bench_data
         import bench_peers as peers
         import bench_sections as more
 
@@ -678,9 +324,9 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         if {"recovery", "memory"} & sections:
             if have_redis and have_benchmark:
                 with timed("recovery/memory"):
-                    more_out["data"] = more.data_section(processes, settings,
-                                                         "recovery" in sections,
-                                                         "memory" in sections)
+                    more_out["data"] = bench_data.data_section(processes, settings,
+                                                               "recovery" in sections,
+                                                               "memory" in sections)
             else:
                 skipped["recovery/memory"] = "skipped: redis-server/redis-benchmark not installed"
         for name, (module, function) in SECTION_MODULES.items():
@@ -920,7 +566,7 @@ def run_suite(settings: Settings, output_dir: Path) -> dict[str, Any]:
         "section_wall_s": walls,
         **{name: more_out.get(name) for name in SECTION_MODULES},
     }
-    document["failover_ratio"] = _failover_ratio(document["failover"])
+    document["failover_ratio"] = failover_ratio(document["failover"])
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (output_dir / "RESULTS.md").write_text(markdown(document))
@@ -974,17 +620,6 @@ def latency_targets(cluster: rb.Phalanx | None, redis_aof: rb.RedisServer | None
                                   settings.keyspace)
         targets["etcd"] = on_etcd
     return targets
-
-
-def _failover_ratio(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """"<peer> <fault>" -> phalanx median gap / the peer's median gap, same fault."""
-    by = {(r["target"], r["fault"]): r for r in rows}
-    ratios = {}
-    for (target, fault), row in by.items():
-        ours = by.get(("phalanx", fault), {}).get("median_ms")
-        if target != "phalanx" and ours and row.get("median_ms"):
-            ratios[f"{target} {fault}"] = float(ours) / float(row["median_ms"])
-    return ratios
 
 
 def markdown(doc: dict[str, Any]) -> str:

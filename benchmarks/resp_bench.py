@@ -47,6 +47,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench_ratios import higher
+
 from phalanx.ops.ports import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -413,7 +415,7 @@ def markdown(machine: dict[str, Any], settings: dict[str, Any], rows: list[dict[
             throughput, p50, p99 = "failed", "-", "-"
         if row["ok_runs"] < row["runs"]:
             throughput += f" [{row['runs'] - row['ok_runs']}/{row['runs']} failed]"
-        ratios = [f"{row[key]:.3f}x" if key in row else "" for key in
+        ratios = [higher(row[key], 3) if key in row else "" for key in
                   ("vs_redis", "vs_redis_aof_always")]
         lines.append(f"| {row['target']} | {row['test']} | {row['pipeline']} | {throughput} "
                      f"| {p50} | {p99} | {ratios[0]} | {ratios[1]} |")

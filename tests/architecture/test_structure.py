@@ -5,7 +5,8 @@
   that cannot be understood one without the other).
 - The chaos lab sees the system only from outside: nothing under `chaos/` imports `server/`.
 - The RESP front end never imports the node that composes it.
-- No source file is over 1,000 lines (a file past ~800 wants a second room).
+- No source file is over 1,000 lines (a file past ~800 wants a second room), in `src/phalanx`
+  and in `benchmarks/` (the bench suite and its sections) alike.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ast
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parents[2] / "src" / "phalanx"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 MAX_LINES = 1000
 
 
@@ -167,9 +169,29 @@ def test_front_end_never_imports_the_node() -> None:
     assert not violations, "\n".join(violations)
 
 
+def _too_long(root: Path) -> list[str]:
+    return sorted(f"{path.relative_to(root.parent)}: {lines} lines"
+                  for path in root.rglob("*.py")
+                  if (lines := len(path.read_text().splitlines())) > MAX_LINES)
+
+
 def test_no_source_file_over_the_limit() -> None:
-    too_long = sorted(f"{path.relative_to(SOURCE)}: {lines} lines"
-                      for path in SOURCE.rglob("*.py")
-                      if (lines := len(path.read_text().splitlines())) > MAX_LINES)
+    too_long = _too_long(SOURCE)
     assert not too_long, f"files over {MAX_LINES} lines (split them into rooms):\n" + \
         "\n".join(too_long)
+
+
+def test_no_benchmark_file_over_the_limit() -> None:
+    # The bench suite is code we run and read like src/ (issue 15's figures come from it).
+    assert sorted(BENCHMARKS.glob("*.py")), f"no benchmark sources under {BENCHMARKS}"
+    too_long = _too_long(BENCHMARKS)
+    assert not too_long, f"files over {MAX_LINES} lines (split them along a seam):\n" + \
+        "\n".join(too_long)
+
+
+def test_the_line_limit_check_sees_a_long_file(tmp_path: Path) -> None:
+    room = tmp_path / "room"
+    room.mkdir()
+    (room / "short.py").write_text("x = 1\n")
+    (room / "long.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    assert _too_long(room) == [f"room/long.py: {MAX_LINES + 1} lines"]

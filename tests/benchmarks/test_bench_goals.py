@@ -128,7 +128,20 @@ def test_a_figure_past_its_goal_is_not_met() -> None:
                 "no spurious election in a 1 h soak"):
         assert rows[row][1] == "NOT met", (row, rows[row])
     assert rows["SET, 256 clients, vs 3-node etcd"][0].startswith("1.99x")
+    # Lower is better for a p50 or memory ratio: cut UP, never shown inside a "<= " goal missed.
+    assert rows["SET, 1 client, p50 vs etcd"][0].startswith("1.01x")
+    assert rows["largest node RSS at 1M keys vs redis used_memory"][0].startswith("2.01x")
     assert rows["SIGSTOP of a leader, client gap"][1] == "met"
+
+
+def test_a_lower_is_better_ratio_is_cut_up_and_a_higher_is_better_one_down() -> None:
+    doc = full_document()
+    doc["throughput"][0]["p50_vs_etcd"] = 0.9991  # met, but shown 1.00x, not 0.99x
+    doc["throughput"][2]["vs_etcd"] = 2.0099
+    rows = verdicts(doc)
+    assert rows["SET, 1 client, p50 vs etcd"][0].startswith("1.00x")
+    assert rows["SET, 1 client, p50 vs etcd"][1] == "met"
+    assert rows["SET, 50 clients, vs 3-node etcd"][0].startswith("2.00x")
 
 
 def test_what_did_not_run_or_ran_small_says_not_measured_and_why() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from phalanx.chaos.runner import RESULT_KEYS
+from phalanx.chaos.result import RESULT_KEYS
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,10 +13,11 @@ from phalanx.chaos.nemesis import (
     PERMANENT,
     SCENARIOS,
     choose_lost_node,
+    host_outage_targets,
     plan,
     region_outage_targets,
 )
-from phalanx.chaos.runner import (
+from phalanx.chaos.run_config import (
     RunConfig,
     apply_scenario_defaults,
     check_config,
@@ -97,6 +98,59 @@ def test_region_outage_needs_three_regions_and_a_surviving_majority() -> None:
         assert region != "r1"
 
 
+def hosted(nodes: int, zones: int, per_host: int) -> list[NodeInfo]:
+    """The layout of `plan_local_cluster` with `nodes_per_host`: node i on host
+    h((i-1)//per_host+1), host hH in zone z((H-1)%zones+1)."""
+    infos = []
+    for i in range(1, nodes + 1):
+        host = (i - 1) // per_host + 1
+        infos.append(NodeInfo(id=f"n{i}", zone=f"z{(host - 1) % zones + 1}", region="r1",
+                              resp_host="127.0.0.1", resp_port=7000 + i,
+                              admin_url=f"http://127.0.0.1:{7100 + i}", pid=1000 + i,
+                              host=f"h{host}"))
+    return infos
+
+
+def test_host_outage_takes_every_node_of_one_shared_host() -> None:
+    nodes = hosted(6, 1, 2)
+    by_host = {"h1": ["n1", "n2"], "h2": ["n3", "n4"], "h3": ["n5", "n6"]}
+    taken = set()
+    for seed in range(30):
+        host, targets = host_outage_targets(nodes, random.Random(seed))
+        assert targets == by_host[host]
+        taken.add(host)
+    assert taken == set(by_host)  # the seed chooses among them
+    # The leader's host half of the time (it qualifies): both outcomes occur over the seeds.
+    with_leader = [host_outage_targets(nodes, random.Random(seed), "n4")[0] == "h2"
+                   for seed in range(30)]
+    assert any(with_leader) and not all(with_leader)
+    # A host of several nodes is preferred to a one-node host (a node kill tests no host).
+    mixed = hosted(5, 1, 2)  # h1: n1, n2; h2: n3, n4; h3: n5
+    assert {host_outage_targets(mixed, random.Random(s))[0] for s in range(30)} == {"h1", "h2"}
+
+
+def test_host_outage_keeps_a_majority_and_a_host_lies_in_its_zone() -> None:
+    # Two hosts of two nodes: each holds half of the nodes, losing one takes the quorum.
+    with pytest.raises(ValueError, match="every host holds half of the nodes or more"):
+        host_outage_targets(hosted(4, 1, 2), random.Random(0))
+    # Equal host labels in two zones are two hosts; unlabelled nodes are hosts of their own.
+    nodes = [NodeInfo(id=f"n{i}", zone=f"z{zone}", region="r1", resp_host="127.0.0.1",
+                      resp_port=7000 + i, admin_url="http://127.0.0.1:1", pid=i, host=label)
+             for i, zone, label in [(1, 1, "db"), (2, 1, "db"), (3, 2, "db"), (4, 2, ""),
+                                    (5, 3, ""), (6, 3, "")]]
+    assert {tuple(host_outage_targets(nodes, random.Random(s))[1]) for s in range(20)} == \
+        {("n1", "n2")}
+
+
+def test_host_outage_defaults_to_six_nodes_on_three_hosts_in_one_zone() -> None:
+    config = scenario_config("host-outage", duration_s=30.0)
+    assert (config.nodes, config.zones, config.nodes_per_host) == (6, 1, 2)
+    assert "host-outage" not in _MIXABLE  # mixed keeps its schedule for a seed
+    built = apply_scenario_defaults(RunConfig(scenario="host-outage", nodes=6, zones=1))
+    assert built.nodes_per_host == 2
+    assert scenario_config("host-outage", nodes=9, nodes_per_host=3).nodes_per_host == 3
+
+
 def test_the_lost_node_keeps_a_zone_mate_and_holds_replicas() -> None:
     four = cluster(4, 3, 1)  # z1: n1, n4; z2: n2; z3: n3
     picks = {choose_lost_node(four, random.Random(seed)) for seed in range(30)}
@@ -156,6 +210,12 @@ def test_node_lost_defaults_to_a_short_dead_after_and_a_spare_node() -> None:
     ("leader-pause", {"election_ticks": 0}, "--election-ticks must be >= 1"),
     ("leader-pause", {"target": "x/cluster.json", "election_ticks": 50},
      "--election-ticks configure a cluster"),
+    ("host-outage", {"nodes": 4}, "at least 3 hosts.*got 2"),
+    ("host-outage", {"nodes": 6, "nodes_per_host": 3}, "at least 3 hosts.*got 2"),
+    ("host-outage", {"mode": "netns"}, "only the local mode"),
+    ("leader-kill", {"nodes_per_host": 0}, "--nodes-per-host must be >= 1"),
+    ("host-outage", {"target": "x/cluster.json", "nodes_per_host": 2},
+     "--nodes-per-host configure a cluster"),
 ])
 def test_impossible_runs_are_refused_in_one_line(scenario: str, given: dict[str, object],
                                                   message: str) -> None:

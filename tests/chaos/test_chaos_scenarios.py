@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from phalanx.chaos.runner import RESULT_KEYS, RunArtifacts, RunConfig, run_chaos
+from phalanx.chaos.result import RESULT_KEYS
+from phalanx.chaos.run_config import RunConfig
+from phalanx.chaos.runner import RunArtifacts, run_chaos
 from phalanx.checker import OpKind, Outcome, check
 
 pytestmark = pytest.mark.timeout(180)
@@ -23,7 +25,7 @@ def short_run(scenario: str, seed: int, duration_s: float = 14.0) -> RunArtifact
     return run_chaos(config)
 
 
-def assert_safe(artifacts: RunArtifacts) -> dict[str, Any]:
+def assert_safe(artifacts: RunArtifacts, duration_s: float = 14.0) -> dict[str, Any]:
     result = artifacts.result
     assert set(RESULT_KEYS) <= set(result)
     json.dumps(result, allow_nan=False)  # plain JSON, no infinities
@@ -32,7 +34,7 @@ def assert_safe(artifacts: RunArtifacts) -> dict[str, Any]:
     assert result["lost_acknowledged_writes"] == 0, result["rpo"]
     assert result["rpo"] == {"lost_writes": 0, "span_s": 0.0}
     assert result["linearizable"], result["linearizability"]["explain"]
-    assert len(result["timeline"]) == 14
+    assert len(result["timeline"]) == int(duration_s)
     for fault in result["rto_ms"]["faults"]:
         assert fault["rto_ms"] is not None, f"writes never came back after {fault}"
     return result
@@ -82,6 +84,29 @@ def test_follower_kill_and_a_mutated_history_is_caught() -> None:
     assert verdict.failure is not None
     assert verdict.failure.key == operations[position].key
     assert "never-written" in verdict.explain()
+
+
+def test_host_outage_kills_both_nodes_of_a_host_at_once_and_loses_nothing() -> None:
+    """6 nodes on 3 synthetic hosts of 2 in ONE zone (docs/hosts.md): one host's two node
+    processes are killed with kill -9 together and restarted together. Only the host rule keeps
+    a quorum of every shard off one machine, so writes come back (an RTO exists), nothing
+    acknowledged is lost and the history is linearizable."""
+    config = RunConfig(scenario="host-outage", duration_s=16.0, seed=31, nodes=6, zones=1,
+                       nodes_per_host=2, clients=3, rate_ops_s=120.0, warmup_s=3.0,
+                       recovery_s=4.0)
+    artifacts = run_chaos(config)
+    result = assert_safe(artifacts, duration_s=16.0)
+    hosts = {node["id"]: node["host"] for node in result["cluster"]["nodes"]}
+    assert sorted(set(hosts.values())) == ["h1", "h2", "h3"], hosts
+    for fault in result["faults"]:
+        assert fault["kind"] == "host-outage"
+        targets = fault["targets"]
+        (host,) = {hosts[t] for t in targets}
+        assert sorted(targets) == sorted(n for n, h in hosts.items() if h == host), fault
+        assert len(targets) == 2 and f"host {host} lost" in fault["description"]
+        for target in targets:  # killed, then started again
+            assert len(artifacts.pid_changes[target]) >= 2, artifacts.pid_changes
+    assert result["per_kind"]["host-outage"]["faults"] == len(result["faults"])
 
 
 def test_node_lost_heals_onto_a_spare_node() -> None:

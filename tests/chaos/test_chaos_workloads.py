@@ -16,7 +16,9 @@ import pytest
 
 from phalanx.chaos.queue_workload import QueueWorkload
 from phalanx.chaos.report import render_html
-from phalanx.chaos.runner import RESULT_KEYS, RunConfig, run_chaos
+from phalanx.chaos.result import RESULT_KEYS
+from phalanx.chaos.run_config import RunConfig
+from phalanx.chaos.runner import run_chaos
 from phalanx.checker import check_bank, check_queue
 
 pytestmark = pytest.mark.timeout(180)

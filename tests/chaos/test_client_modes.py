@@ -11,7 +11,9 @@ import shutil
 
 import pytest
 
-from phalanx.chaos.runner import RESULT_KEYS, RunConfig, run_chaos
+from phalanx.chaos.result import RESULT_KEYS
+from phalanx.chaos.run_config import RunConfig
+from phalanx.chaos.runner import run_chaos
 
 pytestmark = pytest.mark.timeout(180)
 

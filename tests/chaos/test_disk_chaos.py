@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from phalanx.chaos.disk import DiskFaultError, corrupt_store
-from phalanx.chaos.runner import RESULT_KEYS, RunConfig, run_chaos
+from phalanx.chaos.nemesis import damage_event
+from phalanx.chaos.result import RESULT_KEYS
+from phalanx.chaos.run_config import RunConfig
+from phalanx.chaos.runner import run_chaos
 from phalanx.errors import Corrupt
 from phalanx.raft import ConfState, Entry, EntryType, HardState, Index, NodeId, Term
 from phalanx.storage.nodelog import NodeLog
@@ -70,6 +75,19 @@ def test_nothing_to_corrupt_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "groups" / "0").mkdir(parents=True)
     with pytest.raises(DiskFaultError):
         corrupt_store(tmp_path, random.Random(1))
+
+
+def test_a_damage_found_and_rebuilt_between_two_polls_is_still_seen() -> None:
+    """The detection watch polls /status; under load a damaged replica can be found and rebuilt
+    between two polls (or while /status did not answer): its "replica-damaged" event counts,
+    but only one recorded at or after the fault (an older one belongs to an earlier fault)."""
+    old = {"time": 90.0, "kind": "replica-damaged", "text": "n1: replica of shard 1 stopped"}
+    new = {"time": 101.5, "kind": "replica-damaged", "text": "n1: replica of shard 2 stopped"}
+    other = {"time": 102.0, "kind": "replica-rebuild", "text": "n1 deleted its replica"}
+    assert damage_event({"events": [old, other, new]}, 100.0) == (101.5, new["text"])
+    assert damage_event({"events": [old, other]}, 100.0) is None
+    assert damage_event(None, 100.0) is None
+    assert damage_event({"events": "junk"}, 100.0) is None
 
 
 def test_disk_corrupt_scenario_detects_and_rebuilds() -> None:
@@ -132,6 +150,10 @@ def test_disk_full_scenario_stops_the_replica_and_rebuilds_it_on_another_node() 
     target = result["faults"][0]["targets"][0]
     texts = [event["text"] for event in result["events"]]
     assert any(f"on {target} re-created on" in text for text in texts), texts
+    # The heal frees the ballast, which lies on the disk but outside the replica's directory:
+    # the replica's removal from the node did not free it (session 8: "0 KiB freed").
+    healed = [t for t in texts if t.startswith(f"{target}'s disk has room again")]
+    assert healed and all(re.search(r"\(([1-9]\d*) KiB freed\)", t) for t in healed), healed
 
 
 def test_disk_error_scenario_stops_the_replica_and_rebuilds_it() -> None:
@@ -147,7 +169,10 @@ def test_disk_error_scenario_stops_the_replica_and_rebuilds_it() -> None:
 def test_small_disks_mount_fill_free_and_unmount(tmp_path: Path) -> None:
     """Proves, on a real tmpfs: a replica's files are moved onto a small file system intact,
     `fill` writes until the kernel says ENOSPC (0 bytes free, and the refused write leaves
-    nothing behind to fail later), `free` gives the space back, and `unmount_all` undoes it."""
+    nothing behind to fail later), the ballast lies outside the replica's directory (a node
+    that deletes its damaged replica, as `rmtree(groups/<id>, ignore_errors=True)` does, does
+    not free the disk: session 8's heal then reported "0 KiB freed"), `free` gives the space
+    back, and `unmount_all` undoes it."""
     from phalanx.chaos.disk import SmallDisks
 
     group = tmp_path / "groups" / "1"
@@ -158,11 +183,20 @@ def test_small_disks_mount_fill_free_and_unmount(tmp_path: Path) -> None:
         what = disks.mount(tmp_path, random.Random(1), spare_bytes=1 << 20)
         assert "shard 1" in what and group in disks.mounted
         assert (group / "0000.wal").read_bytes() == b"x" * 5000
-        for _ in range(2):
+        (group / "0000.wal").write_bytes(b"z" * 5000)  # the replica's directory IS the disk
+        assert (tmp_path / "small-disk-1" / "replica" / "0000.wal").read_bytes() == b"z" * 5000
+        for round_number in range(2):
             assert "0 bytes free" in disks.fill(tmp_path)
-            with pytest.raises(OSError):
-                (group / "more").write_bytes(b"y" * 8192)
-            assert not disks.free(tmp_path).startswith("0 KiB")
+            assert not any(p.name == "ballast.fill" for p in group.rglob("*"))
+            if round_number == 0:
+                # The node drops its damaged replica to rebuild it: the disk stays full.
+                shutil.rmtree(group, ignore_errors=True)
+                assert group.is_dir() and not any(group.iterdir())
+            with pytest.raises(OSError):  # more than the replica's own files held
+                (group / "more").write_bytes(b"y" * (64 << 10))
+            (group / "more").unlink(missing_ok=True)
+            freed = disks.free(tmp_path)
+            assert freed.endswith(" KiB freed") and int(freed.split()[0]) >= 500, freed
             (group / "more").write_bytes(b"y" * 8192)
             (group / "more").unlink()
     finally:

@@ -15,7 +15,8 @@ from phalanx.chaos.redundancy import (
     summary,
     transitions,
 )
-from phalanx.chaos.runner import convergence_key, redundancy_result
+from phalanx.chaos.result import redundancy_result
+from phalanx.chaos.watch import convergence_key
 
 NODES = ("n1", "n2", "n3", "n4")
 

@@ -23,7 +23,9 @@ import pytest
 
 from phalanx.chaos.nemesis import SCENARIOS
 from phalanx.chaos.netns import NetnsControl
-from phalanx.chaos.runner import RESULT_KEYS, RunArtifacts, RunConfig, run_chaos, scenario_config
+from phalanx.chaos.result import RESULT_KEYS
+from phalanx.chaos.run_config import RunConfig, scenario_config
+from phalanx.chaos.runner import RunArtifacts, run_chaos
 from phalanx.chaos.stream_workload import StreamWorkload
 from phalanx.checker import check_stream
 from phalanx.checker.stream_check import CLAIM

@@ -107,14 +107,16 @@ def test_connection_state_commands_are_refused(make_client) -> None:
 # ---- redirects ---------------------------------------------------------------------------------
 
 def test_moved_is_followed_at_once_and_updates_routing(fake: FakeCluster, make_client) -> None:
-    client = make_client(rng=MaxRandom(), backoff_base_s=1.0, backoff_max_s=1.0)
+    # A backoff sleep would be 30 s: "well under it" cannot fail on a loaded machine (it was
+    # < 0.9 s against a 1 s backoff: a timed assertion).
+    client = make_client(rng=MaxRandom(), backoff_base_s=30.0, backoff_max_s=30.0)
     n1, _, n3 = fake.nodes
     client.set("b", "v")                      # via n1, the leader the map names
     fake.shards[0] = (0, 8191, [2, 0])        # leadership moved to n3 ...
     n1.then(error(f"MOVED {key_slot(b'b')} {n3.address}"))   # ... and n1 says so
     started = time.monotonic()
     assert client.get("b") == b"v"
-    assert time.monotonic() - started < 0.9   # no backoff sleep (it would be 1 s)
+    assert time.monotonic() - started < 15.0  # no backoff sleep (it would be 30 s)
     assert client.get("b") == b"v"            # straight to n3 now
     assert len(n1.commands("GET")) == 1
     assert len(n3.commands("GET")) == 2
@@ -230,16 +232,19 @@ def test_non_idempotent_write_is_retried_when_the_leader_refuses_connections(
 def test_clusterdown_backs_off_and_gives_up_at_the_deadline(fake: FakeCluster,
                                                            make_client) -> None:
     fake.nodes[0].then(*[CLUSTERDOWN] * 1000)
-    client = make_client(rng=MaxRandom(), request_timeout_s=0.5, backoff_base_s=0.02,
+    # A 2 s deadline (it was 0.5 s): on a loaded machine a few slow round trips to the fake
+    # node could leave fewer than 3 attempts in 0.5 s, and 4x the deadline was a timed bound.
+    client = make_client(rng=MaxRandom(), request_timeout_s=2.0, backoff_base_s=0.02,
                          backoff_max_s=0.1, max_attempts=1000)
     started = time.monotonic()
     with pytest.raises(redis.exceptions.ClusterDownError):
         client.get("b")
     elapsed = time.monotonic() - started
     attempts = total(fake, "GET")
-    # Sleeps 0.04, 0.08, 0.1, 0.1, ...: about 6 attempts fit in 0.5 s; far fewer than a spin.
-    assert 3 <= attempts <= 10, attempts
-    assert 0.3 <= elapsed <= 2.0, elapsed
+    # Sleeps 0.04, 0.08, 0.1, 0.1, ...: about 21 attempts fit in 2 s; far fewer than a spin
+    # (max_attempts 1,000, which would also take 100 s of sleeps: past the upper bound).
+    assert 3 <= attempts <= 30, attempts
+    assert 1.2 <= elapsed <= 20.0, elapsed
 
 
 def test_max_attempts_bounds_the_retries(fake: FakeCluster, make_client) -> None:

@@ -165,21 +165,28 @@ def test_leader_kills_during_replication_lose_nothing_and_apply_nothing_twice(
     dc1, dc2 = regions["dc1"], regions["dc2"]
     one, two = dc1.client(dc1.nodes[0]), dc2.client(dc2.nodes[0])
     _cut(regions, True)
-    total = 0
+    total = own_one = own_two = 0
     members: set[str] = set()
     # A backlog on both sides (bounded: 300 writes each).
     for number in range(300):
         one.incrby("aa:counter", 1 + number % 7)
         two.incrby("aa:counter", 2 + number % 5)
+        own_one += 1 + number % 7
+        own_two += 2 + number % 5
         total += 1 + number % 7 + 2 + number % 5
         if number % 10 == 0:
             one.sadd("aa:set", f"a{number}")
             two.sadd("aa:set", f"b{number}")
             members |= {f"a{number}", f"b{number}"}
+    assert (int(one.get("aa:counter")), int(two.get("aa:counter"))) == (own_one, own_two)
     _cut(regions, False)
-    # As soon as replication has started somewhere, kill -9 the shard leader of each region.
-    wait_until(lambda: any(int(v or 0) != total and int(v or 0) > 0 for v in (
-        one.get("aa:counter"), two.get("aa:counter"))), CONVERGE_S, "replication to start")
+    # As soon as replication has started somewhere (a region holds more than its own
+    # increments), kill -9 the shard leader of each region. (It waited for a counter strictly
+    # between a region's own sum and the total: on a loaded machine both regions could be
+    # complete before the first poll, and it then waited in vain.)
+    wait_until(lambda: int(one.get("aa:counter") or 0) != own_one
+               or int(two.get("aa:counter") or 0) != own_two, CONVERGE_S,
+               "replication to start", interval=0.01)
     killed = []
     for cluster in regions.values():
         leader = cluster.leader()

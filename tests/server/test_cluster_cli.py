@@ -569,3 +569,59 @@ def test_end_to_end_foreground_up_stops_its_nodes_on_sigterm(tmp_path: Path) -> 
             up.kill()
             up.wait()
         _kill_all(_pids_of(data_dir))
+
+
+def test_a_node_without_a_replica_of_the_first_shard_shows_as_a_member_not_as_term_0(
+        tmp_path: Path) -> None:
+    """Session 8 saw `phalanx status` show n4 with role "none", term 0 in a 4-node
+    `--zones 1 --nodes-per-host 2` cluster. Not a node that failed to join: 1 shard of 3
+    replicas on 4 nodes leaves one node without a replica of it (it still votes or learns in
+    the placement driver's group). Its /status now says term null (it knows no term of that
+    shard), and the table says "no replica" and lists what the node does hold."""
+    from phalanx.cli.cluster import replicas_cell, role_cell
+
+    data_dir = tmp_path / "cluster"
+    loopback_base, base_port = _free_layout(4)
+    try:
+        result = _run_cli("up", "--nodes", "4", "--zones", "1", "--nodes-per-host", "2",
+                          "--detach", "--data-dir", str(data_dir), "--base-port",
+                          str(base_port), "--loopback-base", str(loopback_base), timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        cluster = cluster_file.read_cluster_file(data_dir)
+        # Until the placement settled: every node answers, shard 1 has its 3 voters and every
+        # one of them reports its replica (bounded; a loaded machine starts slowly).
+        deadline = time.monotonic() + 60
+        while True:
+            raws = {s.entry.id: s.status for s in admin.query_status(cluster.nodes, timeout=5)}
+            statuses = {node: raw for node, raw in raws.items() if raw is not None}
+            newest = max(statuses.values(), key=lambda raw: int(raw.get("map_version") or 0),
+                         default={})
+            shard = next(iter(newest.get("shards") or []), {})
+            voters = set(shard.get("voters") or [])
+            holders = {node for node, raw in statuses.items() if "1" in (raw.get("local") or {})}
+            if (len(statuses) == 4 and len(voters) == 3 and holders == voters
+                    and all(statuses[v].get("role") in ("leader", "follower") for v in voters)):
+                break
+            assert time.monotonic() < deadline, f"placement did not settle: {raws}"
+            time.sleep(0.2)
+        spares = sorted(set(statuses) - voters)
+        assert len(spares) == 1, statuses
+        spare = statuses[spares[0]]
+        # A member: alive in the map, in the placement driver's group.
+        assert {n["id"]: n["state"] for n in newest["nodes"]}[spares[0]] == "alive"
+        assert "0" in spare["local"], spare["local"]
+        assert spare["role"] == "none" and spare["term"] is None, spare
+        assert role_cell(spare) == "no replica"
+        assert replicas_cell(spare) in ("meta", "meta learner"), spare["meta"]
+        for voter in voters:
+            assert isinstance(statuses[voter]["term"], int) and statuses[voter]["term"] >= 1
+            assert role_cell(statuses[voter]) in ("leader", "follower")
+            assert replicas_cell(statuses[voter]).split(",")[0] == "1"
+        table = subprocess.run([sys.executable, "-m", "phalanx.cli", "status", "--data-dir",
+                                str(data_dir), "--timeout", "5"], capture_output=True,
+                               text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+        assert table.returncode == 0, table.stderr
+        row = next(line for line in table.stdout.splitlines() if f" {spares[0]} " in line)
+        assert "no replica" in row and "meta" in row, table.stdout
+    finally:
+        _kill_all(_pids_of(data_dir))

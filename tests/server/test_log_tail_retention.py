@@ -7,21 +7,30 @@ in memory: docs/memory.md). Driven here on the in-memory reference store, no nod
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from phalanx.raft import ConfState, Entry, Index, MemoryStorage, Term
+from phalanx.raft import ConfState, Entry, Index, MemoryStorage, NodeId, Term
 from phalanx.raft.progress import ProgressState
 from phalanx.server.config import ConfigError, NodeConfig, PeerConfig
 from phalanx.server.group_snapshots import GroupSnapshots
+from phalanx.storage import NodeLog
+
+
+class _Store(MemoryStorage):
+    """The reference store with `data_sizes` (as `AsyncLogStore` has: the node's stores)."""
+
+    def data_sizes(self, low: Index, high: Index) -> list[int]:
+        return [len(entry.data) for entry in self.entries(low, high)]
 
 
 def _replica(sizes: list[int], keep_entries: int, keep_bytes: int,
              compacted_to: int = 0) -> SimpleNamespace:
     """A stand-in for a RaftGroup: its config and a store holding entries 1.. of `sizes`
     bytes (compacted up to `compacted_to`)."""
-    store = MemoryStorage()
+    store = _Store()
     store.append([Entry(term=Term(1), index=Index(i), data=b"x" * size)
                   for i, size in enumerate(sizes, start=1)])
     if compacted_to:
@@ -101,3 +110,17 @@ def test_keep_bytes_must_not_be_negative() -> None:
     assert NodeConfig(id="n1", peers=peers, data_dir="d").snapshot_keep_bytes == 8 * 1024 * 1024
     with pytest.raises(ConfigError, match="snapshot_keep_bytes"):
         NodeConfig(id="n1", peers=peers, data_dir="d", snapshot_keep_bytes=-1)
+
+
+def test_released_entries_are_measured_without_reading_them_back(tmp_path: Path) -> None:
+    """On the node log's store, entries released from memory (`GroupStore.release`) count with
+    their real sizes and are not read back from the file to be measured."""
+    with NodeLog(tmp_path / "log", tmp_path / "groups", confirm_delay=0) as log:
+        store = log.open_group(tmp_path / "groups" / "1", ConfState(voters=(NodeId("n1"),)))
+        store.persist([Entry(term=Term(1), index=Index(i), data=b"x" * 24_000)
+                       for i in range(1, 301)])
+        store.release(Index(300))
+        replica = _replica([], keep_entries=2000, keep_bytes=100_000)
+        replica.store = store
+        assert _start(replica, 300) == 296  # as test_big_entries_keep_at_most_the_byte_bound
+        assert store.entries_read_back == 0

@@ -152,7 +152,10 @@ def test_a_forward_sent_to_a_leader_that_goes_silent_has_an_unknown_outcome() ->
         try:
             call = asyncio.ensure_future(router._forward(
                 state, "n2", SET, time.monotonic() + 30, lambda: leader["now"]))
-            await asyncio.sleep(0.2)
+            for _ in range(1000):  # bounded (10 s): the command reaches the mute leader
+                if peer.commands:
+                    break
+                await asyncio.sleep(0.01)
             assert peer.commands == 1 and not call.done()
             leader["now"] = "n3"
             with pytest.raises(OutcomeUnknown, match="leadership moved from n2 to n3"):
@@ -326,8 +329,11 @@ def test_the_watchdog_fails_calls_waiting_on_a_leader_that_was_replaced() -> Non
         link.watch(lambda: leader["now"], 30.0)
         try:
             call = asyncio.ensure_future(link.call(SET))
-            await asyncio.sleep(0.2)
-            assert not call.done()
+            for _ in range(1000):  # bounded (10 s): the call is waiting on the mute leader
+                if peer.commands:
+                    break
+                await asyncio.sleep(0.01)
+            assert peer.commands == 1 and not call.done()
             leader["now"] = "n3"
             with pytest.raises(ConnectionResetError, match="leadership moved"):
                 await asyncio.wait_for(call, 5)

@@ -209,11 +209,17 @@ async def _a_dead_peer_does_not_block_publishers(nodes: list[RespServer]) -> Non
     began = loop.time()
     for i in range(100):
         assert await c.call("PUBLISH", "x", f"{i}") == 0
-    assert loop.time() - began < 2
-    await asyncio.sleep(0.2)
+    # Bounded loosely (it was < 2 s): 100 round trips in one process on a loaded machine;
+    # a publisher waiting on the dead peer per message would take far longer.
+    assert loop.time() - began < 10
     link = nodes[0].pubsub.fan_out.links["n3"]
+    live = nodes[0].pubsub.fan_out.links["n2"]
+    for _ in range(1000):  # bounded (10 s): a loaded machine may take more than 0.2 s
+        if live.sent == 100:
+            break
+        await asyncio.sleep(0.01)
     assert link.dropped >= 1 and link.sent == 0
-    assert nodes[0].pubsub.fan_out.links["n2"].sent == 100
+    assert live.sent == 100
 
 
 async def _a_disconnect_drops_subscriptions(nodes: list[RespServer]) -> None:

@@ -5,7 +5,7 @@ Rules of this file:
   loopback; partitions and latency through each node's admin fault-rule API) and `NetnsControl`
   (one network namespace per node; partitions with iptables, latency with tc netem) implement it.
 - Every method acts for real (signals, rules) and returns only once the fault is in force.
-- Node ids are the cluster's ids ("n1"...). Zones and regions come from `nodes()`.
+- Node ids are the cluster's ids ("n1"...). Zones, regions and hosts come from `nodes()`.
 - A node that was `lose`-t is gone for good: no control restarts it (not even `repair`), and the
   runner leaves it out of convergence and final reads.
 """
@@ -29,6 +29,14 @@ class NodeInfo:
     resp_port: int
     admin_url: str
     pid: int
+    #: The host label (docs/hosts.md): nodes of one machine share it; "" = a host of its own.
+    host: str = ""
+
+    @property
+    def host_domain(self) -> tuple[str, str, str]:
+        """(region, zone, host) of the node's machine: a host lies inside its zone, and a node
+        without a label is a host of its own (its id)."""
+        return (self.region, self.zone, self.host or f"node {self.id}")
 
 
 class ClusterControl(Protocol):

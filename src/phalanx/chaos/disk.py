@@ -14,10 +14,13 @@ Rules of this file:
   node log that holds that replica's ops only (never the last frame: valid frames follow it).
   It returns what it did.
 - `SmallDisks` mounts a tmpfs with `size=` (a real file system with a real limit: writes past
-  it fail with ENOSPC in the kernel) over ONE data replica's directory `groups/<id>/` of a
-  STOPPED node, its files copied onto it; `fill` then writes a ballast file until the kernel
-  says ENOSPC, `free` deletes the ballast (space returns), `unmount_all` undoes every mount
-  (after the nodes were stopped). Mounting needs root (CI runs as root); without it,
+  it fail with ENOSPC in the kernel) beside ONE data replica of a STOPPED node
+  (`<data_dir>/small-disk-<id>/`), copies the replica's files into its `replica/` directory
+  and bind-mounts that over `groups/<id>/`; `fill` then writes a ballast file on that disk but
+  OUTSIDE the replica's directory until the kernel says ENOSPC (a node deleting its damaged
+  replica does not free the disk: the fault is the disk, not the replica's files), `free`
+  deletes the ballast (space returns), `unmount_all` undoes every mount (after the nodes were
+  stopped). Mounting needs root (CI runs as root); without it,
   `DiskFaultError` says so. A store in the node's one log (`storage_engine = "node"`) has no
   directory of its own: refused with `DiskFaultError`.
 - Standard library and the node log's format module only; no import of `server` (the lab
@@ -26,6 +29,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -152,14 +156,21 @@ def _replica_dirs(data_dir: str | Path) -> list[Path]:
 
 
 class SmallDisks:
-    """The small file systems the lab mounted (see the rules): mount point -> its size."""
+    """The small file systems the lab mounted (see the rules): replica directory -> its size."""
 
     def __init__(self) -> None:
         self.mounted: dict[Path, int] = {}
+        #: replica directory -> the small disk (the tmpfs's mount point) it lives on.
+        self.disks: dict[Path, Path] = {}
 
     def mount(self, data_dir: str | Path, rng: random.Random,
               spare_bytes: int = SMALL_DISK_SPARE_BYTES) -> str:
-        """Put one data replica of the STOPPED node at `data_dir` on its own small tmpfs."""
+        """Put one data replica of the STOPPED node at `data_dir` on its own small tmpfs: the
+        tmpfs is mounted at `<data_dir>/small-disk-<id>/` (the disk), the replica's files are
+        copied into its `replica/` directory, which is bind-mounted over `groups/<id>/`. The
+        ballast of `fill` goes on the same disk but outside the replica's directory, so a node
+        that deletes its damaged replica (to rebuild it) does not delete the ballast: the disk
+        stays full until `free`, as a full disk would."""
         if os.geteuid() != 0 or shutil.which("mount") is None:
             raise DiskFaultError("disk-full mounts a small tmpfs: it needs root and mount(8)")
         candidates = [p for p in _replica_dirs(data_dir) if p not in self.mounted
@@ -168,50 +179,49 @@ class SmallDisks:
             raise DiskFaultError(f"no data shard replica with its own files under {data_dir} "
                                  "(a store in the node's one log has no directory to mount)")
         group = rng.choice(candidates)
-        stash = group.with_name(f"{group.name}.stash")
-        shutil.rmtree(stash, ignore_errors=True)
-        shutil.copytree(group, stash)
-        # The copy back writes every byte (a preallocated WAL tail included): count sizes,
-        # not the blocks a sparse copy happens to use.
-        used = sum(max(p.stat().st_size, p.stat().st_blocks * 512) + 4096
-                   for p in stash.rglob("*") if p.is_file())
+        # The copy writes every byte (a preallocated WAL tail included): count sizes, not the
+        # blocks a sparse file happens to use.
+        files = [p for p in group.iterdir() if p.is_file()]
+        used = sum(max(p.stat().st_size, p.stat().st_blocks * 512) + 4096 for p in files)
         size = used + spare_bytes
-        completed = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                                    str(group)], capture_output=True, text=True, timeout=30,
-                                   check=False)
-        if completed.returncode != 0:
-            shutil.rmtree(stash, ignore_errors=True)
-            raise DiskFaultError(f"cannot mount a tmpfs on {group}: "
-                                 f"{completed.stderr.strip() or completed.returncode}")
+        disk = Path(data_dir) / f"small-disk-{group.name}"
+        disk.mkdir(exist_ok=True)
+        _mount(["-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], f"a tmpfs on {disk}")
+        home = disk / "replica"
         try:
-            for child in stash.iterdir():
-                if child.is_file():
-                    shutil.copy2(child, group / child.name)
+            home.mkdir()
+            for child in files:
+                shutil.copy2(child, home / child.name)
         except OSError as error:
-            # Never leave a replica half copied: back to its own disk, intact.
-            subprocess.run(["umount", "-l", str(group)], capture_output=True, timeout=30,
-                           check=False)
-            for child in stash.iterdir():
-                if child.is_file():
-                    shutil.copy2(child, group / child.name)
-            shutil.rmtree(stash, ignore_errors=True)
+            # Nothing of the replica was touched yet: drop the small disk, the replica stays.
+            _umount(disk)
             raise DiskFaultError(f"cannot copy {group.name}'s replica onto a {size}-byte "
                                  f"tmpfs: {error}") from error
+        try:
+            _mount(["--bind", str(home), str(group)], f"{home} over {group}")
+        except DiskFaultError:
+            _umount(disk)
+            raise
         self.mounted[group] = size
-        shutil.rmtree(stash, ignore_errors=True)
+        self.disks[group] = disk
         return f"shard {group.name}'s replica on a {size >> 10} KiB tmpfs"
 
+    def _disks_of(self, data_dir: str | Path) -> list[Path]:
+        return [self.disks[m] for m in self.mounted if Path(data_dir) in m.parents]
+
     def fill(self, data_dir: str | Path) -> str:
-        """Write a ballast file on the node's small disk until the kernel refuses (ENOSPC)."""
-        mounts = [m for m in self.mounted if Path(data_dir) in m.parents]
-        if not mounts:
+        """Write a ballast file on the node's small disk (beside its replica's directory, not
+        in it) until the kernel refuses (ENOSPC)."""
+        disks = self._disks_of(data_dir)
+        if not disks:
             raise DiskFaultError(f"no small disk mounted under {data_dir}")
+        group = next(m for m in self.mounted if self.disks[m] == disks[0])
         written = 0
         block = b"\xa5" * (64 << 10)
         # Unbuffered: a write the kernel refuses leaves nothing behind for close() to retry.
-        with open(mounts[0] / _BALLAST, "ab", buffering=0) as ballast:
+        with open(disks[0] / _BALLAST, "ab", buffering=0) as ballast:
             try:
-                while written < self.mounted[mounts[0]]:
+                while written < self.mounted[group]:
                     count = ballast.write(block)
                     if not count:
                         break
@@ -219,29 +229,46 @@ class SmallDisks:
             except OSError as error:
                 if error.errno != errno.ENOSPC:
                     raise
-        free = shutil.disk_usage(mounts[0]).free
-        return f"shard {mounts[0].name}'s disk filled ({written >> 10} KiB of ballast, " \
+        free = shutil.disk_usage(disks[0]).free
+        return f"shard {group.name}'s disk filled ({written >> 10} KiB of ballast, " \
                f"{free} bytes free)"
 
     def free(self, data_dir: str | Path) -> str:
         """Delete the ballast: space returns."""
         freed = 0
-        for mount in [m for m in self.mounted if Path(data_dir) in m.parents]:
-            ballast = mount / _BALLAST
+        for disk in self._disks_of(data_dir):
+            ballast = disk / _BALLAST
             if ballast.exists():
                 freed += ballast.stat().st_size
                 ballast.unlink()
         return f"{freed >> 10} KiB freed"
 
     def unmount_all(self) -> list[str]:
-        """Unmount every small disk (lazily: call it once the nodes are stopped)."""
+        """Unmount every small disk (lazily: call it once the nodes are stopped): the bind
+        mount over the replica's directory, then the tmpfs itself."""
         done = []
         for mount in list(self.mounted):
-            subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30,
-                           check=False)
+            _umount(mount)
+            disk = self.disks.pop(mount, None)
+            if disk is not None:
+                _umount(disk)
+                with contextlib.suppress(OSError):
+                    disk.rmdir()
             del self.mounted[mount]
             done.append(f"{mount} unmounted")
         return done
+
+
+def _mount(arguments: list[str], what: str) -> None:
+    completed = subprocess.run(["mount", *arguments], capture_output=True, text=True,
+                               timeout=30, check=False)
+    if completed.returncode != 0:
+        raise DiskFaultError(f"cannot mount {what}: "
+                             f"{completed.stderr.strip() or completed.returncode}")
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30, check=False)
 
 
 __all__ = ["DISK_ERROR_NOTE", "DiskFaultError", "SmallDisks", "arm_disk_error", "clear_disk_errors",

@@ -83,11 +83,12 @@ class LocalControl:
     def start(cls, *, nodes: int = 5, zones: int = 3, data_dir: str | Path | None = None,
               seed: int | None = None, overrides: dict[str, Any] | None = None,
               timeout: float = 60.0, regions: int = 1,
-              record: RunRecord | None = None) -> LocalControl:
+              record: RunRecord | None = None, nodes_per_host: int = 1) -> LocalControl:
         """Start a fresh local cluster (fault injection on) and control it; stops it on close.
 
         Zone zK is in region r((K-1) % regions + 1) when `regions` > 1 (see
-        `phalanx.ops.launcher.plan_local_cluster`). `record` (the run's pid file) gets the
+        `phalanx.ops.launcher.plan_local_cluster`); `nodes_per_host` consecutive nodes share a
+        synthetic host h1..hH (docs/hosts.md). `record` (the run's pid file) gets the
         directories before anything starts and every node's pid once it runs."""
         temporary: Path | None = None
         if data_dir is None:
@@ -104,7 +105,8 @@ class LocalControl:
         rng = random.Random()
         try:
             plan = launcher.pick_free_plan(data_dir, rng, nodes=nodes, zones=zones,
-                                           regions=regions, overrides=options)
+                                           regions=regions, overrides=options,
+                                           nodes_per_host=nodes_per_host)
         except ClusterError as error:
             raise ChaosError(str(error)) from error
         try:
@@ -143,7 +145,8 @@ class LocalControl:
             host, _, port = entry.resp.rpartition(":")
             infos.append(NodeInfo(id=entry.id, zone=entry.zone, region=entry.region,
                                   resp_host=host, resp_port=int(port),
-                                  admin_url=f"http://{entry.admin}", pid=entry.pid or 0))
+                                  admin_url=f"http://{entry.admin}", pid=entry.pid or 0,
+                                  host=entry.host_label))
         return infos
 
     def statuses(self, timeout: float = 0.5) -> list[admin.NodeStatus]:

@@ -45,6 +45,9 @@ SCENARIOS: dict[str, str] = {
     "zone-outage": "kill every node of one zone, restart them later",
     "region-outage": "kill every node of one region, restart them later (needs >= 3 regions "
                      "and the region survival goal)",
+    "host-outage": "kill -9 every node process of one host at once (a machine loses power), "
+                   "restart them together later (docs/hosts.md; the lab starts 6 nodes on 3 "
+                   "hosts of 2 in one zone)",
     "node-lost": "kill -9 one node and delete its data; it never comes back: the cluster "
                  "re-creates its replicas on the other nodes",
     "partition-zone": "cut every node of one zone off from the other zones",
@@ -66,7 +69,7 @@ SCENARIOS: dict[str, str] = {
 #: Kinds `mixed` draws from: not the roll, not a permanent loss, not what needs >= 3 regions.
 _MIXABLE = [name for name in SCENARIOS
             if name not in {"mixed", "rolling-restart", "node-lost", "region-outage",
-                            "disk-corrupt", "disk-full", "disk-error"}]
+                            "host-outage", "disk-corrupt", "disk-full", "disk-error"}]
 #: Faults that are never healed during the run.
 PERMANENT = frozenset({"node-lost"})
 #: Faults the cluster may repair while they are in force (a failed disk's replica rebuilt on
@@ -154,6 +157,27 @@ def region_outage_targets(nodes: Sequence[NodeInfo], rng: random.Random) -> tupl
     return region, list(regions[region])
 
 
+def host_outage_targets(nodes: Sequence[NodeInfo], rng: random.Random,
+                        leader: str | None = None) -> tuple[str, list[str]]:
+    """(host, its nodes) for a host outage: a host holding less than half of the nodes (its loss
+    leaves a majority running), preferring hosts of several nodes (else the outage is a node
+    kill); the leader's host half of the time when it qualifies. A host lies inside its zone
+    and an unlabelled node is a host of its own (`NodeInfo.host_domain`). ValueError when every
+    host holds half of the nodes or more."""
+    hosts: dict[tuple[str, str, str], list[str]] = {}
+    for node in nodes:
+        hosts.setdefault(node.host_domain, []).append(node.id)
+    eligible = sorted(domain for domain, ids in hosts.items() if 2 * len(ids) < len(nodes))
+    if not eligible:
+        raise ValueError(f"host-outage: every host holds half of the nodes or more "
+                         f"({len(hosts)} host(s) for {len(nodes)} nodes); losing one would take "
+                         "the quorum with it")
+    shared = [domain for domain in eligible if len(hosts[domain]) > 1] or eligible
+    leaders = [domain for domain in shared if leader in hosts[domain]]
+    domain = leaders[0] if leaders and rng.random() < 0.5 else rng.choice(shared)
+    return domain[2], sorted(hosts[domain])
+
+
 def choose_lost_node(nodes: Sequence[NodeInfo], rng: random.Random,
                      replicas: Mapping[str, int] | None = None) -> str:
     """The node `node-lost` takes: one whose zone keeps another node (so its replicas can be
@@ -237,8 +261,12 @@ class Nemesis:
     def _watch_detection(self, target: str, since_s: float, limit_s: float = 20.0,
                          since: str = "its restart") -> bool:
         """Tell when `target` reports its damaged replica (time to detection), or that it did
-        not within `limit_s` (it may have been rebuilt between two polls); True if seen."""
+        not within `limit_s`; True if seen. A replica rebuilt between two polls (or while a
+        loaded node's /status did not answer within the poll's timeout) is still seen: its
+        "replica-damaged" event, recorded when the node found the damage, stays in the
+        /status events (the time to detection is then the event's)."""
         deadline = since_s + limit_s
+        since_wall = time.time() - (self.clock() - since_s)
         while not self.stop_event.is_set() and self.clock() < deadline:
             try:
                 status = fetch_statuses(self.control).get(target)
@@ -250,6 +278,13 @@ class Nemesis:
                 self.on_event(self.clock(), f"{target} reported its replica of shard {shard} "
                               f"damaged {self.clock() - since_s:.2f} s after {since} "
                               f"({why[:120]})")
+                return True
+            found = damage_event(status, since_wall)
+            if found is not None:
+                at_wall, text = found
+                self.on_event(self.clock(), f"{target} reported a replica damaged "
+                              f"{at_wall - since_wall:.2f} s after {since}, rebuilt before "
+                              f"this poll ({text[:160]})")
                 return True
             self.stop_event.wait(0.1)
         self.on_event(self.clock(), f"{target} reported no damaged replica within "
@@ -306,6 +341,16 @@ class Nemesis:
             return
         with ThreadPoolExecutor(max_workers=len(targets)) as pool:
             for future in [pool.submit(self.control.restart, t) for t in targets]:
+                future.result()
+
+    def _kill_all(self, targets: list[str]) -> None:
+        """kill -9 `targets` side by side (a machine's processes die together, not one after
+        the other's exit); raises the first failure once every kill has finished."""
+        if len(targets) == 1:
+            self.control.kill(targets[0])
+            return
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            for future in [pool.submit(self.control.kill, t) for t in targets]:
                 future.result()
 
     def _end(self, fault: Fault, text: str) -> None:
@@ -438,6 +483,17 @@ class Nemesis:
             self._hold(slot.hold_s)
             self._restart_all(targets)
             self._end(fault, f"region {region} back: {', '.join(targets)} restarted")
+        elif kind == "host-outage":
+            host, targets = host_outage_targets(nodes, rng, leader)
+            where = ("" if leader is None else
+                     f" (the leader {leader} {'was' if leader in targets else 'was not'} on it)")
+            fault = self._begin(kind, targets, f"host {host} lost: {', '.join(targets)} killed "
+                                f"at once (kill -9){where}", leader)
+            self._kill_all(targets)
+            self._in_force(fault)
+            self._hold(slot.hold_s)
+            self._restart_all(targets)
+            self._end(fault, f"host {host} back: {', '.join(targets)} restarted")
         elif kind == "node-lost":
             try:
                 replicas = replica_counts(newest_status(fetch_statuses(control)))
@@ -521,6 +577,20 @@ def damaged_replicas(status: Mapping[str, Any] | None) -> dict[str, str]:
     consistency = status.get("consistency")
     damaged = consistency.get("damaged") if isinstance(consistency, dict) else None
     return dict(damaged) if isinstance(damaged, dict) else {}
+
+
+def damage_event(status: Mapping[str, Any] | None,
+                 since_wall: float) -> tuple[float, str] | None:
+    """The first "replica-damaged" event a node's /status lists at or after `since_wall`
+    (wall-clock seconds): (its time, its text); None when there is none."""
+    events = (status or {}).get("events")
+    for event in events if isinstance(events, list) else []:
+        if not isinstance(event, dict) or event.get("kind") != "replica-damaged":
+            continue
+        at = event.get("time")
+        if isinstance(at, int | float) and at >= since_wall:
+            return float(at), str(event.get("text", ""))
+    return None
 
 
 def demo_plan() -> list[Slot]:

@@ -11,6 +11,7 @@ import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +233,7 @@ def status(data_dir: str, as_json: bool, timeout: float) -> None:
     lags = admin.lag_by_node(statuses)
     table = Table(title=f"phalanx cluster in {data_dir}")
     for column in ("node", "zone", "host", "address", "role", "term", "leader", "commit",
-                   "applied", "lag", "health"):
+                   "applied", "lag", "replicas", "health"):
         table.add_column(column)
     for s in statuses:
         raw = s.status or {}
@@ -240,9 +241,10 @@ def status(data_dir: str, as_json: bool, timeout: float) -> None:
         style = {"leader": "bold green", "down": "red"}.get(role if s.reachable else "down", "")
         lag = lags.get(s.entry.id)
         table.add_row(s.entry.id, s.entry.zone, _cell(raw.get("host") or None), s.entry.resp,
-                      role, _cell(raw.get("term")),
+                      role_cell(raw) if s.status else role, _cell(raw.get("term")),
                       _cell(raw.get("leader")), _cell(raw.get("commit_index")),
-                      _cell(raw.get("applied_index")), _cell(lag), s.health, style=style)
+                      _cell(raw.get("applied_index")), _cell(lag),
+                      replicas_cell(raw) if s.status else "-", s.health, style=style)
     _console().print(table)
     if not any(s.reachable for s in statuses):
         click.echo("no node is reachable (is the cluster running? `phalanx up`)")
@@ -305,6 +307,32 @@ def _console() -> Any:
 
 def _cell(value: object) -> str:
     return "-" if value is None else str(value)
+
+
+def role_cell(raw: Mapping[str, Any]) -> str:
+    """The role column: the node's role in the map's first shard (the top-level role of its
+    /status), or "no replica" when it holds none of that shard (a spare of a 1-shard cluster
+    with more nodes than replicas is a member all the same: see the replicas column)."""
+    role = raw.get("role")
+    if role == "none":
+        return "no replica"
+    return "-" if role is None else str(role)
+
+
+def replicas_cell(raw: Mapping[str, Any]) -> str:
+    """The replicas column: the shards this node holds a replica of (its /status `local`), and
+    "meta" when it votes in the placement driver's group ("meta learner" while it only learns),
+    e.g. "1,2,meta"; "-" when it holds nothing yet."""
+    local = raw.get("local")
+    shards = [key for key in local if key != "0"] if isinstance(local, Mapping) else []
+    held = sorted(shards, key=lambda key: (len(key), key))
+    meta = raw.get("meta")
+    node = raw.get("node")
+    if isinstance(meta, Mapping) and node in (meta.get("voters") or []):
+        held.append("meta")
+    elif isinstance(meta, Mapping) and node in (meta.get("learners") or []):
+        held.append("meta learner")
+    return ",".join(held) or "-"
 
 
 @click.command()

@@ -35,7 +35,9 @@ def demo(report_dir: str | None, seed: int | None, client: str) -> None:
     from phalanx.chaos import console as view
     from phalanx.chaos.nemesis import demo_plan
     from phalanx.chaos.pidfile import Interrupted, stop_on_signals
-    from phalanx.chaos.runner import RunConfig, run_chaos, write_result
+    from phalanx.chaos.result import write_result
+    from phalanx.chaos.run_config import RunConfig
+    from phalanx.chaos.runner import run_chaos
 
     console = Console(stderr=True)
     seed = seed if seed is not None else int.from_bytes(os.urandom(3), "big")
@@ -144,7 +146,7 @@ def scenario_names() -> list[str]:
     # `phalanx --help` does not import the lab.
     return ["leader-kill", "follower-kill", "random-kill", "leader-pause", "follower-pause",
             "partition-leader", "partition-split", "partition-bridge", "latency", "zone-outage",
-            "region-outage", "node-lost", "partition-zone", "rolling-restart", "disk-corrupt",
+            "region-outage", "host-outage", "node-lost", "partition-zone", "rolling-restart", "disk-corrupt",
             "disk-full", "disk-error", "mixed"]
 
 
@@ -160,9 +162,14 @@ def workload_names() -> list[str]:
 @click.option("--seed", type=int, default=None, help="Seed of the schedule (default: random).")
 @click.option("--nodes", type=int, default=None,
               help="Nodes of the cluster the lab starts [default: 5; region-outage: 9; "
+                   "host-outage: 6; "
                    "node-lost: replicas per shard + 2, so a spare node is left to heal onto].")
 @click.option("--zones", type=int, default=None,
-              help="Zones [default: 3, at least --regions; region-outage: 2 per region].")
+              help="Zones [default: 3, at least --regions; region-outage: 2 per region; "
+                   "host-outage: 1].")
+@click.option("--nodes-per-host", "nodes_per_host", type=int, default=None,
+              help="Node processes per synthetic host h1..hH of the cluster the lab starts "
+                   "(docs/hosts.md) [default: 1; host-outage: 2].")
 @click.option("--regions", type=int, default=None,
               help="Regions; zone zK is in region r((K-1) % R + 1) [default: 1; "
                    "region-outage: 3, and it needs >= 3].")
@@ -211,7 +218,8 @@ def workload_names() -> list[str]:
               help="Start the cluster with peer mutual TLS (a test CA and node certificates "
                    "in this directory, made when missing).")
 def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | None,
-              zones: int | None, regions: int | None, shards: int | None,
+              zones: int | None, nodes_per_host: int | None, regions: int | None,
+              shards: int | None,
               survival_goal: str | None, dead_after_ms: int | None,
               election_ticks: int | None, heartbeat_ticks: int | None, target: str | None,
               report_dir: str | None, as_json: bool, mode: str, clients: int,
@@ -225,7 +233,9 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
 
     from phalanx.chaos import console as view
     from phalanx.chaos.pidfile import Interrupted, stop_on_signals
-    from phalanx.chaos.runner import run_chaos, scenario_config, write_result
+    from phalanx.chaos.result import write_result
+    from phalanx.chaos.run_config import scenario_config
+    from phalanx.chaos.runner import run_chaos
     from phalanx.chaos.workloads import passed
 
     duration = _duration(duration_text)
@@ -234,7 +244,8 @@ def chaos_run(scenario: str, duration_text: str, seed: int | None, nodes: int | 
     seed = seed if seed is not None else int.from_bytes(os.urandom(3), "big")
     try:
         config = scenario_config(scenario, duration_s=duration, seed=seed, nodes=nodes,
-                                 zones=zones, regions=regions, shards=shards,
+                                 zones=zones, nodes_per_host=nodes_per_host,
+                                 regions=regions, shards=shards,
                                  survival_goal=survival_goal, dead_after_ms=dead_after_ms,
                                  election_ticks=election_ticks,
                                  heartbeat_ticks=heartbeat_ticks, mode=mode, target=target, clients=clients, rate_ops_s=rate,

@@ -50,6 +50,9 @@ class NodeEntry:
     data_dir: str
     #: The exact command that (re)starts this node.
     argv: list[str] = field(default_factory=list)
+    #: The node's host label (`peers[].host`, docs/hosts.md: several nodes of one machine share
+    #: it); "" = a host of its own. Not `host`, which is the node's own address.
+    host_label: str = ""
 
     @property
     def host(self) -> str:
@@ -84,7 +87,8 @@ class NodeEntry:
         return cls(id=str(raw["id"]), zone=str(raw.get("zone", "")),
                    region=str(raw.get("region", "")), resp=str(raw["resp"]),
                    admin=str(raw["admin"]), peer=str(raw.get("peer", "")), pid=pid,
-                   data_dir=str(raw.get("data_dir", "")), argv=list(argv))
+                   data_dir=str(raw.get("data_dir", "")), argv=list(argv),
+                   host_label=str(raw.get("host_label", "")))
 
 
 

@@ -66,7 +66,7 @@ class PlannedNode:
         me = self.config.me
         return NodeEntry(id=me.id, zone=me.zone, region=me.region, resp=me.resp,
                          admin=me.admin, peer=me.peer, pid=pid, data_dir=self.config.data_dir,
-                         argv=list(self.argv))
+                         argv=list(self.argv), host_label=me.host)
 
 
 def node_argv(config_path: str | Path) -> list[str]:

@@ -258,7 +258,12 @@ class Replication:
             match_before = progress.match
             if progress.maybe_decrease_to(message.index, message.reject_hint):
                 if progress.match < match_before:
-                    logger.warning(
+                    # INFO, not WARNING: most of these are stale answers (a reordered or
+                    # duplicated rejection, routine under the simulator's network), and a
+                    # WARNING reached Python's last-resort handler in every quiet `phalanx
+                    # sim` run (261 lines in 300 seeds). A wiped data directory is refused in
+                    # the peer handshake (server/identity.py); --trace and node logs show this.
+                    logger.info(
                         "%s: %s says its log ends at %s, below the %s it had acknowledged "
                         "(its data was lost or wiped, or a stale answer): replicating to it "
                         "from there", self.name, node, message.reject_hint, match_before)

@@ -154,6 +154,7 @@ class RaftGroup(GroupSnapshots):
             pre_vote=config.pre_vote,
             check_quorum=config.check_quorum,
             lease_reads=config.lease_reads,
+            read_rounds_in_flight=config.read_rounds_in_flight,
             adaptive_election_timeout=config.adaptive_election_timeout,
             applied=snapshot.meta.index,
             log_name=f"{config.id} [{group_label(group_id)}]",
@@ -212,6 +213,8 @@ class RaftGroup(GroupSnapshots):
         #: taken or installed: the byte trigger of the snapshot policy.
         self._log_bytes = 0
         self._log_bytes_at_snapshot = 0
+        #: Entries up to here were released from memory (`_release_log`).
+        self._released_to = 0
         #: The size of the last snapshot taken or installed (the policy's ratio).
         self._last_snapshot_bytes = len(snapshot.data)
         self.compacting = False
@@ -270,6 +273,8 @@ class RaftGroup(GroupSnapshots):
             return
         self.raw.tick(missed=missed)
         self._track_leader()
+        if self.raw.is_leader:
+            self._release_log()  # (followers' acknowledgements arrive without an apply)
         self.wake.set()
 
     def leader_lost(self, node: str) -> None:
@@ -583,6 +588,7 @@ class RaftGroup(GroupSnapshots):
                 read_future.set_exception(NotLeader(self.leader or None,
                                                     "leadership changed during the read"))
         self.pipeline.applied(rd)
+        self._release_log()
         if touched and self.on_watched_write is not None:
             self.on_watched_write(self.group_id, touched)
         applied = self.raw.applied

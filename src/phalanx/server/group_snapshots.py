@@ -12,7 +12,8 @@ Rules of this file:
   it stays in memory); the log after a snapshot a follower is fetching is kept
   (`_snapshot_floor`).
 - Freed memory goes back to the system through `mallopt` (`limit_allocator_retention`), not
-  `malloc_trim`, which holds the allocator's lock.
+  `malloc_trim`, which holds the allocator's lock; `trim_heap` only at start-up, before the
+  node serves and once its restart's committed entries are applied (`server/node.py`).
 - Big files are unlinked (and unmapped) in a worker thread, never on the loop: the kernel frees
   a file's extents in the thread that drops its last link (1.5-2.6 s for 1 GB under load).
 - Big files are written and fdatasync-ed in pieces (`_BUILD_WRITE_BYTES`), never left as 1 GB
@@ -65,6 +66,7 @@ class GroupSnapshots:
     _log_bytes: int
     _log_bytes_at_snapshot: int
     _last_snapshot_bytes: int
+    _released_to: int
     #: The lowest index of this replica's snapshots a follower is fetching (the node's
     #: `SnapshotSource.fetched_floor`), or None when nothing tells.
     fetched_floor: Callable[[int], int | None] | None = None
@@ -240,22 +242,44 @@ class GroupSnapshots:
         low = max(int(self.store.first_index()), compact_to + 1)
         if low > applied:
             return compact_to
-        try:
-            kept = self.store.entries(Index(low), Index(applied + 1))
+        try:  # (sizes only: entries released from memory are not read back for this)
+            kept = self.store.data_sizes(Index(low), Index(applied + 1))
         except (Compacted, Unavailable):
             return compact_to  # a snapshot installed meanwhile: the entry bound only
         by_bytes = compact_to
         size = 0
-        for entry in reversed(kept):
-            size += len(entry.data)
+        for index in range(applied, low - 1, -1):
+            size += kept[index - low]
             if size > config.snapshot_keep_bytes:
-                by_bytes = int(entry.index)
+                by_bytes = index
                 break
         if by_bytes > compact_to and self.raw.is_leader:
             for progress in self.raw.raft.progress.values():
                 if progress.state is ProgressState.REPLICATE and progress.recent_active:
                     by_bytes = min(by_bytes, progress.match)
         return max(compact_to, by_bytes)
+
+    def _release_log(self) -> None:
+        """Entries this replica applied and every live follower holds leave memory: their
+        data stays only in the node log's file (`GroupStore.release`; issue 15 lever 7, the
+        log tail was ~29 MB of a node at 1M keys). On a leader, a follower that is
+        replicating (REPLICATE, recently active) keeps its entries from `match` on in memory:
+        it gets them from there; a follower that is down, probing or fetching a snapshot
+        does not hold memory back, and if it needs released entries, they are read back
+        from the file (the rare path). Cheap: called after each applied Ready and tick."""
+        if not self.config.release_applied_log:
+            return
+        index = self.raw.applied
+        if index <= self._released_to:
+            return
+        if self.raw.is_leader:
+            for progress in self.raw.raft.progress.values():
+                if progress.state is ProgressState.REPLICATE and progress.recent_active:
+                    index = min(index, progress.match)
+            if index <= self._released_to:
+                return
+        self.store.release(Index(index))
+        self._released_to = index
 
     def _snapshot_floor(self) -> int:
         """The lowest snapshot index a follower is installing (fetching) from this leader:
@@ -338,16 +362,39 @@ def limit_allocator_retention() -> None:
     raising that threshold after a big free: the dynamic threshold is what keeps a snapshot's
     freed buffers in the heap) and the heap's free top is trimmed past 1 MiB
     (`M_TRIM_THRESHOLD`). Nothing where there is no glibc."""
+    libc = _glibc()
+    if libc:
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1024 * 1024)
+
+
+def trim_heap() -> bool:
+    """Give the heap's free pages back to the system now (`malloc_trim(0)`: glibc releases
+    every free page inside the heap, not only its top). For the few moments when a node has
+    just freed a lot and is not serving yet: after opening its stores (the node log's replay,
+    snapshot restores) and once the entries committed before a restart are applied (issue 15
+    lever 7: a node restored from a snapshot kept ~46 MB of freed heap, docs/memory.md). Not
+    while serving under load: the call holds the allocator's lock (36-228 ms measured).
+    False where there is no glibc (nothing done)."""
+    libc = _glibc()
+    if not libc:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def _glibc() -> Any:
+    """glibc through ctypes, or False where it cannot be loaded (another libc: no mallopt)."""
     global _LIBC
     if _LIBC is None:
         try:
             _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             _LIBC.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+            _LIBC.malloc_trim.restype = ctypes.c_int
         except (OSError, AttributeError):
             _LIBC = False
-    if _LIBC:
-        _LIBC.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-        _LIBC.mallopt(_M_TRIM_THRESHOLD, 1024 * 1024)
+    return _LIBC
 
 
 _M_TRIM_THRESHOLD = -1
@@ -355,4 +402,4 @@ _M_MMAP_THRESHOLD = -3
 
 
 
-__all__ = ["GroupSnapshots", "limit_allocator_retention"]
+__all__ = ["GroupSnapshots", "limit_allocator_retention", "trim_heap"]

@@ -53,7 +53,7 @@ from phalanx.server.events import EventLog
 from phalanx.server.front.listener import RespServer
 from phalanx.server.front.replicas import ReplicaRegistry
 from phalanx.server.group import RaftGroup
-from phalanx.server.group_snapshots import limit_allocator_retention
+from phalanx.server.group_snapshots import limit_allocator_retention, trim_heap
 from phalanx.server.identity import PeerIncarnations, load_or_create_incarnation
 from phalanx.server.meta_client import MetaClient
 from phalanx.server.metrics import NodeMetrics
@@ -75,6 +75,8 @@ logger = logging.getLogger(__name__)
 STALL_READ_S = 0.002
 #: How often the controllers (and the driver, on group 0's leader) run.
 CONTROL_INTERVAL_S = 0.1
+#: How long the start-up waits for the replay of committed entries before the heap trim.
+_REPLAY_TRIM_WAIT_S = 120.0
 
 
 class _FrontEndView:
@@ -297,7 +299,17 @@ class Node:
     async def start(self) -> None:
         """Bind every listener and start the background tasks."""
         await self.transport.start()
+        # Opening the stores (the node log's replay, snapshot restores) left freed heap
+        # behind: give it back before serving; once more when the entries committed before
+        # the restart are applied (`_trim_after_replay`). Issue 15 lever 7, docs/memory.md.
+        trim_heap()
+        replayed = {group_id: group.raw.committed
+                    for group_id, group in self.replicas.groups.items()
+                    if group.raw.committed > group.raw.applied}
         self.replicas.start()
+        if replayed:
+            self.tasks.append(asyncio.create_task(self._trim_after_replay(replayed),
+                                                  name="trim-after-replay"))
         if self.stall_watch is not None:
             self.stall_watch.start()
         self.tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
@@ -315,6 +327,22 @@ class Node:
         logger.info("node %s (zone %s) serving RESP on %s, admin on %s, peers on %s",
                     self.config.id, self.config.me.zone, self.config.me.resp,
                     self.config.me.admin or "-", self.config.me.peer)
+
+    async def _trim_after_replay(self, replayed: dict[int, int]) -> None:
+        """Once every group has applied the entries committed before the restart (or has
+        gone), give the heap the replay freed back to the system (`trim_heap`). Bounded: a
+        group that cannot apply within `_REPLAY_TRIM_WAIT_S` is not waited for."""
+        deadline = asyncio.get_running_loop().time() + _REPLAY_TRIM_WAIT_S
+        for group_id, index in replayed.items():
+            group = self.replicas.groups.get(group_id)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if group is None or remaining <= 0:
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await group.wait_applied(index, remaining)
+        trim_heap()
+        logger.info("node %s: replayed %d group(s) to their commit index; heap trimmed",
+                    self.config.id, len(replayed))
 
     async def _first_campaign(self) -> None:
         # Give the peers a moment to come up, then campaign (PreVote first) unless a leader

@@ -86,6 +86,11 @@ class NodeStatus:
             "leader_changes": group.leader_changes,
             "storage_error": group.fatal_error,
         }
+        released = group.store.released()
+        if released is not None:
+            # Entries whose data is only in the node log's file, and how many were read back
+            # (a lagging follower's catch-up, a segment rewrite): issue 15 lever 7.
+            entry["log_released_index"], entry["log_read_back_entries"] = released
         if raw.role is not Role.LEADER:
             # How stale a READONLY read here may be: time since the leader was last heard.
             entry["staleness_ms"] = group.staleness_ms()
@@ -99,9 +104,10 @@ class NodeStatus:
     def status(self) -> dict[str, object]:
         """The JSON status of this node (admin `/status`).
 
-        Top-level role/term/leader/... describe this node's default shard (its lowest-numbered
-        replica: the only one in a single-shard cluster); `shards` lists every shard of the map
-        with its replicas, leader and lag, `local` this node's replicas.
+        Top-level role/term/leader/... describe the map's first shard (the only one in a
+        single-shard cluster): role "none" and term null when this node holds no replica of it;
+        `shards` lists every shard of the map with its replicas, leader and lag, `local` this
+        node's replicas (the placement driver's group is "0").
         """
         replicas = self.replicas
         cmap = replicas.cluster_map
@@ -181,7 +187,10 @@ class NodeStatus:
                 "links": self.region_links() if self.region_links is not None else []}
         # The top-level role/term/leader/... describe the FIRST shard of the map (the only one
         # in a single-shard cluster), as every node sees it: its own replica's view, else the
-        # map's leader hint with role "none". Tools that speak of "the leader" mean this one.
+        # map's leader hint with role "none" and term null (a node holding no replica of that
+        # shard, e.g. the 4th node of a 1-shard cluster of 3 replicas, knows no term of it:
+        # reporting 0 made a healthy spare look like a node that never joined). Tools that
+        # speak of "the leader" mean this one.
         first = min(cmap.shards) if cmap.shards else None
         group = replicas.local_group(first) if first is not None else None
         if group is not None and first is not None:
@@ -204,7 +213,7 @@ class NodeStatus:
                                     learner=progress.is_learner)
         else:
             hint = cmap.shards[first].leader if first is not None else ""
-            status.update(role="none", term=0, leader=hint or None)
+            status.update(role="none", term=None, leader=hint or None)
         status["shard"] = first
         return status
 

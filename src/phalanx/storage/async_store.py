@@ -188,6 +188,28 @@ class AsyncLogStore:
     def entries(self, low: Index, high: Index, max_size_bytes: int | None = None) -> list[Entry]:
         return self._store.entries(low, high, max_size_bytes)
 
+    def release(self, index: Index) -> int:
+        """Let durable entries up to `index` leave memory, where the store can keep them on
+        disk only (`GroupStore.release`); 0 (nothing done) for the other stores. Cheap: on
+        the loop."""
+        release = getattr(self._store, "release", None)
+        return 0 if release is None else int(release(index))
+
+    def released(self) -> tuple[int, int] | None:
+        """(the last entry released from memory, entries read back from the file since
+        open), or None for a store that keeps every entry in memory."""
+        released_index = getattr(self._store, "released_index", None)
+        if released_index is None:
+            return None
+        return int(released_index()), int(getattr(self._store, "entries_read_back", 0))
+
+    def data_sizes(self, low: Index, high: Index) -> list[int]:
+        """The data sizes of entries `low..high-1`, without reading released ones back."""
+        sizes = getattr(self._store, "data_sizes", None)
+        if sizes is None:
+            return [len(entry.data) for entry in self._store.entries(low, high)]
+        return list(sizes(low, high))
+
     def term(self, index: Index) -> Term:
         return self._store.term(index)
 

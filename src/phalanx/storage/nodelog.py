@@ -80,7 +80,7 @@ from phalanx.raft.types import ConfState, Entry, HardState, Index, SnapshotMeta,
 from phalanx.storage import nodelog_format as fmt
 from phalanx.storage.io_errors import io_errors
 from phalanx.storage.nodelog_group import GroupStore, Request
-from phalanx.storage.nodelog_replay import Replay
+from phalanx.storage.nodelog_replay import DECODE_ERRORS, Replay
 from phalanx.storage.sqlite import (
     DATABASE_NAME,
     LOCK_NAME,
@@ -278,7 +278,7 @@ class NodeLog:
                 replay.damaged.setdefault(key, f"node log {self._directory}: {exc}")
                 continue
             self._groups[key] = GroupStore(self, key, log, state.hard_state,
-                                           state.snapshot_meta, state.runs)
+                                           state.snapshot_meta, state.runs, state.locations)
         self.damaged = replay.damaged
         for key, why in self.damaged.items():
             logger.error("node log %s: group %016x is damaged: %s", self._directory, key, why)
@@ -338,9 +338,9 @@ class NodeLog:
         key = secrets.randbits(64) or 1
         meta = SnapshotMeta(conf_state=conf_state)
         store = GroupStore(self, key, [Entry(term=Term(0), index=Index(0))], HardState(), meta,
-                           [])
+                           [], fmt.Locations())
 
-        def apply(seq: int) -> None:
+        def apply(seq: int, position: int) -> None:
             self._groups[key] = store
 
         self.submit(Request(key, (key, fmt.CREATE, *fmt.create_fields(conf_state)), apply))
@@ -409,9 +409,9 @@ class NodeLog:
         try:
             self._check_open()
             keys = sorted({request.key for request in batch})
-            seq = self._append(fmt.frame(fmt.WRITE, keys,
-                                         msgpack.packb([request.op for request in batch])),
-                               "write a frame")
+            seq, position = self._append(
+                fmt.frame(fmt.WRITE, keys, msgpack.packb([request.op for request in batch])),
+                "write a frame")
         except BaseException as exc:
             for request in batch:
                 request.error, request.done = exc, True
@@ -420,7 +420,7 @@ class NodeLog:
         reclaim = False
         for request in batch:
             try:
-                request.apply(seq)
+                request.apply(seq, position)
             except BaseException as exc:  # never expected: the op was checked before
                 logger.exception("node log %s: applying an op failed", self._directory)
                 request.error = exc
@@ -437,9 +437,9 @@ class NodeLog:
             self._rotated = False
             self._reclaim()
 
-    def _append(self, record: bytes, action: str) -> int:
+    def _append(self, record: bytes, action: str) -> tuple[int, int]:
         """Append one frame durably (rotating first if it does not fit); returns the seq of
-        the segment it went to."""
+        the segment it went to and its position there."""
         position = self._position
         if position + len(record) > self._segment_bytes and position > self._segment_start:
             self._start_segment(self._segments[-1].seq + 1)
@@ -465,7 +465,7 @@ class NodeLog:
                 self._allocated = position
                 raise
         self._position = end
-        return self._segments[-1].seq
+        return self._segments[-1].seq, position
 
     def _preallocate(self, fd: int, offset: int, length: int) -> bool:
         if not self._preallocate_bytes:
@@ -554,21 +554,61 @@ class NodeLog:
 
     def _rewrite(self, holders: list[tuple[GroupStore, int, int, int]]) -> bool:
         ops = []
-        for group, first, last, _ in holders:
-            offset = group._entries[0].index
-            ops.append((group.key, fmt.REWRITE, first,
-                        fmt.rows(group._entries[first - offset:last - offset + 1])))
         try:
-            seq = self._append(fmt.frame(fmt.WRITE, sorted(group.key for group, *_ in holders),
-                                         msgpack.packb(ops)), "rewrite live entries")
+            for group, first, last, _ in holders:
+                # (entries released from memory are read back from their frames here)
+                ops.append((group.key, fmt.REWRITE, first, fmt.rows(group.stored(first, last))))
+            seq, position = self._append(
+                fmt.frame(fmt.WRITE, sorted(group.key for group, *_ in holders),
+                          msgpack.packb(ops)), "rewrite live entries")
         except StorageError as exc:
             logger.warning("node log %s: cannot rewrite live entries: %s", self._directory, exc)
             return False
         for group, first, last, _ in holders:
             fmt.runs_replace(group._runs, seq, first, last)
+            group.relocated(first, last, seq, position)
             self.rewritten_entries += last - first + 1
         self._unconfirmed, self._last_write = True, time.monotonic()
         return True
+
+    # -- reading entries back ------------------------------------------------------------------
+    def read_frame(self, key: int, seq: int, position: int) -> list[Entry] | None:
+        """The entries of group `key`'s BATCH or REWRITE op in the WRITE frame at `position`
+        of segment `seq` (its CRCs checked: `Corrupt` if they fail), or None if that segment
+        is gone (a rewrite moved the entries and deleted it: look them up again). Lock-free:
+        a frame of the log is never changed once written, only its segment deleted."""
+        path = self._directory / segment_file_name(seq)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"node log {self._directory}: cannot open {path.name}: "
+                               f"{exc}") from exc
+        try:
+            head = os.pread(fd, fmt.FRAME_HEADER.size, position)
+            if len(head) == fmt.FRAME_HEADER.size:
+                count, length = fmt.FRAME_HEADER.unpack(head)[3:5]
+                head += os.pread(fd, count * fmt.KEY.size + length,
+                                 position + fmt.FRAME_HEADER.size)
+        except OSError as exc:
+            raise StorageError(f"node log {self._directory}: cannot read {path.name}: "
+                               f"{exc}") from exc
+        finally:
+            os.close(fd)
+        where = f"segment {path}, frame at offset {position}"
+        found = fmt.check_frame(head, 0)
+        if found.problem or found.frame_type != fmt.WRITE or key not in found.keys:
+            raise Corrupt(f"{where}: {found.problem or 'not a WRITE frame of this group'}")
+        try:
+            for op in msgpack.unpackb(found.payload, raw=False, use_list=True):
+                if op[0] == key and op[1] == fmt.BATCH:
+                    return fmt.decode_rows(op[4], op[5])
+                if op[0] == key and op[1] == fmt.REWRITE:
+                    return fmt.decode_rows(op[2], op[3])
+        except DECODE_ERRORS as exc:
+            raise Corrupt(f"{where}: malformed frame: {exc}") from exc
+        raise Corrupt(f"{where}: no entries of group {key:016x}")
 
     # -- confirm frames (torn write versus corruption) ----------------------------------------
     def _confirm_loop(self) -> None:

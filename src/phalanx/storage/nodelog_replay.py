@@ -70,7 +70,7 @@ class Replay:
             if found.frame_type == fmt.CHECKPOINT:
                 self._checkpoint(fields, oldest, where)
             else:
-                self._write(seq, fields, where)
+                self._write(seq, fields, where, found.position)
         return scan
 
     def _checkpoint(self, fields: list[object], oldest: bool, where: str) -> None:
@@ -89,7 +89,7 @@ class Replay:
             elif key not in self.states or self.states[key].summary() != group.summary():
                 self.damage(key, f"{where}: the checkpoint disagrees with the log before it")
 
-    def _write(self, seq: int, ops: list[object], where: str) -> None:
+    def _write(self, seq: int, ops: list[object], where: str, position: int) -> None:
         for op in ops:
             if not isinstance(op, list) or len(op) < 2 or not isinstance(op[0], int):
                 raise Corrupt(f"{where}: malformed op {op!r:.80}")
@@ -108,7 +108,7 @@ class Replay:
                                 + (f" (after {self.unknown_damaged})"
                                    if self.unknown_damaged else ""))
                 else:
-                    self.states[key].apply(seq, kind, fields)
+                    self.states[key].apply(seq, kind, fields, position)
             except DECODE_ERRORS as exc:
                 self.damage(key, f"{where}: {exc}")
 

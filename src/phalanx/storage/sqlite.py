@@ -323,6 +323,11 @@ class StoreView:
             selected = self._entries[low - offset : high - offset]
         return limit_size(selected, max_size_bytes)
 
+    def data_sizes(self, low: Index, high: Index) -> list[int]:
+        """The data sizes of entries `low..high-1` (the snapshot policy's byte bound; a store
+        that keeps entries on disk answers without reading them back)."""
+        return [len(entry.data) for entry in self.entries(low, high)]
+
     def hard_state(self) -> HardState:
         """The persisted hard state."""
         with self._view_lock:
