@@ -19,7 +19,7 @@ Tests: tests/benchmarks/test_bench_ratios.py (exact boundary cases, both directi
 from __future__ import annotations
 
 import math
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 
 NOT_A_FIGURE = "n/a"
 
@@ -28,7 +28,9 @@ def _cut(value: float, places: int, rounding: str) -> str:
     if not math.isfinite(value):
         return NOT_A_FIGURE
     step = Decimal(1).scaleb(-places)
-    shown = Decimal(repr(float(value))).quantize(step, rounding=rounding)
+    with localcontext() as context:
+        context.prec = 400  # room for any finite float's integer digits (up to ~1.8e308)
+        shown = Decimal(repr(float(value))).quantize(step, rounding=rounding)
     if shown == 0:
         shown = abs(shown)  # never "-0.00"
     return f"{shown:.{places}f}"

@@ -57,6 +57,9 @@ def test_not_a_figure_and_no_negative_zero() -> None:
         assert higher(value) == lower(value) == bench_ratios.NOT_A_FIGURE
     assert cut_up(-0.001) == "0.00"
     assert cut_down(-0.001) == "-0.01"
+    # Huge values keep every digit of their repr (no decimal precision error).
+    assert cut_up(1e30, 0) == "1" + "0" * 30
+    assert higher(1.5e300) == "15" + "0" * 299 + ".00x"
 
 
 def test_a_detailed_section_shows_the_cut_ratio_not_the_nearest() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from phalanx.errors import NotLeader
+from phalanx.errors import ConfigError, NotLeader
 from phalanx.raft import (
     AppendEntries,
     Heartbeat,
@@ -72,9 +72,9 @@ def test_read_index_waits_for_the_leaders_first_commit() -> None:
 
 
 def test_reads_arriving_together_share_one_heartbeat_round() -> None:
-    """diss. §6.4 ("batching"): reads that arrive while a round is outstanding wait for the next
-    single round instead of starting one each."""
-    net = steady()
+    """diss. §6.4 ("batching"): with one round in flight at most (etcd's way), reads that arrive
+    while a round is outstanding wait for the next single round instead of starting one each."""
+    net = steady(read_rounds_in_flight=1)
     leader = net.nodes["n1"]
     leader.read_index(b"first")
     first_round = heartbeats_queued(net)
@@ -90,6 +90,77 @@ def test_reads_arriving_together_share_one_heartbeat_round() -> None:
     commit = leader.raft.log.committed
     assert net.read_states["n1"] == [ReadState(commit, c) for c in
                                      (b"first", b"a", b"b", b"c", b"d")]
+
+
+def test_reads_of_one_loop_turn_share_the_round_still_in_the_outbox() -> None:
+    """diss. §6.4 (batching): reads that arrive before the round's heartbeats have left the
+    leader (one turn of its loop: no `ready()` between them) all ride that round."""
+    net = steady()
+    leader = net.nodes["n1"]
+    for context in (b"a", b"b", b"c"):
+        leader.read_index(context)  # no Ready taken between them
+    one_round = heartbeats_queued(net)
+    assert len(one_round) == 2 and {m.round for m in one_round} == {one_round[0].round}
+    net.send(*one_round)
+    net.delivered.clear()
+    net.stabilize()
+    assert [m for m in net.delivered if isinstance(m, Heartbeat)] == one_round  # no other round
+    commit = leader.raft.log.committed
+    assert net.read_states["n1"] == [ReadState(commit, c) for c in (b"a", b"b", b"c")]
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_a_round_that_left_does_not_confirm_a_later_read(in_flight: int) -> None:
+    """diss. §6.4 step 3: the round must be sent after the read arrived. A read made after the
+    round's heartbeats were taken from the outbox waits for the acknowledgement of a later round,
+    even when the earlier round's acknowledgements arrive first."""
+    net = steady(read_rounds_in_flight=in_flight)
+    leader = net.nodes["n1"]
+    leader.read_index(b"early")
+    early_round = heartbeats_queued(net)  # the Ready was taken: this round has left
+    leader.read_index(b"late")
+    late_round = heartbeats_queued(net)
+    # With one round in flight at most, the late read waits; with two, its round leaves now.
+    assert {m.round for m in late_round} == (set() if in_flight == 1
+                                             else {early_round[0].round + 1})
+    net.send(*early_round)
+    net.deliver()  # the followers answer the early round only
+    net.send(*net.take(lambda m: isinstance(m, HeartbeatResponse)))
+    net.deliver()
+    net.process_all()
+    commit = leader.raft.log.committed
+    assert net.read_states["n1"] == [ReadState(commit, b"early")]  # not the late read yet
+    net.send(*late_round)
+    net.stabilize()
+    assert net.read_states["n1"] == [ReadState(commit, b"early"), ReadState(commit, b"late")]
+
+
+def test_rounds_in_flight_are_bounded_and_later_reads_share_the_next() -> None:
+    """With `read_rounds_in_flight` = 2, a third batch of reads waits until a round in flight is
+    confirmed, then the whole batch shares one round (no round per read)."""
+    net = steady(read_rounds_in_flight=2)
+    leader = net.nodes["n1"]
+    leader.read_index(b"r1")
+    first = heartbeats_queued(net)
+    leader.read_index(b"r2")
+    second = heartbeats_queued(net)
+    assert {m.round for m in second} == {first[0].round + 1}
+    for context in (b"a", b"b", b"c"):
+        leader.read_index(context)
+        assert heartbeats_queued(net) == []  # two rounds unconfirmed: no third one yet
+    net.send(*first, *second)
+    net.delivered.clear()
+    net.stabilize()
+    rounds = sorted({m.round for m in net.delivered if isinstance(m, Heartbeat)})
+    assert rounds == [first[0].round, first[0].round + 1, first[0].round + 2]  # one for a, b, c
+    commit = leader.raft.log.committed
+    assert net.read_states["n1"] == [ReadState(commit, c) for c in
+                                     (b"r1", b"r2", b"a", b"b", b"c")]
+
+
+def test_read_rounds_in_flight_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="read_rounds_in_flight"):
+        Network.create(3, read_rounds_in_flight=0)
 
 
 def test_follower_read_index_is_forwarded_to_the_leader() -> None:

@@ -72,6 +72,13 @@ class RaftConfig:
     max_applying_bytes: int = 16 << 20
     #: The most read requests that may wait for a leadership confirmation.
     max_pending_reads: int = 100_000
+    #: The most ReadIndex heartbeat rounds in flight at once (diss. §6.4; read_only.py). Reads
+    #: arriving while this many are unconfirmed wait and share the next round. 1 (etcd's one at
+    #: a time) costs the fewest rounds per read; 2 lets reads answered by one round that come
+    #: straight back skip the wait behind the round in flight for the others: up to 1.33x the
+    #: reads per unit of network delay, for 1.5-2x the heartbeats per read
+    #: (benchmarks/bench_read_rounds.py). Worth it only where the network, not CPU, limits.
+    read_rounds_in_flight: int = 1
     #: The applied index the application restored on restart (its state machine's position).
     applied: int = 0
     #: How this replica names itself in its log lines, e.g. "n2 [shard 1]" (the runtime puts
@@ -106,6 +113,8 @@ class RaftConfig:
             raise ConfigError("max_applying_bytes must be > 0")
         if self.applied < 0:
             raise ConfigError("applied must be >= 0")
+        if self.read_rounds_in_flight < 1:
+            raise ConfigError("read_rounds_in_flight must be >= 1")
         problem = check_mutants(self.mutants)
         if problem is not None:
             raise ConfigError(problem)

@@ -225,6 +225,7 @@ class RawNode:
         raft.messages = []
         raft.messages_after_persist = []
         raft.read_states = []
+        raft.read_only.messages_taken()  # a read from now on needs a round sent after it
         unstable.accept_in_progress()
         if soft is not None:
             self._previous_soft = soft

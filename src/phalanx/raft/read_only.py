@@ -13,7 +13,12 @@ Rules of this file:
   (2) a quorum acknowledged a heartbeat round sent after the read arrived, and I is the commit
   index when it arrived (or this term's first commit). Within the lease (`lease_reads`), no
   other leader can exist, so (2) is skipped.
-- At most one round is in flight for reads; reads arriving meanwhile ride the next one.
+- Batching (diss. §6.4: "the leader can batch ... read-only queries"; etcd's read_only.go):
+  a read rides the newest round if that round's heartbeats have not left yet (they are still
+  in the outbox `RawNode.ready` takes: `messages_taken`), so every read of one loop turn
+  shares one round; otherwise the next round, started at once while fewer than
+  `read_rounds_in_flight` rounds (default 1) are unconfirmed, else when one is confirmed. A
+  round confirms only the reads registered before its heartbeats left.
 """
 
 from __future__ import annotations
@@ -71,6 +76,9 @@ class ReadOnly:
         self.round_acked: dict[NodeId, int] = {}
         self.confirmed_round = 0
         self.round_wanted = False
+        #: The round whose heartbeats are still in the outbox (not yet taken by
+        #: `RawNode.ready`), 0 if none: a read arriving now may ride it.
+        self.unsent_round = 0
         self.pending: list[PendingRead] = []
         self.lease_until_tick = -1
         self.lease_disabled = False
@@ -96,6 +104,7 @@ class ReadOnly:
         self.round_sent_tick = {}
         self.confirmed_round = self.round
         self.round_wanted = False
+        self.unsent_round = 0
         self.lease_until_tick = -1
         self.lease_disabled = False
 
@@ -148,7 +157,13 @@ class ReadOnly:
         self.round += 1
         self.round_sent_tick[self.round] = tick
         self.round_wanted = False
+        self.unsent_round = self.round
         return self.round
+
+    def messages_taken(self) -> None:
+        """The outbox was taken (`RawNode.ready`): the newest round's heartbeats are on their
+        way, so a read arriving from now on needs a later round."""
+        self.unsent_round = 0
 
     def ack(self, node: NodeId, round_number: int, conf: ConfState, term: int) -> None:
         """`node` (or the leader itself) acknowledged `round_number`: confirm rounds a quorum
@@ -214,16 +229,19 @@ class ReadOnly:
         single_voter = quorum_active(conf.voters, conf.voters_outgoing, [leader])
         # Index 0 marks "wait for this term's first commit, then read at it" (§6.4 step 1).
         read_at = committed if self.committed_in_term(term) else 0
-        read = PendingRead(context, read_at, requester, self.round + 1)
         if single_voter and self.committed_in_term(term):
-            self._answer(read, True, term)
+            self._answer(PendingRead(context, read_at, requester, 0), True, term)
             return
-        self.pending.append(read)
-        # Batch: at most one confirmation round in flight; later reads ride the next one.
-        if self.confirmed_round >= self.round:
+        if self.unsent_round:
+            # The newest round has not left yet: it is sent after this read arrived, so its
+            # acknowledgements confirm this read too (the batching of §6.4).
+            self.pending.append(PendingRead(context, read_at, requester, self.unsent_round))
+            return
+        self.pending.append(PendingRead(context, read_at, requester, self.round + 1))
+        if self.round - self.confirmed_round < self.config.read_rounds_in_flight:
             self._broadcast()
         else:
-            self.round_wanted = True
+            self.round_wanted = True  # started by `ack` when a round in flight is confirmed
 
     def on_commit(self, term: int) -> None:
         """The commit index moved: reads that waited for this term's first commit read at it."""
