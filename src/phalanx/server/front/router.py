@@ -607,7 +607,16 @@ class DataRouter:
             if group is None:
                 return await self._remote(state, shard_id, arguments, deadline, read=True)
             if not state.readonly:
-                await self._barrier(group, deadline)
+                try:
+                    await self._barrier(group, deadline)
+                except TimeoutError as error:
+                    if not group.loading():
+                        raise
+                    # Still replaying its log after a restart: Redis's -LOADING, not a
+                    # timeout (docs/security.md).
+                    raise Loading(f"this node's replica of shard {group.group_id} is "
+                                  f"replaying its log ({group.raw.applied} of "
+                                  f"{group.boot_commit} entries applied)") from error
             elif not group.caught_up:
                 # A READONLY read is stale, but never older than what the shard held when
                 # this replica last confirmed with its leader: the first one here waits for
