@@ -203,7 +203,7 @@ def test_corrupt_follower_store_is_refused_reported_and_rebuilt(cluster: Any, wh
     assert 'phalanx_replicas_damaged_total{cause="storage"} 1.0' in text, [
         line for line in text.splitlines() if "damaged" in line]
     # (the gauge follows the control loop's next round after the rebuild)
-    wait_until(lambda: "phalanx_replicas_damaged_now 0.0" in metrics(), 10,
+    wait_until(lambda: "phalanx_replicas_damaged_now 0.0" in metrics(), 30,
                "the damaged-replicas gauge back to 0")
     print(f"{where}: flipped {what}; damage reported {detected:.2f} s after the restart "
           f"began, full redundancy after {rebuilt:.2f} s; {load.acked_count()} writes "

@@ -69,7 +69,7 @@ from phalanx.server.internal_auth import (
     sign,
     verify_key,
 )
-from phalanx.server.peer_link import LeaderLink
+from phalanx.server.peer_link import LeaderLink, LinkPool
 from phalanx.server.running_loop import LoopCache
 
 if TYPE_CHECKING:
@@ -142,6 +142,9 @@ class DataRouter:
         self.encode_reply = encode_reply
         #: The running loop, asked once (`running_loop`: no getpid() per request).
         self.loops = LoopCache()
+        #: Idle forwarding links left by closed client connections, for the next ones
+        #: (`peer_link.LinkPool`: no TCP connection and handshake per forwarded client).
+        self.links = LinkPool()
         #: A shard without a leader for this long answers -CLUSTERDOWN at once: 4 minimum
         #: election timeouts, and never less than 2 s (2 s with a 500 ms timeout or shorter).
         #: The clock (`RaftGroup.leaderless_for`) starts the instant a replica stops knowing a
@@ -280,6 +283,8 @@ class DataRouter:
                 or tag.raw_forward or tag.held():
             return None
         link = state.links.get(leader)
+        if link is None and not state.closed:
+            link = self._pooled_link(state, leader)
         if link is None or not link.usable():
             return None
         timeout = self.config.request_timeout_ms / 1000
@@ -757,14 +762,19 @@ class DataRouter:
             raise ClusterDown(f"node {leader} is not in this node's cluster map")
         host, port = address
         link = state.links.get(leader)
+        #: True when this call alone owns `link` (its client had left when it was made).
+        only_ours = False
         if link is None:
-            link = LeaderLink(leader, host, int(port), max(0.05, deadline - time.monotonic()),
-                              self.config.requirepass, self.client_tls)
+            link = self.links.take(leader, host, int(port)) or LeaderLink(
+                leader, host, int(port), max(0.05, deadline - time.monotonic()),
+                self.config.requirepass, self.client_tls)
             if not state.closed:
                 state.links[leader] = link
-            # else: the client left while this command kept trying (a failover): the link
-            # is this call's only and is closed after it (below), never left to the garbage
-            # collector with its connection open and its reader task pending.
+            else:
+                # The client left while this command kept trying (a failover): the link is
+                # this call's only and goes to the pool after it (below), never left to the
+                # garbage collector with its connection open and its reader task pending.
+                only_ours = True
         link.timeout = max(0.05, deadline - time.monotonic())
         link.watch(current_leader, self.config.request_timeout_ms / 1000)
         if tag is not None:
@@ -808,22 +818,32 @@ class DataRouter:
                                  f"may or may not have been applied")
         except LeaderUnreachable:
             # The link may be half-connected (a cancelled handshake): never reuse it.
-            self._drop_link(state, leader, link, tag)
+            self._drop_link(state, leader, link, tag, only_ours)
             raise
         except (OSError, TimeoutError, PeerProtocolError) as error:
-            self._drop_link(state, leader, link, tag)
+            self._drop_link(state, leader, link, tag, only_ours)
             raise OutcomeUnknown(
                 f"the connection to {leader} failed while forwarding ({error}); a "
                 f"write may or may not have been applied"
             ) from error
         except OutcomeUnknown:
-            self._drop_link(state, leader, link, tag)
+            self._drop_link(state, leader, link, tag, only_ours)
             raise
         finally:
             if not call.done():
                 call.cancel()
-            if state.closed and state.links.get(leader) is not link:
-                link.close()
+            if only_ours:
+                self.links.give_back(link)
+
+    def _pooled_link(self, state: ClientState, leader: str) -> LeaderLink | None:
+        """An idle pooled link to `leader`, now the connection's own (None: none idle)."""
+        address = self.replicas.resp_address(leader)
+        if address is None:
+            return None
+        link = self.links.take(leader, address[0], int(address[1]))
+        if link is not None:
+            state.links[leader] = link
+        return link
 
     def _tagged(self, tag: WriteTag, arguments: list[bytes]) -> list[bytes]:
         """`arguments` as PHALANX.FWD with the write's session (signed when the cluster has a
@@ -837,11 +857,14 @@ class DataRouter:
 
     @staticmethod
     def _drop_link(state: ClientState, leader: str, link: LeaderLink,
-                   tag: WriteTag | None) -> None:
+                   tag: WriteTag | None, only_ours: bool = False) -> None:
         """Close a link that failed (every call still on it fails: those writes are sent
-        again, in order), and never reuse it."""
+        again, in order), and never reuse it. A link this connection no longer holds (its
+        client left and the pool took it back) is not this call's to close: the pool parks
+        only links whose calls were all answered, and drops broken ones."""
         if tag is not None:
             tag.mark(WAITING)
-        link.close()
+        if only_ours or state.links.get(leader) is link:
+            link.close()
         if state.links.get(leader) is link:
             del state.links[leader]
