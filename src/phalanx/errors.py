@@ -6,7 +6,7 @@ Rules of this file:
   hint)", `OutcomeUnknown` means "the write may have happened; do not blindly retry".
 - Callers decide by type, never by an error's text. Every `RetrySafe` error (certainly not
   applied) reaches a Redis client as `-TRYAGAIN <message>`, `ClusterDown` as
-  `-CLUSTERDOWN <message>`, `CommandError` as its own text (the RESP front end's mapping is
+  `-CLUSTERDOWN <message>`, `Loading` as `-LOADING <message>`, `CommandError` as its own text (the RESP front end's mapping is
   `phalanx.server.front.replies.error_text`; see docs/architecture.md).
 - A broken invariant is a bug: it raises `InvariantViolation` through `require()`, because
   `python -O` strips `assert`. Nothing catches it broadly.
@@ -75,6 +75,12 @@ class TryAgain(RetrySafe):
 class ClusterDown(PhalanxError):
     """The shard of the command has no quorum, no reachable replica, or no longer exists
     (wire: `-CLUSTERDOWN ...`): nothing was done."""
+
+
+class Loading(PhalanxError):
+    """The node, or its replica of the command's shard, is still loading its data (replaying
+    its log at start, or catching up with its leader after a rebuild): nothing was done,
+    retry later (wire: `-LOADING ...`, as Redis while it loads its dataset)."""
 
 
 class CommandError(PhalanxError):

@@ -69,16 +69,20 @@ class _Writer:
             self.workers.append(worker)
 
     def _one(self, sequence: int) -> None:
-        client = redis.Redis(host=self.host, port=self.port, socket_timeout=self.timeout_s,
-                             socket_connect_timeout=self.timeout_s, retry=no_retry(), protocol=2,
-                             single_connection_client=True)
         began = time.monotonic()
+        client: redis.Redis | None = None
         try:
+            # (redis-py connects in the constructor of a single-connection client: a connect
+            # that times out there is a failed write like any other, not a thread's crash.)
+            client = redis.Redis(host=self.host, port=self.port, socket_timeout=self.timeout_s,
+                                 socket_connect_timeout=self.timeout_s, retry=no_retry(),
+                                 protocol=2, single_connection_client=True)
             ok = client.set(f"gap:{self.tag}:{sequence}", "x") is True
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
             ok = False
         finally:
-            client.close()
+            if client is not None:
+                client.close()
         ended = time.monotonic()
         with self.lock:
             self.events.append((began, ended, ok))

@@ -302,7 +302,7 @@ class LocalCluster:
                     os.kill(pid, signal.SIGKILL)
         for pid in sorted(self.pids):
             with contextlib.suppress(AssertionError):
-                wait_until(lambda pid=pid: not launcher.pid_alive(pid), 10.0, f"pid {pid} to exit")
+                wait_until(lambda pid=pid: not launcher.pid_alive(pid), 30.0, f"pid {pid} to exit")
         for process in getattr(self, "_processes", {}).values():
             with contextlib.suppress(Exception):
                 process.wait(timeout=1)

@@ -45,7 +45,7 @@ def test_users_are_replicated_to_every_node(cluster: Any) -> None:
         admin.acl_setuser("bad", enabled=True, channels=["chan:*"])  # channels are all
 
     remote = c.client(third, password=PASSWORD)
-    wait_until(lambda: _auth_works(remote, "alice", "alice-pw"), 10, "alice on the 3rd node")
+    wait_until(lambda: _auth_works(remote, "alice", "alice-pw"), 30, "alice on the 3rd node")
     assert remote.execute_command("ACL", "WHOAMI") == "alice"
     assert remote.set("k", "v") is True
     user = remote.acl_getuser("ro")
@@ -54,7 +54,7 @@ def test_users_are_replicated_to_every_node(cluster: Any) -> None:
     assert any(line.startswith("user alice on #") for line in remote.acl_list())
 
     reader = c.client(third, username="ro", password="ro-pw")
-    wait_until(lambda: _auth_works(reader, "ro", "ro-pw"), 10, "ro on the 3rd node")
+    wait_until(lambda: _auth_works(reader, "ro", "ro-pw"), 30, "ro on the 3rd node")
     with pytest.raises(redis.exceptions.NoPermissionError,
                        match="User ro has no permissions to run the 'set' command"):
         reader.set("k", "v2")
@@ -63,7 +63,7 @@ def test_users_are_replicated_to_every_node(cluster: Any) -> None:
     assert _retry(lambda: admin.acl_deluser("alice", "ro")) == 2
     for node in c.nodes:
         probe = c.client(node, password=PASSWORD)
-        wait_until(lambda probe=probe: not _auth_works(probe, "alice", "alice-pw"), 10,
+        wait_until(lambda probe=probe: not _auth_works(probe, "alice", "alice-pw"), 30,
                    f"alice gone on {node.id}")
         assert not _auth_works(probe, "ro", "ro-pw")
     with pytest.raises(redis.exceptions.AuthenticationError):

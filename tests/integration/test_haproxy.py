@@ -264,7 +264,7 @@ def test_clients_through_haproxy_survive_a_killed_node(
     try:
         wait_until(lambda: all(len(w.acked) >= 30 for w in writers), 20.0,
                    "30 writes per client through HAProxy")
-        wait_until(lambda: int(proxy.servers()[victim.id].get("scur") or 0) >= 1, 10.0,
+        wait_until(lambda: int(proxy.servers()[victim.id].get("scur") or 0) >= 1, 30.0,
                    f"a client session on {victim.id}")
         sessions_before = int(proxy.servers()[victim.id].get("stot") or 0)
         killed_at = time.monotonic()

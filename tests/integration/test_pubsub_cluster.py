@@ -14,7 +14,7 @@ from integration_harness import LocalCluster
 from test_security import make_certs
 
 
-def _next_message(pubsub: Any, timeout: float = 10.0) -> dict[str, Any]:
+def _next_message(pubsub: Any, timeout: float = 30.0) -> dict[str, Any]:
     """The next message (not a (un)subscribe confirmation) of a redis-py PubSub."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -26,7 +26,7 @@ def _next_message(pubsub: Any, timeout: float = 10.0) -> dict[str, Any]:
 
 def _wait_subscribed(pubsub: Any, count: int) -> None:
     seen = 0
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while seen < count and time.monotonic() < deadline:
         message = pubsub.get_message(timeout=0.5)
         if message is not None and message["type"] in ("subscribe", "psubscribe",
@@ -85,7 +85,7 @@ def test_redis_py_pubsub_across_nodes(cluster: Any) -> None:
     try:
         cluster_sub = cluster_client.pubsub()
         cluster_sub.ssubscribe("orders")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             confirmation = cluster_sub.get_sharded_message(timeout=0.5)
             if confirmation is not None:

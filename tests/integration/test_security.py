@@ -127,7 +127,7 @@ def test_rogue_peers_are_refused(cluster: Any) -> None:
              encode_handshake(NodeId("n9"), "phalanx", secret=b"the-right-secret")]
     for count, frame in enumerate(rogue, start=1):
         assert _send_handshake(address, frame) == b""  # no handshake back: disconnected
-        wait_until(lambda count=count: _refusals(c, target.id) >= before + count, 10.0,
+        wait_until(lambda count=count: _refusals(c, target.id) >= before + count, 30.0,
                    f"{target.id} to log refusal #{count}")
     log = c.node(target.id).log_path.read_text(errors="replace")
     assert "wrong HMAC for the cluster secret" in log

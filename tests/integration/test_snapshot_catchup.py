@@ -15,10 +15,12 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from integration_harness import LocalCluster, NodeRef, wait_until
 
 #: Generous: catching up takes about the time of the snapshot transfer (well under a second
@@ -121,3 +123,59 @@ def test_a_wiped_follower_catches_up_by_snapshot(cluster: Any, write_while_down:
                f"{victim.id} to apply a write made after it caught up")
     print(f"wiped {victim.id} caught up in {elapsed:.2f} s (from restart, process start "
           f"included)")
+
+
+def test_readonly_reads_of_a_wiped_follower_never_go_back_in_time(cluster: Any) -> None:
+    """Proves: a READONLY client reading from a follower whose shard data was wiped, from the
+    moment the restarted node accepts connections until its replica has caught up by
+    snapshot, gets the acknowledged value or `-LOADING` (redis-py's BusyLoadingError), never
+    a nil for a key that exists (before the fix: nil while the replica was empty)."""
+    c: LocalCluster = cluster(3, snapshot_every_entries=SNAPSHOT_EVERY,
+                              snapshot_keep_entries=SNAPSHOT_KEEP)
+    c.leader()
+    leader = wait_until(lambda: next((node for node in c.nodes if (local_shard(c, node) or {})
+                                      .get("role") == "leader"), None),
+                        30, "a leader of shard 1")
+    writer = c.client(leader)
+    pipe = writer.pipeline(transaction=False)
+    for i in range(KEYS):
+        pipe.set(f"stale:{i}", f"value-{i}")
+    assert all(pipe.execute())
+    c.wait_converged()
+    victim = c.others(leader)[-1]
+    c.kill(victim)
+    shard_dir = Path(victim.data_dir) / "groups" / "1"
+    for path in shard_dir.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    c.restart(victim, wait=False)
+    answers: Counter[str] = Counter()
+    reader: redis.Redis | None = None
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    while True:
+        assert time.monotonic() < deadline, f"no value within {CATCH_UP_TIMEOUT_S} s: {answers}"
+        try:
+            if reader is None:
+                reader = c.readonly_client(victim)
+            value = reader.get(f"stale:{KEYS - 1}")
+        except redis.BusyLoadingError:
+            answers["loading"] += 1
+            time.sleep(0.01)
+            continue
+        except (redis.ConnectionError, redis.TimeoutError):
+            answers["not listening yet"] += 1
+            reader = None
+            time.sleep(0.02)
+            continue
+        assert value is not None, f"a READONLY read answered nil for a key that exists: {answers}"
+        assert value == f"value-{KEYS - 1}"
+        answers["value"] += 1
+        if answers["value"] >= 20:
+            break
+    # Every key, from the replica that has caught up.
+    assert reader is not None
+    assert all(reader.get(f"stale:{i}") == f"value-{i}" for i in range(0, KEYS, 97))
+    print(f"READONLY reads of a wiped follower while it restarted and caught up: "
+          f"{dict(answers)}")

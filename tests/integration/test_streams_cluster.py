@@ -87,7 +87,7 @@ def test_blocked_stream_readers_on_a_follower_are_served(cluster: Any) -> None:
 
     thread = threading.Thread(target=wait_blocked)
     thread.start()
-    wait_until(lambda: r.client_unblock(blocked_id, error=True), 10, "a blocked client")
+    wait_until(lambda: r.client_unblock(blocked_id, error=True), 30, "a blocked client")
     thread.join(30)
     assert outcome == ["UNBLOCKED client unblocked via CLIENT UNBLOCK"], outcome
     try:

@@ -4,7 +4,9 @@ join, drains and rebuilds keep it; a placement that cannot says so."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from itertools import product
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from tests.placement.test_planner import apply_all, report_desired
 
 from phalanx.errors import ConfigError
 from phalanx.placement.analysis import analyze
-from phalanx.placement.map import ClusterMap, NodeInfo
+from phalanx.placement.map import ClusterMap, NodeInfo, ShardInfo
 from phalanx.placement.planner import initial_map, plan, relocation_target, violations
 
 
@@ -289,3 +291,74 @@ def test_respread_fixes_zones_too_when_a_zone_returns() -> None:
     final = converge(apply_all(cmap, [{"op": "set_node_state", "node": n, "state": "alive"}
                                       for n in z0]))
     assert violations(final) == []
+
+
+PN, PH, PZ, PR = 0.99, 0.995, 0.999, 0.9999
+
+
+def brute_force_with_hosts(cmap: ClusterMap, voter_sets: list[tuple[str, ...]]) -> float:
+    """P(every voter set has a live majority), enumerating every node, shared host (a host of
+    several nodes), zone and region state: the oracle of the nines' host model."""
+    nodes = sorted(cmap.nodes)
+    members = Counter(cmap.nodes[n].host_domain for n in nodes if cmap.nodes[n].host)
+    shared = sorted(h for h, count in members.items() if count > 1)
+    zones = sorted({cmap.nodes[n].domain for n in nodes})
+    regions = sorted({cmap.nodes[n].region for n in nodes})
+    total = 0.0
+    for state in product((True, False), repeat=len(nodes) + len(shared) + len(zones)
+                         + len(regions)):
+        node_up = dict(zip(nodes, state, strict=False))
+        rest = state[len(nodes):]
+        host_up = dict(zip(shared, rest, strict=False))
+        zone_up = dict(zip(zones, rest[len(shared):], strict=False))
+        region_up = dict(zip(regions, rest[len(shared) + len(zones):], strict=True))
+        p = math.prod(PN if u else 1 - PN for u in node_up.values())
+        p *= math.prod(PH if u else 1 - PH for u in host_up.values())
+        p *= math.prod(PZ if u else 1 - PZ for u in zone_up.values())
+        p *= math.prod(PR if u else 1 - PR for u in region_up.values())
+        up = {n for n in nodes if node_up[n] and host_up.get(cmap.nodes[n].host_domain, True)
+              and zone_up[cmap.nodes[n].domain] and region_up[cmap.nodes[n].region]}
+        if all(2 * len(up & set(v)) > len(v) for v in voter_sets):
+            total += p
+    return total
+
+
+def test_the_nines_count_a_shared_host_as_one_failure_exactly() -> None:
+    """Session 8 left hosts out of the nines (a shared host only showed as a SPOF). Two nodes of
+    a host fail together with the host's availability: checked against an oracle that
+    enumerates every node, host, zone and region state, per shard and for the keyspace."""
+    nodes = {n.id: n for n in hosts_layout(zones=2, hosts=3, per_host=2)}
+    shards = {1: ShardInfo(1, ((0, 99),), ("n1", "n2", "n3")),      # two on h1
+              2: ShardInfo(2, ((100, 199),), ("n1", "n3", "n5")),    # one per host
+              3: ShardInfo(3, ((200, 299),), ("n4", "n6"))}
+    cmap = ClusterMap(1, "zone", 3, nodes, shards, ("n2", "n4", "n6"))
+    report = analyze(cmap, node_availability=PN, zone_availability=PZ,
+                     region_availability=PR, host_availability=PH)
+    assert report["assumptions"]["shared_hosts"] == 3  # type: ignore[index]
+    for entry, shard in zip(report["shards"], shards.values(), strict=True):  # type: ignore[call-overload]
+        assert entry["availability"] == pytest.approx(
+            brute_force_with_hosts(cmap, [shard.replicas]), rel=1e-12, abs=1e-15)
+    assert report["keyspace"]["method"] == "exact"  # type: ignore[index]
+    assert report["keyspace"]["availability"] == pytest.approx(  # type: ignore[index]
+        brute_force_with_hosts(cmap, [s.replicas for s in shards.values()]), rel=1e-12)
+    assert report["driver"]["availability"] == pytest.approx(  # type: ignore[index]
+        brute_force_with_hosts(cmap, [("n2", "n4", "n6")]), rel=1e-12)
+    # Two replicas on one host are worse than one per host, all else equal (same zones).
+    one, spread = report["shards"][0], report["shards"][1]  # type: ignore[index]
+    assert one["availability"] < spread["availability"]
+    # A host that always stays up is the model without hosts.
+    flat = analyze(cmap, node_availability=PN, zone_availability=PZ, region_availability=PR,
+                   host_availability=1.0)
+    assert flat["shards"][1]["availability"] > spread["availability"]  # type: ignore[index]
+
+
+def test_hosts_of_one_node_leave_the_nines_as_they_were() -> None:
+    """A node alone on its host has its machine in its own figure: the host availability
+    changes nothing (clusters without shared hosts keep their figures)."""
+    cmap = initial_map(hosts_layout(zones=3, hosts=5, per_host=1), 4)
+    figures = [analyze(cmap, host_availability=h) for h in (1.0, 0.9)]
+    assert figures[0]["shards"] == figures[1]["shards"]
+    assert figures[0]["keyspace"] == figures[1]["keyspace"]
+    assert figures[0]["assumptions"]["shared_hosts"] == 0  # type: ignore[index]
+    with pytest.raises(ConfigError, match="host_availability"):
+        analyze(cmap, host_availability=1.5)

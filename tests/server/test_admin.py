@@ -79,8 +79,10 @@ class FakeView:
         return {"node": node_id, "state": state, "reply": "OK"}
 
     def analysis(self, node_availability: float, zone_availability: float,
-                 region_availability: float) -> dict[str, object]:
-        return {"figures": [node_availability, zone_availability, region_availability]}
+                 region_availability: float,
+                 host_availability: float = 0.999) -> dict[str, object]:
+        return {"figures": [node_availability, zone_availability, region_availability,
+                            host_availability]}
 
     async def split_shard(self, shard: int, at: int | None = None) -> dict[str, object]:
         if shard == 9:
@@ -429,7 +431,11 @@ def test_drain_decommission_readmit_and_analyze() -> None:
         status, body = await get_json(session, "POST", "/drain", json={"nodes": "n4"})
         assert status == 400 and '{"node": "<node id>"}' in body["error"]
         assert await get_json(session, "GET", "/analyze?node=0.9") == \
-            (200, {"figures": [0.9, 0.999, 0.9999]})
+            (200, {"figures": [0.9, 0.999, 0.9999, 0.999]})
+        assert await get_json(session, "GET", "/analyze?host=0.95") == \
+            (200, {"figures": [0.99, 0.999, 0.9999, 0.95]})
+        status, body = await get_json(session, "GET", "/analyze?host=0")
+        assert status == 400 and "host must be an availability" in body["error"]
         status, body = await get_json(session, "GET", "/analyze?zone=2")
         assert status == 400 and "zone must be an availability" in body["error"]
 

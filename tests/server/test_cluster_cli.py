@@ -526,7 +526,7 @@ def test_end_to_end_up_status_failover_down(tmp_path: Path) -> None:
         moved = _run_cli("failover", "--to", target, "--data-dir", str(data_dir))
         assert moved.returncode == 0, moved.stdout + moved.stderr
         assert f"leadership moved from {leaders[0]} to {target}" in moved.stdout
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             statuses = admin.query_status(cluster.nodes)
             if (leader := admin.current_leader(statuses)) and leader.entry.id == target:

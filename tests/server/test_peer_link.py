@@ -62,10 +62,12 @@ class FakeLeader:
     its first command's reply (a leader that restarted while the link was idle)."""
 
     def __init__(self, *, silent: bool = False, mute: bool = False,
-                 close_after_reply: bool = False) -> None:
+                 close_after_reply: bool = False, hold: asyncio.Event | None = None) -> None:
         self.silent = silent
         self.mute = mute
         self.close_after_reply = close_after_reply
+        #: When set: each reply waits for this event (a write still committing).
+        self.hold = hold
         self.commands = 0
         self.connections = 0
         #: Connections that ended (the link closed them, or they failed).
@@ -90,6 +92,8 @@ class FakeLeader:
                 if self.mute:
                     await reader.read()
                     return
+                if self.hold is not None:
+                    await self.hold.wait()
                 writer.write(b"+OK\r\n")
                 await writer.drain()
                 if self.close_after_reply:
@@ -166,12 +170,13 @@ def test_a_forward_sent_to_a_leader_that_goes_silent_has_an_unknown_outcome() ->
     asyncio.run(body())
 
 
-def test_a_command_still_forwarding_after_its_client_left_leaves_no_link_open() -> None:
+def test_a_command_still_forwarding_after_its_client_left_leaves_no_link_behind() -> None:
     """A write keeps trying after its client disconnected (a failover: the client's timeout is
-    shorter than the request's). The link it opens then is closed with it: before, it stayed
-    in the closed session's dict with its connection open and its reader task pending until
-    the garbage collector destroyed it ("Task was destroyed but it is pending!", hundreds
-    per second through a follower during a SIGSTOP failover)."""
+    shorter than the request's). The link it opens then never stays in the closed session's
+    dict (before the fix, its connection stayed open and its reader task pending until the
+    garbage collector destroyed it: "Task was destroyed but it is pending!", hundreds per
+    second through a follower during a SIGSTOP failover): it goes to the router's pool of
+    idle links, which owns it and closes it when the node stops."""
     async def body() -> None:
         peer = FakeLeader()
         port = await peer.start()
@@ -182,11 +187,106 @@ def test_a_command_still_forwarding_after_its_client_left_leaves_no_link_open() 
                 state, "n2", SET, time.monotonic() + 30, None), 10)
             assert reply == SimpleString("OK") and peer.commands == 1
             assert state.links == {}
+            assert router.links.idle_count() == 1
+            router.links.close()  # the node stops
             deadline = time.monotonic() + 10
             while peer.ended < 1 and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             assert peer.connections == 1 and peer.ended == 1
+            assert router.links.idle_count() == 0
         finally:
+            await peer.stop()
+
+    asyncio.run(body())
+
+
+def _close_session(router: Any, state: ClientState) -> None:
+    """What `Sessions.close` does with a closed connection's links (the listener hands
+    them to the router's pool)."""
+    state.closed = True
+    for link in state.links.values():
+        router.links.give_back(link)
+    state.links.clear()
+
+
+def test_a_closed_clients_link_serves_the_next_client_without_a_new_connection() -> None:
+    """A client that connects for each command (the gap writer of the failover benchmarks)
+    used to cost a TCP connection, AUTH and CLIENT SETNAME to the leader per command, on
+    both nodes; under load that drove a follower into answering nobody in time (see
+    `LinkPool`). The next client connection takes the idle link over."""
+    async def body() -> None:
+        peer = FakeLeader()
+        port = await peer.start()
+        router = _router(port)
+        try:
+            for client in range(1, 4):
+                state = ClientState(id=client, address="?")
+                reply = await asyncio.wait_for(router._forward(
+                    state, "n2", SET, time.monotonic() + 30, None), 10)
+                assert reply == SimpleString("OK")
+                _close_session(router, state)
+            assert peer.commands == 3 and peer.connections == 1
+            assert router.links.idle_count() == 1
+        finally:
+            router.links.close()
+            await peer.stop()
+
+    asyncio.run(body())
+
+
+def test_a_link_given_back_with_a_call_in_flight_is_parked_once_answered() -> None:
+    """A client left while its write was on the link (its reply still to come): the link is
+    neither closed (the write was sent; closing cannot take it back) nor handed to another
+    client before that reply is read (replies match calls in order)."""
+    async def body() -> None:
+        hold = asyncio.Event()
+        peer = FakeLeader(hold=hold)
+        port = await peer.start()
+        router, state = _router(port), ClientState(id=1, address="?")
+        try:
+            call = asyncio.ensure_future(router._forward(
+                state, "n2", SET, time.monotonic() + 30, None))
+            deadline = time.monotonic() + 10
+            while peer.commands < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert peer.commands == 1 and not call.done()
+            _close_session(router, state)
+            assert router.links.idle_count() == 0
+            other = ClientState(id=2, address="?")
+            assert router.links.take("n2", "127.0.0.1", port) is None
+            hold.set()
+            assert await asyncio.wait_for(call, 10) == SimpleString("OK")
+            assert router.links.idle_count() == 1
+            reply = await asyncio.wait_for(router._forward(
+                other, "n2", SET, time.monotonic() + 30, None), 10)
+            assert reply == SimpleString("OK") and peer.connections == 1
+        finally:
+            router.links.close()
+            await peer.stop()
+
+    asyncio.run(body())
+
+
+def test_a_link_its_peer_closed_is_not_reused_from_the_pool() -> None:
+    async def body() -> None:
+        peer = FakeLeader(close_after_reply=True)
+        port = await peer.start()
+        router = _router(port)
+        try:
+            for client in range(1, 3):
+                state = ClientState(id=client, address="?")
+                reply = await asyncio.wait_for(router._forward(
+                    state, "n2", SET, time.monotonic() + 30, None), 10)
+                assert reply == SimpleString("OK")
+                link = state.links["n2"]
+                deadline = time.monotonic() + 10
+                while link.usable() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)  # the peer's FIN arrives
+                _close_session(router, state)
+                assert router.links.idle_count() == 0
+            assert peer.commands == 2 and peer.connections == 2
+        finally:
+            router.links.close()
             await peer.stop()
 
     asyncio.run(body())

@@ -239,9 +239,12 @@ def merge(data_dir: str, shard: int, source: int, timeout: float,
               help="Availability of one node (e.g. 0.99).")
 @click.option("--zone-availability", type=float, default=0.999, show_default=True)
 @click.option("--region-availability", type=float, default=0.9999, show_default=True)
+@click.option("--host-availability", type=float, default=0.999, show_default=True,
+              help="Availability of a host shared by several nodes (docs/hosts.md): its loss "
+                   "takes them all at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
 def analyze(data_dir: str, node_availability: float, zone_availability: float,
-            region_availability: float, as_json: bool) -> None:
+            region_availability: float, host_availability: float, as_json: bool) -> None:
     """Single points of failure and estimated nines of the running cluster's placement; on an
     active-active region, what a region partition or loss does to strong and active-active keys
     (CAP: availability, RPO, cost in replicas and cross-region traffic)."""
@@ -250,7 +253,7 @@ def analyze(data_dir: str, node_availability: float, zone_availability: float,
     from phalanx.placement import format_analysis
 
     report = _any_admin(data_dir, f"/analyze?node={node_availability}&zone={zone_availability}"
-                                  f"&region={region_availability}")
+                                  f"&region={region_availability}&host={host_availability}")
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -8,16 +8,22 @@ What this module owns:
 
 Rules of this module:
 - Pure and deterministic: standard library only (`math`); exact arithmetic where affordable.
-- The model: a replica is up iff its node, its zone and its region are up; nodes, zones and
-  regions fail independently with the given availabilities. Nodes the map calls dead or
-  decommissioned (or does not know) are down; alive and draining nodes are up-able.
+- The model: a replica is up iff its node, its host (when the host is shared), its zone and
+  its region are up; nodes, shared hosts, zones and regions fail independently with the given
+  availabilities. A shared host is one with several nodes of the map (docs/hosts.md: K node
+  processes on one machine): its loss takes them all at once. A node alone on its host (or
+  without a host label) has its machine's failures in its own node availability, so a cluster
+  without shared hosts gets the figures it got before hosts existed. Nodes the map calls dead
+  or decommissioned (or does not know) are down; alive and draining nodes are up-able.
 - A shard is available iff a majority of its voters is up. Voters are the REPORTED voters when
   the shard has reported, else its desired replicas.
 - Per shard and for the driver the probability is exact: enumerate the up/down states of the
-  zones and regions involved, then count node states with a binomial-style convolution. For the
+  regions, zones and shared hosts involved, then count node states with a binomial-style
+  convolution. For the
   whole keyspace (every shard at once; shards share nodes) it is exact while the live nodes
-  involved are few (<= 12), else a lower bound (Harris' inequality: the events are increasing),
-  and the report says which.
+  involved are few (<= 12), else a lower bound (Harris' inequality: the events are increasing
+  in every node, host, zone and region variable; conditioned on regions and zones, each
+  shard's probability enumerates its own hosts), and the report says which.
 - Region loss counts as a failure to survive only under the "region" goal or when the cluster
   spans several regions (a one-region cluster makes no claim about losing its region).
 """
@@ -67,6 +73,18 @@ class _Model:
     node: float
     zone: float
     region: float
+    host: float = 1.0
+    #: node id -> its shared host (a host of several nodes of the map); absent: not shared.
+    shared_host: Mapping[str, tuple[str, str, str, str]] | None = None
+
+
+def _shared_hosts(nodes: Mapping[str, NodeInfo]) -> dict[str, tuple[str, str, str, str]]:
+    """Node id -> its host, for the nodes of hosts that hold several nodes of the map."""
+    members: dict[tuple[str, str, str, str], list[str]] = {}
+    for node in nodes.values():
+        if node.host:
+            members.setdefault(node.host_domain, []).append(node.id)
+    return {node_id: host for host, ids in members.items() if len(ids) > 1 for node_id in ids}
 
 
 def _is_live(nodes: Mapping[str, NodeInfo], node_id: str) -> bool:
@@ -79,10 +97,28 @@ def _group(cmap: ClusterMap, label: str, voters: Iterable[str]) -> _Group:
     return _Group(label, ordered, tuple(v for v in ordered if _is_live(cmap.nodes, v)))
 
 
-def _domain_states(nodes: Mapping[str, NodeInfo], members: Iterable[str], model: _Model
-                   ) -> list[tuple[frozenset[str], float]]:
-    """The up/down states of the regions and zones of `members`, as (probability, members
-    whose zone and region are up); states with the same reachable members are merged."""
+def _host_states(members: Iterable[str], model: _Model) -> list[tuple[frozenset[str], float]]:
+    """The up/down states of the shared hosts of `members`, as (members whose host is up (or
+    not shared), probability); states with the same members are merged."""
+    members = sorted(set(members))
+    shared = model.shared_host or {}
+    hosts = sorted({shared[m] for m in members if m in shared})
+    if not hosts or model.host >= 1.0:
+        return [(frozenset(members), 1.0)]
+    merged: dict[frozenset[str], float] = {}
+    for host_up in product((True, False), repeat=len(hosts)):
+        p = math.prod(model.host if up else 1 - model.host for up in host_up)
+        down = {h for h, up in zip(hosts, host_up, strict=True) if not up}
+        reachable = frozenset(m for m in members if shared.get(m) not in down)
+        merged[reachable] = merged.get(reachable, 0.0) + p
+    return list(merged.items())
+
+
+def _domain_states(nodes: Mapping[str, NodeInfo], members: Iterable[str], model: _Model,
+                   hosts: bool = True) -> list[tuple[frozenset[str], float]]:
+    """The up/down states of the regions, zones and (with `hosts`) shared hosts of `members`,
+    as (members whose region, zone and host are up, probability); states with the same
+    reachable members are merged."""
     members = sorted(set(members))
     regions = sorted({nodes[m].region for m in members})
     merged: dict[frozenset[str], float] = {}
@@ -95,7 +131,9 @@ def _domain_states(nodes: Mapping[str, NodeInfo], members: Iterable[str], model:
             p = p_regions * math.prod(model.zone if up else 1 - model.zone for up in zone_up)
             live_zones = {z for z, up in zip(zones, zone_up, strict=True) if up}
             reachable = frozenset(m for m in members if nodes[m].domain in live_zones)
-            merged[reachable] = merged.get(reachable, 0.0) + p
+            for up, p_hosts in (_host_states(reachable, model) if hosts
+                                else [(reachable, 1.0)]):
+                merged[up] = merged.get(up, 0.0) + p * p_hosts
     return sorted(merged.items(), key=lambda item: sorted(item[0]))
 def _below_quorum(count: int, needed: int, p_node: float) -> float:
     """P(fewer than `needed` of `count` independent nodes are up)."""
@@ -134,13 +172,15 @@ def _keyspace_unavailability(cmap: ClusterMap, groups: Sequence[_Group], model: 
                 up = mask.bit_count()
                 total += p_domains * model.node ** up * (1 - model.node) ** (count - up)
         return total, "exact"
-    # Harris: P(all up | domains) >= product of P(shard up | domains) (increasing events).
+    # Harris: P(all up | regions, zones) >= product of P(shard up | regions, zones): the
+    # events are increasing in the independent node and host variables.
     total = 0.0
-    for reachable, p_domains in _domain_states(cmap.nodes, involved, model):
+    for reachable, p_domains in _domain_states(cmap.nodes, involved, model, hosts=False):
         all_up = 1.0
         for group in groups:
-            count = sum(v in reachable for v in group.live)
-            all_up *= 1 - _below_quorum(count, group.quorum, model.node)
+            in_reach = [v for v in group.live if v in reachable]
+            all_up *= 1 - sum(p_hosts * _below_quorum(len(up), group.quorum, model.node)
+                              for up, p_hosts in _host_states(in_reach, model))
         total += p_domains * (1 - all_up)
     return total, "lower bound"
 
@@ -204,13 +244,17 @@ def _check_probability(name: str, value: float) -> None:
 
 
 def analyze(cmap: ClusterMap, *, node_availability: float = 0.99,
-            zone_availability: float = 0.999, region_availability: float = 0.9999
-            ) -> dict[str, object]:
-    """Single points of failure, availability estimates and cost of `cmap` (see module doc)."""
+            zone_availability: float = 0.999, region_availability: float = 0.9999,
+            host_availability: float = 0.999) -> dict[str, object]:
+    """Single points of failure, availability estimates and cost of `cmap` (see module doc).
+    `host_availability` is that of a host shared by several nodes (docs/hosts.md)."""
     _check_probability("node_availability", node_availability)
     _check_probability("zone_availability", zone_availability)
     _check_probability("region_availability", region_availability)
-    model = _Model(node_availability, zone_availability, region_availability)
+    _check_probability("host_availability", host_availability)
+    shared = _shared_hosts(cmap.nodes)
+    model = _Model(node_availability, zone_availability, region_availability,
+                   host_availability, shared)
     shard_groups = [_group(cmap, f"shard {shard.id}",
                            shard.voters if shard.voters else shard.replicas)
                     for shard in cmap.shards.values()]
@@ -257,11 +301,14 @@ def analyze(cmap: ClusterMap, *, node_availability: float = 0.99,
             "node_availability": node_availability,
             "zone_availability": zone_availability,
             "region_availability": region_availability,
-            "model": "a replica is up iff its node, zone and region are up; nodes, zones and "
-                     "regions fail independently (nodes of one host too: a host's loss shows "
-                     "as a single point of failure, not in the nines); dead, decommissioned "
-                     "and unknown nodes are down; a shard is up iff a majority of its voters "
-                     "is up",
+            "host_availability": host_availability,
+            "shared_hosts": len(set(shared.values())),
+            "model": "a replica is up iff its node, its host (if shared by several nodes), "
+                     "its zone and its region are up; nodes, shared hosts, zones and regions "
+                     "fail independently (a shared host takes all its nodes at once; a node "
+                     "alone on its host has its machine's failures in its node figure); dead, "
+                     "decommissioned and unknown nodes are down; a shard is up iff a majority "
+                     "of its voters is up",
             "voters": "reported voters where a shard has reported, else desired replicas",
             "keyspace": ("exact" if method == "exact" else
                          "lower bound (too many nodes to enumerate; Harris' inequality)"),
@@ -294,7 +341,9 @@ def format_analysis(report: Mapping[str, object]) -> str:
     if isinstance(unavailable, list) and unavailable:
         lines.append(f"Already without quorum: {', '.join(str(u) for u in unavailable)}")
     lines.append("")
-    lines.append(f"Availability (node {_percent(a.get('node_availability'))}, zone "
+    hosts = (f", shared host {_percent(a.get('host_availability'))} x "
+             f"{a.get('shared_hosts')}" if a.get("shared_hosts") else "")
+    lines.append(f"Availability (node {_percent(a.get('node_availability'))}{hosts}, zone "
                  f"{_percent(a.get('zone_availability'))}, region "
                  f"{_percent(a.get('region_availability'))}):")
     keyspace = report.get("keyspace")

@@ -112,6 +112,17 @@ def _strings(raw: Mapping[str, Any], name: str, where: str, required: bool = Tru
     return tuple(value)
 
 
+#: An internal token: 64 lowercase hex digits (32 random bytes).
+_TOKEN_LENGTH = 64
+
+
+def _token(raw: Mapping[str, Any], name: str, where: str) -> str:
+    value = _string(raw, name, where)
+    if len(value) != _TOKEN_LENGTH or value.strip("0123456789abcdef"):
+        raise ConfigError(f"{where}: field '{name}' must be {_TOKEN_LENGTH} lowercase hex digits")
+    return value
+
+
 def _objects(raw: Mapping[str, Any], name: str, where: str) -> list[Mapping[str, Any]]:
     value = _get(raw, name, where)
     if not isinstance(value, list | tuple):
@@ -394,6 +405,13 @@ class ClusterMap:
     """The voters of the placement driver's own Raft group (group 0)."""
     users: Mapping[str, UserInfo] = field(default_factory=dict)
     """Users created at run time (ACL SETUSER), by name."""
+    internal_token: str = field(default="", repr=False)
+    """The key internal RESP commands are signed with when the cluster has no secret
+    (docs/security.md): random, proposed once by the driver (`set_internal_token`), never
+    replaced, never shown to a client ("" until then, and in a cluster with a secret)."""
+    internal_token_ms: int = 0
+    """When the driver proposed the token (its wall clock, ms): nodes enforce it some
+    seconds later, once every node has it (server/internal_auth.py)."""
     _slot_table: tuple[ShardInfo | None, ...] | None = field(
         default=None, init=False, compare=False, repr=False)
 
@@ -451,6 +469,9 @@ class ClusterMap:
         }
         if self.users:  # absent when empty: a map without users encodes as before
             raw["users"] = [user.to_json() for user in self.users.values()]
+        if self.internal_token:  # absent when empty, as users
+            raw["internal_token"] = self.internal_token
+            raw["internal_token_ms"] = self.internal_token_ms
         return raw
 
     @classmethod
@@ -496,6 +517,9 @@ class ClusterMap:
             shards=shards,
             meta_voters=meta_voters,
             users=users,
+            internal_token=_token(data, "internal_token", "map") if "internal_token" in data
+            else "",
+            internal_token_ms=_integer(data, "internal_token_ms", "map", minimum=0, default=0),
         )
 
     def encode(self) -> bytes:
@@ -857,6 +881,18 @@ def _op_del_user(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
     return replace(cmap, users={k: v for k, v in cmap.users.items() if k not in names})
 
 
+def _op_set_internal_token(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
+    """Set the cluster's internal token once (the driver proposes it when the map has none);
+    a second, different token is refused: the nodes sign with the first."""
+    token = _token(op, "token", "set_internal_token")
+    at_ms = _integer(op, "at_ms", "set_internal_token", minimum=0)
+    if cmap.internal_token == token:
+        return cmap
+    if cmap.internal_token:
+        return OpError("ERR set_internal_token: the cluster already has its internal token")
+    return replace(cmap, internal_token=token, internal_token_ms=at_ms)
+
+
 _OPS: dict[str, Callable[[ClusterMap, Mapping[str, Any]], _Result]] = {
     "add_node": _op_add_node,
     "set_node_state": _op_set_node_state,
@@ -876,6 +912,7 @@ _OPS: dict[str, Callable[[ClusterMap, Mapping[str, Any]], _Result]] = {
     "finish_replace": _op_finish_replace,
     "rebuild_replica": _op_rebuild_replica,
     "finish_rebuild": _op_finish_rebuild,
+    "set_internal_token": _op_set_internal_token,
 }
 
 

@@ -25,7 +25,8 @@ Endpoints (HAProxy's `option httpchk` uses the first four, as with Patroni):
     POST /merge     {"shard": 2, "source": 5}: merge shard 5 into shard 2 online (on shard
                     2's leader; answers 202 while the two shards' replicas are co-located)
     GET  /analyze   single points of failure and estimated nines (`?node=0.99&zone=0.999
-                    &region=0.9999`: availability figures of one node, zone, region)
+                    &region=0.9999&host=0.999`: availability figures of one node, zone, region, and of
+                    a host shared by several nodes)
     GET|PUT|DELETE /faults   the network fault rules of the chaos lab
     GET|PUT|DELETE /faults/disk  the chaos lab's disk faults (server/disk_faults.py): PUT
                     {"shard": 1, "error": "EIO"|"ENOSPC", "reads": true, "writes": true}
@@ -129,7 +130,8 @@ class NodeView(Protocol):
         ...
 
     def analysis(self, node_availability: float, zone_availability: float,
-                 region_availability: float) -> dict[str, object]:
+                 region_availability: float,
+                 host_availability: float = 0.999) -> dict[str, object]:
         """Single points of failure and estimated availability of the topology."""
         ...
 
@@ -521,7 +523,8 @@ class AdminServer:
 
     async def _analyze(self, request: web.Request) -> web.Response:
         figures = {}
-        for name, default in (("node", 0.99), ("zone", 0.999), ("region", 0.9999)):
+        for name, default in (("node", 0.99), ("zone", 0.999), ("region", 0.9999),
+                              ("host", 0.999)):
             text = request.query.get(name, str(default))
             try:
                 value = float(text)
@@ -530,7 +533,8 @@ class AdminServer:
             if not 0.0 < value <= 1.0:
                 return _error(400, f"{name} must be an availability in (0, 1], got {value}")
             figures[name] = value
-        return _json(self.view.analysis(figures["node"], figures["zone"], figures["region"]))
+        return _json(self.view.analysis(figures["node"], figures["zone"], figures["region"],
+                                        figures["host"]))
 
     # Fault rules.
     def _faults_disabled(self) -> web.Response | None:

@@ -3,6 +3,8 @@ desired state into map ops. See docs/architecture.md ("the placement driver and 
 controllers").
 
 Each round (every control interval, see `phalanx.server.node`):
+- A cluster without a secret gets its internal token first, once (`set_internal_token`: the
+  key internal commands are signed with, server/internal_auth.py).
 - Node liveness from peer traffic: any message from a node is a heartbeat (the driver's own
   Raft heartbeats reach every node, a learner or a voter of group 0, so every node answers).
   `dead_after_ms` of silence declares a node dead; a dead node heard again is alive.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 
 from phalanx.errors import PhalanxError
@@ -101,6 +104,11 @@ class PlacementDriver:
         try:
             cmap = self.replicas.cluster_map
             ops: list[dict[str, object]] = []
+            if not cmap.internal_token and not self.config.cluster_secret:
+                # The key internal commands are signed with (server/internal_auth.py): first,
+                # once; never logged.
+                ops.append({"op": "set_internal_token", "token": secrets.token_hex(32),
+                            "at_ms": int(time.time() * 1000)})
             dead_after = self.config.dead_after_ms / 1000
             for info in cmap.nodes.values():
                 heard = now if info.id == self.node_id else \

@@ -191,6 +191,13 @@ class RaftGroup(GroupSnapshots):
         #: True once this replica has known a leader (a replica that just started and has
         #: heard nobody yet says nothing about the shard's quorum).
         self.knew_leader = False
+        #: True once this replica has applied up to an index its leader confirmed as
+        #: committed (a ReadIndex round completed, `read_barrier`): from then on its state
+        #: is no older than anything a client read from the shard before that round. A
+        #: READONLY (stale) read is served from it only then (front/router.py), so a replica
+        #: rebuilt empty or restarted never answers nil for a key that exists while it
+        #: catches up.
+        self.caught_up = False
         #: Commit latencies of the last writes proposed here (seconds), for the dashboard.
         self.recent_commits: deque[float] = deque(maxlen=512)
         #: Told of leader changes (kind, text), for the node's event list (dashboard).
@@ -452,11 +459,13 @@ class RaftGroup(GroupSnapshots):
     async def read_barrier(self, timeout: float) -> None:
         """Wait until a linearizable read may be served locally (ReadIndex, diss. §6.4)."""
         if self.lease_read_ready():
+            self.caught_up = True
             return
         started = time.perf_counter()
         future = self.read_index_future()
         index = await asyncio.wait_for(asyncio.shield(future), timeout)
         await self.wait_applied(index, timeout)
+        self.caught_up = True
         self.metrics.observe_read_index(time.perf_counter() - started)
 
     async def wait_applied(self, index: int, timeout: float) -> None:

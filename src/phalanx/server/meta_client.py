@@ -4,8 +4,8 @@ See docs/architecture.md ("the placement driver and the controllers").
 
 Every call goes to the right leader directly: through the local replica when this node leads
 the group, else over a peer link (`LeaderLink`) to the leader's RESP port, with the internal
-commands PHALANX.META, PHALANX.JOIN and PHALANX.SHARD, signed with the cluster secret when one
-is set.
+commands PHALANX.META, PHALANX.JOIN and PHALANX.SHARD, signed with the cluster's internal key
+(server/internal_auth.py; PHALANX.JOIN with the cluster secret only).
 
 Rules of this file:
 - The control plane never rides on the RESP front end object: the links are the client's own,
@@ -27,7 +27,8 @@ from phalanx.kv import Command, encode_command
 from phalanx.placement import ClusterMap, NodeInfo, encode_op
 from phalanx.resp import ErrorReply
 from phalanx.server.config import NodeConfig, parse_address
-from phalanx.server.peer_link import LeaderLink, internal_signature
+from phalanx.server.internal_auth import internal_key, sign
+from phalanx.server.peer_link import LeaderLink
 from phalanx.server.replicas import Replicas
 from phalanx.transport.tcp import TcpTransport
 
@@ -67,10 +68,14 @@ class MetaClient:
     def _link(self, leader_id: str, host: str, port: int, timeout: float) -> LeaderLink:
         return LeaderLink(leader_id, host, port, timeout, self.config.requirepass, self.tls)
 
-    def _signed(self, arguments: list[bytes], payload: bytes) -> list[bytes]:
-        if self.config.cluster_secret:
-            arguments.append(internal_signature(self.config.cluster_secret, payload))
+    def _signed(self, arguments: list[bytes], payload: bytes, key: str) -> list[bytes]:
+        if key:
+            arguments.append(sign(key, payload))
         return arguments
+
+    def _internal_key(self) -> str:
+        """The key internal commands are signed with (server/internal_auth.py)."""
+        return internal_key(self.config, self.replicas.cluster_map)
 
     def close(self) -> None:
         """Close the driver link (the node is stopping)."""
@@ -96,7 +101,7 @@ class MetaClient:
             link = self._link(leader, address[0], address[1], timeout)
             self.meta_link = link
         payload = json.dumps(op, separators=(",", ":"), sort_keys=True).encode()
-        arguments = self._signed([b"PHALANX.META", payload], payload)
+        arguments = self._signed([b"PHALANX.META", payload], payload, self._internal_key())
         try:
             reply = await link.call(arguments)
         except (OSError, TimeoutError, PhalanxError):
@@ -159,7 +164,9 @@ class MetaClient:
             if listed is not None and listed.state == "alive" and listed.peer == me.peer:
                 return
             link = self._link("seed", host, port, self.config.request_timeout_ms / 1000)
-            arguments = self._signed([b"PHALANX.JOIN", payload], payload)
+            # The secret's signature only: a joining node has no token (internal_auth.py).
+            arguments = self._signed([b"PHALANX.JOIN", payload], payload,
+                                     self.config.cluster_secret)
             try:
                 reply = await link.call(arguments)
                 if isinstance(reply, bytes):
@@ -209,9 +216,9 @@ class MetaClient:
             link = self._link(leader, address[0], address[1], timeout)
             shard_text = str(shard).encode()
             signed = args
-            if self.config.cluster_secret:
-                signed = (*args, internal_signature(self.config.cluster_secret,
-                                                    b"\0".join([shard_text, name, *args])))
+            key = self._internal_key()
+            if key:
+                signed = (*args, sign(key, b"\0".join([shard_text, name, *args])))
             try:
                 reply = await link.call([b"PHALANX.SHARD", shard_text, name, *signed])
             finally:

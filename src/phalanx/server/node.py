@@ -144,8 +144,10 @@ class _AdminView:
         return self._status.is_replica()
 
     def analysis(self, node_availability: float, zone_availability: float,
-                 region_availability: float) -> dict[str, object]:
-        return self._status.analysis(node_availability, zone_availability, region_availability)
+                 region_availability: float,
+                 host_availability: float = 0.999) -> dict[str, object]:
+        return self._status.analysis(node_availability, zone_availability, region_availability,
+                                     host_availability)
 
     async def transfer_leadership(self, target: str | None, shard: int | None = None) -> str:
         return await self._controllers.transfer_leadership(target, shard)

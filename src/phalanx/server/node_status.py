@@ -239,14 +239,16 @@ class NodeStatus:
         return self.spof_cache[1]
 
     def analysis(self, node_availability: float, zone_availability: float,
-                 region_availability: float) -> dict[str, object]:
+                 region_availability: float,
+                 host_availability: float = 0.999) -> dict[str, object]:
         """Single points of failure and estimated nines of the live topology."""
         from phalanx.placement.analysis import analyze
 
         report: dict[str, object] = analyze(self.replicas.cluster_map,
                                             node_availability=node_availability,
                                             zone_availability=zone_availability,
-                                            region_availability=region_availability)
+                                            region_availability=region_availability,
+                                            host_availability=host_availability)
         if self.config.aa_region:
             report["cap"] = self._cap(report, region_availability)
         return report

@@ -162,6 +162,9 @@ class LeaderLink:
         self.callers = 0
         #: Resolved with the new leader's id when the watchdog sees one (see `moved`).
         self._moved: asyncio.Future[str] | None = None
+        #: Called once (then cleared) when the last call waiting on the link is answered
+        #: (`LinkPool.give_back` of a link its client left while calls were in flight).
+        self.on_idle: Callable[[LeaderLink], None] | None = None
 
     def watch(self, current_leader: Callable[[], str] | None, stall_s: float) -> None:
         """Close the connection when `current_leader()` names another node or a call waits
@@ -240,6 +243,9 @@ class LeaderLink:
                     future = pending.popleft()[0]
                     if not future.done():  # (a caller that gave up has cancelled it)
                         future.set_result(reply)
+                if not pending and self.on_idle is not None:
+                    on_idle, self.on_idle = self.on_idle, None
+                    on_idle(self)
         except asyncio.CancelledError:
             connection.fail(ConnectionResetError(f"the link to {self.leader_id} was closed"))
             raise
@@ -290,6 +296,13 @@ class LeaderLink:
         reader = connection.reader
         return not reader.at_eof() and reader.exception() is None
 
+    def idle(self) -> bool:
+        """True if the link is usable and no call is on it (none waiting for its reply, none
+        connecting or written in this turn): another client connection may take it over."""
+        connection = self.connection
+        return (self.usable() and not self.callers and connection is not None
+                and not connection.pending and not connection.outgoing)
+
     def send(self, arguments: list[bytes]) -> asyncio.Future[object]:
         """Write one command on the open connection now (the caller checked `usable()`): a
         future of its reply, failed with OSError if the connection breaks first. It leaves
@@ -339,4 +352,82 @@ class LeaderLink:
 
     def close(self) -> None:
         """Close the connection (if any): the calls still waiting on it fail."""
+        self.on_idle = None
         self._break(f"the link to {self.leader_id} was closed")
+
+
+class LinkPool:
+    """Idle forwarding links of this node, kept when their client connection closes and
+    handed to the next client connection that forwards to the same node.
+
+    A client connection forwards over its own link (its writes stay in its order), and a link
+    used to be closed with its connection: a client that connects for each command (a load
+    balancer's health-checked pool, the benchmarks' gap writer, a PHP request) made the node
+    open a TCP connection to the leader, AUTH and CLIENT SETNAME there, for every command,
+    on both nodes' event loops. On the shared 2-core machine at load 26-38, 70-140 such
+    commands a second through a follower drove its accept queue full of connections whose
+    clients had already given up (0.5 s), each still forwarded on a new link: not one write
+    through that follower was answered in time for 30 s and more, while the same load through
+    the leader was served (the SIGSTOP failover "hang" of the session 8 note; a failover's
+    election is what first lets the queue build up).
+
+    Rules:
+    - A link is owned by one client connection at a time (`state.links`); only an idle one
+      (`LeaderLink.idle`: open, no call in flight) is parked or taken, so one connection's
+      order is never mixed with another's replies. A link given back with calls still in
+      flight (its client left during a forward) is parked once they are answered; one that
+      breaks meanwhile is dropped.
+    - What a link carries is the same for every client: it authenticates as the node (the
+      cluster's `requirepass`) and names itself a forwarding link; a client's identity
+      travels in each `PHALANX.FWD` (its write session), never in the connection.
+    - At most `per_node` idle links per node; the rest are closed. A parked link whose peer
+      closed or reset it is found unusable when taken and closed then.
+    """
+
+    def __init__(self, per_node: int = 8) -> None:
+        self.per_node = per_node
+        self._idle: dict[str, list[LeaderLink]] = {}
+        self.closed = False
+
+    def take(self, node_id: str, host: str, port: int) -> LeaderLink | None:
+        """An idle open link to `node_id` at (host, port), or None."""
+        idle = self._idle.get(node_id)
+        while idle:
+            link = idle.pop()
+            if link.idle() and link.host == host and link.port == port:
+                link.on_idle = None
+                return link
+            link.close()
+        return None
+
+    def give_back(self, link: LeaderLink) -> None:
+        """The link's client connection closed: park it for the next one (now if idle, once
+        its calls are answered if some are in flight), else close it."""
+        if link.client_name != FORWARD_CLIENT_NAME or not link.usable() or link.callers:
+            link.close()
+        elif link.idle():
+            self._park(link)
+        else:
+            link.on_idle = self._park
+
+    def _park(self, link: LeaderLink) -> None:
+        link.on_idle = None
+        idle = self._idle.setdefault(link.leader_id, [])
+        if self.closed or len(idle) >= self.per_node or not link.idle() or link in idle:
+            if link not in idle:
+                link.close()
+            return
+        link.watch(None, 0.0)  # the next owner sets its own watch
+        idle.append(link)
+
+    def idle_count(self) -> int:
+        """Links parked now (all nodes)."""
+        return sum(len(links) for links in self._idle.values())
+
+    def close(self) -> None:
+        """Close every parked link, and every link given back from now on (the node stops)."""
+        self.closed = True
+        for links in self._idle.values():
+            for link in links:
+                link.close()
+        self._idle.clear()

@@ -5,26 +5,28 @@ Rules of this file:
 - CLUSTER describes the shard map as Redis Cluster does, so cluster-aware clients (redis-py
   RedisCluster) work unchanged: a shard's "master" is its Raft leader, its "replicas" the
   other voters.
-- PHALANX.META / PHALANX.JOIN change the cluster map: with a cluster secret, they must carry
-  its signature (`internal_signature`, compared in constant time); so must PHALANX.SNAPSHOT
-  (a chunk of a snapshot file, for a follower's fetch: server/snapshot_transfer.py). PHALANX.SHARD (one shard's
-  share of a fan-out) lives with the fan-out (`fanout.py`).
+- PHALANX.META changes the cluster map: it must carry the signature of the cluster's internal
+  key (the secret, else the map's token: server/internal_auth.py). PHALANX.JOIN and
+  PHALANX.SNAPSHOT (a chunk of a snapshot file, for a follower's fetch:
+  server/snapshot_transfer.py) need the secret's only when there is one: a joining node has
+  no token yet. A join reply never carries the token. PHALANX.SHARD (one shard's share of a
+  fan-out) lives with the fan-out (`fanout.py`).
 - A handler takes (session, arguments) and returns a reply value, or raises `CommandError`.
 See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import zlib
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from phalanx.errors import CommandError, TryAgain
 from phalanx.placement import SLOT_COUNT, ShardInfo, key_slot
 from phalanx.resp import SimpleString
 from phalanx.server.config import parse_address
-from phalanx.server.peer_link import internal_signature
+from phalanx.server.internal_auth import check, verify_key
 from phalanx.server.snapshot_transfer import NoSuchSnapshot, parse_chunk_request
 
 if TYPE_CHECKING:
@@ -156,19 +158,14 @@ class ClusterCommands:
         return SimpleString("OK")
 
     # -- internal: the control plane -------------------------------------------------------
-    def _check_internal(self, arguments: list[bytes]) -> bytes:
-        """The payload of PHALANX.META / PHALANX.JOIN, its signature checked when the cluster
-        has a secret (no client without the secret can change the map)."""
+    def _check_internal(self, arguments: list[bytes], key: str) -> bytes:
+        """The payload of PHALANX.META / PHALANX.JOIN / PHALANX.SNAPSHOT, its signature
+        checked under `key` (internal_auth.py; no client without it can change the map)."""
         if len(arguments) not in (2, 3):
             raise CommandError(f"ERR wrong number of arguments for "
                                f"'{arguments[0].decode(errors='replace').lower()}' command")
         payload = arguments[1]
-        if self.config.cluster_secret:
-            presented = arguments[2] if len(arguments) == 3 else b""
-            expected = internal_signature(self.config.cluster_secret, payload)
-            if not hmac.compare_digest(presented, expected):
-                raise CommandError("NOPERM internal cluster command without a valid cluster "
-                                   "secret signature")
+        check(key, arguments[2] if len(arguments) == 3 else b"", payload)
         return payload
 
     @staticmethod
@@ -183,7 +180,8 @@ class ClusterCommands:
 
     async def meta(self, state: ClientState, arguments: list[bytes]) -> object:
         """PHALANX.META <op-json> [signature]: commit a cluster-map op (internal)."""
-        op = self._parse_op(self._check_internal(arguments))
+        op = self._parse_op(self._check_internal(
+            arguments, verify_key(self.config, self.replicas.cluster_map)))
         if state.forwarded and not self.replicas.meta.is_leader():
             raise TryAgain("this node does not lead the placement driver")
         reply = await self.replicas.propose_meta(op)
@@ -195,21 +193,27 @@ class ClusterCommands:
     async def join(self, state: ClientState, arguments: list[bytes]) -> object:
         """PHALANX.JOIN <add_node-op-json> [signature]: a new node asks to join; the reply is
         the cluster map (so it learns every node's address)."""
-        op = self._parse_op(self._check_internal(arguments))
+        # Signed under the cluster secret only: a joining node has no map yet, so not the
+        # token either (docs/security.md: without a secret, any client may add a node).
+        op = self._parse_op(self._check_internal(arguments, self.config.cluster_secret))
         if op.get("op") != "add_node":
             raise CommandError("ERR PHALANX.JOIN takes an add_node op")
         reply = await self.replicas.propose_meta(op)
         message = getattr(reply, "message", None)
         if message is not None:
             raise CommandError(f"ERR {message}")
-        return self.replicas.cluster_map.encode()
+        # The map without its internal token: the reply goes to whoever asked.
+        return replace(self.replicas.cluster_map, internal_token="").encode()
 
     async def snapshot_chunk(self, state: ClientState, arguments: list[bytes]) -> object:
         """PHALANX.SNAPSHOT <group term index offset length> [signature]: a chunk of one of
         this node's snapshot files, as `[file size, crc32, bytes]` (internal: a follower
         pulls a snapshot, server/snapshot_transfer.py)."""
         try:
-            request = parse_chunk_request(self._check_internal(arguments))
+            # The cluster secret only: a joining node fetches group 0's snapshot (the map,
+            # and the token with it) before it has the token.
+            request = parse_chunk_request(self._check_internal(arguments,
+                                                               self.config.cluster_secret))
         except ValueError as error:
             raise CommandError(f"ERR {error}") from error
         try:

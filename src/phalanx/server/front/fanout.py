@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 from typing import TYPE_CHECKING
 
 from phalanx.errors import ClusterDown, CommandError, PhalanxError
@@ -27,7 +26,7 @@ from phalanx.placement import command_keys, key_slot
 from phalanx.placement.shard import DIGEST_COMMAND, FREEZE_COMMAND
 from phalanx.resp import ErrorReply
 from phalanx.server.front.replies import error_reply
-from phalanx.server.peer_link import internal_signature
+from phalanx.server.internal_auth import check, verify_key
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
@@ -36,6 +35,8 @@ if TYPE_CHECKING:
 
 #: Keyless commands one shard answers (scripts with no declared key).
 _ONE_SHARD_KEYLESS = frozenset({b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO"})
+#: The internal commands PHALANX.SHARD carries, and their length unsigned (name included).
+_INTERNAL_ARITY = {FREEZE_COMMAND: 2, DIGEST_COMMAND: 4}
 #: Read commands a proxying node splits over shards instead of answering -CROSSSLOT.
 FAN_OUT_READS = frozenset({b"MGET", b"EXISTS"})
 
@@ -167,13 +168,15 @@ class FanOut:
         name = inner[0].upper()
         if name in (FREEZE_COMMAND, DIGEST_COMMAND):
             # Internal (merge step 1; a replica's consistency-check vote): signed under the
-            # cluster secret when there is one (the last argument, over shard, name, args).
-            if self.config.cluster_secret:
-                if len(inner) < 2 or not hmac.compare_digest(inner[-1], internal_signature(
-                        self.config.cluster_secret, b"\0".join([arguments[1], *inner[:-1]]))):
-                    raise CommandError("NOPERM internal cluster command without a valid "
-                                       "cluster secret signature")
-                inner = inner[:-1]
+            # cluster's internal key (the last argument, over shard, name, args;
+            # server/internal_auth.py), so no client can freeze a shard or vote.
+            signed = len(inner) == _INTERNAL_ARITY[name] + 1
+            key = verify_key(self.config, self.replicas.cluster_map)
+            if key or signed:
+                check(key, inner[-1] if signed else b"",
+                      b"\0".join([arguments[1], *inner[:-1]]))
+                if signed:
+                    inner = inner[:-1]
             return await self.router.write(state, name, inner, shard_id)
         if not is_known(name) or command_keys(name, tuple(inner[1:])):
             raise CommandError("ERR PHALANX.SHARD takes a keyless data command")

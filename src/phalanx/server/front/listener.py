@@ -147,6 +147,7 @@ class RespServer:
         #: The task closing idle clients (CONFIG SET timeout).
         self.reaper: asyncio.Task[None] | None = None
         self.router = DataRouter(replicas, self.client_tls, self.encode_reply)
+        self.sessions.release_link = self.router.links.give_back
         self.fan_out = FanOut(replicas, self.router)
         self.no_quorum_after_s = self.router.no_quorum_after_s
         #: CONFIG SET's live parameters, SLOWLOG, LATENCY, MONITOR (introspection.py).
@@ -242,6 +243,7 @@ class RespServer:
             for state in self.clients.values():
                 for link in state.links.values():
                     link.close()
+            self.router.links.close()
             for connection in list(self.connections):
                 if connection.transport is not None:
                     connection.transport.close()

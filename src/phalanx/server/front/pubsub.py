@@ -13,8 +13,9 @@ Rules of this file:
 - Messages are never stored and never go through a Raft log: a message published on any node
   is delivered to this node's subscribers at once and sent, at most once, to every other node
   of the cluster map as `PHALANX.PUBLISH` over a `PeerFanOut` link (a plain RESP connection
-  to the peer's RESP port, signed with the cluster secret like PHALANX.META). A node that
-  receives PHALANX.PUBLISH delivers locally and never forwards it again.
+  to the peer's RESP port, signed with the cluster's internal key like PHALANX.META:
+  server/internal_auth.py). A node that receives PHALANX.PUBLISH delivers locally and never
+  forwards it again.
 - The publisher never waits for a peer: each link has a bounded queue (`LINK_QUEUE_BYTES`);
   a message for a slow, unreachable or dead peer is dropped (counted), and a link that failed
   drops messages for `RETRY_S` before it tries to connect again.
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import ssl
 import time
@@ -63,7 +63,8 @@ from phalanx.resp import (
     encode,
     encode_command,
 )
-from phalanx.server.peer_link import FORWARD_CLIENT_NAME, internal_signature
+from phalanx.server.internal_auth import check, internal_key, sign, verify_key
+from phalanx.server.peer_link import FORWARD_CLIENT_NAME
 
 if TYPE_CHECKING:
     from phalanx.server.front.replicas import ReplicaRegistry
@@ -314,15 +315,19 @@ class PubSub:
         if len(arguments) != 3:
             raise _arity("publish")
         count = self.deliver(arguments[1], arguments[2])
-        self.fan_out.send(b"P", arguments[1], arguments[2], self.config.cluster_secret)
+        self.fan_out.send(b"P", arguments[1], arguments[2], self._key())
         return count
 
     def spublish(self, state: ClientState, arguments: list[bytes]) -> object:
         if len(arguments) != 3:
             raise _arity("spublish")
         count = self.deliver_shard(arguments[1], arguments[2])
-        self.fan_out.send(b"S", arguments[1], arguments[2], self.config.cluster_secret)
+        self.fan_out.send(b"S", arguments[1], arguments[2], self._key())
         return count
+
+    def _key(self) -> str:
+        """The key PHALANX.PUBLISH is signed with (server/internal_auth.py)."""
+        return internal_key(self.config, self.replicas.cluster_map)
 
     def peer_publish(self, state: ClientState, arguments: list[bytes]) -> object:
         """PHALANX.PUBLISH P|S <channel> <message> [signature]: another node's message,
@@ -330,13 +335,8 @@ class PubSub:
         if len(arguments) not in (4, 5):
             raise _arity("phalanx.publish")
         kind, channel, message = arguments[1], arguments[2], arguments[3]
-        if self.config.cluster_secret:
-            presented = arguments[4] if len(arguments) == 5 else b""
-            expected = internal_signature(self.config.cluster_secret,
-                                          _signed_payload(kind, channel, message))
-            if not hmac.compare_digest(presented, expected):
-                raise CommandError("NOPERM internal cluster command without a valid cluster "
-                                   "secret signature")
+        check(verify_key(self.config, self.replicas.cluster_map), arguments[4] if len(arguments) == 5 else b"",
+              _signed_payload(kind, channel, message))
         self.received_from_peers += 1
         if kind == b"S":
             return self.deliver_shard(channel, message)
@@ -433,7 +433,7 @@ class PeerFanOut:
             return
         arguments = [PUBLISH_COMMAND, kind, channel, message]
         if secret:
-            arguments.append(internal_signature(secret, _signed_payload(kind, channel, message)))
+            arguments.append(sign(secret, _signed_payload(kind, channel, message)))
         frame = encode_command(*arguments)
         for node_id in targets:
             link = self.links.get(node_id)

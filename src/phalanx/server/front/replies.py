@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from phalanx.errors import (
     ClusterDown,
     CommandError,
+    Loading,
     OutcomeUnknown,
     PhalanxError,
     RetrySafe,
@@ -251,6 +252,11 @@ def error_text(error: PhalanxError) -> str:
         return f"{TRYAGAIN} {error}"
     if isinstance(error, ClusterDown):
         return f"CLUSTERDOWN {error}"
+    if isinstance(error, Loading):
+        # Redis's reply while it loads its dataset ("LOADING Redis is loading the dataset in
+        # memory", https://redis.io/docs/latest/develop/reference/protocol-spec/): redis-py
+        # raises BusyLoadingError, a ConnectionError its Retry retries.
+        return f"LOADING phalanx is loading the dataset: {error}"
     return f"ERR phalanx: {error}"
 
 

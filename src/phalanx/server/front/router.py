@@ -14,7 +14,9 @@ Rules of this file:
   (a client reads its own writes). Its fast cases: served at once under the leader's lease, or
   when the group's batched ReadIndex confirms; otherwise (and when a fast case cannot finish)
   `_read_attempts` runs a ReadIndex round on any replica (followers too) and reads locally.
-  `READONLY` connections read the local replica as it is.
+  `READONLY` connections read the local replica as it is, once it has caught up with its
+  leader (`RaftGroup.caught_up`: one ReadIndex round since it opened); before that the read
+  takes that round, or answers -LOADING (docs/security.md): never back in time.
 - A forwarded command is never forwarded again (no ping-pong between nodes that disagree
   about the leader). In `redirect = "moved"` mode a client gets -MOVED instead of a forward.
 - Errors say what the client may do (typed, see `phalanx.errors`): `TryAgain` and the other
@@ -28,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
 import ssl
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from phalanx.errors import (
     CommandError,
     CrossSlotError,
     LeaderUnreachable,
+    Loading,
     NotLeader,
     OutcomeUnknown,
     PeerProtocolError,
@@ -60,7 +62,14 @@ from phalanx.server.front.replies import (
     wire_code,
 )
 from phalanx.server.front.write_session import LOCAL, WAITING, WriteSession, WriteTag
-from phalanx.server.peer_link import LeaderLink, internal_signature
+from phalanx.server.internal_auth import (
+    check,
+    internal_key,
+    is_internal_refusal,
+    sign,
+    verify_key,
+)
+from phalanx.server.peer_link import LeaderLink, LinkPool
 from phalanx.server.running_loop import LoopCache
 
 if TYPE_CHECKING:
@@ -99,6 +108,12 @@ def _retrieved(task: asyncio.Future[object]) -> None:
         task.exception()
 
 
+def _lagging_signature(tag: WriteTag | None, reply: object) -> bool:
+    """Did the leader refuse a forwarded write's signature? This node's map does not have the
+    cluster's internal token yet (internal_auth.py): nothing was applied, ask again."""
+    return tag is not None and is_internal_refusal(reply)
+
+
 def _signed_part(arguments: list[bytes]) -> bytes:
     """What a PHALANX.FWD signature covers: the session fields and the whole command, framed
     (RESP) so that no two different commands sign alike."""
@@ -127,6 +142,9 @@ class DataRouter:
         self.encode_reply = encode_reply
         #: The running loop, asked once (`running_loop`: no getpid() per request).
         self.loops = LoopCache()
+        #: Idle forwarding links left by closed client connections, for the next ones
+        #: (`peer_link.LinkPool`: no TCP connection and handshake per forwarded client).
+        self.links = LinkPool()
         #: A shard without a leader for this long answers -CLUSTERDOWN at once: 4 minimum
         #: election timeouts, and never less than 2 s (2 s with a 500 ms timeout or shorter).
         #: The clock (`RaftGroup.leaderless_for`) starts the instant a replica stops knowing a
@@ -265,6 +283,8 @@ class DataRouter:
                 or tag.raw_forward or tag.held():
             return None
         link = state.links.get(leader)
+        if link is None and not state.closed:
+            link = self._pooled_link(state, leader)
         if link is None or not link.usable():
             return None
         timeout = self.config.request_timeout_ms / 1000
@@ -454,7 +474,7 @@ class DataRouter:
                 if not tag.raw_forward and unknown_forward(reply):
                     tag.raw_forward = True  # an older leader: the bare command, as before
                     continue
-            if wire_code(reply) == TRYAGAIN:
+            if wire_code(reply) == TRYAGAIN or _lagging_signature(tag, reply):
                 # The node we asked was not (or no longer) the leader: nothing was applied.
                 if time.monotonic() >= deadline:
                     return reply
@@ -468,11 +488,8 @@ class DataRouter:
         cluster secret when there is one). It runs once however often it is sent (§6.3)."""
         if len(arguments) < 6:
             raise CommandError("ERR wrong number of arguments for 'phalanx.fwd' command")
-        if self.config.cluster_secret and not hmac.compare_digest(
-                arguments[4], internal_signature(self.config.cluster_secret,
-                                                 _signed_part(arguments))):
-            raise CommandError("NOPERM internal cluster command without a valid cluster "
-                               "secret signature")
+        check(verify_key(self.config, self.replicas.cluster_map), arguments[4],
+              _signed_part(arguments))
         try:
             client_id, sequence, first_unacked = (int(arguments[i]) for i in (1, 2, 3))
         except ValueError as error:
@@ -595,15 +612,18 @@ class DataRouter:
             if group is None:
                 return await self._remote(state, shard_id, arguments, deadline, read=True)
             if not state.readonly:
-                while True:
-                    await self._leader_or_wait(group, deadline)
-                    try:
-                        await group.read_barrier(max(0.001, deadline - time.monotonic()))
-                        break
-                    except NotLeader:
-                        if time.monotonic() >= deadline:
-                            raise
-                        await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                await self._barrier(group, deadline)
+            elif not group.caught_up:
+                # A READONLY read is stale, but never older than what the shard held when
+                # this replica last confirmed with its leader: the first one here waits for
+                # that (a ReadIndex round, then the replica applies up to it), so a replica
+                # rebuilt empty or restarted answers -LOADING while it catches up, never a
+                # nil for a key that exists (docs/security.md, "replicas catching up").
+                try:
+                    await self._barrier(group, deadline)
+                except (TimeoutError, NotLeader, ClusterDown) as error:
+                    raise Loading(f"this node's replica of shard {group.group_id} is "
+                                  f"catching up with its leader") from error
             shard_machine = group.shard
             if shard_machine is None:
                 raise CommandError(f"ERR phalanx: group {shard_id} holds no data")
@@ -614,6 +634,18 @@ class DataRouter:
             return reply
 
     # -- shared steps: the shard, its leader, forwarding -----------------------------------
+    async def _barrier(self, group: RaftGroup, deadline: float) -> None:
+        """Wait until a linearizable read may be served from `group` (ReadIndex, §6.4)."""
+        while True:
+            await self._leader_or_wait(group, deadline)
+            try:
+                await group.read_barrier(max(0.001, deadline - time.monotonic()))
+                return
+            except NotLeader:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(_LEADER_WAIT_STEP_S)
+
     async def _leader_or_wait(self, group: RaftGroup, deadline: float) -> str:
         """The group's leader, waiting through an election; a shard whose quorum is gone
         fails fast with -CLUSTERDOWN (graceful degradation: other shards are unaffected)."""
@@ -685,7 +717,7 @@ class DataRouter:
                     if time.monotonic() >= deadline:
                         raise
                     continue
-                if wire_code(reply) == TRYAGAIN:
+                if wire_code(reply) == TRYAGAIN or _lagging_signature(tag, reply):
                     continue
                 if tag is not None and time.monotonic() < deadline:
                     if outcome_unknown(reply):
@@ -721,14 +753,19 @@ class DataRouter:
             raise ClusterDown(f"node {leader} is not in this node's cluster map")
         host, port = address
         link = state.links.get(leader)
+        #: True when this call alone owns `link` (its client had left when it was made).
+        only_ours = False
         if link is None:
-            link = LeaderLink(leader, host, int(port), max(0.05, deadline - time.monotonic()),
-                              self.config.requirepass, self.client_tls)
+            link = self.links.take(leader, host, int(port)) or LeaderLink(
+                leader, host, int(port), max(0.05, deadline - time.monotonic()),
+                self.config.requirepass, self.client_tls)
             if not state.closed:
                 state.links[leader] = link
-            # else: the client left while this command kept trying (a failover): the link
-            # is this call's only and is closed after it (below), never left to the garbage
-            # collector with its connection open and its reader task pending.
+            else:
+                # The client left while this command kept trying (a failover): the link is
+                # this call's only and goes to the pool after it (below), never left to the
+                # garbage collector with its connection open and its reader task pending.
+                only_ours = True
         link.timeout = max(0.05, deadline - time.monotonic())
         link.watch(current_leader, self.config.request_timeout_ms / 1000)
         if tag is not None:
@@ -772,22 +809,32 @@ class DataRouter:
                                  f"may or may not have been applied")
         except LeaderUnreachable:
             # The link may be half-connected (a cancelled handshake): never reuse it.
-            self._drop_link(state, leader, link, tag)
+            self._drop_link(state, leader, link, tag, only_ours)
             raise
         except (OSError, TimeoutError, PeerProtocolError) as error:
-            self._drop_link(state, leader, link, tag)
+            self._drop_link(state, leader, link, tag, only_ours)
             raise OutcomeUnknown(
                 f"the connection to {leader} failed while forwarding ({error}); a "
                 f"write may or may not have been applied"
             ) from error
         except OutcomeUnknown:
-            self._drop_link(state, leader, link, tag)
+            self._drop_link(state, leader, link, tag, only_ours)
             raise
         finally:
             if not call.done():
                 call.cancel()
-            if state.closed and state.links.get(leader) is not link:
-                link.close()
+            if only_ours:
+                self.links.give_back(link)
+
+    def _pooled_link(self, state: ClientState, leader: str) -> LeaderLink | None:
+        """An idle pooled link to `leader`, now the connection's own (None: none idle)."""
+        address = self.replicas.resp_address(leader)
+        if address is None:
+            return None
+        link = self.links.take(leader, address[0], int(address[1]))
+        if link is not None:
+            state.links[leader] = link
+        return link
 
     def _tagged(self, tag: WriteTag, arguments: list[bytes]) -> list[bytes]:
         """`arguments` as PHALANX.FWD with the write's session (signed when the cluster has a
@@ -795,17 +842,20 @@ class DataRouter:
         client_id, sequence, first_unacked = tag.current()
         tagged = [FORWARD_COMMAND, str(client_id).encode(), str(sequence).encode(),
                   str(first_unacked).encode(), b"", *arguments]
-        if self.config.cluster_secret:
-            tagged[4] = internal_signature(self.config.cluster_secret, _signed_part(tagged))
+        tagged[4] = sign(internal_key(self.config, self.replicas.cluster_map),
+                         _signed_part(tagged))
         return tagged
 
     @staticmethod
     def _drop_link(state: ClientState, leader: str, link: LeaderLink,
-                   tag: WriteTag | None) -> None:
+                   tag: WriteTag | None, only_ours: bool = False) -> None:
         """Close a link that failed (every call still on it fails: those writes are sent
-        again, in order), and never reuse it."""
+        again, in order), and never reuse it. A link this connection no longer holds (its
+        client left and the pool took it back) is not this call's to close: the pool parks
+        only links whose calls were all answered, and drops broken ones."""
         if tag is not None:
             tag.mark(WAITING)
-        link.close()
+        if only_ours or state.links.get(leader) is link:
+            link.close()
         if state.links.get(leader) is link:
             del state.links[leader]

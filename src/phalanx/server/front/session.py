@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -115,6 +116,8 @@ class Sessions:
         self.next_client_id = 0
         self.acl_command = AclCommand(replicas)
         self.config_permissions = {u.name: u.permissions for u in self.config.users}
+        #: What becomes of a closed session's links (the listener sets the router's pool).
+        self.release_link: Callable[[LeaderLink], None] = LeaderLink.close
 
     def open(self, address: str) -> ClientState:
         """A new session for a client connected from `address`."""
@@ -125,10 +128,12 @@ class Sessions:
         return state
 
     def close(self, state: ClientState) -> bool:
-        """Forget a session and close its links; False if it was already closed."""
+        """Forget a session and hand its links to `release_link` (the router's pool keeps
+        the idle ones for the next connection, `peer_link.LinkPool`); False if it was already
+        closed."""
         state.closed = True
         for link in state.links.values():
-            link.close()
+            self.release_link(link)
         state.links.clear()
         return self.clients.pop(state.id, None) is not None
 
