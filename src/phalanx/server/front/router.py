@@ -612,7 +612,16 @@ class DataRouter:
             if group is None:
                 return await self._remote(state, shard_id, arguments, deadline, read=True)
             if not state.readonly:
-                await self._barrier(group, deadline)
+                try:
+                    await self._barrier(group, deadline)
+                except TimeoutError as error:
+                    if not group.loading():
+                        raise
+                    # Still replaying its log after a restart: Redis's -LOADING, not a
+                    # timeout (docs/security.md).
+                    raise Loading(f"this node's replica of shard {group.group_id} is "
+                                  f"replaying its log ({group.raw.applied} of "
+                                  f"{group.boot_commit} entries applied)") from error
             elif not group.caught_up:
                 # A READONLY read is stale, but never older than what the shard held when
                 # this replica last confirmed with its leader: the first one here waits for
@@ -753,15 +762,19 @@ class DataRouter:
             raise ClusterDown(f"node {leader} is not in this node's cluster map")
         host, port = address
         link = state.links.get(leader)
+        #: True when this call alone owns `link` (its client had left when it was made).
+        only_ours = False
         if link is None:
             link = self.links.take(leader, host, int(port)) or LeaderLink(
                 leader, host, int(port), max(0.05, deadline - time.monotonic()),
                 self.config.requirepass, self.client_tls)
             if not state.closed:
                 state.links[leader] = link
-            # else: the client left while this command kept trying (a failover): the link
-            # is this call's only and goes to the pool after it (below), never left to the
-            # garbage collector with its connection open and its reader task pending.
+            else:
+                # The client left while this command kept trying (a failover): the link is
+                # this call's only and goes to the pool after it (below), never left to the
+                # garbage collector with its connection open and its reader task pending.
+                only_ours = True
         link.timeout = max(0.05, deadline - time.monotonic())
         link.watch(current_leader, self.config.request_timeout_ms / 1000)
         if tag is not None:
@@ -805,21 +818,21 @@ class DataRouter:
                                  f"may or may not have been applied")
         except LeaderUnreachable:
             # The link may be half-connected (a cancelled handshake): never reuse it.
-            self._drop_link(state, leader, link, tag)
+            self._drop_link(state, leader, link, tag, only_ours)
             raise
         except (OSError, TimeoutError, PeerProtocolError) as error:
-            self._drop_link(state, leader, link, tag)
+            self._drop_link(state, leader, link, tag, only_ours)
             raise OutcomeUnknown(
                 f"the connection to {leader} failed while forwarding ({error}); a "
                 f"write may or may not have been applied"
             ) from error
         except OutcomeUnknown:
-            self._drop_link(state, leader, link, tag)
+            self._drop_link(state, leader, link, tag, only_ours)
             raise
         finally:
             if not call.done():
                 call.cancel()
-            if state.closed and state.links.get(leader) is not link:
+            if only_ours:
                 self.links.give_back(link)
 
     def _pooled_link(self, state: ClientState, leader: str) -> LeaderLink | None:
@@ -844,11 +857,14 @@ class DataRouter:
 
     @staticmethod
     def _drop_link(state: ClientState, leader: str, link: LeaderLink,
-                   tag: WriteTag | None) -> None:
+                   tag: WriteTag | None, only_ours: bool = False) -> None:
         """Close a link that failed (every call still on it fails: those writes are sent
-        again, in order), and never reuse it."""
+        again, in order), and never reuse it. A link this connection no longer holds (its
+        client left and the pool took it back) is not this call's to close: the pool parks
+        only links whose calls were all answered, and drops broken ones."""
         if tag is not None:
             tag.mark(WAITING)
-        link.close()
+        if only_ours or state.links.get(leader) is link:
+            link.close()
         if state.links.get(leader) is link:
             del state.links[leader]
