@@ -269,6 +269,11 @@ def _through_faults(t: _Target, count: int, kill_leader: Callable[[], None] | No
         events["trickle"] = asyncio.run(_trickle(app, finished, 120 + count * 0.3, errors))
         wait_until(finished, 30, "every task done and acked", interval=0.2)
     except BaseException:
+        # What was missing (a task never done, entries still pending, the nemesis not done):
+        # printed before the workers' logs, which the report may cut.
+        with contextlib.suppress(Exception):
+            print(f"taskiq through faults FAILED: events {events}, {_summary(t, count)}, "
+                  f"{len(errors)} send errors {errors[-10:]}")
         print(_logs(t))
         raise
     finally:
