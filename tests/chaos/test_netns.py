@@ -84,34 +84,36 @@ def _get_or_none(made: redis.Redis, key: str) -> object:
 _CONNECT_MS = """
 import socket, sys, time
 samples = []
-for _ in range(3):
+for _ in range(5):
     began = time.monotonic()
     try:
         socket.create_connection((sys.argv[1], 9), timeout=2).close()
     except ConnectionRefusedError:
         pass
     samples.append((time.monotonic() - began) * 1000)
-print(sorted(samples)[1])
+print(min(samples))
 """
 
 
 def _connect_ms(namespace: str | None, address: str) -> float:
-    """Median TCP connect RTT in ms (a refused connect is a full round trip) from `namespace`
-    (None: the root namespace) to `address`."""
+    """Fastest of 5 TCP connect RTTs in ms (a refused connect is a full round trip) from
+    `namespace` (None: the root namespace) to `address`. The minimum, not the median: an
+    injected delay is a floor under every sample, while a loaded machine only adds to some
+    (a median of 3 could pass an upper bound like "under 50 ms" only when idle)."""
     inside = ["ip", "netns", "exec", namespace] if namespace else []
     out = subprocess.run([*inside, sys.executable, "-c", _CONNECT_MS, address],
                          capture_output=True, text=True, timeout=15, check=True).stdout
     return float(out)
 
 
-def _set_ms(client: redis.Redis, key: str, rounds: int = 5) -> float:
-    """Median SET latency in ms."""
+def _set_ms(client: redis.Redis, key: str, rounds: int = 9) -> float:
+    """Fastest of `rounds` SET latencies in ms (the minimum: see `_connect_ms`)."""
     samples = []
     for i in range(rounds):
         began = time.monotonic()
         assert client.set(key, str(i))
         samples.append((time.monotonic() - began) * 1000)
-    return sorted(samples)[len(samples) // 2]
+    return min(samples)
 
 
 def _ours_left(prefix: str) -> list[str]:
@@ -156,8 +158,8 @@ def test_netns_cluster_partition_latency_kill_restart(tmp_path: Path) -> None:
         # Isolate the leader: it steps down, the majority elects another and serves.
         others = [n.id for n in nodes if n.id != leader]
         control.partition([[leader], others])
-        _wait(lambda: control.role(leader) != "leader", 8, f"{leader} to step down")
-        new_leader = _wait(lambda: (lambda x: x if x in others else None)(control.leader()), 10,
+        _wait(lambda: control.role(leader) != "leader", 30, f"{leader} to step down")
+        new_leader = _wait(lambda: (lambda x: x if x in others else None)(control.leader()), 30,
                            "the majority to elect a leader")
         assert isinstance(new_leader, str)
         follower = next(n for n in others if n != new_leader)
@@ -168,12 +170,12 @@ def test_netns_cluster_partition_latency_kill_restart(tmp_path: Path) -> None:
         # Heal: everyone agrees again and reads what the majority wrote.
         control.heal()
         _wait(lambda: all(control.role(n.id) in ("leader", "follower") for n in nodes)
-              and control.leader() is not None, 10, "the cluster to converge")
+              and control.leader() is not None, 30, "the cluster to converge")
         # The node that was cut off has had no leader for longer than the no-quorum threshold:
         # until it hears the new leader it answers -CLUSTERDOWN (a clear, retryable refusal,
-        # never a wrong value), so each node gets the 10 s to serve the write.
+        # never a wrong value), so each node gets 30 s to serve the write.
         for node in nodes:
-            _wait(lambda node=node: _get_or_none(client(node.id), "during") == b"majority", 10,
+            _wait(lambda node=node: _get_or_none(client(node.id), "during") == b"majority", 30,
                   f"{node.id} to serve the majority's write")
 
         # Latency on the peer path.
@@ -208,7 +210,7 @@ def test_netns_cluster_partition_latency_kill_restart(tmp_path: Path) -> None:
         assert control.role(sleeper) is None
         assert client(current).set("while-paused", "yes")
         control.resume(sleeper)
-        _wait(lambda: client(sleeper).get("while-paused") == b"yes", 10, f"{sleeper} to resume")
+        _wait(lambda: client(sleeper).get("while-paused") == b"yes", 30, f"{sleeper} to resume")
 
         # Kill a follower and restart it; it rejoins and catches up.
         victim = followers[0]
@@ -218,7 +220,7 @@ def test_netns_cluster_partition_latency_kill_restart(tmp_path: Path) -> None:
         assert client(current).set("while-down", "yes")
         control.restart(victim)
         assert next(n.pid for n in control.nodes() if n.id == victim) != old_pid
-        _wait(lambda: client(victim).get("while-down") == b"yes", 15, f"{victim} to catch up")
+        _wait(lambda: client(victim).get("while-down") == b"yes", 30, f"{victim} to catch up")
         print(f"whole test body {time.monotonic() - began:.1f} s")
     finally:
         for made in clients:

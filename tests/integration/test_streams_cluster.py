@@ -49,6 +49,13 @@ def test_blocked_stream_readers_on_a_follower_are_served(cluster: Any) -> None:
     threads = [threading.Thread(target=read), threading.Thread(target=read_group)]
     for thread in threads:
         thread.start()
+    # Both commands reached the follower (its CLIENT LIST), then 1 s for XREAD's `$` to be
+    # resolved (a ReadIndex round trip): an XADD before that would be taken for "before the
+    # call" and the XREAD would wait its 30 s. (It slept 1 s from the threads' start: on a
+    # loaded machine the commands may not even have been sent by then.)
+    watcher = c.client(follower)
+    wait_until(lambda: {"xread", "xreadgroup"} <= {
+        entry.get("cmd") for entry in watcher.client_list()}, 30, "both readers to block")
     time.sleep(1.0)
     assert all(thread.is_alive() for thread in threads), f"returned before XADD: {results}"
     added = retry_write(producer, "XADD", key, "*", "job", "1")
@@ -218,17 +225,33 @@ def test_redis_cluster_client_routes_stream_commands(cluster: Any) -> None:
             for command in commands:
                 slot = client.determine_slot(*command)  # from COMMAND / COMMAND GETKEYS
                 assert slot == key_slot(key.encode()), command
-                node = client.nodes_manager.get_node_from_slot(slot)
-                plain = redis.Redis(host=node.host, port=node.port, decode_responses=True,
-                                    socket_timeout=10)
-                try:
-                    plain.execute_command(*command)  # a MOVED would raise here
-                finally:
-                    plain.close()
+                _run_on_slot_owner(client, slot, command)
             assert client.xreadgroup("g", "c", {key: ">"}) == []
             assert client.xpending(key, "g")["pending"] == 0
     finally:
         client.close()
+
+
+def _run_on_slot_owner(client: Any, slot: int, command: tuple[str, ...]) -> None:
+    """Run `command` on the node redis-py's map names for `slot`: it must serve it. A MOVED
+    for that same slot means only that the shard's leadership moved after the map was read
+    (leaders still move to their preferred nodes for a while after start-up, longer on a
+    loaded machine): the command was refused, not run, so refresh the map and retry (bounded).
+    A MOVED for another slot (the server found another key) fails at once."""
+    for _ in range(30):
+        node = client.nodes_manager.get_node_from_slot(slot)
+        plain = redis.Redis(host=node.host, port=node.port, decode_responses=True,
+                            socket_timeout=10)
+        try:
+            plain.execute_command(*command)
+            return
+        except redis.exceptions.MovedError as moved:
+            assert moved.slot_id == slot, (command, str(moved))
+        finally:
+            plain.close()
+        time.sleep(0.2)
+        client.nodes_manager.initialize()
+    raise AssertionError(f"{command}: MOVED for 30 tries (the map never settled)")
 
 
 def _try(action: Any) -> bool:
