@@ -239,7 +239,13 @@ def run_region_lab(config: RegionLabConfig) -> dict[str, Any]:
     root = Path(config.data_dir) if config.data_dir else Path(tempfile.mkdtemp(prefix="phalanx-aa-lab-"))
     processes: list[Any] = []
     try:
-        plans = plan_regions(root, rng, regions=config.regions, prefixes="aa:",
+        # Addresses are not part of the experiment (as in chaos/local.py): they come from the
+        # OS's randomness, not the seed, so two runs with one seed (two checkouts' test suites
+        # on one machine) never pick the same loopback addresses and ports. With the seed they
+        # did: the later lab's nodes met the first lab's cluster ("refusing to start: ... the
+        # running cluster knows node n1") or its clients wrote into the other lab (a counter
+        # above every acknowledged increment).
+        plans = plan_regions(root, random.Random(), regions=config.regions, prefixes="aa:",
                              nodes=config.nodes, strong_home="dc1",
                              overrides={"enable_fault_injection": True,
                                         "aa_poll_ms": config.poll_ms})
