@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from phalanx.errors import ConfigError, NotLeader
@@ -9,6 +11,7 @@ from phalanx.raft import (
     AppendEntries,
     Heartbeat,
     HeartbeatResponse,
+    Message,
     ReadIndexRequest,
     ReadIndexResponse,
     ReadState,
@@ -267,3 +270,66 @@ def test_deposed_leader_fails_forwarded_reads() -> None:
     net.stabilize()
     assert net.nodes["n1"].raft.role is Role.FOLLOWER
     assert net.read_states["n2"] == [ReadState(0, b"forwarded", ok=False)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_every_read_is_confirmed_by_a_round_that_left_after_it(seed: int) -> None:
+    """diss. §6.4 step 3 under batching, as a property: reads at random moments, messages
+    delayed, reordered across links and lost at random, 1-3 rounds in flight. Whenever the
+    leader answers a read, some follower's HeartbeatResponse that reached it answered a heartbeat
+    taken from the leader's outbox no earlier than the turn the read arrived in (the leader
+    itself is the other vote of the majority of 3). Once the network is healed, every read is
+    answered."""
+    rng = random.Random(seed)
+    net = steady(read_rounds_in_flight=rng.choice([1, 2, 3]))
+    leader = net.nodes["n1"]
+    term = leader.term
+    registered: dict[bytes, int] = {}
+    taken_at: dict[tuple[str, int], int] = {}  # (follower, round) -> turn its heartbeat left
+    acked: list[tuple[int, str, int]] = []  # (turn, follower, round) of responses delivered
+    in_flight: list[tuple[int, Message]] = []  # (due turn, message)
+    answered: set[bytes] = set()
+    seen = 0
+
+    def turn(step: int, *, lossy: bool) -> None:
+        nonlocal seen
+        net.process_all()
+        for message in net.take():
+            if isinstance(message, Heartbeat):
+                taken_at[(message.target, message.round)] = step
+            if lossy and rng.random() < 0.15:
+                continue  # lost
+            in_flight.append((step + (rng.randint(1, 4) if lossy else 1), message))
+        due = [m for at, m in in_flight if at <= step]
+        in_flight[:] = [(at, m) for at, m in in_flight if at > step]
+        rng.shuffle(due)
+        for message in due:
+            if isinstance(message, HeartbeatResponse) and message.target == "n1":
+                acked.append((step, message.source, message.round))
+            net.send(message)
+            net.deliver()
+        net.process_all()
+        states = net.read_states["n1"][seen:]
+        seen += len(states)
+        for state in states:
+            assert state.ok and leader.term == term
+            arrived = registered[state.context]
+            assert any(taken_at.get((follower, round_), -1) >= arrived
+                       for at, follower, round_ in acked if at <= step), (
+                f"read {state.context!r} (turn {arrived}) confirmed by no round sent after it")
+            answered.add(state.context)
+
+    for step in range(200):
+        for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+            context = f"r{step}-{rng.random()}".encode()
+            leader.read_index(context)
+            registered[context] = step
+        if rng.random() < 0.1:
+            leader.tick()  # the leader's own heartbeat rounds (followers do not tick: no election)
+        turn(step, lossy=True)
+    for step in range(200, 200 + 10 * ELECTION):
+        if answered == set(registered):
+            break
+        leader.tick()
+        turn(step, lossy=False)
+    assert answered == set(registered)

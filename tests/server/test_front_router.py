@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from phalanx.errors import CommandError, NotLeader, OutcomeUnknown, ProposalDropped
+from phalanx.errors import CommandError, Loading, NotLeader, OutcomeUnknown, ProposalDropped
 from phalanx.placement.shard import SlotMoved
+from phalanx.server.front.replies import error_text
 from phalanx.server.front.router import DataRouter
 from phalanx.server.front.session import ClientState
 from phalanx.server.front.write_session import WriteSession, WriteTag
@@ -244,5 +245,70 @@ def test_a_failed_read_index_batch_continues_in_the_attempts() -> None:
         group.barrier.set_exception(NotLeader(None))
         assert await reply == b"v"
         assert group.barriers == 1  # the attempts ran their own ReadIndex round
+
+    asyncio.run(body())
+
+
+class FollowerGroup(FakeGroup):
+    """A follower replica: its ReadIndex round times out (no catch-up in time) unless
+    `confirms`; `replaying`: it has not yet applied what it had committed before a restart."""
+
+    def __init__(self, confirms: bool, replaying: bool = False) -> None:
+        super().__init__([], lease=False)
+        self.confirms = confirms
+        self.replaying = replaying
+        self.caught_up = False
+        self.boot_commit = 100
+        self.raw = SimpleNamespace(applied=40 if replaying else 100)
+
+    def loading(self) -> bool:
+        return self.replaying
+
+    def read_index_future(self) -> asyncio.Future[int]:
+        raise NotLeader(None)  # the fast case gives up: the attempts take the round
+
+    async def read_barrier(self, timeout: float) -> None:
+        self.barriers += 1
+        if not self.confirms:
+            raise TimeoutError
+        self.caught_up = True
+
+
+def test_a_readonly_read_waits_for_the_replica_to_catch_up_once() -> None:
+    """A READONLY read of a replica that never confirmed with its leader takes one ReadIndex
+    round first (never a stale answer of a replica rebuilt empty); later ones are served at
+    once from the replica."""
+    async def body() -> None:
+        group = FollowerGroup(confirms=True)
+        group.reads.extend([b"v", b"v"])
+        state = ClientState(id=1, address="?")
+        state.readonly = True
+        router = _router(group)
+        assert await router.read(state, b"GET", [b"GET", b"k"], 1, SLOT, None) == b"v"
+        assert group.barriers == 1 and group.caught_up
+        assert await router.read(state, b"GET", [b"GET", b"k"], 1, SLOT, None) == b"v"
+        assert group.barriers == 1
+
+    asyncio.run(body())
+
+
+def test_a_replica_catching_up_or_replaying_answers_loading_not_a_timeout() -> None:
+    """READONLY on a replica that cannot confirm in time, and a linearizable read on a
+    replica still replaying its log after a restart: -LOADING (Redis's reply while loading),
+    nothing read; a replica that is not loading keeps the ordinary timeout."""
+    async def body() -> None:
+        state = ClientState(id=1, address="?")
+        state.readonly = True
+        catching_up = FollowerGroup(confirms=False)
+        with pytest.raises(Loading, match="catching up with its leader"):
+            await _router(catching_up).read(state, b"GET", [b"GET", b"k"], 1, SLOT, None)
+        plain = ClientState(id=2, address="?")
+        replaying = FollowerGroup(confirms=False, replaying=True)
+        with pytest.raises(Loading, match="replaying its log"):
+            await _router(replaying).read(plain, b"GET", [b"GET", b"k"], 1, SLOT, None)
+        with pytest.raises(TimeoutError):
+            await _router(FollowerGroup(confirms=False)).read(plain, b"GET", [b"GET", b"k"],
+                                                              1, SLOT, None)
+        assert error_text(Loading("x")).startswith("LOADING ")
 
     asyncio.run(body())

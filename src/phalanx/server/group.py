@@ -198,6 +198,9 @@ class RaftGroup(GroupSnapshots):
         #: rebuilt empty or restarted never answers nil for a key that exists while it
         #: catches up.
         self.caught_up = False
+        #: The commit index this replica knew when it opened (its hard state): until it has
+        #: applied that far again it is loading (replaying its log; `loading`).
+        self.boot_commit = self.raw.committed
         #: Commit latencies of the last writes proposed here (seconds), for the dashboard.
         self.recent_commits: deque[float] = deque(maxlen=512)
         #: Told of leader changes (kind, text), for the node's event list (dashboard).
@@ -421,6 +424,12 @@ class RaftGroup(GroupSnapshots):
                 read_future.set_exception(NotLeader(
                     self.leader or None, f"no read confirmation within {max_age_s:.1f} s"))
         return len(expired) + len(stale_reads)
+
+    def loading(self) -> bool:
+        """Is this replica still replaying what it had committed before it (re)started? A
+        read that cannot be served in time then answers -LOADING (front/router.py), as
+        Redis while it loads its dataset."""
+        return self.raw.applied < self.boot_commit
 
     def lease_read_ready(self) -> bool:
         """True if a linearizable read may be served from the local state right now, with no

@@ -395,6 +395,7 @@ class LinkPool:
         while idle:
             link = idle.pop()
             if link.idle() and link.host == host and link.port == port:
+                link.on_idle = None
                 return link
             link.close()
         return None
@@ -410,6 +411,7 @@ class LinkPool:
             link.on_idle = self._park
 
     def _park(self, link: LeaderLink) -> None:
+        link.on_idle = None
         idle = self._idle.setdefault(link.leader_id, [])
         if self.closed or len(idle) >= self.per_node or not link.idle() or link in idle:
             if link not in idle:

@@ -577,7 +577,10 @@ class IntrospectionCommands:
             self.last_save = int(time.time())
 
     def persistence_info(self) -> list[str]:
-        return ["# Persistence", "loading:0", f"rdb_bgsave_in_progress:{int(bool(self.saving))}",
+        # loading:1 while a local replica replays what it had committed before the node
+        # (re)started (Redis's field: 1 while it loads its dataset).
+        loading = any(group.loading() for group in self.replicas.data_groups().values())
+        return ["# Persistence", f"loading:{int(loading)}", f"rdb_bgsave_in_progress:{int(bool(self.saving))}",
                 f"rdb_last_save_time:{self.last_save}",
                 f"rdb_last_bgsave_status:{'ok' if self.last_save_ok else 'err'}",
                 "aof_enabled:1", "aof_rewrite_in_progress:0", ""]

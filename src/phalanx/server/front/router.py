@@ -38,22 +38,25 @@ from typing import TYPE_CHECKING, Protocol
 from phalanx.errors import (
     ClusterDown,
     CommandError,
-    CrossSlotError,
     LeaderUnreachable,
     Loading,
     NotLeader,
     OutcomeUnknown,
-    PeerProtocolError,
     PhalanxError,
     ProposalDropped,
     RetrySafe,
     TryAgain,
 )
-from phalanx.kv import is_known, is_write
 from phalanx.kv.replies import Error
-from phalanx.placement import ShardInfo, command_keys, command_slot, key_slot
-from phalanx.resp import ErrorReply, encode, encode_command
+from phalanx.placement import ShardInfo, command_keys, key_slot
+from phalanx.resp import ErrorReply, encode
 from phalanx.server.front.active_active import guard, prefixes_of, rewrite
+from phalanx.server.front.forwarding import (
+    LEADER_WAIT_STEP_S,
+    Forwarding,
+    lagging_signature,
+    retrieved,
+)
 from phalanx.server.front.replies import (
     TRYAGAIN,
     outcome_unknown,
@@ -62,14 +65,7 @@ from phalanx.server.front.replies import (
     wire_code,
 )
 from phalanx.server.front.write_session import LOCAL, WAITING, WriteSession, WriteTag
-from phalanx.server.internal_auth import (
-    check,
-    internal_key,
-    is_internal_refusal,
-    sign,
-    verify_key,
-)
-from phalanx.server.peer_link import LeaderLink, LinkPool
+from phalanx.server.peer_link import LinkPool
 from phalanx.server.running_loop import LoopCache
 
 if TYPE_CHECKING:
@@ -77,15 +73,9 @@ if TYPE_CHECKING:
     from phalanx.server.front.session import ClientState
     from phalanx.server.group import RaftGroup
 
-_LEADER_WAIT_STEP_S = 0.01
 #: The shortest time a leaderless shard waits before refusing with -CLUSTERDOWN (see
 #: `Router.no_quorum_after_s`).
 NO_QUORUM_FLOOR_S = 2.0
-#: How often a re-sent write looks again whether the lower writes of its connection went.
-_ORDER_WAIT_S = 0.001
-#: The internal command a node forwards a write with: `PHALANX.FWD client_id sequence
-#: first_unacked signature command...` (§6.3: the leader's state machine runs it once).
-FORWARD_COMMAND = b"PHALANX.FWD"
 #: `read`'s fast case could not serve the read now (take the attempts).
 _NOT_NOW = object()
 
@@ -102,24 +92,6 @@ def _copy_outcome(out: asyncio.Future[object], task: asyncio.Future[object]) -> 
         out.set_result(task.result())
 
 
-def _retrieved(task: asyncio.Future[object]) -> None:
-    """Mark a finished task's exception retrieved (its caller may have stopped waiting)."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _lagging_signature(tag: WriteTag | None, reply: object) -> bool:
-    """Did the leader refuse a forwarded write's signature? This node's map does not have the
-    cluster's internal token yet (internal_auth.py): nothing was applied, ask again."""
-    return tag is not None and is_internal_refusal(reply)
-
-
-def _signed_part(arguments: list[bytes]) -> bytes:
-    """What a PHALANX.FWD signature covers: the session fields and the whole command, framed
-    (RESP) so that no two different commands sign alike."""
-    return encode_command(*arguments[1:4], *arguments[5:])
-
-
 class StrongHomeLink(Protocol):
     """Where strong keys go when their home is another region (server/aa_home.py)."""
 
@@ -131,8 +103,9 @@ def _leader_of(group: RaftGroup) -> Callable[[], str]:
     return lambda: group.leader
 
 
-class DataRouter:
-    """Routes data commands to their shard's replica: locally, or over a peer link."""
+class DataRouter(Forwarding):
+    """Routes data commands to their shard's replica: locally, or over a peer link (the
+    forwarding half: `Forwarding`, front/forwarding.py)."""
 
     def __init__(self, replicas: ReplicaRegistry, client_tls: ssl.SSLContext | None,
                  encode_reply: Callable[[ClientState, object, bytes, list[bytes]], bytes]) -> None:
@@ -328,7 +301,7 @@ class DataRouter:
     def _ends(out: asyncio.Future[object], tag: WriteTag | None) -> asyncio.Future[object]:
         """`out`, its write leaving its session's flight when it ends (§6.3: acknowledged).
         Its failure counts as retrieved: a client that left does not await it."""
-        out.add_done_callback(_retrieved)
+        out.add_done_callback(retrieved)
         if tag is not None and tag.session is not None:
             out.add_done_callback(lambda _: tag.session.end(tag.sequence)  # type: ignore[union-attr]
                                   )
@@ -407,7 +380,7 @@ class DataRouter:
                     # Certainly not applied; wait for the new leader and try again.
                     if time.monotonic() >= deadline:
                         raise
-                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    await asyncio.sleep(LEADER_WAIT_STEP_S)
                     continue
                 remaining = max(0.001, deadline - time.monotonic())
                 try:
@@ -419,7 +392,7 @@ class DataRouter:
                     # Another leader's entry took its index (§5.3): certainly not applied.
                     if time.monotonic() >= deadline:
                         raise
-                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    await asyncio.sleep(LEADER_WAIT_STEP_S)
                     continue
                 except OutcomeUnknown:
                     # A step-down: the entry may still commit. With its session the write is
@@ -427,11 +400,11 @@ class DataRouter:
                     if tag is None or time.monotonic() >= deadline:
                         raise
                     tag.uncertain = True
-                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    await asyncio.sleep(LEADER_WAIT_STEP_S)
                     continue
                 if slot_moved(reply) and time.monotonic() < deadline:
                     # Refused at apply (the slot moved by a split): certainly not applied.
-                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    await asyncio.sleep(LEADER_WAIT_STEP_S)
                     continue
                 return reply
             if state.forwarded:
@@ -455,7 +428,7 @@ class DataRouter:
                     group.leader_lost(leader)
                 if time.monotonic() >= deadline:
                     raise
-                await asyncio.sleep(_LEADER_WAIT_STEP_S * (1 if group.leader != leader else 5))
+                await asyncio.sleep(LEADER_WAIT_STEP_S * (1 if group.leader != leader else 5))
                 continue
             except OutcomeUnknown:
                 # The link broke (or a new leader took over) after the write left. With its
@@ -463,71 +436,24 @@ class DataRouter:
                 if tag is None or time.monotonic() >= deadline:
                     raise
                 tag.uncertain = True
-                await asyncio.sleep(_LEADER_WAIT_STEP_S * (1 if group.leader != leader else 5))
+                await asyncio.sleep(LEADER_WAIT_STEP_S * (1 if group.leader != leader else 5))
                 continue
             if tag is not None and time.monotonic() < deadline:
                 if outcome_unknown(reply):
                     # The leader stepped down with it: send it again (same identity).
                     tag.uncertain = True
-                    await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                    await asyncio.sleep(LEADER_WAIT_STEP_S)
                     continue
                 if not tag.raw_forward and unknown_forward(reply):
                     tag.raw_forward = True  # an older leader: the bare command, as before
                     continue
-            if wire_code(reply) == TRYAGAIN or _lagging_signature(tag, reply):
+            if wire_code(reply) == TRYAGAIN or lagging_signature(tag, reply):
                 # The node we asked was not (or no longer) the leader: nothing was applied.
                 if time.monotonic() >= deadline:
                     return reply
-                await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
+                await asyncio.sleep(LEADER_WAIT_STEP_S * 5)
                 continue
             return reply
-
-    def forwarded_write(self, state: ClientState, arguments: list[bytes]) -> object:
-        """PHALANX.FWD client_id sequence first_unacked signature command...: a write another
-        node forwards to this leader with its client's session (internal; signed under the
-        cluster secret when there is one). It runs once however often it is sent (§6.3)."""
-        if len(arguments) < 6:
-            raise CommandError("ERR wrong number of arguments for 'phalanx.fwd' command")
-        check(verify_key(self.config, self.replicas.cluster_map), arguments[4],
-              _signed_part(arguments))
-        try:
-            client_id, sequence, first_unacked = (int(arguments[i]) for i in (1, 2, 3))
-        except ValueError as error:
-            raise CommandError("ERR PHALANX.FWD: client id, sequence and first "
-                               "unacknowledged sequence must be integers") from error
-        if not (0 <= client_id < 2**64 and 0 <= first_unacked <= sequence < 2**64):
-            raise CommandError("ERR PHALANX.FWD: bad client id or sequences")
-        tag = WriteTag(None, sequence, (client_id, sequence, first_unacked))
-        command = arguments[5:]
-        name = command[0].upper()
-        if name == b"PHALANX.SHARD":
-            # A keyless write's share of a fan-out, for one shard.
-            if len(command) < 3 or not command[1].isdigit():
-                raise CommandError("ERR usage: PHALANX.SHARD <shard id> <command> [args...]")
-            shard_id = int(command[1])
-            inner = command[2:]
-            if shard_id not in self.replicas.cluster_map.shards or not is_known(inner[0]) \
-                    or not is_write(inner[0]) or command_keys(inner[0], tuple(inner[1:])):
-                raise CommandError("ERR PHALANX.FWD: PHALANX.SHARD takes a keyless write of "
-                                   "a shard")
-            future = self.write(state, inner[0], inner, shard_id, None, tag)
-            state.last_write = future
-            return future
-        args = tuple(command[1:])
-        if name != b"PHALANX.EXEC" and not (is_known(name) and is_write(name)):
-            raise CommandError("ERR PHALANX.FWD takes a write command")
-        try:
-            slot = command_slot(name, args)
-        except CrossSlotError:
-            slot = self.one_shard_slot(name, args)
-        if slot is None:
-            raise CommandError("ERR PHALANX.FWD takes a write of keys of one shard")
-        shard = self.replicas.cluster_map.shard_for_slot(slot)
-        if shard is None:
-            raise CommandError(f"CLUSTERDOWN Hash slot {slot} is not served")
-        future = self.write(state, command[0], command, shard.id, slot, tag)
-        state.last_write = future
-        return future
 
     # -- the read path ---------------------------------------------------------------------
     def read(self, state: ClientState, name: bytes, arguments: list[bytes], shard_id: int,
@@ -612,7 +538,16 @@ class DataRouter:
             if group is None:
                 return await self._remote(state, shard_id, arguments, deadline, read=True)
             if not state.readonly:
-                await self._barrier(group, deadline)
+                try:
+                    await self._barrier(group, deadline)
+                except TimeoutError as error:
+                    if not group.loading():
+                        raise
+                    # Still replaying its log after a restart: Redis's -LOADING, not a
+                    # timeout (docs/security.md).
+                    raise Loading(f"this node's replica of shard {group.group_id} is "
+                                  f"replaying its log ({group.raw.applied} of "
+                                  f"{group.boot_commit} entries applied)") from error
             elif not group.caught_up:
                 # A READONLY read is stale, but never older than what the shard held when
                 # this replica last confirmed with its leader: the first one here waits for
@@ -629,7 +564,7 @@ class DataRouter:
                 raise CommandError(f"ERR phalanx: group {shard_id} holds no data")
             reply = shard_machine.read(name, args, int(time.time() * 1000))
             if slot_moved(reply) and time.monotonic() < deadline:
-                await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                await asyncio.sleep(LEADER_WAIT_STEP_S)
                 continue
             return reply
 
@@ -644,7 +579,7 @@ class DataRouter:
             except NotLeader:
                 if time.monotonic() >= deadline:
                     raise
-                await asyncio.sleep(_LEADER_WAIT_STEP_S)
+                await asyncio.sleep(LEADER_WAIT_STEP_S)
 
     async def _leader_or_wait(self, group: RaftGroup, deadline: float) -> str:
         """The group's leader, waiting through an election; a shard whose quorum is gone
@@ -661,7 +596,7 @@ class DataRouter:
                 raise ClusterDown(f"The shard for this key has no quorum "
                                   f"(shard {group.group_id}: no leader for "
                                   f"{group.leaderless_for():.1f} s)")
-            await asyncio.sleep(_LEADER_WAIT_STEP_S)
+            await asyncio.sleep(LEADER_WAIT_STEP_S)
 
     async def _route(self, shard_id: int, slot: int | None,
                      deadline: float) -> tuple[int, RaftGroup | None]:
@@ -678,177 +613,4 @@ class DataRouter:
                 return shard_id, group
             if time.monotonic() >= deadline:
                 raise TryAgain(f"slot {slot} is moving between shards")
-            await asyncio.sleep(_LEADER_WAIT_STEP_S)
-
-    async def _remote(self, state: ClientState, shard_id: int, arguments: list[bytes],
-                      deadline: float, tag: WriteTag | None = None,
-                      read: bool = False) -> object:
-        """Serve a command for a shard this node holds no replica of: forward it to the
-        shard's leader (the map's hint), else to another replica, which never forwards again.
-        A read whose link broke is asked again (a read is safe to repeat), and so is a write
-        with its session (it runs once, §6.3)."""
-        if state.forwarded:
-            raise TryAgain(f"this node holds no replica of shard {shard_id}")
-        while True:
-            shard = self.replicas.cluster_map.shards.get(shard_id)
-            if shard is None:
-                raise ClusterDown(f"shard {shard_id} no longer exists; retry")
-            candidates = [shard.leader] if shard.leader else []
-            candidates += [n for n in (*shard.voters, *shard.replicas) if n not in candidates]
-            if arguments[0].upper() != b"PHALANX.SHARD" and \
-                    not command_keys(arguments[0], tuple(arguments[1:])):
-                # A keyless command's share of a fan-out: this shard only, over there too.
-                arguments = [b"PHALANX.SHARD", str(shard_id).encode(), *arguments]
-            reply: object = None
-            for target in candidates:
-                if target == self.config.id:
-                    continue
-                hinted = functools.partial(self.replicas.shard_leader, shard) \
-                    if target == shard.leader else None
-                try:
-                    reply = await self._forward(state, target, arguments, deadline, hinted, tag)
-                except LeaderUnreachable:
-                    continue
-                except OutcomeUnknown:
-                    if not read and tag is None:
-                        raise
-                    if tag is not None:
-                        tag.uncertain = True
-                    if time.monotonic() >= deadline:
-                        raise
-                    continue
-                if wire_code(reply) == TRYAGAIN or _lagging_signature(tag, reply):
-                    continue
-                if tag is not None and time.monotonic() < deadline:
-                    if outcome_unknown(reply):
-                        tag.uncertain = True
-                        continue
-                    if not tag.raw_forward and unknown_forward(reply):
-                        tag.raw_forward = True  # an older node: the bare command, as before
-                        continue
-                return reply
-            if time.monotonic() >= deadline:
-                if isinstance(reply, ErrorReply):
-                    return reply
-                raise ClusterDown(f"no replica of shard {shard_id} is reachable")
-            await asyncio.sleep(_LEADER_WAIT_STEP_S * 5)
-
-    async def _forward(self, state: ClientState, leader: str, arguments: list[bytes],
-                       deadline: float, current_leader: Callable[[], str] | None,
-                       tag: WriteTag | None = None) -> object:
-        """Send the command to `leader` over this client's peer link and return its reply.
-        With `tag` (a write with its session) it goes as PHALANX.FWD, after every lower
-        write of the connection that waits to be re-sent (the connection's order).
-
-        Fails fast (never waits for a dead leader): when the link breaks, when
-        `current_leader()` names another node (a new leader exists: the old one is dead or
-        paused), and at the deadline. If the command had not left yet (still connecting, or
-        waiting for its turn: `sent` unset) it was certainly not applied:
-        `LeaderUnreachable`, and the caller retries on the new leader; once it has left, a
-        write's outcome is unknown (`OutcomeUnknown`: the old leader may have replicated it
-        before it died, and the new leader may commit it; with its session the caller sends
-        it again)."""
-        address = self.replicas.resp_address(leader)
-        if address is None:
-            raise ClusterDown(f"node {leader} is not in this node's cluster map")
-        host, port = address
-        link = state.links.get(leader)
-        if link is None:
-            link = self.links.take(leader, host, int(port)) or LeaderLink(
-                leader, host, int(port), max(0.05, deadline - time.monotonic()),
-                self.config.requirepass, self.client_tls)
-            if not state.closed:
-                state.links[leader] = link
-            # else: the client left while this command kept trying (a failover): the link
-            # is this call's only and goes to the pool after it (below), never left to the
-            # garbage collector with its connection open and its reader task pending.
-        link.timeout = max(0.05, deadline - time.monotonic())
-        link.watch(current_leader, self.config.request_timeout_ms / 1000)
-        if tag is not None:
-            tag.mark(WAITING)
-            while tag.held():  # a lower write of this connection goes first
-                if time.monotonic() >= deadline:
-                    raise LeaderUnreachable("the connection's earlier writes were not re-sent "
-                                            "in time")
-                await asyncio.sleep(_ORDER_WAIT_S)
-            if not tag.raw_forward:
-                arguments = self._tagged(tag, arguments)
-            tag.mark(link)  # handed to the link: written in this order
-        sent = asyncio.Event()
-        moved = link.moved()
-        call = asyncio.get_running_loop().create_task(link.call(
-            arguments, sent, None if tag is None else tag.mark))
-        call.add_done_callback(_retrieved)  # a call given up on may still fail later
-        try:
-            # One wait per call, no poll: the link's watchdog resolves `moved` when a new
-            # leader is known (the old one is dead or paused), for every call on the link.
-            waited: set[asyncio.Future[object]] = {call, moved}  # type: ignore[arg-type]
-            done, _ = await asyncio.wait(waited, timeout=max(
-                0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
-            if call in done and not call.cancelled() and call.exception() is None:
-                return call.result()
-            if moved in done:
-                # The write may still commit through the new leader's log.
-                if not sent.is_set():
-                    raise LeaderUnreachable(f"leadership moved from {leader} to "
-                                            f"{moved.result()} before the command was sent")
-                raise OutcomeUnknown(
-                    f"leadership moved from {leader} to {moved.result()} while the command "
-                    f"was forwarded; a write may or may not have been applied")
-            if call in done:
-                error = call.exception() if not call.cancelled() else None
-                raise error if error is not None else ConnectionResetError(
-                    f"the call to {leader} was cancelled")  # (handled below)
-            if not sent.is_set():
-                raise LeaderUnreachable(f"node {leader} could not be reached in time")
-            raise OutcomeUnknown(f"node {leader} did not answer in time; a write "
-                                 f"may or may not have been applied")
-        except LeaderUnreachable:
-            # The link may be half-connected (a cancelled handshake): never reuse it.
-            self._drop_link(state, leader, link, tag)
-            raise
-        except (OSError, TimeoutError, PeerProtocolError) as error:
-            self._drop_link(state, leader, link, tag)
-            raise OutcomeUnknown(
-                f"the connection to {leader} failed while forwarding ({error}); a "
-                f"write may or may not have been applied"
-            ) from error
-        except OutcomeUnknown:
-            self._drop_link(state, leader, link, tag)
-            raise
-        finally:
-            if not call.done():
-                call.cancel()
-            if state.closed and state.links.get(leader) is not link:
-                self.links.give_back(link)
-
-    def _pooled_link(self, state: ClientState, leader: str) -> LeaderLink | None:
-        """An idle pooled link to `leader`, now the connection's own (None: none idle)."""
-        address = self.replicas.resp_address(leader)
-        if address is None:
-            return None
-        link = self.links.take(leader, address[0], int(address[1]))
-        if link is not None:
-            state.links[leader] = link
-        return link
-
-    def _tagged(self, tag: WriteTag, arguments: list[bytes]) -> list[bytes]:
-        """`arguments` as PHALANX.FWD with the write's session (signed when the cluster has a
-        secret)."""
-        client_id, sequence, first_unacked = tag.current()
-        tagged = [FORWARD_COMMAND, str(client_id).encode(), str(sequence).encode(),
-                  str(first_unacked).encode(), b"", *arguments]
-        tagged[4] = sign(internal_key(self.config, self.replicas.cluster_map),
-                         _signed_part(tagged))
-        return tagged
-
-    @staticmethod
-    def _drop_link(state: ClientState, leader: str, link: LeaderLink,
-                   tag: WriteTag | None) -> None:
-        """Close a link that failed (every call still on it fails: those writes are sent
-        again, in order), and never reuse it."""
-        if tag is not None:
-            tag.mark(WAITING)
-        link.close()
-        if state.links.get(leader) is link:
-            del state.links[leader]
+            await asyncio.sleep(LEADER_WAIT_STEP_S)
