@@ -433,7 +433,7 @@ def test_fake_cluster_up_status_failover_restart_down(
     result = CliRunner().invoke(main, ["down", "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     for process in processes.values():
-        process.wait(timeout=5)
+        process.wait(timeout=30)
     assert not any(launcher.pid_alive(pid) for pid in pids)
 
 
