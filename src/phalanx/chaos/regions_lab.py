@@ -156,13 +156,16 @@ def _sampler(run: _Run, nodes: dict[str, list[Any]], stop: threading.Event,
                                                    "peer": peer, "up": False,
                                                    "lag_entries": 0, "lag_seconds": 0.0,
                                                    "stale_seconds": 0.0, "last_error": ""})
-                    seen["up"] = seen["up"] or link.get("state") == "up"
-                    seen["lag_entries"] = max(seen["lag_entries"], int(link.get("lag_entries", 0)))
-                    seen["lag_seconds"] = max(seen["lag_seconds"],
-                                              float(link.get("lag_seconds", 0.0)))
-                    # A link that is down does not know the other region's head: its lag
-                    # reads 0; the time since its last successful pull bounds what it misses.
-                    if link.get("state") != "up":
+                    up = link.get("state") == "up"
+                    seen["up"] = seen["up"] or up
+                    if up:  # the report's "lag while up" (a down link's lag grows: stale)
+                        seen["lag_entries"] = max(seen["lag_entries"],
+                                                  int(link.get("lag_entries", 0)))
+                        seen["lag_seconds"] = max(seen["lag_seconds"],
+                                                  float(link.get("lag_seconds", 0.0)))
+                    # A link that is down does not know the other region's head: the time
+                    # since its last successful pull bounds what it misses.
+                    if not up:
                         seen["stale_seconds"] = max(seen["stale_seconds"], float(
                             link.get("last_ok_seconds_ago") or 0.0))
                     seen["last_error"] = seen["last_error"] or str(link.get("last_error") or "")
