@@ -3,9 +3,15 @@ cut with writes on both sides, a heal, the model check, the loss of a region (is
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from pathlib import Path
 
+from phalanx.chaos import regions_lab
 from phalanx.chaos.regions_lab import RegionLabConfig, plan_lab_regions, run_region_lab, summary
+from phalanx.checker.aa_check import UNKNOWN
+from phalanx.ops.ports import free_port
 
 
 def _listeners(plans: dict[str, list]) -> set[str]:
@@ -50,3 +56,42 @@ def test_region_scenario_converges_to_the_model_and_measures_the_rpo() -> None:
     assert result["analysis"]["dc2"]["strong"]["available_here_during_partition"] is False
     assert result["analysis"]["dc2"]["active_active"]["prefixes"] == ["aa:"]
     assert result["passed"]
+
+
+def test_the_labs_client_does_not_resend_a_command_that_timed_out() -> None:
+    """A fake server that never answers the first INCRBY: the lab's call must come back
+    "unknown" after ONE send. redis-py 8's default client re-sent it after the timeout and
+    returned the second reply as the outcome: one acknowledged increment, applied twice."""
+    port = free_port()
+    server = socket.create_server(("127.0.0.1", port))
+    received: list[bytes] = []
+    release = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = server.accept()
+                threading.Thread(target=handle, args=(connection,), daemon=True).start()
+
+    def handle(connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            while data := connection.recv(65536):
+                if b"HELLO" in data:       # RESP3 handshake of a default redis-py client
+                    connection.sendall(b"%1\r\n+proto\r\n:3\r\n")
+                elif b"INCRBY" in data:
+                    received.append(data)
+                    if len(received) == 1:
+                        release.wait(30.0)     # never answered while the client waits
+                    connection.sendall(b":%d\r\n" % (3 * len(received)))
+                else:
+                    connection.sendall(b"+OK\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = regions_lab._client(f"127.0.0.1:{port}", timeout=0.3)
+    try:
+        outcome, _ = regions_lab._call(client, "INCRBY", "aa:counter", 3)
+        assert (outcome, len(received)) == (UNKNOWN, 1)
+    finally:
+        release.set()
+        client.close()
+        server.close()

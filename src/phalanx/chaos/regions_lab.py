@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from phalanx.checker.aa_check import FAIL, OK, UNKNOWN, AaOp, check_active_active, region_loss_rpo
 from phalanx.ops import admin, launcher
@@ -80,9 +82,15 @@ class _Run:
 
 
 def _client(address: str, timeout: float = 2.0) -> redis.Redis:
+    """One connection, NO client-side retry (as `chaos.workload`): redis-py 8 by default
+    re-sends a command after a socket timeout or a lost connection, up to 10 times with
+    backoff, and returns the retry's reply: an `INCRBY` applied twice was recorded as one
+    acknowledged increment (a false "counter outside" under load), and a vanished cluster
+    stalled the lab for minutes. A timeout is an unknown outcome, which the checker allows."""
     host, port = address.rsplit(":", 1)
     return redis.Redis(host=host, port=int(port), socket_timeout=timeout,
-                       socket_connect_timeout=timeout, decode_responses=True)
+                       socket_connect_timeout=timeout, decode_responses=True,
+                       retry=Retry(NoBackoff(), 0), protocol=2)
 
 
 def _call(client: redis.Redis, *args: Any) -> tuple[str, Any]:
@@ -390,7 +398,10 @@ def _region_loss(config: RegionLabConfig, run: _Run, nodes: dict[str, list[Any]]
     survivor_client = clients[survivor]
     held: set[str] = set()
     stable_rounds, previous = 0, None
+    settle_deadline = time.monotonic() + config.converge_timeout_s
     for _ in range(200):
+        if time.monotonic() >= settle_deadline:
+            break
         outcome, members = _call(survivor_client, "SMEMBERS", "aa:rpo")
         if outcome == OK:
             held = set(members)
