@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hang-s", type=float, default=8.0)
     parser.add_argument("--hang-extra-s", type=float, default=12.0)
     parser.add_argument("--fault", choices=("stop", "kill"), default="stop")
+    parser.add_argument("--writer-interval", type=float, default=0.02,
+                        help="s between the gap writer's SETs (one connection each)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/sigstop-hang"))
     parser.add_argument("--flood", type=float, default=0.0,
                         help="no fault: one SET per connection every FLOOD s (see above)")
@@ -174,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 leader = settled_leader(cluster)
                 survivors = cluster.others(leader)
                 via = survivors[0]
-                writer = _Writer(via.host, via.port, 0.5, f"t{attempt}")
+                writer = _Writer(via.host, via.port, 0.5, f"t{attempt}",
+                                 interval_s=args.writer_interval)
                 writer.start()
                 hung = False
                 info: dict[str, Any] = {"try": attempt, "old_leader": leader.id, "via": via.id,

@@ -158,5 +158,5 @@ def test_a_killed_run_is_reaped_by_the_next(
     assert all(alive(pid) for pid in pids), "the nodes should outlive a SIGKILLed lab"
     done = reap_stale(run_dir)
     assert len(done) == 1, done
-    wait_for(lambda: not any(alive(pid) for pid in pids), 15, "the leftover nodes to die")
+    wait_for(lambda: not any(alive(pid) for pid in pids), 60, "the leftover nodes to die")
     assert not list(run_dir.glob("*.json"))

@@ -156,13 +156,16 @@ def _sampler(run: _Run, nodes: dict[str, list[Any]], stop: threading.Event,
                                                    "peer": peer, "up": False,
                                                    "lag_entries": 0, "lag_seconds": 0.0,
                                                    "stale_seconds": 0.0, "last_error": ""})
-                    seen["up"] = seen["up"] or link.get("state") == "up"
-                    seen["lag_entries"] = max(seen["lag_entries"], int(link.get("lag_entries", 0)))
-                    seen["lag_seconds"] = max(seen["lag_seconds"],
-                                              float(link.get("lag_seconds", 0.0)))
-                    # A link that is down does not know the other region's head: its lag
-                    # reads 0; the time since its last successful pull bounds what it misses.
-                    if link.get("state") != "up":
+                    up = link.get("state") == "up"
+                    seen["up"] = seen["up"] or up
+                    if up:  # the report's "lag while up" (a down link's lag grows: stale)
+                        seen["lag_entries"] = max(seen["lag_entries"],
+                                                  int(link.get("lag_entries", 0)))
+                        seen["lag_seconds"] = max(seen["lag_seconds"],
+                                                  float(link.get("lag_seconds", 0.0)))
+                    # A link that is down does not know the other region's head: the time
+                    # since its last successful pull bounds what it misses.
+                    if not up:
                         seen["stale_seconds"] = max(seen["stale_seconds"], float(
                             link.get("last_ok_seconds_ago") or 0.0))
                     seen["last_error"] = seen["last_error"] or str(link.get("last_error") or "")
@@ -233,16 +236,27 @@ def _phase_availability(run: _Run, cut_at: float, heal_at: float) -> dict[str, A
     return out
 
 
+def plan_lab_regions(config: RegionLabConfig, root: Path) -> dict[str, list[Any]]:
+    """The regions' plans (`ops.regions.plan_regions`) on addresses drawn from the OS's
+    randomness, never from `config.seed`: ports are not part of the experiment. Drawn from the
+    seed, two runs with one seed (two engineers' test runs at once) picked the same loopback
+    addresses and ports; both passed `check_addresses_free` before either bound them, the
+    second run's nodes failed to bind while its startup saw the first run's nodes answer, and
+    both runs' clients then wrote the same unique members and counters into one cluster: the
+    checker rightly saw adds missing, removed members back and counters beyond their sums
+    (the same lesson as `chaos.local`)."""
+    return plan_regions(root, random.Random(), regions=config.regions, prefixes="aa:",
+                        nodes=config.nodes, strong_home="dc1",
+                        overrides={"enable_fault_injection": True, "aa_poll_ms": config.poll_ms})
+
+
 def run_region_lab(config: RegionLabConfig) -> dict[str, Any]:
     """One run (module docstring); the result as JSON-ready data, `passed` the verdict."""
     rng = random.Random(config.seed)
     root = Path(config.data_dir) if config.data_dir else Path(tempfile.mkdtemp(prefix="phalanx-aa-lab-"))
     processes: list[Any] = []
     try:
-        plans = plan_regions(root, rng, regions=config.regions, prefixes="aa:",
-                             nodes=config.nodes, strong_home="dc1",
-                             overrides={"enable_fault_injection": True,
-                                        "aa_poll_ms": config.poll_ms})
+        plans = plan_lab_regions(config, root)
         nodes: dict[str, list[Any]] = {}
         for name, plan in plans.items():
             cluster, _, started = launcher.start_local_cluster(root / name, plan, timeout=90.0)

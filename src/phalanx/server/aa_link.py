@@ -62,15 +62,42 @@ class RegionState:
     lag_entries: dict[tuple[int, int], int] = field(default_factory=dict)
     #: (local shard, remote shard) -> monotonic time we were last caught up.
     caught_up_at: dict[tuple[int, int], float] = field(default_factory=dict)
+    #: Monotonic time the link started (its lag's origin until its first good round).
+    started: float = 0.0
+    #: Local shard -> its outbox head (`next_seq`) at the last good round: while the link is
+    #: down, what this region wrote since then has not been shipped (a cut is two-way).
+    local_heads_at_ok: dict[int, int] = field(default_factory=dict)
+    #: Local deltas written since the last good round (set while the link is not up).
+    unshipped_entries: int = 0
 
     def view(self, now: float) -> dict[str, object]:
-        lag_seconds = max((now - at for pair, at in self.caught_up_at.items()
-                           if self.lag_entries.get(pair, 0) > 0), default=0.0)
+        """What `/status` and the metrics show. While the link is not up the lag is not the
+        last good round's (often 0): it grows, in seconds from the last moment every pair was
+        known caught up (else the last good round, else the start), and in entries by what
+        this region wrote since the last good round on top of what the other region was
+        last known to hold for us."""
+        up = self.state == "up" or self.state.startswith("idle")  # idle: pulls nothing
+        if up:
+            lag_seconds = max((now - at for pair, at in self.caught_up_at.items()
+                               if self.lag_entries.get(pair, 0) > 0), default=0.0)
+        else:
+            since = min(self.caught_up_at.values(), default=self.last_ok or self.started)
+            lag_seconds = max(0.0, now - since)
+        lag_entries = sum(self.lag_entries.values()) + (0 if up else self.unshipped_entries)
         return {"region": self.region, "state": self.state, "last_error": self.last_error,
-                "lag_entries": sum(self.lag_entries.values()),
+                "lag_entries": lag_entries,
                 "lag_seconds": round(lag_seconds, 3),
                 "last_ok_seconds_ago": round(now - self.last_ok, 3) if self.last_ok else None,
                 "pulls": self.pulls, "merged_keys": self.merged_keys}
+
+
+def _count_unshipped(state: RegionState, heads: dict[int, int]) -> None:
+    """A round of a link that is not up: what the shards this node leads wrote since its last
+    good round (a shard first seen now counts from now)."""
+    for shard_id, head in heads.items():
+        state.local_heads_at_ok.setdefault(shard_id, head)
+    state.unshipped_entries = sum(max(0, head - state.local_heads_at_ok[shard_id])
+                                  for shard_id, head in heads.items())
 
 
 class RegionLink:
@@ -85,7 +112,8 @@ class RegionLink:
         self.tls = tls
         self.peers = config.aa_peer_map()
         self.password = config.aa_peer_password or config.requirepass
-        self.regions = {name: RegionState(name) for name in self.peers}
+        started = time.monotonic()
+        self.regions = {name: RegionState(name, started=started) for name in self.peers}
         self._links: dict[str, LeaderLink] = {}
         self._next_address: dict[str, int] = dict.fromkeys(self.peers, 0)
         #: Full states being pulled page by page: (region, local shard, remote shard) ->
@@ -113,12 +141,15 @@ class RegionLink:
             await asyncio.sleep(interval)
             leaders = [(gid, group) for gid, group in sorted(self.replicas.data_groups().items())
                        if group.shard is not None and not group.stopped and group.is_leader()]
+            heads = {gid: group.shard.aa.next_seq for gid, group in leaders
+                     if group.shard is not None}
             for region in self.peers:
                 state = self.regions[region]
                 if self.fault_rules is not None and region in self.fault_rules.drop_to:
                     self._drop(region)
                     state.state = "down"
                     state.last_error = "cut by the fault rules (drop_to)"
+                    _count_unshipped(state, heads)
                     continue
                 if not leaders:
                     state.lag_entries.clear()
@@ -132,10 +163,13 @@ class RegionLink:
                         del self._full_sync[paging]
                     state.state = "down"
                     state.last_error = f"{type(error).__name__}: {error}"[:300]
+                    _count_unshipped(state, heads)
                     logger.debug("region link to %s: %s", region, state.last_error)
                 else:
                     state.state = "up"
                     state.last_ok = time.monotonic()
+                    state.local_heads_at_ok = heads
+                    state.unshipped_entries = 0
 
     def close(self) -> None:
         for region in list(self._links):
