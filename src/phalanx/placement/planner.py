@@ -7,7 +7,10 @@ What this module owns:
 - `plan`: the next `set_replicas` / `set_meta_voters` ops that move a map toward health
   (repair, re-replication, one rebalance move at a time, leader spreading, driver voters).
 - `drain_done`: whether a draining node holds nothing any more.
-- `relocation_target`: where a replica on a failed disk is rebuilt instead.
+- `relocation_target`: where a replica on a failed disk is rebuilt instead; `relocation_op`:
+  the op that moves it there.
+- Every `set_replicas` made here is a compare-and-set (`expect_replicas`: the replicas of the
+  map it was computed from), so an op from a stale copy of the map never undoes a later move.
 
 Rules of this module:
 - Pure and deterministic: the same map gives the same ops on every node; every tie is broken
