@@ -27,8 +27,10 @@ def _registry(node_id: str, ports: dict[str, int], secret: str) -> Any:
     return SimpleNamespace(
         config=config, metrics=NodeMetrics(node_id, process_metrics=False),
         # two shards: slots 0-8191 and 8192-16383
-        cluster_map=SimpleNamespace(nodes=nodes, shards={}, version=1, internal_token="",
-                                    internal_token_ms=0,
+        cluster_map=SimpleNamespace(nodes=nodes, shards={}, version=1,
+                                    # (no internal token yet: a new cluster's first seconds,
+                                    # server/internal_auth.py)
+                                    internal_token="", internal_token_ms=0,
                                     shard_for_slot=lambda slot: SimpleNamespace(
                                         id=1 if slot < 8192 else 2)),
         resp_address=lambda n: ("127.0.0.1", ports[n]) if n in ports else None,

@@ -49,6 +49,7 @@ from phalanx.ops.cluster_file import (
     write_cluster_file,
 )
 from phalanx.server.config import NodeConfig, PeerConfig, dump_config
+from phalanx.server.identity import read_incarnation
 
 # --------------------------------------------------------------------------- plan
 
@@ -414,16 +415,20 @@ def wait_for_leader(nodes: Sequence[NodeEntry], timeout: float = 30.0, *,
                     processes: dict[str, subprocess.Popen[bytes]] | None = None,
                     log_paths: dict[str, Path] | None = None,
                     poll: float = 0.2,
-                    cancelled: Callable[[], bool] | None = None) -> str:
+                    cancelled: Callable[[], bool] | None = None,
+                    data_dirs: dict[str, str | Path] | None = None) -> str:
     """Poll /status until every node answers and a majority names the same leader; return
     its id.
 
     Fails early when a started process exits, and with StartupInterrupted as soon as
     `cancelled()` is true. On timeout the ClusterError names the nodes that
-    did not come up and shows the tail of their logs.
+    did not come up and shows the tail of their logs. With `data_dirs` (node id -> its data
+    directory) a node only counts as up when the process answering at its address reports
+    the incarnation stored in that directory (`foreign_answers`).
     """
     deadline = time.monotonic() + timeout
     statuses: list[NodeStatus] = []
+    foreign: dict[str, str] = {}
     while True:
         if cancelled is not None and cancelled():
             raise StartupInterrupted("interrupted before a leader was elected")
@@ -435,22 +440,49 @@ def wait_for_leader(nodes: Sequence[NodeEntry], timeout: float = 30.0, *,
                 raise ClusterError(f"node(s) exited during startup: {details}"
                                    + _log_tails(dead, log_paths))
         statuses = query_status(nodes, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        foreign = foreign_answers(statuses, data_dirs) if data_dirs else {}
         leader = agreed_leader(statuses)
         # Up = every node answers (its RESP listener is bound before its admin one) and every
         # shard has a leader: a client may use any node at once.
-        if leader is not None and all_shards_led(statuses) and all(s.reachable for s in statuses):
+        if (leader is not None and all_shards_led(statuses) and not foreign
+                and all(s.reachable for s in statuses)):
             return leader
         if time.monotonic() >= deadline:
             break
         waited_until = time.monotonic() + poll
         while time.monotonic() < waited_until and not (cancelled is not None and cancelled()):
             time.sleep(0.02)
+    if foreign:
+        raise ClusterError(f"within {timeout:g} s, not our nodes answering at: "
+                           + "; ".join(f"{node_id}: {why}" for node_id, why in foreign.items())
+                           + _log_tails(foreign, log_paths))
     down = [s.entry.id for s in statuses if not s.reachable]
     if down:
         raise ClusterError(f"node(s) did not come up within {timeout:g} s: {', '.join(down)}"
                            + _log_tails(down, log_paths))
     roles = ", ".join(f"{s.entry.id}={s.role}/term {s.term}/leader {s.leader}" for s in statuses)
     raise ClusterError(f"no leader agreed by a majority within {timeout:g} s ({roles})")
+
+
+def foreign_answers(statuses: Iterable[NodeStatus], data_dirs: dict[str, str | Path]
+                    ) -> dict[str, str]:
+    """Node id -> why the process answering at its address is not the node started on its
+    data directory: its /status incarnation is not the one stored there (server/identity.py;
+    none stored yet: ours has not started). Two launches that planned the same addresses
+    (session 9: two chaos region labs with one seed) otherwise each took the other's nodes
+    for their own, and wrote into one cluster while their own nodes died on a bind error.
+    A node that reports no incarnation is not judged."""
+    out: dict[str, str] = {}
+    for status in statuses:
+        answered = (status.status or {}).get("incarnation")
+        data_dir = data_dirs.get(status.entry.id)
+        if not answered or data_dir is None:
+            continue
+        stored = read_incarnation(data_dir)
+        if answered != stored:
+            out[status.entry.id] = (f"{status.entry.admin} reports incarnation {answered}, "
+                                    f"{data_dir} holds {stored or 'none yet'}")
+    return out
 
 
 def _log_tails(node_ids: Iterable[str], log_paths: dict[str, Path] | None) -> str:
@@ -507,7 +539,9 @@ def start_local_cluster(data_dir: str | Path, plan: Sequence[PlannedNode], *,
             cluster = ClusterFile([node.entry(processes[node.config.id].pid) for node in plan])
             leader = wait_for_leader(cluster.nodes, timeout, processes=processes,
                                      log_paths={node.config.id: node.log_path for node in plan},
-                                     cancelled=cancelled)
+                                     cancelled=cancelled,
+                                     data_dirs={node.config.id: node.config.data_dir
+                                                for node in plan})
             write_cluster_file(data_dir, cluster)
         except BaseException:
             stop_processes(processes.values())
