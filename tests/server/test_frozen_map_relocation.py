@@ -10,26 +10,32 @@ that a move is NOT undone there needs a waiting window; the decision itself is t
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from tests.placement.test_planner import apply_all, report_desired
 from tests.placement.test_stale_relocations import five_nodes, settled
 
-from phalanx.placement.map import MapMachine, OpError, encode_op
+from phalanx.placement.map import MapMachine, OpError
 from phalanx.placement.planner import plan
 from phalanx.server.consistency import ConsistencyChecker
 from phalanx.server.events import EventLog
+from phalanx.server.meta_client import MetaClient
 from phalanx.server.metrics import NodeMetrics
 
 DISK_FULL = "storage failure: store 1: cannot write: [Errno 28] No space left on device"
 
 
 class FrozenReplicas:
-    """The few `Replicas` members the damaged-replica watch reads; the map never advances."""
+    """The few `Replicas` members the damaged-replica watch reads; the map never advances.
+    `meta` is the placement driver's group, led here (so `MetaClient.propose_meta` commits
+    through it), applying to the LIVE map."""
 
-    def __init__(self, cluster_map: Any, data_dir: Path) -> None:
+    def __init__(self, cluster_map: Any, data_dir: Path, meta: LiveDriver) -> None:
+        self.meta = meta
         self.cluster_map = cluster_map
         self.data_dir = data_dir
         self.damaged = {1: DISK_FULL}
@@ -43,22 +49,28 @@ class FrozenReplicas:
 
 
 class LiveDriver:
-    """The placement driver's group: every proposal goes through the live MapMachine."""
+    """The placement driver's group 0, led by this node: every committed entry goes through
+    the live MapMachine, as `RaftGroup.propose_data` would apply it."""
 
     def __init__(self, machine: MapMachine) -> None:
         self.machine = machine
         self.replies: list[object] = []
 
-    async def propose_quietly(self, op: dict[str, object]) -> None:
-        self.replies.append(self.machine.apply(len(self.replies) + 1, encode_op(op)))
+    def is_leader(self) -> bool:
+        return True
+
+    async def propose_data(self, data: bytes) -> object:
+        self.replies.append(self.machine.apply(len(self.replies) + 1, data))
+        return self.replies[-1]
 
 
 def _checker(cmap: Any, node_id: str, driver: LiveDriver, data_dir: Path) -> ConsistencyChecker:
-    config: Any = SimpleNamespace(id=node_id)  # rebuild_damaged reads the node's id only
-    replicas: Any = FrozenReplicas(cmap, data_dir)
-    meta_client: Any = driver
+    # rebuild_damaged and MetaClient.propose_meta read the node's id and the request timeout
+    config: Any = SimpleNamespace(id=node_id, request_timeout_ms=5_000)
+    replicas: Any = FrozenReplicas(cmap, data_dir, driver)
+    transport: Any = None  # a driver led here is never reached over the network
     return ConsistencyChecker(replicas, config, NodeMetrics(node_id, process_metrics=False),
-                              EventLog(), meta_client)
+                              EventLog(), MetaClient(replicas, config, transport, None))
 
 
 async def _rebuild(checker: ConsistencyChecker) -> None:
@@ -67,7 +79,8 @@ async def _rebuild(checker: ConsistencyChecker) -> None:
         await asyncio.sleep(0)
 
 
-def test_a_node_with_a_frozen_map_cannot_undo_a_later_move(tmp_path: Path) -> None:
+def test_a_node_with_a_frozen_map_cannot_undo_a_later_move(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     frozen = settled(five_nodes(), 1)
     failed = frozen.shards[1].replicas[1]
     driver = LiveDriver(MapMachine(frozen))
@@ -87,9 +100,13 @@ def test_a_node_with_a_frozen_map_cannot_undo_a_later_move(tmp_path: Path) -> No
     # Later rounds: the node resends its relocation from the frozen map (past the
     # once-a-second limit): the map refuses it as stale and the later move stands.
     checker.sent_at.clear()
-    asyncio.run(_rebuild(checker))
+    with caplog.at_level(logging.INFO, logger="phalanx.server.meta_client"):
+        asyncio.run(_rebuild(checker))
     assert len(driver.replies) == 2, driver.replies
     refused = driver.replies[1]
     assert isinstance(refused, OpError) and "stale" in refused.message, refused
     assert driver.machine.map.encode() == later.encode()
     assert target not in driver.machine.map.shards[1].replicas
+    # The refusal is in the node's log (MetaClient.propose_quietly), saying why.
+    assert any("refused" in r.getMessage() and "stale" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]

@@ -151,8 +151,9 @@ class ConsistencyChecker:
     async def rebuild_damaged(self) -> None:
         """On every node: have each damaged replica rebuilt. A replica whose DISK failed (EIO,
         disk full: `disk_failed`) is rebuilt on another node when the planner has one
-        (`relocation_target`; a compare-and-set `set_replicas` moving it there: `relocation_op`); this node deletes its copy
-        once the shard's configuration no longer holds it (which frees the disk). Otherwise
+        (`relocation_target`; a compare-and-set `set_replicas` moving it there:
+        `relocation_op`); this node deletes its copy once the shard's configuration no longer
+        holds it (which frees the disk). Otherwise
         (bad bytes, a divergence, or no other node) it is rebuilt in place: ask the map to
         rebuild it; once the map lists it as rebuilding, delete its data (it is stopped, so it
         votes and acknowledges nothing; it comes back empty only after the leader removed it:
