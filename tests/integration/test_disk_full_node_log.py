@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_harness import LocalCluster, WriteLoad, check_all_present, wait_until
+from integration_harness import (
+    LocalCluster,
+    WriteLoad,
+    check_all_present,
+    describe_map,
+    newest_map,
+    shards_of,
+    wait_until,
+)
 
 SHARD = "1"
 
@@ -106,13 +114,37 @@ def test_a_full_node_log_disk_stops_the_nodes_replicas_and_they_are_rebuilt_else
         driver = wait_until(lambda: (_status_local(c, victim).get("0") or {}).get(
             "storage_error"), 60, "the placement driver's replica on the full disk to stop")
         assert "disk full" in driver, driver
+        # Its map is frozen now. When it froze before the move (it still lists the victim in
+        # shard 1) and looks caught up to the node (a leader known, all committed entries
+        # applied: `Replicas.meta_caught_up`), the node resends the relocation from it once
+        # a second: a compare-and-set on the replicas it saw (placement/map.py), which the
+        # driver refuses as stale, so it cannot undo a later move of the shard (issue 16).
+        frozen = c.status(victim) or {}
+        meta = dict(frozen.get("local") or {}).get("0") or {}
+        frozen_shard = shards_of(frozen).get(int(SHARD)) or {}
+        resends = (victim.id in (frozen_shard.get("replicas") or [])
+                   and victim.id not in (frozen_shard.get("rebuilding") or [])
+                   and bool(meta.get("leader"))
+                   and int(meta.get("applied_index") or 0) >= int(meta.get("commit_index") or 0))
+        if resends:
+            stale = wait_until(lambda: c.grep_logs(victim, "set_replicas: stale"), 60,
+                               f"{victim.id}'s resent relocation to be refused as stale")
+            assert "set_replicas" in stale[0], stale[0]
+        else:
+            print(f"{victim.id}'s frozen map does not resend the relocation: "
+                  f"{describe_map(frozen)}; driver replica {meta}")
+        healthy = [n for n in c.nodes if n != victim]
+        status = newest_map(c, healthy)
+        assert status is not None
+        assert victim.id not in shards_of(status)[int(SHARD)]["replicas"], describe_map(status)
         load.stop()
         check_all_present(c, load, nodes=[n for n in c.nodes if n != victim])
         proposals = c.grep_logs(victim, f"set_replicas shard {SHARD} node {victim.id}")
         print(f"full node log: shard 1 reported damaged {detected:.2f} s after the restart "
               f"(the filling writes included), on 3 other replicas {rebuilt:.2f} s after "
               f"the restart; {load.acked_count()} writes acknowledged meanwhile, 0 lost; "
-              f"{len(proposals)} relocation proposal(s) sent by {victim.id}")
+              f"{len(proposals)} relocation proposal(s) sent by {victim.id}, "
+              f"{len(c.grep_logs(victim, 'set_replicas: stale'))} refused as stale")
     finally:
         if c.alive(victim):
             c.kill(victim)

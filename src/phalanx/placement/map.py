@@ -35,6 +35,10 @@ Rules of this module:
   between node and zone. A host lies inside its zone: equal host names in two zones are two
   hosts. "" (the default) makes the node a host of its own, and is not encoded, so old maps
   load and encode unchanged.
+- `set_replicas` with `expect_replicas` is a compare-and-set: refused ("stale") unless the
+  shard's desired replicas are still exactly that list. Every caller that computes the new
+  list from its own copy of the map sends it; the absolute form (no `expect_replicas`, what
+  nodes before session 9 send) is still accepted.
 - Damaged replicas (`ShardInfo.rebuilding`; ops `rebuild_replica`, `finish_rebuild`): a node
   whose replica of a shard is damaged (corrupt disk, divergence) asks for it to be rebuilt;
   while listed there, the shard's leader removes that replica from the configuration (the
@@ -697,6 +701,17 @@ def _op_set_replicas(cmap: ClusterMap, op: Mapping[str, Any]) -> _Result:
         return OpError(f"ERR set_replicas: unknown node(s) {', '.join(unknown)}")
     if preferred and preferred not in replicas:
         return OpError(f"ERR set_replicas: preferred leader {preferred} is not a replica")
+    if "expect_replicas" in op:
+        # Compare-and-set on the shard's desired replicas (etcd's compare-and-swap,
+        # Kubernetes' resourceVersion): an op computed from an older map, whose shard has
+        # moved since, is refused here, identically on every replica of the map, so a
+        # frozen view can never undo a later move (docs/operations.md, "Map ops").
+        expected = _strings(op, "expect_replicas", "set_replicas")
+        if not expected:
+            return OpError("ERR set_replicas: field 'expect_replicas' is empty")
+        if expected != shard.replicas:
+            return OpError(f"ERR set_replicas: stale: shard {shard.id}'s replicas are "
+                           f"{','.join(shard.replicas)}, not {','.join(expected)}; not applied")
     failed = _string(op, "failed_disk", "set_replicas", default="")
     if failed and failed in replicas:
         return OpError(f"ERR set_replicas: {failed} is named as a failed disk and kept as a "

@@ -7,7 +7,10 @@ What this module owns:
 - `plan`: the next `set_replicas` / `set_meta_voters` ops that move a map toward health
   (repair, re-replication, one rebalance move at a time, leader spreading, driver voters).
 - `drain_done`: whether a draining node holds nothing any more.
-- `relocation_target`: where a replica on a failed disk is rebuilt instead.
+- `relocation_target`: where a replica on a failed disk is rebuilt instead; `relocation_op`:
+  the op that moves it there.
+- Every `set_replicas` made here is a compare-and-set (`expect_replicas`: the replicas of the
+  map it was computed from), so an op from a stale copy of the map never undoes a later move.
 
 Rules of this module:
 - Pure and deterministic: the same map gives the same ops on every node; every tie is broken
@@ -597,8 +600,11 @@ def plan(cmap: ClusterMap) -> list[dict[str, object]]:
     for sid, shard in cmap.shards.items():
         replicas, preferred = tuple(working.replicas[sid]), working.preferred[sid]
         if replicas != shard.replicas or preferred != shard.preferred_leader:
+            # Compare-and-set on the replicas this plan started from (map.py): a plan from
+            # a stale copy of the map cannot undo a move committed since.
             ops.append({"op": "set_replicas", "shard": sid, "replicas": list(replicas),
-                        "preferred_leader": preferred})
+                        "preferred_leader": preferred,
+                        "expect_replicas": list(shard.replicas)})
     alive_count = len(working.alive)
     meta = _meta_voters(working, cmap.meta_voters,
                         meta_voter_target(cmap.survival_goal, alive_count))  # e
@@ -621,6 +627,21 @@ def relocation_target(cmap: ClusterMap, shard_id: int, node_id: str) -> str | No
     return working.choose(others, exclude=[node_id, *shard.voters, *shard.learners,
                                            *shard.failed_disks],
                           avoid_host=_host(cmap.nodes.get(node_id), node_id))
+
+
+def relocation_op(cmap: ClusterMap, shard_id: int, node_id: str,
+                  target: str) -> dict[str, object]:
+    """The `set_replicas` that moves `node_id`'s replica of a shard off its failed disk to
+    `target` (`relocation_target`'s choice). It names the failed disk (never
+    placed there again) and is a compare-and-set on the replicas it was computed from: the
+    sender's map may be frozen (its own placement-driver replica stopped), and a stale copy
+    must never undo a move committed since (map.py, `expect_replicas`)."""
+    shard = cmap.shards[shard_id]
+    return {"op": "set_replicas", "shard": shard_id,
+            "replicas": [target if n == node_id else n for n in shard.replicas],
+            "failed_disk": node_id, "expect_replicas": list(shard.replicas),
+            "preferred_leader": "" if shard.preferred_leader == node_id
+            else shard.preferred_leader}
 
 
 def drain_done(cmap: ClusterMap, node_id: str) -> bool:

@@ -49,7 +49,7 @@ import time
 
 from phalanx.errors import Corrupt, PhalanxError, StorageError
 from phalanx.kv import Command, encode_command
-from phalanx.placement.planner import relocation_target
+from phalanx.placement.planner import relocation_op, relocation_target
 from phalanx.placement.shard import CHECK_COMMAND, DIGEST_COMMAND
 from phalanx.server.config import NodeConfig
 from phalanx.server.events import EventLog
@@ -151,8 +151,9 @@ class ConsistencyChecker:
     async def rebuild_damaged(self) -> None:
         """On every node: have each damaged replica rebuilt. A replica whose DISK failed (EIO,
         disk full: `disk_failed`) is rebuilt on another node when the planner has one
-        (`relocation_target`; a `set_replicas` moving it there); this node deletes its copy
-        once the shard's configuration no longer holds it (which frees the disk). Otherwise
+        (`relocation_target`; a compare-and-set `set_replicas` moving it there:
+        `relocation_op`); this node deletes its copy once the shard's configuration no longer
+        holds it (which frees the disk). Otherwise
         (bad bytes, a divergence, or no other node) it is rebuilt in place: ask the map to
         rebuild it; once the map lists it as rebuilding, delete its data (it is stopped, so it
         votes and acknowledges nothing; it comes back empty only after the leader removed it:
@@ -169,15 +170,14 @@ class ConsistencyChecker:
             if me in shard.rebuilding:
                 await self._delete_damaged(group_id, why, "it comes back as a new member")
             elif me in shard.replicas:
+                # A compare-and-set (planner.relocation_op): this node's map may be frozen
+                # (its own placement-driver replica stopped), and a relocation computed from
+                # it must not undo a later move of the shard.
                 target = relocation_target(cmap, group_id, me) if disk_failed(why) else None
                 if target is None:
                     self._send_once({"op": "rebuild_replica", "shard": group_id, "node": me})
                     continue
-                self._send_once({"op": "set_replicas", "shard": group_id,
-                                 "replicas": [target if n == me else n for n in shard.replicas],
-                                 "failed_disk": me,
-                                 "preferred_leader": "" if shard.preferred_leader == me
-                                 else shard.preferred_leader}, node=me)
+                self._send_once(relocation_op(cmap, group_id, me, target), node=me)
                 if self.relocating.get(group_id) != target:
                     self.relocating[group_id] = target
                     self.events.record("replica-relocate", f"{me}: the disk of its replica of "

@@ -348,6 +348,9 @@ class Controllers:
                     # spreading does not move it back.
                     await self.meta_client.propose_quietly(
                         {"op": "set_replicas", "shard": group_id,
-                         "replicas": list(shard_info.replicas), "preferred_leader": leader})
+                         "replicas": list(shard_info.replicas), "preferred_leader": leader,
+                         # CAS: from this node's copy of the map, maybe stale: never
+                         # undoes a move committed since (placement/map.py).
+                         "expect_replicas": list(shard_info.replicas)})
                 return leader
         raise PhalanxError(f"leadership transfer to {target} did not complete in time")

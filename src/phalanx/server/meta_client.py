@@ -113,11 +113,18 @@ class MetaClient:
         return reply
 
     async def propose_quietly(self, op: dict[str, object]) -> None:
-        """`propose_meta`, logging a failure instead of raising (the caller retries later)."""
+        """`propose_meta`, logging a failure instead of raising (the caller retries later). A
+        compare-and-set refused as stale (placement/map.py, `expect_replicas`: this node's map
+        is behind) is logged at info, the rest at debug."""
         try:
-            await self.propose_meta(op)
+            text = describe_reply(await self.propose_meta(op))
         except (PhalanxError, OSError, TimeoutError) as error:
-            logger.debug("%s: map op %s failed: %s", self.node_id, op.get("op"), error)
+            text = str(error)
+        if text == "OK":
+            return
+        level = logging.INFO if "stale" in text else logging.DEBUG
+        logger.log(level, "%s: map op %s refused or failed: %s", self.node_id, op.get("op"),
+                   text)
 
     async def set_node_state(self, node_id: str, state: str) -> dict[str, object]:
         """Drain (`draining`), decommission or re-admit (`alive`) a node via the driver."""
