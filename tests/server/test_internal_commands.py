@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from phalanx.placement.map import ClusterMap, apply_op
 from phalanx.server import internal_auth
@@ -119,6 +119,12 @@ def test_an_ordinary_client_cannot_run_internal_commands_without_a_secret(
             assert await client.execute_command(
                 "PHALANX.PUBLISH", "P", "channel", "signed",
                 internal_signature(token, payload)) == 0
+            # A signed map op the map refuses answers its error once, not "ERR ERR ...".
+            bad = json.dumps({"op": "set_node_state", "node": "nope", "state": "draining"})
+            with pytest.raises(ResponseError) as refused:
+                await client.execute_command("PHALANX.META", bad,
+                                             internal_signature(token, bad.encode()))
+            assert "nope" in str(refused.value) and not str(refused.value).startswith("ERR")
             # A join (open without a secret: the joining node has nothing to sign with)
             # answers the map without the token.
             op = {"op": "add_node", "node": {"id": "n9", "peer": "127.0.0.1:1",

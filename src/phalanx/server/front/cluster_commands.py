@@ -187,7 +187,7 @@ class ClusterCommands:
         reply = await self.replicas.propose_meta(op)
         message = getattr(reply, "message", None)
         if message is not None:
-            raise CommandError(f"ERR {message}")
+            raise CommandError(_error_text(message))
         return SimpleString("OK")
 
     async def join(self, state: ClientState, arguments: list[bytes]) -> object:
@@ -201,7 +201,7 @@ class ClusterCommands:
         reply = await self.replicas.propose_meta(op)
         message = getattr(reply, "message", None)
         if message is not None:
-            raise CommandError(f"ERR {message}")
+            raise CommandError(_error_text(message))
         # The map without its internal token: the reply goes to whoever asked.
         return replace(self.replicas.cluster_map, internal_token="").encode()
 
@@ -221,3 +221,9 @@ class ClusterCommands:
         except NoSuchSnapshot as error:
             raise CommandError(f"ERR {error}") from error
         return [size, zlib.crc32(chunk), chunk]
+
+
+def _error_text(message: str) -> str:
+    """A map op's refusal as a reply: the map's `OpError` messages already carry their
+    error code ("ERR set_replicas: stale: ..."), so it is not added twice."""
+    return message if message.startswith("ERR ") else f"ERR {message}"
