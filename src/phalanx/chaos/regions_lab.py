@@ -73,7 +73,7 @@ class RegionLabConfig:
 class _Run:
     t0: float
     ops: list[AaOp] = field(default_factory=list)
-    strong: list[tuple[str, str, float]] = field(default_factory=list)   # region, outcome, t
+    strong: list[tuple[str, str, float]] = field(default_factory=list)   # region, outcome, sent
     lag: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -141,9 +141,12 @@ def _writer(run: _Run, region: str, client: redis.Redis, rng: random.Random,
         elif choice < 0.8:
             _record(run, region, "get", REGISTER, None, client, "GET", REGISTER)
         else:
+            # Timed when sent, as the active-active ops are (`AaOp.invoked`): a write sent
+            # before the cut and answered after it is not a write "during the cut".
+            invoked = run.now()
             outcome, _ = _call(client, "INCR", STRONG)
             with run.lock:
-                run.strong.append((region, outcome, run.now()))
+                run.strong.append((region, outcome, invoked))
         stop.wait(max(0.0, 1.0 / rate - (time.monotonic() - started)))
 
 
